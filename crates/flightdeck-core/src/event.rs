@@ -1,0 +1,474 @@
+//! The events of a mission's timeline (CONTRACT.md, "Events"), as typed Rust data.
+//!
+//! On the wire an event is `{"type": "<name>", "data": {…}}`. Payloads accept fields they do
+//! not know (newer writers may add some) and always write the fields the contract requires.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::hash::Digest;
+use crate::MissionStatus;
+
+/// `{"kind", "message"}` of a failed, blocked or cancelled mission.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissionError {
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissionCreated {
+    pub template: String,
+    pub template_hash: Digest,
+    pub params: BTreeMap<String, String>,
+    pub repo: String,
+    pub base_commit: String,
+    pub requested_by: String,
+    pub policy_hash: Digest,
+    /// The template's exact bytes, so a resume or replay runs what was pinned, not what the
+    /// file says today.
+    pub template_source: Digest,
+    /// The ref the user named as base (`HEAD` by default), for people reading the timeline.
+    #[serde(default)]
+    pub base_ref: String,
+    /// The version of flightdeck that created the mission.
+    #[serde(default)]
+    pub engine_version: String,
+    /// The budget limits pinned at creation (raised later by `budget.raised`).
+    #[serde(default)]
+    pub budget: crate::template::BudgetSpec,
+    /// Number of steps in the template, so progress can be shown from the timeline alone.
+    #[serde(default)]
+    pub steps: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceProvisioning {
+    pub runtime: String,
+}
+
+/// Pinned and found version of one tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolchainEntry {
+    pub pinned: Option<String>,
+    pub found: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceProvisioned {
+    pub runtime: String,
+    pub network: String,
+    #[serde(default)]
+    pub toolchain: BTreeMap<String, ToolchainEntry>,
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub image_digest: Option<String>,
+    /// Where the worktree lives on the host.
+    #[serde(default)]
+    pub path: String,
+    /// How commands are isolated (`none` for the unsandboxed first cut).
+    #[serde(default)]
+    pub sandbox: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceDrift {
+    pub tool: String,
+    pub pinned: String,
+    pub found: String,
+}
+
+/// `run` or `agent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Run,
+    Agent,
+}
+
+impl StepKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepKind::Run => "run",
+            StepKind::Agent => "agent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepStarted {
+    pub index: usize,
+    pub kind: StepKind,
+    /// The command, or the agent role and task, for people reading the timeline.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepFinished {
+    pub index: usize,
+    pub kind: StepKind,
+    pub status: StepStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelRequested {
+    pub call_id: String,
+    pub provider: String,
+    pub model: String,
+    pub role: String,
+    pub request: Digest,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelResponded {
+    pub call_id: String,
+    pub model_served: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+    pub response: Digest,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelFailed {
+    pub call_id: String,
+    pub error: String,
+    pub retryable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelFallback {
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolRequested {
+    pub call_id: String,
+    pub tool: String,
+    pub args: Value,
+    /// `template`, or the agent role that asked.
+    pub actor: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyDecided {
+    pub subject: String,
+    pub action: String,
+    pub decision: String,
+    pub tier: String,
+    pub rule_ids: Vec<String>,
+    pub policy_hash: Digest,
+    pub explanation: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRequested {
+    pub approval_id: String,
+    pub gate: String,
+    pub required: u32,
+    pub eligible: Vec<String>,
+    pub diff_hash: String,
+    pub bundle: Digest,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalDecided {
+    pub approval_id: String,
+    pub by: String,
+    pub decision: String,
+    pub channel: String,
+    pub comment: Option<String>,
+    pub policy_hash: Digest,
+    pub diff_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCompleted {
+    pub call_id: String,
+    pub ok: bool,
+    /// For commands; `null` when the command never exited (timed out, killed).
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+    pub output: Digest,
+    pub duration_ms: u64,
+    /// The command ran into its timeout and was killed.
+    #[serde(default)]
+    pub timed_out: bool,
+    /// Git tree id of the worktree after the call: what a resume restores.
+    #[serde(default)]
+    pub tree: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetExceeded {
+    pub dimension: String,
+    pub used: f64,
+    pub limit: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetRaised {
+    pub by: String,
+    pub dimension: String,
+    pub amount: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakerTripped {
+    pub kind: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcceptanceResult {
+    pub command: String,
+    pub exit_code: Option<i32>,
+    pub attempts: u32,
+    pub flaky: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcceptanceChecked {
+    pub passed: bool,
+    pub results: Vec<AcceptanceResult>,
+    pub violations: Vec<String>,
+}
+
+/// A file a published change touches, with its line counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileChange {
+    pub path: String,
+    /// `A`dded, `M`odified, `D`eleted, `R`enamed …, as git reports it.
+    pub status: String,
+    /// `None` for binary files.
+    pub added: Option<u64>,
+    pub removed: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangePublished {
+    pub branch: String,
+    pub commit: String,
+    pub patch: Digest,
+    pub pr_description: Digest,
+    #[serde(default)]
+    pub pr_url: Option<String>,
+    #[serde(default)]
+    pub files: Vec<FileChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissionInterrupted {
+    pub reason: String,
+    /// Tool calls that were requested and never completed: they are run again as new calls.
+    #[serde(default)]
+    pub calls: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissionResumed {
+    pub by: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissionFinished {
+    pub status: MissionStatus,
+    pub error: Option<MissionError>,
+    /// Human summary of the outcome ("no changes", "published …").
+    #[serde(default)]
+    pub summary: Option<String>,
+}
+
+/// One event's type and payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum EventKind {
+    #[serde(rename = "mission.created")]
+    MissionCreated(MissionCreated),
+    #[serde(rename = "workspace.provisioning")]
+    WorkspaceProvisioning(WorkspaceProvisioning),
+    #[serde(rename = "workspace.provisioned")]
+    WorkspaceProvisioned(WorkspaceProvisioned),
+    #[serde(rename = "workspace.drift")]
+    WorkspaceDrift(WorkspaceDrift),
+    #[serde(rename = "step.started")]
+    StepStarted(StepStarted),
+    #[serde(rename = "step.finished")]
+    StepFinished(StepFinished),
+    #[serde(rename = "model.requested")]
+    ModelRequested(ModelRequested),
+    #[serde(rename = "model.responded")]
+    ModelResponded(ModelResponded),
+    #[serde(rename = "model.failed")]
+    ModelFailed(ModelFailed),
+    #[serde(rename = "model.fallback")]
+    ModelFallback(ModelFallback),
+    #[serde(rename = "tool.requested")]
+    ToolRequested(ToolRequested),
+    #[serde(rename = "policy.decided")]
+    PolicyDecided(PolicyDecided),
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested(ApprovalRequested),
+    #[serde(rename = "approval.decided")]
+    ApprovalDecided(ApprovalDecided),
+    #[serde(rename = "tool.completed")]
+    ToolCompleted(ToolCompleted),
+    #[serde(rename = "budget.exceeded")]
+    BudgetExceeded(BudgetExceeded),
+    #[serde(rename = "budget.raised")]
+    BudgetRaised(BudgetRaised),
+    #[serde(rename = "breaker.tripped")]
+    BreakerTripped(BreakerTripped),
+    #[serde(rename = "acceptance.checked")]
+    AcceptanceChecked(AcceptanceChecked),
+    #[serde(rename = "change.published")]
+    ChangePublished(ChangePublished),
+    #[serde(rename = "mission.interrupted")]
+    MissionInterrupted(MissionInterrupted),
+    #[serde(rename = "mission.resumed")]
+    MissionResumed(MissionResumed),
+    #[serde(rename = "mission.finished")]
+    MissionFinished(MissionFinished),
+}
+
+/// Why stored `type` + `data` is not an event this version understands.
+#[derive(Debug, thiserror::Error)]
+#[error("event type `{event_type}` has unreadable data: {source}")]
+pub struct EventDecodeError {
+    pub event_type: String,
+    #[source]
+    pub source: serde_json::Error,
+}
+
+impl EventKind {
+    /// The `type` string on the wire.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            EventKind::MissionCreated(_) => "mission.created",
+            EventKind::WorkspaceProvisioning(_) => "workspace.provisioning",
+            EventKind::WorkspaceProvisioned(_) => "workspace.provisioned",
+            EventKind::WorkspaceDrift(_) => "workspace.drift",
+            EventKind::StepStarted(_) => "step.started",
+            EventKind::StepFinished(_) => "step.finished",
+            EventKind::ModelRequested(_) => "model.requested",
+            EventKind::ModelResponded(_) => "model.responded",
+            EventKind::ModelFailed(_) => "model.failed",
+            EventKind::ModelFallback(_) => "model.fallback",
+            EventKind::ToolRequested(_) => "tool.requested",
+            EventKind::PolicyDecided(_) => "policy.decided",
+            EventKind::ApprovalRequested(_) => "approval.requested",
+            EventKind::ApprovalDecided(_) => "approval.decided",
+            EventKind::ToolCompleted(_) => "tool.completed",
+            EventKind::BudgetExceeded(_) => "budget.exceeded",
+            EventKind::BudgetRaised(_) => "budget.raised",
+            EventKind::BreakerTripped(_) => "breaker.tripped",
+            EventKind::AcceptanceChecked(_) => "acceptance.checked",
+            EventKind::ChangePublished(_) => "change.published",
+            EventKind::MissionInterrupted(_) => "mission.interrupted",
+            EventKind::MissionResumed(_) => "mission.resumed",
+            EventKind::MissionFinished(_) => "mission.finished",
+        }
+    }
+
+    /// The `data` object on the wire.
+    pub fn data(&self) -> Value {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut map)) => map.remove("data").unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+
+    /// Reads an event back from its wire `type` and `data`.
+    pub fn decode(event_type: &str, data: &Value) -> Result<EventKind, EventDecodeError> {
+        serde_json::from_value(serde_json::json!({"type": event_type, "data": data})).map_err(
+            |source| EventDecodeError {
+                event_type: event_type.to_string(),
+                source,
+            },
+        )
+    }
+
+    /// Every artifact digest this event references (for audits and garbage collection).
+    pub fn artifact_refs(&self) -> Vec<&Digest> {
+        match self {
+            EventKind::MissionCreated(e) => vec![&e.template_source],
+            EventKind::ModelRequested(e) => vec![&e.request],
+            EventKind::ModelResponded(e) => vec![&e.response],
+            EventKind::ApprovalRequested(e) => vec![&e.bundle],
+            EventKind::ToolCompleted(e) => vec![&e.output],
+            EventKind::ChangePublished(e) => vec![&e.patch, &e.pr_description],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// An event as stored in a timeline: the envelope of CONTRACT.md.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub mission: String,
+    pub seq: u64,
+    /// RFC 3339 UTC with milliseconds.
+    pub at: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub data: Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl StoredEvent {
+    pub fn kind(&self) -> Result<EventKind, EventDecodeError> {
+        EventKind::decode(&self.event_type, &self.data)
+    }
+
+    /// Milliseconds since the epoch of `at` (0 if unreadable).
+    pub fn at_millis(&self) -> i64 {
+        crate::clock::parse_rfc3339_millis(&self.at).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_round_trip_through_type_and_data() {
+        let kind = EventKind::ToolCompleted(ToolCompleted {
+            call_id: "step-0".into(),
+            ok: true,
+            exit_code: Some(0),
+            output: Digest::of(b"out"),
+            duration_ms: 12,
+            timed_out: false,
+            tree: None,
+        });
+        assert_eq!(kind.type_name(), "tool.completed");
+        let data = kind.data();
+        assert_eq!(data["exit_code"], json!(0));
+        assert_eq!(EventKind::decode("tool.completed", &data).unwrap(), kind);
+    }
+
+    #[test]
+    fn unknown_fields_are_accepted_and_missing_required_ones_are_not() {
+        let data = json!({"reason": "killed", "pid": 4});
+        assert!(EventKind::decode("mission.interrupted", &data).is_ok());
+        let err = EventKind::decode("mission.interrupted", &json!({})).unwrap_err();
+        assert!(err.to_string().contains("mission.interrupted"), "{err}");
+        assert!(EventKind::decode("no.such.type", &json!({})).is_err());
+    }
+}

@@ -1,0 +1,66 @@
+//! Identifiers. They are made from parts the caller supplies (a clock reading and random
+//! bits), so this crate stays deterministic.
+
+use std::fmt;
+
+/// A mission id: `m-` followed by a lowercase ULID (sortable by creation time).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct MissionId(String);
+
+impl MissionId {
+    pub fn from_parts(unix_millis: u64, random: u128) -> MissionId {
+        let ulid = ulid::Ulid::from_parts(unix_millis, random);
+        MissionId(format!("m-{}", ulid.to_string().to_lowercase()))
+    }
+
+    /// Accepts any string that looks like a mission id (`m-` and 26 base32 characters).
+    pub fn parse(s: &str) -> Option<MissionId> {
+        let rest = s.strip_prefix("m-")?;
+        (rest.len() == 26 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+            .then(|| MissionId(s.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The branch a mission publishes to.
+    pub fn branch(&self) -> String {
+        format!("flightdeck/{}", self.0)
+    }
+}
+
+impl fmt::Display for MissionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The call id of the tool call that runs step `index` of a template (`run` steps).
+/// Deterministic, so a resumed or replayed mission names the same call the same way.
+pub fn step_call_id(step_index: usize) -> String {
+    format!("step-{step_index}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mission_ids_are_lowercase_ulids_sorted_by_time() {
+        let a = MissionId::from_parts(1_700_000_000_000, 7);
+        let b = MissionId::from_parts(1_700_000_000_001, 0);
+        assert!(a < b);
+        assert_eq!(a.as_str().len(), 28);
+        assert_eq!(MissionId::parse(a.as_str()), Some(a.clone()));
+        assert_eq!(
+            MissionId::parse(&a.as_str().to_uppercase().replacen("M-", "m-", 1)),
+            Some(a)
+        );
+        assert_eq!(MissionId::parse("m-short"), None);
+        assert_eq!(MissionId::parse("x-01hzzzzzzzzzzzzzzzzzzzzzzz"), None);
+    }
+}

@@ -1,0 +1,706 @@
+//! Mission templates: `.flightdeck/missions/NAME.toml` (CONTRACT.md).
+//!
+//! Parsing is strict: an unknown key, a bad value, a step that is neither `run` nor `agent`, or
+//! a `{{placeholder}}` that names no param is an error that names the file, the key and the
+//! line. Rendering resolves params (defaults, required ones) and substitutes them.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::MissionId;
+
+/// Why a template cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TemplateError {
+    #[error("{file}:{line}:{column}: {message}")]
+    Parse {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{file}: {field}: {message}")]
+    Invalid {
+        file: String,
+        field: String,
+        message: String,
+    },
+    #[error("{file}: `{{{{{placeholder}}}}}` in {field} names no param (declared: {declared})")]
+    UnknownPlaceholder {
+        file: String,
+        field: String,
+        placeholder: String,
+        declared: String,
+    },
+    #[error("{file}: required param `{param}` was not given")]
+    MissingParam { file: String, param: String },
+    #[error("{file}: unknown param `{param}` (declared: {declared})")]
+    UnknownParam {
+        file: String,
+        param: String,
+        declared: String,
+    },
+}
+
+/// One declared parameter.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamSpec {
+    #[serde(default)]
+    pub required: bool,
+    pub default: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub pin: String,
+    #[serde(default)]
+    pub fallback: Vec<String>,
+    pub temperature: Option<f64>,
+    pub max_output_tokens: Option<u64>,
+    /// Accept a served model id that is a different dated snapshot of the pinned one.
+    #[serde(default)]
+    pub allow_snapshot_mismatch: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSpec {
+    pub usd: Option<f64>,
+    pub tokens: Option<u64>,
+    pub tool_calls: Option<u64>,
+    pub model_calls: Option<u64>,
+    pub wall_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakersSpec {
+    pub repeated_action: Option<u32>,
+    pub consecutive_failures: Option<u32>,
+    pub no_progress: Option<u32>,
+    pub provider_errors: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runtime {
+    #[default]
+    Local,
+    LocalUnsandboxed,
+    Docker,
+}
+
+impl Runtime {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Runtime::Local => "local",
+            Runtime::LocalUnsandboxed => "local-unsandboxed",
+            Runtime::Docker => "docker",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Network {
+    #[default]
+    None,
+    Setup,
+    On,
+}
+
+impl Network {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::None => "none",
+            Network::Setup => "setup",
+            Network::On => "on",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolchainMode {
+    #[default]
+    Warn,
+    Enforce,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSpec {
+    #[serde(default)]
+    pub runtime: Runtime,
+    #[serde(default)]
+    pub network: Network,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    #[serde(default)]
+    pub toolchain: ToolchainMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentRole {
+    Planner,
+    Coder,
+    Reviewer,
+}
+
+impl AgentRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentRole::Planner => "planner",
+            AgentRole::Coder => "coder",
+            AgentRole::Reviewer => "reviewer",
+        }
+    }
+}
+
+/// A `[[steps]]` entry as written: exactly one of `run` and `agent`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub run: Option<String>,
+    pub agent: Option<AgentRole>,
+    pub task: Option<String>,
+    pub model: Option<String>,
+    pub max_rounds: Option<u32>,
+    /// Per-step command timeout (`run` steps); the workspace default applies otherwise.
+    pub timeout_seconds: Option<u64>,
+}
+
+/// A step after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Run {
+        command: String,
+        timeout_seconds: Option<u64>,
+    },
+    Agent {
+        role: AgentRole,
+        task: Option<String>,
+        model: Option<String>,
+        max_rounds: Option<u32>,
+    },
+}
+
+impl Step {
+    pub fn kind(&self) -> crate::event::StepKind {
+        match self {
+            Step::Run { .. } => crate::event::StepKind::Run,
+            Step::Agent { .. } => crate::event::StepKind::Agent,
+        }
+    }
+
+    /// One line for people: the command, or the role and task.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::Run { command, .. } => command.clone(),
+            Step::Agent { role, task, .. } => match task {
+                Some(task) => format!("{} agent: {task}", role.as_str()),
+                None => format!("{} agent", role.as_str()),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptanceSpec {
+    #[serde(default)]
+    pub commands: Vec<String>,
+    pub retries: Option<u32>,
+    pub max_changed_files: Option<u64>,
+    #[serde(default)]
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub forbid_test_deletion: bool,
+    pub fix_rounds: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSpec {
+    pub title: Option<String>,
+}
+
+/// The file as written.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateFile {
+    description: Option<String>,
+    owner: Option<String>,
+    goal: Option<String>,
+    #[serde(default)]
+    params: BTreeMap<String, ParamSpec>,
+    model: Option<ModelSpec>,
+    #[serde(default)]
+    budget: BudgetSpec,
+    #[serde(default)]
+    breakers: BreakersSpec,
+    #[serde(default)]
+    workspace: WorkspaceSpec,
+    #[serde(default)]
+    steps: Vec<StepSpec>,
+    #[serde(default)]
+    acceptance: AcceptanceSpec,
+    #[serde(default)]
+    publish: PublishSpec,
+}
+
+/// A validated template. Strings may still hold `{{placeholders}}`; see [`Template::render`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Template {
+    /// The name missions show: the file stem.
+    pub name: String,
+    /// Where it was read from, for messages.
+    pub file: String,
+    pub description: Option<String>,
+    pub owner: Option<String>,
+    pub goal: Option<String>,
+    pub params: BTreeMap<String, ParamSpec>,
+    pub model: Option<ModelSpec>,
+    pub budget: BudgetSpec,
+    pub breakers: BreakersSpec,
+    pub workspace: WorkspaceSpec,
+    pub steps: Vec<Step>,
+    pub acceptance: AcceptanceSpec,
+    pub publish: PublishSpec,
+}
+
+/// A template with every placeholder substituted, ready to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedTemplate {
+    pub template: Template,
+    /// Every param's value, defaults included: what `mission.created` records.
+    pub params: BTreeMap<String, String>,
+}
+
+/// The placeholder that always exists.
+const MISSION_PLACEHOLDER: &str = "mission";
+
+impl Template {
+    /// Parses and validates `source`. `name` is the template's name (file stem) and `file`
+    /// the path to name in errors.
+    pub fn parse(name: &str, file: &str, source: &str) -> Result<Template, TemplateError> {
+        let raw: TemplateFile = toml::from_str(source).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_column(source, span.start))
+                .unwrap_or((0, 0));
+            TemplateError::Parse {
+                file: file.to_string(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let invalid = |field: String, message: &str| TemplateError::Invalid {
+            file: file.to_string(),
+            field,
+            message: message.to_string(),
+        };
+        if raw.steps.is_empty() {
+            return Err(invalid(
+                "steps".into(),
+                "the template has no [[steps]]; add at least one `run` or `agent` step",
+            ));
+        }
+        let mut steps = Vec::with_capacity(raw.steps.len());
+        for (i, spec) in raw.steps.into_iter().enumerate() {
+            let field = format!("steps[{i}]");
+            let step = match (spec.run, spec.agent) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        field,
+                        "a step has either `run` or `agent`, not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        field,
+                        "a step needs `run = \"…\"` or `agent = \"planner|coder|reviewer\"`",
+                    ))
+                }
+                (Some(command), None) => {
+                    if spec.task.is_some() || spec.model.is_some() || spec.max_rounds.is_some() {
+                        return Err(invalid(
+                            field,
+                            "`task`, `model` and `max_rounds` belong to `agent` steps",
+                        ));
+                    }
+                    if command.trim().is_empty() {
+                        return Err(invalid(format!("{field}.run"), "the command is empty"));
+                    }
+                    Step::Run {
+                        command,
+                        timeout_seconds: spec.timeout_seconds,
+                    }
+                }
+                (None, Some(role)) => Step::Agent {
+                    role,
+                    task: spec.task,
+                    model: spec.model,
+                    max_rounds: spec.max_rounds,
+                },
+            };
+            steps.push(step);
+        }
+        for (param, spec) in &raw.params {
+            if !is_identifier(param) {
+                return Err(invalid(
+                    format!("params.{param}"),
+                    "param names are letters, digits, `_` and `-`",
+                ));
+            }
+            if param == MISSION_PLACEHOLDER {
+                return Err(invalid(
+                    format!("params.{param}"),
+                    "`mission` is reserved for the mission id",
+                ));
+            }
+            if spec.required && spec.default.is_some() {
+                return Err(invalid(
+                    format!("params.{param}"),
+                    "a param is either `required` or has a `default`, not both",
+                ));
+            }
+        }
+        let template = Template {
+            name: name.to_string(),
+            file: file.to_string(),
+            description: raw.description,
+            owner: raw.owner,
+            goal: raw.goal,
+            params: raw.params,
+            model: raw.model,
+            budget: raw.budget,
+            breakers: raw.breakers,
+            workspace: raw.workspace,
+            steps,
+            acceptance: raw.acceptance,
+            publish: raw.publish,
+        };
+        template.check_placeholders()?;
+        Ok(template)
+    }
+
+    /// Every field that may hold placeholders, with its name for messages.
+    fn templated_fields(&self) -> Vec<(String, &String)> {
+        let mut fields = Vec::new();
+        if let Some(goal) = &self.goal {
+            fields.push(("goal".to_string(), goal));
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            match step {
+                Step::Run { command, .. } => fields.push((format!("steps[{i}].run"), command)),
+                Step::Agent {
+                    task: Some(task), ..
+                } => fields.push((format!("steps[{i}].task"), task)),
+                Step::Agent { .. } => {}
+            }
+        }
+        for (i, command) in self.acceptance.commands.iter().enumerate() {
+            fields.push((format!("acceptance.commands[{i}]"), command));
+        }
+        if let Some(title) = &self.publish.title {
+            fields.push(("publish.title".to_string(), title));
+        }
+        fields
+    }
+
+    fn check_placeholders(&self) -> Result<(), TemplateError> {
+        for (field, text) in self.templated_fields() {
+            for placeholder in placeholders(text) {
+                if placeholder != MISSION_PLACEHOLDER && !self.params.contains_key(placeholder) {
+                    return Err(TemplateError::UnknownPlaceholder {
+                        file: self.file.clone(),
+                        field,
+                        placeholder: placeholder.to_string(),
+                        declared: self.declared_params(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn declared_params(&self) -> String {
+        if self.params.is_empty() {
+            "none".to_string()
+        } else {
+            self.params
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    }
+
+    /// Resolves `given` against the declared params (defaults applied; unknown and missing
+    /// required params are errors) without substituting anything.
+    pub fn resolve_params(
+        &self,
+        given: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, TemplateError> {
+        if let Some(unknown) = given.keys().find(|k| !self.params.contains_key(*k)) {
+            return Err(TemplateError::UnknownParam {
+                file: self.file.clone(),
+                param: unknown.clone(),
+                declared: self.declared_params(),
+            });
+        }
+        let mut resolved = BTreeMap::new();
+        for (name, spec) in &self.params {
+            match given.get(name).or(spec.default.as_ref()) {
+                Some(value) => {
+                    resolved.insert(name.clone(), value.clone());
+                }
+                None if spec.required => {
+                    return Err(TemplateError::MissingParam {
+                        file: self.file.clone(),
+                        param: name.clone(),
+                    })
+                }
+                None => {
+                    resolved.insert(name.clone(), String::new());
+                }
+            }
+        }
+        Ok(resolved)
+    }
+
+    /// Substitutes resolved params and the mission id into every templated field.
+    pub fn render(
+        &self,
+        given: &BTreeMap<String, String>,
+        mission: &MissionId,
+    ) -> Result<RenderedTemplate, TemplateError> {
+        let params = self.resolve_params(given)?;
+        let subst = |text: &str| substitute(text, &params, mission.as_str());
+        let mut template = self.clone();
+        template.goal = template.goal.as_deref().map(subst);
+        for step in &mut template.steps {
+            match step {
+                Step::Run { command, .. } => *command = subst(command),
+                Step::Agent { task, .. } => *task = task.as_deref().map(subst),
+            }
+        }
+        for command in &mut template.acceptance.commands {
+            *command = subst(command);
+        }
+        template.publish.title = template.publish.title.as_deref().map(subst);
+        Ok(RenderedTemplate { template, params })
+    }
+
+    /// The PR title: `[publish].title`, else the description, else the template name.
+    pub fn title(&self) -> String {
+        self.publish
+            .title
+            .clone()
+            .or_else(|| self.description.clone())
+            .unwrap_or_else(|| format!("flightdeck: {}", self.name))
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// The names inside `{{ … }}` in `text`, in order.
+fn placeholders(text: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                found.push(after[..end].trim());
+                rest = &after[end + 2..];
+            }
+            None => break,
+        }
+    }
+    found
+}
+
+fn substitute(text: &str, params: &BTreeMap<String, String>, mission: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let name = after[..end].trim();
+        out.push_str(&rest[..start]);
+        match params.get(name) {
+            Some(value) => out.push_str(value),
+            None if name == MISSION_PLACEHOLDER => out.push_str(mission),
+            // Validation rejects unknown placeholders; keep the text if one slips through.
+            None => out.push_str(&rest[start..start + 2 + end + 2]),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `source`.
+pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = source.get(..offset).unwrap_or(source);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPGRADE: &str = r#"
+description = "Upgrade one Rust dependency"
+owner = "@acme/platform"
+goal = "Upgrade {{crate}} to {{version}}."
+
+[params.crate]
+required = true
+[params.version]
+default = "latest"
+
+[workspace]
+runtime = "local"
+
+[[steps]]
+run = "cargo update -p {{crate}} --precise {{version}}"
+
+[[steps]]
+agent = "coder"
+task = "Fix {{ crate }} fallout in {{mission}}"
+
+[publish]
+title = "Upgrade {{crate}} to {{version}}"
+"#;
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn renders_params_defaults_and_mission() {
+        let t = Template::parse("upgrade", "upgrade.toml", UPGRADE).unwrap();
+        let id = MissionId::from_parts(0, 1);
+        let r = t.render(&params(&[("crate", "serde")]), &id).unwrap();
+        assert_eq!(
+            r.params,
+            params(&[("crate", "serde"), ("version", "latest")])
+        );
+        assert_eq!(r.template.goal.as_deref(), Some("Upgrade serde to latest."));
+        assert_eq!(
+            r.template.steps[0],
+            Step::Run {
+                command: "cargo update -p serde --precise latest".into(),
+                timeout_seconds: None
+            }
+        );
+        assert_eq!(
+            r.template.steps[1].describe(),
+            format!("coder agent: Fix serde fallout in {id}")
+        );
+        assert_eq!(r.template.title(), "Upgrade serde to latest");
+    }
+
+    /// Each bad template and the message it must produce (file, key and where).
+    #[test]
+    fn bad_templates_name_file_and_key() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "[[steps]]\nrun = \"x\"\ncolour = 1\n",
+                "t.toml:3:1: unknown field `colour`",
+            ),
+            (
+                "[[steps]]\nrun = \"x\"\n[workspace]\nruntime = \"vm\"\n",
+                "t.toml:4:11: unknown variant `vm`",
+            ),
+            (
+                "goal = \"x\"\n",
+                "t.toml: steps: the template has no [[steps]]",
+            ),
+            (
+                "[[steps]]\nrun = \"x\"\nagent = \"coder\"\n",
+                "t.toml: steps[0]: a step has either `run` or `agent`, not both",
+            ),
+            (
+                "[[steps]]\ntask = \"x\"\n",
+                "t.toml: steps[0]: a step needs `run",
+            ),
+            (
+                "[[steps]]\nrun = \"echo {{nope}}\"\n",
+                "t.toml: `{{nope}}` in steps[0].run names no param (declared: none)",
+            ),
+            (
+                "[params.a]\nrequired = true\ndefault = \"x\"\n[[steps]]\nrun = \"x\"\n",
+                "t.toml: params.a: a param is either `required` or has a `default`",
+            ),
+            (
+                "[[steps]]\nrun = \"x\"\n[publish]\ntitle = \"{{ver}}\"\n[params.version]\n",
+                "t.toml: `{{ver}}` in publish.title names no param (declared: version)",
+            ),
+            ("this is = not toml [", "t.toml:1:6"),
+            (
+                "[[steps]]\nrun = \"x\"\n[acceptance]\ncommands = [\"make {{target}}\"]\n",
+                "`{{target}}` in acceptance.commands[0]",
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (source, expected) in cases {
+            match Template::parse("t", "t.toml", source) {
+                Ok(_) => failures.push(format!("accepted: {source:?}")),
+                Err(e) if !e.to_string().contains(expected) => failures.push(format!(
+                    "{source:?}\n  expected: {expected}\n  got:      {e}"
+                )),
+                Err(_) => {}
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn params_are_checked_when_rendering() {
+        let t = Template::parse("upgrade", "upgrade.toml", UPGRADE).unwrap();
+        let id = MissionId::from_parts(0, 1);
+        let missing = t.render(&params(&[]), &id).unwrap_err();
+        assert_eq!(
+            missing.to_string(),
+            "upgrade.toml: required param `crate` was not given"
+        );
+        let unknown = t
+            .render(&params(&[("crate", "a"), ("colour", "b")]), &id)
+            .unwrap_err();
+        assert_eq!(
+            unknown.to_string(),
+            "upgrade.toml: unknown param `colour` (declared: crate, version)"
+        );
+    }
+
+    #[test]
+    fn substitution_is_single_pass() {
+        let p = params(&[("a", "{{b}}"), ("b", "x")]);
+        assert_eq!(
+            substitute("{{a}}-{{b}}-{{mission}}", &p, "m-1"),
+            "{{b}}-x-m-1"
+        );
+        assert_eq!(substitute("{{ unclosed", &p, "m"), "{{ unclosed");
+    }
+}

@@ -1,0 +1,112 @@
+//! The mission engine: creates missions from templates and drives them, step by step, to the
+//! end or to a point where they park. Every action is an event appended to the mission's
+//! timeline before (request) and after (result) it happens; the mission's state is the fold
+//! of those events, so a mission continues from its timeline after any crash.
+//!
+//! Invariants:
+//! - the engine is the only writer of a timeline, and appends with optimistic concurrency;
+//! - it never reads the wall clock, randomness or the environment for a decision except
+//!   through a recorded event (the clock reading is the event's `at`);
+//! - it knows nothing of HTTP or terminals: progress goes to an [`Observer`].
+
+mod mission;
+mod pr;
+mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flightdeck_core::state::FoldError;
+use flightdeck_core::template::TemplateError;
+use flightdeck_core::{MissionStatus, StoredEvent};
+use flightdeck_store::{ArtifactError, ArtifactStore, EventStore, StoreError};
+use flightdeck_workspace::{GitError, WorkspaceError};
+
+pub use mission::{CreateMission, Engine};
+pub use pr::{render_pr_description, PrContext};
+pub use worker::WorkerId;
+
+/// Where time comes from. The engine reads it only to stamp events.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+/// The machine's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Hears what the engine does, as it does it (the CLI prints progress from this).
+pub trait Observer: Send + Sync {
+    /// An event was appended.
+    fn event(&self, _event: &StoredEvent) {}
+    /// A command has been running for `elapsed`; called every few seconds.
+    fn still_running(&self, _call_id: &str, _command: &str, _elapsed: Duration) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+impl Observer for Silent {}
+
+/// What the engine is given.
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub store: Arc<dyn EventStore>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub clock: Arc<dyn Clock>,
+    pub observer: Arc<dyn Observer>,
+    /// `<data-dir>/workspaces`.
+    pub workspaces_dir: PathBuf,
+    /// Timeout of a `run` step that sets none.
+    pub default_step_timeout: Duration,
+    /// Who drives missions from this process (lease owner).
+    pub worker: WorkerId,
+}
+
+/// Why the engine could not do what was asked. A mission that fails is not an error: it is
+/// an outcome (see the returned state's status).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error("no mission `{0}`")]
+    UnknownMission(String),
+    #[error("mission id prefix `{prefix}` is ambiguous: {candidates}")]
+    AmbiguousMission { prefix: String, candidates: String },
+    #[error("mission {id} has already finished ({status})")]
+    AlreadyFinished { id: String, status: MissionStatus },
+    #[error("mission {id} is being driven by {owner} right now")]
+    Busy { id: String, owner: String },
+    #[error("mission {id} was changed by someone else while this process drove it")]
+    Raced { id: String },
+    #[error("mission {id}'s timeline is inconsistent: {source}")]
+    Corrupt {
+        id: String,
+        #[source]
+        source: FoldError,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0} is not a git repository")]
+    NotARepo(String),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Workspace(#[from] WorkspaceError),
+    #[error("failed to encode {what}: {message}")]
+    Encode { what: &'static str, message: String },
+}

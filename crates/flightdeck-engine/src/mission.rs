@@ -1,0 +1,768 @@
+//! Creating, driving, resuming and cancelling missions.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use flightdeck_core::event::*;
+use flightdeck_core::ids::step_call_id;
+use flightdeck_core::template::{Network, Runtime, Step, Template};
+use flightdeck_core::{Digest, EventKind, MissionId, MissionState, MissionStatus, StoredEvent};
+use flightdeck_store::{AppendRequest, NewEvent, Projection, StoreError};
+use flightdeck_workspace::{
+    repo_root, resolve_commit, CommandOutcome, CommandSpec, LocalWorkspace, Sandbox, Workspace,
+    Worktree,
+};
+
+use crate::pr::{render_pr_description, PrContext};
+use crate::worker::WorkerId;
+use crate::{EngineConfig, EngineError};
+
+/// How long a lease lasts without renewal; the driving process renews it well before.
+const LEASE_TTL_MS: i64 = 30_000;
+const LEASE_RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How often a running command checks for cancellation and reports progress.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// What `flightdeck run` asks for.
+#[derive(Debug, Clone)]
+pub struct CreateMission {
+    pub id: MissionId,
+    /// The template's name (file stem).
+    pub template_name: String,
+    /// Where the template came from, for messages.
+    pub template_file: String,
+    pub template_source: String,
+    pub params: BTreeMap<String, String>,
+    /// Any directory inside the repository.
+    pub repo: PathBuf,
+    pub base_ref: String,
+    pub requested_by: String,
+    /// The policy that governs the mission (the repo's file, or the built-in one).
+    pub policy_source: String,
+}
+
+/// A mission ready to be created: everything checked, nothing written.
+struct Checked {
+    template: Template,
+    params: BTreeMap<String, String>,
+    repo: PathBuf,
+    base_commit: String,
+}
+
+/// Drives missions. Cheap to clone; every method may be called from any task.
+#[derive(Clone)]
+pub struct Engine {
+    cfg: EngineConfig,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        Engine { cfg }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// Checks a request without writing anything: the template parses and renders with the
+    /// params, the repository and base commit exist, the runtime is available.
+    pub fn validate(request: &CreateMission) -> Result<(), EngineError> {
+        check(request).map(|_| ())
+    }
+
+    /// Records a new mission (`mission.created`); nothing runs yet.
+    pub async fn create(&self, request: CreateMission) -> Result<MissionState, EngineError> {
+        let checked = check(&request)?;
+        let template_source = self
+            .put_artifact(request.template_source.as_bytes())
+            .await?;
+        let created = MissionCreated {
+            template: request.template_name.clone(),
+            template_hash: Digest::of(request.template_source.as_bytes()),
+            params: checked.params,
+            repo: checked.repo.display().to_string(),
+            base_commit: checked.base_commit,
+            requested_by: request.requested_by.clone(),
+            policy_hash: Digest::of(request.policy_source.as_bytes()),
+            template_source,
+            base_ref: request.base_ref.clone(),
+            engine_version: flightdeck_core::ENGINE_VERSION.to_string(),
+            budget: checked.template.budget.clone(),
+            steps: checked.template.steps.len(),
+        };
+        let mut state = MissionState::new(request.id.as_str());
+        self.append(&mut state, vec![EventKind::MissionCreated(created)])
+            .await?;
+        Ok(state)
+    }
+
+    /// Creates a mission and drives it until it ends or parks.
+    pub async fn run(&self, request: CreateMission) -> Result<MissionState, EngineError> {
+        let state = self.create(request).await?;
+        self.with_lease(state, false, None).await
+    }
+
+    /// Drives a mission created earlier (`run --detach`) that no process has started.
+    pub async fn start(&self, id: &str) -> Result<MissionState, EngineError> {
+        let state = self.load(id).await?;
+        self.with_lease(state, false, None).await
+    }
+
+    /// Continues a parked or interrupted mission. Completed steps never run again; a command
+    /// that was running when its process died runs again from the worktree as it was
+    /// after the last completed step.
+    pub async fn resume(&self, id: &str, by: &str) -> Result<MissionState, EngineError> {
+        let state = self.load(id).await?;
+        if state.status.is_terminal() {
+            return Err(EngineError::AlreadyFinished {
+                id: state.id.clone(),
+                status: state.status,
+            });
+        }
+        self.with_lease(state, true, Some(by)).await
+    }
+
+    /// Cancels a mission that has not finished. A process driving it notices within a
+    /// second, kills its command and cleans up; otherwise the workspace is removed here.
+    pub async fn cancel(&self, id: &str, by: &str) -> Result<MissionState, EngineError> {
+        let mut state = self.load(id).await?;
+        if state.status.is_terminal() {
+            return Err(EngineError::AlreadyFinished {
+                id: state.id.clone(),
+                status: state.status,
+            });
+        }
+        let finished = EventKind::MissionFinished(MissionFinished {
+            status: MissionStatus::Cancelled,
+            error: Some(MissionError {
+                kind: "cancelled".into(),
+                message: format!("cancelled by {by}"),
+            }),
+            summary: None,
+        });
+        self.append(&mut state, vec![finished]).await?;
+        let driven_elsewhere = self
+            .cfg
+            .store
+            .mission(&state.id)
+            .await?
+            .and_then(|row| row.lease)
+            .is_some_and(|lease| {
+                lease.expires_ms > self.cfg.clock.now_ms()
+                    && !WorkerId::is_dead_on_this_host(&lease.owner)
+            });
+        if !driven_elsewhere {
+            self.remove_workspace(&state);
+        }
+        Ok(state)
+    }
+
+    /// The full id of a mission from its id or a unique prefix of it.
+    pub async fn resolve_id(&self, given: &str) -> Result<String, EngineError> {
+        let given = given.trim();
+        if given.is_empty() {
+            return Err(EngineError::UnknownMission(given.to_string()));
+        }
+        if self.cfg.store.mission(given).await?.is_some() {
+            return Ok(given.to_string());
+        }
+        let candidates = self.cfg.store.mission_ids_with_prefix(given, 6).await?;
+        match candidates.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(EngineError::UnknownMission(given.to_string())),
+            many => Err(EngineError::AmbiguousMission {
+                prefix: given.to_string(),
+                candidates: many.join(", "),
+            }),
+        }
+    }
+
+    /// The state of a mission, folded from its timeline.
+    pub async fn load(&self, id: &str) -> Result<MissionState, EngineError> {
+        let events = self.cfg.store.events(id, 0).await?;
+        if events.is_empty() {
+            return Err(EngineError::UnknownMission(id.to_string()));
+        }
+        MissionState::fold(id, &events).map_err(|source| EngineError::Corrupt {
+            id: id.to_string(),
+            source,
+        })
+    }
+
+    /// Holds the mission's lease while it is driven, renewing it, and gives it back after.
+    async fn with_lease(
+        &self,
+        mut state: MissionState,
+        resuming: bool,
+        by: Option<&str>,
+    ) -> Result<MissionState, EngineError> {
+        self.take_lease(&state.id).await?;
+        let renewal = {
+            let store = self.cfg.store.clone();
+            let clock = self.cfg.clock.clone();
+            let id = state.id.clone();
+            let owner = self.cfg.worker.0.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LEASE_RENEW_EVERY).await;
+                    let _ = store
+                        .acquire_lease(&id, &owner, clock.now_ms(), LEASE_TTL_MS, None)
+                        .await;
+                }
+            })
+        };
+        let result = async {
+            // The lease is ours: re-read, in case the timeline moved while we waited for it.
+            state = self.load(&state.id).await?;
+            if resuming {
+                self.record_resume(&mut state, by.unwrap_or("unknown"))
+                    .await?;
+            }
+            self.drive(&mut state, resuming).await
+        }
+        .await;
+        renewal.abort();
+        let _ = self
+            .cfg
+            .store
+            .release_lease(&state.id, &self.cfg.worker.0)
+            .await;
+        result.map(|()| state)
+    }
+
+    async fn take_lease(&self, id: &str) -> Result<(), EngineError> {
+        let me = &self.cfg.worker.0;
+        let now = self.cfg.clock.now_ms();
+        let store = &self.cfg.store;
+        let holder = store.acquire_lease(id, me, now, LEASE_TTL_MS, None).await?;
+        let holder = match holder {
+            Some(lease) if &lease.owner != me && WorkerId::is_dead_on_this_host(&lease.owner) => {
+                store
+                    .acquire_lease(id, me, now, LEASE_TTL_MS, Some(&lease.owner))
+                    .await?
+            }
+            other => other,
+        };
+        match holder {
+            Some(lease) if &lease.owner == me => Ok(()),
+            Some(lease) => Err(EngineError::Busy {
+                id: id.to_string(),
+                owner: lease.owner,
+            }),
+            None => Err(EngineError::UnknownMission(id.to_string())),
+        }
+    }
+
+    async fn record_resume(&self, state: &mut MissionState, by: &str) -> Result<(), EngineError> {
+        let mut events = Vec::new();
+        if matches!(
+            state.status,
+            MissionStatus::Running | MissionStatus::Provisioning
+        ) {
+            let calls: Vec<String> = state
+                .tool_calls
+                .iter()
+                .filter(|(_, call)| call.completed.is_none())
+                .map(|(id, _)| id.clone())
+                .collect();
+            let reason = if calls.is_empty() {
+                "the process driving the mission stopped before the mission finished".to_string()
+            } else {
+                format!(
+                    "the process driving the mission stopped while {} ran",
+                    calls.join(", ")
+                )
+            };
+            events.push(EventKind::MissionInterrupted(MissionInterrupted {
+                reason,
+                calls,
+            }));
+        }
+        events.push(EventKind::MissionResumed(MissionResumed {
+            by: by.to_string(),
+        }));
+        self.append(state, events).await?;
+        Ok(())
+    }
+
+    /// The mission's template as it was pinned at creation, rendered with its params.
+    async fn template_of(
+        &self,
+        state: &MissionState,
+    ) -> Result<(MissionCreated, Template), EngineError> {
+        let created = state
+            .created
+            .clone()
+            .ok_or_else(|| EngineError::UnknownMission(state.id.clone()))?;
+        let source = self.cfg.artifacts.get(&created.template_source).await?;
+        let source = String::from_utf8_lossy(&source);
+        let template = Template::parse(&created.template, &created.template, &source)?;
+        let id = MissionId::parse(&state.id).unwrap_or_else(|| MissionId::from_parts(0, 0));
+        let rendered = template.render(&created.params, &id)?;
+        Ok((created, rendered.template))
+    }
+
+    async fn drive(&self, state: &mut MissionState, resuming: bool) -> Result<(), EngineError> {
+        if state.status.is_terminal() || state.status.is_parked() {
+            return Ok(());
+        }
+        let (created, template) = self.template_of(state).await?;
+        let (worktree, workspace) = self
+            .ensure_workspace(state, &created, &template, resuming)
+            .await?;
+        let total = template.steps.len();
+        for (index, step) in template.steps.iter().enumerate() {
+            if state.status.is_terminal() {
+                break;
+            }
+            if state.steps.get(&index).is_some_and(|s| s.status.is_some()) {
+                continue;
+            }
+            match step {
+                Step::Run {
+                    command,
+                    timeout_seconds,
+                } => {
+                    let timeout =
+                        timeout_seconds.map_or(self.cfg.default_step_timeout, Duration::from_secs);
+                    self.run_step(
+                        state, &template, &worktree, &workspace, index, total, command, timeout,
+                    )
+                    .await?;
+                }
+                Step::Agent { .. } => {
+                    let error = MissionError {
+                        kind: "unsupported_step".into(),
+                        message: format!(
+                            "step {}/{total} is an agent step, which this build cannot run",
+                            index + 1
+                        ),
+                    };
+                    self.finish(state, MissionStatus::Failed, Some(error), None)
+                        .await?;
+                }
+            }
+        }
+        if state.status.is_terminal() {
+            if state.status == MissionStatus::Cancelled {
+                self.remove_workspace(state);
+            }
+            return Ok(());
+        }
+        self.publish(state, &created, &template, &worktree).await
+    }
+
+    fn workspace_path(&self, id: &str) -> PathBuf {
+        self.cfg.workspaces_dir.join(id)
+    }
+
+    async fn ensure_workspace(
+        &self,
+        state: &mut MissionState,
+        created: &MissionCreated,
+        template: &Template,
+        resuming: bool,
+    ) -> Result<(Worktree, LocalWorkspace), EngineError> {
+        let runtime = template.workspace.runtime;
+        let sandbox = match runtime {
+            Runtime::Local => Sandbox::bubblewrap()?,
+            Runtime::LocalUnsandboxed | Runtime::Docker => Sandbox::None,
+        };
+        let path = self.workspace_path(&state.id);
+        let repo = Path::new(&created.repo);
+        if state.workspace.is_none() && state.status != MissionStatus::Provisioning {
+            let provisioning = WorkspaceProvisioning {
+                runtime: runtime.as_str().to_string(),
+            };
+            self.append(state, vec![EventKind::WorkspaceProvisioning(provisioning)])
+                .await?;
+        }
+        std::fs::create_dir_all(&self.cfg.workspaces_dir).map_err(|source| {
+            flightdeck_workspace::WorkspaceError::Io {
+                path: self.cfg.workspaces_dir.clone(),
+                source,
+            }
+        })?;
+        let worktree = Worktree::create(repo, &path, &created.base_commit)?;
+        let workspace = LocalWorkspace::new(path.clone(), sandbox);
+        if state.workspace.is_none() {
+            let provisioned = WorkspaceProvisioned {
+                runtime: workspace.runtime().to_string(),
+                network: template.workspace.network.as_str().to_string(),
+                toolchain: BTreeMap::new(),
+                image: None,
+                image_digest: None,
+                path: path.display().to_string(),
+                sandbox: workspace.sandbox().to_string(),
+            };
+            self.append(state, vec![EventKind::WorkspaceProvisioned(provisioned)])
+                .await?;
+        } else if resuming {
+            // Whatever an interrupted command did is not in the timeline: throw it away.
+            worktree.restore(state.last_tree.as_deref())?;
+        }
+        Ok((worktree, workspace))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_step(
+        &self,
+        state: &mut MissionState,
+        template: &Template,
+        worktree: &Worktree,
+        workspace: &LocalWorkspace,
+        index: usize,
+        total: usize,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<(), EngineError> {
+        let base_call = step_call_id(index);
+        let attempts = state
+            .tool_calls
+            .keys()
+            .filter(|id| **id == base_call || id.starts_with(&format!("{base_call}#")))
+            .count();
+        let call_id = if attempts == 0 {
+            base_call
+        } else {
+            format!("{base_call}#{}", attempts + 1)
+        };
+        let mut events = Vec::new();
+        if !state.steps.contains_key(&index) {
+            events.push(EventKind::StepStarted(StepStarted {
+                index,
+                kind: StepKind::Run,
+                description: command.to_string(),
+            }));
+        }
+        events.push(EventKind::ToolRequested(ToolRequested {
+            call_id: call_id.clone(),
+            tool: "run".into(),
+            args: serde_json::json!({ "command": command }),
+            actor: "template".into(),
+        }));
+        self.append(state, events).await?;
+
+        let spec = CommandSpec {
+            command: command.to_string(),
+            timeout,
+            env: vec![("FLIGHTDECK_MISSION".into(), state.id.clone())],
+            network: template.workspace.network == Network::On,
+        };
+        let Some(outcome) = self
+            .exec_watching(state, workspace, &call_id, &spec)
+            .await?
+        else {
+            return Ok(()); // cancelled while it ran; `state` holds the cancellation
+        };
+        let output = self.put_artifact(&outcome.output).await?;
+        let tree = worktree.snapshot()?;
+        let ok = outcome.success();
+        let mut events = vec![
+            EventKind::ToolCompleted(ToolCompleted {
+                call_id,
+                ok,
+                exit_code: outcome.exit_code,
+                output,
+                duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
+                timed_out: outcome.timed_out,
+                tree: Some(tree),
+            }),
+            EventKind::StepFinished(StepFinished {
+                index,
+                kind: StepKind::Run,
+                status: if ok {
+                    StepStatus::Succeeded
+                } else {
+                    StepStatus::Failed
+                },
+            }),
+        ];
+        if !ok {
+            events.push(EventKind::MissionFinished(MissionFinished {
+                status: MissionStatus::Failed,
+                error: Some(step_failure(index, total, command, &outcome, timeout)),
+                summary: None,
+            }));
+        }
+        self.append(state, events).await?;
+        Ok(())
+    }
+
+    /// Runs the command, reporting progress and watching for a cancellation recorded by
+    /// another process. `None` when the mission was cancelled (the command is killed).
+    async fn exec_watching(
+        &self,
+        state: &mut MissionState,
+        workspace: &LocalWorkspace,
+        call_id: &str,
+        spec: &CommandSpec,
+    ) -> Result<Option<CommandOutcome>, EngineError> {
+        let exec = workspace.exec(spec);
+        tokio::pin!(exec);
+        let started = Instant::now();
+        let mut ticker = tokio::time::interval(WATCH_EVERY);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                outcome = &mut exec => return Ok(Some(outcome?)),
+                _ = ticker.tick() => {
+                    self.cfg.observer.still_running(call_id, &spec.command, started.elapsed());
+                    let moved_on = self.cfg.store.mission(&state.id).await?.is_some_and(|row| row.last_seq != state.events);
+                    if moved_on {
+                        let latest = self.load(&state.id).await?;
+                        if latest.status == MissionStatus::Cancelled {
+                            *state = latest;
+                            return Ok(None); // dropping `exec` kills the command
+                        }
+                        return Err(EngineError::Raced { id: state.id.clone() });
+                    }
+                }
+            }
+        }
+    }
+
+    async fn publish(
+        &self,
+        state: &mut MissionState,
+        created: &MissionCreated,
+        template: &Template,
+        worktree: &Worktree,
+    ) -> Result<(), EngineError> {
+        let (tree, diff) = worktree.changes()?;
+        if diff.is_empty() {
+            let summary =
+                "no changes: the steps left the repository as it was, so nothing was published"
+                    .to_string();
+            self.finish(state, MissionStatus::Succeeded, None, Some(summary))
+                .await?;
+            self.remove_workspace(state);
+            return Ok(());
+        }
+        let files: Vec<FileChange> = diff
+            .iter()
+            .map(|f| FileChange {
+                path: f.path.clone(),
+                status: f.status.clone(),
+                added: f.added,
+                removed: f.removed,
+            })
+            .collect();
+        let id = MissionId::parse(&state.id).unwrap_or_else(|| MissionId::from_parts(0, 0));
+        let branch = id.branch();
+        let title = template.title();
+        let message = commit_message(
+            &title,
+            template.goal.as_deref(),
+            &state.id,
+            &created.requested_by,
+        );
+        // The commit's dates are the last recorded time, so the same timeline makes the same
+        // commit (and a resumed publish finds the branch already right).
+        let commit = worktree.commit_to_branch(
+            &tree,
+            &branch,
+            &message,
+            state.last_at_ms.div_euclid(1000),
+        )?;
+        let patch = worktree.format_patch(&commit)?;
+        let patch = self.put_artifact(patch.as_bytes()).await?;
+        let description = render_pr_description(&PrContext {
+            state,
+            template,
+            title: &title,
+            branch: &branch,
+            commit: &commit,
+            files: &files,
+        });
+        let pr_description = self.put_artifact(description.as_bytes()).await?;
+        let summary = format!("published {} file(s) on branch {branch}", files.len());
+        let events = vec![
+            EventKind::ChangePublished(ChangePublished {
+                branch,
+                commit,
+                patch,
+                pr_description,
+                pr_url: None,
+                files,
+            }),
+            EventKind::MissionFinished(MissionFinished {
+                status: MissionStatus::Succeeded,
+                error: None,
+                summary: Some(summary),
+            }),
+        ];
+        self.append(state, events).await?;
+        self.remove_workspace(state);
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        state: &mut MissionState,
+        status: MissionStatus,
+        error: Option<MissionError>,
+        summary: Option<String>,
+    ) -> Result<(), EngineError> {
+        let finished = EventKind::MissionFinished(MissionFinished {
+            status,
+            error,
+            summary,
+        });
+        self.append(state, vec![finished]).await?;
+        Ok(())
+    }
+
+    /// Removes the mission's worktree (the published branch keeps the change). Failed
+    /// missions keep theirs for inspection.
+    fn remove_workspace(&self, state: &MissionState) {
+        let path = self.workspace_path(&state.id);
+        if !path.exists() {
+            return;
+        }
+        if let Some(created) = &state.created {
+            let _ = Worktree::open(Path::new(&created.repo), &path, &created.base_commit).remove();
+        }
+    }
+
+    /// Stores an artifact. Every artifact passes here (the place redaction belongs).
+    async fn put_artifact(&self, bytes: &[u8]) -> Result<Digest, EngineError> {
+        Ok(self.cfg.artifacts.put(bytes).await?)
+    }
+
+    /// Appends events to the mission's timeline after checking them against its state
+    /// machine, with the projection computed from the new state. Every event passes here.
+    async fn append(
+        &self,
+        state: &mut MissionState,
+        kinds: Vec<EventKind>,
+    ) -> Result<Vec<StoredEvent>, EngineError> {
+        // Time never runs backwards within a timeline, whatever the machine's clock does.
+        let at_ms = self.cfg.clock.now_ms().max(state.last_at_ms);
+        let mut next = state.clone();
+        let mut events = Vec::with_capacity(kinds.len());
+        for kind in &kinds {
+            next.apply(next.events + 1, at_ms, kind)
+                .map_err(|source| EngineError::Corrupt {
+                    id: state.id.clone(),
+                    source,
+                })?;
+            events.push(NewEvent {
+                at_ms,
+                event_type: kind.type_name().to_string(),
+                data: kind.data(),
+            });
+        }
+        let projection = Projection {
+            status: next.status.as_str().to_string(),
+            template: next
+                .created
+                .as_ref()
+                .map(|c| c.template.clone())
+                .unwrap_or_default(),
+            summary: next.summary(),
+        };
+        let request = AppendRequest {
+            mission: state.id.clone(),
+            expected_seq: state.events,
+            events,
+            projection,
+        };
+        let stored = self.cfg.store.append(request).await.map_err(|e| match e {
+            StoreError::Conflict { .. } => EngineError::Raced {
+                id: state.id.clone(),
+            },
+            other => EngineError::Store(other),
+        })?;
+        if let Some(last) = stored.last() {
+            next.head_hash = last.hash.clone();
+        }
+        *state = next;
+        for event in &stored {
+            self.cfg.observer.event(event);
+        }
+        Ok(stored)
+    }
+}
+
+/// Checks a request without writing anything (see [`Engine::validate`]).
+fn check(request: &CreateMission) -> Result<Checked, EngineError> {
+    let template = Template::parse(
+        &request.template_name,
+        &request.template_file,
+        &request.template_source,
+    )?;
+    let rendered = template.render(&request.params, &request.id)?;
+    if let Some((index, _)) = template
+        .steps
+        .iter()
+        .enumerate()
+        .find(|(_, s)| matches!(s, Step::Agent { .. }))
+    {
+        return Err(EngineError::Unsupported(format!(
+                "{}: steps[{index}] is an `agent` step; this build runs `run` steps only (agent steps arrive with the model layer)",
+                request.template_file
+            )));
+    }
+    match template.workspace.runtime {
+        Runtime::Local => {
+            Sandbox::bubblewrap()?;
+        }
+        Runtime::LocalUnsandboxed => {}
+        Runtime::Docker => {
+            return Err(EngineError::Unsupported(format!(
+                "{}: workspace.runtime = \"docker\" is not available in this build yet",
+                request.template_file
+            )))
+        }
+    }
+    let repo = repo_root(&request.repo)
+        .map_err(|_| EngineError::NotARepo(request.repo.display().to_string()))?;
+    let base_commit = resolve_commit(&repo, &request.base_ref)?;
+    Ok(Checked {
+        template: rendered.template,
+        params: rendered.params,
+        repo,
+        base_commit,
+    })
+}
+
+fn step_failure(
+    index: usize,
+    total: usize,
+    command: &str,
+    outcome: &CommandOutcome,
+    timeout: Duration,
+) -> MissionError {
+    let how = if outcome.timed_out {
+        format!("timed out after {}s and was killed", timeout.as_secs())
+    } else {
+        match outcome.exit_code {
+            Some(code) => format!("exited with {code}"),
+            None => "was killed by a signal".to_string(),
+        }
+    };
+    let tail = outcome.tail(20);
+    let mut message = format!("step {}/{total} (`{command}`) {how}", index + 1);
+    if !tail.is_empty() {
+        message.push_str("\n");
+        message.push_str(&tail);
+    }
+    MissionError {
+        kind: "step_failed".into(),
+        message,
+    }
+}
+
+fn commit_message(title: &str, goal: Option<&str>, mission: &str, requested_by: &str) -> String {
+    let mut message = format!("{title}\n\n");
+    if let Some(goal) = goal.filter(|g| !g.trim().is_empty()) {
+        message.push_str(goal.trim());
+        message.push_str("\n\n");
+    }
+    message.push_str(&format!(
+        "Flightdeck-Mission: {mission}\nRequested-by: {requested_by}\n"
+    ));
+    message
+}

@@ -1,0 +1,70 @@
+//! Who drives a mission: a lease owner name that says which process on which host holds it,
+//! so that a lease left by a process that died on this host can be taken over at once
+//! instead of after its expiry.
+
+/// `host/pid/start-time` of a process (start time in clock ticks since boot, so a reused
+/// pid is not mistaken for the original process).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerId(pub String);
+
+impl WorkerId {
+    /// This process.
+    pub fn current() -> WorkerId {
+        let pid = std::process::id();
+        WorkerId(format!(
+            "{}/{pid}/{}",
+            hostname(),
+            start_time(pid).unwrap_or_default()
+        ))
+    }
+
+    /// Whether the process this names is certainly gone: it ran on this host and no process
+    /// with its pid and start time exists. A lease of another host is never judged dead here.
+    pub fn is_dead_on_this_host(owner: &str) -> bool {
+        let mut parts = owner.rsplitn(3, '/');
+        let (Some(start), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        if host != hostname() {
+            return false;
+        }
+        let Ok(pid) = pid.parse::<u32>() else {
+            return false;
+        };
+        start_time(pid).is_none_or(|actual| actual != start)
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+/// Field 22 of `/proc/<pid>/stat`: when the process started.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may contain spaces.
+    let after_name = stat.rsplit_once(')')?.1;
+    after_name.split_whitespace().nth(19).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_alive_and_a_made_up_one_is_dead() {
+        let me = WorkerId::current();
+        assert!(!WorkerId::is_dead_on_this_host(&me.0), "{}", me.0);
+        let host = hostname();
+        assert!(WorkerId::is_dead_on_this_host(&format!(
+            "{host}/{}/1",
+            std::process::id()
+        )));
+        assert!(WorkerId::is_dead_on_this_host(&format!("{host}/4000000/1")));
+        assert!(!WorkerId::is_dead_on_this_host("elsewhere/1/1"));
+        assert!(!WorkerId::is_dead_on_this_host("garbage"));
+    }
+}

@@ -1,0 +1,155 @@
+//! Store benchmark (a bench binary; run with `cargo bench -p flightdeck-store --bench store`).
+//!
+//! Measures, on a real file with `synchronous = FULL`:
+//! 1. durable single appends per second, one appender awaiting each append (one commit, so
+//!    one fsync, per event: the baseline group commit must beat);
+//! 2. durable appends per second with many missions appending at once (group commit);
+//! 3. reading a 100,000-event timeline, and verifying its hash chain.
+//!
+//! Each measurement runs several times; the median, min and max are printed. Arguments:
+//! `--quick` for a short run (used by tests to keep the binary working).
+
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use flightdeck_store::{AppendRequest, EventStore, NewEvent, Projection, SqliteStore};
+use serde_json::json;
+
+fn request(mission: &str, expected_seq: u64, count: u64) -> AppendRequest {
+    AppendRequest {
+        mission: mission.to_string(),
+        expected_seq,
+        events: (0..count)
+            .map(|i| NewEvent {
+                at_ms: 1_795_000_000_000 + (expected_seq + i) as i64,
+                event_type: "tool.completed".into(),
+                data: json!({"call_id": format!("c-{}", expected_seq + i), "ok": true, "exit_code": 0,
+                    "output": "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824",
+                    "duration_ms": 12}),
+            })
+            .collect(),
+        projection: Projection {
+            status: "running".into(),
+            template: "bench".into(),
+            summary: json!({"id": mission, "status": "running"}),
+        },
+    }
+}
+
+fn stats(mut samples: Vec<f64>) -> (f64, f64, f64) {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    (
+        samples[samples.len() / 2],
+        samples[0],
+        samples[samples.len() - 1],
+    )
+}
+
+fn report(name: &str, unit: &str, samples: Vec<f64>) {
+    let (median, min, max) = stats(samples);
+    println!("{name:<58} median {median:>12.1} {unit}  (min {min:.1}, max {max:.1})");
+}
+
+async fn sequential_appends(store: &SqliteStore, run: usize, n: u64) -> f64 {
+    let mission = format!("m-seq-{run}");
+    let start = Instant::now();
+    for seq in 0..n {
+        store.append(request(&mission, seq, 1)).await.unwrap();
+    }
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn concurrent_appends(
+    store: Arc<SqliteStore>,
+    run: usize,
+    missions: usize,
+    per_mission: u64,
+) -> f64 {
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..missions)
+        .map(|m| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mission = format!("m-conc-{run}-{m}");
+                for seq in 0..per_mission {
+                    store.append(request(&mission, seq, 1)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (missions as u64 * per_mission) as f64 / start.elapsed().as_secs_f64()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (runs, seq_n, missions, per_mission, big) = if quick {
+        (1, 20, 8, 5, 2_000)
+    } else {
+        (5, 300, 64, 40, 100_000)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("bench.db"))
+            .await
+            .unwrap(),
+    );
+    println!("flightdeck store benchmark: SQLite WAL, synchronous=FULL, {runs} runs each");
+
+    let mut samples = Vec::new();
+    for run in 0..runs {
+        samples.push(sequential_appends(&store, run, seq_n).await);
+    }
+    let sequential_median = stats(samples.clone()).0;
+    report(
+        "1. durable single appends, one appender (appends/s)",
+        "/s",
+        samples,
+    );
+
+    let mut samples = Vec::new();
+    for run in 0..runs {
+        samples.push(concurrent_appends(store.clone(), run, missions, per_mission).await);
+    }
+    let concurrent_median = stats(samples.clone()).0;
+    report(
+        &format!("2. durable appends, {missions} missions at once (appends/s)"),
+        "/s",
+        samples,
+    );
+    println!(
+        "   group commit speed-up over one commit per event: {:.1}x",
+        concurrent_median / sequential_median
+    );
+
+    // A 100k-event timeline, written in batches.
+    let mission = "m-big";
+    let mut seq = 0;
+    while seq < big {
+        let n = 1_000.min(big - seq);
+        store.append(request(mission, seq, n)).await.unwrap();
+        seq += n;
+    }
+    let mut read = Vec::new();
+    let mut verify = Vec::new();
+    for _ in 0..runs.max(3) {
+        let start = Instant::now();
+        let events = store.events(mission, 0).await.unwrap();
+        read.push(start.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(events.len() as u64, big);
+        let start = Instant::now();
+        flightdeck_core::chain::verify_chain(mission, &events).unwrap();
+        verify.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
+    report(&format!("3. read a {big}-event timeline (ms)"), "ms", read);
+    report(
+        &format!("4. verify the hash chain of {big} events (ms)"),
+        "ms",
+        verify,
+    );
+}

@@ -1,0 +1,113 @@
+//! Content-addressed artifacts (`sha256:<hex>`): model requests and responses, command
+//! output, patches, PR descriptions, template sources. Events carry digests; bytes live here.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use flightdeck_core::Digest;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArtifactError {
+    #[error("no artifact {0}")]
+    NotFound(Digest),
+    #[error("artifact {digest} is corrupt: its bytes hash to {actual}")]
+    Corrupt { digest: Digest, actual: Digest },
+    #[error("io error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where artifact bytes live.
+#[async_trait]
+pub trait ArtifactStore: Send + Sync {
+    /// Stores `bytes` durably and returns their digest. Storing the same bytes twice is free.
+    async fn put(&self, bytes: &[u8]) -> Result<Digest, ArtifactError>;
+    /// The bytes of `digest`, checked against it.
+    async fn get(&self, digest: &Digest) -> Result<Vec<u8>, ArtifactError>;
+    /// Whether the artifact exists.
+    async fn contains(&self, digest: &Digest) -> Result<bool, ArtifactError>;
+    /// A path a person can open, when the artifact is a local file.
+    fn local_path(&self, digest: &Digest) -> Option<PathBuf>;
+}
+
+/// Artifacts as files under a directory: `<root>/sha256/<2 hex>/<62 hex>`.
+#[derive(Debug, Clone)]
+pub struct FsArtifactStore {
+    root: PathBuf,
+}
+
+impl FsArtifactStore {
+    pub fn new(root: impl Into<PathBuf>) -> FsArtifactStore {
+        FsArtifactStore { root: root.into() }
+    }
+
+    fn path_of(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root.join("sha256").join(&hex[..2]).join(&hex[2..])
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
+    move |source| ArtifactError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for FsArtifactStore {
+    async fn put(&self, bytes: &[u8]) -> Result<Digest, ArtifactError> {
+        let digest = Digest::of(bytes);
+        let path = self.path_of(&digest);
+        if path.exists() {
+            return Ok(digest);
+        }
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
+        // Write to a temporary file, sync, then rename: a reader never sees half an artifact
+        // and a crash leaves either nothing or the whole file.
+        let mut tmp = tempfile::NamedTempFile::new_in(&dir).map_err(io_error(&dir))?;
+        tmp.write_all(bytes).map_err(io_error(&path))?;
+        tmp.as_file().sync_all().map_err(io_error(&path))?;
+        tmp.persist(&path).map_err(|e| ArtifactError::Io {
+            path: path.display().to_string(),
+            source: e.error,
+        })?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(&dir))?;
+        Ok(digest)
+    }
+
+    async fn get(&self, digest: &Digest) -> Result<Vec<u8>, ArtifactError> {
+        let path = self.path_of(digest);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ArtifactError::NotFound(digest.clone()))
+            }
+            Err(e) => return Err(io_error(&path)(e)),
+        };
+        let actual = Digest::of(&bytes);
+        if &actual != digest {
+            return Err(ArtifactError::Corrupt {
+                digest: digest.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    async fn contains(&self, digest: &Digest) -> Result<bool, ArtifactError> {
+        Ok(self.path_of(digest).is_file())
+    }
+
+    fn local_path(&self, digest: &Digest) -> Option<PathBuf> {
+        Some(self.path_of(digest))
+    }
+}

@@ -1,0 +1,324 @@
+//! The SQLite store against its promises: gapless seqs, the contract's hash chain, optimistic
+//! concurrency, group commit under concurrency, refusal of foreign files, and tamper evidence.
+
+use std::sync::Arc;
+
+use flightdeck_core::chain::verify_chain;
+use flightdeck_store::{
+    verify_mission, AppendRequest, ArtifactStore, EventStore, FsArtifactStore, NewEvent,
+    Projection, SqliteStore, StoreError,
+};
+use proptest::prelude::*;
+use serde_json::json;
+
+fn event(i: u64) -> NewEvent {
+    NewEvent {
+        at_ms: 1_795_000_000_000 + i as i64,
+        event_type: if i == 0 {
+            "mission.created".into()
+        } else {
+            "note".into()
+        },
+        data: json!({"i": i, "text": format!("event {i} \u{e9}\n"), "nested": {"b": [1.5, null], "a": true}}),
+    }
+}
+
+fn request(mission: &str, expected_seq: u64, events: Vec<NewEvent>) -> AppendRequest {
+    AppendRequest {
+        mission: mission.into(),
+        expected_seq,
+        events,
+        projection: Projection {
+            status: "running".into(),
+            template: "t".into(),
+            summary: json!({"id": mission}),
+        },
+    }
+}
+
+async fn open(dir: &tempfile::TempDir) -> SqliteStore {
+    SqliteStore::open(&dir.path().join("flightdeck.db"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn appends_are_gapless_chained_and_projected() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let first = store
+        .append(request("m-a", 0, vec![event(0), event(1)]))
+        .await
+        .unwrap();
+    let second = store
+        .append(request("m-a", 2, vec![event(2)]))
+        .await
+        .unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .chain(&second)
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let events = store.events("m-a", 0).await.unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[0].prev_hash, "0".repeat(64));
+    assert_eq!(events[0].at, "2026-11-18T11:06:40.000Z");
+    let head = verify_chain("m-a", &events).unwrap();
+    let row = store.mission("m-a").await.unwrap().unwrap();
+    assert_eq!((row.last_seq, row.head_hash.as_str()), (3, head.as_str()));
+    assert_eq!(row.summary["events"], 3);
+    assert_eq!(row.summary["head_hash"], head);
+    assert_eq!(store.events("m-a", 2).await.unwrap().len(), 1);
+    assert_eq!(verify_mission(&store, "m-a").await.unwrap(), Ok((head, 3)));
+}
+
+#[tokio::test]
+async fn a_stale_writer_is_refused_and_leaves_no_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    store
+        .append(request("m-a", 0, vec![event(0)]))
+        .await
+        .unwrap();
+    let err = store
+        .append(request("m-a", 0, vec![event(1)]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Conflict {
+                expected: 0,
+                actual: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(store.events("m-a", 0).await.unwrap().len(), 1);
+    assert!(matches!(
+        store.append(request("m-a", 1, vec![])).await.unwrap_err(),
+        StoreError::EmptyAppend(_)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_on_one_mission_never_both_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir).await);
+    store
+        .append(request("m-a", 0, vec![event(0)]))
+        .await
+        .unwrap();
+    // 16 writers all believe the mission is at seq 1: exactly one may append.
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.append(request("m-a", 1, vec![event(i + 1)])).await })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1);
+    let events = store.events("m-a", 0).await.unwrap();
+    assert_eq!(events.len(), 2);
+    verify_chain("m-a", &events).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_missions_appending_at_once_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(&dir).await);
+    let tasks: Vec<_> = (0..32)
+        .map(|m| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let id = format!("m-{m}");
+                for seq in 0..20u64 {
+                    store
+                        .append(request(&id, seq, vec![event(seq)]))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for m in 0..32 {
+        let id = format!("m-{m}");
+        let events = store.events(&id, 0).await.unwrap();
+        assert_eq!(events.len(), 20);
+        verify_chain(&id, &events).unwrap();
+    }
+    assert_eq!(store.missions(100).await.unwrap().len(), 32);
+}
+
+#[tokio::test]
+async fn foreign_files_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.db");
+    std::fs::write(&text, "hello, this is not a database at all").unwrap();
+    let other = dir.path().join("other.db");
+    let status = std::process::Command::new("sqlite3")
+        .arg(&other)
+        .arg("CREATE TABLE customers (id INTEGER);")
+        .status();
+    for (path, reason) in [
+        (&text, "not a SQLite database"),
+        (&other, "other tables: customers"),
+    ] {
+        if path == &other && !status.as_ref().is_ok_and(|s| s.success()) {
+            continue; // no sqlite3 CLI to make the foreign database with
+        }
+        let before = std::fs::read(path).unwrap();
+        let err = SqliteStore::open(path).await.unwrap_err();
+        assert!(err.to_string().contains(reason), "{err}");
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            before,
+            "{} was modified",
+            path.display()
+        );
+    }
+    let err = SqliteStore::open(dir.path()).await.unwrap_err();
+    assert!(err.to_string().contains("directory"), "{err}");
+}
+
+#[tokio::test]
+async fn leases_exclude_other_owners_until_expiry_or_steal() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    store
+        .append(request("m-a", 0, vec![event(0)]))
+        .await
+        .unwrap();
+    let holder = store
+        .acquire_lease("m-a", "w1", 1_000, 500, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(holder.owner, "w1");
+    let holder = store
+        .acquire_lease("m-a", "w2", 1_200, 500, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(holder.owner, "w1", "w2 may not take a live lease");
+    let holder = store
+        .acquire_lease("m-a", "w2", 1_200, 500, Some("w1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        holder.owner, "w2",
+        "a dead owner's lease may be stolen by name"
+    );
+    let holder = store
+        .acquire_lease("m-a", "w3", 1_800, 500, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(holder.owner, "w3", "an expired lease is free");
+    store.release_lease("m-a", "w3").await.unwrap();
+    assert!(store.mission("m-a").await.unwrap().unwrap().lease.is_none());
+}
+
+#[tokio::test]
+async fn artifacts_are_content_addressed_and_checked_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = FsArtifactStore::new(dir.path().join("artifacts"));
+    let digest = artifacts.put(b"patch bytes").await.unwrap();
+    assert_eq!(artifacts.put(b"patch bytes").await.unwrap(), digest);
+    assert_eq!(artifacts.get(&digest).await.unwrap(), b"patch bytes");
+    let path = artifacts.local_path(&digest).unwrap();
+    std::fs::write(&path, b"patch bytez").unwrap();
+    let err = artifacts.get(&digest).await.unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+}
+
+/// Columns of the events table a tamperer could edit.
+const COLUMNS: [&str; 6] = ["seq", "at_ms", "type", "data", "prev_hash", "hash"];
+
+/// Flips one byte of one column of one stored event with the sqlite3 CLI (dropping the
+/// append-only trigger first, as a tamperer would).
+fn tamper(db: &std::path::Path, seq: u64, column: &str, offset: usize, xor: u8) -> bool {
+    let read = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(format!(
+            "SELECT CAST({column} AS TEXT) FROM events WHERE mission = 'm-a' AND seq = {seq};"
+        ))
+        .output()
+        .unwrap();
+    let mut value = read.stdout;
+    while value.last() == Some(&b'\n') {
+        value.pop();
+    }
+    if value.is_empty() {
+        return false;
+    }
+    let at = offset % value.len();
+    value[at] ^= xor;
+    let Ok(text) = String::from_utf8(value) else {
+        return false;
+    };
+    let literal = match column {
+        "seq" | "at_ms" => match text.parse::<i64>() {
+            Ok(n) => n.to_string(),
+            Err(_) => return false,
+        },
+        _ => format!("'{}'", text.replace('\'', "''")),
+    };
+    let sql = format!(
+        "DROP TRIGGER IF EXISTS events_are_append_only_update; UPDATE events SET {column} = {literal} WHERE mission = 'm-a' AND seq = {seq};"
+    );
+    std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(sql)
+        .status()
+        .unwrap()
+        .success()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Any single-byte change anywhere in a stored event is caught by `verify_mission`.
+    #[test]
+    fn any_single_byte_change_is_caught(
+        seq in 1u64..=5,
+        column in 0usize..COLUMNS.len(),
+        offset in any::<usize>(),
+        bit in 0u8..7,
+    ) {
+        if std::process::Command::new("sqlite3").arg("-version").output().is_err() {
+            return Ok(()); // needs the sqlite3 CLI to edit the file behind the store's back
+        }
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("flightdeck.db");
+        runtime.block_on(async {
+            let store = SqliteStore::open(&db).await.unwrap();
+            store.append(request("m-a", 0, (0..5).map(event).collect())).await.unwrap();
+            prop_assert!(verify_mission(&store, "m-a").await.unwrap().is_ok());
+            Ok(())
+        })?;
+        if !tamper(&db, seq, COLUMNS[column], offset, 1 << bit) {
+            return Ok(()); // the flip made text that is not UTF-8 or a number: nothing written
+        }
+        runtime.block_on(async {
+            let store = SqliteStore::open(&db).await.unwrap();
+            let verdict = verify_mission(&store, "m-a").await.unwrap();
+            prop_assert!(verdict.is_err(), "{} of seq {seq} changed but verify passed", COLUMNS[column]);
+            Ok(())
+        })?;
+    }
+}

@@ -1,0 +1,184 @@
+//! Test helpers: temporary git repositories made with the real `git`, and a driver for the
+//! real `flightdeck` binary with its own data directory.
+//!
+//! Test support code: it panics on failure, as tests should.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A git repository in a temporary directory, removed on drop.
+pub struct TestRepo {
+    dir: tempfile::TempDir,
+}
+
+impl TestRepo {
+    /// A repository whose first commit holds `files` (path, contents).
+    pub fn with_files(files: &[(&str, &str)]) -> TestRepo {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = TestRepo { dir };
+        repo.git(&["init", "--quiet", "--initial-branch=main"]);
+        repo.git(&["config", "user.email", "dev@example.com"]);
+        repo.git(&["config", "user.name", "Dev"]);
+        repo.git(&["config", "commit.gpgsign", "false"]);
+        repo.write_files(files);
+        repo.commit_all("initial commit");
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write_files(&self, files: &[(&str, &str)]) {
+        for (path, contents) in files {
+            let full = self.path().join(path);
+            if let Some(parent) = full.parent() {
+                std::fs::create_dir_all(parent).unwrap();
+            }
+            std::fs::write(full, contents).unwrap();
+        }
+    }
+
+    pub fn commit_all(&self, message: &str) -> String {
+        self.git(&["add", "--all"]);
+        self.git(&["commit", "--quiet", "--allow-empty", "-m", message]);
+        self.git(&["rev-parse", "HEAD"])
+    }
+
+    /// Runs git in the repository and returns its trimmed stdout; panics on failure.
+    pub fn git(&self, args: &[&str]) -> String {
+        git_in(self.path(), args)
+    }
+}
+
+/// Runs git in `dir` and returns its trimmed stdout; panics on failure.
+pub fn git_in(dir: &Path, args: &[&str]) -> String {
+    let output = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("run git");
+    assert!(
+        output.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The `flightdeck` binary with a data directory of its own.
+pub struct Cli {
+    pub bin: PathBuf,
+    data: tempfile::TempDir,
+}
+
+impl Cli {
+    /// `bin` is `env!("CARGO_BIN_EXE_flightdeck")` of the calling test.
+    pub fn new(bin: &str) -> Cli {
+        Cli {
+            bin: PathBuf::from(bin),
+            data: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// A command with the data directory and identity set and a clean environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.bin);
+        command
+            .args(args)
+            .env_remove("FLIGHTDECK_CONFIG")
+            .env_remove("FLIGHTDECK_DATABASE_URL")
+            .env("FLIGHTDECK_DATA_DIR", self.data.path())
+            .env("FLIGHTDECK_USER", "@carol")
+            .env("NO_COLOR", "1");
+        command
+    }
+
+    /// Runs to completion.
+    pub fn run(&self, args: &[&str]) -> CliOutput {
+        let output = self.command(args).output().expect("run flightdeck");
+        CliOutput(output)
+    }
+
+    /// Every file under the data directory with its bytes (for "nothing was written" and
+    /// "no secret anywhere" checks).
+    pub fn data_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files = Vec::new();
+        walk(self.data.path(), &mut files);
+        files.sort();
+        files
+    }
+}
+
+fn walk(dir: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            walk(&path, files);
+        } else if kind.is_file() {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            files.push((path, bytes));
+        }
+    }
+}
+
+/// What a run of the binary produced.
+pub struct CliOutput(pub Output);
+
+impl CliOutput {
+    pub fn code(&self) -> i32 {
+        self.0.status.code().unwrap_or(-1)
+    }
+
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.0.stdout).to_string()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.0.stderr).to_string()
+    }
+
+    /// stdout parsed as one JSON value.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.0.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            )
+        })
+    }
+
+    /// stdout parsed as JSON Lines.
+    pub fn json_lines(&self) -> Vec<serde_json::Value> {
+        self.stdout()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Asserts the exit code, showing both streams when it differs.
+    pub fn expect_code(self, code: i32) -> CliOutput {
+        assert_eq!(
+            self.code(),
+            code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+        self
+    }
+}

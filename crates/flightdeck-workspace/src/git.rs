@@ -1,0 +1,291 @@
+//! The git side of a workspace, run on the host with the real `git`: create the worktree,
+//! snapshot and restore its state, list what changed, and publish a commit on a branch.
+//!
+//! Repository hooks never run (`core.hooksPath=/dev/null`): a hook is code from the
+//! repository, and it would run outside the sandbox.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// What `git` said when it failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GitError {
+    #[error("failed to run git: {0}")]
+    Spawn(String),
+    #[error("`git {args}` failed in {dir}: {stderr}")]
+    Failed {
+        args: String,
+        dir: String,
+        stderr: String,
+    },
+    #[error("{0} is not inside a git repository")]
+    NotARepo(String),
+    #[error("`{reference}` is not a commit in {repo}")]
+    UnknownRef { reference: String, repo: String },
+    #[error("branch {branch} already exists at {existing}, not at {wanted}")]
+    BranchExists {
+        branch: String,
+        existing: String,
+        wanted: String,
+    },
+}
+
+fn git(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Output, GitError> {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "core.hooksPath=/dev/null", "-c", "core.quotepath=off"])
+        .args(args)
+        .envs(env.iter().copied())
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| GitError::Spawn(e.to_string()))
+}
+
+fn git_ok(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String, GitError> {
+    let output = git(dir, args, env)?;
+    if !output.status.success() {
+        return Err(GitError::Failed {
+            args: args.join(" "),
+            dir: dir.display().to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_string())
+}
+
+/// The top-level directory of the repository containing `dir`.
+pub fn repo_root(dir: &Path) -> Result<PathBuf, GitError> {
+    let output = git(dir, &["rev-parse", "--show-toplevel"], &[])?;
+    if !output.status.success() {
+        return Err(GitError::NotARepo(dir.display().to_string()));
+    }
+    Ok(PathBuf::from(
+        String::from_utf8_lossy(&output.stdout).trim(),
+    ))
+}
+
+/// The full commit id `reference` names in `repo`.
+pub fn resolve_commit(repo: &Path, reference: &str) -> Result<String, GitError> {
+    let spec = format!("{reference}^{{commit}}");
+    let output = git(
+        repo,
+        &[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            "--end-of-options",
+            &spec,
+        ],
+        &[],
+    )?;
+    if !output.status.success() {
+        return Err(GitError::UnknownRef {
+            reference: reference.to_string(),
+            repo: repo.display().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+/// One changed file of a worktree against its base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiffFile {
+    pub path: String,
+    /// `A`, `M`, `D`, `R…`, `T`, as git says.
+    pub status: String,
+    /// `None` for binary files.
+    pub added: Option<u64>,
+    pub removed: Option<u64>,
+}
+
+/// A git worktree of `repo` at `path`, made from `base`.
+#[derive(Debug, Clone)]
+pub struct Worktree {
+    pub repo: PathBuf,
+    pub path: PathBuf,
+    pub base: String,
+}
+
+impl Worktree {
+    /// Makes the worktree (detached at `base`) or, after a crash, reuses the one already
+    /// there.
+    pub fn create(repo: &Path, path: &Path, base: &str) -> Result<Worktree, GitError> {
+        let worktree = Worktree {
+            repo: repo.to_path_buf(),
+            path: path.to_path_buf(),
+            base: base.to_string(),
+        };
+        if path.join(".git").exists() && git_ok(path, &["rev-parse", "--git-dir"], &[]).is_ok() {
+            return Ok(worktree);
+        }
+        if path.exists() {
+            // Half made by a process that died: start again.
+            std::fs::remove_dir_all(path).map_err(|e| GitError::Spawn(e.to_string()))?;
+        }
+        let _ = git_ok(repo, &["worktree", "prune"], &[]);
+        let path_str = path.to_string_lossy();
+        git_ok(
+            repo,
+            &["worktree", "add", "--detach", "--quiet", &path_str, base],
+            &[],
+        )?;
+        Ok(worktree)
+    }
+
+    /// Opens an existing worktree without checking it.
+    pub fn open(repo: &Path, path: &Path, base: &str) -> Worktree {
+        Worktree {
+            repo: repo.to_path_buf(),
+            path: path.to_path_buf(),
+            base: base.to_string(),
+        }
+    }
+
+    /// Records the worktree's whole state (tracked and untracked, not ignored files) as a git
+    /// tree and returns its id. Restoring that tree gives the same files back.
+    pub fn snapshot(&self) -> Result<String, GitError> {
+        git_ok(&self.path, &["add", "--all", "--", "."], &[])?;
+        git_ok(&self.path, &["write-tree"], &[])
+    }
+
+    /// Puts the worktree back to `tree` (a snapshot) or, with `None`, to the base commit:
+    /// what an interrupted command left behind is thrown away.
+    pub fn restore(&self, tree: Option<&str>) -> Result<(), GitError> {
+        let target = tree.unwrap_or(&self.base);
+        git_ok(&self.path, &["read-tree", "-u", "--reset", target], &[])?;
+        git_ok(&self.path, &["clean", "-fdq"], &[])?;
+        Ok(())
+    }
+
+    /// The files that differ between the base and the worktree's current state.
+    pub fn changes(&self) -> Result<(String, Vec<DiffFile>), GitError> {
+        let tree = self.snapshot()?;
+        let numstat = git_ok(
+            &self.path,
+            &["diff", "--numstat", "--no-renames", &self.base, &tree],
+            &[],
+        )?;
+        let names = git_ok(
+            &self.path,
+            &["diff", "--name-status", "--no-renames", &self.base, &tree],
+            &[],
+        )?;
+        let mut files: Vec<DiffFile> = names
+            .lines()
+            .filter_map(|line| {
+                let (status, path) = line.split_once('\t')?;
+                Some(DiffFile {
+                    path: path.to_string(),
+                    status: status.to_string(),
+                    added: None,
+                    removed: None,
+                })
+            })
+            .collect();
+        for line in numstat.lines() {
+            let mut parts = line.splitn(3, '\t');
+            let (Some(added), Some(removed), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if let Some(file) = files.iter_mut().find(|f| f.path == path) {
+                file.added = added.parse().ok();
+                file.removed = removed.parse().ok();
+            }
+        }
+        Ok((tree, files))
+    }
+
+    /// Commits `tree` on top of the base and points `branch` at it (in the repository the
+    /// worktree belongs to). Dates come from the caller so that the same timeline makes the
+    /// same commit. Idempotent: the branch may already point at that very commit.
+    pub fn commit_to_branch(
+        &self,
+        tree: &str,
+        branch: &str,
+        message: &str,
+        unix_seconds: i64,
+    ) -> Result<String, GitError> {
+        let date = format!("{unix_seconds} +0000");
+        let env = [
+            ("GIT_AUTHOR_NAME", "flightdeck"),
+            ("GIT_AUTHOR_EMAIL", "flightdeck@localhost"),
+            ("GIT_COMMITTER_NAME", "flightdeck"),
+            ("GIT_COMMITTER_EMAIL", "flightdeck@localhost"),
+            ("GIT_AUTHOR_DATE", date.as_str()),
+            ("GIT_COMMITTER_DATE", date.as_str()),
+        ];
+        let commit = git_ok(
+            &self.path,
+            &["commit-tree", tree, "-p", &self.base, "-m", message],
+            &env,
+        )?;
+        let reference = format!("refs/heads/{branch}");
+        match git(
+            &self.repo,
+            &["rev-parse", "--verify", "--quiet", &reference],
+            &[],
+        )? {
+            existing if existing.status.success() => {
+                let existing = String::from_utf8_lossy(&existing.stdout).trim().to_string();
+                if existing != commit {
+                    return Err(GitError::BranchExists {
+                        branch: branch.to_string(),
+                        existing,
+                        wanted: commit,
+                    });
+                }
+            }
+            _ => {
+                git_ok(
+                    &self.repo,
+                    &[
+                        "update-ref",
+                        "-m",
+                        "flightdeck: publish",
+                        &reference,
+                        &commit,
+                        "",
+                    ],
+                    &[],
+                )?;
+            }
+        }
+        Ok(commit)
+    }
+
+    /// `git format-patch` of `commit` (one commit on the base), as mailbox text.
+    pub fn format_patch(&self, commit: &str) -> Result<String, GitError> {
+        let mut patch = git_ok(
+            &self.path,
+            &["format-patch", "-1", "--stdout", "--no-signature", commit],
+            &[],
+        )?;
+        patch.push('\n');
+        Ok(patch)
+    }
+
+    /// Removes the worktree and its administrative files.
+    pub fn remove(&self) -> Result<(), GitError> {
+        let path = self.path.to_string_lossy();
+        if git_ok(
+            &self.repo,
+            &["worktree", "remove", "--force", "--force", &path],
+            &[],
+        )
+        .is_err()
+            && self.path.exists()
+        {
+            std::fs::remove_dir_all(&self.path).map_err(|e| GitError::Spawn(e.to_string()))?;
+            let _ = git_ok(&self.repo, &["worktree", "prune"], &[]);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,87 @@
+//! Where a mission's commands run: a git worktree of the base commit, and a runtime that runs
+//! commands in it (bubblewrap sandbox by default; containers arrive with the docker runtime).
+//!
+//! The engine talks to [`Workspace`]; the git side of a worktree (snapshots, restore, diff,
+//! commit, patch) is [`Worktree`], run on the host, never inside the sandbox.
+
+mod exec;
+mod git;
+mod local;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use exec::{CommandOutcome, MAX_CAPTURED_OUTPUT};
+pub use git::{repo_root, resolve_commit, DiffFile, GitError, Worktree};
+pub use local::{LocalWorkspace, Sandbox};
+
+/// One command to run in a workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandSpec {
+    /// Run by `sh -c`.
+    pub command: String,
+    pub timeout: Duration,
+    /// Variables set on top of the allowlisted environment.
+    pub env: Vec<(String, String)>,
+    /// Whether the command may reach the network.
+    pub network: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkspaceError {
+    #[error("bubblewrap (`bwrap`) is not installed, so commands cannot be sandboxed")]
+    SandboxMissing,
+    #[error("failed to start `{program}`: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("io error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Git(#[from] GitError),
+}
+
+/// A place where a mission's commands run.
+#[async_trait]
+pub trait Workspace: Send + Sync {
+    /// The worktree on the host.
+    fn root(&self) -> &Path;
+    /// `local`, `local-unsandboxed`, `docker`.
+    fn runtime(&self) -> &'static str;
+    /// How commands are isolated, for the timeline (`bubblewrap`, `none`).
+    fn sandbox(&self) -> &'static str;
+    /// Runs a command to completion or timeout. A non-zero exit is an outcome, not an error.
+    async fn exec(&self, spec: &CommandSpec) -> Result<CommandOutcome, WorkspaceError>;
+}
+
+/// Environment variables a command inherits from flightdeck's own environment; everything
+/// else (API keys, tokens, cloud credentials) stays outside.
+pub const ENV_ALLOWLIST: &[&str] = &[
+    "PATH",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TERM",
+    "TZ",
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    "GOPATH",
+    "GOROOT",
+    "GOCACHE",
+    "JAVA_HOME",
+    "PYENV_ROOT",
+    "NVM_DIR",
+];

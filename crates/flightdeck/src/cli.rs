@@ -1,0 +1,124 @@
+//! The command line (CONTRACT.md, "Commands").
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flightdeck",
+    version,
+    about = "A control plane for autonomous software engineers: missions, policy gates, sandboxed workspaces and a hash-chained timeline.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Where missions, artifacts and workspaces live
+    #[arg(long, global = true, env = "FLIGHTDECK_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Installation config (default: <data-dir>/config.toml, optional)
+    #[arg(long, global = true, env = "FLIGHTDECK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Event store (default: sqlite://<data-dir>/flightdeck.db)
+    #[arg(
+        long,
+        global = true,
+        env = "FLIGHTDECK_DATABASE_URL",
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
+    /// Who is acting (default: config [identity].default, else git config user.email)
+    #[arg(
+        long = "as",
+        global = true,
+        env = "FLIGHTDECK_USER",
+        value_name = "IDENTITY"
+    )]
+    pub identity: Option<String>,
+    /// Machine output on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write .flightdeck/policy.toml and .flightdeck/missions/example.toml if absent
+    Init {
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+    },
+    /// Create a mission from a template and run it until it ends or parks
+    Run {
+        /// A name under <repo>/.flightdeck/missions/NAME.toml, or a path to a .toml
+        template: String,
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+        /// Base commit (branch, tag or commit id)
+        #[arg(long, default_value = "HEAD", value_name = "REF")]
+        base: String,
+        /// A template param
+        #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
+        params: Vec<String>,
+        /// Create the mission and run it in the background
+        #[arg(long)]
+        detach: bool,
+    },
+    /// List missions, newest first
+    Missions {
+        /// How many to list
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// A mission's summary
+    Show { mission: String },
+    /// A mission's events
+    Timeline {
+        mission: String,
+        /// Keep printing new events until the mission finishes
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Print an artifact's bytes
+    Artifact { digest: String },
+    /// Continue a parked or interrupted mission
+    Resume { mission: String },
+    /// Cancel a mission; its workspace is cleaned up
+    Cancel { mission: String },
+    /// Check and export the tamper-evident record
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Drives a mission created with `run --detach` (started by flightdeck itself).
+    #[command(name = "__start", hide = true)]
+    Start { mission: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute every hash of one or all timelines; names the first bad seq
+    Verify {
+        mission: Option<String>,
+        #[arg(long, conflicts_with = "mission")]
+        all: bool,
+    },
+    /// Export a timeline
+    Export {
+        mission: String,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    /// One event per line, as `timeline --json`
+    Jsonl,
+}

@@ -1,0 +1,215 @@
+//! One function per command. Each returns the process exit code or a [`CliError`].
+
+#![allow(clippy::print_stdout)]
+
+mod audit;
+mod run;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flightdeck_core::{Digest, MissionState, MissionStatus};
+use flightdeck_engine::Silent;
+use serde_json::Value;
+
+use crate::cli::{AuditCommand, Command};
+use crate::context::Context;
+use crate::error::{exit, CliError};
+use crate::output::{event_json, event_line, summary_text, Progress};
+
+pub use audit::{audit_export, audit_verify};
+
+pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
+    match command {
+        Command::Init { repo } => run::init(&ctx, repo),
+        Command::Run {
+            template,
+            repo,
+            base,
+            params,
+            detach,
+        } => run::run(&ctx, &template, repo, &base, &params, detach).await,
+        Command::Missions { limit } => missions(&ctx, limit).await,
+        Command::Show { mission } => show(&ctx, &mission).await,
+        Command::Timeline { mission, follow } => timeline(&ctx, &mission, follow).await,
+        Command::Artifact { digest } => artifact(&ctx, &digest).await,
+        Command::Resume { mission } => resume(&ctx, &mission).await,
+        Command::Cancel { mission } => cancel(&ctx, &mission).await,
+        Command::Start { mission } => start(&ctx, &mission).await,
+        Command::Audit { command } => match command {
+            AuditCommand::Verify { mission, all } => {
+                audit_verify(&ctx, mission.as_deref(), all).await
+            }
+            AuditCommand::Export { mission, format } => audit_export(&ctx, &mission, format).await,
+        },
+    }
+}
+
+/// The exit code that tells a script how a mission stands.
+pub fn status_code(status: MissionStatus) -> i32 {
+    match status {
+        MissionStatus::Failed => exit::FAILED,
+        MissionStatus::AwaitingApproval => exit::AWAITING_APPROVAL,
+        MissionStatus::Blocked => exit::BLOCKED,
+        MissionStatus::Cancelled => exit::CANCELLED,
+        MissionStatus::Succeeded
+        | MissionStatus::Queued
+        | MissionStatus::Provisioning
+        | MissionStatus::Running => exit::OK,
+    }
+}
+
+fn progress(ctx: &Context) -> Arc<dyn flightdeck_engine::Observer> {
+    if ctx.json() {
+        Arc::new(Silent)
+    } else {
+        Arc::new(Progress::default())
+    }
+}
+
+/// Prints a mission's summary (from its timeline) and returns the status's exit code.
+pub async fn print_summary(ctx: &Context, state: &MissionState) -> Result<i32, CliError> {
+    let summary = state.summary();
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&summary).unwrap_or_default()
+        );
+    } else {
+        let artifacts = ctx.artifacts();
+        print!(
+            "{}",
+            summary_text(&summary, |digest| {
+                digest
+                    .parse::<Digest>()
+                    .ok()
+                    .and_then(|d| artifacts.local_path(&d))
+                    .map(|p| p.display().to_string())
+            })
+        );
+    }
+    Ok(status_code(state.status))
+}
+
+async fn missions(ctx: &Context, limit: u32) -> Result<i32, CliError> {
+    let rows = if ctx.store_exists() {
+        ctx.store().await?.missions(limit).await?
+    } else {
+        Vec::new()
+    };
+    if ctx.json() {
+        let list: Vec<Value> = rows.into_iter().map(|r| r.summary).collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
+        return Ok(exit::OK);
+    }
+    if rows.is_empty() {
+        println!("no missions yet: start one with `flightdeck run TEMPLATE`");
+        return Ok(exit::OK);
+    }
+    println!(
+        "{:<28}  {:<17}  {:<20}  {:<19}  {}",
+        "MISSION", "STATUS", "TEMPLATE", "CREATED", "REQUESTED BY"
+    );
+    for row in rows {
+        let created = flightdeck_core::clock::format_rfc3339_millis(row.created_at_ms);
+        let requested = row
+            .summary
+            .get("requested_by")
+            .and_then(Value::as_str)
+            .unwrap_or("-");
+        println!(
+            "{:<28}  {:<17}  {:<20}  {:<19}  {requested}",
+            row.id,
+            row.status,
+            row.template,
+            created.get(..19).unwrap_or(&created).replace('T', " ")
+        );
+    }
+    Ok(exit::OK)
+}
+
+async fn show(ctx: &Context, mission: &str) -> Result<i32, CliError> {
+    let engine = ctx.existing_engine(mission, Arc::new(Silent)).await?;
+    let id = engine.resolve_id(mission).await?;
+    let state = engine.load(&id).await?;
+    print_summary(ctx, &state).await?;
+    Ok(exit::OK)
+}
+
+async fn timeline(ctx: &Context, mission: &str, follow: bool) -> Result<i32, CliError> {
+    let engine = ctx.existing_engine(mission, Arc::new(Silent)).await?;
+    let id = engine.resolve_id(mission).await?;
+    let store = engine.config().store.clone();
+    let mut after = 0;
+    loop {
+        let events = store.events(&id, after).await?;
+        let mut out = std::io::stdout().lock();
+        let mut finished = false;
+        for event in &events {
+            let line = if ctx.json() {
+                event_json(event)
+            } else {
+                event_line(event)
+            };
+            if writeln!(out, "{line}").is_err() {
+                return Ok(exit::OK); // the reader went away (a pipe into `head`)
+            }
+            after = event.seq;
+            finished |= event.event_type == "mission.finished";
+        }
+        let _ = out.flush();
+        drop(out);
+        if !follow || finished {
+            return Ok(exit::OK);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn artifact(ctx: &Context, digest: &str) -> Result<i32, CliError> {
+    let digest: Digest =
+        digest
+            .trim()
+            .parse()
+            .map_err(|e: flightdeck_core::hash::DigestParseError| {
+                CliError::bad_input(
+                    e.to_string(),
+                    Some(
+                        "digests look like sha256:<64 hex>, as `flightdeck show` prints them"
+                            .to_string(),
+                    ),
+                )
+            })?;
+    let bytes = ctx.artifacts().get(&digest).await?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&bytes)?;
+    out.flush()?;
+    Ok(exit::OK)
+}
+
+async fn resume(ctx: &Context, mission: &str) -> Result<i32, CliError> {
+    let engine = ctx.existing_engine(mission, progress(ctx)).await?;
+    let id = engine.resolve_id(mission).await?;
+    let by = ctx.identity(None)?;
+    let state = engine.resume(&id, &by).await?;
+    print_summary(ctx, &state).await
+}
+
+async fn start(ctx: &Context, mission: &str) -> Result<i32, CliError> {
+    let engine = ctx.existing_engine(mission, progress(ctx)).await?;
+    let id = engine.resolve_id(mission).await?;
+    let state = engine.start(&id).await?;
+    Ok(status_code(state.status))
+}
+
+async fn cancel(ctx: &Context, mission: &str) -> Result<i32, CliError> {
+    let engine = ctx.existing_engine(mission, Arc::new(Silent)).await?;
+    let id = engine.resolve_id(mission).await?;
+    let by = ctx.identity(None)?;
+    let state = engine.cancel(&id, &by).await?;
+    print_summary(ctx, &state).await
+}

@@ -1,0 +1,209 @@
+//! Everything a command needs from its flags, environment and config: the data directory,
+//! the installation config, the acting identity, and (opened on demand) the store and engine.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flightdeck_engine::{Engine, EngineConfig, Observer, SystemClock, WorkerId};
+use flightdeck_store::{ArtifactStore, EventStore, FsArtifactStore};
+use serde::Deserialize;
+
+use crate::cli::Global;
+use crate::error::CliError;
+
+/// Timeout of a `run` step that sets none.
+const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// `config.toml` (CONTRACT.md, "Installation config"). Sections this build does not use yet
+/// are read as tables so that a file written for a later build still loads.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // teams, providers, pricing and secrets are validated now, used by later features
+pub struct Config {
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    #[serde(default)]
+    pub teams: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub providers: toml::Table,
+    #[serde(default)]
+    pub pricing: toml::Table,
+    #[serde(default)]
+    pub secrets: toml::Table,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub default: Option<String>,
+}
+
+pub struct Context {
+    pub global: Global,
+    pub data_dir: PathBuf,
+    pub config: Config,
+}
+
+impl Context {
+    pub fn new(global: Global) -> Result<Context, CliError> {
+        let data_dir = match &global.data_dir {
+            Some(dir) => absolute(dir),
+            None => default_data_dir()?,
+        };
+        let config_path = global
+            .config
+            .clone()
+            .unwrap_or_else(|| data_dir.join("config.toml"));
+        let config = match std::fs::read_to_string(&config_path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| {
+                let at = e
+                    .span()
+                    .map(|s| {
+                        let (line, column) = flightdeck_core::template::line_column(&text, s.start);
+                        format!(":{line}:{column}")
+                    })
+                    .unwrap_or_default();
+                CliError::bad_input(
+                    format!("{}{at}: {}", config_path.display(), e.message().trim()),
+                    Some(
+                        "the config format is described in CONTRACT.md, `config.toml`".to_string(),
+                    ),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && global.config.is_none() => {
+                Config::default()
+            }
+            Err(e) => {
+                return Err(CliError::bad_input(
+                    format!("cannot read config {}: {e}", config_path.display()),
+                    Some("--config and FLIGHTDECK_CONFIG name an existing file".to_string()),
+                ))
+            }
+        };
+        Ok(Context {
+            global,
+            data_dir,
+            config,
+        })
+    }
+
+    pub fn json(&self) -> bool {
+        self.global.json
+    }
+
+    /// Who is acting: `--as`, `FLIGHTDECK_USER`, the config's default, git's user.email, or
+    /// the login name.
+    pub fn identity(&self, repo: Option<&Path>) -> Result<String, CliError> {
+        if let Some(id) = self
+            .global
+            .identity
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
+            return Ok(id.to_string());
+        }
+        if let Some(id) = self
+            .config
+            .identity
+            .default
+            .as_deref()
+            .filter(|s| !s.is_empty())
+        {
+            return Ok(id.to_string());
+        }
+        let mut git = std::process::Command::new("git");
+        if let Some(repo) = repo {
+            git.arg("-C").arg(repo);
+        }
+        if let Ok(out) = git.args(["config", "user.email"]).output() {
+            let email = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if out.status.success() && !email.is_empty() {
+                return Ok(email);
+            }
+        }
+        if let Some(user) = std::env::var("USER").ok().filter(|u| !u.is_empty()) {
+            return Ok(user);
+        }
+        Err(CliError::bad_input(
+            "cannot tell who you are",
+            Some(
+                "pass --as IDENTITY, set FLIGHTDECK_USER, or set [identity].default in config.toml"
+                    .to_string(),
+            ),
+        ))
+    }
+
+    pub fn database_url(&self) -> String {
+        self.global.database_url.clone().unwrap_or_else(|| {
+            format!("sqlite://{}", self.data_dir.join("flightdeck.db").display())
+        })
+    }
+
+    /// The SQLite file the database URL names, if it names one.
+    fn sqlite_path(&self) -> Option<PathBuf> {
+        let url = self.database_url();
+        url.strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .map(PathBuf::from)
+    }
+
+    /// Whether there is a store to read yet (commands that only read do not create one).
+    pub fn store_exists(&self) -> bool {
+        self.sqlite_path().is_none_or(|p| p.exists())
+    }
+
+    pub async fn store(&self) -> Result<Arc<dyn EventStore>, CliError> {
+        Ok(flightdeck_store::open(&self.database_url()).await?)
+    }
+
+    pub fn artifacts(&self) -> Arc<dyn ArtifactStore> {
+        Arc::new(FsArtifactStore::new(self.data_dir.join("artifacts")))
+    }
+
+    pub async fn engine(&self, observer: Arc<dyn Observer>) -> Result<Engine, CliError> {
+        Ok(Engine::new(EngineConfig {
+            store: self.store().await?,
+            artifacts: self.artifacts(),
+            clock: Arc::new(SystemClock),
+            observer,
+            workspaces_dir: self.data_dir.join("workspaces"),
+            default_step_timeout: DEFAULT_STEP_TIMEOUT,
+            worker: WorkerId::current(),
+        }))
+    }
+
+    /// An engine over an existing store, or the error a read of an unknown mission gives.
+    pub async fn existing_engine(
+        &self,
+        mission: &str,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Engine, CliError> {
+        if !self.store_exists() {
+            return Err(CliError::bad_input(
+                format!("no mission `{mission}`: there are no missions in {} yet", self.data_dir.display()),
+                Some("start one with `flightdeck run TEMPLATE`, or point --data-dir at another data directory".to_string()),
+            ));
+        }
+        self.engine(observer).await
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn default_data_dir() -> Result<PathBuf, CliError> {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Ok(absolute(&PathBuf::from(xdg).join("flightdeck")));
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(home).join(".local/share/flightdeck"));
+    }
+    Err(CliError::bad_input(
+        "cannot find a data directory: neither XDG_DATA_HOME nor HOME is set",
+        Some("pass --data-dir DIR or set FLIGHTDECK_DATA_DIR".to_string()),
+    ))
+}

@@ -1,0 +1,49 @@
+//! The `flightdeck` command line: parses arguments, runs a command, and turns its outcome
+//! into the contract's exit code, with errors on stderr followed by a `hint:`.
+
+mod cli;
+mod commands;
+mod context;
+mod error;
+mod output;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+use crate::context::Context;
+use crate::error::{exit, CliError};
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(async {
+            match Context::new(cli.global) {
+                Ok(ctx) => commands::dispatch(ctx, cli.command)
+                    .await
+                    .unwrap_or_else(report),
+                Err(e) => report(e),
+            }
+        }),
+        Err(e) => report(CliError::failed(format!(
+            "failed to start the async runtime: {e}"
+        ))),
+    };
+    std::process::exit(code);
+}
+
+#[allow(clippy::print_stderr)]
+fn report(error: CliError) -> i32 {
+    eprintln!("error: {}", error.message);
+    if let Some(hint) = &error.hint {
+        eprintln!("hint: {hint}");
+    }
+    if error.code == exit::OK {
+        exit::FAILED
+    } else {
+        error.code
+    }
+}
