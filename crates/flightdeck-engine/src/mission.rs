@@ -746,7 +746,7 @@ fn step_failure(
     let tail = outcome.tail(20);
     let mut message = format!("step {}/{total} (`{command}`) {how}", index + 1);
     if !tail.is_empty() {
-        message.push_str("\n");
+        message.push('\n');
         message.push_str(&tail);
     }
     MissionError {

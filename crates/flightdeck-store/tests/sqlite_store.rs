@@ -1,6 +1,8 @@
 //! The SQLite store against its promises: gapless seqs, the contract's hash chain, optimistic
 //! concurrency, group commit under concurrency, refusal of foreign files, and tamper evidence.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
 use std::sync::Arc;
 
 use flightdeck_core::chain::verify_chain;

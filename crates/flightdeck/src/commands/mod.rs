@@ -111,8 +111,8 @@ async fn missions(ctx: &Context, limit: u32) -> Result<i32, CliError> {
         return Ok(exit::OK);
     }
     println!(
-        "{:<28}  {:<17}  {:<20}  {:<19}  {}",
-        "MISSION", "STATUS", "TEMPLATE", "CREATED", "REQUESTED BY"
+        "{:<28}  {:<17}  {:<20}  {:<19}  REQUESTED BY",
+        "MISSION", "STATUS", "TEMPLATE", "CREATED"
     );
     for row in rows {
         let created = flightdeck_core::clock::format_rfc3339_millis(row.created_at_ms);
@@ -211,5 +211,6 @@ async fn cancel(ctx: &Context, mission: &str) -> Result<i32, CliError> {
     let id = engine.resolve_id(mission).await?;
     let by = ctx.identity(None)?;
     let state = engine.cancel(&id, &by).await?;
-    print_summary(ctx, &state).await
+    print_summary(ctx, &state).await?;
+    Ok(exit::OK) // the command did what was asked; `run`/`resume` report 5 for a cancelled mission
 }

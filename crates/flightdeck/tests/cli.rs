@@ -1,0 +1,625 @@
+//! The real binary on temporary git repositories: what a user does, end to end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use flightdeck_testkit::{git_in, Cli, TestRepo};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
+
+/// A repository with a template named `t` (its body given) and a README.
+fn repo_with_template(template: &str) -> TestRepo {
+    TestRepo::with_files(&[
+        ("README.md", "# sample\n"),
+        (".gitignore", "/target\n"),
+        ("src/lib.rs", "pub fn answer() -> u32 { 41 }\n"),
+        (".flightdeck/missions/t.toml", template),
+    ])
+}
+
+fn run_json(cli: &Cli, repo: &TestRepo, args: &[&str]) -> (i32, Value, String) {
+    let mut full = vec![
+        "--json",
+        "run",
+        "t",
+        "--repo",
+        repo.path().to_str().unwrap(),
+    ];
+    full.extend_from_slice(args);
+    let out = cli.run(&full);
+    let code = out.code();
+    let stderr = out.stderr();
+    let summary = if out.stdout().trim().is_empty() {
+        Value::Null
+    } else {
+        out.json()
+    };
+    (code, summary, stderr)
+}
+
+fn timeline(cli: &Cli, id: &str) -> Vec<Value> {
+    cli.run(&["timeline", id, "--json"])
+        .expect_code(0)
+        .json_lines()
+}
+
+fn types(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const FIX: &str = r#"
+description = "Fix the answer"
+goal = "Make answer() return {{value}}."
+[params.value]
+required = true
+[[steps]]
+run = "sed -i 's/41/{{value}}/' src/lib.rs"
+[[steps]]
+run = "grep -q {{value}} src/lib.rs && echo checked"
+[publish]
+title = "Fix answer to {{value}}"
+"#;
+
+#[test]
+fn a_successful_mission_publishes_branch_patch_and_description() {
+    let repo = repo_with_template(FIX);
+    let cli = Cli::new(BIN);
+    let (code, summary, stderr) = run_json(&cli, &repo, &["-p", "value=42"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(summary["status"], "succeeded");
+    let id = summary["id"].as_str().unwrap();
+    let branch = format!("flightdeck/{id}");
+    assert_eq!(summary["branch"], branch.as_str());
+    assert_eq!(summary["requested_by"], "@carol");
+    // The branch is in the user's repository, one commit on the base, with the change.
+    let head = summary["head_commit"].as_str().unwrap();
+    assert_eq!(repo.git(&["rev-parse", &branch]), head);
+    assert_eq!(
+        repo.git(&["rev-parse", &format!("{head}^")]),
+        summary["base_commit"].as_str().unwrap()
+    );
+    assert_eq!(
+        repo.git(&["show", &format!("{branch}:src/lib.rs")]),
+        "pub fn answer() -> u32 { 42 }"
+    );
+    assert_eq!(
+        repo.git(&["status", "--porcelain"]),
+        "",
+        "the user's checkout is untouched"
+    );
+    // The patch applies to the base and is what the branch holds.
+    let patch = cli
+        .run(&["artifact", summary["artifacts"]["patch"].as_str().unwrap()])
+        .expect_code(0)
+        .stdout();
+    assert!(
+        patch.contains("Subject: [PATCH] Fix answer to 42"),
+        "{patch}"
+    );
+    assert!(patch.contains("+pub fn answer() -> u32 { 42 }"), "{patch}");
+    let pr = cli
+        .run(&[
+            "artifact",
+            summary["artifacts"]["pr_description"].as_str().unwrap(),
+        ])
+        .expect_code(0)
+        .stdout();
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"m-[0-9a-z]{26}", "[MISSION]");
+    settings.add_filter(r"sha256:[0-9a-f]{64}", "[DIGEST]");
+    settings.add_filter(r"`[0-9a-f]{12}`", "`[COMMIT]`");
+    settings.add_filter(r"\d+\.\d s", "[TIME]");
+    settings.bind(|| insta::assert_snapshot!("pr_description", pr));
+    // The timeline is the contract's: gapless, chained, and each run step a template tool call.
+    let events = timeline(&cli, id);
+    assert_eq!(
+        types(&events),
+        [
+            "mission.created",
+            "workspace.provisioning",
+            "workspace.provisioned",
+            "step.started",
+            "tool.requested",
+            "tool.completed",
+            "step.finished",
+            "step.started",
+            "tool.requested",
+            "tool.completed",
+            "step.finished",
+            "change.published",
+            "mission.finished",
+        ]
+    );
+    for (i, event) in events.iter().enumerate() {
+        assert_eq!(event["seq"], i as u64 + 1);
+        assert_eq!(event["mission"], id);
+        let expected_prev = if i == 0 {
+            "0".repeat(64)
+        } else {
+            events[i - 1]["hash"].as_str().unwrap().to_string()
+        };
+        assert_eq!(event["prev_hash"], expected_prev.as_str());
+        assert!(event["at"].as_str().unwrap().ends_with('Z'));
+    }
+    assert_eq!(events[4]["data"]["actor"], "template");
+    assert_eq!(events[4]["data"]["tool"], "run");
+    assert_eq!(events[0]["data"]["params"]["value"], "42");
+    for field in [
+        "template",
+        "template_hash",
+        "params",
+        "repo",
+        "base_commit",
+        "requested_by",
+        "policy_hash",
+    ] {
+        assert!(
+            !events[0]["data"][field].is_null(),
+            "mission.created lacks {field}"
+        );
+    }
+    assert_eq!(events[2]["data"]["sandbox"], "bubblewrap");
+    let output = cli
+        .run(&["artifact", events[9]["data"]["output"].as_str().unwrap()])
+        .expect_code(0)
+        .stdout();
+    assert_eq!(output, "checked\n");
+    // The worktree is gone (the branch holds the change); the audit holds.
+    assert!(!cli.data_dir().join("workspaces").join(id).exists());
+    cli.run(&["audit", "verify", id]).expect_code(0);
+    // Human views name the essentials.
+    let show = cli.run(&["show", &id[..10]]).expect_code(0).stdout();
+    assert!(
+        show.contains("succeeded") && show.contains(&branch),
+        "{show}"
+    );
+    let human = cli.run(&["timeline", id]).expect_code(0).stdout();
+    assert_eq!(human.lines().count(), events.len(), "{human}");
+}
+
+#[test]
+fn an_independent_verifier_agrees_with_the_hash_chain() {
+    if std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        return; // the verifier is a Python script; without Python there is nothing to compare
+    }
+    let repo = repo_with_template(FIX);
+    let cli = Cli::new(BIN);
+    let (_, summary, _) = run_json(&cli, &repo, &["-p", "value=7"]);
+    let id = summary["id"].as_str().unwrap();
+    let export = cli
+        .run(&["audit", "export", id, "--format", "jsonl"])
+        .expect_code(0)
+        .stdout();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify_timeline.py");
+    let verify = |input: &str| {
+        let mut child = std::process::Command::new("python3")
+            .arg(&script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let ok = verify(&export);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let head = summary["head_hash"].as_str().unwrap();
+    assert!(String::from_utf8_lossy(&ok.stdout).contains(head));
+    // One changed character in one event's data breaks the chain from that event on.
+    let tampered = export.replacen("\"value\":\"7\"", "\"value\":\"8\"", 1);
+    assert_ne!(tampered, export);
+    assert!(!verify(&tampered).status.success());
+}
+
+#[test]
+fn a_failing_step_fails_the_mission_and_stops_there() {
+    let repo = repo_with_template(
+        r#"
+[[steps]]
+run = "echo one > one.txt"
+[[steps]]
+run = "echo 'compiler says no' >&2; exit 3"
+[[steps]]
+run = "echo three > three.txt"
+"#,
+    );
+    let cli = Cli::new(BIN);
+    let (code, summary, _) = run_json(&cli, &repo, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(summary["status"], "failed");
+    assert_eq!(summary["error"]["kind"], "step_failed");
+    let message = summary["error"]["message"].as_str().unwrap();
+    assert!(message.contains("step 2/3"), "{message}");
+    assert!(message.contains("exited with 3"), "{message}");
+    assert!(
+        message.contains("compiler says no"),
+        "the output is in the error: {message}"
+    );
+    assert!(summary["branch"].is_null());
+    let id = summary["id"].as_str().unwrap();
+    let events = timeline(&cli, id);
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["type"] == "tool.requested")
+            .count(),
+        2,
+        "step 3 never ran"
+    );
+    assert_eq!(events.last().unwrap()["type"], "mission.finished");
+    // The failed workspace is kept for inspection, without step 3's file.
+    let workspace = cli.data_dir().join("workspaces").join(id);
+    assert!(workspace.join("one.txt").exists());
+    assert!(!workspace.join("three.txt").exists());
+    assert!(git_in(repo.path(), &["branch", "--list", "flightdeck/*"]).is_empty());
+}
+
+#[test]
+fn a_mission_that_changes_nothing_succeeds_without_a_branch() {
+    let repo = repo_with_template("[[steps]]\nrun = \"cat README.md\"\n");
+    let cli = Cli::new(BIN);
+    let out = cli
+        .run(&["run", "t", "--repo", repo.path().to_str().unwrap()])
+        .expect_code(0);
+    assert!(out.stdout().contains("succeeded"));
+    let (_, summary, _) = run_json(&cli, &repo, &[]);
+    assert_eq!(summary["status"], "succeeded");
+    assert!(summary["branch"].is_null());
+    let events = timeline(&cli, summary["id"].as_str().unwrap());
+    let finished = &events.last().unwrap()["data"];
+    assert!(
+        finished["summary"].as_str().unwrap().contains("no changes"),
+        "{finished}"
+    );
+    assert!(!types(&events).contains(&"change.published".to_string()));
+    assert!(git_in(repo.path(), &["branch", "--list", "flightdeck/*"]).is_empty());
+}
+
+#[test]
+fn commands_cannot_write_outside_the_worktree_or_reach_the_network_config() {
+    let repo = repo_with_template(
+        "[[steps]]\nrun = \"touch /etc/flightdeck-escape 2>/dev/null || touch ../escape 2>/dev/null; echo done\"\n",
+    );
+    let cli = Cli::new(BIN);
+    let (code, _, stderr) = run_json(&cli, &repo, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!Path::new("/etc/flightdeck-escape").exists());
+    assert!(!cli.data_dir().join("workspaces/escape").exists());
+}
+
+/// Waits until `predicate` holds on the mission's timeline.
+fn wait_for(cli: &Cli, predicate: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let missions = cli.run(&["missions", "--json"]).json();
+        if let Some(id) = missions
+            .as_array()
+            .and_then(|m| m.first())
+            .and_then(|m| m["id"].as_str())
+        {
+            let events = timeline(cli, id);
+            if predicate(&events) {
+                return events;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the mission"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn kill_dash_nine_during_a_step_then_resume_runs_each_completed_step_once() {
+    // Each step appends to ran.log, which the branch ends up holding: a completed step that
+    // ran twice would show twice. The interrupted step's partial line is thrown away.
+    let repo = repo_with_template(
+        r#"
+[[steps]]
+run = "echo step1 >> ran.log"
+[[steps]]
+run = "echo step2-start >> ran.log; sleep 4; echo step2 >> ran.log"
+[[steps]]
+run = "echo step3 >> ran.log"
+"#,
+    );
+    let cli = Cli::new(BIN);
+    let mut child = cli
+        .command(&["run", "t", "--repo", repo.path().to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let events = wait_for(&cli, |events| {
+        events
+            .iter()
+            .any(|e| e["type"] == "tool.requested" && e["data"]["call_id"] == "step-1")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let id = events[0]["mission"].as_str().unwrap().to_string();
+    let before = timeline(&cli, &id);
+    assert!(!types(&before).contains(&"mission.finished".to_string()));
+    let show = cli.run(&["show", &id, "--json"]).expect_code(0).json();
+    assert_eq!(show["status"], "running");
+    // The sandbox died with its parent: step 2 never finished writing.
+    std::thread::sleep(Duration::from_secs(5));
+    let log = std::fs::read_to_string(cli.data_dir().join("workspaces").join(&id).join("ran.log"))
+        .unwrap();
+    assert_eq!(log, "step1\nstep2-start\n", "the killed step kept running");
+
+    let resumed = cli.run(&["resume", &id, "--json"]).expect_code(0).json();
+    assert_eq!(resumed["status"], "succeeded");
+    let branch = resumed["branch"].as_str().unwrap();
+    assert_eq!(
+        repo.git(&["show", &format!("{branch}:ran.log")]),
+        "step1\nstep2-start\nstep2\nstep3"
+    );
+    let after = timeline(&cli, &id);
+    // Everything recorded before the kill is still there, unchanged.
+    assert_eq!(&after[..before.len()], &before[..]);
+    let interrupted: Vec<&Value> = after
+        .iter()
+        .filter(|e| e["type"] == "mission.interrupted")
+        .collect();
+    assert_eq!(interrupted.len(), 1);
+    assert_eq!(
+        interrupted[0]["data"]["calls"],
+        serde_json::json!(["step-1"])
+    );
+    let requested: Vec<&str> = after
+        .iter()
+        .filter(|e| e["type"] == "tool.requested")
+        .map(|e| e["data"]["call_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(requested, ["step-0", "step-1", "step-1#2", "step-2"]);
+    assert_eq!(
+        after
+            .iter()
+            .filter(|e| e["type"] == "step.started" && e["data"]["index"] == 0)
+            .count(),
+        1
+    );
+    assert!(types(&after).contains(&"mission.resumed".to_string()));
+    cli.run(&["audit", "verify", &id]).expect_code(0);
+    // A finished mission cannot be resumed, and trying records nothing.
+    let again = cli.run(&["resume", &id]).expect_code(2);
+    assert!(
+        again.stderr().contains("already finished"),
+        "{}",
+        again.stderr()
+    );
+    assert_eq!(timeline(&cli, &id).len(), after.len());
+}
+
+#[test]
+fn a_detached_mission_runs_in_the_background_and_can_be_cancelled() {
+    let repo = repo_with_template("[[steps]]\nrun = \"sleep 30\"\n");
+    let cli = Cli::new(BIN);
+    let out = cli
+        .run(&[
+            "--json",
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "--detach",
+        ])
+        .expect_code(0);
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    wait_for(&cli, |events| {
+        events.iter().any(|e| e["type"] == "tool.requested")
+    });
+    let busy = cli.run(&["resume", &id]).expect_code(2);
+    assert!(busy.stderr().contains("being driven"), "{}", busy.stderr());
+    let started = Instant::now();
+    cli.run(&["cancel", &id]).expect_code(0);
+    let events = wait_for(&cli, |events| {
+        events
+            .last()
+            .is_some_and(|e| e["type"] == "mission.finished")
+    });
+    assert_eq!(events.last().unwrap()["data"]["status"], "cancelled");
+    // The background process notices, kills `sleep 30` and removes the worktree.
+    let workspace = cli.data_dir().join("workspaces").join(&id);
+    while workspace.exists() && started.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !workspace.exists(),
+        "the cancelled mission's worktree was not cleaned up"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "cancel did not stop the running command"
+    );
+    cli.run(&["cancel", &id]).expect_code(2);
+}
+
+/// Bad input: exit 2, a message naming the culprit, a hint, and no mission recorded.
+#[test]
+fn bad_input_is_refused_with_a_hint_and_leaves_no_trace() {
+    let repo = repo_with_template(FIX);
+    repo.write_files(&[
+        (
+            ".flightdeck/missions/broken.toml",
+            "[[steps]]\nrun = \"x\"\ncolour = \"red\"\n",
+        ),
+        (".flightdeck/missions/notoml.toml", "this is = not [toml"),
+    ]);
+    let not_repo = tempfile::tempdir().unwrap();
+    let repo_arg = repo.path().to_str().unwrap();
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["run", "broken", "--repo", repo_arg],
+            "broken.toml:3:1: unknown field `colour`",
+        ),
+        (vec!["run", "notoml", "--repo", repo_arg], "notoml.toml:1:"),
+        (
+            vec!["run", "t", "--repo", repo_arg],
+            "required param `value` was not given",
+        ),
+        (
+            vec![
+                "run",
+                "t",
+                "--repo",
+                repo_arg,
+                "-p",
+                "value=1",
+                "-p",
+                "colour=red",
+            ],
+            "unknown param `colour`",
+        ),
+        (
+            vec!["run", "t", "--repo", repo_arg, "-p", "value"],
+            "-p value: a param is KEY=VALUE",
+        ),
+        (vec!["run", "nope", "--repo", repo_arg], "no template nope"),
+        (
+            vec!["run", "t", "--repo", not_repo.path().to_str().unwrap()],
+            "not a git repository",
+        ),
+        (
+            vec![
+                "run",
+                "t",
+                "--repo",
+                repo_arg,
+                "-p",
+                "value=1",
+                "--base",
+                "no-such-branch",
+            ],
+            "`no-such-branch` is not a commit",
+        ),
+        (
+            vec!["show", "m-00000000000000000000000000"],
+            "no mission `m-00000000000000000000000000`",
+        ),
+        (vec!["resume", "m-nope"], "no mission `m-nope`"),
+        (vec!["timeline", "m-nope"], "no mission `m-nope`"),
+        (vec!["artifact", &digest], "no artifact"),
+        (vec!["artifact", "sha256:xyz"], "is not a digest"),
+        (vec!["run"], "TEMPLATE"),
+    ];
+    let cli = Cli::new(BIN);
+    let mut failures = Vec::new();
+    for (args, expected) in &cases {
+        let out = cli.run(args);
+        let stderr = out.stderr();
+        if out.code() != 2
+            || !stderr.contains(expected)
+            || !(stderr.contains("hint:") || stderr.contains("Usage"))
+        {
+            failures.push(format!("{args:?}: exit {}\n{stderr}", out.code()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+    assert!(
+        cli.data_files().is_empty(),
+        "bad input wrote {:?}",
+        cli.data_files().iter().map(|f| &f.0).collect::<Vec<_>>()
+    );
+
+    // After a real mission exists, more bad input must not add to the store.
+    let (_, summary, _) = run_json(&cli, &repo, &["-p", "value=5"]);
+    let id = summary["id"].as_str().unwrap();
+    let count = timeline(&cli, id).len();
+    cli.run(&["resume", id]).expect_code(2);
+    cli.run(&["run", "broken", "--repo", repo_arg])
+        .expect_code(2);
+    assert_eq!(
+        cli.run(&["missions", "--json"])
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(timeline(&cli, id).len(), count);
+}
+
+#[test]
+fn a_database_that_is_not_flightdecks_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("notes.db");
+    std::fs::write(&db, "these are my notes, not a database").unwrap();
+    let cli = Cli::new(BIN);
+    let url = format!("sqlite://{}", db.display());
+    let repo = repo_with_template(FIX);
+    for args in [
+        vec!["--database-url", url.as_str(), "missions"],
+        vec![
+            "--database-url",
+            url.as_str(),
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+            "-p",
+            "value=1",
+        ],
+    ] {
+        let out = cli.run(&args).expect_code(2);
+        assert!(
+            out.stderr().contains("is not a flightdeck database"),
+            "{}",
+            out.stderr()
+        );
+        assert!(out.stderr().contains("hint:"));
+    }
+    assert_eq!(
+        std::fs::read_to_string(&db).unwrap(),
+        "these are my notes, not a database"
+    );
+}
+
+#[test]
+fn init_writes_a_policy_and_an_example_that_runs() {
+    let repo = TestRepo::with_files(&[("README.md", "hello\n")]);
+    let cli = Cli::new(BIN);
+    cli.run(&["init", "--repo", repo.path().to_str().unwrap()])
+        .expect_code(0);
+    assert!(repo.path().join(".flightdeck/policy.toml").is_file());
+    let second = cli
+        .run(&["init", "--repo", repo.path().to_str().unwrap()])
+        .expect_code(0)
+        .stdout();
+    assert!(second.contains("kept existing"), "{second}");
+    repo.commit_all("add flightdeck");
+    let out = cli
+        .run(&[
+            "--json",
+            "run",
+            "example",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ])
+        .expect_code(0);
+    let summary = out.json();
+    let branch = summary["branch"].as_str().unwrap();
+    assert_eq!(
+        repo.git(&["show", &format!("{branch}:NOTES.md")]),
+        "flightdeck was here"
+    );
+}
