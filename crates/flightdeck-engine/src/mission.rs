@@ -457,8 +457,13 @@ impl Engine {
             return Ok(()); // cancelled while it ran; `state` holds the cancellation
         };
         let output = self.put_artifact(&outcome.output).await?;
-        let tree = worktree.snapshot()?;
-        let ok = outcome.success();
+        // A worktree git cannot record (a nested repository with no commit, say) fails the
+        // step: nothing unrecorded may reach a later step or the published change.
+        let (tree, snapshot_error) = match worktree.snapshot() {
+            Ok(tree) => (Some(tree), None),
+            Err(e) => (None, Some(e)),
+        };
+        let ok = outcome.success() && snapshot_error.is_none();
         let mut events = vec![
             EventKind::ToolCompleted(ToolCompleted {
                 call_id,
@@ -467,7 +472,7 @@ impl Engine {
                 output,
                 duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
                 timed_out: outcome.timed_out,
-                tree: Some(tree),
+                tree,
             }),
             EventKind::StepFinished(StepFinished {
                 index,
@@ -480,9 +485,19 @@ impl Engine {
             }),
         ];
         if !ok {
+            let error = match snapshot_error {
+                Some(e) if outcome.success() => MissionError {
+                    kind: "workspace_unrecordable".into(),
+                    message: format!(
+                        "step {}/{total} (`{command}`) left a worktree git cannot record: {e}",
+                        index + 1
+                    ),
+                },
+                _ => step_failure(index, total, command, &outcome, timeout),
+            };
             events.push(EventKind::MissionFinished(MissionFinished {
                 status: MissionStatus::Failed,
-                error: Some(step_failure(index, total, command, &outcome, timeout)),
+                error: Some(error),
                 summary: None,
             }));
         }
@@ -622,7 +637,7 @@ impl Engine {
             return;
         }
         if let Some(created) = &state.created {
-            let _ = Worktree::open(Path::new(&created.repo), &path, &created.base_commit).remove();
+            let _ = Worktree::remove(Path::new(&created.repo), &path);
         }
     }
 

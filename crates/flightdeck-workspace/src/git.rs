@@ -2,7 +2,10 @@
 //! snapshot and restore its state, list what changed, and publish a commit on a branch.
 //!
 //! Repository hooks never run (`core.hooksPath=/dev/null`): a hook is code from the
-//! repository, and it would run outside the sandbox.
+//! repository, and it would run outside the sandbox. For the same reason git never trusts the
+//! worktree's `.git` file, which sandboxed commands can rewrite (pointing it at a git dir
+//! whose config runs a command, `core.fsmonitor` say): every git command on a worktree names
+//! its git dir explicitly, found from the repository's own administrative files.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -110,21 +113,47 @@ pub struct Worktree {
     pub repo: PathBuf,
     pub path: PathBuf,
     pub base: String,
+    /// The worktree's administrative directory inside the repository's git dir.
+    git_dir: PathBuf,
+}
+
+/// The administrative directory (`<common git dir>/worktrees/<name>`) whose `gitdir` file
+/// points at `path`: read from the repository, never from the worktree.
+fn admin_dir(repo: &Path, path: &Path) -> Result<Option<PathBuf>, GitError> {
+    let common = git_ok(
+        repo,
+        &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+        &[],
+    )?;
+    let wanted = path.join(".git");
+    let Ok(entries) = std::fs::read_dir(Path::new(&common).join("worktrees")) else {
+        return Ok(None);
+    };
+    for entry in entries.flatten() {
+        let Ok(pointer) = std::fs::read_to_string(entry.path().join("gitdir")) else {
+            continue;
+        };
+        if Path::new(pointer.trim()) == wanted {
+            return Ok(Some(entry.path()));
+        }
+    }
+    Ok(None)
 }
 
 impl Worktree {
     /// Makes the worktree (detached at `base`) or, after a crash, reuses the one already
     /// there.
     pub fn create(repo: &Path, path: &Path, base: &str) -> Result<Worktree, GitError> {
-        let worktree = Worktree {
+        let worktree = |git_dir: PathBuf| Worktree {
             repo: repo.to_path_buf(),
             path: path.to_path_buf(),
             base: base.to_string(),
+            git_dir,
         };
-        if path.join(".git").exists() && git_ok(path, &["rev-parse", "--git-dir"], &[]).is_ok() {
-            return Ok(worktree);
-        }
         if path.exists() {
+            if let Some(git_dir) = admin_dir(repo, path)? {
+                return Ok(worktree(git_dir));
+            }
             // Half made by a process that died: start again.
             std::fs::remove_dir_all(path).map_err(|e| GitError::Spawn(e.to_string()))?;
         }
@@ -135,44 +164,52 @@ impl Worktree {
             &["worktree", "add", "--detach", "--quiet", &path_str, base],
             &[],
         )?;
-        Ok(worktree)
+        let git_dir = admin_dir(repo, path)?.ok_or_else(|| GitError::Failed {
+            args: format!("worktree add {path_str}"),
+            dir: repo.display().to_string(),
+            stderr: "the new worktree has no administrative directory".to_string(),
+        })?;
+        Ok(worktree(git_dir))
     }
 
-    /// Opens an existing worktree without checking it.
-    pub fn open(repo: &Path, path: &Path, base: &str) -> Worktree {
-        Worktree {
-            repo: repo.to_path_buf(),
-            path: path.to_path_buf(),
-            base: base.to_string(),
-        }
+    /// Runs git on the worktree with its git dir and work tree named explicitly.
+    fn git(&self, args: &[&str], env: &[(&str, &str)]) -> Result<String, GitError> {
+        let git_dir = format!("--git-dir={}", self.git_dir.display());
+        let work_tree = format!("--work-tree={}", self.path.display());
+        let mut full = vec![
+            git_dir.as_str(),
+            work_tree.as_str(),
+            "-c",
+            "core.fsmonitor=false",
+        ];
+        full.extend_from_slice(args);
+        git_ok(&self.path, &full, env)
     }
 
     /// Records the worktree's whole state (tracked and untracked, not ignored files) as a git
     /// tree and returns its id. Restoring that tree gives the same files back.
     pub fn snapshot(&self) -> Result<String, GitError> {
-        git_ok(&self.path, &["add", "--all", "--", "."], &[])?;
-        git_ok(&self.path, &["write-tree"], &[])
+        self.git(&["add", "--all", "--", "."], &[])?;
+        self.git(&["write-tree"], &[])
     }
 
     /// Puts the worktree back to `tree` (a snapshot) or, with `None`, to the base commit:
     /// what an interrupted command left behind is thrown away.
     pub fn restore(&self, tree: Option<&str>) -> Result<(), GitError> {
         let target = tree.unwrap_or(&self.base);
-        git_ok(&self.path, &["read-tree", "-u", "--reset", target], &[])?;
-        git_ok(&self.path, &["clean", "-fdq"], &[])?;
+        self.git(&["read-tree", "-u", "--reset", target], &[])?;
+        self.git(&["clean", "-fdq"], &[])?;
         Ok(())
     }
 
     /// The files that differ between the base and the worktree's current state.
     pub fn changes(&self) -> Result<(String, Vec<DiffFile>), GitError> {
         let tree = self.snapshot()?;
-        let numstat = git_ok(
-            &self.path,
+        let numstat = self.git(
             &["diff", "--numstat", "--no-renames", &self.base, &tree],
             &[],
         )?;
-        let names = git_ok(
-            &self.path,
+        let names = self.git(
             &["diff", "--name-status", "--no-renames", &self.base, &tree],
             &[],
         )?;
@@ -222,8 +259,7 @@ impl Worktree {
             ("GIT_AUTHOR_DATE", date.as_str()),
             ("GIT_COMMITTER_DATE", date.as_str()),
         ];
-        let commit = git_ok(
-            &self.path,
+        let commit = self.git(
             &["commit-tree", tree, "-p", &self.base, "-m", message],
             &env,
         )?;
@@ -263,8 +299,7 @@ impl Worktree {
 
     /// `git format-patch` of `commit` (one commit on the base), as mailbox text.
     pub fn format_patch(&self, commit: &str) -> Result<String, GitError> {
-        let mut patch = git_ok(
-            &self.path,
+        let mut patch = self.git(
             &["format-patch", "-1", "--stdout", "--no-signature", commit],
             &[],
         )?;
@@ -272,19 +307,17 @@ impl Worktree {
         Ok(patch)
     }
 
-    /// Removes the worktree and its administrative files.
-    pub fn remove(&self) -> Result<(), GitError> {
-        let path = self.path.to_string_lossy();
-        if git_ok(
-            &self.repo,
-            &["worktree", "remove", "--force", "--force", &path],
+    /// Removes the worktree at `path` of `repo` and its administrative files.
+    pub fn remove(repo: &Path, path: &Path) -> Result<(), GitError> {
+        let path_str = path.to_string_lossy();
+        let removed = git_ok(
+            repo,
+            &["worktree", "remove", "--force", "--force", &path_str],
             &[],
-        )
-        .is_err()
-            && self.path.exists()
-        {
-            std::fs::remove_dir_all(&self.path).map_err(|e| GitError::Spawn(e.to_string()))?;
-            let _ = git_ok(&self.repo, &["worktree", "prune"], &[]);
+        );
+        if removed.is_err() && path.exists() {
+            std::fs::remove_dir_all(path).map_err(|e| GitError::Spawn(e.to_string()))?;
+            let _ = git_ok(repo, &["worktree", "prune"], &[]);
         }
         Ok(())
     }

@@ -623,3 +623,69 @@ fn init_writes_a_policy_and_an_example_that_runs() {
         "flightdeck was here"
     );
 }
+
+#[test]
+fn a_step_cannot_make_host_git_run_its_code_through_a_planted_git_dir() {
+    // The step points the worktree's `.git` at a git dir it controls, whose config has a clean
+    // filter and an fsmonitor hook. If flightdeck's own git (on the host, after the step)
+    // followed that `.git` file, the hook would run outside the sandbox and touch the marker.
+    let marker_dir = tempfile::tempdir().unwrap();
+    let marker = marker_dir.path().join("pwned");
+    let template = format!(
+        r#"
+[workspace]
+runtime = "local"
+[[steps]]
+run = """git init -q --bare evilgit && git --git-dir=evilgit config core.bare false \
+  && git --git-dir=evilgit config filter.pwn.clean 'touch {m}; cat' \
+  && git --git-dir=evilgit config core.fsmonitor 'touch {m}; false' \
+  && echo '* filter=pwn' > .gitattributes && printf 'gitdir: %s/evilgit\\n' "$PWD" > .git \
+  && echo changed > README.md"""
+"#,
+        m = marker.display()
+    );
+    let repo = repo_with_template(&template);
+    let cli = Cli::new(BIN);
+    let (code, summary, stderr) = run_json(&cli, &repo, &[]);
+    assert!(
+        !marker.exists(),
+        "host-side git ran code planted by a sandboxed step"
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let branch = summary["branch"].as_str().unwrap();
+    assert_eq!(
+        repo.git(&["show", &format!("{branch}:README.md")]),
+        "changed"
+    );
+}
+
+#[test]
+fn a_step_that_leaves_an_unrecordable_worktree_fails_the_mission_cleanly() {
+    let repo = repo_with_template("[[steps]]\nrun = \"git init -q nested\"\n");
+    let cli = Cli::new(BIN);
+    let (code, summary, _) = run_json(&cli, &repo, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(summary["status"], "failed");
+    assert_eq!(summary["error"]["kind"], "workspace_unrecordable");
+    cli.run(&["audit", "verify", summary["id"].as_str().unwrap()])
+        .expect_code(0);
+}
+
+#[test]
+fn a_step_that_runs_past_its_timeout_is_killed_and_fails() {
+    let repo = repo_with_template("[[steps]]\nrun = \"sleep 30\"\ntimeout_seconds = 1\n");
+    let cli = Cli::new(BIN);
+    let started = Instant::now();
+    let (code, summary, _) = run_json(&cli, &repo, &[]);
+    assert_eq!(code, 1);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let message = summary["error"]["message"].as_str().unwrap();
+    assert!(message.contains("timed out after 1s"), "{message}");
+    let events = timeline(&cli, summary["id"].as_str().unwrap());
+    let completed = events
+        .iter()
+        .find(|e| e["type"] == "tool.completed")
+        .unwrap();
+    assert_eq!(completed["data"]["timed_out"], true);
+    assert!(completed["data"]["exit_code"].is_null());
+}
