@@ -193,19 +193,18 @@ async fn commit_batch(
             .map(|_| Err(database_error(&message)))
             .collect();
     }
-    match write_batch(conn, batch).await {
-        Ok(results) => match sqlx::query("COMMIT").execute(&mut *conn).await {
-            Ok(_) => results,
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                let message = e.to_string();
-                batch
-                    .iter()
-                    .map(|_| Err(database_error(&message)))
-                    .collect()
-            }
-        },
+    let outcome = match write_batch(conn, batch).await {
+        Ok(results) => sqlx::query("COMMIT")
+            .execute(&mut *conn)
+            .await
+            .map(|_| results)
+            .map_err(StoreError::from),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(results) => results,
         Err(e) => {
+            // Nothing of the batch is kept; every appender hears why.
             let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
             let message = e.to_string();
             batch
