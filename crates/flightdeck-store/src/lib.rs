@@ -17,7 +17,7 @@ use serde_json::Value;
 pub use artifacts::{ArtifactError, ArtifactStore, FsArtifactStore};
 pub use flightdeck_core::StoredEvent;
 pub use sqlite::SqliteStore;
-pub use verify::{verify_mission, VerifyFailure};
+pub use verify::{verify_mission, verify_mission_events, VerifyFailure};
 
 /// An event to append; the store assigns the seq and computes the hashes.
 #[derive(Debug, Clone, PartialEq)]

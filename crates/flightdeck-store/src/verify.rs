@@ -5,6 +5,8 @@
 use flightdeck_core::chain::verify_chain;
 use flightdeck_core::jcs::canonicalize;
 
+use flightdeck_core::StoredEvent;
+
 use crate::{EventStore, RawEvent, StoreError};
 
 /// The first thing wrong with a stored timeline.
@@ -14,28 +16,40 @@ pub struct VerifyFailure {
     pub reason: String,
 }
 
-/// Verifies `mission`'s stored chain. `Ok(Ok(head_hash))` when it holds.
+/// Verifies `mission`'s stored chain. `Ok(Ok((head_hash, events)))` when it holds.
 pub async fn verify_mission(
     store: &dyn EventStore,
     mission: &str,
 ) -> Result<Result<(String, u64), VerifyFailure>, StoreError> {
+    Ok(verify_mission_events(store, mission)
+        .await?
+        .map(|(head, events)| (head, events.len() as u64)))
+}
+
+/// [`verify_mission`], returning the verified events too, so a caller that checks more (the
+/// artifacts they reference) reads the timeline once.
+pub async fn verify_mission_events(
+    store: &dyn EventStore,
+    mission: &str,
+) -> Result<Result<(String, Vec<StoredEvent>), VerifyFailure>, StoreError> {
     let raw = store.raw_events(mission).await?;
     let count = raw.len() as u64;
     let mut events = Vec::with_capacity(raw.len());
     for event in raw {
-        if let Err(failure) = check_canonical(&event) {
-            return Ok(Err(failure));
-        }
-        match event.into_stored() {
-            Ok(e) => events.push(e),
-            Err(e) => {
-                let seq = events.len() as u64 + 1;
-                return Ok(Err(VerifyFailure {
-                    seq,
-                    reason: e.to_string(),
-                }));
-            }
-        }
+        // Parsed once: checked for canonical form, then kept.
+        let data = match check_canonical(&event) {
+            Ok(data) => data,
+            Err(failure) => return Ok(Err(failure)),
+        };
+        events.push(StoredEvent {
+            at: flightdeck_core::clock::format_rfc3339_millis(event.at_ms),
+            mission: event.mission,
+            seq: event.seq,
+            event_type: event.event_type,
+            data,
+            prev_hash: event.prev_hash,
+            hash: event.hash,
+        });
     }
     let head = match verify_chain(mission, &events) {
         Ok(head) => head,
@@ -58,10 +72,10 @@ pub async fn verify_mission(
             }));
         }
     }
-    Ok(Ok((head, count)))
+    Ok(Ok((head, events)))
 }
 
-fn check_canonical(event: &RawEvent) -> Result<(), VerifyFailure> {
+fn check_canonical(event: &RawEvent) -> Result<serde_json::Value, VerifyFailure> {
     let fail = |reason: String| VerifyFailure {
         seq: event.seq,
         reason,
@@ -74,5 +88,5 @@ fn check_canonical(event: &RawEvent) -> Result<(), VerifyFailure> {
             "data is not in its canonical (JCS) form: it was edited".to_string(),
         ));
     }
-    Ok(())
+    Ok(value)
 }

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use flightdeck_engine::Silent;
-use flightdeck_store::{verify_mission, ArtifactError, ArtifactStore, EventStore};
+use flightdeck_store::{verify_mission_events, ArtifactError, ArtifactStore, EventStore};
 use serde_json::json;
 
 use crate::cli::ExportFormat;
@@ -28,7 +28,7 @@ async fn verify_one(
     artifacts: &dyn ArtifactStore,
     mission: &str,
 ) -> Result<Verdict, CliError> {
-    let (head, count) = match verify_mission(store, mission).await? {
+    let (head, events) = match verify_mission_events(store, mission).await? {
         Ok(ok) => ok,
         Err(f) => {
             return Ok(Verdict {
@@ -40,7 +40,8 @@ async fn verify_one(
         }
     };
     // The chain holds; every artifact it references must exist and hash to its digest.
-    for event in store.events(mission, 0).await? {
+    let count = events.len() as u64;
+    for event in &events {
         let Ok(kind) = event.kind() else { continue };
         for digest in kind.artifact_refs() {
             let problem = match artifacts.get(digest).await {
