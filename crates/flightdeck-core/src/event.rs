@@ -42,6 +42,16 @@ pub struct MissionCreated {
     /// Number of steps in the template, so progress can be shown from the timeline alone.
     #[serde(default)]
     pub steps: usize,
+    /// The policy's exact bytes (its digest is `policy_hash`), so every gate of the mission
+    /// is judged by the policy it was created under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_source: Option<Digest>,
+    /// The repository's CODEOWNERS at creation, and where it was found; approvals are
+    /// checked against this copy, never against a file the mission itself could change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codeowners: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codeowners_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +176,7 @@ pub struct ToolRequested {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicyDecided {
+    /// A tool call id, or a gate name (`publish`).
     pub subject: String,
     pub action: String,
     pub decision: String,
@@ -173,16 +184,59 @@ pub struct PolicyDecided {
     pub rule_ids: Vec<String>,
     pub policy_hash: Digest,
     pub explanation: String,
+    /// Approvals an `approve` decision needs (0 otherwise).
+    #[serde(default)]
+    pub approvals: u32,
+    /// Who may approve (`codeowners`, `@team`, `@user`, email), for `approve` decisions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
+    /// The files, path or command parts that triggered the deciding rules.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggered_by: Vec<String>,
+    /// The diff the decision judged (publish gates), `sha256:<hex>` of the binary patch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalRequested {
     pub approval_id: String,
+    /// `command` or `publish`.
     pub gate: String,
     pub required: u32,
+    /// Who may approve, resolved for display (code owners named, teams and users as listed).
     pub eligible: Vec<String>,
+    /// `sha256:<hex>` of the binary patch from the base commit to the worktree when the
+    /// approval was requested: an approval covers exactly this diff.
     pub diff_hash: String,
+    /// The context bundle a reviewer reads (JSON artifact).
     pub bundle: Digest,
+    /// The tool call id (command gates) or gate name the approval is for.
+    #[serde(default)]
+    pub subject: String,
+    /// The command a command gate would run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub tier: String,
+    #[serde(default)]
+    pub rule_ids: Vec<String>,
+    /// The approver specs of the deciding rules, as the policy wrote them.
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// The changed paths whose code owners may approve (`codeowners`).
+    #[serde(default)]
+    pub changed_paths: Vec<String>,
+    /// The approval is denied if not granted within this many seconds of the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_after_seconds: Option<u64>,
+}
+
+/// An approval that was not granted in time; it counts as a deny.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalExpired {
+    pub approval_id: String,
+    pub expires_after_seconds: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -325,6 +379,8 @@ pub enum EventKind {
     ApprovalRequested(ApprovalRequested),
     #[serde(rename = "approval.decided")]
     ApprovalDecided(ApprovalDecided),
+    #[serde(rename = "approval.expired")]
+    ApprovalExpired(ApprovalExpired),
     #[serde(rename = "tool.completed")]
     ToolCompleted(ToolCompleted),
     #[serde(rename = "budget.exceeded")]
@@ -372,6 +428,7 @@ impl EventKind {
             EventKind::PolicyDecided(_) => "policy.decided",
             EventKind::ApprovalRequested(_) => "approval.requested",
             EventKind::ApprovalDecided(_) => "approval.decided",
+            EventKind::ApprovalExpired(_) => "approval.expired",
             EventKind::ToolCompleted(_) => "tool.completed",
             EventKind::BudgetExceeded(_) => "budget.exceeded",
             EventKind::BudgetRaised(_) => "budget.raised",
@@ -405,7 +462,10 @@ impl EventKind {
     /// Every artifact digest this event references (for audits and garbage collection).
     pub fn artifact_refs(&self) -> Vec<&Digest> {
         match self {
-            EventKind::MissionCreated(e) => vec![&e.template_source],
+            EventKind::MissionCreated(e) => std::iter::once(&e.template_source)
+                .chain(&e.policy_source)
+                .chain(&e.codeowners)
+                .collect(),
             EventKind::ModelRequested(e) => vec![&e.request],
             EventKind::ModelResponded(e) => vec![&e.response],
             EventKind::ApprovalRequested(e) => vec![&e.bundle],

@@ -45,9 +45,44 @@ pub fn step_call_id(step_index: usize) -> String {
     format!("step-{step_index}")
 }
 
+/// The id of a mission's `n`th approval (from 1): `a-<the mission's ULID>-<n>`. The
+/// mission can be found from the id alone, so `flightdeck approve ID` needs no index.
+pub fn approval_id(mission: &str, n: usize) -> String {
+    let ulid = mission.strip_prefix("m-").unwrap_or(mission);
+    format!("a-{ulid}-{n}")
+}
+
+/// The mission an approval id belongs to, if the id is well formed.
+pub fn mission_of_approval(approval_id: &str) -> Option<MissionId> {
+    let rest = approval_id.trim().strip_prefix("a-")?;
+    let (ulid, n) = rest.rsplit_once('-')?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    MissionId::parse(&format!("m-{ulid}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn approval_ids_name_their_mission() {
+        let mission = MissionId::from_parts(1_700_000_000_000, 9);
+        let id = approval_id(mission.as_str(), 2);
+        assert!(id.starts_with("a-") && id.ends_with("-2"), "{id}");
+        assert_eq!(mission_of_approval(&id), Some(mission));
+        for bad in [
+            "",
+            "a-",
+            "a-xyz-1",
+            "m-01hzzzzzzzzzzzzzzzzzzzzzzz",
+            "a-01hzzzzzzzzzzzzzzzzzzzzzzz-",
+            "a-01hzzzzzzzzzzzzzzzzzzzzzzz-x",
+        ] {
+            assert_eq!(mission_of_approval(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn mission_ids_are_lowercase_ulids_sorted_by_time() {

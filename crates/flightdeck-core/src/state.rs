@@ -94,6 +94,99 @@ pub struct StepProgress {
 pub struct ToolCallProgress {
     pub requested: ToolRequested,
     pub completed: Option<ToolCompleted>,
+    /// The policy's decision on this call (recorded before it executes).
+    pub decision: Option<PolicyDecided>,
+    /// The approval the call waits for, when the decision was `approve`.
+    pub approval: Option<String>,
+    /// A `mission.interrupted` named this call: whatever it did was thrown away.
+    pub interrupted: bool,
+}
+
+/// Where an approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalStatus {
+    /// Waiting for decisions.
+    Pending,
+    /// Enough distinct approvals for the requested diff.
+    Approved,
+    /// Someone denied it: one deny rejects.
+    Denied,
+    /// Not granted within `expires_after_seconds`; counts as a deny.
+    Expired,
+    /// A newer request for the same gate replaced it (the diff changed).
+    Superseded,
+    /// The mission ended (cancelled, failed) before it was decided.
+    Withdrawn,
+}
+
+impl ApprovalStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Expired => "expired",
+            ApprovalStatus::Superseded => "superseded",
+            ApprovalStatus::Withdrawn => "withdrawn",
+        }
+    }
+}
+
+impl std::fmt::Display for ApprovalStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One person's decision on an approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalVote {
+    pub decided: ApprovalDecided,
+    pub at_ms: i64,
+}
+
+/// An approval request and what became of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalProgress {
+    pub request: ApprovalRequested,
+    pub requested_at_ms: i64,
+    pub votes: Vec<ApprovalVote>,
+    pub status: ApprovalStatus,
+    /// When it stopped being pending.
+    pub closed_at_ms: Option<i64>,
+}
+
+impl ApprovalProgress {
+    /// Who approved the diff this approval was requested for, in order. A vote for any
+    /// other diff does not count.
+    pub fn approved_by(&self) -> Vec<&str> {
+        self.votes
+            .iter()
+            .filter(|v| {
+                v.decided.decision == "approve" && v.decided.diff_hash == self.request.diff_hash
+            })
+            .map(|v| v.decided.by.as_str())
+            .collect()
+    }
+
+    /// Everyone who decided, whatever they decided.
+    pub fn decided_by(&self) -> Vec<&str> {
+        self.votes.iter().map(|v| v.decided.by.as_str()).collect()
+    }
+
+    /// When a pending approval turns into a deny, if it ever does.
+    pub fn expires_at_ms(&self) -> Option<i64> {
+        self.request.expires_after_seconds.map(|secs| {
+            self.requested_at_ms
+                .saturating_add(i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX))
+        })
+    }
+
+    fn close(&mut self, status: ApprovalStatus, at_ms: i64) {
+        self.status = status;
+        self.closed_at_ms = Some(at_ms);
+    }
 }
 
 /// Everything the timeline says about a mission.
@@ -105,6 +198,12 @@ pub struct MissionState {
     pub workspace: Option<WorkspaceProvisioned>,
     pub steps: BTreeMap<usize, StepProgress>,
     pub tool_calls: BTreeMap<String, ToolCallProgress>,
+    /// Every policy decision, in order.
+    pub decisions: Vec<PolicyDecided>,
+    /// Approvals by id, in the order they were requested (ids sort by request order up
+    /// to 9; `approval_order` keeps the exact order).
+    pub approvals: BTreeMap<String, ApprovalProgress>,
+    pub approval_order: Vec<String>,
     pub published: Option<ChangePublished>,
     pub finished: Option<MissionFinished>,
     pub error: Option<MissionError>,
@@ -131,6 +230,9 @@ impl MissionState {
             workspace: None,
             steps: BTreeMap::new(),
             tool_calls: BTreeMap::new(),
+            decisions: Vec::new(),
+            approvals: BTreeMap::new(),
+            approval_order: Vec::new(),
             published: None,
             finished: None,
             error: None,
@@ -249,6 +351,9 @@ impl MissionState {
                     ToolCallProgress {
                         requested: call.clone(),
                         completed: None,
+                        decision: None,
+                        approval: None,
+                        interrupted: false,
                     },
                 );
             }
@@ -275,7 +380,103 @@ impl MissionState {
                 self.tokens += r.input_tokens + r.output_tokens;
                 self.cost_usd += r.cost_usd;
             }
-            EventKind::ApprovalRequested(_) => self.status = MissionStatus::AwaitingApproval,
+            EventKind::PolicyDecided(decided) => {
+                if let Some(call) = self.tool_calls.get_mut(&decided.subject) {
+                    if call.completed.is_some() {
+                        return Err(inconsistent(format!(
+                            "policy.decided for tool call {} after it completed",
+                            decided.subject
+                        )));
+                    }
+                    call.decision = Some(decided.clone());
+                }
+                self.decisions.push(decided.clone());
+            }
+            EventKind::ApprovalRequested(request) => {
+                if self.approvals.contains_key(&request.approval_id) {
+                    return Err(inconsistent(format!(
+                        "approval {} requested twice",
+                        request.approval_id
+                    )));
+                }
+                for earlier in self.approvals.values_mut() {
+                    if earlier.status == ApprovalStatus::Pending
+                        && earlier.request.gate == request.gate
+                        && earlier.request.subject == request.subject
+                    {
+                        earlier.close(ApprovalStatus::Superseded, at_ms);
+                    }
+                }
+                if let Some(call) = self.tool_calls.get_mut(&request.subject) {
+                    call.approval = Some(request.approval_id.clone());
+                }
+                self.approvals.insert(
+                    request.approval_id.clone(),
+                    ApprovalProgress {
+                        request: request.clone(),
+                        requested_at_ms: at_ms,
+                        votes: Vec::new(),
+                        status: ApprovalStatus::Pending,
+                        closed_at_ms: None,
+                    },
+                );
+                self.approval_order.push(request.approval_id.clone());
+                self.status = MissionStatus::AwaitingApproval;
+            }
+            EventKind::ApprovalDecided(decided) => {
+                let approval = self
+                    .approvals
+                    .get_mut(&decided.approval_id)
+                    .ok_or_else(|| {
+                        inconsistent(format!(
+                            "approval.decided for unknown approval {}",
+                            decided.approval_id
+                        ))
+                    })?;
+                if approval.status != ApprovalStatus::Pending {
+                    return Err(inconsistent(format!(
+                        "approval {} decided after it was {}",
+                        decided.approval_id, approval.status
+                    )));
+                }
+                approval.votes.push(ApprovalVote {
+                    decided: decided.clone(),
+                    at_ms,
+                });
+                match decided.decision.as_str() {
+                    "deny" => approval.close(ApprovalStatus::Denied, at_ms),
+                    "approve" => {
+                        let approvals = approval.approved_by().len();
+                        if approvals >= approval.request.required as usize {
+                            approval.close(ApprovalStatus::Approved, at_ms);
+                        }
+                    }
+                    other => {
+                        return Err(inconsistent(format!(
+                            "approval {}: decision `{other}` is neither approve nor deny",
+                            decided.approval_id
+                        )))
+                    }
+                }
+            }
+            EventKind::ApprovalExpired(expired) => {
+                let approval = self
+                    .approvals
+                    .get_mut(&expired.approval_id)
+                    .ok_or_else(|| {
+                        inconsistent(format!(
+                            "approval.expired for unknown approval {}",
+                            expired.approval_id
+                        ))
+                    })?;
+                if approval.status != ApprovalStatus::Pending {
+                    return Err(inconsistent(format!(
+                        "approval {} expired after it was {}",
+                        expired.approval_id, approval.status
+                    )));
+                }
+                approval.close(ApprovalStatus::Expired, at_ms);
+            }
             EventKind::BudgetExceeded(_) | EventKind::BreakerTripped(_) => {
                 self.status = MissionStatus::Blocked
             }
@@ -286,7 +487,14 @@ impl MissionState {
                     .or_default() += raised.amount;
             }
             EventKind::ChangePublished(published) => self.published = Some(published.clone()),
-            EventKind::MissionInterrupted(_) => self.interruptions += 1,
+            EventKind::MissionInterrupted(interrupted) => {
+                self.interruptions += 1;
+                for id in &interrupted.calls {
+                    if let Some(call) = self.tool_calls.get_mut(id) {
+                        call.interrupted = true;
+                    }
+                }
+            }
             EventKind::MissionResumed(_) => self.status = MissionStatus::Running,
             EventKind::MissionFinished(finished) => {
                 if !finished.status.is_terminal() {
@@ -295,6 +503,11 @@ impl MissionState {
                         finished.status
                     )));
                 }
+                for approval in self.approvals.values_mut() {
+                    if approval.status == ApprovalStatus::Pending {
+                        approval.close(ApprovalStatus::Withdrawn, at_ms);
+                    }
+                }
                 self.status = finished.status;
                 self.error = finished.error.clone();
                 self.finished = Some(finished.clone());
@@ -302,13 +515,56 @@ impl MissionState {
             EventKind::WorkspaceDrift(_)
             | EventKind::ModelFailed(_)
             | EventKind::ModelFallback(_)
-            | EventKind::PolicyDecided(_)
-            | EventKind::ApprovalDecided(_)
             | EventKind::AcceptanceChecked(_) => {}
         }
         self.events = seq;
         self.last_at_ms = at_ms;
         Ok(())
+    }
+
+    /// The highest tier of any policy decision so far (`low` < `medium` < `high` <
+    /// `critical`), or `None` before the first decision.
+    pub fn risk_tier(&self) -> Option<&str> {
+        self.decisions
+            .iter()
+            .map(|d| d.tier.as_str())
+            .max_by_key(|tier| tier_rank(tier))
+    }
+
+    /// Approvals in the order they were requested.
+    pub fn approvals_in_order(&self) -> impl Iterator<Item = &ApprovalProgress> {
+        self.approval_order
+            .iter()
+            .filter_map(|id| self.approvals.get(id))
+    }
+
+    /// Approvals still waiting for decisions.
+    pub fn pending_approvals(&self) -> impl Iterator<Item = &ApprovalProgress> {
+        self.approvals_in_order()
+            .filter(|a| a.status == ApprovalStatus::Pending)
+    }
+
+    /// Pending approvals whose time ran out at `now_ms`.
+    pub fn due_expiries(&self, now_ms: i64) -> Vec<&ApprovalProgress> {
+        self.pending_approvals()
+            .filter(|a| a.expires_at_ms().is_some_and(|at| at <= now_ms))
+            .collect()
+    }
+
+    /// The approved approval that covers `gate` for `subject_key` on exactly `diff_hash`
+    /// (`subject_key` is the command for command gates, the gate name otherwise).
+    pub fn granted_approval(
+        &self,
+        gate: &str,
+        subject_key: &str,
+        diff_hash: &str,
+    ) -> Option<&ApprovalProgress> {
+        self.approvals_in_order().find(|a| {
+            a.status == ApprovalStatus::Approved
+                && a.request.gate == gate
+                && a.request.diff_hash == diff_hash
+                && a.request.command.as_deref().unwrap_or(&a.request.gate) == subject_key
+        })
     }
 
     /// Tool calls made so far (every request counts, interrupted ones too).
@@ -369,8 +625,10 @@ impl MissionState {
             "branch": published.map(|p| p.branch.as_str()),
             "head_commit": published.map(|p| p.commit.as_str()),
             "requested_by": created.map(|c| c.requested_by.as_str()),
-            "risk_tier": Value::Null,
-            "pending_approvals": [],
+            "risk_tier": self.risk_tier(),
+            "pending_approvals": self.pending_approvals().map(pending_json).collect::<Vec<_>>(),
+            "approvals": self.approvals_in_order().map(approval_json).collect::<Vec<_>>(),
+            "policy": self.policy_json(),
             "budget": self.budget_json(),
             "events": self.events,
             "head_hash": self.head_hash,
@@ -383,6 +641,20 @@ impl MissionState {
         })
     }
 
+    /// The `policy` object of the summary: the pinned policy and how its decisions went.
+    fn policy_json(&self) -> Value {
+        let count = |verdict: &str| {
+            self.decisions
+                .iter()
+                .filter(|d| d.decision == verdict)
+                .count()
+        };
+        json!({
+            "hash": self.created.as_ref().map(|c| c.policy_hash.to_string()),
+            "decisions": {"allow": count("allow"), "approve": count("approve"), "deny": count("deny")},
+        })
+    }
+
     /// The digests of the artifacts the summary lists.
     pub fn published_artifacts(&self) -> Vec<Digest> {
         self.published
@@ -390,6 +662,76 @@ impl MissionState {
             .map(|p| vec![p.patch.clone(), p.pr_description.clone()])
             .unwrap_or_default()
     }
+}
+
+/// Orders tiers; an unknown tier ranks below `low`.
+pub fn tier_rank(tier: &str) -> u8 {
+    match tier {
+        "low" => 1,
+        "medium" => 2,
+        "high" => 3,
+        "critical" => 4,
+        _ => 0,
+    }
+}
+
+fn at(ms: i64) -> String {
+    crate::clock::format_rfc3339_millis(ms)
+}
+
+/// A pending approval as CONTRACT.md's `pending_approvals` lists it.
+fn pending_json(a: &ApprovalProgress) -> Value {
+    json!({
+        "id": a.request.approval_id,
+        "gate": a.request.gate,
+        "required": a.request.required,
+        "approved_by": a.approved_by(),
+        "eligible": a.request.eligible,
+        "rule_ids": a.request.rule_ids,
+        "subject": a.request.subject,
+        "command": a.request.command,
+        "tier": a.request.tier,
+        "diff_hash": a.request.diff_hash,
+        "bundle": a.request.bundle,
+        "requested_at": at(a.requested_at_ms),
+        "expires_at": a.expires_at_ms().map(at),
+    })
+}
+
+/// Any approval, with who decided what and when.
+fn approval_json(a: &ApprovalProgress) -> Value {
+    let votes: Vec<Value> = a
+        .votes
+        .iter()
+        .map(|v| {
+            json!({
+                "by": v.decided.by,
+                "decision": v.decided.decision,
+                "channel": v.decided.channel,
+                "comment": v.decided.comment,
+                "at": at(v.at_ms),
+                "counts": v.decided.diff_hash == a.request.diff_hash,
+            })
+        })
+        .collect();
+    json!({
+        "id": a.request.approval_id,
+        "gate": a.request.gate,
+        "subject": a.request.subject,
+        "command": a.request.command,
+        "status": a.status,
+        "required": a.request.required,
+        "approved_by": a.approved_by(),
+        "tier": a.request.tier,
+        "rule_ids": a.request.rule_ids,
+        "eligible": a.request.eligible,
+        "diff_hash": a.request.diff_hash,
+        "bundle": a.request.bundle,
+        "requested_at": at(a.requested_at_ms),
+        "expires_at": a.expires_at_ms().map(at),
+        "closed_at": a.closed_at_ms.map(at),
+        "decisions": votes,
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //!   through a recorded event (the clock reading is the event's `at`);
 //! - it knows nothing of HTTP or terminals: progress goes to an [`Observer`].
 
+mod gate;
 mod mission;
 mod pr;
 mod worker;
@@ -23,7 +24,8 @@ use flightdeck_core::{MissionStatus, StoredEvent};
 use flightdeck_store::{ArtifactError, ArtifactStore, EventStore, StoreError};
 use flightdeck_workspace::{GitError, WorkspaceError};
 
-pub use mission::{CreateMission, Engine};
+pub use gate::{Channel, Vote};
+pub use mission::{CreateMission, Engine, RepoFile};
 pub use pr::{render_pr_description, PrContext};
 pub use worker::WorkerId;
 
@@ -70,6 +72,8 @@ pub struct EngineConfig {
     pub default_step_timeout: Duration,
     /// Who drives missions from this process (lease owner).
     pub worker: WorkerId,
+    /// Team membership for approvals (`[teams]` of the installation config).
+    pub teams: flightdeck_policy::Teams,
 }
 
 /// Why the engine could not do what was asked. A mission that fails is not an error: it is
@@ -97,6 +101,22 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error(transparent)]
+    Policy(#[from] flightdeck_policy::PolicyError),
+    #[error("no approval `{0}`")]
+    UnknownApproval(String),
+    #[error("{by} may not decide {id}: {reason}")]
+    ApprovalRefused {
+        id: String,
+        by: String,
+        reason: String,
+    },
+    #[error("{id} is already {status}; nothing to decide (mission {mission})")]
+    ApprovalClosed {
+        id: String,
+        status: String,
+        mission: String,
+    },
     #[error("{0} is not a git repository")]
     NotARepo(String),
     #[error(transparent)]

@@ -14,6 +14,9 @@ use flightdeck_workspace::{
     Worktree,
 };
 
+use flightdeck_policy::{Action, Policy, Verdict};
+
+use crate::gate::{decided_event, denied_error, CurrentDiff, Gates};
 use crate::pr::{render_pr_description, PrContext};
 use crate::worker::WorkerId;
 use crate::{EngineConfig, EngineError};
@@ -40,6 +43,18 @@ pub struct CreateMission {
     pub requested_by: String,
     /// The policy that governs the mission (the repo's file, or the built-in one).
     pub policy_source: String,
+    /// Where the policy came from, for error messages.
+    pub policy_file: String,
+    /// The repository's CODEOWNERS, if it has one.
+    pub codeowners: Option<RepoFile>,
+}
+
+/// A file read from the repository when the mission was created.
+#[derive(Debug, Clone)]
+pub struct RepoFile {
+    /// Repo-relative path.
+    pub path: String,
+    pub source: String,
 }
 
 /// A mission ready to be created: everything checked, nothing written.
@@ -77,6 +92,11 @@ impl Engine {
         let template_source = self
             .put_artifact(request.template_source.as_bytes())
             .await?;
+        let policy_source = self.put_artifact(request.policy_source.as_bytes()).await?;
+        let codeowners = match &request.codeowners {
+            Some(file) => Some(self.put_artifact(file.source.as_bytes()).await?),
+            None => None,
+        };
         let created = MissionCreated {
             template: request.template_name.clone(),
             template_hash: Digest::of(request.template_source.as_bytes()),
@@ -90,6 +110,9 @@ impl Engine {
             engine_version: flightdeck_core::ENGINE_VERSION.to_string(),
             budget: checked.template.budget.clone(),
             steps: checked.template.steps.len(),
+            policy_source: Some(policy_source),
+            codeowners,
+            codeowners_path: request.codeowners.as_ref().map(|f| f.path.clone()),
         };
         let mut state = MissionState::new(request.id.as_str());
         self.append(&mut state, vec![EventKind::MissionCreated(created)])
@@ -112,13 +135,24 @@ impl Engine {
     /// Continues a parked or interrupted mission. Completed steps never run again; a command
     /// that was running when its process died runs again from the worktree as it was
     /// after the last completed step.
+    ///
+    /// A mission waiting for approvals stays parked (returned unchanged) until every
+    /// pending approval is granted; one whose approval expired fails here.
     pub async fn resume(&self, id: &str, by: &str) -> Result<MissionState, EngineError> {
-        let state = self.load(id).await?;
+        let mut state = self.load(id).await?;
         if state.status.is_terminal() {
             return Err(EngineError::AlreadyFinished {
                 id: state.id.clone(),
                 status: state.status,
             });
+        }
+        if self.expire_due_in(&mut state).await? {
+            return Ok(state);
+        }
+        if state.status == MissionStatus::AwaitingApproval
+            && state.pending_approvals().next().is_some()
+        {
+            return Ok(state);
         }
         self.with_lease(state, true, Some(by)).await
     }
@@ -308,12 +342,13 @@ impl Engine {
             return Ok(());
         }
         let (created, template) = self.template_of(state).await?;
+        let gates = self.gates_of(&created).await?;
         let (worktree, workspace) = self
             .ensure_workspace(state, &created, &template, resuming)
             .await?;
         let total = template.steps.len();
         for (index, step) in template.steps.iter().enumerate() {
-            if state.status.is_terminal() {
+            if state.status.is_terminal() || state.status.is_parked() {
                 break;
             }
             if state.steps.get(&index).is_some_and(|s| s.status.is_some()) {
@@ -326,10 +361,14 @@ impl Engine {
                 } => {
                     let timeout =
                         timeout_seconds.map_or(self.cfg.default_step_timeout, Duration::from_secs);
-                    self.run_step(
-                        state, &template, &worktree, &workspace, index, total, command, timeout,
-                    )
-                    .await?;
+                    let step = RunStep {
+                        index,
+                        total,
+                        command,
+                        timeout,
+                    };
+                    self.run_step(state, &gates, &template, &worktree, &workspace, &step)
+                        .await?;
                 }
                 Step::Agent { .. } => {
                     let error = MissionError {
@@ -350,7 +389,11 @@ impl Engine {
             }
             return Ok(());
         }
-        self.publish(state, &created, &template, &worktree).await
+        if state.status.is_parked() {
+            return Ok(()); // parked at a command gate
+        }
+        self.publish(state, &gates, &created, &template, &worktree)
+            .await
     }
 
     fn workspace_path(&self, id: &str) -> PathBuf {
@@ -405,18 +448,24 @@ impl Engine {
         Ok((worktree, workspace))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Runs one `run` step: judged by the policy first (`policy.decided` is recorded before
+    /// anything executes), then executed unless denied or waiting for an approval.
     async fn run_step(
         &self,
         state: &mut MissionState,
+        gates: &Gates,
         template: &Template,
         worktree: &Worktree,
         workspace: &LocalWorkspace,
-        index: usize,
-        total: usize,
-        command: &str,
-        timeout: Duration,
+        step: &RunStep<'_>,
     ) -> Result<(), EngineError> {
+        let RunStep { index, command, .. } = *step;
+        // A call of this step that waited for an approval, now granted, runs as requested.
+        if let Some(call_id) = approved_waiting_call(state, index) {
+            return self
+                .execute_call(state, template, worktree, workspace, step, call_id)
+                .await;
+        }
         let base_call = step_call_id(index);
         let attempts = state
             .tool_calls
@@ -442,8 +491,87 @@ impl Engine {
             args: serde_json::json!({ "command": command }),
             actor: "template".into(),
         }));
+        let decision = gates.policy.decide(&Action::Command { command });
+        match decision.verdict {
+            Verdict::Allow => {
+                events.push(EventKind::PolicyDecided(decided_event(
+                    &call_id, &decision, "command", None,
+                )?));
+            }
+            Verdict::Deny => {
+                let decided = decided_event(&call_id, &decision, "command", None)?;
+                let error = denied_error(
+                    &format!("step {}/{} (`{command}`)", index + 1, step.total),
+                    &decided,
+                );
+                events.push(EventKind::PolicyDecided(decided));
+                events.push(EventKind::StepFinished(StepFinished {
+                    index,
+                    kind: StepKind::Run,
+                    status: StepStatus::Failed,
+                }));
+                events.push(EventKind::MissionFinished(MissionFinished {
+                    status: MissionStatus::Failed,
+                    error: Some(error),
+                    summary: None,
+                }));
+                self.append(state, events).await?;
+                return Ok(());
+            }
+            Verdict::Approve => {
+                let diff = CurrentDiff::read(worktree)?;
+                let diff_hash = diff.hash();
+                events.push(EventKind::PolicyDecided(decided_event(
+                    &call_id,
+                    &decision,
+                    "command",
+                    Some(diff_hash.clone()),
+                )?));
+                // An approval of this very command on this very worktree state (granted
+                // before a crash interrupted it, say) still covers it.
+                if state
+                    .granted_approval("command", command, &diff_hash)
+                    .is_none()
+                {
+                    let request = self
+                        .approval_request(
+                            state,
+                            gates,
+                            &template.title(),
+                            "command",
+                            &call_id,
+                            Some(command),
+                            &decision,
+                            &diff,
+                        )
+                        .await?;
+                    events.push(EventKind::ApprovalRequested(request));
+                    self.append(state, events).await?;
+                    return Ok(());
+                }
+            }
+        }
         self.append(state, events).await?;
+        self.execute_call(state, template, worktree, workspace, step, call_id)
+            .await
+    }
 
+    /// Executes a requested, allowed call of a `run` step and records its result.
+    async fn execute_call(
+        &self,
+        state: &mut MissionState,
+        template: &Template,
+        worktree: &Worktree,
+        workspace: &LocalWorkspace,
+        step: &RunStep<'_>,
+        call_id: String,
+    ) -> Result<(), EngineError> {
+        let RunStep {
+            index,
+            total,
+            command,
+            timeout,
+        } = *step;
         let spec = CommandSpec {
             command: command.to_string(),
             timeout,
@@ -538,15 +666,18 @@ impl Engine {
         }
     }
 
+    /// The publish gate, then the commit on the mission branch, the patch and the PR
+    /// description. The gate judges the classified diff before anything is committed.
     async fn publish(
         &self,
         state: &mut MissionState,
+        gates: &Gates,
         created: &MissionCreated,
         template: &Template,
         worktree: &Worktree,
     ) -> Result<(), EngineError> {
-        let (tree, diff) = worktree.changes()?;
-        if diff.is_empty() {
+        let current = CurrentDiff::read(worktree)?;
+        if current.files.is_empty() {
             let summary =
                 "no changes: the steps left the repository as it was, so nothing was published"
                     .to_string();
@@ -555,7 +686,16 @@ impl Engine {
             self.remove_workspace(state);
             return Ok(());
         }
-        let files: Vec<FileChange> = diff
+        let mut events = Vec::new();
+        if !self
+            .publish_gate(state, gates, template, &current, &mut events)
+            .await?
+        {
+            return Ok(());
+        }
+        let tree = current.tree.clone();
+        let files: Vec<FileChange> = current
+            .files
             .iter()
             .map(|f| FileChange {
                 path: f.path.clone(),
@@ -583,8 +723,13 @@ impl Engine {
         )?;
         let patch = worktree.format_patch(&commit)?;
         let patch = self.put_artifact(patch.as_bytes()).await?;
+        // The description reports the publish decision too, which is appended with it.
+        let mut preview = state.clone();
+        for kind in &events {
+            let _ = preview.apply(preview.events + 1, preview.last_at_ms, kind);
+        }
         let description = render_pr_description(&PrContext {
-            state,
+            state: &preview,
             template,
             title: &title,
             branch: &branch,
@@ -593,7 +738,7 @@ impl Engine {
         });
         let pr_description = self.put_artifact(description.as_bytes()).await?;
         let summary = format!("published {} file(s) on branch {branch}", files.len());
-        let events = vec![
+        events.extend([
             EventKind::ChangePublished(ChangePublished {
                 branch,
                 commit,
@@ -607,10 +752,84 @@ impl Engine {
                 error: None,
                 summary: Some(summary),
             }),
-        ];
+        ]);
         self.append(state, events).await?;
         self.remove_workspace(state);
         Ok(())
+    }
+
+    /// Judges the diff for publishing. True when publishing may go on, with the decision
+    /// (if not recorded before for this diff) left in `events` to be appended with the
+    /// publication; false when the mission was denied or parked (already recorded).
+    async fn publish_gate(
+        &self,
+        state: &mut MissionState,
+        gates: &Gates,
+        template: &Template,
+        diff: &CurrentDiff,
+        events: &mut Vec<EventKind>,
+    ) -> Result<bool, EngineError> {
+        let diff_hash = diff.hash();
+        let recorded = state
+            .decisions
+            .iter()
+            .rev()
+            .find(|d| d.subject == PUBLISH_GATE && d.diff_hash.as_deref() == Some(&diff_hash))
+            .cloned();
+        let changed = diff.changed_files();
+        let decision = gates.policy.decide(&Action::Publish { changes: &changed });
+        let decided = match recorded {
+            Some(decided) => decided,
+            None => {
+                let decided =
+                    decided_event(PUBLISH_GATE, &decision, "publish", Some(diff_hash.clone()))?;
+                events.push(EventKind::PolicyDecided(decided.clone()));
+                decided
+            }
+        };
+        match decided.decision.as_str() {
+            "allow" => Ok(true),
+            "deny" => {
+                let error = denied_error("publishing the change", &decided);
+                events.push(EventKind::MissionFinished(MissionFinished {
+                    status: MissionStatus::Failed,
+                    error: Some(error),
+                    summary: None,
+                }));
+                self.append(state, std::mem::take(events)).await?;
+                Ok(false)
+            }
+            _ => {
+                if state
+                    .granted_approval(PUBLISH_GATE, PUBLISH_GATE, &diff_hash)
+                    .is_some()
+                {
+                    return Ok(true);
+                }
+                let waiting = state
+                    .pending_approvals()
+                    .any(|a| a.request.gate == PUBLISH_GATE && a.request.diff_hash == diff_hash);
+                if !waiting {
+                    let request = self
+                        .approval_request(
+                            state,
+                            gates,
+                            &template.title(),
+                            PUBLISH_GATE,
+                            PUBLISH_GATE,
+                            None,
+                            &decision,
+                            diff,
+                        )
+                        .await?;
+                    events.push(EventKind::ApprovalRequested(request));
+                }
+                if !events.is_empty() {
+                    self.append(state, std::mem::take(events)).await?;
+                }
+                Ok(false)
+            }
+        }
     }
 
     async fn finish(
@@ -642,13 +861,13 @@ impl Engine {
     }
 
     /// Stores an artifact. Every artifact passes here (the place redaction belongs).
-    async fn put_artifact(&self, bytes: &[u8]) -> Result<Digest, EngineError> {
+    pub(crate) async fn put_artifact(&self, bytes: &[u8]) -> Result<Digest, EngineError> {
         Ok(self.cfg.artifacts.put(bytes).await?)
     }
 
     /// Appends events to the mission's timeline after checking them against its state
     /// machine, with the projection computed from the new state. Every event passes here.
-    async fn append(
+    pub(crate) async fn append(
         &self,
         state: &mut MissionState,
         kinds: Vec<EventKind>,
@@ -701,8 +920,41 @@ impl Engine {
     }
 }
 
+/// The gate that judges a mission's diff before it is published.
+const PUBLISH_GATE: &str = "publish";
+
+/// A `run` step as the template gives it.
+#[derive(Debug, Clone, Copy)]
+struct RunStep<'a> {
+    index: usize,
+    total: usize,
+    command: &'a str,
+    timeout: Duration,
+}
+
+/// The call of step `index` that waited for an approval that has now been granted and that
+/// has not run yet (nor been interrupted while running).
+fn approved_waiting_call(state: &MissionState, index: usize) -> Option<String> {
+    let base = step_call_id(index);
+    state
+        .tool_calls
+        .iter()
+        .filter(|(id, _)| **id == base || id.starts_with(&format!("{base}#")))
+        .find(|(_, call)| {
+            call.completed.is_none()
+                && !call.interrupted
+                && call.approval.as_ref().is_some_and(|a| {
+                    state.approvals.get(a).is_some_and(|a| {
+                        a.status == flightdeck_core::state::ApprovalStatus::Approved
+                    })
+                })
+        })
+        .map(|(id, _)| id.clone())
+}
+
 /// Checks a request without writing anything (see [`Engine::validate`]).
 fn check(request: &CreateMission) -> Result<Checked, EngineError> {
+    Policy::parse(&request.policy_source, &request.policy_file)?;
     let template = Template::parse(
         &request.template_name,
         &request.template_file,

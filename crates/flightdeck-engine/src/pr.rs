@@ -134,6 +134,8 @@ pub fn render_pr_description(ctx: &PrContext<'_>) -> String {
         );
     }
 
+    render_policy(&mut out, state);
+
     let _ = writeln!(out, "\n## Timeline\n");
     let _ = writeln!(
         out,
@@ -146,4 +148,90 @@ pub fn render_pr_description(ctx: &PrContext<'_>) -> String {
         state.id, state.id
     );
     out
+}
+
+/// The risk tier, the gates that were not simply allowed, and who approved what when.
+fn render_policy(out: &mut String, state: &MissionState) {
+    let _ = writeln!(out, "\n## Policy\n");
+    let tier = state.risk_tier().unwrap_or("low");
+    let hash = state
+        .created
+        .as_ref()
+        .map(|c| c.policy_hash.to_string())
+        .unwrap_or_default();
+    let hash = hash.get(..19).unwrap_or(&hash);
+    let _ = write!(out, "Risk tier: **{tier}** · policy `{hash}`");
+    let allowed = state
+        .decisions
+        .iter()
+        .filter(|d| d.decision == "allow" && d.action == "command")
+        .count();
+    let notable: Vec<_> = state
+        .decisions
+        .iter()
+        .filter(|d| d.decision != "allow" || d.action != "command")
+        .collect();
+    if allowed > 0 {
+        let _ = write!(out, " · {allowed} command(s) allowed");
+    }
+    let _ = writeln!(out);
+    if !notable.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n| Subject | Action | Decision | Tier | Rules |\n|---|---|---|---|---|"
+        );
+        for d in notable {
+            let rules = if d.rule_ids.is_empty() {
+                "default".to_string()
+            } else {
+                d.rule_ids.join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} |",
+                cell(&d.subject),
+                d.action,
+                d.decision,
+                d.tier,
+                cell(&rules)
+            );
+        }
+    }
+    let approvals: Vec<_> = state.approvals_in_order().collect();
+    if approvals.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n| Approval | Gate | Status | Decisions |\n|---|---|---|---|"
+    );
+    for approval in approvals {
+        let decisions: Vec<String> = approval
+            .votes
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} by {} via {} at {}",
+                    v.decided.decision,
+                    cell(&v.decided.by),
+                    v.decided.channel,
+                    flightdeck_core::clock::format_rfc3339_millis(v.at_ms)
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} ({}/{}) | {} |",
+            approval.request.approval_id,
+            approval.request.gate,
+            approval.status,
+            approval.approved_by().len(),
+            approval.request.required,
+            if decisions.is_empty() {
+                "—".to_string()
+            } else {
+                decisions.join("; ")
+            }
+        );
+    }
 }

@@ -240,6 +240,39 @@ impl Worktree {
         Ok((tree, files))
     }
 
+    /// The exact binary patch from the base to `tree` (`git diff --binary --full-index`):
+    /// what an approval covers is the sha256 of these bytes.
+    pub fn diff_bytes(&self, tree: &str) -> Result<Vec<u8>, GitError> {
+        let git_dir = format!("--git-dir={}", self.git_dir.display());
+        let work_tree = format!("--work-tree={}", self.path.display());
+        let args = [
+            git_dir.as_str(),
+            work_tree.as_str(),
+            "-c",
+            "core.fsmonitor=false",
+            "-c",
+            "diff.noprefix=false",
+            "diff",
+            "--binary",
+            "--full-index",
+            "--no-renames",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            &self.base,
+            tree,
+        ];
+        let output = git(&self.path, &args, &[])?;
+        if !output.status.success() {
+            return Err(GitError::Failed {
+                args: format!("diff --binary {} {tree}", self.base),
+                dir: self.path.display().to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            });
+        }
+        Ok(output.stdout)
+    }
+
     /// Commits `tree` on top of the base and points `branch` at it (in the repository the
     /// worktree belongs to). Dates come from the caller so that the same timeline makes the
     /// same commit. Idempotent: the branch may already point at that very commit.

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -87,6 +87,31 @@ pub enum Command {
     },
     /// Print an artifact's bytes
     Artifact { digest: String },
+    /// Approvals, with mission, gate, required count and who has approved
+    Approvals {
+        /// Only approvals still waiting for decisions
+        #[arg(long)]
+        pending: bool,
+    },
+    /// Approve a gate as the acting identity (--as)
+    Approve {
+        /// The approval id (a-…), as `flightdeck approvals` lists it
+        approval: String,
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+    },
+    /// Deny a gate as the acting identity (--as); the mission fails
+    Deny {
+        /// The approval id (a-…), as `flightdeck approvals` lists it
+        approval: String,
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+    },
+    /// Ask the repository's policy
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Continue a parked or interrupted mission
     Resume { mission: String },
     /// Cancel a mission; its workspace is cleaned up
@@ -99,6 +124,25 @@ pub enum Command {
     /// Drives a mission created with `run --detach` (started by flightdeck itself).
     #[command(name = "__start", hide = true)]
     Start { mission: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// The decision the repository's policy gives an action, and why
+    #[command(group(ArgGroup::new("action").required(true).args(["command", "write", "changed"])))]
+    Explain {
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+        /// A shell command line an agent or a step would run
+        #[arg(long, value_name = "CMD")]
+        command: Option<String>,
+        /// A repo-relative path an agent would write
+        #[arg(long, value_name = "PATH")]
+        write: Option<String>,
+        /// Repo-relative paths of a change to publish
+        #[arg(long, value_name = "PATH", num_args = 1..)]
+        changed: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

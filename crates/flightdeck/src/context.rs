@@ -20,7 +20,7 @@ const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 /// are read as tables so that a file written for a later build still loads.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // teams, providers, pricing and secrets are validated now, used by later features
+#[allow(dead_code)] // providers, pricing and secrets are validated now, used by later features
 pub struct Config {
     #[serde(default)]
     pub identity: IdentityConfig,
@@ -172,6 +172,7 @@ impl Context {
             workspaces_dir: self.data_dir.join("workspaces"),
             default_step_timeout: DEFAULT_STEP_TIMEOUT,
             worker: WorkerId::current(),
+            teams: flightdeck_policy::Teams::new(self.config.teams.clone()),
         }))
     }
 

@@ -152,8 +152,30 @@ impl From<EngineError> for CliError {
                 hint("pass --repo with a directory inside a git repository (`git init` makes one)"),
             ),
             EngineError::Unsupported(_) => CliError::bad_input(e.to_string(), None),
+            EngineError::Policy(p) => p.into(),
+            EngineError::UnknownApproval(_) => CliError::bad_input(
+                e.to_string(),
+                hint("`flightdeck approvals` lists approval ids (a-<mission ulid>-<n>)"),
+            ),
+            EngineError::ApprovalRefused { ref id, .. } => {
+                let h = format!("nothing was recorded; `flightdeck approvals --pending` shows who may decide {id}, and --as says who you are");
+                CliError::bad_input(e.to_string(), Some(h))
+            }
+            EngineError::ApprovalClosed { ref mission, .. } => {
+                let h = format!("`flightdeck show {mission}` shows who decided what");
+                CliError::bad_input(e.to_string(), Some(h))
+            }
             other => CliError::failed(other.to_string()),
         }
+    }
+}
+
+impl From<flightdeck_policy::PolicyError> for CliError {
+    fn from(e: flightdeck_policy::PolicyError) -> CliError {
+        CliError::bad_input(
+            e.to_string(),
+            hint("the policy format is described in CONTRACT.md, `.flightdeck/policy.toml`; `flightdeck init` writes a commented default"),
+        )
     }
 }
 

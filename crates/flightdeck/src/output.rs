@@ -95,6 +95,43 @@ pub fn describe(event: &StoredEvent) -> String {
             c.files.len(),
             short(c.patch.as_str(), 19)
         ),
+        EventKind::PolicyDecided(d) => {
+            let rules = if d.rule_ids.is_empty() {
+                "default".to_string()
+            } else {
+                d.rule_ids.join(",")
+            };
+            format!(
+                "{} {}: {} ({}, {rules}) {}",
+                d.subject,
+                d.action,
+                d.decision.to_uppercase(),
+                d.tier,
+                one_line(&d.explanation, 80)
+            )
+        }
+        EventKind::ApprovalRequested(a) => format!(
+            "{} {} gate needs {} approval(s) from {}",
+            a.approval_id,
+            a.gate,
+            a.required,
+            a.eligible.join(", ")
+        ),
+        EventKind::ApprovalDecided(a) => format!(
+            "{} {} by {} via {}{}",
+            a.approval_id,
+            a.decision,
+            a.by,
+            a.channel,
+            a.comment
+                .as_deref()
+                .map(|c| format!(": {}", one_line(c, 60)))
+                .unwrap_or_default()
+        ),
+        EventKind::ApprovalExpired(a) => format!(
+            "{} not granted within {} s: counts as a deny",
+            a.approval_id, a.expires_after_seconds
+        ),
         EventKind::MissionInterrupted(i) => i.reason,
         EventKind::MissionResumed(r) => format!("by {}", r.by),
         EventKind::MissionFinished(f) => match (f.error, f.summary) {
@@ -188,6 +225,29 @@ impl Observer for Progress {
                 };
                 self.say(&format!("            {result}"));
             }
+            EventKind::PolicyDecided(d) if d.decision != "allow" => self.say(&format!(
+                "  policy: {} {} ({} tier, {}): {}",
+                d.action,
+                if d.decision == "deny" {
+                    "DENIED"
+                } else {
+                    "needs approval"
+                },
+                d.tier,
+                if d.rule_ids.is_empty() {
+                    "default".to_string()
+                } else {
+                    d.rule_ids.join(", ")
+                },
+                one_line(&d.explanation, 120)
+            )),
+            EventKind::ApprovalRequested(a) => self.say(&format!(
+                "  waiting for approval {} ({} gate): {} from {}",
+                a.approval_id,
+                a.gate,
+                a.required,
+                a.eligible.join(", ")
+            )),
             EventKind::MissionInterrupted(i) => {
                 self.say(&format!("  interrupted earlier: {}", i.reason))
             }
@@ -247,6 +307,24 @@ pub fn summary_text(summary: &Value, artifact_path: impl Fn(&str) -> Option<Stri
     row("repo", s("repo"));
     row("base", short(&s("base_commit"), 12).to_string());
     row("requested", s("requested_by"));
+    if let Some(tier) = summary.get("risk_tier").and_then(Value::as_str) {
+        let decisions = summary.pointer("/policy/decisions");
+        let n = |k: &str| {
+            decisions
+                .and_then(|d| d.get(k))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        };
+        row(
+            "risk",
+            format!(
+                "{tier} ({} allowed, {} needing approval, {} denied)",
+                n("allow"),
+                n("approve"),
+                n("deny")
+            ),
+        );
+    }
     if let Some(steps) = summary
         .get("steps")
         .and_then(Value::as_array)
@@ -286,6 +364,14 @@ pub fn summary_text(summary: &Value, artifact_path: impl Fn(&str) -> Option<Stri
             }
         }
     }
+    if let Some(approvals) = summary
+        .get("approvals")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty())
+    {
+        let lines: Vec<String> = approvals.iter().map(approval_text).collect();
+        row("approvals", lines.join("\n           "));
+    }
     if let Some(error) = summary.get("error").filter(|e| !e.is_null()) {
         let kind = error.get("kind").and_then(Value::as_str).unwrap_or("error");
         let message = error.get("message").and_then(Value::as_str).unwrap_or("");
@@ -309,4 +395,65 @@ pub fn summary_text(summary: &Value, artifact_path: impl Fn(&str) -> Option<Stri
     );
     row("timeline", format!("flightdeck timeline {}", s("id")));
     out
+}
+
+fn strings(value: Option<&Value>) -> Vec<&str> {
+    value
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// One approval of a summary, for people: what it gates, where it stands, who decided.
+pub fn approval_text(approval: &Value) -> String {
+    let s = |key: &str| approval.get(key).and_then(Value::as_str).unwrap_or("-");
+    let required = approval
+        .get("required")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let approved = strings(approval.get("approved_by"));
+    let what = match approval.get("command").and_then(Value::as_str) {
+        Some(command) => format!("command `{}`", one_line(command, 60)),
+        None => format!("{} gate", s("gate")),
+    };
+    let mut text = format!(
+        "{} {what} [{}, {} tier, {}] {}/{required} approved",
+        s("id"),
+        s("status"),
+        s("tier"),
+        strings(approval.get("rule_ids")).join(", "),
+        approved.len()
+    );
+    for decision in approval
+        .get("decisions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let d = |key: &str| decision.get(key).and_then(Value::as_str).unwrap_or("-");
+        let at = d("at");
+        text.push_str(&format!(
+            "\n             {} by {} via {} at {}{}",
+            d("decision"),
+            d("by"),
+            d("channel"),
+            at.get(..19).unwrap_or(at).replace('T', " "),
+            decision
+                .get("comment")
+                .and_then(Value::as_str)
+                .map(|c| format!(": {}", one_line(c, 60)))
+                .unwrap_or_default()
+        ));
+    }
+    if s("status") == "pending" {
+        text.push_str(&format!(
+            "\n             eligible: {}\n             decide: flightdeck approve {} (or deny) --as IDENTITY",
+            strings(approval.get("eligible")).join(", "),
+            s("id")
+        ));
+        if let Some(expires) = approval.get("expires_at").and_then(Value::as_str) {
+            text.push_str(&format!("\n             expires: {expires}"));
+        }
+    }
+    text
 }

@@ -10,6 +10,10 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
 
+/// These tests are about the mission machinery, not the policy (tests/approvals.rs is):
+/// their repositories let any change publish without an approval.
+const PUBLISH_FREELY: &str = "[defaults]\npublish = \"allow\"\n";
+
 /// A repository with a template named `t` (its body given) and a README.
 fn repo_with_template(template: &str) -> TestRepo {
     TestRepo::with_files(&[
@@ -17,6 +21,7 @@ fn repo_with_template(template: &str) -> TestRepo {
         (".gitignore", "/target\n"),
         ("src/lib.rs", "pub fn answer() -> u32 { 41 }\n"),
         (".flightdeck/missions/t.toml", template),
+        (".flightdeck/policy.toml", PUBLISH_FREELY),
     ])
 }
 
@@ -126,14 +131,37 @@ fn a_successful_mission_publishes_branch_patch_and_description() {
             "workspace.provisioned",
             "step.started",
             "tool.requested",
+            "policy.decided",
             "tool.completed",
             "step.finished",
             "step.started",
             "tool.requested",
+            "policy.decided",
             "tool.completed",
             "step.finished",
+            "policy.decided",
             "change.published",
             "mission.finished",
+        ]
+    );
+    // Every call was judged before it ran, and so was the diff before it was published.
+    let decided: Vec<(&str, &str, &str)> = events
+        .iter()
+        .filter(|e| e["type"] == "policy.decided")
+        .map(|e| {
+            (
+                e["data"]["subject"].as_str().unwrap(),
+                e["data"]["action"].as_str().unwrap(),
+                e["data"]["decision"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        decided,
+        [
+            ("step-0", "command", "allow"),
+            ("step-1", "command", "allow"),
+            ("publish", "publish", "allow")
         ]
     );
     for (i, event) in events.iter().enumerate() {
@@ -166,7 +194,15 @@ fn a_successful_mission_publishes_branch_patch_and_description() {
     }
     assert_eq!(events[2]["data"]["sandbox"], "bubblewrap");
     let output = cli
-        .run(&["artifact", events[9]["data"]["output"].as_str().unwrap()])
+        .run(&[
+            "artifact",
+            events
+                .iter()
+                .rfind(|e| e["type"] == "tool.completed")
+                .unwrap()["data"]["output"]
+                .as_str()
+                .unwrap(),
+        ])
         .expect_code(0)
         .stdout();
     assert_eq!(output, "checked\n");

@@ -22,6 +22,9 @@ fn created() -> EventKind {
         engine_version: "0".into(),
         budget: BudgetSpec::default(),
         steps: 3,
+        policy_source: None,
+        codeowners: None,
+        codeowners_path: None,
     })
 }
 

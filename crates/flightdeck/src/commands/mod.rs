@@ -1,8 +1,10 @@
 //! One function per command. Each returns the process exit code or a [`CliError`].
 
-#![allow(clippy::print_stdout)]
+#![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod approvals;
 mod audit;
+mod policy;
 mod run;
 
 use std::io::Write;
@@ -13,7 +15,7 @@ use flightdeck_core::{Digest, MissionState, MissionStatus};
 use flightdeck_engine::Silent;
 use serde_json::Value;
 
-use crate::cli::{AuditCommand, Command};
+use crate::cli::{AuditCommand, Command, PolicyCommand};
 use crate::context::Context;
 use crate::error::{exit, CliError};
 use crate::output::{event_json, event_line, summary_text, Progress};
@@ -34,6 +36,21 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
         Command::Show { mission } => show(&ctx, &mission).await,
         Command::Timeline { mission, follow } => timeline(&ctx, &mission, follow).await,
         Command::Artifact { digest } => artifact(&ctx, &digest).await,
+        Command::Approvals { pending } => approvals::list(&ctx, pending).await,
+        Command::Approve { approval, comment } => {
+            approvals::decide(&ctx, &approval, comment.as_deref(), true).await
+        }
+        Command::Deny { approval, comment } => {
+            approvals::decide(&ctx, &approval, comment.as_deref(), false).await
+        }
+        Command::Policy { command } => match command {
+            PolicyCommand::Explain {
+                repo,
+                command,
+                write,
+                changed,
+            } => policy::explain(&ctx, repo, command, write, changed),
+        },
         Command::Resume { mission } => resume(&ctx, &mission).await,
         Command::Cancel { mission } => cancel(&ctx, &mission).await,
         Command::Start { mission } => start(&ctx, &mission).await,
@@ -196,6 +213,25 @@ async fn resume(ctx: &Context, mission: &str) -> Result<i32, CliError> {
     let id = engine.resolve_id(mission).await?;
     let by = ctx.identity(None)?;
     let state = engine.resume(&id, &by).await?;
+    if state.status == MissionStatus::AwaitingApproval && !ctx.json() {
+        let waiting: Vec<String> = state
+            .pending_approvals()
+            .map(|a| {
+                format!(
+                    "{} ({}/{} from {})",
+                    a.request.approval_id,
+                    a.approved_by().len(),
+                    a.request.required,
+                    a.request.eligible.join(", ")
+                )
+            })
+            .collect();
+        eprintln!(
+            "mission {} is still waiting for approval: {}",
+            state.id,
+            waiting.join("; ")
+        );
+    }
     print_summary(ctx, &state).await
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use flightdeck_core::MissionId;
-use flightdeck_engine::{CreateMission, Engine};
+use flightdeck_engine::{CreateMission, Engine, RepoFile};
 
 use super::{print_summary, progress};
 use crate::context::Context;
@@ -187,19 +187,7 @@ pub async fn run(
         .and_then(|s| s.to_str())
         .unwrap_or("template")
         .to_string();
-    let policy_path = repo_root.join(".flightdeck/policy.toml");
-    let policy_source = match std::fs::read_to_string(&policy_path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            flightdeck_policy::BUILTIN_POLICY_TOML.to_string()
-        }
-        Err(e) => {
-            return Err(CliError::bad_input(
-                format!("cannot read {}: {e}", policy_path.display()),
-                None,
-            ))
-        }
-    };
+    let (policy_path, policy_source) = read_policy(&repo_root)?;
     let ulid = ulid::Ulid::new();
     let request = CreateMission {
         id: MissionId::from_parts(ulid.timestamp_ms(), ulid.random()),
@@ -210,7 +198,9 @@ pub async fn run(
         repo: repo_root.clone(),
         base_ref: base.to_string(),
         requested_by: ctx.identity(Some(&repo_root))?,
+        policy_file: policy_path.display().to_string(),
         policy_source,
+        codeowners: read_codeowners(&repo_root)?,
     };
     // Everything the request names is checked before the store is opened: bad input
     // leaves no trace.
@@ -227,6 +217,45 @@ pub async fn run(
     }
     let state = engine.run(request).await?;
     print_summary(ctx, &state).await
+}
+
+/// The repository's CODEOWNERS: the first of GitHub's locations that exists.
+pub fn read_codeowners(repo_root: &Path) -> Result<Option<RepoFile>, CliError> {
+    for location in flightdeck_policy::CODEOWNERS_LOCATIONS {
+        let path = repo_root.join(location);
+        match std::fs::read_to_string(&path) {
+            Ok(source) => {
+                return Ok(Some(RepoFile {
+                    path: location.to_string(),
+                    source,
+                }))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(CliError::bad_input(
+                    format!("cannot read {}: {e}", path.display()),
+                    None,
+                ))
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The repository's policy file and its text (the built-in policy when there is none).
+pub fn read_policy(repo_root: &Path) -> Result<(PathBuf, String), CliError> {
+    let policy_path = repo_root.join(".flightdeck/policy.toml");
+    match std::fs::read_to_string(&policy_path) {
+        Ok(text) => Ok((policy_path, text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((
+            PathBuf::from(flightdeck_policy::BUILTIN_POLICY_ORIGIN),
+            flightdeck_policy::BUILTIN_POLICY_TOML.to_string(),
+        )),
+        Err(e) => Err(CliError::bad_input(
+            format!("cannot read {}: {e}", policy_path.display()),
+            None,
+        )),
+    }
 }
 
 /// Starts `flightdeck __start MISSION` in its own session, logging to the data directory.
