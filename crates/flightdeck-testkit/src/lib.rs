@@ -106,6 +106,25 @@ impl Cli {
         CliOutput(output)
     }
 
+    /// Runs as `identity` (`--as`).
+    pub fn run_as(&self, identity: &str, args: &[&str]) -> CliOutput {
+        let mut full = vec!["--as", identity];
+        full.extend_from_slice(args);
+        self.run(&full)
+    }
+
+    /// A mission's events (`timeline --json`).
+    pub fn timeline(&self, mission: &str) -> Vec<serde_json::Value> {
+        self.run(&["timeline", mission, "--json"])
+            .expect_code(0)
+            .json_lines()
+    }
+
+    /// Writes the installation config (`<data-dir>/config.toml`).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.data.path().join("config.toml"), text).unwrap();
+    }
+
     /// Every file under the data directory with its bytes (for "nothing was written" and
     /// "no secret anywhere" checks).
     pub fn data_files(&self) -> Vec<(PathBuf, Vec<u8>)> {
@@ -132,6 +151,14 @@ fn walk(dir: &Path, files: &mut Vec<(PathBuf, Vec<u8>)>) {
             files.push((path, bytes));
         }
     }
+}
+
+/// The `type` of each event.
+pub fn event_types(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or("?").to_string())
+        .collect()
 }
 
 /// What a run of the binary produced.

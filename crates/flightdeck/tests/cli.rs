@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use flightdeck_testkit::{git_in, Cli, TestRepo};
+use flightdeck_testkit::{event_types, git_in, Cli, TestRepo};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
@@ -46,16 +46,11 @@ fn run_json(cli: &Cli, repo: &TestRepo, args: &[&str]) -> (i32, Value, String) {
 }
 
 fn timeline(cli: &Cli, id: &str) -> Vec<Value> {
-    cli.run(&["timeline", id, "--json"])
-        .expect_code(0)
-        .json_lines()
+    cli.timeline(id)
 }
 
 fn types(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["type"].as_str().unwrap().to_string())
-        .collect()
+    event_types(events)
 }
 
 const FIX: &str = r#"

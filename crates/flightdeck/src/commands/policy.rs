@@ -47,7 +47,10 @@ pub fn explain(
         eligible_approvers(
             &ApprovalRequirement {
                 approvers: decision.approvers.clone(),
-                changed_paths: changed.clone(),
+                changed_paths: match &write {
+                    Some(path) => vec![path.clone()],
+                    None => changed.clone(),
+                },
             },
             codeowners.as_ref(),
         )
