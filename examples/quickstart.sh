@@ -29,9 +29,29 @@ git -C "$repo" add --all
 git -C "$repo" -c user.name=quickstart -c user.email=quickstart@example.com commit --quiet -m "textstats: initial import"
 
 echo
-echo "running mission fix-word-count on $repo"
-"$flightdeck" --as quickstart@example.com run fix-word-count --repo "$repo"
-id="$("$flightdeck" missions --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])' 2>/dev/null || true)"
+echo "running mission fix-word-count on $repo (requested by quickstart@example.com)"
+status=0
+"$flightdeck" --as quickstart@example.com run fix-word-count --repo "$repo" || status=$?
+id="$("$flightdeck" missions --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')"
+
+if [ "$status" = 3 ]; then
+  # The built-in policy lets source changes publish only after a code owner approves, and
+  # the sample's CODEOWNERS names @textstats-lead. The lead approves, then the mission goes on.
+  approval="$("$flightdeck" approvals --pending --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')"
+  echo
+  echo "the mission waits for approval $approval; the requester may not approve it:"
+  "$flightdeck" --as quickstart@example.com approve "$approval" || true
+  echo
+  echo "the code owner approves:"
+  "$flightdeck" --as @textstats-lead approve "$approval" --comment "looks right"
+  echo
+  status=0
+  "$flightdeck" --as quickstart@example.com resume "$id" || status=$?
+fi
+if [ "$status" != 0 ]; then
+  echo "the mission did not succeed (exit $status); see: FLIGHTDECK_DATA_DIR=$FLIGHTDECK_DATA_DIR $flightdeck timeline $id" >&2
+  exit "$status"
+fi
 
 echo
 echo "the change:    git -C $repo log -p flightdeck/$id -1"

@@ -421,7 +421,14 @@ pub fn approval_text(approval: &Value) -> String {
         s("id"),
         s("status"),
         s("tier"),
-        strings(approval.get("rule_ids")).join(", "),
+        {
+            let rules = strings(approval.get("rule_ids"));
+            if rules.is_empty() {
+                "policy default".to_string()
+            } else {
+                rules.join(", ")
+            }
+        },
         approved.len()
     );
     for decision in approval

@@ -271,3 +271,337 @@ fn summary_has_the_contract_fields() {
         json!({"used": 1, "limit": null})
     );
 }
+
+// ---- approvals -------------------------------------------------------------------------
+
+const DIFF: &str = "sha256:aaaa";
+
+fn request(id: &str, gate: &str, required: u32, expires: Option<u64>) -> EventKind {
+    EventKind::ApprovalRequested(ApprovalRequested {
+        approval_id: id.into(),
+        gate: gate.into(),
+        required,
+        eligible: vec!["@alice".into()],
+        diff_hash: DIFF.into(),
+        bundle: Digest::of(b"bundle"),
+        subject: gate.into(),
+        command: None,
+        tier: "medium".into(),
+        rule_ids: vec!["r".into()],
+        approvers: vec!["codeowners".into()],
+        changed_paths: vec!["Cargo.toml".into()],
+        expires_after_seconds: expires,
+    })
+}
+
+fn vote(id: &str, by: &str, decision: &str, diff: &str) -> EventKind {
+    EventKind::ApprovalDecided(ApprovalDecided {
+        approval_id: id.into(),
+        by: by.into(),
+        decision: decision.into(),
+        channel: "cli".into(),
+        comment: None,
+        policy_hash: Digest::of(b"p"),
+        diff_hash: diff.into(),
+    })
+}
+
+fn decided(subject: &str, decision: &str, tier: &str) -> EventKind {
+    EventKind::PolicyDecided(PolicyDecided {
+        subject: subject.into(),
+        action: "publish".into(),
+        decision: decision.into(),
+        tier: tier.into(),
+        rule_ids: vec![],
+        policy_hash: Digest::of(b"p"),
+        explanation: "because".into(),
+        approvals: 0,
+        approvers: vec![],
+        triggered_by: vec![],
+        diff_hash: None,
+    })
+}
+
+fn finished(status: MissionStatus) -> EventKind {
+    EventKind::MissionFinished(MissionFinished {
+        status,
+        error: None,
+        summary: None,
+    })
+}
+
+/// Folds `created` + `events`; the approval `a` and the mission status, or the error.
+fn approval_after(
+    events: Vec<EventKind>,
+) -> Result<(ApprovalStatus, Vec<String>, MissionStatus), String> {
+    let mut kinds = vec![created()];
+    kinds.extend(events);
+    let state = MissionState::fold("m-1", &sealed(&kinds)).map_err(|e| e.to_string())?;
+    let a = state.approvals.get("a").ok_or("no approval a")?;
+    Ok((
+        a.status,
+        a.approved_by().iter().map(|s| s.to_string()).collect(),
+        state.status,
+    ))
+}
+
+#[test]
+fn approvals_fold_to_the_right_status() {
+    use ApprovalStatus::*;
+    use MissionStatus::{AwaitingApproval as Waiting, Cancelled, Running};
+    let resumed = || EventKind::MissionResumed(MissionResumed { by: "@x".into() });
+    let expired = || {
+        EventKind::ApprovalExpired(ApprovalExpired {
+            approval_id: "a".into(),
+            expires_after_seconds: 1,
+        })
+    };
+    // (case, events after mission.created, approval status, approved by, mission status)
+    type Case<'a> = (
+        &'a str,
+        Vec<EventKind>,
+        ApprovalStatus,
+        Vec<&'a str>,
+        MissionStatus,
+    );
+    let table: Vec<Case> = vec![
+        (
+            "requested",
+            vec![request("a", "publish", 1, None)],
+            Pending,
+            vec![],
+            Waiting,
+        ),
+        (
+            "one of one",
+            vec![
+                request("a", "publish", 1, None),
+                vote("a", "@alice", "approve", DIFF),
+            ],
+            Approved,
+            vec!["@alice"],
+            Waiting,
+        ),
+        (
+            "approved, then resumed",
+            vec![
+                request("a", "publish", 1, None),
+                vote("a", "@alice", "approve", DIFF),
+                resumed(),
+            ],
+            Approved,
+            vec!["@alice"],
+            Running,
+        ),
+        (
+            "one of two",
+            vec![
+                request("a", "publish", 2, None),
+                vote("a", "@alice", "approve", DIFF),
+            ],
+            Pending,
+            vec!["@alice"],
+            Waiting,
+        ),
+        (
+            "two of two",
+            vec![
+                request("a", "publish", 2, None),
+                vote("a", "@alice", "approve", DIFF),
+                vote("a", "@bob", "approve", DIFF),
+            ],
+            Approved,
+            vec!["@alice", "@bob"],
+            Waiting,
+        ),
+        (
+            "a vote for another diff does not count",
+            vec![
+                request("a", "publish", 1, None),
+                vote("a", "@alice", "approve", "sha256:old"),
+            ],
+            Pending,
+            vec![],
+            Waiting,
+        ),
+        (
+            "one deny rejects",
+            vec![
+                request("a", "publish", 2, None),
+                vote("a", "@alice", "approve", DIFF),
+                vote("a", "@bob", "deny", DIFF),
+            ],
+            Denied,
+            vec!["@alice"],
+            Waiting,
+        ),
+        (
+            "expiry",
+            vec![request("a", "publish", 1, Some(1)), expired()],
+            Expired,
+            vec![],
+            Waiting,
+        ),
+        (
+            "a newer request supersedes",
+            vec![
+                request("a", "publish", 1, None),
+                request("b", "publish", 1, None),
+            ],
+            Superseded,
+            vec![],
+            Waiting,
+        ),
+        (
+            "another gate does not supersede",
+            vec![
+                request("a", "publish", 1, None),
+                request("b", "command", 1, None),
+            ],
+            Pending,
+            vec![],
+            Waiting,
+        ),
+        (
+            "the mission ends first",
+            vec![request("a", "publish", 1, None), finished(Cancelled)],
+            Withdrawn,
+            vec![],
+            Cancelled,
+        ),
+    ];
+    for (case, events, status, by, mission) in table {
+        let got = approval_after(events).unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(
+            got,
+            (status, by.iter().map(|s| s.to_string()).collect(), mission),
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn impossible_approval_histories_are_refused() {
+    let expired = || {
+        EventKind::ApprovalExpired(ApprovalExpired {
+            approval_id: "a".into(),
+            expires_after_seconds: 1,
+        })
+    };
+    let table: Vec<(&str, Vec<EventKind>, &str)> = vec![
+        (
+            "decided but never requested",
+            vec![vote("a", "@alice", "approve", DIFF)],
+            "unknown approval",
+        ),
+        (
+            "requested twice",
+            vec![
+                request("a", "publish", 1, None),
+                request("a", "publish", 1, None),
+            ],
+            "requested twice",
+        ),
+        (
+            "decided after approval",
+            vec![
+                request("a", "publish", 1, None),
+                vote("a", "@alice", "approve", DIFF),
+                vote("a", "@bob", "approve", DIFF),
+            ],
+            "after it was approved",
+        ),
+        (
+            "decided after a deny",
+            vec![
+                request("a", "publish", 2, None),
+                vote("a", "@alice", "deny", DIFF),
+                vote("a", "@bob", "approve", DIFF),
+            ],
+            "after it was denied",
+        ),
+        (
+            "expired after approval",
+            vec![
+                request("a", "publish", 1, Some(1)),
+                vote("a", "@alice", "approve", DIFF),
+                expired(),
+            ],
+            "expired after",
+        ),
+        (
+            "a decision that is neither",
+            vec![
+                request("a", "publish", 1, None),
+                vote("a", "@alice", "maybe", DIFF),
+            ],
+            "neither approve nor deny",
+        ),
+    ];
+    for (case, events, needle) in table {
+        let err = approval_after(events).expect_err(case);
+        assert!(err.contains(needle), "{case}: {err}");
+    }
+}
+
+#[test]
+fn the_summary_reports_risk_tier_and_pending_approvals() {
+    let kinds = vec![
+        created(),
+        decided("step-0", "allow", "low"),
+        decided("publish", "approve", "high"),
+        decided("step-1", "allow", "medium"),
+        request("a", "publish", 2, Some(60)),
+        vote("a", "@alice", "approve", DIFF),
+    ];
+    let state = MissionState::fold("m-1", &sealed(&kinds)).unwrap();
+    let summary = state.summary();
+    assert_eq!(summary["risk_tier"], "high");
+    assert_eq!(
+        summary["policy"]["decisions"],
+        json!({"allow": 2, "approve": 1, "deny": 0})
+    );
+    let pending = &summary["pending_approvals"][0];
+    assert_eq!(pending["id"], "a");
+    assert_eq!(pending["gate"], "publish");
+    assert_eq!(pending["required"], 2);
+    assert_eq!(pending["approved_by"], json!(["@alice"]));
+    assert_eq!(pending["eligible"], json!(["@alice"]));
+    assert_eq!(pending["rule_ids"], json!(["r"]));
+    // Requested at seq 5 (4 s after the epoch in `sealed`), expiring 60 s later.
+    assert_eq!(pending["expires_at"], "1970-01-01T00:01:04.000Z");
+    assert_eq!(state.due_expiries(63_999).len(), 0);
+    assert_eq!(state.due_expiries(64_000).len(), 1);
+    assert!(state.granted_approval("publish", "publish", DIFF).is_none());
+}
+
+proptest! {
+    /// Whatever the order of distinct approvers, an approval is granted exactly when the
+    /// required count is reached, and any deny before that rejects it.
+    #[test]
+    fn approvals_count_distinct_votes_and_a_deny_wins(
+        required in 1u32..4,
+        votes in proptest::collection::vec(prop_oneof![Just("approve"), Just("deny")], 0..6),
+    ) {
+        let mut events = vec![request("a", "publish", required, None)];
+        let mut expected = ApprovalStatus::Pending;
+        let mut approvals = 0;
+        for (i, decision) in votes.iter().enumerate() {
+            if expected != ApprovalStatus::Pending {
+                break; // the engine refuses decisions on a closed approval
+            }
+            events.push(vote("a", &format!("@p{i}"), decision, DIFF));
+            if *decision == "deny" {
+                expected = ApprovalStatus::Denied;
+            } else {
+                approvals += 1;
+                if approvals >= required {
+                    expected = ApprovalStatus::Approved;
+                }
+            }
+        }
+        let (status, by, _) = approval_after(events).unwrap();
+        prop_assert_eq!(status, expected);
+        prop_assert_eq!(by.len(), approvals as usize);
+    }
+}
