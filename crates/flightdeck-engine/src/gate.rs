@@ -504,14 +504,44 @@ fn bundle_json(input: BundleInput<'_>) -> Value {
         "files_by_class": by_class,
         "areas": areas(&paths),
         "steps": steps,
-        "budget": summary.get("budget").cloned().unwrap_or(Value::Null),
+        "budget": budget_with_remaining(summary.get("budget")),
         "timeline_command": format!("flightdeck timeline {}", state.id),
         "diff_command": format!("flightdeck artifact {diff_digest}"),
     })
 }
 
+/// The summary's budget with `remaining` (limit − used) beside each set limit.
+fn budget_with_remaining(budget: Option<&Value>) -> Value {
+    let Some(Value::Object(dimensions)) = budget else {
+        return Value::Null;
+    };
+    let mut out = serde_json::Map::new();
+    for (name, dimension) in dimensions {
+        let mut dimension = dimension.clone();
+        let used = dimension.get("used").and_then(Value::as_f64);
+        let limit = dimension.get("limit").and_then(Value::as_f64);
+        if let (Some(object), Some(used), Some(limit)) = (dimension.as_object_mut(), used, limit) {
+            object.insert("remaining".into(), json!((limit - used).max(0.0)));
+        }
+        out.insert(name.clone(), dimension);
+    }
+    Value::Object(out)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_bundle_budget_says_what_remains_where_a_limit_is_set() {
+        let budget = json!({
+            "usd": {"used": 0.5, "limit": 2.0},
+            "tokens": {"used": 10, "limit": null},
+        });
+        let out = budget_with_remaining(Some(&budget));
+        assert_eq!(out["usd"]["remaining"], 1.5);
+        assert!(out["tokens"].get("remaining").is_none());
+        assert!(budget_with_remaining(None).is_null());
+    }
+
     use super::*;
 
     #[test]
