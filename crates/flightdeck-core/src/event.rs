@@ -230,6 +230,15 @@ pub struct ApprovalRequested {
     /// The approval is denied if not granted within this many seconds of the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_after_seconds: Option<u64>,
+    /// Members of the eligible teams when the approval was requested (pinned: membership
+    /// added later does not count).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub teams: BTreeMap<String, Vec<String>>,
+    /// For `codeowners` requirements: each triggering path that has code owners, and its
+    /// owners. As on GitHub, every such path needs an approval from one of its own owners,
+    /// besides the required count.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub code_owners: BTreeMap<String, Vec<String>>,
 }
 
 /// An approval that was not granted in time; it counts as a deny.

@@ -170,6 +170,34 @@ impl ApprovalProgress {
             .collect()
     }
 
+    /// Paths with code owners of which no owner has approved yet (see
+    /// `ApprovalRequested::code_owners`).
+    pub fn uncovered_paths(&self) -> Vec<&str> {
+        let approved = self.approved_by();
+        self.request
+            .code_owners
+            .iter()
+            .filter(|(_, owners)| {
+                !owners.iter().any(|owner| {
+                    approved.iter().any(|who| {
+                        same_person(who, owner)
+                            || self.request.teams.iter().any(|(team, members)| {
+                                team.eq_ignore_ascii_case(owner)
+                                    && members.iter().any(|m| same_person(m, who))
+                            })
+                    })
+                })
+            })
+            .map(|(path, _)| path.as_str())
+            .collect()
+    }
+
+    /// Enough distinct approvals, and every owned path approved by one of its owners.
+    pub fn is_satisfied(&self) -> bool {
+        self.approved_by().len() >= self.request.required as usize
+            && self.uncovered_paths().is_empty()
+    }
+
     /// Everyone who decided, whatever they decided.
     pub fn decided_by(&self) -> Vec<&str> {
         self.votes.iter().map(|v| v.decided.by.as_str()).collect()
@@ -439,6 +467,16 @@ impl MissionState {
                         decided.approval_id, approval.status
                     )));
                 }
+                if approval
+                    .votes
+                    .iter()
+                    .any(|v| same_person(&v.decided.by, &decided.by))
+                {
+                    return Err(inconsistent(format!(
+                        "approval {}: {} decided twice (approvers must be distinct)",
+                        decided.approval_id, decided.by
+                    )));
+                }
                 approval.votes.push(ApprovalVote {
                     decided: decided.clone(),
                     at_ms,
@@ -446,8 +484,7 @@ impl MissionState {
                 match decided.decision.as_str() {
                     "deny" => approval.close(ApprovalStatus::Denied, at_ms),
                     "approve" => {
-                        let approvals = approval.approved_by().len();
-                        if approvals >= approval.request.required as usize {
+                        if approval.is_satisfied() {
                             approval.close(ApprovalStatus::Approved, at_ms);
                         }
                     }
@@ -495,7 +532,15 @@ impl MissionState {
                     }
                 }
             }
-            EventKind::MissionResumed(_) => self.status = MissionStatus::Running,
+            EventKind::MissionResumed(_) => {
+                if let Some(pending) = self.pending_approvals().next() {
+                    return Err(inconsistent(format!(
+                        "mission.resumed while approval {} is pending",
+                        pending.request.approval_id
+                    )));
+                }
+                self.status = MissionStatus::Running
+            }
             EventKind::MissionFinished(finished) => {
                 if !finished.status.is_terminal() {
                     return Err(inconsistent(format!(
@@ -664,6 +709,20 @@ impl MissionState {
     }
 }
 
+/// Whether two identities name the same person, compared as `flightdeck-policy`'s
+/// `canonical_identity` does (trimmed, lowercase, `alice` read as `@alice`).
+fn same_person(a: &str, b: &str) -> bool {
+    let canonical = |id: &str| {
+        let id = id.trim().to_lowercase();
+        if id.is_empty() || id.contains('@') {
+            id
+        } else {
+            format!("@{id}")
+        }
+    };
+    canonical(a) == canonical(b)
+}
+
 /// Orders tiers; an unknown tier ranks below `low`.
 pub fn tier_rank(tier: &str) -> u8 {
     match tier {
@@ -688,6 +747,7 @@ fn pending_json(a: &ApprovalProgress) -> Value {
         "approved_by": a.approved_by(),
         "eligible": a.request.eligible,
         "rule_ids": a.request.rule_ids,
+        "waiting_for_owners": a.uncovered_paths().iter().map(|p| (p.to_string(), json!(a.request.code_owners.get(*p)))).collect::<serde_json::Map<String, Value>>(),
         "subject": a.request.subject,
         "command": a.request.command,
         "tier": a.request.tier,

@@ -12,8 +12,8 @@ use flightdeck_core::ids::{approval_id, mission_of_approval};
 use flightdeck_core::state::{ApprovalProgress, ApprovalStatus};
 use flightdeck_core::{Digest, EventKind, MissionState, MissionStatus};
 use flightdeck_policy::{
-    check_approver, eligible_approvers, ApprovalContext, ApprovalRequirement, ChangeStatus,
-    ChangedFile, Codeowners, Decision, Policy,
+    canonical_identity, check_approver, eligible_approvers, ApprovalContext, ApprovalRequirement,
+    ChangeStatus, ChangedFile, Codeowners, Decision, Policy, Teams,
 };
 use flightdeck_workspace::{DiffFile, Worktree};
 use serde_json::{json, Value};
@@ -190,18 +190,37 @@ impl Engine {
         command: Option<&str>,
         decision: &Decision,
         diff: &CurrentDiff,
+        changed_paths: Vec<String>,
     ) -> Result<ApprovalRequested, EngineError> {
         let id = approval_id(&state.id, state.approvals.len() + 1);
         let changed: Vec<ChangedFile> = diff.changed_files();
-        let changed_paths: Vec<String> = changed
-            .iter()
-            .flat_map(|f| f.touched_paths().map(str::to_string))
-            .collect();
         let requirement = ApprovalRequirement {
             approvers: decision.approvers.clone(),
             changed_paths: changed_paths.clone(),
         };
         let eligible = eligible_approvers(&requirement, gates.codeowners.as_ref());
+        // The members of the teams that may approve, as configured now: pinned, so who
+        // counted as a member is on record and cannot be widened later.
+        let teams: BTreeMap<String, Vec<String>> = self
+            .config()
+            .teams
+            .0
+            .iter()
+            .filter(|(team, _)| eligible.iter().any(|e| e.eq_ignore_ascii_case(team)))
+            .map(|(team, members)| (team.clone(), members.clone()))
+            .collect();
+        let code_owners: BTreeMap<String, Vec<String>> = match &gates.codeowners {
+            Some(codeowners) if decision.approvers.iter().any(|a| a == "codeowners") => {
+                changed_paths
+                    .iter()
+                    .filter_map(|path| {
+                        let owners = codeowners.owners_of(path);
+                        (!owners.is_empty()).then(|| (path.clone(), owners.to_vec()))
+                    })
+                    .collect()
+            }
+            _ => BTreeMap::new(),
+        };
         let required = decision.approvals.max(1);
         let diff_digest = self.put_artifact(&diff.patch).await?;
         let bundle = bundle_json(BundleInput {
@@ -237,6 +256,8 @@ impl Engine {
             approvers: decision.approvers.clone(),
             changed_paths,
             expires_after_seconds: decision.expires_after_seconds,
+            teams,
+            code_owners,
         })
     }
 
@@ -278,11 +299,12 @@ impl Engine {
                 .into_iter()
                 .map(str::to_string)
                 .collect();
+            let teams = Teams::new(approval.request.teams.clone());
             let ctx = ApprovalContext {
                 requester: &created.requested_by,
                 allow_self_approval: gates.policy.allow_self_approval(),
                 codeowners: gates.codeowners.as_ref(),
-                teams: &self.config().teams,
+                teams: &teams,
                 already_approved_by: &already,
             };
             check_approver(vote.by, &requirement, &ctx).map_err(|refusal| {
@@ -293,9 +315,10 @@ impl Engine {
                 }
             })?;
             let decision = if vote.approve { "approve" } else { "deny" };
+            let by = canonical_identity(vote.by);
             let mut events = vec![EventKind::ApprovalDecided(ApprovalDecided {
                 approval_id: approval_id.to_string(),
-                by: vote.by.to_string(),
+                by: by.clone(),
                 decision: decision.to_string(),
                 channel: vote.channel.as_str().to_string(),
                 comment: vote.comment.map(str::to_string),
@@ -314,7 +337,7 @@ impl Engine {
                         kind: "approval_denied".into(),
                         message: format!(
                             "{} ({} gate) was denied by {}{comment}",
-                            approval_id, approval.request.gate, vote.by
+                            approval_id, approval.request.gate, by
                         ),
                     }),
                     summary: None,

@@ -14,7 +14,8 @@ use flightdeck_workspace::{
     Worktree,
 };
 
-use flightdeck_policy::{Action, Policy, Verdict};
+use flightdeck_core::state::ApprovalStatus;
+use flightdeck_policy::{Action, ChangedFile, Decision, Policy, Verdict};
 
 use crate::gate::{decided_event, denied_error, CurrentDiff, Gates};
 use crate::pr::{render_pr_description, PrContext};
@@ -149,9 +150,7 @@ impl Engine {
         if self.expire_due_in(&mut state).await? {
             return Ok(state);
         }
-        if state.status == MissionStatus::AwaitingApproval
-            && state.pending_approvals().next().is_some()
-        {
+        if still_waiting(&state) {
             return Ok(state);
         }
         self.with_lease(state, true, Some(by)).await
@@ -249,6 +248,9 @@ impl Engine {
         let result = async {
             // The lease is ours: re-read, in case the timeline moved while we waited for it.
             state = self.load(&state.id).await?;
+            if resuming && (self.expire_due_in(&mut state).await? || still_waiting(&state)) {
+                return Ok(());
+            }
             if resuming {
                 self.record_resume(&mut state, by.unwrap_or("unknown"))
                     .await?;
@@ -460,11 +462,14 @@ impl Engine {
         step: &RunStep<'_>,
     ) -> Result<(), EngineError> {
         let RunStep { index, command, .. } = *step;
-        // A call of this step that waited for an approval, now granted, runs as requested.
-        if let Some(call_id) = approved_waiting_call(state, index) {
-            return self
-                .execute_call(state, template, worktree, workspace, step, call_id)
-                .await;
+        // A call of this step that waited for an approval, now granted, runs as requested,
+        // if the worktree is still exactly what the approvers saw.
+        if let Some((call_id, approved_diff)) = approved_waiting_call(state, index) {
+            if CurrentDiff::read(worktree)?.hash() == approved_diff {
+                return self
+                    .execute_call(state, template, worktree, workspace, step, call_id)
+                    .await;
+            }
         }
         let base_call = step_call_id(index);
         let attempts = state
@@ -527,12 +532,9 @@ impl Engine {
                     "command",
                     Some(diff_hash.clone()),
                 )?));
-                // An approval of this very command on this very worktree state (granted
-                // before a crash interrupted it, say) still covers it.
-                if state
-                    .granted_approval("command", command, &diff_hash)
-                    .is_none()
-                {
+                // An approval of this step's command on this very worktree state, granted
+                // to a call a crash interrupted before it completed, still covers it.
+                if !interrupted_approved_call(state, index, command, &diff_hash) {
                     let request = self
                         .approval_request(
                             state,
@@ -543,6 +545,7 @@ impl Engine {
                             Some(command),
                             &decision,
                             &diff,
+                            Vec::new(),
                         )
                         .await?;
                     events.push(EventKind::ApprovalRequested(request));
@@ -777,7 +780,7 @@ impl Engine {
             .find(|d| d.subject == PUBLISH_GATE && d.diff_hash.as_deref() == Some(&diff_hash))
             .cloned();
         let changed = diff.changed_files();
-        let decision = gates.policy.decide(&Action::Publish { changes: &changed });
+        let decision = publish_decision(&gates.policy, &changed);
         let decided = match recorded {
             Some(decided) => decided,
             None => {
@@ -820,6 +823,7 @@ impl Engine {
                             None,
                             &decision,
                             diff,
+                            triggering_paths(&decision, &changed),
                         )
                         .await?;
                     events.push(EventKind::ApprovalRequested(request));
@@ -932,24 +936,93 @@ struct RunStep<'a> {
     timeout: Duration,
 }
 
-/// The call of step `index` that waited for an approval that has now been granted and that
-/// has not run yet (nor been interrupted while running).
-fn approved_waiting_call(state: &MissionState, index: usize) -> Option<String> {
+/// A mission parked on approvals that are not all granted yet.
+fn still_waiting(state: &MissionState) -> bool {
+    state.status == MissionStatus::AwaitingApproval && state.pending_approvals().next().is_some()
+}
+
+/// Whether `call_id` is a call of step `index` (`step-N`, or a re-run `step-N#k`).
+fn is_call_of_step(call_id: &str, index: usize) -> bool {
     let base = step_call_id(index);
+    call_id == base
+        || call_id
+            .strip_prefix(&base)
+            .is_some_and(|rest| rest.starts_with('#'))
+}
+
+/// The call of step `index` that waited for an approval that has now been granted and that
+/// has not run yet (nor been interrupted while running), with the diff hash approved.
+fn approved_waiting_call(state: &MissionState, index: usize) -> Option<(String, String)> {
     state
         .tool_calls
         .iter()
-        .filter(|(id, _)| **id == base || id.starts_with(&format!("{base}#")))
-        .find(|(_, call)| {
-            call.completed.is_none()
-                && !call.interrupted
-                && call.approval.as_ref().is_some_and(|a| {
-                    state.approvals.get(a).is_some_and(|a| {
-                        a.status == flightdeck_core::state::ApprovalStatus::Approved
-                    })
-                })
+        .filter(|(id, call)| {
+            is_call_of_step(id, index) && call.completed.is_none() && !call.interrupted
         })
-        .map(|(id, _)| id.clone())
+        .find_map(|(id, call)| {
+            let approval = state.approvals.get(call.approval.as_deref()?)?;
+            (approval.status == ApprovalStatus::Approved)
+                .then(|| (id.clone(), approval.request.diff_hash.clone()))
+        })
+}
+
+/// Whether an approval granted to a call of step `index` for this very command and diff was
+/// never used: its call was interrupted before it completed. Only then does it cover a
+/// re-run; an approval is spent once its call completes, so the same command in a later step
+/// asks again.
+fn interrupted_approved_call(
+    state: &MissionState,
+    index: usize,
+    command: &str,
+    diff_hash: &str,
+) -> bool {
+    state.approvals_in_order().any(|approval| {
+        approval.status == ApprovalStatus::Approved
+            && approval.request.gate == "command"
+            && approval.request.command.as_deref() == Some(command)
+            && approval.request.diff_hash == diff_hash
+            && is_call_of_step(&approval.request.subject, index)
+            && state
+                .tool_calls
+                .get(&approval.request.subject)
+                .is_some_and(|call| call.interrupted && call.completed.is_none())
+    })
+}
+
+/// The publish gate's decision: the policy's publish decision on the classified diff, and
+/// its `write` rules on every changed path (a `run` step's writes cannot be judged one by
+/// one, so they are judged here, before anything is committed); the strictest wins.
+fn publish_decision(policy: &Policy, changed: &[ChangedFile]) -> Decision {
+    let publish = policy.decide(&Action::Publish { changes: changed });
+    let mut decisions = vec![publish.clone()];
+    for file in changed {
+        for path in file.touched_paths() {
+            let write = policy.decide(&Action::Write { path });
+            if write.verdict != Verdict::Allow || !write.rule_ids.is_empty() {
+                decisions.push(write);
+            }
+        }
+    }
+    Decision::strictest(decisions).unwrap_or(publish)
+}
+
+/// The changed paths whose code owners may approve: those that triggered the deciding
+/// rules (an owner of an unrelated file in the same diff may not), else every changed path.
+fn triggering_paths(decision: &Decision, changed: &[ChangedFile]) -> Vec<String> {
+    let touched: Vec<String> = changed
+        .iter()
+        .flat_map(|f| f.touched_paths().map(str::to_string))
+        .collect();
+    let triggering: Vec<String> = touched
+        .iter()
+        .filter(|path| decision.triggered_by.iter().any(|t| t == *path))
+        .cloned()
+        .collect();
+    if triggering.is_empty() {
+        touched
+    } else {
+        triggering
+    }
 }
 
 /// Checks a request without writing anything (see [`Engine::validate`]).

@@ -79,6 +79,10 @@ pub enum ApproverRefusal {
         "this identity has already approved this gate; approvals must come from distinct people"
     )]
     AlreadyDecided,
+    /// A team (or anything shaped like one) tried to approve: only people approve, so one
+    /// person cannot count twice, once as themselves and once as their team.
+    #[error("`{identity}` is a team, and only people approve; approve as one of its members")]
+    TeamIdentity { identity: String },
     /// The identity is not among the eligible approvers.
     #[error(
         "not an eligible approver for this gate; eligible: {}",
@@ -107,6 +111,11 @@ pub fn check_approver(
     };
     if who.is_empty() {
         return Err(not_eligible());
+    }
+    if is_team(&who) || ctx.teams.0.keys().any(|team| canonical(team) == who) {
+        return Err(ApproverRefusal::TeamIdentity {
+            identity: identity.trim().to_owned(),
+        });
     }
     if !ctx.allow_self_approval && who == canonical(ctx.requester) {
         return Err(ApproverRefusal::SelfApproval);
@@ -194,6 +203,17 @@ fn satisfies(who: &str, owner: &str, teams: &Teams) -> bool {
             .members(owner)
             .iter()
             .any(|member| canonical(member) == who)
+}
+
+/// `@org/team` (after canonicalising): a team handle, never a person.
+fn is_team(canonical_identity: &str) -> bool {
+    canonical_identity.starts_with('@') && canonical_identity.contains('/')
+}
+
+/// How an identity is compared and recorded: lowercase, trimmed, and `alice` read as
+/// `@alice`. Two spellings of one person give the same canonical identity.
+pub fn canonical_identity(identity: &str) -> String {
+    canonical(identity)
 }
 
 /// Lowercase, trimmed, and `alice` read as `@alice`.

@@ -25,8 +25,8 @@ mod policy;
 mod types;
 
 pub use approval::{
-    check_approver, eligible_approvers, ApprovalContext, ApprovalRequirement, ApproverRefusal,
-    Teams, ANYONE_BUT_REQUESTER,
+    canonical_identity, check_approver, eligible_approvers, ApprovalContext, ApprovalRequirement,
+    ApproverRefusal, Teams, ANYONE_BUT_REQUESTER,
 };
 pub use classes::{BUILTIN_CLASS_NAMES, SOURCE_CLASS};
 pub use codeowners::{Codeowners, CodeownersWarning, CODEOWNERS_LOCATIONS};

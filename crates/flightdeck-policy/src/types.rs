@@ -244,3 +244,97 @@ pub struct Decision {
     /// `sha256:<hex>` of the policy source that decided.
     pub policy_hash: String,
 }
+
+impl Decision {
+    /// The strictest of several decisions about one change (for example the publish
+    /// decision and the write decisions of its paths): deny beats approve beats allow, and
+    /// among the strictest, approve decisions combine as approve rules do (the largest
+    /// count, the union of approvers, the shortest expiry). `None` for an empty list.
+    pub fn strictest(decisions: Vec<Decision>) -> Option<Decision> {
+        let verdict = decisions.iter().map(|d| d.verdict).max()?;
+        let mut strictest = decisions.into_iter().filter(|d| d.verdict == verdict);
+        let mut combined = strictest.next()?;
+        for decision in strictest {
+            combined.tier = combined.tier.max(decision.tier);
+            combined.approvals = combined.approvals.max(decision.approvals);
+            combined.expires_after_seconds = match (
+                combined.expires_after_seconds,
+                decision.expires_after_seconds,
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            for (list, more) in [
+                (&mut combined.approvers, decision.approvers),
+                (&mut combined.rule_ids, decision.rule_ids),
+                (&mut combined.triggered_by, decision.triggered_by),
+            ] {
+                for item in more {
+                    if !list.contains(&item) {
+                        list.push(item);
+                    }
+                }
+            }
+            if !combined.explanation.contains(&decision.explanation) {
+                combined.explanation.push_str("; and ");
+                combined.explanation.push_str(&decision.explanation);
+            }
+        }
+        Some(combined)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(
+        verdict: Verdict,
+        tier: Tier,
+        rule: &str,
+        approvals: u32,
+        approvers: &[&str],
+    ) -> Decision {
+        Decision {
+            verdict,
+            tier,
+            rule_ids: vec![rule.to_owned()],
+            approvals,
+            approvers: approvers.iter().map(|a| (*a).to_owned()).collect(),
+            expires_after_seconds: None,
+            triggered_by: vec![format!("{rule}-file")],
+            explanation: format!("{rule} says {verdict}"),
+            policy_hash: "sha256:00".to_owned(),
+        }
+    }
+
+    #[test]
+    fn the_strictest_decision_wins_and_approvals_combine() {
+        let allow = decision(Verdict::Allow, Tier::Low, "a", 0, &[]);
+        let approve1 = decision(Verdict::Approve, Tier::Medium, "b", 1, &["codeowners"]);
+        let approve2 = decision(
+            Verdict::Approve,
+            Tier::High,
+            "c",
+            2,
+            &["@lead", "codeowners"],
+        );
+        let deny = decision(Verdict::Deny, Tier::Critical, "d", 0, &[]);
+
+        let combined =
+            Decision::strictest(vec![allow.clone(), approve1.clone(), approve2]).unwrap();
+        assert_eq!(combined.verdict, Verdict::Approve);
+        assert_eq!(combined.tier, Tier::High);
+        assert_eq!(combined.approvals, 2);
+        assert_eq!(combined.approvers, ["codeowners", "@lead"]);
+        assert_eq!(combined.rule_ids, ["b", "c"]);
+        assert_eq!(combined.triggered_by, ["b-file", "c-file"]);
+        assert!(combined.explanation.contains("b says") && combined.explanation.contains("c says"));
+
+        let denied = Decision::strictest(vec![approve1, deny, allow.clone()]).unwrap();
+        assert_eq!(denied.verdict, Verdict::Deny);
+        assert_eq!(denied.rule_ids, ["d"]);
+        assert_eq!(Decision::strictest(vec![allow.clone()]), Some(allow));
+        assert_eq!(Decision::strictest(Vec::new()), None);
+    }
+}

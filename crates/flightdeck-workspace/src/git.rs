@@ -198,7 +198,9 @@ impl Worktree {
     pub fn restore(&self, tree: Option<&str>) -> Result<(), GitError> {
         let target = tree.unwrap_or(&self.base);
         self.git(&["read-tree", "-u", "--reset", target], &[])?;
-        self.git(&["clean", "-fdq"], &[])?;
+        // -x: ignored files too (a build directory, node_modules): nothing unrecorded
+        // may influence what runs next.
+        self.git(&["clean", "-fdxq"], &[])?;
         Ok(())
     }
 

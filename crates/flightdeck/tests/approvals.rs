@@ -189,7 +189,7 @@ fn a_dependency_change_waits_for_a_code_owner_and_resume_publishes_exactly_the_a
     assert_eq!(resumed["approvals"][0]["status"], "approved");
     assert_eq!(
         resumed["approvals"][0]["approved_by"],
-        serde_json::json!(["@ALICE"])
+        serde_json::json!(["@alice"])
     );
     let branch = format!("flightdeck/{id}");
     assert_eq!(
@@ -209,7 +209,7 @@ fn a_dependency_change_waits_for_a_code_owner_and_resume_publishes_exactly_the_a
     // the sha256 of exactly what was published.
     let events = cli.timeline(&id);
     let vote = &events_of_type(&events, "approval.decided")[0]["data"];
-    assert_eq!(vote["by"], "@ALICE");
+    assert_eq!(vote["by"], "@alice");
     assert_eq!(vote["decision"], "approve");
     assert_eq!(vote["channel"], "cli");
     assert_eq!(vote["comment"], "lgtm");
@@ -241,10 +241,10 @@ fn a_dependency_change_waits_for_a_code_owner_and_resume_publishes_exactly_the_a
         .expect_code(0)
         .stdout();
     assert!(pr.contains("Risk tier: **medium**"), "{pr}");
-    assert!(pr.contains("approve by @ALICE via cli"), "{pr}");
+    assert!(pr.contains("approve by @alice via cli"), "{pr}");
     let human = cli.run(&["show", &id]).expect_code(0).stdout();
     assert!(human.contains("risk       medium"), "{human}");
-    assert!(human.contains("approve by @ALICE via cli"), "{human}");
+    assert!(human.contains("approve by @alice via cli"), "{human}");
     cli.run(&["audit", "verify", &id]).expect_code(0);
 }
 
@@ -269,6 +269,15 @@ fn an_infra_change_needs_two_distinct_people_and_team_members_count() {
     let id = summary["id"].as_str().unwrap();
     let approval = pending["id"].as_str().unwrap();
 
+    // Only people approve: a team handle is refused, so nobody counts twice.
+    let team = cli
+        .run_as("@acme/sre", &["approve", approval])
+        .expect_code(2);
+    assert!(
+        team.stderr().contains("only people approve"),
+        "{}",
+        team.stderr()
+    );
     let first = cli.run_as("@erin", &["approve", approval]).expect_code(0);
     assert!(first.stdout().contains("1 of 2"), "{}", first.stdout());
     let again = cli.run_as("@erin", &["approve", approval]).expect_code(2);
@@ -596,4 +605,102 @@ fn policy_explain_gives_the_decision_the_rules_and_who_may_approve() {
     let out = cli.run(&["run", "t", "--repo", path]).expect_code(2);
     assert!(out.stderr().contains("policy.toml:2:"), "{}", out.stderr());
     assert!(!cli.data_dir().join("flightdeck.db").exists());
+}
+
+#[test]
+fn every_triggering_file_needs_its_own_owner_and_unrelated_owners_are_not_eligible() {
+    let codeowners = "* @bob\nCargo.toml @alice\nCargo.lock @dan\n";
+    let repo = repo(
+        &[(".github/CODEOWNERS", codeowners)],
+        &[
+            DEPENDENCY_STEP,
+            "echo '# lock' >> Cargo.lock",
+            "echo more >> README.md",
+        ],
+    );
+    let cli = Cli::new(BIN);
+    let (code, summary) = run(&cli, &repo);
+    assert_eq!(code, 3, "{summary:#}");
+    let id = summary["id"].as_str().unwrap();
+    let pending = &summary["pending_approvals"][0];
+    assert_eq!(pending["required"], 1);
+    assert_eq!(pending["eligible"], serde_json::json!(["@dan", "@alice"]));
+    let approval = pending["id"].as_str().unwrap();
+    // @bob owns README.md, which changed too but did not trigger the dependency rule.
+    cli.run_as("@bob", &["approve", approval]).expect_code(2);
+    // One approval is required, but as on GitHub each owned file that triggered the rule
+    // needs one of its own owners: @dan's approval does not stand in for @alice's.
+    let dan = cli.run_as("@dan", &["approve", approval]).expect_code(0);
+    assert!(
+        dan.stdout()
+            .contains("still waiting for a code owner of Cargo.toml (@alice)"),
+        "{}",
+        dan.stdout()
+    );
+    let waiting = show(&cli, id);
+    assert_eq!(waiting["status"], "awaiting_approval");
+    assert_eq!(
+        waiting["pending_approvals"][0]["waiting_for_owners"],
+        serde_json::json!({"Cargo.toml": ["@alice"]})
+    );
+    cli.run(&["resume", id]).expect_code(3);
+    cli.run_as("@alice", &["approve", approval]).expect_code(0);
+    let done = cli.run(&["--json", "resume", id]).expect_code(0).json();
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(
+        done["approvals"][0]["approved_by"],
+        serde_json::json!(["@dan", "@alice"])
+    );
+}
+
+#[test]
+fn an_approval_is_spent_by_its_command_and_the_same_command_later_asks_again() {
+    let policy = "[defaults]\npublish = \"allow\"\n[[rule]]\nid = \"deploys\"\naction = \"command\"\ncommand_matches = [\"sh deploy.sh\"]\ndecision = \"approve\"\napprovers = [\"@alice\"]\n";
+    let repo = repo(
+        &[
+            (".flightdeck/policy.toml", policy),
+            ("deploy.sh", "echo deploying\n"),
+        ],
+        &["sh deploy.sh", "sh deploy.sh"],
+    );
+    let cli = Cli::new(BIN);
+    let (code, summary) = run(&cli, &repo);
+    assert_eq!(code, 3, "{summary:#}");
+    let id = summary["id"].as_str().unwrap();
+    let first = summary["pending_approvals"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    cli.run_as("@alice", &["approve", &first]).expect_code(0);
+    // Step 1 runs; step 2 is the same command on the same (unchanged) worktree, and still
+    // needs its own approval.
+    let parked = cli.run(&["--json", "resume", id]).expect_code(3).json();
+    let second = &parked["pending_approvals"][0];
+    assert_eq!(second["subject"], "step-1");
+    assert_ne!(second["id"], first.as_str());
+    cli.run_as("@alice", &["approve", second["id"].as_str().unwrap()])
+        .expect_code(0);
+    cli.run(&["resume", id]).expect_code(0);
+    let events = cli.timeline(id);
+    assert_eq!(events_of_type(&events, "approval.requested").len(), 2);
+    assert_eq!(events_of_type(&events, "tool.completed").len(), 2);
+}
+
+#[test]
+fn write_rules_judge_what_run_steps_wrote_before_anything_is_published() {
+    let policy = "[defaults]\npublish = \"allow\"\n[[rule]]\nid = \"no-secrets\"\naction = \"write\"\npaths = [\"secrets/**\"]\ndecision = \"deny\"\ntier = \"critical\"\n";
+    let repo = repo(
+        &[(".flightdeck/policy.toml", policy)],
+        &["mkdir -p secrets && echo hunter2 > secrets/key"],
+    );
+    let cli = Cli::new(BIN);
+    let (code, summary) = run(&cli, &repo);
+    assert_eq!(code, 1, "{summary:#}");
+    assert_eq!(summary["error"]["kind"], "policy_denied");
+    let message = summary["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no-secrets") && message.contains("secrets/key"),
+        "{message}"
+    );
+    assert!(repo.git(&["branch", "--list", "flightdeck/*"]).is_empty());
 }

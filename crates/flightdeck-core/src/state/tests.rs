@@ -291,7 +291,23 @@ fn request(id: &str, gate: &str, required: u32, expires: Option<u64>) -> EventKi
         approvers: vec!["codeowners".into()],
         changed_paths: vec!["Cargo.toml".into()],
         expires_after_seconds: expires,
+        teams: Default::default(),
+        code_owners: Default::default(),
     })
+}
+
+/// A request whose owned paths each need one of their owners (one team among them).
+fn owned_request() -> EventKind {
+    let EventKind::ApprovalRequested(mut request) = request("a", "publish", 1, None) else {
+        unreachable!()
+    };
+    request.code_owners = [
+        ("Cargo.toml".to_string(), vec!["@alice".to_string()]),
+        ("Cargo.lock".to_string(), vec!["@acme/sre".to_string()]),
+    ]
+    .into();
+    request.teams = [("@acme/sre".to_string(), vec!["@erin".to_string()])].into();
+    EventKind::ApprovalRequested(request)
 }
 
 fn vote(id: &str, by: &str, decision: &str, diff: &str) -> EventKind {
@@ -463,6 +479,35 @@ fn approvals_fold_to_the_right_status() {
             Waiting,
         ),
         (
+            "one approval of two owned paths",
+            vec![owned_request(), vote("a", "@alice", "approve", DIFF)],
+            Pending,
+            vec!["@alice"],
+            Waiting,
+        ),
+        (
+            "a non-owner does not cover a path",
+            vec![
+                owned_request(),
+                vote("a", "@bob", "approve", DIFF),
+                vote("a", "@alice", "approve", DIFF),
+            ],
+            Pending,
+            vec!["@bob", "@alice"],
+            Waiting,
+        ),
+        (
+            "a team member covers the team's path",
+            vec![
+                owned_request(),
+                vote("a", "@alice", "approve", DIFF),
+                vote("a", "@ERIN", "approve", DIFF),
+            ],
+            Approved,
+            vec!["@alice", "@ERIN"],
+            Waiting,
+        ),
+        (
             "the mission ends first",
             vec![request("a", "publish", 1, None), finished(Cancelled)],
             Withdrawn,
@@ -528,6 +573,23 @@ fn impossible_approval_histories_are_refused() {
                 expired(),
             ],
             "expired after",
+        ),
+        (
+            "the same person twice",
+            vec![
+                request("a", "publish", 2, None),
+                vote("a", "@alice", "approve", DIFF),
+                vote("a", " ALICE ", "approve", DIFF),
+            ],
+            "decided twice",
+        ),
+        (
+            "resumed while an approval is pending",
+            vec![
+                request("a", "publish", 1, None),
+                EventKind::MissionResumed(MissionResumed { by: "@x".into() }),
+            ],
+            "while approval a is pending",
         ),
         (
             "a decision that is neither",

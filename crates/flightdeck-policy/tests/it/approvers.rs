@@ -155,6 +155,32 @@ fn check_approver_cases() {
             already: &["@carol"],
             ..row("bob@example.com", &["codeowners"], infra, Ok(()))
         },
+        // Only people approve: a team handle (listed, configured or merely team-shaped) is
+        // refused, so nobody counts twice as themselves and as their team.
+        row(
+            "@acme/sre",
+            &["codeowners"],
+            infra,
+            Err(ApproverRefusal::TeamIdentity {
+                identity: "@acme/sre".into(),
+            }),
+        ),
+        row(
+            " ACME/SRE ",
+            &["@acme/sre"],
+            &["src/a.rs"],
+            Err(ApproverRefusal::TeamIdentity {
+                identity: "ACME/SRE".into(),
+            }),
+        ),
+        row(
+            "@other/team",
+            &["codeowners"],
+            &["docs/x.md"],
+            Err(ApproverRefusal::TeamIdentity {
+                identity: "@other/team".into(),
+            }),
+        ),
         // A requirement naming nobody cannot be met.
         row("@alice", &[], &["src/a.rs"], not_eligible(&[])),
         row(

@@ -165,6 +165,24 @@ pub async fn decide(
             )
         };
         println!("approved {approval} ({gate} gate) as {by}: {approved} of {required}, the gate is open; {next}");
+    } else if approved >= required as usize {
+        let owners: Vec<String> = progress
+            .uncovered_paths()
+            .iter()
+            .map(|path| {
+                let owners = progress
+                    .request
+                    .code_owners
+                    .get(*path)
+                    .cloned()
+                    .unwrap_or_default();
+                format!("{path} ({})", owners.join(", "))
+            })
+            .collect();
+        println!(
+            "approved {approval} ({gate} gate) as {by}: {approved} of {required}; still waiting for a code owner of {}",
+            owners.join(", ")
+        );
     } else {
         println!(
             "approved {approval} ({gate} gate) as {by}: {approved} of {required}; waiting for {} more from {}",
