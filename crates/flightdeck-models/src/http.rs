@@ -134,8 +134,8 @@ impl HttpClient {
             source = cause.source();
         }
         let message = scrub_text(message, secret);
-        if error.is_builder() || error.is_request() && !error.is_connect() && error.url().is_none()
-        {
+        // A request that could not even be built (a bad base URL) will not get better.
+        if error.is_builder() {
             return ModelError::InvalidRequest {
                 provider: provider.to_string(),
                 message,

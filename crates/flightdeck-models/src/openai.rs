@@ -380,6 +380,24 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_bad_base_url_is_a_final_invalid_request() {
+        let provider = OpenAiProvider::new(OpenAiConfig {
+            name: "local".into(),
+            base_url: "not a url".into(),
+            api_key: None,
+            timeout: Duration::from_secs(1),
+            max_tokens_field: MaxTokensField::default(),
+        })
+        .unwrap();
+        let error = provider
+            .chat(&ChatRequest::new("m", vec![Message::user("hi")]))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), "invalid_request", "{error}");
+        assert!(!error.retryable());
+    }
+
     #[test]
     fn rejects_unreadable_responses() {
         let cases: &[(&str, &str)] = &[
