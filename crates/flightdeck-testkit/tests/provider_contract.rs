@@ -92,6 +92,8 @@ impl Sleeper for RecordingSleeper {
 struct Recorder {
     bytes: Vec<Vec<u8>>,
     lines: Vec<String>,
+    /// The request bytes announced before the last call.
+    last_attempt: Vec<u8>,
 }
 
 #[async_trait]
@@ -107,6 +109,7 @@ impl RouteObserver for Recorder {
                 ..
             } => {
                 self.bytes.push(request_body.to_vec());
+                self.last_attempt = request_body.to_vec();
                 self.lines.push(format!("requested {model}"));
             }
             RouteEvent::Responded { record } | RouteEvent::Failed { record } => {
@@ -531,6 +534,11 @@ async fn routing_over_real_http() {
         match (&result, scenario.result) {
             (Ok(routed), Ok(served)) => {
                 assert_eq!(routed.exchange.response.model_served, served, "{name}");
+                // What was announced before the call is what was sent.
+                assert_eq!(
+                    recorder.last_attempt, routed.exchange.request_body,
+                    "{name}"
+                );
                 assert_exchange_has_no_key(&routed.exchange);
             }
             (Err(error), Err(fragment)) => {
