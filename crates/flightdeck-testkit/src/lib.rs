@@ -1,11 +1,22 @@
-//! Test helpers: temporary git repositories made with the real `git`, and a driver for the
-//! real `flightdeck` binary with its own data directory.
+//! Test helpers: temporary git repositories made with the real `git`, a driver for the
+//! real `flightdeck` binary with its own data directory, and fake model provider servers
+//! ([`FakeOpenAi`], [`FakeAnthropic`]) that hold every request and response to the providers'
+//! published contracts ([`openapi`]).
 //!
 //! Test support code: it panics on failure, as tests should.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+pub mod fake_anthropic;
+pub mod fake_http;
+pub mod fake_openai;
+pub mod openapi;
+
+pub use fake_anthropic::FakeAnthropic;
+pub use fake_http::{FakeReply, RecordedRequest};
+pub use fake_openai::FakeOpenAi;
 
 /// A git repository in a temporary directory, removed on drop.
 pub struct TestRepo {

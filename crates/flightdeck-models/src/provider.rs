@@ -1,0 +1,80 @@
+//! The `Provider` trait and the wire formats whose bytes are recorded.
+
+use async_trait::async_trait;
+
+use crate::error::ModelError;
+use crate::openai::MaxTokensField;
+use crate::types::{ChatRequest, ChatResponse, Exchange};
+
+/// Something that answers chat requests.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The provider's name as model refs spell it (`openai`, `anthropic`, `scripted`, …).
+    fn name(&self) -> &str;
+
+    /// How this provider encodes requests: `wire_format().encode_request(r)` is exactly the
+    /// body [`Provider::chat`] sends for `r`, so a caller can record the request before the
+    /// call.
+    fn wire_format(&self) -> WireFormat;
+
+    /// One call: the request as given (its `model` is sent as is), no retries. The exchange
+    /// carries the exact bytes sent and received.
+    async fn chat(&self, request: &ChatRequest) -> Result<Exchange, ModelError>;
+}
+
+/// How a provider puts a request and a response into bytes. The replay provider uses it to
+/// re-encode a new request the way the recorded one was encoded, and to decode the recorded
+/// response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    /// Chat Completions JSON.
+    OpenAi(MaxTokensField),
+    /// Messages JSON.
+    Anthropic,
+    /// The serde JSON of [`ChatRequest`] / [`ChatResponse`] (the scripted provider's bytes).
+    Neutral,
+}
+
+impl WireFormat {
+    /// The request body this format sends for `request`.
+    pub fn encode_request(self, request: &ChatRequest) -> Result<Vec<u8>, ModelError> {
+        let provider = self.label();
+        match self {
+            WireFormat::OpenAi(field) => {
+                crate::openai::to_bytes(provider, &crate::openai::encode_request(request, field))
+            }
+            WireFormat::Anthropic => {
+                crate::openai::to_bytes(provider, &crate::anthropic::encode_request(request))
+            }
+            WireFormat::Neutral => {
+                serde_json::to_vec(request).map_err(|e| ModelError::InvalidRequest {
+                    provider: provider.to_string(),
+                    message: format!("cannot encode the request: {e}"),
+                })
+            }
+        }
+    }
+
+    /// Reads a response body of this format.
+    pub fn decode_response(self, body: &[u8]) -> Result<ChatResponse, ModelError> {
+        let provider = self.label();
+        match self {
+            WireFormat::OpenAi(_) => crate::openai::decode_response(provider, body),
+            WireFormat::Anthropic => crate::anthropic::decode_response(provider, body),
+            WireFormat::Neutral => {
+                serde_json::from_slice(body).map_err(|e| ModelError::InvalidResponse {
+                    provider: provider.to_string(),
+                    message: format!("not a neutral chat response: {e}"),
+                })
+            }
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            WireFormat::OpenAi(_) => "openai",
+            WireFormat::Anthropic => "anthropic",
+            WireFormat::Neutral => "neutral",
+        }
+    }
+}
