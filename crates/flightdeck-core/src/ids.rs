@@ -45,6 +45,15 @@ pub fn step_call_id(step_index: usize) -> String {
     format!("step-{step_index}")
 }
 
+/// Whether `call_id` is a call of step `step_index`: `step-N`, or a re-run `step-N#k`.
+pub fn is_call_of_step(call_id: &str, step_index: usize) -> bool {
+    let base = step_call_id(step_index);
+    call_id == base
+        || call_id
+            .strip_prefix(&base)
+            .is_some_and(|rest| rest.starts_with('#'))
+}
+
 /// The id of a mission's `n`th approval (from 1): `a-<the mission's ULID>-<n>`. The
 /// mission can be found from the id alone, so `flightdeck approve ID` needs no index.
 pub fn approval_id(mission: &str, n: usize) -> String {

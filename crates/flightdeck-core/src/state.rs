@@ -596,20 +596,30 @@ impl MissionState {
             .collect()
     }
 
-    /// The approved approval that covers `gate` for `subject_key` on exactly `diff_hash`
-    /// (`subject_key` is the command for command gates, the gate name otherwise).
-    pub fn granted_approval(
-        &self,
-        gate: &str,
-        subject_key: &str,
-        diff_hash: &str,
-    ) -> Option<&ApprovalProgress> {
+    /// The approved approval of `gate` that covers exactly `diff_hash`.
+    pub fn granted_approval(&self, gate: &str, diff_hash: &str) -> Option<&ApprovalProgress> {
         self.approvals_in_order().find(|a| {
             a.status == ApprovalStatus::Approved
                 && a.request.gate == gate
                 && a.request.diff_hash == diff_hash
-                && a.request.command.as_deref().unwrap_or(&a.request.gate) == subject_key
         })
+    }
+
+    /// The tool calls of `run` step `index` (the first, and re-runs of interrupted ones).
+    pub fn calls_of_step(
+        &self,
+        index: usize,
+    ) -> impl Iterator<Item = (&String, &ToolCallProgress)> {
+        self.tool_calls
+            .iter()
+            .filter(move |(id, _)| crate::ids::is_call_of_step(id, index))
+    }
+
+    /// The result of step `index`'s call that completed (at most one does: a completed call
+    /// ends its step).
+    pub fn completed_call_of_step(&self, index: usize) -> Option<&ToolCompleted> {
+        self.calls_of_step(index)
+            .find_map(|(_, call)| call.completed.as_ref())
     }
 
     /// Tool calls made so far (every request counts, interrupted ones too).
@@ -654,10 +664,7 @@ impl MissionState {
                     "index": index,
                     "kind": s.kind,
                     "description": s.description,
-                    "status": s.status.map_or("running", |st| match st {
-                        StepStatus::Succeeded => "succeeded",
-                        StepStatus::Failed => "failed",
-                    }),
+                    "status": s.status.map_or("running", StepStatus::as_str),
                 })
             })
             .collect();

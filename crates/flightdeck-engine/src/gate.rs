@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use flightdeck_core::event::{
     ApprovalDecided, ApprovalExpired, ApprovalRequested, MissionCreated, MissionError,
-    MissionFinished, PolicyDecided,
+    MissionFinished, PolicyDecided, StepStatus,
 };
 use flightdeck_core::ids::{approval_id, mission_of_approval};
 use flightdeck_core::state::{ApprovalProgress, ApprovalStatus};
@@ -471,25 +471,11 @@ fn bundle_json(input: BundleInput<'_>) -> Value {
         .steps
         .iter()
         .map(|(index, step)| {
-            let done = state
-                .tool_calls
-                .values()
-                .filter(|c| {
-                    c.requested.call_id == flightdeck_core::ids::step_call_id(*index)
-                        || c.requested.call_id.starts_with(&format!(
-                            "{}#",
-                            flightdeck_core::ids::step_call_id(*index)
-                        ))
-                })
-                .filter_map(|c| c.completed.as_ref())
-                .next_back();
+            let done = state.completed_call_of_step(*index);
             json!({
                 "index": index,
                 "description": step.description,
-                "status": step.status.map_or("running", |s| match s {
-                    flightdeck_core::event::StepStatus::Succeeded => "succeeded",
-                    flightdeck_core::event::StepStatus::Failed => "failed",
-                }),
+                "status": step.status.map_or("running", StepStatus::as_str),
                 "exit_code": done.and_then(|d| d.exit_code),
                 "duration_ms": done.map(|d| d.duration_ms),
                 "output": done.map(|d| d.output.to_string()),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flightdeck_core::event::*;
-use flightdeck_core::ids::step_call_id;
+use flightdeck_core::ids::{is_call_of_step, step_call_id};
 use flightdeck_core::template::{Network, Runtime, Step, Template};
 use flightdeck_core::{Digest, EventKind, MissionId, MissionState, MissionStatus, StoredEvent};
 use flightdeck_store::{AppendRequest, NewEvent, Projection, StoreError};
@@ -140,18 +140,12 @@ impl Engine {
     /// A mission waiting for approvals stays parked (returned unchanged) until every
     /// pending approval is granted; one whose approval expired fails here.
     pub async fn resume(&self, id: &str, by: &str) -> Result<MissionState, EngineError> {
-        let mut state = self.load(id).await?;
+        let state = self.load(id).await?;
         if state.status.is_terminal() {
             return Err(EngineError::AlreadyFinished {
                 id: state.id.clone(),
                 status: state.status,
             });
-        }
-        if self.expire_due_in(&mut state).await? {
-            return Ok(state);
-        }
-        if still_waiting(&state) {
-            return Ok(state);
         }
         self.with_lease(state, true, Some(by)).await
     }
@@ -472,11 +466,7 @@ impl Engine {
             }
         }
         let base_call = step_call_id(index);
-        let attempts = state
-            .tool_calls
-            .keys()
-            .filter(|id| **id == base_call || id.starts_with(&format!("{base_call}#")))
-            .count();
+        let attempts = state.calls_of_step(index).count();
         let call_id = if attempts == 0 {
             base_call
         } else {
@@ -803,10 +793,7 @@ impl Engine {
                 Ok(false)
             }
             _ => {
-                if state
-                    .granted_approval(PUBLISH_GATE, PUBLISH_GATE, &diff_hash)
-                    .is_some()
-                {
+                if state.granted_approval(PUBLISH_GATE, &diff_hash).is_some() {
                     return Ok(true);
                 }
                 let waiting = state
@@ -941,24 +928,12 @@ fn still_waiting(state: &MissionState) -> bool {
     state.status == MissionStatus::AwaitingApproval && state.pending_approvals().next().is_some()
 }
 
-/// Whether `call_id` is a call of step `index` (`step-N`, or a re-run `step-N#k`).
-fn is_call_of_step(call_id: &str, index: usize) -> bool {
-    let base = step_call_id(index);
-    call_id == base
-        || call_id
-            .strip_prefix(&base)
-            .is_some_and(|rest| rest.starts_with('#'))
-}
-
 /// The call of step `index` that waited for an approval that has now been granted and that
 /// has not run yet (nor been interrupted while running), with the diff hash approved.
 fn approved_waiting_call(state: &MissionState, index: usize) -> Option<(String, String)> {
     state
-        .tool_calls
-        .iter()
-        .filter(|(id, call)| {
-            is_call_of_step(id, index) && call.completed.is_none() && !call.interrupted
-        })
+        .calls_of_step(index)
+        .filter(|(_, call)| call.completed.is_none() && !call.interrupted)
         .find_map(|(id, call)| {
             let approval = state.approvals.get(call.approval.as_deref()?)?;
             (approval.status == ApprovalStatus::Approved)

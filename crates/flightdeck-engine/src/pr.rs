@@ -4,7 +4,6 @@
 use std::fmt::Write;
 
 use flightdeck_core::event::FileChange;
-use flightdeck_core::ids::step_call_id;
 use flightdeck_core::template::Template;
 use flightdeck_core::MissionState;
 
@@ -81,14 +80,7 @@ pub fn render_pr_description(ctx: &PrContext<'_>) -> String {
     let _ = writeln!(out, "\n## Steps\n");
     let _ = writeln!(out, "| # | Step | Result | Time |\n|---|---|---|---|");
     for (index, step) in &state.steps {
-        let base = step_call_id(*index);
-        let call = state
-            .tool_calls
-            .iter()
-            .filter(|(id, _)| **id == base || id.starts_with(&format!("{base}#")))
-            .filter_map(|(_, c)| c.completed.as_ref())
-            .next_back();
-        let (result, time) = match call {
+        let (result, time) = match state.completed_call_of_step(*index) {
             Some(done) => {
                 let result = match (done.ok, done.exit_code, done.timed_out) {
                     (_, _, true) => "timed out".to_string(),

@@ -634,7 +634,7 @@ fn the_summary_reports_risk_tier_and_pending_approvals() {
     assert_eq!(pending["expires_at"], "1970-01-01T00:01:04.000Z");
     assert_eq!(state.due_expiries(63_999).len(), 0);
     assert_eq!(state.due_expiries(64_000).len(), 1);
-    assert!(state.granted_approval("publish", "publish", DIFF).is_none());
+    assert!(state.granted_approval("publish", DIFF).is_none());
 }
 
 proptest! {
