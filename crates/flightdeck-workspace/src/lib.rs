@@ -2,9 +2,11 @@
 //! commands in it (bubblewrap sandbox by default; containers arrive with the docker runtime).
 //!
 //! The engine talks to [`Workspace`]; the git side of a worktree (snapshots, restore, diff,
-//! commit, patch) is [`Worktree`], run on the host, never inside the sandbox.
+//! commit, patch) is [`Worktree`], run on the host, never inside the sandbox. The agent's
+//! built-in file tools go through [`ConfinedFs`], which keeps them inside the worktree.
 
 mod exec;
+mod files;
 mod git;
 mod local;
 
@@ -14,6 +16,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 pub use exec::{CommandOutcome, MAX_CAPTURED_OUTPUT};
+pub use files::{
+    Access, ConfinedFs, EntryKind, FileRead, FileToolError, FileWritten, ListEntry, Listing,
+    SearchMatch, SearchResult, BINARY_PROBE_BYTES, MAX_EDIT_BYTES, MAX_LINE_CHARS,
+    MAX_SEARCH_FILE_BYTES,
+};
 pub use git::{repo_root, resolve_commit, DiffFile, GitError, Worktree};
 pub use local::{LocalWorkspace, Sandbox};
 
