@@ -52,6 +52,10 @@ pub struct MissionCreated {
     pub codeowners: Option<Digest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codeowners_path: Option<String>,
+    /// The scripts of the template's `scripted:` models (model ref → the script's bytes), so
+    /// a resumed or replayed mission is answered by the script it was created with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_scripts: BTreeMap<String, Digest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,6 +119,15 @@ pub struct StepStarted {
     /// The command, or the agent role and task, for people reading the timeline.
     #[serde(default)]
     pub description: String,
+    /// Agent steps: the role (`planner`, `coder`, `reviewer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Agent steps: the system prompt's bytes (an artifact), so a replay knows what ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_prompt: Option<Digest>,
+    /// Agent steps: the model refs the step may call, pinned one first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<String>,
 }
 
 /// How a step ended.
@@ -144,21 +157,52 @@ pub struct StepFinished {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelRequested {
+    /// One logical call of an agent (`step-<i>.m<n>`); its retries and fallbacks share it.
     pub call_id: String,
     pub provider: String,
+    /// The model id sent (for `scripted`, the script's path).
     pub model: String,
     pub role: String,
+    /// The exact request bytes sent.
     pub request: Digest,
+    /// 1 for the first attempt of the call, then one more per retry or fallback.
+    #[serde(default = "one")]
+    pub attempt: u32,
+    /// The worst case the budget reserved for this attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reserved: Option<Reservation>,
+}
+
+/// What a model call may cost at most: checked against the budget before it is made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub tokens: u64,
+    /// `null` when the model has no price (only allowed without a `usd` limit).
+    pub usd: Option<f64>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelResponded {
     pub call_id: String,
     pub model_served: String,
+    /// Every prompt token, cache reads and writes included.
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cost_usd: f64,
+    /// The exact response bytes received.
     pub response: Digest,
+    #[serde(default)]
+    pub cache_read_tokens: u64,
+    #[serde(default)]
+    pub cache_write_tokens: u64,
+    /// The answer as provider-neutral JSON (text and tool calls), from which a resumed or
+    /// replayed agent rebuilds its conversation whatever the provider's format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<Digest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +210,17 @@ pub struct ModelFailed {
     pub call_id: String,
     pub error: String,
     pub retryable: bool,
+    /// The model ref that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default = "one")]
+    pub attempt: u32,
+    /// A stable name for the error (`rate_limited`, `server_error`, `timeout`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The answer of a call that failed its pin check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Digest>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -291,6 +346,12 @@ pub struct BudgetExceeded {
     pub dimension: String,
     pub used: f64,
     pub limit: f64,
+    /// What the refused call needed on top of `used`.
+    #[serde(default)]
+    pub needed: f64,
+    /// The call that was refused (`model call step-1.m3`, `tool call step-2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -54,6 +54,30 @@ pub fn is_call_of_step(call_id: &str, step_index: usize) -> bool {
             .is_some_and(|rest| rest.starts_with('#'))
 }
 
+/// Whether `call_id` is `base` or a re-run of it (`base#k`).
+pub fn is_attempt_of(call_id: &str, base: &str) -> bool {
+    call_id == base
+        || call_id
+            .strip_prefix(base)
+            .is_some_and(|rest| rest.starts_with('#'))
+}
+
+/// The id of the `n`th model call (from 1) of the agent running step `step_index`:
+/// `step-<i>.m<n>`. Its retries and fallbacks share it.
+pub fn agent_model_call_id(step_index: usize, n: usize) -> String {
+    format!("{}.m{n}", step_call_id(step_index))
+}
+
+/// The id of the `k`th tool call (from 1) that model call `model_call_id` asked for:
+/// `step-<i>.m<n>.t<k>`; a re-run after an interruption adds `#<attempt>`.
+pub fn agent_tool_call_id(model_call_id: &str, k: usize, attempt: usize) -> String {
+    if attempt <= 1 {
+        format!("{model_call_id}.t{k}")
+    } else {
+        format!("{model_call_id}.t{k}#{attempt}")
+    }
+}
+
 /// The id of a mission's `n`th approval (from 1): `a-<the mission's ULID>-<n>`. The
 /// mission can be found from the id alone, so `flightdeck approve ID` needs no index.
 pub fn approval_id(mission: &str, n: usize) -> String {
@@ -74,6 +98,16 @@ pub fn mission_of_approval(approval_id: &str) -> Option<MissionId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agent_ids_are_not_calls_of_run_steps() {
+        let model = agent_model_call_id(1, 3);
+        assert_eq!(model, "step-1.m3");
+        assert_eq!(agent_tool_call_id(&model, 2, 1), "step-1.m3.t2");
+        assert_eq!(agent_tool_call_id(&model, 2, 3), "step-1.m3.t2#3");
+        assert!(!is_call_of_step("step-1.m3.t2", 1));
+        assert!(!is_call_of_step("step-1.m3.t2#3", 1));
+    }
 
     #[test]
     fn approval_ids_name_their_mission() {

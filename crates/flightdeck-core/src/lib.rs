@@ -4,6 +4,7 @@
 //! Invariant: nothing here does IO, reads the clock or the environment, or draws random
 //! numbers; callers pass those in. Everything here is deterministic.
 
+pub mod budget;
 pub mod chain;
 pub mod clock;
 pub mod event;

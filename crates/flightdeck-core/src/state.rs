@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::event::*;
+use crate::budget::{action_fingerprint, Ledger};
 use crate::hash::{Digest, GENESIS_HASH};
 
 /// Where a mission is in its life (CONTRACT.md, "Mission summary").
@@ -43,6 +44,11 @@ impl MissionStatus {
             self,
             MissionStatus::Succeeded | MissionStatus::Failed | MissionStatus::Cancelled
         )
+    }
+
+    /// Being worked on: what the wall-time budget counts.
+    pub fn is_active(self) -> bool {
+        matches!(self, MissionStatus::Provisioning | MissionStatus::Running)
     }
 
     /// Parked: waiting for a person, holding no process.
@@ -247,6 +253,46 @@ pub struct MissionState {
     pub tokens: u64,
     pub cost_usd: f64,
     pub budget_raised: BTreeMap<String, f64>,
+    /// Every model call (by call id) with its attempts and answer.
+    pub model_call_log: BTreeMap<String, ModelCallProgress>,
+    /// Spend per model ref (`provider:model` as requested) and per role.
+    pub ledger: Ledger,
+    /// The agents' tool calls since the mission last started or resumed: what the breakers
+    /// look at (a resume is a person's decision to go on, so it starts them afresh).
+    pub recent_actions: Vec<ActionRecord>,
+    /// Failed model attempts since the last answer or resume.
+    pub model_failures_in_a_row: u32,
+    /// Milliseconds spent running (not parked) up to the last event: the wall-time budget.
+    pub active_ms: i64,
+}
+
+/// One logical model call of an agent: its attempts (retries, fallbacks) and its answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCallProgress {
+    pub attempts: Vec<ModelRequested>,
+    pub failures: Vec<ModelFailed>,
+    pub responded: Option<ModelResponded>,
+}
+
+impl ModelCallProgress {
+    /// The attempt that answered (the last one requested).
+    pub fn answering_attempt(&self) -> Option<&ModelRequested> {
+        self.responded.as_ref().and_then(|_| self.attempts.last())
+    }
+}
+
+/// An agent's tool call as the breakers see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionRecord {
+    pub call_id: String,
+    /// The role that asked.
+    pub actor: String,
+    /// `tool` + canonical JSON of the args: equal fingerprints are the same action.
+    pub fingerprint: String,
+    /// `None` until the call completes.
+    pub ok: Option<bool>,
+    /// Whether the call changed the worktree (its recorded tree differs from the one before).
+    pub changed: bool,
 }
 
 impl MissionState {
@@ -274,6 +320,11 @@ impl MissionState {
             tokens: 0,
             cost_usd: 0.0,
             budget_raised: BTreeMap::new(),
+            model_call_log: BTreeMap::new(),
+            ledger: Ledger::default(),
+            recent_actions: Vec::new(),
+            model_failures_in_a_row: 0,
+            active_ms: 0,
         }
     }
 
@@ -321,6 +372,9 @@ impl MissionState {
             });
         }
         let inconsistent = |detail: String| FoldError::Inconsistent { seq, detail };
+        if seq > 1 && self.status.is_active() {
+            self.active_ms += (at_ms - self.last_at_ms).max(0);
+        }
         match kind {
             EventKind::MissionCreated(created) => {
                 if seq != 1 {
@@ -373,6 +427,15 @@ impl MissionState {
                         call.call_id
                     )));
                 }
+                if call.actor != "template" {
+                    self.recent_actions.push(ActionRecord {
+                        call_id: call.call_id.clone(),
+                        actor: call.actor.clone(),
+                        fingerprint: action_fingerprint(&call.tool, &call.args),
+                        ok: None,
+                        changed: false,
+                    });
+                }
                 // A re-request of an interrupted call replaces the old request.
                 self.tool_calls.insert(
                     call.call_id.clone(),
@@ -399,14 +462,71 @@ impl MissionState {
                     )));
                 }
                 call.completed = Some(done.clone());
+                let changed = done.tree.is_some() && done.tree != self.last_tree;
+                if let Some(action) = self
+                    .recent_actions
+                    .iter_mut()
+                    .rev()
+                    .find(|a| a.call_id == done.call_id)
+                {
+                    action.ok = Some(done.ok);
+                    action.changed = changed;
+                }
                 if let Some(tree) = &done.tree {
                     self.last_tree = Some(tree.clone());
                 }
             }
-            EventKind::ModelRequested(_) => self.model_calls += 1,
+            EventKind::ModelRequested(requested) => {
+                self.model_calls += 1;
+                let call = self
+                    .model_call_log
+                    .entry(requested.call_id.clone())
+                    .or_insert_with(|| ModelCallProgress {
+                        attempts: Vec::new(),
+                        failures: Vec::new(),
+                        responded: None,
+                    });
+                if call.responded.is_some() {
+                    return Err(inconsistent(format!(
+                        "model call {} requested again after it was answered",
+                        requested.call_id
+                    )));
+                }
+                call.attempts.push(requested.clone());
+            }
             EventKind::ModelResponded(r) => {
+                let call = self.model_call_log.get_mut(&r.call_id).ok_or_else(|| {
+                    inconsistent(format!(
+                        "model call {} answered but never requested",
+                        r.call_id
+                    ))
+                })?;
+                if call.responded.is_some() {
+                    return Err(inconsistent(format!(
+                        "model call {} answered twice",
+                        r.call_id
+                    )));
+                }
+                call.responded = Some(r.clone());
+                if let Some(attempt) = call.attempts.last() {
+                    self.ledger.add_response(attempt, r);
+                }
                 self.tokens += r.input_tokens + r.output_tokens;
                 self.cost_usd += r.cost_usd;
+                self.model_failures_in_a_row = 0;
+            }
+            EventKind::ModelFailed(failed) => {
+                let call = self.model_call_log.get_mut(&failed.call_id).ok_or_else(|| {
+                    inconsistent(format!(
+                        "model call {} failed but was never requested",
+                        failed.call_id
+                    ))
+                })?;
+                call.failures.push(failed.clone());
+                if let Some(attempt) = call.attempts.last() {
+                    self.ledger.add_failure(attempt);
+                }
+                self.model_failures_in_a_row += 1;
             }
             EventKind::PolicyDecided(decided) => {
                 if let Some(call) = self.tool_calls.get_mut(&decided.subject) {
@@ -514,8 +634,19 @@ impl MissionState {
                 }
                 approval.close(ApprovalStatus::Expired, at_ms);
             }
-            EventKind::BudgetExceeded(_) | EventKind::BreakerTripped(_) => {
-                self.status = MissionStatus::Blocked
+            EventKind::BudgetExceeded(exceeded) => {
+                self.status = MissionStatus::Blocked;
+                self.error = Some(MissionError {
+                    kind: "budget_exceeded".into(),
+                    message: crate::budget::describe_exceeded(exceeded),
+                });
+            }
+            EventKind::BreakerTripped(tripped) => {
+                self.status = MissionStatus::Blocked;
+                self.error = Some(MissionError {
+                    kind: "breaker_tripped".into(),
+                    message: format!("breaker {} tripped: {}", tripped.kind, tripped.detail),
+                });
             }
             EventKind::BudgetRaised(raised) => {
                 *self
@@ -539,7 +670,10 @@ impl MissionState {
                         pending.request.approval_id
                     )));
                 }
-                self.status = MissionStatus::Running
+                self.status = MissionStatus::Running;
+                self.error = None;
+                self.recent_actions.clear();
+                self.model_failures_in_a_row = 0;
             }
             EventKind::MissionFinished(finished) => {
                 if !finished.status.is_terminal() {
@@ -558,7 +692,6 @@ impl MissionState {
                 self.finished = Some(finished.clone());
             }
             EventKind::WorkspaceDrift(_)
-            | EventKind::ModelFailed(_)
             | EventKind::ModelFallback(_)
             | EventKind::AcceptanceChecked(_) => {}
         }
@@ -627,24 +760,24 @@ impl MissionState {
         self.tool_calls.len() as u64
     }
 
-    /// The `budget` object of the summary: used and limit per dimension.
+    /// The `budget` object of the summary: used and limit per dimension (wall time as of the
+    /// last event).
     fn budget_json(&self) -> Value {
-        let limits = self
-            .created
-            .as_ref()
-            .map(|c| c.budget.clone())
-            .unwrap_or_default();
-        let raised = |dim: &str| self.budget_raised.get(dim).copied().unwrap_or(0.0);
-        let limit_f = |l: Option<f64>, dim: &str| l.map(|l| json!(l + raised(dim)));
-        let limit_u = |l: Option<u64>, dim: &str| l.map(|l| json!(l as f64 + raised(dim)));
-        let wall = ((self.last_at_ms - self.first_at_ms).max(0) / 1000) as u64;
-        json!({
-            "usd": {"used": self.cost_usd, "limit": limit_f(limits.usd, "usd")},
-            "tokens": {"used": self.tokens, "limit": limit_u(limits.tokens, "tokens")},
-            "tool_calls": {"used": self.tool_call_count(), "limit": limit_u(limits.tool_calls, "tool_calls")},
-            "model_calls": {"used": self.model_calls, "limit": limit_u(limits.model_calls, "model_calls")},
-            "wall_seconds": {"used": wall, "limit": limit_u(limits.wall_seconds, "wall_seconds")},
-        })
+        use crate::budget::Dimension;
+        let mut budget = serde_json::Map::new();
+        for dimension in Dimension::ALL {
+            let used = self.budget_used(dimension, self.last_at_ms);
+            let used = if dimension.is_integral() {
+                json!(used as u64)
+            } else {
+                json!(used)
+            };
+            budget.insert(
+                dimension.as_str().to_string(),
+                json!({"used": used, "limit": self.budget_limit(dimension)}),
+            );
+        }
+        Value::Object(budget)
     }
 
     /// The mission summary of CONTRACT.md, plus `steps`, `created_at` and `updated_at`.
@@ -682,6 +815,7 @@ impl MissionState {
             "approvals": self.approvals_in_order().map(approval_json).collect::<Vec<_>>(),
             "policy": self.policy_json(),
             "budget": self.budget_json(),
+            "cost": self.ledger.to_json(),
             "events": self.events,
             "head_hash": self.head_hash,
             "artifacts": artifacts,

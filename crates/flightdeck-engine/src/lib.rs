@@ -9,9 +9,14 @@
 //!   through a recorded event (the clock reading is the event's `at`);
 //! - it knows nothing of HTTP or terminals: progress goes to an [`Observer`].
 
+mod agent;
+mod budget;
 mod gate;
 mod mission;
+mod model_call;
+mod models;
 mod pr;
+mod tools;
 mod worker;
 
 use std::path::PathBuf;
@@ -26,6 +31,7 @@ use flightdeck_workspace::{GitError, WorkspaceError};
 
 pub use gate::{Channel, Vote};
 pub use mission::{CreateMission, Engine, RepoFile};
+pub use models::{ModelSettings, ProviderKind, ProviderSettings};
 pub use pr::{render_pr_description, PrContext};
 pub use worker::WorkerId;
 
@@ -74,6 +80,10 @@ pub struct EngineConfig {
     pub worker: WorkerId,
     /// Team membership for approvals (`[teams]` of the installation config).
     pub teams: flightdeck_policy::Teams,
+    /// Providers, prices and waiting limits for model calls.
+    pub models: ModelSettings,
+    /// How the engine waits between retries of a model call (injected so tests need not).
+    pub sleeper: Arc<dyn flightdeck_models::Sleeper>,
 }
 
 /// Why the engine could not do what was asked. A mission that fails is not an error: it is
@@ -101,6 +111,14 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Unsupported(String),
+    /// A model the template names cannot be called as configured.
+    #[error("{message}")]
+    ModelConfig {
+        message: String,
+        hint: Option<String>,
+    },
+    #[error("cannot raise the budget of {id}: {reason}")]
+    BadBudget { id: String, reason: String },
     #[error(transparent)]
     Policy(#[from] flightdeck_policy::PolicyError),
     #[error("no approval `{0}`")]
@@ -127,6 +145,8 @@ pub enum EngineError {
     Artifact(#[from] ArtifactError),
     #[error(transparent)]
     Workspace(#[from] WorkspaceError),
+    #[error(transparent)]
+    Files(#[from] flightdeck_workspace::FileToolError),
     #[error("failed to encode {what}: {message}")]
     Encode { what: &'static str, message: String },
 }

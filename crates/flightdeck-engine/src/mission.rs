@@ -17,7 +17,9 @@ use flightdeck_workspace::{
 use flightdeck_core::state::ApprovalStatus;
 use flightdeck_policy::{Action, ChangedFile, Decision, Policy, Verdict};
 
+use crate::agent::{AgentPlace, AgentStep};
 use crate::gate::{decided_event, denied_error, CurrentDiff, Gates};
+use crate::models::{check_models, ModelSettings};
 use crate::pr::{render_pr_description, PrContext};
 use crate::worker::WorkerId;
 use crate::{EngineConfig, EngineError};
@@ -64,6 +66,8 @@ struct Checked {
     params: BTreeMap<String, String>,
     repo: PathBuf,
     base_commit: String,
+    /// The sources of the template's scripted models, by model ref.
+    scripts: BTreeMap<String, String>,
 }
 
 /// Drives missions. Cheap to clone; every method may be called from any task.
@@ -83,13 +87,17 @@ impl Engine {
 
     /// Checks a request without writing anything: the template parses and renders with the
     /// params, the repository and base commit exist, the runtime is available.
-    pub fn validate(request: &CreateMission) -> Result<(), EngineError> {
-        check(request).map(|_| ())
+    pub fn validate(request: &CreateMission, models: &ModelSettings) -> Result<(), EngineError> {
+        check(request, models).map(|_| ())
     }
 
     /// Records a new mission (`mission.created`); nothing runs yet.
     pub async fn create(&self, request: CreateMission) -> Result<MissionState, EngineError> {
-        let checked = check(&request)?;
+        let checked = check(&request, &self.cfg.models)?;
+        let mut model_scripts = BTreeMap::new();
+        for (model, source) in &checked.scripts {
+            model_scripts.insert(model.clone(), self.put_artifact(source.as_bytes()).await?);
+        }
         let template_source = self
             .put_artifact(request.template_source.as_bytes())
             .await?;
@@ -114,6 +122,7 @@ impl Engine {
             policy_source: Some(policy_source),
             codeowners,
             codeowners_path: request.codeowners.as_ref().map(|f| f.path.clone()),
+            model_scripts,
         };
         let mut state = MissionState::new(request.id.as_str());
         self.append(&mut state, vec![EventKind::MissionCreated(created)])
@@ -366,16 +375,24 @@ impl Engine {
                     self.run_step(state, &gates, &template, &worktree, &workspace, &step)
                         .await?;
                 }
-                Step::Agent { .. } => {
-                    let error = MissionError {
-                        kind: "unsupported_step".into(),
-                        message: format!(
-                            "step {}/{total} is an agent step, which this build cannot run",
-                            index + 1
-                        ),
+                Step::Agent {
+                    role, task, model, ..
+                } => {
+                    let place = AgentPlace {
+                        gates: &gates,
+                        created: &created,
+                        template: &template,
+                        worktree: &worktree,
+                        workspace: &workspace,
                     };
-                    self.finish(state, MissionStatus::Failed, Some(error), None)
-                        .await?;
+                    let step = AgentStep {
+                        index,
+                        total,
+                        role: *role,
+                        task: task.as_deref(),
+                        model: model.as_deref(),
+                    };
+                    self.agent_step(state, &place, &step).await?;
                 }
             }
         }
@@ -478,6 +495,9 @@ impl Engine {
                 index,
                 kind: StepKind::Run,
                 description: command.to_string(),
+                role: None,
+                system_prompt: None,
+                models: Vec::new(),
             }));
         }
         events.push(EventKind::ToolRequested(ToolRequested {
@@ -628,7 +648,7 @@ impl Engine {
 
     /// Runs the command, reporting progress and watching for a cancellation recorded by
     /// another process. `None` when the mission was cancelled (the command is killed).
-    async fn exec_watching(
+    pub(crate) async fn exec_watching(
         &self,
         state: &mut MissionState,
         workspace: &LocalWorkspace,
@@ -646,7 +666,7 @@ impl Engine {
                 _ = ticker.tick() => {
                     self.cfg.observer.still_running(call_id, &spec.command, started.elapsed());
                     let moved_on = self.cfg.store.mission(&state.id).await?.is_some_and(|row| row.last_seq != state.events);
-                    if moved_on {
+                    if moved_on && !self.adopt_budget_raises(state).await? {
                         let latest = self.load(&state.id).await?;
                         if latest.status == MissionStatus::Cancelled {
                             *state = latest;
@@ -863,11 +883,29 @@ impl Engine {
         state: &mut MissionState,
         kinds: Vec<EventKind>,
     ) -> Result<Vec<StoredEvent>, EngineError> {
+        // A budget raised by someone else while we work is folded in and the append retried;
+        // any other foreign append means another writer: we stop.
+        for _ in 0..4 {
+            match self.append_once(state, &kinds).await {
+                Err(EngineError::Raced { .. }) if self.adopt_budget_raises(state).await? => {}
+                other => return other,
+            }
+        }
+        Err(EngineError::Raced {
+            id: state.id.clone(),
+        })
+    }
+
+    async fn append_once(
+        &self,
+        state: &mut MissionState,
+        kinds: &[EventKind],
+    ) -> Result<Vec<StoredEvent>, EngineError> {
         // Time never runs backwards within a timeline, whatever the machine's clock does.
         let at_ms = self.cfg.clock.now_ms().max(state.last_at_ms);
         let mut next = state.clone();
         let mut events = Vec::with_capacity(kinds.len());
-        for kind in &kinds {
+        for kind in kinds {
             next.apply(next.events + 1, at_ms, kind)
                 .map_err(|source| EngineError::Corrupt {
                     id: state.id.clone(),
@@ -1001,7 +1039,7 @@ fn triggering_paths(decision: &Decision, changed: &[ChangedFile]) -> Vec<String>
 }
 
 /// Checks a request without writing anything (see [`Engine::validate`]).
-fn check(request: &CreateMission) -> Result<Checked, EngineError> {
+fn check(request: &CreateMission, models: &ModelSettings) -> Result<Checked, EngineError> {
     Policy::parse(&request.policy_source, &request.policy_file)?;
     let template = Template::parse(
         &request.template_name,
@@ -1009,17 +1047,6 @@ fn check(request: &CreateMission) -> Result<Checked, EngineError> {
         &request.template_source,
     )?;
     let rendered = template.render(&request.params, &request.id)?;
-    if let Some((index, _)) = template
-        .steps
-        .iter()
-        .enumerate()
-        .find(|(_, s)| matches!(s, Step::Agent { .. }))
-    {
-        return Err(EngineError::Unsupported(format!(
-                "{}: steps[{index}] is an `agent` step; this build runs `run` steps only (agent steps arrive with the model layer)",
-                request.template_file
-            )));
-    }
     match template.workspace.runtime {
         Runtime::Local => {
             Sandbox::bubblewrap()?;
@@ -1035,11 +1062,13 @@ fn check(request: &CreateMission) -> Result<Checked, EngineError> {
     let repo = repo_root(&request.repo)
         .map_err(|_| EngineError::NotARepo(request.repo.display().to_string()))?;
     let base_commit = resolve_commit(&repo, &request.base_ref)?;
+    let scripts = check_models(&rendered.template, &repo, models)?;
     Ok(Checked {
         template: rendered.template,
         params: rendered.params,
         repo,
         base_commit,
+        scripts,
     })
 }
 

@@ -80,6 +80,27 @@ pub fn render_pr_description(ctx: &PrContext<'_>) -> String {
     let _ = writeln!(out, "\n## Steps\n");
     let _ = writeln!(out, "| # | Step | Result | Time |\n|---|---|---|---|");
     for (index, step) in &state.steps {
+        if step.kind == flightdeck_core::event::StepKind::Agent {
+            let prefix = format!("{}.", flightdeck_core::ids::step_call_id(*index));
+            let tools = state
+                .tool_calls
+                .keys()
+                .filter(|id| id.starts_with(&prefix))
+                .count();
+            let models = state
+                .model_call_log
+                .keys()
+                .filter(|id| id.starts_with(&prefix))
+                .count();
+            let status = step.status.map_or("not completed", |s| s.as_str());
+            let _ = writeln!(
+                out,
+                "| {} | {} | {status}: {models} model call(s), {tools} tool call(s) | |",
+                index + 1,
+                cell(&step.description)
+            );
+            continue;
+        }
         let (result, time) = match state.completed_call_of_step(*index) {
             Some(done) => {
                 let result = match (done.ok, done.exit_code, done.timed_out) {
@@ -127,6 +148,7 @@ pub fn render_pr_description(ctx: &PrContext<'_>) -> String {
     }
 
     render_policy(&mut out, state);
+    render_cost(&mut out, state);
 
     let _ = writeln!(out, "\n## Timeline\n");
     let _ = writeln!(
@@ -142,6 +164,64 @@ pub fn render_pr_description(ctx: &PrContext<'_>) -> String {
     out
 }
 
+/// Models used and what they cost (from `model.responded`, not from anything a model said),
+/// and the budget used and remaining.
+fn render_cost(out: &mut String, state: &MissionState) {
+    use flightdeck_core::budget::Dimension;
+    if !state.ledger.is_empty() {
+        let _ = writeln!(out, "\n## Models and cost\n");
+        let _ = writeln!(
+            out,
+            "| Model | Served as | Calls | Failed | Input tokens | Cached | Output tokens | Cost |\n|---|---|---|---|---|---|---|---|"
+        );
+        for (model, e) in &state.ledger.by_model {
+            let _ = writeln!(
+                out,
+                "| `{}` | {} | {} | {} | {} | {} | {} | ${:.4} |",
+                cell(model),
+                cell(&e.served.join(", ")),
+                e.calls,
+                e.failed,
+                e.input_tokens,
+                e.cache_read_tokens,
+                e.output_tokens,
+                e.cost_usd
+            );
+        }
+        let _ = writeln!(out, "\n| Role | Calls | Input tokens | Output tokens | Cost |\n|---|---|---|---|---|");
+        for (role, e) in &state.ledger.by_role {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | ${:.4} |",
+                cell(role),
+                e.calls,
+                e.input_tokens,
+                e.output_tokens,
+                e.cost_usd
+            );
+        }
+    }
+    let limited: Vec<String> = Dimension::ALL
+        .into_iter()
+        .filter_map(|d| {
+            let limit = state.budget_limit(d)?;
+            let used = state.budget_used(d, state.last_at_ms);
+            Some(if d == Dimension::Usd {
+                format!("| usd | ${used:.4} | ${limit:.2} | ${:.4} |", (limit - used).max(0.0))
+            } else {
+                format!("| {} | {used} | {limit} | {} |", d.as_str(), (limit - used).max(0.0))
+            })
+        })
+        .collect();
+    if !limited.is_empty() {
+        let _ = writeln!(out, "\n## Budget\n");
+        let _ = writeln!(out, "| Dimension | Used | Limit | Remaining |\n|---|---|---|---|");
+        for line in limited {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+}
+
 /// The risk tier, the gates that were not simply allowed, and who approved what when.
 fn render_policy(out: &mut String, state: &MissionState) {
     let _ = writeln!(out, "\n## Policy\n");
@@ -153,18 +233,22 @@ fn render_policy(out: &mut String, state: &MissionState) {
         .unwrap_or_default();
     let hash = hash.get(..19).unwrap_or(&hash);
     let _ = write!(out, "Risk tier: **{tier}** · policy `{hash}`");
-    let allowed = state
-        .decisions
-        .iter()
-        .filter(|d| d.decision == "allow" && d.action == "command")
-        .count();
-    let notable: Vec<_> = state
-        .decisions
-        .iter()
-        .filter(|d| d.decision != "allow" || d.action != "command")
-        .collect();
-    if allowed > 0 {
-        let _ = write!(out, " · {allowed} command(s) allowed");
+    // Calls simply allowed by default are counted; anything a rule decided, anything not
+    // allowed, and the publish gate are listed.
+    let routine = |d: &&flightdeck_core::event::PolicyDecided| {
+        d.decision == "allow" && d.rule_ids.is_empty() && d.action != "publish"
+    };
+    let mut allowed: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for d in state.decisions.iter().filter(routine) {
+        *allowed.entry(d.action.as_str()).or_default() += 1;
+    }
+    let notable: Vec<_> = state.decisions.iter().filter(|d| !routine(d)).collect();
+    if !allowed.is_empty() {
+        let counts: Vec<String> = allowed
+            .iter()
+            .map(|(action, n)| format!("{n} {action}(s)"))
+            .collect();
+        let _ = write!(out, " · allowed by default: {}", counts.join(", "));
     }
     let _ = writeln!(out);
     if !notable.is_empty() {

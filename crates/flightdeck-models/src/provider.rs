@@ -17,6 +17,14 @@ pub trait Provider: Send + Sync {
     /// call.
     fn wire_format(&self) -> WireFormat;
 
+    /// The most input tokens `request` (encoded as `body`) can be billed for, for the budget
+    /// check before the call. The default is the body's length in bytes: every token of a
+    /// byte-level tokenizer covers at least one byte of text, and the JSON around the text
+    /// takes more bytes than the few tokens a chat template adds per message.
+    fn input_token_bound(&self, _request: &ChatRequest, body: &[u8]) -> u64 {
+        body.len() as u64
+    }
+
     /// One call: the request as given (its `model` is sent as is), no retries. The exchange
     /// carries the exact bytes sent and received.
     async fn chat(&self, request: &ChatRequest) -> Result<Exchange, ModelError>;

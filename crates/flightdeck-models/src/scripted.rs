@@ -281,9 +281,11 @@ impl ScriptedProvider {
             input_tokens: turn
                 .input_tokens
                 .unwrap_or_else(|| estimate_input_tokens(request)),
+            // A model never answers past the request's output limit.
             output_tokens: turn
                 .output_tokens
-                .unwrap_or_else(|| estimate_output_tokens(turn.content.as_deref(), &tool_calls)),
+                .unwrap_or_else(|| estimate_output_tokens(turn.content.as_deref(), &tool_calls))
+                .min(request.max_output_tokens.unwrap_or(u64::MAX)),
             cache_read_tokens: 0,
             cache_write_tokens: 0,
         };
@@ -319,6 +321,17 @@ impl Provider for ScriptedProvider {
 
     fn wire_format(&self) -> WireFormat {
         WireFormat::Neutral
+    }
+
+    /// The turn that will answer may declare its input tokens: the bound covers them.
+    fn input_token_bound(&self, request: &ChatRequest, body: &[u8]) -> u64 {
+        let declared = self
+            .script
+            .turns
+            .get(self.next_turn())
+            .and_then(|turn| turn.input_tokens)
+            .unwrap_or_else(|| estimate_input_tokens(request));
+        declared.max(body.len() as u64)
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<Exchange, ModelError> {

@@ -114,6 +114,13 @@ pub enum Command {
     },
     /// Continue a parked or interrupted mission
     Resume { mission: String },
+    /// Raise a mission's budget (recorded with who did it); `resume` then continues it
+    Budget {
+        mission: String,
+        /// DIM=AMOUNT to add: usd, tokens, tool_calls, model_calls or wall_seconds
+        #[arg(long = "add", value_name = "DIM=AMOUNT", required = true)]
+        add: Vec<String>,
+    },
     /// Cancel a mission; its workspace is cleaned up
     Cancel { mission: String },
     /// Check and export the tamper-evident record

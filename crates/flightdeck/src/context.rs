@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flightdeck_engine::{Engine, EngineConfig, Observer, SystemClock, WorkerId};
+use flightdeck_engine::{
+    Engine, EngineConfig, ModelSettings, Observer, ProviderKind, ProviderSettings, SystemClock,
+    WorkerId,
+};
+use flightdeck_models::{ModelRef, Pricing};
 use flightdeck_store::{ArtifactStore, EventStore, FsArtifactStore};
 use serde::Deserialize;
 
@@ -16,22 +20,47 @@ use crate::error::CliError;
 /// Timeout of a `run` step that sets none.
 const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// `config.toml` (CONTRACT.md, "Installation config"). Sections this build does not use yet
-/// are read as tables so that a file written for a later build still loads.
+/// `config.toml` (CONTRACT.md, "Installation config"). `[secrets]` is read as a table until
+/// the workspace feature uses it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // providers, pricing and secrets are validated now, used by later features
 pub struct Config {
     #[serde(default)]
     pub identity: IdentityConfig,
     #[serde(default)]
     pub teams: BTreeMap<String, Vec<String>>,
     #[serde(default)]
-    pub providers: toml::Table,
+    pub providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
-    pub pricing: toml::Table,
+    pub pricing: BTreeMap<String, Pricing>,
     #[serde(default)]
+    pub models: ModelsConfig,
+    #[serde(default)]
+    #[allow(dead_code)] // validated now, used by the workspace's secrets
     pub secrets: toml::Table,
+}
+
+/// `[providers.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `openai` (Chat Completions compatible) or `anthropic` (Messages); optional for the
+    /// built-in `openai` and `anthropic`.
+    pub kind: Option<String>,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub max_retries: Option<u32>,
+    pub timeout_seconds: Option<u64>,
+    /// `max_completion_tokens` (default) or `max_tokens`, for older compatible servers.
+    pub max_tokens_field: Option<String>,
+}
+
+/// `[models]`: limits of model calls across providers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// The most one model call waits in total between retries (default 300).
+    pub max_wait_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +73,8 @@ pub struct Context {
     pub global: Global,
     pub data_dir: PathBuf,
     pub config: Config,
+    /// `[providers]`, `[pricing]` and `[models]`, checked.
+    pub models: ModelSettings,
 }
 
 impl Context {
@@ -82,10 +113,12 @@ impl Context {
                 ))
             }
         };
+        let models = model_settings(&config, &config_path)?;
         Ok(Context {
             global,
             data_dir,
             config,
+            models,
         })
     }
 
@@ -173,6 +206,8 @@ impl Context {
             default_step_timeout: DEFAULT_STEP_TIMEOUT,
             worker: WorkerId::current(),
             teams: flightdeck_policy::Teams::new(self.config.teams.clone()),
+            models: self.models.clone(),
+            sleeper: Arc::new(flightdeck_models::TokioSleeper),
         }))
     }
 
@@ -190,6 +225,100 @@ impl Context {
         }
         self.engine(observer).await
     }
+}
+
+/// The model settings of the config, every value checked; errors name the config file and
+/// the section at fault.
+fn model_settings(config: &Config, path: &Path) -> Result<ModelSettings, CliError> {
+    let file = path.display();
+    let bad = |what: String, hint: &str| CliError::bad_input(format!("{file}: {what}"), Some(hint.to_string()));
+    let mut settings = ModelSettings::default();
+    for (name, provider) in &config.providers {
+        let builtin = ProviderSettings::builtin(name);
+        let kind = match (provider.kind.as_deref(), &builtin) {
+            (Some("openai"), _) => ProviderKind::OpenAi,
+            (Some("anthropic"), _) => ProviderKind::Anthropic,
+            (Some(other), _) => {
+                return Err(bad(
+                    format!("[providers.{name}] kind = {other:?} is not a provider kind"),
+                    "kind is \"openai\" (Chat Completions compatible: OpenAI, vLLM, Ollama, llama.cpp, LiteLLM) or \"anthropic\" (Messages)",
+                ))
+            }
+            (None, Some(b)) => b.kind,
+            (None, None) => {
+                return Err(bad(
+                    format!("[providers.{name}] has no kind"),
+                    "add kind = \"openai\" or kind = \"anthropic\"",
+                ))
+            }
+        };
+        let base_url = match (&provider.base_url, &builtin) {
+            (Some(url), _) => url.trim_end_matches('/').to_string(),
+            (None, Some(b)) => b.base_url.clone(),
+            (None, None) => {
+                return Err(bad(
+                    format!("[providers.{name}] has no base_url"),
+                    "add base_url, e.g. \"http://localhost:11434/v1\" for Ollama",
+                ))
+            }
+        };
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(bad(
+                format!("[providers.{name}] base_url {base_url:?} is not an http(s) URL"),
+                "write the URL up to the API version, e.g. \"https://api.openai.com/v1\"",
+            ));
+        }
+        let legacy_max_tokens = match provider.max_tokens_field.as_deref() {
+            None | Some("max_completion_tokens") => false,
+            Some("max_tokens") => true,
+            Some(other) => {
+                return Err(bad(
+                    format!("[providers.{name}] max_tokens_field = {other:?} is not a field name"),
+                    "max_tokens_field is \"max_completion_tokens\" (default) or \"max_tokens\"",
+                ))
+            }
+        };
+        let defaults = builtin.as_ref();
+        settings.providers.insert(
+            name.clone(),
+            ProviderSettings {
+                kind,
+                base_url,
+                api_key_env: provider
+                    .api_key_env
+                    .clone()
+                    .or_else(|| defaults.and_then(|b| b.api_key_env.clone())),
+                max_retries: provider.max_retries.unwrap_or(2),
+                timeout: Duration::from_secs(provider.timeout_seconds.unwrap_or(120).max(1)),
+                legacy_max_tokens,
+            },
+        );
+    }
+    for (model, price) in &config.pricing {
+        ModelRef::parse(model).map_err(|e| {
+            bad(
+                format!("[pricing.\"{model}\"]: {e}"),
+                "pricing keys are model refs, e.g. [pricing.\"openai:gpt-4.1-2025-04-14\"]",
+            )
+        })?;
+        let prices = [
+            Some(price.input_per_mtok),
+            Some(price.output_per_mtok),
+            price.cache_read_per_mtok,
+            price.cache_write_per_mtok,
+        ];
+        if prices.iter().flatten().any(|p| !(p.is_finite() && *p >= 0.0)) {
+            return Err(bad(
+                format!("[pricing.\"{model}\"]: prices must be zero or more"),
+                "prices are USD per million tokens",
+            ));
+        }
+        settings.pricing.insert(model.clone(), *price);
+    }
+    if let Some(wait) = config.models.max_wait_seconds {
+        settings.max_wait = Duration::from_secs(wait);
+    }
+    Ok(settings)
 }
 
 fn absolute(path: &Path) -> PathBuf {

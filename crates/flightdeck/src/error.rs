@@ -152,6 +152,11 @@ impl From<EngineError> for CliError {
                 hint("pass --repo with a directory inside a git repository (`git init` makes one)"),
             ),
             EngineError::Unsupported(_) => CliError::bad_input(e.to_string(), None),
+            EngineError::ModelConfig { message, hint } => CliError::bad_input(message, hint),
+            EngineError::BadBudget { ref id, .. } => {
+                let h = format!("nothing was recorded; write DIM=AMOUNT (usd, tokens, tool_calls, model_calls, wall_seconds), e.g. `flightdeck budget {id} --add usd=1.5`; `flightdeck show {id}` shows the limits");
+                CliError::bad_input(e.to_string(), Some(h))
+            }
             EngineError::Policy(p) => p.into(),
             EngineError::UnknownApproval(_) => CliError::bad_input(
                 e.to_string(),

@@ -132,6 +132,47 @@ pub fn describe(event: &StoredEvent) -> String {
             "{} not granted within {} s: counts as a deny",
             a.approval_id, a.expires_after_seconds
         ),
+        EventKind::ModelRequested(m) => {
+            let reserved = m
+                .reserved
+                .as_ref()
+                .map(|r| match r.usd {
+                    Some(usd) => format!(", reserves {} tokens / ${usd:.4}", r.tokens),
+                    None => format!(", reserves {} tokens", r.tokens),
+                })
+                .unwrap_or_default();
+            format!(
+                "{} {}:{} for the {} (attempt {}{reserved})",
+                m.call_id, m.provider, m.model, m.role, m.attempt
+            )
+        }
+        EventKind::ModelResponded(m) => format!(
+            "{} served by {}: {} in / {} out tokens{}, ${:.4}",
+            m.call_id,
+            m.model_served,
+            m.input_tokens,
+            m.output_tokens,
+            if m.cache_read_tokens > 0 {
+                format!(" ({} cached)", m.cache_read_tokens)
+            } else {
+                String::new()
+            },
+            m.cost_usd
+        ),
+        EventKind::ModelFailed(m) => format!(
+            "{} {} attempt {} FAILED{}: {}",
+            m.call_id,
+            m.model.as_deref().unwrap_or("?"),
+            m.attempt,
+            if m.retryable { " (retryable)" } else { "" },
+            one_line(&m.error, 100)
+        ),
+        EventKind::ModelFallback(f) => {
+            format!("{} -> {}: {}", f.from, f.to, one_line(&f.reason, 100))
+        }
+        EventKind::BudgetExceeded(b) => flightdeck_core::budget::describe_exceeded(&b),
+        EventKind::BudgetRaised(b) => format!("{} +{} by {}", b.dimension, b.amount, b.by),
+        EventKind::BreakerTripped(b) => format!("{}: {}", b.kind, one_line(&b.detail, 100)),
         EventKind::MissionInterrupted(i) => i.reason,
         EventKind::MissionResumed(r) => format!("by {}", r.by),
         EventKind::MissionFinished(f) => match (f.error, f.summary) {
@@ -214,6 +255,33 @@ impl Observer for Progress {
                     total(),
                     one_line(&s.description, 100)
                 ));
+            }
+            EventKind::ToolRequested(t) if t.actor != "template" => {
+                let args = match t.args.get("command").and_then(Value::as_str) {
+                    Some(command) => format!("`{}`", one_line(command, 80)),
+                    None => one_line(&t.args.to_string(), 80),
+                };
+                self.say(&format!("    {} {} {args}", t.actor, t.tool));
+            }
+            EventKind::ModelResponded(m) => self.say(&format!(
+                "    model {}: {} in / {} out tokens, ${:.4}",
+                m.model_served, m.input_tokens, m.output_tokens, m.cost_usd
+            )),
+            EventKind::ModelFailed(m) => self.say(&format!(
+                "    model {} failed{}: {}",
+                m.model.as_deref().unwrap_or("?"),
+                if m.retryable { " (will retry or fall back)" } else { "" },
+                one_line(&m.error, 100)
+            )),
+            EventKind::ModelFallback(f) => {
+                self.say(&format!("    falling back from {} to {}", f.from, f.to))
+            }
+            EventKind::BudgetExceeded(b) => self.say(&format!(
+                "  BLOCKED: {}",
+                flightdeck_core::budget::describe_exceeded(&b)
+            )),
+            EventKind::BreakerTripped(b) => {
+                self.say(&format!("  BLOCKED: breaker {} tripped: {}", b.kind, b.detail))
             }
             EventKind::ToolCompleted(t) => {
                 let secs = t.duration_ms as f64 / 1000.0;
@@ -372,6 +440,12 @@ pub fn summary_text(summary: &Value, artifact_path: impl Fn(&str) -> Option<Stri
         let lines: Vec<String> = approvals.iter().map(approval_text).collect();
         row("approvals", lines.join("\n           "));
     }
+    if let Some(budget) = budget_text(summary) {
+        row("budget", budget);
+    }
+    if let Some(cost) = cost_text(summary) {
+        row("cost", cost);
+    }
     if let Some(error) = summary.get("error").filter(|e| !e.is_null()) {
         let kind = error.get("kind").and_then(Value::as_str).unwrap_or("error");
         let message = error.get("message").and_then(Value::as_str).unwrap_or("");
@@ -394,7 +468,67 @@ pub fn summary_text(summary: &Value, artifact_path: impl Fn(&str) -> Option<Stri
         ),
     );
     row("timeline", format!("flightdeck timeline {}", s("id")));
+    if s("status") == "blocked" {
+        row(
+            "next",
+            format!(
+                "raise the budget (`flightdeck budget {0} --add DIM=AMOUNT`) or fix the cause, then `flightdeck resume {0}`",
+                s("id")
+            ),
+        );
+    }
     out
+}
+
+/// The limited budget dimensions: `usd $0.0123 of $2.00 · tool_calls 7 of 200`.
+fn budget_text(summary: &Value) -> Option<String> {
+    let budget = summary.get("budget")?.as_object()?;
+    let parts: Vec<String> = budget
+        .iter()
+        .filter_map(|(dimension, value)| {
+            let limit = value.get("limit").and_then(Value::as_f64)?;
+            let used = value.get("used").and_then(Value::as_f64).unwrap_or(0.0);
+            Some(if dimension == "usd" {
+                format!("usd ${used:.4} of ${limit:.2}")
+            } else {
+                format!("{dimension} {used} of {limit}")
+            })
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(" · "))
+}
+
+/// The cost ledger: total, then one line per model and per role.
+fn cost_text(summary: &Value) -> Option<String> {
+    let cost = summary.get("cost")?;
+    let models = cost.get("by_model")?.as_array()?;
+    if models.is_empty() {
+        return None;
+    }
+    let line = |entry: &Value, key: &str| {
+        let n = |k: &str| entry.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let cached = n("cache_read_tokens");
+        format!(
+            "{}: {} call(s), {} in / {} out tokens{}{}, ${:.4}",
+            entry.get(key).and_then(Value::as_str).unwrap_or("?"),
+            n("calls"),
+            n("input_tokens"),
+            n("output_tokens"),
+            if cached > 0 { format!(" ({cached} cached)") } else { String::new() },
+            match n("failed") {
+                0 => String::new(),
+                failed => format!(", {failed} failed attempt(s)"),
+            },
+            entry.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0)
+        )
+    };
+    let total = cost.get("total_usd").and_then(Value::as_f64).unwrap_or(0.0);
+    let mut lines = vec![format!("${total:.4} total")];
+    lines.extend(models.iter().map(|m| format!("model {}", line(m, "model"))));
+    if let Some(roles) = cost.get("by_role").and_then(Value::as_array) {
+        lines.extend(roles.iter().map(|r| format!("role {}", line(r, "role"))));
+    }
+    Some(lines.join("\n           "))
 }
 
 fn strings(value: Option<&Value>) -> Vec<&str> {

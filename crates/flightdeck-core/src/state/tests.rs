@@ -25,6 +25,7 @@ fn created() -> EventKind {
         policy_source: None,
         codeowners: None,
         codeowners_path: None,
+        model_scripts: Default::default(),
     })
 }
 
@@ -59,6 +60,9 @@ fn timeline(fates: &[StepFate], finish: bool) -> Vec<EventKind> {
             index,
             kind: StepKind::Run,
             description: "x".into(),
+            role: None,
+            system_prompt: None,
+            models: Vec::new(),
         });
         let request = EventKind::ToolRequested(ToolRequested {
             call_id: call_id.clone(),

@@ -52,6 +52,7 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
             } => policy::explain(&ctx, repo, command, write, changed),
         },
         Command::Resume { mission } => resume(&ctx, &mission).await,
+        Command::Budget { mission, add } => budget(&ctx, &mission, &add).await,
         Command::Cancel { mission } => cancel(&ctx, &mission).await,
         Command::Start { mission } => start(&ctx, &mission).await,
         Command::Audit { command } => match command {
@@ -233,6 +234,44 @@ async fn resume(ctx: &Context, mission: &str) -> Result<i32, CliError> {
         );
     }
     print_summary(ctx, &state).await
+}
+
+/// `flightdeck budget MISSION --add DIM=AMOUNT…`: records `budget.raised` (exit 0); the
+/// mission stays as it was until `resume`.
+async fn budget(ctx: &Context, mission: &str, adds: &[String]) -> Result<i32, CliError> {
+    let mut parsed = Vec::with_capacity(adds.len());
+    for add in adds {
+        let bad = || {
+            CliError::bad_input(
+                format!("--add {add}: expected DIM=AMOUNT"),
+                Some("e.g. --add usd=1.5 --add tool_calls=50 (dimensions: usd, tokens, tool_calls, model_calls, wall_seconds)".to_string()),
+            )
+        };
+        let (dimension, amount) = add.split_once('=').ok_or_else(bad)?;
+        let amount: f64 = amount.trim().parse().map_err(|_| bad())?;
+        parsed.push((dimension.trim().to_string(), amount));
+    }
+    let engine = ctx.existing_engine(mission, Arc::new(Silent)).await?;
+    let id = engine.resolve_id(mission).await?;
+    let by = ctx.identity(None)?;
+    let state = engine.raise_budget(&id, &by, &parsed).await?;
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&state.summary()).unwrap_or_default()
+        );
+    } else {
+        for (dimension, amount) in &parsed {
+            let limit = flightdeck_core::budget::Dimension::parse(dimension)
+                .and_then(|d| state.budget_limit(d))
+                .unwrap_or(0.0);
+            println!("{dimension}: +{amount} by {by}, limit now {limit}");
+        }
+        if state.status == MissionStatus::Blocked {
+            eprintln!("mission {id} is still blocked; continue it with `flightdeck resume {id}`");
+        }
+    }
+    Ok(exit::OK)
 }
 
 async fn start(ctx: &Context, mission: &str) -> Result<i32, CliError> {

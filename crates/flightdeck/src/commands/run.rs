@@ -204,7 +204,7 @@ pub async fn run(
     };
     // Everything the request names is checked before the store is opened: bad input
     // leaves no trace.
-    Engine::validate(&request)?;
+    Engine::validate(&request, &ctx.models)?;
     let engine = ctx.engine(progress(ctx)).await?;
     if detach {
         let state = engine.create(request).await?;

@@ -1,0 +1,818 @@
+//! `agent` steps: model call → tool calls → results → model call … until the agent calls
+//! `finish` (or `review`), or a budget, breaker, policy denial or approval stops it.
+//!
+//! The conversation is never stored as such: it is rebuilt from the timeline (the pinned
+//! template, the answers' neutral messages, the tools' recorded results) when a step starts
+//! or resumes, and grown with the same functions as the loop goes, so a resumed agent sends
+//! exactly the requests it would have sent without the interruption.
+
+use std::time::{Duration, Instant};
+
+use flightdeck_core::budget::{after_action, before_action, check_tool_call, BreakerLimits};
+use flightdeck_core::event::*;
+use flightdeck_core::ids::{agent_model_call_id, agent_tool_call_id, is_attempt_of};
+use flightdeck_core::state::{ApprovalStatus, ToolCallProgress};
+use flightdeck_core::template::{AgentRole, Network, Template};
+use flightdeck_core::{EventKind, MissionState, MissionStatus};
+use flightdeck_models::{ChatRequest, ChatResponse, Message, ToolCall};
+use flightdeck_policy::{Action, Decision, Verdict};
+use flightdeck_workspace::{CommandSpec, ConfinedFs, LocalWorkspace, Workspace, Worktree};
+
+use crate::gate::{decided_event, denied_error, CurrentDiff, Gates};
+use crate::model_call::ModelOutcome;
+use crate::models::{self, StepModels};
+use crate::tools::{self, ToolInvocation};
+use crate::{Engine, EngineError};
+
+/// The longest one `run` of an agent may take.
+const AGENT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+/// Answers in a row without a tool call before the agent is stopped as stuck.
+const MAX_ANSWERS_WITHOUT_TOOLS: u32 = 3;
+/// The most of a file `read_file` records.
+const MAX_READ: usize = 1024 * 1024;
+const MAX_LISTED: usize = 2000;
+const MAX_MATCHES: usize = 200;
+/// What the model is told when it answers without calling a tool.
+const NUDGE: &str = "You did not call a tool. Continue with the tools, or call `finish` (the reviewer: `review`) when you are done.";
+
+/// An `agent` step as the template gives it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AgentStep<'a> {
+    pub(crate) index: usize,
+    pub(crate) total: usize,
+    pub(crate) role: AgentRole,
+    pub(crate) task: Option<&'a str>,
+    pub(crate) model: Option<&'a str>,
+}
+
+/// Where the step's work happens.
+pub(crate) struct AgentPlace<'a> {
+    pub(crate) gates: &'a Gates,
+    pub(crate) created: &'a MissionCreated,
+    pub(crate) template: &'a Template,
+    pub(crate) worktree: &'a Worktree,
+    pub(crate) workspace: &'a LocalWorkspace,
+}
+
+/// The system prompt of each role; its bytes are recorded when a step starts.
+fn system_prompt(role: AgentRole) -> &'static str {
+    match role {
+        AgentRole::Planner => include_str!("../prompts/planner.md"),
+        AgentRole::Coder => include_str!("../prompts/coder.md"),
+        AgentRole::Reviewer => include_str!("../prompts/reviewer.md"),
+    }
+}
+
+/// An answer whose tool calls have not all completed.
+#[derive(Debug, Clone)]
+struct Pending {
+    model_call: String,
+    response: ChatResponse,
+    /// Index of the first call not completed yet.
+    next: usize,
+}
+
+struct Conversation {
+    messages: Vec<Message>,
+    /// Model calls of this step answered so far.
+    answered: usize,
+    pending: Option<Pending>,
+    answers_without_tools: u32,
+}
+
+/// How one tool call went.
+enum ToolStep {
+    /// Completed; the model is told this.
+    Result(String),
+    /// The call ended the step (recorded).
+    Ended,
+    /// The mission parked, blocked or ended (recorded).
+    Stopped,
+}
+
+impl Engine {
+    pub(crate) async fn agent_step(
+        &self,
+        state: &mut MissionState,
+        place: &AgentPlace<'_>,
+        step: &AgentStep<'_>,
+    ) -> Result<(), EngineError> {
+        let template = place.template;
+        let models = StepModels::of(template, step.model, &template.file)?;
+        let role = step.role;
+        let prompt = system_prompt(role);
+        if !state.steps.contains_key(&step.index) {
+            let digest = self.put_artifact(prompt.as_bytes()).await?;
+            let started = StepStarted {
+                index: step.index,
+                kind: StepKind::Agent,
+                description: describe(step),
+                role: Some(role.as_str().to_string()),
+                system_prompt: Some(digest),
+                models: models.refs.iter().map(ToString::to_string).collect(),
+            };
+            self.append(state, vec![EventKind::StepStarted(started)])
+                .await?;
+        }
+        let callables = models::callables(self, place.created, &models, |model| {
+            state.ledger.answered_by(model)
+        })
+        .await?;
+        let router = models::router(self, &models, &callables);
+        let limits = BreakerLimits::from_spec(&template.breakers);
+        let fs = ConfinedFs::new(place.workspace.root())?;
+        let mut convo = self.rebuild_conversation(state, place, step).await?;
+        let tools = tools::definitions(role);
+        loop {
+            if state.status.is_terminal() || state.status.is_parked() {
+                return Ok(());
+            }
+            if let Some(pending) = convo.pending.take() {
+                for (k, call) in pending.response.tool_calls.iter().enumerate().skip(pending.next) {
+                    let outcome = self
+                        .agent_tool_call(state, place, step, &fs, &limits, &pending.model_call, k + 1, call)
+                        .await?;
+                    match outcome {
+                        ToolStep::Result(text) => {
+                            convo.messages.push(Message::tool_result(call.id.clone(), text));
+                        }
+                        ToolStep::Ended | ToolStep::Stopped => return Ok(()),
+                    }
+                }
+                continue;
+            }
+            let call_id = agent_model_call_id(step.index, convo.answered + 1);
+            let request = ChatRequest {
+                model: String::new(), // set by the router for each target
+                messages: convo.messages.clone(),
+                tools: tools.clone(),
+                temperature: models.temperature,
+                max_output_tokens: Some(models.max_output_tokens),
+            };
+            let outcome = self
+                .call_model(state, &router, &callables, &call_id, role.as_str(), limits, &request)
+                .await?;
+            match outcome {
+                ModelOutcome::Answered(response) => {
+                    convo.answered += 1;
+                    if push_answer(&mut convo, call_id, response) >= MAX_ANSWERS_WITHOUT_TOOLS {
+                        let tripped = BreakerTripped {
+                            kind: "no_progress".into(),
+                            detail: format!(
+                                "the model answered {} times in a row without calling a tool",
+                                convo.answers_without_tools
+                            ),
+                        };
+                        self.append(state, vec![EventKind::BreakerTripped(tripped)])
+                            .await?;
+                        return Ok(());
+                    }
+                }
+                ModelOutcome::Stopped => return Ok(()),
+                ModelOutcome::Failed(error) => {
+                    let error = MissionError {
+                        kind: "model_failed".into(),
+                        message: format!(
+                            "step {}/{} ({}): {error}",
+                            step.index + 1,
+                            step.total,
+                            describe(step)
+                        ),
+                    };
+                    self.fail_step(state, step.index, error).await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    async fn fail_step(
+        &self,
+        state: &mut MissionState,
+        index: usize,
+        error: MissionError,
+    ) -> Result<(), EngineError> {
+        let events = vec![
+            EventKind::StepFinished(StepFinished {
+                index,
+                kind: StepKind::Agent,
+                status: StepStatus::Failed,
+            }),
+            EventKind::MissionFinished(MissionFinished {
+                status: MissionStatus::Failed,
+                error: Some(error),
+                summary: None,
+            }),
+        ];
+        self.append(state, events).await?;
+        Ok(())
+    }
+
+    /// The conversation as the timeline left it: the system prompt, the task, and every
+    /// answer of this step with the results of its completed tool calls.
+    async fn rebuild_conversation(
+        &self,
+        state: &MissionState,
+        place: &AgentPlace<'_>,
+        step: &AgentStep<'_>,
+    ) -> Result<Conversation, EngineError> {
+        let task = self.task_message(state, place.template, step).await?;
+        let mut convo = Conversation {
+            messages: vec![
+                Message::system(system_prompt(step.role)),
+                Message::user(task),
+            ],
+            answered: 0,
+            pending: None,
+            answers_without_tools: 0,
+        };
+        loop {
+            let model_call = agent_model_call_id(step.index, convo.answered + 1);
+            let Some(responded) = state
+                .model_call_log
+                .get(&model_call)
+                .and_then(|c| c.responded.clone())
+            else {
+                return Ok(convo);
+            };
+            let digest = responded.message.ok_or_else(|| EngineError::Encode {
+                what: "agent conversation",
+                message: format!("{model_call} has no recorded neutral message"),
+            })?;
+            let bytes = self.config().artifacts.get(&digest).await?;
+            let response: ChatResponse =
+                serde_json::from_slice(&bytes).map_err(|e| EngineError::Encode {
+                    what: "agent conversation",
+                    message: format!("{model_call}'s message: {e}"),
+                })?;
+            convo.answered += 1;
+            push_answer(&mut convo, model_call.clone(), response);
+            if let Some(mut pending) = convo.pending.take() {
+                for (k, call) in pending.response.tool_calls.iter().enumerate() {
+                    let base = agent_tool_call_id(&model_call, k + 1, 1);
+                    match completed_attempt(state, &base) {
+                        Some((tool, completed)) => {
+                            let output = self.config().artifacts.get(&completed.output).await?;
+                            let text = tools::result_text(&tool, &completed, &output);
+                            convo.messages.push(Message::tool_result(call.id.clone(), text));
+                            pending.next = k + 1;
+                        }
+                        None => break,
+                    }
+                }
+                if pending.next < pending.response.tool_calls.len() {
+                    convo.pending = Some(pending);
+                    return Ok(convo);
+                }
+            }
+        }
+    }
+
+    /// The first user message: the goal, the task, the plan (for the coder), and what the
+    /// platform will check.
+    async fn task_message(
+        &self,
+        state: &MissionState,
+        template: &Template,
+        step: &AgentStep<'_>,
+    ) -> Result<String, EngineError> {
+        let mut text = String::new();
+        if let Some(goal) = template.goal.as_deref().filter(|g| !g.trim().is_empty()) {
+            text.push_str(&format!("Goal: {}\n", goal.trim()));
+        }
+        let task = step.task.map(str::to_string).unwrap_or_else(|| match step.role {
+            AgentRole::Planner => "Write the plan for the goal.".to_string(),
+            AgentRole::Coder => "Make the change the goal asks for.".to_string(),
+            AgentRole::Reviewer => "Review the change made for the goal.".to_string(),
+        });
+        text.push_str(&format!("Your task: {task}\n"));
+        if step.role != AgentRole::Planner {
+            if let Some(plan) = self.plan_of(state).await? {
+                text.push_str(&format!("\nThe plan:\n{plan}\n"));
+            }
+        }
+        let acceptance = &template.acceptance;
+        if !acceptance.commands.is_empty() {
+            let commands: Vec<String> = acceptance.commands.iter().map(|c| format!("`{c}`")).collect();
+            text.push_str(&format!(
+                "\nWhen the steps are done, the platform itself runs: {}.\n",
+                commands.join(", ")
+            ));
+        }
+        if !acceptance.paths.is_empty() {
+            text.push_str(&format!(
+                "Only these paths may change: {}.\n",
+                acceptance.paths.join(", ")
+            ));
+        }
+        Ok(text)
+    }
+
+    /// The newest plan: the summary of the last `finish` of a planner.
+    async fn plan_of(&self, state: &MissionState) -> Result<Option<String>, EngineError> {
+        let Some(completed) = state
+            .tool_calls
+            .values()
+            .filter(|c| c.requested.actor == "planner" && c.requested.tool == "finish")
+            .filter_map(|c| c.completed.as_ref())
+            .filter(|c| c.ok)
+            .max_by_key(|c| c.call_id.clone())
+        else {
+            return Ok(None);
+        };
+        let bytes = self.config().artifacts.get(&completed.output).await?;
+        Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// Tool call `k` of answer `model_call`: budgets and breakers first, then the policy's
+    /// decision (recorded with the request), then the call itself.
+    #[allow(clippy::too_many_arguments)]
+    async fn agent_tool_call(
+        &self,
+        state: &mut MissionState,
+        place: &AgentPlace<'_>,
+        step: &AgentStep<'_>,
+        fs: &ConfinedFs,
+        limits: &BreakerLimits,
+        model_call: &str,
+        k: usize,
+        call: &ToolCall,
+    ) -> Result<ToolStep, EngineError> {
+        let role = step.role;
+        let base = agent_tool_call_id(model_call, k, 1);
+        let attempts: Vec<(String, ToolCallProgress)> = state
+            .tool_calls
+            .iter()
+            .filter(|(id, _)| is_attempt_of(id, &base))
+            .map(|(id, c)| (id.clone(), c.clone()))
+            .collect();
+        let invocation = ToolInvocation::parse(role, &call.name, &call.arguments);
+        // A call that waited for an approval, now granted, runs as requested if the worktree
+        // is still exactly what the approvers saw.
+        if let Ok(invocation) = &invocation {
+            if let Some((id, approved_diff)) = approved_waiting(state, &attempts) {
+                if CurrentDiff::read(place.worktree)?.hash() == approved_diff {
+                    return self
+                        .execute_tool(state, place, step, fs, limits, &id, invocation)
+                        .await;
+                }
+            }
+        }
+        let id = if attempts.is_empty() {
+            base
+        } else {
+            agent_tool_call_id(model_call, k, attempts.len() + 1)
+        };
+        let now = self.config().clock.now_ms();
+        if let Some(exceeded) = check_tool_call(state, &id, now) {
+            self.append(state, vec![EventKind::BudgetExceeded(exceeded)])
+                .await?;
+            return Ok(ToolStep::Stopped);
+        }
+        if let Some(tripped) = before_action(state, limits, &call.name, &call.arguments) {
+            self.append(state, vec![EventKind::BreakerTripped(tripped)])
+                .await?;
+            return Ok(ToolStep::Stopped);
+        }
+        let requested = EventKind::ToolRequested(ToolRequested {
+            call_id: id.clone(),
+            tool: call.name.clone(),
+            args: call.arguments.clone(),
+            actor: role.as_str().to_string(),
+        });
+        let invocation = match invocation {
+            Ok(invocation) => invocation,
+            Err(message) => {
+                // Nothing runs: the model is told what was wrong with its call.
+                let output = self.put_artifact(message.as_bytes()).await?;
+                let completed = ToolCompleted {
+                    call_id: id,
+                    ok: false,
+                    exit_code: None,
+                    output,
+                    duration_ms: 0,
+                    timed_out: false,
+                    tree: None,
+                };
+                let text = tools::result_text(&call.name, &completed, message.as_bytes());
+                let mut events = vec![requested, EventKind::ToolCompleted(completed)];
+                let stopped = self.trip_after(state, limits, &mut events);
+                self.append(state, events).await?;
+                return Ok(if stopped { ToolStep::Stopped } else { ToolStep::Result(text) });
+            }
+        };
+        let (decided, decision) = self.judge_tool(place, fs, &id, &invocation)?;
+        match decided.decision.as_str() {
+            "deny" => {
+                let what = format!(
+                    "step {}/{} ({}): the agent's `{}` call {}",
+                    step.index + 1,
+                    step.total,
+                    describe(step),
+                    call.name,
+                    flightdeck_core::budget::action_fingerprint("", &call.arguments).trim()
+                );
+                let error = denied_error(&what, &decided);
+                let events = vec![
+                    requested,
+                    EventKind::PolicyDecided(decided),
+                    EventKind::StepFinished(StepFinished {
+                        index: step.index,
+                        kind: StepKind::Agent,
+                        status: StepStatus::Failed,
+                    }),
+                    EventKind::MissionFinished(MissionFinished {
+                        status: MissionStatus::Failed,
+                        error: Some(error),
+                        summary: None,
+                    }),
+                ];
+                self.append(state, events).await?;
+                Ok(ToolStep::Stopped)
+            }
+            "approve" => {
+                let Some(decision) = decision else {
+                    return Err(EngineError::Encode {
+                        what: "policy decision",
+                        message: "an approve decision without its rule".into(),
+                    });
+                };
+                let diff = CurrentDiff::read(place.worktree)?;
+                let mut decided = decided;
+                decided.diff_hash = Some(diff.hash());
+                let (gate, command, paths) = match &invocation {
+                    ToolInvocation::Run { command } => ("command", Some(command.as_str()), Vec::new()),
+                    ToolInvocation::WriteFile { path, .. } | ToolInvocation::EditFile { path, .. } => {
+                        ("write", None, vec![path.clone()])
+                    }
+                    _ => ("tool", None, Vec::new()),
+                };
+                let request = self
+                    .approval_request(
+                        state,
+                        place.gates,
+                        &place.template.title(),
+                        gate,
+                        &id,
+                        command,
+                        &decision,
+                        &diff,
+                        paths,
+                    )
+                    .await?;
+                let events = vec![
+                    requested,
+                    EventKind::PolicyDecided(decided),
+                    EventKind::ApprovalRequested(request),
+                ];
+                self.append(state, events).await?;
+                Ok(ToolStep::Stopped)
+            }
+            _ => {
+                self.append(state, vec![requested, EventKind::PolicyDecided(decided)])
+                    .await?;
+                self.execute_tool(state, place, step, fs, limits, &id, &invocation)
+                    .await
+            }
+        }
+    }
+
+    /// The policy's decision on a tool call, and the rule decision behind it when the policy
+    /// (not the workspace's confinement) decided. File paths are confined first: a path out
+    /// of the worktree or into `.git` is denied whatever the policy says.
+    fn judge_tool(
+        &self,
+        place: &AgentPlace<'_>,
+        fs: &ConfinedFs,
+        id: &str,
+        invocation: &ToolInvocation,
+    ) -> Result<(PolicyDecided, Option<Decision>), EngineError> {
+        let policy = &place.gates.policy;
+        let fixed = |action: &str, deny: Option<String>, path: &str| PolicyDecided {
+            subject: id.to_string(),
+            action: action.to_string(),
+            decision: if deny.is_some() { "deny" } else { "allow" }.to_string(),
+            tier: if deny.is_some() { "critical" } else { "low" }.to_string(),
+            rule_ids: if deny.is_some() {
+                vec!["workspace-confinement".to_string()]
+            } else {
+                Vec::new()
+            },
+            policy_hash: place.created.policy_hash.clone(),
+            explanation: deny.unwrap_or_else(|| match action {
+                "read" => "reading inside the worktree is always allowed".to_string(),
+                _ => "ending the step is always allowed".to_string(),
+            }),
+            approvals: 0,
+            approvers: Vec::new(),
+            triggered_by: if path.is_empty() { Vec::new() } else { vec![path.to_string()] },
+            diff_hash: None,
+        };
+        let confined = |path: &str, access: flightdeck_workspace::Access| match fs.check(path, access) {
+            Err(e) if e.is_confinement() => Err(e.to_string()),
+            Ok(normalized) => Ok(Some(normalized)),
+            // Other problems (a missing file, say) are the tool's to report when it runs.
+            Err(_) => Ok(None),
+        };
+        Ok(match invocation {
+            ToolInvocation::Run { command } => {
+                let decision = policy.decide(&Action::Command { command });
+                (decided_event(id, &decision, "command", None)?, Some(decision))
+            }
+            ToolInvocation::WriteFile { path, .. } | ToolInvocation::EditFile { path, .. } => {
+                match confined(path, flightdeck_workspace::Access::Write) {
+                    Err(why) => (fixed("write", Some(why), path), None),
+                    Ok(normalized) => {
+                        let path = normalized.unwrap_or_else(|| path.clone());
+                        let decision = policy.decide(&Action::Write { path: &path });
+                        let decided = decided_event(id, &decision, "write", None)?;
+                        (decided, (decision.verdict != Verdict::Allow).then_some(decision))
+                    }
+                }
+            }
+            ToolInvocation::ReadFile { path }
+            | ToolInvocation::ListFiles { path }
+            | ToolInvocation::Search { path, .. } => {
+                match confined(path, flightdeck_workspace::Access::Read) {
+                    Err(why) => (fixed("read", Some(why), path), None),
+                    Ok(_) => (fixed("read", None, path), None),
+                }
+            }
+            ToolInvocation::Finish { .. } | ToolInvocation::Review { .. } => {
+                (fixed("finish", None, ""), None)
+            }
+        })
+    }
+
+    /// Runs an allowed tool call and records its result (with the breakers' verdict).
+    #[allow(clippy::too_many_arguments)]
+    async fn execute_tool(
+        &self,
+        state: &mut MissionState,
+        place: &AgentPlace<'_>,
+        step: &AgentStep<'_>,
+        fs: &ConfinedFs,
+        limits: &BreakerLimits,
+        id: &str,
+        invocation: &ToolInvocation,
+    ) -> Result<ToolStep, EngineError> {
+        let started = Instant::now();
+        let tool = state
+            .tool_calls
+            .get(id)
+            .map(|c| c.requested.tool.clone())
+            .unwrap_or_default();
+        let (mut ok, exit_code, mut output, timed_out) = match invocation {
+            ToolInvocation::Run { command } => {
+                let spec = CommandSpec {
+                    command: command.clone(),
+                    timeout: self.config().default_step_timeout.min(AGENT_COMMAND_TIMEOUT),
+                    env: vec![("FLIGHTDECK_MISSION".into(), state.id.clone())],
+                    network: place.template.workspace.network == Network::On,
+                };
+                let Some(outcome) = self.exec_watching(state, place.workspace, id, &spec).await?
+                else {
+                    return Ok(ToolStep::Stopped); // cancelled while it ran
+                };
+                (outcome.success(), outcome.exit_code, outcome.output.clone(), outcome.timed_out)
+            }
+            other => {
+                let (ok, text) = file_tool(fs, other);
+                (ok, None, text.into_bytes(), false)
+            }
+        };
+        let tree = if invocation.may_write() {
+            match place.worktree.snapshot() {
+                Ok(tree) => Some(tree),
+                Err(e) => {
+                    let error = MissionError {
+                        kind: "workspace_unrecordable".into(),
+                        message: format!(
+                            "step {}/{}: the agent's `{tool}` call left a worktree git cannot record: {e}",
+                            step.index + 1,
+                            step.total
+                        ),
+                    };
+                    ok = false;
+                    output.extend_from_slice(format!("\n{e}").as_bytes());
+                    let digest = self.put_artifact(&output).await?;
+                    let completed = ToolCompleted {
+                        call_id: id.to_string(),
+                        ok,
+                        exit_code,
+                        output: digest,
+                        duration_ms: millis(started.elapsed()),
+                        timed_out,
+                        tree: None,
+                    };
+                    self.append(state, vec![EventKind::ToolCompleted(completed)])
+                        .await?;
+                    self.fail_step(state, step.index, error).await?;
+                    return Ok(ToolStep::Stopped);
+                }
+            }
+        } else {
+            None
+        };
+        let digest = self.put_artifact(&output).await?;
+        let completed = ToolCompleted {
+            call_id: id.to_string(),
+            ok,
+            exit_code,
+            output: digest,
+            duration_ms: millis(started.elapsed()),
+            timed_out,
+            tree,
+        };
+        let text = tools::result_text(&tool, &completed, &output);
+        let mut events = vec![EventKind::ToolCompleted(completed)];
+        match invocation {
+            ToolInvocation::Finish { .. } | ToolInvocation::Review { approve: true, .. } => {
+                events.push(EventKind::StepFinished(StepFinished {
+                    index: step.index,
+                    kind: StepKind::Agent,
+                    status: StepStatus::Succeeded,
+                }));
+                self.append(state, events).await?;
+                Ok(ToolStep::Ended)
+            }
+            ToolInvocation::Review {
+                approve: false,
+                comments,
+            } => {
+                // Review rounds (the coder answering the comments) are not built yet: a
+                // request for changes ends the mission, so an unreviewed change never ships.
+                events.push(EventKind::StepFinished(StepFinished {
+                    index: step.index,
+                    kind: StepKind::Agent,
+                    status: StepStatus::Failed,
+                }));
+                events.push(EventKind::MissionFinished(MissionFinished {
+                    status: MissionStatus::Failed,
+                    error: Some(MissionError {
+                        kind: "changes_requested".into(),
+                        message: format!(
+                            "the reviewer requested changes: {}",
+                            comments.join("; ")
+                        ),
+                    }),
+                    summary: None,
+                }));
+                self.append(state, events).await?;
+                Ok(ToolStep::Ended)
+            }
+            _ => {
+                let stopped = self.trip_after(state, limits, &mut events);
+                self.append(state, events).await?;
+                Ok(if stopped { ToolStep::Stopped } else { ToolStep::Result(text) })
+            }
+        }
+    }
+
+    /// Adds `breaker.tripped` to `events` when the state after them trips a breaker.
+    fn trip_after(
+        &self,
+        state: &MissionState,
+        limits: &BreakerLimits,
+        events: &mut Vec<EventKind>,
+    ) -> bool {
+        let mut preview = state.clone();
+        for kind in events.iter() {
+            if preview.apply(preview.events + 1, preview.last_at_ms, kind).is_err() {
+                return false;
+            }
+        }
+        match after_action(&preview, limits) {
+            Some(tripped) => {
+                events.push(EventKind::BreakerTripped(tripped));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Adds a model's answer to the conversation; returns how many answers in a row had no
+/// tool call.
+fn push_answer(convo: &mut Conversation, model_call: String, response: ChatResponse) -> u32 {
+    convo.messages.push(Message::Assistant {
+        content: response.content.clone(),
+        tool_calls: response.tool_calls.clone(),
+    });
+    if response.tool_calls.is_empty() {
+        convo.answers_without_tools += 1;
+        convo.messages.push(Message::user(NUDGE));
+    } else {
+        convo.answers_without_tools = 0;
+        convo.pending = Some(Pending {
+            model_call,
+            response,
+            next: 0,
+        });
+    }
+    convo.answers_without_tools
+}
+
+/// The completed attempt of tool call `base`, with its tool name.
+fn completed_attempt(state: &MissionState, base: &str) -> Option<(String, ToolCompleted)> {
+    state
+        .tool_calls
+        .iter()
+        .filter(|(id, _)| is_attempt_of(id, base))
+        .find_map(|(_, c)| {
+            c.completed
+                .clone()
+                .map(|done| (c.requested.tool.clone(), done))
+        })
+}
+
+/// An attempt that waited for an approval that has now been granted and has not run.
+fn approved_waiting(
+    state: &MissionState,
+    attempts: &[(String, ToolCallProgress)],
+) -> Option<(String, String)> {
+    attempts
+        .iter()
+        .filter(|(_, call)| call.completed.is_none() && !call.interrupted)
+        .find_map(|(id, call)| {
+            let approval = state.approvals.get(call.approval.as_deref()?)?;
+            (approval.status == ApprovalStatus::Approved)
+                .then(|| (id.clone(), approval.request.diff_hash.clone()))
+        })
+}
+
+/// Runs a file tool; the text is what is recorded (and, cut, what the model sees).
+fn file_tool(fs: &ConfinedFs, invocation: &ToolInvocation) -> (bool, String) {
+    let result = match invocation {
+        ToolInvocation::ReadFile { path } => fs.read_file(path, MAX_READ).map(|read| {
+            let mut text = String::from_utf8_lossy(&read.bytes).into_owned();
+            if read.truncated {
+                text.push_str(&format!(
+                    "\n[… the file has {} bytes; only the first {} are shown]",
+                    read.size,
+                    read.bytes.len()
+                ));
+            }
+            text
+        }),
+        ToolInvocation::WriteFile { path, content } => fs.write_file(path, content).map(|w| {
+            let how = if w.created { "created" } else { "replaced" };
+            format!("{how} {} ({} bytes)", w.path, w.bytes)
+        }),
+        ToolInvocation::EditFile { path, old, new } => {
+            fs.edit_file(path, old, new).map(|w| format!("edited {}", w.path))
+        }
+        ToolInvocation::ListFiles { path } => fs.list_files(path, MAX_LISTED).map(|listing| {
+            let mut lines: Vec<String> = listing
+                .entries
+                .iter()
+                .map(|e| match e.kind {
+                    flightdeck_workspace::EntryKind::Dir => format!("{}/", e.path),
+                    flightdeck_workspace::EntryKind::Symlink => format!("{} (symlink)", e.path),
+                    flightdeck_workspace::EntryKind::File => e.path.clone(),
+                })
+                .collect();
+            if listing.truncated {
+                lines.push(format!("[… more than {MAX_LISTED} entries; list a subdirectory]"));
+            }
+            lines.join("\n")
+        }),
+        ToolInvocation::Search { pattern, path } => {
+            fs.search(pattern, path, MAX_MATCHES).map(|found| {
+                let mut lines: Vec<String> = found
+                    .matches
+                    .iter()
+                    .map(|m| format!("{}:{}: {}", m.path, m.line, m.text))
+                    .collect();
+                if found.matches.is_empty() {
+                    lines.push(format!("no match in {} files", found.files_searched));
+                }
+                if found.truncated {
+                    lines.push(format!("[… more than {MAX_MATCHES} matches; narrow the search]"));
+                }
+                lines.join("\n")
+            })
+        }
+        ToolInvocation::Finish { summary } => Ok(summary.clone()),
+        ToolInvocation::Review { approve, comments } => {
+            let verdict = if *approve { "approve" } else { "request_changes" };
+            Ok(serde_json::json!({"verdict": verdict, "comments": comments}).to_string())
+        }
+        ToolInvocation::Run { .. } => Ok(String::new()),
+    };
+    match result {
+        Ok(text) => (true, text),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+fn describe(step: &AgentStep<'_>) -> String {
+    match step.task {
+        Some(task) => format!("{} agent: {task}", step.role.as_str()),
+        None => format!("{} agent", step.role.as_str()),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
