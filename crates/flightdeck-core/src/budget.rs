@@ -11,9 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::event::{
-    BreakerTripped, BudgetExceeded, ModelRequested, ModelResponded, Reservation,
-};
+use crate::event::{BreakerTripped, BudgetExceeded, ModelRequested, ModelResponded, Reservation};
 use crate::state::MissionState;
 use crate::template::BreakersSpec;
 
@@ -139,11 +137,8 @@ pub fn check_model_call(
     reserved: &Reservation,
     now_ms: i64,
 ) -> Option<BudgetExceeded> {
-    let usd = match reserved.usd {
-        Some(usd) => usd,
-        // Unpriced: any spend could pass the limit, so the call needs all of it.
-        None => f64::INFINITY,
-    };
+    // Unpriced: any spend could pass the limit, so the call needs all of it.
+    let usd = reserved.usd.unwrap_or(f64::INFINITY);
     let mut needs = vec![
         (Dimension::ModelCalls, 1.0),
         (Dimension::Tokens, reserved.tokens as f64),

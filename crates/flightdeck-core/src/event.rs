@@ -86,6 +86,10 @@ pub struct WorkspaceProvisioned {
     /// How commands are isolated (`none` for the unsandboxed first cut).
     #[serde(default)]
     pub sandbox: String,
+    /// Git tree id of the fresh worktree (the base commit's tree): the "before" of the
+    /// first call's diff.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_tree: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

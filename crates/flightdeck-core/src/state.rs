@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::event::*;
 use crate::budget::{action_fingerprint, Ledger};
+use crate::event::*;
 use crate::hash::{Digest, GENESIS_HASH};
 
 /// Where a mission is in its life (CONTRACT.md, "Mission summary").
@@ -386,6 +386,9 @@ impl MissionState {
             }
             EventKind::WorkspaceProvisioning(_) => self.status = MissionStatus::Provisioning,
             EventKind::WorkspaceProvisioned(ws) => {
+                if self.last_tree.is_none() {
+                    self.last_tree = ws.base_tree.clone();
+                }
                 self.workspace = Some(ws.clone());
                 self.status = MissionStatus::Running;
             }
@@ -516,12 +519,15 @@ impl MissionState {
                 self.model_failures_in_a_row = 0;
             }
             EventKind::ModelFailed(failed) => {
-                let call = self.model_call_log.get_mut(&failed.call_id).ok_or_else(|| {
-                    inconsistent(format!(
-                        "model call {} failed but was never requested",
-                        failed.call_id
-                    ))
-                })?;
+                let call = self
+                    .model_call_log
+                    .get_mut(&failed.call_id)
+                    .ok_or_else(|| {
+                        inconsistent(format!(
+                            "model call {} failed but was never requested",
+                            failed.call_id
+                        ))
+                    })?;
                 call.failures.push(failed.clone());
                 if let Some(attempt) = call.attempts.last() {
                     self.ledger.add_failure(attempt);

@@ -128,13 +128,30 @@ impl Engine {
                 return Ok(());
             }
             if let Some(pending) = convo.pending.take() {
-                for (k, call) in pending.response.tool_calls.iter().enumerate().skip(pending.next) {
+                for (k, call) in pending
+                    .response
+                    .tool_calls
+                    .iter()
+                    .enumerate()
+                    .skip(pending.next)
+                {
                     let outcome = self
-                        .agent_tool_call(state, place, step, &fs, &limits, &pending.model_call, k + 1, call)
+                        .agent_tool_call(
+                            state,
+                            place,
+                            step,
+                            &fs,
+                            &limits,
+                            &pending.model_call,
+                            k + 1,
+                            call,
+                        )
                         .await?;
                     match outcome {
                         ToolStep::Result(text) => {
-                            convo.messages.push(Message::tool_result(call.id.clone(), text));
+                            convo
+                                .messages
+                                .push(Message::tool_result(call.id.clone(), text));
                         }
                         ToolStep::Ended | ToolStep::Stopped => return Ok(()),
                     }
@@ -150,7 +167,15 @@ impl Engine {
                 max_output_tokens: Some(models.max_output_tokens),
             };
             let outcome = self
-                .call_model(state, &router, &callables, &call_id, role.as_str(), limits, &request)
+                .call_model(
+                    state,
+                    &router,
+                    &callables,
+                    &call_id,
+                    role.as_str(),
+                    limits,
+                    &request,
+                )
                 .await?;
             match outcome {
                 ModelOutcome::Answered(response) => {
@@ -254,7 +279,9 @@ impl Engine {
                         Some((tool, completed)) => {
                             let output = self.config().artifacts.get(&completed.output).await?;
                             let text = tools::result_text(&tool, &completed, &output);
-                            convo.messages.push(Message::tool_result(call.id.clone(), text));
+                            convo
+                                .messages
+                                .push(Message::tool_result(call.id.clone(), text));
                             pending.next = k + 1;
                         }
                         None => break,
@@ -280,11 +307,14 @@ impl Engine {
         if let Some(goal) = template.goal.as_deref().filter(|g| !g.trim().is_empty()) {
             text.push_str(&format!("Goal: {}\n", goal.trim()));
         }
-        let task = step.task.map(str::to_string).unwrap_or_else(|| match step.role {
-            AgentRole::Planner => "Write the plan for the goal.".to_string(),
-            AgentRole::Coder => "Make the change the goal asks for.".to_string(),
-            AgentRole::Reviewer => "Review the change made for the goal.".to_string(),
-        });
+        let task = step
+            .task
+            .map(str::to_string)
+            .unwrap_or_else(|| match step.role {
+                AgentRole::Planner => "Write the plan for the goal.".to_string(),
+                AgentRole::Coder => "Make the change the goal asks for.".to_string(),
+                AgentRole::Reviewer => "Review the change made for the goal.".to_string(),
+            });
         text.push_str(&format!("Your task: {task}\n"));
         if step.role != AgentRole::Planner {
             if let Some(plan) = self.plan_of(state).await? {
@@ -293,7 +323,11 @@ impl Engine {
         }
         let acceptance = &template.acceptance;
         if !acceptance.commands.is_empty() {
-            let commands: Vec<String> = acceptance.commands.iter().map(|c| format!("`{c}`")).collect();
+            let commands: Vec<String> = acceptance
+                .commands
+                .iter()
+                .map(|c| format!("`{c}`"))
+                .collect();
             text.push_str(&format!(
                 "\nWhen the steps are done, the platform itself runs: {}.\n",
                 commands.join(", ")
@@ -398,7 +432,11 @@ impl Engine {
                 let mut events = vec![requested, EventKind::ToolCompleted(completed)];
                 let stopped = self.trip_after(state, limits, &mut events);
                 self.append(state, events).await?;
-                return Ok(if stopped { ToolStep::Stopped } else { ToolStep::Result(text) });
+                return Ok(if stopped {
+                    ToolStep::Stopped
+                } else {
+                    ToolStep::Result(text)
+                });
             }
         };
         let (decided, decision) = self.judge_tool(place, fs, &id, &invocation)?;
@@ -441,10 +479,11 @@ impl Engine {
                 let mut decided = decided;
                 decided.diff_hash = Some(diff.hash());
                 let (gate, command, paths) = match &invocation {
-                    ToolInvocation::Run { command } => ("command", Some(command.as_str()), Vec::new()),
-                    ToolInvocation::WriteFile { path, .. } | ToolInvocation::EditFile { path, .. } => {
-                        ("write", None, vec![path.clone()])
+                    ToolInvocation::Run { command } => {
+                        ("command", Some(command.as_str()), Vec::new())
                     }
+                    ToolInvocation::WriteFile { path, .. }
+                    | ToolInvocation::EditFile { path, .. } => ("write", None, vec![path.clone()]),
                     _ => ("tool", None, Vec::new()),
                 };
                 let request = self
@@ -505,19 +544,27 @@ impl Engine {
             }),
             approvals: 0,
             approvers: Vec::new(),
-            triggered_by: if path.is_empty() { Vec::new() } else { vec![path.to_string()] },
+            triggered_by: if path.is_empty() {
+                Vec::new()
+            } else {
+                vec![path.to_string()]
+            },
             diff_hash: None,
         };
-        let confined = |path: &str, access: flightdeck_workspace::Access| match fs.check(path, access) {
-            Err(e) if e.is_confinement() => Err(e.to_string()),
-            Ok(normalized) => Ok(Some(normalized)),
-            // Other problems (a missing file, say) are the tool's to report when it runs.
-            Err(_) => Ok(None),
-        };
+        let confined =
+            |path: &str, access: flightdeck_workspace::Access| match fs.check(path, access) {
+                Err(e) if e.is_confinement() => Err(e.to_string()),
+                Ok(normalized) => Ok(Some(normalized)),
+                // Other problems (a missing file, say) are the tool's to report when it runs.
+                Err(_) => Ok(None),
+            };
         Ok(match invocation {
             ToolInvocation::Run { command } => {
                 let decision = policy.decide(&Action::Command { command });
-                (decided_event(id, &decision, "command", None)?, Some(decision))
+                (
+                    decided_event(id, &decision, "command", None)?,
+                    Some(decision),
+                )
             }
             ToolInvocation::WriteFile { path, .. } | ToolInvocation::EditFile { path, .. } => {
                 match confined(path, flightdeck_workspace::Access::Write) {
@@ -526,7 +573,10 @@ impl Engine {
                         let path = normalized.unwrap_or_else(|| path.clone());
                         let decision = policy.decide(&Action::Write { path: &path });
                         let decided = decided_event(id, &decision, "write", None)?;
-                        (decided, (decision.verdict != Verdict::Allow).then_some(decision))
+                        (
+                            decided,
+                            (decision.verdict != Verdict::Allow).then_some(decision),
+                        )
                     }
                 }
             }
@@ -566,15 +616,25 @@ impl Engine {
             ToolInvocation::Run { command } => {
                 let spec = CommandSpec {
                     command: command.clone(),
-                    timeout: self.config().default_step_timeout.min(AGENT_COMMAND_TIMEOUT),
+                    timeout: self
+                        .config()
+                        .default_step_timeout
+                        .min(AGENT_COMMAND_TIMEOUT),
                     env: vec![("FLIGHTDECK_MISSION".into(), state.id.clone())],
                     network: place.template.workspace.network == Network::On,
                 };
-                let Some(outcome) = self.exec_watching(state, place.workspace, id, &spec).await?
+                let Some(outcome) = self
+                    .exec_watching(state, place.workspace, id, &spec)
+                    .await?
                 else {
                     return Ok(ToolStep::Stopped); // cancelled while it ran
                 };
-                (outcome.success(), outcome.exit_code, outcome.output.clone(), outcome.timed_out)
+                (
+                    outcome.success(),
+                    outcome.exit_code,
+                    outcome.output.clone(),
+                    outcome.timed_out,
+                )
             }
             other => {
                 let (ok, text) = file_tool(fs, other);
@@ -651,10 +711,7 @@ impl Engine {
                     status: MissionStatus::Failed,
                     error: Some(MissionError {
                         kind: "changes_requested".into(),
-                        message: format!(
-                            "the reviewer requested changes: {}",
-                            comments.join("; ")
-                        ),
+                        message: format!("the reviewer requested changes: {}", comments.join("; ")),
                     }),
                     summary: None,
                 }));
@@ -664,7 +721,11 @@ impl Engine {
             _ => {
                 let stopped = self.trip_after(state, limits, &mut events);
                 self.append(state, events).await?;
-                Ok(if stopped { ToolStep::Stopped } else { ToolStep::Result(text) })
+                Ok(if stopped {
+                    ToolStep::Stopped
+                } else {
+                    ToolStep::Result(text)
+                })
             }
         }
     }
@@ -678,7 +739,10 @@ impl Engine {
     ) -> bool {
         let mut preview = state.clone();
         for kind in events.iter() {
-            if preview.apply(preview.events + 1, preview.last_at_ms, kind).is_err() {
+            if preview
+                .apply(preview.events + 1, preview.last_at_ms, kind)
+                .is_err()
+            {
                 return false;
             }
         }
@@ -759,9 +823,9 @@ fn file_tool(fs: &ConfinedFs, invocation: &ToolInvocation) -> (bool, String) {
             let how = if w.created { "created" } else { "replaced" };
             format!("{how} {} ({} bytes)", w.path, w.bytes)
         }),
-        ToolInvocation::EditFile { path, old, new } => {
-            fs.edit_file(path, old, new).map(|w| format!("edited {}", w.path))
-        }
+        ToolInvocation::EditFile { path, old, new } => fs
+            .edit_file(path, old, new)
+            .map(|w| format!("edited {}", w.path)),
         ToolInvocation::ListFiles { path } => fs.list_files(path, MAX_LISTED).map(|listing| {
             let mut lines: Vec<String> = listing
                 .entries
@@ -773,7 +837,9 @@ fn file_tool(fs: &ConfinedFs, invocation: &ToolInvocation) -> (bool, String) {
                 })
                 .collect();
             if listing.truncated {
-                lines.push(format!("[… more than {MAX_LISTED} entries; list a subdirectory]"));
+                lines.push(format!(
+                    "[… more than {MAX_LISTED} entries; list a subdirectory]"
+                ));
             }
             lines.join("\n")
         }),
@@ -788,14 +854,20 @@ fn file_tool(fs: &ConfinedFs, invocation: &ToolInvocation) -> (bool, String) {
                     lines.push(format!("no match in {} files", found.files_searched));
                 }
                 if found.truncated {
-                    lines.push(format!("[… more than {MAX_MATCHES} matches; narrow the search]"));
+                    lines.push(format!(
+                        "[… more than {MAX_MATCHES} matches; narrow the search]"
+                    ));
                 }
                 lines.join("\n")
             })
         }
         ToolInvocation::Finish { summary } => Ok(summary.clone()),
         ToolInvocation::Review { approve, comments } => {
-            let verdict = if *approve { "approve" } else { "request_changes" };
+            let verdict = if *approve {
+                "approve"
+            } else {
+                "request_changes"
+            };
             Ok(serde_json::json!({"verdict": verdict, "comments": comments}).to_string())
         }
         ToolInvocation::Run { .. } => Ok(String::new()),

@@ -451,6 +451,7 @@ impl Engine {
                 image_digest: None,
                 path: path.display().to_string(),
                 sandbox: workspace.sandbox().to_string(),
+                base_tree: Some(worktree.snapshot()?),
             };
             self.append(state, vec![EventKind::WorkspaceProvisioned(provisioned)])
                 .await?;

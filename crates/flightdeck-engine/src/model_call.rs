@@ -98,8 +98,7 @@ impl RouteObserver for Recorder<'_> {
                     }),
                 };
                 let now = self.engine.config().clock.now_ms();
-                if let Some(exceeded) = check_model_call(self.state, self.call_id, &reserved, now)
-                {
+                if let Some(exceeded) = check_model_call(self.state, self.call_id, &reserved, now) {
                     self.record(vec![EventKind::BudgetExceeded(exceeded)])
                         .await?;
                     return Err(RouteAbort("budget exceeded".into()));
@@ -123,7 +122,8 @@ impl RouteObserver for Recorder<'_> {
                 };
                 let response = &exchange.response;
                 let raw = self.artifact(&exchange.response_body).await?;
-                let neutral = serde_json::to_vec(response).map_err(|e| RouteAbort(e.to_string()))?;
+                let neutral =
+                    serde_json::to_vec(response).map_err(|e| RouteAbort(e.to_string()))?;
                 let message = self.artifact(&neutral).await?;
                 let cost = self
                     .pricing(record.target)

@@ -102,7 +102,7 @@ impl ModelSettings {
         self.pricing
             .get(&model.to_string())
             .cloned()
-            .or_else(|| script.and_then(|s| s.pricing.clone()))
+            .or_else(|| script.and_then(|s| s.pricing))
     }
 }
 
@@ -189,10 +189,14 @@ pub(crate) fn check_models(
                     message: format!("{}: cannot read the scripted model {}: {e}", template.file, file.display()),
                     hint: Some("a `scripted:<path>` model names a TOML script relative to the repository root, or an absolute path".into()),
                 })?;
-                let script = Script::parse(&source, path).map_err(|e| EngineError::ModelConfig {
-                    message: e.to_string(),
-                    hint: Some("the scripted model format is in CONTRACT.md, \"Scripted model\"".into()),
-                })?;
+                let script =
+                    Script::parse(&source, path).map_err(|e| EngineError::ModelConfig {
+                        message: e.to_string(),
+                        hint: Some(
+                            "the scripted model format is in CONTRACT.md, \"Scripted model\""
+                                .into(),
+                        ),
+                    })?;
                 scripts.insert(model.to_string(), source);
                 Some(script)
             }
@@ -251,17 +255,25 @@ pub(crate) async fn callables(
         let key = model.to_string();
         let callable = match model {
             ModelRef::Scripted { path } => {
-                let digest = created.model_scripts.get(&key).ok_or_else(|| EngineError::ModelConfig {
-                    message: format!("mission {} has no pinned script for `{key}`", created.template),
-                    hint: None,
-                })?;
+                let digest =
+                    created
+                        .model_scripts
+                        .get(&key)
+                        .ok_or_else(|| EngineError::ModelConfig {
+                            message: format!(
+                                "mission {} has no pinned script for `{key}`",
+                                created.template
+                            ),
+                            hint: None,
+                        })?;
                 let source = engine.config().artifacts.get(digest).await?;
-                let script = Script::parse(&String::from_utf8_lossy(&source), path).map_err(|e| {
-                    EngineError::ModelConfig {
-                        message: e.to_string(),
-                        hint: None,
-                    }
-                })?;
+                let script =
+                    Script::parse(&String::from_utf8_lossy(&source), path).map_err(|e| {
+                        EngineError::ModelConfig {
+                            message: e.to_string(),
+                            hint: None,
+                        }
+                    })?;
                 let pricing = settings.pricing_of(model, Some(&script));
                 let done = usize::try_from(answered(&key)).unwrap_or(usize::MAX);
                 Callable {
@@ -270,9 +282,13 @@ pub(crate) async fn callables(
                 }
             }
             ModelRef::Remote { provider, .. } => {
-                let config = settings.provider(provider).ok_or_else(|| EngineError::ModelConfig {
-                    message: format!("model `{key}` names provider `{provider}`, which is not configured"),
-                    hint: Some(format!("add [providers.{provider}] to config.toml")),
+                let config = settings.provider(provider).ok_or_else(|| {
+                    EngineError::ModelConfig {
+                        message: format!(
+                            "model `{key}` names provider `{provider}`, which is not configured"
+                        ),
+                        hint: Some(format!("add [providers.{provider}] to config.toml")),
+                    }
                 })?;
                 Callable {
                     provider: remote_provider(provider, &config)?,
@@ -290,10 +306,12 @@ fn remote_provider(
     config: &ProviderSettings,
 ) -> Result<Arc<dyn Provider>, EngineError> {
     let key = match &config.api_key_env {
-        Some(var) => Some(ApiKey::from_env_var(var).map_err(|_| EngineError::ModelConfig {
-            message: format!("provider `{name}` needs an API key in ${var}, which is not set"),
-            hint: Some(format!("export {var}=… before resuming")),
-        })?),
+        Some(var) => Some(
+            ApiKey::from_env_var(var).map_err(|_| EngineError::ModelConfig {
+                message: format!("provider `{name}` needs an API key in ${var}, which is not set"),
+                hint: Some(format!("export {var}=… before resuming")),
+            })?,
+        ),
         None => None,
     };
     let model_error = |e: flightdeck_models::ModelError| EngineError::ModelConfig {
@@ -318,7 +336,9 @@ fn remote_provider(
         ProviderKind::Anthropic => {
             let key = key.ok_or_else(|| EngineError::ModelConfig {
                 message: format!("provider `{name}` (anthropic) needs api_key_env"),
-                hint: Some(format!("set api_key_env in [providers.{name}] of config.toml")),
+                hint: Some(format!(
+                    "set api_key_env in [providers.{name}] of config.toml"
+                )),
             })?;
             Arc::new(
                 AnthropicProvider::new(AnthropicConfig {

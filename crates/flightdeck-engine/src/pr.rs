@@ -188,7 +188,10 @@ fn render_cost(out: &mut String, state: &MissionState) {
                 e.cost_usd
             );
         }
-        let _ = writeln!(out, "\n| Role | Calls | Input tokens | Output tokens | Cost |\n|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "\n| Role | Calls | Input tokens | Output tokens | Cost |\n|---|---|---|---|---|"
+        );
         for (role, e) in &state.ledger.by_role {
             let _ = writeln!(
                 out,
@@ -207,15 +210,25 @@ fn render_cost(out: &mut String, state: &MissionState) {
             let limit = state.budget_limit(d)?;
             let used = state.budget_used(d, state.last_at_ms);
             Some(if d == Dimension::Usd {
-                format!("| usd | ${used:.4} | ${limit:.2} | ${:.4} |", (limit - used).max(0.0))
+                format!(
+                    "| usd | ${used:.4} | ${limit:.2} | ${:.4} |",
+                    (limit - used).max(0.0)
+                )
             } else {
-                format!("| {} | {used} | {limit} | {} |", d.as_str(), (limit - used).max(0.0))
+                format!(
+                    "| {} | {used} | {limit} | {} |",
+                    d.as_str(),
+                    (limit - used).max(0.0)
+                )
             })
         })
         .collect();
     if !limited.is_empty() {
         let _ = writeln!(out, "\n## Budget\n");
-        let _ = writeln!(out, "| Dimension | Used | Limit | Remaining |\n|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| Dimension | Used | Limit | Remaining |\n|---|---|---|---|"
+        );
         for line in limited {
             let _ = writeln!(out, "{line}");
         }

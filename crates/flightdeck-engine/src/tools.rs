@@ -19,20 +19,45 @@ const SHOWN_FILE: usize = 64 * 1024;
 /// What a model may ask for, its arguments checked.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum ToolInvocation {
-    ReadFile { path: String },
-    WriteFile { path: String, content: String },
-    EditFile { path: String, old: String, new: String },
-    ListFiles { path: String },
-    Search { pattern: String, path: String },
-    Run { command: String },
-    Finish { summary: String },
-    Review { approve: bool, comments: Vec<String> },
+    ReadFile {
+        path: String,
+    },
+    WriteFile {
+        path: String,
+        content: String,
+    },
+    EditFile {
+        path: String,
+        old: String,
+        new: String,
+    },
+    ListFiles {
+        path: String,
+    },
+    Search {
+        pattern: String,
+        path: String,
+    },
+    Run {
+        command: String,
+    },
+    Finish {
+        summary: String,
+    },
+    Review {
+        approve: bool,
+        comments: Vec<String>,
+    },
 }
 
 impl ToolInvocation {
     /// Checks a call against the role's tools and the tool's schema. The error is what the
     /// model is told.
-    pub(crate) fn parse(role: AgentRole, name: &str, args: &Value) -> Result<ToolInvocation, String> {
+    pub(crate) fn parse(
+        role: AgentRole,
+        name: &str,
+        args: &Value,
+    ) -> Result<ToolInvocation, String> {
         if !tools_of(role).contains(&name) {
             return Err(format!(
                 "unknown tool `{name}` for the {} (its tools: {})",

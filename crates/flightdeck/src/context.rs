@@ -231,7 +231,9 @@ impl Context {
 /// the section at fault.
 fn model_settings(config: &Config, path: &Path) -> Result<ModelSettings, CliError> {
     let file = path.display();
-    let bad = |what: String, hint: &str| CliError::bad_input(format!("{file}: {what}"), Some(hint.to_string()));
+    let bad = |what: String, hint: &str| {
+        CliError::bad_input(format!("{file}: {what}"), Some(hint.to_string()))
+    };
     let mut settings = ModelSettings::default();
     for (name, provider) in &config.providers {
         let builtin = ProviderSettings::builtin(name);
@@ -307,7 +309,11 @@ fn model_settings(config: &Config, path: &Path) -> Result<ModelSettings, CliErro
             price.cache_read_per_mtok,
             price.cache_write_per_mtok,
         ];
-        if prices.iter().flatten().any(|p| !(p.is_finite() && *p >= 0.0)) {
+        if prices
+            .iter()
+            .flatten()
+            .any(|p| !(p.is_finite() && *p >= 0.0))
+        {
             return Err(bad(
                 format!("[pricing.\"{model}\"]: prices must be zero or more"),
                 "prices are USD per million tokens",

@@ -270,7 +270,11 @@ impl Observer for Progress {
             EventKind::ModelFailed(m) => self.say(&format!(
                 "    model {} failed{}: {}",
                 m.model.as_deref().unwrap_or("?"),
-                if m.retryable { " (will retry or fall back)" } else { "" },
+                if m.retryable {
+                    " (will retry or fall back)"
+                } else {
+                    ""
+                },
                 one_line(&m.error, 100)
             )),
             EventKind::ModelFallback(f) => {
@@ -280,9 +284,10 @@ impl Observer for Progress {
                 "  BLOCKED: {}",
                 flightdeck_core::budget::describe_exceeded(&b)
             )),
-            EventKind::BreakerTripped(b) => {
-                self.say(&format!("  BLOCKED: breaker {} tripped: {}", b.kind, b.detail))
-            }
+            EventKind::BreakerTripped(b) => self.say(&format!(
+                "  BLOCKED: breaker {} tripped: {}",
+                b.kind, b.detail
+            )),
             EventKind::ToolCompleted(t) => {
                 let secs = t.duration_ms as f64 / 1000.0;
                 let result = match (t.ok, t.exit_code, t.timed_out) {
@@ -514,7 +519,11 @@ fn cost_text(summary: &Value) -> Option<String> {
             n("calls"),
             n("input_tokens"),
             n("output_tokens"),
-            if cached > 0 { format!(" ({cached} cached)") } else { String::new() },
+            if cached > 0 {
+                format!(" ({cached} cached)")
+            } else {
+                String::new()
+            },
             match n("failed") {
                 0 => String::new(),
                 failed => format!(", {failed} failed attempt(s)"),

@@ -51,6 +51,7 @@ fn timeline(fates: &[StepFate], finish: bool) -> Vec<EventKind> {
             image_digest: None,
             path: "/w".into(),
             sandbox: "none".into(),
+            base_tree: None,
         }),
     ];
     let mut failed = false;

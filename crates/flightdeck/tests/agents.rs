@@ -1,0 +1,762 @@
+//! Agent steps end to end with the real binary: scripted models, budgets that stop a mission
+//! before the call that would cross them, breakers, fallback over real HTTP to fake OpenAI
+//! and Anthropic servers, and no API key anywhere under the data directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: failing loudly is the point
+
+use std::time::{Duration, Instant};
+
+use flightdeck_testkit::fake_anthropic::{self, AnthropicMessage, FakeAnthropic};
+use flightdeck_testkit::fake_openai::{self, Completion, FakeOpenAi};
+use flightdeck_testkit::{event_types, Cli, CliOutput, TestRepo};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
+
+const PUBLISH_FREELY: &str = "[defaults]\npublish = \"allow\"\n";
+
+/// A repository with template `t` and scripted model `.flightdeck/script.toml`.
+fn agent_repo(template: &str, script: &str) -> TestRepo {
+    let repo = TestRepo::with_files(&[
+        ("README.md", "hello\n"),
+        ("src/lib.rs", "pub fn answer() -> u32 { 41 }\n"),
+        (".flightdeck/policy.toml", PUBLISH_FREELY),
+        (".flightdeck/missions/t.toml", template),
+        (".flightdeck/script.toml", script),
+    ]);
+    repo.commit_all("agent template");
+    repo
+}
+
+fn run(cli: &Cli, repo: &TestRepo) -> CliOutput {
+    cli.run(&[
+        "--json",
+        "run",
+        "t",
+        "--repo",
+        repo.path().to_str().unwrap(),
+    ])
+}
+
+fn of_type<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["type"] == kind).collect()
+}
+
+fn f64_at(value: &Value, pointer: &str) -> f64 {
+    value
+        .pointer(pointer)
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| panic!("no number at {pointer} in {value}"))
+}
+
+const EDIT_SCRIPT: &str = r#"
+model = "sim-1"
+[pricing]
+input_per_mtok = 1.0
+output_per_mtok = 2.0
+
+[[turn]]
+expect = "Goal: Make answer"
+[[turn.call]]
+tool = "read_file"
+args = { path = "src/lib.rs" }
+
+[[turn]]
+expect = "41"
+[[turn.call]]
+tool = "edit_file"
+args = { path = "src/lib.rs", old = "41", new = "42" }
+[[turn.call]]
+tool = "run"
+args = { command = "grep -c 42 src/lib.rs" }
+
+[[turn]]
+expect = "/exit code 0\n1/"
+[[turn.call]]
+tool = "finish"
+args = { summary = "answer() returns 42; grep finds it." }
+"#;
+
+const EDIT_TEMPLATE: &str = r#"
+goal = "Make answer() return 42."
+[model]
+pin = "scripted:.flightdeck/script.toml"
+[[steps]]
+agent = "coder"
+"#;
+
+#[test]
+fn a_scripted_coder_reads_edits_runs_and_the_change_is_published() {
+    let repo = agent_repo(EDIT_TEMPLATE, EDIT_SCRIPT);
+    let cli = Cli::new(BIN);
+    let out = run(&cli, &repo);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let summary = out.json();
+    assert_eq!(summary["status"], "succeeded");
+    let branch = summary["branch"].as_str().unwrap();
+    assert_eq!(
+        repo.git(&["show", &format!("{branch}:src/lib.rs")]),
+        "pub fn answer() -> u32 { 42 }"
+    );
+    let events = cli.timeline(summary["id"].as_str().unwrap());
+    // Every model call is requested before it is answered; every tool call is judged in the
+    // same append as its request, before it completes.
+    let types = event_types(&events);
+    assert_eq!(of_type(&events, "model.requested").len(), 3);
+    assert_eq!(of_type(&events, "model.responded").len(), 3);
+    let tools: Vec<&str> = of_type(&events, "tool.requested")
+        .iter()
+        .map(|e| e["data"]["tool"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["read_file", "edit_file", "run", "finish"]);
+    for request in of_type(&events, "tool.requested") {
+        let seq = request["seq"].as_u64().unwrap() as usize;
+        assert_eq!(
+            types[seq], "policy.decided",
+            "decision right after {request}"
+        );
+        assert_eq!(events[seq]["data"]["subject"], request["data"]["call_id"]);
+    }
+    assert_eq!(of_type(&events, "step.started")[0]["data"]["role"], "coder");
+    // The cost ledger: per model and per role, priced from the script.
+    let cost = &summary["cost"];
+    assert_eq!(
+        cost["by_model"][0]["model"],
+        "scripted:.flightdeck/script.toml"
+    );
+    assert_eq!(cost["by_model"][0]["calls"], 3);
+    assert_eq!(cost["by_model"][0]["served"], json!(["sim-1"]));
+    assert_eq!(cost["by_role"][0]["role"], "coder");
+    let spent: f64 = of_type(&events, "model.responded")
+        .iter()
+        .map(|e| f64_at(e, "/data/cost_usd"))
+        .sum();
+    assert!(spent > 0.0);
+    assert!((f64_at(cost, "/total_usd") - spent).abs() < 1e-12);
+    assert!((f64_at(&summary, "/budget/usd/used") - spent).abs() < 1e-12);
+    // The PR description reports models and cost from the timeline.
+    let pr = cli
+        .run(&[
+            "artifact",
+            summary["artifacts"]["pr_description"].as_str().unwrap(),
+        ])
+        .expect_code(0)
+        .stdout();
+    assert!(pr.contains("## Models and cost"), "{pr}");
+    assert!(
+        pr.contains("| `scripted:.flightdeck/script.toml` | sim-1 | 3 |"),
+        "{pr}"
+    );
+}
+
+/// A script whose every call costs about $0.105 (1000 in, 50 out at $100/Mtok), with an
+/// output limit of 100 tokens so a call reserves well under its limit.
+fn priced_script(turns: usize) -> String {
+    let mut script = String::from(
+        "model = \"sim-1\"\n[pricing]\ninput_per_mtok = 100.0\noutput_per_mtok = 100.0\n",
+    );
+    for i in 0..turns {
+        script.push_str(&format!(
+            "[[turn]]\ninput_tokens = 1000\noutput_tokens = 50\n[[turn.call]]\ntool = \"run\"\nargs = {{ command = \"echo step {i} >> log.txt\" }}\n"
+        ));
+    }
+    script.push_str("[[turn]]\ninput_tokens = 1000\noutput_tokens = 50\n[[turn.call]]\ntool = \"finish\"\nargs = { summary = \"done\" }\n");
+    script
+}
+
+#[test]
+fn a_tiny_usd_budget_stops_before_the_call_that_would_cross_it_and_a_raise_lets_it_finish() {
+    let template = r#"
+goal = "Log five steps."
+[model]
+pin = "scripted:.flightdeck/script.toml"
+max_output_tokens = 100
+[budget]
+usd = 0.5
+[[steps]]
+agent = "coder"
+"#;
+    let repo = agent_repo(template, &priced_script(5));
+    let cli = Cli::new(BIN);
+    let out = run(&cli, &repo);
+    assert_eq!(out.code(), 4, "blocked exits 4: {}", out.stderr());
+    let summary = out.json();
+    let id = summary["id"].as_str().unwrap().to_string();
+    assert_eq!(summary["status"], "blocked");
+    assert_eq!(summary["error"]["kind"], "budget_exceeded");
+    let events = cli.timeline(&id);
+    let exceeded = of_type(&events, "budget.exceeded");
+    assert_eq!(exceeded.len(), 1);
+    let e = &exceeded[0]["data"];
+    assert_eq!(e["dimension"], "usd");
+    let (used, limit, needed) = (
+        f64_at(e, "/used"),
+        f64_at(e, "/limit"),
+        f64_at(e, "/needed"),
+    );
+    assert_eq!(limit, 0.5);
+    assert!(used <= limit && used + needed > limit, "{e}");
+    // Nothing was asked of the model after the refusal, and spend never passed the limit.
+    let last_request = events
+        .iter()
+        .rposition(|e| e["type"] == "model.requested")
+        .unwrap();
+    let refusal = events
+        .iter()
+        .position(|e| e["type"] == "budget.exceeded")
+        .unwrap();
+    assert!(last_request < refusal);
+    let spent = f64_at(&summary, "/budget/usd/used");
+    assert!(spent <= 0.5, "spent {spent}");
+    assert!((spent - used).abs() < 1e-12);
+    // Each request reserved its worst case before it was made.
+    for request in of_type(&events, "model.requested") {
+        assert!(request["data"]["reserved"]["usd"].as_f64().unwrap() > 0.0);
+    }
+
+    // Raising the budget is recorded with who did it; resume then finishes the mission.
+    let raised = cli.run(&["budget", &id, "--add", "usd=1.5"]);
+    assert_eq!(raised.code(), 0, "{}", raised.stderr());
+    let after_raise = cli.timeline(&id);
+    let raise = of_type(&after_raise, "budget.raised");
+    assert_eq!(raise.len(), 1);
+    assert_eq!(
+        raise[0]["data"],
+        json!({"by": "@carol", "dimension": "usd", "amount": 1.5})
+    );
+    let resumed = cli.run(&["--json", "resume", &id]);
+    assert_eq!(resumed.code(), 0, "{}", resumed.stderr());
+    let done = resumed.json();
+    assert_eq!(done["status"], "succeeded");
+    assert_eq!(f64_at(&done, "/budget/usd/limit"), 2.0);
+    assert!(f64_at(&done, "/budget/usd/used") <= 2.0);
+    let branch = done["branch"].as_str().unwrap();
+    assert_eq!(
+        repo.git(&["show", &format!("{branch}:log.txt")])
+            .lines()
+            .count(),
+        5,
+        "every logged step ran exactly once"
+    );
+}
+
+#[test]
+fn budget_raises_that_make_no_sense_are_refused_and_record_nothing() {
+    let template = "goal = \"g\"\n[model]\npin = \"scripted:.flightdeck/script.toml\"\nmax_output_tokens = 100\n[budget]\nusd = 0.15\n[[steps]]\nagent = \"coder\"\n";
+    let repo = agent_repo(template, &priced_script(2));
+    let cli = Cli::new(BIN);
+    let out = run(&cli, &repo);
+    assert_eq!(out.code(), 4, "{}", out.stderr());
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let before = cli.timeline(&id).len();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--add", "usd"], "expected DIM=AMOUNT"),
+        (&["--add", "usd=abc"], "expected DIM=AMOUNT"),
+        (
+            &["--add", "dollars=1"],
+            "`dollars` is not a budget dimension",
+        ),
+        (&["--add", "usd=-1"], "the amount must be positive"),
+        (&["--add", "tokens=1.5"], "tokens counts whole units"),
+        (
+            &["--add", "tokens=100"],
+            "the template sets no `tokens` limit",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut full = vec!["budget", id.as_str()];
+        full.extend_from_slice(args);
+        let out = cli.run(&full);
+        assert_eq!(out.code(), 2, "{args:?}");
+        assert!(
+            out.stderr().contains(expected),
+            "{args:?}: {}",
+            out.stderr()
+        );
+        assert!(out.stderr().contains("hint:"), "{args:?}: {}", out.stderr());
+    }
+    assert_eq!(
+        cli.timeline(&id).len(),
+        before,
+        "a refused raise records nothing"
+    );
+}
+
+#[test]
+fn breakers_trip_on_a_scripted_loop_and_block_the_mission() {
+    struct Case {
+        name: &'static str,
+        breakers: &'static str,
+        calls: &'static [&'static str],
+        kind: &'static str,
+        completed_before_trip: usize,
+    }
+    let cases = [
+        Case {
+            name: "the same call three times in a row",
+            breakers: "repeated_action = 3",
+            calls: &["tool = \"read_file\"\nargs = { path = \"README.md\" }"; 4],
+            kind: "repeated_action",
+            completed_before_trip: 2,
+        },
+        Case {
+            name: "three failing commands in a row",
+            breakers: "consecutive_failures = 3",
+            calls: &[
+                "tool = \"run\"\nargs = { command = \"exit 1\" }",
+                "tool = \"run\"\nargs = { command = \"false\" }",
+                "tool = \"run\"\nargs = { command = \"test -e nope\" }",
+                "tool = \"run\"\nargs = { command = \"true\" }",
+            ],
+            kind: "consecutive_failures",
+            completed_before_trip: 3,
+        },
+        Case {
+            name: "calls that leave the worktree as it was",
+            breakers: "no_progress = 3\nrepeated_action = 10",
+            calls: &[
+                "tool = \"list_files\"\nargs = { path = \"\" }",
+                "tool = \"run\"\nargs = { command = \"true\" }",
+                "tool = \"read_file\"\nargs = { path = \"README.md\" }",
+                "tool = \"run\"\nargs = { command = \"echo x > x.txt\" }",
+            ],
+            kind: "no_progress",
+            completed_before_trip: 3,
+        },
+    ];
+    for case in cases {
+        let mut script = String::from("model = \"sim-1\"\n");
+        for call in case.calls {
+            script.push_str(&format!("[[turn]]\n[[turn.call]]\n{call}\n"));
+        }
+        script.push_str(
+            "[[turn]]\n[[turn.call]]\ntool = \"finish\"\nargs = { summary = \"done\" }\n",
+        );
+        let template = format!(
+            "goal = \"loop\"\n[model]\npin = \"scripted:.flightdeck/script.toml\"\n[breakers]\n{}\n[[steps]]\nagent = \"coder\"\n",
+            case.breakers
+        );
+        let repo = agent_repo(&template, &script);
+        let cli = Cli::new(BIN);
+        let out = run(&cli, &repo);
+        assert_eq!(out.code(), 4, "{}: {}", case.name, out.stderr());
+        let summary = out.json();
+        assert_eq!(summary["status"], "blocked", "{}", case.name);
+        assert_eq!(summary["error"]["kind"], "breaker_tripped", "{}", case.name);
+        let id = summary["id"].as_str().unwrap().to_string();
+        let events = cli.timeline(&id);
+        let tripped = of_type(&events, "breaker.tripped");
+        assert_eq!(tripped.len(), 1, "{}", case.name);
+        assert_eq!(tripped[0]["data"]["kind"], case.kind, "{}", case.name);
+        assert_eq!(
+            of_type(&events, "tool.completed").len(),
+            case.completed_before_trip,
+            "{}",
+            case.name
+        );
+        // A person looked and resumes: the breakers start afresh and the script finishes.
+        let resumed = cli.run(&["--json", "resume", &id]);
+        assert_eq!(resumed.code(), 0, "{}: {}", case.name, resumed.stderr());
+        assert_eq!(resumed.json()["status"], "succeeded", "{}", case.name);
+    }
+}
+
+#[test]
+fn bad_model_settings_are_refused_before_anything_is_recorded() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[[steps]]\nagent = \"coder\"\n",
+            "",
+            "an agent step needs a model, and the template has no [model]",
+        ),
+        (
+            "[model]\npin = \"nowhere:gpt-4.1\"\n[[steps]]\nagent = \"coder\"\n",
+            "",
+            "names provider `nowhere`, which is not configured",
+        ),
+        (
+            "[model]\npin = \"openai:gpt-4.1-2025-04-14\"\n[[steps]]\nagent = \"coder\"\n",
+            "",
+            "needs an API key in $OPENAI_API_KEY, which is not set",
+        ),
+        (
+            "[model]\npin = \"local:llama3\"\n[budget]\nusd = 1.0\n[[steps]]\nagent = \"coder\"\n",
+            "[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+            "the budget limits usd, but model `local:llama3` has no price",
+        ),
+        (
+            "[model]\npin = \"scripted:missing.toml\"\n[[steps]]\nagent = \"coder\"\n",
+            "",
+            "cannot read the scripted model",
+        ),
+        (
+            "[model]\npin = \"scripted:.flightdeck/script.toml\"\n[[steps]]\nagent = \"coder\"\n",
+            "[providers.x]\nkind = \"grpc\"\nbase_url = \"http://x\"\n",
+            "[providers.x] kind = \"grpc\" is not a provider kind",
+        ),
+    ];
+    for (template, config, expected) in cases {
+        let repo = agent_repo(template, "[[turn]]\ncontent = \"hi\"\n");
+        let cli = Cli::new(BIN);
+        if !config.is_empty() {
+            cli.write_config(config);
+        }
+        let out = cli
+            .command(&["run", "t", "--repo", repo.path().to_str().unwrap()])
+            .env_remove("OPENAI_API_KEY")
+            .output()
+            .unwrap();
+        let out = CliOutput(out);
+        assert_eq!(out.code(), 2, "{expected}: {}", out.stderr());
+        assert!(
+            out.stderr().contains(expected),
+            "{expected}: {}",
+            out.stderr()
+        );
+        assert!(out.stderr().contains("hint:"), "{}", out.stderr());
+        let written: Vec<_> = cli
+            .data_files()
+            .into_iter()
+            .filter(|(p, _)| !p.ends_with("config.toml"))
+            .collect();
+        assert!(
+            written.is_empty(),
+            "{expected}: nothing may be written: {written:?}"
+        );
+    }
+}
+
+const OPENAI_KEY: &str = "sk-test-OPENAI-9f8e7d6c5b4a";
+const ANTHROPIC_KEY: &str = "sk-ant-test-ANTHROPIC-1a2b3c4d";
+const PINNED: &str = "gpt-4.1-2025-04-14";
+const FALLBACK: &str = "claude-sonnet-4-5-20250929";
+
+/// A repository whose template pins OpenAI with an Anthropic fallback, and a CLI whose config
+/// points both providers at the fakes.
+fn remote_setup(openai: &FakeOpenAi, anthropic: &FakeAnthropic) -> (TestRepo, Cli) {
+    let template = format!(
+        "goal = \"Say hello.\"\n[model]\npin = \"openai:{PINNED}\"\nfallback = [\"anthropic:{FALLBACK}\"]\nmax_output_tokens = 256\n[[steps]]\nagent = \"coder\"\n"
+    );
+    let repo = agent_repo(&template, "");
+    let cli = Cli::new(BIN);
+    cli.write_config(&format!(
+        r#"
+[providers.openai]
+base_url = "{}"
+api_key_env = "FD_TEST_OPENAI_KEY"
+max_retries = 1
+timeout_seconds = 2
+
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{}"
+api_key_env = "FD_TEST_ANTHROPIC_KEY"
+max_retries = 0
+
+[pricing."openai:{PINNED}"]
+input_per_mtok = 2.0
+output_per_mtok = 8.0
+
+[pricing."anthropic:{FALLBACK}"]
+input_per_mtok = 3.0
+output_per_mtok = 15.0
+"#,
+        openai.base_url(),
+        anthropic.base_url()
+    ));
+    (repo, cli)
+}
+
+fn run_remote(cli: &Cli, repo: &TestRepo) -> CliOutput {
+    let out = cli
+        .command(&[
+            "--json",
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ])
+        .env("FD_TEST_OPENAI_KEY", OPENAI_KEY)
+        .env("FD_TEST_ANTHROPIC_KEY", ANTHROPIC_KEY)
+        .output()
+        .unwrap();
+    CliOutput(out)
+}
+
+fn finish_openai() -> flightdeck_testkit::fake_http::FakeReply {
+    Completion::new(PINNED)
+        .tool_call("call_1", "finish", json!({"summary": "hello"}))
+        .usage(1200, 30)
+        .cached(200)
+        .reply()
+}
+
+fn finish_anthropic() -> flightdeck_testkit::fake_http::FakeReply {
+    AnthropicMessage::new(FALLBACK)
+        .tool_use("toolu_1", "finish", json!({"summary": "hello"}))
+        .usage(900, 25, 0, 100)
+        .reply()
+}
+
+/// No API key, and no `Authorization` value, anywhere under the data directory.
+fn assert_no_secrets(cli: &Cli) {
+    for (path, bytes) in cli.data_files() {
+        let text = String::from_utf8_lossy(&bytes);
+        for secret in [OPENAI_KEY, ANTHROPIC_KEY, &format!("Bearer {OPENAI_KEY}")] {
+            assert!(
+                !text.contains(secret),
+                "{} contains a secret",
+                path.display()
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_failures_retry_fall_back_or_fail_as_the_contract_says() {
+    struct Case {
+        name: &'static str,
+        openai: Vec<flightdeck_testkit::fake_http::FakeReply>,
+        anthropic: Vec<flightdeck_testkit::fake_http::FakeReply>,
+        status: &'static str,
+        /// (retryable?) of each model.failed, in order.
+        failures: &'static [bool],
+        fallbacks: usize,
+        served: Option<&'static str>,
+        error: Option<&'static str>,
+    }
+    let cases = vec![
+        Case {
+            name: "429 with Retry-After, retried, then answered",
+            openai: vec![fake_openai::rate_limited(1), finish_openai()],
+            anthropic: vec![],
+            status: "succeeded",
+            failures: &[true],
+            fallbacks: 0,
+            served: Some(PINNED),
+            error: None,
+        },
+        Case {
+            name: "500 twice: retries spent, falls back to Anthropic",
+            openai: vec![fake_openai::server_error(), fake_openai::server_error()],
+            anthropic: vec![finish_anthropic()],
+            status: "succeeded",
+            failures: &[true, true],
+            fallbacks: 1,
+            served: Some(FALLBACK),
+            error: None,
+        },
+        Case {
+            name: "a timeout is retryable",
+            openai: vec![
+                finish_openai().delayed(Duration::from_secs(4)),
+                finish_openai().delayed(Duration::from_secs(4)),
+            ],
+            anthropic: vec![finish_anthropic()],
+            status: "succeeded",
+            failures: &[true, true],
+            fallbacks: 1,
+            served: Some(FALLBACK),
+            error: None,
+        },
+        Case {
+            name: "a 400 is not retried and does not fall back",
+            openai: vec![fake_openai::bad_request("Invalid 'messages'")],
+            anthropic: vec![],
+            status: "failed",
+            failures: &[false],
+            fallbacks: 0,
+            served: None,
+            error: Some("not retryable, so no fallback was tried"),
+        },
+        Case {
+            name: "another dated snapshot than the pinned one fails the call",
+            openai: vec![Completion::new("gpt-4.1-2025-06-01")
+                .tool_call("call_1", "finish", json!({"summary": "x"}))
+                .reply()],
+            anthropic: vec![],
+            status: "failed",
+            failures: &[false],
+            fallbacks: 0,
+            served: None,
+            error: Some("gpt-4.1-2025-06-01"),
+        },
+        Case {
+            name: "every model fails: the error lists what was tried",
+            openai: vec![fake_openai::server_error(), fake_openai::server_error()],
+            anthropic: vec![fake_anthropic::overloaded()],
+            status: "failed",
+            failures: &[true, true, true],
+            fallbacks: 1,
+            served: None,
+            error: Some("every model failed (3 attempts)"),
+        },
+    ];
+    for case in cases {
+        let openai = FakeOpenAi::with_api_key(OPENAI_KEY).await;
+        let anthropic = FakeAnthropic::with_api_key(ANTHROPIC_KEY).await;
+        for reply in case.openai {
+            openai.push(reply);
+        }
+        for reply in case.anthropic {
+            anthropic.push(reply);
+        }
+        let (repo, cli) = remote_setup(&openai, &anthropic);
+        let started = Instant::now();
+        let out = tokio::task::block_in_place(|| run_remote(&cli, &repo));
+        let summary = out.json();
+        assert_eq!(
+            summary["status"],
+            case.status,
+            "{}: {}",
+            case.name,
+            out.stderr()
+        );
+        let events = tokio::task::block_in_place(|| cli.timeline(summary["id"].as_str().unwrap()));
+        let failures: Vec<bool> = of_type(&events, "model.failed")
+            .iter()
+            .map(|e| e["data"]["retryable"].as_bool().unwrap())
+            .collect();
+        assert_eq!(failures, case.failures, "{}", case.name);
+        let fallbacks = of_type(&events, "model.fallback");
+        assert_eq!(fallbacks.len(), case.fallbacks, "{}", case.name);
+        if case.fallbacks > 0 {
+            assert_eq!(fallbacks[0]["data"]["from"], format!("openai:{PINNED}"));
+            assert_eq!(fallbacks[0]["data"]["to"], format!("anthropic:{FALLBACK}"));
+        }
+        match case.served {
+            Some(served) => {
+                let responded = of_type(&events, "model.responded");
+                assert_eq!(
+                    responded[0]["data"]["model_served"], served,
+                    "{}",
+                    case.name
+                );
+            }
+            None => assert!(of_type(&events, "model.responded").is_empty()),
+        }
+        if let Some(error) = case.error {
+            assert_eq!(summary["error"]["kind"], "model_failed", "{}", case.name);
+            let message = summary["error"]["message"].as_str().unwrap();
+            assert!(message.contains(error), "{}: {message}", case.name);
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{}", case.name);
+        openai.assert_clean();
+        anthropic.assert_clean();
+        assert_no_secrets(&cli);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_tool_calls_round_trip_and_cache_tokens_reach_the_ledger() {
+    let openai = FakeOpenAi::with_api_key(OPENAI_KEY).await;
+    let anthropic = FakeAnthropic::with_api_key(ANTHROPIC_KEY).await;
+    openai.push(
+        Completion::new(PINNED)
+            .content("Reading first.")
+            .tool_call("call_a", "read_file", json!({"path": "README.md"}))
+            .usage(1000, 20)
+            .reply(),
+    );
+    openai.push(finish_openai());
+    let (repo, cli) = remote_setup(&openai, &anthropic);
+    let out = tokio::task::block_in_place(|| run_remote(&cli, &repo));
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let summary = out.json();
+    assert_eq!(summary["status"], "succeeded");
+    // The second request answers the first call with its result, as the API requires (the
+    // fake checks tool messages against earlier calls and the whole body against the spec).
+    let requests = openai.requests();
+    assert_eq!(requests.len(), 2);
+    let second = requests[1].json();
+    let tool_message = second["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap();
+    assert_eq!(tool_message["tool_call_id"], "call_a");
+    assert_eq!(tool_message["content"], "hello\n");
+    assert_eq!(second["model"], PINNED);
+    assert_eq!(second["max_completion_tokens"], 256);
+    let model = &summary["cost"]["by_model"][0];
+    assert_eq!(model["model"], format!("openai:{PINNED}"));
+    assert_eq!(model["input_tokens"], 2200);
+    assert_eq!(model["cache_read_tokens"], 200);
+    openai.assert_clean();
+    assert_no_secrets(&cli);
+}
+
+#[test]
+fn a_killed_agent_resumes_with_exactly_the_conversation_it_had() {
+    let script = r#"
+model = "sim-1"
+[[turn]]
+[[turn.call]]
+tool = "run"
+args = { command = "echo started >> run.log; sleep 3; echo done" }
+
+[[turn]]
+expect = "/exit code 0\ndone/"
+[[turn.call]]
+tool = "finish"
+args = { summary = "done" }
+"#;
+    let template = "goal = \"Wait.\"\n[model]\npin = \"scripted:.flightdeck/script.toml\"\n[[steps]]\nagent = \"coder\"\n";
+    let repo = agent_repo(template, script);
+
+    // The uninterrupted twin, for comparison.
+    let twin = Cli::new(BIN);
+    let twin_summary = run(&twin, &repo).expect_code(0).json();
+    let twin_events = twin.timeline(twin_summary["id"].as_str().unwrap());
+
+    let cli = Cli::new(BIN);
+    let mut child = cli
+        .command(&["run", "t", "--repo", repo.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never started its command"
+        );
+        let missions = cli.run(&["missions", "--json"]).json();
+        if let Some(id) = missions[0]["id"].as_str() {
+            let events = cli.timeline(id);
+            if events.iter().any(|e| e["type"] == "tool.requested") {
+                break id.to_string();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let resumed = cli.run(&["--json", "resume", &id]);
+    assert_eq!(resumed.code(), 0, "{}", resumed.stderr());
+    assert_eq!(resumed.json()["status"], "succeeded");
+    let events = cli.timeline(&id);
+    let interrupted = of_type(&events, "mission.interrupted");
+    assert_eq!(interrupted[0]["data"]["calls"], json!(["step-0.m1.t1"]));
+    let reruns: Vec<&str> = of_type(&events, "tool.requested")
+        .iter()
+        .map(|e| e["data"]["call_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(reruns, ["step-0.m1.t1", "step-0.m1.t1#2", "step-0.m2.t1"]);
+    // The model was asked exactly what the uninterrupted twin asked: same bytes, same digest.
+    let requests = |events: &[Value]| -> Vec<(String, String)> {
+        of_type(events, "model.requested")
+            .iter()
+            .map(|e| {
+                (
+                    e["data"]["call_id"].as_str().unwrap().to_string(),
+                    e["data"]["request"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(requests(&events), requests(&twin_events));
+}
