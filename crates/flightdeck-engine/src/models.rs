@@ -253,49 +253,49 @@ pub(crate) async fn callables(
     let mut callables = Vec::with_capacity(models.refs.len());
     for model in &models.refs {
         let key = model.to_string();
-        let callable = match model {
-            ModelRef::Scripted { path } => {
-                let digest =
-                    created
-                        .model_scripts
-                        .get(&key)
-                        .ok_or_else(|| EngineError::ModelConfig {
+        let callable =
+            match model {
+                ModelRef::Scripted { path } => {
+                    let digest = created.model_scripts.get(&key).ok_or_else(|| {
+                        EngineError::ModelConfig {
                             message: format!(
                                 "mission {} has no pinned script for `{key}`",
                                 created.template
                             ),
                             hint: None,
-                        })?;
-                let source = engine.config().artifacts.get(digest).await?;
-                let script =
-                    Script::parse(&String::from_utf8_lossy(&source), path).map_err(|e| {
-                        EngineError::ModelConfig {
-                            message: e.to_string(),
-                            hint: None,
                         }
                     })?;
-                let pricing = settings.pricing_of(model, Some(&script));
-                let done = usize::try_from(answered(&key)).unwrap_or(usize::MAX);
-                Callable {
-                    provider: Arc::new(ScriptedProvider::starting_at(script, done)),
-                    pricing,
+                    let source = engine.config().artifacts.get(digest).await?;
+                    let script =
+                        Script::parse(&String::from_utf8_lossy(&source), path).map_err(|e| {
+                            EngineError::ModelConfig {
+                                message: e.to_string(),
+                                hint: None,
+                            }
+                        })?;
+                    let pricing = settings.pricing_of(model, Some(&script));
+                    let done = usize::try_from(answered(&key)).unwrap_or(usize::MAX);
+                    Callable {
+                        provider: Arc::new(ScriptedProvider::starting_at(script, done)),
+                        pricing,
+                    }
                 }
-            }
-            ModelRef::Remote { provider, .. } => {
-                let config = settings.provider(provider).ok_or_else(|| {
-                    EngineError::ModelConfig {
-                        message: format!(
+                ModelRef::Remote { provider, .. } => {
+                    let config =
+                        settings
+                            .provider(provider)
+                            .ok_or_else(|| EngineError::ModelConfig {
+                                message: format!(
                             "model `{key}` names provider `{provider}`, which is not configured"
                         ),
-                        hint: Some(format!("add [providers.{provider}] to config.toml")),
+                                hint: Some(format!("add [providers.{provider}] to config.toml")),
+                            })?;
+                    Callable {
+                        provider: remote_provider(provider, &config)?,
+                        pricing: settings.pricing_of(model, None),
                     }
-                })?;
-                Callable {
-                    provider: remote_provider(provider, &config)?,
-                    pricing: settings.pricing_of(model, None),
                 }
-            }
-        };
+            };
         callables.push(callable);
     }
     Ok(callables)
