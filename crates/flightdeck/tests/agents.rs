@@ -760,3 +760,69 @@ args = { summary = "done" }
     };
     assert_eq!(requests(&events), requests(&twin_events));
 }
+
+#[test]
+fn a_budget_raised_while_the_agent_works_is_folded_in_without_stopping_it() {
+    let script = r#"
+model = "sim-1"
+[[turn]]
+[[turn.call]]
+tool = "run"
+args = { command = "sleep 3; echo slept" }
+
+[[turn]]
+[[turn.call]]
+tool = "finish"
+args = { summary = "done" }
+"#;
+    let template = "goal = \"Wait.\"\n[model]\npin = \"scripted:.flightdeck/script.toml\"\n[budget]\ntool_calls = 10\n[[steps]]\nagent = \"coder\"\n";
+    let repo = agent_repo(template, script);
+    let cli = Cli::new(BIN);
+    let child = cli
+        .command(&[
+            "--json",
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never started its command"
+        );
+        let missions = cli.run(&["missions", "--json"]).json();
+        if let Some(id) = missions[0]["id"].as_str() {
+            if cli
+                .timeline(id)
+                .iter()
+                .any(|e| e["type"] == "tool.requested")
+            {
+                break id.to_string();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let raised = cli.run(&["budget", &id, "--add", "tool_calls=5"]);
+    assert_eq!(raised.code(), 0, "{}", raised.stderr());
+    let out = CliOutput(child.wait_with_output().unwrap());
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let summary = out.json();
+    assert_eq!(summary["status"], "succeeded");
+    assert_eq!(f64_at(&summary, "/budget/tool_calls/limit"), 15.0);
+    let events = cli.timeline(&id);
+    let raise = events
+        .iter()
+        .position(|e| e["type"] == "budget.raised")
+        .unwrap();
+    let completed = events
+        .iter()
+        .position(|e| e["type"] == "tool.completed")
+        .unwrap();
+    assert!(raise < completed, "the raise landed while the command ran");
+}
