@@ -478,14 +478,22 @@ impl Engine {
                 let diff = CurrentDiff::read(place.worktree)?;
                 let mut decided = decided;
                 decided.diff_hash = Some(diff.hash());
+                // Approvers see what the call would do: the command, or the write itself.
                 let (gate, command, paths) = match &invocation {
-                    ToolInvocation::Run { command } => {
-                        ("command", Some(command.as_str()), Vec::new())
-                    }
-                    ToolInvocation::WriteFile { path, .. }
-                    | ToolInvocation::EditFile { path, .. } => ("write", None, vec![path.clone()]),
-                    _ => ("tool", None, Vec::new()),
+                    ToolInvocation::Run { command } => ("command", command.clone(), Vec::new()),
+                    ToolInvocation::WriteFile { path, content } => (
+                        "write",
+                        format!("write_file {path} ({} bytes):\n{content}", content.len()),
+                        vec![path.clone()],
+                    ),
+                    ToolInvocation::EditFile { path, old, new } => (
+                        "write",
+                        format!("edit_file {path}: replace\n{old}\nwith\n{new}"),
+                        vec![path.clone()],
+                    ),
+                    _ => ("tool", call.name.clone(), Vec::new()),
                 };
+                let command = Some(command.as_str());
                 let request = self
                     .approval_request(
                         state,

@@ -490,6 +490,13 @@ impl Engine {
         } else {
             format!("{base_call}#{}", attempts + 1)
         };
+        // A template's command is a tool call too: it must fit the budget before it runs.
+        let now = self.cfg.clock.now_ms();
+        if let Some(exceeded) = flightdeck_core::budget::check_tool_call(state, &call_id, now) {
+            self.append(state, vec![EventKind::BudgetExceeded(exceeded)])
+                .await?;
+            return Ok(());
+        }
         let mut events = Vec::new();
         if !state.steps.contains_key(&index) {
             events.push(EventKind::StepStarted(StepStarted {

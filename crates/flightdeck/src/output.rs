@@ -556,6 +556,7 @@ pub fn approval_text(approval: &Value) -> String {
         .unwrap_or(0);
     let approved = strings(approval.get("approved_by"));
     let what = match approval.get("command").and_then(Value::as_str) {
+        Some(command) if s("gate") == "write" => format!("write `{}`", one_line(command, 60)),
         Some(command) => format!("command `{}`", one_line(command, 60)),
         None => format!("{} gate", s("gate")),
     };
