@@ -374,16 +374,49 @@ pub struct BreakerTripped {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AcceptanceResult {
     pub command: String,
+    /// The last attempt's exit code.
     pub exit_code: Option<i32>,
     pub attempts: u32,
+    /// Failed, then passed on a retry.
     pub flaky: bool,
+    #[serde(default)]
+    pub passed: bool,
+    /// The tool calls of the attempts, in order (their outputs are the artifacts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<String>,
+    /// Each attempt's output artifact, in order: a flaky command keeps both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<Digest>,
+}
+
+/// A diff rule of `[acceptance]` the change breaks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcceptanceViolation {
+    /// `too_many_files`, `outside_paths`, `test_deleted`, `skip_marker_added`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AcceptanceChecked {
     pub passed: bool,
     pub results: Vec<AcceptanceResult>,
+    /// One readable line per violation (the details are in `violation_details`).
     pub violations: Vec<String>,
+    /// 1 for the first check, then one more after each fix round.
+    #[serde(default = "one")]
+    pub round: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub violation_details: Vec<AcceptanceViolation>,
+    /// The readable report (artifact): what failed and why, as the coder's fix round and
+    /// people see it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Digest>,
+    /// The git tree that was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<String>,
 }
 
 /// A file a published change touches, with its line counts.

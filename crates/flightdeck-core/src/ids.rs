@@ -62,10 +62,12 @@ pub fn is_attempt_of(call_id: &str, base: &str) -> bool {
             .is_some_and(|rest| rest.starts_with('#'))
 }
 
-/// The id of the `n`th model call (from 1) of the agent running step `step_index`:
-/// `step-<i>.m<n>`. Its retries and fallbacks share it.
-pub fn agent_model_call_id(step_index: usize, n: usize) -> String {
-    format!("{}.m{n}", step_call_id(step_index))
+/// The id of the `n`th model call (from 1) of the agent run `run` (`step-<i>` for a step's
+/// agent; `step-<i>.fix<r>`, `step-<i>.review<r>`, `acceptance.<r>.fix` for the rounds that
+/// follow a review or a failed acceptance check): `<run>.m<n>`. Its retries and fallbacks
+/// share it.
+pub fn agent_model_call_id(run: &str, n: usize) -> String {
+    format!("{run}.m{n}")
 }
 
 /// The id of the `k`th tool call (from 1) that model call `model_call_id` asked for:
@@ -101,7 +103,7 @@ mod tests {
 
     #[test]
     fn agent_ids_are_not_calls_of_run_steps() {
-        let model = agent_model_call_id(1, 3);
+        let model = agent_model_call_id(&step_call_id(1), 3);
         assert_eq!(model, "step-1.m3");
         assert_eq!(agent_tool_call_id(&model, 2, 1), "step-1.m3.t2");
         assert_eq!(agent_tool_call_id(&model, 2, 3), "step-1.m3.t2#3");

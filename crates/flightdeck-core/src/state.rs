@@ -264,6 +264,8 @@ pub struct MissionState {
     pub model_failures_in_a_row: u32,
     /// Milliseconds spent running (not parked) up to the last event: the wall-time budget.
     pub active_ms: i64,
+    /// Every acceptance check, in order.
+    pub acceptance: Vec<AcceptanceChecked>,
 }
 
 /// One logical model call of an agent: its attempts (retries, fallbacks) and its answer.
@@ -325,6 +327,7 @@ impl MissionState {
             recent_actions: Vec::new(),
             model_failures_in_a_row: 0,
             active_ms: 0,
+            acceptance: Vec::new(),
         }
     }
 
@@ -430,7 +433,7 @@ impl MissionState {
                         call.call_id
                     )));
                 }
-                if call.actor != "template" {
+                if is_agent_role(&call.actor) {
                     self.recent_actions.push(ActionRecord {
                         call_id: call.call_id.clone(),
                         actor: call.actor.clone(),
@@ -697,9 +700,8 @@ impl MissionState {
                 self.error = finished.error.clone();
                 self.finished = Some(finished.clone());
             }
-            EventKind::WorkspaceDrift(_)
-            | EventKind::ModelFallback(_)
-            | EventKind::AcceptanceChecked(_) => {}
+            EventKind::AcceptanceChecked(checked) => self.acceptance.push(checked.clone()),
+            EventKind::WorkspaceDrift(_) | EventKind::ModelFallback(_) => {}
         }
         self.events = seq;
         self.last_at_ms = at_ms;
@@ -854,6 +856,12 @@ impl MissionState {
             .map(|p| vec![p.patch.clone(), p.pr_description.clone()])
             .unwrap_or_default()
     }
+}
+
+/// Whether `actor` is an agent role (the breakers watch only agents, not the template's
+/// commands or the platform's acceptance checks).
+fn is_agent_role(actor: &str) -> bool {
+    matches!(actor, "planner" | "coder" | "reviewer")
 }
 
 /// Whether two identities name the same person, compared as `flightdeck-policy`'s

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use flightdeck_core::budget::{after_action, before_action, check_tool_call, BreakerLimits};
 use flightdeck_core::event::*;
-use flightdeck_core::ids::{agent_model_call_id, agent_tool_call_id, is_attempt_of};
+use flightdeck_core::ids::{agent_model_call_id, agent_tool_call_id, is_attempt_of, step_call_id};
 use flightdeck_core::state::{ApprovalStatus, ToolCallProgress};
 use flightdeck_core::template::{AgentRole, Network, Template};
 use flightdeck_core::{EventKind, MissionState, MissionStatus};
@@ -28,6 +28,8 @@ use crate::{Engine, EngineError};
 const AGENT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 /// Answers in a row without a tool call before the agent is stopped as stuck.
 const MAX_ANSWERS_WITHOUT_TOOLS: u32 = 3;
+/// The most of the diff a reviewer is shown in its task.
+const REVIEW_DIFF_SHOWN: usize = 24 * 1024;
 /// The most of a file `read_file` records.
 const MAX_READ: usize = 1024 * 1024;
 const MAX_LISTED: usize = 2000;
@@ -43,6 +45,39 @@ pub(crate) struct AgentStep<'a> {
     pub(crate) role: AgentRole,
     pub(crate) task: Option<&'a str>,
     pub(crate) model: Option<&'a str>,
+    /// Reviewers: how many reviews (with coder rounds between them) at most.
+    pub(crate) max_rounds: Option<u32>,
+}
+
+/// One agent's run: a step's agent, or a round that follows a review or a failed acceptance
+/// check. Its calls are named after `key`.
+#[derive(Debug, Clone)]
+pub(crate) struct AgentRun<'a> {
+    /// The prefix of its call ids: `step-<i>`, `step-<i>.fix<r>`, `step-<i>.review<r>`,
+    /// `acceptance.<r>.fix`.
+    pub(crate) key: String,
+    /// The template step it belongs to (none for acceptance rounds).
+    pub(crate) step: Option<usize>,
+    pub(crate) role: AgentRole,
+    pub(crate) model: Option<&'a str>,
+    /// What the agent is asked to do, besides the goal, the plan and the acceptance criteria.
+    pub(crate) task: String,
+    /// For people: `step 2/3 (coder agent)`.
+    pub(crate) label: String,
+}
+
+/// How an agent's run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum AgentEnd {
+    /// `finish`, with its summary.
+    Finished(String),
+    /// `review`, with its verdict.
+    Reviewed {
+        approve: bool,
+        comments: Vec<String>,
+    },
+    /// The mission parked, blocked or ended (recorded).
+    Stopped,
 }
 
 /// Where the step's work happens.
@@ -84,11 +119,14 @@ struct Conversation {
 enum ToolStep {
     /// Completed; the model is told this.
     Result(String),
-    /// The call ended the step (recorded).
-    Ended,
+    /// The call ended the run (`finish`, `review`; recorded).
+    Ended(AgentEnd),
     /// The mission parked, blocked or ended (recorded).
     Stopped,
 }
+
+/// Reviews, and the coder rounds between them, a reviewer step may take when none is set.
+const DEFAULT_MAX_ROUNDS: u32 = 2;
 
 impl Engine {
     pub(crate) async fn agent_step(
@@ -99,21 +137,138 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let template = place.template;
         let models = StepModels::of(template, step.model, &template.file)?;
-        let role = step.role;
-        let prompt = system_prompt(role);
         if !state.steps.contains_key(&step.index) {
-            let digest = self.put_artifact(prompt.as_bytes()).await?;
+            let digest = self
+                .put_artifact(system_prompt(step.role).as_bytes())
+                .await?;
             let started = StepStarted {
                 index: step.index,
                 kind: StepKind::Agent,
                 description: describe(step),
-                role: Some(role.as_str().to_string()),
+                role: Some(step.role.as_str().to_string()),
                 system_prompt: Some(digest),
                 models: models.refs.iter().map(ToString::to_string).collect(),
             };
             self.append(state, vec![EventKind::StepStarted(started)])
                 .await?;
         }
+        let label = format!(
+            "step {}/{} ({})",
+            step.index + 1,
+            step.total,
+            describe(step)
+        );
+        let run = AgentRun {
+            key: step_call_id(step.index),
+            step: Some(step.index),
+            role: step.role,
+            model: step.model,
+            task: step
+                .task
+                .map(str::to_string)
+                .unwrap_or_else(|| default_task(step.role).to_string()),
+            label,
+        };
+        if step.role == AgentRole::Reviewer {
+            return self.review_step(state, place, step, run).await;
+        }
+        match self.agent_run(state, place, &run).await? {
+            AgentEnd::Stopped => Ok(()),
+            AgentEnd::Finished(_) | AgentEnd::Reviewed { .. } => {
+                self.finish_step(state, step.index, StepStatus::Succeeded)
+                    .await
+            }
+        }
+    }
+
+    async fn finish_step(
+        &self,
+        state: &mut MissionState,
+        index: usize,
+        status: StepStatus,
+    ) -> Result<(), EngineError> {
+        let finished = EventKind::StepFinished(StepFinished {
+            index,
+            kind: StepKind::Agent,
+            status,
+        });
+        self.append(state, vec![finished]).await?;
+        Ok(())
+    }
+
+    /// A reviewer step: review; on `request_changes`, a coder round with the comments, then
+    /// review again, up to `max_rounds` reviews. The change goes on only once approved.
+    async fn review_step(
+        &self,
+        state: &mut MissionState,
+        place: &AgentPlace<'_>,
+        step: &AgentStep<'_>,
+        first: AgentRun<'_>,
+    ) -> Result<(), EngineError> {
+        let max_rounds = step.max_rounds.unwrap_or(DEFAULT_MAX_ROUNDS).max(1);
+        let base = first.key.clone();
+        for round in 1..=max_rounds {
+            let review = AgentRun {
+                key: if round == 1 {
+                    base.clone()
+                } else {
+                    format!("{base}.review{round}")
+                },
+                label: format!("{} round {round}", first.label),
+                ..first.clone()
+            };
+            let comments = match self.agent_run(state, place, &review).await? {
+                AgentEnd::Stopped => return Ok(()),
+                AgentEnd::Reviewed { approve: true, .. } | AgentEnd::Finished(_) => {
+                    return self
+                        .finish_step(state, step.index, StepStatus::Succeeded)
+                        .await;
+                }
+                AgentEnd::Reviewed {
+                    approve: false,
+                    comments,
+                } => comments,
+            };
+            if round == max_rounds {
+                let error = MissionError {
+                    kind: "changes_requested".into(),
+                    message: format!(
+                        "{}: the reviewer still requested changes after {max_rounds} review round(s): {}",
+                        first.label,
+                        comments.join("; ")
+                    ),
+                };
+                return self.fail_run(state, Some(step.index), error).await;
+            }
+            let fix = AgentRun {
+                key: format!("{base}.fix{round}"),
+                step: Some(step.index),
+                role: AgentRole::Coder,
+                model: None,
+                task: review_fix_task(&comments),
+                label: format!("{} (coder, answering review round {round})", first.label),
+            };
+            if self.agent_run(state, place, &fix).await? == AgentEnd::Stopped {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one agent until it ends (or the mission stops). A run that already ended in the
+    /// timeline ends again at once, with the same result.
+    pub(crate) async fn agent_run(
+        &self,
+        state: &mut MissionState,
+        place: &AgentPlace<'_>,
+        run: &AgentRun<'_>,
+    ) -> Result<AgentEnd, EngineError> {
+        if let Some(end) = self.ended_run(state, &run.key).await? {
+            return Ok(end);
+        }
+        let template = place.template;
+        let models = StepModels::of(template, run.model, &template.file)?;
+        let role = run.role;
         let callables = models::callables(self, place.created, &models, |model| {
             state.ledger.answered_by(model)
         })
@@ -121,11 +276,11 @@ impl Engine {
         let router = models::router(self, &models, &callables);
         let limits = BreakerLimits::from_spec(&template.breakers);
         let fs = ConfinedFs::new(place.workspace.root())?;
-        let mut convo = self.rebuild_conversation(state, place, step).await?;
+        let mut convo = self.rebuild_conversation(state, place, run).await?;
         let tools = tools::definitions(role);
         loop {
             if state.status.is_terminal() || state.status.is_parked() {
-                return Ok(());
+                return Ok(AgentEnd::Stopped);
             }
             if let Some(pending) = convo.pending.take() {
                 for (k, call) in pending
@@ -139,7 +294,7 @@ impl Engine {
                         .agent_tool_call(
                             state,
                             place,
-                            step,
+                            run,
                             &fs,
                             &limits,
                             &pending.model_call,
@@ -153,12 +308,13 @@ impl Engine {
                                 .messages
                                 .push(Message::tool_result(call.id.clone(), text));
                         }
-                        ToolStep::Ended | ToolStep::Stopped => return Ok(()),
+                        ToolStep::Ended(end) => return Ok(end),
+                        ToolStep::Stopped => return Ok(AgentEnd::Stopped),
                     }
                 }
                 continue;
             }
-            let call_id = agent_model_call_id(step.index, convo.answered + 1);
+            let call_id = agent_model_call_id(&run.key, convo.answered + 1);
             let request = ChatRequest {
                 model: String::new(), // set by the router for each target
                 messages: convo.messages.clone(),
@@ -190,47 +346,81 @@ impl Engine {
                         };
                         self.append(state, vec![EventKind::BreakerTripped(tripped)])
                             .await?;
-                        return Ok(());
+                        return Ok(AgentEnd::Stopped);
                     }
                 }
-                ModelOutcome::Stopped => return Ok(()),
+                ModelOutcome::Stopped => return Ok(AgentEnd::Stopped),
                 ModelOutcome::Failed(error) => {
                     let error = MissionError {
                         kind: "model_failed".into(),
-                        message: format!(
-                            "step {}/{} ({}): {error}",
-                            step.index + 1,
-                            step.total,
-                            describe(step)
-                        ),
+                        message: format!("{}: {error}", run.label),
                     };
-                    self.fail_step(state, step.index, error).await?;
-                    return Ok(());
+                    self.fail_run(state, run.step, error).await?;
+                    return Ok(AgentEnd::Stopped);
                 }
             }
         }
     }
 
-    async fn fail_step(
+    /// Fails the mission (and the step the run belongs to).
+    pub(crate) async fn fail_run(
         &self,
         state: &mut MissionState,
-        index: usize,
+        step: Option<usize>,
         error: MissionError,
     ) -> Result<(), EngineError> {
-        let events = vec![
-            EventKind::StepFinished(StepFinished {
+        let mut events = Vec::new();
+        if let Some(index) = step {
+            events.push(EventKind::StepFinished(StepFinished {
                 index,
                 kind: StepKind::Agent,
                 status: StepStatus::Failed,
-            }),
-            EventKind::MissionFinished(MissionFinished {
-                status: MissionStatus::Failed,
-                error: Some(error),
-                summary: None,
-            }),
-        ];
+            }));
+        }
+        events.push(EventKind::MissionFinished(MissionFinished {
+            status: MissionStatus::Failed,
+            error: Some(error),
+            summary: None,
+        }));
         self.append(state, events).await?;
         Ok(())
+    }
+
+    /// How run `key` ended, if the timeline says it did: its completed `finish` or `review`.
+    async fn ended_run(
+        &self,
+        state: &MissionState,
+        key: &str,
+    ) -> Result<Option<AgentEnd>, EngineError> {
+        let prefix = format!("{key}.m");
+        let ending = state.tool_calls.iter().find_map(|(id, call)| {
+            let done = call.completed.as_ref().filter(|c| c.ok)?;
+            let tool = call.requested.tool.as_str();
+            (id.starts_with(&prefix) && matches!(tool, "finish" | "review")).then(|| {
+                (
+                    tool.to_string(),
+                    done.output.clone(),
+                    call.requested.args.clone(),
+                )
+            })
+        });
+        let Some((tool, output, args)) = ending else {
+            return Ok(None);
+        };
+        if tool == "review" {
+            let invocation = ToolInvocation::parse(AgentRole::Reviewer, "review", &args);
+            if let Ok(ToolInvocation::Review { approve, comments }) = invocation {
+                return Ok(Some(AgentEnd::Reviewed { approve, comments }));
+            }
+            return Err(EngineError::Encode {
+                what: "review verdict",
+                message: format!("the recorded review of {key} does not parse"),
+            });
+        }
+        let bytes = self.config().artifacts.get(&output).await?;
+        Ok(Some(AgentEnd::Finished(
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )))
     }
 
     /// The conversation as the timeline left it: the system prompt, the task, and every
@@ -239,12 +429,12 @@ impl Engine {
         &self,
         state: &MissionState,
         place: &AgentPlace<'_>,
-        step: &AgentStep<'_>,
+        run: &AgentRun<'_>,
     ) -> Result<Conversation, EngineError> {
-        let task = self.task_message(state, place.template, step).await?;
+        let task = self.task_message(state, place, run).await?;
         let mut convo = Conversation {
             messages: vec![
-                Message::system(system_prompt(step.role)),
+                Message::system(system_prompt(run.role)),
                 Message::user(task),
             ],
             answered: 0,
@@ -252,7 +442,7 @@ impl Engine {
             answers_without_tools: 0,
         };
         loop {
-            let model_call = agent_model_call_id(step.index, convo.answered + 1);
+            let model_call = agent_model_call_id(&run.key, convo.answered + 1);
             let Some(responded) = state
                 .model_call_log
                 .get(&model_call)
@@ -300,25 +490,18 @@ impl Engine {
     async fn task_message(
         &self,
         state: &MissionState,
-        template: &Template,
-        step: &AgentStep<'_>,
+        place: &AgentPlace<'_>,
+        run: &AgentRun<'_>,
     ) -> Result<String, EngineError> {
+        let template = place.template;
         let mut text = String::new();
         if let Some(goal) = template.goal.as_deref().filter(|g| !g.trim().is_empty()) {
             text.push_str(&format!("Goal: {}\n", goal.trim()));
         }
-        let task = step
-            .task
-            .map(str::to_string)
-            .unwrap_or_else(|| match step.role {
-                AgentRole::Planner => "Write the plan for the goal.".to_string(),
-                AgentRole::Coder => "Make the change the goal asks for.".to_string(),
-                AgentRole::Reviewer => "Review the change made for the goal.".to_string(),
-            });
-        text.push_str(&format!("Your task: {task}\n"));
-        if step.role != AgentRole::Planner {
+        text.push_str(&format!("Your task: {}\n", run.task.trim()));
+        if run.role != AgentRole::Planner {
             if let Some(plan) = self.plan_of(state).await? {
-                text.push_str(&format!("\nThe plan:\n{plan}\n"));
+                text.push_str(&format!("\nThe plan:\n{}\n", plan.trim()));
             }
         }
         let acceptance = &template.acceptance;
@@ -337,6 +520,26 @@ impl Engine {
             text.push_str(&format!(
                 "Only these paths may change: {}.\n",
                 acceptance.paths.join(", ")
+            ));
+        }
+        if acceptance.forbid_test_deletion {
+            text.push_str("Tests may not be deleted or skipped.\n");
+        }
+        if run.role == AgentRole::Reviewer {
+            // The change as it stands: the worktree is what the timeline recorded last, so a
+            // resumed reviewer is shown the same diff.
+            let diff = CurrentDiff::read(place.worktree)?;
+            let patch = String::from_utf8_lossy(&diff.patch);
+            let files: Vec<String> = diff
+                .files
+                .iter()
+                .map(|f| format!("{} {}", f.status, f.path))
+                .collect();
+            text.push_str(&format!(
+                "\nThe change ({} file(s)):\n{}\n\n```diff\n{}\n```\n",
+                files.len(),
+                files.join("\n"),
+                tools::cut_middle(&patch, REVIEW_DIFF_SHOWN, "(read the files for the rest)")
             ));
         }
         Ok(text)
@@ -365,14 +568,14 @@ impl Engine {
         &self,
         state: &mut MissionState,
         place: &AgentPlace<'_>,
-        step: &AgentStep<'_>,
+        run: &AgentRun<'_>,
         fs: &ConfinedFs,
         limits: &BreakerLimits,
         model_call: &str,
         k: usize,
         call: &ToolCall,
     ) -> Result<ToolStep, EngineError> {
-        let role = step.role;
+        let role = run.role;
         let base = agent_tool_call_id(model_call, k, 1);
         let attempts: Vec<(String, ToolCallProgress)> = state
             .tool_calls
@@ -387,7 +590,7 @@ impl Engine {
             if let Some((id, approved_diff)) = approved_waiting(state, &attempts) {
                 if CurrentDiff::read(place.worktree)?.hash() == approved_diff {
                     return self
-                        .execute_tool(state, place, step, fs, limits, &id, invocation)
+                        .execute_tool(state, place, run, fs, limits, &id, invocation)
                         .await;
                 }
             }
@@ -443,28 +646,25 @@ impl Engine {
         match decided.decision.as_str() {
             "deny" => {
                 let what = format!(
-                    "step {}/{} ({}): the agent's `{}` call {}",
-                    step.index + 1,
-                    step.total,
-                    describe(step),
+                    "{}: the agent's `{}` call {}",
+                    run.label,
                     call.name,
                     flightdeck_core::budget::action_fingerprint("", &call.arguments).trim()
                 );
                 let error = denied_error(&what, &decided);
-                let events = vec![
-                    requested,
-                    EventKind::PolicyDecided(decided),
-                    EventKind::StepFinished(StepFinished {
-                        index: step.index,
+                let mut events = vec![requested, EventKind::PolicyDecided(decided)];
+                if let Some(index) = run.step {
+                    events.push(EventKind::StepFinished(StepFinished {
+                        index,
                         kind: StepKind::Agent,
                         status: StepStatus::Failed,
-                    }),
-                    EventKind::MissionFinished(MissionFinished {
-                        status: MissionStatus::Failed,
-                        error: Some(error),
-                        summary: None,
-                    }),
-                ];
+                    }));
+                }
+                events.push(EventKind::MissionFinished(MissionFinished {
+                    status: MissionStatus::Failed,
+                    error: Some(error),
+                    summary: None,
+                }));
                 self.append(state, events).await?;
                 Ok(ToolStep::Stopped)
             }
@@ -518,7 +718,7 @@ impl Engine {
             _ => {
                 self.append(state, vec![requested, EventKind::PolicyDecided(decided)])
                     .await?;
-                self.execute_tool(state, place, step, fs, limits, &id, &invocation)
+                self.execute_tool(state, place, run, fs, limits, &id, &invocation)
                     .await
             }
         }
@@ -608,7 +808,7 @@ impl Engine {
         &self,
         state: &mut MissionState,
         place: &AgentPlace<'_>,
-        step: &AgentStep<'_>,
+        run: &AgentRun<'_>,
         fs: &ConfinedFs,
         limits: &BreakerLimits,
         id: &str,
@@ -656,9 +856,8 @@ impl Engine {
                     let error = MissionError {
                         kind: "workspace_unrecordable".into(),
                         message: format!(
-                            "step {}/{}: the agent's `{tool}` call left a worktree git cannot record: {e}",
-                            step.index + 1,
-                            step.total
+                            "{}: the agent's `{tool}` call left a worktree git cannot record: {e}",
+                            run.label
                         ),
                     };
                     ok = false;
@@ -675,7 +874,7 @@ impl Engine {
                     };
                     self.append(state, vec![EventKind::ToolCompleted(completed)])
                         .await?;
-                    self.fail_step(state, step.index, error).await?;
+                    self.fail_run(state, run.step, error).await?;
                     return Ok(ToolStep::Stopped);
                 }
             }
@@ -694,48 +893,26 @@ impl Engine {
         };
         let text = tools::result_text(&tool, &completed, &output);
         let mut events = vec![EventKind::ToolCompleted(completed)];
-        match invocation {
-            ToolInvocation::Finish { .. } | ToolInvocation::Review { approve: true, .. } => {
-                events.push(EventKind::StepFinished(StepFinished {
-                    index: step.index,
-                    kind: StepKind::Agent,
-                    status: StepStatus::Succeeded,
-                }));
-                self.append(state, events).await?;
-                Ok(ToolStep::Ended)
-            }
-            ToolInvocation::Review {
-                approve: false,
-                comments,
-            } => {
-                // Review rounds (the coder answering the comments) are not built yet: a
-                // request for changes ends the mission, so an unreviewed change never ships.
-                events.push(EventKind::StepFinished(StepFinished {
-                    index: step.index,
-                    kind: StepKind::Agent,
-                    status: StepStatus::Failed,
-                }));
-                events.push(EventKind::MissionFinished(MissionFinished {
-                    status: MissionStatus::Failed,
-                    error: Some(MissionError {
-                        kind: "changes_requested".into(),
-                        message: format!("the reviewer requested changes: {}", comments.join("; ")),
-                    }),
-                    summary: None,
-                }));
-                self.append(state, events).await?;
-                Ok(ToolStep::Ended)
-            }
-            _ => {
-                let stopped = self.trip_after(state, limits, &mut events);
-                self.append(state, events).await?;
-                Ok(if stopped {
-                    ToolStep::Stopped
-                } else {
-                    ToolStep::Result(text)
-                })
-            }
+        let end = match invocation {
+            ToolInvocation::Finish { summary } => Some(AgentEnd::Finished(summary.clone())),
+            ToolInvocation::Review { approve, comments } => Some(AgentEnd::Reviewed {
+                approve: *approve,
+                comments: comments.clone(),
+            }),
+            _ => None,
+        };
+        if let Some(end) = end {
+            // The caller records what the end means for the step (succeeded, another round).
+            self.append(state, events).await?;
+            return Ok(ToolStep::Ended(end));
         }
+        let stopped = self.trip_after(state, limits, &mut events);
+        self.append(state, events).await?;
+        Ok(if stopped {
+            ToolStep::Stopped
+        } else {
+            ToolStep::Result(text)
+        })
     }
 
     /// Adds `breaker.tripped` to `events` when the state after them trips a breaker.
@@ -884,6 +1061,26 @@ fn file_tool(fs: &ConfinedFs, invocation: &ToolInvocation) -> (bool, String) {
         Ok(text) => (true, text),
         Err(e) => (false, e.to_string()),
     }
+}
+
+/// What an agent is asked when its step names no task.
+fn default_task(role: AgentRole) -> &'static str {
+    match role {
+        AgentRole::Planner => "Write the plan for the goal.",
+        AgentRole::Coder => "Make the change the goal asks for.",
+        AgentRole::Reviewer => "Review the change made for the goal.",
+    }
+}
+
+/// The coder's task after a review asked for changes.
+fn review_fix_task(comments: &[String]) -> String {
+    let mut task = String::from(
+        "The reviewer requested changes. Address every comment, check your work, then call `finish`.\nComments:\n",
+    );
+    for comment in comments {
+        task.push_str(&format!("- {}\n", comment.trim()));
+    }
+    task
 }
 
 fn describe(step: &AgentStep<'_>) -> String {

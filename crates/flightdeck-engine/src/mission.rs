@@ -376,7 +376,10 @@ impl Engine {
                         .await?;
                 }
                 Step::Agent {
-                    role, task, model, ..
+                    role,
+                    task,
+                    model,
+                    max_rounds,
                 } => {
                     let place = AgentPlace {
                         gates: &gates,
@@ -391,6 +394,7 @@ impl Engine {
                         role: *role,
                         task: task.as_deref(),
                         model: model.as_deref(),
+                        max_rounds: *max_rounds,
                     };
                     self.agent_step(state, &place, &step).await?;
                 }
