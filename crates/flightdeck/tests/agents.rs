@@ -1016,3 +1016,134 @@ fn a_template_command_counts_against_tool_calls_before_it_runs() {
         "one\ntwo"
     );
 }
+
+const PLAN_CODE_REVIEW: &str = r#"
+goal = "Make answer() return 42."
+[model]
+pin = "scripted:.flightdeck/script.toml"
+[[steps]]
+agent = "planner"
+[[steps]]
+agent = "coder"
+[[steps]]
+agent = "reviewer"
+max_rounds = 2
+"#;
+
+/// planner → coder → reviewer (changes requested) → coder → reviewer (approve).
+const PLAN_CODE_REVIEW_SCRIPT: &str = r##"
+model = "sim-1"
+
+[[turn]]                                   # planner
+expect = "Write the plan"
+[[turn.call]]
+tool = "search"
+args = { pattern = "fn answer", path = "" }
+[[turn]]
+expect = "src/lib.rs:1:"
+[[turn.call]]
+tool = "finish"
+args = { summary = "1. In src/lib.rs make answer() return 42. 2. Add a test." }
+
+[[turn]]                                   # coder, given the plan
+expect = "The plan:\n1. In src/lib.rs"
+[[turn.call]]
+tool = "edit_file"
+args = { path = "src/lib.rs", old = "41", new = "42" }
+[[turn]]
+[[turn.call]]
+tool = "finish"
+args = { summary = "answer() returns 42." }
+
+[[turn]]                                   # reviewer, shown the diff
+expect = "-pub fn answer() -> u32 { 41 }"
+[[turn.call]]
+tool = "review"
+args = { verdict = "request_changes", comments = ["The plan asked for a test; add one."] }
+
+[[turn]]                                   # coder round with the comments
+expect = "- The plan asked for a test; add one."
+[[turn.call]]
+tool = "write_file"
+args = { path = "tests/answer.rs", content = "#[test]\nfn answers_42() { assert_eq!(sample::answer(), 42); }\n" }
+[[turn]]
+[[turn.call]]
+tool = "finish"
+args = { summary = "Added tests/answer.rs." }
+
+[[turn]]                                   # second review, shown the new file
+expect = "A tests/answer.rs"
+[[turn.call]]
+tool = "review"
+args = { verdict = "approve", comments = [] }
+"##;
+
+#[test]
+fn plan_code_review_with_one_round_of_changes_then_publish() {
+    let repo = agent_repo(PLAN_CODE_REVIEW, PLAN_CODE_REVIEW_SCRIPT);
+    let cli = Cli::new(BIN);
+    let out = run(&cli, &repo);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let summary = out.json();
+    assert_eq!(summary["status"], "succeeded");
+    let branch = summary["branch"].as_str().unwrap();
+    assert!(repo
+        .git(&["show", &format!("{branch}:tests/answer.rs")])
+        .contains("answers_42"));
+    let events = cli.timeline(summary["id"].as_str().unwrap());
+    let calls: Vec<(String, String)> = of_type(&events, "tool.requested")
+        .iter()
+        .map(|e| {
+            (
+                e["data"]["call_id"].as_str().unwrap().to_string(),
+                format!(
+                    "{} {}",
+                    e["data"]["actor"].as_str().unwrap(),
+                    e["data"]["tool"].as_str().unwrap()
+                ),
+            )
+        })
+        .collect();
+    let expected = [
+        ("step-0.m1.t1", "planner search"),
+        ("step-0.m2.t1", "planner finish"),
+        ("step-1.m1.t1", "coder edit_file"),
+        ("step-1.m2.t1", "coder finish"),
+        ("step-2.m1.t1", "reviewer review"),
+        ("step-2.fix1.m1.t1", "coder write_file"),
+        ("step-2.fix1.m2.t1", "coder finish"),
+        ("step-2.review2.m1.t1", "reviewer review"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(calls, expected);
+    let roles: Vec<&str> = summary["cost"]["by_role"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["coder", "planner", "reviewer"]);
+    for step in summary["steps"].as_array().unwrap() {
+        assert_eq!(step["status"], "succeeded");
+    }
+}
+
+#[test]
+fn a_reviewer_that_keeps_requesting_changes_fails_the_mission_after_max_rounds() {
+    let template = PLAN_CODE_REVIEW.replace("max_rounds = 2", "max_rounds = 1");
+    let repo = agent_repo(&template, PLAN_CODE_REVIEW_SCRIPT);
+    let cli = Cli::new(BIN);
+    let out = run(&cli, &repo);
+    assert_eq!(out.code(), 1, "{}", out.stderr());
+    let summary = out.json();
+    assert_eq!(summary["error"]["kind"], "changes_requested");
+    let message = summary["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("after 1 review round(s): The plan asked for a test"),
+        "{message}"
+    );
+    assert!(summary["branch"].is_null(), "nothing was published");
+}
