@@ -12,7 +12,11 @@
 //!   are built in and can be extended by the policy's `[classes]` table.
 //! - [`Codeowners`] implements GitHub's CODEOWNERS matching (the last matching line wins).
 //! - [`check_approver`] and [`eligible_approvers`] decide who may approve a gate.
+//! - [`Policy::check_diff`] checks a change against a mission template's `[acceptance]`
+//!   (file count, allowed paths, no deleted tests, no newly added skip markers), on the
+//!   lines [`diff_lines`] splits out of a `git diff`.
 
+mod acceptance;
 mod approval;
 mod classes;
 mod codeowners;
@@ -24,6 +28,9 @@ mod paths;
 mod policy;
 mod types;
 
+pub use acceptance::{
+    diff_lines, is_test_path, DiffFileLines, DiffRules, FileLines, Violation, ViolationKind,
+};
 pub use approval::{
     canonical_identity, check_approver, eligible_approvers, ApprovalContext, ApprovalRequirement,
     ApproverRefusal, Teams, ANYONE_BUT_REQUESTER,
