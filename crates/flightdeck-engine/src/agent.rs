@@ -546,7 +546,10 @@ impl Engine {
     }
 
     /// The newest plan: the summary of the last `finish` of a planner.
-    async fn plan_of(&self, state: &MissionState) -> Result<Option<String>, EngineError> {
+    pub(crate) async fn plan_of(
+        &self,
+        state: &MissionState,
+    ) -> Result<Option<String>, EngineError> {
         let Some(completed) = state
             .tool_calls
             .values()
@@ -976,7 +979,7 @@ fn completed_attempt(state: &MissionState, base: &str) -> Option<(String, ToolCo
 }
 
 /// An attempt that waited for an approval that has now been granted and has not run.
-fn approved_waiting(
+pub(crate) fn approved_waiting(
     state: &MissionState,
     attempts: &[(String, ToolCallProgress)],
 ) -> Option<(String, String)> {

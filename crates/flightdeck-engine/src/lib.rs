@@ -9,6 +9,7 @@
 //!   through a recorded event (the clock reading is the event's `at`);
 //! - it knows nothing of HTTP or terminals: progress goes to an [`Observer`].
 
+mod acceptance;
 mod agent;
 mod budget;
 mod gate;

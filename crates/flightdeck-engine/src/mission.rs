@@ -409,6 +409,16 @@ impl Engine {
         if state.status.is_parked() {
             return Ok(()); // parked at a command gate
         }
+        let place = AgentPlace {
+            gates: &gates,
+            created: &created,
+            template: &template,
+            worktree: &worktree,
+            workspace: &workspace,
+        };
+        if !self.accept(state, &place).await? {
+            return Ok(());
+        }
         self.publish(state, &gates, &created, &template, &worktree)
             .await
     }
@@ -753,6 +763,17 @@ impl Engine {
         for kind in &events {
             let _ = preview.apply(preview.events + 1, preview.last_at_ms, kind);
         }
+        let plan = self.plan_of(state).await?;
+        let classes: BTreeMap<String, Vec<String>> = files
+            .iter()
+            .map(|f| {
+                let classes = gates.policy.classes_of(&f.path);
+                (
+                    f.path.clone(),
+                    classes.into_iter().map(str::to_string).collect(),
+                )
+            })
+            .collect();
         let description = render_pr_description(&PrContext {
             state: &preview,
             template,
@@ -760,6 +781,8 @@ impl Engine {
             branch: &branch,
             commit: &commit,
             files: &files,
+            plan: plan.as_deref(),
+            classes: &classes,
         });
         let pr_description = self.put_artifact(description.as_bytes()).await?;
         let summary = format!("published {} file(s) on branch {branch}", files.len());

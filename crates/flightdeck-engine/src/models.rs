@@ -159,12 +159,22 @@ impl StepModels {
 /// without repeats.
 pub(crate) fn template_models(template: &Template) -> Result<Vec<ModelRef>, EngineError> {
     let mut refs: Vec<ModelRef> = Vec::new();
-    for step in &template.steps {
-        if let Step::Agent { model, .. } = step {
-            for r in StepModels::of(template, model.as_deref(), &template.file)?.refs {
-                if !refs.contains(&r) {
-                    refs.push(r);
-                }
+    let mut wanted: Vec<Option<&str>> = template
+        .steps
+        .iter()
+        .filter_map(|step| match step {
+            Step::Agent { model, .. } => Some(model.as_deref()),
+            Step::Run { .. } => None,
+        })
+        .collect();
+    // Review and acceptance fix rounds call the template's model.
+    if template.model.is_some() {
+        wanted.push(None);
+    }
+    for model in wanted {
+        for r in StepModels::of(template, model, &template.file)?.refs {
+            if !refs.contains(&r) {
+                refs.push(r);
             }
         }
     }

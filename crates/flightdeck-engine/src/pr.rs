@@ -16,6 +16,10 @@ pub struct PrContext<'a> {
     pub branch: &'a str,
     pub commit: &'a str,
     pub files: &'a [FileChange],
+    /// The planner's plan (its `finish` summary), if a planner ran.
+    pub plan: Option<&'a str>,
+    /// The policy's change classes of each changed path.
+    pub classes: &'a std::collections::BTreeMap<String, Vec<String>>,
 }
 
 fn short(sha: &str) -> &str {
@@ -77,6 +81,10 @@ pub fn render_pr_description(ctx: &PrContext<'_>) -> String {
     let _ = writeln!(out, "| Branch | `{}` |", ctx.branch);
     let _ = writeln!(out, "| Commit | `{}` |", short(ctx.commit));
 
+    if let Some(plan) = ctx.plan.filter(|p| !p.trim().is_empty()) {
+        let _ = writeln!(out, "\n## Plan\n\n{}", plan.trim());
+    }
+
     let _ = writeln!(out, "\n## Steps\n");
     let _ = writeln!(out, "| # | Step | Result | Time |\n|---|---|---|---|");
     for (index, step) in &state.steps {
@@ -134,18 +142,39 @@ pub fn render_pr_description(ctx: &PrContext<'_>) -> String {
         "\n## Files changed ({}, +{added} −{removed})\n",
         ctx.files.len()
     );
-    let _ = writeln!(out, "| File | Change | + | − |\n|---|---|---|---|");
+    let mut by_class: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for file in ctx.files {
+        for class in ctx.classes.get(&file.path).into_iter().flatten() {
+            *by_class.entry(class.as_str()).or_default() += 1;
+        }
+    }
+    if !by_class.is_empty() {
+        let counts: Vec<String> = by_class.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        let _ = writeln!(out, "By class: {}\n", counts.join(" · "));
+    }
+    let _ = writeln!(
+        out,
+        "| File | Class | Change | + | − |\n|---|---|---|---|---|"
+    );
     for file in ctx.files {
         let count = |n: Option<u64>| n.map_or_else(|| "binary".to_string(), |n| n.to_string());
+        let classes = ctx
+            .classes
+            .get(&file.path)
+            .map(|c| c.join(", "))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "| `{}` | {} | {} | {} |",
+            "| `{}` | {classes} | {} | {} | {} |",
             cell(&file.path),
             change_name(&file.status),
             count(file.added),
             count(file.removed)
         );
     }
+
+    render_reviews(&mut out, state);
+    render_acceptance(&mut out, state);
 
     render_policy(&mut out, state);
     render_cost(&mut out, state);
@@ -162,6 +191,87 @@ pub fn render_pr_description(ctx: &PrContext<'_>) -> String {
         state.id, state.id
     );
     out
+}
+
+/// Each review's verdict and comments, in order (the reviewer's recorded `review` calls).
+fn render_reviews(out: &mut String, state: &MissionState) {
+    let mut reviews: Vec<(&String, &serde_json::Value)> = state
+        .tool_calls
+        .iter()
+        .filter(|(_, c)| c.requested.tool == "review" && c.completed.as_ref().is_some_and(|d| d.ok))
+        .map(|(id, c)| (id, &c.requested.args))
+        .collect();
+    if reviews.is_empty() {
+        return;
+    }
+    // Call ids sort by step, then round (`step-2.m…` before `step-2.review2.m…`).
+    reviews.sort_by_key(|(id, _)| {
+        let step = id.split('.').next().unwrap_or("").to_string();
+        let round: u32 = id
+            .split(".review")
+            .nth(1)
+            .and_then(|rest| rest.split('.').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        (step.len(), step, round)
+    });
+    let _ = writeln!(out, "\n## Review\n");
+    for (round, (_, args)) in reviews.iter().enumerate() {
+        let verdict = args.get("verdict").and_then(|v| v.as_str()).unwrap_or("?");
+        let _ = writeln!(
+            out,
+            "- Round {}: **{}**",
+            round + 1,
+            verdict.replace('_', " ")
+        );
+        for comment in args
+            .get("comments")
+            .and_then(|c| c.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_str())
+        {
+            let _ = writeln!(out, "  - {}", cell(comment));
+        }
+    }
+}
+
+/// The platform's own acceptance checks (the last one), not the agent's claims.
+fn render_acceptance(out: &mut String, state: &MissionState) {
+    let Some(checked) = state.acceptance.last() else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\n## Acceptance (run by the platform)\n\n{} after {} check(s).\n",
+        if checked.passed { "Passed" } else { "Failed" },
+        checked.round
+    );
+    if !checked.results.is_empty() {
+        let _ = writeln!(out, "| Command | Result | Attempts |\n|---|---|---|");
+        for r in &checked.results {
+            let result = match (r.passed, r.flaky, r.exit_code) {
+                (true, true, _) => "passed (flaky: failed first)".to_string(),
+                (true, false, _) => "passed".to_string(),
+                (false, _, Some(code)) => format!("failed (exit {code})"),
+                (false, _, None) => "failed (killed)".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "| `{}` | {result} | {} |",
+                cell(&r.command),
+                r.attempts
+            );
+        }
+    }
+    if checked.violations.is_empty() {
+        let _ = writeln!(out, "\nNo diff rule was broken.");
+    } else {
+        let _ = writeln!(out, "\nDiff rules broken:\n");
+        for v in &checked.violations {
+            let _ = writeln!(out, "- {v}");
+        }
+    }
 }
 
 /// Models used and what they cost (from `model.responded`, not from anything a model said),

@@ -1129,6 +1129,21 @@ fn plan_code_review_with_one_round_of_changes_then_publish() {
     for step in summary["steps"].as_array().unwrap() {
         assert_eq!(step["status"], "succeeded");
     }
+    // The description is written from the timeline: plan, steps, files by class, models and
+    // cost, all of it recorded, none of it the agent's claim.
+    let pr = cli
+        .run(&[
+            "artifact",
+            summary["artifacts"]["pr_description"].as_str().unwrap(),
+        ])
+        .expect_code(0)
+        .stdout();
+    let mut settings = insta::Settings::clone_current();
+    settings.add_filter(r"m-[0-9a-z]{26}", "[MISSION]");
+    settings.add_filter(r"sha256:[0-9a-f]{64}", "[DIGEST]");
+    settings.add_filter(r"sha256:[0-9a-f]{12}", "[DIGEST]");
+    settings.add_filter(r"`[0-9a-f]{12}`", "`[COMMIT]`");
+    settings.bind(|| insta::assert_snapshot!("plan_code_review_pr_description", pr));
 }
 
 #[test]
