@@ -345,6 +345,20 @@ pub struct ToolCompleted {
     pub tree: Option<String>,
 }
 
+/// An agent's conversation was shortened before a model call, so it fits the model's
+/// context window: the results of `dropped` tool calls were replaced by a note (the agent can
+/// read them again with `read_output`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContextCompacted {
+    /// The model call the compaction preceded.
+    pub before_call: String,
+    pub dropped: Vec<String>,
+    /// Estimated prompt tokens before and after, and the window.
+    pub tokens_before: u64,
+    pub tokens_after: u64,
+    pub context_tokens: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BudgetExceeded {
     pub dimension: String,
@@ -500,6 +514,8 @@ pub enum EventKind {
     ApprovalExpired(ApprovalExpired),
     #[serde(rename = "tool.completed")]
     ToolCompleted(ToolCompleted),
+    #[serde(rename = "context.compacted")]
+    ContextCompacted(ContextCompacted),
     #[serde(rename = "budget.exceeded")]
     BudgetExceeded(BudgetExceeded),
     #[serde(rename = "budget.raised")]
@@ -547,6 +563,7 @@ impl EventKind {
             EventKind::ApprovalDecided(_) => "approval.decided",
             EventKind::ApprovalExpired(_) => "approval.expired",
             EventKind::ToolCompleted(_) => "tool.completed",
+            EventKind::ContextCompacted(_) => "context.compacted",
             EventKind::BudgetExceeded(_) => "budget.exceeded",
             EventKind::BudgetRaised(_) => "budget.raised",
             EventKind::BreakerTripped(_) => "breaker.tripped",

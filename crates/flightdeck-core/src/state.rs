@@ -266,6 +266,8 @@ pub struct MissionState {
     pub active_ms: i64,
     /// Every acceptance check, in order.
     pub acceptance: Vec<AcceptanceChecked>,
+    /// Agents' conversation compactions, by the model call they preceded.
+    pub compactions: BTreeMap<String, ContextCompacted>,
 }
 
 /// One logical model call of an agent: its attempts (retries, fallbacks) and its answer.
@@ -328,6 +330,7 @@ impl MissionState {
             model_failures_in_a_row: 0,
             active_ms: 0,
             acceptance: Vec::new(),
+            compactions: BTreeMap::new(),
         }
     }
 
@@ -701,6 +704,10 @@ impl MissionState {
                 self.finished = Some(finished.clone());
             }
             EventKind::AcceptanceChecked(checked) => self.acceptance.push(checked.clone()),
+            EventKind::ContextCompacted(compacted) => {
+                self.compactions
+                    .insert(compacted.before_call.clone(), compacted.clone());
+            }
             EventKind::WorkspaceDrift(_) | EventKind::ModelFallback(_) => {}
         }
         self.events = seq;

@@ -65,6 +65,9 @@ pub struct ModelSpec {
     /// Accept a served model id that is a different dated snapshot of the pinned one.
     #[serde(default)]
     pub allow_snapshot_mismatch: bool,
+    /// The model's context window in tokens; an agent's conversation is compacted before it
+    /// would fill it (default 128000).
+    pub context_tokens: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

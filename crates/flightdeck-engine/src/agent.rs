@@ -109,6 +109,8 @@ struct Pending {
 
 struct Conversation {
     messages: Vec<Message>,
+    /// For each message, the tool call whose result it is (what compaction may drop).
+    origins: Vec<Option<String>>,
     /// Model calls of this step answered so far.
     answered: usize,
     pending: Option<Pending>,
@@ -117,8 +119,8 @@ struct Conversation {
 
 /// How one tool call went.
 enum ToolStep {
-    /// Completed; the model is told this.
-    Result(String),
+    /// Completed (this call id); the model is told this.
+    Result(String, String),
     /// The call ended the run (`finish`, `review`; recorded).
     Ended(AgentEnd),
     /// The mission parked, blocked or ended (recorded).
@@ -303,11 +305,7 @@ impl Engine {
                         )
                         .await?;
                     match outcome {
-                        ToolStep::Result(text) => {
-                            convo
-                                .messages
-                                .push(Message::tool_result(call.id.clone(), text));
-                        }
+                        ToolStep::Result(id, text) => convo.push_result(call, id, text),
                         ToolStep::Ended(end) => return Ok(end),
                         ToolStep::Stopped => return Ok(AgentEnd::Stopped),
                     }
@@ -315,13 +313,23 @@ impl Engine {
                 continue;
             }
             let call_id = agent_model_call_id(&run.key, convo.answered + 1);
-            let request = ChatRequest {
+            let mut request = ChatRequest {
                 model: String::new(), // set by the router for each target
                 messages: convo.messages.clone(),
                 tools: tools.clone(),
                 temperature: models.temperature,
                 max_output_tokens: Some(models.max_output_tokens),
             };
+            if !state.compactions.contains_key(&call_id) {
+                if let Some(compacted) =
+                    plan_compaction(&convo, &request, &call_id, models.context_tokens)
+                {
+                    convo.drop_results(&compacted.dropped);
+                    request.messages = convo.messages.clone();
+                    self.append(state, vec![EventKind::ContextCompacted(compacted)])
+                        .await?;
+                }
+            }
             let outcome = self
                 .call_model(
                     state,
@@ -437,12 +445,17 @@ impl Engine {
                 Message::system(system_prompt(run.role)),
                 Message::user(task),
             ],
+            origins: vec![None, None],
             answered: 0,
             pending: None,
             answers_without_tools: 0,
         };
         loop {
             let model_call = agent_model_call_id(&run.key, convo.answered + 1);
+            // Compactions happened right before the call they name: replay them there.
+            if let Some(compacted) = state.compactions.get(&model_call) {
+                convo.drop_results(&compacted.dropped);
+            }
             let Some(responded) = state
                 .model_call_log
                 .get(&model_call)
@@ -469,9 +482,7 @@ impl Engine {
                         Some((tool, completed)) => {
                             let output = self.config().artifacts.get(&completed.output).await?;
                             let text = tools::result_text(&tool, &completed, &output);
-                            convo
-                                .messages
-                                .push(Message::tool_result(call.id.clone(), text));
+                            convo.push_result(call, completed.call_id.clone(), text);
                             pending.next = k + 1;
                         }
                         None => break,
@@ -539,7 +550,9 @@ impl Engine {
                 "\nThe change ({} file(s)):\n{}\n\n```diff\n{}\n```\n",
                 files.len(),
                 files.join("\n"),
-                tools::cut_middle(&patch, REVIEW_DIFF_SHOWN, "(read the files for the rest)")
+                tools::cut_middle(&patch, REVIEW_DIFF_SHOWN, |n, _| format!(
+                    "[… {n} bytes of the diff left out; read the files for the rest …]"
+                ))
             ));
         }
         Ok(text)
@@ -626,7 +639,7 @@ impl Engine {
                 // Nothing runs: the model is told what was wrong with its call.
                 let output = self.put_artifact(message.as_bytes()).await?;
                 let completed = ToolCompleted {
-                    call_id: id,
+                    call_id: id.clone(),
                     ok: false,
                     exit_code: None,
                     output,
@@ -641,7 +654,7 @@ impl Engine {
                 return Ok(if stopped {
                     ToolStep::Stopped
                 } else {
-                    ToolStep::Result(text)
+                    ToolStep::Result(id, text)
                 });
             }
         };
@@ -802,6 +815,8 @@ impl Engine {
             ToolInvocation::Finish { .. } | ToolInvocation::Review { .. } => {
                 (fixed("finish", None, ""), None)
             }
+            // The mission's own record: nothing outside it can be named.
+            ToolInvocation::ReadOutput { .. } => (fixed("read", None, ""), None),
         })
     }
 
@@ -846,6 +861,23 @@ impl Engine {
                     outcome.output.clone(),
                     outcome.timed_out,
                 )
+            }
+            ToolInvocation::ReadOutput { call_id, offset } => {
+                match state
+                    .tool_calls
+                    .get(call_id)
+                    .and_then(|c| c.completed.clone())
+                {
+                    Some(done) => {
+                        let bytes = self.config().artifacts.get(&done.output).await?;
+                        let page = tools::output_page(call_id, &bytes, *offset);
+                        (true, None, page.into_bytes(), false)
+                    }
+                    None => {
+                        let message = format!("no completed tool call `{call_id}` in this mission");
+                        (false, None, message.into_bytes(), false)
+                    }
+                }
             }
             other => {
                 let (ok, text) = file_tool(fs, other);
@@ -914,7 +946,7 @@ impl Engine {
         Ok(if stopped {
             ToolStep::Stopped
         } else {
-            ToolStep::Result(text)
+            ToolStep::Result(id.to_string(), text)
         })
     }
 
@@ -944,16 +976,95 @@ impl Engine {
     }
 }
 
+impl Conversation {
+    fn push(&mut self, message: Message, origin: Option<String>) {
+        self.messages.push(message);
+        self.origins.push(origin);
+    }
+
+    /// The result of tool call `id`, answering the model's `call`.
+    fn push_result(&mut self, call: &ToolCall, id: String, text: String) {
+        self.push(Message::tool_result(call.id.clone(), text), Some(id));
+    }
+
+    /// Replaces the results of `dropped` calls by a note saying how to read them again.
+    fn drop_results(&mut self, dropped: &[String]) {
+        for (message, origin) in self.messages.iter_mut().zip(&self.origins) {
+            if let (Message::Tool { content, .. }, Some(id)) = (message, origin) {
+                if dropped.contains(id) {
+                    *content = dropped_note(id);
+                }
+            }
+        }
+    }
+}
+
+/// What a dropped result becomes.
+fn dropped_note(id: &str) -> String {
+    format!("[output dropped to save context; read_output {{\"call_id\": \"{id}\", \"offset\": 0}} shows it again]")
+}
+
+/// Messages at the end of a conversation that compaction never touches (the newest answer
+/// and its result).
+const KEEP_RECENT_MESSAGES: usize = 2;
+
+/// When the request would pass 3/4 of the model's context window, the oldest tool results
+/// (not the last few messages) are dropped until it fits in half of it.
+fn plan_compaction(
+    convo: &Conversation,
+    request: &ChatRequest,
+    before_call: &str,
+    context_tokens: u64,
+) -> Option<ContextCompacted> {
+    let tokens_before = flightdeck_models::estimate_input_tokens(request);
+    if tokens_before <= context_tokens / 4 * 3 {
+        return None;
+    }
+    let target = context_tokens / 2;
+    let keep_from = convo.messages.len().saturating_sub(KEEP_RECENT_MESSAGES);
+    let mut tokens = tokens_before;
+    let mut dropped = Vec::new();
+    for (message, origin) in convo.messages.iter().zip(&convo.origins).take(keep_from) {
+        if tokens <= target {
+            break;
+        }
+        let (Message::Tool { content, .. }, Some(id)) = (message, origin) else {
+            continue;
+        };
+        let note = dropped_note(id);
+        if *content == note {
+            continue;
+        }
+        let saved = flightdeck_models::estimate_text_tokens(content)
+            .saturating_sub(flightdeck_models::estimate_text_tokens(&note));
+        if saved == 0 {
+            continue;
+        }
+        tokens -= saved;
+        dropped.push(id.clone());
+    }
+    (!dropped.is_empty()).then(|| ContextCompacted {
+        before_call: before_call.to_string(),
+        dropped,
+        tokens_before,
+        tokens_after: tokens,
+        context_tokens,
+    })
+}
+
 /// Adds a model's answer to the conversation; returns how many answers in a row had no
 /// tool call.
 fn push_answer(convo: &mut Conversation, model_call: String, response: ChatResponse) -> u32 {
-    convo.messages.push(Message::Assistant {
-        content: response.content.clone(),
-        tool_calls: response.tool_calls.clone(),
-    });
+    convo.push(
+        Message::Assistant {
+            content: response.content.clone(),
+            tool_calls: response.tool_calls.clone(),
+        },
+        None,
+    );
     if response.tool_calls.is_empty() {
         convo.answers_without_tools += 1;
-        convo.messages.push(Message::user(NUDGE));
+        convo.push(Message::user(NUDGE), None);
     } else {
         convo.answers_without_tools = 0;
         convo.pending = Some(Pending {
@@ -1058,7 +1169,7 @@ fn file_tool(fs: &ConfinedFs, invocation: &ToolInvocation) -> (bool, String) {
             };
             Ok(serde_json::json!({"verdict": verdict, "comments": comments}).to_string())
         }
-        ToolInvocation::Run { .. } => Ok(String::new()),
+        ToolInvocation::Run { .. } | ToolInvocation::ReadOutput { .. } => Ok(String::new()),
     };
     match result {
         Ok(text) => (true, text),

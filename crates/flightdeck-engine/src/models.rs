@@ -106,6 +106,9 @@ impl ModelSettings {
     }
 }
 
+/// The context window assumed when the template names none.
+const DEFAULT_CONTEXT_TOKENS: u64 = 128_000;
+
 /// The models an agent step calls, pinned one first, and how.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StepModels {
@@ -113,6 +116,8 @@ pub(crate) struct StepModels {
     pub(crate) temperature: Option<f64>,
     pub(crate) max_output_tokens: u64,
     pub(crate) allow_snapshot_mismatch: bool,
+    /// The context window an agent's conversation is kept within.
+    pub(crate) context_tokens: u64,
 }
 
 impl StepModels {
@@ -151,6 +156,9 @@ impl StepModels {
                 .and_then(|s| s.max_output_tokens)
                 .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS),
             allow_snapshot_mismatch: spec.is_some_and(|s| s.allow_snapshot_mismatch),
+            context_tokens: spec
+                .and_then(|s| s.context_tokens)
+                .unwrap_or(DEFAULT_CONTEXT_TOKENS),
         })
     }
 }

@@ -44,6 +44,10 @@ pub(crate) enum ToolInvocation {
     Finish {
         summary: String,
     },
+    ReadOutput {
+        call_id: String,
+        offset: u64,
+    },
     Review {
         approve: bool,
         comments: Vec<String>,
@@ -108,6 +112,15 @@ impl ToolInvocation {
             "finish" => ToolInvocation::Finish {
                 summary: text("summary")?,
             },
+            "read_output" => ToolInvocation::ReadOutput {
+                call_id: text("call_id")?,
+                offset: match object.get("offset") {
+                    None | Some(Value::Null) => 0,
+                    Some(v) => v.as_u64().ok_or_else(|| {
+                        "`read_output`: `offset` must be a whole number".to_string()
+                    })?,
+                },
+            },
             "review" => {
                 let approve = match text("verdict")?.as_str() {
                     "approve" => true,
@@ -147,7 +160,7 @@ impl ToolInvocation {
 /// The tools each role has.
 pub(crate) fn tools_of(role: AgentRole) -> &'static [&'static str] {
     match role {
-        AgentRole::Planner => &["read_file", "list_files", "search", "finish"],
+        AgentRole::Planner => &["read_file", "list_files", "search", "read_output", "finish"],
         AgentRole::Coder => &[
             "read_file",
             "write_file",
@@ -155,9 +168,10 @@ pub(crate) fn tools_of(role: AgentRole) -> &'static [&'static str] {
             "list_files",
             "search",
             "run",
+            "read_output",
             "finish",
         ],
-        AgentRole::Reviewer => &["read_file", "list_files", "search", "review"],
+        AgentRole::Reviewer => &["read_file", "list_files", "search", "read_output", "review"],
     }
 }
 
@@ -195,6 +209,10 @@ fn definition(name: &str) -> Option<ToolDefinition> {
             "Run a shell command in the repository root, in the sandbox. Answers the exit code and the output.",
             json!({"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"], "additionalProperties": false}),
         ),
+        "read_output" => (
+            "Read more of an earlier tool call's output that was cut short (or dropped to save context), from a byte offset.",
+            json!({"type": "object", "properties": {"call_id": {"type": "string", "description": "The call id the cut note names"}, "offset": {"type": "integer", "minimum": 0}}, "required": ["call_id", "offset"], "additionalProperties": false}),
+        ),
         "finish" => (
             "End your work with a short, factual summary.",
             json!({"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"], "additionalProperties": false}),
@@ -220,7 +238,13 @@ pub(crate) fn result_text(tool: &str, completed: &ToolCompleted, output: &[u8]) 
     } else {
         SHOWN_OUTPUT
     };
-    let shown = cut_middle(&text, limit, &completed.output.to_string());
+    let note = |omitted: usize, resume_at: usize| {
+        format!(
+            "[… {omitted} bytes left out; read_output {{\"call_id\": \"{}\", \"offset\": {resume_at}}} shows them …]",
+            completed.call_id
+        )
+    };
+    let shown = cut_middle(&text, limit, note);
     if tool == "run" {
         let status = match (completed.exit_code, completed.timed_out) {
             (_, true) => "timed out and was killed".to_string(),
@@ -236,9 +260,13 @@ pub(crate) fn result_text(tool: &str, completed: &ToolCompleted, output: &[u8]) 
     }
 }
 
-/// `text` whole if it fits in `limit` bytes, else its head and tail around a note naming
-/// how much was left out and where the whole of it is.
-pub(crate) fn cut_middle(text: &str, limit: usize, artifact: &str) -> String {
+/// `text` whole if it fits in `limit` bytes, else its head and tail around `note(bytes left
+/// out, offset where they start)`.
+pub(crate) fn cut_middle(
+    text: &str,
+    limit: usize,
+    note: impl Fn(usize, usize) -> String,
+) -> String {
     if text.len() <= limit {
         return text.to_string();
     }
@@ -247,9 +275,31 @@ pub(crate) fn cut_middle(text: &str, limit: usize, artifact: &str) -> String {
     let tail_start = ceil_char_boundary(text, text.len() - half);
     let omitted = tail_start - head_end;
     format!(
-        "{}\n[… {omitted} bytes left out; the whole output is artifact {artifact} …]\n{}",
+        "{}\n{}\n{}",
         &text[..head_end],
+        note(omitted, head_end),
         &text[tail_start..]
+    )
+}
+
+/// The bytes of `output` from `offset`, at most [`SHOWN_OUTPUT`], on char boundaries, with a
+/// line saying which part this is.
+pub(crate) fn output_page(call_id: &str, output: &[u8], offset: u64) -> String {
+    let text = String::from_utf8_lossy(output);
+    let from = usize::try_from(offset)
+        .unwrap_or(usize::MAX)
+        .min(text.len());
+    let start = ceil_char_boundary(&text, from);
+    let end = floor_char_boundary(&text, start.saturating_add(SHOWN_OUTPUT).min(text.len()));
+    let more = if end < text.len() {
+        format!("; read_output {{\"call_id\": \"{call_id}\", \"offset\": {end}}} shows more")
+    } else {
+        String::new()
+    };
+    format!(
+        "[bytes {start}–{end} of {} of {call_id}'s output{more}]\n{}",
+        text.len(),
+        &text[start..end]
     )
 }
 
@@ -279,11 +329,12 @@ mod tests {
             (AgentRole::Coder, "read_file", json!({}), "`read_file`: `path` is required"),
             (AgentRole::Coder, "read_file", json!({"path": 3}), "`read_file`: `path` must be a string"),
             (AgentRole::Coder, "read_file", json!("a"), "the arguments of `read_file` must be a JSON object"),
-            (AgentRole::Planner, "write_file", json!({"path": "a", "content": ""}), "unknown tool `write_file` for the planner (its tools: read_file, list_files, search, finish)"),
+            (AgentRole::Planner, "write_file", json!({"path": "a", "content": ""}), "unknown tool `write_file` for the planner (its tools: read_file, list_files, search, read_output, finish)"),
+            (AgentRole::Coder, "read_output", json!({"call_id": "x", "offset": -1}), "`read_output`: `offset` must be a whole number"),
             (AgentRole::Reviewer, "review", json!({"verdict": "maybe"}), "`review`: verdict must be \"approve\" or \"request_changes\", not \"maybe\""),
             (AgentRole::Reviewer, "review", json!({"verdict": "approve"}), "ok"),
             (AgentRole::Coder, "list_files", json!({}), "ok"),
-            (AgentRole::Coder, "nope", json!({}), "unknown tool `nope` for the coder (its tools: read_file, write_file, edit_file, list_files, search, run, finish)"),
+            (AgentRole::Coder, "nope", json!({}), "unknown tool `nope` for the coder (its tools: read_file, write_file, edit_file, list_files, search, run, read_output, finish)"),
         ];
         for (role, name, args, expected) in cases {
             let got = match ToolInvocation::parse(*role, name, args) {
@@ -304,10 +355,28 @@ mod tests {
     #[test]
     fn cutting_keeps_head_and_tail_on_char_boundaries() {
         let text = "é".repeat(100);
-        let cut = cut_middle(&text, 51, "sha256:x");
+        let cut = cut_middle(&text, 51, |n, at| format!("[{n} from {at}]"));
         assert!(cut.starts_with("éééé"));
         assert!(cut.ends_with("éééé"));
-        assert!(cut.contains("bytes left out; the whole output is artifact sha256:x"));
-        assert_eq!(cut_middle("short", 10, "x"), "short");
+        assert!(cut.contains("[152 from 24]"), "{cut}");
+        assert_eq!(cut_middle("short", 10, |_, _| String::new()), "short");
+    }
+
+    #[test]
+    fn pages_of_an_output() {
+        let output = "a".repeat(SHOWN_OUTPUT + 10);
+        let first = output_page("c1", output.as_bytes(), 0);
+        let head = format!("[bytes 0–{SHOWN_OUTPUT} of {} of c1's output; read_output {{\"call_id\": \"c1\", \"offset\": {SHOWN_OUTPUT}}} shows more]", SHOWN_OUTPUT + 10);
+        assert!(first.starts_with(&head), "{}", &first[..120]);
+        let last = output_page("c1", output.as_bytes(), SHOWN_OUTPUT as u64);
+        assert_eq!(
+            last,
+            format!(
+                "[bytes {SHOWN_OUTPUT}–{} of {} of c1's output]\naaaaaaaaaa",
+                SHOWN_OUTPUT + 10,
+                SHOWN_OUTPUT + 10
+            )
+        );
+        assert!(output_page("c1", b"abc", 99).starts_with("[bytes 3–3 of 3"));
     }
 }

@@ -170,6 +170,14 @@ pub fn describe(event: &StoredEvent) -> String {
         EventKind::ModelFallback(f) => {
             format!("{} -> {}: {}", f.from, f.to, one_line(&f.reason, 100))
         }
+        EventKind::ContextCompacted(c) => format!(
+            "before {}: dropped {} tool result(s), ~{} -> ~{} of {} tokens",
+            c.before_call,
+            c.dropped.len(),
+            c.tokens_before,
+            c.tokens_after,
+            c.context_tokens
+        ),
         EventKind::BudgetExceeded(b) => flightdeck_core::budget::describe_exceeded(&b),
         EventKind::BudgetRaised(b) => format!("{} +{} by {}", b.dimension, b.amount, b.by),
         EventKind::BreakerTripped(b) => format!("{}: {}", b.kind, one_line(&b.detail, 100)),

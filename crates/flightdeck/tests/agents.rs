@@ -1162,3 +1162,78 @@ fn a_reviewer_that_keeps_requesting_changes_fails_the_mission_after_max_rounds()
     );
     assert!(summary["branch"].is_null(), "nothing was published");
 }
+
+#[test]
+fn a_long_conversation_is_compacted_and_dropped_output_can_be_read_again() {
+    // Each read returns ~1,500 tokens; the window is 5,000: by the fourth read the oldest
+    // results are dropped (recorded), and the agent reads one of them back with read_output.
+    let big = "word ".repeat(1200);
+    let mut script = String::from("model = \"sim-1\"\n");
+    for i in 0..4 {
+        script.push_str(&format!(
+            "[[turn]]\n[[turn.call]]\ntool = \"read_file\"\nargs = {{ path = \"big{i}.txt\" }}\n"
+        ));
+    }
+    script.push_str("[[turn]]\n[[turn.call]]\ntool = \"read_output\"\nargs = { call_id = \"step-0.m1.t1\", offset = 0 }\n");
+    script.push_str("[[turn]]\nexpect = \"/^\\\\[bytes 0–6000 of 6000 of step-0.m1.t1's output\\\\]\\nword word/\"\n[[turn.call]]\ntool = \"finish\"\nargs = { summary = \"read everything\" }\n");
+    let template = "goal = \"Read.\"\n[model]\npin = \"scripted:.flightdeck/script.toml\"\ncontext_tokens = 5000\nmax_output_tokens = 100\n[budget]\ntool_calls = 4\n[[steps]]\nagent = \"coder\"\n";
+    let files: Vec<(String, String)> = (0..4)
+        .map(|i| (format!("big{i}.txt"), big.clone()))
+        .collect();
+    let make_repo = |template: &str| {
+        let repo = agent_repo(template, &script);
+        let files: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        repo.write_files(&files);
+        repo.commit_all("big files");
+        repo
+    };
+
+    // A run that is blocked by the tool_calls budget halfway and resumed …
+    let repo = make_repo(template);
+    let cli = Cli::new(BIN);
+    let out = run(&cli, &repo);
+    assert_eq!(out.code(), 4, "{}", out.stderr());
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    cli.run(&["budget", &id, "--add", "tool_calls=10"])
+        .expect_code(0);
+    let done = cli.run(&["--json", "resume", &id]);
+    assert_eq!(done.code(), 0, "{}", done.stderr());
+    let events = cli.timeline(&id);
+    let compactions = of_type(&events, "context.compacted");
+    assert!(!compactions.is_empty());
+    let first = &compactions[0]["data"];
+    assert_eq!(
+        first["dropped"][0], "step-0.m1.t1",
+        "the oldest result goes first"
+    );
+    assert!(first["tokens_after"].as_u64().unwrap() < first["tokens_before"].as_u64().unwrap());
+
+    // … asks the model exactly what an uninterrupted run asks.
+    let twin_repo = make_repo(&template.replace("tool_calls = 4", "tool_calls = 40"));
+    let twin = Cli::new(BIN);
+    let twin_out = run(&twin, &twin_repo);
+    assert_eq!(twin_out.code(), 0, "{}", twin_out.stderr());
+    let twin_events = twin.timeline(twin_out.json()["id"].as_str().unwrap());
+    let requests = |events: &[Value]| -> Vec<String> {
+        of_type(events, "model.requested")
+            .iter()
+            .map(|e| e["data"]["request"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(requests(&events), requests(&twin_events));
+    let compactions = |events: &[Value]| -> Vec<Value> {
+        of_type(events, "context.compacted")
+            .iter()
+            .map(|e| e["data"].clone())
+            .collect()
+    };
+    assert_eq!(compactions(&events), compactions(&twin_events));
+    assert!(
+        compactions(&events).len() >= 3,
+        "{:?}",
+        compactions(&events)
+    );
+}
