@@ -1028,6 +1028,10 @@ agent = "coder"
 [[steps]]
 agent = "reviewer"
 max_rounds = 2
+[acceptance]
+commands = ["grep -q 42 src/lib.rs"]
+forbid_test_deletion = true
+paths = ["src/**", "tests/**"]
 "#;
 
 /// planner → coder → reviewer (changes requested) → coder → reviewer (approve).
@@ -1113,6 +1117,7 @@ fn plan_code_review_with_one_round_of_changes_then_publish() {
         ("step-2.fix1.m1.t1", "coder write_file"),
         ("step-2.fix1.m2.t1", "coder finish"),
         ("step-2.review2.m1.t1", "reviewer review"),
+        ("acceptance.1.c1.a1", "acceptance run"),
     ];
     let expected: Vec<(String, String)> = expected
         .iter()
