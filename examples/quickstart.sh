@@ -18,7 +18,7 @@ fi
 
 echo "building flightdeck..."
 cargo build --quiet --manifest-path "$root/Cargo.toml" -p flightdeck
-flightdeck="$root/target/debug/flightdeck"
+flightdeck="${CARGO_TARGET_DIR:-$root/target}/debug/flightdeck"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/flightdeck-quickstart.XXXXXX")"
 repo="$work/textstats"

@@ -865,7 +865,7 @@ impl Engine {
                             None,
                             &decision,
                             diff,
-                            triggering_paths(&decision, &changed),
+                            decision.triggering_paths(&changed),
                         )
                         .await?;
                     events.push(EventKind::ApprovalRequested(request));
@@ -1052,25 +1052,6 @@ fn publish_decision(policy: &Policy, changed: &[ChangedFile]) -> Decision {
         }
     }
     Decision::strictest(decisions).unwrap_or(publish)
-}
-
-/// The changed paths whose code owners may approve: those that triggered the deciding
-/// rules (an owner of an unrelated file in the same diff may not), else every changed path.
-fn triggering_paths(decision: &Decision, changed: &[ChangedFile]) -> Vec<String> {
-    let touched: Vec<String> = changed
-        .iter()
-        .flat_map(|f| f.touched_paths().map(str::to_string))
-        .collect();
-    let triggering: Vec<String> = touched
-        .iter()
-        .filter(|path| decision.triggered_by.iter().any(|t| t == *path))
-        .cloned()
-        .collect();
-    if triggering.is_empty() {
-        touched
-    } else {
-        triggering
-    }
 }
 
 /// Checks a request without writing anything (see [`Engine::validate`]).

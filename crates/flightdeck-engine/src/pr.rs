@@ -231,7 +231,8 @@ fn render_reviews(out: &mut String, state: &MissionState) {
             .flatten()
             .filter_map(|c| c.as_str())
         {
-            let _ = writeln!(out, "  - {}", cell(comment));
+            // Whole comments: a reviewer's words matter here; continuation lines indented.
+            let _ = writeln!(out, "  - {}", comment.trim().replace('\n', "\n    "));
         }
     }
 }
@@ -369,7 +370,7 @@ fn render_policy(out: &mut String, state: &MissionState) {
     if !allowed.is_empty() {
         let counts: Vec<String> = allowed
             .iter()
-            .map(|(action, n)| format!("{n} {action}(s)"))
+            .map(|(action, n)| format!("{action} ×{n}"))
             .collect();
         let _ = write!(out, " · allowed by default: {}", counts.join(", "));
     }

@@ -250,6 +250,26 @@ impl Decision {
     /// decision and the write decisions of its paths): deny beats approve beats allow, and
     /// among the strictest, approve decisions combine as approve rules do (the largest
     /// count, the union of approvers, the shortest expiry). `None` for an empty list.
+    /// The changed paths whose code owners may approve this decision: those that triggered
+    /// the deciding rules (an owner of an unrelated file in the same diff may not), else every
+    /// changed path.
+    pub fn triggering_paths(&self, changed: &[ChangedFile]) -> Vec<String> {
+        let touched: Vec<String> = changed
+            .iter()
+            .flat_map(|f| f.touched_paths().map(str::to_string))
+            .collect();
+        let triggering: Vec<String> = touched
+            .iter()
+            .filter(|path| self.triggered_by.iter().any(|t| t == *path))
+            .cloned()
+            .collect();
+        if triggering.is_empty() {
+            touched
+        } else {
+            triggering
+        }
+    }
+
     pub fn strictest(decisions: Vec<Decision>) -> Option<Decision> {
         let verdict = decisions.iter().map(|d| d.verdict).max()?;
         let mut strictest = decisions.into_iter().filter(|d| d.verdict == verdict);

@@ -536,6 +536,16 @@ fn policy_explain_gives_the_decision_the_rules_and_who_may_approve() {
             1,
             &["@alice"],
         ),
+        // As at the publish gate: only the owners of the files that triggered the rule
+        // (Cargo.toml's @alice), not @bob, who owns the unrelated src/lib.rs.
+        (
+            &["--changed", "Cargo.toml", "src/lib.rs"],
+            "approve",
+            "medium",
+            &["deps-migrations-owner"],
+            1,
+            &["@alice"],
+        ),
         (
             &["--changed", "Dockerfile", "src/lib.rs"],
             "approve",

@@ -47,9 +47,10 @@ pub fn explain(
         eligible_approvers(
             &ApprovalRequirement {
                 approvers: decision.approvers.clone(),
+                // As the publish gate does: owners of the files that triggered the rules.
                 changed_paths: match &write {
                     Some(path) => vec![path.clone()],
-                    None => changed.clone(),
+                    None => decision.triggering_paths(&changes),
                 },
             },
             codeowners.as_ref(),
