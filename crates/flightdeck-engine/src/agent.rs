@@ -648,9 +648,9 @@ impl Engine {
                     tree: None,
                 };
                 let text = tools::result_text(&call.name, &completed, message.as_bytes());
-                let mut events = vec![requested, EventKind::ToolCompleted(completed)];
-                let stopped = self.trip_after(state, limits, &mut events);
-                self.append(state, events).await?;
+                self.append(state, vec![requested, EventKind::ToolCompleted(completed)])
+                    .await?;
+                let stopped = self.trip_after(state, limits).await?;
                 return Ok(if stopped {
                     ToolStep::Stopped
                 } else {
@@ -927,7 +927,7 @@ impl Engine {
             tree,
         };
         let text = tools::result_text(&tool, &completed, &output);
-        let mut events = vec![EventKind::ToolCompleted(completed)];
+        let events = vec![EventKind::ToolCompleted(completed)];
         let end = match invocation {
             ToolInvocation::Finish { summary } => Some(AgentEnd::Finished(summary.clone())),
             ToolInvocation::Review { approve, comments } => Some(AgentEnd::Reviewed {
@@ -941,37 +941,27 @@ impl Engine {
             self.append(state, events).await?;
             return Ok(ToolStep::Ended(end));
         }
-        let stopped = self.trip_after(state, limits, &mut events);
         self.append(state, events).await?;
-        Ok(if stopped {
+        Ok(if self.trip_after(state, limits).await? {
             ToolStep::Stopped
         } else {
             ToolStep::Result(id.to_string(), text)
         })
     }
 
-    /// Adds `breaker.tripped` to `events` when the state after them trips a breaker.
-    fn trip_after(
+    /// Records `breaker.tripped` when the state after a completed call trips a breaker.
+    async fn trip_after(
         &self,
-        state: &MissionState,
+        state: &mut MissionState,
         limits: &BreakerLimits,
-        events: &mut Vec<EventKind>,
-    ) -> bool {
-        let mut preview = state.clone();
-        for kind in events.iter() {
-            if preview
-                .apply(preview.events + 1, preview.last_at_ms, kind)
-                .is_err()
-            {
-                return false;
-            }
-        }
-        match after_action(&preview, limits) {
+    ) -> Result<bool, EngineError> {
+        match after_action(state, limits) {
             Some(tripped) => {
-                events.push(EventKind::BreakerTripped(tripped));
-                true
+                self.append(state, vec![EventKind::BreakerTripped(tripped)])
+                    .await?;
+                Ok(true)
             }
-            None => false,
+            None => Ok(false),
         }
     }
 }

@@ -921,8 +921,17 @@ impl Engine {
         // A budget raised by someone else while we work is folded in and the append retried;
         // any other foreign append means another writer: we stop.
         for _ in 0..4 {
+            let expected = state.events;
             match self.append_once(state, &kinds).await {
-                Err(EngineError::Raced { .. }) if self.adopt_budget_raises(state).await? => {}
+                Err(EngineError::Raced { .. }) => {
+                    // `state` now holds the store's view; what did the others append?
+                    let foreign = self.cfg.store.events(&state.id, expected).await?;
+                    if !foreign.iter().all(|e| e.event_type == "budget.raised") {
+                        return Err(EngineError::Raced {
+                            id: state.id.clone(),
+                        });
+                    }
+                }
                 other => return other,
             }
         }
@@ -931,6 +940,9 @@ impl Engine {
         })
     }
 
+    /// One attempt. The events are folded into `state` in place (cloning a long mission's
+    /// state for every append would make each step cost more than the one before); if they
+    /// do not fold or the store refuses them, `state` is read back from the store.
     async fn append_once(
         &self,
         state: &mut MissionState,
@@ -938,14 +950,14 @@ impl Engine {
     ) -> Result<Vec<StoredEvent>, EngineError> {
         // Time never runs backwards within a timeline, whatever the machine's clock does.
         let at_ms = self.cfg.clock.now_ms().max(state.last_at_ms);
-        let mut next = state.clone();
+        let expected_seq = state.events;
         let mut events = Vec::with_capacity(kinds.len());
         for kind in kinds {
-            next.apply(next.events + 1, at_ms, kind)
-                .map_err(|source| EngineError::Corrupt {
-                    id: state.id.clone(),
-                    source,
-                })?;
+            if let Err(source) = state.apply(state.events + 1, at_ms, kind) {
+                let id = state.id.clone();
+                *state = self.load(&id).await?;
+                return Err(EngineError::Corrupt { id, source });
+            }
             events.push(NewEvent {
                 at_ms,
                 event_type: kind.type_name().to_string(),
@@ -953,30 +965,34 @@ impl Engine {
             });
         }
         let projection = Projection {
-            status: next.status.as_str().to_string(),
-            template: next
+            status: state.status.as_str().to_string(),
+            template: state
                 .created
                 .as_ref()
                 .map(|c| c.template.clone())
                 .unwrap_or_default(),
-            summary: next.summary(),
+            summary: state.summary(),
         };
         let request = AppendRequest {
             mission: state.id.clone(),
-            expected_seq: state.events,
+            expected_seq,
             events,
             projection,
         };
-        let stored = self.cfg.store.append(request).await.map_err(|e| match e {
-            StoreError::Conflict { .. } => EngineError::Raced {
-                id: state.id.clone(),
-            },
-            other => EngineError::Store(other),
-        })?;
+        let stored = match self.cfg.store.append(request).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                let id = state.id.clone();
+                *state = self.load(&id).await?;
+                return Err(match e {
+                    StoreError::Conflict { .. } => EngineError::Raced { id },
+                    other => EngineError::Store(other),
+                });
+            }
+        };
         if let Some(last) = stored.last() {
-            next.head_hash = last.hash.clone();
+            state.head_hash = last.hash.clone();
         }
-        *state = next;
         for event in &stored {
             self.cfg.observer.event(event);
         }
