@@ -245,7 +245,7 @@ async fn write_batch(
         query.push(")");
         let rows: Vec<(String, i64, String, i64)> = query
             .build_query_as()
-            .persistent(false)
+            .persistent(true)
             .fetch_all(&mut *conn)
             .await?;
         for (id, last_seq, head_hash, created_at_ms) in rows {
@@ -304,7 +304,7 @@ async fn write_batch(
                 .push_bind(&event.prev_hash)
                 .push_bind(&event.hash);
         });
-        insert.build().persistent(false).execute(&mut *conn).await?;
+        insert.build().persistent(true).execute(&mut *conn).await?;
     }
     let touched: Vec<(&str, &PendingMission<'_>, String)> = missions
         .iter()
@@ -337,7 +337,7 @@ async fn write_batch(
               updated_at_ms = excluded.updated_at_ms, last_seq = excluded.last_seq,
               head_hash = excluded.head_hash, summary = excluded.summary",
         );
-        upsert.build().persistent(false).execute(&mut *conn).await?;
+        upsert.build().persistent(true).execute(&mut *conn).await?;
     }
     Ok(results)
 }
