@@ -378,7 +378,9 @@ impl MissionState {
             });
         }
         let inconsistent = |detail: String| FoldError::Inconsistent { seq, detail };
-        if seq > 1 && self.status.is_active() {
+        // The gap a `mission.interrupted` closes is time the mission was not running (its
+        // process had died): it does not count.
+        if seq > 1 && self.status.is_active() && !matches!(kind, EventKind::MissionInterrupted(_)) {
             self.active_ms += (at_ms - self.last_at_ms).max(0);
         }
         match kind {

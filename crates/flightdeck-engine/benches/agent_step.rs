@@ -351,6 +351,7 @@ async fn bench_engine(base: &Path) -> Bench {
         teams: flightdeck_policy::Teams::new(BTreeMap::new()),
         models: ModelSettings::default(),
         sleeper: Arc::new(flightdeck_models::TokioSleeper),
+        secrets: flightdeck_engine::Secrets::default(),
     });
     Bench {
         engine,

@@ -55,7 +55,7 @@ impl Engine {
         } else {
             0
         };
-        for round in 1..=fix_rounds + 1 {
+        for round in 1..=fix_rounds.saturating_add(1) {
             let recorded = state.acceptance.iter().find(|a| a.round == round).cloned();
             let checked = match recorded {
                 Some(checked) => checked,
@@ -123,7 +123,7 @@ impl Engine {
                 outputs: Vec::new(),
             };
             let mut last_output = Vec::new();
-            for attempt in 1..=retries + 1 {
+            for attempt in 1..=retries.saturating_add(1) {
                 let base = format!("acceptance.{round}.c{}.a{attempt}", j + 1);
                 let (id, done) = match self.platform_command(state, place, &base, command).await? {
                     Ran::Completed(id, done) => (id, done),
@@ -308,7 +308,7 @@ impl Engine {
     ) -> Result<Ran, EngineError> {
         let spec = CommandSpec {
             command: command.to_string(),
-            timeout: self.config().default_step_timeout,
+            timeout: self.command_timeout(state, self.config().default_step_timeout),
             env: vec![("FLIGHTDECK_MISSION".into(), state.id.clone())],
             network: place.template.workspace.network == Network::On,
         };

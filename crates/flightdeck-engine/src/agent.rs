@@ -246,7 +246,12 @@ impl Engine {
                 key: format!("{base}.fix{round}"),
                 step: Some(step.index),
                 role: AgentRole::Coder,
-                model: None,
+                // The template's model codes; without one, the reviewer step's own.
+                model: if place.template.model.is_some() {
+                    None
+                } else {
+                    step.model
+                },
                 task: review_fix_task(&comments),
                 label: format!("{} (coder, answering review round {round})", first.label),
             };
@@ -616,8 +621,10 @@ impl Engine {
         } else {
             agent_tool_call_id(model_call, k, attempts.len() + 1)
         };
+        // Ending the run is not work the budget needs to hold back.
+        let ends_run = matches!(call.name.as_str(), "finish" | "review");
         let now = self.config().clock.now_ms();
-        if let Some(exceeded) = check_tool_call(state, &id, now) {
+        if let Some(exceeded) = check_tool_call(state, &id, now).filter(|_| !ends_run) {
             self.append(state, vec![EventKind::BudgetExceeded(exceeded)])
                 .await?;
             return Ok(ToolStep::Stopped);
@@ -842,10 +849,12 @@ impl Engine {
             ToolInvocation::Run { command } => {
                 let spec = CommandSpec {
                     command: command.clone(),
-                    timeout: self
-                        .config()
-                        .default_step_timeout
-                        .min(AGENT_COMMAND_TIMEOUT),
+                    timeout: self.command_timeout(
+                        state,
+                        self.config()
+                            .default_step_timeout
+                            .min(AGENT_COMMAND_TIMEOUT),
+                    ),
                     env: vec![("FLIGHTDECK_MISSION".into(), state.id.clone())],
                     network: place.template.workspace.network == Network::On,
                 };
@@ -884,6 +893,10 @@ impl Engine {
                 (ok, None, text.into_bytes(), false)
             }
         };
+        // A secret a command printed (a key found on disk, say) is never shown to the model.
+        if let std::borrow::Cow::Owned(redacted) = self.config().secrets.redact(&output) {
+            output = redacted;
+        }
         let tree = if invocation.may_write() {
             match place.worktree.snapshot() {
                 Ok(tree) => Some(tree),

@@ -17,6 +17,7 @@ mod mission;
 mod model_call;
 mod models;
 mod pr;
+mod redact;
 mod tools;
 mod worker;
 
@@ -34,6 +35,7 @@ pub use gate::{Channel, Vote};
 pub use mission::{CreateMission, Engine, RepoFile};
 pub use models::{ModelSettings, ProviderKind, ProviderSettings};
 pub use pr::{render_pr_description, PrContext};
+pub use redact::Secrets;
 pub use worker::WorkerId;
 
 /// Where time comes from. The engine reads it only to stamp events.
@@ -85,6 +87,8 @@ pub struct EngineConfig {
     pub models: ModelSettings,
     /// How the engine waits between retries of a model call (injected so tests need not).
     pub sleeper: Arc<dyn flightdeck_models::Sleeper>,
+    /// Values that never reach an event, an artifact or a model (API keys).
+    pub secrets: Secrets,
 }
 
 /// Why the engine could not do what was asked. A mission that fails is not an error: it is
@@ -104,6 +108,8 @@ pub enum EngineError {
     Busy { id: String, owner: String },
     #[error("mission {id} was changed by someone else while this process drove it")]
     Raced { id: String },
+    #[error("mission {id} was cancelled while this process drove it")]
+    Cancelled { id: String },
     #[error("mission {id}'s timeline is inconsistent: {source}")]
     Corrupt {
         id: String,

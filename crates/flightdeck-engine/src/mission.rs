@@ -258,7 +258,15 @@ impl Engine {
                 self.record_resume(&mut state, by.unwrap_or("unknown"))
                     .await?;
             }
-            self.drive(&mut state, resuming).await
+            match self.drive(&mut state, resuming).await {
+                // Cancelled by another process while we drove it: what `cancel` left to us
+                // (the workspace) is cleaned up here.
+                Err(EngineError::Cancelled { .. }) => {
+                    self.remove_workspace(&state);
+                    Ok(())
+                }
+                other => other,
+            }
         }
         .await;
         renewal.abort();
@@ -455,7 +463,16 @@ impl Engine {
             }
         })?;
         let worktree = Worktree::create(repo, &path, &created.base_commit)?;
-        let workspace = LocalWorkspace::new(path.clone(), sandbox);
+        // The data directory (other missions' worktrees, artifacts, the store) is hidden from
+        // the sandbox; the mission's own worktree is bound back inside it.
+        let data_dir = self
+            .cfg
+            .workspaces_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .into_iter()
+            .collect();
+        let workspace = LocalWorkspace::new(path.clone(), sandbox).hiding(data_dir);
         if state.workspace.is_none() {
             let provisioned = WorkspaceProvisioned {
                 runtime: workspace.runtime().to_string(),
@@ -609,7 +626,7 @@ impl Engine {
         } = *step;
         let spec = CommandSpec {
             command: command.to_string(),
-            timeout,
+            timeout: self.command_timeout(state, timeout),
             env: vec![("FLIGHTDECK_MISSION".into(), state.id.clone())],
             network: template.workspace.network == Network::On,
         };
@@ -906,9 +923,20 @@ impl Engine {
         }
     }
 
-    /// Stores an artifact. Every artifact passes here (the place redaction belongs).
+    /// A command's timeout, cut to what remains of the wall-time budget, so no command can
+    /// run the mission past it.
+    pub(crate) fn command_timeout(&self, state: &MissionState, timeout: Duration) -> Duration {
+        let now = self.cfg.clock.now_ms();
+        match state.budget_remaining(flightdeck_core::budget::Dimension::WallSeconds, now) {
+            Some(remaining) => timeout.min(Duration::from_secs_f64(remaining.max(1.0))),
+            None => timeout,
+        }
+    }
+
+    /// Stores an artifact. Every artifact passes here, and is redacted here.
     pub(crate) async fn put_artifact(&self, bytes: &[u8]) -> Result<Digest, EngineError> {
-        Ok(self.cfg.artifacts.put(bytes).await?)
+        let bytes = self.cfg.secrets.redact(bytes);
+        Ok(self.cfg.artifacts.put(&bytes).await?)
     }
 
     /// Appends events to the mission's timeline after checking them against its state
@@ -925,6 +953,11 @@ impl Engine {
             match self.append_once(state, &kinds).await {
                 Err(EngineError::Raced { .. }) => {
                     // `state` now holds the store's view; what did the others append?
+                    if state.status == MissionStatus::Cancelled {
+                        return Err(EngineError::Cancelled {
+                            id: state.id.clone(),
+                        });
+                    }
                     let foreign = self.cfg.store.events(&state.id, expected).await?;
                     if !foreign.iter().all(|e| e.event_type == "budget.raised") {
                         return Err(EngineError::Raced {
@@ -961,7 +994,7 @@ impl Engine {
             events.push(NewEvent {
                 at_ms,
                 event_type: kind.type_name().to_string(),
-                data: kind.data(),
+                data: self.cfg.secrets.redact_json(kind.data()),
             });
         }
         let projection = Projection {

@@ -231,6 +231,8 @@ pub(crate) fn check_models(
                         hint: Some(format!("export {var}=…, or set api_key_env in [providers.{provider}] of config.toml")),
                     })?;
                 }
+                // Build it now: whatever else is wrong with it shows before anything runs.
+                remote_provider(provider, &settings)?;
                 None
             }
         };

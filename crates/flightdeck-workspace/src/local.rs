@@ -44,11 +44,25 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
 pub struct LocalWorkspace {
     root: PathBuf,
     sandbox: Sandbox,
+    /// Directories the sandbox covers with an empty tmpfs (the worktree itself stays
+    /// visible inside them): flightdeck's data directory, so a command cannot read other
+    /// missions' worktrees, artifacts or the event store.
+    hidden: Vec<PathBuf>,
 }
 
 impl LocalWorkspace {
     pub fn new(root: PathBuf, sandbox: Sandbox) -> LocalWorkspace {
-        LocalWorkspace { root, sandbox }
+        LocalWorkspace {
+            root,
+            sandbox,
+            hidden: Vec::new(),
+        }
+    }
+
+    /// Hides `dirs` from sandboxed commands (bubblewrap only).
+    pub fn hiding(mut self, dirs: Vec<PathBuf>) -> LocalWorkspace {
+        self.hidden = dirs;
+        self
     }
 
     fn command_for(&self, spec: &CommandSpec) -> (tokio::process::Command, String) {
@@ -66,11 +80,13 @@ impl LocalWorkspace {
                     "/proc",
                     "--tmpfs",
                     "/tmp",
-                ])
-                .arg("--bind")
-                .arg(root)
-                .arg(root)
-                .arg("--unshare-all");
+                ]);
+                for dir in &self.hidden {
+                    if dir.is_dir() {
+                        c.arg("--tmpfs").arg(dir);
+                    }
+                }
+                c.arg("--bind").arg(root).arg(root).arg("--unshare-all");
                 if spec.network {
                     c.arg("--share-net");
                 }

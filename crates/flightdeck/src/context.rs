@@ -208,7 +208,25 @@ impl Context {
             teams: flightdeck_policy::Teams::new(self.config.teams.clone()),
             models: self.models.clone(),
             sleeper: Arc::new(flightdeck_models::TokioSleeper),
+            secrets: self.secrets(),
         }))
+    }
+
+    /// The API keys of every provider this installation knows (built in or configured), to
+    /// be redacted wherever they might show up.
+    fn secrets(&self) -> flightdeck_engine::Secrets {
+        let mut vars: Vec<String> = ["openai", "anthropic"]
+            .iter()
+            .filter_map(|name| self.models.provider(name))
+            .chain(self.models.providers.values().cloned())
+            .filter_map(|p| p.api_key_env)
+            .collect();
+        vars.sort();
+        vars.dedup();
+        flightdeck_engine::Secrets::new(
+            vars.into_iter()
+                .filter_map(|var| std::env::var(&var).ok().map(|value| (var, value))),
+        )
     }
 
     /// An engine over an existing store, or the error a read of an unknown mission gives.

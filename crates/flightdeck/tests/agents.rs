@@ -1242,3 +1242,155 @@ fn a_long_conversation_is_compacted_and_dropped_output_can_be_read_again() {
         compactions(&events)
     );
 }
+
+#[test]
+fn sandboxed_agents_cannot_see_flightdeck_data_and_printed_keys_are_redacted() {
+    let cli = Cli::new(BIN);
+    let data = cli.data_dir().to_str().unwrap().to_string();
+    let key = "sk-live-NEVER-STORED-0123456789";
+    // A key lying on disk, as in a dotfile the agent's command finds.
+    // (Outside /tmp: the sandbox has a private /tmp.)
+    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let keyfile = outside.path().join("env");
+    std::fs::write(&keyfile, format!("{key}\n")).unwrap();
+    // The command looks at the data directory (other missions, the store), and prints the
+    // key it found: neither may reach the model, an artifact or an event.
+    let command = format!(
+        "ls {data}/artifacts 2>/dev/null | wc -l; test -e {data}/flightdeck.db && echo STORE-VISIBLE || echo store-hidden; echo found $(cat {})",
+        keyfile.display()
+    );
+    let script = format!(
+        "model = \"sim-1\"\n[[turn]]\n[[turn.call]]\ntool = \"run\"\nargs = {{ command = '''{command}''' }}\n[[turn]]\nexpect = \"/^exit code 0\\n0\\nstore-hidden\\nfound \\\\[REDACTED:OPENAI_API_KEY\\\\]/\"\n[[turn.call]]\ntool = \"finish\"\nargs = {{ summary = \"done\" }}\n"
+    );
+    let template = "goal = \"Look around.\"\n[model]\npin = \"scripted:.flightdeck/script.toml\"\n[[steps]]\nagent = \"coder\"\n";
+    let repo = agent_repo(template, &script);
+    repo.write_files(&[(
+        ".flightdeck/missions/warm.toml",
+        "[[steps]]\nrun = \"echo warm > warm.txt\"\n",
+    )]);
+    repo.commit_all("warm-up template");
+    // A first mission, so that the data directory has a store and artifacts to hide.
+    cli.run(&["run", "warm", "--repo", repo.path().to_str().unwrap()])
+        .expect_code(0);
+    let out = cli
+        .command(&[
+            "--json",
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ])
+        .env("OPENAI_API_KEY", key)
+        .output()
+        .unwrap();
+    let out = CliOutput(out);
+    assert_eq!(out.code(), 0, "{}\n{}", out.stderr(), out.stdout());
+    for (path, bytes) in cli.data_files() {
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(key),
+            "{} holds the key",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn a_review_round_without_a_template_model_uses_the_reviewer_steps_model() {
+    let template = r#"
+goal = "Make answer() return 42."
+[[steps]]
+agent = "coder"
+model = "scripted:.flightdeck/script.toml"
+[[steps]]
+agent = "reviewer"
+model = "scripted:.flightdeck/script.toml"
+"#;
+    let script = r#"
+model = "sim-1"
+[[turn]]
+[[turn.call]]
+tool = "edit_file"
+args = { path = "src/lib.rs", old = "41", new = "42" }
+[[turn]]
+[[turn.call]]
+tool = "finish"
+args = { summary = "done" }
+[[turn]]
+[[turn.call]]
+tool = "review"
+args = { verdict = "request_changes", comments = ["Add a doc comment."] }
+[[turn]]
+expect = "Add a doc comment."
+[[turn.call]]
+tool = "edit_file"
+args = { path = "src/lib.rs", old = "pub fn", new = "/// The answer.\npub fn" }
+[[turn]]
+[[turn.call]]
+tool = "finish"
+args = { summary = "documented" }
+[[turn]]
+[[turn.call]]
+tool = "review"
+args = { verdict = "approve", comments = [] }
+"#;
+    let repo = agent_repo(template, script);
+    let cli = Cli::new(BIN);
+    let out = run(&cli, &repo);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let branch = out.json()["branch"].as_str().unwrap().to_string();
+    assert!(repo
+        .git(&["show", &format!("{branch}:src/lib.rs")])
+        .starts_with("/// The answer."));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_during_a_model_call_ends_the_driver_cleanly() {
+    let openai = FakeOpenAi::with_api_key(OPENAI_KEY).await;
+    let anthropic = FakeAnthropic::with_api_key(ANTHROPIC_KEY).await;
+    openai.push(finish_openai().delayed(Duration::from_secs(3)));
+    let (repo, cli) = remote_setup(&openai, &anthropic);
+    let child = cli
+        .command(&[
+            "--json",
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ])
+        .env("FD_TEST_OPENAI_KEY", OPENAI_KEY)
+        .env("FD_TEST_ANTHROPIC_KEY", ANTHROPIC_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let id = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "the model was never called");
+            let missions = cli.run(&["missions", "--json"]).json();
+            if let Some(id) = missions[0]["id"].as_str() {
+                if cli
+                    .timeline(id)
+                    .iter()
+                    .any(|e| e["type"] == "model.requested")
+                {
+                    break id.to_string();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    tokio::task::block_in_place(|| cli.run(&["cancel", &id]).expect_code(0));
+    let out = tokio::task::block_in_place(|| CliOutput(child.wait_with_output().unwrap()));
+    assert_eq!(
+        out.code(),
+        5,
+        "the driver reports the cancellation: {}",
+        out.stderr()
+    );
+    assert_eq!(out.json()["status"], "cancelled");
+    assert!(
+        !cli.data_dir().join("workspaces").join(&id).exists(),
+        "the workspace is cleaned up"
+    );
+}
