@@ -1248,16 +1248,12 @@ fn sandboxed_agents_cannot_see_flightdeck_data_and_printed_keys_are_redacted() {
     let cli = Cli::new(BIN);
     let data = cli.data_dir().to_str().unwrap().to_string();
     let key = "sk-live-NEVER-STORED-0123456789";
-    // A key lying on disk, as in a dotfile the agent's command finds.
-    // (Outside /tmp: the sandbox has a private /tmp.)
-    let outside = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let keyfile = outside.path().join("env");
-    std::fs::write(&keyfile, format!("{key}\n")).unwrap();
-    // The command looks at the data directory (other missions, the store), and prints the
-    // key it found: neither may reach the model, an artifact or an event.
+    // The command assembles the key (as if it found it somewhere), so its output holds it
+    // while the model's arguments do not.
     let command = format!(
-        "ls {data}/artifacts 2>/dev/null | wc -l; test -e {data}/flightdeck.db && echo STORE-VISIBLE || echo store-hidden; echo found $(cat {})",
-        keyfile.display()
+        "ls {data}/artifacts 2>/dev/null | wc -l; test -e {data}/flightdeck.db && echo STORE-VISIBLE || echo store-hidden; echo found $(printf '%s%s' '{}' '{}')",
+        &key[..12],
+        &key[12..]
     );
     let script = format!(
         "model = \"sim-1\"\n[[turn]]\n[[turn.call]]\ntool = \"run\"\nargs = {{ command = '''{command}''' }}\n[[turn]]\nexpect = \"/^exit code 0\\n0\\nstore-hidden\\nfound \\\\[REDACTED:OPENAI_API_KEY\\\\]/\"\n[[turn.call]]\ntool = \"finish\"\nargs = {{ summary = \"done\" }}\n"
