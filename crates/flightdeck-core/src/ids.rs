@@ -47,11 +47,18 @@ pub fn step_call_id(step_index: usize) -> String {
 
 /// Whether `call_id` is a call of step `step_index`: `step-N`, or a re-run `step-N#k`.
 pub fn is_call_of_step(call_id: &str, step_index: usize) -> bool {
-    let base = step_call_id(step_index);
-    call_id == base
-        || call_id
-            .strip_prefix(&base)
-            .is_some_and(|rest| rest.starts_with('#'))
+    is_attempt_of(call_id, &step_call_id(step_index))
+}
+
+/// The id of the `attempt`th run (from 1) of call `base`: `base` itself, then `base#2`, ….
+/// A call that was interrupted runs again under a new id, so a completed call is never
+/// overwritten.
+pub fn attempt_id(base: &str, attempt: usize) -> String {
+    if attempt <= 1 {
+        base.to_string()
+    } else {
+        format!("{base}#{attempt}")
+    }
 }
 
 /// Whether `call_id` is `base` or a re-run of it (`base#k`).
@@ -73,11 +80,7 @@ pub fn agent_model_call_id(run: &str, n: usize) -> String {
 /// The id of the `k`th tool call (from 1) that model call `model_call_id` asked for:
 /// `step-<i>.m<n>.t<k>`; a re-run after an interruption adds `#<attempt>`.
 pub fn agent_tool_call_id(model_call_id: &str, k: usize, attempt: usize) -> String {
-    if attempt <= 1 {
-        format!("{model_call_id}.t{k}")
-    } else {
-        format!("{model_call_id}.t{k}#{attempt}")
-    }
+    attempt_id(&format!("{model_call_id}.t{k}"), attempt)
 }
 
 /// The id of a mission's `n`th approval (from 1): `a-<the mission's ULID>-<n>`. The

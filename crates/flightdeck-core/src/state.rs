@@ -765,6 +765,37 @@ impl MissionState {
             .filter(move |(id, _)| crate::ids::is_call_of_step(id, index))
     }
 
+    /// Every run of tool call `base` (`base`, `base#2`, …).
+    pub fn attempts_of<'a>(
+        &'a self,
+        base: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a ToolCallProgress)> + 'a {
+        self.tool_calls
+            .iter()
+            .filter(move |(id, _)| crate::ids::is_attempt_of(id, base))
+    }
+
+    /// The id the next run of call `base` gets.
+    pub fn next_attempt_id(&self, base: &str) -> String {
+        crate::ids::attempt_id(base, self.attempts_of(base).count() + 1)
+    }
+
+    /// Among `calls`, the one that waited for an approval that has now been granted and has
+    /// not run yet (nor been interrupted while running), with the diff hash approved.
+    pub fn approved_waiting<'a>(
+        &self,
+        calls: impl IntoIterator<Item = (&'a String, &'a ToolCallProgress)>,
+    ) -> Option<(String, String)> {
+        calls
+            .into_iter()
+            .filter(|(_, call)| call.completed.is_none() && !call.interrupted)
+            .find_map(|(id, call)| {
+                let approval = self.approvals.get(call.approval.as_deref()?)?;
+                (approval.status == ApprovalStatus::Approved)
+                    .then(|| (id.clone(), approval.request.diff_hash.clone()))
+            })
+    }
+
     /// The result of step `index`'s call that completed (at most one does: a completed call
     /// ends its step).
     pub fn completed_call_of_step(&self, index: usize) -> Option<&ToolCompleted> {

@@ -6,14 +6,12 @@
 
 use flightdeck_core::budget::check_tool_call;
 use flightdeck_core::event::*;
-use flightdeck_core::ids::is_attempt_of;
-use flightdeck_core::state::ToolCallProgress;
 use flightdeck_core::template::{AcceptanceSpec, AgentRole, Network};
 use flightdeck_core::{EventKind, MissionState, MissionStatus};
 use flightdeck_policy::{diff_lines, Action, DiffFileLines, DiffRules, Verdict};
 use flightdeck_workspace::CommandSpec;
 
-use crate::agent::{approved_waiting, AgentEnd, AgentPlace, AgentRun};
+use crate::agent::{AgentEnd, AgentPlace, AgentRun};
 use crate::gate::{changed_file, decided_event, denied_error, CurrentDiff};
 use crate::{Engine, EngineError};
 
@@ -213,28 +211,18 @@ impl Engine {
         base: &str,
         command: &str,
     ) -> Result<Ran, EngineError> {
-        let attempts: Vec<(String, ToolCallProgress)> = state
-            .tool_calls
-            .iter()
-            .filter(|(id, _)| is_attempt_of(id, base))
-            .map(|(id, c)| (id.clone(), c.clone()))
-            .collect();
-        if let Some((id, done)) = attempts
-            .iter()
+        if let Some((id, done)) = state
+            .attempts_of(base)
             .find_map(|(id, c)| c.completed.clone().map(|done| (id.clone(), done)))
         {
             return Ok(Ran::Completed(id, done));
         }
-        if let Some((id, approved_diff)) = approved_waiting(state, &attempts) {
+        if let Some((id, approved_diff)) = state.approved_waiting(state.attempts_of(base)) {
             if CurrentDiff::read(place.worktree)?.hash() == approved_diff {
                 return self.run_platform_command(state, place, &id, command).await;
             }
         }
-        let id = if attempts.is_empty() {
-            base.to_string()
-        } else {
-            format!("{base}#{}", attempts.len() + 1)
-        };
+        let id = state.next_attempt_id(base);
         if let Some(exceeded) = check_tool_call(state, &id, self.config().clock.now_ms()) {
             self.append(state, vec![EventKind::BudgetExceeded(exceeded)])
                 .await?;

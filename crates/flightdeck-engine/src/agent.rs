@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 
 use flightdeck_core::budget::{after_action, before_action, check_tool_call, BreakerLimits};
 use flightdeck_core::event::*;
-use flightdeck_core::ids::{agent_model_call_id, agent_tool_call_id, is_attempt_of, step_call_id};
-use flightdeck_core::state::{ApprovalStatus, ToolCallProgress};
+use flightdeck_core::ids::{agent_model_call_id, agent_tool_call_id, step_call_id};
 use flightdeck_core::template::{AgentRole, Network, Template};
 use flightdeck_core::{EventKind, MissionState, MissionStatus};
 use flightdeck_models::{ChatRequest, ChatResponse, Message, ToolCall};
@@ -382,20 +381,7 @@ impl Engine {
         step: Option<usize>,
         error: MissionError,
     ) -> Result<(), EngineError> {
-        let mut events = Vec::new();
-        if let Some(index) = step {
-            events.push(EventKind::StepFinished(StepFinished {
-                index,
-                kind: StepKind::Agent,
-                status: StepStatus::Failed,
-            }));
-        }
-        events.push(EventKind::MissionFinished(MissionFinished {
-            status: MissionStatus::Failed,
-            error: Some(error),
-            summary: None,
-        }));
-        self.append(state, events).await?;
+        self.append(state, failure_events(step, error)).await?;
         Ok(())
     }
 
@@ -483,7 +469,12 @@ impl Engine {
             if let Some(mut pending) = convo.pending.take() {
                 for (k, call) in pending.response.tool_calls.iter().enumerate() {
                     let base = agent_tool_call_id(&model_call, k + 1, 1);
-                    match completed_attempt(state, &base) {
+                    let completed = state.attempts_of(&base).find_map(|(_, c)| {
+                        c.completed
+                            .clone()
+                            .map(|done| (c.requested.tool.clone(), done))
+                    });
+                    match completed {
                         Some((tool, completed)) => {
                             let output = self.config().artifacts.get(&completed.output).await?;
                             let text = tools::result_text(&tool, &completed, &output);
@@ -598,17 +589,11 @@ impl Engine {
     ) -> Result<ToolStep, EngineError> {
         let role = run.role;
         let base = agent_tool_call_id(model_call, k, 1);
-        let attempts: Vec<(String, ToolCallProgress)> = state
-            .tool_calls
-            .iter()
-            .filter(|(id, _)| is_attempt_of(id, &base))
-            .map(|(id, c)| (id.clone(), c.clone()))
-            .collect();
         let invocation = ToolInvocation::parse(role, &call.name, &call.arguments);
         // A call that waited for an approval, now granted, runs as requested if the worktree
         // is still exactly what the approvers saw.
         if let Ok(invocation) = &invocation {
-            if let Some((id, approved_diff)) = approved_waiting(state, &attempts) {
+            if let Some((id, approved_diff)) = state.approved_waiting(state.attempts_of(&base)) {
                 if CurrentDiff::read(place.worktree)?.hash() == approved_diff {
                     return self
                         .execute_tool(state, place, run, fs, limits, &id, invocation)
@@ -616,11 +601,7 @@ impl Engine {
                 }
             }
         }
-        let id = if attempts.is_empty() {
-            base
-        } else {
-            agent_tool_call_id(model_call, k, attempts.len() + 1)
-        };
+        let id = state.next_attempt_id(&base);
         // Ending the run is not work the budget needs to hold back.
         let ends_run = matches!(call.name.as_str(), "finish" | "review");
         let now = self.config().clock.now_ms();
@@ -670,24 +651,11 @@ impl Engine {
             "deny" => {
                 let what = format!(
                     "{}: the agent's `{}` call {}",
-                    run.label,
-                    call.name,
-                    flightdeck_core::budget::action_fingerprint("", &call.arguments).trim()
+                    run.label, call.name, call.arguments
                 );
                 let error = denied_error(&what, &decided);
                 let mut events = vec![requested, EventKind::PolicyDecided(decided)];
-                if let Some(index) = run.step {
-                    events.push(EventKind::StepFinished(StepFinished {
-                        index,
-                        kind: StepKind::Agent,
-                        status: StepStatus::Failed,
-                    }));
-                }
-                events.push(EventKind::MissionFinished(MissionFinished {
-                    status: MissionStatus::Failed,
-                    error: Some(error),
-                    summary: None,
-                }));
+                events.extend(failure_events(run.step, error));
                 self.append(state, events).await?;
                 Ok(ToolStep::Stopped)
             }
@@ -1079,34 +1047,6 @@ fn push_answer(convo: &mut Conversation, model_call: String, response: ChatRespo
     convo.answers_without_tools
 }
 
-/// The completed attempt of tool call `base`, with its tool name.
-fn completed_attempt(state: &MissionState, base: &str) -> Option<(String, ToolCompleted)> {
-    state
-        .tool_calls
-        .iter()
-        .filter(|(id, _)| is_attempt_of(id, base))
-        .find_map(|(_, c)| {
-            c.completed
-                .clone()
-                .map(|done| (c.requested.tool.clone(), done))
-        })
-}
-
-/// An attempt that waited for an approval that has now been granted and has not run.
-pub(crate) fn approved_waiting(
-    state: &MissionState,
-    attempts: &[(String, ToolCallProgress)],
-) -> Option<(String, String)> {
-    attempts
-        .iter()
-        .filter(|(_, call)| call.completed.is_none() && !call.interrupted)
-        .find_map(|(id, call)| {
-            let approval = state.approvals.get(call.approval.as_deref()?)?;
-            (approval.status == ApprovalStatus::Approved)
-                .then(|| (id.clone(), approval.request.diff_hash.clone()))
-        })
-}
-
 /// Runs a file tool; the text is what is recorded (and, cut, what the model sees).
 fn file_tool(fs: &ConfinedFs, invocation: &ToolInvocation) -> (bool, String) {
     let result = match invocation {
@@ -1178,6 +1118,24 @@ fn file_tool(fs: &ConfinedFs, invocation: &ToolInvocation) -> (bool, String) {
         Ok(text) => (true, text),
         Err(e) => (false, e.to_string()),
     }
+}
+
+/// How a failed agent run ends: its step (if it has one) and the mission fail.
+fn failure_events(step: Option<usize>, error: MissionError) -> Vec<EventKind> {
+    let mut events = Vec::new();
+    if let Some(index) = step {
+        events.push(EventKind::StepFinished(StepFinished {
+            index,
+            kind: StepKind::Agent,
+            status: StepStatus::Failed,
+        }));
+    }
+    events.push(EventKind::MissionFinished(MissionFinished {
+        status: MissionStatus::Failed,
+        error: Some(error),
+        summary: None,
+    }));
+    events
 }
 
 /// What an agent is asked when its step names no task.

@@ -507,20 +507,14 @@ impl Engine {
         let RunStep { index, command, .. } = *step;
         // A call of this step that waited for an approval, now granted, runs as requested,
         // if the worktree is still exactly what the approvers saw.
-        if let Some((call_id, approved_diff)) = approved_waiting_call(state, index) {
+        if let Some((call_id, approved_diff)) = state.approved_waiting(state.calls_of_step(index)) {
             if CurrentDiff::read(worktree)?.hash() == approved_diff {
                 return self
                     .execute_call(state, template, worktree, workspace, step, call_id)
                     .await;
             }
         }
-        let base_call = step_call_id(index);
-        let attempts = state.calls_of_step(index).count();
-        let call_id = if attempts == 0 {
-            base_call
-        } else {
-            format!("{base_call}#{}", attempts + 1)
-        };
+        let call_id = state.next_attempt_id(&step_call_id(index));
         // A template's command is a tool call too: it must fit the budget before it runs.
         let now = self.cfg.clock.now_ms();
         if let Some(exceeded) = flightdeck_core::budget::check_tool_call(state, &call_id, now) {
@@ -1048,19 +1042,6 @@ struct RunStep<'a> {
 /// A mission parked on approvals that are not all granted yet.
 fn still_waiting(state: &MissionState) -> bool {
     state.status == MissionStatus::AwaitingApproval && state.pending_approvals().next().is_some()
-}
-
-/// The call of step `index` that waited for an approval that has now been granted and that
-/// has not run yet (nor been interrupted while running), with the diff hash approved.
-fn approved_waiting_call(state: &MissionState, index: usize) -> Option<(String, String)> {
-    state
-        .calls_of_step(index)
-        .filter(|(_, call)| call.completed.is_none() && !call.interrupted)
-        .find_map(|(id, call)| {
-            let approval = state.approvals.get(call.approval.as_deref()?)?;
-            (approval.status == ApprovalStatus::Approved)
-                .then(|| (id.clone(), approval.request.diff_hash.clone()))
-        })
 }
 
 /// Whether an approval granted to a call of step `index` for this very command and diff was

@@ -39,25 +39,22 @@ struct Recorder<'a> {
 
 impl Recorder<'_> {
     async fn record(&mut self, kinds: Vec<EventKind>) -> Result<(), RouteAbort> {
-        match self.engine.append(self.state, kinds).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let reason = RouteAbort(e.to_string());
-                self.error = Some(e);
-                Err(reason)
-            }
-        }
+        let result = self.engine.append(self.state, kinds).await;
+        self.keep_error(result).map(|_| ())
     }
 
     async fn artifact(&mut self, bytes: &[u8]) -> Result<flightdeck_core::Digest, RouteAbort> {
-        match self.engine.put_artifact(bytes).await {
-            Ok(digest) => Ok(digest),
-            Err(e) => {
-                let reason = RouteAbort(e.to_string());
-                self.error = Some(e);
-                Err(reason)
-            }
-        }
+        let result = self.engine.put_artifact(bytes).await;
+        self.keep_error(result)
+    }
+
+    /// An engine error stops the route; the error itself is kept for the caller.
+    fn keep_error<T>(&mut self, result: Result<T, EngineError>) -> Result<T, RouteAbort> {
+        result.map_err(|e| {
+            let reason = RouteAbort(e.to_string());
+            self.error = Some(e);
+            reason
+        })
     }
 
     fn pricing(&self, target: usize) -> Option<&flightdeck_models::Pricing> {

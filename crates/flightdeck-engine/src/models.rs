@@ -225,13 +225,7 @@ pub(crate) fn check_models(
                         hint: Some(format!("add [providers.{provider}] with kind and base_url to config.toml (openai and anthropic are built in)")),
                     });
                 };
-                if let Some(var) = &settings.api_key_env {
-                    ApiKey::from_env_var(var).map_err(|_| EngineError::ModelConfig {
-                        message: format!("model `{model}` needs an API key in ${var}, which is not set"),
-                        hint: Some(format!("export {var}=…, or set api_key_env in [providers.{provider}] of config.toml")),
-                    })?;
-                }
-                // Build it now: whatever else is wrong with it shows before anything runs.
+                // Build it now: a missing key or a bad setting shows before anything runs.
                 remote_provider(provider, &settings)?;
                 None
             }
@@ -259,6 +253,8 @@ fn resolve_script(repo_root: &Path, path: &str) -> std::path::PathBuf {
 pub(crate) struct Callable {
     pub(crate) provider: Arc<dyn Provider>,
     pub(crate) pricing: Option<Pricing>,
+    /// The provider's own `max_retries` (remote providers).
+    pub(crate) max_retries: Option<u32>,
 }
 
 /// Builds the providers of `models` for a mission: scripts from the copies pinned in
@@ -298,6 +294,7 @@ pub(crate) async fn callables(
                     Callable {
                         provider: Arc::new(ScriptedProvider::starting_at(script, done)),
                         pricing,
+                        max_retries: None,
                     }
                 }
                 ModelRef::Remote { provider, .. } => {
@@ -313,6 +310,7 @@ pub(crate) async fn callables(
                     Callable {
                         provider: remote_provider(provider, &config)?,
                         pricing: settings.pricing_of(model, None),
+                        max_retries: Some(config.max_retries),
                     }
                 }
             };
@@ -329,7 +327,9 @@ fn remote_provider(
         Some(var) => Some(
             ApiKey::from_env_var(var).map_err(|_| EngineError::ModelConfig {
                 message: format!("provider `{name}` needs an API key in ${var}, which is not set"),
-                hint: Some(format!("export {var}=… before resuming")),
+                hint: Some(format!(
+                    "export {var}=…, or set api_key_env in [providers.{name}] of config.toml"
+                )),
             })?,
         ),
         None => None,
@@ -384,12 +384,9 @@ pub(crate) fn router(
         .refs
         .iter()
         .zip(callables)
-        .map(|(model, callable)| {
-            let mut target = Target::new(model.clone(), callable.provider.clone());
-            if let ModelRef::Remote { provider, .. } = model {
-                target.max_retries = settings.provider(provider).map(|p| p.max_retries);
-            }
-            target
+        .map(|(model, callable)| Target {
+            max_retries: callable.max_retries,
+            ..Target::new(model.clone(), callable.provider.clone())
         })
         .collect();
     let policy = RetryPolicy {

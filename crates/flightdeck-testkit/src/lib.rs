@@ -131,6 +131,33 @@ impl Cli {
             .json_lines()
     }
 
+    /// Waits (up to 30 s) until `predicate` holds on the timeline of the newest mission, and
+    /// returns that timeline; for tests that watch a mission another process drives.
+    pub fn wait_for(
+        &self,
+        predicate: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let missions = self.run(&["missions", "--json"]).json();
+            if let Some(id) = missions
+                .as_array()
+                .and_then(|m| m.first())
+                .and_then(|m| m["id"].as_str())
+            {
+                let events = self.timeline(id);
+                if predicate(&events) {
+                    return events;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for the mission"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Writes the installation config (`<data-dir>/config.toml`).
     pub fn write_config(&self, text: &str) {
         std::fs::write(self.data.path().join("config.toml"), text).unwrap();

@@ -717,21 +717,8 @@ args = { summary = "done" }
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let id = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the agent never started its command"
-        );
-        let missions = cli.run(&["missions", "--json"]).json();
-        if let Some(id) = missions[0]["id"].as_str() {
-            let events = cli.timeline(id);
-            if events.iter().any(|e| e["type"] == "tool.requested") {
-                break id.to_string();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let events = cli.wait_for(|events| events.iter().any(|e| e["type"] == "tool.requested"));
+    let id = events[0]["mission"].as_str().unwrap().to_string();
     std::thread::sleep(Duration::from_millis(500));
     child.kill().unwrap();
     child.wait().unwrap();
@@ -790,24 +777,8 @@ args = { summary = "done" }
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let id = loop {
-        assert!(
-            Instant::now() < deadline,
-            "the agent never started its command"
-        );
-        let missions = cli.run(&["missions", "--json"]).json();
-        if let Some(id) = missions[0]["id"].as_str() {
-            if cli
-                .timeline(id)
-                .iter()
-                .any(|e| e["type"] == "tool.requested")
-            {
-                break id.to_string();
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let events = cli.wait_for(|events| events.iter().any(|e| e["type"] == "tool.requested"));
+    let id = events[0]["mission"].as_str().unwrap().to_string();
     let raised = cli.run(&["budget", &id, "--add", "tool_calls=5"]);
     assert_eq!(raised.code(), 0, "{}", raised.stderr());
     let out = CliOutput(child.wait_with_output().unwrap());
@@ -1359,23 +1330,10 @@ async fn cancelling_during_a_model_call_ends_the_driver_cleanly() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let id = tokio::task::block_in_place(|| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            assert!(Instant::now() < deadline, "the model was never called");
-            let missions = cli.run(&["missions", "--json"]).json();
-            if let Some(id) = missions[0]["id"].as_str() {
-                if cli
-                    .timeline(id)
-                    .iter()
-                    .any(|e| e["type"] == "model.requested")
-                {
-                    break id.to_string();
-                }
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    let events = tokio::task::block_in_place(|| {
+        cli.wait_for(|events| events.iter().any(|e| e["type"] == "model.requested"))
     });
+    let id = events[0]["mission"].as_str().unwrap().to_string();
     tokio::task::block_in_place(|| cli.run(&["cancel", &id]).expect_code(0));
     let out = tokio::task::block_in_place(|| CliOutput(child.wait_with_output().unwrap()));
     assert_eq!(

@@ -333,29 +333,6 @@ fn commands_cannot_write_outside_the_worktree_or_reach_the_network_config() {
     assert!(!cli.data_dir().join("workspaces/escape").exists());
 }
 
-/// Waits until `predicate` holds on the mission's timeline.
-fn wait_for(cli: &Cli, predicate: impl Fn(&[Value]) -> bool) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let missions = cli.run(&["missions", "--json"]).json();
-        if let Some(id) = missions
-            .as_array()
-            .and_then(|m| m.first())
-            .and_then(|m| m["id"].as_str())
-        {
-            let events = timeline(cli, id);
-            if predicate(&events) {
-                return events;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for the mission"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn kill_dash_nine_during_a_step_then_resume_runs_each_completed_step_once() {
     // Each step appends to ran.log, which the branch ends up holding: a completed step that
@@ -377,7 +354,7 @@ run = "echo step3 >> ran.log"
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let events = wait_for(&cli, |events| {
+    let events = cli.wait_for(|events| {
         events
             .iter()
             .any(|e| e["type"] == "tool.requested" && e["data"]["call_id"] == "step-1")
@@ -455,14 +432,12 @@ fn a_detached_mission_runs_in_the_background_and_can_be_cancelled() {
         ])
         .expect_code(0);
     let id = out.json()["id"].as_str().unwrap().to_string();
-    wait_for(&cli, |events| {
-        events.iter().any(|e| e["type"] == "tool.requested")
-    });
+    cli.wait_for(|events| events.iter().any(|e| e["type"] == "tool.requested"));
     let busy = cli.run(&["resume", &id]).expect_code(2);
     assert!(busy.stderr().contains("being driven"), "{}", busy.stderr());
     let started = Instant::now();
     cli.run(&["cancel", &id]).expect_code(0);
-    let events = wait_for(&cli, |events| {
+    let events = cli.wait_for(|events| {
         events
             .last()
             .is_some_and(|e| e["type"] == "mission.finished")
