@@ -359,6 +359,28 @@ pub struct ContextCompacted {
     pub context_tokens: u64,
 }
 
+/// This mission is a fork: its events before this one are copies of `origin`'s events
+/// 1..`at_seq`; from here on it runs live, with what was overridden.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissionForked {
+    pub origin: String,
+    pub at_seq: u64,
+    /// The hash of the origin's event `at_seq`: which timeline, exactly, was copied.
+    pub origin_hash: String,
+    pub by: String,
+    /// The model ref that replaces the template's `[model] pin` (its fallbacks are dropped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// A template that replaces the pinned one (source artifact and hash).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_source: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_hash: Option<Digest>,
+    /// Scripts of scripted models the overrides name, pinned like `mission.created`'s.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_scripts: BTreeMap<String, Digest>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BudgetExceeded {
     pub dimension: String,
@@ -516,6 +538,8 @@ pub enum EventKind {
     ToolCompleted(ToolCompleted),
     #[serde(rename = "context.compacted")]
     ContextCompacted(ContextCompacted),
+    #[serde(rename = "mission.forked")]
+    MissionForked(MissionForked),
     #[serde(rename = "budget.exceeded")]
     BudgetExceeded(BudgetExceeded),
     #[serde(rename = "budget.raised")]
@@ -564,6 +588,7 @@ impl EventKind {
             EventKind::ApprovalExpired(_) => "approval.expired",
             EventKind::ToolCompleted(_) => "tool.completed",
             EventKind::ContextCompacted(_) => "context.compacted",
+            EventKind::MissionForked(_) => "mission.forked",
             EventKind::BudgetExceeded(_) => "budget.exceeded",
             EventKind::BudgetRaised(_) => "budget.raised",
             EventKind::BreakerTripped(_) => "breaker.tripped",
@@ -605,6 +630,11 @@ impl EventKind {
             EventKind::ApprovalRequested(e) => vec![&e.bundle],
             EventKind::ToolCompleted(e) => vec![&e.output],
             EventKind::ChangePublished(e) => vec![&e.patch, &e.pr_description],
+            EventKind::MissionForked(e) => e
+                .template_source
+                .iter()
+                .chain(e.model_scripts.values())
+                .collect(),
             _ => Vec::new(),
         }
     }

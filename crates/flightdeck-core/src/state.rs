@@ -268,6 +268,8 @@ pub struct MissionState {
     pub acceptance: Vec<AcceptanceChecked>,
     /// Agents' conversation compactions, by the model call they preceded.
     pub compactions: BTreeMap<String, ContextCompacted>,
+    /// Set when this mission is a fork of another.
+    pub forked: Option<MissionForked>,
 }
 
 /// One logical model call of an agent: its attempts (retries, fallbacks) and its answer.
@@ -331,6 +333,7 @@ impl MissionState {
             active_ms: 0,
             acceptance: Vec::new(),
             compactions: BTreeMap::new(),
+            forked: None,
         }
     }
 
@@ -709,6 +712,19 @@ impl MissionState {
             EventKind::ContextCompacted(compacted) => {
                 self.compactions
                     .insert(compacted.before_call.clone(), compacted.clone());
+            }
+            EventKind::MissionForked(forked) => {
+                // The overrides take the place of what the mission was created with.
+                if let Some(created) = &mut self.created {
+                    if let (Some(source), Some(hash)) =
+                        (&forked.template_source, &forked.template_hash)
+                    {
+                        created.template_source = source.clone();
+                        created.template_hash = hash.clone();
+                    }
+                    created.model_scripts.extend(forked.model_scripts.clone());
+                }
+                self.forked = Some(forked.clone());
             }
             EventKind::WorkspaceDrift(_) | EventKind::ModelFallback(_) => {}
         }

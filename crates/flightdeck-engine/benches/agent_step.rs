@@ -352,6 +352,7 @@ async fn bench_engine(base: &Path) -> Bench {
         models: ModelSettings::default(),
         sleeper: Arc::new(flightdeck_models::TokioSleeper),
         secrets: flightdeck_engine::Secrets::default(),
+        replay: None,
     });
     Bench {
         engine,
@@ -391,6 +392,7 @@ async fn run_mission(bench: &Bench, repo: &Path, turns: usize) -> Mission {
         policy_source: std::fs::read_to_string(repo.join(".flightdeck/policy.toml")).unwrap(),
         policy_file: ".flightdeck/policy.toml".into(),
         codeowners: None,
+        base_commit: None,
     };
     bench.clock.completed.lock().unwrap().clear();
     let before = bench.counters.snapshot();

@@ -89,7 +89,7 @@ pub(crate) struct AgentPlace<'a> {
 }
 
 /// The system prompt of each role; its bytes are recorded when a step starts.
-fn system_prompt(role: AgentRole) -> &'static str {
+pub(crate) fn system_prompt(role: AgentRole) -> &'static str {
     match role {
         AgentRole::Planner => include_str!("../prompts/planner.md"),
         AgentRole::Coder => include_str!("../prompts/coder.md"),
@@ -857,7 +857,10 @@ impl Engine {
                 }
             }
             other => {
-                let (ok, text) = file_tool(fs, other);
+                let (ok, text) = match &self.config().replay {
+                    Some(replay) => replay.file_tool(id, fs, other, file_tool).await?,
+                    None => file_tool(fs, other),
+                };
                 (ok, None, text.into_bytes(), false)
             }
         };
@@ -884,7 +887,7 @@ impl Engine {
                         ok,
                         exit_code,
                         output: digest,
-                        duration_ms: millis(started.elapsed()),
+                        duration_ms: self.call_duration_ms(id, started.elapsed()),
                         timed_out,
                         tree: None,
                     };
@@ -903,7 +906,7 @@ impl Engine {
             ok,
             exit_code,
             output: digest,
-            duration_ms: millis(started.elapsed()),
+            duration_ms: self.call_duration_ms(id, started.elapsed()),
             timed_out,
             tree,
         };
@@ -1165,6 +1168,3 @@ fn describe(step: &AgentStep<'_>) -> String {
     }
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}

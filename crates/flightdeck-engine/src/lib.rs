@@ -18,6 +18,7 @@ mod model_call;
 mod models;
 mod pr;
 mod redact;
+mod replay;
 mod tools;
 mod worker;
 
@@ -32,10 +33,11 @@ use flightdeck_store::{ArtifactError, ArtifactStore, EventStore, StoreError};
 use flightdeck_workspace::{GitError, WorkspaceError};
 
 pub use gate::{Channel, Vote};
-pub use mission::{CreateMission, Engine, RepoFile};
+pub use mission::{CreateMission, Engine, ForkMission, RepoFile};
 pub use models::{ModelSettings, ProviderKind, ProviderSettings};
 pub use pr::{render_pr_description, PrContext};
 pub use redact::Secrets;
+pub use replay::{normalize_output, Replay, ReplayMode, ReplayReport};
 pub use worker::WorkerId;
 
 /// Where time comes from. The engine reads it only to stamp events.
@@ -89,6 +91,8 @@ pub struct EngineConfig {
     pub sleeper: Arc<dyn flightdeck_models::Sleeper>,
     /// Values that never reach an event, an artifact or a model (API keys).
     pub secrets: Secrets,
+    /// Set only in the engine a replay drives (`Engine::replay` makes it).
+    pub replay: Option<Arc<Replay>>,
 }
 
 /// Why the engine could not do what was asked. A mission that fails is not an error: it is
@@ -118,6 +122,11 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error("cannot fork: {0}")]
+    BadFork(String),
+    /// A replay stopped the engine (where the recording was interrupted, or diverged).
+    #[error("replay: {0}")]
+    ReplayStopped(String),
     /// A model the template names cannot be called as configured.
     #[error("{message}")]
     ModelConfig {

@@ -50,6 +50,26 @@ pub struct CreateMission {
     pub policy_file: String,
     /// The repository's CODEOWNERS, if it has one.
     pub codeowners: Option<RepoFile>,
+    /// The commit to start from, when it is fixed already (a replay's recorded base);
+    /// otherwise `base_ref` is resolved.
+    pub base_commit: Option<String>,
+}
+
+/// What `flightdeck fork` asks for.
+#[derive(Debug, Clone)]
+pub struct ForkMission {
+    /// The new mission's id.
+    pub id: MissionId,
+    pub origin: String,
+    pub at_seq: u64,
+    pub by: String,
+    /// Replaces the template's `[model] pin`.
+    pub model: Option<String>,
+    /// Replaces the template (its source and where it came from, for messages).
+    pub template_source: Option<String>,
+    pub template_file: String,
+    /// Sources of the scripted models the overrides name, by model ref.
+    pub model_scripts: BTreeMap<String, String>,
 }
 
 /// A file read from the repository when the mission was created.
@@ -194,6 +214,112 @@ impl Engine {
         Ok(state)
     }
 
+    /// Forks mission `request.origin` at `request.at_seq`: a new mission whose first events
+    /// are copies of the origin's 1..=`at_seq`, then `mission.forked` with what is overridden;
+    /// then it is resumed and runs live. The origin is not touched.
+    pub async fn fork(&self, request: ForkMission) -> Result<MissionState, EngineError> {
+        let origin = self.cfg.store.events(&request.origin, 0).await?;
+        let last = origin.len() as u64;
+        if origin.is_empty() {
+            return Err(EngineError::UnknownMission(request.origin));
+        }
+        if request.at_seq == 0 || request.at_seq > last {
+            return Err(EngineError::BadFork(format!(
+                "--at {}: mission {} has events 1..{last}",
+                request.at_seq, request.origin
+            )));
+        }
+        let copied = &origin[..usize::try_from(request.at_seq).unwrap_or(usize::MAX)];
+        if let Some(finished) = copied.iter().find(|e| e.event_type == "mission.finished") {
+            return Err(EngineError::BadFork(format!(
+                "--at {}: the mission had already finished at seq {}, so nothing would run",
+                request.at_seq, finished.seq
+            )));
+        }
+        let id = request.id.as_str();
+        let mut state = MissionState::new(id);
+        let mut events = Vec::with_capacity(copied.len() + 1);
+        for event in copied {
+            let kind = event.kind().map_err(|e| EngineError::BadFork(e.to_string()))?;
+            let at_ms = flightdeck_core::clock::parse_rfc3339_millis(&event.at).unwrap_or(0);
+            state
+                .apply(event.seq, at_ms, &kind)
+                .map_err(|source| EngineError::Corrupt {
+                    id: request.origin.clone(),
+                    source,
+                })?;
+            events.push(NewEvent {
+                at_ms,
+                event_type: event.event_type.clone(),
+                data: event.data.clone(),
+            });
+        }
+        let created = state
+            .created
+            .clone()
+            .ok_or_else(|| EngineError::UnknownMission(request.origin.clone()))?;
+        let mut forked = MissionForked {
+            origin: request.origin.clone(),
+            at_seq: request.at_seq,
+            origin_hash: copied.last().map(|e| e.hash.clone()).unwrap_or_default(),
+            by: request.by.clone(),
+            model: None,
+            template_source: None,
+            template_hash: None,
+            model_scripts: BTreeMap::new(),
+        };
+        if let Some(model) = &request.model {
+            model
+                .parse::<flightdeck_models::ModelRef>()
+                .map_err(|e| EngineError::BadFork(format!("--model {model}: {e}")))?;
+            forked.model = Some(model.clone());
+        }
+        if let Some(source) = &request.template_source {
+            // The new template must render with the mission's params.
+            let template = Template::parse(&created.template, &request.template_file, source)?;
+            template.render(&created.params, &request.id)?;
+            forked.template_source = Some(self.put_artifact(source.as_bytes()).await?);
+            forked.template_hash = Some(Digest::of(source.as_bytes()));
+        }
+        for (model, source) in &request.model_scripts {
+            forked
+                .model_scripts
+                .insert(model.clone(), self.put_artifact(source.as_bytes()).await?);
+        }
+        let now = self.cfg.clock.now_ms().max(state.last_at_ms);
+        let kind = EventKind::MissionForked(forked);
+        state
+            .apply(state.events + 1, now, &kind)
+            .map_err(|source| EngineError::Corrupt {
+                id: id.to_string(),
+                source,
+            })?;
+        events.push(NewEvent {
+            at_ms: now,
+            event_type: kind.type_name().to_string(),
+            data: kind.data(),
+        });
+        let projection = Projection {
+            status: state.status.as_str().to_string(),
+            template: created.template.clone(),
+            summary: state.summary(),
+        };
+        let stored = self
+            .cfg
+            .store
+            .append(AppendRequest {
+                mission: id.to_string(),
+                expected_seq: 0,
+                events,
+                projection,
+            })
+            .await?;
+        for event in &stored {
+            self.cfg.observer.event(event);
+        }
+        self.resume(id, &request.by).await
+    }
+
     /// The full id of a mission from its id or a unique prefix of it.
     pub async fn resolve_id(&self, given: &str) -> Result<String, EngineError> {
         let given = given.trim();
@@ -313,7 +439,14 @@ impl Engine {
                 .filter(|(_, call)| call.completed.is_none())
                 .map(|(id, _)| id.clone())
                 .collect();
-            let reason = if calls.is_empty() {
+            let reason = if let Some(forked) = state.forked.as_ref().filter(|f| {
+                state.events == f.at_seq + 1
+            }) {
+                format!(
+                    "forked from {} at seq {}; what was in flight there runs again",
+                    forked.origin, forked.at_seq
+                )
+            } else if calls.is_empty() {
                 "the process driving the mission stopped before the mission finished".to_string()
             } else {
                 format!(
@@ -346,7 +479,23 @@ impl Engine {
         let source = String::from_utf8_lossy(&source);
         let template = Template::parse(&created.template, &created.template, &source)?;
         let id = MissionId::parse(&state.id).unwrap_or_else(|| MissionId::from_parts(0, 0));
-        let rendered = template.render(&created.params, &id)?;
+        let mut rendered = template.render(&created.params, &id)?;
+        // A fork may run on another model: it replaces the pin, and its fallbacks go.
+        if let Some(pin) = state.forked.as_ref().and_then(|f| f.model.clone()) {
+            let spec = rendered
+                .template
+                .model
+                .get_or_insert_with(|| flightdeck_core::template::ModelSpec {
+                    pin: pin.clone(),
+                    fallback: Vec::new(),
+                    temperature: None,
+                    max_output_tokens: None,
+                    allow_snapshot_mismatch: false,
+                    context_tokens: None,
+                });
+            spec.pin = pin;
+            spec.fallback.clear();
+        }
         Ok((created, rendered.template))
     }
 
@@ -465,13 +614,19 @@ impl Engine {
         let worktree = Worktree::create(repo, &path, &created.base_commit)?;
         // The data directory (other missions' worktrees, artifacts, the store) is hidden from
         // the sandbox; the mission's own worktree is bound back inside it.
-        let data_dir = self
-            .cfg
-            .workspaces_dir
-            .parent()
-            .map(Path::to_path_buf)
-            .into_iter()
-            .collect();
+        let data_dir = match &self.cfg.replay {
+            Some(replay) => vec![replay.hidden.clone()],
+            None => self
+                .cfg
+                .workspaces_dir
+                .parent()
+                .map(Path::to_path_buf)
+                .into_iter()
+                .collect(),
+        };
+        if let Some(replay) = &self.cfg.replay {
+            replay.set_worktree(&worktree);
+        }
         let workspace = LocalWorkspace::new(path.clone(), sandbox).hiding(data_dir);
         if state.workspace.is_none() {
             let provisioned = WorkspaceProvisioned {
@@ -688,6 +843,9 @@ impl Engine {
         call_id: &str,
         spec: &CommandSpec,
     ) -> Result<Option<CommandOutcome>, EngineError> {
+        if let Some(replay) = &self.cfg.replay {
+            return replay.command(call_id, workspace, spec).await.map(Some);
+        }
         let exec = workspace.exec(spec);
         tokio::pin!(exec);
         let started = Instant::now();
@@ -761,14 +919,21 @@ impl Engine {
         );
         // The commit's dates are the last recorded time, so the same timeline makes the same
         // commit (and a resumed publish finds the branch already right).
-        let commit = worktree.commit_to_branch(
-            &tree,
-            &branch,
-            &message,
-            state.last_at_ms.div_euclid(1000),
-        )?;
-        let patch = worktree.format_patch(&commit)?;
-        let patch = self.put_artifact(patch.as_bytes()).await?;
+        let (commit, patch) = match &self.cfg.replay {
+            // A replay commits nothing: it takes what the recording published.
+            Some(replay) => replay.published(),
+            None => {
+                let commit = worktree.commit_to_branch(
+                    &tree,
+                    &branch,
+                    &message,
+                    state.last_at_ms.div_euclid(1000),
+                )?;
+                let patch = worktree.format_patch(&commit)?;
+                let patch = self.put_artifact(patch.as_bytes()).await?;
+                (commit, patch)
+            }
+        };
         // The description reports the publish decision too, which is appended with it.
         let mut preview = state.clone();
         for kind in &events {
@@ -925,6 +1090,15 @@ impl Engine {
             Some(remaining) => timeout.min(Duration::from_secs_f64(remaining.max(1.0))),
             None => timeout,
         }
+    }
+
+    /// How long call `id` took: measured, or in a replay, as recorded.
+    pub(crate) fn call_duration_ms(&self, id: &str, elapsed: Duration) -> u64 {
+        self.cfg
+            .replay
+            .as_ref()
+            .and_then(|r| r.duration_ms(id))
+            .unwrap_or_else(|| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
     }
 
     /// Stores an artifact. Every artifact passes here, and is redacted here.
@@ -1107,7 +1281,10 @@ fn check(request: &CreateMission, models: &ModelSettings) -> Result<Checked, Eng
     }
     let repo = repo_root(&request.repo)
         .map_err(|_| EngineError::NotARepo(request.repo.display().to_string()))?;
-    let base_commit = resolve_commit(&repo, &request.base_ref)?;
+    let base_commit = resolve_commit(
+        &repo,
+        request.base_commit.as_deref().unwrap_or(&request.base_ref),
+    )?;
     let scripts = check_models(&rendered.template, &repo, models)?;
     Ok(Checked {
         template: rendered.template,

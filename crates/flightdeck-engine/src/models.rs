@@ -226,7 +226,7 @@ pub(crate) fn check_models(
                     });
                 };
                 // Build it now: a missing key or a bad setting shows before anything runs.
-                remote_provider(provider, &settings)?;
+                remote_provider(provider, &settings, false)?;
                 None
             }
         };
@@ -308,22 +308,40 @@ pub(crate) async fn callables(
                                 hint: Some(format!("add [providers.{provider}] to config.toml")),
                             })?;
                     Callable {
-                        provider: remote_provider(provider, &config)?,
+                        provider: remote_provider(provider, &config, engine.config().replay.is_some())?,
                         pricing: settings.pricing_of(model, None),
                         max_retries: Some(config.max_retries),
                     }
                 }
             };
+        let callable = match &engine.config().replay {
+            // A replay serves the recorded answers; the real provider only encodes.
+            Some(replay) => Callable {
+                provider: Arc::new(crate::replay::ReplayedModel {
+                    model: key,
+                    inner: callable.provider,
+                    replay: replay.clone(),
+                }),
+                ..callable
+            },
+            None => callable,
+        };
         callables.push(callable);
     }
     Ok(callables)
 }
 
+/// `replaying`: the provider only encodes requests (a replay sends nothing), so a missing
+/// API key does not matter.
 fn remote_provider(
     name: &str,
     config: &ProviderSettings,
+    replaying: bool,
 ) -> Result<Arc<dyn Provider>, EngineError> {
     let key = match &config.api_key_env {
+        Some(var) if replaying => {
+            Some(ApiKey::from_env_var(var).unwrap_or_else(|_| ApiKey::new("replay")))
+        }
         Some(var) => Some(
             ApiKey::from_env_var(var).map_err(|_| EngineError::ModelConfig {
                 message: format!("provider `{name}` needs an API key in ${var}, which is not set"),

@@ -67,6 +67,14 @@ pub enum ModelError {
     /// A recorded call cannot be served back.
     #[error("recorded model call {index} cannot be replayed: {message}")]
     ReplayInvalid { index: usize, message: String },
+    /// A failure served back from a recording, as it was recorded (message, kind and whether
+    /// it was retryable), so the router decides again exactly as it did.
+    #[error("{message}")]
+    Recorded {
+        message: String,
+        kind: String,
+        retryable: bool,
+    },
 }
 
 fn retry_after_note(retry_after: Option<Duration>) -> String {
@@ -95,6 +103,7 @@ impl ModelError {
             | ModelError::ReplayMismatch { .. }
             | ModelError::ReplayExhausted { .. }
             | ModelError::ReplayInvalid { .. } => false,
+            ModelError::Recorded { retryable, .. } => *retryable,
         }
     }
 
@@ -107,8 +116,9 @@ impl ModelError {
     }
 
     /// A short machine-friendly kind, for events and breakers.
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &str {
         match self {
+            ModelError::Recorded { kind, .. } => kind,
             ModelError::Status { status: 429, .. } => "rate_limited",
             ModelError::Status { status: 529, .. } => "overloaded",
             ModelError::Status { status, .. } if *status >= 500 => "server_error",

@@ -110,6 +110,9 @@ pub enum StoreError {
     Encode(String),
     #[error("the store's writer has stopped")]
     WriterGone,
+    /// A replay's store refused an append (it compares instead of writing).
+    #[error("replay: {0}")]
+    Replay(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
     #[error("failed to run migrations: {0}")]

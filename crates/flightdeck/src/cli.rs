@@ -123,6 +123,32 @@ pub enum Command {
     },
     /// Cancel a mission; its workspace is cleaned up
     Cancel { mission: String },
+    /// Drive the engine again from a mission's timeline and report the first divergence
+    /// (exit 0 same, 1 diverged). Verify serves recorded results; nothing executes
+    Replay {
+        mission: String,
+        /// Run the tool calls for real in a fresh worktree and compare their results
+        #[arg(long)]
+        reexecute: bool,
+        /// The repository to read today's template and policy from (default: the recorded one)
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+        /// Today's template, when it is not the repository's file of the recorded name
+        #[arg(long, value_name = "FILE")]
+        template: Option<PathBuf>,
+    },
+    /// A new mission from a mission's events 1..SEQ, then live (the original is untouched)
+    Fork {
+        mission: String,
+        #[arg(long, value_name = "SEQ")]
+        at: u64,
+        /// A model ref that replaces the template's pin (its fallbacks are dropped)
+        #[arg(long, value_name = "REF")]
+        model: Option<String>,
+        /// A template file that replaces the mission's
+        #[arg(long, value_name = "FILE")]
+        template: Option<PathBuf>,
+    },
     /// Check and export the tamper-evident record
     Audit {
         #[command(subcommand)]

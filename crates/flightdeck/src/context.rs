@@ -209,6 +209,7 @@ impl Context {
             models: self.models.clone(),
             sleeper: Arc::new(flightdeck_models::TokioSleeper),
             secrets: self.secrets(),
+            replay: None,
         }))
     }
 

@@ -152,6 +152,10 @@ impl From<EngineError> for CliError {
                 hint("pass --repo with a directory inside a git repository (`git init` makes one)"),
             ),
             EngineError::Unsupported(_) => CliError::bad_input(e.to_string(), None),
+            EngineError::BadFork(_) => CliError::bad_input(
+                e.to_string(),
+                Some("`flightdeck timeline MISSION` lists the seqs to fork at".to_string()),
+            ),
             EngineError::ModelConfig { message, hint } => CliError::bad_input(message, hint),
             EngineError::BadBudget { ref id, .. } => {
                 let h = format!("nothing was recorded; write DIM=AMOUNT (usd, tokens, tool_calls, model_calls, wall_seconds), e.g. `flightdeck budget {id} --add usd=1.5`; `flightdeck show {id}` shows the limits");

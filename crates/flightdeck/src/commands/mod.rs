@@ -5,6 +5,7 @@
 mod approvals;
 mod audit;
 mod policy;
+mod replay;
 mod run;
 
 use std::io::Write;
@@ -55,6 +56,18 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
         Command::Budget { mission, add } => budget(&ctx, &mission, &add).await,
         Command::Cancel { mission } => cancel(&ctx, &mission).await,
         Command::Start { mission } => start(&ctx, &mission).await,
+        Command::Replay {
+            mission,
+            reexecute,
+            repo,
+            template,
+        } => replay::replay(&ctx, &mission, reexecute, repo, template).await,
+        Command::Fork {
+            mission,
+            at,
+            model,
+            template,
+        } => replay::fork(&ctx, &mission, at, model, template).await,
         Command::Audit { command } => match command {
             AuditCommand::Verify { mission, all } => {
                 audit_verify(&ctx, mission.as_deref(), all).await

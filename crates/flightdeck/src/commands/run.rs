@@ -88,7 +88,7 @@ pub fn init(ctx: &Context, repo: Option<PathBuf>) -> Result<i32, CliError> {
 }
 
 /// Finds the template file `name` names: a path, or a name under the repo's missions dir.
-fn template_path(repo: &Path, name: &str) -> Result<PathBuf, CliError> {
+pub fn template_path(repo: &Path, name: &str) -> Result<PathBuf, CliError> {
     let as_path = Path::new(name);
     let path = if name.ends_with(".toml") || name.contains('/') {
         as_path.to_path_buf()
@@ -201,6 +201,7 @@ pub async fn run(
         policy_file: policy_path.display().to_string(),
         policy_source,
         codeowners: read_codeowners(&repo_root)?,
+        base_commit: None,
     };
     // Everything the request names is checked before the store is opened: bad input
     // leaves no trace.

@@ -1,0 +1,1120 @@
+//! Replay: the engine driven again from a recorded timeline.
+//!
+//! A replay runs today's engine (today's template, policy and prompts, the recorded params
+//! and base commit) against stand-ins for everything nondeterministic, all fed from the
+//! recording:
+//!
+//! - the store ([`ReplayStore`]) compares every event the engine appends with the recorded
+//!   event at that seq; the first that differs is the divergence, and the replay stops there.
+//!   Events other processes appended (approvals, budget raises, a cancel) are let in where
+//!   the recording has them; where the recording was interrupted (a crash), the engine is
+//!   stopped there and resumed, as it was;
+//! - the clock reads the time of the recorded event that comes next;
+//! - each model is served its recorded answers (or failures) in order, through the real
+//!   router and recorder, so the request bytes recorded are compared too;
+//! - tool calls: in `verify`, nothing executes: the recorded result is served back and the
+//!   scratch worktree is set to the tree the recording says the call left; in `reexecute`,
+//!   the call really runs in a fresh worktree of the same base and its result is compared
+//!   with the recorded one (exit code, output with times and durations masked, the tree it
+//!   left), then the recorded result goes on, so one flaky call does not hide the next;
+//! - artifacts go to memory: nothing is written to the mission or the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flightdeck_core::event::{MissionCreated, ToolCompleted};
+use flightdeck_core::template::AgentRole;
+use flightdeck_core::{Digest, EventKind, StoredEvent};
+use flightdeck_models::{ChatRequest, Exchange, ModelError, Provider, Sleeper, WireFormat};
+use flightdeck_store::{
+    AppendRequest, ArtifactError, ArtifactStore, EventStore, Lease, MissionRow, RawEvent,
+    StoreError,
+};
+use flightdeck_workspace::{
+    CommandOutcome, CommandSpec, ConfinedFs, LocalWorkspace, Workspace as _, Worktree,
+};
+use serde_json::Value;
+
+use crate::tools::ToolInvocation;
+use crate::{Clock, EngineError};
+
+/// What a replay does with tool calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayMode {
+    /// Recorded results are served back; nothing executes.
+    Verify,
+    /// Tool calls run for real in a fresh worktree and their results are compared.
+    Reexecute,
+}
+
+impl ReplayMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplayMode::Verify => "verify",
+            ReplayMode::Reexecute => "reexecute",
+        }
+    }
+}
+
+/// How a replay went.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReplayReport {
+    pub mission: String,
+    pub mode: &'static str,
+    pub diverged: bool,
+    /// Recorded events the replay went through and found equal.
+    pub checked: u64,
+    /// The seq of the first recorded event that differs.
+    pub at_seq: Option<u64>,
+    /// Its type (or, in `reexecute`, `tool.completed` of the call whose result differs).
+    pub event_type: Option<String>,
+    /// The recorded event's data (`null`: the recording has nothing there).
+    pub expected: Value,
+    /// What the engine did instead (`null`: it did nothing more).
+    pub actual: Value,
+    /// The first difference, readable: a JSON pointer with both sides, or for a model request
+    /// the place in the request body where they part.
+    pub difference: Option<String>,
+    /// What likely changed since the recording.
+    pub explanation: String,
+}
+
+/// Where a replay parted from the recording.
+#[derive(Debug, Clone)]
+struct Divergence {
+    seq: u64,
+    event_type: String,
+    expected: Value,
+    actual: Value,
+    difference: Option<String>,
+}
+
+/// One recorded attempt of a model call.
+#[derive(Debug, Clone)]
+enum RecordedOutcome {
+    Responded { raw: Digest },
+    Failed {
+        error: String,
+        kind: String,
+        retryable: bool,
+        response: Option<Digest>,
+    },
+    /// The process died during the call.
+    Interrupted,
+}
+
+#[derive(Debug, Default)]
+struct Cursor {
+    /// What the replayed mission's timeline holds so far (the engine's own events).
+    accepted: Vec<StoredEvent>,
+    /// Index into the recording of the next event to compare.
+    next: usize,
+    divergence: Option<Divergence>,
+    /// The engine was stopped where the recording was interrupted.
+    crashed: bool,
+    worktree: Option<Worktree>,
+    /// The tree the scratch worktree holds (after a restore).
+    tree: Option<String>,
+    /// Per model: attempts served so far.
+    served: HashMap<String, usize>,
+}
+
+impl Cursor {
+    /// Lets in a recorded event another process appended, sealed onto the replay's chain.
+    fn take_in(&mut self, event: StoredEvent) {
+        let prev = self
+            .accepted
+            .last()
+            .map_or_else(|| flightdeck_core::hash::GENESIS_HASH.to_string(), |e| e.hash.clone());
+        let at_ms = flightdeck_core::clock::parse_rfc3339_millis(&event.at).unwrap_or(0);
+        let seq = self.accepted.len() as u64 + 1;
+        let sealed = flightdeck_core::chain::seal(
+            &event.mission,
+            seq,
+            at_ms,
+            &prev,
+            &event.event_type,
+            event.data.clone(),
+        )
+        .unwrap_or(event);
+        self.accepted.push(sealed);
+        self.next += 1;
+    }
+}
+
+/// The recording and the replay's progress through it, shared by the store, the clock,
+/// the models and the tool seams.
+pub struct Replay {
+    mode: ReplayMode,
+    mission: String,
+    recorded: Vec<StoredEvent>,
+    /// Recorded completions by call id.
+    completions: HashMap<String, (u64, ToolCompleted)>,
+    /// Recorded attempts per model ref, in order.
+    attempts: HashMap<String, Vec<RecordedOutcome>>,
+    /// The recorded artifacts (read) and the replay's own (memory).
+    artifacts: Arc<OverlayArtifacts>,
+    /// The directory hidden from sandboxed commands (the data directory).
+    pub(crate) hidden: PathBuf,
+    cursor: Mutex<Cursor>,
+}
+
+/// Events other processes append to a mission while, or after, an engine drives it.
+fn foreign(event: &StoredEvent) -> bool {
+    match event.event_type.as_str() {
+        "budget.raised" | "approval.decided" | "approval.expired" => true,
+        "mission.finished" => {
+            event.data.pointer("/error/kind").and_then(Value::as_str) == Some("cancelled")
+                || event.data.pointer("/error/kind").and_then(Value::as_str)
+                    == Some("approval_expired")
+        }
+        _ => false,
+    }
+}
+
+impl Replay {
+    pub(crate) fn new(
+        mode: ReplayMode,
+        mission: &str,
+        recorded: Vec<StoredEvent>,
+        base_artifacts: Arc<dyn ArtifactStore>,
+        hidden: PathBuf,
+    ) -> Replay {
+        let mut completions = HashMap::new();
+        let mut attempts: HashMap<String, Vec<RecordedOutcome>> = HashMap::new();
+        // call id -> (model, index into that model's attempts) of its latest attempt
+        let mut open: HashMap<String, (String, usize)> = HashMap::new();
+        for event in &recorded {
+            let Ok(kind) = event.kind() else { continue };
+            match kind {
+                EventKind::ToolCompleted(done) => {
+                    completions.insert(done.call_id.clone(), (event.seq, done));
+                }
+                EventKind::ModelRequested(requested) => {
+                    let model = format!("{}:{}", requested.provider, requested.model);
+                    let list = attempts.entry(model.clone()).or_default();
+                    list.push(RecordedOutcome::Interrupted);
+                    open.insert(requested.call_id, (model, list.len() - 1));
+                }
+                EventKind::ModelResponded(responded) => {
+                    if let Some((model, i)) = open.remove(&responded.call_id) {
+                        if let Some(slot) = attempts.get_mut(&model).and_then(|l| l.get_mut(i)) {
+                            *slot = RecordedOutcome::Responded {
+                                raw: responded.response,
+                            };
+                        }
+                    }
+                }
+                EventKind::ModelFailed(failed) => {
+                    if let Some((model, i)) = open.remove(&failed.call_id) {
+                        if let Some(slot) = attempts.get_mut(&model).and_then(|l| l.get_mut(i)) {
+                            *slot = RecordedOutcome::Failed {
+                                error: failed.error,
+                                kind: failed.kind.unwrap_or_else(|| "recorded".into()),
+                                retryable: failed.retryable,
+                                response: failed.response,
+                            };
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Replay {
+            mode,
+            mission: mission.to_string(),
+            recorded,
+            completions,
+            attempts,
+            artifacts: Arc::new(OverlayArtifacts {
+                base: base_artifacts,
+                new: Mutex::new(HashMap::new()),
+            }),
+            hidden,
+            cursor: Mutex::new(Cursor::default()),
+        }
+    }
+
+    fn cursor(&self) -> MutexGuard<'_, Cursor> {
+        match self.cursor.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    pub(crate) fn artifacts(&self) -> Arc<OverlayArtifacts> {
+        self.artifacts.clone()
+    }
+
+    pub(crate) fn set_worktree(&self, worktree: &Worktree) {
+        let mut cursor = self.cursor();
+        cursor.worktree = Some(worktree.clone());
+        cursor.tree = None;
+    }
+
+    fn diverged(&self) -> bool {
+        self.cursor().divergence.is_some()
+    }
+
+    fn diverge(&self, divergence: Divergence) {
+        let mut cursor = self.cursor();
+        if cursor.divergence.is_none() {
+            cursor.divergence = Some(divergence);
+        }
+    }
+
+    /// The recorded completion of `call_id`; without one, the recording was interrupted
+    /// during the call and the engine is stopped here, as the original was.
+    fn completion(&self, call_id: &str) -> Result<(u64, ToolCompleted), EngineError> {
+        match self.completions.get(call_id) {
+            Some(found) => Ok(found.clone()),
+            None => {
+                self.cursor().crashed = true;
+                Err(EngineError::ReplayStopped(format!(
+                    "the recording has no result for {call_id}: its process stopped during it"
+                )))
+            }
+        }
+    }
+
+    /// Puts the scratch worktree at `tree` (what the recording says the call left).
+    fn restore(&self, tree: Option<&str>) -> Result<(), EngineError> {
+        let Some(tree) = tree else { return Ok(()) };
+        let worktree = {
+            let cursor = self.cursor();
+            if cursor.tree.as_deref() == Some(tree) {
+                return Ok(());
+            }
+            cursor.worktree.clone()
+        };
+        if let Some(worktree) = worktree {
+            worktree.restore(Some(tree)).map_err(|e| {
+                EngineError::ReplayStopped(format!(
+                    "cannot set the worktree to the recorded tree {tree}: {e} (replay needs the \
+                     repository that holds the mission's objects)"
+                ))
+            })?;
+            self.cursor().tree = Some(tree.to_string());
+        }
+        Ok(())
+    }
+
+    /// A command of the mission: the recorded outcome (verify), or the real one compared with
+    /// it (reexecute).
+    pub(crate) async fn command(
+        &self,
+        call_id: &str,
+        workspace: &LocalWorkspace,
+        spec: &CommandSpec,
+    ) -> Result<CommandOutcome, EngineError> {
+        let (seq, done) = self.completion(call_id)?;
+        let output = self.artifacts.get(&done.output).await?;
+        let recorded = CommandOutcome {
+            exit_code: done.exit_code,
+            timed_out: done.timed_out,
+            output,
+            dropped_bytes: 0,
+            duration: Duration::from_millis(done.duration_ms),
+        };
+        if self.mode == ReplayMode::Reexecute {
+            self.cursor().tree = None;
+            let actual = workspace.exec(spec).await?;
+            let tree = self.current_tree()?;
+            let (recorded_root, root) = self.worktree_paths();
+            let expected_view = command_view(&recorded, done.tree.as_deref(), &recorded_root);
+            let actual_view = command_view(
+                &actual,
+                tree.as_deref().filter(|_| done.tree.is_some()),
+                &root,
+            );
+            if expected_view != actual_view {
+                self.diverge(Divergence {
+                    seq,
+                    event_type: "tool.completed".into(),
+                    difference: first_difference_text(&expected_view, &actual_view),
+                    expected: expected_view,
+                    actual: actual_view,
+                });
+                return Err(EngineError::ReplayStopped(format!(
+                    "the result of {call_id} differs from the recorded one"
+                )));
+            }
+        }
+        self.restore(done.tree.as_deref())?;
+        Ok(recorded)
+    }
+
+    /// A file tool of an agent: the recorded `(ok, output)` (verify), or the real one compared
+    /// with it (reexecute).
+    pub(crate) async fn file_tool(
+        &self,
+        call_id: &str,
+        fs: &ConfinedFs,
+        invocation: &ToolInvocation,
+        run: impl FnOnce(&ConfinedFs, &ToolInvocation) -> (bool, String),
+    ) -> Result<(bool, String), EngineError> {
+        let (seq, done) = self.completion(call_id)?;
+        let output = self.artifacts.get(&done.output).await?;
+        let recorded = (done.ok, String::from_utf8_lossy(&output).into_owned());
+        if self.mode == ReplayMode::Reexecute {
+            self.cursor().tree = None;
+            let actual = run(fs, invocation);
+            if actual != recorded {
+                let view = |(ok, text): &(bool, String)| serde_json::json!({"ok": ok, "output": text});
+                let (expected, actual) = (view(&recorded), view(&actual));
+                self.diverge(Divergence {
+                    seq,
+                    event_type: "tool.completed".into(),
+                    difference: first_difference_text(&expected, &actual),
+                    expected,
+                    actual,
+                });
+                return Err(EngineError::ReplayStopped(format!(
+                    "the result of {call_id} differs from the recorded one"
+                )));
+            }
+        }
+        self.restore(done.tree.as_deref())?;
+        Ok(recorded)
+    }
+
+    /// The recorded duration of a call (a replay reproduces results, not timings).
+    pub(crate) fn duration_ms(&self, call_id: &str) -> Option<u64> {
+        self.completions.get(call_id).map(|(_, c)| c.duration_ms)
+    }
+
+    /// The commit and patch the recording published (the replay commits nothing).
+    pub(crate) fn published(&self) -> (String, Digest) {
+        self.recorded
+            .iter()
+            .find_map(|e| match e.kind() {
+                Ok(EventKind::ChangePublished(p)) => Some((p.commit, p.patch)),
+                _ => None,
+            })
+            .unwrap_or_else(|| ("(the recording published nothing)".into(), Digest::of(b"")))
+    }
+
+    /// Where the recording's worktree was, and where the replay's is.
+    fn worktree_paths(&self) -> (String, String) {
+        let recorded = self
+            .recorded
+            .iter()
+            .find_map(|e| match e.kind() {
+                Ok(EventKind::WorkspaceProvisioned(p)) => Some(p.path),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let now = self
+            .cursor()
+            .worktree
+            .as_ref()
+            .map(|w| w.path.display().to_string())
+            .unwrap_or_default();
+        (recorded, now)
+    }
+
+    fn current_tree(&self) -> Result<Option<String>, EngineError> {
+        let worktree = self.cursor().worktree.clone();
+        match worktree {
+            Some(worktree) => Ok(Some(worktree.snapshot()?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The next recorded outcome of `model`.
+    fn next_attempt(&self, model: &str) -> Option<RecordedOutcome> {
+        let mut cursor = self.cursor();
+        let served = cursor.served.entry(model.to_string()).or_insert(0);
+        let outcome = self.attempts.get(model).and_then(|l| l.get(*served)).cloned();
+        *served += 1;
+        outcome
+    }
+
+    /// Lets in what other processes appended after the engine stopped. The type of the next
+    /// recorded event, if any.
+    fn absorb_foreign(&self) -> Option<&StoredEvent> {
+        let mut cursor = self.cursor();
+        while let Some(event) = self.recorded.get(cursor.next).filter(|e| foreign(e)) {
+            cursor.take_in(event.clone());
+        }
+        self.recorded.get(cursor.next)
+    }
+
+    fn report(&self, created_now: Option<&MissionCreated>) -> ReplayReport {
+        let cursor = self.cursor();
+        let checked = cursor.next as u64;
+        let mut report = ReplayReport {
+            mission: self.mission.clone(),
+            mode: self.mode.as_str(),
+            diverged: false,
+            checked,
+            at_seq: None,
+            event_type: None,
+            expected: Value::Null,
+            actual: Value::Null,
+            difference: None,
+            explanation: format!(
+                "today's engine made the same {} requests and calls as the recording",
+                self.recorded.len()
+            ),
+        };
+        if let Some(d) = &cursor.divergence {
+            report.diverged = true;
+            report.checked = d.seq.saturating_sub(1);
+            report.at_seq = Some(d.seq);
+            report.event_type = Some(d.event_type.clone());
+            report.expected = d.expected.clone();
+            report.actual = d.actual.clone();
+            report.difference = d.difference.clone();
+            report.explanation = explain(&self.recorded, created_now, d, self.mode);
+        }
+        report
+    }
+}
+
+/// What of a command's result a re-execution compares: exit code, timeout, the tree it left
+/// (when the recording has one) and the output with times, durations and the worktree's path
+/// masked, its lines sorted: parallel test runners print the same lines in a different order
+/// each run, and that order is timing, not a result.
+fn command_view(outcome: &CommandOutcome, tree: Option<&str>, worktree: &str) -> Value {
+    let mut text = String::from_utf8_lossy(&outcome.output).into_owned();
+    if !worktree.is_empty() {
+        text = text.replace(worktree, "<worktree>");
+    }
+    let text = normalize_output(&text);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    serde_json::json!({
+        "exit_code": outcome.exit_code,
+        "timed_out": outcome.timed_out,
+        "output_lines": lines,
+        "tree": tree,
+    })
+}
+
+/// Masks what changes from run to run without meaning anything: clock times, dates and
+/// durations (`12:03:04`, `2026-11-24T…`, `0.53s`, `120 ms`, `1m 2s`).
+pub fn normalize_output(text: &str) -> String {
+    static PATTERNS: std::sync::OnceLock<Vec<(regex::Regex, &'static str)>> =
+        std::sync::OnceLock::new();
+    let patterns = PATTERNS.get_or_init(|| {
+        [
+            (
+                r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?",
+                "<datetime>",
+            ),
+            (r"\b\d{1,2}:\d{2}:\d{2}(\.\d+)?\b", "<time>"),
+            (
+                r"\b\d+(\.\d+)?\s?(ns|µs|us|ms|s|sec|secs|seconds|m|min|minutes|h)\b",
+                "<duration>",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(p, r)| regex::Regex::new(p).ok().map(|re| (re, r)))
+        .collect()
+    });
+    let mut text = text.to_string();
+    for (re, replacement) in patterns {
+        text = re.replace_all(&text, *replacement).into_owned();
+    }
+    text
+}
+
+/// What of an event a replay compares: its data, less what names where or with which
+/// inputs the mission ran rather than what it did (paths of the scratch worktree, the
+/// policy's and template's hashes, which the explanation reports instead).
+fn comparable(event_type: &str, data: &Value) -> Value {
+    // As stored: canonical JSON (numbers as the store writes them).
+    let mut data = flightdeck_core::jcs::canonicalize(data)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_else(|| data.clone());
+    if let Value::Object(map) = &mut data {
+        match event_type {
+            "mission.created" => {
+                map.retain(|k, _| {
+                    matches!(
+                        k.as_str(),
+                        "template" | "params" | "base_commit" | "base_ref" | "requested_by"
+                            | "budget" | "steps"
+                    )
+                });
+            }
+            "workspace.provisioned" => {
+                map.remove("path");
+                map.remove("sandbox");
+            }
+            _ => {
+                map.remove("policy_hash");
+            }
+        }
+    }
+    data
+}
+
+fn first_difference_text(expected: &Value, actual: &Value) -> Option<String> {
+    flightdeck_models::first_difference(expected, actual, String::new()).map(
+        |(pointer, e, a)| {
+            let show = |v: Option<&Value>| match v {
+                Some(v) => cut(&v.to_string()),
+                None => "(absent)".to_string(),
+            };
+            format!(
+                "at {}\n  expected: {}\n  actual:   {}",
+                if pointer.is_empty() { "/" } else { &pointer },
+                show(e),
+                show(a)
+            )
+        },
+    )
+}
+
+fn cut(text: &str) -> String {
+    if text.chars().count() > 600 {
+        let mut short: String = text.chars().take(600).collect();
+        short.push('…');
+        short
+    } else {
+        text.to_string()
+    }
+}
+
+/// What likely changed: the template, the policy, a system prompt, the engine, as the
+/// recording names them against today's.
+fn explain(
+    recorded: &[StoredEvent],
+    created_now: Option<&MissionCreated>,
+    divergence: &Divergence,
+    mode: ReplayMode,
+) -> String {
+    if mode == ReplayMode::Reexecute && divergence.event_type == "tool.completed" {
+        return format!(
+            "re-executing the call recorded at seq {} gave a different result: the command or \
+             the files it reads behave differently now (a flaky test, the environment, a tool \
+             version)",
+            divergence.seq
+        );
+    }
+    let mut changed = Vec::new();
+    let created_then = recorded.iter().find_map(|e| match e.kind() {
+        Ok(EventKind::MissionCreated(c)) => Some(c),
+        _ => None,
+    });
+    if let (Some(then), Some(now)) = (&created_then, created_now) {
+        if then.template_hash != now.template_hash {
+            changed.push(format!(
+                "the template `{}` ({} then, {} now)",
+                then.template, then.template_hash, now.template_hash
+            ));
+        }
+        if then.policy_hash != now.policy_hash {
+            changed.push(format!(
+                "the policy ({} then, {} now)",
+                then.policy_hash, now.policy_hash
+            ));
+        }
+        if then.codeowners != now.codeowners {
+            changed.push("CODEOWNERS".to_string());
+        }
+        if then.model_scripts != now.model_scripts {
+            changed.push("a scripted model's script (its recorded answers are used)".into());
+        }
+        if then.engine_version != now.engine_version {
+            changed.push(format!(
+                "the engine ({} then, {} now)",
+                then.engine_version, now.engine_version
+            ));
+        }
+    }
+    let mut prompts: BTreeMap<String, (Digest, Digest)> = BTreeMap::new();
+    for event in recorded {
+        if let Ok(EventKind::StepStarted(started)) = event.kind() {
+            if let (Some(role), Some(then)) = (started.role, started.system_prompt) {
+                let role_now = [AgentRole::Planner, AgentRole::Coder, AgentRole::Reviewer]
+                    .into_iter()
+                    .find(|r| r.as_str() == role);
+                if let Some(role_now) = role_now {
+                    let now = Digest::of(crate::agent::system_prompt(role_now).as_bytes());
+                    if now != then {
+                        prompts.insert(role, (then, now));
+                    }
+                }
+            }
+        }
+    }
+    for (role, (then, now)) in prompts {
+        changed.push(format!("the {role} system prompt ({then} then, {now} now)"));
+    }
+    let what = match divergence.event_type.as_str() {
+        "model.requested" => "the model request differs".to_string(),
+        "policy.decided" => "the policy decides differently".to_string(),
+        "step.started" => "the step starts differently".to_string(),
+        "mission.created" => "the mission is created differently".to_string(),
+        other => format!("the engine records a different `{other}`"),
+    };
+    if changed.is_empty() {
+        format!(
+            "{what} at seq {}; nothing the recording names changed (template, policy, \
+             CODEOWNERS, prompts and engine version are the same), so the engine's own code \
+             or the configuration (providers, pricing) behaves differently",
+            divergence.seq
+        )
+    } else {
+        format!(
+            "{what} at seq {}; since the recording, these changed: {}",
+            divergence.seq,
+            changed.join("; ")
+        )
+    }
+}
+
+/// The store a replay appends to: it compares instead of writing.
+pub(crate) struct ReplayStore {
+    pub(crate) replay: Arc<Replay>,
+}
+
+fn replay_error(message: &str) -> StoreError {
+    StoreError::Replay(message.to_string())
+}
+
+#[async_trait]
+impl EventStore for ReplayStore {
+    async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
+        let replay = &self.replay;
+        let mut cursor = replay.cursor();
+        if cursor.divergence.is_some() {
+            return Err(replay_error("the replay has diverged"));
+        }
+        if request.expected_seq != cursor.accepted.len() as u64 {
+            return Err(StoreError::Conflict {
+                mission: request.mission,
+                expected: request.expected_seq,
+                actual: cursor.accepted.len() as u64,
+            });
+        }
+        // What other processes appended here comes in first, as it did.
+        if let Some(first) = replay.recorded.get(cursor.next) {
+            if foreign(first) {
+                while let Some(event) = replay.recorded.get(cursor.next).filter(|e| foreign(e)) {
+                    cursor.take_in(event.clone());
+                }
+                return Err(StoreError::Conflict {
+                    mission: request.mission,
+                    expected: request.expected_seq,
+                    actual: cursor.accepted.len() as u64,
+                });
+            }
+            // The recording stopped here: a crash, or a fork whose origin stopped here (the
+            // fork's overrides come in, and the engine goes on from a resume, as it did).
+            if first.event_type == "mission.forked" {
+                let forked = first.clone();
+                cursor.take_in(forked);
+                cursor.crashed = true;
+                return Err(replay_error("the mission was forked here"));
+            }
+            let resuming = request
+                .events
+                .first()
+                .is_some_and(|e| e.event_type == "mission.interrupted");
+            if first.event_type == "mission.interrupted" && !resuming {
+                cursor.crashed = true;
+                return Err(replay_error("the recording was interrupted here"));
+            }
+        }
+        let mut sealed = Vec::with_capacity(request.events.len());
+        let mut prev_hash = cursor
+            .accepted
+            .last()
+            .map_or_else(|| flightdeck_core::hash::GENESIS_HASH.to_string(), |e| e.hash.clone());
+        for (i, event) in request.events.iter().enumerate() {
+            let seq = cursor.accepted.len() as u64 + 1 + i as u64;
+            let recorded = replay.recorded.get(cursor.next + i);
+            let expected = recorded.map(|r| comparable(&r.event_type, &r.data));
+            let actual = comparable(&event.event_type, &event.data);
+            let same_type = recorded.is_some_and(|r| r.event_type == event.event_type);
+            if !same_type || expected.as_ref() != Some(&actual) {
+                let difference = match (&expected, same_type) {
+                    (Some(expected), true) => first_difference_text(expected, &actual),
+                    (Some(_), false) => Some(format!(
+                        "the recording has `{}` here, the engine `{}`",
+                        recorded.map_or("", |r| r.event_type.as_str()),
+                        event.event_type
+                    )),
+                    (None, _) => Some("the recording ends before this event".into()),
+                };
+                let mut actual_typed = serde_json::json!({"type": event.event_type});
+                actual_typed["data"] = event.data.clone();
+                let expected_typed = recorded.map_or(Value::Null, |r| {
+                    serde_json::json!({"type": r.event_type, "data": r.data})
+                });
+                cursor.divergence = Some(Divergence {
+                    seq,
+                    event_type: recorded
+                        .map_or_else(|| event.event_type.clone(), |r| r.event_type.clone()),
+                    expected: expected_typed,
+                    actual: actual_typed,
+                    difference,
+                });
+                return Err(replay_error("the replay diverged"));
+            }
+            let at_ms = recorded
+                .and_then(|r| flightdeck_core::clock::parse_rfc3339_millis(&r.at))
+                .unwrap_or(event.at_ms);
+            let stored = flightdeck_core::chain::seal(
+                &request.mission,
+                seq,
+                at_ms,
+                &prev_hash,
+                &event.event_type,
+                event.data.clone(),
+            )
+            .map_err(|e| StoreError::Encode(e.to_string()))?;
+            prev_hash = stored.hash.clone();
+            sealed.push(stored);
+        }
+        cursor.next += sealed.len();
+        cursor.accepted.extend(sealed.iter().cloned());
+        Ok(sealed)
+    }
+
+    async fn events(&self, _mission: &str, after_seq: u64) -> Result<Vec<StoredEvent>, StoreError> {
+        let cursor = self.replay.cursor();
+        let from = usize::try_from(after_seq).unwrap_or(usize::MAX);
+        Ok(cursor.accepted.iter().skip(from).cloned().collect())
+    }
+
+    async fn raw_events(&self, _mission: &str) -> Result<Vec<RawEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn mission(&self, id: &str) -> Result<Option<MissionRow>, StoreError> {
+        let cursor = self.replay.cursor();
+        if cursor.accepted.is_empty() || id != self.replay.mission {
+            return Ok(None);
+        }
+        Ok(Some(MissionRow {
+            id: id.to_string(),
+            status: String::new(),
+            template: String::new(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            last_seq: cursor.accepted.len() as u64,
+            head_hash: cursor.accepted.last().map(|e| e.hash.clone()).unwrap_or_default(),
+            summary: Value::Null,
+            lease: None,
+        }))
+    }
+
+    async fn missions(&self, _limit: u32) -> Result<Vec<MissionRow>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn mission_ids_with_prefix(
+        &self,
+        _prefix: &str,
+        _limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn acquire_lease(
+        &self,
+        _mission: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+        _steal_from: Option<&str>,
+    ) -> Result<Option<Lease>, StoreError> {
+        Ok(Some(Lease {
+            owner: owner.to_string(),
+            expires_ms: now_ms.saturating_add(ttl_ms),
+        }))
+    }
+
+    async fn release_lease(&self, _mission: &str, _owner: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// The clock of a replay: the time of the recorded event that comes next.
+pub(crate) struct ReplayClock {
+    pub(crate) replay: Arc<Replay>,
+}
+
+impl Clock for ReplayClock {
+    fn now_ms(&self) -> i64 {
+        let cursor = self.replay.cursor();
+        let recorded = &self.replay.recorded;
+        recorded
+            .get(cursor.next)
+            .or_else(|| recorded.last())
+            .and_then(|e| flightdeck_core::clock::parse_rfc3339_millis(&e.at))
+            .unwrap_or(0)
+    }
+}
+
+/// Replays never wait between retries.
+pub(crate) struct NoWait;
+
+#[async_trait]
+impl Sleeper for NoWait {
+    async fn sleep(&self, _duration: Duration) {}
+}
+
+/// Recorded artifacts, read; the replay's own, kept in memory.
+pub(crate) struct OverlayArtifacts {
+    base: Arc<dyn ArtifactStore>,
+    new: Mutex<HashMap<Digest, Vec<u8>>>,
+}
+
+impl OverlayArtifacts {
+    fn memory(&self) -> MutexGuard<'_, HashMap<Digest, Vec<u8>>> {
+        match self.new.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for OverlayArtifacts {
+    async fn put(&self, bytes: &[u8]) -> Result<Digest, ArtifactError> {
+        let digest = Digest::of(bytes);
+        if !self.base.contains(&digest).await? {
+            self.memory().insert(digest.clone(), bytes.to_vec());
+        }
+        Ok(digest)
+    }
+
+    async fn get(&self, digest: &Digest) -> Result<Vec<u8>, ArtifactError> {
+        if let Some(bytes) = self.memory().get(digest) {
+            return Ok(bytes.clone());
+        }
+        self.base.get(digest).await
+    }
+
+    async fn contains(&self, digest: &Digest) -> Result<bool, ArtifactError> {
+        if self.memory().contains_key(digest) {
+            return Ok(true);
+        }
+        self.base.contains(digest).await
+    }
+
+    fn local_path(&self, digest: &Digest) -> Option<PathBuf> {
+        self.base.local_path(digest)
+    }
+}
+
+/// A model served from the recording. The real provider it stands for still encodes the
+/// request (so the bytes recorded are compared) and bounds its tokens (so the budget checks
+/// are the same); a scripted one also answers, unseen, to keep its cursor where it was.
+pub(crate) struct ReplayedModel {
+    pub(crate) model: String,
+    pub(crate) inner: Arc<dyn Provider>,
+    pub(crate) replay: Arc<Replay>,
+}
+
+#[async_trait]
+impl Provider for ReplayedModel {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn wire_format(&self) -> WireFormat {
+        self.inner.wire_format()
+    }
+
+    fn input_token_bound(&self, request: &ChatRequest, body: &[u8]) -> u64 {
+        self.inner.input_token_bound(request, body)
+    }
+
+    async fn chat(&self, request: &ChatRequest) -> Result<Exchange, ModelError> {
+        if self.inner.name() == "scripted" {
+            let _ = self.inner.chat(request).await;
+        }
+        let format = self.inner.wire_format();
+        let request_body = format.encode_request(request)?;
+        let recorded = |message: String, kind: &str| ModelError::Recorded {
+            message,
+            kind: kind.to_string(),
+            retryable: false,
+        };
+        let exchange = |raw: Vec<u8>| -> Result<Exchange, ModelError> {
+            let response = format
+                .decode_response(&raw)
+                .map_err(|e| recorded(format!("the recorded answer does not decode: {e}"), "replay_invalid"))?;
+            Ok(Exchange {
+                response,
+                request_body: request_body.clone(),
+                response_body: raw,
+            })
+        };
+        let get = |digest: Digest| async move {
+            self.replay
+                .artifacts
+                .get(&digest)
+                .await
+                .map_err(|e| recorded(format!("a recorded answer is unreadable: {e}"), "replay_invalid"))
+        };
+        match self.replay.next_attempt(&self.model) {
+            Some(RecordedOutcome::Responded { raw }) => exchange(get(raw).await?),
+            // A failed pin check: the router checks the recorded answer again.
+            Some(RecordedOutcome::Failed {
+                response: Some(raw), ..
+            }) => exchange(get(raw).await?),
+            Some(RecordedOutcome::Failed {
+                error,
+                kind,
+                retryable,
+                ..
+            }) => Err(ModelError::Recorded {
+                message: error,
+                kind,
+                retryable,
+            }),
+            Some(RecordedOutcome::Interrupted) => Err(recorded(
+                "the recording stopped during this call".into(),
+                "interrupted",
+            )),
+            None => Err(recorded(
+                format!("the recording has no more answers of {}", self.model),
+                "replay_exhausted",
+            )),
+        }
+    }
+}
+
+/// Drives the replay: the mission's creation and run, then, wherever the recording stopped
+/// and went on (a park, a crash, an approval), whatever came from outside and a resume.
+pub(crate) async fn drive(
+    engine: &crate::Engine,
+    replay: &Arc<Replay>,
+    request: crate::CreateMission,
+) -> Result<ReplayReport, EngineError> {
+    let id = replay.mission.clone();
+    let mut first = Some(request);
+    let mut last_position = None;
+    loop {
+        let position = replay.cursor().next;
+        if last_position == Some(position) {
+            return Err(EngineError::ReplayStopped(format!(
+                "the replay made no progress at seq {}",
+                position + 1
+            )));
+        }
+        last_position = Some(position);
+        let result = match first.take() {
+            Some(request) => engine.run(request).await.map(|_| ()),
+            None => {
+                let by = {
+                    let cursor = replay.cursor();
+                    replay.recorded[cursor.next.min(replay.recorded.len())..]
+                        .iter()
+                        .find_map(|e| match e.kind() {
+                            Ok(EventKind::MissionResumed(r)) => Some(r.by),
+                            _ => None,
+                        })
+                        .unwrap_or_else(|| "replay".to_string())
+                };
+                replay.cursor().crashed = false;
+                engine.resume(&id, &by).await.map(|_| ())
+            }
+        };
+        if replay.diverged() {
+            break;
+        }
+        if let Err(e) = result {
+            let crashed = replay.cursor().crashed;
+            if !crashed {
+                return Err(e);
+            }
+        }
+        let next = replay.absorb_foreign().cloned();
+        match next {
+            None => break,
+            Some(event)
+                if matches!(
+                    event.event_type.as_str(),
+                    "mission.interrupted" | "mission.resumed"
+                ) => {}
+            Some(event) => {
+                let seq = event.seq;
+                replay.diverge(Divergence {
+                    seq,
+                    event_type: event.event_type.clone(),
+                    expected: serde_json::json!({"type": event.event_type, "data": event.data}),
+                    actual: Value::Null,
+                    difference: Some(
+                        "the engine stopped here; the recording goes on".to_string(),
+                    ),
+                });
+                break;
+            }
+        }
+    }
+    let created_now = {
+        let cursor = replay.cursor();
+        cursor.accepted.first().and_then(|e| match e.kind() {
+            Ok(EventKind::MissionCreated(c)) => Some(c),
+            _ => None,
+        })
+    };
+    Ok(replay.report(created_now.as_ref()))
+}
+
+impl crate::Engine {
+    /// Replays mission `id`, recorded in this engine's store, with today's template, policy
+    /// and prompts (`request`, which carries the recorded id, params and base commit).
+    /// Nothing is written to the store or the artifacts; the scratch worktree lives under
+    /// `scratch` and is removed afterwards.
+    pub async fn replay(
+        &self,
+        id: &str,
+        request: crate::CreateMission,
+        mode: ReplayMode,
+        scratch: PathBuf,
+    ) -> Result<ReplayReport, EngineError> {
+        let cfg = self.config();
+        let recorded = cfg.store.events(id, 0).await?;
+        if recorded.is_empty() {
+            return Err(EngineError::UnknownMission(id.to_string()));
+        }
+        let hidden = cfg
+            .workspaces_dir
+            .parent()
+            .map_or_else(|| cfg.workspaces_dir.clone(), std::path::Path::to_path_buf);
+        let replay = Arc::new(Replay::new(
+            mode,
+            id,
+            recorded,
+            cfg.artifacts.clone(),
+            hidden,
+        ));
+        let engine = crate::Engine::new(crate::EngineConfig {
+            store: Arc::new(ReplayStore {
+                replay: replay.clone(),
+            }),
+            artifacts: replay.artifacts(),
+            clock: Arc::new(ReplayClock {
+                replay: replay.clone(),
+            }),
+            observer: Arc::new(crate::Silent),
+            workspaces_dir: scratch.clone(),
+            worker: crate::WorkerId(format!("replay-{}", std::process::id())),
+            sleeper: Arc::new(NoWait),
+            replay: Some(replay.clone()),
+            ..cfg.clone()
+        });
+        let repo = flightdeck_workspace::repo_root(&request.repo).ok();
+        let report = drive(&engine, &replay, request).await;
+        let worktree = scratch.join(id);
+        if let (Some(repo), true) = (repo, worktree.exists()) {
+            let _ = Worktree::remove(&repo, &worktree);
+        }
+        let _ = std::fs::remove_dir_all(&scratch);
+        report
+    }
+}

@@ -1,0 +1,186 @@
+//! `replay` (verify, re-execute) and `fork`.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flightdeck_core::event::MissionCreated;
+use flightdeck_core::MissionId;
+use flightdeck_engine::{CreateMission, ForkMission, ReplayMode, Silent};
+
+use super::run::{read_codeowners, read_policy, template_path};
+use super::{print_summary, progress};
+use crate::context::Context;
+use crate::error::{exit, CliError};
+
+/// Where today's inputs come from: the repository (given, or the one recorded).
+fn repo_of(created: &MissionCreated, given: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    let dir = given.unwrap_or_else(|| PathBuf::from(&created.repo));
+    flightdeck_workspace::repo_root(&dir).map_err(|_| {
+        CliError::bad_input(
+            format!("{}: not a git repository", dir.display()),
+            Some(format!(
+                "the mission ran in {}; pass --repo with a clone of that repository (it must \
+                 hold the mission's base commit {})",
+                created.repo, created.base_commit
+            )),
+        )
+    })
+}
+
+/// A template file's text, or a clear error naming it.
+fn read_template(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        CliError::bad_input(format!("cannot read template {}: {e}", path.display()), None)
+    })
+}
+
+pub async fn replay(
+    ctx: &Context,
+    given: &str,
+    reexecute: bool,
+    repo: Option<PathBuf>,
+    template: Option<PathBuf>,
+) -> Result<i32, CliError> {
+    let engine = ctx.existing_engine(given, Arc::new(Silent)).await?;
+    let id = engine.resolve_id(given).await?;
+    let state = engine.load(&id).await?;
+    let created = state.created.clone().ok_or_else(|| {
+        CliError::bad_input(format!("mission {id} has no mission.created event"), None)
+    })?;
+    let repo_root = repo_of(&created, repo)?;
+    // Today's template: the one given, else the repository's file of that name. A template
+    // run from a path outside the repository is replayed from its pinned copy.
+    let (template_file, template_source) = match template {
+        Some(path) => (path.display().to_string(), read_template(&path)?),
+        None => match template_path(&repo_root, &created.template) {
+            Ok(path) => (path.display().to_string(), read_template(&path)?),
+            Err(_) => {
+                let pinned = engine.config().artifacts.get(&created.template_source).await?;
+                if !ctx.json() {
+                    eprintln!(
+                        "note: no template `{}` in {}; replaying with the copy pinned at creation",
+                        created.template,
+                        repo_root.display()
+                    );
+                }
+                (
+                    format!("{} (pinned)", created.template),
+                    String::from_utf8_lossy(&pinned).into_owned(),
+                )
+            }
+        },
+    };
+    let (policy_path, policy_source) = read_policy(&repo_root)?;
+    let mission_id = MissionId::parse(&id).ok_or_else(|| {
+        CliError::bad_input(format!("`{id}` is not a mission id flightdeck made"), None)
+    })?;
+    let request = CreateMission {
+        id: mission_id,
+        template_name: created.template.clone(),
+        template_file,
+        template_source,
+        params: created.params.clone(),
+        repo: repo_root.clone(),
+        base_ref: created.base_ref.clone(),
+        requested_by: created.requested_by.clone(),
+        policy_file: policy_path.display().to_string(),
+        policy_source,
+        codeowners: read_codeowners(&repo_root)?,
+        base_commit: Some(created.base_commit.clone()),
+    };
+    let mode = if reexecute {
+        ReplayMode::Reexecute
+    } else {
+        ReplayMode::Verify
+    };
+    let scratch = ctx
+        .data_dir
+        .join("replays")
+        .join(format!("{id}-{}", std::process::id()));
+    let report = engine.replay(&id, request, mode, scratch).await?;
+    if ctx.json() {
+        println!("{}", serde_json::to_value(&report).unwrap_or_default());
+    } else if report.diverged {
+        println!(
+            "replay {} of {}: DIVERGED at seq {} ({}) after {} matching event(s)",
+            report.mode,
+            report.mission,
+            report.at_seq.unwrap_or(0),
+            report.event_type.as_deref().unwrap_or("?"),
+            report.checked
+        );
+        if let Some(difference) = &report.difference {
+            println!("difference {difference}");
+        }
+        println!("why: {}", report.explanation);
+    } else {
+        println!(
+            "replay {} of {}: same ({} events checked)",
+            report.mode, report.mission, report.checked
+        );
+    }
+    Ok(if report.diverged {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}
+
+pub async fn fork(
+    ctx: &Context,
+    given: &str,
+    at: u64,
+    model: Option<String>,
+    template: Option<PathBuf>,
+) -> Result<i32, CliError> {
+    let engine = ctx.existing_engine(given, progress(ctx)).await?;
+    let origin = engine.resolve_id(given).await?;
+    let state = engine.load(&origin).await?;
+    let created = state.created.clone().ok_or_else(|| {
+        CliError::bad_input(format!("mission {origin} has no mission.created event"), None)
+    })?;
+    let repo_root = repo_of(&created, None)?;
+    let template_source = match &template {
+        Some(path) => Some(read_template(path)?),
+        None => None,
+    };
+    // A scripted model named by --model is pinned now, as `run` pins the template's.
+    let mut model_scripts = BTreeMap::new();
+    if let Some(model) = &model {
+        if let Some(path) = model.strip_prefix("scripted:") {
+            let file = if Path::new(path).is_absolute() {
+                PathBuf::from(path)
+            } else {
+                repo_root.join(path)
+            };
+            let source = std::fs::read_to_string(&file).map_err(|e| {
+                CliError::bad_input(
+                    format!("--model {model}: cannot read {}: {e}", file.display()),
+                    Some("a `scripted:<path>` model names a TOML script relative to the repository root, or an absolute path".to_string()),
+                )
+            })?;
+            flightdeck_models::Script::parse(&source, path).map_err(|e| {
+                CliError::bad_input(format!("--model {model}: {e}"), None)
+            })?;
+            model_scripts.insert(model.clone(), source);
+        }
+    }
+    let ulid = ulid::Ulid::new();
+    let request = ForkMission {
+        id: MissionId::from_parts(ulid.timestamp_ms(), ulid.random()),
+        origin,
+        at_seq: at,
+        by: ctx.identity(Some(&repo_root))?,
+        model,
+        template_source,
+        template_file: template
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        model_scripts,
+    };
+    let state = engine.fork(request).await?;
+    print_summary(ctx, &state).await
+}
