@@ -1167,4 +1167,3 @@ fn describe(step: &AgentStep<'_>) -> String {
         None => format!("{} agent", step.role.as_str()),
     }
 }
-

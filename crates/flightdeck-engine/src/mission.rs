@@ -240,7 +240,9 @@ impl Engine {
         let mut state = MissionState::new(id);
         let mut events = Vec::with_capacity(copied.len() + 1);
         for event in copied {
-            let kind = event.kind().map_err(|e| EngineError::BadFork(e.to_string()))?;
+            let kind = event
+                .kind()
+                .map_err(|e| EngineError::BadFork(e.to_string()))?;
             let at_ms = flightdeck_core::clock::parse_rfc3339_millis(&event.at).unwrap_or(0);
             state
                 .apply(event.seq, at_ms, &kind)
@@ -439,9 +441,11 @@ impl Engine {
                 .filter(|(_, call)| call.completed.is_none())
                 .map(|(id, _)| id.clone())
                 .collect();
-            let reason = if let Some(forked) = state.forked.as_ref().filter(|f| {
-                state.events == f.at_seq + 1
-            }) {
+            let reason = if let Some(forked) = state
+                .forked
+                .as_ref()
+                .filter(|f| state.events == f.at_seq + 1)
+            {
                 format!(
                     "forked from {} at seq {}; what was in flight there runs again",
                     forked.origin, forked.at_seq
@@ -482,17 +486,16 @@ impl Engine {
         let mut rendered = template.render(&created.params, &id)?;
         // A fork may run on another model: it replaces the pin, and its fallbacks go.
         if let Some(pin) = state.forked.as_ref().and_then(|f| f.model.clone()) {
-            let spec = rendered
-                .template
-                .model
-                .get_or_insert_with(|| flightdeck_core::template::ModelSpec {
+            let spec = rendered.template.model.get_or_insert_with(|| {
+                flightdeck_core::template::ModelSpec {
                     pin: pin.clone(),
                     fallback: Vec::new(),
                     temperature: None,
                     max_output_tokens: None,
                     allow_snapshot_mismatch: false,
                     context_tokens: None,
-                });
+                }
+            });
             spec.pin = pin;
             spec.fallback.clear();
         }

@@ -269,51 +269,52 @@ pub(crate) async fn callables(
     let mut callables = Vec::with_capacity(models.refs.len());
     for model in &models.refs {
         let key = model.to_string();
-        let callable =
-            match model {
-                ModelRef::Scripted { path } => {
-                    let digest = created.model_scripts.get(&key).ok_or_else(|| {
-                        EngineError::ModelConfig {
+        let callable = match model {
+            ModelRef::Scripted { path } => {
+                let digest =
+                    created
+                        .model_scripts
+                        .get(&key)
+                        .ok_or_else(|| EngineError::ModelConfig {
                             message: format!(
                                 "mission {} has no pinned script for `{key}`",
                                 created.template
                             ),
                             hint: None,
+                        })?;
+                let source = engine.config().artifacts.get(digest).await?;
+                let script =
+                    Script::parse(&String::from_utf8_lossy(&source), path).map_err(|e| {
+                        EngineError::ModelConfig {
+                            message: e.to_string(),
+                            hint: None,
                         }
                     })?;
-                    let source = engine.config().artifacts.get(digest).await?;
-                    let script =
-                        Script::parse(&String::from_utf8_lossy(&source), path).map_err(|e| {
-                            EngineError::ModelConfig {
-                                message: e.to_string(),
-                                hint: None,
-                            }
-                        })?;
-                    let pricing = settings.pricing_of(model, Some(&script));
-                    let done = usize::try_from(answered(&key)).unwrap_or(usize::MAX);
-                    Callable {
-                        provider: Arc::new(ScriptedProvider::starting_at(script, done)),
-                        pricing,
-                        max_retries: None,
-                    }
+                let pricing = settings.pricing_of(model, Some(&script));
+                let done = usize::try_from(answered(&key)).unwrap_or(usize::MAX);
+                Callable {
+                    provider: Arc::new(ScriptedProvider::starting_at(script, done)),
+                    pricing,
+                    max_retries: None,
                 }
-                ModelRef::Remote { provider, .. } => {
-                    let config =
-                        settings
-                            .provider(provider)
-                            .ok_or_else(|| EngineError::ModelConfig {
-                                message: format!(
+            }
+            ModelRef::Remote { provider, .. } => {
+                let config =
+                    settings
+                        .provider(provider)
+                        .ok_or_else(|| EngineError::ModelConfig {
+                            message: format!(
                             "model `{key}` names provider `{provider}`, which is not configured"
                         ),
-                                hint: Some(format!("add [providers.{provider}] to config.toml")),
-                            })?;
-                    Callable {
-                        provider: remote_provider(provider, &config, engine.config().replay.is_some())?,
-                        pricing: settings.pricing_of(model, None),
-                        max_retries: Some(config.max_retries),
-                    }
+                            hint: Some(format!("add [providers.{provider}] to config.toml")),
+                        })?;
+                Callable {
+                    provider: remote_provider(provider, &config, engine.config().replay.is_some())?,
+                    pricing: settings.pricing_of(model, None),
+                    max_retries: Some(config.max_retries),
                 }
-            };
+            }
+        };
         let callable = match &engine.config().replay {
             // A replay serves the recorded answers; the real provider only encodes.
             Some(replay) => Callable {

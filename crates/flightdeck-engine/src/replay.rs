@@ -95,7 +95,9 @@ struct Divergence {
 /// One recorded attempt of a model call.
 #[derive(Debug, Clone)]
 enum RecordedOutcome {
-    Responded { raw: Digest },
+    Responded {
+        raw: Digest,
+    },
     Failed {
         error: String,
         kind: String,
@@ -125,10 +127,10 @@ struct Cursor {
 impl Cursor {
     /// Lets in a recorded event another process appended, sealed onto the replay's chain.
     fn take_in(&mut self, event: StoredEvent) {
-        let prev = self
-            .accepted
-            .last()
-            .map_or_else(|| flightdeck_core::hash::GENESIS_HASH.to_string(), |e| e.hash.clone());
+        let prev = self.accepted.last().map_or_else(
+            || flightdeck_core::hash::GENESIS_HASH.to_string(),
+            |e| e.hash.clone(),
+        );
         let at_ms = flightdeck_core::clock::parse_rfc3339_millis(&event.at).unwrap_or(0);
         let seq = self.accepted.len() as u64 + 1;
         let sealed = flightdeck_core::chain::seal(
@@ -323,12 +325,12 @@ impl Replay {
             self.cursor().tree = None;
             let actual = workspace.exec(spec).await?;
             let tree = self.current_tree()?;
-            let (recorded_root, root) = self.worktree_paths();
-            let expected_view = command_view(&recorded, done.tree.as_deref(), &recorded_root);
+            let (recorded_roots, root) = self.worktree_paths();
+            let expected_view = command_view(&recorded, done.tree.as_deref(), &recorded_roots);
             let actual_view = command_view(
                 &actual,
                 tree.as_deref().filter(|_| done.tree.is_some()),
-                &root,
+                &[root],
             );
             if expected_view != actual_view {
                 self.diverge(Divergence {
@@ -363,7 +365,8 @@ impl Replay {
             self.cursor().tree = None;
             let actual = run(fs, invocation);
             if actual != recorded {
-                let view = |(ok, text): &(bool, String)| serde_json::json!({"ok": ok, "output": text});
+                let view =
+                    |(ok, text): &(bool, String)| serde_json::json!({"ok": ok, "output": text});
                 let (expected, actual) = (view(&recorded), view(&actual));
                 self.diverge(Divergence {
                     seq,
@@ -397,16 +400,25 @@ impl Replay {
             .unwrap_or_else(|| ("(the recording published nothing)".into(), Digest::of(b"")))
     }
 
-    /// Where the recording's worktree was, and where the replay's is.
-    fn worktree_paths(&self) -> (String, String) {
-        let recorded = self
+    /// Where the recording's worktree was (as provisioned, and, for a fork, its own), and
+    /// where the replay's is.
+    fn worktree_paths(&self) -> (Vec<String>, String) {
+        let mut recorded: Vec<String> = self
             .recorded
             .iter()
             .find_map(|e| match e.kind() {
                 Ok(EventKind::WorkspaceProvisioned(p)) => Some(p.path),
                 _ => None,
             })
-            .unwrap_or_default();
+            .into_iter()
+            .collect();
+        recorded.push(
+            self.hidden
+                .join("workspaces")
+                .join(&self.mission)
+                .display()
+                .to_string(),
+        );
         let now = self
             .cursor()
             .worktree
@@ -428,7 +440,11 @@ impl Replay {
     fn next_attempt(&self, model: &str) -> Option<RecordedOutcome> {
         let mut cursor = self.cursor();
         let served = cursor.served.entry(model.to_string()).or_insert(0);
-        let outcome = self.attempts.get(model).and_then(|l| l.get(*served)).cloned();
+        let outcome = self
+            .attempts
+            .get(model)
+            .and_then(|l| l.get(*served))
+            .cloned();
         *served += 1;
         outcome
     }
@@ -479,10 +495,10 @@ impl Replay {
 /// (when the recording has one) and the output with times, durations and the worktree's path
 /// masked, its lines sorted: parallel test runners print the same lines in a different order
 /// each run, and that order is timing, not a result.
-fn command_view(outcome: &CommandOutcome, tree: Option<&str>, worktree: &str) -> Value {
+fn command_view(outcome: &CommandOutcome, tree: Option<&str>, worktrees: &[String]) -> Value {
     let mut text = String::from_utf8_lossy(&outcome.output).into_owned();
-    if !worktree.is_empty() {
-        text = text.replace(worktree, "<worktree>");
+    for worktree in worktrees.iter().filter(|w| !w.is_empty()) {
+        text = text.replace(worktree.as_str(), "<worktree>");
     }
     let text = normalize_output(&text);
     let mut lines: Vec<&str> = text.lines().collect();
@@ -538,8 +554,13 @@ fn comparable(event_type: &str, data: &Value) -> Value {
                 map.retain(|k, _| {
                     matches!(
                         k.as_str(),
-                        "template" | "params" | "base_commit" | "base_ref" | "requested_by"
-                            | "budget" | "steps"
+                        "template"
+                            | "params"
+                            | "base_commit"
+                            | "base_ref"
+                            | "requested_by"
+                            | "budget"
+                            | "steps"
                     )
                 });
             }
@@ -556,20 +577,18 @@ fn comparable(event_type: &str, data: &Value) -> Value {
 }
 
 fn first_difference_text(expected: &Value, actual: &Value) -> Option<String> {
-    flightdeck_models::first_difference(expected, actual, String::new()).map(
-        |(pointer, e, a)| {
-            let show = |v: Option<&Value>| match v {
-                Some(v) => cut(&v.to_string()),
-                None => "(absent)".to_string(),
-            };
-            format!(
-                "at {}\n  expected: {}\n  actual:   {}",
-                if pointer.is_empty() { "/" } else { &pointer },
-                show(e),
-                show(a)
-            )
-        },
-    )
+    flightdeck_models::first_difference(expected, actual, String::new()).map(|(pointer, e, a)| {
+        let show = |v: Option<&Value>| match v {
+            Some(v) => cut(&v.to_string()),
+            None => "(absent)".to_string(),
+        };
+        format!(
+            "at {}\n  expected: {}\n  actual:   {}",
+            if pointer.is_empty() { "/" } else { &pointer },
+            show(e),
+            show(a)
+        )
+    })
 }
 
 fn cut(text: &str) -> String {
@@ -715,20 +734,26 @@ impl EventStore for ReplayStore {
                 cursor.crashed = true;
                 return Err(replay_error("the mission was forked here"));
             }
-            let resuming = request
-                .events
-                .first()
-                .is_some_and(|e| e.event_type == "mission.interrupted");
-            if first.event_type == "mission.interrupted" && !resuming {
+            let resuming = request.events.first().is_some_and(|e| {
+                matches!(
+                    e.event_type.as_str(),
+                    "mission.interrupted" | "mission.resumed"
+                )
+            });
+            if matches!(
+                first.event_type.as_str(),
+                "mission.interrupted" | "mission.resumed"
+            ) && !resuming
+            {
                 cursor.crashed = true;
                 return Err(replay_error("the recording was interrupted here"));
             }
         }
         let mut sealed = Vec::with_capacity(request.events.len());
-        let mut prev_hash = cursor
-            .accepted
-            .last()
-            .map_or_else(|| flightdeck_core::hash::GENESIS_HASH.to_string(), |e| e.hash.clone());
+        let mut prev_hash = cursor.accepted.last().map_or_else(
+            || flightdeck_core::hash::GENESIS_HASH.to_string(),
+            |e| e.hash.clone(),
+        );
         for (i, event) in request.events.iter().enumerate() {
             let seq = cursor.accepted.len() as u64 + 1 + i as u64;
             let recorded = replay.recorded.get(cursor.next + i);
@@ -747,9 +772,10 @@ impl EventStore for ReplayStore {
                 };
                 let mut actual_typed = serde_json::json!({"type": event.event_type});
                 actual_typed["data"] = event.data.clone();
-                let expected_typed = recorded.map_or(Value::Null, |r| {
-                    serde_json::json!({"type": r.event_type, "data": r.data})
-                });
+                let expected_typed = recorded.map_or(
+                    Value::Null,
+                    |r| serde_json::json!({"type": r.event_type, "data": r.data}),
+                );
                 cursor.divergence = Some(Divergence {
                     seq,
                     event_type: recorded
@@ -802,7 +828,11 @@ impl EventStore for ReplayStore {
             created_at_ms: 0,
             updated_at_ms: 0,
             last_seq: cursor.accepted.len() as u64,
-            head_hash: cursor.accepted.last().map(|e| e.hash.clone()).unwrap_or_default(),
+            head_hash: cursor
+                .accepted
+                .last()
+                .map(|e| e.hash.clone())
+                .unwrap_or_default(),
             summary: Value::Null,
             lease: None,
         }))
@@ -943,9 +973,12 @@ impl Provider for ReplayedModel {
             retryable: false,
         };
         let exchange = |raw: Vec<u8>| -> Result<Exchange, ModelError> {
-            let response = format
-                .decode_response(&raw)
-                .map_err(|e| recorded(format!("the recorded answer does not decode: {e}"), "replay_invalid"))?;
+            let response = format.decode_response(&raw).map_err(|e| {
+                recorded(
+                    format!("the recorded answer does not decode: {e}"),
+                    "replay_invalid",
+                )
+            })?;
             Ok(Exchange {
                 response,
                 request_body: request_body.clone(),
@@ -953,17 +986,19 @@ impl Provider for ReplayedModel {
             })
         };
         let get = |digest: Digest| async move {
-            self.replay
-                .artifacts
-                .get(&digest)
-                .await
-                .map_err(|e| recorded(format!("a recorded answer is unreadable: {e}"), "replay_invalid"))
+            self.replay.artifacts.get(&digest).await.map_err(|e| {
+                recorded(
+                    format!("a recorded answer is unreadable: {e}"),
+                    "replay_invalid",
+                )
+            })
         };
         match self.replay.next_attempt(&self.model) {
             Some(RecordedOutcome::Responded { raw }) => exchange(get(raw).await?),
             // A failed pin check: the router checks the recorded answer again.
             Some(RecordedOutcome::Failed {
-                response: Some(raw), ..
+                response: Some(raw),
+                ..
             }) => exchange(get(raw).await?),
             Some(RecordedOutcome::Failed {
                 error,
@@ -1047,9 +1082,7 @@ pub(crate) async fn drive(
                     event_type: event.event_type.clone(),
                     expected: serde_json::json!({"type": event.event_type, "data": event.data}),
                     actual: Value::Null,
-                    difference: Some(
-                        "the engine stopped here; the recording goes on".to_string(),
-                    ),
+                    difference: Some("the engine stopped here; the recording goes on".to_string()),
                 });
                 break;
             }

@@ -198,4 +198,6 @@ pub enum AuditCommand {
 pub enum ExportFormat {
     /// One event per line, as `timeline --json`
     Jsonl,
+    /// An in-toto Statement v1 with an SLSA Provenance v1 predicate (published missions)
+    Intoto,
 }

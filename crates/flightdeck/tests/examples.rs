@@ -191,6 +191,60 @@ impl Finished {
     }
 }
 
+/// `flightdeck replay` drives today's engine through the whole recorded timeline and finds
+/// every event the same.
+fn assert_replay_verifies(cli: &Cli, id: &str, events: usize) {
+    let out = cli.run(&["--json", "replay", id]);
+    assert_eq!(
+        out.code(),
+        0,
+        "replay of {id}: {}{}",
+        out.stdout(),
+        out.stderr()
+    );
+    let report = out.json();
+    assert_eq!(report["diverged"], false, "{report}");
+    assert_eq!(report["checked"], events as u64, "{report}");
+    assert_eq!(report["mode"], "verify");
+}
+
+/// `audit export --format intoto` is an in-toto Statement v1 with an SLSA Provenance v1
+/// predicate (schemas in tests/fixtures), whose subject is the published patch and commit.
+fn assert_provenance_validates(cli: &Cli, id: &str, summary: &Value) {
+    let schemas = flightdeck_testkit::openapi::OpenApi::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/intoto-slsa.yaml"),
+    );
+    for name in ["Statement", "SlsaProvenanceV1"] {
+        assert!(schemas.unknown_keywords(name).is_empty(), "{name}");
+    }
+    let out = cli.run(&["audit", "export", id, "--format", "intoto"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let statement: Value = serde_json::from_str(&out.stdout()).unwrap();
+    schemas.validate("Statement", &statement).unwrap();
+    schemas
+        .validate("SlsaProvenanceV1", &statement["predicate"])
+        .unwrap();
+    let patch = summary["artifacts"]["patch"].as_str().unwrap();
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            statement["subject"][0]["digest"]["sha256"]
+                .as_str()
+                .unwrap()
+        ),
+        patch
+    );
+    assert_eq!(
+        statement["subject"][1]["digest"]["gitCommit"],
+        summary["head_commit"]
+    );
+    let head = cli.timeline(id).last().unwrap()["hash"].clone();
+    assert_eq!(
+        statement["predicate"]["runDetails"]["byproducts"][0]["digest"]["sha256"],
+        head
+    );
+}
+
 /// Copies `examples/NAME` into a fresh repository and runs its mission as [`REQUESTER`];
 /// whenever it parks for approval, the requester is refused and the first person the gate
 /// names approves, then the mission is resumed. Panics unless it ends `succeeded`.
@@ -226,7 +280,10 @@ fn run_example(name: &str, template: &str) -> Finished {
         summary["cost"]["total_usd"].as_f64().unwrap() > 0.0,
         "{name}"
     );
-    let events = cli.timeline(summary["id"].as_str().unwrap());
+    let id = summary["id"].as_str().unwrap();
+    let events = cli.timeline(id);
+    assert_replay_verifies(&cli, id, events.len());
+    assert_provenance_validates(&cli, id, &summary);
     Finished {
         _dir: dir,
         repo,

@@ -159,6 +159,188 @@ pub async fn audit_export(
             }
             let _ = out.flush();
         }
+        ExportFormat::Intoto => {
+            let events = engine.config().store.events(&id, 0).await?;
+            let state = engine.load(&id).await?;
+            let statement = intoto_statement(&state, &events)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&statement).unwrap_or_default()
+            );
+        }
     }
     Ok(exit::OK)
+}
+
+/// `sha256:<hex>` → `{"sha256": "<hex>"}`, as in-toto digests are written.
+fn digest_set(digest: &flightdeck_core::Digest) -> serde_json::Value {
+    let text = digest.to_string();
+    let hex = text.strip_prefix("sha256:").unwrap_or(&text);
+    json!({ "sha256": hex })
+}
+
+fn rfc3339(ms: i64) -> String {
+    flightdeck_core::clock::format_rfc3339_millis(ms)
+}
+
+/// The mission as an in-toto Statement v1 (https://in-toto.io/Statement/v1) whose subject is
+/// the published patch and commit, with an SLSA Provenance v1 predicate
+/// (https://slsa.dev/provenance/v1): what went in (base commit, template, policy, prompts,
+/// model pins), how it ran (models served, workspace, approvals) and the timeline's head.
+fn intoto_statement(
+    state: &flightdeck_core::MissionState,
+    events: &[flightdeck_core::StoredEvent],
+) -> Result<serde_json::Value, CliError> {
+    use flightdeck_core::EventKind;
+    let created = state.created.as_ref().ok_or_else(|| {
+        CliError::bad_input(format!("mission {} has no mission.created", state.id), None)
+    })?;
+    let published = state.published.as_ref().ok_or_else(|| {
+        CliError::bad_input(
+            format!(
+                "mission {} published nothing ({}), so there is no subject to attest",
+                state.id,
+                state.status.as_str()
+            ),
+            Some("`--format jsonl` exports the timeline of any mission".to_string()),
+        )
+    })?;
+    let mut prompts = serde_json::Map::new();
+    let mut pins = Vec::new();
+    for event in events {
+        if let Ok(EventKind::StepStarted(started)) = event.kind() {
+            if let (Some(role), Some(prompt)) = (&started.role, &started.system_prompt) {
+                prompts.insert(role.clone(), json!(prompt.to_string()));
+            }
+            for model in started.models {
+                if !pins.contains(&model) {
+                    pins.push(model);
+                }
+            }
+        }
+    }
+    let served: Vec<_> = state
+        .ledger
+        .by_model
+        .iter()
+        .map(|(model, entry)| {
+            json!({
+                "model": model,
+                "served": entry.served,
+                "calls": entry.calls,
+                "failed_attempts": entry.failed,
+                "cost_usd": entry.cost_usd,
+            })
+        })
+        .collect();
+    let approvals: Vec<_> = state
+        .approvals
+        .values()
+        .flat_map(|approval| {
+            approval.votes.iter().map(move |vote| {
+                json!({
+                    "name": format!("approval/{}", approval.request.approval_id),
+                    "annotations": {
+                        "gate": approval.request.gate,
+                        "by": vote.decided.by,
+                        "decision": vote.decided.decision,
+                        "at": rfc3339(vote.at_ms),
+                        "channel": vote.decided.channel,
+                        "diff_hash": vote.decided.diff_hash,
+                        "policy_hash": vote.decided.policy_hash.to_string(),
+                    }
+                })
+            })
+        })
+        .collect();
+    let workspace = state.workspace.as_ref().map(|w| {
+        json!({
+            "runtime": w.runtime,
+            "sandbox": w.sandbox,
+            "network": w.network,
+            "image": w.image,
+            "image_digest": w.image_digest,
+            "toolchain": w.toolchain,
+        })
+    });
+    let head = events.last().map(|e| e.hash.clone()).unwrap_or_default();
+    let mut dependencies = vec![
+        json!({
+            "uri": format!("git+file://{}", created.repo),
+            "name": "base",
+            "digest": { "gitCommit": created.base_commit },
+            "annotations": { "ref": created.base_ref },
+        }),
+        json!({
+            "name": format!("template/{}", created.template),
+            "digest": digest_set(&created.template_hash),
+        }),
+        json!({ "name": "policy", "digest": digest_set(&created.policy_hash) }),
+    ];
+    if let Some(image) = state
+        .workspace
+        .as_ref()
+        .and_then(|w| w.image_digest.clone())
+    {
+        let hex = image.strip_prefix("sha256:").unwrap_or(&image).to_string();
+        dependencies.push(json!({ "name": "workspace-image", "digest": { "sha256": hex } }));
+    }
+    let mut byproducts = vec![json!({
+        "name": "timeline",
+        "digest": { "sha256": head },
+        "annotations": { "events": events.len(), "mission": state.id },
+    })];
+    byproducts.extend(approvals);
+    byproducts.push(json!({
+        "name": "pr-description",
+        "digest": digest_set(&published.pr_description),
+    }));
+    Ok(json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [
+            {
+                "name": format!("{}.patch", published.branch),
+                "digest": digest_set(&published.patch),
+            },
+            {
+                "name": published.branch,
+                "digest": { "gitCommit": published.commit },
+            }
+        ],
+        "predicateType": "https://slsa.dev/provenance/v1",
+        "predicate": {
+            "buildDefinition": {
+                "buildType": "https://flightdeck.dev/mission/v1",
+                "externalParameters": {
+                    "template": created.template,
+                    "params": created.params,
+                    "requested_by": created.requested_by,
+                    "base_ref": created.base_ref,
+                },
+                "internalParameters": {
+                    "template_hash": created.template_hash.to_string(),
+                    "policy_hash": created.policy_hash.to_string(),
+                    "prompt_hashes": prompts,
+                    "model_pins": pins,
+                    "models_served": served,
+                    "workspace": workspace,
+                    "budget": created.budget,
+                    "forked_from": state.forked.as_ref().map(|f| json!({"mission": f.origin, "at_seq": f.at_seq})),
+                },
+                "resolvedDependencies": dependencies,
+            },
+            "runDetails": {
+                "builder": {
+                    "id": "https://flightdeck.dev/engine",
+                    "version": { "flightdeck": created.engine_version },
+                },
+                "metadata": {
+                    "invocationId": state.id,
+                    "startedOn": rfc3339(state.first_at_ms),
+                    "finishedOn": rfc3339(state.last_at_ms),
+                },
+                "byproducts": byproducts,
+            }
+        }
+    }))
 }

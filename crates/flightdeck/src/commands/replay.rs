@@ -33,7 +33,10 @@ fn repo_of(created: &MissionCreated, given: Option<PathBuf>) -> Result<PathBuf, 
 /// A template file's text, or a clear error naming it.
 fn read_template(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|e| {
-        CliError::bad_input(format!("cannot read template {}: {e}", path.display()), None)
+        CliError::bad_input(
+            format!("cannot read template {}: {e}", path.display()),
+            None,
+        )
     })
 }
 
@@ -58,7 +61,11 @@ pub async fn replay(
         None => match template_path(&repo_root, &created.template) {
             Ok(path) => (path.display().to_string(), read_template(&path)?),
             Err(_) => {
-                let pinned = engine.config().artifacts.get(&created.template_source).await?;
+                let pinned = engine
+                    .config()
+                    .artifacts
+                    .get(&created.template_source)
+                    .await?;
                 if !ctx.json() {
                     eprintln!(
                         "note: no template `{}` in {}; replaying with the copy pinned at creation",
@@ -140,7 +147,10 @@ pub async fn fork(
     let origin = engine.resolve_id(given).await?;
     let state = engine.load(&origin).await?;
     let created = state.created.clone().ok_or_else(|| {
-        CliError::bad_input(format!("mission {origin} has no mission.created event"), None)
+        CliError::bad_input(
+            format!("mission {origin} has no mission.created event"),
+            None,
+        )
     })?;
     let repo_root = repo_of(&created, None)?;
     let template_source = match &template {
@@ -162,9 +172,8 @@ pub async fn fork(
                     Some("a `scripted:<path>` model names a TOML script relative to the repository root, or an absolute path".to_string()),
                 )
             })?;
-            flightdeck_models::Script::parse(&source, path).map_err(|e| {
-                CliError::bad_input(format!("--model {model}: {e}"), None)
-            })?;
+            flightdeck_models::Script::parse(&source, path)
+                .map_err(|e| CliError::bad_input(format!("--model {model}: {e}"), None))?;
             model_scripts.insert(model.clone(), source);
         }
     }
