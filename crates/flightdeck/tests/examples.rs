@@ -91,6 +91,9 @@ fn the_quickstart_mission_fixes_word_count_waits_for_the_code_owner_and_publishe
     assert!(lib.contains("text.split_whitespace().count()"), "{lib}");
     // The agent ran the tests before and after its edit, in the sandbox.
     let events = cli.timeline(&id);
+    // Parked, approved from another process, resumed: the replay goes through all of it.
+    assert_replay_verifies(&cli, &id, events.len());
+    assert_provenance_validates(&cli, &id, &done);
     let exits: Vec<i64> = events
         .iter()
         .filter(|e| {

@@ -238,8 +238,11 @@ fn intoto_statement(
         .values()
         .flat_map(|approval| {
             approval.votes.iter().map(move |vote| {
+                // The subject of a vote is the diff it was given for.
+                let diff = &vote.decided.diff_hash;
                 json!({
                     "name": format!("approval/{}", approval.request.approval_id),
+                    "digest": { "sha256": diff.strip_prefix("sha256:").unwrap_or(diff) },
                     "annotations": {
                         "gate": approval.request.gate,
                         "by": vote.decided.by,
