@@ -543,11 +543,7 @@ pub fn normalize_output(text: &str) -> String {
 /// inputs the mission ran rather than what it did (paths of the scratch worktree, the
 /// policy's and template's hashes, which the explanation reports instead).
 fn comparable(event_type: &str, data: &Value) -> Value {
-    // As stored: canonical JSON (numbers as the store writes them).
-    let mut data = flightdeck_core::jcs::canonicalize(data)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_else(|| data.clone());
+    let mut data = data.clone();
     if let Value::Object(map) = &mut data {
         match event_type {
             "mission.created" => {
@@ -574,6 +570,22 @@ fn comparable(event_type: &str, data: &Value) -> Value {
         }
     }
     data
+}
+
+/// JSON equality as the store sees it: numbers by value (a stored `0` is the engine's `0.0`:
+/// canonical JSON writes both as `0`).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_json(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter().all(|(k, a)| y.get(k).is_some_and(|b| same_json(a, b)))
+        }
+        _ => a == b,
+    }
 }
 
 fn first_difference_text(expected: &Value, actual: &Value) -> Option<String> {
@@ -760,7 +772,7 @@ impl EventStore for ReplayStore {
             let expected = recorded.map(|r| comparable(&r.event_type, &r.data));
             let actual = comparable(&event.event_type, &event.data);
             let same_type = recorded.is_some_and(|r| r.event_type == event.event_type);
-            if !same_type || expected.as_ref() != Some(&actual) {
+            if !same_type || !expected.as_ref().is_some_and(|e| same_json(e, &actual)) {
                 let difference = match (&expected, same_type) {
                     (Some(expected), true) => first_difference_text(expected, &actual),
                     (Some(_), false) => Some(format!(
@@ -940,7 +952,7 @@ impl ArtifactStore for OverlayArtifacts {
 
 /// A model served from the recording. The real provider it stands for still encodes the
 /// request (so the bytes recorded are compared) and bounds its tokens (so the budget checks
-/// are the same); a scripted one also answers, unseen, to keep its cursor where it was.
+/// are the same); it hears of each answer served for it (a scripted cursor moves on).
 pub(crate) struct ReplayedModel {
     pub(crate) model: String,
     pub(crate) inner: Arc<dyn Provider>,
@@ -962,9 +974,6 @@ impl Provider for ReplayedModel {
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<Exchange, ModelError> {
-        if self.inner.name() == "scripted" {
-            let _ = self.inner.chat(request).await;
-        }
         let format = self.inner.wire_format();
         let request_body = format.encode_request(request)?;
         let recorded = |message: String, kind: &str| ModelError::Recorded {
@@ -994,7 +1003,10 @@ impl Provider for ReplayedModel {
             })
         };
         match self.replay.next_attempt(&self.model) {
-            Some(RecordedOutcome::Responded { raw }) => exchange(get(raw).await?),
+            Some(RecordedOutcome::Responded { raw }) => {
+                self.inner.replayed_answer();
+                exchange(get(raw).await?)
+            }
             // A failed pin check: the router checks the recorded answer again.
             Some(RecordedOutcome::Failed {
                 response: Some(raw),

@@ -25,6 +25,11 @@ pub trait Provider: Send + Sync {
         body.len() as u64
     }
 
+    /// A replay served one of this provider's recorded answers in its place: a provider
+    /// with state that depends on the answers it gave (the scripted cursor) moves on as if
+    /// it had answered.
+    fn replayed_answer(&self) {}
+
     /// One call: the request as given (its `model` is sent as is), no retries. The exchange
     /// carries the exact bytes sent and received.
     async fn chat(&self, request: &ChatRequest) -> Result<Exchange, ModelError>;

@@ -334,6 +334,14 @@ impl Provider for ScriptedProvider {
         declared.max(body.len() as u64)
     }
 
+    fn replayed_answer(&self) {
+        let mut next = match self.next_turn.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *next += 1;
+    }
+
     async fn chat(&self, request: &ChatRequest) -> Result<Exchange, ModelError> {
         let request_body = WireFormat::Neutral.encode_request(request)?;
         // Hold the lock across the answer so concurrent calls take distinct turns.

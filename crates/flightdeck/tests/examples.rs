@@ -220,6 +220,8 @@ fn assert_provenance_validates(cli: &Cli, id: &str, summary: &Value) {
     for name in ["Statement", "SlsaProvenanceV1"] {
         assert!(schemas.unknown_keywords(name).is_empty(), "{name}");
     }
+    // The chain and every artifact check out (prices are floats: read back exactly).
+    cli.run(&["audit", "verify", id]).expect_code(0);
     let out = cli.run(&["audit", "export", id, "--format", "intoto"]);
     assert_eq!(out.code(), 0, "{}", out.stderr());
     let statement: Value = serde_json::from_str(&out.stdout()).unwrap();
