@@ -94,11 +94,36 @@ struct Checked {
 #[derive(Clone)]
 pub struct Engine {
     cfg: EngineConfig,
+    /// Pinned scripts, parsed once: each agent run builds its providers, and a long
+    /// script takes longer to parse than a run's step.
+    scripts: std::sync::Arc<
+        std::sync::Mutex<BTreeMap<Digest, std::sync::Arc<flightdeck_models::Script>>>,
+    >,
 }
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
-        Engine { cfg }
+        Engine {
+            cfg,
+            scripts: Default::default(),
+        }
+    }
+
+    pub(crate) fn cached_script(
+        &self,
+        digest: &Digest,
+    ) -> Option<std::sync::Arc<flightdeck_models::Script>> {
+        let cache = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(digest).cloned()
+    }
+
+    pub(crate) fn cache_script(
+        &self,
+        digest: &Digest,
+        script: &std::sync::Arc<flightdeck_models::Script>,
+    ) {
+        let mut cache = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(digest.clone(), script.clone());
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -1175,7 +1200,12 @@ impl Engine {
                 .as_ref()
                 .map(|c| c.template.clone())
                 .unwrap_or_default(),
-            summary: state.summary(),
+            // A replay's store keeps no projection: the summary is not worth computing.
+            summary: if self.cfg.replay.is_some() {
+                serde_json::Value::Null
+            } else {
+                state.summary()
+            },
         };
         let request = AppendRequest {
             mission: state.id.clone(),

@@ -282,14 +282,22 @@ pub(crate) async fn callables(
                             ),
                             hint: None,
                         })?;
-                let source = engine.config().artifacts.get(digest).await?;
-                let script =
-                    Script::parse(&String::from_utf8_lossy(&source), path).map_err(|e| {
-                        EngineError::ModelConfig {
-                            message: e.to_string(),
-                            hint: None,
-                        }
-                    })?;
+                let script = match engine.cached_script(digest) {
+                    Some(script) => script,
+                    None => {
+                        let source = engine.config().artifacts.get(digest).await?;
+                        let script = Arc::new(
+                            Script::parse(&String::from_utf8_lossy(&source), path).map_err(
+                                |e| EngineError::ModelConfig {
+                                    message: e.to_string(),
+                                    hint: None,
+                                },
+                            )?,
+                        );
+                        engine.cache_script(digest, &script);
+                        script
+                    }
+                };
                 let pricing = settings.pricing_of(model, Some(&script));
                 let done = usize::try_from(answered(&key)).unwrap_or(usize::MAX);
                 Callable {

@@ -582,7 +582,8 @@ fn same_json(a: &Value, b: &Value) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x.iter().all(|(k, a)| y.get(k).is_some_and(|b| same_json(a, b)))
+                && x.iter()
+                    .all(|(k, a)| y.get(k).is_some_and(|b| same_json(a, b)))
         }
         _ => a == b,
     }
@@ -973,9 +974,11 @@ impl Provider for ReplayedModel {
         self.inner.input_token_bound(request, body)
     }
 
-    async fn chat(&self, request: &ChatRequest) -> Result<Exchange, ModelError> {
+    async fn chat(&self, _request: &ChatRequest) -> Result<Exchange, ModelError> {
         let format = self.inner.wire_format();
-        let request_body = format.encode_request(request)?;
+        // Nothing is sent; the recorder records the router's own encoding of the request
+        // (compared with the recorded bytes), so the exchange carries none.
+        let request_body = Vec::new();
         let recorded = |message: String, kind: &str| ModelError::Recorded {
             message,
             kind: kind.to_string(),
@@ -1111,19 +1114,19 @@ pub(crate) async fn drive(
 }
 
 impl crate::Engine {
-    /// Replays mission `id`, recorded in this engine's store, with today's template, policy
-    /// and prompts (`request`, which carries the recorded id, params and base commit).
-    /// Nothing is written to the store or the artifacts; the scratch worktree lives under
-    /// `scratch` and is removed afterwards.
+    /// Replays mission `id`, whose timeline is `recorded` (read from this engine's store),
+    /// with today's template, policy and prompts (`request`, which carries the recorded id,
+    /// params and base commit). Nothing is written to the store or the artifacts; the scratch
+    /// worktree lives under `scratch` and is removed afterwards.
     pub async fn replay(
         &self,
         id: &str,
+        recorded: Vec<StoredEvent>,
         request: crate::CreateMission,
         mode: ReplayMode,
         scratch: PathBuf,
     ) -> Result<ReplayReport, EngineError> {
         let cfg = self.config();
-        let recorded = cfg.store.events(id, 0).await?;
         if recorded.is_empty() {
             return Err(EngineError::UnknownMission(id.to_string()));
         }

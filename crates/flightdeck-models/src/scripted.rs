@@ -199,7 +199,8 @@ impl Script {
 /// The scripted provider (see the module docs for how turns are chosen).
 #[derive(Debug)]
 pub struct ScriptedProvider {
-    script: Script,
+    /// Shared: a mission builds a provider per agent run from one parsed script.
+    script: std::sync::Arc<Script>,
     next_turn: Mutex<usize>,
 }
 
@@ -211,9 +212,12 @@ impl ScriptedProvider {
 
     /// A provider whose first call meets the turn after `answered` turns (0-based index
     /// `answered`): the number of calls this script already answered in the timeline.
-    pub fn starting_at(script: Script, answered: usize) -> ScriptedProvider {
+    pub fn starting_at(
+        script: impl Into<std::sync::Arc<Script>>,
+        answered: usize,
+    ) -> ScriptedProvider {
         ScriptedProvider {
-            script,
+            script: script.into(),
             next_turn: Mutex::new(answered),
         }
     }

@@ -7,7 +7,12 @@
 //! included. `cargo bench -p flightdeck --bench replay`; under `cargo test` it records a
 //! short mission and checks that its replay verifies.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::print_stdout)] // a bench: failing loudly is the point
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)] // a bench: failing loudly is the point
 
 use std::path::Path;
 use std::process::Command;
@@ -17,7 +22,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
 
 fn git(dir: &Path, args: &[&str]) {
     let status = Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@example.com"])
+        .args([
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.com",
+        ])
         .args(args)
         .current_dir(dir)
         .status()
@@ -67,7 +77,9 @@ fn repo(dir: &Path, steps: usize, reads: usize) {
         if step + 1 == steps {
             script.push_str("[[turn]]\n[[turn.call]]\ntool = \"write_file\"\nargs = { path = \"SUMMARY.md\", content = \"all read\\n\" }\n");
         }
-        script.push_str("[[turn]]\n[[turn.call]]\ntool = \"finish\"\nargs = { summary = \"done\" }\n");
+        script.push_str(
+            "[[turn]]\n[[turn.call]]\ntool = \"finish\"\nargs = { summary = \"done\" }\n",
+        );
     }
     std::fs::write(dir.join(".flightdeck/missions/long.toml"), template).unwrap();
     std::fs::write(dir.join(".flightdeck/script.toml"), script).unwrap();
@@ -85,15 +97,23 @@ fn median(mut xs: Vec<Duration>) -> Duration {
 fn measure(label: &str, steps: usize, reads: usize, runs: usize, benching: bool) {
     let root = tempfile::tempdir().unwrap();
     // REPLAY_BENCH_KEEP=DIR keeps the recording there, to profile a replay of it.
-    let base = std::env::var_os("REPLAY_BENCH_KEEP")
-        .map_or_else(|| root.path().to_path_buf(), |d| std::path::PathBuf::from(d).join(label));
+    let base = std::env::var_os("REPLAY_BENCH_KEEP").map_or_else(
+        || root.path().to_path_buf(),
+        |d| std::path::PathBuf::from(d).join(label),
+    );
     let data = base.join("data");
     let repo_dir = base.join("repo");
     repo(&repo_dir, steps, reads);
     let started = Instant::now();
     let out = flightdeck(
         &data,
-        &["--json", "run", "long", "--repo", repo_dir.to_str().unwrap()],
+        &[
+            "--json",
+            "run",
+            "long",
+            "--repo",
+            repo_dir.to_str().unwrap(),
+        ],
     );
     let recorded_in = started.elapsed();
     assert!(

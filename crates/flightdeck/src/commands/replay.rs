@@ -49,10 +49,18 @@ pub async fn replay(
 ) -> Result<i32, CliError> {
     let engine = ctx.existing_engine(given, Arc::new(Silent)).await?;
     let id = engine.resolve_id(given).await?;
-    let state = engine.load(&id).await?;
-    let created = state.created.clone().ok_or_else(|| {
-        CliError::bad_input(format!("mission {id} has no mission.created event"), None)
-    })?;
+    let recorded = engine.config().store.events(&id, 0).await?;
+    let created = match recorded.first().map(flightdeck_core::StoredEvent::kind) {
+        Some(Ok(flightdeck_core::EventKind::MissionCreated(created))) => created,
+        _ => {
+            return Err(CliError::bad_input(
+                format!("mission {id} does not start with mission.created"),
+                Some(format!(
+                    "`flightdeck audit verify {id}` checks its timeline"
+                )),
+            ))
+        }
+    };
     let repo_root = repo_of(&created, repo)?;
     // Today's template: the one given, else the repository's file of that name. A template
     // run from a path outside the repository is replayed from its pinned copy.
@@ -107,7 +115,7 @@ pub async fn replay(
         .data_dir
         .join("replays")
         .join(format!("{id}-{}", std::process::id()));
-    let report = engine.replay(&id, request, mode, scratch).await?;
+    let report = engine.replay(&id, recorded, request, mode, scratch).await?;
     if ctx.json() {
         println!("{}", serde_json::to_value(&report).unwrap_or_default());
     } else if report.diverged {
