@@ -10,6 +10,7 @@
 mod artifacts;
 mod sqlite;
 mod verify;
+mod writer;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -112,6 +113,8 @@ pub enum StoreError {
     WriterGone,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("failed to run migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("io error on {path}: {source}")]
