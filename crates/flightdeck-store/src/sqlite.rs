@@ -16,6 +16,8 @@ use sqlx::sqlite::{
 use sqlx::{ConnectOptions, Row};
 use tokio::sync::oneshot;
 
+use crate::artifacts::FsArtifactStore;
+use crate::sqlite_artifacts::{SqliteArtifactStore, Staged};
 use crate::writer::{self, Job, Writer};
 use crate::{AppendRequest, EventStore, Lease, MissionRow, RawEvent, StoreError};
 
@@ -30,6 +32,8 @@ pub struct SqliteStore {
     path: PathBuf,
     pool: SqlitePool,
     writer: Arc<Writer>,
+    /// Artifacts put through [`SqliteStore::artifacts`] and not yet committed.
+    staged: Arc<Staged>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -72,12 +76,28 @@ impl SqliteStore {
         sqlx::raw_sql(&format!("PRAGMA application_id = {APPLICATION_ID}"))
             .execute(&pool)
             .await?;
-        let writer = Arc::new(writer::spawn(path)?);
+        let staged = Arc::new(Staged::default());
+        let writer = Arc::new(writer::spawn(path, staged.clone())?);
         Ok(SqliteStore {
             path: path.to_path_buf(),
             pool,
             writer,
+            staged,
         })
+    }
+
+    /// The artifact store that goes with this event store: artifacts up to
+    /// [`crate::sqlite_artifacts::INLINE_MAX`] bytes in the database, made durable in the
+    /// commit of this store's next append; larger ones (and any written by earlier versions)
+    /// as files under `files_root`.
+    pub fn artifacts(&self, files_root: impl Into<PathBuf>) -> SqliteArtifactStore {
+        SqliteArtifactStore {
+            files: FsArtifactStore::new(files_root),
+            db_path: self.path.clone(),
+            pool: self.pool.clone(),
+            staged: self.staged.clone(),
+            writer: self.writer.clone(),
+        }
     }
 
     pub fn path(&self) -> &Path {

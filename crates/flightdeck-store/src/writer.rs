@@ -6,19 +6,24 @@
 //! thread, so every statement of a batch cost a round trip between threads (about 50 µs each
 //! on a small virtual machine), which was most of an append. Here an append costs one hop
 //! in (the channel) and one out (the reply), and its statements run in-process.
+//!
+//! Every transaction first inserts the artifacts staged by the store's
+//! [`crate::SqliteArtifactStore`], so an event and the artifacts put before it become durable
+//! in one commit.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use flightdeck_core::chain::seal;
 use flightdeck_core::hash::GENESIS_HASH;
 use flightdeck_core::jcs::canonicalize;
-use flightdeck_core::StoredEvent;
+use flightdeck_core::{Digest, StoredEvent};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
 
+use crate::sqlite_artifacts::Staged;
 use crate::{AppendRequest, Projection, StoreError};
 
 /// Appends committed together at most.
@@ -32,11 +37,16 @@ pub(crate) enum Job {
         request: AppendRequest,
         reply: oneshot::Sender<AppendResult>,
     },
+    /// Commit the staged artifacts now.
+    Flush {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
-/// The writer thread. Dropping the handle closes the channel and waits for the thread to
-/// close its connection, so that once a store is dropped its file is quiet (another process
-/// may take the write lock at once).
+/// The writer thread, shared by the store and its artifact store. Dropping the last handle
+/// closes the channel and waits for the thread to commit what is still staged and close its
+/// connection, so that once a store is dropped, its file is quiet and nothing it was given
+/// is lost.
 pub(crate) struct Writer {
     sender: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -60,7 +70,7 @@ impl Drop for Writer {
 }
 
 /// Opens the writer's connection and starts its thread. The schema must already be migrated.
-pub(crate) fn spawn(path: &Path) -> Result<Writer, StoreError> {
+pub(crate) fn spawn(path: &Path, staged: Arc<Staged>) -> Result<Writer, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -72,7 +82,7 @@ pub(crate) fn spawn(path: &Path) -> Result<Writer, StoreError> {
     let (sender, jobs) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("flightdeck-store-writer".into())
-        .spawn(move || writer_loop(conn, jobs))
+        .spawn(move || writer_loop(conn, jobs, &staged))
         .map_err(|source| StoreError::Io {
             path: path.display().to_string(),
             source,
@@ -83,8 +93,9 @@ pub(crate) fn spawn(path: &Path) -> Result<Writer, StoreError> {
     })
 }
 
-/// Runs until the sender is gone (the store was dropped).
-fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+/// Runs until every sender is gone (the store and its artifact store were dropped), then
+/// commits what is still staged, so a clean shutdown loses nothing.
+fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, staged: &Staged) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -93,21 +104,30 @@ fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        // Taken after the jobs arrived: whatever a caller put before it sent its append is
+        // in this snapshot.
+        let artifacts = staged.snapshot();
         let requests: Vec<&AppendRequest> = batch
             .iter()
-            .map(|job| match job {
-                Job::Append { request, .. } => request,
+            .filter_map(|job| match job {
+                Job::Append { request, .. } => Some(request),
+                Job::Flush { .. } => None,
             })
             .collect();
-        let results = match commit_batch(&mut conn, &requests) {
-            Ok(results) => results,
+        let (results, flushed) = match commit_batch(&mut conn, &artifacts, &requests) {
+            Ok(results) => {
+                staged.committed(&artifacts);
+                (results, Ok(()))
+            }
             Err(e) => {
-                // Nothing of the batch is kept; every appender hears why.
+                // Nothing of the batch is kept (the staged artifacts stay staged for the
+                // next one); every appender hears why.
                 let message = e.to_string();
-                requests
+                let results = requests
                     .iter()
                     .map(|_| Err(database_error(&message)))
-                    .collect()
+                    .collect();
+                (results, Err(message))
             }
         };
         let mut results = results.into_iter();
@@ -120,21 +140,41 @@ fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
                         .unwrap_or_else(|| Err(database_error("no result for this append")));
                     let _ = reply.send(result);
                 }
+                Job::Flush { reply } => {
+                    let _ = reply.send(flushed.clone().map_err(|m| database_error(&m)));
+                }
             }
         }
+    }
+    let artifacts = staged.snapshot();
+    if !artifacts.is_empty() && commit_batch(&mut conn, &artifacts, &[]).is_ok() {
+        staged.committed(&artifacts);
     }
 }
 
 /// Commits every request of the batch that can be applied, in one transaction: the head of
 /// each mission in the batch read once, conflicts decided in memory (a conflicting request
 /// writes nothing), then the events inserted and each touched mission's projection upserted.
+/// The staged `artifacts` go first, so that no event commits without what it references.
 /// An error rolls the whole transaction back (the transaction is dropped uncommitted).
 fn commit_batch(
     conn: &mut Connection,
+    artifacts: &[(Digest, Arc<[u8]>)],
     batch: &[&AppendRequest],
 ) -> Result<Vec<AppendResult>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let results = write_batch(&tx, batch)?;
+    if !artifacts.is_empty() {
+        let mut insert =
+            tx.prepare_cached("INSERT OR IGNORE INTO artifacts (digest, bytes) VALUES (?1, ?2)")?;
+        for (digest, bytes) in artifacts {
+            insert.execute(params![digest.to_string(), &bytes[..]])?;
+        }
+    }
+    let results = if batch.is_empty() {
+        Vec::new()
+    } else {
+        write_batch(&tx, batch)?
+    };
     tx.commit()?;
     Ok(results)
 }
