@@ -78,13 +78,13 @@ impl Pricing {
 
 /// Estimated tokens of `text` (see the module docs).
 pub fn estimate_text_tokens(text: &str) -> u64 {
+    // Counted on bytes, not decoded chars (the engine estimates the whole conversation before
+    // every model call): in UTF-8 an ASCII char is one byte below 0x80, and every other char
+    // has exactly one leading byte that is not a continuation byte (0b10xxxxxx).
     let (mut ascii, mut other) = (0u64, 0u64);
-    for c in text.chars() {
-        if c.is_ascii() {
-            ascii += 1;
-        } else {
-            other += 1;
-        }
+    for &b in text.as_bytes() {
+        ascii += u64::from(b < 0x80);
+        other += u64::from(b >= 0xC0);
     }
     ascii.div_ceil(4) + other
 }
@@ -193,6 +193,9 @@ mod tests {
             ("fn main() {}", 3),
             ("日本語", 3),
             ("héllo", 2),
+            // One char of each UTF-8 length: 2, 3 and 4 bytes.
+            ("é€😀", 3),
+            ("ab😀cd😀e", 4),
         ];
         for (text, tokens) in cases {
             assert_eq!(estimate_text_tokens(text), *tokens, "{text:?}");

@@ -25,7 +25,12 @@ pub enum ArtifactError {
 /// Where artifact bytes live.
 #[async_trait]
 pub trait ArtifactStore: Send + Sync {
-    /// Stores `bytes` durably and returns their digest. Storing the same bytes twice is free.
+    /// Stores `bytes` and returns their digest. Storing the same bytes twice is free. The
+    /// bytes are durable no later than any event that references them: a file store makes
+    /// them durable before it returns; a store that shares the event store's database
+    /// ([`crate::SqliteArtifactStore`]) makes them durable in the commit of the next append
+    /// through that event store, so that an event and what it references reach the disk
+    /// together.
     async fn put(&self, bytes: &[u8]) -> Result<Digest, ArtifactError>;
     /// The bytes of `digest`, checked against it.
     async fn get(&self, digest: &Digest) -> Result<Vec<u8>, ArtifactError>;
@@ -46,22 +51,8 @@ impl FsArtifactStore {
         FsArtifactStore { root: root.into() }
     }
 
-    fn path_of(&self, digest: &Digest) -> PathBuf {
-        let hex = digest.hex();
-        self.root.join("sha256").join(&hex[..2]).join(&hex[2..])
-    }
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
-    move |source| ArtifactError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-#[async_trait]
-impl ArtifactStore for FsArtifactStore {
-    async fn put(&self, bytes: &[u8]) -> Result<Digest, ArtifactError> {
+    /// [`ArtifactStore::put`] for callers that are not async.
+    pub(crate) fn put_blocking(&self, bytes: &[u8]) -> Result<Digest, ArtifactError> {
         let digest = Digest::of(bytes);
         let path = self.path_of(&digest);
         if path.exists() {
@@ -82,6 +73,25 @@ impl ArtifactStore for FsArtifactStore {
             .and_then(|d| d.sync_all())
             .map_err(io_error(&dir))?;
         Ok(digest)
+    }
+
+    fn path_of(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.root.join("sha256").join(&hex[..2]).join(&hex[2..])
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ArtifactError + '_ {
+    move |source| ArtifactError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for FsArtifactStore {
+    async fn put(&self, bytes: &[u8]) -> Result<Digest, ArtifactError> {
+        self.put_blocking(bytes)
     }
 
     async fn get(&self, digest: &Digest) -> Result<Vec<u8>, ArtifactError> {

@@ -9,7 +9,9 @@
 
 mod artifacts;
 mod sqlite;
+mod sqlite_artifacts;
 mod verify;
+mod writer;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -17,6 +19,7 @@ use serde_json::Value;
 pub use artifacts::{ArtifactError, ArtifactStore, FsArtifactStore};
 pub use flightdeck_core::StoredEvent;
 pub use sqlite::SqliteStore;
+pub use sqlite_artifacts::{SqliteArtifactStore, INLINE_MAX};
 pub use verify::{verify_mission, verify_mission_events, VerifyFailure};
 
 /// An event to append; the store assigns the seq and computes the hashes.
@@ -115,6 +118,8 @@ pub enum StoreError {
     Replay(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("failed to run migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("io error on {path}: {source}")]
@@ -164,6 +169,30 @@ pub trait EventStore: Send + Sync {
 
     /// Gives the lease back if `owner` holds it.
     async fn release_lease(&self, mission: &str, owner: &str) -> Result<(), StoreError>;
+}
+
+/// Opens the store a database URL names and the artifact store that goes with it: for
+/// SQLite, small artifacts in the same database, made durable with the next append (see
+/// [`SqliteStore::artifacts`]), larger ones as files under `artifacts_dir`.
+pub async fn open_with_artifacts(
+    url: &str,
+    artifacts_dir: &std::path::Path,
+) -> Result<
+    (
+        std::sync::Arc<dyn EventStore>,
+        std::sync::Arc<dyn ArtifactStore>,
+    ),
+    StoreError,
+> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        let store = SqliteStore::open(std::path::Path::new(path)).await?;
+        let artifacts = store.artifacts(artifacts_dir);
+        return Ok((std::sync::Arc::new(store), std::sync::Arc::new(artifacts)));
+    }
+    Err(StoreError::UnsupportedUrl(url.to_string()))
 }
 
 /// Opens the store a database URL names (`sqlite://PATH`; `postgres://` arrives with the

@@ -1,43 +1,39 @@
 //! The SQLite backend: one file, WAL, `synchronous = FULL` (an append has reached the disk
-//! when it returns), and a single writer task that batches concurrent appends into one
-//! transaction (group commit), so many missions appending at once share one fsync.
+//! when it returns). Reads go through a sqlx pool; every write of a timeline goes through the
+//! one writer thread of `writer.rs`, which batches concurrent appends into one transaction
+//! (group commit), so many missions appending at once share one fsync.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flightdeck_core::chain::seal;
-use flightdeck_core::hash::GENESIS_HASH;
-use flightdeck_core::jcs::canonicalize;
 use flightdeck_core::StoredEvent;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteRow, SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Row};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
+use crate::artifacts::FsArtifactStore;
+use crate::sqlite_artifacts::{SqliteArtifactStore, Staged};
+use crate::writer::{self, Job, Writer};
 use crate::{AppendRequest, EventStore, Lease, MissionRow, RawEvent, StoreError};
 
 /// Written into the database header (`PRAGMA application_id`) so that a flightdeck database
 /// is recognisable and a foreign one is refused before anything is written to it. "FDK1".
 const APPLICATION_ID: i64 = 0x4644_4B31;
 
-/// Appends committed together at most.
-const MAX_BATCH: usize = 256;
-
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-struct WriteJob {
-    request: AppendRequest,
-    reply: oneshot::Sender<Result<Vec<StoredEvent>, StoreError>>,
-}
 
 /// [`EventStore`] on a SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
     pool: SqlitePool,
-    writer: mpsc::UnboundedSender<WriteJob>,
+    writer: Arc<Writer>,
+    /// Artifacts put through [`SqliteStore::artifacts`] and not yet committed.
+    staged: Arc<Staged>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -80,14 +76,28 @@ impl SqliteStore {
         sqlx::raw_sql(&format!("PRAGMA application_id = {APPLICATION_ID}"))
             .execute(&pool)
             .await?;
-        let writer_conn = options.connect().await?;
-        let (writer, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(writer_loop(writer_conn, jobs));
+        let staged = Arc::new(Staged::default());
+        let writer = Arc::new(writer::spawn(path, staged.clone())?);
         Ok(SqliteStore {
             path: path.to_path_buf(),
             pool,
             writer,
+            staged,
         })
+    }
+
+    /// The artifact store that goes with this event store: artifacts up to
+    /// [`crate::sqlite_artifacts::INLINE_MAX`] bytes in the database, made durable in the
+    /// commit of this store's next append; larger ones (and any written by earlier versions)
+    /// as files under `files_root`.
+    pub fn artifacts(&self, files_root: impl Into<PathBuf>) -> SqliteArtifactStore {
+        SqliteArtifactStore {
+            files: FsArtifactStore::new(files_root),
+            db_path: self.path.clone(),
+            pool: self.pool.clone(),
+            staged: self.staged.clone(),
+            writer: self.writer.clone(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -160,230 +170,6 @@ async fn probe(path: &Path) -> Result<(), StoreError> {
     )))
 }
 
-async fn writer_loop(mut conn: SqliteConnection, mut jobs: mpsc::UnboundedReceiver<WriteJob>) {
-    while let Some(first) = jobs.recv().await {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let results = commit_batch(&mut conn, &batch).await;
-        for (job, result) in batch.into_iter().zip(results) {
-            // The caller may have gone away; its events are committed all the same.
-            let _ = job.reply.send(result);
-        }
-    }
-}
-
-/// Commits every job of the batch that can be applied, in one transaction and a handful of
-/// statements: one read of the heads of every mission in the batch, conflicts decided in
-/// memory (a conflicting job writes nothing), one multi-row insert of all events and one
-/// multi-row upsert of the projections. Statement round-trips, not fsyncs, are what a batch
-/// would otherwise spend its time on.
-async fn commit_batch(
-    conn: &mut SqliteConnection,
-    batch: &[WriteJob],
-) -> Vec<Result<Vec<StoredEvent>, StoreError>> {
-    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
-        let message = e.to_string();
-        return batch
-            .iter()
-            .map(|_| Err(database_error(&message)))
-            .collect();
-    }
-    let outcome = match write_batch(conn, batch).await {
-        Ok(results) => sqlx::query("COMMIT")
-            .execute(&mut *conn)
-            .await
-            .map(|_| results)
-            .map_err(StoreError::from),
-        Err(e) => Err(e),
-    };
-    match outcome {
-        Ok(results) => results,
-        Err(e) => {
-            // Nothing of the batch is kept; every appender hears why.
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-            let message = e.to_string();
-            batch
-                .iter()
-                .map(|_| Err(database_error(&message)))
-                .collect()
-        }
-    }
-}
-
-/// A mission's row as the batch leaves it.
-struct PendingMission<'a> {
-    created_at_ms: i64,
-    updated_at_ms: i64,
-    last_seq: u64,
-    head_hash: String,
-    projection: Option<&'a crate::Projection>,
-}
-
-/// Rows per multi-row INSERT (7 parameters each, well under SQLite's parameter limit).
-const INSERT_CHUNK: usize = 128;
-
-async fn write_batch(
-    conn: &mut SqliteConnection,
-    batch: &[WriteJob],
-) -> Result<Vec<Result<Vec<StoredEvent>, StoreError>>, StoreError> {
-    let mut missions: std::collections::BTreeMap<&str, PendingMission<'_>> = Default::default();
-    {
-        let ids: std::collections::BTreeSet<&str> =
-            batch.iter().map(|j| j.request.mission.as_str()).collect();
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT id, last_seq, head_hash, created_at_ms FROM missions WHERE id IN (",
-        );
-        let mut list = query.separated(", ");
-        for id in &ids {
-            list.push_bind(*id);
-        }
-        query.push(")");
-        let rows: Vec<(String, i64, String, i64)> = query
-            .build_query_as()
-            .persistent(true)
-            .fetch_all(&mut *conn)
-            .await?;
-        for (id, last_seq, head_hash, created_at_ms) in rows {
-            if let Some(key) = ids.get(id.as_str()) {
-                missions.insert(
-                    key,
-                    PendingMission {
-                        created_at_ms,
-                        updated_at_ms: created_at_ms,
-                        last_seq: last_seq as u64,
-                        head_hash,
-                        projection: None,
-                    },
-                );
-            }
-        }
-    }
-    let mut results = Vec::with_capacity(batch.len());
-    let mut rows: Vec<(StoredEvent, String, i64)> = Vec::new();
-    for job in batch {
-        let request = &job.request;
-        let first_at = request.events.first().map_or(0, |e| e.at_ms);
-        let pending = missions
-            .entry(request.mission.as_str())
-            .or_insert_with(|| PendingMission {
-                created_at_ms: first_at,
-                updated_at_ms: first_at,
-                last_seq: 0,
-                head_hash: GENESIS_HASH.to_string(),
-                projection: None,
-            });
-        match seal_request(request, pending.last_seq, &pending.head_hash) {
-            Ok(sealed) => {
-                if let Some(last) = sealed.last() {
-                    pending.last_seq = last.0.seq;
-                    pending.head_hash = last.0.hash.clone();
-                    pending.updated_at_ms = last.2;
-                    pending.projection = Some(&request.projection);
-                }
-                results.push(Ok(sealed.iter().map(|(e, _, _)| e.clone()).collect()));
-                rows.extend(sealed);
-            }
-            Err(e) => results.push(Err(e)),
-        }
-    }
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO events (mission, seq, at_ms, type, data, prev_hash, hash) ",
-        );
-        insert.push_values(chunk, |mut row, (event, data_text, at_ms)| {
-            row.push_bind(&event.mission)
-                .push_bind(event.seq as i64)
-                .push_bind(*at_ms)
-                .push_bind(&event.event_type)
-                .push_bind(data_text)
-                .push_bind(&event.prev_hash)
-                .push_bind(&event.hash);
-        });
-        insert.build().persistent(true).execute(&mut *conn).await?;
-    }
-    let touched: Vec<(&str, &PendingMission<'_>, String)> = missions
-        .iter()
-        .filter_map(|(id, m)| {
-            let projection = m.projection?;
-            let summary = serde_json::to_string(&projection.summary).ok()?;
-            Some((*id, m, summary))
-        })
-        .collect();
-    for chunk in touched.chunks(INSERT_CHUNK / 2) {
-        let mut upsert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO missions (id, status, template, created_at_ms, updated_at_ms, last_seq, head_hash, summary) ",
-        );
-        upsert.push_values(chunk, |mut row, (id, m, summary)| {
-            let projection = m
-                .projection
-                .map(|p| (p.status.as_str(), p.template.as_str()))
-                .unwrap_or_default();
-            row.push_bind(*id)
-                .push_bind(projection.0)
-                .push_bind(projection.1)
-                .push_bind(m.created_at_ms)
-                .push_bind(m.updated_at_ms)
-                .push_bind(m.last_seq as i64)
-                .push_bind(&m.head_hash)
-                .push_bind(summary);
-        });
-        upsert.push(
-            " ON CONFLICT (id) DO UPDATE SET status = excluded.status, template = excluded.template,
-              updated_at_ms = excluded.updated_at_ms, last_seq = excluded.last_seq,
-              head_hash = excluded.head_hash, summary = excluded.summary",
-        );
-        upsert.build().persistent(true).execute(&mut *conn).await?;
-    }
-    Ok(results)
-}
-
-/// Checks the expected seq and seals the request's events onto the chain: each event with
-/// its canonical data text and time.
-fn seal_request(
-    request: &AppendRequest,
-    last_seq: u64,
-    head_hash: &str,
-) -> Result<Vec<(StoredEvent, String, i64)>, StoreError> {
-    if request.events.is_empty() {
-        return Err(StoreError::EmptyAppend(request.mission.clone()));
-    }
-    if last_seq != request.expected_seq {
-        return Err(StoreError::Conflict {
-            mission: request.mission.clone(),
-            expected: request.expected_seq,
-            actual: last_seq,
-        });
-    }
-    let mut prev_hash = head_hash.to_string();
-    let mut sealed = Vec::with_capacity(request.events.len());
-    for (i, event) in request.events.iter().enumerate() {
-        let seq = last_seq + 1 + i as u64;
-        let stored = seal(
-            &request.mission,
-            seq,
-            event.at_ms,
-            &prev_hash,
-            &event.event_type,
-            event.data.clone(),
-        )
-        .map_err(|e| StoreError::Encode(e.to_string()))?;
-        let data_text =
-            canonicalize(&stored.data).map_err(|e| StoreError::Encode(e.to_string()))?;
-        prev_hash = stored.hash.clone();
-        sealed.push((stored, data_text, event.at_ms));
-    }
-    Ok(sealed)
-}
-
-fn database_error(message: &str) -> StoreError {
-    StoreError::Database(sqlx::Error::Protocol(message.to_string()))
-}
-
 fn raw_from_row(row: &SqliteRow) -> Result<RawEvent, sqlx::Error> {
     Ok(RawEvent {
         mission: row.try_get(0)?,
@@ -436,9 +222,9 @@ const MISSION_COLUMNS: &str = "id, status, template, created_at_ms, updated_at_m
 impl EventStore for SqliteStore {
     async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(WriteJob { request, reply })
-            .map_err(|_| StoreError::WriterGone)?;
+        if !self.writer.send(Job::Append { request, reply }) {
+            return Err(StoreError::WriterGone);
+        }
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 

@@ -192,14 +192,31 @@ impl Context {
         Ok(flightdeck_store::open(&self.database_url()).await?)
     }
 
-    pub fn artifacts(&self) -> Arc<dyn ArtifactStore> {
-        Arc::new(FsArtifactStore::new(self.data_dir.join("artifacts")))
+    /// The store and the artifact store that goes with it (small artifacts live in the
+    /// store's database and become durable with its appends).
+    pub async fn stores(&self) -> Result<(Arc<dyn EventStore>, Arc<dyn ArtifactStore>), CliError> {
+        Ok(flightdeck_store::open_with_artifacts(
+            &self.database_url(),
+            &self.data_dir.join("artifacts"),
+        )
+        .await?)
+    }
+
+    /// The artifacts, for reading: the store's if there is one (which does not create it).
+    pub async fn artifacts(&self) -> Result<Arc<dyn ArtifactStore>, CliError> {
+        if !self.store_exists() {
+            return Ok(Arc::new(FsArtifactStore::new(
+                self.data_dir.join("artifacts"),
+            )));
+        }
+        Ok(self.stores().await?.1)
     }
 
     pub async fn engine(&self, observer: Arc<dyn Observer>) -> Result<Engine, CliError> {
+        let (store, artifacts) = self.stores().await?;
         Ok(Engine::new(EngineConfig {
-            store: self.store().await?,
-            artifacts: self.artifacts(),
+            store,
+            artifacts,
             clock: Arc::new(SystemClock),
             observer,
             workspaces_dir: self.data_dir.join("workspaces"),

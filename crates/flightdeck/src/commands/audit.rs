@@ -88,14 +88,13 @@ pub async fn audit_verify(
             .map(|r| r.id)
             .collect(),
     };
-    let store = if missions.is_empty() {
+    let stores = if missions.is_empty() {
         None
     } else {
-        Some(ctx.store().await?)
+        Some(ctx.stores().await?)
     };
-    let artifacts = ctx.artifacts();
     let mut verdicts = Vec::new();
-    if let Some(store) = &store {
+    if let Some((store, artifacts)) = &stores {
         for id in &missions {
             verdicts.push(verify_one(store.as_ref(), artifacts.as_ref(), id).await?);
         }

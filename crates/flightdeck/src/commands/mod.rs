@@ -108,7 +108,7 @@ pub async fn print_summary(ctx: &Context, state: &MissionState) -> Result<i32, C
             serde_json::to_string_pretty(&summary).unwrap_or_default()
         );
     } else {
-        let artifacts = ctx.artifacts();
+        let artifacts = ctx.artifacts().await?;
         print!(
             "{}",
             summary_text(&summary, |digest| {
@@ -215,7 +215,7 @@ async fn artifact(ctx: &Context, digest: &str) -> Result<i32, CliError> {
                     ),
                 )
             })?;
-    let bytes = ctx.artifacts().get(&digest).await?;
+    let bytes = ctx.artifacts().await?.get(&digest).await?;
     let mut out = std::io::stdout().lock();
     out.write_all(&bytes)?;
     out.flush()?;
