@@ -155,6 +155,8 @@ pub struct Replay {
     recorded: Vec<StoredEvent>,
     /// Recorded completions by call id.
     completions: HashMap<String, (u64, ToolCompleted)>,
+    /// The recorded artifacts the replay serves back (tool outputs, model answers).
+    served_artifacts: Vec<Digest>,
     /// Recorded attempts per model ref, in order.
     attempts: HashMap<String, Vec<RecordedOutcome>>,
     /// The recorded artifacts (read) and the replay's own (memory).
@@ -189,8 +191,20 @@ impl Replay {
         let mut attempts: HashMap<String, Vec<RecordedOutcome>> = HashMap::new();
         // call id -> (model, index into that model's attempts) of its latest attempt
         let mut open: HashMap<String, (String, usize)> = HashMap::new();
+        // Each recorded event is decoded once, here.
+        let mut referenced = std::collections::HashSet::new();
+        let mut served = Vec::new();
         for event in &recorded {
             let Ok(kind) = event.kind() else { continue };
+            referenced.extend(kind.artifact_refs().into_iter().cloned());
+            match &kind {
+                EventKind::ToolCompleted(c) => served.push(c.output.clone()),
+                EventKind::ModelResponded(r) => {
+                    served.push(r.response.clone());
+                    served.extend(r.message.clone());
+                }
+                _ => {}
+            }
             match kind {
                 EventKind::ToolCompleted(done) => {
                     completions.insert(done.call_id.clone(), (event.seq, done));
@@ -225,13 +239,17 @@ impl Replay {
                 _ => {}
             }
         }
+        served.sort();
+        served.dedup();
         Replay {
+            served_artifacts: served,
             mode,
             mission: mission.to_string(),
             recorded,
             completions,
             attempts,
             artifacts: Arc::new(OverlayArtifacts {
+                recorded: referenced,
                 base: base_artifacts,
                 new: Mutex::new(HashMap::new()),
             }),
@@ -909,11 +927,22 @@ impl Sleeper for NoWait {
 
 /// Recorded artifacts, read; the replay's own, kept in memory.
 pub(crate) struct OverlayArtifacts {
+    /// Every artifact the recording names: a replay that matches makes mostly these, and
+    /// they need not be kept again.
+    recorded: std::collections::HashSet<Digest>,
     base: Arc<dyn ArtifactStore>,
     new: Mutex<HashMap<Digest, Vec<u8>>>,
 }
 
 impl OverlayArtifacts {
+    /// Reads, in one go, the recorded artifacts a replay serves back (tool outputs, model
+    /// answers), instead of one store read per call.
+    async fn prefetch(&self, wanted: &[Digest]) -> Result<(), ArtifactError> {
+        let bytes = self.base.get_many(wanted).await?;
+        self.memory().extend(wanted.iter().cloned().zip(bytes));
+        Ok(())
+    }
+
     fn memory(&self) -> MutexGuard<'_, HashMap<Digest, Vec<u8>>> {
         match self.new.lock() {
             Ok(guard) => guard,
@@ -926,7 +955,7 @@ impl OverlayArtifacts {
 impl ArtifactStore for OverlayArtifacts {
     async fn put(&self, bytes: &[u8]) -> Result<Digest, ArtifactError> {
         let digest = Digest::of(bytes);
-        if !self.base.contains(&digest).await? {
+        if !self.recorded.contains(&digest) {
             self.memory().insert(digest.clone(), bytes.to_vec());
         }
         Ok(digest)
@@ -1141,6 +1170,7 @@ impl crate::Engine {
             cfg.artifacts.clone(),
             hidden,
         ));
+        replay.artifacts.prefetch(&replay.served_artifacts).await?;
         let engine = crate::Engine::new(crate::EngineConfig {
             store: Arc::new(ReplayStore {
                 replay: replay.clone(),

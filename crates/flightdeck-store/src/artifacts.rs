@@ -34,6 +34,15 @@ pub trait ArtifactStore: Send + Sync {
     async fn put(&self, bytes: &[u8]) -> Result<Digest, ArtifactError>;
     /// The bytes of `digest`, checked against it.
     async fn get(&self, digest: &Digest) -> Result<Vec<u8>, ArtifactError>;
+    /// The bytes of several artifacts, checked, in the order given (a store may read them
+    /// in one go; the default reads them one by one).
+    async fn get_many(&self, digests: &[Digest]) -> Result<Vec<Vec<u8>>, ArtifactError> {
+        let mut all = Vec::with_capacity(digests.len());
+        for digest in digests {
+            all.push(self.get(digest).await?);
+        }
+        Ok(all)
+    }
     /// Whether the artifact exists.
     async fn contains(&self, digest: &Digest) -> Result<bool, ArtifactError>;
     /// A path a person can open, when the artifact is a local file.

@@ -185,6 +185,35 @@ impl ArtifactStore for SqliteArtifactStore {
         }
     }
 
+    /// One query per few hundred digests for those in the database; the rest one by one.
+    async fn get_many(&self, digests: &[Digest]) -> Result<Vec<Vec<u8>>, ArtifactError> {
+        let mut found: std::collections::HashMap<String, Vec<u8>> = Default::default();
+        for chunk in digests.chunks(500) {
+            let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+                "SELECT digest, bytes FROM artifacts WHERE digest IN (",
+            );
+            let mut list = query.separated(", ");
+            for digest in chunk {
+                list.push_bind(digest.to_string());
+            }
+            query.push(")");
+            let rows: Vec<(String, Vec<u8>)> = query
+                .build_query_as()
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|e| self.db_error(e.to_string()))?;
+            found.extend(rows);
+        }
+        let mut all = Vec::with_capacity(digests.len());
+        for digest in digests {
+            match found.get(&digest.to_string()) {
+                Some(bytes) => all.push(checked(digest, bytes.clone())?),
+                None => all.push(self.get(digest).await?),
+            }
+        }
+        Ok(all)
+    }
+
     async fn contains(&self, digest: &Digest) -> Result<bool, ArtifactError> {
         if self.staged.get(digest).is_some() || self.read_db(digest).await?.is_some() {
             return Ok(true);
