@@ -1078,11 +1078,20 @@ pub(crate) async fn drive(
     let mut last_position = None;
     loop {
         let position = replay.cursor().next;
+        // A resume that gets no further than the last one would loop for ever.
         if last_position == Some(position) {
-            return Err(EngineError::ReplayStopped(format!(
-                "the replay made no progress at seq {}",
-                position + 1
-            )));
+            let event = replay.recorded.get(position);
+            replay.diverge(Divergence {
+                seq: position as u64 + 1,
+                event_type: event.map_or_else(String::new, |e| e.event_type.clone()),
+                expected: event.map_or(
+                    Value::Null,
+                    |e| serde_json::json!({"type": e.event_type, "data": e.data}),
+                ),
+                actual: Value::Null,
+                difference: Some("resuming the engine here makes no progress".into()),
+            });
+            break;
         }
         last_position = Some(position);
         let result = match first.take() {

@@ -186,6 +186,14 @@ pub enum AuditCommand {
         #[arg(long, conflicts_with = "mission")]
         all: bool,
     },
+    /// Check a signed attestation (a DSSE envelope from `export --format intoto`)
+    VerifyAttestation {
+        /// The envelope's JSON file
+        file: PathBuf,
+        /// The signer's ed25519 public key (SPKI PEM)
+        #[arg(long, value_name = "PEM")]
+        public_key: PathBuf,
+    },
     /// Export a timeline
     Export {
         mission: String,

@@ -38,6 +38,17 @@ pub struct Config {
     #[serde(default)]
     #[allow(dead_code)] // validated now, used by the workspace's secrets
     pub secrets: toml::Table,
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// An ed25519 private key (PKCS#8 PEM); relative paths are under the data directory.
+    /// When set, `audit export --format intoto` signs the statement (a DSSE envelope).
+    pub signing_key: Option<std::path::PathBuf>,
 }
 
 /// `[providers.NAME]`.

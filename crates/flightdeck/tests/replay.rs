@@ -283,6 +283,81 @@ fn a_fork_with_another_model_makes_another_change_and_both_timelines_verify() {
     );
 }
 
+#[test]
+fn a_signed_provenance_statement_verifies_with_its_key_only() {
+    let repo = repo();
+    let cli = Cli::new(BIN);
+    let (id, _) = run_mission(&cli, &repo);
+    let keys = tempfile::tempdir().unwrap();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(keys.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "openssl {args:?}");
+    };
+    openssl(&["genpkey", "-algorithm", "ed25519", "-out", "signing.pem"]);
+    openssl(&[
+        "pkey",
+        "-in",
+        "signing.pem",
+        "-pubout",
+        "-out",
+        "public.pem",
+    ]);
+    openssl(&["genpkey", "-algorithm", "ed25519", "-out", "other.pem"]);
+    openssl(&[
+        "pkey",
+        "-in",
+        "other.pem",
+        "-pubout",
+        "-out",
+        "other-public.pem",
+    ]);
+    let signing = keys.path().join("signing.pem");
+    cli.write_config(&format!(
+        "[audit]\nsigning_key = \"{}\"\n",
+        signing.display()
+    ));
+    let out = cli.run(&["audit", "export", &id, "--format", "intoto"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let envelope: Value = serde_json::from_str(&out.stdout()).unwrap();
+    assert_eq!(envelope["payloadType"], "application/vnd.in-toto+json");
+    let file = keys.path().join("statement.dsse.json");
+    let verify = |envelope: &Value, key: &str| {
+        std::fs::write(&file, envelope.to_string()).unwrap();
+        let public = keys.path().join(key);
+        cli.run(&[
+            "--json",
+            "audit",
+            "verify-attestation",
+            file.to_str().unwrap(),
+            "--public-key",
+            public.to_str().unwrap(),
+        ])
+    };
+    let ok = verify(&envelope, "public.pem");
+    assert_eq!(ok.code(), 0, "{}{}", ok.stdout(), ok.stderr());
+    assert_eq!(ok.json()["invocation"], id.as_str());
+    // Another key, or any change to the signed payload, fails (exit 1, saying why).
+    let other = verify(&envelope, "other-public.pem");
+    assert_eq!(other.code(), 1);
+    assert!(other.json()["reason"]
+        .as_str()
+        .unwrap()
+        .contains("no signature"));
+    let mut tampered = envelope.clone();
+    let payload = tampered["payload"].as_str().unwrap().replace('A', "B");
+    tampered["payload"] = Value::String(payload);
+    assert_eq!(verify(&tampered, "public.pem").code(), 1);
+    // A key file that is not a key is bad input, naming it.
+    std::fs::write(keys.path().join("junk.pem"), "not a key").unwrap();
+    let junk = verify(&envelope, "junk.pem");
+    assert_eq!(junk.code(), 2);
+    assert!(junk.stderr().contains("junk.pem"), "{}", junk.stderr());
+}
+
 /// A small deterministic generator, so a failing seed can be run again.
 struct Lcg(u64);
 impl Lcg {

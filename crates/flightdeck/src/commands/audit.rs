@@ -162,6 +162,13 @@ pub async fn audit_export(
             let events = engine.config().store.events(&id, 0).await?;
             let state = engine.load(&id).await?;
             let statement = intoto_statement(&state, &events)?;
+            let statement = match &ctx.config.audit.signing_key {
+                Some(path) => {
+                    let key = super::attest::read_signing_key(&ctx.data_dir.join(path))?;
+                    super::attest::envelope(&statement, &key)
+                }
+                None => statement,
+            };
             println!(
                 "{}",
                 serde_json::to_string_pretty(&statement).unwrap_or_default()
@@ -169,6 +176,53 @@ pub async fn audit_export(
         }
     }
     Ok(exit::OK)
+}
+
+/// `audit verify-attestation FILE --public-key PEM`: the signature first, then the statement.
+pub fn verify_attestation(
+    ctx: &Context,
+    file: &std::path::Path,
+    public_key: &std::path::Path,
+) -> Result<i32, CliError> {
+    let key = super::attest::read_public_key(public_key)?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::bad_input(format!("{}: {e}", file.display()), None))?;
+    let envelope: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        CliError::bad_input(
+            format!("{}: not JSON: {e}", file.display()),
+            Some("pass the output of `flightdeck audit export MISSION --format intoto` with [audit] signing_key set".to_string()),
+        )
+    })?;
+    let verdict = super::attest::open_envelope(&envelope, &key);
+    let subjects: Vec<String> = verdict
+        .as_ref()
+        .ok()
+        .and_then(|s| s["subject"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|s| s["name"].as_str().map(str::to_string))
+        .collect();
+    if ctx.json() {
+        println!(
+            "{}",
+            json!({
+                "ok": verdict.is_ok(),
+                "reason": verdict.as_ref().err(),
+                "subjects": subjects,
+                "invocation": verdict.as_ref().ok().map(|s| s.pointer("/predicate/runDetails/metadata/invocationId").cloned()),
+            })
+        );
+    } else {
+        match &verdict {
+            Ok(_) => println!("ok      signed statement for {}", subjects.join(", ")),
+            Err(reason) => println!("BROKEN  {}: {reason}", file.display()),
+        }
+    }
+    Ok(if verdict.is_ok() {
+        exit::OK
+    } else {
+        exit::FAILED
+    })
 }
 
 /// `sha256:<hex>` → `{"sha256": "<hex>"}`, as in-toto digests are written.

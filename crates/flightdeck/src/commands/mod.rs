@@ -3,6 +3,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod approvals;
+mod attest;
 mod audit;
 mod policy;
 mod replay;
@@ -73,6 +74,9 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
                 audit_verify(&ctx, mission.as_deref(), all).await
             }
             AuditCommand::Export { mission, format } => audit_export(&ctx, &mission, format).await,
+            AuditCommand::VerifyAttestation { file, public_key } => {
+                audit::verify_attestation(&ctx, &file, &public_key)
+            }
         },
     }
 }
