@@ -133,12 +133,12 @@ impl Engine {
     /// Checks a request without writing anything: the template parses and renders with the
     /// params, the repository and base commit exist, the runtime is available.
     pub fn validate(request: &CreateMission, models: &ModelSettings) -> Result<(), EngineError> {
-        check(request, models).map(|_| ())
+        check(request, models, false).map(|_| ())
     }
 
     /// Records a new mission (`mission.created`); nothing runs yet.
     pub async fn create(&self, request: CreateMission) -> Result<MissionState, EngineError> {
-        let checked = check(&request, &self.cfg.models)?;
+        let checked = check(&request, &self.cfg.models, self.cfg.replay.is_some())?;
         let mut model_scripts = BTreeMap::new();
         for (model, source) in &checked.scripts {
             model_scripts.insert(model.clone(), self.put_artifact(source.as_bytes()).await?);
@@ -1292,7 +1292,12 @@ fn publish_decision(policy: &Policy, changed: &[ChangedFile]) -> Decision {
 }
 
 /// Checks a request without writing anything (see [`Engine::validate`]).
-fn check(request: &CreateMission, models: &ModelSettings) -> Result<Checked, EngineError> {
+/// `replaying`: a replay sends nothing to remote models, so their keys may be unset.
+fn check(
+    request: &CreateMission,
+    models: &ModelSettings,
+    replaying: bool,
+) -> Result<Checked, EngineError> {
     Policy::parse(&request.policy_source, &request.policy_file)?;
     let template = Template::parse(
         &request.template_name,
@@ -1318,7 +1323,7 @@ fn check(request: &CreateMission, models: &ModelSettings) -> Result<Checked, Eng
         &repo,
         request.base_commit.as_deref().unwrap_or(&request.base_ref),
     )?;
-    let scripts = check_models(&rendered.template, &repo, models)?;
+    let scripts = check_models(&rendered.template, &repo, models, replaying)?;
     Ok(Checked {
         template: rendered.template,
         params: rendered.params,

@@ -196,6 +196,7 @@ pub(crate) fn check_models(
     template: &Template,
     repo_root: &Path,
     settings: &ModelSettings,
+    replaying: bool,
 ) -> Result<BTreeMap<String, String>, EngineError> {
     let mut scripts = BTreeMap::new();
     let usd_limited = template.budget.usd.is_some();
@@ -226,7 +227,7 @@ pub(crate) fn check_models(
                     });
                 };
                 // Build it now: a missing key or a bad setting shows before anything runs.
-                remote_provider(provider, &settings, false)?;
+                remote_provider(provider, &settings, replaying)?;
                 None
             }
         };

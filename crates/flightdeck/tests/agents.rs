@@ -644,6 +644,31 @@ async fn provider_failures_retry_fall_back_or_fail_as_the_contract_says() {
         openai.assert_clean();
         anthropic.assert_clean();
         assert_no_secrets(&cli);
+        // The replay serves the recorded answers and failures (retries, fallback and all)
+        // through the same router: same events, without the keys, and nothing is sent.
+        let sent = (openai.requests().len(), anthropic.requests().len());
+        let id = summary["id"].as_str().unwrap().to_string();
+        let replay = tokio::task::block_in_place(|| cli.run(&["--json", "replay", &id]));
+        assert_eq!(
+            replay.code(),
+            0,
+            "{}: {}{}",
+            case.name,
+            replay.stdout(),
+            replay.stderr()
+        );
+        assert_eq!(
+            replay.json()["checked"],
+            events.len() as u64,
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            (openai.requests().len(), anthropic.requests().len()),
+            sent,
+            "{}",
+            case.name
+        );
     }
 }
 
