@@ -117,6 +117,8 @@ struct Cursor {
     divergence: Option<Divergence>,
     /// The engine was stopped where the recording was interrupted.
     crashed: bool,
+    /// The engine went on past the recording's last event.
+    ended: bool,
     worktree: Option<Worktree>,
     /// The tree the scratch worktree holds (after a restore).
     tree: Option<String>,
@@ -490,10 +492,19 @@ impl Replay {
             expected: Value::Null,
             actual: Value::Null,
             difference: None,
-            explanation: format!(
-                "today's engine made the same {} requests and calls as the recording",
-                self.recorded.len()
-            ),
+            explanation: if cursor.ended {
+                format!(
+                    "the {} recorded events came out the same; the mission had not finished \
+                     when it was read (still running, or its process stopped and it was not \
+                     resumed), and the replay stops where the recording does",
+                    self.recorded.len()
+                )
+            } else {
+                format!(
+                    "today's engine made the same {} events as the recording",
+                    self.recorded.len()
+                )
+            },
         };
         if let Some(d) = &cursor.divergence {
             report.diverged = true;
@@ -779,6 +790,12 @@ impl EventStore for ReplayStore {
                 cursor.crashed = true;
                 return Err(replay_error("the recording was interrupted here"));
             }
+        }
+        // The recording stops here while the engine would go on: the mission is still being
+        // driven, or its process died and nobody resumed it. Everything so far matched.
+        if cursor.next >= replay.recorded.len() {
+            cursor.ended = true;
+            return Err(replay_error("the recording ends here"));
         }
         let mut sealed = Vec::with_capacity(request.events.len());
         let mut prev_hash = cursor.accepted.last().map_or_else(
@@ -1114,6 +1131,9 @@ pub(crate) async fn drive(
         if replay.diverged() {
             break;
         }
+        if replay.cursor().ended {
+            break;
+        }
         if let Err(e) = result {
             let crashed = replay.cursor().crashed;
             if !crashed {
@@ -1122,7 +1142,14 @@ pub(crate) async fn drive(
         }
         let next = replay.absorb_foreign().cloned();
         match next {
-            None => break,
+            None => {
+                // Stopped where the recording stops mid-way (a call without its result).
+                let mut cursor = replay.cursor();
+                if cursor.crashed {
+                    cursor.ended = true;
+                }
+                break;
+            }
             Some(event)
                 if matches!(
                     event.event_type.as_str(),

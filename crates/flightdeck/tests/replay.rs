@@ -467,6 +467,13 @@ fn missions_killed_at_random_moments_resume_to_the_same_change_without_running_a
                 finished = true;
                 break;
             }
+            // A timeline cut short by the kill replays the same as far as it goes.
+            if exited.is_none() && round == 0 {
+                let (code, report) = replay(&cli, &[id.as_deref().unwrap()]);
+                assert_eq!(code, 0, "mission {mission}, cut short: {report}");
+                let why = report["explanation"].as_str().unwrap();
+                assert!(why.contains("had not finished"), "{why}");
+            }
             if let Some(status) = exited {
                 let mut stderr = String::new();
                 if let Some(mut pipe) = child.stderr.take() {
