@@ -376,7 +376,7 @@ fn crash_repo(side_log: &std::path::Path) -> TestRepo {
     let mut script = String::from("model = \"sim-1\"\n");
     for k in 1..=CALLS {
         script.push_str(&format!(
-            "[[turn]]\n[[turn.call]]\ntool = \"run\"\nargs = {{ command = \"echo call-{k} >> {}; sleep 0.05; echo {k} > f{k}.txt\" }}\n",
+            "[[turn]]\n[[turn.call]]\ntool = \"run\"\nargs = {{ command = \"echo call-{k} >> {}; sleep 0.1; echo {k} > f{k}.txt\" }}\n",
             side_log.display()
         ));
     }
@@ -406,7 +406,11 @@ fn missions_killed_at_random_moments_resume_to_the_same_change_without_running_a
     let baseline_log = dir.path().join("baseline.log");
     let repo = crash_repo(&baseline_log);
     let cli = Cli::new(BIN);
+    // Kill moments are drawn from how long an uninterrupted run takes on this machine, so a
+    // fast machine is hit as often as a slow one.
+    let timed = Instant::now();
     let (baseline_id, _) = run_mission(&cli, &repo);
+    let run_ms = (timed.elapsed().as_millis() as u64).max(50);
     let baseline = published_diff(&repo, &cli, &baseline_id);
     assert!(baseline.contains("f5.txt"), "{baseline}");
 
@@ -431,8 +435,10 @@ fn missions_killed_at_random_moments_resume_to_the_same_change_without_running_a
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            // Kill at a random moment in the first rounds; then let it finish.
-            let deadline = (round < 6).then(|| Duration::from_millis(20 + rng.next(400)));
+            // Kill at a random moment in the first rounds (the first one in the first half of
+            // a run, so every mission is killed at least once); then let it finish.
+            let span = if round == 0 { run_ms / 2 } else { run_ms };
+            let deadline = (round < 6).then(|| Duration::from_millis(10 + rng.next(span)));
             let started = Instant::now();
             let exited = loop {
                 if let Some(status) = child.try_wait().unwrap() {
