@@ -167,8 +167,13 @@ pub struct ModelRequested {
     /// The model id sent (for `scripted`, the script's path).
     pub model: String,
     pub role: String,
-    /// The exact request bytes sent.
+    /// The request record (`flightdeck.request/1`): the provider-neutral request, as what it
+    /// adds to the record it continues (`after`), so one digest pins the whole request while
+    /// each step stores only its new messages.
     pub request: Digest,
+    /// The sha256 of the exact body sent, for providers that send one (not `scripted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<Digest>,
     /// 1 for the first attempt of the call, then one more per retry or fallback.
     #[serde(default = "one")]
     pub attempt: u32,

@@ -73,6 +73,7 @@ fn model_call(n: usize, role: &str, input: u64, output: u64, usd: f64) -> Vec<Ev
             model: "s.toml".into(),
             role: role.into(),
             request: Digest::of(b"req"),
+            wire: None,
             attempt: 1,
             reserved: None,
         }),
@@ -468,6 +469,7 @@ fn provider_errors_trip_after_failures_in_a_row_and_an_answer_or_resume_resets_t
             model: "gpt".into(),
             role: "coder".into(),
             request: Digest::of(b"r"),
+            wire: None,
             attempt: n,
             reserved: None,
         })

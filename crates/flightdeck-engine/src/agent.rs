@@ -20,6 +20,7 @@ use flightdeck_workspace::{CommandSpec, ConfinedFs, LocalWorkspace, Workspace, W
 use crate::gate::{decided_event, denied_error, CurrentDiff, Gates};
 use crate::model_call::ModelOutcome;
 use crate::models::{self, StepModels};
+use crate::request_record::RecordedRequest;
 use crate::tools::{self, ToolInvocation};
 use crate::{Engine, EngineError};
 
@@ -114,6 +115,9 @@ struct Conversation {
     answered: usize,
     pending: Option<Pending>,
     answers_without_tools: u32,
+    /// The request record the next call continues: the one of the attempt that answered the
+    /// previous call, while the conversation has only grown since (none after a compaction).
+    recorded: Option<RecordedRequest>,
 }
 
 /// How one tool call went.
@@ -283,7 +287,7 @@ impl Engine {
         let limits = BreakerLimits::from_spec(&template.breakers);
         let fs = ConfinedFs::new(place.workspace.root())?;
         let mut convo = self.rebuild_conversation(state, place, run).await?;
-        let tools = tools::definitions(role);
+        let mut tools = tools::definitions(role);
         loop {
             if state.status.is_terminal() || state.status.is_parked() {
                 return Ok(AgentEnd::Stopped);
@@ -317,19 +321,20 @@ impl Engine {
                 continue;
             }
             let call_id = agent_model_call_id(&run.key, convo.answered + 1);
+            // The conversation is lent to the request, not copied, and taken back after.
             let mut request = ChatRequest {
                 model: String::new(), // set by the router for each target
-                messages: convo.messages.clone(),
-                tools: tools.clone(),
+                messages: std::mem::take(&mut convo.messages),
+                tools: std::mem::take(&mut tools),
                 temperature: models.temperature,
                 max_output_tokens: Some(models.max_output_tokens),
             };
             if !state.compactions.contains_key(&call_id) {
                 if let Some(compacted) =
-                    plan_compaction(&convo, &request, &call_id, models.context_tokens)
+                    plan_compaction(&request, &convo.origins, &call_id, models.context_tokens)
                 {
-                    convo.drop_results(&compacted.dropped);
-                    request.messages = convo.messages.clone();
+                    drop_results(&mut request.messages, &convo.origins, &compacted.dropped);
+                    convo.recorded = None;
                     self.append(state, vec![EventKind::ContextCompacted(compacted)])
                         .await?;
                 }
@@ -342,11 +347,15 @@ impl Engine {
                     &call_id,
                     role.as_str(),
                     limits,
-                    &request,
+                    &mut request,
+                    convo.recorded.as_ref(),
                 )
-                .await?;
-            match outcome {
-                ModelOutcome::Answered(response) => {
+                .await;
+            convo.messages = std::mem::take(&mut request.messages);
+            tools = std::mem::take(&mut request.tools);
+            match outcome? {
+                ModelOutcome::Answered(response, recorded) => {
+                    convo.recorded = Some(recorded);
                     convo.answered += 1;
                     if push_answer(&mut convo, call_id, response) >= MAX_ANSWERS_WITHOUT_TOOLS {
                         let tripped = BreakerTripped {
@@ -440,20 +449,32 @@ impl Engine {
             answered: 0,
             pending: None,
             answers_without_tools: 0,
+            recorded: None,
         };
         loop {
             let model_call = agent_model_call_id(&run.key, convo.answered + 1);
             // Compactions happened right before the call they name: replay them there.
             if let Some(compacted) = state.compactions.get(&model_call) {
-                convo.drop_results(&compacted.dropped);
+                drop_results(&mut convo.messages, &convo.origins, &compacted.dropped);
+                convo.recorded = None;
             }
-            let Some(responded) = state
-                .model_call_log
-                .get(&model_call)
-                .and_then(|c| c.responded.clone())
-            else {
+            let Some(call) = state.model_call_log.get(&model_call) else {
                 return Ok(convo);
             };
+            let Some(responded) = call.responded.clone() else {
+                return Ok(convo);
+            };
+            // The record the answering attempt sent, as the live run kept it.
+            convo.recorded = Some(RecordedRequest {
+                digest: call
+                    .answering_attempt()
+                    .map(|a| a.request.clone())
+                    .ok_or_else(|| EngineError::Encode {
+                        what: "agent conversation",
+                        message: format!("{model_call} was answered without a recorded request"),
+                    })?,
+                messages: convo.messages.len(),
+            });
             let digest = responded.message.ok_or_else(|| EngineError::Encode {
                 what: "agent conversation",
                 message: format!("{model_call} has no recorded neutral message"),
@@ -960,14 +981,15 @@ impl Conversation {
     fn push_result(&mut self, call: &ToolCall, id: String, text: String) {
         self.push(Message::tool_result(call.id.clone(), text), Some(id));
     }
+}
 
-    /// Replaces the results of `dropped` calls by a note saying how to read them again.
-    fn drop_results(&mut self, dropped: &[String]) {
-        for (message, origin) in self.messages.iter_mut().zip(&self.origins) {
-            if let (Message::Tool { content, .. }, Some(id)) = (message, origin) {
-                if dropped.contains(id) {
-                    *content = dropped_note(id);
-                }
+/// Replaces the results of `dropped` calls by a note saying how to read them again
+/// (`origins[i]` is the call whose result `messages[i]` is).
+fn drop_results(messages: &mut [Message], origins: &[Option<String>], dropped: &[String]) {
+    for (message, origin) in messages.iter_mut().zip(origins) {
+        if let (Message::Tool { content, .. }, Some(id)) = (message, origin) {
+            if dropped.contains(id) {
+                *content = dropped_note(id);
             }
         }
     }
@@ -985,8 +1007,8 @@ const KEEP_RECENT_MESSAGES: usize = 2;
 /// When the request would pass 3/4 of the model's context window, the oldest tool results
 /// (not the last few messages) are dropped until it fits in half of it.
 fn plan_compaction(
-    convo: &Conversation,
     request: &ChatRequest,
+    origins: &[Option<String>],
     before_call: &str,
     context_tokens: u64,
 ) -> Option<ContextCompacted> {
@@ -995,10 +1017,10 @@ fn plan_compaction(
         return None;
     }
     let target = context_tokens / 2;
-    let keep_from = convo.messages.len().saturating_sub(KEEP_RECENT_MESSAGES);
+    let keep_from = request.messages.len().saturating_sub(KEEP_RECENT_MESSAGES);
     let mut tokens = tokens_before;
     let mut dropped = Vec::new();
-    for (message, origin) in convo.messages.iter().zip(&convo.origins).take(keep_from) {
+    for (message, origin) in request.messages.iter().zip(origins).take(keep_from) {
         if tokens <= target {
             break;
         }

@@ -19,6 +19,7 @@ mod models;
 mod pr;
 mod redact;
 mod replay;
+mod request_record;
 mod tools;
 mod worker;
 

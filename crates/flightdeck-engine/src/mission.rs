@@ -1130,6 +1130,11 @@ impl Engine {
     }
 
     /// Stores an artifact. Every artifact passes here, and is redacted here.
+    /// `bytes` with the mission's secrets masked, as everything stored is.
+    pub(crate) fn redact<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        self.cfg.secrets.redact(bytes)
+    }
+
     pub(crate) async fn put_artifact(&self, bytes: &[u8]) -> Result<Digest, EngineError> {
         let bytes = self.cfg.secrets.redact(bytes);
         Ok(self.cfg.artifacts.put(&bytes).await?)

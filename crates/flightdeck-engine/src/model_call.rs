@@ -1,6 +1,7 @@
 //! One model call of an agent, recorded as it happens: the budget is checked against each
 //! attempt's worst case before it is made (`budget.exceeded` instead of the call when it
-//! does not fit), then `model.requested` (the exact request bytes), and `model.responded`,
+//! does not fit), then `model.requested` (the request record, see `request_record`, and the
+//! digest of the bytes sent), and `model.responded`,
 //! `model.failed` or `model.fallback` as the router reports them.
 
 use async_trait::async_trait;
@@ -14,11 +15,13 @@ use flightdeck_models::{
 };
 
 use crate::models::Callable;
+use crate::request_record::{self, RecordedRequest};
 use crate::{Engine, EngineError};
 
 /// How a model call ended.
 pub(crate) enum ModelOutcome {
-    Answered(ChatResponse),
+    /// The answer, and the record of the request that got it (the next call continues it).
+    Answered(ChatResponse, RecordedRequest),
     /// A budget or breaker stopped it; the reason is recorded and the mission is blocked.
     Stopped,
     /// Every model failed, or one failed in a way no fallback fixes.
@@ -33,6 +36,10 @@ struct Recorder<'a> {
     call_id: &'a str,
     role: &'a str,
     limits: BreakerLimits,
+    /// The record this call's requests continue.
+    after: Option<&'a RecordedRequest>,
+    /// The record of the latest attempt's request.
+    latest: Option<RecordedRequest>,
     /// An error of the store while recording: the route is stopped and this is returned.
     error: Option<EngineError>,
 }
@@ -100,13 +107,24 @@ impl RouteObserver for Recorder<'_> {
                         .await?;
                     return Err(RouteAbort("budget exceeded".into()));
                 }
-                let digest = self.artifact(request_body).await?;
+                let record = request_record::encode(request, self.after);
+                let record = self.keep_error(record)?;
+                let digest = self.artifact(&record).await?;
+                self.latest = Some(RecordedRequest {
+                    digest: digest.clone(),
+                    messages: request.messages.len(),
+                });
+                // The bytes themselves are the request record's encoding for this provider:
+                // their digest pins them without storing the conversation again.
+                let wire = (!request_body.is_empty())
+                    .then(|| flightdeck_core::Digest::of(&self.engine.redact(request_body)));
                 let requested = ModelRequested {
                     call_id: self.call_id.to_string(),
                     provider: model.provider().to_string(),
                     model: model.model_id().to_string(),
                     role: self.role.to_string(),
                     request: digest,
+                    wire,
                     attempt: u32::try_from(number).unwrap_or(u32::MAX),
                     reserved: Some(reserved),
                 };
@@ -196,7 +214,8 @@ impl Engine {
         call_id: &str,
         role: &str,
         limits: BreakerLimits,
-        request: &ChatRequest,
+        request: &mut ChatRequest,
+        after: Option<&RecordedRequest>,
     ) -> Result<ModelOutcome, EngineError> {
         let mut recorder = Recorder {
             engine: self,
@@ -205,16 +224,26 @@ impl Engine {
             call_id,
             role,
             limits,
+            after,
+            latest: None,
             error: None,
         };
-        let result = router.run_observed(request, &mut recorder).await;
+        let result = router.run_in_place(request, &mut recorder).await;
         if let Some(error) = recorder.error.take() {
             return Err(error);
         }
-        Ok(match result {
-            Ok(routed) => ModelOutcome::Answered(routed.exchange.response),
-            Err(RouteError::Aborted { .. }) => ModelOutcome::Stopped,
-            Err(other) => ModelOutcome::Failed(other),
+        Ok(match (result, recorder.latest) {
+            (Ok(routed), Some(recorded)) => {
+                ModelOutcome::Answered(routed.exchange.response, recorded)
+            }
+            (Ok(_), None) => {
+                return Err(EngineError::Encode {
+                    what: "model call",
+                    message: format!("{call_id} was answered without a recorded request"),
+                })
+            }
+            (Err(RouteError::Aborted { .. }), _) => ModelOutcome::Stopped,
+            (Err(other), _) => ModelOutcome::Failed(other),
         })
     }
 }

@@ -90,6 +90,8 @@ struct Divergence {
     expected: Value,
     actual: Value,
     difference: Option<String>,
+    /// Two request records that differ, to be read back for a readable `difference`.
+    records: Option<(Digest, Digest)>,
 }
 
 /// One recorded attempt of a model call.
@@ -357,6 +359,7 @@ impl Replay {
                     seq,
                     event_type: "tool.completed".into(),
                     difference: first_difference_text(&expected_view, &actual_view),
+                    records: None,
                     expected: expected_view,
                     actual: actual_view,
                 });
@@ -392,6 +395,7 @@ impl Replay {
                     seq,
                     event_type: "tool.completed".into(),
                     difference: first_difference_text(&expected, &actual),
+                    records: None,
                     expected,
                     actual,
                 });
@@ -741,9 +745,19 @@ fn replay_error(message: &str) -> StoreError {
     StoreError::Replay(message.to_string())
 }
 
-#[async_trait]
-impl EventStore for ReplayStore {
-    async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
+impl ReplayStore {
+    /// Where two model requests part, read back whole from their request records (`None`
+    /// when either cannot be read, e.g. a recording made before request records).
+    async fn request_difference(&self, then: &Digest, now: &Digest) -> Option<String> {
+        let artifacts = self.replay.artifacts.as_ref();
+        let then = crate::request_record::expand(artifacts, then).await.ok()?;
+        let now = crate::request_record::expand(artifacts, now).await.ok()?;
+        first_difference_text(&then, &now).map(|text| format!("in the request {text}"))
+    }
+
+    /// Compares the events the engine would append with the recorded ones at their seqs,
+    /// and accepts them if they are the same.
+    fn compare_and_accept(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
         let replay = &self.replay;
         let mut cursor = replay.cursor();
         if cursor.divergence.is_some() {
@@ -824,6 +838,19 @@ impl EventStore for ReplayStore {
                     Value::Null,
                     |r| serde_json::json!({"type": r.event_type, "data": r.data}),
                 );
+                // Two model requests differ in their request records: say where in the
+                // requests themselves (read back whole) they part.
+                let records = same_type
+                    .then(|| {
+                        let digest = |data: &Value| {
+                            data.get("request")
+                                .and_then(Value::as_str)
+                                .and_then(|d| d.parse::<Digest>().ok())
+                        };
+                        Some((digest(&recorded?.data)?, digest(&event.data)?))
+                    })
+                    .flatten()
+                    .filter(|(then, now)| event.event_type == "model.requested" && then != now);
                 cursor.divergence = Some(Divergence {
                     seq,
                     event_type: recorded
@@ -831,6 +858,7 @@ impl EventStore for ReplayStore {
                     expected: expected_typed,
                     actual: actual_typed,
                     difference,
+                    records,
                 });
                 return Err(replay_error("the replay diverged"));
             }
@@ -852,6 +880,27 @@ impl EventStore for ReplayStore {
         cursor.next += sealed.len();
         cursor.accepted.extend(sealed.iter().cloned());
         Ok(sealed)
+    }
+}
+
+#[async_trait]
+impl EventStore for ReplayStore {
+    async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
+        let result = self.compare_and_accept(request);
+        let records = self
+            .replay
+            .cursor()
+            .divergence
+            .as_mut()
+            .and_then(|d| d.records.take());
+        if let Some((then, now)) = records {
+            if let Some(text) = self.request_difference(&then, &now).await {
+                if let Some(divergence) = self.replay.cursor().divergence.as_mut() {
+                    divergence.difference = Some(text);
+                }
+            }
+        }
+        result
     }
 
     async fn events(&self, _mission: &str, after_seq: u64) -> Result<Vec<StoredEvent>, StoreError> {
@@ -1107,6 +1156,7 @@ pub(crate) async fn drive(
                 ),
                 actual: Value::Null,
                 difference: Some("resuming the engine here makes no progress".into()),
+                records: None,
             });
             break;
         }
@@ -1163,6 +1213,7 @@ pub(crate) async fn drive(
                     expected: serde_json::json!({"type": event.event_type, "data": event.data}),
                     actual: Value::Null,
                     difference: Some("the engine stopped here; the recording goes on".to_string()),
+                    records: None,
                 });
                 break;
             }

@@ -78,15 +78,59 @@ impl Pricing {
 
 /// Estimated tokens of `text` (see the module docs).
 pub fn estimate_text_tokens(text: &str) -> u64 {
-    // Counted on bytes, not decoded chars (the engine estimates the whole conversation before
-    // every model call): in UTF-8 an ASCII char is one byte below 0x80, and every other char
-    // has exactly one leading byte that is not a continuation byte (0b10xxxxxx).
-    let (mut ascii, mut other) = (0u64, 0u64);
-    for &b in text.as_bytes() {
-        ascii += u64::from(b < 0x80);
-        other += u64::from(b >= 0xC0);
+    let mut counter = ByteCounter::default();
+    counter.count(text.as_bytes());
+    counter.tokens()
+}
+
+/// Estimated tokens of `value` as compact JSON text, counted without building the text.
+pub fn estimate_json_tokens(value: &serde_json::Value) -> u64 {
+    let mut counter = ByteCounter::default();
+    // Writing into the counter cannot fail; a value that does not serialize counts as empty.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.tokens()
+}
+
+/// Counts what the estimate needs of UTF-8 text, on bytes rather than decoded chars (the
+/// engine estimates the whole conversation before every model call): an ASCII char is one byte
+/// below 0x80, and every other char has exactly one leading byte that is not a continuation
+/// byte (0b10xxxxxx).
+#[derive(Default)]
+struct ByteCounter {
+    ascii: u64,
+    other: u64,
+}
+
+impl ByteCounter {
+    fn count(&mut self, bytes: &[u8]) {
+        // Per chunk of at most 255 bytes the counts fit in a u8, which the compiler turns into
+        // wide vector compares and adds.
+        for chunk in bytes.chunks(255) {
+            let mut ascii: u8 = 0;
+            let mut other: u8 = 0;
+            for &b in chunk {
+                ascii = ascii.wrapping_add(u8::from(b < 0x80));
+                other = other.wrapping_add(u8::from(b >= 0xC0));
+            }
+            self.ascii += u64::from(ascii);
+            self.other += u64::from(other);
+        }
     }
-    ascii.div_ceil(4) + other
+
+    fn tokens(&self) -> u64 {
+        self.ascii.div_ceil(4) + self.other
+    }
+}
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.count(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn estimate_calls(calls: &[ToolCall]) -> u64 {
@@ -95,7 +139,7 @@ fn estimate_calls(calls: &[ToolCall]) -> u64 {
         .map(|call| {
             estimate_text_tokens(&call.id)
                 + estimate_text_tokens(&call.name)
-                + estimate_text_tokens(&call.arguments.to_string())
+                + estimate_json_tokens(&call.arguments)
         })
         .sum()
 }
@@ -131,7 +175,7 @@ pub fn estimate_input_tokens(request: &ChatRequest) -> u64 {
             PER_TOOL_TOKENS
                 + estimate_text_tokens(&tool.name)
                 + estimate_text_tokens(&tool.description)
-                + estimate_text_tokens(&tool.parameters.to_string())
+                + estimate_json_tokens(&tool.parameters)
         })
         .sum();
     PER_REQUEST_TOKENS + messages + tools
@@ -199,6 +243,26 @@ mod tests {
         ];
         for (text, tokens) in cases {
             assert_eq!(estimate_text_tokens(text), *tokens, "{text:?}");
+        }
+        // Past one 255-byte chunk, the counts carry over chunks.
+        let long = format!("{}{}", "a".repeat(1000), "é".repeat(300));
+        assert_eq!(estimate_text_tokens(&long), 250 + 300);
+    }
+
+    #[test]
+    fn json_estimate_is_the_estimate_of_the_compact_text() {
+        let values = [
+            json!(null),
+            json!({"command": "cargo test -p x", "n": 12, "ok": true}),
+            json!({"path": "src/日本.rs", "lines": [1, 2, 3], "nested": {"q": "\"quoted\"\n"}}),
+            json!("x".repeat(700)),
+        ];
+        for value in values {
+            assert_eq!(
+                estimate_json_tokens(&value),
+                estimate_text_tokens(&value.to_string()),
+                "{value}"
+            );
         }
     }
 

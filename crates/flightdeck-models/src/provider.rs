@@ -49,6 +49,12 @@ pub enum WireFormat {
 }
 
 impl WireFormat {
+    /// Whether a provider of this format sends bytes at all: the neutral format is the
+    /// scripted model's, which answers in process, so no body is built or recorded for it.
+    pub fn sends(self) -> bool {
+        !matches!(self, WireFormat::Neutral)
+    }
+
     /// The request body this format sends for `request`.
     pub fn encode_request(self, request: &ChatRequest) -> Result<Vec<u8>, ModelError> {
         let provider = self.label();

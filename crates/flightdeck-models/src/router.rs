@@ -158,7 +158,8 @@ pub struct Fallback {
 /// What the router reports as it goes.
 #[derive(Debug)]
 pub enum RouteEvent<'a> {
-    /// About to call: `request_body` is exactly what will be sent (`model.requested`).
+    /// About to call: `request_body` is exactly what will be sent (empty when the provider
+    /// sends nothing, see `WireFormat::sends`).
     Attempt {
         number: usize,
         target: usize,
@@ -378,6 +379,17 @@ impl Router {
         request: &ChatRequest,
         observer: &mut dyn RouteObserver,
     ) -> Result<Routed, RouteError> {
+        let mut request = request.clone();
+        self.run_in_place(&mut request, observer).await
+    }
+
+    /// [`Router::run_observed`] without copying the request: each attempt sets its `model`
+    /// in place (the caller's conversation is lent, not cloned, once per call).
+    pub async fn run_in_place(
+        &self,
+        request: &mut ChatRequest,
+        observer: &mut dyn RouteObserver,
+    ) -> Result<Routed, RouteError> {
         if self.targets.is_empty() {
             return Err(RouteError::NoTargets);
         }
@@ -390,10 +402,16 @@ impl Router {
             let Some(target) = self.targets.get(index) else {
                 return Err(RouteError::Exhausted { attempts });
             };
-            let mut this_request = request.clone();
-            this_request.model = target.model.model_id().to_string();
+            request.model = target.model.model_id().to_string();
+            let this_request = &*request;
             let number = attempts.len() + 1;
-            let encoded = target.provider.wire_format().encode_request(&this_request);
+            // A provider that sends no bytes (scripted) is not made to encode the request.
+            let format = target.provider.wire_format();
+            let encoded = if format.sends() {
+                format.encode_request(this_request)
+            } else {
+                Ok(Vec::new())
+            };
             let result = match encoded {
                 Ok(body) => {
                     observer
@@ -402,7 +420,7 @@ impl Router {
                             target: index,
                             model: &target.model,
                             retry,
-                            request: &this_request,
+                            request: this_request,
                             request_body: &body,
                         })
                         .await
@@ -410,7 +428,7 @@ impl Router {
                             reason,
                             attempts: attempts.clone(),
                         })?;
-                    target.provider.chat(&this_request).await
+                    target.provider.chat(this_request).await
                 }
                 Err(error) => Err(error),
             };

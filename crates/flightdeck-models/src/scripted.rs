@@ -347,7 +347,8 @@ impl Provider for ScriptedProvider {
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<Exchange, ModelError> {
-        let request_body = WireFormat::Neutral.encode_request(request)?;
+        // Nothing crosses a wire: no request body is built (see `WireFormat::sends`).
+        let request_body = Vec::new();
         // Hold the lock across the answer so concurrent calls take distinct turns.
         let mut next = match self.next_turn.lock() {
             Ok(guard) => guard,

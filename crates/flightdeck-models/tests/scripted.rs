@@ -248,10 +248,9 @@ async fn bytes_are_the_neutral_json_of_request_and_response() {
     let request = request(vec![Message::user("Upgrade it")]);
     assert_eq!(provider.wire_format(), WireFormat::Neutral);
     let exchange = provider.chat(&request).await.unwrap();
-    assert_eq!(
-        exchange.request_body,
-        WireFormat::Neutral.encode_request(&request).unwrap()
-    );
+    // Nothing crosses a wire, so no request body is built for the scripted model.
+    assert!(!WireFormat::Neutral.sends());
+    assert!(exchange.request_body.is_empty());
     let decoded = WireFormat::Neutral
         .decode_response(&exchange.response_body)
         .unwrap();

@@ -708,6 +708,36 @@ async fn openai_tool_calls_round_trip_and_cache_tokens_reach_the_ledger() {
     assert_eq!(model["model"], format!("openai:{PINNED}"));
     assert_eq!(model["input_tokens"], 2200);
     assert_eq!(model["cache_read_tokens"], 200);
+    // Each `model.requested` pins the bytes sent (`wire`) and names a request record; the
+    // second record continues the first with only the new messages (the answer and the
+    // tool's result), so a step does not store the conversation again.
+    let events = tokio::task::block_in_place(|| cli.timeline(summary["id"].as_str().unwrap()));
+    let requested = of_type(&events, "model.requested");
+    assert_eq!(requested.len(), 2);
+    for (event, sent) in requested.iter().zip(&requests) {
+        let wire = flightdeck_core::Digest::of(&sent.body).to_string();
+        assert_eq!(event["data"]["wire"], wire.as_str());
+    }
+    let record = |event: &Value| -> Value {
+        let digest = event["data"]["request"].as_str().unwrap();
+        let bytes = tokio::task::block_in_place(|| cli.run(&["artifact", digest]));
+        serde_json::from_str(&bytes.stdout()).unwrap()
+    };
+    let (first, second) = (record(requested[0]), record(requested[1]));
+    assert_eq!(first["format"], "flightdeck.request/1");
+    assert!(first.get("after").is_none(), "{first}");
+    assert_eq!(first["messages"].as_array().unwrap().len(), 2, "{first}");
+    assert!(first["tools"].as_array().is_some_and(|t| !t.is_empty()));
+    assert_eq!(second["after"], requested[0]["data"]["request"]);
+    assert!(second.get("tools").is_none(), "{second}");
+    let added: Vec<&str> = second["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(added, ["assistant", "tool"], "{second}");
+    assert_eq!(second["model"], PINNED);
     openai.assert_clean();
     assert_no_secrets(&cli);
 }
