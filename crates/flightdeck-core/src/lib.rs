@@ -17,7 +17,7 @@ pub mod template;
 pub use event::{EventKind, StoredEvent};
 pub use hash::Digest;
 pub use ids::MissionId;
-pub use state::{MissionState, MissionStatus};
+pub use state::{MissionState, MissionStatus, UnstoredEvent};
 pub use template::Template;
 
 /// The version of this build, recorded in `mission.created`.

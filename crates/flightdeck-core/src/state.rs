@@ -270,6 +270,18 @@ pub struct MissionState {
     pub compactions: BTreeMap<String, ContextCompacted>,
     /// Set when this mission is a fork of another.
     pub forked: Option<MissionForked>,
+    /// Events folded into this state but not stored yet (`events` counts them): the engine
+    /// stages a result this way and stores it with the next append, in the same commit. Never
+    /// serialized: only the process that folded them has them.
+    #[serde(skip)]
+    pub unstored: Vec<UnstoredEvent>,
+}
+
+/// An event folded into a [`MissionState`] before it is stored, with the time it happened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnstoredEvent {
+    pub at_ms: i64,
+    pub kind: EventKind,
 }
 
 /// One logical model call of an agent: its attempts (retries, fallbacks) and its answer.
@@ -334,6 +346,7 @@ impl MissionState {
             acceptance: Vec::new(),
             compactions: BTreeMap::new(),
             forked: None,
+            unstored: Vec::new(),
         }
     }
 

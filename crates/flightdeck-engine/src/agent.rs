@@ -946,7 +946,14 @@ impl Engine {
             self.append(state, events).await?;
             return Ok(ToolStep::Ended(end));
         }
-        self.append(state, events).await?;
+        if invocation.may_write() {
+            self.append(state, events).await?;
+        } else {
+            // A read changes nothing, so its result is staged: stored with the next append
+            // (the next call's request), one commit fewer per step. Lost in a crash, the read
+            // counts as interrupted and runs again, which gives the same result.
+            self.stage(state, events).await?;
+        }
         Ok(if self.trip_after(state, limits).await? {
             ToolStep::Stopped
         } else {

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use flightdeck_core::event::*;
 use flightdeck_core::ids::{is_call_of_step, step_call_id};
 use flightdeck_core::template::{Network, Runtime, Step, Template};
-use flightdeck_core::{Digest, EventKind, MissionId, MissionState, MissionStatus, StoredEvent};
+use flightdeck_core::{
+    Digest, EventKind, MissionId, MissionState, MissionStatus, StoredEvent, UnstoredEvent,
+};
 use flightdeck_store::{AppendRequest, NewEvent, Projection, StoreError};
 use flightdeck_workspace::{
     repo_root, resolve_commit, CommandOutcome, CommandSpec, LocalWorkspace, Sandbox, Workspace,
@@ -411,7 +413,11 @@ impl Engine {
                 self.record_resume(&mut state, by.unwrap_or("unknown"))
                     .await?;
             }
-            match self.drive(&mut state, resuming).await {
+            let driven = match self.drive(&mut state, resuming).await {
+                Ok(()) => self.flush(&mut state).await,
+                other => other,
+            };
+            match driven {
                 // Cancelled by another process while we drove it: what `cancel` left to us
                 // (the workspace) is cleaned up here.
                 Err(EngineError::Cancelled { .. }) => {
@@ -871,6 +877,8 @@ impl Engine {
         call_id: &str,
         spec: &CommandSpec,
     ) -> Result<Option<CommandOutcome>, EngineError> {
+        // The watch below compares `state.events` with the store: nothing may be staged.
+        self.flush(state).await?;
         if let Some(replay) = &self.cfg.replay {
             return replay.command(call_id, workspace, spec).await.map(Some);
         }
@@ -1150,7 +1158,8 @@ impl Engine {
         // A budget raised by someone else while we work is folded in and the append retried;
         // any other foreign append means another writer: we stop.
         for _ in 0..4 {
-            let expected = state.events;
+            let expected = stored_seq(state);
+            let staged = state.unstored.len();
             match self.append_once(state, &kinds).await {
                 Err(EngineError::Raced { .. }) => {
                     // `state` now holds the store's view; what did the others append?
@@ -1159,8 +1168,17 @@ impl Engine {
                             id: state.id.clone(),
                         });
                     }
+                    if state.unstored.len() != staged {
+                        // Staged events no longer follow what was stored: they are dropped,
+                        // as in a crash, and this driver stops.
+                        return Err(EngineError::Raced {
+                            id: state.id.clone(),
+                        });
+                    }
                     let foreign = self.cfg.store.events(&state.id, expected).await?;
-                    if !foreign.iter().all(|e| e.event_type == "budget.raised") {
+                    if foreign.is_empty()
+                        || !foreign.iter().all(|e| e.event_type == "budget.raised")
+                    {
                         return Err(EngineError::Raced {
                             id: state.id.clone(),
                         });
@@ -1174,6 +1192,60 @@ impl Engine {
         })
     }
 
+    /// Folds `kinds` into `state` now and stores them with the next append, in its commit
+    /// (see `MissionState::unstored`). Only for results whose loss in a crash is the same as
+    /// a crash during the call: the call counts as interrupted and is made again.
+    pub(crate) async fn stage(
+        &self,
+        state: &mut MissionState,
+        kinds: Vec<EventKind>,
+    ) -> Result<(), EngineError> {
+        let at_ms = self.cfg.clock.now_ms().max(state.last_at_ms);
+        for kind in kinds {
+            if let Err(source) = state.apply(state.events + 1, at_ms, &kind) {
+                let id = state.id.clone();
+                self.reload_keeping_staged(state).await?;
+                return Err(EngineError::Corrupt { id, source });
+            }
+            state.unstored.push(UnstoredEvent { at_ms, kind });
+        }
+        Ok(())
+    }
+
+    /// Stores what is staged, if anything: before `state.events` is compared with the store,
+    /// and when a drive ends.
+    pub(crate) async fn flush(&self, state: &mut MissionState) -> Result<(), EngineError> {
+        if state.unstored.is_empty() {
+            return Ok(());
+        }
+        self.append(state, Vec::new()).await.map(|_| ())
+    }
+
+    /// Reads `state` back from the store, with its staged events folded on top again if they
+    /// still follow (after a budget raise, say); otherwise they are dropped.
+    async fn reload_keeping_staged(&self, state: &mut MissionState) -> Result<(), EngineError> {
+        let staged = std::mem::take(&mut state.unstored);
+        let mut fresh = self.load(&state.id).await?;
+        if fresh.status.is_terminal() {
+            // Cancelled meanwhile, say: nothing more goes into this timeline.
+            *state = fresh;
+            return Ok(());
+        }
+        for event in staged {
+            let at_ms = event.at_ms.max(fresh.last_at_ms);
+            if fresh.apply(fresh.events + 1, at_ms, &event.kind).is_err() {
+                *state = self.load(&state.id).await?;
+                return Ok(());
+            }
+            fresh.unstored.push(UnstoredEvent {
+                at_ms,
+                kind: event.kind,
+            });
+        }
+        *state = fresh;
+        Ok(())
+    }
+
     /// One attempt. The events are folded into `state` in place (cloning a long mission's
     /// state for every append would make each step cost more than the one before); if they
     /// do not fold or the store refuses them, `state` is read back from the store.
@@ -1184,12 +1256,20 @@ impl Engine {
     ) -> Result<Vec<StoredEvent>, EngineError> {
         // Time never runs backwards within a timeline, whatever the machine's clock does.
         let at_ms = self.cfg.clock.now_ms().max(state.last_at_ms);
-        let expected_seq = state.events;
-        let mut events = Vec::with_capacity(kinds.len());
+        let expected_seq = stored_seq(state);
+        // Staged events go first, in the same commit.
+        let mut events = Vec::with_capacity(state.unstored.len() + kinds.len());
+        for staged in &state.unstored {
+            events.push(NewEvent {
+                at_ms: staged.at_ms,
+                event_type: staged.kind.type_name().to_string(),
+                data: self.cfg.secrets.redact_json(staged.kind.data()),
+            });
+        }
         for kind in kinds {
             if let Err(source) = state.apply(state.events + 1, at_ms, kind) {
                 let id = state.id.clone();
-                *state = self.load(&id).await?;
+                self.reload_keeping_staged(state).await?;
                 return Err(EngineError::Corrupt { id, source });
             }
             events.push(NewEvent {
@@ -1222,13 +1302,14 @@ impl Engine {
             Ok(stored) => stored,
             Err(e) => {
                 let id = state.id.clone();
-                *state = self.load(&id).await?;
+                self.reload_keeping_staged(state).await?;
                 return Err(match e {
                     StoreError::Conflict { .. } => EngineError::Raced { id },
                     other => EngineError::Store(other),
                 });
             }
         };
+        state.unstored.clear();
         if let Some(last) = stored.last() {
             state.head_hash = last.hash.clone();
         }
@@ -1237,6 +1318,11 @@ impl Engine {
         }
         Ok(stored)
     }
+}
+
+/// The seq of the last stored event: what `state` folded, less what it only staged.
+fn stored_seq(state: &MissionState) -> u64 {
+    state.events - state.unstored.len() as u64
 }
 
 /// The gate that judges a mission's diff before it is published.

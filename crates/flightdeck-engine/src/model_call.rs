@@ -154,8 +154,14 @@ impl RouteObserver for Recorder<'_> {
                     cache_write_tokens: response.usage.cache_write_tokens,
                     message: Some(message),
                 };
-                self.record(vec![EventKind::ModelResponded(responded)])
-                    .await
+                // Staged: stored with the next append, which is always the next intent (a
+                // tool call's request, or the next model request) in the same commit. Lost
+                // in a crash, the call is asked again, as when the process dies during it.
+                let result = self
+                    .engine
+                    .stage(self.state, vec![EventKind::ModelResponded(responded)])
+                    .await;
+                self.keep_error(result)
             }
             RouteEvent::Failed { record } => {
                 let Err(error) = &record.outcome else {

@@ -811,12 +811,23 @@ impl ReplayStore {
             cursor.ended = true;
             return Err(replay_error("the recording ends here"));
         }
+        // A fork (or a crash and resume) recorded inside what the engine appends at once: the
+        // part before it is compared and taken, and the recording stops there as above.
+        let stops_at = (1..request.events.len()).find(|&k| {
+            replay.recorded.get(cursor.next + k).is_some_and(|r| {
+                matches!(
+                    r.event_type.as_str(),
+                    "mission.forked" | "mission.interrupted" | "mission.resumed"
+                ) && request.events[k].event_type != r.event_type
+            })
+        });
+        let compared = stops_at.unwrap_or(request.events.len());
         let mut sealed = Vec::with_capacity(request.events.len());
         let mut prev_hash = cursor.accepted.last().map_or_else(
             || flightdeck_core::hash::GENESIS_HASH.to_string(),
             |e| e.hash.clone(),
         );
-        for (i, event) in request.events.iter().enumerate() {
+        for (i, event) in request.events.iter().enumerate().take(compared) {
             let seq = cursor.accepted.len() as u64 + 1 + i as u64;
             let recorded = replay.recorded.get(cursor.next + i);
             let expected = recorded.map(|r| comparable(&r.event_type, &r.data));
@@ -879,6 +890,15 @@ impl ReplayStore {
         }
         cursor.next += sealed.len();
         cursor.accepted.extend(sealed.iter().cloned());
+        if stops_at.is_some() {
+            if let Some(stop) = replay.recorded.get(cursor.next) {
+                if stop.event_type == "mission.forked" {
+                    cursor.take_in(stop.clone());
+                }
+            }
+            cursor.crashed = true;
+            return Err(replay_error("the recording stopped inside this append"));
+        }
         Ok(sealed)
     }
 }

@@ -272,6 +272,9 @@ fn tamper(db: &std::path::Path, seq: u64, column: &str, offset: usize, xor: u8) 
     let Ok(text) = String::from_utf8(value) else {
         return false;
     };
+    if text.contains('\0') {
+        return false; // a NUL cannot be passed to the sqlite3 CLI: nothing written
+    }
     let literal = match column {
         "seq" | "at_ms" => match text.parse::<i64>() {
             Ok(n) => n.to_string(),

@@ -281,6 +281,16 @@ fn a_fork_with_another_model_makes_another_change_and_both_timelines_verify() {
     assert_eq!(replay(&cli, &[&id]).0, 0);
     let (code, report) = replay(&cli, &[&fork_id]);
     assert_eq!(code, 0, "{report}");
+    // A fork inside what the engine stores in one commit (an answer is stored with the next
+    // call's request) goes on from there, and its replay stops at the fork as at a crash.
+    let mid = seq_of(&events, "model.responded", |d| d["call_id"] == "step-0.m1");
+    assert_eq!(events[mid as usize]["type"], "tool.requested");
+    let out = cli.run(&["--json", "fork", &id, "--at", &mid.to_string()]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let mid_fork = out.json()["id"].as_str().unwrap().to_string();
+    assert_eq!(out.json()["status"], "succeeded", "{}", out.stdout());
+    let (code, report) = replay(&cli, &[&mid_fork]);
+    assert_eq!(code, 0, "{report}");
     cli.run(&["audit", "verify", "--all"]).expect_code(0);
     // Bad seqs are refused, naming the range.
     let out = cli.run(&["fork", &id, "--at", "0"]);
