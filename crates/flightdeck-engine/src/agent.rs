@@ -118,6 +118,9 @@ struct Conversation {
     /// The request record the next call continues: the one of the attempt that answered the
     /// previous call, while the conversation has only grown since (none after a compaction).
     recorded: Option<RecordedRequest>,
+    /// Each message's part of the request's token estimate, kept as messages come so a call
+    /// does not estimate the whole conversation again.
+    message_tokens: Vec<u64>,
 }
 
 /// How one tool call went.
@@ -287,7 +290,9 @@ impl Engine {
         let limits = BreakerLimits::from_spec(&template.breakers);
         let fs = ConfinedFs::new(place.workspace.root())?;
         let mut convo = self.rebuild_conversation(state, place, run).await?;
+        convo.message_tokens = tally(&convo.messages);
         let mut tools = tools::definitions(role);
+        let tools_tokens = flightdeck_models::estimate_tools_tokens(&tools);
         loop {
             if state.status.is_terminal() || state.status.is_parked() {
                 return Ok(AgentEnd::Stopped);
@@ -328,6 +333,7 @@ impl Engine {
                 tools: std::mem::take(&mut tools),
                 temperature: models.temperature,
                 max_output_tokens: Some(models.max_output_tokens),
+                input_tokens_estimate: Some(convo.input_tokens(tools_tokens)),
             };
             if !state.compactions.contains_key(&call_id) {
                 if let Some(compacted) =
@@ -335,10 +341,17 @@ impl Engine {
                 {
                     drop_results(&mut request.messages, &convo.origins, &compacted.dropped);
                     convo.recorded = None;
+                    convo.message_tokens = tally(&request.messages);
+                    request.input_tokens_estimate = Some(convo.input_tokens(tools_tokens));
                     self.append(state, vec![EventKind::ContextCompacted(compacted)])
                         .await?;
                 }
             }
+            // The kept estimate is the whole one (checked in debug builds, i.e. every test).
+            debug_assert_eq!(
+                request.input_tokens_estimate,
+                Some(flightdeck_models::estimate_input_tokens(&request))
+            );
             let outcome = self
                 .call_model(
                     state,
@@ -450,6 +463,7 @@ impl Engine {
             pending: None,
             answers_without_tools: 0,
             recorded: None,
+            message_tokens: Vec::new(),
         };
         loop {
             let model_call = agent_model_call_id(&run.key, convo.answered + 1);
@@ -980,6 +994,8 @@ impl Engine {
 
 impl Conversation {
     fn push(&mut self, message: Message, origin: Option<String>) {
+        self.message_tokens
+            .push(flightdeck_models::estimate_message_tokens(&message));
         self.messages.push(message);
         self.origins.push(origin);
     }
@@ -988,6 +1004,23 @@ impl Conversation {
     fn push_result(&mut self, call: &ToolCall, id: String, text: String) {
         self.push(Message::tool_result(call.id.clone(), text), Some(id));
     }
+}
+
+impl Conversation {
+    /// `estimate_input_tokens` of a request of this conversation, from the kept parts.
+    fn input_tokens(&self, tools_tokens: u64) -> u64 {
+        flightdeck_models::PER_REQUEST_TOKENS
+            + self.message_tokens.iter().sum::<u64>()
+            + tools_tokens
+    }
+}
+
+/// Each message's part of the token estimate.
+fn tally(messages: &[Message]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(flightdeck_models::estimate_message_tokens)
+        .collect()
 }
 
 /// Replaces the results of `dropped` calls by a note saying how to read them again
@@ -1019,7 +1052,7 @@ fn plan_compaction(
     before_call: &str,
     context_tokens: u64,
 ) -> Option<ContextCompacted> {
-    let tokens_before = flightdeck_models::estimate_input_tokens(request);
+    let tokens_before = flightdeck_models::input_tokens_of(request);
     if tokens_before <= context_tokens / 4 * 3 {
         return None;
     }

@@ -415,7 +415,21 @@ impl Engine {
             }
             let driven = match self.drive(&mut state, resuming).await {
                 Ok(()) => self.flush(&mut state).await,
-                other => other,
+                // An error that is not the store's view changing under us (a git or artifact
+                // error, say): what is staged is still valid, and an answer already paid for
+                // is kept so that a resume does not ask for it again. Best effort: the error
+                // reported is the drive's.
+                Err(error) => {
+                    if !matches!(
+                        error,
+                        EngineError::Raced { .. }
+                            | EngineError::Cancelled { .. }
+                            | EngineError::Corrupt { .. }
+                    ) {
+                        let _ = self.flush(&mut state).await;
+                    }
+                    Err(error)
+                }
             };
             match driven {
                 // Cancelled by another process while we drove it: what `cancel` left to us
@@ -1224,8 +1238,8 @@ impl Engine {
     /// Reads `state` back from the store, with its staged events folded on top again if they
     /// still follow (after a budget raise, say); otherwise they are dropped.
     async fn reload_keeping_staged(&self, state: &mut MissionState) -> Result<(), EngineError> {
-        let staged = std::mem::take(&mut state.unstored);
         let mut fresh = self.load(&state.id).await?;
+        let staged = std::mem::take(&mut state.unstored);
         if fresh.status.is_terminal() {
             // Cancelled meanwhile, say: nothing more goes into this timeline.
             *state = fresh;

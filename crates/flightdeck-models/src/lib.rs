@@ -35,8 +35,9 @@ pub use model_ref::{
 };
 pub use openai::{MaxTokensField, OpenAiConfig, OpenAiProvider};
 pub use pricing::{
-    estimate_input_tokens, estimate_json_tokens, estimate_output_tokens, estimate_text_tokens,
-    worst_case_cost, Pricing, WorstCase, DEFAULT_MAX_OUTPUT_TOKENS,
+    estimate_input_tokens, estimate_json_tokens, estimate_message_tokens, estimate_output_tokens,
+    estimate_text_tokens, estimate_tools_tokens, input_tokens_of, worst_case_cost, Pricing,
+    WorstCase, DEFAULT_MAX_OUTPUT_TOKENS, PER_REQUEST_TOKENS,
 };
 pub use provider::{Provider, WireFormat};
 pub use replay::{first_difference, RecordedCall, ReplayProvider};

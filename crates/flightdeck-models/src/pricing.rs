@@ -146,30 +146,47 @@ fn estimate_calls(calls: &[ToolCall]) -> u64 {
 
 /// Estimated input tokens of `request` (see the module docs).
 pub fn estimate_input_tokens(request: &ChatRequest) -> u64 {
-    let messages: u64 = request
-        .messages
-        .iter()
-        .map(|message| {
-            PER_MESSAGE_TOKENS
-                + match message {
-                    Message::System { content } | Message::User { content } => {
-                        estimate_text_tokens(content)
-                    }
-                    Message::Assistant {
-                        content,
-                        tool_calls,
-                    } => {
-                        content.as_deref().map(estimate_text_tokens).unwrap_or(0)
-                            + estimate_calls(tool_calls)
-                    }
-                    Message::Tool {
-                        call_id, content, ..
-                    } => estimate_text_tokens(call_id) + estimate_text_tokens(content),
-                }
-        })
-        .sum();
-    let tools: u64 = request
-        .tools
+    PER_REQUEST_TOKENS
+        + request
+            .messages
+            .iter()
+            .map(estimate_message_tokens)
+            .sum::<u64>()
+        + estimate_tools_tokens(&request.tools)
+}
+
+/// The request's own [`ChatRequest::input_tokens_estimate`], else [`estimate_input_tokens`].
+pub fn input_tokens_of(request: &ChatRequest) -> u64 {
+    request
+        .input_tokens_estimate
+        .unwrap_or_else(|| estimate_input_tokens(request))
+}
+
+/// One message's part of [`estimate_input_tokens`]: the sum over a request's messages plus
+/// [`estimate_tools_tokens`] plus [`PER_REQUEST_TOKENS`] is the request's estimate, so a
+/// caller can keep it as a conversation grows.
+pub fn estimate_message_tokens(message: &Message) -> u64 {
+    PER_MESSAGE_TOKENS
+        + match message {
+            Message::System { content } | Message::User { content } => {
+                estimate_text_tokens(content)
+            }
+            Message::Assistant {
+                content,
+                tool_calls,
+            } => {
+                content.as_deref().map(estimate_text_tokens).unwrap_or(0)
+                    + estimate_calls(tool_calls)
+            }
+            Message::Tool {
+                call_id, content, ..
+            } => estimate_text_tokens(call_id) + estimate_text_tokens(content),
+        }
+}
+
+/// The tool definitions' part of [`estimate_input_tokens`].
+pub fn estimate_tools_tokens(tools: &[crate::types::ToolDefinition]) -> u64 {
+    tools
         .iter()
         .map(|tool| {
             PER_TOOL_TOKENS
@@ -177,8 +194,7 @@ pub fn estimate_input_tokens(request: &ChatRequest) -> u64 {
                 + estimate_text_tokens(&tool.description)
                 + estimate_json_tokens(&tool.parameters)
         })
-        .sum();
-    PER_REQUEST_TOKENS + messages + tools
+        .sum()
 }
 
 /// Estimated output tokens of an answer with `content` and `calls`.
@@ -201,7 +217,7 @@ pub struct WorstCase {
 
 /// The worst case of `request`: estimated input plus the whole output limit.
 pub fn worst_case_cost(request: &ChatRequest, pricing: Option<&Pricing>) -> WorstCase {
-    let input_tokens = estimate_input_tokens(request);
+    let input_tokens = input_tokens_of(request);
     let output_tokens = request
         .max_output_tokens
         .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);

@@ -1,8 +1,9 @@
 //! The replay provider: serves recorded calls back in order and checks that each new request
 //! equals the recorded one.
 //!
-//! A recorded call is the pair of bodies stored as artifacts (`model.requested.request`,
-//! `model.responded.response`) and the [`WireFormat`] of the provider that made it. A new
+//! A recorded call is the pair of bodies (the request body sent and the response body, as in
+//! `model.responded.response`) and the [`WireFormat`] of the provider that made it. (The
+//! engine's own replay compares request records instead, see `flightdeck-engine`.) A new
 //! request is encoded with that format and compared with the recorded request as JSON values
 //! (so key order and whitespace do not matter, everything else does); the recorded response is
 //! decoded with the same format. The exchange returned holds the recorded bytes, so a verified

@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use crate::error::ModelError;
 use crate::model_ref::SCRIPTED;
-use crate::pricing::{estimate_input_tokens, estimate_output_tokens, Pricing};
+use crate::pricing::{estimate_output_tokens, input_tokens_of, Pricing};
 use crate::provider::{Provider, WireFormat};
 use crate::types::{ChatRequest, ChatResponse, Exchange, Message, StopReason, ToolCall, Usage};
 
@@ -284,7 +284,7 @@ impl ScriptedProvider {
         let usage = Usage {
             input_tokens: turn
                 .input_tokens
-                .unwrap_or_else(|| estimate_input_tokens(request)),
+                .unwrap_or_else(|| input_tokens_of(request)),
             // A model never answers past the request's output limit.
             output_tokens: turn
                 .output_tokens
@@ -334,7 +334,7 @@ impl Provider for ScriptedProvider {
             .turns
             .get(self.next_turn())
             .and_then(|turn| turn.input_tokens)
-            .unwrap_or_else(|| estimate_input_tokens(request));
+            .unwrap_or_else(|| input_tokens_of(request));
         declared.max(body.len() as u64)
     }
 

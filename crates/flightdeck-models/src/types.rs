@@ -104,6 +104,11 @@ pub struct ChatRequest {
     pub temperature: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_output_tokens: Option<u64>,
+    /// [`crate::estimate_input_tokens`] of this request, when the caller keeps it up to date
+    /// as the conversation grows (the engine's agents do): estimating a long conversation
+    /// again for every call would cost in proportion to its length. Never sent or recorded.
+    #[serde(skip)]
+    pub input_tokens_estimate: Option<u64>,
 }
 
 impl ChatRequest {
@@ -114,6 +119,7 @@ impl ChatRequest {
             tools: Vec::new(),
             temperature: None,
             max_output_tokens: None,
+            input_tokens_estimate: None,
         }
     }
 }
