@@ -1004,9 +1004,7 @@ impl Conversation {
     fn push_result(&mut self, call: &ToolCall, id: String, text: String) {
         self.push(Message::tool_result(call.id.clone(), text), Some(id));
     }
-}
 
-impl Conversation {
     /// `estimate_input_tokens` of a request of this conversation, from the kept parts.
     fn input_tokens(&self, tools_tokens: u64) -> u64 {
         flightdeck_models::PER_REQUEST_TOKENS

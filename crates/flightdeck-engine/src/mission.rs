@@ -1151,12 +1151,12 @@ impl Engine {
             .unwrap_or_else(|| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Stores an artifact. Every artifact passes here, and is redacted here.
     /// `bytes` with the mission's secrets masked, as everything stored is.
     pub(crate) fn redact<'a>(&self, bytes: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
         self.cfg.secrets.redact(bytes)
     }
 
+    /// Stores an artifact. Every artifact passes here, and is redacted here.
     pub(crate) async fn put_artifact(&self, bytes: &[u8]) -> Result<Digest, EngineError> {
         let bytes = self.cfg.secrets.redact(bytes);
         Ok(self.cfg.artifacts.put(&bytes).await?)

@@ -114,8 +114,8 @@ impl RouteObserver for Recorder<'_> {
                     digest: digest.clone(),
                     messages: request.messages.len(),
                 });
-                // The bytes themselves are the request record's encoding for this provider:
-                // their digest pins them without storing the conversation again.
+                // The bytes sent (by providers that send any) are pinned by their digest
+                // only: storing them would store the whole conversation again.
                 let wire = (!request_body.is_empty())
                     .then(|| flightdeck_core::Digest::of(&self.engine.redact(request_body)));
                 let requested = ModelRequested {
