@@ -290,7 +290,6 @@ impl Engine {
         let limits = BreakerLimits::from_spec(&template.breakers);
         let fs = ConfinedFs::new(place.workspace.root())?;
         let mut convo = self.rebuild_conversation(state, place, run).await?;
-        convo.message_tokens = tally(&convo.messages);
         let mut tools = tools::definitions(role);
         let tools_tokens = flightdeck_models::estimate_tools_tokens(&tools);
         loop {
@@ -453,17 +452,18 @@ impl Engine {
         run: &AgentRun<'_>,
     ) -> Result<Conversation, EngineError> {
         let task = self.task_message(state, place, run).await?;
+        let messages = vec![
+            Message::system(system_prompt(run.role)),
+            Message::user(task),
+        ];
         let mut convo = Conversation {
-            messages: vec![
-                Message::system(system_prompt(run.role)),
-                Message::user(task),
-            ],
+            message_tokens: tally(&messages),
+            messages,
             origins: vec![None, None],
             answered: 0,
             pending: None,
             answers_without_tools: 0,
             recorded: None,
-            message_tokens: Vec::new(),
         };
         loop {
             let model_call = agent_model_call_id(&run.key, convo.answered + 1);
@@ -471,6 +471,7 @@ impl Engine {
             if let Some(compacted) = state.compactions.get(&model_call) {
                 drop_results(&mut convo.messages, &convo.origins, &compacted.dropped);
                 convo.recorded = None;
+                convo.message_tokens = tally(&convo.messages);
             }
             let Some(call) = state.model_call_log.get(&model_call) else {
                 return Ok(convo);

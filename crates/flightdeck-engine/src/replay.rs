@@ -129,6 +129,15 @@ struct Cursor {
 }
 
 impl Cursor {
+    /// The recording stops at `stop` (a crash, or a fork): a fork's marker comes in with its
+    /// overrides, and the engine is stopped here, to go on from a resume as it did.
+    fn stop_at(&mut self, stop: &StoredEvent) {
+        if stop.event_type == "mission.forked" {
+            self.take_in(stop.clone());
+        }
+        self.crashed = true;
+    }
+
     /// Lets in a recorded event another process appended, sealed onto the replay's chain.
     fn take_in(&mut self, event: StoredEvent) {
         let prev = self.accepted.last().map_or_else(
@@ -785,9 +794,7 @@ impl ReplayStore {
             // The recording stopped here: a crash, or a fork whose origin stopped here (the
             // fork's overrides come in, and the engine goes on from a resume, as it did).
             if first.event_type == "mission.forked" {
-                let forked = first.clone();
-                cursor.take_in(forked);
-                cursor.crashed = true;
+                cursor.stop_at(first);
                 return Err(replay_error("the mission was forked here"));
             }
             let resuming = request.events.first().is_some_and(|e| {
@@ -801,7 +808,7 @@ impl ReplayStore {
                 "mission.interrupted" | "mission.resumed"
             ) && !resuming
             {
-                cursor.crashed = true;
+                cursor.stop_at(first);
                 return Err(replay_error("the recording was interrupted here"));
             }
         }
@@ -890,13 +897,8 @@ impl ReplayStore {
         }
         cursor.next += sealed.len();
         cursor.accepted.extend(sealed.iter().cloned());
-        if stops_at.is_some() {
-            if let Some(stop) = replay.recorded.get(cursor.next) {
-                if stop.event_type == "mission.forked" {
-                    cursor.take_in(stop.clone());
-                }
-            }
-            cursor.crashed = true;
+        if let Some(stop) = stops_at.and_then(|_| replay.recorded.get(cursor.next)) {
+            cursor.stop_at(stop);
             return Err(replay_error("the recording stopped inside this append"));
         }
         Ok(sealed)
