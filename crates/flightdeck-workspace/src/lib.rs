@@ -5,10 +5,14 @@
 //! commit, patch) is [`Worktree`], run on the host, never inside the sandbox. The agent's
 //! built-in file tools go through [`ConfinedFs`], which keeps them inside the worktree.
 
+pub mod devcontainer;
+pub mod docker;
 mod exec;
 mod files;
 mod git;
 mod local;
+pub mod redact;
+pub mod toolchain;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
