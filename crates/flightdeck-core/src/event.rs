@@ -68,9 +68,36 @@ pub struct WorkspaceProvisioning {
 pub struct ToolchainEntry {
     pub pinned: Option<String>,
     pub found: Option<String>,
+    /// The file that pins it (`rust-toolchain.toml`, `.nvmrc`…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Whether `found` satisfies `pinned`.
+    #[serde(default = "yes")]
+    pub ok: bool,
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// Memory and process limits of a workspace's commands, and how (whether) they are enforced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceLimits {
+    pub memory_mb: Option<u64>,
+    pub max_processes: Option<u64>,
+    /// `cgroup2`, `cgroup1`, `container`, or `none: <why>`.
+    pub enforced: String,
+}
+
+/// A package cache given to the workspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheKey {
+    /// `sha256:` of the lockfiles.
+    pub key: String,
+    pub lockfiles: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct WorkspaceProvisioned {
     pub runtime: String,
     pub network: String,
@@ -90,6 +117,20 @@ pub struct WorkspaceProvisioned {
     /// first call's diff.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_tree: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<WorkspaceLimits>,
+    /// Ecosystem (`cargo`, `npm`, `pip`) → its cache's key.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub caches: BTreeMap<String, CacheKey>,
+    /// Names of the secrets the mission's commands may be given (never their values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// The container (docker runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Setup commands run (devcontainer lifecycle), in order, e.g. `postCreateCommand`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -146,6 +146,20 @@ pub struct WorkspaceSpec {
     pub secrets: Vec<String>,
     #[serde(default)]
     pub toolchain: ToolchainMode,
+    /// Memory limit per command, in MiB (cgroups; recorded when the host cannot enforce it).
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
+    /// Processes (and threads) per command; a fork bomb stops here.
+    #[serde(default = "default_max_processes")]
+    pub max_processes: Option<u64>,
+}
+
+/// Enough for parallel builds and test runners on a large machine; far below what takes a
+/// host down.
+pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
+
+fn default_max_processes() -> Option<u64> {
+    Some(DEFAULT_MAX_PROCESSES)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +191,9 @@ pub struct StepSpec {
     pub max_rounds: Option<u32>,
     /// Per-step command timeout (`run` steps); the workspace default applies otherwise.
     pub timeout_seconds: Option<u64>,
+    /// The secrets this `run` step gets (names from `[workspace] secrets`); without it, all of
+    /// them. Agent steps' commands never get secrets.
+    pub secrets: Option<Vec<String>>,
 }
 
 /// A step after validation.
@@ -185,6 +202,8 @@ pub enum Step {
     Run {
         command: String,
         timeout_seconds: Option<u64>,
+        /// `None`: every secret of `[workspace] secrets`.
+        secrets: Option<Vec<String>>,
     },
     Agent {
         role: AgentRole,
@@ -333,6 +352,16 @@ impl Template {
                     ))
                 }
                 (Some(command), None) => {
+                    if let Some(names) = &spec.secrets {
+                        if let Some(unknown) =
+                            names.iter().find(|n| !raw.workspace.secrets.contains(n))
+                        {
+                            return Err(invalid(
+                                format!("{field}.secrets"),
+                                &format!("`{unknown}` is not in [workspace] secrets; declare it there first"),
+                            ));
+                        }
+                    }
                     if spec.task.is_some() || spec.model.is_some() || spec.max_rounds.is_some() {
                         return Err(invalid(
                             field,
@@ -345,7 +374,14 @@ impl Template {
                     Step::Run {
                         command,
                         timeout_seconds: spec.timeout_seconds,
+                        secrets: spec.secrets,
                     }
+                }
+                (None, Some(_)) if spec.secrets.is_some() => {
+                    return Err(invalid(
+                        format!("{field}.secrets"),
+                        "agent steps get no secrets (a model could print them); give them to a `run` step",
+                    ))
                 }
                 (None, Some(role)) => Step::Agent {
                     role,
@@ -375,6 +411,23 @@ impl Template {
                     "a param is either `required` or has a `default`, not both",
                 ));
             }
+        }
+        for (i, secret) in raw.workspace.secrets.iter().enumerate() {
+            let env_name = !secret.is_empty()
+                && !secret.starts_with(|c: char| c.is_ascii_digit())
+                && secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !env_name {
+                return Err(invalid(
+                    format!("workspace.secrets[{i}]"),
+                    "a secret is given to commands as an environment variable: letters, digits and `_`, not starting with a digit",
+                ));
+            }
+        }
+        if raw.workspace.memory_mb == Some(0) {
+            return Err(invalid("workspace.memory_mb".into(), "must be at least 1"));
+        }
+        if raw.workspace.max_processes == Some(0) {
+            return Err(invalid("workspace.max_processes".into(), "must be at least 1"));
         }
         let template = Template {
             name: name.to_string(),
@@ -614,7 +667,8 @@ title = "Upgrade {{crate}} to {{version}}"
             r.template.steps[0],
             Step::Run {
                 command: "cargo update -p serde --precise latest".into(),
-                timeout_seconds: None
+                timeout_seconds: None,
+                secrets: None,
             }
         );
         assert_eq!(

@@ -48,6 +48,7 @@ fn provisioned() -> Vec<EventKind> {
             path: "/w".into(),
             sandbox: "bubblewrap".into(),
             base_tree: Some("base".into()),
+            ..Default::default()
         }),
     ]
 }

@@ -358,6 +358,7 @@ async fn bench_engine(base: &Path) -> Bench {
         sleeper: Arc::new(flightdeck_models::TokioSleeper),
         secrets: flightdeck_engine::Secrets::default(),
         replay: None,
+        workspace: Default::default(),
     });
     Bench {
         engine,

@@ -15,7 +15,7 @@ use flightdeck_core::template::{AgentRole, Network, Template};
 use flightdeck_core::{EventKind, MissionState, MissionStatus};
 use flightdeck_models::{ChatRequest, ChatResponse, Message, ToolCall};
 use flightdeck_policy::{Action, Decision, Verdict};
-use flightdeck_workspace::{CommandSpec, ConfinedFs, LocalWorkspace, Workspace, Worktree};
+use flightdeck_workspace::{CommandSpec, ConfinedFs, Workspace, Worktree};
 
 use crate::gate::{decided_event, denied_error, CurrentDiff, Gates};
 use crate::model_call::ModelOutcome;
@@ -86,7 +86,7 @@ pub(crate) struct AgentPlace<'a> {
     pub(crate) created: &'a MissionCreated,
     pub(crate) template: &'a Template,
     pub(crate) worktree: &'a Worktree,
-    pub(crate) workspace: &'a LocalWorkspace,
+    pub(crate) workspace: &'a dyn Workspace,
 }
 
 /// The system prompt of each role; its bytes are recorded when a step starts.

@@ -23,6 +23,7 @@ mod request_record;
 mod tools;
 mod worker;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub use gate::{Channel, Vote};
 pub use mission::{CreateMission, Engine, ForkMission, RepoFile};
 pub use models::{ModelSettings, ProviderKind, ProviderSettings};
 pub use pr::{render_pr_description, PrContext};
-pub use redact::Secrets;
+pub use redact::{Secrets, MIN_SECRET_LEN};
 pub use replay::{normalize_output, Replay, ReplayMode, ReplayReport};
 pub use worker::WorkerId;
 
@@ -94,6 +95,30 @@ pub struct EngineConfig {
     pub secrets: Secrets,
     /// Set only in the engine a replay drives (`Engine::replay` makes it).
     pub replay: Option<Arc<Replay>>,
+    /// The installation's `[secrets]` and what the sandbox must hide.
+    pub workspace: WorkspaceSettings,
+}
+
+/// What workspaces are given by the installation.
+#[derive(Clone, Default)]
+pub struct WorkspaceSettings {
+    /// `[secrets.NAME]`: the value, or why it cannot be read (the variable is unset, the file
+    /// is missing). A mission whose template names a secret that cannot be read fails before
+    /// anything runs.
+    pub secret_values: BTreeMap<String, Result<String, String>>,
+    /// Files no command may read (secret files, the installation config).
+    pub hidden_files: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for WorkspaceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: values never reach a log.
+        let names: Vec<&str> = self.secret_values.keys().map(String::as_str).collect();
+        f.debug_struct("WorkspaceSettings")
+            .field("secrets", &names)
+            .field("hidden_files", &self.hidden_files)
+            .finish()
+    }
 }
 
 /// Why the engine could not do what was asked. A mission that fails is not an error: it is
@@ -123,6 +148,12 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error("{template}: secret `{name}` (in [workspace] secrets) cannot be read: {why}")]
+    SecretMissing {
+        template: String,
+        name: String,
+        why: String,
+    },
     #[error("cannot fork: {0}")]
     BadFork(String),
     /// A replay stopped the engine (where the recording was interrupted, or diverged).

@@ -6,14 +6,14 @@ use std::time::{Duration, Instant};
 
 use flightdeck_core::event::*;
 use flightdeck_core::ids::{is_call_of_step, step_call_id};
-use flightdeck_core::template::{Network, Runtime, Step, Template};
+use flightdeck_core::template::{Network, Runtime, Step, Template, ToolchainMode};
 use flightdeck_core::{
     Digest, EventKind, MissionId, MissionState, MissionStatus, StoredEvent, UnstoredEvent,
 };
 use flightdeck_store::{AppendRequest, NewEvent, Projection, StoreError};
 use flightdeck_workspace::{
-    repo_root, resolve_commit, CommandOutcome, CommandSpec, LocalWorkspace, Sandbox, Workspace,
-    Worktree,
+    repo_root, resolve_commit, Cgroups, CommandOutcome, CommandSpec, Limits, LocalWorkspace,
+    Sandbox, SandboxLayout, Workspace, Worktree,
 };
 
 use flightdeck_core::state::ApprovalStatus;
@@ -134,13 +134,22 @@ impl Engine {
 
     /// Checks a request without writing anything: the template parses and renders with the
     /// params, the repository and base commit exist, the runtime is available.
-    pub fn validate(request: &CreateMission, models: &ModelSettings) -> Result<(), EngineError> {
-        check(request, models, false).map(|_| ())
+    pub fn validate(
+        request: &CreateMission,
+        models: &ModelSettings,
+        workspace: &crate::WorkspaceSettings,
+    ) -> Result<(), EngineError> {
+        check(request, models, workspace, false).map(|_| ())
     }
 
     /// Records a new mission (`mission.created`); nothing runs yet.
     pub async fn create(&self, request: CreateMission) -> Result<MissionState, EngineError> {
-        let checked = check(&request, &self.cfg.models, self.cfg.replay.is_some())?;
+        let checked = check(
+            &request,
+            &self.cfg.models,
+            &self.cfg.workspace,
+            self.cfg.replay.is_some(),
+        )?;
         let mut model_scripts = BTreeMap::new();
         for (model, source) in &checked.scripts {
             model_scripts.insert(model.clone(), self.put_artifact(source.as_bytes()).await?);
@@ -236,7 +245,7 @@ impl Engine {
                     && !WorkerId::is_dead_on_this_host(&lease.owner)
             });
         if !driven_elsewhere {
-            self.remove_workspace(&state);
+            self.remove_workspace(&state).await;
         }
         Ok(state)
     }
@@ -435,7 +444,7 @@ impl Engine {
                 // Cancelled by another process while we drove it: what `cancel` left to us
                 // (the workspace) is cleaned up here.
                 Err(EngineError::Cancelled { .. }) => {
-                    self.remove_workspace(&state);
+                    self.remove_workspace(&state).await;
                     Ok(())
                 }
                 other => other,
@@ -568,6 +577,7 @@ impl Engine {
                 Step::Run {
                     command,
                     timeout_seconds,
+                    secrets,
                 } => {
                     let timeout =
                         timeout_seconds.map_or(self.cfg.default_step_timeout, Duration::from_secs);
@@ -576,8 +586,9 @@ impl Engine {
                         total,
                         command,
                         timeout,
+                        secrets: secrets.as_deref().unwrap_or(&template.workspace.secrets),
                     };
-                    self.run_step(state, &gates, &template, &worktree, &workspace, &step)
+                    self.run_step(state, &gates, &template, &worktree, &*workspace, &step)
                         .await?;
                 }
                 Step::Agent {
@@ -591,7 +602,7 @@ impl Engine {
                         created: &created,
                         template: &template,
                         worktree: &worktree,
-                        workspace: &workspace,
+                        workspace: &*workspace,
                     };
                     let step = AgentStep {
                         index,
@@ -607,7 +618,7 @@ impl Engine {
         }
         if state.status.is_terminal() {
             if state.status == MissionStatus::Cancelled {
-                self.remove_workspace(state);
+                self.remove_workspace(state).await;
             }
             return Ok(());
         }
@@ -619,7 +630,7 @@ impl Engine {
             created: &created,
             template: &template,
             worktree: &worktree,
-            workspace: &workspace,
+            workspace: &*workspace,
         };
         if !self.accept(state, &place).await? {
             return Ok(());
@@ -632,18 +643,53 @@ impl Engine {
         self.cfg.workspaces_dir.join(id)
     }
 
+    /// The mission's own HOME (local runtimes): beside its worktree, hidden from others.
+    fn home_path(&self, id: &str) -> PathBuf {
+        self.cfg.workspaces_dir.join(format!("{id}.home"))
+    }
+
+    /// flightdeck's data directory, hidden from sandboxed commands (other missions'
+    /// worktrees, artifacts, the store). A replay hides the recording's.
+    fn data_dir(&self) -> PathBuf {
+        match &self.cfg.replay {
+            Some(replay) => replay.hidden.clone(),
+            None => self
+                .cfg
+                .workspaces_dir
+                .parent()
+                .map_or_else(|| self.cfg.workspaces_dir.clone(), Path::to_path_buf),
+        }
+    }
+
+    /// `NAME=value` of the named secrets, for one command. Checked at creation; a secret
+    /// that became unreadable since (a resume in another shell) stops the mission here.
+    pub(crate) fn secret_env(&self, names: &[String]) -> Result<Vec<(String, String)>, EngineError> {
+        names
+            .iter()
+            .map(|name| match self.cfg.workspace.secret_values.get(name) {
+                Some(Ok(value)) => Ok((name.clone(), value.clone())),
+                Some(Err(why)) => Err(EngineError::SecretMissing {
+                    template: "the mission's template".into(),
+                    name: name.clone(),
+                    why: why.clone(),
+                }),
+                None => Err(EngineError::SecretMissing {
+                    template: "the mission's template".into(),
+                    name: name.clone(),
+                    why: "there is no [secrets.".to_string() + name + "] in the installation config",
+                }),
+            })
+            .collect()
+    }
+
     async fn ensure_workspace(
         &self,
         state: &mut MissionState,
         created: &MissionCreated,
         template: &Template,
         resuming: bool,
-    ) -> Result<(Worktree, LocalWorkspace), EngineError> {
+    ) -> Result<(Worktree, Box<dyn Workspace>), EngineError> {
         let runtime = template.workspace.runtime;
-        let sandbox = match runtime {
-            Runtime::Local => Sandbox::bubblewrap()?,
-            Runtime::LocalUnsandboxed | Runtime::Docker => Sandbox::None,
-        };
         let path = self.workspace_path(&state.id);
         let repo = Path::new(&created.repo);
         if state.workspace.is_none() && state.status != MissionStatus::Provisioning {
@@ -660,40 +706,181 @@ impl Engine {
             }
         })?;
         let worktree = Worktree::create(repo, &path, &created.base_commit)?;
-        // The data directory (other missions' worktrees, artifacts, the store) is hidden from
-        // the sandbox; the mission's own worktree is bound back inside it.
-        let data_dir = match &self.cfg.replay {
-            Some(replay) => vec![replay.hidden.clone()],
-            None => self
-                .cfg
-                .workspaces_dir
-                .parent()
-                .map(Path::to_path_buf)
-                .into_iter()
-                .collect(),
-        };
         if let Some(replay) = &self.cfg.replay {
             replay.set_worktree(&worktree);
         }
-        let workspace = LocalWorkspace::new(path.clone(), sandbox).hiding(data_dir);
+        let caches_dir = self.data_dir().join("caches");
+        let caches = flightdeck_workspace::caches::for_repo(&path, &caches_dir).map_err(|source| {
+            flightdeck_workspace::WorkspaceError::Io {
+                path: caches_dir.clone(),
+                source,
+            }
+        })?;
+        let mut provisioned = WorkspaceProvisioned {
+            runtime: runtime.as_str().to_string(),
+            network: template.workspace.network.as_str().to_string(),
+            toolchain: BTreeMap::new(),
+            image: None,
+            image_digest: None,
+            path: path.display().to_string(),
+            sandbox: String::new(),
+            base_tree: None,
+            limits: None,
+            caches: caches
+                .iter()
+                .map(|c| {
+                    let key = CacheKey {
+                        key: c.key.clone(),
+                        lockfiles: c.lockfiles.clone(),
+                    };
+                    (c.ecosystem.clone(), key)
+                })
+                .collect(),
+            secrets: template.workspace.secrets.clone(),
+            container: None,
+            setup: Vec::new(),
+        };
+        let limits = Limits {
+            memory_mb: template.workspace.memory_mb,
+            max_processes: template.workspace.max_processes,
+        };
+        let workspace: Box<dyn Workspace> = match runtime {
+            Runtime::Local | Runtime::LocalUnsandboxed => {
+                let sandbox = match runtime {
+                    Runtime::Local => Sandbox::bubblewrap()?,
+                    _ => Sandbox::None,
+                };
+                let layout = SandboxLayout::for_mission(
+                    &self.home_path(&state.id),
+                    &self.data_dir(),
+                    &self.cfg.workspace.hidden_files,
+                    &caches,
+                )?;
+                let cgroups = if limits.is_empty() {
+                    Cgroups::Unavailable("no limits asked for".into())
+                } else {
+                    Cgroups::detect()
+                };
+                let local = LocalWorkspace::new(path.clone(), sandbox)
+                    .with_layout(layout)
+                    .with_limits(limits, cgroups);
+                provisioned.limits = Some(WorkspaceLimits {
+                    memory_mb: limits.memory_mb,
+                    max_processes: limits.max_processes,
+                    enforced: local.limits_enforcement(),
+                });
+                Box::new(local)
+            }
+            Runtime::Docker => {
+                return Err(EngineError::Unsupported(
+                    "workspace.runtime = \"docker\" is not available in this build yet".into(),
+                ))
+            }
+        };
+        provisioned.runtime = workspace.runtime().to_string();
+        provisioned.sandbox = workspace.sandbox().to_string();
         if state.workspace.is_none() {
-            let provisioned = WorkspaceProvisioned {
-                runtime: workspace.runtime().to_string(),
-                network: template.workspace.network.as_str().to_string(),
-                toolchain: BTreeMap::new(),
-                image: None,
-                image_digest: None,
-                path: path.display().to_string(),
-                sandbox: workspace.sandbox().to_string(),
-                base_tree: Some(worktree.snapshot()?),
-            };
-            self.append(state, vec![EventKind::WorkspaceProvisioned(provisioned)])
+            provisioned.base_tree = Some(worktree.snapshot()?);
+            let drift = self
+                .probe_toolchain(state, &path, &*workspace, &mut provisioned)
                 .await?;
+            let mut events = vec![EventKind::WorkspaceProvisioned(provisioned)];
+            events.extend(drift.iter().cloned().map(EventKind::WorkspaceDrift));
+            self.append(state, events).await?;
+            if !drift.is_empty() && template.workspace.toolchain == ToolchainMode::Enforce {
+                let list: Vec<String> = drift
+                    .iter()
+                    .map(|d| format!("{} pinned {} but found {}", d.tool, d.pinned, d.found))
+                    .collect();
+                let error = MissionError {
+                    kind: "toolchain_drift".into(),
+                    message: format!(
+                        "the workspace's toolchain does not match the repository's pins ({}), and the template says toolchain = \"enforce\"; no step ran",
+                        list.join("; ")
+                    ),
+                };
+                self.finish(state, MissionStatus::Failed, Some(error), None)
+                    .await?;
+            }
         } else if resuming {
             // Whatever an interrupted command did is not in the timeline: throw it away.
             worktree.restore(state.last_tree.as_deref())?;
         }
         Ok((worktree, workspace))
+    }
+
+    /// Reads the repository's toolchain pins and probes what the workspace has, filling
+    /// `provisioned.toolchain`; the drift, one event per mismatch. A replay takes what the
+    /// recording found (the host replaying may have other versions; that is not the
+    /// mission's behaviour).
+    async fn probe_toolchain(
+        &self,
+        state: &MissionState,
+        root: &Path,
+        workspace: &dyn Workspace,
+        provisioned: &mut WorkspaceProvisioned,
+    ) -> Result<Vec<WorkspaceDrift>, EngineError> {
+        use flightdeck_workspace::toolchain;
+        let statuses = if let Some(recorded) = self
+            .cfg
+            .replay
+            .as_ref()
+            .and_then(|r| r.recorded_provisioned())
+        {
+            provisioned.toolchain = recorded.toolchain;
+            provisioned.limits = recorded.limits;
+            provisioned
+                .toolchain
+                .iter()
+                .map(|(tool, entry)| toolchain::ToolStatus {
+                    tool: tool.clone(),
+                    pinned: entry.pinned.clone().unwrap_or_default(),
+                    found: entry.found.clone(),
+                    source: entry.source.clone().unwrap_or_default(),
+                    ok: entry.ok,
+                })
+                .collect()
+        } else {
+            let pins = toolchain::read_pins(root).map_err(|e| {
+                EngineError::Unsupported(format!(
+                    "mission {}: {e} (hint: fix or remove the pin file; flightdeck reads it to record the toolchain)",
+                    state.id
+                ))
+            })?;
+            if pins.is_empty() {
+                return Ok(Vec::new());
+            }
+            let tools: Vec<&str> = pins.iter().map(|p| p.tool.as_str()).collect();
+            let probe = CommandSpec {
+                command: toolchain::probe_script(&tools),
+                timeout: Duration::from_secs(60),
+                env: Vec::new(),
+                network: false,
+            };
+            let outcome = workspace.exec(&probe).await?;
+            let found = toolchain::parse_probe(&String::from_utf8_lossy(&outcome.output));
+            toolchain::check(&pins, &found)
+        };
+        let mut drift = Vec::new();
+        for status in statuses {
+            if !status.ok {
+                drift.push(WorkspaceDrift {
+                    tool: status.tool.clone(),
+                    pinned: status.pinned.clone(),
+                    found: status.found.clone().unwrap_or_else(|| "(missing)".into()),
+                });
+            }
+            provisioned.toolchain.insert(
+                status.tool,
+                ToolchainEntry {
+                    pinned: Some(status.pinned),
+                    found: status.found,
+                    source: Some(status.source),
+                    ok: status.ok,
+                },
+            );
+        }
+        Ok(drift)
     }
 
     /// Runs one `run` step: judged by the policy first (`policy.decided` is recorded before
@@ -704,7 +891,7 @@ impl Engine {
         gates: &Gates,
         template: &Template,
         worktree: &Worktree,
-        workspace: &LocalWorkspace,
+        workspace: &dyn Workspace,
         step: &RunStep<'_>,
     ) -> Result<(), EngineError> {
         let RunStep { index, command, .. } = *step;
@@ -811,7 +998,7 @@ impl Engine {
         state: &mut MissionState,
         template: &Template,
         worktree: &Worktree,
-        workspace: &LocalWorkspace,
+        workspace: &dyn Workspace,
         step: &RunStep<'_>,
         call_id: String,
     ) -> Result<(), EngineError> {
@@ -820,11 +1007,14 @@ impl Engine {
             total,
             command,
             timeout,
+            secrets,
         } = *step;
+        let mut env = vec![("FLIGHTDECK_MISSION".into(), state.id.clone())];
+        env.extend(self.secret_env(secrets)?);
         let spec = CommandSpec {
             command: command.to_string(),
             timeout: self.command_timeout(state, timeout),
-            env: vec![("FLIGHTDECK_MISSION".into(), state.id.clone())],
+            env,
             network: template.workspace.network == Network::On,
         };
         let Some(outcome) = self
@@ -887,7 +1077,7 @@ impl Engine {
     pub(crate) async fn exec_watching(
         &self,
         state: &mut MissionState,
-        workspace: &LocalWorkspace,
+        workspace: &dyn Workspace,
         call_id: &str,
         spec: &CommandSpec,
     ) -> Result<Option<CommandOutcome>, EngineError> {
@@ -937,7 +1127,7 @@ impl Engine {
                     .to_string();
             self.finish(state, MissionStatus::Succeeded, None, Some(summary))
                 .await?;
-            self.remove_workspace(state);
+            self.remove_workspace(state).await;
             return Ok(());
         }
         let mut events = Vec::new();
@@ -1028,7 +1218,7 @@ impl Engine {
             }),
         ]);
         self.append(state, events).await?;
-        self.remove_workspace(state);
+        self.remove_workspace(state).await;
         Ok(())
     }
 
@@ -1122,7 +1312,12 @@ impl Engine {
 
     /// Removes the mission's worktree (the published branch keeps the change). Failed
     /// missions keep theirs for inspection.
-    fn remove_workspace(&self, state: &MissionState) {
+    /// Removes the mission's worktree and its HOME (caches stay: they are shared).
+    async fn remove_workspace(&self, state: &MissionState) {
+        let home = self.home_path(&state.id);
+        if home.exists() {
+            let _ = std::fs::remove_dir_all(&home);
+        }
         let path = self.workspace_path(&state.id);
         if !path.exists() {
             return;
@@ -1349,6 +1544,8 @@ struct RunStep<'a> {
     total: usize,
     command: &'a str,
     timeout: Duration,
+    /// Names of the secrets the command is given.
+    secrets: &'a [String],
 }
 
 /// A mission parked on approvals that are not all granted yet.
@@ -1401,6 +1598,7 @@ fn publish_decision(policy: &Policy, changed: &[ChangedFile]) -> Decision {
 fn check(
     request: &CreateMission,
     models: &ModelSettings,
+    workspace: &crate::WorkspaceSettings,
     replaying: bool,
 ) -> Result<Checked, EngineError> {
     Policy::parse(&request.policy_source, &request.policy_file)?;
@@ -1410,6 +1608,21 @@ fn check(
         &request.template_source,
     )?;
     let rendered = template.render(&request.params, &request.id)?;
+    // A replay runs no command for real (re-execution runs them without secrets).
+    if !replaying {
+        for name in &template.workspace.secrets {
+            let why = match workspace.secret_values.get(name) {
+                Some(Ok(_)) => continue,
+                Some(Err(why)) => why.clone(),
+                None => format!("the installation config has no [secrets.{name}]"),
+            };
+            return Err(EngineError::SecretMissing {
+                template: request.template_file.clone(),
+                name: name.clone(),
+                why,
+            });
+        }
+    }
     match template.workspace.runtime {
         Runtime::Local => {
             Sandbox::bubblewrap()?;

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flightdeck_core::event::{MissionCreated, ToolCompleted};
+use flightdeck_core::event::{MissionCreated, ToolCompleted, WorkspaceProvisioned};
 use flightdeck_core::template::AgentRole;
 use flightdeck_core::{Digest, EventKind, StoredEvent};
 use flightdeck_models::{ChatRequest, Exchange, ModelError, Provider, Sleeper, WireFormat};
@@ -34,7 +34,7 @@ use flightdeck_store::{
     StoreError,
 };
 use flightdeck_workspace::{
-    CommandOutcome, CommandSpec, ConfinedFs, LocalWorkspace, Workspace as _, Worktree,
+    CommandOutcome, CommandSpec, ConfinedFs, Worktree,
 };
 use serde_json::Value;
 
@@ -340,7 +340,7 @@ impl Replay {
     pub(crate) async fn command(
         &self,
         call_id: &str,
-        workspace: &LocalWorkspace,
+        workspace: &dyn flightdeck_workspace::Workspace,
         spec: &CommandSpec,
     ) -> Result<CommandOutcome, EngineError> {
         let (seq, done) = self.completion(call_id)?;
@@ -351,6 +351,7 @@ impl Replay {
             output,
             dropped_bytes: 0,
             duration: Duration::from_millis(done.duration_ms),
+            limit_hit: None,
         };
         if self.mode == ReplayMode::Reexecute {
             self.cursor().tree = None;
@@ -431,6 +432,15 @@ impl Replay {
                 _ => None,
             })
             .unwrap_or_else(|| ("(the recording published nothing)".into(), Digest::of(b"")))
+    }
+
+    /// The recording's `workspace.provisioned`: what the recorded host found (toolchain,
+    /// limits) is taken as found, not probed again.
+    pub(crate) fn recorded_provisioned(&self) -> Option<WorkspaceProvisioned> {
+        self.recorded.iter().find_map(|e| match e.kind() {
+            Ok(EventKind::WorkspaceProvisioned(p)) => Some(p),
+            _ => None,
+        })
     }
 
     /// Where the recording's worktree was (as provisioned, and, for a fork, its own), and
@@ -605,6 +615,7 @@ fn comparable(event_type: &str, data: &Value) -> Value {
             "workspace.provisioned" => {
                 map.remove("path");
                 map.remove("sandbox");
+                map.remove("container");
             }
             _ => {
                 map.remove("policy_hash");

@@ -21,6 +21,8 @@ pub struct CommandOutcome {
     /// Bytes the command wrote beyond the cap.
     pub dropped_bytes: u64,
     pub duration: Duration,
+    /// The workspace limit the command ran into (processes, memory), said for a person.
+    pub limit_hit: Option<String>,
 }
 
 impl CommandOutcome {
@@ -85,6 +87,7 @@ pub(crate) async fn run(
         output,
         dropped_bytes,
         duration: started.elapsed(),
+        limit_hit: None,
     })
 }
 

@@ -5,11 +5,13 @@
 //! commit, patch) is [`Worktree`], run on the host, never inside the sandbox. The agent's
 //! built-in file tools go through [`ConfinedFs`], which keeps them inside the worktree.
 
+pub mod caches;
 pub mod devcontainer;
 pub mod docker;
 mod exec;
 mod files;
 mod git;
+mod limits;
 mod local;
 pub mod redact;
 pub mod toolchain;
@@ -26,7 +28,8 @@ pub use files::{
     MAX_SEARCH_FILE_BYTES,
 };
 pub use git::{repo_root, resolve_commit, DiffFile, GitError, Worktree};
-pub use local::{LocalWorkspace, Sandbox};
+pub use limits::{Cgroups, Limits};
+pub use local::{LocalWorkspace, Sandbox, SandboxLayout, HOME_TOOLCHAIN_DIRS};
 
 /// One command to run in a workspace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub enum WorkspaceError {
     },
     #[error(transparent)]
     Git(#[from] GitError),
+    #[error("cannot set the workspace's limits: {0}")]
+    Limits(String),
 }
 
 /// A place where a mission's commands run.

@@ -20,8 +20,7 @@ use crate::error::CliError;
 /// Timeout of a `run` step that sets none.
 const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 
-/// `config.toml` (CONTRACT.md, "Installation config"). `[secrets]` is read as a table until
-/// the workspace feature uses it.
+/// `config.toml` (CONTRACT.md, "Installation config").
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -36,10 +35,19 @@ pub struct Config {
     #[serde(default)]
     pub models: ModelsConfig,
     #[serde(default)]
-    #[allow(dead_code)] // validated now, used by the workspace's secrets
-    pub secrets: toml::Table,
+    pub secrets: BTreeMap<String, SecretConfig>,
     #[serde(default)]
     pub audit: AuditConfig,
+}
+
+/// `[secrets.NAME]`: where a secret's value comes from (exactly one of the two).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretConfig {
+    /// An environment variable of the flightdeck process.
+    pub env: Option<String>,
+    /// A file (trailing newlines are not part of the value).
+    pub file: Option<PathBuf>,
 }
 
 /// `[audit]`.
@@ -86,6 +94,8 @@ pub struct Context {
     pub config: Config,
     /// `[providers]`, `[pricing]` and `[models]`, checked.
     pub models: ModelSettings,
+    /// `[secrets]` read, and the files sandboxes hide.
+    pub workspace: flightdeck_engine::WorkspaceSettings,
 }
 
 impl Context {
@@ -125,11 +135,13 @@ impl Context {
             }
         };
         let models = model_settings(&config, &config_path)?;
+        let workspace = workspace_settings(&config, &config_path)?;
         Ok(Context {
             global,
             data_dir,
             config,
             models,
+            workspace,
         })
     }
 
@@ -238,6 +250,7 @@ impl Context {
             sleeper: Arc::new(flightdeck_models::TokioSleeper),
             secrets: self.secrets(),
             replay: None,
+            workspace: self.workspace.clone(),
         }))
     }
 
@@ -252,9 +265,16 @@ impl Context {
             .collect();
         vars.sort();
         vars.dedup();
+        // The installation's [secrets] are masked everywhere too, whichever mission uses them.
+        let configured = self
+            .workspace
+            .secret_values
+            .iter()
+            .filter_map(|(name, value)| Some((name.clone(), value.as_ref().ok()?.clone())));
         flightdeck_engine::Secrets::new(
             vars.into_iter()
-                .filter_map(|var| std::env::var(&var).ok().map(|value| (var, value))),
+                .filter_map(|var| std::env::var(&var).ok().map(|value| (var, value)))
+                .chain(configured),
         )
     }
 
@@ -389,4 +409,45 @@ fn default_data_dir() -> Result<PathBuf, CliError> {
         "cannot find a data directory: neither XDG_DATA_HOME nor HOME is set",
         Some("pass --data-dir DIR or set FLIGHTDECK_DATA_DIR".to_string()),
     ))
+}
+
+/// `[secrets]` read now: each value, or why it cannot be had (a mission that names it then
+/// fails before anything runs, saying so). A malformed entry is bad input at once.
+fn workspace_settings(
+    config: &Config,
+    config_path: &Path,
+) -> Result<flightdeck_engine::WorkspaceSettings, CliError> {
+    let mut settings = flightdeck_engine::WorkspaceSettings::default();
+    settings.hidden_files.push(absolute(config_path));
+    for (name, secret) in &config.secrets {
+        let value = match (&secret.env, &secret.file) {
+            (Some(var), None) => std::env::var(var)
+                .map_err(|_| format!("the environment variable `{var}` is not set")),
+            (None, Some(file)) => {
+                let file = absolute(file);
+                settings.hidden_files.push(file.clone());
+                std::fs::read_to_string(&file)
+                    .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))
+            }
+            _ => {
+                return Err(CliError::bad_input(
+                    format!("{}: [secrets.{name}] needs exactly one of `env` and `file`", config_path.display()),
+                    Some(format!("e.g. [secrets.{name}]\nenv = \"{name}\"")),
+                ))
+            }
+        };
+        let value = value.and_then(|v| {
+            if v.trim().len() < flightdeck_engine::MIN_SECRET_LEN {
+                Err(format!(
+                    "its value is shorter than {} characters, too short to be masked reliably in what flightdeck stores",
+                    flightdeck_engine::MIN_SECRET_LEN
+                ))
+            } else {
+                Ok(v)
+            }
+        });
+        settings.secret_values.insert(name.clone(), value);
+    }
+    Ok(settings)
 }

@@ -152,6 +152,10 @@ impl From<EngineError> for CliError {
                 hint("pass --repo with a directory inside a git repository (`git init` makes one)"),
             ),
             EngineError::Unsupported(_) => CliError::bad_input(e.to_string(), None),
+            EngineError::SecretMissing { ref name, .. } => {
+                let h = format!("nothing ran; give it a value in the installation config: [secrets.{name}] with `env = \"VAR\"` (a variable of the flightdeck process) or `file = \"/path\"`, at least 8 characters");
+                CliError::bad_input(e.to_string(), Some(h))
+            }
             EngineError::BadFork(_) => CliError::bad_input(
                 e.to_string(),
                 Some("`flightdeck timeline MISSION` lists the seqs to fork at".to_string()),

@@ -52,6 +52,7 @@ fn timeline(fates: &[StepFate], finish: bool) -> Vec<EventKind> {
             path: "/w".into(),
             sandbox: "none".into(),
             base_tree: None,
+            ..Default::default()
         }),
     ];
     let mut failed = false;

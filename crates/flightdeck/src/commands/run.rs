@@ -205,7 +205,7 @@ pub async fn run(
     };
     // Everything the request names is checked before the store is opened: bad input
     // leaves no trace.
-    Engine::validate(&request, &ctx.models)?;
+    Engine::validate(&request, &ctx.models, &ctx.workspace)?;
     let engine = ctx.engine(progress(ctx)).await?;
     if detach {
         let state = engine.create(request).await?;

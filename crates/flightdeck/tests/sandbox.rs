@@ -1,0 +1,382 @@
+//! The local workspace's walls, end to end with the real binary and the real bubblewrap
+//! sandbox: escape attempts (each must fail, and the mission must say why), secrets given
+//! only where the template allows and never stored, limits, toolchain pins and caches.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::path::PathBuf;
+
+use base64::Engine as _;
+use flightdeck_testkit::{Cli, TestRepo};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
+const POLICY: &str = "[defaults]\npublish = \"allow\"\n";
+
+fn repo_with(template: &str, files: &[(&str, &str)]) -> TestRepo {
+    let mut all = vec![
+        ("README.md", "# sample\n"),
+        (".flightdeck/missions/t.toml", template),
+        (".flightdeck/policy.toml", POLICY),
+    ];
+    all.extend_from_slice(files);
+    let repo = TestRepo::with_files(&all);
+    repo.commit_all("sample");
+    repo
+}
+
+/// Runs template `t`; the exit code and the JSON summary.
+fn run(cli: &Cli, repo: &TestRepo) -> (i32, Value) {
+    let out = cli.run(&["--json", "run", "t", "--repo", repo.path().to_str().unwrap()]);
+    let code = out.code();
+    let summary = if out.stdout().trim().is_empty() {
+        Value::Null
+    } else {
+        out.json()
+    };
+    assert!(!summary.is_null() || code == 2, "{}", out.stderr());
+    (code, summary)
+}
+
+fn provisioned(cli: &Cli, id: &str) -> Value {
+    cli.timeline(id)
+        .into_iter()
+        .find(|e| e["type"] == "workspace.provisioned")
+        .map(|e| e["data"].clone())
+        .expect("workspace.provisioned")
+}
+
+/// A file in this user's real home (tests run as root in CI: `/root`), removed when dropped.
+struct HomeFile(PathBuf);
+
+impl HomeFile {
+    fn new(content: &str) -> HomeFile {
+        let home = PathBuf::from(std::env::var("HOME").expect("HOME is set"));
+        let path = home.join(format!(".flightdeck-escape-{}", std::process::id()));
+        std::fs::write(&path, content).unwrap();
+        HomeFile(path)
+    }
+}
+
+impl Drop for HomeFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A directory outside `/tmp` (which is private in the sandbox, so a write there would not
+/// show the wall), where the host may write and the sandbox must not.
+fn outside_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in("/var/tmp").unwrap()
+}
+
+#[test]
+fn escape_attempts_fail_and_the_mission_says_why() {
+    let secret = HomeFile::new("the host's private notes\n");
+    let outside = outside_dir();
+    std::fs::write(outside.path().join("target.txt"), "host file\n").unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let secret_path = secret.0.display().to_string();
+    let outside_path = outside.path().display().to_string();
+
+    // (what is tried, extra files in the repo, the step, what the failure must say)
+    let attempts: Vec<(&str, Vec<(String, String)>, String, &str)> = vec![
+        (
+            "reach a server on the host's loopback",
+            vec![],
+            format!("python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 3)\""),
+            "Connection refused",
+        ),
+        (
+            "write outside the worktree",
+            vec![],
+            format!("echo escaped > {outside_path}/escaped.txt"),
+            "Read-only file system",
+        ),
+        (
+            "read a file in the host's home",
+            vec![],
+            format!("cat {secret_path}"),
+            "No such file or directory",
+        ),
+        (
+            "read the installation config in the data directory",
+            vec![],
+            "cat {data}/config.toml".to_string(),
+            "No such file or directory",
+        ),
+        (
+            "follow a symlink out of the worktree to read the host's home",
+            vec![("notes".to_string(), secret_path.clone())],
+            "cat notes".to_string(),
+            "No such file or directory",
+        ),
+        (
+            "follow a symlink out of the worktree to write",
+            vec![(
+                "target.txt".to_string(),
+                format!("{outside_path}/target.txt"),
+            )],
+            "echo overwritten > target.txt".to_string(),
+            "Read-only file system",
+        ),
+        (
+            "exhaust processes",
+            vec![],
+            "i=0; while [ $i -lt 200 ]; do sleep 3 & i=$((i+1)); done; wait".to_string(),
+            "the command hit the workspace's process limit (max_processes = 40)",
+        ),
+    ];
+    for (what, links, step, says) in &attempts {
+        let cli = Cli::new(BIN);
+        cli.write_config("[identity]\ndefault = \"@carol\"\n");
+        let step = step.replace("{data}", &cli.data_dir().display().to_string());
+        let template = format!(
+            "goal = \"g\"\n[workspace]\nmax_processes = 40\n[[steps]]\nrun = '''{step}'''\n"
+        );
+        let repo = repo_with(&template, &[]);
+        for (name, target) in links {
+            std::os::unix::fs::symlink(target, repo.path().join(name)).unwrap();
+        }
+        repo.commit_all("links");
+        let out = cli
+            .command(&["--json", "run", "t", "--repo", repo.path().to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{what}: {out:?}");
+        let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["status"], "failed", "{what}");
+        assert_eq!(summary["error"]["kind"], "step_failed", "{what}");
+        let message = summary["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{what}: the mission says {message:?}");
+    }
+    // Nothing reached the host.
+    assert!(listener.accept().is_err(), "the loopback server got a connection");
+    assert!(!outside.path().join("escaped.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("target.txt")).unwrap(),
+        "host file\n"
+    );
+}
+
+#[test]
+fn limits_are_recorded_and_enforced_by_cgroups() {
+    let repo = repo_with(
+        "goal = \"g\"\n[workspace]\nmemory_mb = 64\nmax_processes = 100\n[[steps]]\nrun = \"python3 -c 'x = bytearray(300 * 1024 * 1024)'\"\n",
+        &[],
+    );
+    let cli = Cli::new(BIN);
+    let (code, summary) = run(&cli, &repo);
+    assert_eq!(code, 1, "{summary}");
+    let message = summary["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the command hit the workspace's memory limit (memory_mb = 64)"),
+        "{message}"
+    );
+    let limits = &provisioned(&cli, summary["id"].as_str().unwrap())["limits"];
+    assert_eq!(limits["memory_mb"], 64);
+    assert_eq!(limits["max_processes"], 100);
+    assert!(
+        limits["enforced"].as_str().unwrap().starts_with("cgroup"),
+        "{limits}"
+    );
+}
+
+#[test]
+fn the_sandbox_has_its_own_home_a_clean_environment_and_the_toolchains() {
+    let repo = repo_with(
+        "goal = \"g\"\n[[steps]]\nrun = '''test \"$HOME\" != /root && touch \"$HOME/.made\" && env > env.txt && rustc --version > rustc.txt && git --version'''\n",
+        &[],
+    );
+    let cli = Cli::new(BIN);
+    let mut command = cli.command(&[
+        "--json",
+        "run",
+        "t",
+        "--repo",
+        repo.path().to_str().unwrap(),
+    ]);
+    command.env("FLIGHTDECK_TEST_LEAK", "leaked-value-123");
+    let out = command.output().unwrap();
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["status"], "succeeded", "{summary}");
+    let id = summary["id"].as_str().unwrap();
+    let branch = summary["branch"].as_str().unwrap();
+    let env = repo.git(&["show", &format!("{branch}:env.txt")]);
+    assert!(!env.contains("leaked-value-123"), "{env}");
+    let home = env
+        .lines()
+        .find_map(|l| l.strip_prefix("HOME="))
+        .unwrap()
+        .to_string();
+    assert!(home.ends_with(&format!("workspaces/{id}.home")), "{home}");
+    assert!(env.contains(&format!("FLIGHTDECK_MISSION={id}")), "{env}");
+    let rustc = repo.git(&["show", &format!("{branch}:rustc.txt")]);
+    assert!(rustc.starts_with("rustc "), "{rustc}");
+}
+
+#[test]
+fn secrets_go_only_where_allowed_and_are_never_stored() {
+    let value = format!("s3cr3t-{}-value-for-the-test", std::process::id());
+    let template = r#"goal = "g"
+[workspace]
+secrets = ["API_TOKEN"]
+[[steps]]
+run = '''test -n "$API_TOKEN" && echo "token=$API_TOKEN" && printf %s "$API_TOKEN" | base64 && printf 'x%s' "$API_TOKEN" | base64 && echo "$API_TOKEN" | sed 's/-/%2D/g' && echo ok > used.txt'''
+[[steps]]
+secrets = []
+run = '''test -z "$API_TOKEN" && echo "no secret here" > unused.txt'''
+"#;
+    let repo = repo_with(template, &[]);
+    let cli = Cli::new(BIN);
+    cli.write_config("[secrets.API_TOKEN]\nenv = \"FD_TEST_API_TOKEN\"\n");
+    let mut command = cli.command(&[
+        "--json",
+        "run",
+        "t",
+        "--repo",
+        repo.path().to_str().unwrap(),
+    ]);
+    command.env("FD_TEST_API_TOKEN", &value);
+    let out = command.output().unwrap();
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["status"], "succeeded", "{summary} {out:?}");
+    let id = summary["id"].as_str().unwrap();
+    let data = provisioned(&cli, id);
+    assert_eq!(data["secrets"], serde_json::json!(["API_TOKEN"]));
+    // The step's output was stored, masked.
+    let output = cli
+        .timeline(id)
+        .into_iter()
+        .find(|e| e["type"] == "tool.completed")
+        .map(|e| e["data"]["output"].as_str().unwrap().to_string())
+        .unwrap();
+    let shown = cli.run(&["artifact", &output]).stdout();
+    assert!(shown.contains("token=[REDACTED:API_TOKEN]"), "{shown}");
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let forms = [
+        value.clone(),
+        b64.encode(&value),
+        // The inner part of the base64 of `x` + value: what a shifted encoding shares.
+        b64.encode(format!("x{value}"))[4..24].to_string(),
+        value.replace('-', "%2D"),
+    ];
+    for (path, bytes) in cli.data_files() {
+        for form in &forms {
+            assert!(
+                memchr::memmem::find(&bytes, form.as_bytes()).is_none(),
+                "{form:?} is in {}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_missing_secret_fails_before_anything_runs_naming_it() {
+    let repo = repo_with(
+        "goal = \"g\"\n[workspace]\nsecrets = [\"DEPLOY_KEY\"]\n[[steps]]\nrun = \"echo hi > hi.txt\"\n",
+        &[],
+    );
+    for (config, says) in [
+        ("", "the installation config has no [secrets.DEPLOY_KEY]"),
+        (
+            "[secrets.DEPLOY_KEY]\nenv = \"FD_TEST_UNSET_VARIABLE\"\n",
+            "the environment variable `FD_TEST_UNSET_VARIABLE` is not set",
+        ),
+        (
+            "[secrets.DEPLOY_KEY]\nfile = \"/nonexistent/deploy_key\"\n",
+            "cannot read /nonexistent/deploy_key",
+        ),
+    ] {
+        let cli = Cli::new(BIN);
+        cli.write_config(config);
+        let out = cli.run(&["run", "t", "--repo", repo.path().to_str().unwrap()]);
+        assert_eq!(out.code(), 2, "{}", out.stderr());
+        let stderr = out.stderr();
+        assert!(stderr.contains("secret `DEPLOY_KEY`"), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+        assert!(stderr.contains("hint:"), "{stderr}");
+        let missions = cli.run(&["--json", "missions"]);
+        assert!(
+            missions.stdout().trim().is_empty()
+                || missions.json().as_array().is_some_and(|m| m.is_empty()),
+            "nothing was created: {}",
+            missions.stdout()
+        );
+    }
+}
+
+#[test]
+fn toolchain_pins_are_recorded_and_drift_is_enforced_when_asked() {
+    let files: &[(&str, &str)] = &[
+        ("rust-toolchain.toml", "[toolchain]\nchannel = \"stable\"\n"),
+        (".python-version", "2.7.18\n"),
+    ];
+    for (mode, code) in [("warn", 0), ("enforce", 1)] {
+        let template = format!(
+            "goal = \"g\"\n[workspace]\ntoolchain = \"{mode}\"\n[[steps]]\nrun = \"echo ran > ran.txt\"\n"
+        );
+        let repo = repo_with(&template, files);
+        let cli = Cli::new(BIN);
+        let (exit, summary) = run(&cli, &repo);
+        assert_eq!(exit, code, "{mode}: {summary}");
+        let id = summary["id"].as_str().unwrap();
+        let events = cli.timeline(id);
+        let toolchain = &provisioned(&cli, id)["toolchain"];
+        assert_eq!(toolchain["rust"]["pinned"], "stable");
+        assert_eq!(toolchain["rust"]["ok"], true);
+        assert!(toolchain["rust"]["found"].as_str().unwrap().starts_with("1."));
+        assert_eq!(toolchain["python"]["pinned"], "2.7.18");
+        assert_eq!(toolchain["python"]["source"], ".python-version");
+        let drift: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "workspace.drift")
+            .map(|e| &e["data"])
+            .collect();
+        assert_eq!(drift.len(), 1, "{drift:?}");
+        assert_eq!(drift[0]["tool"], "python");
+        assert_eq!(drift[0]["pinned"], "2.7.18");
+        // pyenv's shim refuses a version it does not have; then the system's python answers.
+        let found = drift[0]["found"].as_str().unwrap();
+        assert!(found.starts_with("3.") || found == "(missing)", "{found}");
+        let ran = events.iter().any(|e| e["type"] == "step.started");
+        if mode == "enforce" {
+            assert_eq!(summary["error"]["kind"], "toolchain_drift");
+            let message = summary["error"]["message"].as_str().unwrap();
+            assert!(message.contains("python pinned 2.7.18"), "{message}");
+            assert!(!ran, "no step runs when the toolchain drifts under enforce");
+        } else {
+            assert!(ran);
+        }
+    }
+}
+
+#[test]
+fn caches_are_keyed_by_lockfiles_and_shared() {
+    let template =
+        "goal = \"g\"\n[[steps]]\nrun = '''echo \"$npm_config_cache\" > cache.txt && touch \"$npm_config_cache/marker-$FLIGHTDECK_MISSION\"'''\n";
+    let repo = repo_with(template, &[("package-lock.json", "{\"lockfileVersion\": 3}\n")]);
+    let cli = Cli::new(BIN);
+    let mut keys = Vec::new();
+    for _ in 0..2 {
+        let (code, summary) = run(&cli, &repo);
+        assert_eq!(code, 0, "{summary}");
+        let id = summary["id"].as_str().unwrap().to_string();
+        let caches = provisioned(&cli, &id)["caches"].clone();
+        assert_eq!(caches["npm"]["lockfiles"], serde_json::json!(["package-lock.json"]));
+        keys.push(caches["npm"]["key"].as_str().unwrap().to_string());
+    }
+    assert_eq!(keys[0], keys[1]);
+    // Both missions wrote into the one cache directory for that key.
+    let dir = std::fs::read_dir(cli.data_dir().join("caches/npm"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
+    assert_eq!(dir.len(), 1, "{dir:?}");
+    let markers = std::fs::read_dir(&dir[0]).unwrap().count();
+    assert_eq!(markers, 2);
+}
