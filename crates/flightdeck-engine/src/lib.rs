@@ -35,7 +35,7 @@ use flightdeck_store::{ArtifactError, ArtifactStore, EventStore, StoreError};
 use flightdeck_workspace::{GitError, WorkspaceError};
 
 pub use gate::{Channel, Vote};
-pub use mission::{CreateMission, Engine, ForkMission, RepoFile};
+pub use mission::{CreateMission, Engine, ForkMission, Provisioned, RepoFile};
 pub use models::{ModelSettings, ProviderKind, ProviderSettings};
 pub use pr::{render_pr_description, PrContext};
 pub use redact::{Secrets, MIN_SECRET_LEN};

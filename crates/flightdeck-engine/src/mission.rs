@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use flightdeck_core::event::*;
 use flightdeck_core::ids::{is_call_of_step, step_call_id};
-use flightdeck_core::template::{Network, Runtime, Step, Template, ToolchainMode};
+use flightdeck_core::template::{Network, Runtime, Step, Template, ToolchainMode, WorkspaceSpec};
 use flightdeck_core::{
     Digest, EventKind, MissionId, MissionState, MissionStatus, StoredEvent, UnstoredEvent,
 };
@@ -663,7 +663,10 @@ impl Engine {
 
     /// `NAME=value` of the named secrets, for one command. Checked at creation; a secret
     /// that became unreadable since (a resume in another shell) stops the mission here.
-    pub(crate) fn secret_env(&self, names: &[String]) -> Result<Vec<(String, String)>, EngineError> {
+    pub(crate) fn secret_env(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<(String, String)>, EngineError> {
         names
             .iter()
             .map(|name| match self.cfg.workspace.secret_values.get(name) {
@@ -676,7 +679,9 @@ impl Engine {
                 None => Err(EngineError::SecretMissing {
                     template: "the mission's template".into(),
                     name: name.clone(),
-                    why: "there is no [secrets.".to_string() + name + "] in the installation config",
+                    why: "there is no [secrets.".to_string()
+                        + name
+                        + "] in the installation config",
                 }),
             })
             .collect()
@@ -690,8 +695,6 @@ impl Engine {
         resuming: bool,
     ) -> Result<(Worktree, Box<dyn Workspace>), EngineError> {
         let runtime = template.workspace.runtime;
-        let path = self.workspace_path(&state.id);
-        let repo = Path::new(&created.repo);
         if state.workspace.is_none() && state.status != MissionStatus::Provisioning {
             let provisioning = WorkspaceProvisioning {
                 runtime: runtime.as_str().to_string(),
@@ -699,92 +702,24 @@ impl Engine {
             self.append(state, vec![EventKind::WorkspaceProvisioning(provisioning)])
                 .await?;
         }
-        std::fs::create_dir_all(&self.cfg.workspaces_dir).map_err(|source| {
-            flightdeck_workspace::WorkspaceError::Io {
-                path: self.cfg.workspaces_dir.clone(),
-                source,
-            }
-        })?;
-        let worktree = Worktree::create(repo, &path, &created.base_commit)?;
-        if let Some(replay) = &self.cfg.replay {
-            replay.set_worktree(&worktree);
-        }
-        let caches_dir = self.data_dir().join("caches");
-        let caches = flightdeck_workspace::caches::for_repo(&path, &caches_dir).map_err(|source| {
-            flightdeck_workspace::WorkspaceError::Io {
-                path: caches_dir.clone(),
-                source,
-            }
-        })?;
-        let mut provisioned = WorkspaceProvisioned {
-            runtime: runtime.as_str().to_string(),
-            network: template.workspace.network.as_str().to_string(),
-            toolchain: BTreeMap::new(),
-            image: None,
-            image_digest: None,
-            path: path.display().to_string(),
-            sandbox: String::new(),
-            base_tree: None,
-            limits: None,
-            caches: caches
-                .iter()
-                .map(|c| {
-                    let key = CacheKey {
-                        key: c.key.clone(),
-                        lockfiles: c.lockfiles.clone(),
-                    };
-                    (c.ecosystem.clone(), key)
-                })
-                .collect(),
-            secrets: template.workspace.secrets.clone(),
-            container: None,
-            setup: Vec::new(),
-        };
-        let limits = Limits {
-            memory_mb: template.workspace.memory_mb,
-            max_processes: template.workspace.max_processes,
-        };
-        let workspace: Box<dyn Workspace> = match runtime {
-            Runtime::Local | Runtime::LocalUnsandboxed => {
-                let sandbox = match runtime {
-                    Runtime::Local => Sandbox::bubblewrap()?,
-                    _ => Sandbox::None,
-                };
-                let layout = SandboxLayout::for_mission(
-                    &self.home_path(&state.id),
-                    &self.data_dir(),
-                    &self.cfg.workspace.hidden_files,
-                    &caches,
-                )?;
-                let cgroups = if limits.is_empty() {
-                    Cgroups::Unavailable("no limits asked for".into())
-                } else {
-                    Cgroups::detect()
-                };
-                let local = LocalWorkspace::new(path.clone(), sandbox)
-                    .with_layout(layout)
-                    .with_limits(limits, cgroups);
-                provisioned.limits = Some(WorkspaceLimits {
-                    memory_mb: limits.memory_mb,
-                    max_processes: limits.max_processes,
-                    enforced: local.limits_enforcement(),
-                });
-                Box::new(local)
-            }
-            Runtime::Docker => {
-                return Err(EngineError::Unsupported(
-                    "workspace.runtime = \"docker\" is not available in this build yet".into(),
-                ))
-            }
-        };
-        provisioned.runtime = workspace.runtime().to_string();
-        provisioned.sandbox = workspace.sandbox().to_string();
-        if state.workspace.is_none() {
-            provisioned.base_tree = Some(worktree.snapshot()?);
-            let drift = self
-                .probe_toolchain(state, &path, &*workspace, &mut provisioned)
-                .await?;
-            let mut events = vec![EventKind::WorkspaceProvisioned(provisioned)];
+        let fresh = state.workspace.is_none();
+        let provisioned = self
+            .provision(
+                &state.id,
+                Path::new(&created.repo),
+                &created.base_commit,
+                &template.workspace,
+                fresh,
+            )
+            .await?;
+        let Provisioned {
+            worktree,
+            workspace,
+            event,
+            drift,
+        } = provisioned;
+        if fresh {
+            let mut events = vec![EventKind::WorkspaceProvisioned(event)];
             events.extend(drift.iter().cloned().map(EventKind::WorkspaceDrift));
             self.append(state, events).await?;
             if !drift.is_empty() && template.workspace.toolchain == ToolchainMode::Enforce {
@@ -809,13 +744,116 @@ impl Engine {
         Ok((worktree, workspace))
     }
 
+    /// Makes (or finds again) workspace `id`: the worktree of `base_commit`, its caches, and
+    /// the runtime its commands run in; with `probe`, the toolchain is probed and the
+    /// `workspace.provisioned` event filled. Missions and `flightdeck workspace up` both
+    /// come here.
+    pub async fn provision(
+        &self,
+        id: &str,
+        repo: &Path,
+        base_commit: &str,
+        spec: &WorkspaceSpec,
+        probe: bool,
+    ) -> Result<Provisioned, EngineError> {
+        let runtime = spec.runtime;
+        let path = self.workspace_path(id);
+        std::fs::create_dir_all(&self.cfg.workspaces_dir).map_err(|source| {
+            flightdeck_workspace::WorkspaceError::Io {
+                path: self.cfg.workspaces_dir.clone(),
+                source,
+            }
+        })?;
+        let worktree = Worktree::create(repo, &path, base_commit)?;
+        if let Some(replay) = &self.cfg.replay {
+            replay.set_worktree(&worktree);
+        }
+        let caches_dir = self.data_dir().join("caches");
+        let caches =
+            flightdeck_workspace::caches::for_repo(&path, &caches_dir).map_err(|source| {
+                flightdeck_workspace::WorkspaceError::Io {
+                    path: caches_dir.clone(),
+                    source,
+                }
+            })?;
+        let mut event = WorkspaceProvisioned {
+            runtime: runtime.as_str().to_string(),
+            network: spec.network.as_str().to_string(),
+            path: path.display().to_string(),
+            caches: caches
+                .iter()
+                .map(|c| {
+                    let key = CacheKey {
+                        key: c.key.clone(),
+                        lockfiles: c.lockfiles.clone(),
+                    };
+                    (c.ecosystem.clone(), key)
+                })
+                .collect(),
+            secrets: spec.secrets.clone(),
+            ..WorkspaceProvisioned::default()
+        };
+        let limits = Limits {
+            memory_mb: spec.memory_mb,
+            max_processes: spec.max_processes,
+        };
+        let workspace: Box<dyn Workspace> = match runtime {
+            Runtime::Local | Runtime::LocalUnsandboxed => {
+                let sandbox = match runtime {
+                    Runtime::Local => Sandbox::bubblewrap()?,
+                    _ => Sandbox::None,
+                };
+                let layout = SandboxLayout::for_mission(
+                    &self.home_path(id),
+                    &self.data_dir(),
+                    &self.cfg.workspace.hidden_files,
+                    &caches,
+                )?;
+                let cgroups = if limits.is_empty() {
+                    Cgroups::Unavailable("no limits asked for".into())
+                } else {
+                    Cgroups::detect()
+                };
+                let local = LocalWorkspace::new(path.clone(), sandbox)
+                    .with_layout(layout)
+                    .with_limits(limits, cgroups);
+                event.limits = Some(WorkspaceLimits {
+                    memory_mb: limits.memory_mb,
+                    max_processes: limits.max_processes,
+                    enforced: local.limits_enforcement(),
+                });
+                Box::new(local)
+            }
+            Runtime::Docker => {
+                return Err(EngineError::Unsupported(
+                    "workspace.runtime = \"docker\" is not available in this build yet".into(),
+                ))
+            }
+        };
+        event.runtime = workspace.runtime().to_string();
+        event.sandbox = workspace.sandbox().to_string();
+        let mut drift = Vec::new();
+        if probe {
+            event.base_tree = Some(worktree.snapshot()?);
+            drift = self
+                .probe_toolchain(id, &path, &*workspace, &mut event)
+                .await?;
+        }
+        Ok(Provisioned {
+            worktree,
+            workspace,
+            event,
+            drift,
+        })
+    }
+
     /// Reads the repository's toolchain pins and probes what the workspace has, filling
     /// `provisioned.toolchain`; the drift, one event per mismatch. A replay takes what the
     /// recording found (the host replaying may have other versions; that is not the
     /// mission's behaviour).
     async fn probe_toolchain(
         &self,
-        state: &MissionState,
+        id: &str,
         root: &Path,
         workspace: &dyn Workspace,
         provisioned: &mut WorkspaceProvisioned,
@@ -843,8 +881,7 @@ impl Engine {
         } else {
             let pins = toolchain::read_pins(root).map_err(|e| {
                 EngineError::Unsupported(format!(
-                    "mission {}: {e} (hint: fix or remove the pin file; flightdeck reads it to record the toolchain)",
-                    state.id
+                    "workspace {id}: {e} (hint: fix or remove the pin file; flightdeck reads it to record the toolchain)"
                 ))
             })?;
             if pins.is_empty() {
@@ -1314,16 +1351,29 @@ impl Engine {
     /// missions keep theirs for inspection.
     /// Removes the mission's worktree and its HOME (caches stay: they are shared).
     async fn remove_workspace(&self, state: &MissionState) {
-        let home = self.home_path(&state.id);
+        let repo = state.created.as_ref().map(|c| PathBuf::from(&c.repo));
+        self.remove_workspace_files(&state.id, repo.as_deref())
+            .await;
+    }
+
+    /// Removes workspace `id`'s worktree (through `repo`'s git when known) and its HOME;
+    /// best effort, for cleanup paths that must not fail the mission.
+    pub async fn remove_workspace_files(&self, id: &str, repo: Option<&Path>) {
+        let home = self.home_path(id);
         if home.exists() {
             let _ = std::fs::remove_dir_all(&home);
         }
-        let path = self.workspace_path(&state.id);
+        let path = self.workspace_path(id);
         if !path.exists() {
             return;
         }
-        if let Some(created) = &state.created {
-            let _ = Worktree::remove(Path::new(&created.repo), &path);
+        match repo {
+            Some(repo) => {
+                let _ = Worktree::remove(repo, &path);
+            }
+            None => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
         }
     }
 
@@ -1546,6 +1596,14 @@ struct RunStep<'a> {
     timeout: Duration,
     /// Names of the secrets the command is given.
     secrets: &'a [String],
+}
+
+/// A workspace made ready: its worktree, the runtime, and what is recorded about it.
+pub struct Provisioned {
+    pub worktree: Worktree,
+    pub workspace: Box<dyn Workspace>,
+    pub event: WorkspaceProvisioned,
+    pub drift: Vec<WorkspaceDrift>,
 }
 
 /// A mission parked on approvals that are not all granted yet.

@@ -107,6 +107,11 @@ pub enum Command {
         #[arg(long, value_name = "TEXT")]
         comment: Option<String>,
     },
+    /// A mission's workspace by hand, for debugging a template's environment
+    Workspace {
+        #[command(subcommand)]
+        command: WorkspaceCommand,
+    },
     /// Ask the repository's policy
     Policy {
         #[command(subcommand)]
@@ -175,6 +180,41 @@ pub enum PolicyCommand {
         /// Repo-relative paths of a change to publish
         #[arg(long, value_name = "PATH", num_args = 1..)]
         changed: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Provision the repository's workspace as a mission would (worktree of HEAD, sandbox or
+    /// container, caches, toolchain probe) and print what a mission would record
+    Up {
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+        /// A template whose [workspace] applies (name under .flightdeck/missions or a path)
+        #[arg(long, value_name = "NAME")]
+        template: Option<String>,
+    },
+    /// Run a command in the workspace `up` made; exits with the command's exit code
+    Exec {
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+        /// Seconds before the command is killed
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+        /// The command and its arguments (after `--`)
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Remove the workspace `up` made
+    Down {
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+    },
+    /// Remove workspaces (worktrees, homes, containers) of missions that ended or are gone
+    Gc {
+        /// List what would be removed, remove nothing
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 

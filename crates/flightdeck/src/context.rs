@@ -432,7 +432,10 @@ fn workspace_settings(
             }
             _ => {
                 return Err(CliError::bad_input(
-                    format!("{}: [secrets.{name}] needs exactly one of `env` and `file`", config_path.display()),
+                    format!(
+                        "{}: [secrets.{name}] needs exactly one of `env` and `file`",
+                        config_path.display()
+                    ),
                     Some(format!("e.g. [secrets.{name}]\nenv = \"{name}\"")),
                 ))
             }

@@ -27,7 +27,13 @@ fn repo_with(template: &str, files: &[(&str, &str)]) -> TestRepo {
 
 /// Runs template `t`; the exit code and the JSON summary.
 fn run(cli: &Cli, repo: &TestRepo) -> (i32, Value) {
-    let out = cli.run(&["--json", "run", "t", "--repo", repo.path().to_str().unwrap()]);
+    let out = cli.run(&[
+        "--json",
+        "run",
+        "t",
+        "--repo",
+        repo.path().to_str().unwrap(),
+    ]);
     let code = out.code();
     let summary = if out.stdout().trim().is_empty() {
         Value::Null
@@ -86,7 +92,9 @@ fn escape_attempts_fail_and_the_mission_says_why() {
         (
             "reach a server on the host's loopback",
             vec![],
-            format!("python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 3)\""),
+            format!(
+                "python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 3)\""
+            ),
             "Connection refused",
         ),
         (
@@ -142,7 +150,13 @@ fn escape_attempts_fail_and_the_mission_says_why() {
         }
         repo.commit_all("links");
         let out = cli
-            .command(&["--json", "run", "t", "--repo", repo.path().to_str().unwrap()])
+            .command(&[
+                "--json",
+                "run",
+                "t",
+                "--repo",
+                repo.path().to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{what}: {out:?}");
@@ -150,10 +164,16 @@ fn escape_attempts_fail_and_the_mission_says_why() {
         assert_eq!(summary["status"], "failed", "{what}");
         assert_eq!(summary["error"]["kind"], "step_failed", "{what}");
         let message = summary["error"]["message"].as_str().unwrap();
-        assert!(message.contains(says), "{what}: the mission says {message:?}");
+        assert!(
+            message.contains(says),
+            "{what}: the mission says {message:?}"
+        );
     }
     // Nothing reached the host.
-    assert!(listener.accept().is_err(), "the loopback server got a connection");
+    assert!(
+        listener.accept().is_err(),
+        "the loopback server got a connection"
+    );
     assert!(!outside.path().join("escaped.txt").exists());
     assert_eq!(
         std::fs::read_to_string(outside.path().join("target.txt")).unwrap(),
@@ -329,7 +349,10 @@ fn toolchain_pins_are_recorded_and_drift_is_enforced_when_asked() {
         let toolchain = &provisioned(&cli, id)["toolchain"];
         assert_eq!(toolchain["rust"]["pinned"], "stable");
         assert_eq!(toolchain["rust"]["ok"], true);
-        assert!(toolchain["rust"]["found"].as_str().unwrap().starts_with("1."));
+        assert!(toolchain["rust"]["found"]
+            .as_str()
+            .unwrap()
+            .starts_with("1."));
         assert_eq!(toolchain["python"]["pinned"], "2.7.18");
         assert_eq!(toolchain["python"]["source"], ".python-version");
         let drift: Vec<&Value> = events
@@ -359,7 +382,10 @@ fn toolchain_pins_are_recorded_and_drift_is_enforced_when_asked() {
 fn caches_are_keyed_by_lockfiles_and_shared() {
     let template =
         "goal = \"g\"\n[[steps]]\nrun = '''echo \"$npm_config_cache\" > cache.txt && touch \"$npm_config_cache/marker-$FLIGHTDECK_MISSION\"'''\n";
-    let repo = repo_with(template, &[("package-lock.json", "{\"lockfileVersion\": 3}\n")]);
+    let repo = repo_with(
+        template,
+        &[("package-lock.json", "{\"lockfileVersion\": 3}\n")],
+    );
     let cli = Cli::new(BIN);
     let mut keys = Vec::new();
     for _ in 0..2 {
@@ -367,7 +393,10 @@ fn caches_are_keyed_by_lockfiles_and_shared() {
         assert_eq!(code, 0, "{summary}");
         let id = summary["id"].as_str().unwrap().to_string();
         let caches = provisioned(&cli, &id)["caches"].clone();
-        assert_eq!(caches["npm"]["lockfiles"], serde_json::json!(["package-lock.json"]));
+        assert_eq!(
+            caches["npm"]["lockfiles"],
+            serde_json::json!(["package-lock.json"])
+        );
         keys.push(caches["npm"]["key"].as_str().unwrap().to_string());
     }
     assert_eq!(keys[0], keys[1]);
@@ -379,4 +408,110 @@ fn caches_are_keyed_by_lockfiles_and_shared() {
     assert_eq!(dir.len(), 1, "{dir:?}");
     let markers = std::fs::read_dir(&dir[0]).unwrap().count();
     assert_eq!(markers, 2);
+}
+
+#[test]
+fn workspace_up_exec_down_and_gc() {
+    let repo = repo_with(
+        "goal = \"g\"\n[workspace]\nmax_processes = 50\n[[steps]]\nrun = \"true\"\n",
+        &[("rust-toolchain.toml", "[toolchain]\nchannel = \"stable\"\n")],
+    );
+    let cli = Cli::new(BIN);
+    let dir = repo.path().to_str().unwrap();
+    let up = cli
+        .run(&[
+            "--json",
+            "workspace",
+            "up",
+            "--repo",
+            dir,
+            "--template",
+            "t",
+        ])
+        .expect_code(0)
+        .json();
+    let id = up["id"].as_str().unwrap().to_string();
+    assert_eq!(up["workspace"]["runtime"], "local");
+    assert_eq!(up["workspace"]["limits"]["max_processes"], 50);
+    assert_eq!(up["workspace"]["toolchain"]["rust"]["ok"], true);
+    let path = PathBuf::from(up["workspace"]["path"].as_str().unwrap());
+    assert!(path.join("README.md").is_file());
+
+    let out = cli.run(&[
+        "workspace",
+        "exec",
+        "--repo",
+        dir,
+        "--",
+        "sh",
+        "-c",
+        "cat README.md; echo made > new.txt; exit 3",
+    ]);
+    assert_eq!(out.code(), 3, "{}", out.stderr());
+    assert_eq!(out.stdout(), "# sample\n");
+    assert_eq!(
+        std::fs::read_to_string(path.join("new.txt")).unwrap(),
+        "made\n"
+    );
+    // Unknown repository: said clearly.
+    let other = tempfile::tempdir().unwrap();
+    flightdeck_testkit::git_in(other.path(), &["init", "-q"]);
+    let out = cli.run(&[
+        "workspace",
+        "exec",
+        "--repo",
+        other.path().to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.code(), 2);
+    assert!(
+        out.stderr().contains("flightdeck workspace up"),
+        "{}",
+        out.stderr()
+    );
+
+    // gc keeps a live debugging workspace and removes a finished mission's.
+    let (code, summary) = run(&cli, &repo);
+    assert_eq!(code, 0, "{summary}");
+    let mission = summary["id"].as_str().unwrap().to_string();
+    std::fs::create_dir_all(cli.data_dir().join(format!("workspaces/{mission}"))).unwrap();
+    std::fs::create_dir_all(
+        cli.data_dir()
+            .join("workspaces/m-00000000000000000000000000"),
+    )
+    .unwrap();
+    let dry = cli
+        .run(&["--json", "workspace", "gc", "--dry-run"])
+        .expect_code(0)
+        .json();
+    let ids: Vec<&str> = dry["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["m-00000000000000000000000000", mission.as_str()],
+        "{dry}"
+    );
+    assert!(cli
+        .data_dir()
+        .join(format!("workspaces/{mission}"))
+        .exists());
+    cli.run(&["workspace", "gc"]).expect_code(0);
+    assert!(!cli
+        .data_dir()
+        .join(format!("workspaces/{mission}"))
+        .exists());
+    assert!(path.exists(), "the debugging workspace stays");
+
+    cli.run(&["workspace", "down", "--repo", dir])
+        .expect_code(0);
+    assert!(!path.exists());
+    assert!(!cli
+        .data_dir()
+        .join(format!("workspaces/{id}.home"))
+        .exists());
 }

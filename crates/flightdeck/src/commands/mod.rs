@@ -8,6 +8,7 @@ mod audit;
 mod policy;
 mod replay;
 mod run;
+mod workspace;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use flightdeck_core::{Digest, MissionState, MissionStatus};
 use flightdeck_engine::Silent;
 use serde_json::Value;
 
-use crate::cli::{AuditCommand, Command, PolicyCommand};
+use crate::cli::{AuditCommand, Command, PolicyCommand, WorkspaceCommand};
 use crate::context::Context;
 use crate::error::{exit, CliError};
 use crate::output::{event_json, event_line, summary_text, Progress};
@@ -52,6 +53,16 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
                 write,
                 changed,
             } => policy::explain(&ctx, repo, command, write, changed),
+        },
+        Command::Workspace { command } => match command {
+            WorkspaceCommand::Up { repo, template } => workspace::up(&ctx, repo, template).await,
+            WorkspaceCommand::Exec {
+                repo,
+                timeout,
+                command,
+            } => workspace::exec(&ctx, repo, timeout, &command).await,
+            WorkspaceCommand::Down { repo } => workspace::down(&ctx, repo).await,
+            WorkspaceCommand::Gc { dry_run } => workspace::gc(&ctx, dry_run).await,
         },
         Command::Resume { mission } => resume(&ctx, &mission).await,
         Command::Budget { mission, add } => budget(&ctx, &mission, &add).await,

@@ -1,0 +1,321 @@
+//! `flightdeck workspace up|exec|down|gc`: a repository's workspace by hand, made exactly as a
+//! mission's is (the engine's `provision`), for debugging a template's environment; and the
+//! garbage collector for workspaces whose mission ended or vanished.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flightdeck_core::template::{Template, WorkspaceSpec};
+use flightdeck_engine::Silent;
+use flightdeck_workspace::CommandSpec;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+
+use crate::context::Context;
+use crate::error::{exit, CliError};
+
+/// What `up` leaves beside the workspace, so `exec` and `down` find it again.
+#[derive(Debug, Serialize, Deserialize)]
+struct DebugWorkspace {
+    id: String,
+    repo: PathBuf,
+    base_commit: String,
+    template: Option<String>,
+    spec: WorkspaceSpec,
+}
+
+fn repo_of(repo: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    let dir = repo.unwrap_or_else(|| PathBuf::from("."));
+    flightdeck_workspace::repo_root(&dir).map_err(|_| {
+        CliError::bad_input(
+            format!("{} is not inside a git repository", dir.display()),
+            Some("pass --repo with a directory inside a git repository".into()),
+        )
+    })
+}
+
+/// One debugging workspace per repository: `ws-` and a digest of its path.
+fn debug_id(repo: &Path) -> String {
+    let digest = Sha256::digest(repo.display().to_string().as_bytes());
+    format!("ws-{}", &hex::encode(digest)[..12])
+}
+
+fn record_path(ctx: &Context, id: &str) -> PathBuf {
+    ctx.data_dir.join("workspaces").join(format!("{id}.json"))
+}
+
+fn read_record(ctx: &Context, repo: &Path) -> Result<DebugWorkspace, CliError> {
+    let id = debug_id(repo);
+    let path = record_path(ctx, &id);
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        CliError::bad_input(
+            format!(
+                "no workspace for {} (looked for {})",
+                repo.display(),
+                path.display()
+            ),
+            Some(format!(
+                "make one with `flightdeck workspace up --repo {}`",
+                repo.display()
+            )),
+        )
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        CliError::bad_input(
+            format!("{}: {e}", path.display()),
+            Some("remove it with `flightdeck workspace down`, then `up` again".into()),
+        )
+    })
+}
+
+pub async fn up(
+    ctx: &Context,
+    repo: Option<PathBuf>,
+    template: Option<String>,
+) -> Result<i32, CliError> {
+    let repo = repo_of(repo)?;
+    let spec = match &template {
+        Some(name) => {
+            let path = super::run::template_path(&repo, name)?;
+            let source = std::fs::read_to_string(&path).map_err(|e| {
+                CliError::bad_input(format!("cannot read {}: {e}", path.display()), None)
+            })?;
+            Template::parse(name, &path.display().to_string(), &source)?.workspace
+        }
+        None => WorkspaceSpec {
+            max_processes: Some(flightdeck_core::template::DEFAULT_MAX_PROCESSES),
+            ..WorkspaceSpec::default()
+        },
+    };
+    let base_commit = flightdeck_workspace::resolve_commit(&repo, "HEAD")?;
+    let id = debug_id(&repo);
+    let engine = ctx.engine(std::sync::Arc::new(Silent)).await?;
+    let started = std::time::Instant::now();
+    let provisioned = engine
+        .provision(&id, &repo, &base_commit, &spec, true)
+        .await?;
+    let took = started.elapsed();
+    let record = DebugWorkspace {
+        id: id.clone(),
+        repo: repo.clone(),
+        base_commit,
+        template,
+        spec,
+    };
+    let path = record_path(ctx, &id);
+    let text = serde_json::to_string_pretty(&record).unwrap_or_default();
+    std::fs::write(&path, text)
+        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
+    if ctx.json() {
+        let out = json!({
+            "id": id,
+            "workspace": provisioned.event,
+            "drift": provisioned.drift,
+            "ready_ms": took.as_millis() as u64,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        let e = &provisioned.event;
+        println!("workspace {id} ready in {} ms", took.as_millis());
+        println!("  path      {}", e.path);
+        println!(
+            "  runtime   {} (sandbox: {}, network: {})",
+            e.runtime, e.sandbox, e.network
+        );
+        if let (Some(image), Some(digest)) = (&e.image, &e.image_digest) {
+            println!("  image     {image} ({digest})");
+        }
+        if let Some(limits) = &e.limits {
+            println!(
+                "  limits    memory_mb={} max_processes={} ({})",
+                limits.memory_mb.map_or("none".into(), |m| m.to_string()),
+                limits
+                    .max_processes
+                    .map_or("none".into(), |m| m.to_string()),
+                limits.enforced
+            );
+        }
+        for (tool, entry) in &e.toolchain {
+            println!(
+                "  {tool:<9} pinned {} found {}{}",
+                entry.pinned.as_deref().unwrap_or("-"),
+                entry.found.as_deref().unwrap_or("(missing)"),
+                if entry.ok { "" } else { "  DRIFT" }
+            );
+        }
+        for (eco, cache) in &e.caches {
+            println!("  cache     {eco} {}", cache.key);
+        }
+        println!(
+            "next: flightdeck workspace exec --repo {} -- COMMAND",
+            repo.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
+pub async fn exec(
+    ctx: &Context,
+    repo: Option<PathBuf>,
+    timeout: u64,
+    command: &[String],
+) -> Result<i32, CliError> {
+    let repo = repo_of(repo)?;
+    let record = read_record(ctx, &repo)?;
+    let engine = ctx.engine(std::sync::Arc::new(Silent)).await?;
+    let provisioned = engine
+        .provision(
+            &record.id,
+            &record.repo,
+            &record.base_commit,
+            &record.spec,
+            false,
+        )
+        .await?;
+    let spec = CommandSpec {
+        command: shell_join(command),
+        timeout: Duration::from_secs(timeout),
+        env: vec![("FLIGHTDECK_MISSION".into(), record.id.clone())],
+        network: record.spec.network == flightdeck_core::template::Network::On,
+    };
+    let outcome = provisioned.workspace.exec(&spec).await?;
+    if ctx.json() {
+        let out = json!({
+            "exit_code": outcome.exit_code,
+            "timed_out": outcome.timed_out,
+            "duration_ms": outcome.duration.as_millis() as u64,
+            "limit_hit": outcome.limit_hit,
+            "output": String::from_utf8_lossy(&outcome.output),
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        use std::io::Write;
+        let _ = std::io::stdout().write_all(&outcome.output);
+        if outcome.timed_out {
+            eprintln!("flightdeck: the command timed out after {timeout} s and was killed");
+        }
+    }
+    Ok(match outcome.exit_code {
+        Some(code) => code,
+        None => 128 + 9,
+    })
+}
+
+pub async fn down(ctx: &Context, repo: Option<PathBuf>) -> Result<i32, CliError> {
+    let repo = repo_of(repo)?;
+    let record = read_record(ctx, &repo)?;
+    let engine = ctx.engine(std::sync::Arc::new(Silent)).await?;
+    engine
+        .remove_workspace_files(&record.id, Some(&record.repo))
+        .await;
+    let _ = std::fs::remove_file(record_path(ctx, &record.id));
+    if ctx.json() {
+        println!("{}", json!({ "id": record.id, "removed": true }));
+    } else {
+        println!("workspace {} removed", record.id);
+    }
+    Ok(exit::OK)
+}
+
+/// Removes the workspaces of missions that ended (succeeded, failed, cancelled) or are not
+/// in the store, and debugging workspaces whose repository is gone.
+pub async fn gc(ctx: &Context, dry_run: bool) -> Result<i32, CliError> {
+    let dir = ctx.data_dir.join("workspaces");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        if ctx.json() {
+            println!("{}", json!({ "removed": [], "dry_run": dry_run }));
+        } else {
+            println!("nothing to collect: {} does not exist", dir.display());
+        }
+        return Ok(exit::OK);
+    };
+    let mut ids: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter_map(|name| {
+            let id = name
+                .strip_suffix(".home")
+                .or_else(|| name.strip_suffix(".json"))
+                .unwrap_or(&name);
+            Some(id.to_string())
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    let store = if ctx.store_exists() {
+        Some(ctx.store().await?)
+    } else {
+        None
+    };
+    let engine = ctx.engine(std::sync::Arc::new(Silent)).await?;
+    let mut removed = Vec::new();
+    for id in ids {
+        let (reason, repo) = if id.starts_with("ws-") {
+            let record = std::fs::read_to_string(record_path(ctx, &id))
+                .ok()
+                .and_then(|text| serde_json::from_str::<DebugWorkspace>(&text).ok());
+            match record {
+                Some(record) if record.repo.is_dir() => continue,
+                Some(record) => ("its repository is gone".to_string(), Some(record.repo)),
+                None => ("a debugging workspace without its record".to_string(), None),
+            }
+        } else {
+            let row = match &store {
+                Some(store) => store.mission(&id).await?,
+                None => None,
+            };
+            match row {
+                None => ("no such mission in the store".to_string(), None),
+                Some(row)
+                    if matches!(row.status.as_str(), "succeeded" | "failed" | "cancelled") =>
+                {
+                    let repo = row.summary["repo"].as_str().map(PathBuf::from);
+                    (format!("the mission {}", row.status), repo)
+                }
+                Some(_) => continue,
+            }
+        };
+        if !dry_run {
+            engine.remove_workspace_files(&id, repo.as_deref()).await;
+            let _ = std::fs::remove_file(record_path(ctx, &id));
+        }
+        removed.push(json!({ "id": id, "reason": reason }));
+    }
+    if ctx.json() {
+        println!("{}", json!({ "removed": removed, "dry_run": dry_run }));
+    } else if removed.is_empty() {
+        println!("nothing to collect");
+    } else {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        for r in &removed {
+            println!(
+                "{verb} {} ({})",
+                r["id"].as_str().unwrap_or("?"),
+                r["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// The argument vector as one `sh -c` line, each argument quoted.
+fn shell_join(args: &[String]) -> String {
+    if let [only] = args {
+        // One argument is taken as a shell line: `exec -- 'cargo test | tail'`.
+        return only.clone();
+    }
+    args.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
