@@ -415,7 +415,9 @@ impl Template {
         for (i, secret) in raw.workspace.secrets.iter().enumerate() {
             let env_name = !secret.is_empty()
                 && !secret.starts_with(|c: char| c.is_ascii_digit())
-                && secret.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                && secret
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !env_name {
                 return Err(invalid(
                     format!("workspace.secrets[{i}]"),
@@ -427,7 +429,10 @@ impl Template {
             return Err(invalid("workspace.memory_mb".into(), "must be at least 1"));
         }
         if raw.workspace.max_processes == Some(0) {
-            return Err(invalid("workspace.max_processes".into(), "must be at least 1"));
+            return Err(invalid(
+                "workspace.max_processes".into(),
+                "must be at least 1",
+            ));
         }
         let template = Template {
             name: name.to_string(),

@@ -33,9 +33,7 @@ use flightdeck_store::{
     AppendRequest, ArtifactError, ArtifactStore, EventStore, Lease, MissionRow, RawEvent,
     StoreError,
 };
-use flightdeck_workspace::{
-    CommandOutcome, CommandSpec, ConfinedFs, Worktree,
-};
+use flightdeck_workspace::{CommandOutcome, CommandSpec, ConfinedFs, Worktree};
 use serde_json::Value;
 
 use crate::tools::ToolInvocation;
