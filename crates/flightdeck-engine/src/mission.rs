@@ -1659,7 +1659,7 @@ fn check(
     workspace: &crate::WorkspaceSettings,
     replaying: bool,
 ) -> Result<Checked, EngineError> {
-    Policy::parse(&request.policy_source, &request.policy_file)?;
+    let policy = Policy::parse(&request.policy_source, &request.policy_file)?;
     let template = Template::parse(
         &request.template_name,
         &request.template_file,
@@ -1684,6 +1684,12 @@ fn check(
     match template.workspace.runtime {
         Runtime::Local => {
             Sandbox::bubblewrap()?;
+        }
+        Runtime::LocalUnsandboxed if !policy.allow_unsandboxed() => {
+            return Err(EngineError::Unsupported(format!(
+                "{}: workspace.runtime = \"local-unsandboxed\" is forbidden by the policy {} (allow_unsandboxed = false); run in the sandbox (runtime = \"local\"), or change the policy",
+                request.template_file, request.policy_file
+            )))
         }
         Runtime::LocalUnsandboxed => {}
         Runtime::Docker => {

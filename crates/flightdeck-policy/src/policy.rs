@@ -29,6 +29,8 @@ pub struct Policy {
     pub(crate) origin: String,
     pub(crate) hash: String,
     pub(crate) allow_self_approval: bool,
+    /// Whether a template may turn the sandbox off (`runtime = "local-unsandboxed"`).
+    pub(crate) allow_unsandboxed: bool,
     /// Default verdict per [`ActionKind::index`].
     pub(crate) defaults: [Verdict; 4],
     pub(crate) classes: ClassTable,
@@ -157,6 +159,7 @@ impl Policy {
             origin: BUILTIN_POLICY_ORIGIN.to_owned(),
             hash: parse::source_hash(""),
             allow_self_approval: false,
+            allow_unsandboxed: false,
             defaults: [Verdict::Deny; 4],
             classes: ClassTable::source_only(),
             rules: Vec::new(),
@@ -180,6 +183,12 @@ impl Policy {
     /// Whether a mission's requester may approve its own gates.
     pub fn allow_self_approval(&self) -> bool {
         self.allow_self_approval
+    }
+
+    /// Whether a mission may run its commands without the sandbox (`runtime =
+    /// "local-unsandboxed"`); `allow_unsandboxed = false` forbids it.
+    pub fn allow_unsandboxed(&self) -> bool {
+        self.allow_unsandboxed
     }
 
     /// The verdict when no rule matches an action of this kind.

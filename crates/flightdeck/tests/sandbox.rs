@@ -515,3 +515,54 @@ fn workspace_up_exec_down_and_gc() {
         .join(format!("workspaces/{id}.home"))
         .exists());
 }
+
+#[test]
+fn policy_can_forbid_running_unsandboxed() {
+    let template = "goal = \"g\"\n[workspace]\nruntime = \"local-unsandboxed\"\n[[steps]]\nrun = \"echo hi > hi.txt\"\n";
+    for (policy, code) in [
+        (
+            "[defaults]\npublish = \"allow\"\nallow_unsandboxed = false\n",
+            2,
+        ),
+        (
+            "allow_unsandboxed = false\n[defaults]\npublish = \"allow\"\n",
+            2,
+        ),
+        ("[defaults]\npublish = \"allow\"\n", 0),
+    ] {
+        let repo = repo_with(template, &[]);
+        repo.write_files(&[(".flightdeck/policy.toml", policy)]);
+        repo.commit_all("policy");
+        let cli = Cli::new(BIN);
+        let out = cli.run(&[
+            "--json",
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ]);
+        if policy.starts_with("[defaults]\npublish = \"allow\"\nallow") {
+            // `allow_unsandboxed` under [defaults] is not a default: an unknown key.
+            assert_eq!(out.code(), 2, "{}", out.stderr());
+            assert!(
+                out.stderr().contains("allow_unsandboxed"),
+                "{}",
+                out.stderr()
+            );
+            continue;
+        }
+        assert_eq!(out.code(), code, "{policy}: {}", out.stderr());
+        if code == 2 {
+            assert!(
+                out.stderr().contains("forbidden by the policy"),
+                "{}",
+                out.stderr()
+            );
+        } else {
+            let summary = out.json();
+            let data = provisioned(&cli, summary["id"].as_str().unwrap());
+            assert_eq!(data["runtime"], "local-unsandboxed");
+            assert_eq!(data["sandbox"], "none");
+        }
+    }
+}
