@@ -2,5 +2,4 @@
 //! every artifact (`Engine::put_artifact`), every event's data (`Engine::append`) and a tool's
 //! output before the model sees it through it.
 
-#[allow(unused_imports)] // MIN_SECRET_LEN is part of the engine's redaction vocabulary.
 pub use flightdeck_workspace::redact::{Secrets, MIN_SECRET_LEN};

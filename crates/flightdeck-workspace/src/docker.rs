@@ -17,12 +17,12 @@
 //!   `none` unless asked for; [`DockerWorkspace::set_network`] swaps `none` for the
 //!   `flightdeck` bridge network and back.
 //! - A command runs through the exec API as `sh -c`, stderr joined to stdout inside the
-//!   container (one pipe, so the order is the order of writing). Every process it starts
-//!   inherits a `FLIGHTDECK_EXEC=<token>` variable; at the timeout (or when the command has
-//!   exited but something it left still holds the output open) a second exec, as the same
-//!   user, kills every process whose environment carries the token, using only `sh`, `cat`
-//!   and the `kill` builtin. Processes a command leaves behind that do not hold its output
-//!   (a service started by a setup command) keep running.
+//!   container (one pipe, so the order is the order of writing). When it exits, a wrapper
+//!   kills what it left in its process group (background jobs); a service that started its
+//!   own session (`setsid`, any daemon) keeps running. Every process it starts inherits a
+//!   `FLIGHTDECK_EXEC=<token>` variable; at the timeout a second exec, as the same user,
+//!   kills every process whose environment carries the token (new sessions included), using
+//!   only `sh`, `cat` and the `kill` builtin. No `timeout` binary is needed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
@@ -87,9 +87,29 @@ const CAP_DROP: &[&str] = &["NET_RAW", "MKNOD", "AUDIT_WRITE"];
 /// on SIGTERM (a shell as PID 1 otherwise ignores it and `docker stop` waits 10 s).
 const INIT_SCRIPT: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
 
-/// Runs the command with stderr joined to stdout, as a fresh `sh -c` (so `$0` and the
-/// positional parameters are what `sh -c COMMAND` gives).
-const EXEC_WRAPPER: &str = "exec 2>&1; exec sh -c \"$1\"";
+/// Runs the command (`$1`) as `sh -c COMMAND` with stderr joined to stdout, then kills what
+/// it left in its process group (background jobs), as the local runtime does: the engine
+/// makes an exec's process a session and group leader, so the group is the command's. A
+/// service that started its own session survives. Only shell builtins, so any image with a
+/// `sh` works; when the wrapper is not a group leader (some other runtime), nothing is
+/// killed rather than the wrong group.
+const EXEC_WRAPPER: &str = r#"exec 2>&1
+sh -c "$1"
+rc=$?
+{ read -r me < /proc/$$/stat; } 2>/dev/null
+set -- ${me##*")"}
+if [ "$3" = "$$" ]; then
+  for pass in 1 2; do
+    for d in /proc/[0-9]*; do
+      p=${d#/proc/}
+      [ "$p" = "$$" ] && continue
+      { read -r s < "$d/stat"; } 2>/dev/null || continue
+      set -- ${s##*")"}
+      [ "$3" = "$$" ] && kill -KILL "$p" 2>/dev/null
+    done
+  done
+fi
+exit $rc"#;
 
 /// Kills every process whose environment carries `FLIGHTDECK_EXEC=$1`. `$(cat …)` drops the
 /// NUL separators, which is fine for a substring test; three passes catch processes forked
@@ -1049,57 +1069,43 @@ impl DockerWorkspace {
         };
 
         let mut capture = Capture::default();
-        let mut stream_done = false;
-        let mut exit: Option<Option<i64>> = None;
-        let mut exited_at: Option<Instant> = None;
-        let mut killed = false;
         let mut timed_out = false;
         loop {
-            if stream_done && exit.is_some() {
-                break;
-            }
-            // While output flows, the exit is only looked for now and then: it matters only
-            // when something left behind keeps the output open.
-            let poll = if stream_done {
-                Duration::from_millis(20)
-            } else {
-                Duration::from_secs(1)
-            };
             tokio::select! {
-                chunk = output.next(), if !stream_done => match chunk {
+                chunk = output.next() => match chunk {
                     Some(Ok(LogOutput::StdOut { message } | LogOutput::StdErr { message }
                         | LogOutput::Console { message })) => capture.push(&message),
                     Some(Ok(LogOutput::StdIn { .. })) => {}
-                    Some(Err(_)) | None => stream_done = true,
+                    Some(Err(_)) | None => break,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
                     timed_out = true;
                     break;
                 }
-                _ = tokio::time::sleep(poll) => {
-                    match (exit, exited_at) {
-                        (None, _) => {
-                            let inspect = docker
-                                .inspect_exec(&created.id)
-                                .await
-                                .map_err(api("inspect an exec"))?;
-                            if inspect.running == Some(false) {
-                                exit = Some(inspect.exit_code);
-                                exited_at = Some(Instant::now());
-                            }
-                        }
-                        (Some(_), Some(at)) if !killed && at.elapsed() > Duration::from_secs(1) => {
-                            self.kill_marked(&token).await;
-                            killed = true;
-                        }
-                        (Some(_), Some(at)) if killed && at.elapsed() > DRAIN_GRACE => {
-                            capture.note("[flightdeck: output still open after the command ended; stopped reading]\n");
-                            stream_done = true;
-                        }
-                        _ => {}
-                    }
-                }
             }
+        }
+        // The output ends when the wrapper exits; its exit code may show a moment later. A
+        // command that closed its output and kept running is waited for until the timeout.
+        let mut exit_code = None;
+        let mut pause = Duration::from_millis(10);
+        while !timed_out {
+            let inspect = docker
+                .inspect_exec(&created.id)
+                .await
+                .map_err(api(format!("inspect an exec in container {}", self.name)))?;
+            if inspect.running != Some(true) {
+                exit_code = inspect.exit_code.and_then(|c| i32::try_from(c).ok());
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                timed_out = true;
+                break;
+            }
+            tokio::time::sleep(
+                pause.min(deadline.saturating_duration_since(tokio::time::Instant::now())),
+            )
+            .await;
+            pause = (pause * 2).min(Duration::from_millis(500));
         }
         if timed_out {
             self.kill_marked(&token).await;
@@ -1116,11 +1122,7 @@ impl DockerWorkspace {
         }
         let (output, dropped_bytes) = capture.finish();
         Ok(CommandOutcome {
-            exit_code: if timed_out {
-                None
-            } else {
-                exit.flatten().and_then(|c| i32::try_from(c).ok())
-            },
+            exit_code,
             timed_out,
             output,
             dropped_bytes,

@@ -20,7 +20,7 @@ fn errors_name_origin_line_column_and_key() {
             Some("frobnicate"),
             2,
             1,
-            ".flightdeck/policy.toml:2:1: unknown key `frobnicate` in the top level (expected one of: allow_self_approval, classes, defaults, rule)",
+            ".flightdeck/policy.toml:2:1: unknown key `frobnicate` in the top level (expected one of: allow_self_approval, allow_unsandboxed, classes, defaults, rule)",
         ),
         (
             "[defaults]\ncommand = \"allow\"\n  publsh = \"approve\"\n",
