@@ -6,12 +6,14 @@
 //!   rootful and rootless sockets. The API version is negotiated down from `/_ping`'s
 //!   `Api-Version` header (bollard's own negotiation asks `/v1.5x/version` first, which
 //!   dockerd 20.10 refuses as too new).
-//! - Images are never pulled: an existing image must be present locally; a build sends the
-//!   context (a tar made here, `.dockerignore` applied with gitignore-style matching, anchored
-//!   at the context root) to the classic builder. [`ImageInfo`] records the image id
-//!   (`sha256:…`, the digest of the image config, the same on every engine) as `digest`, and
-//!   the first RepoDigest (registry manifest digest, only for images that came from a
-//!   registry) as `repo_digest`.
+//! - Images are never pulled: an existing image must be present locally, and so must the
+//!   base images a Dockerfile's `FROM` lines name (checked before building, since the
+//!   classic builder would pull them). A build sends the context (a tar made here,
+//!   `.dockerignore` applied with gitignore-style matching anchored at the context root) to
+//!   the classic builder. [`ImageInfo`] records the image id (`sha256:…`, the digest of the
+//!   image config) as `digest`, and the first RepoDigest (`name@sha256:…` of the registry
+//!   manifest; dockerd has none for a local build or import, Podman makes a `localhost/`
+//!   one) as `repo_digest`.
 //! - The container runs `sh -c` with a sleep loop as its init (busybox has `sleep`, not
 //!   `sleep infinity` everywhere), `no-new-privileges`, a few capabilities dropped, network
 //!   `none` unless asked for; [`DockerWorkspace::set_network`] swaps `none` for the
@@ -258,6 +260,7 @@ pub struct DockerEngine {
     docker: Docker,
     socket: String,
     api_version: String,
+    podman: bool,
 }
 
 impl DockerEngine {
@@ -298,8 +301,8 @@ impl DockerEngine {
             socket: socket.clone(),
             reason,
         };
-        let server = ping(&socket).await.map_err(unreachable)?;
-        let version = match server {
+        let ping = ping(&socket).await.map_err(unreachable)?;
+        let version = match ping.api_version {
             Some((major, minor)) => {
                 if (major, minor) < MIN_API {
                     return Err(DockerError::TooOld {
@@ -325,7 +328,7 @@ impl DockerEngine {
         };
         let docker = Docker::connect_with_unix(&socket, REQUEST_TIMEOUT_SECS, &version)
             .map_err(|e| unreachable(e.to_string()))?;
-        let docker = if server.is_none() {
+        let docker = if ping.api_version.is_none() {
             docker
                 .negotiate_version()
                 .await
@@ -338,6 +341,7 @@ impl DockerEngine {
             docker,
             socket,
             api_version,
+            podman: ping.podman,
         })
     }
 
@@ -349,6 +353,11 @@ impl DockerEngine {
     /// The Engine API version spoken, e.g. `1.41`.
     pub fn api_version(&self) -> &str {
         &self.api_version
+    }
+
+    /// Whether the engine is Podman's compatible service.
+    pub fn is_podman(&self) -> bool {
+        self.podman
     }
 
     /// The image `reference` as present locally, or [`DockerError::ImageMissing`].
@@ -416,6 +425,13 @@ impl DockerEngine {
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such Dockerfile"),
             });
         }
+        // The classic builder pulls a missing base image; flightdeck never pulls, so every
+        // base image it can name must be here first.
+        let text =
+            std::fs::read_to_string(&dockerfile_path).map_err(context_error(&dockerfile_path))?;
+        for image in base_images(&text, args) {
+            self.local_image(&image).await?;
+        }
 
         // The archive is written by a blocking thread into a bounded channel, so a large
         // context streams instead of sitting in memory.
@@ -475,29 +491,35 @@ impl DockerEngine {
                 }
             }
         }
-        // A context that could not be read explains a failed build better than the
-        // daemon's "unexpected EOF".
-        match producer.await {
-            Ok(Ok(())) => {}
-            Ok(Err(source)) => {
+        let produced = match producer.await {
+            Ok(result) => result,
+            Err(join) => Err(std::io::Error::other(join.to_string())),
+        };
+        match (produced, failure) {
+            (Ok(()), None) => {}
+            // The engine stopped reading because the build failed: the build's error says why.
+            (Err(e), Some(message)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                return Err(DockerError::Build {
+                    tag: tag.to_string(),
+                    message: message.trim().to_string(),
+                    log: log.render(),
+                })
+            }
+            // Otherwise a context that could not be read explains a failed build better
+            // than the daemon's "unexpected EOF".
+            (Err(source), _) => {
                 return Err(DockerError::Context {
                     path: context,
                     source,
                 })
             }
-            Err(join) => {
-                return Err(DockerError::Context {
-                    path: context,
-                    source: std::io::Error::other(join.to_string()),
+            (Ok(()), Some(message)) => {
+                return Err(DockerError::Build {
+                    tag: tag.to_string(),
+                    message: message.trim().to_string(),
+                    log: log.render(),
                 })
             }
-        }
-        if let Some(message) = failure {
-            return Err(DockerError::Build {
-                tag: tag.to_string(),
-                message: message.trim().to_string(),
-                log: log.render(),
-            });
         }
         self.local_image(tag).await
     }
@@ -674,7 +696,10 @@ impl DockerEngine {
         };
         let created = match self.docker.create_container(Some(options), body).await {
             Ok(created) => created,
-            Err(e) if is_status(&e, 409) => return Err(DockerError::NameInUse(spec.name)),
+            // Podman says so with a 500.
+            Err(e) if is_status(&e, 409) || e.to_string().contains("already in use") => {
+                return Err(DockerError::NameInUse(spec.name))
+            }
             Err(e) => return Err(api(format!("create container {}", spec.name))(e)),
         };
         if let Err(e) = self
@@ -820,7 +845,13 @@ impl DockerEngine {
 
 /// `GET /_ping` over the socket, by hand: the `Api-Version` header says what the engine
 /// speaks, before any versioned request can be refused.
-async fn ping(socket: &str) -> Result<Option<(usize, usize)>, String> {
+/// What `/_ping` tells about an engine.
+struct Ping {
+    api_version: Option<(usize, usize)>,
+    podman: bool,
+}
+
+async fn ping(socket: &str) -> Result<Ping, String> {
     let exchange = async {
         let mut stream = tokio::net::UnixStream::connect(socket)
             .await
@@ -847,13 +878,23 @@ async fn ping(socket: &str) -> Result<Option<(usize, usize)>, String> {
     if status.split_whitespace().nth(1) != Some("200") {
         return Err(format!("/_ping answered `{}`", status.trim()));
     }
-    Ok(lines
+    let headers: Vec<(&str, &str)> = lines
         .filter_map(|line| line.split_once(':'))
-        .find(|(name, _)| name.trim().eq_ignore_ascii_case("api-version"))
-        .and_then(|(_, value)| {
-            let (major, minor) = value.trim().split_once('.')?;
+        .map(|(name, value)| (name.trim(), value.trim()))
+        .collect();
+    let header = |wanted: &str| {
+        headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+            .map(|(_, value)| *value)
+    };
+    Ok(Ping {
+        api_version: header("api-version").and_then(|value| {
+            let (major, minor) = value.split_once('.')?;
             Some((major.parse().ok()?, minor.parse().ok()?))
-        }))
+        }),
+        podman: header("libpod-api-version").is_some(),
+    })
 }
 
 fn image_info(reference: &str, inspect: ImageInspect) -> Result<ImageInfo, DockerError> {
@@ -929,6 +970,11 @@ impl DockerWorkspace {
     pub async fn set_network(&self, on: bool) -> Result<(), DockerError> {
         let docker = &self.engine.docker;
         let inspect = self.engine.inspect(&self.id).await?;
+        let created_without = inspect
+            .host_config
+            .as_ref()
+            .and_then(|h| h.network_mode.as_deref())
+            == Some("none");
         let attached: Vec<String> = inspect
             .network_settings
             .and_then(|s| s.networks)
@@ -941,11 +987,22 @@ impl DockerWorkspace {
             }
         };
         if on {
-            let network = self.engine.ensure_network().await?;
             if attached.iter().any(|n| n == NETWORK_NAME) {
                 return Ok(());
             }
-            // An engine refuses a second network next to `none`.
+            // Podman fixes a container's network mode at creation (and does not list
+            // `none` among its networks).
+            if self.engine.podman && created_without {
+                return Err(DockerError::Network {
+                    action: format!("give container {} a network", self.name),
+                    message: "Podman cannot connect a container created without a network \
+                              (`none`); with Podman use `network = \"on\"` or `\"none\"`, \
+                              not `\"setup\"`"
+                        .into(),
+                });
+            }
+            let network = self.engine.ensure_network().await?;
+            // Docker refuses a second network next to `none`, but lets it be swapped.
             if attached.iter().any(|n| n == "none") {
                 docker
                     .disconnect_network("none", self.disconnect_request())
@@ -1046,7 +1103,11 @@ impl DockerWorkspace {
             Err(e) => return Err(api(format!("create an exec in container {}", self.name))(e)),
         };
         let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + spec.timeout;
+        // A timeout too large to add is no timeout.
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(spec.timeout)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
         let start = StartExecOptions {
             detach: false,
             tty: false,
@@ -1268,6 +1329,90 @@ impl LogTail {
             out
         })
     }
+}
+
+/// The images a Dockerfile's `FROM` lines name, other than earlier stages and `scratch`, with
+/// `ARG`s declared before the first `FROM` (and build args) substituted. A name that still
+/// holds a variable is left to the build.
+fn base_images(dockerfile: &str, args: &BTreeMap<String, String>) -> Vec<String> {
+    let mut vars: HashMap<String, String> = HashMap::new();
+    let mut stages: Vec<String> = Vec::new();
+    let mut images = Vec::new();
+    let mut seen_from = false;
+    let joined = dockerfile.replace("\\\r\n", " ").replace("\\\n", " ");
+    for line in joined.lines().map(str::trim) {
+        if line.starts_with('#') {
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let Some(instruction) = words.next() else {
+            continue;
+        };
+        if instruction.eq_ignore_ascii_case("ARG") && !seen_from {
+            for arg in words {
+                let (name, default) = match arg.split_once('=') {
+                    Some((name, value)) => (name, Some(value.trim_matches('"'))),
+                    None => (arg, None),
+                };
+                if let Some(value) = args.get(name).map(String::as_str).or(default) {
+                    vars.insert(name.to_string(), value.to_string());
+                }
+            }
+        } else if instruction.eq_ignore_ascii_case("FROM") {
+            seen_from = true;
+            let mut words = words.skip_while(|w| w.starts_with("--"));
+            let Some(image) = words.next() else {
+                continue;
+            };
+            let image = substitute(image, &vars).filter(|image| {
+                !image.eq_ignore_ascii_case("scratch")
+                    && !stages.contains(&image.to_ascii_lowercase())
+                    && !images.contains(image)
+            });
+            if let (Some(keyword), Some(alias)) = (words.next(), words.next()) {
+                if keyword.eq_ignore_ascii_case("AS") {
+                    stages.push(alias.to_ascii_lowercase());
+                }
+            }
+            images.extend(image);
+        }
+    }
+    images
+}
+
+/// `$NAME`, `${NAME}` and `${NAME:-default}` replaced; `None` when a variable is unknown.
+fn substitute(text: &str, vars: &HashMap<String, String>) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (expression, remainder) = if let Some(braced) = after.strip_prefix('{') {
+            let end = braced.find('}')?;
+            (&braced[..end], &braced[end + 1..])
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        let (name, default) = match expression.split_once(":-") {
+            Some((name, default)) => (name, Some(default)),
+            None => (expression, None),
+        };
+        match vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+            .or(default)
+        {
+            Some(value) => out.push_str(value),
+            None => return None,
+        }
+        rest = remainder;
+    }
+    out.push_str(rest);
+    Some(out)
 }
 
 /// The name a Dockerfile from outside the context gets inside the archive.
@@ -1633,6 +1778,23 @@ mod tests {
         copy[148..156].copy_from_slice(b"        ");
         let sum: u32 = copy.iter().map(|b| u32::from(*b)).sum();
         assert_eq!(u32::from_str_radix(stored, 8).unwrap(), sum);
+    }
+
+    #[test]
+    fn base_images_skip_stages_and_scratch_and_substitute_args() {
+        let dockerfile = "ARG BASE=debian:12\nARG TAG\n# FROM commented:out\n\
+            FROM --platform=linux/amd64 ${BASE} AS build\nRUN make \\\n  FROM=x\n\
+            FROM build AS test\nFROM scratch\nFROM registry.local/tools:${TAG:-1}\n\
+            FROM $UNKNOWN\nFROM busybox:$TAG\n";
+        let args = BTreeMap::from([("TAG".to_string(), "2".to_string())]);
+        assert_eq!(
+            base_images(dockerfile, &args),
+            vec!["debian:12", "registry.local/tools:2", "busybox:2"]
+        );
+        assert_eq!(
+            base_images(dockerfile, &BTreeMap::new()),
+            vec!["debian:12", "registry.local/tools:1"]
+        );
     }
 
     #[test]
