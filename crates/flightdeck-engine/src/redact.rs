@@ -1,5 +1,5 @@
-//! Redaction lives with the workspace (where command output is produced); the engine passes
-//! every artifact (`Engine::put_artifact`), every event's data (`Engine::append`) and a tool's
-//! output before the model sees it through it.
+//! Redaction: every artifact (`Engine::put_artifact`), every event's data (`Engine::append`)
+//! and a tool's output before the model sees it pass through [`Secrets`]. It lives in
+//! `flightdeck-workspace`, next to the command output it mostly scrubs.
 
 pub use flightdeck_workspace::redact::{Secrets, MIN_SECRET_LEN};
