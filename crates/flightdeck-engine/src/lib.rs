@@ -12,6 +12,7 @@
 mod acceptance;
 mod agent;
 mod budget;
+mod container;
 mod gate;
 mod mission;
 mod model_call;
@@ -34,6 +35,7 @@ use flightdeck_core::{MissionStatus, StoredEvent};
 use flightdeck_store::{ArtifactError, ArtifactStore, EventStore, StoreError};
 use flightdeck_workspace::{GitError, WorkspaceError};
 
+pub use container::{container_name, INSTALLATION_LABEL, MISSION_LABEL};
 pub use gate::{Channel, Vote};
 pub use mission::{CreateMission, Engine, ForkMission, Provisioned, RepoFile};
 pub use models::{ModelSettings, ProviderKind, ProviderSettings};
@@ -148,6 +150,15 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Unsupported(String),
+    /// The repository's workspace definition (devcontainer.json) cannot be used.
+    #[error("{0}")]
+    WorkspaceDefinition(String),
+    #[error("setup command {name} (`{command}`) failed: {why}")]
+    SetupFailed {
+        name: String,
+        command: String,
+        why: String,
+    },
     #[error("{template}: secret `{name}` (in [workspace] secrets) cannot be read: {why}")]
     SecretMissing {
         template: String,

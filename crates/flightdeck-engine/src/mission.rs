@@ -11,9 +11,10 @@ use flightdeck_core::{
     Digest, EventKind, MissionId, MissionState, MissionStatus, StoredEvent, UnstoredEvent,
 };
 use flightdeck_store::{AppendRequest, NewEvent, Projection, StoreError};
+use flightdeck_workspace::docker::{DockerEngine, DockerWorkspace};
 use flightdeck_workspace::{
     repo_root, resolve_commit, Cgroups, CommandOutcome, CommandSpec, Limits, LocalWorkspace,
-    Sandbox, SandboxLayout, Workspace, Worktree,
+    Sandbox, SandboxLayout, Workspace, WorkspaceError, Worktree,
 };
 
 use flightdeck_core::state::ApprovalStatus;
@@ -562,9 +563,25 @@ impl Engine {
         }
         let (created, template) = self.template_of(state).await?;
         let gates = self.gates_of(&created).await?;
-        let (worktree, workspace) = self
+        let (worktree, workspace) = match self
             .ensure_workspace(state, &created, &template, resuming)
-            .await?;
+            .await
+        {
+            Ok(made) => made,
+            // The repository's own definition is at fault: the mission fails, saying why.
+            // (An engine that does not answer is not: the mission can resume once it does.)
+            Err(e) if provisioning_failure(&e).is_some() => {
+                let kind = provisioning_failure(&e).unwrap_or("workspace_invalid");
+                let error = MissionError {
+                    kind: kind.into(),
+                    message: e.to_string(),
+                };
+                self.finish(state, MissionStatus::Failed, Some(error), None)
+                    .await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
         let total = template.steps.len();
         for (index, step) in template.steps.iter().enumerate() {
             if state.status.is_terminal() || state.status.is_parked() {
@@ -825,9 +842,43 @@ impl Engine {
                 Box::new(local)
             }
             Runtime::Docker => {
-                return Err(EngineError::Unsupported(
-                    "workspace.runtime = \"docker\" is not available in this build yet".into(),
-                ))
+                let plan = crate::container::plan(id, &path, &self.installation(), spec, &caches)?;
+                let name = plan.spec.name.clone();
+                event.image = Some(plan.image.clone());
+                event.container = Some(name.clone());
+                event.setup = plan.setup.iter().map(|c| c.name.clone()).collect();
+                event.limits = Some(WorkspaceLimits {
+                    memory_mb: limits.memory_mb,
+                    max_processes: limits.max_processes,
+                    enforced: "container".into(),
+                });
+                let engine = DockerEngine::connect()
+                    .await
+                    .map_err(WorkspaceError::from)?;
+                let attached = if probe {
+                    None
+                } else {
+                    // Resuming: the container made before, if it is still there.
+                    engine.attach(&name).await.ok()
+                };
+                let docker = match attached {
+                    Some(docker) => docker,
+                    None => {
+                        // A container left by a provision that died half way is not ours to
+                        // trust: start again.
+                        let _ = engine.remove_container(&name).await;
+                        let (docker, image) = engine
+                            .provision(plan.spec.clone())
+                            .await
+                            .map_err(WorkspaceError::from)?;
+                        event.image_digest = Some(image.digest);
+                        if !self.replaying_verify() {
+                            self.run_setup(&docker, spec, &plan.setup).await?;
+                        }
+                        docker
+                    }
+                };
+                Box::new(docker)
             }
         };
         event.runtime = workspace.runtime().to_string();
@@ -845,6 +896,67 @@ impl Engine {
             event,
             drift,
         })
+    }
+
+    /// A digest of the data directory: containers of this installation carry it.
+    pub fn installation(&self) -> String {
+        let digest = flightdeck_core::Digest::of(self.data_dir().display().to_string().as_bytes());
+        digest.as_str().trim_start_matches("sha256:")[..12].to_string()
+    }
+
+    /// Whether this engine replays a recording without executing anything.
+    fn replaying_verify(&self) -> bool {
+        self.cfg
+            .replay
+            .as_ref()
+            .is_some_and(|r| r.mode() == crate::ReplayMode::Verify)
+    }
+
+    /// The devcontainer's setup commands, in order, with the workspace's secrets; with
+    /// `network = "setup"` the container has the network for them and loses it after.
+    async fn run_setup(
+        &self,
+        docker: &DockerWorkspace,
+        spec: &WorkspaceSpec,
+        setup: &[crate::container::SetupCommand],
+    ) -> Result<(), EngineError> {
+        let env = self.secret_env(&spec.secrets)?;
+        for command in setup {
+            let outcome = docker
+                .exec(&CommandSpec {
+                    command: command.line.clone(),
+                    timeout: self.cfg.default_step_timeout,
+                    env: env.clone(),
+                    network: spec.network != Network::None,
+                })
+                .await?;
+            if !outcome.success() {
+                let why = if outcome.timed_out {
+                    "it timed out".to_string()
+                } else {
+                    format!(
+                        "it exited with {}\n{}",
+                        outcome
+                            .exit_code
+                            .map_or("a signal".into(), |c| c.to_string()),
+                        String::from_utf8_lossy(&self.redact(outcome.tail(20).as_bytes()))
+                    )
+                };
+                return Err(EngineError::SetupFailed {
+                    name: command.name.clone(),
+                    command: String::from_utf8_lossy(&self.redact(command.line.as_bytes()))
+                        .into_owned(),
+                    why,
+                });
+            }
+        }
+        if spec.network == Network::Setup && !setup.is_empty() {
+            docker
+                .set_network(false)
+                .await
+                .map_err(WorkspaceError::from)?;
+        }
+        Ok(())
     }
 
     /// Reads the repository's toolchain pins and probes what the workspace has, filling
@@ -1352,8 +1464,25 @@ impl Engine {
     /// Removes the mission's worktree and its HOME (caches stay: they are shared).
     async fn remove_workspace(&self, state: &MissionState) {
         let repo = state.created.as_ref().map(|c| PathBuf::from(&c.repo));
+        if state
+            .workspace
+            .as_ref()
+            .is_some_and(|w| w.container.is_some())
+            && !self.replaying_verify()
+        {
+            self.remove_container(&state.id).await;
+        }
         self.remove_workspace_files(&state.id, repo.as_deref())
             .await;
+    }
+
+    /// Removes workspace `id`'s container, if there is one; best effort.
+    pub async fn remove_container(&self, id: &str) {
+        if let Ok(engine) = DockerEngine::connect().await {
+            let _ = engine
+                .remove_container(&crate::container::container_name(id))
+                .await;
+        }
     }
 
     /// Removes workspace `id`'s worktree (through `repo`'s git when known) and its HOME;
@@ -1598,6 +1727,20 @@ struct RunStep<'a> {
     secrets: &'a [String],
 }
 
+/// The kind of mission failure a provisioning error is, when the repository's workspace
+/// definition (not this machine's state) is at fault.
+fn provisioning_failure(e: &EngineError) -> Option<&'static str> {
+    use flightdeck_workspace::docker::DockerError;
+    match e {
+        EngineError::SetupFailed { .. } => Some("setup_failed"),
+        EngineError::WorkspaceDefinition(_) => Some("workspace_invalid"),
+        EngineError::Workspace(WorkspaceError::Container(
+            DockerError::ImageMissing(_) | DockerError::Build { .. } | DockerError::Context { .. },
+        )) => Some("workspace_invalid"),
+        _ => None,
+    }
+}
+
 /// A workspace made ready: its worktree, the runtime, and what is recorded about it.
 pub struct Provisioned {
     pub worktree: Worktree,
@@ -1692,12 +1835,7 @@ fn check(
             )))
         }
         Runtime::LocalUnsandboxed => {}
-        Runtime::Docker => {
-            return Err(EngineError::Unsupported(format!(
-                "{}: workspace.runtime = \"docker\" is not available in this build yet",
-                request.template_file
-            )))
-        }
+        Runtime::Docker => {}
     }
     let repo = repo_root(&request.repo)
         .map_err(|_| EngineError::NotARepo(request.repo.display().to_string()))?;

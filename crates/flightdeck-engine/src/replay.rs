@@ -432,6 +432,11 @@ impl Replay {
             .unwrap_or_else(|| ("(the recording published nothing)".into(), Digest::of(b"")))
     }
 
+    /// Verify (served from the recording) or re-execute.
+    pub fn mode(&self) -> ReplayMode {
+        self.mode
+    }
+
     /// The recording's `workspace.provisioned`: what the recorded host found (toolchain,
     /// limits) is taken as found, not probed again.
     pub(crate) fn recorded_provisioned(&self) -> Option<WorkspaceProvisioned> {

@@ -232,6 +232,8 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
     /// Start attached to the [`NETWORK_NAME`] network instead of `none`.
     pub network: bool,
+    /// Memory and process limits of the whole container (cgroups, by the engine).
+    pub limits: crate::Limits,
 }
 
 /// The image a container was created from.
@@ -686,6 +688,19 @@ impl DockerEngine {
                 network_mode: Some(network_mode),
                 security_opt: Some(vec!["no-new-privileges".into()]),
                 cap_drop: Some(CAP_DROP.iter().map(|c| c.to_string()).collect()),
+                memory: spec
+                    .limits
+                    .memory_mb
+                    .and_then(|mb| i64::try_from(mb.saturating_mul(1024 * 1024)).ok()),
+                // No swap beyond the memory limit, as in the local sandbox.
+                memory_swap: spec
+                    .limits
+                    .memory_mb
+                    .and_then(|mb| i64::try_from(mb.saturating_mul(1024 * 1024)).ok()),
+                pids_limit: spec
+                    .limits
+                    .max_processes
+                    .and_then(|n| i64::try_from(n).ok()),
                 ..Default::default()
             }),
             ..Default::default()

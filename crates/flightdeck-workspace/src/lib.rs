@@ -64,6 +64,8 @@ pub enum WorkspaceError {
     Git(#[from] GitError),
     #[error("cannot set the workspace's limits: {0}")]
     Limits(String),
+    #[error(transparent)]
+    Container(#[from] docker::DockerError),
 }
 
 /// A place where a mission's commands run.

@@ -53,8 +53,7 @@ impl Cgroups {
         }
         let v1 = |controller: &str| {
             let dir = root.join(controller).join("flightdeck");
-            (root.join(controller).is_dir() && std::fs::create_dir_all(&dir).is_ok())
-                .then_some(dir)
+            (root.join(controller).is_dir() && std::fs::create_dir_all(&dir).is_ok()).then_some(dir)
         };
         let (pids, memory) = (v1("pids"), v1("memory"));
         if pids.is_none() && memory.is_none() {
@@ -137,11 +136,17 @@ impl Cgroups {
 /// sit in a group that has children with controllers (the "no internal processes" rule), so
 /// our groups live under a `flightdeck` group of their own that holds no process.
 fn prepare_v2(root: &Path) -> Result<PathBuf, String> {
-    let controllers = std::fs::read_to_string(root.join("cgroup.controllers"))
-        .map_err(|e| format!("cannot read {}: {e}", root.join("cgroup.controllers").display()))?;
+    let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).map_err(|e| {
+        format!(
+            "cannot read {}: {e}",
+            root.join("cgroup.controllers").display()
+        )
+    })?;
     for needed in ["memory", "pids"] {
         if !controllers.split_whitespace().any(|c| c == needed) {
-            return Err(format!("the cgroup2 hierarchy has no `{needed}` controller"));
+            return Err(format!(
+                "the cgroup2 hierarchy has no `{needed}` controller"
+            ));
         }
     }
     let dir = root.join("flightdeck");
@@ -247,7 +252,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let found = Cgroups::detect_under(dir.path());
         assert!(
-            found.describe().starts_with("none: no writable cgroup hierarchy"),
+            found
+                .describe()
+                .starts_with("none: no writable cgroup hierarchy"),
             "{}",
             found.describe()
         );

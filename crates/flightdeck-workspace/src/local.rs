@@ -170,9 +170,7 @@ impl SandboxLayout {
             .push((home.to_path_buf(), home.to_path_buf()));
         let cargo_home = home.join(".cargo");
         std::fs::create_dir_all(&cargo_home).map_err(io(&cargo_home))?;
-        layout
-            .env
-            .push(("HOME".into(), home.display().to_string()));
+        layout.env.push(("HOME".into(), home.display().to_string()));
         layout
             .env
             .push(("CARGO_HOME".into(), cargo_home.display().to_string()));
@@ -180,7 +178,9 @@ impl SandboxLayout {
             let inside = home.join(cache.home_dir);
             // The mount point, made on the host so bubblewrap need not create it.
             std::fs::create_dir_all(&inside).map_err(io(&inside))?;
-            layout.writable.push((cache.host_dir.clone(), inside.clone()));
+            layout
+                .writable
+                .push((cache.host_dir.clone(), inside.clone()));
             if !cache.variable.is_empty() {
                 layout
                     .env
@@ -311,7 +311,12 @@ impl LocalWorkspace {
                 command.env(name, value);
             }
         }
-        command.envs(self.layout.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        command.envs(
+            self.layout
+                .env
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         command.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         (command, program.display().to_string())
     }

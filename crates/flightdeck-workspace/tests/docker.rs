@@ -107,6 +107,7 @@ fn spec(name: &str, worktree: &Path, image: ImageSource) -> ContainerSpec {
             read_only: false,
         }],
         network: false,
+        limits: flightdeck_workspace::Limits::default(),
     }
 }
 

@@ -206,6 +206,9 @@ pub async fn down(ctx: &Context, repo: Option<PathBuf>) -> Result<i32, CliError>
     let repo = repo_of(repo)?;
     let record = read_record(ctx, &repo)?;
     let engine = ctx.engine(std::sync::Arc::new(Silent)).await?;
+    if record.spec.runtime == flightdeck_core::template::Runtime::Docker {
+        engine.remove_container(&record.id).await;
+    }
     engine
         .remove_workspace_files(&record.id, Some(&record.repo))
         .await;
@@ -281,6 +284,47 @@ pub async fn gc(ctx: &Context, dry_run: bool) -> Result<i32, CliError> {
             let _ = std::fs::remove_file(record_path(ctx, &id));
         }
         removed.push(json!({ "id": id, "reason": reason }));
+    }
+    // Containers of this installation whose mission ended or vanished (a process that died
+    // before cleaning up leaves them running).
+    if let Ok(docker) = flightdeck_workspace::docker::DockerEngine::connect().await {
+        let installation = engine.installation();
+        let containers = docker
+            .list_labelled(flightdeck_engine::MISSION_LABEL)
+            .await
+            .unwrap_or_default();
+        for container in containers {
+            if container.labels.get(flightdeck_engine::INSTALLATION_LABEL) != Some(&installation) {
+                continue;
+            }
+            let Some(id) = container.labels.get(flightdeck_engine::MISSION_LABEL) else {
+                continue;
+            };
+            let reason = if id.starts_with("ws-") {
+                if record_path(ctx, id).exists() {
+                    continue;
+                }
+                "a debugging workspace that was taken down".to_string()
+            } else {
+                let row = match &store {
+                    Some(store) => store.mission(id).await?,
+                    None => None,
+                };
+                match row {
+                    None => "no such mission in the store".to_string(),
+                    Some(row)
+                        if matches!(row.status.as_str(), "succeeded" | "failed" | "cancelled") =>
+                    {
+                        format!("the mission {}", row.status)
+                    }
+                    Some(_) => continue,
+                }
+            };
+            if !dry_run {
+                let _ = docker.remove_container(&container.id).await;
+            }
+            removed.push(json!({ "id": id, "container": container.name, "reason": reason }));
+        }
     }
     if ctx.json() {
         println!("{}", json!({ "removed": removed, "dry_run": dry_run }));

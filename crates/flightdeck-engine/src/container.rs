@@ -1,0 +1,224 @@
+//! The container runtime's side of provisioning: what a repository's devcontainer.json asks
+//! for, turned into a container that flightdeck controls (labelled, never pulled, network as
+//! the template says) and the setup commands it runs once.
+
+use std::path::Path;
+
+use flightdeck_core::template::{Network, WorkspaceSpec};
+use flightdeck_workspace::caches::Cache;
+use flightdeck_workspace::devcontainer::{self, CommandForm, LifecycleCommand};
+use flightdeck_workspace::docker::{ContainerSpec, ImageSource, Mount, MountKind};
+use flightdeck_workspace::Limits;
+
+use crate::EngineError;
+
+/// Label naming the mission (or debugging workspace) a container belongs to.
+pub const MISSION_LABEL: &str = "dev.flightdeck.mission";
+/// Label naming the installation (a digest of its data directory), so `workspace gc` leaves
+/// other installations' containers alone.
+pub const INSTALLATION_LABEL: &str = "dev.flightdeck.installation";
+
+/// Where caches appear in a container.
+const CACHE_ROOT: &str = "/var/cache/flightdeck";
+
+/// The container of workspace `id`.
+pub fn container_name(id: &str) -> String {
+    format!("flightdeck-{id}")
+}
+
+/// A setup command: its lifecycle name (`postCreateCommand`, `postCreateCommand.deps` for
+/// one of an object's commands) and the shell line.
+pub(crate) struct SetupCommand {
+    pub name: String,
+    pub line: String,
+}
+
+/// What to create for workspace `id` whose worktree is at `root`.
+pub(crate) struct ContainerPlan {
+    pub spec: ContainerSpec,
+    pub setup: Vec<SetupCommand>,
+    /// `image` or the tag of the build, for the timeline.
+    pub image: String,
+}
+
+pub(crate) fn plan(
+    id: &str,
+    root: &Path,
+    installation: &str,
+    workspace: &WorkspaceSpec,
+    caches: &[Cache],
+) -> Result<ContainerPlan, EngineError> {
+    let bad = EngineError::WorkspaceDefinition;
+    let config = devcontainer::find(root).ok_or_else(|| {
+        bad("workspace.runtime = \"docker\" needs .devcontainer/devcontainer.json (or .devcontainer.json) in the repository; hint: add one with an `image` or a `build`".into())
+    })?;
+    // The host's environment is not the workspace's: `${localEnv:…}` takes its default.
+    let dc = devcontainer::load(root, &config, &|_| None).map_err(|e| bad(e.to_string()))?;
+    if let Some(network) = dc.run_args.network.as_deref() {
+        if network != "none" && network != "bridge" && network != "default" {
+            return Err(bad(format!(
+                "{}: runArgs `--network {network}` would leave the container's network namespace; flightdeck decides the network from the template's [workspace] network (none, setup, on); hint: remove the flag",
+                dc.config_file.display()
+            )));
+        }
+    }
+    if dc.initialize_command.is_some() {
+        return Err(bad(format!(
+            "{}: `initializeCommand` runs on the host, outside any sandbox; flightdeck does not run it; hint: move it to `onCreateCommand`",
+            dc.config_file.display()
+        )));
+    }
+    let image = match &dc.source {
+        devcontainer::ImageSource::Image(image) => ImageSource::Existing(image.clone()),
+        devcontainer::ImageSource::Build(build) => ImageSource::Build {
+            context: build.context.clone(),
+            dockerfile: build.dockerfile.clone(),
+            args: build.args.clone(),
+            target: build.target.clone(),
+            tag: format!("flightdeck-build/{id}:latest"),
+        },
+    };
+    let image_name = match &image {
+        ImageSource::Existing(name) => name.clone(),
+        ImageSource::Build { tag, .. } => tag.clone(),
+    };
+    let mut env: Vec<(String, String)> = dc
+        .container_env
+        .iter()
+        .chain(dc.run_args.env.iter())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut mounts: Vec<Mount> = dc.mounts.iter().map(mount).collect();
+    for cache in caches {
+        let target = format!("{CACHE_ROOT}/{}", cache.ecosystem);
+        let (mount_at, variable) = match cache.ecosystem.as_str() {
+            "cargo" => (format!("{target}/registry"), "CARGO_HOME"),
+            "npm" => (target.clone(), "npm_config_cache"),
+            _ => (target.clone(), "PIP_CACHE_DIR"),
+        };
+        mounts.push(Mount {
+            kind: MountKind::Bind,
+            source: cache.host_dir.display().to_string(),
+            target: mount_at,
+            read_only: false,
+        });
+        if !env.iter().any(|(k, _)| k == variable) {
+            env.push((variable.to_string(), target));
+        }
+    }
+    let remote_env = dc
+        .remote_env
+        .iter()
+        .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+        .collect();
+    let mut setup = Vec::new();
+    for (name, command) in [
+        ("onCreateCommand", &dc.on_create_command),
+        ("updateContentCommand", &dc.update_content_command),
+        ("postCreateCommand", &dc.post_create_command),
+        ("postStartCommand", &dc.post_start_command),
+        ("postAttachCommand", &dc.post_attach_command),
+    ] {
+        match command {
+            None => {}
+            Some(LifecycleCommand::Shell(line)) => setup.push(SetupCommand {
+                name: name.into(),
+                line: line.clone(),
+            }),
+            Some(LifecycleCommand::Exec(argv)) => setup.push(SetupCommand {
+                name: name.into(),
+                line: shell_words(argv),
+            }),
+            // The reference runs these in parallel; one after another (in name order) gives
+            // the same result for independent commands, and a reproducible log.
+            Some(LifecycleCommand::Parallel(commands)) => {
+                for (key, form) in commands {
+                    let line = match form {
+                        CommandForm::Shell(line) => line.clone(),
+                        CommandForm::Exec(argv) => shell_words(argv),
+                    };
+                    setup.push(SetupCommand {
+                        name: format!("{name}.{key}"),
+                        line,
+                    });
+                }
+            }
+        }
+    }
+    let mut labels = std::collections::BTreeMap::new();
+    labels.insert(MISSION_LABEL.to_string(), id.to_string());
+    labels.insert(INSTALLATION_LABEL.to_string(), installation.to_string());
+    let spec = ContainerSpec {
+        image,
+        name: container_name(id),
+        labels,
+        env,
+        user: dc.run_args.user.clone().or(dc.container_user.clone()),
+        remote_user: dc.remote_user.clone(),
+        remote_env,
+        workspace_folder: dc.workspace_folder.clone(),
+        worktree: root.to_path_buf(),
+        mounts,
+        network: workspace.network == Network::On
+            || (workspace.network == Network::Setup && !setup.is_empty()),
+        limits: Limits {
+            memory_mb: workspace.memory_mb,
+            max_processes: workspace.max_processes,
+        },
+    };
+    Ok(ContainerPlan {
+        spec,
+        setup,
+        image: image_name,
+    })
+}
+
+fn mount(m: &devcontainer::Mount) -> Mount {
+    match m {
+        devcontainer::Mount::Bind {
+            source,
+            target,
+            readonly,
+        } => Mount {
+            kind: MountKind::Bind,
+            source: source.display().to_string(),
+            target: target.clone(),
+            read_only: *readonly,
+        },
+        devcontainer::Mount::Volume {
+            source,
+            target,
+            readonly,
+        } => Mount {
+            kind: MountKind::Volume,
+            source: source.clone().unwrap_or_default(),
+            target: target.clone(),
+            read_only: *readonly,
+        },
+        devcontainer::Mount::Tmpfs {
+            target, readonly, ..
+        } => Mount {
+            kind: MountKind::Tmpfs,
+            source: String::new(),
+            target: target.clone(),
+            read_only: *readonly,
+        },
+    }
+}
+
+/// An argument vector as one `sh -c` line.
+fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
