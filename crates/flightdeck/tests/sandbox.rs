@@ -88,7 +88,8 @@ fn escape_attempts_fail_and_the_mission_says_why() {
     let outside_path = outside.path().display().to_string();
 
     // (what is tried, extra files in the repo, the step, what the failure must say)
-    let attempts: Vec<(&str, Vec<(String, String)>, String, &str)> = vec![
+    type Attempt<'a> = (&'a str, Vec<(String, String)>, String, &'a str);
+    let attempts: Vec<Attempt> = vec![
         (
             "reach a server on the host's loopback",
             vec![],

@@ -196,10 +196,8 @@ pub async fn exec(
             eprintln!("flightdeck: the command timed out after {timeout} s and was killed");
         }
     }
-    Ok(match outcome.exit_code {
-        Some(code) => code,
-        None => 128 + 9,
-    })
+    // Killed (a timeout): what a shell reports for SIGKILL.
+    Ok(outcome.exit_code.unwrap_or(128 + 9))
 }
 
 pub async fn down(ctx: &Context, repo: Option<PathBuf>) -> Result<i32, CliError> {
@@ -236,12 +234,11 @@ pub async fn gc(ctx: &Context, dry_run: bool) -> Result<i32, CliError> {
     let mut ids: Vec<String> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
-        .filter_map(|name| {
-            let id = name
-                .strip_suffix(".home")
+        .map(|name| {
+            name.strip_suffix(".home")
                 .or_else(|| name.strip_suffix(".json"))
-                .unwrap_or(&name);
-            Some(id.to_string())
+                .unwrap_or(&name)
+                .to_string()
         })
         .collect();
     ids.sort();
