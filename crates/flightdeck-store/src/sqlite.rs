@@ -66,6 +66,11 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.clone())
             .await?;
+        // Marked as ours before any table exists: another process opening the file while
+        // this one migrates must not take the half-made database for someone else's.
+        sqlx::raw_sql(&format!("PRAGMA application_id = {APPLICATION_ID}"))
+            .execute(&pool)
+            .await?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::VersionMissing(found) => StoreError::TooNew {
                 found,
@@ -73,9 +78,6 @@ impl SqliteStore {
             },
             other => StoreError::Migrate(other),
         })?;
-        sqlx::raw_sql(&format!("PRAGMA application_id = {APPLICATION_ID}"))
-            .execute(&pool)
-            .await?;
         let staged = Arc::new(Staged::default());
         let writer = Arc::new(writer::spawn(path, staged.clone())?);
         Ok(SqliteStore {
