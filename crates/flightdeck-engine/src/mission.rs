@@ -1459,9 +1459,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Removes the mission's worktree (the published branch keeps the change). Failed
-    /// missions keep theirs for inspection.
-    /// Removes the mission's worktree and its HOME (caches stay: they are shared).
+    /// Removes the mission's worktree, its HOME and its container (caches stay: they are
+    /// shared). Called when a mission publishes or is cancelled; a failed mission keeps its
+    /// workspace for inspection until `flightdeck workspace gc`.
     async fn remove_workspace(&self, state: &MissionState) {
         let repo = state.created.as_ref().map(|c| PathBuf::from(&c.repo));
         if state
@@ -1677,7 +1677,8 @@ impl Engine {
             summary: if self.cfg.replay.is_some() {
                 serde_json::Value::Null
             } else {
-                state.summary()
+                // The summary quotes events (a failed step's output): masked like them.
+                self.cfg.secrets.redact_json(state.summary())
             },
         };
         let request = AppendRequest {

@@ -249,6 +249,8 @@ run = '''test -n "$API_TOKEN" && echo "token=$API_TOKEN" && printf %s "$API_TOKE
 [[steps]]
 secrets = []
 run = '''test -z "$API_TOKEN" && echo "no secret here" > unused.txt'''
+[[steps]]
+run = '''echo "about to fail with $API_TOKEN"; exit 3'''
 "#;
     let repo = repo_with(template, &[]);
     let cli = Cli::new(BIN);
@@ -263,8 +265,14 @@ run = '''test -z "$API_TOKEN" && echo "no secret here" > unused.txt'''
     command.env("FD_TEST_API_TOKEN", &value);
     let out = command.output().unwrap();
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["status"], "succeeded", "{summary} {out:?}");
+    // The last step fails printing the secret: its message, stored in the mission's summary
+    // and in `mission.finished`, is masked too.
+    assert_eq!(summary["status"], "failed", "{summary} {out:?}");
+    assert_eq!(summary["steps"][1]["status"], "succeeded", "{summary}");
     let id = summary["id"].as_str().unwrap();
+    let shown = cli.run(&["--json", "show", id]).json();
+    let message = shown["error"]["message"].as_str().unwrap();
+    assert!(message.contains("about to fail with [REDACTED:API_TOKEN]"), "{message}");
     let data = provisioned(&cli, id);
     assert_eq!(data["secrets"], serde_json::json!(["API_TOKEN"]));
     // The step's output was stored, masked.
