@@ -33,7 +33,8 @@ pub(crate) struct SetupCommand {
     pub line: String,
 }
 
-/// What to create for workspace `id` whose worktree is at `root`.
+/// What to create for workspace `id`, named `name`: the definition is read from `root` (a
+/// checkout of the base commit), the container gets `worktree`.
 pub(crate) struct ContainerPlan {
     pub spec: ContainerSpec,
     pub setup: Vec<SetupCommand>,
@@ -42,8 +43,10 @@ pub(crate) struct ContainerPlan {
 }
 
 pub(crate) fn plan(
+    name: &str,
     id: &str,
     root: &Path,
+    worktree: &Path,
     installation: &str,
     workspace: &WorkspaceSpec,
     caches: &[Cache],
@@ -88,7 +91,25 @@ pub(crate) fn plan(
         .chain(dc.run_args.env.iter())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let mut mounts: Vec<Mount> = dc.mounts.iter().map(mount).collect();
+    let mut mounts = Vec::new();
+    for m in &dc.mounts {
+        let mut m = mount(m);
+        if m.kind == MountKind::Volume && !m.source.is_empty() {
+            // A named volume outlives the mission and may be anyone's on this engine.
+            return Err(bad(format!(
+                "{}: mount of the named volume `{}`: named volumes are shared beyond the mission (and may hold other applications' data); hint: use an anonymous volume (no `source`) or a tmpfs",
+                dc.config_file.display(),
+                m.source
+            )));
+        }
+        // Binds inside the repository point into the mission's worktree.
+        if let Ok(inside) = Path::new(&m.source).strip_prefix(root) {
+            if m.kind == MountKind::Bind {
+                m.source = worktree.join(inside).display().to_string();
+            }
+        }
+        mounts.push(m);
+    }
     for cache in caches {
         let target = format!("{CACHE_ROOT}/{}", cache.ecosystem);
         let (mount_at, variable) = match cache.ecosystem.as_str() {
@@ -150,14 +171,14 @@ pub(crate) fn plan(
     labels.insert(INSTALLATION_LABEL.to_string(), installation.to_string());
     let spec = ContainerSpec {
         image,
-        name: container_name(id),
+        name: name.to_string(),
         labels,
         env,
         user: dc.run_args.user.clone().or(dc.container_user.clone()),
         remote_user: dc.remote_user.clone(),
         remote_env,
         workspace_folder: dc.workspace_folder.clone(),
-        worktree: root.to_path_buf(),
+        worktree: worktree.to_path_buf(),
         mounts,
         network: workspace.network == Network::On
             || (workspace.network == Network::Setup && !setup.is_empty()),

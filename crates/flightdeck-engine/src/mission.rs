@@ -684,6 +684,10 @@ impl Engine {
         &self,
         names: &[String],
     ) -> Result<Vec<(String, String)>, EngineError> {
+        // A replay gives no secrets (re-executed commands run without them).
+        if self.cfg.replay.is_some() {
+            return Ok(Vec::new());
+        }
         names
             .iter()
             .map(|name| match self.cfg.workspace.secret_values.get(name) {
@@ -842,8 +846,28 @@ impl Engine {
                 Box::new(local)
             }
             Runtime::Docker => {
-                let plan = crate::container::plan(id, &path, &self.installation(), spec, &caches)?;
-                let name = plan.spec.name.clone();
+                let name = self.container_name(id);
+                // The definition is read from the base commit's files: on a resume the worktree
+                // holds what the agent wrote, which must not decide what runs with secrets.
+                let base_root = if probe {
+                    None
+                } else {
+                    Some(self.base_checkout(id, repo, base_commit)?)
+                };
+                let definition_root = base_root.as_ref().map_or(path.as_path(), |w| w.path());
+                let plan = crate::container::plan(
+                    &name,
+                    id,
+                    definition_root,
+                    &path,
+                    &self.installation(),
+                    spec,
+                    &caches,
+                );
+                if let Some(base) = &base_root {
+                    let _ = Worktree::remove(repo, base.path());
+                }
+                let plan = plan?;
                 event.image = Some(plan.image.clone());
                 event.container = Some(name.clone());
                 event.setup = plan.setup.iter().map(|c| c.name.clone()).collect();
@@ -852,14 +876,36 @@ impl Engine {
                     max_processes: limits.max_processes,
                     enforced: "container".into(),
                 });
+                event.runtime = "docker".into();
+                event.sandbox = "container".into();
+                if self.replaying_verify() {
+                    // Nothing executes in a verifying replay: no container, the recorded image,
+                    // and the worktree as the recorded setup commands left it.
+                    let recorded = self
+                        .cfg
+                        .replay
+                        .as_ref()
+                        .and_then(|r| r.recorded_provisioned());
+                    event.image_digest = recorded.as_ref().and_then(|p| p.image_digest.clone());
+                    if let Some(tree) = recorded.and_then(|p| p.base_tree).filter(|_| probe) {
+                        worktree.restore(Some(&tree))?;
+                    }
+                    let standin = LocalWorkspace::new(path.clone(), Sandbox::None);
+                    return self
+                        .finish_provision(id, worktree, Box::new(standin), event, probe)
+                        .await;
+                }
                 let engine = DockerEngine::connect()
                     .await
                     .map_err(WorkspaceError::from)?;
                 let attached = if probe {
                     None
                 } else {
-                    // Resuming: the container made before, if it is still there.
-                    engine.attach(&name).await.ok()
+                    match engine.attach(&name).await {
+                        Ok(docker) => Some(docker),
+                        Err(flightdeck_workspace::docker::DockerError::ContainerMissing(_)) => None,
+                        Err(e) => return Err(WorkspaceError::from(e).into()),
+                    }
                 };
                 let docker = match attached {
                     Some(docker) => docker,
@@ -872,8 +918,10 @@ impl Engine {
                             .await
                             .map_err(WorkspaceError::from)?;
                         event.image_digest = Some(image.digest);
-                        if !self.replaying_verify() {
-                            self.run_setup(&docker, spec, &plan.setup).await?;
+                        if let Err(e) = self.run_setup(&docker, spec, &plan.setup).await {
+                            // Nothing is recorded of a container whose setup failed: remove it.
+                            let _ = docker.remove().await;
+                            return Err(e);
                         }
                         docker
                     }
@@ -881,8 +929,24 @@ impl Engine {
                 Box::new(docker)
             }
         };
-        event.runtime = workspace.runtime().to_string();
-        event.sandbox = workspace.sandbox().to_string();
+        if event.runtime != "docker" {
+            event.runtime = workspace.runtime().to_string();
+            event.sandbox = workspace.sandbox().to_string();
+        }
+        self.finish_provision(id, worktree, workspace, event, probe)
+            .await
+    }
+
+    /// The toolchain probe and the base tree, for a fresh workspace.
+    async fn finish_provision(
+        &self,
+        id: &str,
+        worktree: Worktree,
+        workspace: Box<dyn Workspace>,
+        mut event: WorkspaceProvisioned,
+        probe: bool,
+    ) -> Result<Provisioned, EngineError> {
+        let path = worktree.path().to_path_buf();
         let mut drift = Vec::new();
         if probe {
             event.base_tree = Some(worktree.snapshot()?);
@@ -896,6 +960,22 @@ impl Engine {
             event,
             drift,
         })
+    }
+
+    /// A throwaway checkout of the base commit beside workspace `id`, to read the
+    /// repository's own definitions from.
+    fn base_checkout(&self, id: &str, repo: &Path, base_commit: &str) -> Result<Worktree, EngineError> {
+        let path = self.cfg.workspaces_dir.join(format!("{id}.base"));
+        Ok(Worktree::create(repo, &path, base_commit)?)
+    }
+
+    /// The container of workspace `id`; a replay's has a name of its own, so it never
+    /// touches the recorded mission's.
+    pub fn container_name(&self, id: &str) -> String {
+        match &self.cfg.replay {
+            Some(_) => format!("flightdeck-replay-{}-{id}", std::process::id()),
+            None => crate::container::container_name(id),
+        }
     }
 
     /// A digest of the data directory: containers of this installation carry it.
@@ -1464,11 +1544,7 @@ impl Engine {
     /// workspace for inspection until `flightdeck workspace gc`.
     async fn remove_workspace(&self, state: &MissionState) {
         let repo = state.created.as_ref().map(|c| PathBuf::from(&c.repo));
-        if state
-            .workspace
-            .as_ref()
-            .is_some_and(|w| w.container.is_some())
-            && !self.replaying_verify()
+        if state.workspace.as_ref().is_some_and(|w| w.runtime == "docker") && !self.replaying_verify()
         {
             self.remove_container(&state.id).await;
         }
@@ -1479,9 +1555,7 @@ impl Engine {
     /// Removes workspace `id`'s container, if there is one; best effort.
     pub async fn remove_container(&self, id: &str) {
         if let Ok(engine) = DockerEngine::connect().await {
-            let _ = engine
-                .remove_container(&crate::container::container_name(id))
-                .await;
+            let _ = engine.remove_container(&self.container_name(id)).await;
         }
     }
 

@@ -1311,6 +1311,12 @@ impl crate::Engine {
         });
         let repo = flightdeck_workspace::repo_root(&request.repo).ok();
         let report = drive(&engine, &replay, request).await;
+        if replay
+            .recorded_provisioned()
+            .is_some_and(|p| p.runtime == "docker")
+        {
+            engine.remove_container(id).await;
+        }
         let worktree = scratch.join(id);
         if let (Some(repo), true) = (repo, worktree.exists()) {
             let _ = Worktree::remove(&repo, &worktree);

@@ -141,6 +141,11 @@ fn admin_dir(repo: &Path, path: &Path) -> Result<Option<PathBuf>, GitError> {
 }
 
 impl Worktree {
+    /// Where the worktree is on the host.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Makes the worktree (detached at `base`) or, after a crash, reuses the one already
     /// there.
     pub fn create(repo: &Path, path: &Path, base: &str) -> Result<Worktree, GitError> {

@@ -132,6 +132,26 @@ run = '''test "$(pwd)" = /workspaces/app && test "$WHERE" = /workspaces/app && c
         containers_of(id).is_empty(),
         "the container goes with the mission"
     );
+
+    // The recording replays: verifying touches no engine, re-executing runs the commands in
+    // a container of its own, removed after.
+    let dir = repo.path().to_str().unwrap();
+    for args in [
+        vec!["replay", id, "--repo", dir],
+        vec!["replay", id, "--reexecute", "--repo", dir],
+    ] {
+        let out = cli.run(&args);
+        assert_eq!(out.code(), 0, "{args:?}: {}{}", out.stdout(), out.stderr());
+    }
+    assert!(containers_of(id).is_empty(), "replays leave no container");
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-a", "--format", "{{.Names}}"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&format!("replay-{}", std::process::id())),
+        "no replay container is left"
+    );
 }
 
 #[test]
