@@ -83,7 +83,9 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// Capabilities dropped from docker's default set: raw sockets, device nodes and audit
 /// writes are not needed to build and test code; the rest (chown, setuid for package
 /// managers' sandboxes…) is.
-const CAP_DROP: &[&str] = &["NET_RAW", "MKNOD", "AUDIT_WRITE"];
+/// Also FSETID and SETFCAP: root in the container must not leave setuid or file-capability
+/// binaries in the bind-mounted worktree or caches, which live on the host.
+const CAP_DROP: &[&str] = &["NET_RAW", "MKNOD", "AUDIT_WRITE", "FSETID", "SETFCAP"];
 
 /// The container's main process: sleeps forever with any `sh` and `sleep`, and stops at once
 /// on SIGTERM (a shell as PID 1 otherwise ignores it and `docker stop` waits 10 s).
@@ -465,6 +467,8 @@ impl DockerEngine {
             buildargs: Some(args.clone().into_iter().collect()),
             labels: Some(labels.clone().into_iter().collect()),
             target: target.unwrap_or_default().to_string(),
+            // RUN lines get no network: the image is built from what is local, like the rest.
+            networkmode: Some("none".into()),
             ..Default::default()
         };
         let mut log = LogTail::default();
@@ -1196,6 +1200,9 @@ impl DockerWorkspace {
                 capture.note("[flightdeck: output still open after the kill; stopped reading]\n");
             }
         }
+        // Nothing a command started outlives it (a daemon it left could read the secrets of
+        // the commands after it from /proc), as in the local sandbox.
+        self.kill_leftovers().await;
         let (output, dropped_bytes) = capture.finish();
         Ok(CommandOutcome {
             exit_code,
@@ -1210,6 +1217,35 @@ impl DockerWorkspace {
     /// Kills every process of the command marked with `token`, as the user it ran as (who
     /// may read those processes' environments). Best effort: a failure leaves the caller's
     /// grace period to end the wait.
+    /// Kills every process in the container but its init (as root: `kill -KILL -1` spares
+    /// PID 1 and the caller).
+    async fn kill_leftovers(&self) {
+        let docker = &self.engine.docker;
+        let options = CreateExecOptions::<String> {
+            attach_stdin: Some(false),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            cmd: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                "kill -KILL -1 2>/dev/null; exit 0".into(),
+            ]),
+            user: Some("0".into()),
+            ..Default::default()
+        };
+        let kill = async {
+            let created = docker.create_exec(&self.id, options).await.ok()?;
+            if let Ok(StartExecResults::Attached { mut output, .. }) =
+                docker.start_exec(&created.id, None).await
+            {
+                while output.next().await.is_some() {}
+            }
+            Some(())
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), kill).await;
+    }
+
     async fn kill_marked(&self, token: &str) {
         let docker = &self.engine.docker;
         let options = CreateExecOptions::<String> {
