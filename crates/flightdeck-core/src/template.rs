@@ -192,7 +192,8 @@ pub struct StepSpec {
     /// Per-step command timeout (`run` steps); the workspace default applies otherwise.
     pub timeout_seconds: Option<u64>,
     /// The secrets this `run` step gets (names from `[workspace] secrets`); without it, all of
-    /// them. Agent steps' commands never get secrets.
+    /// them, unless an agent step comes before it (then none). Agent steps' commands never get
+    /// secrets.
     pub secrets: Option<Vec<String>>,
 }
 
@@ -425,8 +426,11 @@ impl Template {
                 ));
             }
         }
-        if raw.workspace.memory_mb == Some(0) {
-            return Err(invalid("workspace.memory_mb".into(), "must be at least 1"));
+        if raw.workspace.memory_mb == Some(0) || raw.workspace.memory_mb > Some(1 << 30) {
+            return Err(invalid(
+                "workspace.memory_mb".into(),
+                "must be between 1 and 1073741824 (MiB)",
+            ));
         }
         if raw.workspace.max_processes == Some(0) {
             return Err(invalid(

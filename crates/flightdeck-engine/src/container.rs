@@ -8,7 +8,7 @@ use flightdeck_core::template::{Network, WorkspaceSpec};
 use flightdeck_workspace::caches::Cache;
 use flightdeck_workspace::devcontainer::{self, CommandForm, LifecycleCommand};
 use flightdeck_workspace::docker::{ContainerSpec, ImageSource, Mount, MountKind};
-use flightdeck_workspace::Limits;
+use flightdeck_workspace::{Limits, Workspace};
 
 use crate::EngineError;
 
@@ -40,6 +40,78 @@ pub(crate) struct ContainerPlan {
     pub setup: Vec<SetupCommand>,
     /// `image` or the tag of the build, for the timeline.
     pub image: String,
+    /// Shell run before every command (`export`s of remoteEnv values that name the
+    /// container's own variables); empty when none.
+    pub prelude: String,
+}
+
+/// `value` as the inside of a double-quoted shell word: `${containerEnv:X}` becomes `${X}`
+/// (`${containerEnv:X:default}` becomes `${X:-default}`), everything else literal.
+fn container_env_to_shell(value: &str) -> String {
+    let escape = |text: &str| {
+        text.chars()
+            .flat_map(|c| match c {
+                '"' | '\\' | '$' | '`' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect::<String>()
+    };
+    let mut out = String::new();
+    let mut rest = value;
+    while let Some(start) = rest.find("${containerEnv:") {
+        out.push_str(&escape(&rest[..start]));
+        let after = &rest[start + "${containerEnv:".len()..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&escape(&rest[start..]));
+            return out;
+        };
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(':') {
+            Some((name, default)) => (name, Some(default)),
+            None => (inner, None),
+        };
+        let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if valid {
+            match default {
+                Some(default) => out.push_str(&format!("${{{name}:-{}}}", escape(default))),
+                None => out.push_str(&format!("${{{name}}}")),
+            }
+        } else {
+            out.push_str(&escape(
+                &rest[start..start + "${containerEnv:".len() + end + 1],
+            ));
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(&escape(rest));
+    out
+}
+
+/// A workspace whose commands run after a shell prelude.
+pub(crate) struct WithPrelude<W> {
+    pub inner: W,
+    pub prelude: String,
+}
+
+#[async_trait::async_trait]
+impl<W: Workspace> Workspace for WithPrelude<W> {
+    fn root(&self) -> &Path {
+        self.inner.root()
+    }
+    fn runtime(&self) -> &'static str {
+        self.inner.runtime()
+    }
+    fn sandbox(&self) -> &'static str {
+        self.inner.sandbox()
+    }
+    async fn exec(
+        &self,
+        spec: &flightdeck_workspace::CommandSpec,
+    ) -> Result<flightdeck_workspace::CommandOutcome, flightdeck_workspace::WorkspaceError> {
+        let mut spec = spec.clone();
+        spec.command = format!("{}{}", self.prelude, spec.command);
+        self.inner.exec(&spec).await
+    }
 }
 
 pub(crate) fn plan(
@@ -127,11 +199,21 @@ pub(crate) fn plan(
             env.push((variable.to_string(), target));
         }
     }
-    let remote_env = dc
-        .remote_env
-        .iter()
-        .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
-        .collect();
+    // `${containerEnv:VAR}` is the container's own value (`PATH` from the image, say): only a
+    // shell in the container knows it, so such variables are exported before each command.
+    let mut remote_env = Vec::new();
+    let mut prelude = String::new();
+    for (key, value) in &dc.remote_env {
+        let Some(value) = value else { continue };
+        if value.contains("${containerEnv:") {
+            prelude.push_str(&format!(
+                "export {key}=\"{}\"; ",
+                container_env_to_shell(value)
+            ));
+        } else {
+            remote_env.push((key.clone(), value.clone()));
+        }
+    }
     let mut setup = Vec::new();
     for (name, command) in [
         ("onCreateCommand", &dc.on_create_command),
@@ -191,6 +273,7 @@ pub(crate) fn plan(
         spec,
         setup,
         image: image_name,
+        prelude,
     })
 }
 
@@ -242,4 +325,25 @@ fn shell_words(argv: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_env_references_become_shell_expansions() {
+        for (value, shell) in [
+            ("${containerEnv:PATH}:/opt/bin", "${PATH}:/opt/bin"),
+            ("${containerEnv:HOME:/root}/x", "${HOME:-/root}/x"),
+            (
+                "a \"quoted\" $literal `tick`",
+                "a \\\"quoted\\\" \\$literal \\`tick\\`",
+            ),
+            ("${containerEnv:bad name}", "\\${containerEnv:bad name}"),
+            ("${containerEnv:OPEN", "\\${containerEnv:OPEN"),
+        ] {
+            assert_eq!(container_env_to_shell(value), shell, "{value}");
+        }
+    }
 }

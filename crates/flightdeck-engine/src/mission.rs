@@ -603,7 +603,7 @@ impl Engine {
                         total,
                         command,
                         timeout,
-                        secrets: secrets.as_deref().unwrap_or(&template.workspace.secrets),
+                        secrets: run_step_secrets(&template, index, secrets.as_deref()),
                     };
                     self.run_step(state, &gates, &template, &worktree, &*workspace, &step)
                         .await?;
@@ -918,7 +918,10 @@ impl Engine {
                             .await
                             .map_err(WorkspaceError::from)?;
                         event.image_digest = Some(image.digest);
-                        if let Err(e) = self.run_setup(&docker, spec, &plan.setup).await {
+                        if let Err(e) = self
+                            .run_setup(&docker, spec, &plan.setup, &plan.prelude)
+                            .await
+                        {
                             // Nothing is recorded of a container whose setup failed: remove it.
                             let _ = docker.remove().await;
                             return Err(e);
@@ -926,7 +929,14 @@ impl Engine {
                         docker
                     }
                 };
-                Box::new(docker)
+                if plan.prelude.is_empty() {
+                    Box::new(docker)
+                } else {
+                    Box::new(crate::container::WithPrelude {
+                        inner: docker,
+                        prelude: plan.prelude.clone(),
+                    })
+                }
             }
         };
         if event.runtime != "docker" {
@@ -964,7 +974,12 @@ impl Engine {
 
     /// A throwaway checkout of the base commit beside workspace `id`, to read the
     /// repository's own definitions from.
-    fn base_checkout(&self, id: &str, repo: &Path, base_commit: &str) -> Result<Worktree, EngineError> {
+    fn base_checkout(
+        &self,
+        id: &str,
+        repo: &Path,
+        base_commit: &str,
+    ) -> Result<Worktree, EngineError> {
         let path = self.cfg.workspaces_dir.join(format!("{id}.base"));
         Ok(Worktree::create(repo, &path, base_commit)?)
     }
@@ -980,7 +995,9 @@ impl Engine {
 
     /// A digest of the data directory: containers of this installation carry it.
     pub fn installation(&self) -> String {
-        let digest = flightdeck_core::Digest::of(self.data_dir().display().to_string().as_bytes());
+        // The same directory however it is named (a symlink, `..`).
+        let dir = std::fs::canonicalize(self.data_dir()).unwrap_or_else(|_| self.data_dir());
+        let digest = flightdeck_core::Digest::of(dir.display().to_string().as_bytes());
         digest.as_str().trim_start_matches("sha256:")[..12].to_string()
     }
 
@@ -999,12 +1016,13 @@ impl Engine {
         docker: &DockerWorkspace,
         spec: &WorkspaceSpec,
         setup: &[crate::container::SetupCommand],
+        prelude: &str,
     ) -> Result<(), EngineError> {
         let env = self.secret_env(&spec.secrets)?;
         for command in setup {
             let outcome = docker
                 .exec(&CommandSpec {
-                    command: command.line.clone(),
+                    command: format!("{prelude}{}", command.line),
                     timeout: self.cfg.default_step_timeout,
                     env: env.clone(),
                     network: spec.network != Network::None,
@@ -1072,7 +1090,7 @@ impl Engine {
                 .collect()
         } else {
             let pins = toolchain::read_pins(root).map_err(|e| {
-                EngineError::Unsupported(format!(
+                EngineError::WorkspaceDefinition(format!(
                     "workspace {id}: {e} (hint: fix or remove the pin file; flightdeck reads it to record the toolchain)"
                 ))
             })?;
@@ -1544,7 +1562,11 @@ impl Engine {
     /// workspace for inspection until `flightdeck workspace gc`.
     async fn remove_workspace(&self, state: &MissionState) {
         let repo = state.created.as_ref().map(|c| PathBuf::from(&c.repo));
-        if state.workspace.as_ref().is_some_and(|w| w.runtime == "docker") && !self.replaying_verify()
+        if state
+            .workspace
+            .as_ref()
+            .is_some_and(|w| w.runtime == "docker")
+            && !self.replaying_verify()
         {
             self.remove_container(&state.id).await;
         }
@@ -1800,6 +1822,26 @@ struct RunStep<'a> {
     timeout: Duration,
     /// Names of the secrets the command is given.
     secrets: &'a [String],
+}
+
+/// The secrets `run` step `index` gets: those it names, else `[workspace] secrets` unless an
+/// agent step came before it (it would run code an agent wrote: a build script, a package
+/// hook), in which case none unless named.
+fn run_step_secrets<'a>(
+    template: &'a Template,
+    index: usize,
+    named: Option<&'a [String]>,
+) -> &'a [String] {
+    match named {
+        Some(names) => names,
+        None if template.steps[..index]
+            .iter()
+            .any(|s| matches!(s, Step::Agent { .. })) =>
+        {
+            &[]
+        }
+        None => &template.workspace.secrets,
+    }
 }
 
 /// The kind of mission failure a provisioning error is, when the repository's workspace

@@ -77,15 +77,20 @@ pub fn for_repo(repo: &Path, caches_root: &Path) -> std::io::Result<Vec<Cache>> 
         let mut hasher = Sha256::new();
         let mut found = Vec::new();
         for name in eco.lockfiles {
-            match std::fs::read(repo.join(name)) {
-                Ok(bytes) => {
+            match crate::read_repo_file(&repo.join(name), 256 * 1024 * 1024) {
+                Ok(None) => {}
+                Ok(Some(bytes)) => {
                     // Name and length first, so moving bytes between two files changes the key.
                     hasher.update(format!("{name}\0{}\0", bytes.len()));
                     hasher.update(&bytes);
                     found.push(name.to_string());
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+                Err(e) => {
+                    return Err(std::io::Error::new(
+                        e.kind(),
+                        format!("{}: {e}", repo.join(name).display()),
+                    ))
+                }
             }
         }
         if found.is_empty() {

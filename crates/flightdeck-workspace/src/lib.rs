@@ -32,7 +32,7 @@ pub use limits::{Cgroups, Limits};
 pub use local::{LocalWorkspace, Sandbox, SandboxLayout, HOME_TOOLCHAIN_DIRS};
 
 /// One command to run in a workspace.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct CommandSpec {
     /// Run by `sh -c`.
     pub command: String,
@@ -41,6 +41,19 @@ pub struct CommandSpec {
     pub env: Vec<(String, String)>,
     /// Whether the command may reach the network.
     pub network: bool,
+}
+
+impl std::fmt::Debug for CommandSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Variable names only: `env` carries secrets.
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("CommandSpec")
+            .field("command", &self.command)
+            .field("timeout", &self.timeout)
+            .field("env", &names)
+            .field("network", &self.network)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,3 +116,27 @@ pub const ENV_ALLOWLIST: &[&str] = &[
     "PYENV_ROOT",
     "NVM_DIR",
 ];
+
+/// Reads a file of a repository that flightdeck itself interprets on the host (a pin file, a
+/// lockfile): `None` when it does not exist; an error when it is a symlink (it could lead
+/// out of the worktree, to a credential or a FIFO), not a regular file, or over `max` bytes.
+pub(crate) fn read_repo_file(path: &Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let metadata = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !metadata.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is a symlink or not a regular file; flightdeck reads only regular files here",
+        ));
+    }
+    if metadata.len() > max {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("it is larger than {max} bytes"),
+        ));
+    }
+    std::fs::read(path).map(Some)
+}

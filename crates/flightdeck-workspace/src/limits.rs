@@ -102,7 +102,10 @@ impl Cgroups {
                     group.pids_events = Some(dir.join("pids.events"));
                 }
                 if let Some(mb) = limits.memory_mb {
-                    write(&dir.join("memory.max"), &(mb * 1024 * 1024).to_string())?;
+                    write(
+                        &dir.join("memory.max"),
+                        &mb.saturating_mul(1024 * 1024).to_string(),
+                    )?;
                     // Swap would let a command sail past its memory limit, slowly.
                     let _ = write(&dir.join("memory.swap.max"), "0");
                     group.memory_events = Some(dir.join("memory.events"));
@@ -122,7 +125,7 @@ impl Cgroups {
                     group.dirs.push(dir.clone());
                     write(
                         &dir.join("memory.limit_in_bytes"),
-                        &(mb * 1024 * 1024).to_string(),
+                        &mb.saturating_mul(1024 * 1024).to_string(),
                     )?;
                     group.memory_events = Some(dir.join("memory.oom_control"));
                 }
@@ -240,7 +243,7 @@ impl Drop for CommandGroup {
 
 /// The `sh` prologue that joins the groups, then execs the rest of the arguments:
 /// `sh -c PROLOGUE sh N FILE… PROGRAM ARGS…`.
-pub(crate) const JOIN_PROLOGUE: &str = r#"n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; n=$((n-1)); done; exec "$@""#;
+pub(crate) const JOIN_PROLOGUE: &str = r#"n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || { echo "[flightdeck: cannot join the cgroup $1, so the workspace's limits cannot be applied]"; exit 125; }; shift; n=$((n-1)); done; exec "$@""#;
 
 #[cfg(test)]
 mod tests {

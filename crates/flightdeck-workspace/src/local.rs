@@ -129,7 +129,8 @@ impl SandboxLayout {
         // A container engine's socket is root on the host.
         if let Some(socket) = std::env::var("DOCKER_HOST")
             .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(PathBuf::from))
+            .map(|h| PathBuf::from(h.strip_prefix("unix://").unwrap_or(&h)))
+            .filter(|p| p.is_absolute())
         {
             if let Some(dir) = socket.parent() {
                 hide_dir(dir.to_path_buf());

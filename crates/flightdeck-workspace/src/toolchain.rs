@@ -123,11 +123,11 @@ pub fn read_pins(root: &Path) -> Result<Vec<Pin>, ToolchainError> {
 }
 
 fn read_optional(root: &Path, file: &str) -> Result<Option<String>, ToolchainError> {
-    match std::fs::read(root.join(file)) {
-        Ok(bytes) => String::from_utf8(bytes)
+    match crate::read_repo_file(&root.join(file), 1024 * 1024) {
+        Ok(Some(bytes)) => String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| invalid(file, "not valid UTF-8")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Ok(None) => Ok(None),
         Err(source) => Err(ToolchainError::Io {
             file: file.to_owned(),
             source,

@@ -697,3 +697,21 @@ fn toolchain_probe_runs_for_real() {
     assert!(satisfies("rust", &rust, &rust));
     assert!(satisfies("rust", "stable", &rust));
 }
+
+/// A pin file that is a symlink could lead out of the worktree (to a credential, a FIFO):
+/// it is refused, naming the file, and what it points at is never read.
+#[test]
+fn symlinked_pin_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("outside.txt");
+    std::fs::write(&secret, "token-that-must-not-be-read\n").unwrap();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::os::unix::fs::symlink(&secret, repo.join(".nvmrc")).unwrap();
+    let error = flightdeck_workspace::toolchain::read_pins(&repo)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains(".nvmrc"), "{error}");
+    assert!(error.contains("symlink"), "{error}");
+    assert!(!error.contains("token-that-must-not-be-read"), "{error}");
+}

@@ -84,7 +84,7 @@ const DEVCONTAINER: &str = r#"{
   // A workspace from a local image; setup in two named commands.
   "image": "flightdeck-test/busybox:1",
   "containerEnv": { "GREETING": "hello from containerEnv" },
-  "remoteEnv": { "WHERE": "${containerWorkspaceFolder}" },
+  "remoteEnv": { "WHERE": "${containerWorkspaceFolder}", "PATH": "${containerEnv:PATH}:/opt/extra" },
   "workspaceFolder": "/workspaces/app",
   "postCreateCommand": {
     "net": "grep -c : /proc/net/dev > .setup-interfaces",
@@ -100,7 +100,7 @@ fn a_mission_runs_in_its_devcontainer_with_network_only_for_setup() {
 runtime = "docker"
 network = "setup"
 [[steps]]
-run = '''test "$(pwd)" = /workspaces/app && test "$WHERE" = /workspaces/app && cat setup.txt && test "$(cat .setup-interfaces)" -ge 2 && rm .setup-interfaces && grep -c : /proc/net/dev > agent-interfaces.txt && echo done > result.txt'''
+run = '''test "$(pwd)" = /workspaces/app && test "$WHERE" = /workspaces/app && test "$PATH" = /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:/opt/extra && cat setup.txt && test "$(cat .setup-interfaces)" -ge 2 && rm .setup-interfaces && grep -c : /proc/net/dev > agent-interfaces.txt && echo done > result.txt'''
 "#;
     let repo = repo_with(DEVCONTAINER, template, &[]);
     let cli = Cli::new(BIN);

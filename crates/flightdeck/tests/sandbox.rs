@@ -272,7 +272,10 @@ run = '''echo "about to fail with $API_TOKEN"; exit 3'''
     let id = summary["id"].as_str().unwrap();
     let shown = cli.run(&["--json", "show", id]).json();
     let message = shown["error"]["message"].as_str().unwrap();
-    assert!(message.contains("about to fail with [REDACTED:API_TOKEN]"), "{message}");
+    assert!(
+        message.contains("about to fail with [REDACTED:API_TOKEN]"),
+        "{message}"
+    );
     let data = provisioned(&cli, id);
     assert_eq!(data["secrets"], serde_json::json!(["API_TOKEN"]));
     // The step's output was stored, masked.

@@ -35,9 +35,11 @@ fn repo_of(repo: Option<PathBuf>) -> Result<PathBuf, CliError> {
     })
 }
 
-/// One debugging workspace per repository: `ws-` and a digest of its path.
-fn debug_id(repo: &Path) -> String {
-    let digest = Sha256::digest(repo.display().to_string().as_bytes());
+/// One debugging workspace per repository and installation: `ws-` and a digest of both
+/// paths (container names are shared by every installation on an engine).
+fn debug_id(ctx: &Context, repo: &Path) -> String {
+    let data_dir = std::fs::canonicalize(&ctx.data_dir).unwrap_or_else(|_| ctx.data_dir.clone());
+    let digest = Sha256::digest(format!("{}\0{}", repo.display(), data_dir.display()).as_bytes());
     format!("ws-{}", &hex::encode(digest)[..12])
 }
 
@@ -46,7 +48,7 @@ fn record_path(ctx: &Context, id: &str) -> PathBuf {
 }
 
 fn read_record(ctx: &Context, repo: &Path) -> Result<DebugWorkspace, CliError> {
-    let id = debug_id(repo);
+    let id = debug_id(ctx, repo);
     let path = record_path(ctx, &id);
     let text = std::fs::read_to_string(&path).map_err(|_| {
         CliError::bad_input(
@@ -89,8 +91,15 @@ pub async fn up(
         },
     };
     let base_commit = flightdeck_workspace::resolve_commit(&repo, "HEAD")?;
-    let id = debug_id(&repo);
+    let id = debug_id(ctx, &repo);
     let engine = ctx.engine(std::sync::Arc::new(Silent)).await?;
+    // `up` again starts afresh, at today's HEAD.
+    if let Ok(previous) = read_record(ctx, &repo) {
+        engine.remove_container(&previous.id).await;
+        engine
+            .remove_workspace_files(&previous.id, Some(&previous.repo))
+            .await;
+    }
     let started = std::time::Instant::now();
     let provisioned = engine
         .provision(&id, &repo, &base_commit, &spec, true)
