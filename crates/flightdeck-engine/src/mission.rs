@@ -827,6 +827,7 @@ impl Engine {
                 let layout = SandboxLayout::for_mission(
                     &self.home_path(id),
                     &self.data_dir(),
+                    Some(repo),
                     &self.cfg.workspace.hidden_files,
                     &caches,
                 )?;

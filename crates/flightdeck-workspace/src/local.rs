@@ -81,8 +81,14 @@ pub struct SandboxLayout {
     pub hidden_dirs: Vec<PathBuf>,
     /// Files covered by `/dev/null`.
     pub hidden_files: Vec<PathBuf>,
-    /// Directories bound back read-only after hiding (toolchains).
+    /// Directories bound back read-only after hiding (toolchains, the repository's `.git`).
     pub read_only: Vec<PathBuf>,
+    /// Files covered by an empty file after the read-only binds (`.git/config`, which may
+    /// hold credentials in remote URLs or headers).
+    pub masked: Vec<PathBuf>,
+    /// The empty regular file hidden files are covered with (a device node such as
+    /// `/dev/null` cannot be read through bubblewrap's `nodev` binds).
+    pub empty_file: PathBuf,
     /// `(host, inside)` directories bound read-write: the mission's HOME and its caches.
     pub writable: Vec<(PathBuf, PathBuf)>,
     /// Variables set for every command (HOME, CARGO_HOME, cache variables…), over the
@@ -97,6 +103,7 @@ impl SandboxLayout {
     pub fn for_mission(
         home: &Path,
         data_dir: &Path,
+        repo: Option<&Path>,
         secret_files: &[PathBuf],
         caches: &[Cache],
     ) -> Result<SandboxLayout, WorkspaceError> {
@@ -105,8 +112,15 @@ impl SandboxLayout {
             move |source| WorkspaceError::Io { path, source }
         };
         std::fs::create_dir_all(home).map_err(io(home))?;
+        let empty_file = home.parent().unwrap_or(home).join(".flightdeck-empty");
+        if !empty_file.is_file() {
+            std::fs::write(&empty_file, b"").map_err(io(&empty_file))?;
+        }
         let host_home = std::env::var_os("HOME").map(PathBuf::from);
-        let mut layout = SandboxLayout::default();
+        let mut layout = SandboxLayout {
+            empty_file,
+            ..SandboxLayout::default()
+        };
         // bubblewrap mounts on the real path: `/var/run` is usually a link to `/run`.
         let mut hide_dir = |dir: PathBuf| {
             let Ok(dir) = std::fs::canonicalize(&dir) else {
@@ -138,6 +152,13 @@ impl SandboxLayout {
         }
         hide_dir(data_dir.to_path_buf());
         hide_dir(PathBuf::from("/etc/ssh"));
+        // The checkout the mission was started from: untracked files there (`.env`) are not
+        // the mission's. Its `.git` comes back read-only (git in the worktree needs the
+        // objects), without its config.
+        let repo = repo.and_then(|r| std::fs::canonicalize(r).ok());
+        if let Some(repo) = &repo {
+            hide_dir(repo.clone());
+        }
         for file in ["/etc/shadow", "/etc/gshadow", "/etc/sudoers"]
             .iter()
             .map(PathBuf::from)
@@ -146,6 +167,13 @@ impl SandboxLayout {
             let covered = layout.hidden_dirs.iter().any(|d| file.starts_with(d));
             if file.is_file() && !covered && !layout.hidden_files.contains(&file) {
                 layout.hidden_files.push(file);
+            }
+        }
+        if let Some(git) = repo.map(|r| r.join(".git")).filter(|g| g.is_dir()) {
+            let config = git.join("config");
+            layout.read_only.push(git);
+            if config.is_file() {
+                layout.masked.push(config);
             }
         }
         if let Some(h) = &host_home {
@@ -245,11 +273,15 @@ impl LocalWorkspace {
         for dir in &self.layout.hidden_dirs {
             push(&[s("--tmpfs"), dir.as_os_str()]);
         }
+        let empty = self.layout.empty_file.as_os_str();
         for file in &self.layout.hidden_files {
-            push(&[s("--ro-bind"), s("/dev/null"), file.as_os_str()]);
+            push(&[s("--ro-bind"), empty, file.as_os_str()]);
         }
         for dir in &self.layout.read_only {
             push(&[s("--ro-bind"), dir.as_os_str(), dir.as_os_str()]);
+        }
+        for file in &self.layout.masked {
+            push(&[s("--ro-bind"), empty, file.as_os_str()]);
         }
         for (host, inside) in &self.layout.writable {
             push(&[s("--bind"), host.as_os_str(), inside.as_os_str()]);

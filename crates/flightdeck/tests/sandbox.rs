@@ -117,6 +117,12 @@ fn escape_attempts_fail_and_the_mission_says_why() {
             "No such file or directory",
         ),
         (
+            "read an untracked file in the checkout the mission started from",
+            vec![],
+            "cat {repo}/.env".to_string(),
+            "No such file or directory",
+        ),
+        (
             "follow a symlink out of the worktree to read the host's home",
             vec![("notes".to_string(), secret_path.clone())],
             "cat notes".to_string(),
@@ -145,18 +151,28 @@ fn escape_attempts_fail_and_the_mission_says_why() {
         let template = format!(
             "goal = \"g\"\n[workspace]\nmax_processes = 40\n[[steps]]\nrun = '''{step}'''\n"
         );
+        // The checkout lives outside /tmp (private in the sandbox anyway), as a user's would.
+        let checkout = tempfile::tempdir_in("/var/tmp").unwrap();
+        let checkout_path = checkout.path().join("repo");
+        let template = template.replace("{repo}", checkout_path.to_str().unwrap());
         let repo = repo_with(&template, &[]);
         for (name, target) in links {
             std::os::unix::fs::symlink(target, repo.path().join(name)).unwrap();
         }
         repo.commit_all("links");
+        flightdeck_testkit::git_in(
+            checkout.path(),
+            &["clone", "-q", repo.path().to_str().unwrap(), "repo"],
+        );
+        // Untracked: in the checkout, not in the mission's worktree.
+        std::fs::write(checkout_path.join(".env"), "API_KEY=from-the-checkout\n").unwrap();
         let out = cli
             .command(&[
                 "--json",
                 "run",
                 "t",
                 "--repo",
-                repo.path().to_str().unwrap(),
+                checkout_path.to_str().unwrap(),
             ])
             .output()
             .unwrap();
@@ -208,7 +224,7 @@ fn limits_are_recorded_and_enforced_by_cgroups() {
 #[test]
 fn the_sandbox_has_its_own_home_a_clean_environment_and_the_toolchains() {
     let repo = repo_with(
-        "goal = \"g\"\n[[steps]]\nrun = '''test \"$HOME\" != /root && touch \"$HOME/.made\" && env > env.txt && rustc --version > rustc.txt && git --version'''\n",
+        "goal = \"g\"\n[[steps]]\nrun = '''test \"$HOME\" != /root && touch \"$HOME/.made\" && env > env.txt && rustc --version > rustc.txt && git log --format=%s > log.txt && git status --short > status.txt'''\n",
         &[],
     );
     let cli = Cli::new(BIN);
@@ -236,6 +252,9 @@ fn the_sandbox_has_its_own_home_a_clean_environment_and_the_toolchains() {
     assert!(env.contains(&format!("FLIGHTDECK_MISSION={id}")), "{env}");
     let rustc = repo.git(&["show", &format!("{branch}:rustc.txt")]);
     assert!(rustc.starts_with("rustc "), "{rustc}");
+    // git works in the worktree (the repository's objects are there, read-only).
+    let log = repo.git(&["show", &format!("{branch}:log.txt")]);
+    assert!(log.starts_with("sample\n"), "{log}");
 }
 
 #[test]

@@ -243,6 +243,7 @@ pub async fn gc(ctx: &Context, dry_run: bool) -> Result<i32, CliError> {
     let mut ids: Vec<String> = entries
         .flatten()
         .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|name| !name.starts_with('.'))
         .map(|name| {
             name.strip_suffix(".home")
                 .or_else(|| name.strip_suffix(".json"))
