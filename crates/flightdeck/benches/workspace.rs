@@ -2,7 +2,8 @@
 //! ready (worktree, sandbox layout, caches, toolchain probe), and what the sandbox costs per
 //! command (`workspace exec -- true` in bubblewrap against the same without it).
 //!
-//! `cargo bench -p flightdeck --bench workspace`: 10 rounds each, median, min and max. Under
+//! `cargo bench -p flightdeck --bench workspace`: 10 rounds each, median, min and max; each
+//! `up` starts after `sync` and a second's pause. Under
 //! `cargo test` it runs one round of each and checks the results.
 
 #![allow(
@@ -76,6 +77,13 @@ fn repo(dir: &Path, files: usize) {
     git(dir, &["commit", "-q", "-m", "bench"]);
 }
 
+fn settle(benching: bool) {
+    if benching {
+        let _ = Command::new("sync").status();
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 fn stats(mut samples: Vec<Duration>) -> (f64, f64, f64) {
     samples.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -96,38 +104,33 @@ fn main() {
     let repo_arg = repo_dir.to_str().unwrap();
     let data = scratch.path().join("data");
 
-    // Ready: the whole `workspace up` command, and the in-process time it reports.
+    // Ready: the whole `workspace up` command, and the in-process time it reports. Each round
+    // has a data directory of its own, so a fresh worktree path, as every mission has (on
+    // this machine's disk, checking 10,000 files out where 10,000 were just deleted takes
+    // ten times as long, for plain `git worktree add` too).
     let mut whole = Vec::new();
     let mut ready = Vec::new();
-    for _ in 0..rounds {
+    for round in 0..rounds {
+        let data = scratch.path().join(format!("data-{round}"));
+        settle(benching);
         let started = Instant::now();
         let out = flightdeck(
             &data,
-            &[
-                "--json",
-                "workspace",
-                "up",
-                "--repo",
-                repo_arg,
-                "--template",
-                "local",
-            ],
+            &["--json", "workspace", "up", "--repo", repo_arg, "--template", "local"],
         );
         whole.push(started.elapsed());
         assert!(out.status.success(), "{out:?}");
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(
-            report["workspace"]["toolchain"]["rust"]["ok"], true,
-            "{report}"
-        );
+        assert_eq!(report["workspace"]["toolchain"]["rust"]["ok"], true, "{report}");
         ready.push(Duration::from_millis(report["ready_ms"].as_u64().unwrap()));
         let path = report["workspace"]["path"].as_str().unwrap();
         assert_eq!(
-            std::fs::read_dir(Path::new(path).join("src"))
-                .unwrap()
-                .count(),
+            std::fs::read_dir(Path::new(path).join("src")).unwrap().count(),
             100.min(files)
         );
+    }
+    for round in 0..rounds {
+        let data = scratch.path().join(format!("data-{round}"));
         let down = flightdeck(&data, &["workspace", "down", "--repo", repo_arg]);
         assert!(down.status.success(), "{down:?}");
     }
