@@ -1774,8 +1774,13 @@ impl Engine {
             summary: if self.cfg.replay.is_some() {
                 serde_json::Value::Null
             } else {
-                // The summary quotes events (a failed step's output): masked like them.
-                self.cfg.secrets.redact_json(state.summary())
+                // The summary quotes a failed step's output in its error: masked like the
+                // events (only that text, so the summary is not serialized twice per append).
+                let mut summary = state.summary();
+                if let Some(message) = summary.pointer_mut("/error/message") {
+                    *message = self.cfg.secrets.redact_json(message.take());
+                }
+                summary
             },
         };
         let request = AppendRequest {
