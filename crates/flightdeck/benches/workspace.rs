@@ -116,16 +116,29 @@ fn main() {
         let started = Instant::now();
         let out = flightdeck(
             &data,
-            &["--json", "workspace", "up", "--repo", repo_arg, "--template", "local"],
+            &[
+                "--json",
+                "workspace",
+                "up",
+                "--repo",
+                repo_arg,
+                "--template",
+                "local",
+            ],
         );
         whole.push(started.elapsed());
         assert!(out.status.success(), "{out:?}");
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(report["workspace"]["toolchain"]["rust"]["ok"], true, "{report}");
+        assert_eq!(
+            report["workspace"]["toolchain"]["rust"]["ok"], true,
+            "{report}"
+        );
         ready.push(Duration::from_millis(report["ready_ms"].as_u64().unwrap()));
         let path = report["workspace"]["path"].as_str().unwrap();
         assert_eq!(
-            std::fs::read_dir(Path::new(path).join("src")).unwrap().count(),
+            std::fs::read_dir(Path::new(path).join("src"))
+                .unwrap()
+                .count(),
             100.min(files)
         );
     }
