@@ -8,7 +8,7 @@ use flightdeck_core::template::{Network, WorkspaceSpec};
 use flightdeck_workspace::caches::Cache;
 use flightdeck_workspace::devcontainer::{self, CommandForm, LifecycleCommand};
 use flightdeck_workspace::docker::{ContainerSpec, ImageSource, Mount, MountKind};
-use flightdeck_workspace::{Limits, Workspace};
+use flightdeck_workspace::{shell_words, Limits, Workspace};
 
 use crate::EngineError;
 
@@ -308,23 +308,6 @@ fn mount(m: &devcontainer::Mount) -> Mount {
             read_only: *readonly,
         },
     }
-}
-
-/// An argument vector as one `sh -c` line.
-fn shell_words(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

@@ -112,6 +112,17 @@ pub struct WorkspaceSettings {
     pub hidden_files: Vec<PathBuf>,
 }
 
+impl WorkspaceSettings {
+    /// Secret `name`'s value, or why it cannot be had.
+    pub fn secret(&self, name: &str) -> Result<&str, String> {
+        match self.secret_values.get(name) {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(why)) => Err(why.clone()),
+            None => Err(format!("the installation config has no [secrets.{name}]")),
+        }
+    }
+}
+
 impl std::fmt::Debug for WorkspaceSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Names only: values never reach a log.

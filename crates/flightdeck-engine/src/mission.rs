@@ -570,8 +570,10 @@ impl Engine {
             Ok(made) => made,
             // The repository's own definition is at fault: the mission fails, saying why.
             // (An engine that does not answer is not: the mission can resume once it does.)
-            Err(e) if provisioning_failure(&e).is_some() => {
-                let kind = provisioning_failure(&e).unwrap_or("workspace_invalid");
+            Err(e) => {
+                let Some(kind) = provisioning_failure(&e) else {
+                    return Err(e);
+                };
                 let error = MissionError {
                     kind: kind.into(),
                     message: e.to_string(),
@@ -580,7 +582,6 @@ impl Engine {
                     .await?;
                 return Ok(());
             }
-            Err(e) => return Err(e),
         };
         let total = template.steps.len();
         for (index, step) in template.steps.iter().enumerate() {
@@ -690,19 +691,12 @@ impl Engine {
         }
         names
             .iter()
-            .map(|name| match self.cfg.workspace.secret_values.get(name) {
-                Some(Ok(value)) => Ok((name.clone(), value.clone())),
-                Some(Err(why)) => Err(EngineError::SecretMissing {
+            .map(|name| match self.cfg.workspace.secret(name) {
+                Ok(value) => Ok((name.clone(), value.to_string())),
+                Err(why) => Err(EngineError::SecretMissing {
                     template: "the mission's template".into(),
                     name: name.clone(),
-                    why: why.clone(),
-                }),
-                None => Err(EngineError::SecretMissing {
-                    template: "the mission's template".into(),
-                    name: name.clone(),
-                    why: "there is no [secrets.".to_string()
-                        + name
-                        + "] in the installation config",
+                    why,
                 }),
             })
             .collect()
@@ -1935,16 +1929,13 @@ fn check(
     // A replay runs no command for real (re-execution runs them without secrets).
     if !replaying {
         for name in &template.workspace.secrets {
-            let why = match workspace.secret_values.get(name) {
-                Some(Ok(_)) => continue,
-                Some(Err(why)) => why.clone(),
-                None => format!("the installation config has no [secrets.{name}]"),
-            };
-            return Err(EngineError::SecretMissing {
-                template: request.template_file.clone(),
-                name: name.clone(),
-                why,
-            });
+            if let Err(why) = workspace.secret(name) {
+                return Err(EngineError::SecretMissing {
+                    template: request.template_file.clone(),
+                    name: name.clone(),
+                    why,
+                });
+            }
         }
     }
     match template.workspace.runtime {

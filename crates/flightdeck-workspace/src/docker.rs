@@ -942,24 +942,9 @@ pub struct DockerWorkspace {
 }
 
 impl DockerWorkspace {
-    /// [`DockerEngine::provision`] on a fresh connection.
-    pub async fn provision(
-        spec: ContainerSpec,
-    ) -> Result<(DockerWorkspace, ImageInfo), DockerError> {
-        DockerEngine::connect().await?.provision(spec).await
-    }
-
     /// [`DockerEngine::attach`] on a fresh connection.
     pub async fn attach(name: &str) -> Result<DockerWorkspace, DockerError> {
         DockerEngine::connect().await?.attach(name).await
-    }
-
-    /// [`DockerEngine::list_labelled`] on a fresh connection.
-    pub async fn list_labelled(label_key: &str) -> Result<Vec<LabelledContainer>, DockerError> {
-        DockerEngine::connect()
-            .await?
-            .list_labelled(label_key)
-            .await
     }
 
     pub fn id(&self) -> &str {
@@ -1220,50 +1205,32 @@ impl DockerWorkspace {
     /// Kills every process in the container but its init (as root: `kill -KILL -1` spares
     /// PID 1 and the caller).
     async fn kill_leftovers(&self) {
-        let docker = &self.engine.docker;
-        let options = CreateExecOptions::<String> {
-            attach_stdin: Some(false),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            tty: Some(false),
-            cmd: Some(vec![
-                "sh".into(),
-                "-c".into(),
-                "kill -KILL -1 2>/dev/null; exit 0".into(),
-            ]),
-            user: Some("0".into()),
-            ..Default::default()
-        };
-        let kill = async {
-            let created = docker.create_exec(&self.id, options).await.ok()?;
-            if let Ok(StartExecResults::Attached { mut output, .. }) =
-                docker.start_exec(&created.id, None).await
-            {
-                while output.next().await.is_some() {}
-            }
-            Some(())
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(10), kill).await;
+        let script = "kill -KILL -1 2>/dev/null; exit 0";
+        self.housekeeping(vec![script.into()], Some("0".into()))
+            .await;
     }
 
     async fn kill_marked(&self, token: &str) {
+        let args = vec![KILL_SCRIPT.into(), "sh".into(), token.to_string()];
+        self.housekeeping(args, self.remote_user.clone()).await;
+    }
+
+    /// Runs `sh -c ARGS…` in the container as `user`, waits for it (at most 10 s) and
+    /// ignores how it went: cleanup that must not fail the command it follows.
+    async fn housekeeping(&self, args: Vec<String>, user: Option<String>) {
         let docker = &self.engine.docker;
+        let mut cmd = vec!["sh".to_string(), "-c".to_string()];
+        cmd.extend(args);
         let options = CreateExecOptions::<String> {
             attach_stdin: Some(false),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             tty: Some(false),
-            cmd: Some(vec![
-                "sh".into(),
-                "-c".into(),
-                KILL_SCRIPT.into(),
-                "sh".into(),
-                token.to_string(),
-            ]),
-            user: self.remote_user.clone(),
+            cmd: Some(cmd),
+            user,
             ..Default::default()
         };
-        let kill = async {
+        let run = async {
             let created = docker.create_exec(&self.id, options).await.ok()?;
             if let Ok(StartExecResults::Attached { mut output, .. }) =
                 docker.start_exec(&created.id, None).await
@@ -1272,7 +1239,7 @@ impl DockerWorkspace {
             }
             Some(())
         };
-        let _ = tokio::time::timeout(Duration::from_secs(10), kill).await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), run).await;
     }
 }
 

@@ -140,3 +140,20 @@ pub(crate) fn read_repo_file(path: &Path, max: u64) -> std::io::Result<Option<Ve
     }
     std::fs::read(path).map(Some)
 }
+
+/// An argument vector as one `sh -c` line, each argument quoted unless it is plainly safe.
+pub fn shell_words(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

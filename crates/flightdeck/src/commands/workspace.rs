@@ -253,38 +253,12 @@ pub async fn gc(ctx: &Context, dry_run: bool) -> Result<i32, CliError> {
         .collect();
     ids.sort();
     ids.dedup();
-    let store = if ctx.store_exists() {
-        Some(ctx.store().await?)
-    } else {
-        None
-    };
     let engine = ctx.engine(std::sync::Arc::new(Silent)).await?;
+    let store = engine.config().store.clone();
     let mut removed = Vec::new();
     for id in ids {
-        let (reason, repo) = if id.starts_with("ws-") {
-            let record = std::fs::read_to_string(record_path(ctx, &id))
-                .ok()
-                .and_then(|text| serde_json::from_str::<DebugWorkspace>(&text).ok());
-            match record {
-                Some(record) if record.repo.is_dir() => continue,
-                Some(record) => ("its repository is gone".to_string(), Some(record.repo)),
-                None => ("a debugging workspace without its record".to_string(), None),
-            }
-        } else {
-            let row = match &store {
-                Some(store) => store.mission(&id).await?,
-                None => None,
-            };
-            match row {
-                None => ("no such mission in the store".to_string(), None),
-                Some(row)
-                    if matches!(row.status.as_str(), "succeeded" | "failed" | "cancelled") =>
-                {
-                    let repo = row.summary["repo"].as_str().map(PathBuf::from);
-                    (format!("the mission {}", row.status), repo)
-                }
-                Some(_) => continue,
-            }
+        let Some((reason, repo)) = orphan(ctx, &*store, &id).await? else {
+            continue;
         };
         if !dry_run {
             engine.remove_workspace_files(&id, repo.as_deref()).await;
@@ -307,25 +281,8 @@ pub async fn gc(ctx: &Context, dry_run: bool) -> Result<i32, CliError> {
             let Some(id) = container.labels.get(flightdeck_engine::MISSION_LABEL) else {
                 continue;
             };
-            let reason = if id.starts_with("ws-") {
-                if record_path(ctx, id).exists() {
-                    continue;
-                }
-                "a debugging workspace that was taken down".to_string()
-            } else {
-                let row = match &store {
-                    Some(store) => store.mission(id).await?,
-                    None => None,
-                };
-                match row {
-                    None => "no such mission in the store".to_string(),
-                    Some(row)
-                        if matches!(row.status.as_str(), "succeeded" | "failed" | "cancelled") =>
-                    {
-                        format!("the mission {}", row.status)
-                    }
-                    Some(_) => continue,
-                }
+            let Some((reason, _)) = orphan(ctx, &*store, id).await? else {
+                continue;
             };
             if !dry_run {
                 let _ = docker.remove_container(&container.id).await;
@@ -340,33 +297,50 @@ pub async fn gc(ctx: &Context, dry_run: bool) -> Result<i32, CliError> {
     } else {
         let verb = if dry_run { "would remove" } else { "removed" };
         for r in &removed {
-            println!(
-                "{verb} {} ({})",
-                r["id"].as_str().unwrap_or("?"),
-                r["reason"].as_str().unwrap_or("")
-            );
+            let id = r["id"].as_str().unwrap_or("?");
+            let what = match r["container"].as_str() {
+                Some(name) => format!("container {name} of {id}"),
+                None => format!("workspace {id}"),
+            };
+            println!("{verb} {what} ({})", r["reason"].as_str().unwrap_or(""));
         }
     }
     Ok(exit::OK)
 }
 
-/// The argument vector as one `sh -c` line, each argument quoted.
-fn shell_join(args: &[String]) -> String {
-    if let [only] = args {
-        // One argument is taken as a shell line: `exec -- 'cargo test | tail'`.
-        return only.clone();
+/// Why workspace `id` is to be collected (and the repository its worktree belongs to), or
+/// `None` when it is in use: a mission still running or parked, a debugging workspace whose
+/// repository is there.
+async fn orphan(
+    ctx: &Context,
+    store: &dyn flightdeck_store::EventStore,
+    id: &str,
+) -> Result<Option<(String, Option<PathBuf>)>, CliError> {
+    if id.starts_with("ws-") {
+        let record = std::fs::read_to_string(record_path(ctx, id))
+            .ok()
+            .and_then(|text| serde_json::from_str::<DebugWorkspace>(&text).ok());
+        return Ok(match record {
+            Some(record) if record.repo.is_dir() => None,
+            Some(record) => Some(("its repository is gone".into(), Some(record.repo))),
+            None => Some(("a debugging workspace without its record".into(), None)),
+        });
     }
-    args.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    Ok(match store.mission(id).await? {
+        None => Some(("no such mission in the store".into(), None)),
+        Some(row) if matches!(row.status.as_str(), "succeeded" | "failed" | "cancelled") => {
+            let repo = row.summary["repo"].as_str().map(PathBuf::from);
+            Some((format!("the mission {}", row.status), repo))
+        }
+        Some(_) => None,
+    })
+}
+
+/// The argument vector as one `sh -c` line; one argument is taken as a shell line already
+/// (`exec -- 'cargo test | tail'`).
+fn shell_join(args: &[String]) -> String {
+    match args {
+        [only] => only.clone(),
+        _ => flightdeck_workspace::shell_words(args),
+    }
 }
