@@ -7,6 +7,9 @@
 //! - a trailing `/` matches a directory, that is, everything under it;
 //! - `*` and `?` do not cross `/`; `**` does.
 //!
+//! In CODEOWNERS a backslash makes the next character literal (`\ ` a space, `\[` a
+//! bracket), and an unescaped `[` or `]` is refused: GitHub has no character ranges.
+//!
 //! The flavours differ in one point: whether a pattern also matches the contents of a
 //! directory it names. CODEOWNERS follows GitHub: every pattern does except one whose
 //! last component is exactly `*` (GitHub documents that `docs/*` does not own
@@ -26,7 +29,12 @@ pub(crate) enum Flavor {
 /// Compile one gitignore-style pattern into the globs that together implement it.
 /// The error is a lowercase reason.
 pub(crate) fn compile(pattern: &str, flavor: Flavor) -> Result<Vec<Glob>, String> {
-    let pattern = pattern.trim();
+    // A CODEOWNERS pattern arrives as one token, and may end in an escaped space (`a\ `)
+    // that trimming would cut in half.
+    let pattern = match flavor {
+        Flavor::Policy => pattern.trim(),
+        Flavor::Codeowners => pattern,
+    };
     if pattern.is_empty() {
         return Err("empty pattern".to_owned());
     }
@@ -48,17 +56,28 @@ pub(crate) fn compile(pattern: &str, flavor: Flavor) -> Result<Vec<Glob>, String
     if !anchored && !body.contains('/') && !body.starts_with("**") {
         glob.push_str("**/");
     }
-    for ch in body.chars() {
+    let mut chars = body.chars();
+    while let Some(ch) = chars.next() {
         match ch {
+            // gitignore: a backslash makes the next character literal (`\ `, `\[`, `\*`).
+            '\\' if flavor == Flavor::Codeowners => {
+                let Some(escaped) = chars.next() else {
+                    return Err("the pattern ends with a lone `\\`".to_owned());
+                };
+                glob.push('\\');
+                glob.push(escaped);
+            }
             // Braces are not gitignore syntax; match them literally.
             '{' | '}' => {
                 glob.push('\\');
                 glob.push(ch);
             }
-            // GitHub does not support character ranges in CODEOWNERS.
+            // GitHub does not support character ranges in CODEOWNERS and refuses the line.
             '[' | ']' if flavor == Flavor::Codeowners => {
-                glob.push('\\');
-                glob.push(ch);
+                return Err(
+                    "character ranges (`[ ]`) are not supported; escape brackets as `\\[` and `\\]`"
+                        .to_owned(),
+                );
             }
             _ => glob.push(ch),
         }
@@ -127,7 +146,15 @@ mod tests {
             ("a/**/b", Policy, "a/b", true),
             ("a/**/b", Policy, "a/x/y/b", true),
             ("{x}", Policy, "{x}", true),
-            ("[ab]", Codeowners, "[ab]", true),
+            ("\\[ab\\]", Codeowners, "[ab]", true),
+            ("\\[ab\\]", Codeowners, "a", false),
+            ("a\\ b", Codeowners, "x/a b", true),
+            ("a\\ ", Codeowners, "a ", true),
+            ("a\\ ", Codeowners, "a", false),
+            ("\\*.md", Codeowners, "*.md", true),
+            ("\\*.md", Codeowners, "a.md", false),
+            ("a\\#b", Codeowners, "a#b", true),
+            ("\\!x", Codeowners, "!x", true),
             ("[ab]", Policy, "a", true),
             ("?.rs", Policy, "a.rs", true),
             ("?.rs", Policy, "ab.rs", false),
@@ -145,6 +172,9 @@ mod tests {
     fn bad_patterns_are_refused() {
         for pattern in ["", "  ", "!x", "/", "a***b"] {
             assert!(compile(pattern, Flavor::Policy).is_err(), "{pattern:?}");
+        }
+        for pattern in ["[ab]", "a]", "a\\", "!x", "/"] {
+            assert!(compile(pattern, Flavor::Codeowners).is_err(), "{pattern:?}");
         }
     }
 }

@@ -133,3 +133,161 @@ fn github_search_order() {
         [".github/CODEOWNERS", "CODEOWNERS", "docs/CODEOWNERS"]
     );
 }
+
+/// (CODEOWNERS text, path) -> owners: one row per rule of GitHub's reading.
+#[test]
+fn owners_table() {
+    #[rustfmt::skip]
+    let rows: &[(&str, &str, &[&str])] = &[
+        // The last matching line wins; no match means no owners.
+        ("* @a\n*.rs @b\n", "src/main.rs", &["@b"]),
+        ("*.rs @b\n* @a\n", "src/main.rs", &["@a"]),
+        ("/docs/ @a\n", "src/main.rs", &[]),
+        ("", "a.rs", &[]),
+        // A matching line without owners leaves the path unowned.
+        ("* @a\n/vendor/\n", "vendor/x.c", &[]),
+        // Owners: users, teams and emails, case kept as written.
+        ("* @a @Org/Team b@example.com\n", "x", &["@a", "@Org/Team", "b@example.com"]),
+        // A `#` token after the pattern starts a comment.
+        ("*.js @a # @b\n", "x.js", &["@a"]),
+        ("*.js @a #@b\n", "x.js", &["@a"]),
+        ("*.js # @a\n", "x.js", &[]),
+        // Paths are case-sensitive, as on GitHub.
+        ("*.md @a\n", "README.MD", &[]),
+        ("/Docs/ @a\n", "docs/x.md", &[]),
+        // `\ ` is a space inside the pattern, not its end.
+        ("docs/My\\ Guide.md @a\n", "docs/My Guide.md", &["@a"]),
+        ("docs/My\\ Guide.md @a\n", "docs/My", &[]),
+        ("/path\\ with\\ spaces/ @a\n", "path with spaces/x.txt", &["@a"]),
+        ("a\\  @a\n", "a ", &["@a"]),
+        // `\[` and `\]` are literal brackets (Next.js routes).
+        ("/pages/\\[id\\].tsx @a\n", "pages/[id].tsx", &["@a"]),
+        ("/pages/\\[id\\].tsx @a\n", "pages/i.tsx", &[]),
+        ("/app/\\[org\\]/ @a\n", "app/[org]/page.tsx", &["@a"]),
+        // Other escapes make the character literal too.
+        ("\\*.md @a\n", "*.md", &["@a"]),
+        ("\\*.md @a\n", "README.md", &[]),
+        ("a\\#b @a\n", "a#b", &["@a"]),
+        ("notes#1 @a\n", "notes#1", &["@a"]),
+        // Skipped lines do not apply; earlier lines still do.
+        ("* @a\n[ab].md @b\n", "a.md", &["@a"]),
+        ("* @a\n[ab].md @b\n", "[ab].md", &["@a"]),
+        ("* @a\n!x.md @b\n", "x.md", &["@a"]),
+        ("* @a\n\\#x @b\n", "#x", &["@a"]),
+        ("* @a\n*.rs @b alice\n", "x.rs", &["@a"]),
+        ("* @a\n*.rs @b codeowners\n", "x.rs", &["@a"]),
+        ("* @a\n/ @b\n", "x", &["@a"]),
+        // Directories, anchoring and `*` versus `**`.
+        ("docs/* @a\n", "docs/x/y.md", &[]),
+        ("docs/** @a\n", "docs/x/y.md", &["@a"]),
+        ("logs/ @a\n", "a/logs/b/c", &["@a"]),
+        ("/logs/ @a\n", "a/logs/b", &[]),
+        ("src/*.rs @a\n", "src/x/y.rs", &[]),
+        ("*.rs @a\n", "src/x/y.rs", &["@a"]),
+        // A BOM and CRLF line ends are tolerated.
+        ("\u{feff}* @a\r\n*.rs @b\r\n", "x.rs", &["@b"]),
+    ];
+    let mut failures = Vec::new();
+    for (index, (text, path, expected)) in rows.iter().enumerate() {
+        let owners = Codeowners::parse(text);
+        let actual = owners.owners_of(path);
+        if actual != *expected {
+            failures.push(format!(
+                "row {index}: {text:?} on {path:?}: expected {expected:?}, got {actual:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Lines -> the warning they produce (line number, text and reason), or none.
+#[test]
+fn warnings_table() {
+    #[rustfmt::skip]
+    let rows: &[(&str, Option<&str>)] = &[
+        ("* @a", None),
+        ("# comment", None),
+        ("   ", None),
+        ("/apps/github", None),
+        ("docs/My\\ Guide.md @a", None),
+        ("/pages/\\[id\\].tsx @a", None),
+        ("*.js @a #comment", None),
+        (
+            "!keep.txt @a",
+            Some("`!keep.txt`: negation (`!`) does not work in CODEOWNERS; give the exception its own line, after the broader one"),
+        ),
+        (
+            "\\#notes.md @a",
+            Some("`\\#notes.md`: escaping a leading `#` with `\\` does not work in CODEOWNERS (GitHub documents it as unsupported)"),
+        ),
+        (
+            "/pages/[id].tsx @a",
+            Some("`/pages/[id].tsx`: character ranges (`[ ]`) do not work in CODEOWNERS, and GitHub requires `[` and `]` to be escaped; for literal brackets write `/pages/\\[id\\].tsx`"),
+        ),
+        (
+            "*.[ch] @a",
+            Some("`*.[ch]`: character ranges (`[ ]`) do not work in CODEOWNERS, and GitHub requires `[` and `]` to be escaped; for literal brackets write `*.\\[ch\\]`"),
+        ),
+        (
+            "a] @a",
+            Some("`a]`: character ranges (`[ ]`) do not work in CODEOWNERS, and GitHub requires `[` and `]` to be escaped; for literal brackets write `a\\]`"),
+        ),
+        (
+            "*.rs alice",
+            Some("`alice` is not a valid owner (expected @user, @org/team or an email); GitHub skips the whole line, so its other owners do not apply either"),
+        ),
+        (
+            "*.rs @a alice @b/c/d",
+            Some("`alice`, `@b/c/d` are not valid owners (expected @user, @org/team or an email); GitHub skips the whole line, so its other owners do not apply either"),
+        ),
+        (
+            "*.rs codeowners",
+            Some("`codeowners` is not a valid owner (expected @user, @org/team or an email); GitHub skips the whole line, so its other owners do not apply either"),
+        ),
+        (
+            "*.rs a@b@c",
+            Some("`a@b@c` is not a valid owner (expected @user, @org/team or an email); GitHub skips the whole line, so its other owners do not apply either"),
+        ),
+        (
+            "/ @a",
+            Some("the pattern `/` never matches anything; did you mean `*`?"),
+        ),
+        (
+            "a***b @a",
+            Some("invalid pattern `a***b`: `***` is not a valid wildcard"),
+        ),
+        (
+            "docs\\",
+            Some("invalid pattern `docs\\`: the pattern ends with a lone `\\`"),
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (text, expected) in rows {
+        // Line 3, after a valid line and a comment, so the number is checked too.
+        let source = format!("* @all\n# c\n{text}\n");
+        let owners = Codeowners::parse(&source);
+        let actual: Vec<(usize, &str, &str)> = owners
+            .warnings()
+            .iter()
+            .map(|w| (w.line, w.text.as_str(), w.reason.as_str()))
+            .collect();
+        let expected: Vec<(usize, &str, &str)> =
+            expected.iter().map(|reason| (3, *text, *reason)).collect();
+        if actual != expected {
+            failures.push(format!(
+                "{text:?}\n  expected {expected:?}\n  actual   {actual:?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn warnings_display_line_and_reason() {
+    let owners = Codeowners::parse("* @a\n\n\n\n\n\n!x @b\n");
+    let shown: Vec<String> = owners.warnings().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        ["CODEOWNERS line 7: skipped: `!x`: negation (`!`) does not work in CODEOWNERS; give the exception its own line, after the broader one"]
+    );
+}
