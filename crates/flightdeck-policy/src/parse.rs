@@ -28,6 +28,7 @@ const DEFAULT_VERDICTS: [Verdict; 4] = [
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     allow_self_approval: Option<bool>,
+    allow_unknown_approvers: Option<bool>,
     allow_unsandboxed: Option<bool>,
     classes: Option<Spanned<BTreeMap<String, SpannedList>>>,
     defaults: Option<RawDefaults>,
@@ -142,6 +143,7 @@ pub(crate) fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         origin: origin.to_owned(),
         hash: source_hash(text),
         allow_self_approval: raw.allow_self_approval.unwrap_or(false),
+        allow_unknown_approvers: raw.allow_unknown_approvers.unwrap_or(false),
         allow_unsandboxed: raw.allow_unsandboxed.unwrap_or(true),
         defaults,
         classes,

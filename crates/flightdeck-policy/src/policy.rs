@@ -29,6 +29,8 @@ pub struct Policy {
     pub(crate) origin: String,
     pub(crate) hash: String,
     pub(crate) allow_self_approval: bool,
+    /// Whether an identity that resolves to no configured person may approve.
+    pub(crate) allow_unknown_approvers: bool,
     /// Whether a template may turn the sandbox off (`runtime = "local-unsandboxed"`).
     pub(crate) allow_unsandboxed: bool,
     /// Default verdict per [`ActionKind::index`].
@@ -159,6 +161,7 @@ impl Policy {
             origin: BUILTIN_POLICY_ORIGIN.to_owned(),
             hash: parse::source_hash(""),
             allow_self_approval: false,
+            allow_unknown_approvers: false,
             allow_unsandboxed: false,
             defaults: [Verdict::Deny; 4],
             classes: ClassTable::source_only(),
@@ -183,6 +186,13 @@ impl Policy {
     /// Whether a mission's requester may approve its own gates.
     pub fn allow_self_approval(&self) -> bool {
         self.allow_self_approval
+    }
+
+    /// Whether an identity that resolves to no person of the installation's `[people]`
+    /// may approve gates (`allow_unknown_approvers`, default false). Has no effect while
+    /// no person is configured: then every identity is its own person.
+    pub fn allow_unknown_approvers(&self) -> bool {
+        self.allow_unknown_approvers
     }
 
     /// Whether a mission may run its commands without the sandbox (`runtime =

@@ -20,7 +20,14 @@ fn errors_name_origin_line_column_and_key() {
             Some("frobnicate"),
             2,
             1,
-            ".flightdeck/policy.toml:2:1: unknown key `frobnicate` in the top level (expected one of: allow_self_approval, allow_unsandboxed, classes, defaults, rule)",
+            ".flightdeck/policy.toml:2:1: unknown key `frobnicate` in the top level (expected one of: allow_self_approval, allow_unknown_approvers, allow_unsandboxed, classes, defaults, rule)",
+        ),
+        (
+            "allow_unknown_approvers = \"yes\"\n",
+            Some("allow_unknown_approvers"),
+            1,
+            27,
+            ".flightdeck/policy.toml:1:27: invalid value for `allow_unknown_approvers` in the top level: invalid type: string \"yes\", expected a boolean",
         ),
         (
             "[defaults]\ncommand = \"allow\"\n  publsh = \"approve\"\n",
@@ -253,4 +260,19 @@ fn classes_defined_in_the_policy_can_be_used_by_rules() {
         "p",
     );
     assert!(policy.is_ok(), "{:?}", policy.err());
+}
+
+#[test]
+fn allow_unknown_approvers_defaults_to_false() {
+    let rows: &[(&str, bool)] = &[
+        ("", false),
+        ("allow_unknown_approvers = false\n", false),
+        ("allow_unknown_approvers = true\n", true),
+        (flightdeck_policy::BUILTIN_POLICY_TOML, false),
+    ];
+    for (source, expected) in rows {
+        let policy = Policy::parse(source, "p").unwrap();
+        assert_eq!(policy.allow_unknown_approvers(), *expected, "{source}");
+    }
+    assert!(!Policy::builtin().allow_unknown_approvers());
 }
