@@ -2,14 +2,17 @@
 //!
 //! A gate's requirement lists approver specs (`codeowners`, `@org/team`, `@user`, email).
 //! `codeowners` means the owners of the changed files per CODEOWNERS; when none of them
-//! has an owner, anyone but the requester may approve. Identities compare
-//! case-insensitively, and a bare name (`alice`) is read as a handle (`@alice`).
+//! has an owner, anyone but the requester may approve. Identities compare as people
+//! ([`People`]): with people configured, every name of a person is that person; with
+//! none, identities compare case-insensitively and a bare name (`alice`) is read as a
+//! handle (`@alice`).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::codeowners::Codeowners;
+use crate::people::{IdentityChannel, People, Who};
 use crate::policy::CODEOWNERS_APPROVER;
 use crate::types::Decision;
 
@@ -54,6 +57,10 @@ impl ApprovalRequirement {
 }
 
 /// Everything besides the requirement that decides whether someone may approve.
+///
+/// Identities here (and in [`Teams`] and the requirement) are read as CLI identities: a
+/// handle, an email, `github:LOGIN` or `slack:UID`; record resolved handles
+/// ([`crate::Resolved::handle`]) and they resolve back to the same person.
 #[derive(Debug, Clone, Copy)]
 pub struct ApprovalContext<'a> {
     /// Who asked for the mission.
@@ -83,6 +90,12 @@ pub enum ApproverRefusal {
     /// person cannot count twice, once as themselves and once as their team.
     #[error("`{identity}` is a team, and only people approve; approve as one of its members")]
     TeamIdentity { identity: String },
+    /// People are configured, the identity is none of them, and the policy does not let
+    /// unknown identities approve.
+    #[error(
+        "`{identity}` is not one of the people configured for this installation, and the policy does not let unknown identities approve (allow_unknown_approvers = false); add them under [people] in the installation config, with this name as their handle, email, github or slack"
+    )]
+    UnknownApprover { identity: String },
     /// The identity is not among the eligible approvers.
     #[error(
         "not an eligible approver for this gate; eligible: {}",
@@ -99,42 +112,72 @@ fn eligible_text(eligible: &[String]) -> String {
     }
 }
 
-/// Whether `identity` may approve a gate with this requirement now.
+/// Whether `identity` may approve a gate with this requirement now, with no people
+/// configured: every identity is its own person, compared by [`canonical_identity`].
+/// [`People::check_approver`] does the same with the installation's people.
 pub fn check_approver(
     identity: &str,
     requirement: &ApprovalRequirement,
     ctx: &ApprovalContext<'_>,
 ) -> Result<(), ApproverRefusal> {
-    let who = canonical(identity);
+    let people = People::default();
+    let who = people.who(identity, IdentityChannel::Cli);
+    check(&people, identity, &who, false, requirement, ctx)
+}
+
+/// The checks of [`check_approver`] for `who` (the approver `identity`, resolved in
+/// `people`); `refuse_unknown` when `who` is no configured person and may not approve.
+pub(crate) fn check(
+    people: &People,
+    identity: &str,
+    who: &Who,
+    refuse_unknown: bool,
+    requirement: &ApprovalRequirement,
+    ctx: &ApprovalContext<'_>,
+) -> Result<(), ApproverRefusal> {
     let not_eligible = || ApproverRefusal::NotEligible {
         eligible: eligible_approvers(requirement, ctx.codeowners),
     };
-    if who.is_empty() {
+    let name = who.name(people);
+    if name.is_empty() {
         return Err(not_eligible());
     }
-    if is_team(&who) || ctx.teams.0.keys().any(|team| canonical(team) == who) {
+    if is_team(name) || ctx.teams.0.keys().any(|team| canonical(team) == name) {
         return Err(ApproverRefusal::TeamIdentity {
             identity: identity.trim().to_owned(),
         });
     }
-    if !ctx.allow_self_approval && who == canonical(ctx.requester) {
+    if refuse_unknown {
+        return Err(ApproverRefusal::UnknownApprover {
+            identity: identity.trim().to_owned(),
+        });
+    }
+    // Stored identities and specs are read as CLI identities: handles, emails,
+    // `github:LOGIN`, `slack:UID`.
+    let is_who = |other: &str| people.who(other, IdentityChannel::Cli) == *who;
+    if !ctx.allow_self_approval && is_who(ctx.requester) {
         return Err(ApproverRefusal::SelfApproval);
     }
     if ctx
         .already_approved_by
         .iter()
-        .any(|approved| canonical(approved) == who)
+        .any(|approved| is_who(approved))
     {
         return Err(ApproverRefusal::AlreadyDecided);
     }
+    // `owner` is the approver, or a team with the approver among its members.
+    let satisfies = |owner: &str| {
+        let is_team = owner.starts_with('@') && owner.contains('/');
+        is_who(owner) || (is_team && ctx.teams.members(owner).iter().any(|m| is_who(m)))
+    };
     for spec in &requirement.approvers {
         if spec == CODEOWNERS_APPROVER {
             let owners = owners_of_changes(requirement, ctx.codeowners);
             // No owner to ask: anyone may approve (the requester was handled above).
-            if owners.is_empty() || owners.iter().any(|owner| satisfies(&who, owner, ctx.teams)) {
+            if owners.is_empty() || owners.iter().any(|owner| satisfies(owner)) {
                 return Ok(());
             }
-        } else if satisfies(&who, spec, ctx.teams) {
+        } else if satisfies(spec) {
             return Ok(());
         }
     }
@@ -190,19 +233,6 @@ fn owners_of_changes<'a>(
         }
     }
     owners
-}
-
-/// Whether the canonical identity `who` is `owner`, or a member of the team `owner`.
-fn satisfies(who: &str, owner: &str, teams: &Teams) -> bool {
-    if canonical(owner) == who {
-        return true;
-    }
-    let is_team = owner.starts_with('@') && owner.contains('/');
-    is_team
-        && teams
-            .members(owner)
-            .iter()
-            .any(|member| canonical(member) == who)
 }
 
 /// `@org/team` (after canonicalising): a team handle, never a person.

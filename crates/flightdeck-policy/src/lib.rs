@@ -11,7 +11,10 @@
 //! - Change classes (`docs`, `tests`, `dependencies`, `migrations`, `infra`, `ci`, `source`)
 //!   are built in and can be extended by the policy's `[classes]` table.
 //! - [`Codeowners`] implements GitHub's CODEOWNERS matching (the last matching line wins).
-//! - [`check_approver`] and [`eligible_approvers`] decide who may approve a gate.
+//! - [`People`] resolves every identity (CLI, web, token, Slack, GitHub) to one person,
+//!   and [`People::check_approver`] decides whether that person may approve a gate
+//!   ([`check_approver`] does so with no people configured); [`eligible_approvers`] lists
+//!   who may.
 //! - [`Policy::check_diff`] checks a change against a mission template's `[acceptance]`
 //!   (file count, allowed paths, no deleted tests, no newly added skip markers), on the
 //!   lines [`diff_lines`] splits out of a `git diff`.
@@ -25,6 +28,7 @@ mod error;
 mod glob;
 mod parse;
 mod paths;
+mod people;
 mod policy;
 mod types;
 
@@ -38,6 +42,7 @@ pub use approval::{
 pub use classes::{BUILTIN_CLASS_NAMES, SOURCE_CLASS};
 pub use codeowners::{Codeowners, CodeownersWarning, CODEOWNERS_LOCATIONS};
 pub use error::{Location, PolicyError, PolicyErrorKind};
+pub use people::{IdentityChannel, People, PeopleError, Person, Resolved};
 pub use policy::Policy;
 pub use types::{Action, ActionKind, ChangeStatus, ChangedFile, Decision, Tier, Verdict};
 
