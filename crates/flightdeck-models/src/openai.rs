@@ -170,6 +170,12 @@ fn encode_message(message: &Message) -> Value {
         } => {
             let mut out = Map::new();
             out.insert("role".into(), json!("assistant"));
+            // `content` is required unless `tool_calls` is present: an answer that was empty
+            // (decoded as no content) goes back as empty text.
+            let content = match content {
+                None if tool_calls.is_empty() => Some(""),
+                other => other.as_deref(),
+            };
             out.insert("content".into(), json!(content));
             if !tool_calls.is_empty() {
                 let calls: Vec<Value> = tool_calls
@@ -344,6 +350,50 @@ mod tests {
         let legacy = encode_request(&request, MaxTokensField::MaxTokens);
         assert_eq!(legacy["max_tokens"], json!(100));
         assert!(legacy.get("max_completion_tokens").is_none());
+    }
+
+    /// Assistant turns as Chat Completions takes them back: `content` may be null only when
+    /// `tool_calls` is present.
+    #[test]
+    fn assistant_turns() {
+        let call = ToolCall {
+            id: "call_1".into(),
+            name: "run".into(),
+            arguments: json!({}),
+        };
+        let calls = json!([{"id": "call_1", "type": "function",
+                            "function": {"name": "run", "arguments": "{}"}}]);
+        let cases: Vec<(Option<&str>, Vec<ToolCall>, Value)> = vec![
+            (
+                Some("done"),
+                vec![],
+                json!({"role": "assistant", "content": "done"}),
+            ),
+            // An empty answer (decoded as no content) goes back as empty text, not null.
+            (None, vec![], json!({"role": "assistant", "content": ""})),
+            (
+                Some(""),
+                vec![],
+                json!({"role": "assistant", "content": ""}),
+            ),
+            (
+                None,
+                vec![call.clone()],
+                json!({"role": "assistant", "content": null, "tool_calls": calls}),
+            ),
+            (
+                Some("running"),
+                vec![call],
+                json!({"role": "assistant", "content": "running", "tool_calls": calls}),
+            ),
+        ];
+        for (content, tool_calls, expected) in cases {
+            let message = Message::Assistant {
+                content: content.map(str::to_string),
+                tool_calls,
+            };
+            assert_eq!(encode_message(&message), expected, "{message:?}");
+        }
     }
 
     #[test]

@@ -325,6 +325,30 @@ async fn the_anthropic_fake_rejects_what_the_api_would() {
     assert_eq!(violations.len(), 3, "{violations:?}");
 }
 
+#[tokio::test]
+async fn an_empty_openai_answer_goes_back_as_empty_text() {
+    let fake = FakeOpenAi::with_api_key(OPENAI_KEY).await;
+    // An answer with no text and no tool calls.
+    fake.push(Completion::new(GPT).reply());
+    fake.push(Completion::new(GPT).content("Sorry, here it is.").reply());
+    let provider = openai(&fake, Duration::from_secs(10));
+    let mut conversation = request();
+    conversation.model = GPT.into();
+    let first = provider.chat(&conversation).await.unwrap();
+    assert_eq!(first.response.content, None);
+    assert!(first.response.tool_calls.is_empty());
+    conversation.messages.push(first.response.to_message());
+    conversation
+        .messages
+        .push(Message::user("You said nothing."));
+    provider.chat(&conversation).await.unwrap();
+    fake.assert_clean();
+    assert_eq!(
+        fake.requests()[1].json()["messages"][2],
+        json!({"role": "assistant", "content": ""})
+    );
+}
+
 struct Setup {
     openai: FakeOpenAi,
     anthropic: FakeAnthropic,
