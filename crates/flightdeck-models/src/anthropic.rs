@@ -114,7 +114,8 @@ impl Provider for AnthropicProvider {
 ///
 /// System messages become the top-level `system` (joined by a blank line). Tool results are
 /// `tool_result` blocks of a user message; consecutive messages of the same role are merged
-/// into one message, since Messages expects user and assistant turns to alternate.
+/// into one message, since Messages expects user and assistant turns to alternate. A failed
+/// tool result carries `"is_error": true` on its block.
 pub fn encode_request(request: &ChatRequest) -> Value {
     let mut system: Vec<&str> = Vec::new();
     let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
@@ -305,11 +306,7 @@ mod tests {
                     ],
                 },
                 Message::tool_result("toolu_1", "x"),
-                Message::Tool {
-                    call_id: "toolu_2".into(),
-                    content: "no such file".into(),
-                    is_error: true,
-                },
+                Message::tool_error("toolu_2", "no such file"),
                 Message::user("go on"),
             ],
         );

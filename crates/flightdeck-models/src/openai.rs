@@ -125,6 +125,10 @@ pub(crate) fn to_bytes(provider: &str, body: &Value) -> Result<Vec<u8>, ModelErr
 }
 
 /// The Chat Completions request body for `request`.
+///
+/// A failed tool result (`is_error`) is encoded like any other: Chat Completions' tool
+/// message has no error field (only `role`, `content`, `tool_call_id`), and the result's text
+/// already says what failed, so nothing is added to it.
 pub fn encode_request(request: &ChatRequest, max_tokens_field: MaxTokensField) -> Value {
     let messages: Vec<Value> = request.messages.iter().map(encode_message).collect();
     let mut body = Map::new();
@@ -196,7 +200,8 @@ fn encode_message(message: &Message) -> Value {
             }
             Value::Object(out)
         }
-        // Chat Completions has no error flag on tool results; the content says it.
+        // Chat Completions has no error flag on tool results; the content says it (see
+        // `encode_request`).
         Message::Tool {
             call_id, content, ..
         } => json!({"role": "tool", "tool_call_id": call_id, "content": content}),
@@ -394,6 +399,34 @@ mod tests {
             };
             assert_eq!(encode_message(&message), expected, "{message:?}");
         }
+    }
+
+    /// A failed tool result reads the same as a successful one: the tool message has no
+    /// error field, and its text says what failed.
+    #[test]
+    fn a_failed_tool_result_is_its_text() {
+        let call = Message::Assistant {
+            content: None,
+            tool_calls: vec![ToolCall {
+                id: "call_1".into(),
+                name: "run".into(),
+                arguments: json!({}),
+            }],
+        };
+        let failed = ChatRequest::new(
+            "gpt-4.1",
+            vec![call.clone(), Message::tool_error("call_1", "exit status 1")],
+        );
+        let succeeded = ChatRequest::new(
+            "gpt-4.1",
+            vec![call, Message::tool_result("call_1", "exit status 1")],
+        );
+        let encode = |r: &ChatRequest| encode_request(r, MaxTokensField::MaxCompletionTokens);
+        assert_eq!(encode(&failed), encode(&succeeded));
+        assert_eq!(
+            encode(&failed)["messages"][1],
+            json!({"role": "tool", "tool_call_id": "call_1", "content": "exit status 1"})
+        );
     }
 
     #[test]

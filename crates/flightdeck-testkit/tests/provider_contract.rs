@@ -260,11 +260,9 @@ async fn anthropic_round_trip_with_tool_use_blocks_and_cache_usage() {
         }
     );
     conversation.messages.push(first.response.to_message());
-    conversation.messages.push(Message::Tool {
-        call_id: "toolu_01".into(),
-        content: "1 test failed".into(),
-        is_error: true,
-    });
+    conversation
+        .messages
+        .push(Message::tool_error("toolu_01", "1 test failed"));
     let second = provider.chat(&conversation).await.unwrap();
     assert_eq!(second.response.usage.cache_read_tokens, 1000);
     assert_eq!(second.response.usage.input_tokens, 1030);
@@ -347,6 +345,41 @@ async fn an_empty_openai_answer_goes_back_as_empty_text() {
         fake.requests()[1].json()["messages"][2],
         json!({"role": "assistant", "content": ""})
     );
+}
+
+/// `is_error` on a tool result: a boolean or nothing.
+#[test]
+fn the_anthropic_fake_checks_is_error() {
+    let body = |is_error: Option<serde_json::Value>| {
+        let mut result = json!({"type": "tool_result", "tool_use_id": "toolu_1", "content": "x"});
+        if let Some(value) = is_error {
+            result["is_error"] = value;
+        }
+        json!({"model": CLAUDE, "max_tokens": 10, "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "run", "input": {}}]},
+            {"role": "user", "content": [result]}
+        ]})
+    };
+    let cases: Vec<(Option<serde_json::Value>, bool)> = vec![
+        (None, true),
+        (Some(json!(true)), true),
+        (Some(json!(false)), true),
+        (Some(json!("true")), false),
+        (Some(json!(1)), false),
+        (Some(serde_json::Value::Null), false),
+    ];
+    for (is_error, accepted) in cases {
+        let problems = fake_anthropic::check_request_body(&body(is_error.clone()));
+        assert_eq!(problems.is_empty(), accepted, "{is_error:?}: {problems:?}");
+        if !accepted {
+            assert_eq!(
+                problems,
+                vec!["messages.2.content.0.is_error: must be a boolean".to_string()]
+            );
+        }
+    }
 }
 
 struct Setup {
