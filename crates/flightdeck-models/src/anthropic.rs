@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 
+use crate::capabilities::{Capabilities, CapabilityOverride, ProviderKind};
 use crate::error::ModelError;
 use crate::http::{join_url, secret_header, status_error, ApiKey, HttpClient};
 use crate::provider::{Provider, WireFormat};
@@ -46,6 +47,7 @@ impl AnthropicConfig {
 /// The Messages provider.
 pub struct AnthropicProvider {
     config: AnthropicConfig,
+    capabilities: CapabilityOverride,
     http: HttpClient,
 }
 
@@ -53,6 +55,7 @@ impl std::fmt::Debug for AnthropicProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AnthropicProvider")
             .field("config", &self.config)
+            .field("capabilities", &self.capabilities)
             .finish_non_exhaustive()
     }
 }
@@ -60,7 +63,18 @@ impl std::fmt::Debug for AnthropicProvider {
 impl AnthropicProvider {
     pub fn new(config: AnthropicConfig) -> Result<AnthropicProvider, ModelError> {
         let http = HttpClient::new(&config.name, config.timeout)?;
-        Ok(AnthropicProvider { config, http })
+        Ok(AnthropicProvider {
+            config,
+            capabilities: CapabilityOverride::NONE,
+            http,
+        })
+    }
+
+    /// Applies `overrides` over the built-in capability table for every model this provider
+    /// is asked for (see [`crate::OpenAiProvider::with_capabilities`]).
+    pub fn with_capabilities(mut self, overrides: CapabilityOverride) -> AnthropicProvider {
+        self.capabilities = overrides;
+        self
     }
 }
 
@@ -71,7 +85,7 @@ impl Provider for AnthropicProvider {
     }
 
     fn wire_format(&self) -> WireFormat {
-        WireFormat::Anthropic
+        WireFormat::Anthropic(self.capabilities)
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<Exchange, ModelError> {
@@ -114,8 +128,16 @@ impl Provider for AnthropicProvider {
 ///
 /// System messages become the top-level `system` (joined by a blank line). Tool results are
 /// `tool_result` blocks of a user message; consecutive messages of the same role are merged
-/// into one message, since Messages expects user and assistant turns to alternate.
+/// into one message, since Messages expects user and assistant turns to alternate. A failed
+/// tool result carries `"is_error": true` on its block. What the built-in table says the
+/// model refuses ([`Capabilities::for_model`]) is left out.
 pub fn encode_request(request: &ChatRequest) -> Value {
+    let capabilities = Capabilities::for_model(ProviderKind::Anthropic, &request.model);
+    encode_request_with(request, capabilities)
+}
+
+/// [`encode_request`] for a model that accepts `capabilities`.
+pub fn encode_request_with(request: &ChatRequest, capabilities: Capabilities) -> Value {
     let mut system: Vec<&str> = Vec::new();
     let mut messages: Vec<(&'static str, Vec<Value>)> = Vec::new();
     for message in &request.messages {
@@ -185,7 +207,7 @@ pub fn encode_request(request: &ChatRequest) -> Value {
             .collect();
         body.insert("tools".into(), Value::Array(tools));
     }
-    if let Some(temperature) = request.temperature {
+    if let Some(temperature) = request.temperature.filter(|_| capabilities.temperature) {
         body.insert("temperature".into(), json!(temperature));
     }
     Value::Object(body)
@@ -305,11 +327,7 @@ mod tests {
                     ],
                 },
                 Message::tool_result("toolu_1", "x"),
-                Message::Tool {
-                    call_id: "toolu_2".into(),
-                    content: "no such file".into(),
-                    is_error: true,
-                },
+                Message::tool_error("toolu_2", "no such file"),
                 Message::user("go on"),
             ],
         );
@@ -342,6 +360,54 @@ mod tests {
                 "temperature": 0.5
             })
         );
+    }
+
+    /// `temperature` is sent only to a model that accepts it: (model, override, sent).
+    #[test]
+    fn temperature_follows_the_model_capabilities() {
+        let cases: &[(&str, CapabilityOverride, bool)] = &[
+            ("claude-sonnet-4-5-20250929", CapabilityOverride::NONE, true),
+            ("claude-opus-4-6", CapabilityOverride::NONE, true),
+            ("claude-opus-4-7", CapabilityOverride::NONE, false),
+            ("claude-opus-4-7-20260416", CapabilityOverride::NONE, false),
+            (
+                "claude-opus-4-7",
+                CapabilityOverride::NONE.with_temperature(true),
+                true,
+            ),
+            (
+                "claude-sonnet-4-5-20250929",
+                CapabilityOverride::NONE.with_temperature(false),
+                false,
+            ),
+        ];
+        for &(model, overrides, sent) in cases {
+            let mut request = ChatRequest::new(model, vec![Message::user("hi")]);
+            request.temperature = Some(0.0);
+            let capabilities =
+                Capabilities::for_model(ProviderKind::Anthropic, model).with_override(overrides);
+            let body = encode_request_with(&request, capabilities);
+            assert_eq!(
+                body.get("temperature").is_some(),
+                sent,
+                "{model} {overrides:?}"
+            );
+            if overrides.is_empty() {
+                assert_eq!(encode_request(&request), body, "{model}");
+            }
+            // The neutral request keeps what was asked.
+            assert_eq!(request.temperature, Some(0.0));
+            let format = WireFormat::Anthropic(overrides);
+            let bytes = format.encode_request(&request).unwrap();
+            assert_eq!(serde_json::from_slice::<Value>(&bytes).unwrap(), body);
+            let omitted: Vec<&str> = format
+                .omitted_params(&request)
+                .into_iter()
+                .map(|p| p.as_str())
+                .collect();
+            let expected: &[&str] = if sent { &[] } else { &["temperature"] };
+            assert_eq!(omitted, expected, "{model} {overrides:?}");
+        }
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! - [`Router`]: retries with backoff honouring `Retry-After`, fallback in order, every
 //!   attempt reported.
 //! - [`Pricing`], token estimates and [`worst_case_cost`] for budget checks.
+//! - [`Capabilities`]: which sampling parameters a model accepts (a built-in table by model
+//!   id, [`CapabilityOverride`]s per installation); the others are left out of its requests.
 //!
 //! The crate never reads the environment except in [`ApiKey::from_env_var`], never prints,
 //! and never puts an API key into request or response bytes: keys travel only in headers
@@ -16,6 +18,7 @@
 //! [`http::REDACTED`] before it reaches an [`Exchange`] or a [`ModelError`].
 
 pub mod anthropic;
+mod capabilities;
 mod error;
 pub mod http;
 mod model_ref;
@@ -28,6 +31,7 @@ pub mod scripted;
 pub mod types;
 
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
+pub use capabilities::{Capabilities, CapabilityOverride, ProviderKind, SamplingParam};
 pub use error::ModelError;
 pub use http::{ApiKey, MissingApiKey};
 pub use model_ref::{

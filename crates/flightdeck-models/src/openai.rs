@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use serde_json::{json, Map, Value};
 
+use crate::capabilities::{Capabilities, CapabilityOverride, ProviderKind};
 use crate::error::ModelError;
 use crate::http::{join_url, secret_header, status_error, ApiKey, HttpClient};
 use crate::provider::{Provider, WireFormat};
@@ -56,6 +57,7 @@ impl OpenAiConfig {
 /// The Chat Completions provider.
 pub struct OpenAiProvider {
     config: OpenAiConfig,
+    capabilities: CapabilityOverride,
     http: HttpClient,
 }
 
@@ -63,6 +65,7 @@ impl std::fmt::Debug for OpenAiProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OpenAiProvider")
             .field("config", &self.config)
+            .field("capabilities", &self.capabilities)
             .finish_non_exhaustive()
     }
 }
@@ -70,7 +73,20 @@ impl std::fmt::Debug for OpenAiProvider {
 impl OpenAiProvider {
     pub fn new(config: OpenAiConfig) -> Result<OpenAiProvider, ModelError> {
         let http = HttpClient::new(&config.name, config.timeout)?;
-        Ok(OpenAiProvider { config, http })
+        Ok(OpenAiProvider {
+            config,
+            capabilities: CapabilityOverride::NONE,
+            http,
+        })
+    }
+
+    /// Applies `overrides` over the built-in capability table for every model this provider
+    /// is asked for (one provider per `provider:model`, as the engine builds them, makes it
+    /// per model). It travels in [`Provider::wire_format`], so the body recorded before a
+    /// call is the body sent.
+    pub fn with_capabilities(mut self, overrides: CapabilityOverride) -> OpenAiProvider {
+        self.capabilities = overrides;
+        self
     }
 }
 
@@ -81,7 +97,7 @@ impl Provider for OpenAiProvider {
     }
 
     fn wire_format(&self) -> WireFormat {
-        WireFormat::OpenAi(self.config.max_tokens_field)
+        WireFormat::OpenAi(self.config.max_tokens_field, self.capabilities)
     }
 
     async fn chat(&self, request: &ChatRequest) -> Result<Exchange, ModelError> {
@@ -124,8 +140,23 @@ pub(crate) fn to_bytes(provider: &str, body: &Value) -> Result<Vec<u8>, ModelErr
     })
 }
 
-/// The Chat Completions request body for `request`.
+/// The Chat Completions request body for `request`, leaving out what the built-in table says
+/// its model refuses ([`Capabilities::for_model`]).
+///
+/// A failed tool result (`is_error`) is encoded like any other: Chat Completions' tool
+/// message has no error field (only `role`, `content`, `tool_call_id`), and the result's text
+/// already says what failed, so nothing is added to it.
 pub fn encode_request(request: &ChatRequest, max_tokens_field: MaxTokensField) -> Value {
+    let capabilities = Capabilities::for_model(ProviderKind::OpenAi, &request.model);
+    encode_request_with(request, max_tokens_field, capabilities)
+}
+
+/// [`encode_request`] for a model that accepts `capabilities`.
+pub fn encode_request_with(
+    request: &ChatRequest,
+    max_tokens_field: MaxTokensField,
+    capabilities: Capabilities,
+) -> Value {
     let messages: Vec<Value> = request.messages.iter().map(encode_message).collect();
     let mut body = Map::new();
     body.insert("model".into(), json!(request.model));
@@ -147,7 +178,7 @@ pub fn encode_request(request: &ChatRequest, max_tokens_field: MaxTokensField) -
             .collect();
         body.insert("tools".into(), Value::Array(tools));
     }
-    if let Some(temperature) = request.temperature {
+    if let Some(temperature) = request.temperature.filter(|_| capabilities.temperature) {
         body.insert("temperature".into(), json!(temperature));
     }
     if let Some(max) = request.max_output_tokens {
@@ -170,6 +201,12 @@ fn encode_message(message: &Message) -> Value {
         } => {
             let mut out = Map::new();
             out.insert("role".into(), json!("assistant"));
+            // `content` is required unless `tool_calls` is present: an answer that was empty
+            // (decoded as no content) goes back as empty text.
+            let content = match content {
+                None if tool_calls.is_empty() => Some(""),
+                other => other.as_deref(),
+            };
             out.insert("content".into(), json!(content));
             if !tool_calls.is_empty() {
                 let calls: Vec<Value> = tool_calls
@@ -190,7 +227,8 @@ fn encode_message(message: &Message) -> Value {
             }
             Value::Object(out)
         }
-        // Chat Completions has no error flag on tool results; the content says it.
+        // Chat Completions has no error flag on tool results; the content says it (see
+        // `encode_request`).
         Message::Tool {
             call_id, content, ..
         } => json!({"role": "tool", "tool_call_id": call_id, "content": content}),
@@ -344,6 +382,115 @@ mod tests {
         let legacy = encode_request(&request, MaxTokensField::MaxTokens);
         assert_eq!(legacy["max_tokens"], json!(100));
         assert!(legacy.get("max_completion_tokens").is_none());
+    }
+
+    /// Assistant turns as Chat Completions takes them back: `content` may be null only when
+    /// `tool_calls` is present.
+    #[test]
+    fn assistant_turns() {
+        let call = ToolCall {
+            id: "call_1".into(),
+            name: "run".into(),
+            arguments: json!({}),
+        };
+        let calls = json!([{"id": "call_1", "type": "function",
+                            "function": {"name": "run", "arguments": "{}"}}]);
+        let cases: Vec<(Option<&str>, Vec<ToolCall>, Value)> = vec![
+            (
+                Some("done"),
+                vec![],
+                json!({"role": "assistant", "content": "done"}),
+            ),
+            // An empty answer (decoded as no content) goes back as empty text, not null.
+            (None, vec![], json!({"role": "assistant", "content": ""})),
+            (
+                Some(""),
+                vec![],
+                json!({"role": "assistant", "content": ""}),
+            ),
+            (
+                None,
+                vec![call.clone()],
+                json!({"role": "assistant", "content": null, "tool_calls": calls}),
+            ),
+            (
+                Some("running"),
+                vec![call],
+                json!({"role": "assistant", "content": "running", "tool_calls": calls}),
+            ),
+        ];
+        for (content, tool_calls, expected) in cases {
+            let message = Message::Assistant {
+                content: content.map(str::to_string),
+                tool_calls,
+            };
+            assert_eq!(encode_message(&message), expected, "{message:?}");
+        }
+    }
+
+    /// (model, override, temperature sent)
+    #[test]
+    fn temperature_follows_the_model_capabilities() {
+        let cases: &[(&str, CapabilityOverride, bool)] = &[
+            ("gpt-4.1-2025-04-14", CapabilityOverride::NONE, true),
+            ("o3", CapabilityOverride::NONE, false),
+            ("o4-mini-2025-04-16", CapabilityOverride::NONE, false),
+            ("gpt-5-mini", CapabilityOverride::NONE, false),
+            ("gpt-5-chat-latest", CapabilityOverride::NONE, true),
+            ("o3", CapabilityOverride::NONE.with_temperature(true), true),
+            (
+                "llama3.1:8b",
+                CapabilityOverride::NONE.with_temperature(false),
+                false,
+            ),
+        ];
+        for &(model, overrides, sent) in cases {
+            let mut request = ChatRequest::new(model, vec![Message::user("hi")]);
+            request.temperature = Some(0.2);
+            let format = WireFormat::OpenAi(MaxTokensField::MaxCompletionTokens, overrides);
+            let body: Value =
+                serde_json::from_slice(&format.encode_request(&request).unwrap()).unwrap();
+            assert_eq!(
+                body.get("temperature").is_some(),
+                sent,
+                "{model} {overrides:?}"
+            );
+            assert_eq!(format.omitted_params(&request).is_empty(), sent, "{model}");
+            if overrides.is_empty() {
+                assert_eq!(
+                    encode_request(&request, MaxTokensField::MaxCompletionTokens),
+                    body
+                );
+            }
+        }
+    }
+
+    /// A failed tool result reads the same as a successful one: the tool message has no
+    /// error field, and its text says what failed.
+    #[test]
+    fn a_failed_tool_result_is_its_text() {
+        let call = Message::Assistant {
+            content: None,
+            tool_calls: vec![ToolCall {
+                id: "call_1".into(),
+                name: "run".into(),
+                arguments: json!({}),
+            }],
+        };
+        let failed = ChatRequest::new(
+            "gpt-4.1",
+            vec![call.clone(), Message::tool_error("call_1", "exit status 1")],
+        );
+        let succeeded = ChatRequest::new(
+            "gpt-4.1",
+            vec![call, Message::tool_result("call_1", "exit status 1")],
+        );
+        let encode = |r: &ChatRequest| encode_request(r, MaxTokensField::MaxCompletionTokens);
+        assert_eq!(encode(&failed), encode(&succeeded));
+        assert_eq!(
+            encode(&failed)["messages"][1],
+            json!({"role": "tool", "tool_call_id": "call_1", "content": "exit status 1"})
+        );
     }
 
     #[test]

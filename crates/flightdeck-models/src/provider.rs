@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 
+use crate::capabilities::{Capabilities, CapabilityOverride, ProviderKind, SamplingParam};
 use crate::error::ModelError;
 use crate::openai::MaxTokensField;
 use crate::types::{ChatRequest, ChatResponse, Exchange};
@@ -38,12 +39,17 @@ pub trait Provider: Send + Sync {
 /// How a provider puts a request and a response into bytes. The replay provider uses it to
 /// re-encode a new request the way the recorded one was encoded, and to decode the recorded
 /// response.
+///
+/// The [`CapabilityOverride`] of the remote formats is the provider's (see
+/// `with_capabilities` on [`crate::OpenAiProvider`] and [`crate::AnthropicProvider`]): applied
+/// over the built-in table ([`Capabilities::for_model`]) for the request's model, it decides
+/// which sampling parameters the body leaves out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WireFormat {
     /// Chat Completions JSON.
-    OpenAi(MaxTokensField),
+    OpenAi(MaxTokensField, CapabilityOverride),
     /// Messages JSON.
-    Anthropic,
+    Anthropic(CapabilityOverride),
     /// The serde JSON of [`ChatRequest`] / [`ChatResponse`] (the scripted provider's bytes).
     Neutral,
 }
@@ -55,16 +61,41 @@ impl WireFormat {
         !matches!(self, WireFormat::Neutral)
     }
 
-    /// The request body this format sends for `request`.
+    /// What `model` accepts in this format: the built-in table with the format's override
+    /// applied. `None` for the neutral format, whose bytes are the request itself.
+    pub fn capabilities(self, model: &str) -> Option<Capabilities> {
+        let (kind, overrides) = match self {
+            WireFormat::OpenAi(_, overrides) => (ProviderKind::OpenAi, overrides),
+            WireFormat::Anthropic(overrides) => (ProviderKind::Anthropic, overrides),
+            WireFormat::Neutral => return None,
+        };
+        Some(Capabilities::for_model(kind, model).with_override(overrides))
+    }
+
+    /// The parameters `request` asks for that [`WireFormat::encode_request`] leaves out,
+    /// because `request.model` does not accept them (empty for the neutral format).
+    pub fn omitted_params(self, request: &ChatRequest) -> Vec<SamplingParam> {
+        self.capabilities(&request.model)
+            .map(|capabilities| capabilities.omitted(request))
+            .unwrap_or_default()
+    }
+
+    /// The request body this format sends for `request`: the parameters its model does not
+    /// accept are left out (see [`WireFormat::omitted_params`]).
     pub fn encode_request(self, request: &ChatRequest) -> Result<Vec<u8>, ModelError> {
         let provider = self.label();
+        let capabilities = self
+            .capabilities(&request.model)
+            .unwrap_or(Capabilities::ALL);
         match self {
-            WireFormat::OpenAi(field) => {
-                crate::openai::to_bytes(provider, &crate::openai::encode_request(request, field))
-            }
-            WireFormat::Anthropic => {
-                crate::openai::to_bytes(provider, &crate::anthropic::encode_request(request))
-            }
+            WireFormat::OpenAi(field, _) => crate::openai::to_bytes(
+                provider,
+                &crate::openai::encode_request_with(request, field, capabilities),
+            ),
+            WireFormat::Anthropic(_) => crate::openai::to_bytes(
+                provider,
+                &crate::anthropic::encode_request_with(request, capabilities),
+            ),
             WireFormat::Neutral => {
                 serde_json::to_vec(request).map_err(|e| ModelError::InvalidRequest {
                     provider: provider.to_string(),
@@ -78,8 +109,8 @@ impl WireFormat {
     pub fn decode_response(self, body: &[u8]) -> Result<ChatResponse, ModelError> {
         let provider = self.label();
         match self {
-            WireFormat::OpenAi(_) => crate::openai::decode_response(provider, body),
-            WireFormat::Anthropic => crate::anthropic::decode_response(provider, body),
+            WireFormat::OpenAi(..) => crate::openai::decode_response(provider, body),
+            WireFormat::Anthropic(_) => crate::anthropic::decode_response(provider, body),
             WireFormat::Neutral => {
                 serde_json::from_slice(body).map_err(|e| ModelError::InvalidResponse {
                     provider: provider.to_string(),
@@ -91,8 +122,8 @@ impl WireFormat {
 
     fn label(self) -> &'static str {
         match self {
-            WireFormat::OpenAi(_) => "openai",
-            WireFormat::Anthropic => "anthropic",
+            WireFormat::OpenAi(..) => "openai",
+            WireFormat::Anthropic(_) => "anthropic",
             WireFormat::Neutral => "neutral",
         }
     }

@@ -26,6 +26,10 @@ pub enum Message {
     Tool {
         call_id: String,
         content: String,
+        /// The call failed and `content` says why. Absent from the neutral JSON when false, so
+        /// a successful result serializes as it always did and older records still decode.
+        /// Anthropic sends it as the `tool_result` block's `is_error`; Chat Completions has no
+        /// such field (see [`crate::openai::encode_request`]).
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         is_error: bool,
     },
@@ -56,6 +60,15 @@ impl Message {
             call_id: call_id.into(),
             content: content.into(),
             is_error: false,
+        }
+    }
+
+    /// The result of a tool call that failed; `content` says how.
+    pub fn tool_error(call_id: impl Into<String>, content: impl Into<String>) -> Message {
+        Message::Tool {
+            call_id: call_id.into(),
+            content: content.into(),
+            is_error: true,
         }
     }
 
@@ -242,4 +255,47 @@ pub struct Exchange {
     pub request_body: Vec<u8>,
     /// The response body received (for the scripted provider: the neutral JSON of the answer).
     pub response_body: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The neutral JSON of messages: what the engine records and the replay decodes again.
+    #[test]
+    fn neutral_json_of_messages() {
+        let cases: Vec<(Message, &str)> = vec![
+            (
+                Message::tool_result("call_1", "ok"),
+                r#"{"role":"tool","call_id":"call_1","content":"ok"}"#,
+            ),
+            (
+                Message::tool_error("call_1", "exit 1"),
+                r#"{"role":"tool","call_id":"call_1","content":"exit 1","is_error":true}"#,
+            ),
+            (
+                Message::assistant("done"),
+                r#"{"role":"assistant","content":"done"}"#,
+            ),
+            (
+                Message::Assistant {
+                    content: None,
+                    tool_calls: Vec::new(),
+                },
+                r#"{"role":"assistant"}"#,
+            ),
+        ];
+        for (message, json) in cases {
+            assert_eq!(serde_json::to_string(&message).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Message>(json).unwrap(), message);
+        }
+        // A record written before the flag existed still decodes, as a success.
+        let old: Message =
+            serde_json::from_str(r#"{"role":"tool","call_id":"c","content":"x"}"#).unwrap();
+        assert_eq!(old, Message::tool_result("c", "x"));
+        assert!(serde_json::from_str::<Message>(
+            r#"{"role":"tool","call_id":"c","content":"x","is_error":"yes"}"#
+        )
+        .is_err());
+    }
 }

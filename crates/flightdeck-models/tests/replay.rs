@@ -2,8 +2,8 @@
 //! The replay provider serves recorded calls and refuses a request that differs.
 
 use flightdeck_models::{
-    ChatRequest, MaxTokensField, Message, ModelError, Provider, RecordedCall, ReplayProvider,
-    Script, ScriptedProvider, WireFormat,
+    CapabilityOverride, ChatRequest, MaxTokensField, Message, ModelError, Provider, RecordedCall,
+    ReplayProvider, SamplingParam, Script, ScriptedProvider, WireFormat,
 };
 use serde_json::json;
 
@@ -37,7 +37,10 @@ fn recorded(format: WireFormat, request: &ChatRequest, response: Vec<u8>) -> Rec
 
 #[tokio::test]
 async fn serves_recorded_calls_in_order_with_the_recorded_bytes() {
-    let format = WireFormat::OpenAi(MaxTokensField::MaxCompletionTokens);
+    let format = WireFormat::OpenAi(
+        MaxTokensField::MaxCompletionTokens,
+        CapabilityOverride::NONE,
+    );
     let calls = vec![
         recorded(format, &conversation("one"), openai_answer("first")),
         recorded(format, &conversation("two"), openai_answer("second")),
@@ -100,7 +103,10 @@ async fn mismatch_table() {
             "0.0",
         ),
     ];
-    let format = WireFormat::OpenAi(MaxTokensField::MaxCompletionTokens);
+    let format = WireFormat::OpenAi(
+        MaxTokensField::MaxCompletionTokens,
+        CapabilityOverride::NONE,
+    );
     for (change, pointer, expected, actual) in cases {
         let original = conversation("fix the build");
         let warmup = conversation("warm up");
@@ -162,7 +168,7 @@ async fn an_unreadable_recording_is_reported() {
     let replay = ReplayProvider::new(
         "anthropic",
         vec![recorded(
-            WireFormat::Anthropic,
+            WireFormat::Anthropic(CapabilityOverride::NONE),
             &request,
             b"<html>".to_vec(),
         )],
@@ -172,4 +178,45 @@ async fn an_unreadable_recording_is_reported() {
     assert!(error
         .to_string()
         .starts_with("recorded model call 0 cannot be replayed"));
+}
+
+#[tokio::test]
+async fn a_capability_override_travels_with_the_recorded_format() {
+    let mut request = conversation("x");
+    request.temperature = Some(0.2);
+    let plain = WireFormat::OpenAi(
+        MaxTokensField::MaxCompletionTokens,
+        CapabilityOverride::NONE,
+    );
+    let refusing = WireFormat::OpenAi(
+        MaxTokensField::MaxCompletionTokens,
+        CapabilityOverride::NONE.with_temperature(false),
+    );
+    assert_eq!(
+        refusing.omitted_params(&request),
+        vec![SamplingParam::Temperature]
+    );
+    assert_eq!(plain.omitted_params(&request), Vec::new());
+    // Recorded by a provider told the model refuses `temperature`: replayed with that format,
+    // the new request encodes the same way.
+    let replay = ReplayProvider::new(
+        "openai",
+        vec![recorded(refusing, &request, openai_answer("ok"))],
+    );
+    assert_eq!(replay.wire_format(), refusing);
+    replay.chat(&request).await.unwrap();
+    // The same body claimed by the plain format: the new request has a temperature it lacks.
+    let replay = ReplayProvider::new(
+        "openai",
+        vec![RecordedCall {
+            format: plain,
+            request_body: refusing.encode_request(&request).unwrap(),
+            response_body: openai_answer("ok"),
+        }],
+    );
+    let error = replay.chat(&request).await.unwrap_err();
+    assert!(
+        matches!(&error, ModelError::ReplayMismatch { pointer, .. } if pointer == "/temperature"),
+        "{error:?}"
+    );
 }

@@ -2,11 +2,13 @@
 //! written from its Messages API reference: the headers (`x-api-key`, `anthropic-version`,
 //! `content-type`), the request fields and their types, content blocks (`text`, `tool_use`
 //! in assistant turns, `tool_result` in user turns answering the previous turn's `tool_use`
-//! ids, results before text), tool definitions, and the response shape.
+//! ids, results before text), tool definitions, and the response shape. Parameters a model
+//! no longer takes are refused for that model ([`REFUSED_PARAMS`], more with
+//! [`FakeAnthropic::refuse_param`]).
 
 use std::collections::BTreeSet;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 
@@ -31,9 +33,20 @@ const REQUEST_FIELDS: &[&str] = &[
     "service_tier",
 ];
 
+/// Request fields the API refuses for some models, as `(model, field)`: the model id itself
+/// or any id that starts with it and `-` (its snapshots). Claude Opus 4.7 removed the sampling
+/// parameters: a request that sets one is a 400 (Anthropic, "Migrating to Claude Opus 4.7",
+/// <https://platform.claude.com/docs/en/about-claude/models/migration-guide>).
+pub const REFUSED_PARAMS: &[(&str, &str)] = &[
+    ("claude-opus-4-7", "temperature"),
+    ("claude-opus-4-7", "top_p"),
+    ("claude-opus-4-7", "top_k"),
+];
+
 /// The fake server. Derefs to [`FakeHttp`].
 pub struct FakeAnthropic {
     http: FakeHttp,
+    refused: Arc<Mutex<Vec<(String, String)>>>,
 }
 
 impl Deref for FakeAnthropic {
@@ -45,14 +58,29 @@ impl Deref for FakeAnthropic {
 }
 
 impl FakeAnthropic {
-    /// A server that wants `x-api-key: <key>`.
+    /// A server that wants `x-api-key: <key>` and refuses [`REFUSED_PARAMS`].
     pub async fn with_api_key(key: &str) -> FakeAnthropic {
         let key = key.to_string();
-        let check_request = Arc::new(move |request: &RecordedRequest| check_request(&key, request));
+        let refused = Arc::new(Mutex::new(default_refusals()));
+        let check_refused = refused.clone();
+        let check_request = Arc::new(move |request: &RecordedRequest| {
+            let refused = check_refused.lock().unwrap().clone();
+            check_request_refusing(&key, request, &refused)
+        });
         let check_response = Arc::new(|body: &[u8]| check_response(body));
         FakeAnthropic {
             http: FakeHttp::start(check_request, check_response, error_body).await,
+            refused,
         }
+    }
+
+    /// From now on, refuses requests for `model` (and its snapshots, `model-…`) that set
+    /// `field`, the way the API refuses a parameter a model no longer takes.
+    pub fn refuse_param(&self, model: &str, field: &str) {
+        self.refused
+            .lock()
+            .unwrap()
+            .push((model.to_string(), field.to_string()));
     }
 
     /// The base URL a provider is configured with (no `/v1`).
@@ -65,8 +93,25 @@ fn error_body(message: &str) -> Value {
     json!({"type": "error", "error": {"type": "invalid_request_error", "message": message}})
 }
 
-/// The checks on one request.
+fn default_refusals() -> Vec<(String, String)> {
+    REFUSED_PARAMS
+        .iter()
+        .map(|(model, field)| (model.to_string(), field.to_string()))
+        .collect()
+}
+
+/// The checks on one request, refusing [`REFUSED_PARAMS`].
 pub fn check_request(key: &str, request: &RecordedRequest) -> Vec<String> {
+    check_request_refusing(key, request, &default_refusals())
+}
+
+/// The checks on one request, refusing the `(model, field)` pairs of `refused` (see
+/// [`REFUSED_PARAMS`]).
+pub fn check_request_refusing(
+    key: &str,
+    request: &RecordedRequest,
+    refused: &[(String, String)],
+) -> Vec<String> {
     let mut problems = Vec::new();
     if request.method != "POST" || request.path != "/v1/messages" {
         problems.push(format!(
@@ -93,14 +138,19 @@ pub fn check_request(key: &str, request: &RecordedRequest) -> Vec<String> {
         problems.push("an `Authorization` header was sent; Messages uses `x-api-key`".to_string());
     }
     match serde_json::from_slice::<Value>(&request.body) {
-        Ok(body) => problems.extend(check_request_body(&body)),
+        Ok(body) => problems.extend(check_request_body_refusing(&body, refused)),
         Err(e) => problems.push(format!("the body is not JSON: {e}")),
     }
     problems
 }
 
-/// The checks on a request body.
+/// The checks on a request body, refusing [`REFUSED_PARAMS`].
 pub fn check_request_body(body: &Value) -> Vec<String> {
+    check_request_body_refusing(body, &default_refusals())
+}
+
+/// The checks on a request body, refusing the `(model, field)` pairs of `refused`.
+pub fn check_request_body_refusing(body: &Value, refused: &[(String, String)]) -> Vec<String> {
     let mut problems = Vec::new();
     let Some(object) = body.as_object() else {
         return vec!["the body is not an object".to_string()];
@@ -108,6 +158,17 @@ pub fn check_request_body(body: &Value) -> Vec<String> {
     for key in object.keys() {
         if !REQUEST_FIELDS.contains(&key.as_str()) {
             problems.push(format!("{key}: Extra inputs are not permitted"));
+        }
+    }
+    let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+    for (family, field) in refused {
+        let of_family = model
+            .strip_prefix(family.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'));
+        if of_family && object.contains_key(field) {
+            problems.push(format!(
+                "{field}: `{field}` is deprecated for this model ({model})"
+            ));
         }
     }
     if body

@@ -93,7 +93,10 @@ pub fn check_request(spec: &OpenApi, key: Option<&str>, request: &RecordedReques
 }
 
 /// Schema validation, plus what the API enforces beyond the schema: no unknown top-level
-/// fields, and every `tool` message answers a tool call of an earlier assistant message.
+/// fields, every `tool` message answers a tool call of an earlier assistant message, and an
+/// assistant message has `content` unless it has `tool_calls` (or the deprecated
+/// `function_call`): the schema lets `content` be null, its description says "Required
+/// unless `tool_calls` or `function_call` is specified".
 pub fn check_request_body(spec: &OpenApi, body: &Value) -> Vec<String> {
     let mut problems = match spec.validate(REQUEST_SCHEMA, body) {
         Ok(()) => Vec::new(),
@@ -120,6 +123,21 @@ pub fn check_request_body(spec: &OpenApi, body: &Value) -> Vec<String> {
     {
         match message.get("role").and_then(Value::as_str) {
             Some("assistant") => {
+                let has_tool_calls = message
+                    .get("tool_calls")
+                    .and_then(Value::as_array)
+                    .is_some_and(|calls| !calls.is_empty());
+                let has_function_call = message
+                    .get("function_call")
+                    .is_some_and(|call| !call.is_null());
+                if message.get("content").is_none_or(Value::is_null)
+                    && !has_tool_calls
+                    && !has_function_call
+                {
+                    problems.push(format!(
+                        "/messages/{i}: an assistant message needs `content` unless `tool_calls` or `function_call` is specified"
+                    ));
+                }
                 for call in message
                     .get("tool_calls")
                     .and_then(Value::as_array)

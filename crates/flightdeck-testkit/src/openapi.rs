@@ -65,9 +65,17 @@ pub struct OpenApi {
     root: Value,
 }
 
-/// The path of the OpenAI description in the shared specs folder.
+/// The path of the OpenAI description in the shared specs folder: `shared/specs/` next to
+/// the repository (`../shared` from its root), found as the nearest ancestor of this crate
+/// that has it, so a git worktree nested deeper than the main checkout finds the same file.
 pub fn openai_spec_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/specs/openai-openapi.yaml")
+    const RELATIVE: &str = "shared/specs/openai-openapi.yaml";
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .map(|dir| dir.join(RELATIVE))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| manifest.join("../../..").join(RELATIVE))
 }
 
 impl OpenApi {

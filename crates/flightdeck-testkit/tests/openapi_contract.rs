@@ -68,6 +68,12 @@ fn full_request() -> ChatRequest {
             Message::tool_result("call_3", "ok"),
             Message::assistant("All done."),
             Message::user("Thanks."),
+            // A turn that answered with empty text and no tool calls.
+            Message::Assistant {
+                content: None,
+                tool_calls: Vec::new(),
+            },
+            Message::user("Anything else?"),
         ],
     );
     request.tools = vec![
@@ -174,6 +180,26 @@ fn malformed_requests_are_rejected() {
             "orphan tool result",
             |b| b["messages"][3]["tool_call_id"] = json!("call_404"),
             "answers `call_404`, which no earlier assistant message called",
+        ),
+        (
+            "assistant text null without tool calls",
+            |b| b["messages"][7]["content"] = Value::Null,
+            "/messages/7: an assistant message needs `content` unless `tool_calls`",
+        ),
+        (
+            "assistant text missing without tool calls",
+            |b| {
+                b["messages"][7].as_object_mut().unwrap().remove("content");
+            },
+            "/messages/7: an assistant message needs `content` unless `tool_calls`",
+        ),
+        (
+            "assistant text null with empty tool calls",
+            |b| {
+                b["messages"][7]["content"] = Value::Null;
+                b["messages"][7]["tool_calls"] = json!([]);
+            },
+            "/messages/7: an assistant message needs `content` unless `tool_calls`",
         ),
         (
             "arguments not JSON",
@@ -300,6 +326,42 @@ async fn the_fake_answers_a_malformed_request_with_400_and_records_it() {
             .any(|v| v.contains("Authorization: Bearer")),
         "{violations:?}"
     );
+}
+
+#[tokio::test]
+async fn the_fake_refuses_an_assistant_turn_with_null_content_and_no_tool_calls() {
+    let fake = FakeOpenAi::start().await;
+    fake.push(Completion::new("gpt-4.1").content("hi").reply());
+    let client = reqwest::Client::new();
+    let send = |assistant: Value| {
+        let body = json!({"model": "gpt-4.1", "messages": [
+            {"role": "user", "content": "hi"},
+            assistant,
+            {"role": "user", "content": "hello?"}
+        ]});
+        client
+            .post(format!("{}/chat/completions", fake.base_url()))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    // The shape flightdeck used to send for an empty answer.
+    let refused = send(json!({"role": "assistant", "content": null}))
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    let violations = fake.violations();
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert!(
+        violations[0].contains("/messages/1: an assistant message needs `content`"),
+        "{violations:?}"
+    );
+    // What it sends now.
+    let accepted = send(json!({"role": "assistant", "content": ""}))
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 200);
+    assert_eq!(fake.violations().len(), 1);
 }
 
 #[tokio::test]

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flightdeck_models::{
-    AnthropicConfig, AnthropicProvider, ApiKey, ChatRequest, Exchange, MaxTokensField, Message,
-    ModelError, ModelRef, OpenAiConfig, OpenAiProvider, Provider, RetryPolicy, RouteError,
-    RouteEvent, RouteObserver, Router, Sleeper, StopReason, Target, ToolDefinition, Usage,
+    AnthropicConfig, AnthropicProvider, ApiKey, CapabilityOverride, ChatRequest, Exchange,
+    MaxTokensField, Message, ModelError, ModelRef, OpenAiConfig, OpenAiProvider, Provider,
+    RetryPolicy, RouteError, RouteEvent, RouteObserver, Router, SamplingParam, Sleeper, StopReason,
+    Target, ToolDefinition, Usage,
 };
 use flightdeck_testkit::fake_anthropic::{self, AnthropicMessage};
 use flightdeck_testkit::fake_openai::{self, Completion};
@@ -260,11 +261,9 @@ async fn anthropic_round_trip_with_tool_use_blocks_and_cache_usage() {
         }
     );
     conversation.messages.push(first.response.to_message());
-    conversation.messages.push(Message::Tool {
-        call_id: "toolu_01".into(),
-        content: "1 test failed".into(),
-        is_error: true,
-    });
+    conversation
+        .messages
+        .push(Message::tool_error("toolu_01", "1 test failed"));
     let second = provider.chat(&conversation).await.unwrap();
     assert_eq!(second.response.usage.cache_read_tokens, 1000);
     assert_eq!(second.response.usage.input_tokens, 1030);
@@ -323,6 +322,165 @@ async fn the_anthropic_fake_rejects_what_the_api_would() {
         "{violations:?}"
     );
     assert_eq!(violations.len(), 3, "{violations:?}");
+}
+
+#[tokio::test]
+async fn an_empty_openai_answer_goes_back_as_empty_text() {
+    let fake = FakeOpenAi::with_api_key(OPENAI_KEY).await;
+    // An answer with no text and no tool calls.
+    fake.push(Completion::new(GPT).reply());
+    fake.push(Completion::new(GPT).content("Sorry, here it is.").reply());
+    let provider = openai(&fake, Duration::from_secs(10));
+    let mut conversation = request();
+    conversation.model = GPT.into();
+    let first = provider.chat(&conversation).await.unwrap();
+    assert_eq!(first.response.content, None);
+    assert!(first.response.tool_calls.is_empty());
+    conversation.messages.push(first.response.to_message());
+    conversation
+        .messages
+        .push(Message::user("You said nothing."));
+    provider.chat(&conversation).await.unwrap();
+    fake.assert_clean();
+    assert_eq!(
+        fake.requests()[1].json()["messages"][2],
+        json!({"role": "assistant", "content": ""})
+    );
+}
+
+#[tokio::test]
+async fn a_model_that_refuses_temperature_is_not_sent_it() {
+    const OPUS: &str = "claude-opus-4-7";
+    const REFUSING: &str = "claude-test-no-sampling";
+    let fake = FakeAnthropic::with_api_key(ANTHROPIC_KEY).await;
+    // A model the built-in table does not know, which this server refuses it for.
+    fake.refuse_param(REFUSING, "temperature");
+    let reply = |model: &str| AnthropicMessage::new(model).text("ok").reply();
+    let plain = anthropic(&fake, Duration::from_secs(10));
+    let with = |overrides: CapabilityOverride| {
+        AnthropicProvider::new(AnthropicConfig {
+            name: "anthropic".into(),
+            base_url: fake.base_url(),
+            api_key: ApiKey::new(ANTHROPIC_KEY),
+            timeout: Duration::from_secs(10),
+        })
+        .unwrap()
+        .with_capabilities(overrides)
+    };
+    let ask = |model: &str| {
+        let mut request = request();
+        request.model = model.into();
+        request
+    };
+
+    // The built-in table: Opus 4.7 is not sent the template's temperature, and says so.
+    fake.push(reply(OPUS));
+    let exchange = plain.chat(&ask(OPUS)).await.unwrap();
+    assert_eq!(
+        plain.wire_format().omitted_params(&ask(OPUS)),
+        vec![SamplingParam::Temperature]
+    );
+    assert!(fake.requests()[0].json().get("temperature").is_none());
+    assert_eq!(fake.requests()[0].body, exchange.request_body);
+    // A model that takes it still gets it.
+    fake.push(reply(CLAUDE));
+    plain.chat(&ask(CLAUDE)).await.unwrap();
+    assert_eq!(fake.requests()[1].json()["temperature"], 0.0);
+    assert!(plain.wire_format().omitted_params(&ask(CLAUDE)).is_empty());
+    // An installation's override for a model the table does not know.
+    let told = with(CapabilityOverride::NONE.with_temperature(false));
+    fake.push(reply(REFUSING));
+    told.chat(&ask(REFUSING)).await.unwrap();
+    assert!(fake.requests()[2].json().get("temperature").is_none());
+    fake.assert_clean();
+
+    // The server really refuses it: without the override, and when an override forces it.
+    let error = plain.chat(&ask(REFUSING)).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("temperature: `temperature` is deprecated for this model"),
+        "{error}"
+    );
+    assert!(!error.retryable());
+    let forced = with(CapabilityOverride::NONE.with_temperature(true));
+    let error = forced.chat(&ask(OPUS)).await.unwrap_err();
+    assert!(
+        error.to_string().contains("`temperature` is deprecated"),
+        "{error}"
+    );
+    assert_eq!(fake.violations().len(), 2, "{:?}", fake.violations());
+    assert_eq!(fake.pending(), 0);
+}
+
+#[tokio::test]
+async fn an_openai_reasoning_model_is_not_sent_temperature() {
+    let fake = FakeOpenAi::with_api_key(OPENAI_KEY).await;
+    fake.push(Completion::new("o3-2025-04-16").content("ok").reply());
+    fake.push(Completion::new("my-local-model").content("ok").reply());
+    let provider = openai(&fake, Duration::from_secs(10));
+    let mut reasoning = request();
+    reasoning.model = "o3-2025-04-16".into();
+    provider.chat(&reasoning).await.unwrap();
+    let told = OpenAiProvider::new(OpenAiConfig {
+        name: "local".into(),
+        base_url: fake.base_url(),
+        api_key: Some(ApiKey::new(OPENAI_KEY)),
+        timeout: Duration::from_secs(10),
+        max_tokens_field: MaxTokensField::MaxCompletionTokens,
+    })
+    .unwrap()
+    .with_capabilities(CapabilityOverride::NONE.with_temperature(false));
+    let mut local = request();
+    local.model = "my-local-model".into();
+    told.chat(&local).await.unwrap();
+    fake.assert_clean();
+    for sent in fake.requests() {
+        assert!(
+            sent.json().get("temperature").is_none(),
+            "{:?}",
+            sent.json()
+        );
+    }
+    assert_eq!(
+        told.wire_format().omitted_params(&local),
+        vec![SamplingParam::Temperature]
+    );
+}
+
+/// `is_error` on a tool result: a boolean or nothing.
+#[test]
+fn the_anthropic_fake_checks_is_error() {
+    let body = |is_error: Option<serde_json::Value>| {
+        let mut result = json!({"type": "tool_result", "tool_use_id": "toolu_1", "content": "x"});
+        if let Some(value) = is_error {
+            result["is_error"] = value;
+        }
+        json!({"model": CLAUDE, "max_tokens": 10, "messages": [
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "run", "input": {}}]},
+            {"role": "user", "content": [result]}
+        ]})
+    };
+    let cases: Vec<(Option<serde_json::Value>, bool)> = vec![
+        (None, true),
+        (Some(json!(true)), true),
+        (Some(json!(false)), true),
+        (Some(json!("true")), false),
+        (Some(json!(1)), false),
+        (Some(serde_json::Value::Null), false),
+    ];
+    for (is_error, accepted) in cases {
+        let problems = fake_anthropic::check_request_body(&body(is_error.clone()));
+        assert_eq!(problems.is_empty(), accepted, "{is_error:?}: {problems:?}");
+        if !accepted {
+            assert_eq!(
+                problems,
+                vec!["messages.2.content.0.is_error: must be a boolean".to_string()]
+            );
+        }
+    }
 }
 
 struct Setup {
