@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::event::{BreakerTripped, BudgetExceeded, ModelRequested, ModelResponded, Reservation};
 use crate::state::MissionState;
@@ -87,7 +87,7 @@ impl MissionState {
 
     /// Milliseconds the mission has been running (not parked) up to `now_ms`.
     pub fn active_ms_at(&self, now_ms: i64) -> i64 {
-        let since_last = if self.status.is_active() {
+        let since_last = if self.status.is_active() && !self.halted {
             (now_ms - self.last_at_ms).max(0)
         } else {
             0
@@ -252,30 +252,28 @@ pub fn before_action(
 /// After an agent's tool call completed: too many failures in a row, or no change to the
 /// worktree for too long (only roles that are meant to change it, `coder`, are held to that).
 pub fn after_action(state: &MissionState, limits: &BreakerLimits) -> Option<BreakerTripped> {
-    let done: Vec<&crate::state::ActionRecord> = state
-        .recent_actions
-        .iter()
-        .filter(|a| a.ok.is_some())
-        .collect();
-    let failures = done
-        .iter()
-        .rev()
-        .take_while(|a| a.ok == Some(false))
-        .count();
-    if limits.consecutive_failures > 0 && failures >= limits.consecutive_failures as usize {
-        return Some(BreakerTripped {
-            kind: "consecutive_failures".into(),
-            detail: format!("{failures} tool calls failed in a row"),
-        });
-    }
-    let last_actor = done.last().map(|a| a.actor.as_str());
-    if last_actor == Some("coder") {
-        let idle = done
-            .iter()
-            .rev()
-            .take_while(|a| a.actor == "coder" && !a.changed)
+    // Newest first, and only as far back as a breaker can look: this runs after every call,
+    // so it must not cost more as a mission grows.
+    let done = || state.recent_actions.iter().rev().filter(|a| a.ok.is_some());
+    if limits.consecutive_failures > 0 {
+        let failures = done()
+            .take_while(|a| a.ok == Some(false))
+            .take(limits.consecutive_failures as usize)
             .count();
-        if limits.no_progress > 0 && idle >= limits.no_progress as usize {
+        if failures >= limits.consecutive_failures as usize {
+            return Some(BreakerTripped {
+                kind: "consecutive_failures".into(),
+                detail: format!("{failures} tool calls failed in a row"),
+            });
+        }
+    }
+    let last_actor = done().next().map(|a| a.actor.as_str());
+    if last_actor == Some("coder") && limits.no_progress > 0 {
+        let idle = done()
+            .take_while(|a| a.actor == "coder" && !a.changed)
+            .take(limits.no_progress as usize)
+            .count();
+        if idle >= limits.no_progress as usize {
             return Some(BreakerTripped {
                 kind: "no_progress".into(),
                 detail: format!("{idle} tool calls in a row left the worktree's diff unchanged"),
@@ -318,6 +316,12 @@ pub struct LedgerEntry {
     pub cost_usd: f64,
     /// The ids the provider said it served.
     pub served: Vec<String>,
+    /// Attempts cut off by a crash after they were sent, whose reservations count as spent.
+    #[serde(default)]
+    pub interrupted: u64,
+    /// The tokens those reservations held.
+    #[serde(default)]
+    pub interrupted_tokens: u64,
 }
 
 impl LedgerEntry {
@@ -333,19 +337,13 @@ impl LedgerEntry {
         }
     }
 
-    fn to_json(&self, key: &str, name: &str) -> Value {
-        json!({
-            key: name,
-            "calls": self.calls,
-            "failed": self.failed,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_read_tokens": self.cache_read_tokens,
-            "cache_write_tokens": self.cache_write_tokens,
-            "cost_usd": self.cost_usd,
-            "served": self.served,
-        })
+    /// An attempt cut off by a crash after it was sent: its reservation is spent.
+    fn charge_interrupted(&mut self, reserved: &Reservation) {
+        self.interrupted += 1;
+        self.interrupted_tokens += reserved.tokens;
+        self.cost_usd += reserved.usd.unwrap_or(0.0);
     }
+
 }
 
 /// The cost ledger: spend per model ref and per role.
@@ -369,6 +367,17 @@ impl Ledger {
         self.by_role.entry(attempt.role.clone()).or_default().add(r);
     }
 
+    pub(crate) fn add_interrupted(&mut self, attempt: &ModelRequested, reserved: &Reservation) {
+        self.by_model
+            .entry(model_ref_of(attempt))
+            .or_default()
+            .charge_interrupted(reserved);
+        self.by_role
+            .entry(attempt.role.clone())
+            .or_default()
+            .charge_interrupted(reserved);
+    }
+
     pub(crate) fn add_failure(&mut self, attempt: &ModelRequested) {
         self.by_model
             .entry(model_ref_of(attempt))
@@ -387,12 +396,8 @@ impl Ledger {
     }
 
     /// The summary's `cost` object.
+    /// The ledger as the summary's `cost` shows it.
     pub fn to_json(&self) -> Value {
-        let total: f64 = self.by_model.values().map(|e| e.cost_usd).sum();
-        json!({
-            "total_usd": total,
-            "by_model": self.by_model.iter().map(|(k, e)| e.to_json("model", k)).collect::<Vec<_>>(),
-            "by_role": self.by_role.iter().map(|(k, e)| e.to_json("role", k)).collect::<Vec<_>>(),
-        })
+        serde_json::to_value(crate::views::CostView::of_ledger(self)).unwrap_or(Value::Null)
     }
 }

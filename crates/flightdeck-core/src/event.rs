@@ -366,12 +366,26 @@ pub struct ApprovalExpired {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalDecided {
     pub approval_id: String,
+    /// The person's handle (the identity resolved through the installation's people).
     pub by: String,
     pub decision: String,
     pub channel: String,
     pub comment: Option<String>,
     pub policy_hash: Digest,
     pub diff_hash: String,
+    /// The identity as the channel gave it, and how it was resolved to `by`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<DecisionActor>,
+}
+
+/// Who decided, as the channel named them (CONTRACT.md "People and identity").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionActor {
+    /// The channel's own id: `--as` of the CLI, a Slack user id, a GitHub login.
+    pub channel_user: String,
+    /// `people.handle`, `people.email`, `people.github`, `people.slack`, `identity` (no
+    /// directory configured: each identity is its own person) or `unknown`.
+    pub resolved_by: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -512,6 +526,19 @@ pub struct FileChange {
     pub removed: Option<u64>,
 }
 
+/// What publishing commits, decided and recorded before the branch is written: a resume
+/// after a crash in between makes the very same commit (same tree, message and date), so
+/// it finds the branch already right.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeCommitting {
+    pub branch: String,
+    /// The git tree committed.
+    pub tree: String,
+    pub message: String,
+    /// Author and committer date, seconds since the epoch.
+    pub date_s: i64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangePublished {
     pub branch: String,
@@ -594,6 +621,8 @@ pub enum EventKind {
     BreakerTripped(BreakerTripped),
     #[serde(rename = "acceptance.checked")]
     AcceptanceChecked(AcceptanceChecked),
+    #[serde(rename = "change.committing")]
+    ChangeCommitting(ChangeCommitting),
     #[serde(rename = "change.published")]
     ChangePublished(ChangePublished),
     #[serde(rename = "mission.interrupted")]
@@ -639,6 +668,7 @@ impl EventKind {
             EventKind::BudgetRaised(_) => "budget.raised",
             EventKind::BreakerTripped(_) => "breaker.tripped",
             EventKind::AcceptanceChecked(_) => "acceptance.checked",
+            EventKind::ChangeCommitting(_) => "change.committing",
             EventKind::ChangePublished(_) => "change.published",
             EventKind::MissionInterrupted(_) => "mission.interrupted",
             EventKind::MissionResumed(_) => "mission.resumed",

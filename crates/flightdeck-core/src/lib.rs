@@ -13,11 +13,12 @@ pub mod ids;
 pub mod jcs;
 pub mod state;
 pub mod template;
+pub mod views;
 
 pub use event::{EventKind, StoredEvent};
 pub use hash::Digest;
 pub use ids::MissionId;
-pub use state::{MissionState, MissionStatus, UnstoredEvent};
+pub use state::{MissionState, MissionStatus};
 pub use template::Template;
 
 /// The version of this build, recorded in `mission.created`.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::budget::{action_fingerprint, Ledger};
 use crate::event::*;
@@ -270,18 +270,24 @@ pub struct MissionState {
     pub compactions: BTreeMap<String, ContextCompacted>,
     /// Set when this mission is a fork of another.
     pub forked: Option<MissionForked>,
-    /// Events folded into this state but not stored yet (`events` counts them): the engine
-    /// stages a result this way and stores it with the next append, in the same commit. Never
-    /// serialized: only the process that folded them has them.
-    #[serde(skip)]
-    pub unstored: Vec<UnstoredEvent>,
-}
-
-/// An event folded into a [`MissionState`] before it is stored, with the time it happened.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UnstoredEvent {
-    pub at_ms: i64,
-    pub kind: EventKind,
+    /// Policy decisions by verdict, kept as they come (the summary shows them on every
+    /// append, so they are not counted again each time).
+    #[serde(default)]
+    pub decision_counts: crate::views::DecisionCounts,
+    /// The highest tier decided so far (see [`tier_rank`]).
+    #[serde(default)]
+    pub max_tier: Option<String>,
+    /// A `budget.raised` came after the last `budget.exceeded`: a mission blocked by its
+    /// budget may go on.
+    #[serde(default)]
+    pub budget_raised_since_block: bool,
+    /// What publishing decided to commit (recorded before the branch is written).
+    #[serde(default)]
+    pub committing: Option<ChangeCommitting>,
+    /// The last `mission.interrupted` is not followed by a `mission.resumed` yet: no process
+    /// drives the mission, and the time until it is resumed does not count as running.
+    #[serde(default)]
+    pub halted: bool,
 }
 
 /// One logical model call of an agent: its attempts (retries, fallbacks) and its answer.
@@ -290,9 +296,23 @@ pub struct ModelCallProgress {
     pub attempts: Vec<ModelRequested>,
     pub failures: Vec<ModelFailed>,
     pub responded: Option<ModelResponded>,
+    /// Attempts a `mission.interrupted` cut off after they were sent: each counts its whole
+    /// reservation as spent, since the provider may have billed it.
+    #[serde(default)]
+    pub interrupted: u32,
 }
 
 impl ModelCallProgress {
+    /// The attempt sent and not settled yet (no answer, no failure, not interrupted).
+    pub fn in_flight(&self) -> Option<&ModelRequested> {
+        let settled = self.failures.len()
+            + usize::from(self.responded.is_some())
+            + self.interrupted as usize;
+        (self.attempts.len() > settled)
+            .then(|| self.attempts.last())
+            .flatten()
+    }
+
     /// The attempt that answered (the last one requested).
     pub fn answering_attempt(&self) -> Option<&ModelRequested> {
         self.responded.as_ref().and_then(|_| self.attempts.last())
@@ -346,7 +366,11 @@ impl MissionState {
             acceptance: Vec::new(),
             compactions: BTreeMap::new(),
             forked: None,
-            unstored: Vec::new(),
+            decision_counts: crate::views::DecisionCounts::default(),
+            max_tier: None,
+            halted: false,
+            committing: None,
+            budget_raised_since_block: false,
         }
     }
 
@@ -396,7 +420,11 @@ impl MissionState {
         let inconsistent = |detail: String| FoldError::Inconsistent { seq, detail };
         // The gap a `mission.interrupted` closes is time the mission was not running (its
         // process had died): it does not count.
-        if seq > 1 && self.status.is_active() && !matches!(kind, EventKind::MissionInterrupted(_)) {
+        if seq > 1
+            && self.status.is_active()
+            && !self.halted
+            && !matches!(kind, EventKind::MissionInterrupted(_))
+        {
             self.active_ms += (at_ms - self.last_at_ms).max(0);
         }
         match kind {
@@ -512,6 +540,7 @@ impl MissionState {
                         attempts: Vec::new(),
                         failures: Vec::new(),
                         responded: None,
+                        interrupted: 0,
                     });
                 if call.responded.is_some() {
                     return Err(inconsistent(format!(
@@ -567,6 +596,19 @@ impl MissionState {
                         )));
                     }
                     call.decision = Some(decided.clone());
+                }
+                match decided.decision.as_str() {
+                    "allow" => self.decision_counts.allow += 1,
+                    "approve" => self.decision_counts.approve += 1,
+                    "deny" => self.decision_counts.deny += 1,
+                    _ => {}
+                }
+                let higher = self
+                    .max_tier
+                    .as_deref()
+                    .is_none_or(|tier| tier_rank(&decided.tier) > tier_rank(tier));
+                if higher {
+                    self.max_tier = Some(decided.tier.clone());
                 }
                 self.decisions.push(decided.clone());
             }
@@ -665,6 +707,7 @@ impl MissionState {
                 approval.close(ApprovalStatus::Expired, at_ms);
             }
             EventKind::BudgetExceeded(exceeded) => {
+                self.budget_raised_since_block = false;
                 self.status = MissionStatus::Blocked;
                 self.error = Some(MissionError {
                     kind: "budget_exceeded".into(),
@@ -679,17 +722,33 @@ impl MissionState {
                 });
             }
             EventKind::BudgetRaised(raised) => {
+                self.budget_raised_since_block = true;
                 *self
                     .budget_raised
                     .entry(raised.dimension.clone())
                     .or_default() += raised.amount;
             }
+            EventKind::ChangeCommitting(committing) => self.committing = Some(committing.clone()),
             EventKind::ChangePublished(published) => self.published = Some(published.clone()),
             EventKind::MissionInterrupted(interrupted) => {
                 self.interruptions += 1;
+                self.halted = true;
                 for id in &interrupted.calls {
                     if let Some(call) = self.tool_calls.get_mut(id) {
                         call.interrupted = true;
+                    }
+                }
+                // A model attempt cut off after it was sent may have been billed: its whole
+                // reservation counts as spent, so a crash never makes spend invisible.
+                for call in self.model_call_log.values_mut() {
+                    let Some(attempt) = call.in_flight().cloned() else {
+                        continue;
+                    };
+                    call.interrupted += 1;
+                    if let Some(reserved) = &attempt.reserved {
+                        self.tokens += reserved.tokens;
+                        self.cost_usd += reserved.usd.unwrap_or(0.0);
+                        self.ledger.add_interrupted(&attempt, reserved);
                     }
                 }
             }
@@ -701,6 +760,7 @@ impl MissionState {
                     )));
                 }
                 self.status = MissionStatus::Running;
+                self.halted = false;
                 self.error = None;
                 self.recent_actions.clear();
                 self.model_failures_in_a_row = 0;
@@ -749,10 +809,7 @@ impl MissionState {
     /// The highest tier of any policy decision so far (`low` < `medium` < `high` <
     /// `critical`), or `None` before the first decision.
     pub fn risk_tier(&self) -> Option<&str> {
-        self.decisions
-            .iter()
-            .map(|d| d.tier.as_str())
-            .max_by_key(|tier| tier_rank(tier))
+        self.max_tier.as_deref()
     }
 
     /// Approvals in the order they were requested.
@@ -789,8 +846,10 @@ impl MissionState {
         &self,
         index: usize,
     ) -> impl Iterator<Item = (&String, &ToolCallProgress)> {
+        let base = crate::ids::step_call_id(index);
         self.tool_calls
-            .iter()
+            .range(base.clone()..)
+            .take_while(move |(id, _)| id.starts_with(&base))
             .filter(move |(id, _)| crate::ids::is_call_of_step(id, index))
     }
 
@@ -799,8 +858,11 @@ impl MissionState {
         &'a self,
         base: &'a str,
     ) -> impl Iterator<Item = (&'a String, &'a ToolCallProgress)> + 'a {
+        // Attempts of `base` sort right after it (`base`, `base#2`, …): a range, not a scan
+        // of every call the mission made.
         self.tool_calls
-            .iter()
+            .range::<str, _>((std::ops::Bound::Included(base), std::ops::Bound::Unbounded))
+            .take_while(move |(id, _)| id.starts_with(base))
             .filter(move |(id, _)| crate::ids::is_attempt_of(id, base))
     }
 
@@ -837,85 +899,15 @@ impl MissionState {
         self.tool_calls.len() as u64
     }
 
-    /// The `budget` object of the summary: used and limit per dimension (wall time as of the
-    /// last event).
-    fn budget_json(&self) -> Value {
-        use crate::budget::Dimension;
-        let mut budget = serde_json::Map::new();
-        for dimension in Dimension::ALL {
-            let used = self.budget_used(dimension, self.last_at_ms);
-            let used = if dimension.is_integral() {
-                json!(used as u64)
-            } else {
-                json!(used)
-            };
-            budget.insert(
-                dimension.as_str().to_string(),
-                json!({"used": used, "limit": self.budget_limit(dimension)}),
-            );
-        }
-        Value::Object(budget)
-    }
-
-    /// The mission summary of CONTRACT.md, plus `steps`, `created_at` and `updated_at`.
+    /// The mission summary of CONTRACT.md, plus `steps`, `created_at` and `updated_at`, as
+    /// JSON (see [`crate::views::MissionSummary`] for the typed view).
     pub fn summary(&self) -> Value {
-        let created = self.created.as_ref();
-        let published = self.published.as_ref();
-        let mut artifacts = serde_json::Map::new();
-        if let Some(p) = published {
-            artifacts.insert("patch".into(), json!(p.patch));
-            artifacts.insert("pr_description".into(), json!(p.pr_description));
-        }
-        let steps: Vec<Value> = self
-            .steps
-            .iter()
-            .map(|(index, s)| {
-                json!({
-                    "index": index,
-                    "kind": s.kind,
-                    "description": s.description,
-                    "status": s.status.map_or("running", StepStatus::as_str),
-                })
-            })
-            .collect();
-        json!({
-            "id": self.id,
-            "template": created.map(|c| c.template.as_str()),
-            "status": self.status,
-            "repo": created.map(|c| c.repo.as_str()),
-            "base_commit": created.map(|c| c.base_commit.as_str()),
-            "branch": published.map(|p| p.branch.as_str()),
-            "head_commit": published.map(|p| p.commit.as_str()),
-            "requested_by": created.map(|c| c.requested_by.as_str()),
-            "risk_tier": self.risk_tier(),
-            "pending_approvals": self.pending_approvals().map(pending_json).collect::<Vec<_>>(),
-            "approvals": self.approvals_in_order().map(approval_json).collect::<Vec<_>>(),
-            "policy": self.policy_json(),
-            "budget": self.budget_json(),
-            "cost": self.ledger.to_json(),
-            "events": self.events,
-            "head_hash": self.head_hash,
-            "artifacts": artifacts,
-            "error": self.error,
-            "steps": steps,
-            "workspace": self.workspace.as_ref().map(|w| w.path.as_str()),
-            "created_at": crate::clock::format_rfc3339_millis(self.first_at_ms),
-            "updated_at": crate::clock::format_rfc3339_millis(self.last_at_ms),
-        })
+        self.summary_view().to_json()
     }
 
-    /// The `policy` object of the summary: the pinned policy and how its decisions went.
-    fn policy_json(&self) -> Value {
-        let count = |verdict: &str| {
-            self.decisions
-                .iter()
-                .filter(|d| d.decision == verdict)
-                .count()
-        };
-        json!({
-            "hash": self.created.as_ref().map(|c| c.policy_hash.to_string()),
-            "decisions": {"allow": count("allow"), "approve": count("approve"), "deny": count("deny")},
-        })
+    /// The mission summary as a typed view.
+    pub fn summary_view(&self) -> crate::views::MissionSummary {
+        crate::views::MissionSummary::of(self)
     }
 
     /// The digests of the artifacts the summary lists.
@@ -956,66 +948,6 @@ pub fn tier_rank(tier: &str) -> u8 {
         "critical" => 4,
         _ => 0,
     }
-}
-
-fn at(ms: i64) -> String {
-    crate::clock::format_rfc3339_millis(ms)
-}
-
-/// A pending approval as CONTRACT.md's `pending_approvals` lists it.
-fn pending_json(a: &ApprovalProgress) -> Value {
-    json!({
-        "id": a.request.approval_id,
-        "gate": a.request.gate,
-        "required": a.request.required,
-        "approved_by": a.approved_by(),
-        "eligible": a.request.eligible,
-        "rule_ids": a.request.rule_ids,
-        "waiting_for_owners": a.uncovered_paths().iter().map(|p| (p.to_string(), json!(a.request.code_owners.get(*p)))).collect::<serde_json::Map<String, Value>>(),
-        "subject": a.request.subject,
-        "command": a.request.command,
-        "tier": a.request.tier,
-        "diff_hash": a.request.diff_hash,
-        "bundle": a.request.bundle,
-        "requested_at": at(a.requested_at_ms),
-        "expires_at": a.expires_at_ms().map(at),
-    })
-}
-
-/// Any approval, with who decided what and when.
-fn approval_json(a: &ApprovalProgress) -> Value {
-    let votes: Vec<Value> = a
-        .votes
-        .iter()
-        .map(|v| {
-            json!({
-                "by": v.decided.by,
-                "decision": v.decided.decision,
-                "channel": v.decided.channel,
-                "comment": v.decided.comment,
-                "at": at(v.at_ms),
-                "counts": v.decided.diff_hash == a.request.diff_hash,
-            })
-        })
-        .collect();
-    json!({
-        "id": a.request.approval_id,
-        "gate": a.request.gate,
-        "subject": a.request.subject,
-        "command": a.request.command,
-        "status": a.status,
-        "required": a.request.required,
-        "approved_by": a.approved_by(),
-        "tier": a.request.tier,
-        "rule_ids": a.request.rule_ids,
-        "eligible": a.request.eligible,
-        "diff_hash": a.request.diff_hash,
-        "bundle": a.request.bundle,
-        "requested_at": at(a.requested_at_ms),
-        "expires_at": a.expires_at_ms().map(at),
-        "closed_at": a.closed_at_ms.map(at),
-        "decisions": votes,
-    })
 }
 
 #[cfg(test)]

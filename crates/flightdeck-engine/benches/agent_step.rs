@@ -37,11 +37,11 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use flightdeck_core::{Digest, MissionId, MissionStatus, StoredEvent};
 use flightdeck_engine::{
-    Clock, CreateMission, Engine, EngineConfig, ModelSettings, Observer, SystemClock, WorkerId,
+    Clock, CreateMission, Engine, EngineConfig, LiveParts, ModelSettings, Observer, SystemClock,
 };
 use flightdeck_store::{
-    AppendRequest, ArtifactError, ArtifactStore, EventStore, Lease, MissionRow, RawEvent,
-    StoreError,
+    AppendRequest, ArtifactError, ArtifactStore, ChangeFeed, EventStore, InputRow, Lease,
+    MissionRow, NewInput, RawEvent, StoreError,
 };
 use flightdeck_testkit::TestRepo;
 
@@ -262,6 +262,34 @@ impl EventStore for CountingStore {
     async fn release_lease(&self, mission: &str, owner: &str) -> Result<(), StoreError> {
         self.inner.release_lease(mission, owner).await
     }
+
+    async fn post_input(&self, input: NewInput) -> Result<i64, StoreError> {
+        self.inner.post_input(input).await
+    }
+
+    async fn pending_inputs(&self, mission: &str) -> Result<Vec<InputRow>, StoreError> {
+        self.inner.pending_inputs(mission).await
+    }
+
+    async fn input(&self, id: i64) -> Result<Option<InputRow>, StoreError> {
+        self.inner.input(id).await
+    }
+
+    async fn refuse_input(&self, id: i64, reason: &str, at_ms: i64) -> Result<(), StoreError> {
+        self.inner.refuse_input(id, reason, at_ms).await
+    }
+
+    async fn missions_with_pending_inputs(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+        self.inner.missions_with_pending_inputs(limit).await
+    }
+
+    async fn subscribe(&self) -> Result<ChangeFeed, StoreError> {
+        self.inner.subscribe().await
+    }
+
+    async fn subscribe_inputs(&self) -> Result<ChangeFeed, StoreError> {
+        self.inner.subscribe_inputs().await
+    }
 }
 
 /// The real artifact store, counted and timed. An artifact is new the first time its
@@ -345,21 +373,18 @@ async fn bench_engine(base: &Path) -> Bench {
         inner: artifacts,
         counters: counters.clone(),
     };
-    let engine = Engine::new(EngineConfig {
+    let engine = Engine::new(EngineConfig::live(LiveParts {
         store: Arc::new(store),
         artifacts: Arc::new(artifacts),
-        clock: Arc::new(SystemClock),
+        data_dir: data.path().to_path_buf(),
         observer: clock.clone(),
-        workspaces_dir: data.path().join("workspaces"),
-        default_step_timeout: Duration::from_secs(600),
-        worker: WorkerId::current(),
-        teams: flightdeck_policy::Teams::new(BTreeMap::new()),
         models: ModelSettings::default(),
-        sleeper: Arc::new(flightdeck_models::TokioSleeper),
         secrets: flightdeck_engine::Secrets::default(),
-        replay: None,
         workspace: Default::default(),
-    });
+        teams: flightdeck_policy::Teams::new(BTreeMap::new()),
+        people: Default::default(),
+        shutdown: flightdeck_engine::no_shutdown(),
+    }));
     Bench {
         engine,
         counters,

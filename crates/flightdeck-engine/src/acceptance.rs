@@ -4,16 +4,17 @@
 //! tests and newly added skip markers). A failure gives the coder `fix_rounds` more rounds with
 //! the report; then the mission fails with it. Nothing the agent said counts here.
 
-use flightdeck_core::budget::check_tool_call;
 use flightdeck_core::event::*;
 use flightdeck_core::template::{AcceptanceSpec, AgentRole, Network};
-use flightdeck_core::{EventKind, MissionState, MissionStatus};
-use flightdeck_policy::{diff_lines, Action, DiffFileLines, DiffRules, Verdict};
+use flightdeck_core::EventKind;
+use flightdeck_policy::{diff_lines, DiffFileLines, DiffRules};
 use flightdeck_workspace::CommandSpec;
 
 use crate::agent::{AgentEnd, AgentPlace, AgentRun};
-use crate::gate::{changed_file, decided_event, denied_error, CurrentDiff};
-use crate::{Engine, EngineError};
+use crate::driver::Driver;
+use crate::gate::{changed_file, CurrentDiff};
+use crate::program::Halt;
+use crate::protocol::{Actor, Call, Next, Proposed};
 
 /// Fix rounds when the template sets none.
 const DEFAULT_FIX_ROUNDS: u32 = 1;
@@ -35,29 +36,31 @@ enum Ran {
     Stopped,
 }
 
-impl Engine {
+impl Driver {
     /// The acceptance checks, with fix rounds between failures. True when publishing may go
     /// on; false when the mission stopped (failed, parked, blocked; all recorded).
-    pub(crate) async fn accept(
-        &self,
-        state: &mut MissionState,
-        place: &AgentPlace<'_>,
-    ) -> Result<bool, EngineError> {
-        let spec = &place.template.acceptance;
+    pub(crate) async fn accept(&mut self, place: &AgentPlace<'_>) -> Result<bool, Halt> {
+        let spec = &place.place.template.acceptance;
         if !has_checks(spec) {
             return Ok(true);
         }
         // Without a model there is no coder to fix anything.
-        let fix_rounds = if place.template.model.is_some() {
+        let fix_rounds = if place.place.template.model.is_some() {
             spec.fix_rounds.unwrap_or(DEFAULT_FIX_ROUNDS)
         } else {
             0
         };
         for round in 1..=fix_rounds.saturating_add(1) {
-            let recorded = state.acceptance.iter().find(|a| a.round == round).cloned();
+            let recorded = self
+                .log
+                .state()
+                .acceptance
+                .iter()
+                .find(|a| a.round == round)
+                .cloned();
             let checked = match recorded {
                 Some(checked) => checked,
-                None => match self.check(state, place, round).await? {
+                None => match self.check(place, round).await? {
                     Some(checked) => checked,
                     None => return Ok(false),
                 },
@@ -66,10 +69,8 @@ impl Engine {
                 return Ok(true);
             }
             let report = match &checked.report {
-                Some(digest) => {
-                    String::from_utf8_lossy(&self.config().artifacts.get(digest).await?)
-                        .into_owned()
-                }
+                Some(digest) => String::from_utf8_lossy(&self.log.artifact(digest).await?)
+                    .into_owned(),
                 None => checked.violations.join("\n"),
             };
             if round > fix_rounds {
@@ -77,7 +78,7 @@ impl Engine {
                     kind: "acceptance_failed".into(),
                     message: report,
                 };
-                self.fail_run(state, None, error).await?;
+                self.fail_run(None, error).await?;
                 return Ok(false);
             }
             let fix = AgentRun {
@@ -90,7 +91,7 @@ impl Engine {
                 ),
                 label: format!("acceptance fix round {round}"),
             };
-            if self.agent_run(state, place, &fix).await? == AgentEnd::Stopped {
+            if self.agent_run(place, &fix).await? == AgentEnd::Stopped {
                 return Ok(false);
             }
         }
@@ -100,14 +101,14 @@ impl Engine {
     /// One acceptance check: every command (with retries), then the diff rules, recorded as
     /// `acceptance.checked`. `None` when the mission stopped on the way.
     async fn check(
-        &self,
-        state: &mut MissionState,
+        &mut self,
         place: &AgentPlace<'_>,
         round: u32,
-    ) -> Result<Option<AcceptanceChecked>, EngineError> {
-        let spec = &place.template.acceptance;
+    ) -> Result<Option<AcceptanceChecked>, Halt> {
+        let spec = &place.place.template.acceptance;
+        let worktree = &place.place.worktree;
         let retries = spec.retries.unwrap_or(0);
-        let before = place.worktree.snapshot()?;
+        let before = worktree.snapshot()?;
         let mut results = Vec::new();
         let mut report = Vec::new();
         for (j, command) in spec.commands.iter().enumerate() {
@@ -123,13 +124,13 @@ impl Engine {
             let mut last_output = Vec::new();
             for attempt in 1..=retries.saturating_add(1) {
                 let base = format!("acceptance.{round}.c{}.a{attempt}", j + 1);
-                let (id, done) = match self.platform_command(state, place, &base, command).await? {
+                let (id, done) = match self.platform_command(place, &base, command).await? {
                     Ran::Completed(id, done) => (id, done),
                     Ran::Stopped => return Ok(None),
                 };
                 // The platform checks the change; it does not make one.
-                if place.worktree.snapshot()? != before {
-                    place.worktree.restore(Some(&before))?;
+                if worktree.snapshot()? != before {
+                    worktree.restore(Some(&before))?;
                 }
                 result.attempts = attempt;
                 result.exit_code = done.exit_code;
@@ -140,12 +141,12 @@ impl Engine {
                     result.flaky = attempt > 1;
                     break;
                 }
-                last_output = self.config().artifacts.get(&done.output).await?;
+                last_output = self.log.artifact(&done.output).await?;
             }
             report.push(command_report(&result, &last_output));
             results.push(result);
         }
-        let diff = CurrentDiff::read(place.worktree)?;
+        let diff = CurrentDiff::read(worktree)?;
         let lines = diff_lines(&String::from_utf8_lossy(&diff.patch));
         let files: Vec<DiffFileLines> = diff
             .files
@@ -164,7 +165,7 @@ impl Engine {
             paths: &spec.paths,
             forbid_test_deletion: spec.forbid_test_deletion,
         };
-        let violations = place.gates.policy.check_diff(&rules, &files);
+        let violations = place.place.gates.policy.check_diff(&rules, &files);
         let passed = results.iter().all(|r| r.passed) && violations.is_empty();
         let mut text = format!(
             "Acceptance check {round}: {}\n",
@@ -179,7 +180,7 @@ impl Engine {
                 text.push_str(&format!("- {}\n", v.message));
             }
         }
-        let report = self.put_artifact(text.as_bytes()).await?;
+        let report = self.log.put_artifact(text.as_bytes()).await?;
         let checked = AcceptanceChecked {
             passed,
             results,
@@ -196,128 +197,86 @@ impl Engine {
             report: Some(report),
             tree: Some(diff.tree),
         };
-        self.append(state, vec![EventKind::AcceptanceChecked(checked.clone())])
+        self.log
+            .append(vec![EventKind::AcceptanceChecked(checked.clone())])
             .await?;
         Ok(Some(checked))
     }
 
-    /// One attempt of an acceptance command: judged by the policy like any command (and
-    /// checked against the budget), run in the sandbox, recorded with actor `acceptance`. A
-    /// call that completed before (a resumed mission) is not run again.
+    /// One attempt of an acceptance command: a governed call like any command (budget,
+    /// policy), run in the sandbox, recorded with actor `acceptance`. A call that completed
+    /// before (a resumed mission) is not run again.
     async fn platform_command(
-        &self,
-        state: &mut MissionState,
+        &mut self,
         place: &AgentPlace<'_>,
         base: &str,
         command: &str,
-    ) -> Result<Ran, EngineError> {
-        if let Some((id, done)) = state
-            .attempts_of(base)
-            .find_map(|(id, c)| c.completed.clone().map(|done| (id.clone(), done)))
-        {
-            return Ok(Ran::Completed(id, done));
-        }
-        if let Some((id, approved_diff)) = state.approved_waiting(state.attempts_of(base)) {
-            if CurrentDiff::read(place.worktree)?.hash() == approved_diff {
-                return self.run_platform_command(state, place, &id, command).await;
+    ) -> Result<Ran, Halt> {
+        let args = serde_json::json!({ "command": command });
+        let what = format!("acceptance command `{command}`");
+        let call = Call {
+            base,
+            actor: Actor::Acceptance,
+            tool: "run",
+            args: &args,
+            proposed: Proposed::Command { command },
+            what: &what,
+            step: None,
+            breakers: None,
+        };
+        match self.govern(place.place, &call).await? {
+            Next::Done { call_id } => {
+                let done = self
+                    .log
+                    .state()
+                    .tool_calls
+                    .get(&call_id)
+                    .and_then(|c| c.completed.clone());
+                Ok(match done {
+                    Some(done) => Ran::Completed(call_id, done),
+                    None => Ran::Stopped,
+                })
             }
-        }
-        let id = state.next_attempt_id(base);
-        if let Some(exceeded) = check_tool_call(state, &id, self.config().clock.now_ms()) {
-            self.append(state, vec![EventKind::BudgetExceeded(exceeded)])
-                .await?;
-            return Ok(Ran::Stopped);
-        }
-        let requested = EventKind::ToolRequested(ToolRequested {
-            call_id: id.clone(),
-            tool: "run".into(),
-            args: serde_json::json!({ "command": command }),
-            actor: "acceptance".into(),
-        });
-        let decision = place.gates.policy.decide(&Action::Command { command });
-        match decision.verdict {
-            Verdict::Allow => {
-                let decided = decided_event(&id, &decision, "command", None)?;
-                self.append(state, vec![requested, EventKind::PolicyDecided(decided)])
-                    .await?;
-                self.run_platform_command(state, place, &id, command).await
+            Next::Run { call_id, events } => {
+                if !events.is_empty() {
+                    self.log.append(events).await?;
+                }
+                self.run_platform_command(place, &call_id, command).await
             }
-            Verdict::Deny => {
-                let decided = decided_event(&id, &decision, "command", None)?;
-                let error = denied_error(&format!("acceptance command `{command}`"), &decided);
-                let finished = EventKind::MissionFinished(MissionFinished {
-                    status: MissionStatus::Failed,
-                    error: Some(error),
-                    summary: None,
-                });
-                self.append(
-                    state,
-                    vec![requested, EventKind::PolicyDecided(decided), finished],
-                )
-                .await?;
+            Next::Stop { events } | Next::Park { events, .. } | Next::Reject { events, .. } => {
+                self.log.append(events).await?;
                 Ok(Ran::Stopped)
             }
-            Verdict::Approve => {
-                let diff = CurrentDiff::read(place.worktree)?;
-                let decided = decided_event(&id, &decision, "command", Some(diff.hash()))?;
-                let request = self
-                    .approval_request(
-                        state,
-                        place.gates,
-                        &place.template.title(),
-                        "command",
-                        &id,
-                        Some(command),
-                        &decision,
-                        &diff,
-                        Vec::new(),
-                    )
-                    .await?;
-                self.append(
-                    state,
-                    vec![
-                        requested,
-                        EventKind::PolicyDecided(decided),
-                        EventKind::ApprovalRequested(request),
-                    ],
-                )
-                .await?;
-                Ok(Ran::Stopped)
-            }
+            Next::Wait | Next::NeedDiff => Ok(Ran::Stopped),
         }
     }
 
     async fn run_platform_command(
-        &self,
-        state: &mut MissionState,
+        &mut self,
         place: &AgentPlace<'_>,
         id: &str,
         command: &str,
-    ) -> Result<Ran, EngineError> {
+    ) -> Result<Ran, Halt> {
         let spec = CommandSpec {
             command: command.to_string(),
-            timeout: self.command_timeout(state, self.config().default_step_timeout),
-            env: vec![("FLIGHTDECK_MISSION".into(), state.id.clone())],
-            network: place.template.workspace.network == Network::On,
+            timeout: self.command_timeout(self.engine.cfg.default_step_timeout),
+            env: vec![("FLIGHTDECK_MISSION".into(), self.log.id().to_string())],
+            network: place.place.template.workspace.network == Network::On,
         };
-        let Some(outcome) = self
-            .exec_watching(state, place.workspace, id, &spec)
-            .await?
-        else {
-            return Ok(Ran::Stopped); // cancelled while it ran
-        };
-        let output = self.put_artifact(&outcome.output).await?;
+        let outcome = self.run_command(place.place, id, &spec).await?;
+        let output = self.log.put_artifact(&outcome.output).await?;
         let completed = ToolCompleted {
             call_id: id.to_string(),
             ok: outcome.success(),
             exit_code: outcome.exit_code,
             output,
-            duration_ms: u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX),
+            duration_ms: crate::ports::millis(outcome.duration),
             timed_out: outcome.timed_out,
             // The worktree the agent left is what counts: acceptance records no tree.
             tree: None,
         };
-        self.append(state, vec![EventKind::ToolCompleted(completed.clone())])
+        self.log
+            .append(vec![EventKind::ToolCompleted(completed.clone())])
             .await?;
         Ok(Ran::Completed(id.to_string(), completed))
     }

@@ -4,25 +4,29 @@
 //! The conversation is never stored as such: it is rebuilt from the timeline (the pinned
 //! template, the answers' neutral messages, the tools' recorded results) when a step starts
 //! or resumes, and grown with the same functions as the loop goes, so a resumed agent sends
-//! exactly the requests it would have sent without the interruption.
+//! exactly the requests it would have sent without the interruption. Each tool call is a
+//! governed call ([`crate::protocol`]); each model call is recorded through the driver
+//! ([`crate::model_call`]).
 
 use std::time::{Duration, Instant};
 
-use flightdeck_core::budget::{after_action, before_action, check_tool_call, BreakerLimits};
+use flightdeck_core::budget::{after_action, BreakerLimits};
 use flightdeck_core::event::*;
 use flightdeck_core::ids::{agent_model_call_id, agent_tool_call_id, step_call_id};
-use flightdeck_core::template::{AgentRole, Network, Template};
-use flightdeck_core::{EventKind, MissionState, MissionStatus};
+use flightdeck_core::template::{AgentRole, Network};
+use flightdeck_core::EventKind;
 use flightdeck_models::{ChatRequest, ChatResponse, Message, ToolCall};
-use flightdeck_policy::{Action, Decision, Verdict};
-use flightdeck_workspace::{CommandSpec, ConfinedFs, Workspace, Worktree};
+use flightdeck_workspace::CommandSpec;
 
-use crate::gate::{decided_event, denied_error, CurrentDiff, Gates};
+use crate::driver::Driver;
+use crate::gate::CurrentDiff;
 use crate::model_call::ModelOutcome;
 use crate::models::{self, StepModels};
+use crate::program::{Halt, Place};
+use crate::protocol::{self, Actor, Call, Confinement, Next, Proposed};
 use crate::request_record::RecordedRequest;
 use crate::tools::{self, ToolInvocation};
-use crate::{Engine, EngineError};
+use crate::EngineError;
 
 /// The longest one `run` of an agent may take.
 const AGENT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
@@ -30,10 +34,6 @@ const AGENT_COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
 const MAX_ANSWERS_WITHOUT_TOOLS: u32 = 3;
 /// The most of the diff a reviewer is shown in its task.
 const REVIEW_DIFF_SHOWN: usize = 24 * 1024;
-/// The most of a file `read_file` records.
-const MAX_READ: usize = 1024 * 1024;
-const MAX_LISTED: usize = 2000;
-const MAX_MATCHES: usize = 200;
 /// What the model is told when it answers without calling a tool.
 const NUDGE: &str = "You did not call a tool. Continue with the tools, or call `finish` (the reviewer: `review`) when you are done.";
 
@@ -82,11 +82,7 @@ pub(crate) enum AgentEnd {
 
 /// Where the step's work happens.
 pub(crate) struct AgentPlace<'a> {
-    pub(crate) gates: &'a Gates,
-    pub(crate) created: &'a MissionCreated,
-    pub(crate) template: &'a Template,
-    pub(crate) worktree: &'a Worktree,
-    pub(crate) workspace: &'a dyn Workspace,
+    pub(crate) place: &'a Place,
 }
 
 /// The system prompt of each role; its bytes are recorded when a step starts.
@@ -125,8 +121,8 @@ struct Conversation {
 
 /// How one tool call went.
 enum ToolStep {
-    /// Completed (this call id); the model is told this.
-    Result(String, String),
+    /// Completed (this call id, its result for the model, whether it failed).
+    Result(String, String, bool),
     /// The call ended the run (`finish`, `review`; recorded).
     Ended(AgentEnd),
     /// The mission parked, blocked or ended (recorded).
@@ -136,17 +132,17 @@ enum ToolStep {
 /// Reviews, and the coder rounds between them, a reviewer step may take when none is set.
 const DEFAULT_MAX_ROUNDS: u32 = 2;
 
-impl Engine {
+impl Driver {
     pub(crate) async fn agent_step(
-        &self,
-        state: &mut MissionState,
+        &mut self,
         place: &AgentPlace<'_>,
         step: &AgentStep<'_>,
-    ) -> Result<(), EngineError> {
-        let template = place.template;
+    ) -> Result<(), Halt> {
+        let template = &place.place.template;
         let models = StepModels::of(template, step.model, &template.file)?;
-        if !state.steps.contains_key(&step.index) {
+        if !self.log.state().steps.contains_key(&step.index) {
             let digest = self
+                .log
                 .put_artifact(system_prompt(step.role).as_bytes())
                 .await?;
             let started = StepStarted {
@@ -157,8 +153,7 @@ impl Engine {
                 system_prompt: Some(digest),
                 models: models.refs.iter().map(ToString::to_string).collect(),
             };
-            self.append(state, vec![EventKind::StepStarted(started)])
-                .await?;
+            self.log.append(vec![EventKind::StepStarted(started)]).await?;
         }
         let label = format!(
             "step {}/{} ({})",
@@ -178,41 +173,34 @@ impl Engine {
             label,
         };
         if step.role == AgentRole::Reviewer {
-            return self.review_step(state, place, step, run).await;
+            return self.review_step(place, step, run).await;
         }
-        match self.agent_run(state, place, &run).await? {
+        match self.agent_run(place, &run).await? {
             AgentEnd::Stopped => Ok(()),
             AgentEnd::Finished(_) | AgentEnd::Reviewed { .. } => {
-                self.finish_step(state, step.index, StepStatus::Succeeded)
-                    .await
+                self.finish_step(step.index, StepStatus::Succeeded).await
             }
         }
     }
 
-    async fn finish_step(
-        &self,
-        state: &mut MissionState,
-        index: usize,
-        status: StepStatus,
-    ) -> Result<(), EngineError> {
+    async fn finish_step(&mut self, index: usize, status: StepStatus) -> Result<(), Halt> {
         let finished = EventKind::StepFinished(StepFinished {
             index,
             kind: StepKind::Agent,
             status,
         });
-        self.append(state, vec![finished]).await?;
+        self.log.append(vec![finished]).await?;
         Ok(())
     }
 
     /// A reviewer step: review; on `request_changes`, a coder round with the comments, then
     /// review again, up to `max_rounds` reviews. The change goes on only once approved.
     async fn review_step(
-        &self,
-        state: &mut MissionState,
+        &mut self,
         place: &AgentPlace<'_>,
         step: &AgentStep<'_>,
         first: AgentRun<'_>,
-    ) -> Result<(), EngineError> {
+    ) -> Result<(), Halt> {
         let max_rounds = step.max_rounds.unwrap_or(DEFAULT_MAX_ROUNDS).max(1);
         let base = first.key.clone();
         for round in 1..=max_rounds {
@@ -225,12 +213,10 @@ impl Engine {
                 label: format!("{} round {round}", first.label),
                 ..first.clone()
             };
-            let comments = match self.agent_run(state, place, &review).await? {
+            let comments = match self.agent_run(place, &review).await? {
                 AgentEnd::Stopped => return Ok(()),
                 AgentEnd::Reviewed { approve: true, .. } | AgentEnd::Finished(_) => {
-                    return self
-                        .finish_step(state, step.index, StepStatus::Succeeded)
-                        .await;
+                    return self.finish_step(step.index, StepStatus::Succeeded).await;
                 }
                 AgentEnd::Reviewed {
                     approve: false,
@@ -246,14 +232,14 @@ impl Engine {
                         comments.join("; ")
                     ),
                 };
-                return self.fail_run(state, Some(step.index), error).await;
+                return self.fail_run(Some(step.index), error).await;
             }
             let fix = AgentRun {
                 key: format!("{base}.fix{round}"),
                 step: Some(step.index),
                 role: AgentRole::Coder,
                 // The template's model codes; without one, the reviewer step's own.
-                model: if place.template.model.is_some() {
+                model: if place.place.template.model.is_some() {
                     None
                 } else {
                     step.model
@@ -261,7 +247,7 @@ impl Engine {
                 task: review_fix_task(&comments),
                 label: format!("{} (coder, answering review round {round})", first.label),
             };
-            if self.agent_run(state, place, &fix).await? == AgentEnd::Stopped {
+            if self.agent_run(place, &fix).await? == AgentEnd::Stopped {
                 return Ok(());
             }
         }
@@ -271,29 +257,30 @@ impl Engine {
     /// Runs one agent until it ends (or the mission stops). A run that already ended in the
     /// timeline ends again at once, with the same result.
     pub(crate) async fn agent_run(
-        &self,
-        state: &mut MissionState,
+        &mut self,
         place: &AgentPlace<'_>,
         run: &AgentRun<'_>,
-    ) -> Result<AgentEnd, EngineError> {
-        if let Some(end) = self.ended_run(state, &run.key).await? {
+    ) -> Result<AgentEnd, Halt> {
+        if let Some(end) = self.ended_run(&run.key).await? {
             return Ok(end);
         }
-        let template = place.template;
+        let template = &place.place.template;
         let models = StepModels::of(template, run.model, &template.file)?;
         let role = run.role;
-        let callables = models::callables(self, place.created, &models, |model| {
-            state.ledger.answered_by(model)
+        let ledger = self.log.state().ledger.clone();
+        let callables = models::callables(&self.engine, &place.place.created, &models, |model| {
+            ledger.answered_by(model)
         })
         .await?;
-        let router = models::router(self, &models, &callables);
+        let router = models::router(&self.engine, &models, &callables);
         let limits = BreakerLimits::from_spec(&template.breakers);
-        let fs = ConfinedFs::new(place.workspace.root())?;
-        let mut convo = self.rebuild_conversation(state, place, run).await?;
+        let mut convo = self.rebuild_conversation(place, run).await?;
         let mut tools = tools::definitions(role);
         let tools_tokens = flightdeck_models::estimate_tools_tokens(&tools);
         loop {
-            if state.status.is_terminal() || state.status.is_parked() {
+            self.take_waiting().await?;
+            let status = self.log.state().status;
+            if status.is_terminal() || status.is_parked() {
                 return Ok(AgentEnd::Stopped);
             }
             if let Some(pending) = convo.pending.take() {
@@ -305,19 +292,12 @@ impl Engine {
                     .skip(pending.next)
                 {
                     let outcome = self
-                        .agent_tool_call(
-                            state,
-                            place,
-                            run,
-                            &fs,
-                            &limits,
-                            &pending.model_call,
-                            k + 1,
-                            call,
-                        )
+                        .agent_tool_call(place, run, &limits, &pending.model_call, k + 1, call)
                         .await?;
                     match outcome {
-                        ToolStep::Result(id, text) => convo.push_result(call, id, text),
+                        ToolStep::Result(id, text, failed) => {
+                            convo.push_result(call, id, text, failed)
+                        }
                         ToolStep::Ended(end) => return Ok(end),
                         ToolStep::Stopped => return Ok(AgentEnd::Stopped),
                     }
@@ -334,7 +314,7 @@ impl Engine {
                 max_output_tokens: Some(models.max_output_tokens),
                 input_tokens_estimate: Some(convo.input_tokens(tools_tokens)),
             };
-            if !state.compactions.contains_key(&call_id) {
+            if !self.log.state().compactions.contains_key(&call_id) {
                 if let Some(compacted) =
                     plan_compaction(&request, &convo.origins, &call_id, models.context_tokens)
                 {
@@ -342,7 +322,8 @@ impl Engine {
                     convo.recorded = None;
                     convo.message_tokens = tally(&request.messages);
                     request.input_tokens_estimate = Some(convo.input_tokens(tools_tokens));
-                    self.append(state, vec![EventKind::ContextCompacted(compacted)])
+                    self.log
+                        .append(vec![EventKind::ContextCompacted(compacted)])
                         .await?;
                 }
             }
@@ -353,7 +334,6 @@ impl Engine {
             );
             let outcome = self
                 .call_model(
-                    state,
                     &router,
                     &callables,
                     &call_id,
@@ -365,7 +345,7 @@ impl Engine {
                 .await;
             convo.messages = std::mem::take(&mut request.messages);
             tools = std::mem::take(&mut request.tools);
-            match outcome? {
+            match outcome?? {
                 ModelOutcome::Answered(response, recorded) => {
                     convo.recorded = Some(recorded);
                     convo.answered += 1;
@@ -377,7 +357,8 @@ impl Engine {
                                 convo.answers_without_tools
                             ),
                         };
-                        self.append(state, vec![EventKind::BreakerTripped(tripped)])
+                        self.log
+                            .append(vec![EventKind::BreakerTripped(tripped)])
                             .await?;
                         return Ok(AgentEnd::Stopped);
                     }
@@ -388,7 +369,7 @@ impl Engine {
                         kind: "model_failed".into(),
                         message: format!("{}: {error}", run.label),
                     };
-                    self.fail_run(state, run.step, error).await?;
+                    self.fail_run(run.step, error).await?;
                     return Ok(AgentEnd::Stopped);
                 }
             }
@@ -397,33 +378,33 @@ impl Engine {
 
     /// Fails the mission (and the step the run belongs to).
     pub(crate) async fn fail_run(
-        &self,
-        state: &mut MissionState,
+        &mut self,
         step: Option<usize>,
         error: MissionError,
-    ) -> Result<(), EngineError> {
-        self.append(state, failure_events(step, error)).await?;
+    ) -> Result<(), Halt> {
+        self.log.append(failure_events(step, error)).await?;
         Ok(())
     }
 
     /// How run `key` ended, if the timeline says it did: its completed `finish` or `review`.
-    async fn ended_run(
-        &self,
-        state: &MissionState,
-        key: &str,
-    ) -> Result<Option<AgentEnd>, EngineError> {
+    async fn ended_run(&self, key: &str) -> Result<Option<AgentEnd>, EngineError> {
         let prefix = format!("{key}.m");
-        let ending = state.tool_calls.iter().find_map(|(id, call)| {
-            let done = call.completed.as_ref().filter(|c| c.ok)?;
-            let tool = call.requested.tool.as_str();
-            (id.starts_with(&prefix) && matches!(tool, "finish" | "review")).then(|| {
-                (
-                    tool.to_string(),
-                    done.output.clone(),
-                    call.requested.args.clone(),
-                )
-            })
-        });
+        let state = self.log.state();
+        let ending = state
+            .tool_calls
+            .range(prefix.clone()..)
+            .take_while(|(id, _)| id.starts_with(&prefix))
+            .find_map(|(_, call)| {
+                let done = call.completed.as_ref().filter(|c| c.ok)?;
+                let tool = call.requested.tool.as_str();
+                matches!(tool, "finish" | "review").then(|| {
+                    (
+                        tool.to_string(),
+                        done.output.clone(),
+                        call.requested.args.clone(),
+                    )
+                })
+            });
         let Some((tool, output, args)) = ending else {
             return Ok(None);
         };
@@ -437,7 +418,7 @@ impl Engine {
                 message: format!("the recorded review of {key} does not parse"),
             });
         }
-        let bytes = self.config().artifacts.get(&output).await?;
+        let bytes = self.log.artifact(&output).await?;
         Ok(Some(AgentEnd::Finished(
             String::from_utf8_lossy(&bytes).into_owned(),
         )))
@@ -447,11 +428,10 @@ impl Engine {
     /// answer of this step with the results of its completed tool calls.
     async fn rebuild_conversation(
         &self,
-        state: &MissionState,
         place: &AgentPlace<'_>,
         run: &AgentRun<'_>,
     ) -> Result<Conversation, EngineError> {
-        let task = self.task_message(state, place, run).await?;
+        let task = self.task_message(place, run).await?;
         let messages = vec![
             Message::system(system_prompt(run.role)),
             Message::user(task),
@@ -465,6 +445,7 @@ impl Engine {
             answers_without_tools: 0,
             recorded: None,
         };
+        let state = self.log.state();
         loop {
             let model_call = agent_model_call_id(&run.key, convo.answered + 1);
             // Compactions happened right before the call they name: replay them there.
@@ -494,7 +475,7 @@ impl Engine {
                 what: "agent conversation",
                 message: format!("{model_call} has no recorded neutral message"),
             })?;
-            let bytes = self.config().artifacts.get(&digest).await?;
+            let bytes = self.log.artifact(&digest).await?;
             let response: ChatResponse =
                 serde_json::from_slice(&bytes).map_err(|e| EngineError::Encode {
                     what: "agent conversation",
@@ -512,9 +493,9 @@ impl Engine {
                     });
                     match completed {
                         Some((tool, completed)) => {
-                            let output = self.config().artifacts.get(&completed.output).await?;
+                            let output = self.log.artifact(&completed.output).await?;
                             let text = tools::result_text(&tool, &completed, &output);
-                            convo.push_result(call, completed.call_id.clone(), text);
+                            convo.push_result(call, completed.call_id.clone(), text, !completed.ok);
                             pending.next = k + 1;
                         }
                         None => break,
@@ -532,18 +513,17 @@ impl Engine {
     /// platform will check.
     async fn task_message(
         &self,
-        state: &MissionState,
         place: &AgentPlace<'_>,
         run: &AgentRun<'_>,
     ) -> Result<String, EngineError> {
-        let template = place.template;
+        let template = &place.place.template;
         let mut text = String::new();
         if let Some(goal) = template.goal.as_deref().filter(|g| !g.trim().is_empty()) {
             text.push_str(&format!("Goal: {}\n", goal.trim()));
         }
         text.push_str(&format!("Your task: {}\n", run.task.trim()));
         if run.role != AgentRole::Planner {
-            if let Some(plan) = self.plan_of(state).await? {
+            if let Some(plan) = self.plan_of().await? {
                 text.push_str(&format!("\nThe plan:\n{}\n", plan.trim()));
             }
         }
@@ -571,7 +551,7 @@ impl Engine {
         if run.role == AgentRole::Reviewer {
             // The change as it stands: the worktree is what the timeline recorded last, so a
             // resumed reviewer is shown the same diff.
-            let diff = CurrentDiff::read(place.worktree)?;
+            let diff = CurrentDiff::read(&place.place.worktree)?;
             let patch = String::from_utf8_lossy(&diff.patch);
             let files: Vec<String> = diff
                 .files
@@ -591,11 +571,10 @@ impl Engine {
     }
 
     /// The newest plan: the summary of the last `finish` of a planner.
-    pub(crate) async fn plan_of(
-        &self,
-        state: &MissionState,
-    ) -> Result<Option<String>, EngineError> {
-        let Some(completed) = state
+    pub(crate) async fn plan_of(&self) -> Result<Option<String>, EngineError> {
+        let Some(completed) = self
+            .log
+            .state()
             .tool_calls
             .values()
             .filter(|c| c.requested.actor == "planner" && c.requested.tool == "finish")
@@ -605,65 +584,98 @@ impl Engine {
         else {
             return Ok(None);
         };
-        let bytes = self.config().artifacts.get(&completed.output).await?;
+        let bytes = self.log.artifact(&completed.output).await?;
         Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     }
 
-    /// Tool call `k` of answer `model_call`: budgets and breakers first, then the policy's
-    /// decision (recorded with the request), then the call itself.
+    /// Tool call `k` of answer `model_call`, governed (budget, breakers, arguments, policy),
+    /// then made.
     #[allow(clippy::too_many_arguments)]
     async fn agent_tool_call(
-        &self,
-        state: &mut MissionState,
+        &mut self,
         place: &AgentPlace<'_>,
         run: &AgentRun<'_>,
-        fs: &ConfinedFs,
         limits: &BreakerLimits,
         model_call: &str,
         k: usize,
         call: &ToolCall,
-    ) -> Result<ToolStep, EngineError> {
+    ) -> Result<ToolStep, Halt> {
+        self.take_waiting().await?;
         let role = run.role;
         let base = agent_tool_call_id(model_call, k, 1);
-        let invocation = ToolInvocation::parse(role, &call.name, &call.arguments);
-        // A call that waited for an approval, now granted, runs as requested if the worktree
-        // is still exactly what the approvers saw.
-        if let Ok(invocation) = &invocation {
-            if let Some((id, approved_diff)) = state.approved_waiting(state.attempts_of(&base)) {
-                if CurrentDiff::read(place.worktree)?.hash() == approved_diff {
-                    return self
-                        .execute_tool(state, place, run, fs, limits, &id, invocation)
-                        .await;
-                }
+        let parsed = ToolInvocation::parse(role, &call.name, &call.arguments);
+        let what = format!(
+            "{}: the agent's `{}` call {}",
+            run.label, call.name, call.arguments
+        );
+        let fs = &place.place.fs;
+        let confine = |path: &str, access: flightdeck_workspace::Access| match fs.check(path, access) {
+            Err(e) if e.is_confinement() => Confinement::Outside(e.to_string()),
+            Ok(normalized) => Confinement::Inside(normalized),
+            // Other problems (a missing file, say) are the tool's to report when it runs.
+            Err(_) => Confinement::Unchecked,
+        };
+        let proposed = match &parsed {
+            Err(message) => Proposed::Invalid { message },
+            Ok(ToolInvocation::Run { command }) => Proposed::Command { command },
+            Ok(ToolInvocation::WriteFile { path, content }) => Proposed::Write {
+                path,
+                confinement: confine(path, flightdeck_workspace::Access::Write),
+                preview: format!("write_file {path} ({} bytes):\n{content}", content.len()),
+            },
+            Ok(ToolInvocation::EditFile { path, old, new }) => Proposed::Write {
+                path,
+                confinement: confine(path, flightdeck_workspace::Access::Write),
+                preview: format!("edit_file {path}: replace\n{old}\nwith\n{new}"),
+            },
+            Ok(
+                ToolInvocation::ReadFile { path }
+                | ToolInvocation::ListFiles { path }
+                | ToolInvocation::Search { path, .. },
+            ) => Proposed::Read {
+                path,
+                confinement: confine(path, flightdeck_workspace::Access::Read),
+            },
+            // The mission's own record: nothing outside it can be named.
+            Ok(ToolInvocation::ReadOutput { .. }) => Proposed::Read {
+                path: "",
+                confinement: Confinement::Unchecked,
+            },
+            Ok(ToolInvocation::Finish { .. } | ToolInvocation::Review { .. }) => Proposed::End,
+        };
+        let governed = Call {
+            base: &base,
+            actor: Actor::Agent(role.as_str()),
+            tool: &call.name,
+            args: &call.arguments,
+            proposed,
+            what: &what,
+            step: run.step.map(|i| (i, StepKind::Agent)),
+            breakers: Some(limits),
+        };
+        let next = self.govern(place.place, &governed).await?;
+        match next {
+            Next::Done { call_id } => {
+                // Completed before a crash, while the conversation did not record it yet:
+                // its result goes to the model as it was recorded.
+                let state = self.log.state();
+                let Some(done) = state.tool_calls.get(&call_id).and_then(|c| c.completed.clone())
+                else {
+                    return Ok(ToolStep::Stopped);
+                };
+                let output = self.log.artifact(&done.output).await?;
+                let text = tools::result_text(&call.name, &done, &output);
+                Ok(ToolStep::Result(call_id, text, !done.ok))
             }
-        }
-        let id = state.next_attempt_id(&base);
-        // Ending the run is not work the budget needs to hold back.
-        let ends_run = matches!(call.name.as_str(), "finish" | "review");
-        let now = self.config().clock.now_ms();
-        if let Some(exceeded) = check_tool_call(state, &id, now).filter(|_| !ends_run) {
-            self.append(state, vec![EventKind::BudgetExceeded(exceeded)])
-                .await?;
-            return Ok(ToolStep::Stopped);
-        }
-        if let Some(tripped) = before_action(state, limits, &call.name, &call.arguments) {
-            self.append(state, vec![EventKind::BreakerTripped(tripped)])
-                .await?;
-            return Ok(ToolStep::Stopped);
-        }
-        let requested = EventKind::ToolRequested(ToolRequested {
-            call_id: id.clone(),
-            tool: call.name.clone(),
-            args: call.arguments.clone(),
-            actor: role.as_str().to_string(),
-        });
-        let invocation = match invocation {
-            Ok(invocation) => invocation,
-            Err(message) => {
+            Next::Reject {
+                call_id,
+                mut events,
+                message,
+            } => {
                 // Nothing runs: the model is told what was wrong with its call.
-                let output = self.put_artifact(message.as_bytes()).await?;
+                let output = self.log.put_artifact(message.as_bytes()).await?;
                 let completed = ToolCompleted {
-                    call_id: id.clone(),
+                    call_id: call_id.clone(),
                     ok: false,
                     exit_code: None,
                     output,
@@ -672,240 +684,105 @@ impl Engine {
                     tree: None,
                 };
                 let text = tools::result_text(&call.name, &completed, message.as_bytes());
-                self.append(state, vec![requested, EventKind::ToolCompleted(completed)])
-                    .await?;
-                let stopped = self.trip_after(state, limits).await?;
-                return Ok(if stopped {
+                events.push(EventKind::ToolCompleted(completed));
+                self.log.append(events).await?;
+                let stopped = self.trip_after(limits).await?;
+                Ok(if stopped {
                     ToolStep::Stopped
                 } else {
-                    ToolStep::Result(id, text)
-                });
+                    ToolStep::Result(call_id, text, true)
+                })
             }
-        };
-        let (decided, decision) = self.judge_tool(place, fs, &id, &invocation)?;
-        match decided.decision.as_str() {
-            "deny" => {
-                let what = format!(
-                    "{}: the agent's `{}` call {}",
-                    run.label, call.name, call.arguments
-                );
-                let error = denied_error(&what, &decided);
-                let mut events = vec![requested, EventKind::PolicyDecided(decided)];
-                events.extend(failure_events(run.step, error));
-                self.append(state, events).await?;
+            Next::Stop { events } | Next::Park { events, .. } => {
+                self.log.append(events).await?;
                 Ok(ToolStep::Stopped)
             }
-            "approve" => {
-                let Some(decision) = decision else {
-                    return Err(EngineError::Encode {
-                        what: "policy decision",
-                        message: "an approve decision without its rule".into(),
-                    });
+            Next::Wait | Next::NeedDiff => Ok(ToolStep::Stopped),
+            Next::Run { call_id, events } => {
+                let Ok(invocation) = parsed else {
+                    return Ok(ToolStep::Stopped);
                 };
-                let diff = CurrentDiff::read(place.worktree)?;
-                let mut decided = decided;
-                decided.diff_hash = Some(diff.hash());
-                // Approvers see what the call would do: the command, or the write itself.
-                let (gate, command, paths) = match &invocation {
-                    ToolInvocation::Run { command } => ("command", command.clone(), Vec::new()),
-                    ToolInvocation::WriteFile { path, content } => (
-                        "write",
-                        format!("write_file {path} ({} bytes):\n{content}", content.len()),
-                        vec![path.clone()],
-                    ),
-                    ToolInvocation::EditFile { path, old, new } => (
-                        "write",
-                        format!("edit_file {path}: replace\n{old}\nwith\n{new}"),
-                        vec![path.clone()],
-                    ),
-                    _ => ("tool", call.name.clone(), Vec::new()),
-                };
-                let command = Some(command.as_str());
-                let request = self
-                    .approval_request(
-                        state,
-                        place.gates,
-                        &place.template.title(),
-                        gate,
-                        &id,
-                        command,
-                        &decision,
-                        &diff,
-                        paths,
-                    )
-                    .await?;
-                let events = vec![
-                    requested,
-                    EventKind::PolicyDecided(decided),
-                    EventKind::ApprovalRequested(request),
-                ];
-                self.append(state, events).await?;
-                Ok(ToolStep::Stopped)
-            }
-            _ => {
-                self.append(state, vec![requested, EventKind::PolicyDecided(decided)])
-                    .await?;
-                self.execute_tool(state, place, run, fs, limits, &id, &invocation)
+                if !events.is_empty() {
+                    self.log.append(events).await?;
+                }
+                self.execute_tool(place, run, limits, &call_id, &invocation)
                     .await
             }
         }
     }
 
-    /// The policy's decision on a tool call, and the rule decision behind it when the policy
-    /// (not the workspace's confinement) decided. File paths are confined first: a path out
-    /// of the worktree or into `.git` is denied whatever the policy says.
-    fn judge_tool(
-        &self,
-        place: &AgentPlace<'_>,
-        fs: &ConfinedFs,
-        id: &str,
-        invocation: &ToolInvocation,
-    ) -> Result<(PolicyDecided, Option<Decision>), EngineError> {
-        let policy = &place.gates.policy;
-        let fixed = |action: &str, deny: Option<String>, path: &str| PolicyDecided {
-            subject: id.to_string(),
-            action: action.to_string(),
-            decision: if deny.is_some() { "deny" } else { "allow" }.to_string(),
-            tier: if deny.is_some() { "critical" } else { "low" }.to_string(),
-            rule_ids: if deny.is_some() {
-                vec!["workspace-confinement".to_string()]
-            } else {
-                Vec::new()
-            },
-            policy_hash: place.created.policy_hash.clone(),
-            explanation: deny.unwrap_or_else(|| match action {
-                "read" => "reading inside the worktree is always allowed".to_string(),
-                _ => "ending the step is always allowed".to_string(),
-            }),
-            approvals: 0,
-            approvers: Vec::new(),
-            triggered_by: if path.is_empty() {
-                Vec::new()
-            } else {
-                vec![path.to_string()]
-            },
-            diff_hash: None,
-        };
-        let confined =
-            |path: &str, access: flightdeck_workspace::Access| match fs.check(path, access) {
-                Err(e) if e.is_confinement() => Err(e.to_string()),
-                Ok(normalized) => Ok(Some(normalized)),
-                // Other problems (a missing file, say) are the tool's to report when it runs.
-                Err(_) => Ok(None),
-            };
-        Ok(match invocation {
-            ToolInvocation::Run { command } => {
-                let decision = policy.decide(&Action::Command { command });
-                (
-                    decided_event(id, &decision, "command", None)?,
-                    Some(decision),
-                )
-            }
-            ToolInvocation::WriteFile { path, .. } | ToolInvocation::EditFile { path, .. } => {
-                match confined(path, flightdeck_workspace::Access::Write) {
-                    Err(why) => (fixed("write", Some(why), path), None),
-                    Ok(normalized) => {
-                        let path = normalized.unwrap_or_else(|| path.clone());
-                        let decision = policy.decide(&Action::Write { path: &path });
-                        let decided = decided_event(id, &decision, "write", None)?;
-                        (
-                            decided,
-                            (decision.verdict != Verdict::Allow).then_some(decision),
-                        )
-                    }
-                }
-            }
-            ToolInvocation::ReadFile { path }
-            | ToolInvocation::ListFiles { path }
-            | ToolInvocation::Search { path, .. } => {
-                match confined(path, flightdeck_workspace::Access::Read) {
-                    Err(why) => (fixed("read", Some(why), path), None),
-                    Ok(_) => (fixed("read", None, path), None),
-                }
-            }
-            ToolInvocation::Finish { .. } | ToolInvocation::Review { .. } => {
-                (fixed("finish", None, ""), None)
-            }
-            // The mission's own record: nothing outside it can be named.
-            ToolInvocation::ReadOutput { .. } => (fixed("read", None, ""), None),
-        })
-    }
-
     /// Runs an allowed tool call and records its result (with the breakers' verdict).
-    #[allow(clippy::too_many_arguments)]
     async fn execute_tool(
-        &self,
-        state: &mut MissionState,
+        &mut self,
         place: &AgentPlace<'_>,
         run: &AgentRun<'_>,
-        fs: &ConfinedFs,
         limits: &BreakerLimits,
         id: &str,
         invocation: &ToolInvocation,
-    ) -> Result<ToolStep, EngineError> {
+    ) -> Result<ToolStep, Halt> {
+        let place_ = place.place;
         let started = Instant::now();
-        let tool = state
+        let tool = self
+            .log
+            .state()
             .tool_calls
             .get(id)
             .map(|c| c.requested.tool.clone())
             .unwrap_or_default();
-        let (mut ok, exit_code, mut output, timed_out) = match invocation {
+        let files = self.engine.cfg.ports.files.clone();
+        let (mut ok, exit_code, mut output, timed_out, duration_ms) = match invocation {
             ToolInvocation::Run { command } => {
                 let spec = CommandSpec {
                     command: command.clone(),
                     timeout: self.command_timeout(
-                        state,
-                        self.config()
+                        self.engine
+                            .cfg
                             .default_step_timeout
                             .min(AGENT_COMMAND_TIMEOUT),
                     ),
-                    env: vec![("FLIGHTDECK_MISSION".into(), state.id.clone())],
-                    network: place.template.workspace.network == Network::On,
+                    env: vec![("FLIGHTDECK_MISSION".into(), self.log.id().to_string())],
+                    network: place_.template.workspace.network == Network::On,
                 };
-                let Some(outcome) = self
-                    .exec_watching(state, place.workspace, id, &spec)
-                    .await?
-                else {
-                    return Ok(ToolStep::Stopped); // cancelled while it ran
-                };
+                let outcome = self.run_command(place_, id, &spec).await?;
                 (
                     outcome.success(),
                     outcome.exit_code,
-                    outcome.output.clone(),
+                    outcome.output,
                     outcome.timed_out,
+                    crate::ports::millis(outcome.duration),
                 )
             }
             ToolInvocation::ReadOutput { call_id, offset } => {
-                match state
+                let done = self
+                    .log
+                    .state()
                     .tool_calls
                     .get(call_id)
-                    .and_then(|c| c.completed.clone())
-                {
+                    .and_then(|c| c.completed.clone());
+                let (ok, text) = match done {
                     Some(done) => {
-                        let bytes = self.config().artifacts.get(&done.output).await?;
-                        let page = tools::output_page(call_id, &bytes, *offset);
-                        (true, None, page.into_bytes(), false)
+                        let bytes = self.log.artifact(&done.output).await?;
+                        (true, tools::output_page(call_id, &bytes, *offset))
                     }
-                    None => {
-                        let message = format!("no completed tool call `{call_id}` in this mission");
-                        (false, None, message.into_bytes(), false)
-                    }
-                }
+                    None => (
+                        false,
+                        format!("no completed tool call `{call_id}` in this mission"),
+                    ),
+                };
+                let duration = files.duration_ms(id, started.elapsed());
+                (ok, None, text.into_bytes(), false, duration)
             }
             other => {
-                let (ok, text) = match &self.config().replay {
-                    Some(replay) => replay.file_tool(id, fs, other, file_tool).await?,
-                    None => file_tool(fs, other),
-                };
-                (ok, None, text.into_bytes(), false)
+                let done = files.run(id, &place_.fs, &place_.worktree, other)?;
+                (done.ok, None, done.text.into_bytes(), false, done.duration_ms)
             }
         };
         // A secret a command printed (a key found on disk, say) is never shown to the model.
-        if let std::borrow::Cow::Owned(redacted) = self.config().secrets.redact(&output) {
+        if let std::borrow::Cow::Owned(redacted) = self.engine.cfg.secrets.redact(&output) {
             output = redacted;
         }
         let tree = if invocation.may_write() {
-            match place.worktree.snapshot() {
+            match place_.worktree.snapshot() {
                 Ok(tree) => Some(tree),
                 Err(e) => {
                     let error = MissionError {
@@ -917,32 +794,33 @@ impl Engine {
                     };
                     ok = false;
                     output.extend_from_slice(format!("\n{e}").as_bytes());
-                    let digest = self.put_artifact(&output).await?;
-                    let completed = ToolCompleted {
-                        call_id: id.to_string(),
-                        ok,
-                        exit_code,
-                        output: digest,
-                        duration_ms: self.call_duration_ms(id, started.elapsed()),
-                        timed_out,
-                        tree: None,
-                    };
-                    self.append(state, vec![EventKind::ToolCompleted(completed)])
-                        .await?;
-                    self.fail_run(state, run.step, error).await?;
+                    let digest = self.log.put_artifact(&output).await?;
+                    let completed = protocol::completed(
+                        id,
+                        protocol::Outcome {
+                            ok,
+                            exit_code,
+                            output: digest,
+                            duration_ms,
+                            timed_out,
+                            tree: None,
+                        },
+                    );
+                    self.log.append(vec![completed]).await?;
+                    self.fail_run(run.step, error).await?;
                     return Ok(ToolStep::Stopped);
                 }
             }
         } else {
             None
         };
-        let digest = self.put_artifact(&output).await?;
+        let digest = self.log.put_artifact(&output).await?;
         let completed = ToolCompleted {
             call_id: id.to_string(),
             ok,
             exit_code,
             output: digest,
-            duration_ms: self.call_duration_ms(id, started.elapsed()),
+            duration_ms,
             timed_out,
             tree,
         };
@@ -958,33 +836,30 @@ impl Engine {
         };
         if let Some(end) = end {
             // The caller records what the end means for the step (succeeded, another round).
-            self.append(state, events).await?;
+            self.log.append(events).await?;
             return Ok(ToolStep::Ended(end));
         }
         if invocation.may_write() {
-            self.append(state, events).await?;
+            self.log.append(events).await?;
         } else {
             // A read changes nothing, so its result is staged: stored with the next append
             // (the next call's request), one commit fewer per step. Lost in a crash, the read
             // counts as interrupted and runs again, which gives the same result.
-            self.stage(state, events).await?;
+            self.log.stage(events).await?;
         }
-        Ok(if self.trip_after(state, limits).await? {
+        Ok(if self.trip_after(limits).await? {
             ToolStep::Stopped
         } else {
-            ToolStep::Result(id.to_string(), text)
+            ToolStep::Result(id.to_string(), text, !ok)
         })
     }
 
     /// Records `breaker.tripped` when the state after a completed call trips a breaker.
-    async fn trip_after(
-        &self,
-        state: &mut MissionState,
-        limits: &BreakerLimits,
-    ) -> Result<bool, EngineError> {
-        match after_action(state, limits) {
+    async fn trip_after(&mut self, limits: &BreakerLimits) -> Result<bool, EngineError> {
+        match after_action(self.log.state(), limits) {
             Some(tripped) => {
-                self.append(state, vec![EventKind::BreakerTripped(tripped)])
+                self.log
+                    .append(vec![EventKind::BreakerTripped(tripped)])
                     .await?;
                 Ok(true)
             }
@@ -1001,9 +876,15 @@ impl Conversation {
         self.origins.push(origin);
     }
 
-    /// The result of tool call `id`, answering the model's `call`.
-    fn push_result(&mut self, call: &ToolCall, id: String, text: String) {
-        self.push(Message::tool_result(call.id.clone(), text), Some(id));
+    /// The result of tool call `id`, answering the model's `call` (marked as an error when
+    /// the call failed, for the providers that say so).
+    fn push_result(&mut self, call: &ToolCall, id: String, text: String, failed: bool) {
+        let message = if failed {
+            Message::tool_error(call.id.clone(), text)
+        } else {
+            Message::tool_result(call.id.clone(), text)
+        };
+        self.push(message, Some(id));
     }
 
     /// `estimate_input_tokens` of a request of this conversation, from the kept parts.
@@ -1111,95 +992,9 @@ fn push_answer(convo: &mut Conversation, model_call: String, response: ChatRespo
     convo.answers_without_tools
 }
 
-/// Runs a file tool; the text is what is recorded (and, cut, what the model sees).
-fn file_tool(fs: &ConfinedFs, invocation: &ToolInvocation) -> (bool, String) {
-    let result = match invocation {
-        ToolInvocation::ReadFile { path } => fs.read_file(path, MAX_READ).map(|read| {
-            let mut text = String::from_utf8_lossy(&read.bytes).into_owned();
-            if read.truncated {
-                text.push_str(&format!(
-                    "\n[… the file has {} bytes; only the first {} are shown]",
-                    read.size,
-                    read.bytes.len()
-                ));
-            }
-            text
-        }),
-        ToolInvocation::WriteFile { path, content } => fs.write_file(path, content).map(|w| {
-            let how = if w.created { "created" } else { "replaced" };
-            format!("{how} {} ({} bytes)", w.path, w.bytes)
-        }),
-        ToolInvocation::EditFile { path, old, new } => fs
-            .edit_file(path, old, new)
-            .map(|w| format!("edited {}", w.path)),
-        ToolInvocation::ListFiles { path } => fs.list_files(path, MAX_LISTED).map(|listing| {
-            let mut lines: Vec<String> = listing
-                .entries
-                .iter()
-                .map(|e| match e.kind {
-                    flightdeck_workspace::EntryKind::Dir => format!("{}/", e.path),
-                    flightdeck_workspace::EntryKind::Symlink => format!("{} (symlink)", e.path),
-                    flightdeck_workspace::EntryKind::File => e.path.clone(),
-                })
-                .collect();
-            if listing.truncated {
-                lines.push(format!(
-                    "[… more than {MAX_LISTED} entries; list a subdirectory]"
-                ));
-            }
-            lines.join("\n")
-        }),
-        ToolInvocation::Search { pattern, path } => {
-            fs.search(pattern, path, MAX_MATCHES).map(|found| {
-                let mut lines: Vec<String> = found
-                    .matches
-                    .iter()
-                    .map(|m| format!("{}:{}: {}", m.path, m.line, m.text))
-                    .collect();
-                if found.matches.is_empty() {
-                    lines.push(format!("no match in {} files", found.files_searched));
-                }
-                if found.truncated {
-                    lines.push(format!(
-                        "[… more than {MAX_MATCHES} matches; narrow the search]"
-                    ));
-                }
-                lines.join("\n")
-            })
-        }
-        ToolInvocation::Finish { summary } => Ok(summary.clone()),
-        ToolInvocation::Review { approve, comments } => {
-            let verdict = if *approve {
-                "approve"
-            } else {
-                "request_changes"
-            };
-            Ok(serde_json::json!({"verdict": verdict, "comments": comments}).to_string())
-        }
-        ToolInvocation::Run { .. } | ToolInvocation::ReadOutput { .. } => Ok(String::new()),
-    };
-    match result {
-        Ok(text) => (true, text),
-        Err(e) => (false, e.to_string()),
-    }
-}
-
 /// How a failed agent run ends: its step (if it has one) and the mission fail.
 fn failure_events(step: Option<usize>, error: MissionError) -> Vec<EventKind> {
-    let mut events = Vec::new();
-    if let Some(index) = step {
-        events.push(EventKind::StepFinished(StepFinished {
-            index,
-            kind: StepKind::Agent,
-            status: StepStatus::Failed,
-        }));
-    }
-    events.push(EventKind::MissionFinished(MissionFinished {
-        status: MissionStatus::Failed,
-        error: Some(error),
-        summary: None,
-    }));
-    events
+    protocol::failure_events(step.map(|i| (i, StepKind::Agent)), error)
 }
 
 /// What an agent is asked when its step names no task.

@@ -28,14 +28,14 @@ pub fn container_name(id: &str) -> String {
 
 /// A setup command: its lifecycle name (`postCreateCommand`, `postCreateCommand.deps` for
 /// one of an object's commands) and the shell line.
-pub(crate) struct SetupCommand {
+pub struct SetupCommand {
     pub name: String,
     pub line: String,
 }
 
 /// What to create for workspace `id`, named `name`: the definition is read from `root` (a
 /// checkout of the base commit), the container gets `worktree`.
-pub(crate) struct ContainerPlan {
+pub struct ContainerPlan {
     pub spec: ContainerSpec,
     pub setup: Vec<SetupCommand>,
     /// `image` or the tag of the build, for the timeline.
@@ -88,13 +88,13 @@ fn container_env_to_shell(value: &str) -> String {
 }
 
 /// A workspace whose commands run after a shell prelude.
-pub(crate) struct WithPrelude<W> {
-    pub inner: W,
+pub(crate) struct WithPrelude {
+    pub inner: std::sync::Arc<dyn Workspace>,
     pub prelude: String,
 }
 
 #[async_trait::async_trait]
-impl<W: Workspace> Workspace for WithPrelude<W> {
+impl Workspace for WithPrelude {
     fn root(&self) -> &Path {
         self.inner.root()
     }

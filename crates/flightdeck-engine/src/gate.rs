@@ -4,57 +4,26 @@
 
 use std::collections::BTreeMap;
 
-use flightdeck_core::event::{
-    ApprovalDecided, ApprovalExpired, ApprovalRequested, MissionCreated, MissionError,
-    MissionFinished, PolicyDecided, StepStatus,
-};
-use flightdeck_core::ids::{approval_id, mission_of_approval};
-use flightdeck_core::state::{ApprovalProgress, ApprovalStatus};
-use flightdeck_core::{Digest, EventKind, MissionState, MissionStatus};
+use flightdeck_core::event::{ApprovalRequested, MissionCreated, StepStatus};
+use flightdeck_core::ids::approval_id;
+use flightdeck_core::views::BudgetView;
+use flightdeck_core::{Digest, MissionState};
 use flightdeck_policy::{
-    canonical_identity, check_approver, eligible_approvers, ApprovalContext, ApprovalRequirement,
-    ChangeStatus, ChangedFile, Codeowners, Decision, Policy, Teams,
+    eligible_approvers, ApprovalRequirement, ChangeStatus, ChangedFile, Codeowners, Decision,
+    Policy,
 };
 use flightdeck_workspace::{DiffFile, Worktree};
 use serde_json::{json, Value};
 
-use crate::mission::Engine;
-use crate::EngineError;
-
-/// Where a decision on an approval came from (`approval.decided.channel`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Channel {
-    Cli,
-    Web,
-    Slack,
-    Github,
-}
-
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Cli => "cli",
-            Channel::Web => "web",
-            Channel::Slack => "slack",
-            Channel::Github => "github",
-        }
-    }
-}
-
-/// Someone's decision on an approval, as a channel delivers it.
-#[derive(Debug, Clone, Copy)]
-pub struct Vote<'a> {
-    pub approval_id: &'a str,
-    pub by: &'a str,
-    pub approve: bool,
-    pub comment: Option<&'a str>,
-    pub channel: Channel,
-}
+use crate::log::put_artifact;
+use crate::program::Place;
+use crate::protocol::ApprovalAsk;
+use crate::{Engine, EngineError};
 
 /// The pinned policy and CODEOWNERS of a mission, parsed once per drive.
-pub(crate) struct Gates {
-    pub(crate) policy: Policy,
-    pub(crate) codeowners: Option<Codeowners>,
+pub struct Gates {
+    pub policy: Policy,
+    pub codeowners: Option<Codeowners>,
 }
 
 /// The worktree's changes against the base at one moment.
@@ -97,51 +66,6 @@ pub(crate) fn changed_file(file: &DiffFile) -> ChangedFile {
     }
 }
 
-/// The `policy.decided` event of a decision.
-pub(crate) fn decided_event(
-    subject: &str,
-    decision: &Decision,
-    action: &str,
-    diff_hash: Option<String>,
-) -> Result<PolicyDecided, EngineError> {
-    let policy_hash = decision
-        .policy_hash
-        .parse::<Digest>()
-        .map_err(|e| EngineError::Encode {
-            what: "policy hash",
-            message: e.to_string(),
-        })?;
-    Ok(PolicyDecided {
-        subject: subject.to_string(),
-        action: action.to_string(),
-        decision: decision.verdict.as_str().to_string(),
-        tier: decision.tier.as_str().to_string(),
-        rule_ids: decision.rule_ids.clone(),
-        policy_hash,
-        explanation: decision.explanation.clone(),
-        approvals: decision.approvals,
-        approvers: decision.approvers.clone(),
-        triggered_by: decision.triggered_by.clone(),
-        diff_hash,
-    })
-}
-
-/// How a mission that a policy denied ends.
-pub(crate) fn denied_error(what: &str, decided: &PolicyDecided) -> MissionError {
-    let rules = if decided.rule_ids.is_empty() {
-        "the policy's default".to_string()
-    } else {
-        format!("rule {}", decided.rule_ids.join(", "))
-    };
-    MissionError {
-        kind: "policy_denied".into(),
-        message: format!(
-            "{what} was denied by {rules} ({} tier): {}",
-            decided.tier, decided.explanation
-        ),
-    }
-}
-
 /// Top-level areas a set of paths touches (`(root)` for files at the top).
 fn areas(paths: &[&str]) -> Vec<String> {
     let mut areas: Vec<String> = paths
@@ -162,7 +86,7 @@ impl Engine {
     pub(crate) async fn gates_of(&self, created: &MissionCreated) -> Result<Gates, EngineError> {
         let policy = match &created.policy_source {
             Some(digest) => {
-                let bytes = self.config().artifacts.get(digest).await?;
+                let bytes = self.cfg.artifacts.get(digest).await?;
                 let text = String::from_utf8_lossy(&bytes);
                 Policy::parse(&text, ".flightdeck/policy.toml (as pinned by the mission)")?
             }
@@ -170,7 +94,7 @@ impl Engine {
         };
         let codeowners = match &created.codeowners {
             Some(digest) => {
-                let bytes = self.config().artifacts.get(digest).await?;
+                let bytes = self.cfg.artifacts.get(digest).await?;
                 Some(Codeowners::parse(&String::from_utf8_lossy(&bytes)))
             }
             None => None,
@@ -178,22 +102,30 @@ impl Engine {
         Ok(Gates { policy, codeowners })
     }
 
-    /// Builds the `approval.requested` of a gate, storing its diff and context bundle.
-    #[allow(clippy::too_many_arguments)]
+    /// The gates of a mission as its state stands.
+    pub(crate) async fn gates_of_state(&self, state: &MissionState) -> Result<Gates, EngineError> {
+        let created = state
+            .created
+            .as_ref()
+            .ok_or_else(|| EngineError::UnknownMission(state.id.clone()))?;
+        self.gates_of(created).await
+    }
+
+    /// Builds the `approval.requested` of a parked call, storing its diff and context
+    /// bundle. Who is eligible is resolved to people now and pinned with the request: the
+    /// teams' members and the code owners of the triggering paths, as handles.
     pub(crate) async fn approval_request(
         &self,
         state: &MissionState,
-        gates: &Gates,
-        title: &str,
-        gate: &str,
-        subject: &str,
-        command: Option<&str>,
-        decision: &Decision,
+        place: &Place,
+        ask: &ApprovalAsk,
         diff: &CurrentDiff,
-        changed_paths: Vec<String>,
     ) -> Result<ApprovalRequested, EngineError> {
+        let gates = &place.gates;
+        let decision = &ask.decision;
         let id = approval_id(&state.id, state.approvals.len() + 1);
         let changed: Vec<ChangedFile> = diff.changed_files();
+        let changed_paths = ask.paths.clone();
         let requirement = ApprovalRequirement {
             approvers: decision.approvers.clone(),
             changed_paths: changed_paths.clone(),
@@ -202,12 +134,12 @@ impl Engine {
         // The members of the teams that may approve, as configured now: pinned, so who
         // counted as a member is on record and cannot be widened later.
         let teams: BTreeMap<String, Vec<String>> = self
-            .config()
+            .cfg
             .teams
             .0
             .iter()
             .filter(|(team, _)| eligible.iter().any(|e| e.eq_ignore_ascii_case(team)))
-            .map(|(team, members)| (team.clone(), members.clone()))
+            .map(|(team, members)| (team.clone(), self.cfg.people.handles(members)))
             .collect();
         let code_owners: BTreeMap<String, Vec<String>> = match &gates.codeowners {
             Some(codeowners) if decision.approvers.iter().any(|a| a == "codeowners") => {
@@ -215,22 +147,22 @@ impl Engine {
                     .iter()
                     .filter_map(|path| {
                         let owners = codeowners.owners_of(path);
-                        (!owners.is_empty()).then(|| (path.clone(), owners.to_vec()))
+                        (!owners.is_empty()).then(|| (path.clone(), self.cfg.people.handles(owners)))
                     })
                     .collect()
             }
             _ => BTreeMap::new(),
         };
         let required = decision.approvals.max(1);
-        let diff_digest = self.put_artifact(&diff.patch).await?;
+        let diff_digest = put_artifact(&self.sink(), &diff.patch).await?;
         let bundle = bundle_json(BundleInput {
             state,
             gates,
-            title,
+            title: &place.template.title(),
             approval_id: &id,
-            gate,
-            subject,
-            command,
+            gate: ask.gate,
+            subject: &ask.subject,
+            command: ask.command.as_deref(),
             decision,
             required,
             eligible: &eligible,
@@ -241,16 +173,16 @@ impl Engine {
             what: "approval bundle",
             message: e.to_string(),
         })?;
-        let bundle = self.put_artifact(&bundle).await?;
+        let bundle = put_artifact(&self.sink(), &bundle).await?;
         Ok(ApprovalRequested {
             approval_id: id,
-            gate: gate.to_string(),
+            gate: ask.gate.to_string(),
             required,
             eligible,
             diff_hash: diff_digest.to_string(),
             bundle,
-            subject: subject.to_string(),
-            command: command.map(str::to_string),
+            subject: ask.subject.clone(),
+            command: ask.command.clone(),
             tier: decision.tier.as_str().to_string(),
             rule_ids: decision.rule_ids.clone(),
             approvers: decision.approvers.clone(),
@@ -259,148 +191,6 @@ impl Engine {
             teams,
             code_owners,
         })
-    }
-
-    /// Records a person's approve or deny. Refused (nothing recorded) when the approval is
-    /// unknown or no longer pending, or the identity may not decide it. A deny fails the
-    /// mission at once.
-    pub async fn decide_approval(&self, vote: Vote<'_>) -> Result<MissionState, EngineError> {
-        let approval_id = vote.approval_id.trim();
-        let unknown = || EngineError::UnknownApproval(approval_id.to_string());
-        let mission = mission_of_approval(approval_id).ok_or_else(unknown)?;
-        // Another writer may append between our read and our write (a second approver,
-        // say): read again and re-check, a few times.
-        for _ in 0..5 {
-            let mut state = match self.load(mission.as_str()).await {
-                Err(EngineError::UnknownMission(_)) => return Err(unknown()),
-                other => other?,
-            };
-            self.expire_due_in(&mut state).await?;
-            let approval = state
-                .approvals
-                .get(approval_id)
-                .cloned()
-                .ok_or_else(unknown)?;
-            if approval.status != ApprovalStatus::Pending {
-                return Err(EngineError::ApprovalClosed {
-                    id: approval_id.to_string(),
-                    status: approval.status.to_string(),
-                    mission: state.id.clone(),
-                });
-            }
-            let created = state.created.clone().ok_or_else(unknown)?;
-            let gates = self.gates_of(&created).await?;
-            let requirement = ApprovalRequirement {
-                approvers: approval.request.approvers.clone(),
-                changed_paths: approval.request.changed_paths.clone(),
-            };
-            let already: Vec<String> = approval
-                .decided_by()
-                .into_iter()
-                .map(str::to_string)
-                .collect();
-            let teams = Teams::new(approval.request.teams.clone());
-            let ctx = ApprovalContext {
-                requester: &created.requested_by,
-                allow_self_approval: gates.policy.allow_self_approval(),
-                codeowners: gates.codeowners.as_ref(),
-                teams: &teams,
-                already_approved_by: &already,
-            };
-            check_approver(vote.by, &requirement, &ctx).map_err(|refusal| {
-                EngineError::ApprovalRefused {
-                    id: approval_id.to_string(),
-                    by: vote.by.to_string(),
-                    reason: refusal.to_string(),
-                }
-            })?;
-            let decision = if vote.approve { "approve" } else { "deny" };
-            let by = canonical_identity(vote.by);
-            let mut events = vec![EventKind::ApprovalDecided(ApprovalDecided {
-                approval_id: approval_id.to_string(),
-                by: by.clone(),
-                decision: decision.to_string(),
-                channel: vote.channel.as_str().to_string(),
-                comment: vote.comment.map(str::to_string),
-                policy_hash: created.policy_hash.clone(),
-                diff_hash: approval.request.diff_hash.clone(),
-            })];
-            if !vote.approve {
-                let comment = vote
-                    .comment
-                    .filter(|c| !c.trim().is_empty())
-                    .map(|c| format!(": {}", c.trim()))
-                    .unwrap_or_default();
-                events.push(EventKind::MissionFinished(MissionFinished {
-                    status: MissionStatus::Failed,
-                    error: Some(MissionError {
-                        kind: "approval_denied".into(),
-                        message: format!(
-                            "{} ({} gate) was denied by {}{comment}",
-                            approval_id, approval.request.gate, by
-                        ),
-                    }),
-                    summary: None,
-                }));
-            }
-            match self.append(&mut state, events).await {
-                Ok(_) => return Ok(state),
-                Err(EngineError::Raced { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(EngineError::Raced {
-            id: mission.to_string(),
-        })
-    }
-
-    /// Loads a mission and records the expiry of every pending approval whose time ran
-    /// out (a deny: the mission fails).
-    pub async fn expire_due(&self, id: &str) -> Result<MissionState, EngineError> {
-        let mut state = self.load(id).await?;
-        self.expire_due_in(&mut state).await?;
-        Ok(state)
-    }
-
-    /// Records due expiries on `state`; true when something expired.
-    pub(crate) async fn expire_due_in(
-        &self,
-        state: &mut MissionState,
-    ) -> Result<bool, EngineError> {
-        if state.status.is_terminal() {
-            return Ok(false);
-        }
-        let now = self.config().clock.now_ms();
-        let due: Vec<ApprovalProgress> = state.due_expiries(now).into_iter().cloned().collect();
-        if due.is_empty() {
-            return Ok(false);
-        }
-        let mut events: Vec<EventKind> = Vec::new();
-        let mut named = Vec::new();
-        for approval in &due {
-            let secs = approval.request.expires_after_seconds.unwrap_or(0);
-            events.push(EventKind::ApprovalExpired(ApprovalExpired {
-                approval_id: approval.request.approval_id.clone(),
-                expires_after_seconds: secs,
-            }));
-            named.push(format!(
-                "{} ({} gate, {} of {} approvals) was not granted within {secs} s",
-                approval.request.approval_id,
-                approval.request.gate,
-                approval.approved_by().len(),
-                approval.request.required
-            ));
-        }
-        events.push(EventKind::MissionFinished(MissionFinished {
-            status: MissionStatus::Failed,
-            error: Some(MissionError {
-                kind: "approval_expired".into(),
-                message: format!("{}; an expired approval counts as a deny", named.join("; ")),
-            }),
-            summary: None,
-        }));
-        self.append(state, events).await?;
-        Ok(true)
     }
 }
 
@@ -482,7 +272,6 @@ fn bundle_json(input: BundleInput<'_>) -> Value {
             })
         })
         .collect();
-    let summary = state.summary();
     json!({
         "approval_id": approval_id,
         "mission": state.id,
@@ -513,26 +302,21 @@ fn bundle_json(input: BundleInput<'_>) -> Value {
         "files_by_class": by_class,
         "areas": areas(&paths),
         "steps": steps,
-        "budget": budget_with_remaining(summary.get("budget")),
+        "budget": budget_with_remaining(&BudgetView::of(state, state.last_at_ms)),
         "timeline_command": format!("flightdeck timeline {}", state.id),
         "diff_command": format!("flightdeck artifact {diff_digest}"),
     })
 }
 
-/// The summary's budget with `remaining` (limit − used) beside each set limit.
-fn budget_with_remaining(budget: Option<&Value>) -> Value {
-    let Some(Value::Object(dimensions)) = budget else {
-        return Value::Null;
-    };
+/// The budget with `remaining` (limit − used) beside each set limit.
+fn budget_with_remaining(budget: &BudgetView) -> Value {
     let mut out = serde_json::Map::new();
-    for (name, dimension) in dimensions {
-        let mut dimension = dimension.clone();
-        let used = dimension.get("used").and_then(Value::as_f64);
-        let limit = dimension.get("limit").and_then(Value::as_f64);
-        if let (Some(object), Some(used), Some(limit)) = (dimension.as_object_mut(), used, limit) {
-            object.insert("remaining".into(), json!((limit - used).max(0.0)));
+    for (dimension, entry) in budget.dimensions() {
+        let mut value = json!({"used": entry.used, "limit": entry.limit});
+        if let (Some(object), Some(remaining)) = (value.as_object_mut(), entry.remaining()) {
+            object.insert("remaining".into(), json!(remaining));
         }
-        out.insert(name.clone(), dimension);
+        out.insert(dimension.as_str().to_string(), value);
     }
     Value::Object(out)
 }
@@ -541,14 +325,19 @@ fn budget_with_remaining(budget: Option<&Value>) -> Value {
 mod tests {
     #[test]
     fn the_bundle_budget_says_what_remains_where_a_limit_is_set() {
-        let budget = json!({
-            "usd": {"used": 0.5, "limit": 2.0},
-            "tokens": {"used": 10, "limit": null},
-        });
-        let out = budget_with_remaining(Some(&budget));
+        use flightdeck_core::views::{Amount, BudgetDimension};
+        let dimension = |used, limit| BudgetDimension { used, limit };
+        let budget = BudgetView {
+            usd: dimension(Amount::Usd(0.5), Some(2.0)),
+            tokens: dimension(Amount::Count(10), None),
+            tool_calls: dimension(Amount::Count(0), None),
+            model_calls: dimension(Amount::Count(0), None),
+            wall_seconds: dimension(Amount::Count(0), None),
+        };
+        let out = budget_with_remaining(&budget);
         assert_eq!(out["usd"]["remaining"], 1.5);
+        assert_eq!(out["usd"]["used"], 0.5);
         assert!(out["tokens"].get("remaining").is_none());
-        assert!(budget_with_remaining(None).is_null());
     }
 
     use super::*;

@@ -11,18 +11,25 @@
 
 mod acceptance;
 mod agent;
-mod budget;
-mod container;
-mod gate;
-mod mission;
+pub mod container;
+mod driver;
+mod engine;
+pub mod gate;
+pub mod inputs;
+mod log;
 mod model_call;
 mod models;
+pub mod people;
 mod pr;
+mod program;
+pub mod ports;
+pub mod protocol;
 mod redact;
 mod replay;
 mod request_record;
-mod tools;
+pub mod tools;
 mod worker;
+pub mod workspaces;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,13 +43,21 @@ use flightdeck_store::{ArtifactError, ArtifactStore, EventStore, StoreError};
 use flightdeck_workspace::{GitError, WorkspaceError};
 
 pub use container::{container_name, INSTALLATION_LABEL, MISSION_LABEL};
-pub use gate::{Channel, Vote};
-pub use mission::{CreateMission, Engine, ForkMission, Provisioned, RepoFile};
+pub use driver::Applied;
+pub use engine::{CreateMission, Engine, ForkMission, RepoFile};
+pub use log::load;
+pub use inputs::{Channel, Foreign, Refusal, Vote};
 pub use models::{ModelSettings, ProviderKind, ProviderSettings};
+pub use people::{Directory, Resolved};
+pub use ports::Ports;
 pub use pr::{render_pr_description, PrContext};
 pub use redact::{Secrets, MIN_SECRET_LEN};
-pub use replay::{normalize_output, Replay, ReplayMode, ReplayReport};
+pub use replay::{normalize_output, ReplayMode, ReplayReport};
 pub use worker::WorkerId;
+pub use workspaces::{
+    ContainerRuntime, DockerContainers, LiveWorkspaces, Provisioned, WorkspaceConfig,
+    WorkspaceProvider,
+};
 
 /// Where time comes from. The engine reads it only to stamp events.
 pub trait Clock: Send + Sync {
@@ -74,8 +89,8 @@ pub trait Observer: Send + Sync {
 pub struct Silent;
 impl Observer for Silent {}
 
-/// What the engine is given.
-#[derive(Clone)]
+/// What the engine is given: where timelines go, the installation's settings, and the
+/// ports every effect goes through (live ones, or a replay's).
 pub struct EngineConfig {
     pub store: Arc<dyn EventStore>,
     pub artifacts: Arc<dyn ArtifactStore>,
@@ -89,16 +104,112 @@ pub struct EngineConfig {
     pub worker: WorkerId,
     /// Team membership for approvals (`[teams]` of the installation config).
     pub teams: flightdeck_policy::Teams,
+    /// The installation's people: every identity is resolved to one before a decision.
+    pub people: Directory,
     /// Providers, prices and waiting limits for model calls.
     pub models: ModelSettings,
     /// How the engine waits between retries of a model call (injected so tests need not).
     pub sleeper: Arc<dyn flightdeck_models::Sleeper>,
-    /// Values that never reach an event, an artifact or a model (API keys).
+    /// Values that never reach an event, an artifact or a model (API keys, `[secrets]`).
     pub secrets: Secrets,
-    /// Set only in the engine a replay drives (`Engine::replay` makes it).
-    pub replay: Option<Arc<Replay>>,
     /// The installation's `[secrets]` and what the sandbox must hide.
     pub workspace: WorkspaceSettings,
+    /// Every effect's port.
+    pub ports: Ports,
+    /// Whether the store keeps the summary projection (a replay's does not).
+    pub projection: bool,
+    /// Set (to the reason) when the process is shutting down: drivers stop cleanly.
+    pub shutdown: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl Clone for EngineConfig {
+    fn clone(&self) -> EngineConfig {
+        EngineConfig {
+            store: self.store.clone(),
+            artifacts: self.artifacts.clone(),
+            clock: self.clock.clone(),
+            observer: self.observer.clone(),
+            workspaces_dir: self.workspaces_dir.clone(),
+            default_step_timeout: self.default_step_timeout,
+            worker: self.worker.clone(),
+            teams: self.teams.clone(),
+            people: self.people.clone(),
+            models: self.models.clone(),
+            sleeper: self.sleeper.clone(),
+            secrets: self.secrets.clone(),
+            workspace: self.workspace.clone(),
+            ports: self.ports.clone(),
+            projection: self.projection,
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+/// What an engine over the live ports is made from (the application layer composes one
+/// from the installation; benches and tests from their own parts).
+pub struct LiveParts {
+    pub store: Arc<dyn EventStore>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    /// The data directory: workspaces and caches under it, and hidden from every sandbox.
+    pub data_dir: PathBuf,
+    pub observer: Arc<dyn Observer>,
+    pub models: ModelSettings,
+    pub secrets: Secrets,
+    pub workspace: WorkspaceSettings,
+    pub teams: flightdeck_policy::Teams,
+    pub people: Directory,
+    pub shutdown: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+/// Timeout of a `run` step that sets none.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl EngineConfig {
+    /// The engine's configuration with the live ports: commands, files and commits for real,
+    /// secrets from the installation, workspaces under the data directory (local sandbox or
+    /// the Docker Engine API), the system clock.
+    pub fn live(parts: LiveParts) -> EngineConfig {
+        let workspaces_dir = parts.data_dir.join("workspaces");
+        let ports = Ports::live(
+            &parts.workspace,
+            Arc::new(LiveWorkspaces {
+                config: WorkspaceConfig {
+                    workspaces_dir: workspaces_dir.clone(),
+                    data_dir: parts.data_dir.clone(),
+                    hidden_files: parts.workspace.hidden_files.clone(),
+                    setup_timeout: DEFAULT_STEP_TIMEOUT,
+                    container_prefix: "flightdeck-".to_string(),
+                },
+                secrets: Arc::new(ports::ConfiguredSecrets(parts.workspace.clone())),
+                redact: parts.secrets.clone(),
+                containers: Arc::new(DockerContainers),
+            }),
+        );
+        EngineConfig {
+            store: parts.store,
+            artifacts: parts.artifacts,
+            clock: Arc::new(SystemClock),
+            observer: parts.observer,
+            workspaces_dir,
+            default_step_timeout: DEFAULT_STEP_TIMEOUT,
+            worker: WorkerId::current(),
+            teams: parts.teams,
+            people: parts.people,
+            models: parts.models,
+            sleeper: Arc::new(flightdeck_models::TokioSleeper),
+            secrets: parts.secrets,
+            workspace: parts.workspace,
+            ports,
+            projection: true,
+            shutdown: parts.shutdown,
+        }
+    }
+}
+
+/// A shutdown signal that never fires (tools and tests that do not stop on signals): its
+/// sender is gone, so it never changes.
+pub fn no_shutdown() -> tokio::sync::watch::Receiver<Option<String>> {
+    tokio::sync::watch::channel(None).1
 }
 
 /// What workspaces are given by the installation.
@@ -151,8 +262,10 @@ pub enum EngineError {
     Busy { id: String, owner: String },
     #[error("mission {id} was changed by someone else while this process drove it")]
     Raced { id: String },
-    #[error("mission {id} was cancelled while this process drove it")]
-    Cancelled { id: String },
+    #[error("mission {id} was stopped: {reason}")]
+    Interrupted { id: String, reason: String },
+    #[error("{0}")]
+    Refused(String),
     #[error("mission {id}'s timeline is inconsistent: {source}")]
     Corrupt {
         id: String,

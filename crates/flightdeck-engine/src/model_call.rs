@@ -1,22 +1,28 @@
-//! One model call of an agent, recorded as it happens: the budget is checked against each
-//! attempt's worst case before it is made (`budget.exceeded` instead of the call when it
-//! does not fit), then `model.requested` (the request record, see `request_record`, and the
-//! digest of the bytes sent), and `model.responded`,
-//! `model.failed` or `model.fallback` as the router reports them.
+//! One model call, governed like every other call: the router (retries, fallback) runs as
+//! the effect, and reports each step to the driver, which decides and records it. Before
+//! each attempt the driver checks the attempt's worst case against the budget
+//! ([`crate::protocol::govern_model_attempt`]: `budget.exceeded` instead of the attempt when
+//! it does not fit), then records `model.requested` (the request record, see
+//! `request_record`, and the digest of the bytes sent); `model.responded`, `model.failed`
+//! and `model.fallback` as the router reports them. The router never sees the mission's
+//! state; the driver never waits on the provider except through its input channel, so a
+//! cancel or a budget raise during a long call is taken in at once.
 
 use async_trait::async_trait;
-use flightdeck_core::budget::{after_model_failure, check_model_call, BreakerLimits};
+use flightdeck_core::budget::{after_model_failure, BreakerLimits};
 use flightdeck_core::event::{
     ModelFailed, ModelFallback, ModelRequested, ModelResponded, Reservation,
 };
-use flightdeck_core::{EventKind, MissionState};
+use flightdeck_core::{Digest, EventKind};
 use flightdeck_models::{
-    ChatRequest, ChatResponse, RouteAbort, RouteError, RouteEvent, RouteObserver, Usage,
+    ChatRequest, ChatResponse, RouteAbort, RouteError, RouteEvent, RouteObserver, Router, Usage,
 };
+use tokio::sync::{mpsc, oneshot};
 
+use crate::driver::{Driver, Input, Running, Stop};
 use crate::models::Callable;
 use crate::request_record::{self, RecordedRequest};
-use crate::{Engine, EngineError};
+use crate::EngineError;
 
 /// How a model call ended.
 pub(crate) enum ModelOutcome {
@@ -28,10 +34,62 @@ pub(crate) enum ModelOutcome {
     Failed(RouteError),
 }
 
-/// Turns the router's reports into events.
-struct Recorder<'a> {
-    engine: &'a Engine,
-    state: &'a mut MissionState,
+/// What a running model call tells its driver.
+pub(crate) struct Report {
+    pub(crate) call_id: String,
+    pub(crate) role: String,
+    pub(crate) limits: BreakerLimits,
+    pub(crate) step: ReportStep,
+}
+
+pub(crate) enum ReportStep {
+    /// About to send attempt `number` to `model`.
+    Attempt {
+        number: usize,
+        provider: String,
+        model: String,
+        /// The request record's bytes (see `request_record`).
+        record: Vec<u8>,
+        /// The digest of the bytes sent, for providers that send any.
+        wire: Option<Digest>,
+        reserved: Reservation,
+    },
+    /// The attempt was answered (and passed the pin check).
+    Responded {
+        model_served: String,
+        usage: Usage,
+        cost_usd: f64,
+        /// The provider's answer as received.
+        raw: Vec<u8>,
+        /// The answer in the neutral format (what a rebuilt conversation reads).
+        neutral: Vec<u8>,
+    },
+    Failed {
+        error: String,
+        retryable: bool,
+        model: String,
+        attempt: usize,
+        kind: String,
+        raw: Option<Vec<u8>>,
+    },
+    Fallback {
+        from: String,
+        to: String,
+        reason: String,
+    },
+}
+
+/// The driver's answer to a report.
+pub(crate) enum Verdict {
+    /// Go on; for an attempt, the digest its request record was stored under.
+    Go(Option<Digest>),
+    /// Stop the route (the reason is recorded).
+    Abort(String),
+}
+
+/// The router's observer: turns each step into a report and waits for the driver's verdict.
+struct Reporter<'a> {
+    sender: mpsc::UnboundedSender<Input>,
     callables: &'a [Callable],
     call_id: &'a str,
     role: &'a str,
@@ -40,28 +98,26 @@ struct Recorder<'a> {
     after: Option<&'a RecordedRequest>,
     /// The record of the latest attempt's request.
     latest: Option<RecordedRequest>,
-    /// An error of the store while recording: the route is stopped and this is returned.
-    error: Option<EngineError>,
+    secrets: &'a crate::Secrets,
 }
 
-impl Recorder<'_> {
-    async fn record(&mut self, kinds: Vec<EventKind>) -> Result<(), RouteAbort> {
-        let result = self.engine.append(self.state, kinds).await;
-        self.keep_error(result).map(|_| ())
-    }
-
-    async fn artifact(&mut self, bytes: &[u8]) -> Result<flightdeck_core::Digest, RouteAbort> {
-        let result = self.engine.put_artifact(bytes).await;
-        self.keep_error(result)
-    }
-
-    /// An engine error stops the route; the error itself is kept for the caller.
-    fn keep_error<T>(&mut self, result: Result<T, EngineError>) -> Result<T, RouteAbort> {
-        result.map_err(|e| {
-            let reason = RouteAbort(e.to_string());
-            self.error = Some(e);
-            reason
-        })
+impl Reporter<'_> {
+    async fn report(&mut self, step: ReportStep) -> Result<Option<Digest>, RouteAbort> {
+        let (reply, verdict) = oneshot::channel();
+        let report = Report {
+            call_id: self.call_id.to_string(),
+            role: self.role.to_string(),
+            limits: self.limits,
+            step,
+        };
+        self.sender
+            .send(Input::Model(report, reply))
+            .map_err(|_| RouteAbort("the mission's driver stopped".into()))?;
+        match verdict.await {
+            Ok(Verdict::Go(digest)) => Ok(digest),
+            Ok(Verdict::Abort(reason)) => Err(RouteAbort(reason)),
+            Err(_) => Err(RouteAbort("the mission's driver stopped".into())),
+        }
     }
 
     fn pricing(&self, target: usize) -> Option<&flightdeck_models::Pricing> {
@@ -70,9 +126,9 @@ impl Recorder<'_> {
 }
 
 #[async_trait]
-impl RouteObserver for Recorder<'_> {
+impl RouteObserver for Reporter<'_> {
     async fn on_event(&mut self, event: RouteEvent<'_>) -> Result<(), RouteAbort> {
-        match event {
+        let step = match event {
             RouteEvent::Attempt {
                 number,
                 target,
@@ -101,155 +157,240 @@ impl RouteObserver for Recorder<'_> {
                         })
                     }),
                 };
-                let now = self.engine.config().clock.now_ms();
-                if let Some(exceeded) = check_model_call(self.state, self.call_id, &reserved, now) {
-                    self.record(vec![EventKind::BudgetExceeded(exceeded)])
-                        .await?;
-                    return Err(RouteAbort("budget exceeded".into()));
-                }
-                let record = request_record::encode(request, self.after);
-                let record = self.keep_error(record)?;
-                let digest = self.artifact(&record).await?;
-                self.latest = Some(RecordedRequest {
-                    digest: digest.clone(),
-                    messages: request.messages.len(),
-                });
+                let record = request_record::encode(request, self.after)
+                    .map_err(|e| RouteAbort(e.to_string()))?;
                 // The bytes sent (by providers that send any) are pinned by their digest
                 // only: storing them would store the whole conversation again.
                 let wire = (!request_body.is_empty())
-                    .then(|| flightdeck_core::Digest::of(&self.engine.redact(request_body)));
-                let requested = ModelRequested {
-                    call_id: self.call_id.to_string(),
+                    .then(|| Digest::of(&self.secrets.redact(request_body)));
+                let messages = request.messages.len();
+                let step = ReportStep::Attempt {
+                    number,
                     provider: model.provider().to_string(),
                     model: model.model_id().to_string(),
-                    role: self.role.to_string(),
-                    request: digest,
+                    record,
                     wire,
-                    attempt: u32::try_from(number).unwrap_or(u32::MAX),
-                    reserved: Some(reserved),
+                    reserved,
                 };
-                self.record(vec![EventKind::ModelRequested(requested)])
-                    .await
+                let digest = self.report(step).await?;
+                if let Some(digest) = digest {
+                    self.latest = Some(RecordedRequest { digest, messages });
+                }
+                return Ok(());
             }
             RouteEvent::Responded { record } => {
                 let Some(exchange) = &record.exchange else {
                     return Ok(());
                 };
                 let response = &exchange.response;
-                let raw = self.artifact(&exchange.response_body).await?;
                 let neutral =
                     serde_json::to_vec(response).map_err(|e| RouteAbort(e.to_string()))?;
-                let message = self.artifact(&neutral).await?;
-                let cost = self
-                    .pricing(record.target)
-                    .map_or(0.0, |p| p.cost(&response.usage));
-                let responded = ModelResponded {
-                    call_id: self.call_id.to_string(),
+                ReportStep::Responded {
                     model_served: response.model_served.clone(),
-                    input_tokens: response.usage.input_tokens,
-                    output_tokens: response.usage.output_tokens,
-                    cost_usd: cost,
-                    response: raw,
-                    cache_read_tokens: response.usage.cache_read_tokens,
-                    cache_write_tokens: response.usage.cache_write_tokens,
-                    message: Some(message),
-                };
-                // Staged: stored with the next append, which is always the next intent (a
-                // tool call's request, or the next model request) in the same commit. Lost
-                // in a crash, the call is asked again, as when the process dies during it.
-                let result = self
-                    .engine
-                    .stage(self.state, vec![EventKind::ModelResponded(responded)])
-                    .await;
-                self.keep_error(result)
+                    usage: response.usage,
+                    cost_usd: self
+                        .pricing(record.target)
+                        .map_or(0.0, |p| p.cost(&response.usage)),
+                    raw: exchange.response_body.clone(),
+                    neutral,
+                }
             }
             RouteEvent::Failed { record } => {
                 let Err(error) = &record.outcome else {
                     return Ok(());
                 };
-                let response = match &record.exchange {
-                    Some(exchange) => Some(self.artifact(&exchange.response_body).await?),
-                    None => None,
-                };
-                let failed = ModelFailed {
-                    call_id: self.call_id.to_string(),
+                ReportStep::Failed {
                     error: error.to_string(),
                     retryable: error.retryable(),
-                    model: Some(record.model.to_string()),
-                    attempt: u32::try_from(record.number).unwrap_or(u32::MAX),
-                    kind: Some(error.kind().to_string()),
-                    response,
-                };
-                let mut events = vec![EventKind::ModelFailed(failed)];
-                let mut preview = self.state.clone();
-                if let Some(first) = events.first() {
-                    let _ = preview.apply(preview.events + 1, preview.last_at_ms, first);
+                    model: record.model.to_string(),
+                    attempt: record.number,
+                    kind: error.kind().to_string(),
+                    raw: record.exchange.as_ref().map(|e| e.response_body.clone()),
                 }
-                let tripped = after_model_failure(&preview, &self.limits);
-                let stop = tripped.is_some();
-                if let Some(tripped) = tripped {
-                    events.push(EventKind::BreakerTripped(tripped));
-                }
-                self.record(events).await?;
-                if stop {
-                    return Err(RouteAbort("breaker provider_errors tripped".into()));
-                }
-                Ok(())
             }
-            RouteEvent::Waiting { .. } => Ok(()),
-            RouteEvent::Fallback(fallback) => {
-                let event = ModelFallback {
-                    from: fallback.from.to_string(),
-                    to: fallback.to.to_string(),
-                    reason: fallback.reason.clone(),
-                };
-                self.record(vec![EventKind::ModelFallback(event)]).await
-            }
-        }
+            RouteEvent::Waiting { .. } => return Ok(()),
+            RouteEvent::Fallback(fallback) => ReportStep::Fallback {
+                from: fallback.from.to_string(),
+                to: fallback.to.to_string(),
+                reason: fallback.reason.clone(),
+            },
+        };
+        self.report(step).await.map(|_| ())
     }
 }
 
-impl Engine {
+impl Driver {
     /// Makes model call `call_id` over `router`, recording every attempt.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn call_model(
-        &self,
-        state: &mut MissionState,
-        router: &flightdeck_models::Router,
+        &mut self,
+        router: &Router,
         callables: &[Callable],
         call_id: &str,
         role: &str,
         limits: BreakerLimits,
         request: &mut ChatRequest,
         after: Option<&RecordedRequest>,
-    ) -> Result<ModelOutcome, EngineError> {
-        let mut recorder = Recorder {
-            engine: self,
-            state,
+    ) -> Result<Result<ModelOutcome, EngineError>, Stop> {
+        let engine = self.engine.clone();
+        let mut reporter = Reporter {
+            sender: self.sender(),
             callables,
             call_id,
             role,
             limits,
             after,
             latest: None,
-            error: None,
+            secrets: &engine.cfg.secrets,
         };
-        let result = router.run_in_place(request, &mut recorder).await;
-        if let Some(error) = recorder.error.take() {
-            return Err(error);
+        let label = format!("model call {call_id}");
+        let result = self
+            .perform(
+                Running {
+                    call_id,
+                    label: &label,
+                },
+                router.run_in_place(request, &mut reporter),
+            )
+            .await?;
+        if let Some(error) = self.model_error.take() {
+            return Ok(Err(error));
         }
-        Ok(match (result, recorder.latest) {
+        Ok(Ok(match (result, reporter.latest) {
             (Ok(routed), Some(recorded)) => {
                 ModelOutcome::Answered(routed.exchange.response, recorded)
             }
             (Ok(_), None) => {
-                return Err(EngineError::Encode {
+                return Ok(Err(EngineError::Encode {
                     what: "model call",
                     message: format!("{call_id} was answered without a recorded request"),
-                })
+                }))
             }
             (Err(RouteError::Aborted { .. }), _) => ModelOutcome::Stopped,
             (Err(other), _) => ModelOutcome::Failed(other),
-        })
+        }))
+    }
+
+    /// Decides and records one report of a running model call.
+    pub(crate) async fn model_report(&mut self, report: Report) -> Verdict {
+        match self.record_model(report).await {
+            Ok(verdict) => verdict,
+            // A store or artifact error stops the route; the call returns the error.
+            Err(error) => {
+                let reason = error.to_string();
+                self.model_error = Some(error);
+                Verdict::Abort(reason)
+            }
+        }
+    }
+
+    async fn record_model(&mut self, report: Report) -> Result<Verdict, EngineError> {
+        let Report {
+            call_id,
+            role,
+            limits,
+            step,
+        } = report;
+        match step {
+            ReportStep::Attempt {
+                number,
+                provider,
+                model,
+                record,
+                wire,
+                reserved,
+            } => {
+                let now = self.log.now_ms();
+                if let Some(exceeded) = crate::protocol::govern_model_attempt(
+                    self.log.state(),
+                    &call_id,
+                    &reserved,
+                    now,
+                ) {
+                    self.log.append(vec![exceeded]).await?;
+                    return Ok(Verdict::Abort("budget exceeded".into()));
+                }
+                let digest = self.log.put_artifact(&record).await?;
+                let requested = ModelRequested {
+                    call_id,
+                    provider,
+                    model,
+                    role,
+                    request: digest.clone(),
+                    wire,
+                    attempt: u32::try_from(number).unwrap_or(u32::MAX),
+                    reserved: Some(reserved),
+                };
+                self.log
+                    .append(vec![EventKind::ModelRequested(requested)])
+                    .await?;
+                Ok(Verdict::Go(Some(digest)))
+            }
+            ReportStep::Responded {
+                model_served,
+                usage,
+                cost_usd,
+                raw,
+                neutral,
+            } => {
+                let response = self.log.put_artifact(&raw).await?;
+                let message = self.log.put_artifact(&neutral).await?;
+                let responded = ModelResponded {
+                    call_id,
+                    model_served,
+                    input_tokens: usage.input_tokens,
+                    output_tokens: usage.output_tokens,
+                    cost_usd,
+                    response,
+                    cache_read_tokens: usage.cache_read_tokens,
+                    cache_write_tokens: usage.cache_write_tokens,
+                    message: Some(message),
+                };
+                // Staged: stored with the next append, which is always the next intent (a
+                // tool call's request, or the next model request) in the same commit. Lost
+                // in a crash, the call is asked again, as when the process dies during it.
+                self.log
+                    .stage(vec![EventKind::ModelResponded(responded)])
+                    .await?;
+                Ok(Verdict::Go(None))
+            }
+            ReportStep::Failed {
+                error,
+                retryable,
+                model,
+                attempt,
+                kind,
+                raw,
+            } => {
+                let response = match raw {
+                    Some(raw) => Some(self.log.put_artifact(&raw).await?),
+                    None => None,
+                };
+                let failed = EventKind::ModelFailed(ModelFailed {
+                    call_id,
+                    error,
+                    retryable,
+                    model: Some(model),
+                    attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                    kind: Some(kind),
+                    response,
+                });
+                self.log.append(vec![failed]).await?;
+                if let Some(tripped) = after_model_failure(self.log.state(), &limits) {
+                    self.log
+                        .append(vec![EventKind::BreakerTripped(tripped)])
+                        .await?;
+                    return Ok(Verdict::Abort("breaker provider_errors tripped".into()));
+                }
+                Ok(Verdict::Go(None))
+            }
+            ReportStep::Fallback { from, to, reason } => {
+                let event = ModelFallback { from, to, reason };
+                self.log
+                    .append(vec![EventKind::ModelFallback(event)])
+                    .await?;
+                Ok(Verdict::Go(None))
+            }
+        }
     }
 }

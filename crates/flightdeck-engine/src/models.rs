@@ -266,7 +266,8 @@ pub(crate) async fn callables(
     models: &StepModels,
     answered: impl Fn(&str) -> u64,
 ) -> Result<Vec<Callable>, EngineError> {
-    let settings = &engine.config().models;
+    let settings = &engine.cfg.models;
+    let ports = &engine.cfg.ports;
     let mut callables = Vec::with_capacity(models.refs.len());
     for model in &models.refs {
         let key = model.to_string();
@@ -286,7 +287,7 @@ pub(crate) async fn callables(
                 let script = match engine.cached_script(digest) {
                     Some(script) => script,
                     None => {
-                        let source = engine.config().artifacts.get(digest).await?;
+                        let source = engine.cfg.artifacts.get(digest).await?;
                         let script = Arc::new(
                             Script::parse(&String::from_utf8_lossy(&source), path).map_err(
                                 |e| EngineError::ModelConfig {
@@ -318,23 +319,16 @@ pub(crate) async fn callables(
                             hint: Some(format!("add [providers.{provider}] to config.toml")),
                         })?;
                 Callable {
-                    provider: remote_provider(provider, &config, engine.config().replay.is_some())?,
+                    provider: remote_provider(provider, &config, !ports.models.needs_keys())?,
                     pricing: settings.pricing_of(model, None),
                     max_retries: Some(config.max_retries),
                 }
             }
         };
-        let callable = match &engine.config().replay {
-            // A replay serves the recorded answers; the real provider only encodes.
-            Some(replay) => Callable {
-                provider: Arc::new(crate::replay::ReplayedModel {
-                    model: key,
-                    inner: callable.provider,
-                    replay: replay.clone(),
-                }),
-                ..callable
-            },
-            None => callable,
+        // A replay serves the recorded answers through the provider (which only encodes).
+        let callable = Callable {
+            provider: ports.models.provider(&key, callable.provider),
+            ..callable
         };
         callables.push(callable);
     }
@@ -407,7 +401,7 @@ pub(crate) fn router(
     models: &StepModels,
     callables: &[Callable],
 ) -> Router {
-    let settings = &engine.config().models;
+    let settings = &engine.cfg.models;
     let targets = models
         .refs
         .iter()
@@ -421,6 +415,6 @@ pub(crate) fn router(
         max_total_wait: settings.max_wait,
         ..RetryPolicy::default()
     };
-    Router::new(targets, policy, engine.config().sleeper.clone())
+    Router::new(targets, policy, engine.cfg.sleeper.clone())
         .allow_snapshot_mismatch(models.allow_snapshot_mismatch)
 }

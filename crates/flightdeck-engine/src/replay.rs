@@ -30,12 +30,13 @@ use flightdeck_core::template::AgentRole;
 use flightdeck_core::{Digest, EventKind, StoredEvent};
 use flightdeck_models::{ChatRequest, Exchange, ModelError, Provider, Sleeper, WireFormat};
 use flightdeck_store::{
-    AppendRequest, ArtifactError, ArtifactStore, EventStore, Lease, MissionRow, RawEvent,
-    StoreError,
+    AppendRequest, ArtifactError, ArtifactStore, ChangeFeed, EventStore, InputRow, InputState,
+    Lease, MissionRow, NewInput, RawEvent, StoreError,
 };
 use flightdeck_workspace::{CommandOutcome, CommandSpec, ConfinedFs, Worktree};
 use serde_json::Value;
 
+use crate::inputs::{Channel, Foreign, Vote};
 use crate::tools::ToolInvocation;
 use crate::{Clock, EngineError};
 
@@ -119,7 +120,6 @@ struct Cursor {
     crashed: bool,
     /// The engine went on past the recording's last event.
     ended: bool,
-    worktree: Option<Worktree>,
     /// The tree the scratch worktree holds (after a restore).
     tree: Option<String>,
     /// Per model: attempts served so far.
@@ -175,19 +175,75 @@ pub struct Replay {
     /// The directory hidden from sandboxed commands (the data directory).
     pub(crate) hidden: PathBuf,
     cursor: Mutex<Cursor>,
+    /// Bumped when recorded inputs come due.
+    inbox: tokio::sync::watch::Sender<u64>,
 }
 
-/// Events other processes append to a mission while, or after, an engine drives it.
+/// Events that came from outside the mission's driver (an input): a vote, a budget raise,
+/// a cancel. A replay gives them to the replayed driver as inputs where the recording has
+/// them, and the driver records them again (compared like everything else). Expiries are
+/// the driver's own deadlines, fired again from the recorded clock.
 fn foreign(event: &StoredEvent) -> bool {
     match event.event_type.as_str() {
-        "budget.raised" | "approval.decided" | "approval.expired" => true,
+        "budget.raised" | "approval.decided" => true,
         "mission.finished" => {
             event.data.pointer("/error/kind").and_then(Value::as_str) == Some("cancelled")
-                || event.data.pointer("/error/kind").and_then(Value::as_str)
-                    == Some("approval_expired")
         }
         _ => false,
     }
+}
+
+/// The input a recorded foreign event came from.
+fn input_of(event: &StoredEvent) -> Option<Foreign> {
+    let text = |pointer: &str| {
+        event
+            .data
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    match event.kind().ok()? {
+        EventKind::ApprovalDecided(decided) => {
+            let channel = match decided.channel.as_str() {
+                "web" => Channel::Web,
+                "slack" => Channel::Slack,
+                "github" => Channel::Github,
+                _ => Channel::Cli,
+            };
+            Some(Foreign::Vote(Vote {
+                approval_id: decided.approval_id,
+                // The identity as the channel gave it, when it was recorded.
+                by: decided
+                    .actor
+                    .map_or(decided.by, |actor| actor.channel_user),
+                approve: decided.decision == "approve",
+                comment: decided.comment,
+                channel,
+            }))
+        }
+        EventKind::BudgetRaised(raised) => Some(Foreign::BudgetRaise {
+            by: raised.by,
+            adds: vec![(raised.dimension, raised.amount)],
+        }),
+        EventKind::MissionFinished(_) => {
+            let message = text("/error/message").unwrap_or_default();
+            let by = message
+                .strip_prefix("cancelled by ")
+                .unwrap_or("someone")
+                .to_string();
+            Some(Foreign::Cancel { by })
+        }
+        _ => None,
+    }
+}
+
+/// Events a replayed driver may hold staged (stored with its next append) when an input
+/// comes: a model's answer, a read's result. Live, the driver stores them first.
+fn stageable(event: &StoredEvent) -> bool {
+    matches!(
+        event.event_type.as_str(),
+        "model.responded" | "tool.completed"
+    )
 }
 
 impl Replay {
@@ -266,6 +322,7 @@ impl Replay {
             }),
             hidden,
             cursor: Mutex::new(Cursor::default()),
+            inbox: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -278,12 +335,6 @@ impl Replay {
 
     pub(crate) fn artifacts(&self) -> Arc<OverlayArtifacts> {
         self.artifacts.clone()
-    }
-
-    pub(crate) fn set_worktree(&self, worktree: &Worktree) {
-        let mut cursor = self.cursor();
-        cursor.worktree = Some(worktree.clone());
-        cursor.tree = None;
     }
 
     fn diverged(&self) -> bool {
@@ -312,24 +363,18 @@ impl Replay {
     }
 
     /// Puts the scratch worktree at `tree` (what the recording says the call left).
-    fn restore(&self, tree: Option<&str>) -> Result<(), EngineError> {
+    fn restore(&self, worktree: &Worktree, tree: Option<&str>) -> Result<(), EngineError> {
         let Some(tree) = tree else { return Ok(()) };
-        let worktree = {
-            let cursor = self.cursor();
-            if cursor.tree.as_deref() == Some(tree) {
-                return Ok(());
-            }
-            cursor.worktree.clone()
-        };
-        if let Some(worktree) = worktree {
-            worktree.restore(Some(tree)).map_err(|e| {
-                EngineError::ReplayStopped(format!(
-                    "cannot set the worktree to the recorded tree {tree}: {e} (replay needs the \
-                     repository that holds the mission's objects)"
-                ))
-            })?;
-            self.cursor().tree = Some(tree.to_string());
+        if self.cursor().tree.as_deref() == Some(tree) {
+            return Ok(());
         }
+        worktree.restore(Some(tree)).map_err(|e| {
+            EngineError::ReplayStopped(format!(
+                "cannot set the worktree to the recorded tree {tree}: {e} (replay needs the \
+                 repository that holds the mission's objects)"
+            ))
+        })?;
+        self.cursor().tree = Some(tree.to_string());
         Ok(())
     }
 
@@ -339,6 +384,7 @@ impl Replay {
         &self,
         call_id: &str,
         workspace: &dyn flightdeck_workspace::Workspace,
+        worktree: &Worktree,
         spec: &CommandSpec,
     ) -> Result<CommandOutcome, EngineError> {
         let (seq, done) = self.completion(call_id)?;
@@ -354,8 +400,8 @@ impl Replay {
         if self.mode == ReplayMode::Reexecute {
             self.cursor().tree = None;
             let actual = workspace.exec(spec).await?;
-            let tree = self.current_tree()?;
-            let (recorded_roots, root) = self.worktree_paths();
+            let tree = Some(worktree.snapshot()?);
+            let (recorded_roots, root) = self.worktree_paths(worktree);
             let expected_view = command_view(&recorded, done.tree.as_deref(), &recorded_roots);
             let actual_view = command_view(
                 &actual,
@@ -376,25 +422,30 @@ impl Replay {
                 )));
             }
         }
-        self.restore(done.tree.as_deref())?;
+        self.restore(worktree, done.tree.as_deref())?;
         Ok(recorded)
     }
 
     /// A file tool of an agent: the recorded `(ok, output)` (verify), or the real one compared
     /// with it (reexecute).
-    pub(crate) async fn file_tool(
+    pub(crate) fn file_tool(
         &self,
         call_id: &str,
         fs: &ConfinedFs,
+        worktree: &Worktree,
         invocation: &ToolInvocation,
-        run: impl FnOnce(&ConfinedFs, &ToolInvocation) -> (bool, String),
     ) -> Result<(bool, String), EngineError> {
         let (seq, done) = self.completion(call_id)?;
-        let output = self.artifacts.get(&done.output).await?;
+        let output = self.artifacts.get_now(&done.output).ok_or_else(|| {
+            EngineError::ReplayStopped(format!(
+                "the recorded output of {call_id} ({}) is not in the recording's artifacts",
+                done.output
+            ))
+        })?;
         let recorded = (done.ok, String::from_utf8_lossy(&output).into_owned());
         if self.mode == ReplayMode::Reexecute {
             self.cursor().tree = None;
-            let actual = run(fs, invocation);
+            let actual = crate::tools::file_tool(fs, invocation);
             if actual != recorded {
                 let view =
                     |(ok, text): &(bool, String)| serde_json::json!({"ok": ok, "output": text});
@@ -412,7 +463,7 @@ impl Replay {
                 )));
             }
         }
-        self.restore(done.tree.as_deref())?;
+        self.restore(worktree, done.tree.as_deref())?;
         Ok(recorded)
     }
 
@@ -432,11 +483,6 @@ impl Replay {
             .unwrap_or_else(|| ("(the recording published nothing)".into(), Digest::of(b"")))
     }
 
-    /// Verify (served from the recording) or re-execute.
-    pub fn mode(&self) -> ReplayMode {
-        self.mode
-    }
-
     /// The recording's `workspace.provisioned`: what the recorded host found (toolchain,
     /// limits) is taken as found, not probed again.
     pub(crate) fn recorded_provisioned(&self) -> Option<WorkspaceProvisioned> {
@@ -448,7 +494,7 @@ impl Replay {
 
     /// Where the recording's worktree was (as provisioned, and, for a fork, its own), and
     /// where the replay's is.
-    fn worktree_paths(&self) -> (Vec<String>, String) {
+    fn worktree_paths(&self, worktree: &Worktree) -> (Vec<String>, String) {
         let mut recorded: Vec<String> = self
             .recorded
             .iter()
@@ -465,21 +511,7 @@ impl Replay {
                 .display()
                 .to_string(),
         );
-        let now = self
-            .cursor()
-            .worktree
-            .as_ref()
-            .map(|w| w.path.display().to_string())
-            .unwrap_or_default();
-        (recorded, now)
-    }
-
-    fn current_tree(&self) -> Result<Option<String>, EngineError> {
-        let worktree = self.cursor().worktree.clone();
-        match worktree {
-            Some(worktree) => Ok(Some(worktree.snapshot()?)),
-            None => Ok(None),
-        }
+        (recorded, worktree.path().display().to_string())
     }
 
     /// The next recorded outcome of `model`.
@@ -495,14 +527,34 @@ impl Replay {
         outcome
     }
 
-    /// Lets in what other processes appended after the engine stopped. The type of the next
-    /// recorded event, if any.
-    fn absorb_foreign(&self) -> Option<&StoredEvent> {
-        let mut cursor = self.cursor();
-        while let Some(event) = self.recorded.get(cursor.next).filter(|e| foreign(e)) {
-            cursor.take_in(event.clone());
+    /// The recorded inputs due now: the foreign events at the cursor, past any events the
+    /// replayed driver may hold staged (it stores those first, as the live driver did).
+    fn due_inputs(&self) -> Vec<(u64, Foreign)> {
+        let cursor = self.cursor();
+        let mut at = cursor.next;
+        while self.recorded.get(at).is_some_and(stageable) {
+            at += 1;
         }
-        self.recorded.get(cursor.next)
+        let mut due = Vec::new();
+        while let Some(event) = self.recorded.get(at).filter(|e| foreign(e)) {
+            if let Some(input) = input_of(event) {
+                due.push((event.seq, input));
+            }
+            at += 1;
+        }
+        due
+    }
+
+    /// Tells the replayed driver when inputs are due (after each accepted append).
+    fn signal_inputs(&self) {
+        if !self.due_inputs().is_empty() {
+            self.inbox.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// The next recorded event.
+    fn next_recorded(&self) -> Option<&StoredEvent> {
+        self.recorded.get(self.cursor().next)
     }
 
     fn report(&self, created_now: Option<&MissionCreated>) -> ReplayReport {
@@ -619,6 +671,16 @@ fn comparable(event_type: &str, data: &Value) -> Value {
                 map.remove("path");
                 map.remove("sandbox");
                 map.remove("container");
+            }
+            // Why a process stopped is not something the mission did; which calls it cut
+            // off is.
+            "mission.interrupted" => {
+                map.remove("reason");
+            }
+            // How the channel named the person is the channel's; who decided is compared.
+            "approval.decided" => {
+                map.remove("actor");
+                map.remove("policy_hash");
             }
             _ => {
                 map.remove("policy_hash");
@@ -793,18 +855,7 @@ impl ReplayStore {
                 actual: cursor.accepted.len() as u64,
             });
         }
-        // What other processes appended here comes in first, as it did.
         if let Some(first) = replay.recorded.get(cursor.next) {
-            if foreign(first) {
-                while let Some(event) = replay.recorded.get(cursor.next).filter(|e| foreign(e)) {
-                    cursor.take_in(event.clone());
-                }
-                return Err(StoreError::Conflict {
-                    mission: request.mission,
-                    expected: request.expected_seq,
-                    actual: cursor.accepted.len() as u64,
-                });
-            }
             // The recording stopped here: a crash, or a fork whose origin stopped here (the
             // fork's overrides come in, and the engine goes on from a resume, as it did).
             if first.event_type == "mission.forked" {
@@ -923,6 +974,9 @@ impl ReplayStore {
 impl EventStore for ReplayStore {
     async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
         let result = self.compare_and_accept(request);
+        if result.is_ok() {
+            self.replay.signal_inputs();
+        }
         let records = self
             .replay
             .cursor()
@@ -1000,6 +1054,65 @@ impl EventStore for ReplayStore {
     async fn release_lease(&self, _mission: &str, _owner: &str) -> Result<(), StoreError> {
         Ok(())
     }
+
+    // The replay's inbox is the recording: what other processes asked of the mission (a
+    // vote, a budget raise, a cancel) is given to the replayed driver as an input where the
+    // recording has it, and the driver records it again (compared like every event).
+
+    async fn post_input(&self, _input: NewInput) -> Result<i64, StoreError> {
+        Err(replay_error("a replay takes no inputs but the recorded ones"))
+    }
+
+    async fn pending_inputs(&self, mission: &str) -> Result<Vec<InputRow>, StoreError> {
+        Ok(self
+            .replay
+            .due_inputs()
+            .into_iter()
+            .map(|(seq, input)| InputRow {
+                id: i64::try_from(seq).unwrap_or(i64::MAX),
+                mission: mission.to_string(),
+                kind: input.kind().to_string(),
+                payload: input.payload(),
+                posted_at_ms: 0,
+                state: InputState::Pending,
+            })
+            .collect())
+    }
+
+    async fn input(&self, _id: i64) -> Result<Option<InputRow>, StoreError> {
+        Ok(None)
+    }
+
+    /// Today's engine refuses what the recording took in: that is where they part.
+    async fn refuse_input(&self, id: i64, reason: &str, _at_ms: i64) -> Result<(), StoreError> {
+        let seq = u64::try_from(id).unwrap_or(0);
+        let recorded = self.replay.recorded.iter().find(|e| e.seq == seq);
+        self.replay.diverge(Divergence {
+            seq,
+            event_type: recorded.map_or_else(String::new, |e| e.event_type.clone()),
+            expected: recorded.map_or(Value::Null, |e| {
+                serde_json::json!({"type": e.event_type, "data": e.data})
+            }),
+            actual: Value::Null,
+            difference: Some(format!("today's engine refuses the recorded input: {reason}")),
+            records: None,
+        });
+        Ok(())
+    }
+
+    async fn missions_with_pending_inputs(&self, _limit: u32) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Nothing but the replay itself changes its store.
+    async fn subscribe(&self) -> Result<ChangeFeed, StoreError> {
+        Ok(ChangeFeed::never())
+    }
+
+    /// Fires when recorded inputs come due.
+    async fn subscribe_inputs(&self) -> Result<ChangeFeed, StoreError> {
+        Ok(ChangeFeed::from_watch(self.replay.inbox.subscribe()))
+    }
 }
 
 /// The clock of a replay: the time of the recorded event that comes next.
@@ -1043,6 +1156,11 @@ impl OverlayArtifacts {
         let bytes = self.base.get_many(wanted).await?;
         self.memory().extend(wanted.iter().cloned().zip(bytes));
         Ok(())
+    }
+
+    /// An artifact already in memory (prefetched or made by the replay).
+    pub(crate) fn get_now(&self, digest: &Digest) -> Option<Vec<u8>> {
+        self.memory().get(digest).cloned()
     }
 
     fn memory(&self) -> MutexGuard<'_, HashMap<Digest, Vec<u8>>> {
@@ -1226,7 +1344,7 @@ pub(crate) async fn drive(
                 return Err(e);
             }
         }
-        let next = replay.absorb_foreign().cloned();
+        let next = replay.next_recorded().cloned();
         match next {
             None => {
                 // Stopped where the recording stops mid-way (a call without its result).
@@ -1236,11 +1354,13 @@ pub(crate) async fn drive(
                 }
                 break;
             }
+            // Resumed by someone, or inputs that came while it was parked (taken in when it
+            // is driven again), or an expiry (fired when it is driven again).
             Some(event)
                 if matches!(
                     event.event_type.as_str(),
-                    "mission.interrupted" | "mission.resumed"
-                ) => {}
+                    "mission.interrupted" | "mission.resumed" | "approval.expired"
+                ) || foreign(&event) => {}
             Some(event) => {
                 let seq = event.seq;
                 replay.diverge(Divergence {
@@ -1291,9 +1411,11 @@ impl crate::Engine {
             id,
             recorded,
             cfg.artifacts.clone(),
-            hidden,
+            hidden.clone(),
         ));
         replay.artifacts.prefetch(&replay.served_artifacts).await?;
+        let ports = replay_ports(&replay, cfg, &scratch, hidden);
+        let workspaces = ports.workspaces.clone();
         let engine = crate::Engine::new(crate::EngineConfig {
             store: Arc::new(ReplayStore {
                 replay: replay.clone(),
@@ -1306,22 +1428,254 @@ impl crate::Engine {
             workspaces_dir: scratch.clone(),
             worker: crate::WorkerId(format!("replay-{}", std::process::id())),
             sleeper: Arc::new(NoWait),
-            replay: Some(replay.clone()),
+            ports,
+            projection: false,
             ..cfg.clone()
         });
         let repo = flightdeck_workspace::repo_root(&request.repo).ok();
         let report = drive(&engine, &replay, request).await;
-        if replay
-            .recorded_provisioned()
-            .is_some_and(|p| p.runtime == "docker")
-        {
-            engine.remove_container(id).await;
-        }
-        let worktree = scratch.join(id);
-        if let (Some(repo), true) = (repo, worktree.exists()) {
-            let _ = Worktree::remove(&repo, &worktree);
-        }
+        workspaces.remove(id, repo.as_deref()).await;
         let _ = std::fs::remove_dir_all(&scratch);
         report
+    }
+}
+
+/// The ports of a replay: recorded results (verify) or real calls compared with them
+/// (re-execute); commits and secrets never; workspaces in `scratch`, with the recorded
+/// toolchain and, verifying, a stand-in for the container that runs nothing.
+fn replay_ports(
+    replay: &Arc<Replay>,
+    cfg: &crate::EngineConfig,
+    scratch: &std::path::Path,
+    hidden: PathBuf,
+) -> crate::Ports {
+    let containers: Arc<dyn crate::workspaces::ContainerRuntime> = match replay.mode {
+        ReplayMode::Verify => Arc::new(StandInContainers {
+            replay: replay.clone(),
+        }),
+        ReplayMode::Reexecute => Arc::new(crate::workspaces::DockerContainers),
+    };
+    let secrets: Arc<dyn crate::ports::SecretPort> = Arc::new(NoSecrets);
+    let live = crate::workspaces::LiveWorkspaces {
+        config: crate::workspaces::WorkspaceConfig {
+            workspaces_dir: scratch.to_path_buf(),
+            data_dir: hidden,
+            hidden_files: cfg.workspace.hidden_files.clone(),
+            setup_timeout: cfg.default_step_timeout,
+            // Never the recorded mission's container.
+            container_prefix: format!("flightdeck-replay-{}-", std::process::id()),
+        },
+        secrets: secrets.clone(),
+        redact: cfg.secrets.clone(),
+        containers,
+    };
+    crate::Ports {
+        commands: Arc::new(ReplayCommands {
+            replay: replay.clone(),
+        }),
+        files: Arc::new(ReplayFiles {
+            replay: replay.clone(),
+        }),
+        publisher: Arc::new(ReplayPublisher {
+            replay: replay.clone(),
+        }),
+        secrets,
+        models: Arc::new(ReplayModels {
+            replay: replay.clone(),
+        }),
+        workspaces: Arc::new(RecordedWorkspaces {
+            inner: live,
+            recorded: replay.recorded_provisioned(),
+        }),
+    }
+}
+
+/// Commands: the recorded outcome (verify), or the real one compared with it (re-execute).
+struct ReplayCommands {
+    replay: Arc<Replay>,
+}
+
+#[async_trait]
+impl crate::ports::CommandPort for ReplayCommands {
+    async fn run(
+        &self,
+        call_id: &str,
+        workspace: &dyn flightdeck_workspace::Workspace,
+        worktree: &Worktree,
+        spec: &CommandSpec,
+    ) -> Result<CommandOutcome, EngineError> {
+        self.replay.command(call_id, workspace, worktree, spec).await
+    }
+}
+
+/// File tools: the recorded result (verify), or the real one compared with it.
+struct ReplayFiles {
+    replay: Arc<Replay>,
+}
+
+impl crate::ports::FilePort for ReplayFiles {
+    fn run(
+        &self,
+        call_id: &str,
+        fs: &ConfinedFs,
+        worktree: &Worktree,
+        invocation: &ToolInvocation,
+    ) -> Result<crate::ports::FileOutcome, EngineError> {
+        let (ok, text) = self.replay.file_tool(call_id, fs, worktree, invocation)?;
+        Ok(crate::ports::FileOutcome {
+            ok,
+            text,
+            duration_ms: self.replay.duration_ms(call_id).unwrap_or(0),
+        })
+    }
+
+    fn duration_ms(&self, call_id: &str, measured: Duration) -> u64 {
+        self.replay
+            .duration_ms(call_id)
+            .unwrap_or_else(|| crate::ports::millis(measured))
+    }
+}
+
+/// A replay commits nothing: it takes what the recording published.
+struct ReplayPublisher {
+    replay: Arc<Replay>,
+}
+
+#[async_trait]
+impl crate::ports::Publisher for ReplayPublisher {
+    async fn commit(
+        &self,
+        _worktree: &Worktree,
+        _commit: &crate::ports::Commit,
+    ) -> Result<crate::ports::Committed, EngineError> {
+        let (commit, patch) = self.replay.published();
+        Ok(crate::ports::Committed {
+            commit,
+            patch: crate::ports::PatchBytes::Recorded(patch),
+        })
+    }
+}
+
+/// A replay gives no secrets (re-executed commands run without them).
+struct NoSecrets;
+
+impl crate::ports::SecretPort for NoSecrets {
+    fn env(&self, _names: &[String]) -> Result<Vec<(String, String)>, EngineError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Models: each serves its recorded answers, in order.
+struct ReplayModels {
+    replay: Arc<Replay>,
+}
+
+impl crate::ports::ModelPort for ReplayModels {
+    fn provider(&self, model: &str, built: Arc<dyn Provider>) -> Arc<dyn Provider> {
+        Arc::new(ReplayedModel {
+            model: model.to_string(),
+            inner: built,
+            replay: self.replay.clone(),
+        })
+    }
+
+    fn needs_keys(&self) -> bool {
+        false
+    }
+}
+
+/// Workspaces made with what the recording found (toolchain, limits), not probed again.
+struct RecordedWorkspaces {
+    inner: crate::workspaces::LiveWorkspaces,
+    recorded: Option<WorkspaceProvisioned>,
+}
+
+#[async_trait]
+impl crate::workspaces::WorkspaceProvider for RecordedWorkspaces {
+    async fn provision(
+        &self,
+        request: &crate::workspaces::WorkspaceRequest<'_>,
+    ) -> Result<crate::workspaces::Provisioned, EngineError> {
+        let request = crate::workspaces::WorkspaceRequest {
+            recorded: self.recorded.as_ref(),
+            ..*request
+        };
+        self.inner.provision(&request).await
+    }
+
+    async fn attach(
+        &self,
+        request: &crate::workspaces::WorkspaceRequest<'_>,
+    ) -> Result<crate::workspaces::Provisioned, EngineError> {
+        let request = crate::workspaces::WorkspaceRequest {
+            recorded: self.recorded.as_ref(),
+            ..*request
+        };
+        self.inner.attach(&request).await
+    }
+
+    async fn set_network(&self, id: &str, on: bool) -> Result<(), EngineError> {
+        self.inner.set_network(id, on).await
+    }
+
+    async fn remove(&self, id: &str, repo: Option<&std::path::Path>) {
+        self.inner.remove(id, repo).await
+    }
+
+    fn worktree_path(&self, id: &str) -> PathBuf {
+        self.inner.worktree_path(id)
+    }
+
+    fn container_name(&self, id: &str) -> String {
+        self.inner.container_name(id)
+    }
+
+    fn installation(&self) -> String {
+        self.inner.installation()
+    }
+}
+
+/// A verifying replay's container: nothing runs, nothing is made; commands are served from
+/// the recording, and the worktree is set to the tree the recorded setup left.
+struct StandInContainers {
+    replay: Arc<Replay>,
+}
+
+#[async_trait]
+impl crate::workspaces::ContainerRuntime for StandInContainers {
+    async fn create(
+        &self,
+        plan: &crate::container::ContainerPlan,
+        _setup: &crate::workspaces::SetupRun<'_>,
+    ) -> Result<(Arc<dyn flightdeck_workspace::Workspace>, Option<String>), EngineError> {
+        let root = plan.spec.worktree.clone();
+        let digest = self
+            .replay
+            .recorded_provisioned()
+            .and_then(|p| p.image_digest);
+        Ok((
+            Arc::new(flightdeck_workspace::LocalWorkspace::new(
+                root,
+                flightdeck_workspace::Sandbox::None,
+            )),
+            digest,
+        ))
+    }
+
+    async fn attach(
+        &self,
+        _name: &str,
+    ) -> Result<Option<Arc<dyn flightdeck_workspace::Workspace>>, EngineError> {
+        Ok(None)
+    }
+
+    async fn set_network(&self, _name: &str, _on: bool) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    async fn remove(&self, _name: &str) {}
+
+    fn executes(&self) -> bool {
+        false
     }
 }

@@ -18,7 +18,7 @@ const SHOWN_FILE: usize = 64 * 1024;
 
 /// What a model may ask for, its arguments checked.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum ToolInvocation {
+pub enum ToolInvocation {
     ReadFile {
         path: String,
     },
@@ -380,3 +380,82 @@ mod tests {
         assert!(output_page("c1", b"abc", 99).starts_with("[bytes 3–3 of 3"));
     }
 }
+
+/// The most of a file `read_file` records.
+pub(crate) const MAX_READ: usize = 1024 * 1024;
+pub(crate) const MAX_LISTED: usize = 2000;
+pub(crate) const MAX_MATCHES: usize = 200;
+
+/// Runs a file tool; the text is what is recorded (and, cut, what the model sees).
+pub(crate) fn file_tool(fs: &flightdeck_workspace::ConfinedFs, invocation: &ToolInvocation) -> (bool, String) {
+    let result = match invocation {
+        ToolInvocation::ReadFile { path } => fs.read_file(path, MAX_READ).map(|read| {
+            let mut text = String::from_utf8_lossy(&read.bytes).into_owned();
+            if read.truncated {
+                text.push_str(&format!(
+                    "\n[… the file has {} bytes; only the first {} are shown]",
+                    read.size,
+                    read.bytes.len()
+                ));
+            }
+            text
+        }),
+        ToolInvocation::WriteFile { path, content } => fs.write_file(path, content).map(|w| {
+            let how = if w.created { "created" } else { "replaced" };
+            format!("{how} {} ({} bytes)", w.path, w.bytes)
+        }),
+        ToolInvocation::EditFile { path, old, new } => fs
+            .edit_file(path, old, new)
+            .map(|w| format!("edited {}", w.path)),
+        ToolInvocation::ListFiles { path } => fs.list_files(path, MAX_LISTED).map(|listing| {
+            let mut lines: Vec<String> = listing
+                .entries
+                .iter()
+                .map(|e| match e.kind {
+                    flightdeck_workspace::EntryKind::Dir => format!("{}/", e.path),
+                    flightdeck_workspace::EntryKind::Symlink => format!("{} (symlink)", e.path),
+                    flightdeck_workspace::EntryKind::File => e.path.clone(),
+                })
+                .collect();
+            if listing.truncated {
+                lines.push(format!(
+                    "[… more than {MAX_LISTED} entries; list a subdirectory]"
+                ));
+            }
+            lines.join("\n")
+        }),
+        ToolInvocation::Search { pattern, path } => {
+            fs.search(pattern, path, MAX_MATCHES).map(|found| {
+                let mut lines: Vec<String> = found
+                    .matches
+                    .iter()
+                    .map(|m| format!("{}:{}: {}", m.path, m.line, m.text))
+                    .collect();
+                if found.matches.is_empty() {
+                    lines.push(format!("no match in {} files", found.files_searched));
+                }
+                if found.truncated {
+                    lines.push(format!(
+                        "[… more than {MAX_MATCHES} matches; narrow the search]"
+                    ));
+                }
+                lines.join("\n")
+            })
+        }
+        ToolInvocation::Finish { summary } => Ok(summary.clone()),
+        ToolInvocation::Review { approve, comments } => {
+            let verdict = if *approve {
+                "approve"
+            } else {
+                "request_changes"
+            };
+            Ok(serde_json::json!({"verdict": verdict, "comments": comments}).to_string())
+        }
+        ToolInvocation::Run { .. } | ToolInvocation::ReadOutput { .. } => Ok(String::new()),
+    };
+    match result {
+        Ok(text) => (true, text),
+        Err(e) => (false, e.to_string()),
+    }
+}
+

@@ -36,6 +36,7 @@ fn request(mission: &str, expected_seq: u64, count: u64) -> AppendRequest {
             template: "bench".into(),
             summary: json!({"id": mission, "status": "running"}),
         },
+        consumes: Vec::new(),
     }
 }
 

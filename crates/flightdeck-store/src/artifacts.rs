@@ -20,6 +20,9 @@ pub enum ArtifactError {
         #[source]
         source: std::io::Error,
     },
+    /// The artifact store of a read-only store.
+    #[error("the artifact store is open read-only")]
+    ReadOnly,
 }
 
 /// Where artifact bytes live.

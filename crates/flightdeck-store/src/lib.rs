@@ -8,6 +8,8 @@
 //! what events mean is the caller's business (the caller supplies the summary projection).
 
 mod artifacts;
+mod feed;
+mod read;
 mod sqlite;
 mod sqlite_artifacts;
 mod verify;
@@ -17,6 +19,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use artifacts::{ArtifactError, ArtifactStore, FsArtifactStore};
+pub use feed::ChangeFeed;
 pub use flightdeck_core::StoredEvent;
 pub use sqlite::SqliteStore;
 pub use sqlite_artifacts::{SqliteArtifactStore, INLINE_MAX};
@@ -48,6 +51,47 @@ pub struct AppendRequest {
     pub expected_seq: u64,
     pub events: Vec<NewEvent>,
     pub projection: Projection,
+    /// Ids of the pending inputs of `mission` this append applies: they are marked applied
+    /// (at the seq of the append's last event) in the same transaction as the events. If any
+    /// of them is not a pending input of `mission`, the append fails and nothing is written.
+    pub consumes: Vec<i64>,
+}
+
+/// Something asked of a mission by someone other than its driver (an approval vote, a
+/// budget raise, a cancel), posted to the mission's inbox. The store does not interpret
+/// `kind` or `payload`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInput {
+    pub mission: String,
+    pub kind: String,
+    pub payload: Value,
+    /// When it was posted, in milliseconds since the epoch: the poster's clock.
+    pub posted_at_ms: i64,
+}
+
+/// A posted input and what became of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputRow {
+    /// Assigned by the store, increasing in posting order.
+    pub id: i64,
+    pub mission: String,
+    pub kind: String,
+    pub payload: Value,
+    pub posted_at_ms: i64,
+    pub state: InputState,
+}
+
+/// Where an input is: waiting for the mission's driver, or decided (once, for good).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputState {
+    Pending,
+    /// Taken in by an append; `seq` is the last event of that append.
+    Applied {
+        seq: u64,
+    },
+    Refused {
+        reason: String,
+    },
 }
 
 /// A mission's row: the projection plus what the store itself maintains.
@@ -101,6 +145,30 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("unsupported database url `{0}`")]
     UnsupportedUrl(String),
+    #[error("unsupported parameter `{parameter}` in database url `{url}` (the only one is `mode=ro`)")]
+    UnsupportedUrlParameter { url: String, parameter: String },
+    /// A read-only open never creates a database.
+    #[error("no database at `{path}` (a read-only open does not create one)")]
+    Missing { path: String },
+    /// A read-only open of a file that has no flightdeck schema yet (it cannot be made
+    /// without writing).
+    #[error("`{path}` has no flightdeck schema yet; open it read-write once to create it")]
+    Unmigrated { path: String },
+    #[error("the store is open read-only")]
+    ReadOnly,
+    #[error("no mission {mission}")]
+    UnknownMission { mission: String },
+    #[error("no input {id}")]
+    UnknownInput { id: i64 },
+    /// The input was already applied or refused, or (in an append's `consumes`) it belongs
+    /// to another mission.
+    #[error("input {id} is not a pending input of this mission")]
+    InputNotPending { id: i64 },
+    #[error("stored input {id} is unreadable: {reason}")]
+    CorruptInput { id: i64, reason: String },
+    /// Everything that could wake a change feed is gone.
+    #[error("the store was closed")]
+    Closed,
     #[error("stored event {mission}#{seq} is unreadable: {reason}")]
     Corrupt {
         mission: String,
@@ -169,11 +237,95 @@ pub trait EventStore: Send + Sync {
 
     /// Gives the lease back if `owner` holds it.
     async fn release_lease(&self, mission: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Posts `input` to its mission's inbox; durable on return. Returns the input's id.
+    /// [`StoreError::UnknownMission`] if the mission does not exist.
+    async fn post_input(&self, input: NewInput) -> Result<i64, StoreError>;
+
+    /// The pending inputs of `mission`, oldest first.
+    async fn pending_inputs(&self, mission: &str) -> Result<Vec<InputRow>, StoreError>;
+
+    /// Input `id`, whatever its state.
+    async fn input(&self, id: i64) -> Result<Option<InputRow>, StoreError>;
+
+    /// Refuses pending input `id` for `reason` (durable on return).
+    /// [`StoreError::UnknownInput`] or [`StoreError::InputNotPending`] otherwise.
+    async fn refuse_input(&self, id: i64, reason: &str, at_ms: i64) -> Result<(), StoreError>;
+
+    /// Missions with at least one pending input, the one waiting longest first (at most
+    /// `limit`): what a scheduler drives.
+    async fn missions_with_pending_inputs(&self, limit: u32) -> Result<Vec<String>, StoreError>;
+
+    /// A feed that wakes when something may have changed (an append, an input posted or
+    /// decided) through this store or any other process using the same database. Nothing
+    /// that happens after `subscribe` returns is missed.
+    async fn subscribe(&self) -> Result<ChangeFeed, StoreError>;
+
+    /// A feed that wakes when an input may have been posted to a mission (what a driver
+    /// waits on). By default the store's whole change feed.
+    async fn subscribe_inputs(&self) -> Result<ChangeFeed, StoreError> {
+        self.subscribe().await
+    }
+}
+
+/// A database URL, parsed: `sqlite://PATH` or `sqlite:PATH`, optionally `?mode=ro`
+/// (read-only: see [`SqliteStore::open_read_only`]) or `?mode=rwc` (the default: read,
+/// write, create). The path is taken as written (no percent-decoding); any other query
+/// parameter is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    pub path: std::path::PathBuf,
+    pub read_only: bool,
+}
+
+impl DatabaseUrl {
+    pub fn parse(url: &str) -> Result<DatabaseUrl, StoreError> {
+        let Some(rest) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        else {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        };
+        let (path, query) = match rest.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (rest, None),
+        };
+        if path.is_empty() {
+            return Err(StoreError::UnsupportedUrl(url.to_string()));
+        }
+        let mut read_only = false;
+        for parameter in query.into_iter().flat_map(|q| q.split('&')) {
+            match parameter {
+                "" => {}
+                "mode=ro" => read_only = true,
+                "mode=rwc" => read_only = false,
+                other => {
+                    return Err(StoreError::UnsupportedUrlParameter {
+                        url: url.to_string(),
+                        parameter: other.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(DatabaseUrl {
+            path: std::path::PathBuf::from(path),
+            read_only,
+        })
+    }
+}
+
+async fn open_sqlite(url: &DatabaseUrl) -> Result<SqliteStore, StoreError> {
+    if url.read_only {
+        SqliteStore::open_read_only(&url.path).await
+    } else {
+        SqliteStore::open(&url.path).await
+    }
 }
 
 /// Opens the store a database URL names and the artifact store that goes with it: for
 /// SQLite, small artifacts in the same database, made durable with the next append (see
-/// [`SqliteStore::artifacts`]), larger ones as files under `artifacts_dir`.
+/// [`SqliteStore::artifacts`]), larger ones as files under `artifacts_dir`. With
+/// `?mode=ro`, both are read-only.
 pub async fn open_with_artifacts(
     url: &str,
     artifacts_dir: &std::path::Path,
@@ -184,26 +336,56 @@ pub async fn open_with_artifacts(
     ),
     StoreError,
 > {
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        let store = SqliteStore::open(std::path::Path::new(path)).await?;
-        let artifacts = store.artifacts(artifacts_dir);
-        return Ok((std::sync::Arc::new(store), std::sync::Arc::new(artifacts)));
-    }
-    Err(StoreError::UnsupportedUrl(url.to_string()))
+    let store = open_sqlite(&DatabaseUrl::parse(url)?).await?;
+    let artifacts = store.artifacts(artifacts_dir);
+    Ok((std::sync::Arc::new(store), std::sync::Arc::new(artifacts)))
 }
 
-/// Opens the store a database URL names (`sqlite://PATH`; `postgres://` arrives with the
-/// PostgreSQL backend).
+/// Opens the store a database URL names (see [`DatabaseUrl`]; `postgres://` arrives with
+/// the PostgreSQL backend).
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn EventStore>, StoreError> {
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
-        let store = SqliteStore::open(std::path::Path::new(path)).await?;
-        return Ok(std::sync::Arc::new(store));
+    Ok(std::sync::Arc::new(
+        open_sqlite(&DatabaseUrl::parse(url)?).await?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn database_urls_parse_or_are_refused() {
+        let ok = |path: &str, read_only: bool| {
+            Ok::<_, String>(DatabaseUrl {
+                path: path.into(),
+                read_only,
+            })
+        };
+        let table: [(&str, Result<DatabaseUrl, String>); 14] = [
+            ("sqlite:///data/fd.db", ok("/data/fd.db", false)),
+            ("sqlite://rel/fd.db", ok("rel/fd.db", false)),
+            ("sqlite:fd.db", ok("fd.db", false)),
+            ("sqlite:/data/fd.db", ok("/data/fd.db", false)),
+            ("sqlite:///data/fd.db?mode=ro", ok("/data/fd.db", true)),
+            ("sqlite:fd.db?mode=ro", ok("fd.db", true)),
+            ("sqlite:fd.db?mode=rwc", ok("fd.db", false)),
+            ("sqlite:fd.db?", ok("fd.db", false)),
+            ("sqlite:fd.db?mode=ro&", ok("fd.db", true)),
+            ("sqlite:fd.db?mode=rw", Err("unsupported parameter `mode=rw`".into())),
+            ("sqlite:fd.db?mode=ro&cache=shared", Err("unsupported parameter `cache=shared`".into())),
+            ("sqlite://", Err("unsupported database url `sqlite://`".into())),
+            ("sqlite:?mode=ro", Err("unsupported database url".into())),
+            ("postgres://host/db", Err("unsupported database url `postgres://host/db`".into())),
+        ];
+        for (url, expected) in table {
+            let parsed = DatabaseUrl::parse(url).map_err(|e| e.to_string());
+            match (&parsed, &expected) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{url}"),
+                (Err(got), Err(want)) => assert!(got.contains(want.as_str()), "{url}: {got}"),
+                _ => panic!("{url}: got {parsed:?}, expected {expected:?}"),
+            }
+        }
     }
-    Err(StoreError::UnsupportedUrl(url.to_string()))
 }

@@ -1,45 +1,63 @@
 //! The SQLite backend: one file, WAL, `synchronous = FULL` (an append has reached the disk
-//! when it returns). Reads go through a sqlx pool; every write of a timeline goes through the
-//! one writer thread of `writer.rs`, which batches concurrent appends into one transaction
-//! (group commit), so many missions appending at once share one fsync.
+//! when it returns). Reads go through the `rusqlite` read connections of `read.rs`; every
+//! write of a timeline or an inbox goes through the one writer thread of `writer.rs`, which
+//! batches concurrent appends into one transaction (group commit), so many missions
+//! appending at once share one fsync. Leases are written through a sqlx pool, which also
+//! runs the migrations.
+//!
+//! [`SqliteStore::open_read_only`] opens a store that never writes: see there.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flightdeck_core::StoredEvent;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Row};
-use tokio::sync::oneshot;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::ConnectOptions;
+use tokio::sync::{oneshot, watch};
 
 use crate::artifacts::FsArtifactStore;
+use crate::feed::{self, ChangeFeed, Watcher};
+use crate::read::{self, Readers};
 use crate::sqlite_artifacts::{SqliteArtifactStore, Staged};
 use crate::writer::{self, Job, Writer};
-use crate::{AppendRequest, EventStore, Lease, MissionRow, RawEvent, StoreError};
+use crate::{
+    AppendRequest, EventStore, InputRow, Lease, MissionRow, NewInput, RawEvent, StoreError,
+};
 
 /// Written into the database header (`PRAGMA application_id`) so that a flightdeck database
 /// is recognisable and a foreign one is refused before anything is written to it. "FDK1".
-const APPLICATION_ID: i64 = 0x4644_4B31;
+pub(crate) const APPLICATION_ID: i64 = 0x4644_4B31;
+
+/// The migration that made the inbox.
+const INPUTS_VERSION: i64 = 3;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// [`EventStore`] on a SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
-    pool: SqlitePool,
-    writer: Arc<Writer>,
+    /// Leases; `None` when read-only.
+    pool: Option<SqlitePool>,
+    /// `None` when read-only.
+    writer: Option<Arc<Writer>>,
     /// Artifacts put through [`SqliteStore::artifacts`] and not yet committed.
     staged: Arc<Staged>,
+    readers: Arc<Readers>,
+    /// Bumped after each commit that changed a timeline or an inbox (and by the watcher).
+    changes: Arc<watch::Sender<u64>>,
+    /// The inotify watcher of this store's feeds, while any feed lives.
+    watcher: Mutex<Weak<Watcher>>,
+    /// Whether the schema has the inbox (a read-only store may open an older one).
+    has_inputs: bool,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
             .field("path", &self.path)
+            .field("read_only", &self.writer.is_none())
             .finish()
     }
 }
@@ -63,7 +81,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(2)
             .connect_with(options.clone())
             .await?;
         // Marked as ours before any table exists: another process opening the file while
@@ -74,29 +92,109 @@ impl SqliteStore {
         MIGRATOR.run(&pool).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::VersionMissing(found) => StoreError::TooNew {
                 found,
-                known: MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0),
+                known: known_version(),
             },
             other => StoreError::Migrate(other),
         })?;
         let staged = Arc::new(Staged::default());
-        let writer = Arc::new(writer::spawn(path, staged.clone())?);
+        let (changes, _) = watch::channel(0);
+        let changes = Arc::new(changes);
+        // SQLite puts the `-wal` next to the file a symbolic link leads to.
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let notify = writer::Notify {
+            changes: changes.clone(),
+            wal: feed::wal_path(&real),
+        };
+        let writer = Arc::new(writer::spawn(path, staged.clone(), notify)?);
         Ok(SqliteStore {
             path: path.to_path_buf(),
-            pool,
-            writer,
+            pool: Some(pool),
+            writer: Some(writer),
             staged,
+            readers: Arc::new(Readers::new(path, false)),
+            changes,
+            watcher: Mutex::new(Weak::new()),
+            has_inputs: true,
+        })
+    }
+
+    /// Opens the database at `path` for reading only: nothing is migrated or marked, no
+    /// writer is started, and the database is never created ([`StoreError::Missing`]).
+    /// Every write returns [`StoreError::ReadOnly`].
+    ///
+    /// - A database from a newer flightdeck is refused ([`StoreError::TooNew`]); one from
+    ///   an older one is read as it is (every migration so far only adds tables): a database
+    ///   from before the inbox has no inputs. A file with no flightdeck schema at all is
+    ///   [`StoreError::Unmigrated`].
+    /// - It reads where it cannot write: in a read-only directory, on a read-only file
+    ///   system, or on a full disk, where SQLite cannot create the `-shm` and `-wal` files
+    ///   it reads a WAL database with, each read is made on an `immutable=1` connection
+    ///   when no `-wal` holds data (then the database file is the whole database, and
+    ///   nothing can commit without a `-wal`), and is retried if the file changed while it
+    ///   ran.
+    /// - Where the directory is writable, SQLite itself may create the `-shm` and `-wal`
+    ///   files (empty of data) to coordinate with writers, as any reader of a WAL database
+    ///   does; the database file is never written.
+    pub async fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        let display = || path.display().to_string();
+        let metadata = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Missing { path: display() })
+            }
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: display(),
+                    source,
+                })
+            }
+        };
+        if metadata.is_dir() {
+            return Err(StoreError::NotFlightdeck {
+                path: display(),
+                reason: "it is a directory".into(),
+            });
+        }
+        if metadata.len() == 0 {
+            return Err(StoreError::Unmigrated { path: display() });
+        }
+        if !is_sqlite_file(path)? {
+            return Err(StoreError::NotFlightdeck {
+                path: display(),
+                reason: "it is not a SQLite database".into(),
+            });
+        }
+        let readers = Arc::new(Readers::new(path, true));
+        let known: Vec<(i64, Vec<u8>)> = MIGRATOR
+            .iter()
+            .map(|m| (m.version, m.checksum.to_vec()))
+            .collect();
+        let at = path.to_path_buf();
+        let version = readers
+            .run(move |conn| read::schema_version(conn, &at, &known))
+            .await?;
+        let (changes, _) = watch::channel(0);
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            pool: None,
+            writer: None,
+            staged: Arc::new(Staged::default()),
+            readers,
+            changes: Arc::new(changes),
+            watcher: Mutex::new(Weak::new()),
+            has_inputs: version >= INPUTS_VERSION,
         })
     }
 
     /// The artifact store that goes with this event store: artifacts up to
     /// [`crate::sqlite_artifacts::INLINE_MAX`] bytes in the database, made durable in the
     /// commit of this store's next append; larger ones (and any written by earlier versions)
-    /// as files under `files_root`.
+    /// as files under `files_root`. Read-only if this store is.
     pub fn artifacts(&self, files_root: impl Into<PathBuf>) -> SqliteArtifactStore {
         SqliteArtifactStore {
             files: FsArtifactStore::new(files_root),
             db_path: self.path.clone(),
-            pool: self.pool.clone(),
+            readers: self.readers.clone(),
             staged: self.staged.clone(),
             writer: self.writer.clone(),
         }
@@ -104,6 +202,48 @@ impl SqliteStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Whether this store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.writer.is_none()
+    }
+
+    fn writer(&self) -> Result<&Writer, StoreError> {
+        self.writer.as_deref().ok_or(StoreError::ReadOnly)
+    }
+
+    /// Hands `job` to the writer and waits for its answer.
+    async fn write<T>(
+        &self,
+        job: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        if !self.writer()?.send(job(reply)) {
+            return Err(StoreError::WriterGone);
+        }
+        answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+fn known_version() -> i64 {
+    MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0)
+}
+
+/// Whether the file starts with SQLite's magic.
+fn is_sqlite_file(path: &Path) -> Result<bool, StoreError> {
+    let mut header = [0u8; 16];
+    let read = std::fs::File::open(path).and_then(|mut f| {
+        use std::io::Read;
+        f.read(&mut header)
+    });
+    match read {
+        Ok(16) => Ok(&header == b"SQLite format 3\0"),
+        Ok(_) => Ok(false),
+        Err(source) => Err(StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        }),
     }
 }
 
@@ -129,20 +269,8 @@ async fn probe(path: &Path) -> Result<(), StoreError> {
     if metadata.len() == 0 {
         return Ok(());
     }
-    let mut header = [0u8; 16];
-    let read = std::fs::File::open(path).and_then(|mut f| {
-        use std::io::Read;
-        f.read(&mut header)
-    });
-    match read {
-        Ok(16) if &header == b"SQLite format 3\0" => {}
-        Ok(_) => return Err(not_ours("it is not a SQLite database".into())),
-        Err(source) => {
-            return Err(StoreError::Io {
-                path: path.display().to_string(),
-                source,
-            })
-        }
+    if !is_sqlite_file(path)? {
+        return Err(not_ours("it is not a SQLite database".into()));
     }
     let mut conn = SqliteConnectOptions::new()
         .filename(path)
@@ -172,109 +300,35 @@ async fn probe(path: &Path) -> Result<(), StoreError> {
     )))
 }
 
-fn raw_from_row(row: &SqliteRow) -> Result<RawEvent, sqlx::Error> {
-    Ok(RawEvent {
-        mission: row.try_get(0)?,
-        seq: row.try_get::<i64, _>(1)? as u64,
-        at_ms: row.try_get(2)?,
-        event_type: row.try_get(3)?,
-        data: row.try_get(4)?,
-        prev_hash: row.try_get(5)?,
-        hash: row.try_get(6)?,
-    })
-}
-
-fn mission_from_row(row: &SqliteRow) -> Result<MissionRow, StoreError> {
-    let id: String = row.try_get("id")?;
-    let summary_text: String = row.try_get("summary")?;
-    let last_seq = row.try_get::<i64, _>("last_seq")? as u64;
-    let head_hash: String = row.try_get("head_hash")?;
-    let mut summary: serde_json::Value =
-        serde_json::from_str(&summary_text).map_err(|e| StoreError::Corrupt {
-            mission: id.clone(),
-            seq: last_seq,
-            reason: format!("summary is not JSON: {e}"),
-        })?;
-    // The projection is computed before the hashes exist; the store stamps the head.
-    if let Some(object) = summary.as_object_mut() {
-        object.insert("events".into(), last_seq.into());
-        object.insert("head_hash".into(), head_hash.clone().into());
-    }
-    let lease_owner: Option<String> = row.try_get("lease_owner")?;
-    let lease_expires: Option<i64> = row.try_get("lease_expires_ms")?;
-    Ok(MissionRow {
-        id,
-        status: row.try_get("status")?,
-        template: row.try_get("template")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-        updated_at_ms: row.try_get("updated_at_ms")?,
-        last_seq,
-        head_hash,
-        summary,
-        lease: lease_owner.map(|owner| Lease {
-            owner,
-            expires_ms: lease_expires.unwrap_or(0),
-        }),
-    })
-}
-
-const MISSION_COLUMNS: &str = "id, status, template, created_at_ms, updated_at_ms, last_seq, head_hash, summary, lease_owner, lease_expires_ms";
-
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn append(&self, request: AppendRequest) -> Result<Vec<StoredEvent>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        if !self.writer.send(Job::Append { request, reply }) {
-            return Err(StoreError::WriterGone);
-        }
-        answer.await.map_err(|_| StoreError::WriterGone)?
+        self.write(|reply| Job::Append { request, reply }).await
     }
 
     async fn events(&self, mission: &str, after_seq: u64) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT mission, seq, at_ms, type, data, prev_hash, hash FROM events
-             WHERE mission = ?1 AND seq > ?2 ORDER BY seq",
-        )
-        .bind(mission)
-        .bind(after_seq as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let raw = raw_from_row(row)?;
-                raw.into_stored()
-            })
-            .collect()
+        let mission = mission.to_string();
+        self.readers
+            .run(move |conn| read::events(conn, &mission, after_seq))
+            .await
     }
 
     async fn raw_events(&self, mission: &str) -> Result<Vec<RawEvent>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT mission, seq, at_ms, type, data, prev_hash, hash FROM events WHERE mission = ?1 ORDER BY seq",
-        )
-        .bind(mission)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(raw_from_row).collect::<Result<_, _>>()?)
+        let mission = mission.to_string();
+        self.readers
+            .run(move |conn| read::raw_events(conn, &mission))
+            .await
     }
 
     async fn mission(&self, id: &str) -> Result<Option<MissionRow>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {MISSION_COLUMNS} FROM missions WHERE id = ?1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(mission_from_row).transpose()
+        let id = id.to_string();
+        self.readers.run(move |conn| read::mission(conn, &id)).await
     }
 
     async fn missions(&self, limit: u32) -> Result<Vec<MissionRow>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {MISSION_COLUMNS} FROM missions ORDER BY created_at_ms DESC, id DESC LIMIT ?1"
-        ))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(mission_from_row).collect()
+        self.readers
+            .run(move |conn| read::missions(conn, limit))
+            .await
     }
 
     async fn mission_ids_with_prefix(
@@ -282,14 +336,10 @@ impl EventStore for SqliteStore {
         prefix: &str,
         limit: u32,
     ) -> Result<Vec<String>, StoreError> {
-        // `substr` rather than LIKE: ids are compared as plain text, no wildcards.
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM missions WHERE substr(id, 1, length(?1)) = ?1 ORDER BY id LIMIT ?2",
-        )
-        .bind(prefix)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        let prefix = prefix.to_string();
+        self.readers
+            .run(move |conn| read::mission_ids_with_prefix(conn, &prefix, limit))
+            .await
     }
 
     async fn acquire_lease(
@@ -300,6 +350,7 @@ impl EventStore for SqliteStore {
         ttl_ms: i64,
         steal_from: Option<&str>,
     ) -> Result<Option<Lease>, StoreError> {
+        let pool = self.pool.as_ref().ok_or(StoreError::ReadOnly)?;
         sqlx::query(
             "UPDATE missions SET lease_owner = ?2, lease_expires_ms = ?3
              WHERE id = ?1 AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_expires_ms <= ?4
@@ -310,12 +361,12 @@ impl EventStore for SqliteStore {
         .bind(now_ms + ttl_ms)
         .bind(now_ms)
         .bind(steal_from)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         let holder: Option<(Option<String>, Option<i64>)> =
             sqlx::query_as("SELECT lease_owner, lease_expires_ms FROM missions WHERE id = ?1")
                 .bind(mission)
-                .fetch_optional(&self.pool)
+                .fetch_optional(pool)
                 .await?;
         Ok(holder.and_then(|(owner, expires)| {
             owner.map(|owner| Lease {
@@ -326,14 +377,72 @@ impl EventStore for SqliteStore {
     }
 
     async fn release_lease(&self, mission: &str, owner: &str) -> Result<(), StoreError> {
+        let pool = self.pool.as_ref().ok_or(StoreError::ReadOnly)?;
         sqlx::query(
             "UPDATE missions SET lease_owner = NULL, lease_expires_ms = NULL WHERE id = ?1 AND lease_owner = ?2",
         )
         .bind(mission)
         .bind(owner)
-        .execute(&self.pool)
+        .execute(pool)
         .await?;
         Ok(())
+    }
+
+    async fn post_input(&self, input: NewInput) -> Result<i64, StoreError> {
+        self.write(|reply| Job::PostInput { input, reply }).await
+    }
+
+    async fn pending_inputs(&self, mission: &str) -> Result<Vec<InputRow>, StoreError> {
+        if !self.has_inputs {
+            return Ok(Vec::new());
+        }
+        let mission = mission.to_string();
+        self.readers
+            .run(move |conn| read::pending_inputs(conn, &mission))
+            .await
+    }
+
+    async fn input(&self, id: i64) -> Result<Option<InputRow>, StoreError> {
+        if !self.has_inputs {
+            return Ok(None);
+        }
+        self.readers.run(move |conn| read::input(conn, id)).await
+    }
+
+    async fn refuse_input(&self, id: i64, reason: &str, at_ms: i64) -> Result<(), StoreError> {
+        let reason = reason.to_string();
+        self.write(|reply| Job::RefuseInput {
+            id,
+            reason,
+            at_ms,
+            reply,
+        })
+        .await
+    }
+
+    async fn missions_with_pending_inputs(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+        if !self.has_inputs {
+            return Ok(Vec::new());
+        }
+        self.readers
+            .run(move |conn| read::missions_with_pending_inputs(conn, limit))
+            .await
+    }
+
+    async fn subscribe(&self) -> Result<ChangeFeed, StoreError> {
+        let watcher = {
+            let mut slot = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.upgrade() {
+                Some(watcher) => watcher,
+                None => {
+                    let watcher = Arc::new(Watcher::start(&self.path, self.changes.clone())?);
+                    *slot = Arc::downgrade(&watcher);
+                    watcher
+                }
+            }
+        };
+        // After the watch is in place: whatever changes from here on wakes this feed.
+        Ok(ChangeFeed::new(self.changes.subscribe(), Some(watcher)))
     }
 }
 

@@ -15,11 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use flightdeck_core::Digest;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
-use sqlx::SqlitePool;
 use tokio::sync::oneshot;
 
 use crate::artifacts::{ArtifactError, ArtifactStore, FsArtifactStore};
+use crate::read::{self, Readers};
 use crate::writer::{Job, Writer};
 
 /// The largest artifact stored in the database; larger ones are files.
@@ -88,13 +87,15 @@ impl Staged {
 /// [`ArtifactStore`] in the SQLite store's database (small artifacts) and files under a
 /// directory (large ones, and artifacts written before artifacts moved into the database).
 /// Made by [`crate::SqliteStore::artifacts`]: its puts become durable with that store's
-/// appends.
+/// appends. That of a read-only store refuses puts ([`ArtifactError::ReadOnly`]), and its
+/// `local_path` names only artifacts that are files already.
 pub struct SqliteArtifactStore {
     pub(crate) files: FsArtifactStore,
     pub(crate) db_path: PathBuf,
-    pub(crate) pool: SqlitePool,
+    pub(crate) readers: Arc<Readers>,
     pub(crate) staged: Arc<Staged>,
-    pub(crate) writer: Arc<Writer>,
+    /// `None` when read-only.
+    pub(crate) writer: Option<Arc<Writer>>,
 }
 
 impl std::fmt::Debug for SqliteArtifactStore {
@@ -111,7 +112,10 @@ impl SqliteArtifactStore {
     pub async fn flush(&self) -> Result<(), ArtifactError> {
         let (reply, answer) = oneshot::channel();
         let gone = || self.db_error("the store's writer has stopped".into());
-        if !self.writer.send(Job::Flush { reply }) {
+        let Some(writer) = &self.writer else {
+            return Err(ArtifactError::ReadOnly);
+        };
+        if !writer.send(Job::Flush { reply }) {
             return Err(gone());
         }
         answer
@@ -127,25 +131,19 @@ impl SqliteArtifactStore {
         }
     }
 
-    /// The committed bytes of `digest` in the database, read on a connection of its own (for
-    /// callers that are not async).
-    fn read_blocking(&self, digest: &Digest) -> Result<Option<Vec<u8>>, rusqlite::Error> {
-        let conn = Connection::open_with_flags(
-            &self.db_path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.query_row(
-            "SELECT bytes FROM artifacts WHERE digest = ?1",
-            [digest.to_string()],
-            |row| row.get(0),
-        )
-        .optional()
+    /// The committed bytes of `digest` in the database, read on this thread (for callers
+    /// that are not async).
+    fn read_blocking(&self, digest: &Digest) -> Result<Option<Vec<u8>>, ArtifactError> {
+        let digest = digest.to_string();
+        self.readers
+            .run_blocking(&|conn| read::artifact(conn, &digest))
+            .map_err(|e| self.db_error(e.to_string()))
     }
 
     async fn read_db(&self, digest: &Digest) -> Result<Option<Vec<u8>>, ArtifactError> {
-        sqlx::query_scalar("SELECT bytes FROM artifacts WHERE digest = ?1")
-            .bind(digest.to_string())
-            .fetch_optional(&self.pool)
+        let digest = digest.to_string();
+        self.readers
+            .run(move |conn| read::artifact(conn, &digest))
             .await
             .map_err(|e| self.db_error(e.to_string()))
     }
@@ -165,6 +163,9 @@ fn checked(digest: &Digest, bytes: Vec<u8>) -> Result<Vec<u8>, ArtifactError> {
 #[async_trait]
 impl ArtifactStore for SqliteArtifactStore {
     async fn put(&self, bytes: &[u8]) -> Result<Digest, ArtifactError> {
+        if self.writer.is_none() {
+            return Err(ArtifactError::ReadOnly);
+        }
         if bytes.len() > INLINE_MAX {
             return self.files.put(bytes).await;
         }
@@ -187,23 +188,14 @@ impl ArtifactStore for SqliteArtifactStore {
 
     /// One query per few hundred digests for those in the database; the rest one by one.
     async fn get_many(&self, digests: &[Digest]) -> Result<Vec<Vec<u8>>, ArtifactError> {
-        let mut found: std::collections::HashMap<String, Vec<u8>> = Default::default();
-        for chunk in digests.chunks(500) {
-            let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "SELECT digest, bytes FROM artifacts WHERE digest IN (",
-            );
-            let mut list = query.separated(", ");
-            for digest in chunk {
-                list.push_bind(digest.to_string());
-            }
-            query.push(")");
-            let rows: Vec<(String, Vec<u8>)> = query
-                .build_query_as()
-                .fetch_all(&self.pool)
-                .await
-                .map_err(|e| self.db_error(e.to_string()))?;
-            found.extend(rows);
-        }
+        let wanted: Vec<String> = digests.iter().map(|d| d.to_string()).collect();
+        let found: std::collections::HashMap<String, Vec<u8>> = self
+            .readers
+            .run(move |conn| read::artifacts(conn, &wanted))
+            .await
+            .map_err(|e| self.db_error(e.to_string()))?
+            .into_iter()
+            .collect();
         let mut all = Vec::with_capacity(digests.len());
         for digest in digests {
             match found.get(&digest.to_string()) {
@@ -227,6 +219,9 @@ impl ArtifactStore for SqliteArtifactStore {
         let path = self.files.local_path(digest)?;
         if path.is_file() {
             return Some(path);
+        }
+        if self.writer.is_none() {
+            return None; // a read-only store writes no file
         }
         let bytes = match self.staged.get(digest) {
             Some(bytes) => bytes.to_vec(),

@@ -10,9 +10,15 @@
 //! Every transaction first inserts the artifacts staged by the store's
 //! [`crate::SqliteArtifactStore`], so an event and the artifacts put before it become durable
 //! in one commit.
+//!
+//! Inputs are posted and refused through the same thread, in the same batches, so that a
+//! mission's inbox and its timeline change in one order; an append that consumes inputs
+//! marks them applied in the transaction of its events. After each commit that changed a
+//! timeline or an inbox, the thread wakes this process's change feeds and touches the
+//! `-wal` for other processes' (see `feed.rs`).
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -21,12 +27,13 @@ use flightdeck_core::hash::GENESIS_HASH;
 use flightdeck_core::jcs::canonicalize;
 use flightdeck_core::{Digest, StoredEvent};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
+use crate::feed;
 use crate::sqlite_artifacts::Staged;
-use crate::{AppendRequest, Projection, StoreError};
+use crate::{AppendRequest, NewInput, Projection, StoreError};
 
-/// Appends committed together at most.
+/// Jobs committed together at most.
 const MAX_BATCH: usize = 256;
 
 pub(crate) type AppendResult = Result<Vec<StoredEvent>, StoreError>;
@@ -37,10 +44,40 @@ pub(crate) enum Job {
         request: AppendRequest,
         reply: oneshot::Sender<AppendResult>,
     },
+    PostInput {
+        input: NewInput,
+        reply: oneshot::Sender<Result<i64, StoreError>>,
+    },
+    RefuseInput {
+        id: i64,
+        reason: String,
+        at_ms: i64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Commit the staged artifacts now.
     Flush {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+}
+
+/// What became of one job of a committed batch.
+enum Outcome {
+    Append(AppendResult),
+    Posted(Result<i64, StoreError>),
+    Refused(Result<(), StoreError>),
+    Flushed,
+}
+
+impl Outcome {
+    /// Whether a timeline or an inbox changed: what change feeds hear about.
+    fn changed(&self) -> bool {
+        match self {
+            Outcome::Append(r) => r.is_ok(),
+            Outcome::Posted(r) => r.is_ok(),
+            Outcome::Refused(r) => r.is_ok(),
+            Outcome::Flushed => false,
+        }
+    }
 }
 
 /// The writer thread, shared by the store and its artifact store. Dropping the last handle
@@ -69,8 +106,15 @@ impl Drop for Writer {
     }
 }
 
+/// Where the writer tells of its commits.
+pub(crate) struct Notify {
+    pub(crate) changes: Arc<watch::Sender<u64>>,
+    /// The `-wal` whose times are set after each commit, for other processes' feeds.
+    pub(crate) wal: PathBuf,
+}
+
 /// Opens the writer's connection and starts its thread. The schema must already be migrated.
-pub(crate) fn spawn(path: &Path, staged: Arc<Staged>) -> Result<Writer, StoreError> {
+pub(crate) fn spawn(path: &Path, staged: Arc<Staged>, notify: Notify) -> Result<Writer, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -82,7 +126,7 @@ pub(crate) fn spawn(path: &Path, staged: Arc<Staged>) -> Result<Writer, StoreErr
     let (sender, jobs) = mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("flightdeck-store-writer".into())
-        .spawn(move || writer_loop(conn, jobs, &staged))
+        .spawn(move || writer_loop(conn, jobs, &staged, &notify))
         .map_err(|source| StoreError::Io {
             path: path.display().to_string(),
             source,
@@ -95,7 +139,7 @@ pub(crate) fn spawn(path: &Path, staged: Arc<Staged>) -> Result<Writer, StoreErr
 
 /// Runs until every sender is gone (the store and its artifact store were dropped), then
 /// commits what is still staged, so a clean shutdown loses nothing.
-fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, staged: &Staged) {
+fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, staged: &Staged, notify: &Notify) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -107,43 +151,26 @@ fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, staged: &Staged)
         // Taken after the jobs arrived: whatever a caller put before it sent its append is
         // in this snapshot.
         let artifacts = staged.snapshot();
-        let requests: Vec<&AppendRequest> = batch
-            .iter()
-            .filter_map(|job| match job {
-                Job::Append { request, .. } => Some(request),
-                Job::Flush { .. } => None,
-            })
-            .collect();
-        let (results, flushed) = match commit_batch(&mut conn, &artifacts, &requests) {
-            Ok(results) => {
+        let outcomes = match commit_batch(&mut conn, &artifacts, &batch) {
+            Ok(outcomes) => {
                 staged.committed(&artifacts);
-                (results, Ok(()))
+                if outcomes.iter().any(Outcome::changed) {
+                    // The commit is visible: now, and only now, wake the feeds.
+                    feed::touch_wal(&notify.wal);
+                    feed::bump(&notify.changes);
+                }
+                outcomes.into_iter().map(Ok).collect()
             }
             Err(e) => {
                 // Nothing of the batch is kept (the staged artifacts stay staged for the
-                // next one); every appender hears why.
+                // next one); every job hears why.
                 let message = e.to_string();
-                let results = requests
-                    .iter()
-                    .map(|_| Err(database_error(&message)))
-                    .collect();
-                (results, Err(message))
+                batch.iter().map(|_| Err(message.clone())).collect::<Vec<_>>()
             }
         };
-        let mut results = results.into_iter();
-        for job in batch {
+        for (job, outcome) in batch.into_iter().zip(outcomes) {
             // A caller may have gone away; what it asked for is committed all the same.
-            match job {
-                Job::Append { reply, .. } => {
-                    let result = results
-                        .next()
-                        .unwrap_or_else(|| Err(database_error("no result for this append")));
-                    let _ = reply.send(result);
-                }
-                Job::Flush { reply } => {
-                    let _ = reply.send(flushed.clone().map_err(|m| database_error(&m)));
-                }
-            }
+            reply(job, outcome);
         }
     }
     let artifacts = staged.snapshot();
@@ -152,16 +179,54 @@ fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, staged: &Staged)
     }
 }
 
-/// Commits every request of the batch that can be applied, in one transaction: the head of
-/// each mission in the batch read once, conflicts decided in memory (a conflicting request
-/// writes nothing), then the events inserted and each touched mission's projection upserted.
-/// The staged `artifacts` go first, so that no event commits without what it references.
-/// An error rolls the whole transaction back (the transaction is dropped uncommitted).
+/// Answers `job` with its outcome, or with the error that failed its whole batch.
+fn reply(job: Job, outcome: Result<Outcome, String>) {
+    match (job, outcome) {
+        (Job::Append { reply, .. }, Ok(Outcome::Append(r))) => {
+            let _ = reply.send(r);
+        }
+        (Job::PostInput { reply, .. }, Ok(Outcome::Posted(r))) => {
+            let _ = reply.send(r);
+        }
+        (Job::RefuseInput { reply, .. }, Ok(Outcome::Refused(r))) => {
+            let _ = reply.send(r);
+        }
+        (Job::Flush { reply }, Ok(Outcome::Flushed)) => {
+            let _ = reply.send(Ok(()));
+        }
+        (job, outcome) => {
+            let error = || match &outcome {
+                Err(message) => database_error(message),
+                Ok(_) => database_error("no result for this job"),
+            };
+            match job {
+                Job::Append { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                Job::PostInput { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                Job::RefuseInput { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                Job::Flush { reply } => {
+                    let _ = reply.send(Err(error()));
+                }
+            }
+        }
+    }
+}
+
+/// Commits every job of the batch that can be applied, in one transaction, in the order
+/// the jobs came: a job that cannot be applied (a conflicting append, an input that is not
+/// pending, a post to a missing mission) writes nothing and fails alone. The staged
+/// `artifacts` go first, so that no event commits without what it references. An SQL error
+/// rolls the whole transaction back (the transaction is dropped uncommitted).
 fn commit_batch(
     conn: &mut Connection,
     artifacts: &[(Digest, Arc<[u8]>)],
-    batch: &[&AppendRequest],
-) -> Result<Vec<AppendResult>, StoreError> {
+    batch: &[Job],
+) -> Result<Vec<Outcome>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     if !artifacts.is_empty() {
         let mut insert =
@@ -170,13 +235,9 @@ fn commit_batch(
             insert.execute(params![digest.to_string(), &bytes[..]])?;
         }
     }
-    let results = if batch.is_empty() {
-        Vec::new()
-    } else {
-        write_batch(&tx, batch)?
-    };
+    let outcomes = write_batch(&tx, batch)?;
     tx.commit()?;
-    Ok(results)
+    Ok(outcomes)
 }
 
 /// A mission's row as the batch leaves it.
@@ -188,21 +249,22 @@ struct PendingMission<'a> {
     projection: Option<&'a Projection>,
 }
 
-fn write_batch(
-    tx: &rusqlite::Transaction<'_>,
-    batch: &[&AppendRequest],
-) -> Result<Vec<AppendResult>, StoreError> {
-    let mut missions: BTreeMap<&str, PendingMission<'_>> = BTreeMap::new();
-    {
-        let mut head = tx.prepare_cached(
-            "SELECT last_seq, head_hash, created_at_ms FROM missions WHERE id = ?1",
-        )?;
-        for request in batch {
-            let id = request.mission.as_str();
-            if missions.contains_key(id) {
-                continue;
-            }
-            let row = head
+/// The batch's view of the missions it touches: each head read once, then kept in memory.
+struct Heads<'a> {
+    missions: BTreeMap<&'a str, PendingMission<'a>>,
+}
+
+impl<'a> Heads<'a> {
+    fn get(
+        &mut self,
+        tx: &rusqlite::Transaction<'_>,
+        id: &'a str,
+    ) -> Result<&mut PendingMission<'a>, StoreError> {
+        if !self.missions.contains_key(id) {
+            let row = tx
+                .prepare_cached(
+                    "SELECT last_seq, head_hash, created_at_ms FROM missions WHERE id = ?1",
+                )?
                 .query_row(params![id], |row| {
                     Ok((
                         row.get::<_, i64>(0)?,
@@ -211,7 +273,6 @@ fn write_batch(
                     ))
                 })
                 .optional()?;
-            let first_at = request.events.first().map_or(0, |e| e.at_ms);
             let pending = match row {
                 Some((last_seq, head_hash, created_at_ms)) => PendingMission {
                     created_at_ms,
@@ -221,49 +282,35 @@ fn write_batch(
                     projection: None,
                 },
                 None => PendingMission {
-                    created_at_ms: first_at,
-                    updated_at_ms: first_at,
+                    created_at_ms: 0,
+                    updated_at_ms: 0,
                     last_seq: 0,
                     head_hash: GENESIS_HASH.to_string(),
                     projection: None,
                 },
             };
-            missions.insert(id, pending);
+            self.missions.insert(id, pending);
         }
+        self.missions
+            .get_mut(id)
+            .ok_or_else(|| database_error("a mission head vanished from the batch"))
     }
-    let mut results = Vec::with_capacity(batch.len());
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO events (mission, seq, at_ms, type, data, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    for request in batch {
-        // Every mission of the batch was entered above.
-        let Some(pending) = missions.get_mut(request.mission.as_str()) else {
-            continue;
-        };
-        match seal_request(request, pending.last_seq, &pending.head_hash) {
-            Ok(sealed) => {
-                for (event, data_text, at_ms) in &sealed {
-                    insert.execute(params![
-                        event.mission,
-                        event.seq as i64,
-                        at_ms,
-                        event.event_type,
-                        data_text,
-                        event.prev_hash,
-                        event.hash,
-                    ])?;
-                }
-                if let Some(last) = sealed.last() {
-                    pending.last_seq = last.0.seq;
-                    pending.head_hash = last.0.hash.clone();
-                    pending.updated_at_ms = last.2;
-                    pending.projection = Some(&request.projection);
-                }
-                results.push(Ok(sealed.into_iter().map(|(e, _, _)| e).collect()));
-            }
-            Err(e) => results.push(Err(e)),
-        }
+}
+
+fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &[Job]) -> Result<Vec<Outcome>, StoreError> {
+    let mut heads = Heads {
+        missions: BTreeMap::new(),
+    };
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch {
+        outcomes.push(match job {
+            Job::Append { request, .. } => Outcome::Append(append(tx, &mut heads, request)?),
+            Job::PostInput { input, .. } => Outcome::Posted(post_input(tx, &mut heads, input)?),
+            Job::RefuseInput {
+                id, reason, at_ms, ..
+            } => Outcome::Refused(refuse_input(tx, *id, reason, *at_ms)?),
+            Job::Flush { .. } => Outcome::Flushed,
+        });
     }
     let mut upsert = tx.prepare_cached(
         "INSERT INTO missions (id, status, template, created_at_ms, updated_at_ms, last_seq, head_hash, summary)
@@ -272,7 +319,7 @@ fn write_batch(
            updated_at_ms = excluded.updated_at_ms, last_seq = excluded.last_seq,
            head_hash = excluded.head_hash, summary = excluded.summary",
     )?;
-    for (id, m) in &missions {
+    for (id, m) in &heads.missions {
         let Some(projection) = m.projection else {
             continue;
         };
@@ -289,7 +336,133 @@ fn write_batch(
             summary,
         ])?;
     }
-    Ok(results)
+    Ok(outcomes)
+}
+
+/// One append of the batch. The outer error fails the batch (SQL); the inner one only this
+/// append, which then has written nothing.
+fn append<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    heads: &mut Heads<'a>,
+    request: &'a AppendRequest,
+) -> Result<AppendResult, StoreError> {
+    let pending = heads.get(tx, &request.mission)?;
+    let sealed = match seal_request(request, pending.last_seq, &pending.head_hash) {
+        Ok(sealed) => sealed,
+        Err(e) => return Ok(Err(e)),
+    };
+    if let Some(refusal) = check_consumes(tx, request)? {
+        return Ok(Err(refusal));
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO events (mission, seq, at_ms, type, data, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (event, data_text, at_ms) in &sealed {
+        insert.execute(params![
+            event.mission,
+            event.seq as i64,
+            at_ms,
+            event.event_type,
+            data_text,
+            event.prev_hash,
+            event.hash,
+        ])?;
+    }
+    let (Some(first), Some(last)) = (sealed.first(), sealed.last()) else {
+        return Ok(Err(StoreError::EmptyAppend(request.mission.clone())));
+    };
+    if !request.consumes.is_empty() {
+        let mut applied = tx.prepare_cached(
+            "UPDATE inputs SET state = 'applied', applied_seq = ?2, decided_at_ms = ?3
+             WHERE id = ?1 AND state = 'pending'",
+        )?;
+        for id in &request.consumes {
+            applied.execute(params![id, last.0.seq as i64, last.2])?;
+        }
+    }
+    if pending.last_seq == 0 {
+        pending.created_at_ms = first.2;
+    }
+    pending.last_seq = last.0.seq;
+    pending.head_hash = last.0.hash.clone();
+    pending.updated_at_ms = last.2;
+    pending.projection = Some(&request.projection);
+    Ok(Ok(sealed.into_iter().map(|(e, _, _)| e).collect()))
+}
+
+/// Why the inputs an append consumes cannot be applied, if they cannot: each must be a
+/// pending input of the append's mission, named once.
+fn check_consumes(
+    tx: &rusqlite::Transaction<'_>,
+    request: &AppendRequest,
+) -> Result<Option<StoreError>, StoreError> {
+    let mut seen = HashSet::new();
+    let mut state = tx.prepare_cached("SELECT mission, state FROM inputs WHERE id = ?1")?;
+    for &id in &request.consumes {
+        if !seen.insert(id) {
+            return Ok(Some(StoreError::InputNotPending { id }));
+        }
+        let row = state
+            .query_row(params![id], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+            })
+            .optional()?;
+        match row {
+            None => return Ok(Some(StoreError::UnknownInput { id })),
+            Some((mission, state)) if mission != request.mission || state != "pending" => {
+                return Ok(Some(StoreError::InputNotPending { id }))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(None)
+}
+
+fn post_input<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    heads: &mut Heads<'a>,
+    input: &'a NewInput,
+) -> Result<Result<i64, StoreError>, StoreError> {
+    // A mission exists once it has an event (here or earlier in this batch).
+    if heads.get(tx, &input.mission)?.last_seq == 0 {
+        return Ok(Err(StoreError::UnknownMission {
+            mission: input.mission.clone(),
+        }));
+    }
+    let payload = match serde_json::to_string(&input.payload) {
+        Ok(payload) => payload,
+        Err(e) => return Ok(Err(StoreError::Encode(e.to_string()))),
+    };
+    tx.prepare_cached(
+        "INSERT INTO inputs (mission, kind, payload, posted_at_ms, state)
+         VALUES (?1, ?2, ?3, ?4, 'pending')",
+    )?
+    .execute(params![input.mission, input.kind, payload, input.posted_at_ms])?;
+    Ok(Ok(tx.last_insert_rowid()))
+}
+
+fn refuse_input(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    reason: &str,
+    at_ms: i64,
+) -> Result<Result<(), StoreError>, StoreError> {
+    let state: Option<String> = tx
+        .prepare_cached("SELECT state FROM inputs WHERE id = ?1")?
+        .query_row(params![id], |row| row.get(0))
+        .optional()?;
+    match state.as_deref() {
+        None => return Ok(Err(StoreError::UnknownInput { id })),
+        Some("pending") => {}
+        Some(_) => return Ok(Err(StoreError::InputNotPending { id })),
+    }
+    tx.prepare_cached(
+        "UPDATE inputs SET state = 'refused', reason = ?2, decided_at_ms = ?3
+         WHERE id = ?1 AND state = 'pending'",
+    )?
+    .execute(params![id, reason, at_ms])?;
+    Ok(Ok(()))
 }
 
 /// Checks the expected seq and seals the request's events onto the chain: each event with
@@ -330,6 +503,6 @@ fn seal_request(
     Ok(sealed)
 }
 
-fn database_error(message: &str) -> StoreError {
+pub(crate) fn database_error(message: &str) -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(message.to_string()))
 }

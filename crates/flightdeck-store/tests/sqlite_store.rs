@@ -35,6 +35,7 @@ fn request(mission: &str, expected_seq: u64, events: Vec<NewEvent>) -> AppendReq
             template: "t".into(),
             summary: json!({"id": mission}),
         },
+        consumes: Vec::new(),
     }
 }
 

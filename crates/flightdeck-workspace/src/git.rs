@@ -362,3 +362,44 @@ impl Worktree {
         Ok(())
     }
 }
+
+/// The bytes of `path` (repo-relative) in `commit` of `repo`, or `None` when the commit has
+/// no such file. Read from the object store: the working tree is never looked at.
+pub fn read_at_commit(repo: &Path, commit: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+    let spec = format!("{commit}:{}", path.trim_start_matches("./"));
+    let exists = git(repo, &["cat-file", "-e", "--end-of-options", &spec], &[])?;
+    if !exists.status.success() {
+        return Ok(None);
+    }
+    let output = git(repo, &["cat-file", "blob", &spec], &[])?;
+    if !output.status.success() {
+        // A directory, or a submodule: not a file of the commit.
+        return Ok(None);
+    }
+    Ok(Some(output.stdout))
+}
+
+/// The names of the files directly in `dir` (repo-relative) in `commit` of `repo`.
+pub fn list_at_commit(repo: &Path, commit: &str, dir: &str) -> Result<Vec<String>, GitError> {
+    let spec = format!("{commit}:{}", dir.trim_end_matches('/'));
+    let output = git(repo, &["ls-tree", "--name-only", "--end-of-options", &spec], &[])?;
+    if !output.status.success() {
+        return Ok(Vec::new());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+impl Worktree {
+    /// The blob id of `path` in `tree` (a tree id this worktree's repository has), if it is a
+    /// file there.
+    pub fn blob_in_tree(&self, tree: &str, path: &str) -> Option<String> {
+        let spec = format!("{tree}:{path}");
+        let id = self
+            .git(&["rev-parse", "--verify", "--quiet", "--end-of-options", &spec], &[])
+            .ok()?;
+        (!id.is_empty()).then_some(id)
+    }
+}

@@ -27,7 +27,9 @@ pub use files::{
     SearchMatch, SearchResult, BINARY_PROBE_BYTES, MAX_EDIT_BYTES, MAX_LINE_CHARS,
     MAX_SEARCH_FILE_BYTES,
 };
-pub use git::{repo_root, resolve_commit, DiffFile, GitError, Worktree};
+pub use git::{
+    list_at_commit, read_at_commit, repo_root, resolve_commit, DiffFile, GitError, Worktree,
+};
 pub use limits::{Cgroups, Limits};
 pub use local::{LocalWorkspace, Sandbox, SandboxLayout, HOME_TOOLCHAIN_DIRS};
 

@@ -69,6 +69,9 @@ pub enum Command {
         /// Create the mission and run it in the background
         #[arg(long)]
         detach: bool,
+        /// A repository by URL (fetched into <data-dir>/repos); --base names its commit
+        #[arg(long, value_name = "URL", conflicts_with = "repo")]
+        remote: Option<String>,
     },
     /// List missions, newest first
     Missions {
@@ -159,6 +162,15 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The people directory: each person's names per channel, and the teams
+    People,
+    /// Continue missions by themselves: parked ones whose approvals are granted, blocked
+    /// ones whose budget was raised; take in inputs no one else takes; fire expiries
+    Worker {
+        /// One pass, then exit (scripts, cron)
+        #[arg(long)]
+        once: bool,
+    },
     /// Drives a mission created with `run --detach` (started by flightdeck itself).
     #[command(name = "__start", hide = true)]
     Start { mission: String },
@@ -171,6 +183,9 @@ pub enum PolicyCommand {
     Explain {
         #[arg(long, value_name = "DIR")]
         repo: Option<PathBuf>,
+        /// The commit whose policy and CODEOWNERS decide (a mission reads them at its base)
+        #[arg(long, default_value = "HEAD", value_name = "REF")]
+        base: String,
         /// A shell command line an agent or a step would run
         #[arg(long, value_name = "CMD")]
         command: Option<String>,

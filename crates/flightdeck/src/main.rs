@@ -41,9 +41,10 @@ fn report(error: CliError) -> i32 {
     if let Some(hint) = &error.hint {
         eprintln!("hint: {hint}");
     }
-    if error.code == exit::OK {
-        exit::FAILED
-    } else {
-        error.code
+    match error.exit_code() {
+        exit::OK => exit::FAILED,
+        code => code,
     }
 }
+
+

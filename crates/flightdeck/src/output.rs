@@ -7,7 +7,12 @@ use std::io::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use flightdeck_core::{EventKind, StoredEvent};
+use flightdeck_core::budget::Dimension;
+use flightdeck_core::state::ApprovalStatus;
+use flightdeck_core::views::{
+    one_line, ApprovalView, BudgetView, CostLine, CostView, EventLine, MissionSummary,
+};
+use flightdeck_core::{Digest, EventKind, MissionStatus, StoredEvent};
 use flightdeck_engine::Observer;
 use serde_json::Value;
 
@@ -15,191 +20,12 @@ fn short(s: &str, n: usize) -> &str {
     s.get(..n).unwrap_or(s)
 }
 
-/// One line, cut to `max` characters.
-fn one_line(text: &str, max: usize) -> String {
-    let line = text.lines().next().unwrap_or("");
-    let more = text.lines().nth(1).is_some();
-    if line.chars().count() > max {
-        format!(
-            "{}…",
-            line.chars().take(max.saturating_sub(1)).collect::<String>()
-        )
-    } else if more {
-        format!("{line} …")
-    } else {
-        line.to_string()
-    }
-}
-
-/// What an event says, in a few words.
-pub fn describe(event: &StoredEvent) -> String {
-    let Ok(kind) = event.kind() else {
-        return one_line(&event.data.to_string(), 100);
-    };
-    match kind {
-        EventKind::MissionCreated(c) => format!(
-            "template {} by {}, repo {}, base {}",
-            c.template,
-            c.requested_by,
-            c.repo,
-            short(&c.base_commit, 12)
-        ),
-        EventKind::WorkspaceProvisioning(w) => format!("runtime {}", w.runtime),
-        EventKind::WorkspaceProvisioned(w) => {
-            format!(
-                "{} (sandbox {}), network {}, {}",
-                w.runtime, w.sandbox, w.network, w.path
-            )
-        }
-        EventKind::WorkspaceDrift(d) => {
-            format!("{}: pinned {}, found {}", d.tool, d.pinned, d.found)
-        }
-        EventKind::StepStarted(s) => format!(
-            "step {} ({}): {}",
-            s.index + 1,
-            s.kind.as_str(),
-            one_line(&s.description, 80)
-        ),
-        EventKind::StepFinished(s) => format!("step {} {:?}", s.index + 1, s.status).to_lowercase(),
-        EventKind::ToolRequested(t) => {
-            let args = match t.args.get("command").and_then(Value::as_str) {
-                Some(command) => format!("`{}`", one_line(command, 80)),
-                None => one_line(&t.args.to_string(), 80),
-            };
-            format!("{} {} {args} (by {})", t.call_id, t.tool, t.actor)
-        }
-        EventKind::ToolCompleted(t) => {
-            let how = match (t.ok, t.exit_code, t.timed_out) {
-                (_, _, true) => "timed out".to_string(),
-                (true, Some(code), _) => format!("ok, exit {code}"),
-                (false, Some(code), _) => format!("FAILED, exit {code}"),
-                (ok, None, _) => {
-                    if ok {
-                        "ok".to_string()
-                    } else {
-                        "FAILED, killed".to_string()
-                    }
-                }
-            };
-            format!(
-                "{} {how} in {} ms, output {}",
-                t.call_id,
-                t.duration_ms,
-                short(t.output.as_str(), 19)
-            )
-        }
-        EventKind::ChangePublished(c) => format!(
-            "branch {} commit {} ({} file(s)), patch {}",
-            c.branch,
-            short(&c.commit, 12),
-            c.files.len(),
-            short(c.patch.as_str(), 19)
-        ),
-        EventKind::PolicyDecided(d) => {
-            let rules = if d.rule_ids.is_empty() {
-                "default".to_string()
-            } else {
-                d.rule_ids.join(",")
-            };
-            format!(
-                "{} {}: {} ({}, {rules}) {}",
-                d.subject,
-                d.action,
-                d.decision.to_uppercase(),
-                d.tier,
-                one_line(&d.explanation, 80)
-            )
-        }
-        EventKind::ApprovalRequested(a) => format!(
-            "{} {} gate needs {} approval(s) from {}",
-            a.approval_id,
-            a.gate,
-            a.required,
-            a.eligible.join(", ")
-        ),
-        EventKind::ApprovalDecided(a) => format!(
-            "{} {} by {} via {}{}",
-            a.approval_id,
-            a.decision,
-            a.by,
-            a.channel,
-            a.comment
-                .as_deref()
-                .map(|c| format!(": {}", one_line(c, 60)))
-                .unwrap_or_default()
-        ),
-        EventKind::ApprovalExpired(a) => format!(
-            "{} not granted within {} s: counts as a deny",
-            a.approval_id, a.expires_after_seconds
-        ),
-        EventKind::ModelRequested(m) => {
-            let reserved = m
-                .reserved
-                .as_ref()
-                .map(|r| match r.usd {
-                    Some(usd) => format!(", reserves {} tokens / ${usd:.4}", r.tokens),
-                    None => format!(", reserves {} tokens", r.tokens),
-                })
-                .unwrap_or_default();
-            format!(
-                "{} {}:{} for the {} (attempt {}{reserved})",
-                m.call_id, m.provider, m.model, m.role, m.attempt
-            )
-        }
-        EventKind::ModelResponded(m) => format!(
-            "{} served by {}: {} in / {} out tokens{}, ${:.4}",
-            m.call_id,
-            m.model_served,
-            m.input_tokens,
-            m.output_tokens,
-            if m.cache_read_tokens > 0 {
-                format!(" ({} cached)", m.cache_read_tokens)
-            } else {
-                String::new()
-            },
-            m.cost_usd
-        ),
-        EventKind::ModelFailed(m) => format!(
-            "{} {} attempt {} FAILED{}: {}",
-            m.call_id,
-            m.model.as_deref().unwrap_or("?"),
-            m.attempt,
-            if m.retryable { " (retryable)" } else { "" },
-            one_line(&m.error, 100)
-        ),
-        EventKind::ModelFallback(f) => {
-            format!("{} -> {}: {}", f.from, f.to, one_line(&f.reason, 100))
-        }
-        EventKind::ContextCompacted(c) => format!(
-            "before {}: dropped {} tool result(s), ~{} -> ~{} of {} tokens",
-            c.before_call,
-            c.dropped.len(),
-            c.tokens_before,
-            c.tokens_after,
-            c.context_tokens
-        ),
-        EventKind::BudgetExceeded(b) => flightdeck_core::budget::describe_exceeded(&b),
-        EventKind::BudgetRaised(b) => format!("{} +{} by {}", b.dimension, b.amount, b.by),
-        EventKind::BreakerTripped(b) => format!("{}: {}", b.kind, one_line(&b.detail, 100)),
-        EventKind::MissionInterrupted(i) => i.reason,
-        EventKind::MissionResumed(r) => format!("by {}", r.by),
-        EventKind::MissionFinished(f) => match (f.error, f.summary) {
-            (Some(e), _) => format!("{}: {}", f.status, one_line(&e.message, 100)),
-            (None, Some(s)) => format!("{}: {s}", f.status),
-            (None, None) => f.status.to_string(),
-        },
-        other => one_line(&other.data().to_string(), 100),
-    }
-}
-
 /// `  12  19:41:02.123  tool.completed         …`
 pub fn event_line(event: &StoredEvent) -> String {
-    let time = event.at.get(11..23).unwrap_or(&event.at);
+    let line = EventLine::of(event);
     format!(
-        "{:>4}  {time}  {:<22} {}",
-        event.seq,
-        event.event_type,
-        describe(event)
+        "{:>4}  {}  {:<22} {}",
+        line.seq, line.time, line.event_type, line.text
     )
 }
 
@@ -370,123 +196,109 @@ impl Observer for Progress {
 }
 
 /// The human view of a mission summary (the `--json` shape, laid out for people).
-pub fn summary_text(summary: &Value, artifact_path: impl Fn(&str) -> Option<String>) -> String {
-    let s = |key: &str| {
-        summary
-            .get(key)
-            .and_then(Value::as_str)
-            .unwrap_or("-")
-            .to_string()
-    };
+pub fn summary_text(
+    summary: &MissionSummary,
+    artifact_path: impl Fn(&Digest) -> Option<String>,
+) -> String {
+    let or_dash = |value: &Option<String>| value.clone().unwrap_or_else(|| "-".to_string());
     let mut out = String::new();
     let mut row = |label: &str, value: String| {
         out.push_str(&format!("{label:<10} {value}\n"));
     };
-    row("mission", s("id"));
-    row("template", s("template"));
-    row("status", s("status"));
-    row("repo", s("repo"));
-    row("base", short(&s("base_commit"), 12).to_string());
-    row("requested", s("requested_by"));
-    if let Some(tier) = summary.get("risk_tier").and_then(Value::as_str) {
-        let decisions = summary.pointer("/policy/decisions");
-        let n = |k: &str| {
-            decisions
-                .and_then(|d| d.get(k))
-                .and_then(Value::as_u64)
-                .unwrap_or(0)
-        };
+    row("mission", summary.id.clone());
+    row("template", or_dash(&summary.template));
+    row("status", summary.status.to_string());
+    row("repo", or_dash(&summary.repo));
+    row(
+        "base",
+        short(&or_dash(&summary.base_commit), 12).to_string(),
+    );
+    row("requested", or_dash(&summary.requested_by));
+    if let Some(tier) = &summary.risk_tier {
+        let d = summary.policy.decisions;
         row(
             "risk",
             format!(
                 "{tier} ({} allowed, {} needing approval, {} denied)",
-                n("allow"),
-                n("approve"),
-                n("deny")
+                d.allow, d.approve, d.deny
             ),
         );
     }
-    if let Some(steps) = summary
-        .get("steps")
-        .and_then(Value::as_array)
-        .filter(|s| !s.is_empty())
-    {
-        let lines: Vec<String> = steps
+    if !summary.steps.is_empty() {
+        let lines: Vec<String> = summary
+            .steps
             .iter()
             .map(|step| {
                 format!(
                     "{}. [{}] {}",
-                    step.get("index").and_then(Value::as_u64).unwrap_or(0) + 1,
-                    step.get("status").and_then(Value::as_str).unwrap_or("?"),
-                    one_line(
-                        step.get("description")
-                            .and_then(Value::as_str)
-                            .unwrap_or(""),
-                        80
-                    )
+                    step.index + 1,
+                    step.status,
+                    one_line(&step.description, 80)
                 )
             })
             .collect();
         row("steps", lines.join("\n           "));
     }
-    if let Some(branch) = summary.get("branch").and_then(Value::as_str) {
+    if let Some(branch) = &summary.branch {
         row(
             "branch",
-            format!("{branch} (commit {})", short(&s("head_commit"), 12)),
+            format!(
+                "{branch} (commit {})",
+                short(&or_dash(&summary.head_commit), 12)
+            ),
         );
     }
-    if let Some(artifacts) = summary.get("artifacts").and_then(Value::as_object) {
-        for (label, key) in [("patch", "patch"), ("pr", "pr_description")] {
-            if let Some(digest) = artifacts.get(key).and_then(Value::as_str) {
-                let location = artifact_path(digest)
-                    .map(|p| format!("{p}\n           "))
-                    .unwrap_or_default();
-                row(label, format!("{location}flightdeck artifact {digest}"));
-            }
+    for (label, digest) in [
+        ("patch", &summary.artifacts.patch),
+        ("pr", &summary.artifacts.pr_description),
+    ] {
+        if let Some(digest) = digest {
+            let location = artifact_path(digest)
+                .map(|p| format!("{p}\n           "))
+                .unwrap_or_default();
+            row(label, format!("{location}flightdeck artifact {digest}"));
         }
     }
-    if let Some(approvals) = summary
-        .get("approvals")
-        .and_then(Value::as_array)
-        .filter(|a| !a.is_empty())
-    {
-        let lines: Vec<String> = approvals.iter().map(approval_text).collect();
+    if !summary.approvals.is_empty() {
+        let lines: Vec<String> = summary.approvals.iter().map(approval_text).collect();
         row("approvals", lines.join("\n           "));
     }
-    if let Some(budget) = budget_text(summary) {
+    if let Some(budget) = budget_text(&summary.budget) {
         row("budget", budget);
     }
-    if let Some(cost) = cost_text(summary) {
+    if let Some(cost) = cost_text(&summary.cost) {
         row("cost", cost);
     }
-    if let Some(error) = summary.get("error").filter(|e| !e.is_null()) {
-        let kind = error.get("kind").and_then(Value::as_str).unwrap_or("error");
-        let message = error.get("message").and_then(Value::as_str).unwrap_or("");
+    if let Some(error) = &summary.error {
         row(
             "error",
-            format!("{kind}: {}", message.replace('\n', "\n           ")),
+            format!(
+                "{}: {}",
+                error.kind,
+                error.message.replace('\n', "\n           ")
+            ),
         );
     }
-    if let Some(workspace) = summary.get("workspace").and_then(Value::as_str) {
+    if let Some(workspace) = &summary.workspace {
         if std::path::Path::new(workspace).exists() {
-            row("workspace", workspace.to_string());
+            row("workspace", workspace.clone());
         }
     }
     row(
         "events",
         format!(
             "{} (head {})",
-            summary.get("events").and_then(Value::as_u64).unwrap_or(0),
-            short(&s("head_hash"), 16)
+            summary.events,
+            short(&summary.head_hash, 16)
         ),
     );
-    row("timeline", format!("flightdeck timeline {}", s("id")));
-    if s("status") == "blocked" {
+    row("timeline", format!("flightdeck timeline {}", summary.id));
+    if summary.status == MissionStatus::Blocked {
         row(
             "next",
             format!(
                 "raise the budget (`flightdeck budget {0} --add DIM=AMOUNT`) or fix the cause, then `flightdeck resume {0}`",
-                s("id")
+                summary.id
             ),
         );
     }
@@ -494,17 +306,17 @@ pub fn summary_text(summary: &Value, artifact_path: impl Fn(&str) -> Option<Stri
 }
 
 /// The limited budget dimensions: `usd $0.0123 of $2.00 · tool_calls 7 of 200`.
-fn budget_text(summary: &Value) -> Option<String> {
-    let budget = summary.get("budget")?.as_object()?;
+fn budget_text(budget: &BudgetView) -> Option<String> {
     let parts: Vec<String> = budget
-        .iter()
+        .dimensions()
+        .into_iter()
         .filter_map(|(dimension, value)| {
-            let limit = value.get("limit").and_then(Value::as_f64)?;
-            let used = value.get("used").and_then(Value::as_f64).unwrap_or(0.0);
-            Some(if dimension == "usd" {
+            let limit = value.limit?;
+            let used = value.used.as_f64();
+            Some(if dimension == Dimension::Usd {
                 format!("usd ${used:.4} of ${limit:.2}")
             } else {
-                format!("{dimension} {used} of {limit}")
+                format!("{} {used} of {limit}", dimension.as_str())
             })
         })
         .collect();
@@ -512,105 +324,91 @@ fn budget_text(summary: &Value) -> Option<String> {
 }
 
 /// The cost ledger: total, then one line per model and per role.
-fn cost_text(summary: &Value) -> Option<String> {
-    let cost = summary.get("cost")?;
-    let models = cost.get("by_model")?.as_array()?;
-    if models.is_empty() {
+fn cost_text(cost: &CostView) -> Option<String> {
+    if cost.by_model.is_empty() {
         return None;
     }
-    let line = |entry: &Value, key: &str| {
-        let n = |k: &str| entry.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let cached = n("cache_read_tokens");
+    let line = |entry: &CostLine| {
+        let name = entry
+            .model
+            .as_deref()
+            .or(entry.role.as_deref())
+            .unwrap_or("?");
         format!(
-            "{}: {} call(s), {} in / {} out tokens{}{}, ${:.4}",
-            entry.get(key).and_then(Value::as_str).unwrap_or("?"),
-            n("calls"),
-            n("input_tokens"),
-            n("output_tokens"),
-            if cached > 0 {
-                format!(" ({cached} cached)")
+            "{name}: {} call(s), {} in / {} out tokens{}{}{}, ${:.4}",
+            entry.calls,
+            entry.input_tokens,
+            entry.output_tokens,
+            if entry.cache_read_tokens > 0 {
+                format!(" ({} cached)", entry.cache_read_tokens)
             } else {
                 String::new()
             },
-            match n("failed") {
+            match entry.failed {
                 0 => String::new(),
                 failed => format!(", {failed} failed attempt(s)"),
             },
-            entry.get("cost_usd").and_then(Value::as_f64).unwrap_or(0.0)
+            match entry.interrupted {
+                0 => String::new(),
+                n => format!(
+                    ", {n} attempt(s) cut off by a crash (their {} reserved tokens count as spent)",
+                    entry.interrupted_tokens
+                ),
+            },
+            entry.cost_usd
         )
     };
-    let total = cost.get("total_usd").and_then(Value::as_f64).unwrap_or(0.0);
-    let mut lines = vec![format!("${total:.4} total")];
-    lines.extend(models.iter().map(|m| format!("model {}", line(m, "model"))));
-    if let Some(roles) = cost.get("by_role").and_then(Value::as_array) {
-        lines.extend(roles.iter().map(|r| format!("role {}", line(r, "role"))));
-    }
+    let mut lines = vec![format!("${:.4} total", cost.total_usd)];
+    lines.extend(cost.by_model.iter().map(|m| format!("model {}", line(m))));
+    lines.extend(cost.by_role.iter().map(|r| format!("role {}", line(r))));
     Some(lines.join("\n           "))
 }
 
-fn strings(value: Option<&Value>) -> Vec<&str> {
-    value
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
-}
-
-/// One approval of a summary, for people: what it gates, where it stands, who decided.
-pub fn approval_text(approval: &Value) -> String {
-    let s = |key: &str| approval.get(key).and_then(Value::as_str).unwrap_or("-");
-    let required = approval
-        .get("required")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let approved = strings(approval.get("approved_by"));
-    let what = match approval.get("command").and_then(Value::as_str) {
-        Some(command) if s("gate") == "write" => format!("write `{}`", one_line(command, 60)),
+/// One approval, for people: what it gates, where it stands, who decided.
+pub fn approval_text(approval: &ApprovalView) -> String {
+    let what = match &approval.command {
+        Some(command) if approval.gate == "write" => format!("write `{}`", one_line(command, 60)),
         Some(command) => format!("command `{}`", one_line(command, 60)),
-        None => format!("{} gate", s("gate")),
+        None => format!("{} gate", approval.gate),
+    };
+    let rules = if approval.rule_ids.is_empty() {
+        "policy default".to_string()
+    } else {
+        approval.rule_ids.join(", ")
     };
     let mut text = format!(
-        "{} {what} [{}, {} tier, {}] {}/{required} approved",
-        s("id"),
-        s("status"),
-        s("tier"),
-        {
-            let rules = strings(approval.get("rule_ids"));
-            if rules.is_empty() {
-                "policy default".to_string()
-            } else {
-                rules.join(", ")
-            }
-        },
-        approved.len()
+        "{} {what} [{}, {} tier, {rules}] {}/{} approved",
+        approval.id,
+        approval.status,
+        approval.tier,
+        approval.approved_by.len(),
+        approval.required,
     );
-    for decision in approval
-        .get("decisions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let d = |key: &str| decision.get(key).and_then(Value::as_str).unwrap_or("-");
-        let at = d("at");
+    for decision in &approval.decisions {
         text.push_str(&format!(
             "\n             {} by {} via {} at {}{}",
-            d("decision"),
-            d("by"),
-            d("channel"),
-            at.get(..19).unwrap_or(at).replace('T', " "),
+            decision.decision,
+            decision.by,
+            decision.channel,
             decision
-                .get("comment")
-                .and_then(Value::as_str)
+                .at
+                .get(..19)
+                .unwrap_or(&decision.at)
+                .replace('T', " "),
+            decision
+                .comment
+                .as_deref()
                 .map(|c| format!(": {}", one_line(c, 60)))
                 .unwrap_or_default()
         ));
     }
-    if s("status") == "pending" {
+    if approval.status == ApprovalStatus::Pending {
         text.push_str(&format!(
             "\n             eligible: {}\n             decide: flightdeck approve {} (or deny) --as IDENTITY",
-            strings(approval.get("eligible")).join(", "),
-            s("id")
+            approval.eligible.join(", "),
+            approval.id
         ));
-        if let Some(expires) = approval.get("expires_at").and_then(Value::as_str) {
+        if let Some(expires) = &approval.expires_at {
             text.push_str(&format!("\n             expires: {expires}"));
         }
     }

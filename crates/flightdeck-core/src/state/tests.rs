@@ -325,6 +325,7 @@ fn vote(id: &str, by: &str, decision: &str, diff: &str) -> EventKind {
         comment: None,
         policy_hash: Digest::of(b"p"),
         diff_hash: diff.into(),
+        actor: None,
     })
 }
 

@@ -4,71 +4,21 @@
 
 use std::sync::Arc;
 
+use flightdeck_app::queries;
 use flightdeck_core::ids::mission_of_approval;
-use flightdeck_engine::{Channel, Silent, Vote};
-use serde_json::{json, Value};
+use flightdeck_engine::{Channel, Clock, Silent, Vote};
+use serde_json::json;
 
 use crate::context::Context;
 use crate::error::{exit, CliError};
 use crate::output::approval_text;
 
-/// How many missions `approvals` looks through (newest first).
-const APPROVALS_SCAN_LIMIT: u32 = 100_000;
-
-/// Whether a summary lists a pending approval whose expiry has passed.
-fn has_due_expiry(summary: &Value, now_ms: i64) -> bool {
-    summary
-        .get("pending_approvals")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(|a| a.get("expires_at").and_then(Value::as_str))
-        .filter_map(flightdeck_core::clock::parse_rfc3339_millis)
-        .any(|at| at <= now_ms)
-}
-
 pub async fn list(ctx: &Context, pending_only: bool) -> Result<i32, CliError> {
-    let mut listed: Vec<Value> = Vec::new();
-    if ctx.store_exists() {
-        let engine = ctx.engine(Arc::new(Silent)).await?;
-        let rows = engine.config().store.missions(APPROVALS_SCAN_LIMIT).await?;
-        let now = engine.config().clock.now_ms();
-        for row in rows {
-            let has_approvals = row
-                .summary
-                .get("approvals")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
-            if !has_approvals {
-                continue;
-            }
-            // Listing is one of the moments expiry is checked (and recorded).
-            let summary = if has_due_expiry(&row.summary, now) {
-                engine.expire_due(&row.id).await?.summary()
-            } else {
-                row.summary
-            };
-            for approval in summary
-                .get("approvals")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                let status = approval.get("status").and_then(Value::as_str);
-                if pending_only && status != Some("pending") {
-                    continue;
-                }
-                let mut entry = approval.clone();
-                if let Some(object) = entry.as_object_mut() {
-                    object.insert("mission".into(), json!(row.id));
-                    object.insert("mission_status".into(), summary["status"].clone());
-                    object.insert("template".into(), summary["template"].clone());
-                    object.insert("requested_by".into(), summary["requested_by"].clone());
-                }
-                listed.push(entry);
-            }
-        }
-    }
+    let now = flightdeck_engine::SystemClock.now_ms();
+    let listed = match ctx.app.reader().await? {
+        Some(reader) => queries::approvals(&reader, pending_only, now).await?,
+        None => Vec::new(),
+    };
     if ctx.json() {
         println!(
             "{}",
@@ -87,14 +37,13 @@ pub async fn list(ctx: &Context, pending_only: bool) -> Result<i32, CliError> {
         );
         return Ok(exit::OK);
     }
-    for approval in &listed {
-        let s = |key: &str| approval.get(key).and_then(Value::as_str).unwrap_or("-");
+    for entry in &listed {
         println!(
             "{}  (mission {}, template {}, requested by {})",
-            approval_text(approval),
-            s("mission"),
-            s("template"),
-            s("requested_by")
+            approval_text(&entry.approval),
+            entry.mission,
+            entry.template.as_deref().unwrap_or("-"),
+            entry.requested_by.as_deref().unwrap_or("-"),
         );
     }
     Ok(exit::OK)
@@ -121,20 +70,15 @@ pub async fn decide(
     let by = ctx.identity(None)?;
     let state = engine
         .decide_approval(Vote {
-            approval_id: approval,
-            by: &by,
+            approval_id: approval.to_string(),
+            by: by.clone(),
             approve,
-            comment,
+            comment: comment.map(str::to_string),
             channel: Channel::Cli,
         })
         .await?;
-    let summary = state.summary();
-    let entry = summary
-        .get("approvals")
-        .and_then(Value::as_array)
-        .and_then(|list| list.iter().find(|a| a["id"] == approval))
-        .cloned()
-        .unwrap_or(Value::Null);
+    let summary = state.summary_view();
+    let entry = summary.approvals.iter().find(|a| a.id == approval).cloned();
     if ctx.json() {
         println!(
             "{}",
@@ -157,7 +101,10 @@ pub async fn decide(
     } else if progress.status == flightdeck_core::state::ApprovalStatus::Approved {
         let still_pending = state.pending_approvals().count();
         let next = if still_pending == 0 {
-            format!("continue it with `flightdeck resume {}`", state.id)
+            format!(
+                "continue it with `flightdeck resume {}` (a running `flightdeck worker` continues it by itself)",
+                state.id
+            )
         } else {
             format!(
                 "{still_pending} other approval(s) of mission {} still wait",

@@ -3,9 +3,8 @@
 #![allow(clippy::print_stdout)]
 
 use std::io::Write;
-use std::sync::Arc;
 
-use flightdeck_engine::Silent;
+use flightdeck_app::queries;
 use flightdeck_store::{verify_mission_events, ArtifactError, ArtifactStore, EventStore};
 use serde_json::json;
 
@@ -73,31 +72,45 @@ pub async fn audit_verify(
     _all: bool,
 ) -> Result<i32, CliError> {
     let label = mission.unwrap_or("--all");
+    // Reading never writes: the store is opened read-only.
+    let reader = match mission {
+        Some(given) => ctx.reader_for(given).await?,
+        None => match ctx.app.reader().await? {
+            Some(reader) => reader,
+            None if !ctx.data_dir().exists() => {
+                return Err(CliError::not_found(
+                    format!(
+                        "--all: the data directory {} does not exist",
+                        ctx.data_dir().display()
+                    ),
+                    Some("point --data-dir (or FLIGHTDECK_DATA_DIR) at the installation whose missions to verify".to_string()),
+                ))
+            }
+            None => {
+                return Err(CliError::not_found(
+                    format!(
+                        "--all: there is no store in {} ({})",
+                        ctx.data_dir().display(),
+                        ctx.database_url()
+                    ),
+                    Some("no mission has run with this data directory; check --data-dir and --database-url".to_string()),
+                ))
+            }
+        },
+    };
     let missions: Vec<String> = match mission {
-        Some(given) => {
-            let engine = ctx.existing_engine(given, Arc::new(Silent)).await?;
-            vec![engine.resolve_id(given).await?]
-        }
-        None if !ctx.store_exists() => Vec::new(),
-        None => ctx
-            .store()
-            .await?
+        Some(given) => vec![queries::resolve_id(&*reader.store, given).await?],
+        None => reader
+            .store
             .missions(u32::MAX)
             .await?
             .into_iter()
             .map(|r| r.id)
             .collect(),
     };
-    let stores = if missions.is_empty() {
-        None
-    } else {
-        Some(ctx.stores().await?)
-    };
     let mut verdicts = Vec::new();
-    if let Some((store, artifacts)) = &stores {
-        for id in &missions {
-            verdicts.push(verify_one(store.as_ref(), artifacts.as_ref(), id).await?);
-        }
+    for id in &missions {
+        verdicts.push(verify_one(reader.store.as_ref(), reader.artifacts.as_ref(), id).await?);
     }
     let all_ok = verdicts.iter().all(|v| v.failure.is_none());
     if ctx.json() {
@@ -145,11 +158,11 @@ pub async fn audit_export(
     mission: &str,
     format: ExportFormat,
 ) -> Result<i32, CliError> {
-    let engine = ctx.existing_engine(mission, Arc::new(Silent)).await?;
-    let id = engine.resolve_id(mission).await?;
+    let reader = ctx.reader_for(mission).await?;
+    let id = queries::resolve_id(&*reader.store, mission).await?;
     match format {
         ExportFormat::Jsonl => {
-            let events = engine.config().store.events(&id, 0).await?;
+            let events = reader.store.events(&id, 0).await?;
             let mut out = std::io::stdout().lock();
             for event in &events {
                 if writeln!(out, "{}", event_json(event)).is_err() {
@@ -159,12 +172,12 @@ pub async fn audit_export(
             let _ = out.flush();
         }
         ExportFormat::Intoto => {
-            let events = engine.config().store.events(&id, 0).await?;
-            let state = engine.load(&id).await?;
+            let events = reader.store.events(&id, 0).await?;
+            let state = queries::mission(&reader, &id).await?;
             let statement = intoto_statement(&state, &events)?;
-            let statement = match &ctx.config.audit.signing_key {
+            let statement = match &ctx.app.config.audit.signing_key {
                 Some(path) => {
-                    let key = super::attest::read_signing_key(&ctx.data_dir.join(path))?;
+                    let key = super::attest::read_signing_key(&ctx.data_dir().join(path))?;
                     super::attest::envelope(&statement, &key)
                 }
                 None => statement,

@@ -5,6 +5,7 @@
 mod approvals;
 mod attest;
 mod audit;
+mod people;
 mod policy;
 mod replay;
 mod run;
@@ -12,11 +13,10 @@ mod workspace;
 
 use std::io::Write;
 use std::sync::Arc;
-use std::time::Duration;
 
+use flightdeck_app::queries;
 use flightdeck_core::{Digest, MissionState, MissionStatus};
 use flightdeck_engine::Silent;
-use serde_json::Value;
 
 use crate::cli::{AuditCommand, Command, PolicyCommand, WorkspaceCommand};
 use crate::context::Context;
@@ -34,7 +34,8 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
             base,
             params,
             detach,
-        } => run::run(&ctx, &template, repo, &base, &params, detach).await,
+            remote,
+        } => run::run(&ctx, &template, repo, remote, &base, &params, detach).await,
         Command::Missions { limit } => missions(&ctx, limit).await,
         Command::Show { mission } => show(&ctx, &mission).await,
         Command::Timeline { mission, follow } => timeline(&ctx, &mission, follow).await,
@@ -49,10 +50,11 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
         Command::Policy { command } => match command {
             PolicyCommand::Explain {
                 repo,
+                base,
                 command,
                 write,
                 changed,
-            } => policy::explain(&ctx, repo, command, write, changed),
+            } => policy::explain(&ctx, repo, &base, command, write, changed),
         },
         Command::Workspace { command } => match command {
             WorkspaceCommand::Up { repo, template } => workspace::up(&ctx, repo, template).await,
@@ -68,6 +70,8 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
         Command::Budget { mission, add } => budget(&ctx, &mission, &add).await,
         Command::Cancel { mission } => cancel(&ctx, &mission).await,
         Command::Start { mission } => start(&ctx, &mission).await,
+        Command::People => people::people(&ctx),
+        Command::Worker { once } => people::worker(&ctx, once).await,
         Command::Replay {
             mission,
             reexecute,
@@ -116,7 +120,7 @@ fn progress(ctx: &Context) -> Arc<dyn flightdeck_engine::Observer> {
 
 /// Prints a mission's summary (from its timeline) and returns the status's exit code.
 pub async fn print_summary(ctx: &Context, state: &MissionState) -> Result<i32, CliError> {
-    let summary = state.summary();
+    let summary = state.summary_view();
     if ctx.json() {
         println!(
             "{}",
@@ -127,11 +131,7 @@ pub async fn print_summary(ctx: &Context, state: &MissionState) -> Result<i32, C
         print!(
             "{}",
             summary_text(&summary, |digest| {
-                digest
-                    .parse::<Digest>()
-                    .ok()
-                    .and_then(|d| artifacts.local_path(&d))
-                    .map(|p| p.display().to_string())
+                artifacts.local_path(digest).map(|p| p.display().to_string())
             })
         );
     }
@@ -139,20 +139,18 @@ pub async fn print_summary(ctx: &Context, state: &MissionState) -> Result<i32, C
 }
 
 async fn missions(ctx: &Context, limit: u32) -> Result<i32, CliError> {
-    let rows = if ctx.store_exists() {
-        ctx.store().await?.missions(limit).await?
-    } else {
-        Vec::new()
+    let summaries = match ctx.app.reader().await? {
+        Some(reader) => queries::missions(&reader, limit).await?,
+        None => Vec::new(),
     };
     if ctx.json() {
-        let list: Vec<Value> = rows.into_iter().map(|r| r.summary).collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
+            serde_json::to_string_pretty(&summaries).unwrap_or_default()
         );
         return Ok(exit::OK);
     }
-    if rows.is_empty() {
+    if summaries.is_empty() {
         println!("no missions yet: start one with `flightdeck run TEMPLATE`");
         return Ok(exit::OK);
     }
@@ -160,39 +158,42 @@ async fn missions(ctx: &Context, limit: u32) -> Result<i32, CliError> {
         "{:<28}  {:<17}  {:<20}  {:<19}  REQUESTED BY",
         "MISSION", "STATUS", "TEMPLATE", "CREATED"
     );
-    for row in rows {
-        let created = flightdeck_core::clock::format_rfc3339_millis(row.created_at_ms);
-        let requested = row
-            .summary
-            .get("requested_by")
-            .and_then(Value::as_str)
-            .unwrap_or("-");
+    for summary in summaries {
+        let created = &summary.created_at;
         println!(
-            "{:<28}  {:<17}  {:<20}  {:<19}  {requested}",
-            row.id,
-            row.status,
-            row.template,
-            created.get(..19).unwrap_or(&created).replace('T', " ")
+            "{:<28}  {:<17}  {:<20}  {:<19}  {}",
+            summary.id,
+            summary.status.as_str(),
+            summary.template.as_deref().unwrap_or("-"),
+            created.get(..19).unwrap_or(created).replace('T', " "),
+            summary.requested_by.as_deref().unwrap_or("-"),
         );
     }
     Ok(exit::OK)
 }
 
 async fn show(ctx: &Context, mission: &str) -> Result<i32, CliError> {
-    let engine = ctx.existing_engine(mission, Arc::new(Silent)).await?;
-    let id = engine.resolve_id(mission).await?;
-    let state = engine.load(&id).await?;
+    let reader = ctx.reader_for(mission).await?;
+    let id = queries::resolve_id(&*reader.store, mission).await?;
+    let state = queries::mission(&reader, &id).await?;
     print_summary(ctx, &state).await?;
     Ok(exit::OK)
 }
 
+/// Prints a mission's events; with `follow`, new ones as they are appended (woken by the
+/// store's change feed, not by polling) until the mission finishes.
 async fn timeline(ctx: &Context, mission: &str, follow: bool) -> Result<i32, CliError> {
-    let engine = ctx.existing_engine(mission, Arc::new(Silent)).await?;
-    let id = engine.resolve_id(mission).await?;
-    let store = engine.config().store.clone();
+    let reader = ctx.reader_for(mission).await?;
+    let id = queries::resolve_id(&*reader.store, mission).await?;
+    // Subscribed before the first read: nothing appended in between is missed.
+    let mut feed = if follow {
+        Some(reader.store.subscribe().await?)
+    } else {
+        None
+    };
     let mut after = 0;
     loop {
-        let events = store.events(&id, after).await?;
+        let events = queries::timeline(&reader, &id, after).await?;
         let mut out = std::io::stdout().lock();
         let mut finished = false;
         for event in &events {
@@ -209,10 +210,10 @@ async fn timeline(ctx: &Context, mission: &str, follow: bool) -> Result<i32, Cli
         }
         let _ = out.flush();
         drop(out);
-        if !follow || finished {
+        let Some(feed) = feed.as_mut().filter(|_| !finished) else {
             return Ok(exit::OK);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        feed.changed().await?;
     }
 }
 
@@ -238,6 +239,7 @@ async fn artifact(ctx: &Context, digest: &str) -> Result<i32, CliError> {
 }
 
 async fn resume(ctx: &Context, mission: &str) -> Result<i32, CliError> {
+    ctx.stop_missions_on_signals();
     let engine = ctx.existing_engine(mission, progress(ctx)).await?;
     let id = engine.resolve_id(mission).await?;
     let by = ctx.identity(None)?;
@@ -286,7 +288,7 @@ async fn budget(ctx: &Context, mission: &str, adds: &[String]) -> Result<i32, Cl
     if ctx.json() {
         println!(
             "{}",
-            serde_json::to_string_pretty(&state.summary()).unwrap_or_default()
+            serde_json::to_string_pretty(&state.summary_view()).unwrap_or_default()
         );
     } else {
         for (dimension, amount) in &parsed {
@@ -296,13 +298,14 @@ async fn budget(ctx: &Context, mission: &str, adds: &[String]) -> Result<i32, Cl
             println!("{dimension}: +{amount} by {by}, limit now {limit}");
         }
         if state.status == MissionStatus::Blocked {
-            eprintln!("mission {id} is still blocked; continue it with `flightdeck resume {id}`");
+            eprintln!("mission {id} is still blocked; continue it with `flightdeck resume {id}` (a running `flightdeck worker` continues it by itself)");
         }
     }
     Ok(exit::OK)
 }
 
 async fn start(ctx: &Context, mission: &str) -> Result<i32, CliError> {
+    ctx.stop_missions_on_signals();
     let engine = ctx.existing_engine(mission, progress(ctx)).await?;
     let id = engine.resolve_id(mission).await?;
     let state = engine.start(&id).await?;

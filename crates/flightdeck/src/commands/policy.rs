@@ -9,30 +9,33 @@ use flightdeck_policy::{
 };
 use serde_json::{json, Value};
 
-use super::run::{read_codeowners, read_policy};
+use flightdeck_app::intake::{checkout_root, policy_at};
+
 use crate::context::Context;
 use crate::error::{exit, CliError};
 
 pub fn explain(
     ctx: &Context,
     repo: Option<PathBuf>,
+    base: &str,
     command: Option<String>,
     write: Option<String>,
     changed: Vec<String>,
 ) -> Result<i32, CliError> {
     let dir = repo.unwrap_or_else(|| PathBuf::from("."));
-    let root = flightdeck_workspace::repo_root(&dir).map_err(|_| {
-        CliError::bad_input(
-            format!("--repo {}: not a git repository", dir.display()),
-            Some("pass --repo with a directory inside a git repository".to_string()),
-        )
-    })?;
-    let (policy_path, source) = read_policy(&root)?;
-    let policy = Policy::parse(&source, &policy_path.display().to_string())?;
-    let codeowners_file = read_codeowners(&root)?;
+    let root = checkout_root(&dir)?;
+    // As a mission would read them: at a commit, never from uncommitted files.
+    let commit = flightdeck_workspace::resolve_commit(&root, base)?;
+    let at = policy_at(&root, &commit)?;
+    let policy = Policy::parse(&at.source, &at.origin)?;
+    let codeowners_file = at.codeowners.clone();
     let codeowners = codeowners_file
         .as_ref()
         .map(|file| Codeowners::parse(&file.source));
+    let warnings: Vec<String> = codeowners
+        .as_ref()
+        .map(|c| c.warnings().iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
     let changes: Vec<ChangedFile> = changed.iter().map(ChangedFile::modified).collect();
     let (action, subject) = match (&command, &write) {
         (Some(command), _) => (Action::Command { command }, command.clone()),
@@ -70,9 +73,11 @@ pub fn explain(
         .collect();
     let report = json!({
         "repo": root.display().to_string(),
-        "policy": policy_path.display().to_string(),
+        "commit": commit,
+        "policy": at.origin,
         "policy_hash": decision.policy_hash,
         "codeowners": codeowners_file.as_ref().map(|f| f.path.as_str()),
+        "codeowners_warnings": warnings,
         "action": action.kind().as_str(),
         "subject": subject,
         "decision": decision.verdict.as_str(),
@@ -97,10 +102,10 @@ pub fn explain(
     let mut row = |label: &str, value: String| {
         out.push_str(&format!("{label:<9} {value}\n"));
     };
-    row(
-        "policy",
-        format!("{} ({})", policy_path.display(), decision.policy_hash),
-    );
+    row("policy", format!("{} ({})", at.origin, decision.policy_hash));
+    for warning in &warnings {
+        row("warning", warning.clone());
+    }
     row("action", format!("{} {subject}", action.kind().as_str()));
     let verdict = match decision.verdict {
         Verdict::Approve => format!(

@@ -4,13 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use flightdeck_core::event::MissionCreated;
 use flightdeck_core::MissionId;
-use flightdeck_engine::{CreateMission, ForkMission, ReplayMode, Silent};
+use flightdeck_engine::{CreateMission, ForkMission, RepoFile, ReplayMode};
 
-use super::run::{read_codeowners, read_policy, template_path};
 use super::{print_summary, progress};
 use crate::context::Context;
 use crate::error::{exit, CliError};
@@ -30,6 +28,92 @@ fn repo_of(created: &MissionCreated, given: Option<PathBuf>) -> Result<PathBuf, 
     })
 }
 
+/// Finds the template file `name` names in a working tree (replay and `workspace up` use
+/// today's files, as they are now): a path, or a name under the repo's missions dir.
+pub fn template_path(repo: &Path, name: &str) -> Result<PathBuf, CliError> {
+    let as_path = Path::new(name);
+    let path = if name.ends_with(".toml") || name.contains('/') {
+        as_path.to_path_buf()
+    } else {
+        repo.join(".flightdeck/missions")
+            .join(format!("{name}.toml"))
+    };
+    if path.is_file() {
+        return Ok(path);
+    }
+    let missions = repo.join(".flightdeck/missions");
+    let mut available: Vec<String> = std::fs::read_dir(&missions)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".toml"))
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    available.sort();
+    let hint = if available.is_empty() {
+        format!(
+            "`flightdeck init --repo {}` writes an example template",
+            repo.display()
+        )
+    } else {
+        format!(
+            "templates in {}: {}",
+            missions.display(),
+            available.join(", ")
+        )
+    };
+    Err(CliError::not_found(
+        format!("no template {} (looked for {})", name, path.display()),
+        Some(hint),
+    ))
+}
+
+/// Today's policy and CODEOWNERS in a working tree (the built-in policy when there is no
+/// file): what a replay judges with.
+fn policy_today(repo: &Path) -> Result<(String, String, Option<RepoFile>), CliError> {
+    let policy_path = repo.join(".flightdeck/policy.toml");
+    let (origin, source) = match std::fs::read_to_string(&policy_path) {
+        Ok(text) => (policy_path.display().to_string(), text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+            flightdeck_policy::BUILTIN_POLICY_ORIGIN.to_string(),
+            flightdeck_policy::BUILTIN_POLICY_TOML.to_string(),
+        ),
+        Err(e) => {
+            return Err(CliError::bad_input(
+                format!("cannot read {}: {e}", policy_path.display()),
+                None,
+            ))
+        }
+    };
+    let mut codeowners = None;
+    for location in flightdeck_policy::CODEOWNERS_LOCATIONS {
+        let path = repo.join(location);
+        match std::fs::read_to_string(&path) {
+            Ok(source) => {
+                codeowners = Some(RepoFile {
+                    path: location.to_string(),
+                    source,
+                });
+                break;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(CliError::bad_input(
+                    format!("cannot read {}: {e}", path.display()),
+                    None,
+                ))
+            }
+        }
+    }
+    Ok((origin, source, codeowners))
+}
+
 /// A template file's text, or a clear error naming it.
 fn read_template(path: &Path) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|e| {
@@ -47,7 +131,7 @@ pub async fn replay(
     repo: Option<PathBuf>,
     template: Option<PathBuf>,
 ) -> Result<i32, CliError> {
-    let engine = ctx.existing_engine(given, Arc::new(Silent)).await?;
+    let engine = ctx.app.read_only_engine(given).await?;
     let id = engine.resolve_id(given).await?;
     let recorded = engine.config().store.events(&id, 0).await?;
     let created = match recorded.first().map(flightdeck_core::StoredEvent::kind) {
@@ -88,7 +172,7 @@ pub async fn replay(
             }
         },
     };
-    let (policy_path, policy_source) = read_policy(&repo_root)?;
+    let (policy_path, policy_source, codeowners) = policy_today(&repo_root)?;
     let mission_id = MissionId::parse(&id).ok_or_else(|| {
         CliError::bad_input(format!("`{id}` is not a mission id flightdeck made"), None)
     })?;
@@ -101,9 +185,9 @@ pub async fn replay(
         repo: repo_root.clone(),
         base_ref: created.base_ref.clone(),
         requested_by: created.requested_by.clone(),
-        policy_file: policy_path.display().to_string(),
+        policy_file: policy_path,
         policy_source,
-        codeowners: read_codeowners(&repo_root)?,
+        codeowners,
         base_commit: Some(created.base_commit.clone()),
     };
     let mode = if reexecute {
@@ -112,7 +196,7 @@ pub async fn replay(
         ReplayMode::Verify
     };
     let scratch = ctx
-        .data_dir
+        .data_dir()
         .join("replays")
         .join(format!("{id}-{}", std::process::id()));
     let report = engine.replay(&id, recorded, request, mode, scratch).await?;
@@ -151,6 +235,7 @@ pub async fn fork(
     model: Option<String>,
     template: Option<PathBuf>,
 ) -> Result<i32, CliError> {
+    ctx.stop_missions_on_signals();
     let engine = ctx.existing_engine(given, progress(ctx)).await?;
     let origin = engine.resolve_id(given).await?;
     let state = engine.load(&origin).await?;

@@ -38,13 +38,13 @@ fn repo_of(repo: Option<PathBuf>) -> Result<PathBuf, CliError> {
 /// One debugging workspace per repository and installation: `ws-` and a digest of both
 /// paths (container names are shared by every installation on an engine).
 fn debug_id(ctx: &Context, repo: &Path) -> String {
-    let data_dir = std::fs::canonicalize(&ctx.data_dir).unwrap_or_else(|_| ctx.data_dir.clone());
+    let data_dir = std::fs::canonicalize(ctx.data_dir()).unwrap_or_else(|_| ctx.data_dir_buf());
     let digest = Sha256::digest(format!("{}\0{}", repo.display(), data_dir.display()).as_bytes());
     format!("ws-{}", &hex::encode(digest)[..12])
 }
 
 fn record_path(ctx: &Context, id: &str) -> PathBuf {
-    ctx.data_dir.join("workspaces").join(format!("{id}.json"))
+    ctx.data_dir().join("workspaces").join(format!("{id}.json"))
 }
 
 fn read_record(ctx: &Context, repo: &Path) -> Result<DebugWorkspace, CliError> {
@@ -79,7 +79,7 @@ pub async fn up(
     let repo = repo_of(repo)?;
     let spec = match &template {
         Some(name) => {
-            let path = super::run::template_path(&repo, name)?;
+            let path = super::replay::template_path(&repo, name)?;
             let source = std::fs::read_to_string(&path).map_err(|e| {
                 CliError::bad_input(format!("cannot read {}: {e}", path.display()), None)
             })?;
@@ -95,15 +95,12 @@ pub async fn up(
     let engine = ctx.engine(std::sync::Arc::new(Silent)).await?;
     // `up` again starts afresh, at today's HEAD.
     if let Ok(previous) = read_record(ctx, &repo) {
-        engine.remove_container(&previous.id).await;
         engine
-            .remove_workspace_files(&previous.id, Some(&previous.repo))
+            .remove_workspace(&previous.id, Some(&previous.repo))
             .await;
     }
     let started = std::time::Instant::now();
-    let provisioned = engine
-        .provision(&id, &repo, &base_commit, &spec, true)
-        .await?;
+    let provisioned = engine.provision(&id, &repo, &base_commit, &spec).await?;
     let took = started.elapsed();
     let record = DebugWorkspace {
         id: id.clone(),
@@ -174,13 +171,7 @@ pub async fn exec(
     let record = read_record(ctx, &repo)?;
     let engine = ctx.engine(std::sync::Arc::new(Silent)).await?;
     let provisioned = engine
-        .provision(
-            &record.id,
-            &record.repo,
-            &record.base_commit,
-            &record.spec,
-            false,
-        )
+        .attach(&record.id, &record.repo, &record.base_commit, &record.spec)
         .await?;
     let spec = CommandSpec {
         command: shell_join(command),
@@ -213,11 +204,8 @@ pub async fn down(ctx: &Context, repo: Option<PathBuf>) -> Result<i32, CliError>
     let repo = repo_of(repo)?;
     let record = read_record(ctx, &repo)?;
     let engine = ctx.engine(std::sync::Arc::new(Silent)).await?;
-    if record.spec.runtime == flightdeck_core::template::Runtime::Docker {
-        engine.remove_container(&record.id).await;
-    }
     engine
-        .remove_workspace_files(&record.id, Some(&record.repo))
+        .remove_workspace(&record.id, Some(&record.repo))
         .await;
     let _ = std::fs::remove_file(record_path(ctx, &record.id));
     if ctx.json() {
@@ -231,7 +219,7 @@ pub async fn down(ctx: &Context, repo: Option<PathBuf>) -> Result<i32, CliError>
 /// Removes the workspaces of missions that ended (succeeded, failed, cancelled) or are not
 /// in the store, and debugging workspaces whose repository is gone.
 pub async fn gc(ctx: &Context, dry_run: bool) -> Result<i32, CliError> {
-    let dir = ctx.data_dir.join("workspaces");
+    let dir = ctx.data_dir().join("workspaces");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         if ctx.json() {
             println!("{}", json!({ "removed": [], "dry_run": dry_run }));
@@ -261,7 +249,7 @@ pub async fn gc(ctx: &Context, dry_run: bool) -> Result<i32, CliError> {
             continue;
         };
         if !dry_run {
-            engine.remove_workspace_files(&id, repo.as_deref()).await;
+            engine.remove_workspace(&id, repo.as_deref()).await;
             let _ = std::fs::remove_file(record_path(ctx, &id));
         }
         removed.push(json!({ "id": id, "reason": reason }));

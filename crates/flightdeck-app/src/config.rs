@@ -1,0 +1,299 @@
+//! The installation config (`<data-dir>/config.toml`): identity, people and teams, model
+//! providers and prices, secrets, audit signing. Every value is checked when it is read;
+//! errors name the file, the line and the key, with a hint.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use flightdeck_engine::{ModelSettings, ProviderKind, ProviderSettings, MIN_SECRET_LEN};
+use flightdeck_engine::WorkspaceSettings;
+use flightdeck_models::{ModelRef, Pricing};
+use flightdeck_policy::{People, Person};
+use serde::Deserialize;
+
+use crate::error::AppError;
+
+/// `config.toml` (CONTRACT.md, "Installation config").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub identity: IdentityConfig,
+    #[serde(default)]
+    pub teams: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub pricing: BTreeMap<String, Pricing>,
+    #[serde(default)]
+    pub models: ModelsConfig,
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretConfig>,
+    #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub people: BTreeMap<String, PersonConfig>,
+}
+
+/// `[people.NAME]`: one person and their names on every channel.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonConfig {
+    /// What policies and CODEOWNERS name (`@alice`).
+    pub handle: String,
+    #[serde(default)]
+    pub emails: Vec<String>,
+    /// GitHub login.
+    pub github: Option<String>,
+    /// Slack user id.
+    pub slack: Option<String>,
+}
+
+/// `[secrets.NAME]`: where a secret's value comes from (exactly one of the two).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretConfig {
+    /// An environment variable of the flightdeck process.
+    pub env: Option<String>,
+    /// A file (trailing newlines are not part of the value).
+    pub file: Option<PathBuf>,
+}
+
+/// `[audit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// An ed25519 private key (PKCS#8 PEM); relative paths are under the data directory.
+    /// When set, `audit export --format intoto` signs the statement (a DSSE envelope).
+    pub signing_key: Option<std::path::PathBuf>,
+}
+
+/// `[providers.NAME]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// `openai` (Chat Completions compatible) or `anthropic` (Messages); optional for the
+    /// built-in `openai` and `anthropic`.
+    pub kind: Option<String>,
+    pub base_url: Option<String>,
+    pub api_key_env: Option<String>,
+    pub max_retries: Option<u32>,
+    pub timeout_seconds: Option<u64>,
+    /// `max_completion_tokens` (default) or `max_tokens`, for older compatible servers.
+    pub max_tokens_field: Option<String>,
+}
+
+/// `[models]`: limits of model calls across providers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsConfig {
+    /// The most one model call waits in total between retries (default 300).
+    pub max_wait_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub default: Option<String>,
+}
+
+impl Config {
+    /// Reads the config at `path`; a missing file is the empty config when `optional`.
+    pub fn load(path: &Path, optional: bool) -> Result<Config, AppError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && optional => Ok(Config::default()),
+            Err(e) => Err(AppError::bad_input(
+                format!("cannot read config {}: {e}", path.display()),
+                Some("--config and FLIGHTDECK_CONFIG name an existing file".to_string()),
+            )),
+        }
+    }
+
+    /// Parses a config's text (`path` for messages).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, AppError> {
+        toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| {
+                    let (line, column) = flightdeck_core::template::line_column(text, s.start);
+                    format!(":{line}:{column}")
+                })
+                .unwrap_or_default();
+            AppError::bad_input(
+                format!("{}{at}: {}", path.display(), e.message().trim()),
+                Some("the config format is in docs/reference/config.md".to_string()),
+            )
+        })
+    }
+
+    /// The `[people]` directory, checked (no two people share a name on any channel).
+    pub fn people(&self, path: &Path) -> Result<People, AppError> {
+        let persons = self
+            .people
+            .iter()
+            .map(|(key, p)| Person {
+                key: key.clone(),
+                handle: p.handle.clone(),
+                emails: p.emails.clone(),
+                github: p.github.clone(),
+                slack: p.slack.clone(),
+            })
+            .collect();
+        People::new(persons).map_err(|e| {
+            AppError::bad_input(
+                format!("{}: {e}", path.display()),
+                Some("each person has one handle (`@name`), and no handle, email, github login or slack id may belong to two people".to_string()),
+            )
+        })
+    }
+}
+
+/// The model settings of the config, every value checked; errors name the config file and
+/// the section at fault.
+pub(crate) fn model_settings(config: &Config, path: &Path) -> Result<ModelSettings, AppError> {
+    let file = path.display();
+    let bad = |what: String, hint: &str| {
+        AppError::bad_input(format!("{file}: {what}"), Some(hint.to_string()))
+    };
+    let mut settings = ModelSettings::default();
+    for (name, provider) in &config.providers {
+        let builtin = ProviderSettings::builtin(name);
+        let kind = match (provider.kind.as_deref(), &builtin) {
+            (Some("openai"), _) => ProviderKind::OpenAi,
+            (Some("anthropic"), _) => ProviderKind::Anthropic,
+            (Some(other), _) => {
+                return Err(bad(
+                    format!("[providers.{name}] kind = {other:?} is not a provider kind"),
+                    "kind is \"openai\" (Chat Completions compatible: OpenAI, vLLM, Ollama, llama.cpp, LiteLLM) or \"anthropic\" (Messages)",
+                ))
+            }
+            (None, Some(b)) => b.kind,
+            (None, None) => {
+                return Err(bad(
+                    format!("[providers.{name}] has no kind"),
+                    "add kind = \"openai\" or kind = \"anthropic\"",
+                ))
+            }
+        };
+        let base_url = match (&provider.base_url, &builtin) {
+            (Some(url), _) => url.trim_end_matches('/').to_string(),
+            (None, Some(b)) => b.base_url.clone(),
+            (None, None) => {
+                return Err(bad(
+                    format!("[providers.{name}] has no base_url"),
+                    "add base_url, e.g. \"http://localhost:11434/v1\" for Ollama",
+                ))
+            }
+        };
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(bad(
+                format!("[providers.{name}] base_url {base_url:?} is not an http(s) URL"),
+                "write the URL up to the API version, e.g. \"https://api.openai.com/v1\"",
+            ));
+        }
+        let legacy_max_tokens = match provider.max_tokens_field.as_deref() {
+            None | Some("max_completion_tokens") => false,
+            Some("max_tokens") => true,
+            Some(other) => {
+                return Err(bad(
+                    format!("[providers.{name}] max_tokens_field = {other:?} is not a field name"),
+                    "max_tokens_field is \"max_completion_tokens\" (default) or \"max_tokens\"",
+                ))
+            }
+        };
+        let defaults = builtin.as_ref();
+        settings.providers.insert(
+            name.clone(),
+            ProviderSettings {
+                kind,
+                base_url,
+                api_key_env: provider
+                    .api_key_env
+                    .clone()
+                    .or_else(|| defaults.and_then(|b| b.api_key_env.clone())),
+                max_retries: provider.max_retries.unwrap_or(2),
+                timeout: Duration::from_secs(provider.timeout_seconds.unwrap_or(120).max(1)),
+                legacy_max_tokens,
+            },
+        );
+    }
+    for (model, price) in &config.pricing {
+        ModelRef::parse(model).map_err(|e| {
+            bad(
+                format!("[pricing.\"{model}\"]: {e}"),
+                "pricing keys are model refs, e.g. [pricing.\"openai:gpt-4.1-2025-04-14\"]",
+            )
+        })?;
+        let prices = [
+            Some(price.input_per_mtok),
+            Some(price.output_per_mtok),
+            price.cache_read_per_mtok,
+            price.cache_write_per_mtok,
+        ];
+        if prices
+            .iter()
+            .flatten()
+            .any(|p| !(p.is_finite() && *p >= 0.0))
+        {
+            return Err(bad(
+                format!("[pricing.\"{model}\"]: prices must be zero or more"),
+                "prices are USD per million tokens",
+            ));
+        }
+        settings.pricing.insert(model.clone(), *price);
+    }
+    if let Some(wait) = config.models.max_wait_seconds {
+        settings.max_wait = Duration::from_secs(wait);
+    }
+    Ok(settings)
+}
+
+pub(crate) fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// `[secrets]` read now: each value, or why it cannot be had (a mission that names it then
+/// fails before anything runs, saying so). A malformed entry is bad input at once.
+pub(crate) fn workspace_settings(
+    config: &Config,
+    config_path: &Path,
+) -> Result<WorkspaceSettings, AppError> {
+    let mut settings = WorkspaceSettings::default();
+    settings.hidden_files.push(absolute(config_path));
+    for (name, secret) in &config.secrets {
+        let value = match (&secret.env, &secret.file) {
+            (Some(var), None) => std::env::var(var)
+                .map_err(|_| format!("the environment variable `{var}` is not set")),
+            (None, Some(file)) => {
+                let file = absolute(file);
+                settings.hidden_files.push(file.clone());
+                std::fs::read_to_string(&file)
+                    .map(|text| text.trim_end_matches(['\n', '\r']).to_string())
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))
+            }
+            _ => {
+                return Err(AppError::bad_input(
+                    format!(
+                        "{}: [secrets.{name}] needs exactly one of `env` and `file`",
+                        config_path.display()
+                    ),
+                    Some(format!("e.g. [secrets.{name}]\nenv = \"{name}\"")),
+                ))
+            }
+        };
+        let value = value.and_then(|v| {
+            if v.trim().len() < MIN_SECRET_LEN {
+                Err(format!(
+                    "its value is shorter than {} characters, too short to be masked reliably in what flightdeck stores",
+                    MIN_SECRET_LEN
+                ))
+            } else {
+                Ok(v)
+            }
+        });
+        settings.secret_values.insert(name.clone(), value);
+    }
+    Ok(settings)
+}

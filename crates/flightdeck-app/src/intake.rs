@@ -1,0 +1,330 @@
+//! Intake: a mission request made from a repository, with everything that governs the
+//! mission read at its base commit.
+//!
+//! The template (by name, or a path inside the repository), the policy and CODEOWNERS are
+//! read from the base commit's tree, never from the working tree: an edit that is not
+//! committed does not govern a mission, so a mission's rules are exactly what its base
+//! commit says (and what a reviewer of that commit saw). A template given as a path outside
+//! the repository is read from that file. The repository is a checkout, or a remote URL
+//! fetched into the installation's cache of repositories.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use flightdeck_core::MissionId;
+use flightdeck_engine::{CreateMission, RepoFile};
+use flightdeck_policy::{Codeowners, CodeownersWarning, CODEOWNERS_LOCATIONS};
+use flightdeck_workspace::{read_at_commit, repo_root, resolve_commit};
+
+use crate::error::AppError;
+
+/// Where the repository comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RepoSource {
+    /// A directory inside a checkout.
+    Checkout(PathBuf),
+    /// A URL git can fetch (`https://…`, `ssh://…`, `file://…`, a path to another repository),
+    /// fetched into `<data-dir>/repos/`.
+    Remote(String),
+}
+
+/// What `flightdeck run` (or, next, the API) asks for.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// A name under `.flightdeck/missions/NAME.toml`, or a path to a `.toml`.
+    pub template: String,
+    pub repo: RepoSource,
+    /// A branch, tag or commit id.
+    pub base: String,
+    pub params: BTreeMap<String, String>,
+    pub requested_by: String,
+}
+
+/// A request ready for the engine, and what the intake noticed.
+#[derive(Debug, Clone)]
+pub struct Intake {
+    pub request: CreateMission,
+    /// The repository the mission runs in (a checkout's root, or the cached clone).
+    pub repo: PathBuf,
+    /// The base commit everything was read from.
+    pub base_commit: String,
+    /// CODEOWNERS lines GitHub would skip (shown, and recorded with the mission).
+    pub codeowners_warnings: Vec<CodeownersWarning>,
+}
+
+/// The policy, as a commit of a repository has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyAt {
+    /// Where it came from, for messages: `<repo>/.flightdeck/policy.toml at <commit>`, or
+    /// the built-in policy.
+    pub origin: String,
+    pub source: String,
+    /// The commit it was read at.
+    pub commit: String,
+    pub codeowners: Option<RepoFile>,
+}
+
+/// Makes a mission request: the repository and base commit resolved, the template, policy
+/// and CODEOWNERS read at that commit.
+pub fn intake(data_dir: &Path, request: &RunRequest) -> Result<Intake, AppError> {
+    let (repo, base_commit) = match &request.repo {
+        RepoSource::Checkout(dir) => {
+            let repo = checkout_root(dir)?;
+            let commit = resolve_commit(&repo, &request.base)?;
+            (repo, commit)
+        }
+        RepoSource::Remote(url) => fetch_remote(data_dir, url, &request.base)?,
+    };
+    let (template_name, template_file, template_source) =
+        template_at(&repo, &base_commit, &request.template)?;
+    let policy = policy_at(&repo, &base_commit)?;
+    let codeowners_warnings = policy
+        .codeowners
+        .as_ref()
+        .map(|file| Codeowners::parse(&file.source).warnings().to_vec())
+        .unwrap_or_default();
+    let ulid = ulid::Ulid::new();
+    let request = CreateMission {
+        id: MissionId::from_parts(ulid.timestamp_ms(), ulid.random()),
+        template_name,
+        template_file,
+        template_source,
+        params: request.params.clone(),
+        repo: repo.clone(),
+        base_ref: request.base.clone(),
+        requested_by: request.requested_by.clone(),
+        policy_file: policy.origin,
+        policy_source: policy.source,
+        codeowners: policy.codeowners,
+        base_commit: Some(base_commit.clone()),
+    };
+    Ok(Intake {
+        request,
+        repo,
+        base_commit,
+        codeowners_warnings,
+    })
+}
+
+/// The top of the checkout `dir` is in.
+pub fn checkout_root(dir: &Path) -> Result<PathBuf, AppError> {
+    if !dir.is_dir() {
+        return Err(AppError::bad_input(
+            format!("--repo {}: no such directory", dir.display()),
+            Some("pass --repo with a directory inside a git repository".to_string()),
+        ));
+    }
+    repo_root(dir).map_err(|_| {
+        AppError::bad_input(
+            format!("--repo {}: not a git repository", dir.display()),
+            Some(
+                "pass --repo with a directory inside a git repository (`git init` makes one)"
+                    .to_string(),
+            ),
+        )
+    })
+}
+
+/// The policy and CODEOWNERS of `repo` at `commit` (the built-in policy when the commit has
+/// no `.flightdeck/policy.toml`).
+pub fn policy_at(repo: &Path, commit: &str) -> Result<PolicyAt, AppError> {
+    let short = commit.get(..12).unwrap_or(commit);
+    let (origin, source) = match read_text(repo, commit, ".flightdeck/policy.toml")? {
+        Some(source) => (
+            format!(
+                "{} at {short}",
+                repo.join(".flightdeck/policy.toml").display()
+            ),
+            source,
+        ),
+        None => (
+            format!("{} (no .flightdeck/policy.toml at {short})", flightdeck_policy::BUILTIN_POLICY_ORIGIN),
+            flightdeck_policy::BUILTIN_POLICY_TOML.to_string(),
+        ),
+    };
+    let mut codeowners = None;
+    for location in CODEOWNERS_LOCATIONS {
+        if let Some(source) = read_text(repo, commit, location)? {
+            codeowners = Some(RepoFile {
+                path: location.to_string(),
+                source,
+            });
+            break;
+        }
+    }
+    Ok(PolicyAt {
+        origin,
+        source,
+        commit: commit.to_string(),
+        codeowners,
+    })
+}
+
+/// The template `name` names: `(name, where it came from, its text)`.
+fn template_at(
+    repo: &Path,
+    commit: &str,
+    name: &str,
+) -> Result<(String, String, String), AppError> {
+    let short = commit.get(..12).unwrap_or(commit);
+    let given = Path::new(name);
+    let is_path = name.ends_with(".toml") || name.contains('/');
+    let stem = |path: &Path| {
+        path.file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("template")
+            .to_string()
+    };
+    if !is_path {
+        let relative = format!(".flightdeck/missions/{name}.toml");
+        return match read_text(repo, commit, &relative)? {
+            Some(source) => Ok((
+                name.to_string(),
+                format!("{} at {short}", repo.join(&relative).display()),
+                source,
+            )),
+            None => Err(no_template(repo, commit, name, &relative)),
+        };
+    }
+    // A path: inside the repository it is read at the base commit, like a name; outside,
+    // from the file.
+    let absolute = if given.is_absolute() {
+        given.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(given))
+            .unwrap_or_else(|_| given.to_path_buf())
+    };
+    let absolute = std::fs::canonicalize(&absolute).unwrap_or(absolute);
+    let root = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
+    if let Ok(inside) = absolute.strip_prefix(&root) {
+        let relative = inside.to_string_lossy().into_owned();
+        return match read_text(repo, commit, &relative)? {
+            Some(source) => Ok((
+                stem(&absolute),
+                format!("{} at {short}", absolute.display()),
+                source,
+            )),
+            None => Err(AppError::bad_input(
+                format!(
+                    "template {} is not in the base commit {short} of {}",
+                    absolute.display(),
+                    repo.display()
+                ),
+                Some(format!(
+                    "a mission's template is read at its base commit, not from uncommitted files: commit it (`git add {relative} && git commit`), or pass --base with a commit that has it"
+                )),
+            )),
+        };
+    }
+    let source = std::fs::read_to_string(&absolute).map_err(|e| {
+        AppError::bad_input(
+            format!("cannot read template {}: {e}", absolute.display()),
+            None,
+        )
+    })?;
+    Ok((stem(&absolute), absolute.display().to_string(), source))
+}
+
+fn no_template(repo: &Path, commit: &str, name: &str, relative: &str) -> AppError {
+    let short = commit.get(..12).unwrap_or(commit);
+    let mut available: Vec<String> =
+        flightdeck_workspace::list_at_commit(repo, commit, ".flightdeck/missions")
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|f| f.strip_suffix(".toml").map(str::to_string))
+            .collect();
+    available.sort();
+    let uncommitted = repo.join(relative).is_file();
+    let hint = if uncommitted {
+        format!(
+            "{relative} exists in the working tree but not in the base commit {short}: a mission's template is read at its base commit; commit it first"
+        )
+    } else if available.is_empty() {
+        format!(
+            "`flightdeck init --repo {}` writes an example template (commit it, then run)",
+            repo.display()
+        )
+    } else {
+        format!(
+            "templates at {short}: {}",
+            available.join(", ")
+        )
+    };
+    AppError::not_found(
+        format!(
+            "no template `{name}` in {} at {short} (looked for {relative})",
+            repo.display()
+        ),
+        Some(hint),
+    )
+}
+
+/// A repository file's text at `commit`, if the commit has it.
+fn read_text(repo: &Path, commit: &str, path: &str) -> Result<Option<String>, AppError> {
+    match read_at_commit(repo, commit, path)? {
+        Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
+            AppError::bad_input(
+                format!("{path} at {commit} is not UTF-8 text"),
+                None,
+            )
+        }),
+        None => Ok(None),
+    }
+}
+
+/// Fetches `base` of the repository at `url` into the installation's cache of repositories:
+/// the cache's path and the base commit. A commit already fetched is not fetched again.
+fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, String), AppError> {
+    let key = flightdeck_core::Digest::of(url.trim().as_bytes());
+    let name = key.as_str().trim_start_matches("sha256:");
+    let cache = data_dir.join("repos").join(name.get(..16).unwrap_or(name));
+    let git = |dir: &Path, args: &[&str]| -> Result<std::process::Output, AppError> {
+        std::process::Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["-c", "core.hooksPath=/dev/null", "-c", "protocol.ext.allow=never"])
+            .args(args)
+            .output()
+            .map_err(|e| AppError::failed(format!("cannot run git: {e}")))
+    };
+    if !cache.join("HEAD").is_file() {
+        std::fs::create_dir_all(&cache)?;
+        let out = git(&cache, &["init", "--bare", "--quiet"])?;
+        if !out.status.success() {
+            return Err(AppError::failed(format!(
+                "cannot make the repository cache {}: {}",
+                cache.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
+    if base.len() == 40 {
+        if let Ok(commit) = resolve_commit(&cache, base) {
+            return Ok((cache, commit));
+        }
+    }
+    let refspec = format!("+{base}:refs/flightdeck/base");
+    let out = git(&cache, &["fetch", "--quiet", "--no-tags", "--", url, &refspec])?;
+    if !out.status.success() {
+        // A commit id cannot be fetched by name from every server: fetch everything.
+        let all = git(
+            &cache,
+            &["fetch", "--quiet", "--no-tags", "--", url, "+refs/heads/*:refs/remotes/origin/*"],
+        )?;
+        let commit = resolve_commit(&cache, base).ok().filter(|_| all.status.success());
+        return match commit {
+            Some(commit) => Ok((cache, commit)),
+            None => Err(AppError::bad_input(
+                format!(
+                    "cannot fetch {base} from {url}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+                Some("--remote takes a URL git can fetch, and --base a branch, tag or commit it has".to_string()),
+            )),
+        };
+    }
+    // The base named a branch or tag: the mission's base is the commit fetched for it.
+    let commit = resolve_commit(&cache, "refs/flightdeck/base")?;
+    Ok((cache, commit))
+}

@@ -1,0 +1,101 @@
+//! What people and scripts read: missions, timelines and approvals, as typed views. Reading
+//! never writes: an approval past its expiry is shown as expired (the mission's driver or
+//! the scheduler records the expiry), and nothing here opens the store to write.
+
+use flightdeck_core::state::ApprovalStatus;
+use flightdeck_core::views::{ApprovalListing, MissionSummary};
+use flightdeck_core::{MissionState, StoredEvent};
+use flightdeck_store::EventStore;
+
+use crate::error::AppError;
+use crate::Reader;
+
+/// How many missions `approvals` looks through (newest first).
+const APPROVALS_SCAN_LIMIT: u32 = 100_000;
+
+/// The full id of a mission from its id or a unique prefix of it.
+pub async fn resolve_id(store: &dyn EventStore, given: &str) -> Result<String, AppError> {
+    let given = given.trim();
+    let unknown = || {
+        AppError::not_found(
+            format!("no mission `{given}`"),
+            Some("`flightdeck missions` lists missions; a unique prefix of an id is enough".into()),
+        )
+    };
+    if given.is_empty() {
+        return Err(unknown());
+    }
+    if store.mission(given).await?.is_some() {
+        return Ok(given.to_string());
+    }
+    let candidates = store.mission_ids_with_prefix(given, 6).await?;
+    match candidates.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(unknown()),
+        many => Err(AppError::bad_input(
+            format!(
+                "mission id prefix `{given}` is ambiguous: {}",
+                many.join(", ")
+            ),
+            Some("give more of the id".into()),
+        )),
+    }
+}
+
+/// A mission's state, folded from its timeline.
+pub async fn mission(reader: &Reader, id: &str) -> Result<MissionState, AppError> {
+    Ok(flightdeck_engine::load(&*reader.store, id).await?)
+}
+
+/// The newest missions' summaries, newest first (the store's projections).
+pub async fn missions(reader: &Reader, limit: u32) -> Result<Vec<MissionSummary>, AppError> {
+    let rows = reader.store.missions(limit).await?;
+    let mut summaries = Vec::with_capacity(rows.len());
+    for row in rows {
+        match serde_json::from_value::<MissionSummary>(row.summary) {
+            Ok(summary) => summaries.push(summary),
+            // A projection written by another version: fold the timeline instead.
+            Err(_) => summaries.push(mission(reader, &row.id).await?.summary_view()),
+        }
+    }
+    Ok(summaries)
+}
+
+/// A mission's events after `after` (a seq).
+pub async fn timeline(
+    reader: &Reader,
+    id: &str,
+    after: u64,
+) -> Result<Vec<StoredEvent>, AppError> {
+    Ok(reader.store.events(id, after).await?)
+}
+
+/// Every approval of every mission (newest mission first), or only those still waiting for
+/// decisions at `now_ms`. An approval past its expiry that no one recorded yet is listed as
+/// expired: that is what it is.
+pub async fn approvals(
+    reader: &Reader,
+    pending_only: bool,
+    now_ms: i64,
+) -> Result<Vec<ApprovalListing>, AppError> {
+    let summaries = missions(reader, APPROVALS_SCAN_LIMIT).await?;
+    let mut listed = Vec::new();
+    for summary in summaries {
+        for mut approval in summary.approvals.iter().cloned() {
+            if approval.expired_at(now_ms) {
+                approval.status = ApprovalStatus::Expired;
+            }
+            if pending_only && approval.status != ApprovalStatus::Pending {
+                continue;
+            }
+            listed.push(ApprovalListing {
+                approval,
+                mission: summary.id.clone(),
+                mission_status: summary.status,
+                template: summary.template.clone(),
+                requested_by: summary.requested_by.clone(),
+            });
+        }
+    }
+    Ok(listed)
+}

@@ -1,0 +1,486 @@
+//! The driver: one task per driven mission, the only writer of its timeline.
+//!
+//! A driver holds the mission's lease and its [`MissionLog`]. The mission's program (steps,
+//! agents, acceptance, publishing) runs in the driver's task and hands every effect to a
+//! port; while an effect runs, the driver waits on one channel of [`Input`]s, in the manner
+//! of nextest's dispatcher: the effect finishing, a model attempt asking to go ahead, an
+//! input from outside (a vote, a budget raise, a cancel; from the mission's inbox in the
+//! store, or from this process), a lease tick, a deadline, a shutdown. Everything that
+//! changes the timeline is applied here, in the order it arrives, so nothing foreign ever
+//! races the driver: a cancel during a command kills the command and is recorded; a budget
+//! raise during a command is recorded and the command goes on.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use flightdeck_core::event::{MissionError, MissionFinished, MissionInterrupted};
+use flightdeck_core::{EventKind, MissionStatus};
+use flightdeck_store::{InputRow, InputState};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::inputs::{self, Foreign, Refusal};
+use crate::log::MissionLog;
+use crate::{Engine, EngineError};
+
+/// How long a lease lasts without renewal; the driver renews it well before.
+pub(crate) const LEASE_TTL_MS: i64 = 30_000;
+const LEASE_RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How often observers hear that a command is still running.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How often the inbox is read when the store's change feed cannot wake the driver.
+const INBOX_POLL: Duration = Duration::from_millis(500);
+
+/// A feed's next wake-up, or a slow poll when there is no feed.
+async fn inbox_changed(feed: &mut Option<flightdeck_store::ChangeFeed>) {
+    match feed {
+        Some(feed) => {
+            if feed.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => tokio::time::sleep(INBOX_POLL).await,
+    }
+}
+
+/// Everything a driver waits on while an effect runs (besides the effect finishing).
+pub(crate) enum Input {
+    /// A model attempt asks to go ahead, or reports how it went (answered on `reply`).
+    Model(crate::model_call::Report, oneshot::Sender<crate::model_call::Verdict>),
+    /// Inputs may have been posted to the mission's inbox (a vote, a budget raise, a cancel,
+    /// from this process or another).
+    Inbox,
+    /// Time to renew the lease.
+    LeaseTick,
+    /// The effect has been running this long (observers hear of it).
+    Progress(Duration),
+    /// The process is shutting down (SIGTERM, SIGINT): stop cleanly.
+    Shutdown(String),
+}
+
+/// Why a driver stopped before its program ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// The mission was cancelled (recorded); the workspace goes.
+    Cancelled,
+    /// The process is shutting down; the interruption is recorded.
+    Shutdown(String),
+    /// Another process holds the lease now: this one must not write.
+    LeaseLost(String),
+}
+
+/// A running effect the driver waits for.
+pub(crate) struct Running<'a> {
+    /// The call it performs, for progress reports.
+    pub(crate) call_id: &'a str,
+    /// What observers are told it is.
+    pub(crate) label: &'a str,
+}
+
+impl Running<'static> {
+    /// No effect (inputs taken in between effects).
+    const NOTHING: Running<'static> = Running {
+        call_id: "",
+        label: "",
+    };
+}
+
+/// A driven mission.
+pub(crate) struct Driver {
+    pub(crate) engine: Engine,
+    pub(crate) log: MissionLog,
+    inputs: mpsc::UnboundedReceiver<Input>,
+    sender: mpsc::UnboundedSender<Input>,
+    /// Inbox inputs already taken in (the watcher may see them again before they are
+    /// marked applied).
+    seen: BTreeSet<i64>,
+    background: Vec<Background>,
+    /// Wakes when an input is posted to any mission (this process or another).
+    inbox: Option<flightdeck_store::ChangeFeed>,
+    /// A stop that came while no effect ran, to be acted on at the next safe point.
+    pending_stop: Option<Stop>,
+    /// Whether the lease is ours (a replay's driver has no real lease).
+    holds_lease: bool,
+    /// An error recording a model call's report: it stopped the route, and the call
+    /// returns it.
+    pub(crate) model_error: Option<EngineError>,
+}
+
+impl Driver {
+    /// Takes mission `id`'s lease and opens its log; starts the lease ticker, the inbox
+    /// watcher and the shutdown forwarder.
+    pub(crate) async fn open(engine: &Engine, id: &str) -> Result<Driver, EngineError> {
+        engine.take_lease(id).await?;
+        let log = match MissionLog::open(engine.sink(), id).await {
+            Ok(log) => log,
+            Err(e) => {
+                engine.release_lease(id).await;
+                return Err(e);
+            }
+        };
+        let (sender, inputs) = mpsc::unbounded_channel();
+        let mut driver = Driver {
+            engine: engine.clone(),
+            log,
+            inputs,
+            sender,
+            seen: BTreeSet::new(),
+            background: Vec::new(),
+            inbox: engine.cfg.store.subscribe_inputs().await.ok(),
+            pending_stop: None,
+            holds_lease: true,
+            model_error: None,
+        };
+        driver.start_background();
+        Ok(driver)
+    }
+
+    fn start_background(&mut self) {
+        let sender = self.sender.clone();
+        self.background.push(Background(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(LEASE_RENEW_EVERY);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                if sender.send(Input::LeaseTick).is_err() {
+                    return;
+                }
+            }
+        })));
+        let sender = self.sender.clone();
+        let mut shutdown = self.engine.cfg.shutdown.clone();
+        self.background.push(Background(tokio::spawn(async move {
+            loop {
+                if let Some(reason) = shutdown.borrow().clone() {
+                    let _ = sender.send(Input::Shutdown(reason));
+                    return;
+                }
+                if shutdown.changed().await.is_err() {
+                    return;
+                }
+            }
+        })));
+    }
+
+    /// A sender other parts of this process use to reach the driver (model attempts).
+    pub(crate) fn sender(&self) -> mpsc::UnboundedSender<Input> {
+        self.sender.clone()
+    }
+
+    /// Waits for an effect, taking in every other input meanwhile. The effect is dropped
+    /// (which kills a command) when the mission is cancelled or the process shuts down.
+    pub(crate) async fn perform<T>(
+        &mut self,
+        running: Running<'_>,
+        effect: impl Future<Output = T>,
+    ) -> Result<T, Stop> {
+        self.take_waiting().await?;
+        tokio::pin!(effect);
+        let started = Instant::now();
+        let mut progress = tokio::time::interval(PROGRESS_EVERY);
+        progress.tick().await;
+        loop {
+            let input = tokio::select! {
+                biased;
+                input = self.inputs.recv() => match input {
+                    Some(input) => input,
+                    None => continue,
+                },
+                () = inbox_changed(&mut self.inbox) => Input::Inbox,
+                _ = progress.tick() => Input::Progress(started.elapsed()),
+                out = &mut effect => return Ok(out),
+            };
+            if let Some(stop) = self.take(input, &running).await {
+                return Err(stop);
+            }
+        }
+    }
+
+    /// Takes in whatever inputs are waiting, without blocking: called at safe points between
+    /// effects (before each step and tool call), so a cancel is acted on promptly.
+    pub(crate) async fn take_waiting(&mut self) -> Result<(), Stop> {
+        if let Some(stop) = self.pending_stop.take() {
+            return Err(stop);
+        }
+        while let Ok(input) = self.inputs.try_recv() {
+            if let Some(stop) = self.take(input, &Running::NOTHING).await {
+                return Err(stop);
+            }
+        }
+        if self.inbox.as_mut().is_some_and(|feed| feed.has_changed()) {
+            if let Some(stop) = self.take(Input::Inbox, &Running::NOTHING).await {
+                return Err(stop);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one input. `Some` when the driver must stop.
+    async fn take(&mut self, input: Input, running: &Running<'_>) -> Option<Stop> {
+        match input {
+            Input::Model(report, reply) => {
+                let verdict = self.model_report(report).await;
+                let _ = reply.send(verdict);
+                None
+            }
+            Input::Inbox => {
+                // A store that does not answer now is asked again at the next wake-up.
+                let _ = self.take_inbox().await;
+                self.pending_stop.take()
+            }
+            Input::LeaseTick => {
+                if !self.holds_lease {
+                    return None;
+                }
+                match self.engine.renew_lease(self.log.id()).await {
+                    Ok(()) => None,
+                    Err(holder) => Some(Stop::LeaseLost(holder)),
+                }
+            }
+            Input::Progress(elapsed) => {
+                self.engine
+                    .cfg
+                    .observer
+                    .still_running(running.call_id, running.label, elapsed);
+                None
+            }
+            Input::Shutdown(reason) => {
+                self.record_shutdown(&reason).await;
+                Some(Stop::Shutdown(reason))
+            }
+        }
+    }
+
+    /// Records a foreign input's events (or its refusal). `Some(Stop::Cancelled)` when it
+    /// cancelled the mission.
+    async fn foreign(&mut self, inbox: Option<i64>, foreign: Foreign) -> Option<Stop> {
+        if let Some(id) = inbox {
+            if !self.seen.insert(id) {
+                return None;
+            }
+        }
+        // What is staged is stored first: an input never shares an append with a staged
+        // result (a replay takes the input in at the same place).
+        if self.log.flush().await.is_err() {
+            return None;
+        }
+        let now = self.log.now_ms();
+        let gates = match self.engine.gates_of_state(self.log.state()).await {
+            Ok(gates) => gates,
+            Err(e) => {
+                self.refuse(inbox, &e.to_string()).await;
+                return None;
+            }
+        };
+        match inputs::apply(self.log.state(), &gates, &self.engine.cfg.people, &foreign, now) {
+            Ok(events) => {
+                let consumes = inbox.into_iter().collect();
+                match self.log.append_consuming(events, consumes).await {
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.refuse(inbox, &e.to_string()).await;
+                        return None;
+                    }
+                }
+                if matches!(foreign, Foreign::Cancel { .. })
+                    && self.log.state().status == MissionStatus::Cancelled
+                {
+                    return Some(Stop::Cancelled);
+                }
+                None
+            }
+            Err(refusal) => {
+                self.refuse(inbox, &refusal.to_string()).await;
+                None
+            }
+        }
+    }
+
+    async fn refuse(&self, inbox: Option<i64>, reason: &str) {
+        if let Some(id) = inbox {
+            let _ = self
+                .engine
+                .cfg
+                .store
+                .refuse_input(id, reason, self.log.now_ms())
+                .await;
+        }
+    }
+
+    /// On SIGTERM / SIGINT: what is staged is stored, and the interruption recorded with
+    /// the calls that were cut off, so a resume finds it said.
+    async fn record_shutdown(&mut self, reason: &str) {
+        let state = self.log.state();
+        if state.status.is_terminal() || state.status.is_parked() {
+            return;
+        }
+        let calls: Vec<String> = state
+            .tool_calls
+            .iter()
+            .filter(|(_, call)| call.completed.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let reason = if calls.is_empty() {
+            format!("flightdeck stopped ({reason}) before the mission finished")
+        } else {
+            format!("flightdeck stopped ({reason}) while {} ran", calls.join(", "))
+        };
+        let event = EventKind::MissionInterrupted(MissionInterrupted { reason, calls });
+        let _ = self.log.append(vec![event]).await;
+    }
+
+    /// Takes in the mission's pending inbox inputs now (before it is driven, and when its
+    /// program has ended, so an input that came as it parked is not left waiting).
+    pub(crate) async fn take_inbox(&mut self) -> Result<(), EngineError> {
+        let rows = self
+            .engine
+            .cfg
+            .store
+            .pending_inputs(self.log.id())
+            .await?;
+        for row in rows {
+            if self.seen.contains(&row.id) {
+                continue;
+            }
+            match Foreign::from_row(&row) {
+                Ok(foreign) => {
+                    if let Some(stop) = self.foreign(Some(row.id), foreign).await {
+                        self.pending_stop = Some(stop);
+                    }
+                }
+                Err(_) => {
+                    self.seen.insert(row.id);
+                    self.refuse(Some(row.id), "the input cannot be read").await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records every pending approval whose time ran out (a deny: the mission fails).
+    pub(crate) async fn fire_deadlines(&mut self) -> Result<bool, EngineError> {
+        let now = self.log.now_ms();
+        let Some(events) = inputs::expiries(self.log.state(), now) else {
+            return Ok(false);
+        };
+        self.log.append(events).await?;
+        Ok(true)
+    }
+
+    /// A stop that came in while nothing ran, if any.
+    pub(crate) fn take_stop(&mut self) -> Option<Stop> {
+        self.pending_stop.take()
+    }
+
+    /// Ends the drive: stores what is staged, takes in what came meanwhile, stops the
+    /// background tasks and gives the lease back.
+    pub(crate) async fn close(mut self) -> Result<flightdeck_core::MissionState, EngineError> {
+        let flushed = self.log.flush().await;
+        if flushed.is_ok() && !self.log.state().status.is_terminal() {
+            let _ = self.take_inbox().await;
+        }
+        // A cancelled mission's workspace goes, whoever took the cancel in.
+        if self.log.state().status == MissionStatus::Cancelled {
+            self.remove_workspace().await;
+        }
+        self.background.clear();
+        if self.holds_lease {
+            self.engine.release_lease(self.log.id()).await;
+        }
+        flushed?;
+        Ok(self.log.into_state())
+    }
+
+    /// Records the end of the mission.
+    pub(crate) async fn finish(
+        &mut self,
+        status: MissionStatus,
+        error: Option<MissionError>,
+        summary: Option<String>,
+    ) -> Result<(), EngineError> {
+        let finished = EventKind::MissionFinished(MissionFinished {
+            status,
+            error,
+            summary,
+        });
+        self.log.append(vec![finished]).await?;
+        Ok(())
+    }
+}
+
+/// A background task of a driver, stopped when the driver goes (however it goes).
+struct Background(tokio::task::JoinHandle<()>);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How an input posted to a mission went.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Applied {
+    /// Recorded: the mission's timeline now ends at `seq`.
+    Recorded { seq: u64 },
+    /// Refused, nothing recorded.
+    Refused(Refusal),
+}
+
+impl Engine {
+    /// Posts an input to mission `id` and waits until it is taken in: by the driver that
+    /// holds the mission now (in this process or another), or here, under the lease, when
+    /// no one drives it. Refusals that can be told from the mission as it stands are given
+    /// before anything is written.
+    pub async fn post(&self, id: &str, foreign: Foreign) -> Result<Applied, EngineError> {
+        let state = crate::log::load(&*self.cfg.store, id).await?;
+        let gates = self.gates_of_state(&state).await?;
+        let now = self.cfg.clock.now_ms().max(state.last_at_ms);
+        if let Err(refusal) = inputs::apply(&state, &gates, &self.cfg.people, &foreign, now) {
+            return Ok(Applied::Refused(refusal));
+        }
+        let row = self
+            .cfg
+            .store
+            .post_input(flightdeck_store::NewInput {
+                mission: id.to_string(),
+                kind: foreign.kind().to_string(),
+                payload: foreign.payload(),
+                posted_at_ms: now,
+            })
+            .await?;
+        let mut feed = self.cfg.store.subscribe().await.ok();
+        loop {
+            match self.cfg.store.input(row).await? {
+                Some(InputRow {
+                    state: InputState::Applied { seq },
+                    ..
+                }) => return Ok(Applied::Recorded { seq }),
+                Some(InputRow {
+                    state: InputState::Refused { reason },
+                    ..
+                }) => return Ok(Applied::Refused(Refusal::Other(reason))),
+                Some(_) => {}
+                None => return Err(EngineError::UnknownMission(id.to_string())),
+            }
+            // No one drives it (or its driver died): take it in here.
+            if self.lease_is_free(id).await? {
+                match Driver::open(self, id).await {
+                    Ok(mut driver) => {
+                        driver.fire_deadlines().await?;
+                        driver.take_inbox().await?;
+                        driver.close().await?;
+                        continue;
+                    }
+                    Err(EngineError::Busy { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match feed.as_mut() {
+                Some(feed) => {
+                    let _ = tokio::time::timeout(INBOX_POLL, feed.changed()).await;
+                }
+                None => tokio::time::sleep(INBOX_POLL).await,
+            }
+        }
+    }
+}

@@ -1,0 +1,744 @@
+//! The engine: a small façade over the mission log, the driver, the protocol and the ports.
+//! It creates missions, drives them (one driver per mission, holding its lease), and takes
+//! inputs from outside (votes, budget raises, cancels) to the mission's driver.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use flightdeck_core::event::*;
+use flightdeck_core::template::{Runtime, Template};
+use flightdeck_core::{Digest, EventKind, MissionId, MissionState, MissionStatus};
+use flightdeck_policy::Policy;
+use flightdeck_store::{AppendRequest, NewEvent, Projection};
+use flightdeck_workspace::{repo_root, resolve_commit, Sandbox};
+
+use crate::driver::{Applied, Driver, Stop, LEASE_TTL_MS};
+use crate::inputs::{Foreign, Vote};
+use crate::log::{put_artifact, LogSink, MissionLog};
+use crate::models::{check_models, ModelSettings};
+use crate::program::Halt;
+use crate::worker::WorkerId;
+use crate::{EngineConfig, EngineError};
+
+/// What `flightdeck run` asks for.
+#[derive(Debug, Clone)]
+pub struct CreateMission {
+    pub id: MissionId,
+    /// The template's name (file stem).
+    pub template_name: String,
+    /// Where the template came from, for messages.
+    pub template_file: String,
+    pub template_source: String,
+    pub params: BTreeMap<String, String>,
+    /// Any directory inside the repository.
+    pub repo: PathBuf,
+    pub base_ref: String,
+    pub requested_by: String,
+    /// The policy that governs the mission (the repo's file, or the built-in one).
+    pub policy_source: String,
+    /// Where the policy came from, for error messages.
+    pub policy_file: String,
+    /// The repository's CODEOWNERS, if it has one.
+    pub codeowners: Option<RepoFile>,
+    /// The commit to start from, when it is fixed already (a replay's recorded base);
+    /// otherwise `base_ref` is resolved.
+    pub base_commit: Option<String>,
+}
+
+/// What `flightdeck fork` asks for.
+#[derive(Debug, Clone)]
+pub struct ForkMission {
+    /// The new mission's id.
+    pub id: MissionId,
+    pub origin: String,
+    pub at_seq: u64,
+    pub by: String,
+    /// Replaces the template's `[model] pin`.
+    pub model: Option<String>,
+    /// Replaces the template (its source and where it came from, for messages).
+    pub template_source: Option<String>,
+    pub template_file: String,
+    /// Sources of the scripted models the overrides name, by model ref.
+    pub model_scripts: BTreeMap<String, String>,
+}
+
+/// A file read from the repository when the mission was created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoFile {
+    /// Repo-relative path.
+    pub path: String,
+    pub source: String,
+}
+
+/// A mission ready to be created: everything checked, nothing written.
+struct Checked {
+    template: Template,
+    params: BTreeMap<String, String>,
+    repo: PathBuf,
+    base_commit: String,
+    /// The sources of the template's scripted models, by model ref.
+    scripts: BTreeMap<String, String>,
+}
+
+
+/// Drives missions. Cheap to clone; every method may be called from any task.
+#[derive(Clone)]
+pub struct Engine {
+    pub(crate) cfg: Arc<EngineConfig>,
+    /// Pinned scripts, parsed once: each agent run builds its providers, and a long
+    /// script takes longer to parse than a run's step.
+    scripts: Arc<Mutex<BTreeMap<Digest, Arc<flightdeck_models::Script>>>>,
+    /// Missions driven by this process now: a second driver of one mission in the same
+    /// process is refused like one in another process.
+    driving: Arc<Mutex<std::collections::BTreeSet<String>>>,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig) -> Engine {
+        Engine {
+            cfg: Arc::new(cfg),
+            scripts: Default::default(),
+            driving: Default::default(),
+        }
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    pub(crate) fn sink(&self) -> LogSink {
+        LogSink {
+            store: self.cfg.store.clone(),
+            artifacts: self.cfg.artifacts.clone(),
+            clock: self.cfg.clock.clone(),
+            secrets: self.cfg.secrets.clone(),
+            observer: self.cfg.observer.clone(),
+            projection: self.cfg.projection,
+        }
+    }
+
+    pub(crate) fn cached_script(&self, digest: &Digest) -> Option<Arc<flightdeck_models::Script>> {
+        let cache = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(digest).cloned()
+    }
+
+    pub(crate) fn cache_script(&self, digest: &Digest, script: &Arc<flightdeck_models::Script>) {
+        let mut cache = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(digest.clone(), script.clone());
+    }
+
+    /// Checks a request without writing anything: the template parses and renders with the
+    /// params, the repository and base commit exist, the runtime is available.
+    pub fn validate(
+        request: &CreateMission,
+        models: &ModelSettings,
+        workspace: &crate::WorkspaceSettings,
+    ) -> Result<(), EngineError> {
+        check(request, models, workspace, false).map(|_| ())
+    }
+
+    /// Records a new mission (`mission.created`); nothing runs yet.
+    pub async fn create(&self, request: CreateMission) -> Result<MissionState, EngineError> {
+        let checked = check(
+            &request,
+            &self.cfg.models,
+            &self.cfg.workspace,
+            !self.cfg.ports.models.needs_keys(),
+        )?;
+        let mut model_scripts = BTreeMap::new();
+        for (model, source) in &checked.scripts {
+            model_scripts.insert(model.clone(), put_artifact(&self.sink(), source.as_bytes()).await?);
+        }
+        let template_source = put_artifact(&self.sink(), request.template_source.as_bytes())
+            .await?;
+        let policy_source = put_artifact(&self.sink(), request.policy_source.as_bytes()).await?;
+        let codeowners = match &request.codeowners {
+            Some(file) => Some(put_artifact(&self.sink(), file.source.as_bytes()).await?),
+            None => None,
+        };
+        let created = MissionCreated {
+            template: request.template_name.clone(),
+            template_hash: Digest::of(request.template_source.as_bytes()),
+            params: checked.params,
+            repo: checked.repo.display().to_string(),
+            base_commit: checked.base_commit,
+            requested_by: request.requested_by.clone(),
+            policy_hash: Digest::of(request.policy_source.as_bytes()),
+            template_source,
+            base_ref: request.base_ref.clone(),
+            engine_version: flightdeck_core::ENGINE_VERSION.to_string(),
+            budget: checked.template.budget.clone(),
+            steps: checked.template.steps.len(),
+            policy_source: Some(policy_source),
+            codeowners,
+            codeowners_path: request.codeowners.as_ref().map(|f| f.path.clone()),
+            model_scripts,
+        };
+        let mut log = MissionLog::new(self.sink(), request.id.as_str());
+        log.append(vec![EventKind::MissionCreated(created)]).await?;
+        Ok(log.into_state())
+    }
+
+    /// Creates a mission and drives it until it ends or parks.
+    pub async fn run(&self, request: CreateMission) -> Result<MissionState, EngineError> {
+        let state = self.create(request).await?;
+        self.drive(&state.id, None).await
+    }
+
+    /// Drives a mission created earlier (`run --detach`) that no process has started.
+    pub async fn start(&self, id: &str) -> Result<MissionState, EngineError> {
+        self.drive(id, None).await
+    }
+
+    /// Continues a parked or interrupted mission. Completed steps never run again; a command
+    /// that was running when its process died runs again from the worktree as it was
+    /// after the last completed step.
+    ///
+    /// A mission waiting for approvals stays parked (returned unchanged) until every
+    /// pending approval is granted; one whose approval expired fails here.
+    pub async fn resume(&self, id: &str, by: &str) -> Result<MissionState, EngineError> {
+        let state = self.load(id).await?;
+        if state.status.is_terminal() {
+            return Err(EngineError::AlreadyFinished {
+                id: state.id.clone(),
+                status: state.status,
+            });
+        }
+        self.drive(id, Some(by)).await
+    }
+
+    /// Cancels a mission that has not finished: its driver (in this process or another)
+    /// kills what runs and removes the workspace; a mission no one drives is cancelled
+    /// here.
+    pub async fn cancel(&self, id: &str, by: &str) -> Result<MissionState, EngineError> {
+        self.post_and_load(id, Foreign::Cancel { by: by.to_string() })
+            .await
+    }
+
+    /// Records a person's approve or deny. Refused (nothing recorded) when the approval is
+    /// unknown or no longer pending, or the identity may not decide it. A deny fails the
+    /// mission at once.
+    pub async fn decide_approval(&self, vote: Vote) -> Result<MissionState, EngineError> {
+        let approval_id = vote.approval_id.trim().to_string();
+        let mission = flightdeck_core::ids::mission_of_approval(&approval_id)
+            .ok_or_else(|| EngineError::UnknownApproval(approval_id.clone()))?;
+        match self.load(mission.as_str()).await {
+            Err(EngineError::UnknownMission(_)) => {
+                return Err(EngineError::UnknownApproval(approval_id))
+            }
+            other => other?,
+        };
+        self.post_and_load(mission.as_str(), Foreign::Vote(vote))
+            .await
+    }
+
+    /// Raises a mission's budget: `budget.raised` for each `(dimension, amount)`, by `by`.
+    /// Refused (nothing recorded) for a finished mission, an unknown dimension, a dimension
+    /// the template does not limit, or an amount that is not positive (or not whole, except
+    /// `usd`). A driver working on the mission takes the raise in and goes on.
+    pub async fn raise_budget(
+        &self,
+        id: &str,
+        by: &str,
+        adds: &[(String, f64)],
+    ) -> Result<MissionState, EngineError> {
+        let raise = Foreign::BudgetRaise {
+            by: by.to_string(),
+            adds: adds.to_vec(),
+        };
+        self.post_and_load(id, raise).await
+    }
+
+    /// Takes in what waits for mission `id` while no one drives it: inputs in its inbox and
+    /// approval expiries that came due. Does not continue the mission (see `resume`).
+    pub async fn settle(&self, id: &str) -> Result<MissionState, EngineError> {
+        let mut driver = Driver::open(self, id).await?;
+        let taken = async {
+            driver.fire_deadlines().await?;
+            driver.take_inbox().await
+        }
+        .await;
+        let closed = driver.close().await;
+        taken?;
+        closed
+    }
+
+    async fn post_and_load(&self, id: &str, foreign: Foreign) -> Result<MissionState, EngineError> {
+        match self.post(id, foreign).await? {
+            Applied::Recorded { .. } => self.load(id).await,
+            Applied::Refused(refusal) => Err(refusal.into()),
+        }
+    }
+
+    /// Forks mission `request.origin` at `request.at_seq`: a new mission whose first events
+    /// are copies of the origin's 1..=`at_seq`, then `mission.forked` with what is overridden;
+    /// then it is resumed and runs live. The origin is not touched.
+    pub async fn fork(&self, request: ForkMission) -> Result<MissionState, EngineError> {
+        let origin = self.cfg.store.events(&request.origin, 0).await?;
+        let last = origin.len() as u64;
+        if origin.is_empty() {
+            return Err(EngineError::UnknownMission(request.origin));
+        }
+        if request.at_seq == 0 || request.at_seq > last {
+            return Err(EngineError::BadFork(format!(
+                "--at {}: mission {} has events 1..{last}",
+                request.at_seq, request.origin
+            )));
+        }
+        let copied = &origin[..usize::try_from(request.at_seq).unwrap_or(usize::MAX)];
+        if let Some(finished) = copied.iter().find(|e| e.event_type == "mission.finished") {
+            return Err(EngineError::BadFork(format!(
+                "--at {}: the mission had already finished at seq {}, so nothing would run",
+                request.at_seq, finished.seq
+            )));
+        }
+        let id = request.id.as_str();
+        let mut state = MissionState::new(id);
+        let mut events = Vec::with_capacity(copied.len() + 1);
+        for event in copied {
+            let kind = event
+                .kind()
+                .map_err(|e| EngineError::BadFork(e.to_string()))?;
+            let at_ms = flightdeck_core::clock::parse_rfc3339_millis(&event.at).unwrap_or(0);
+            state
+                .apply(event.seq, at_ms, &kind)
+                .map_err(|source| EngineError::Corrupt {
+                    id: request.origin.clone(),
+                    source,
+                })?;
+            events.push(NewEvent {
+                at_ms,
+                event_type: event.event_type.clone(),
+                data: event.data.clone(),
+            });
+        }
+        let created = state
+            .created
+            .clone()
+            .ok_or_else(|| EngineError::UnknownMission(request.origin.clone()))?;
+        let mut forked = MissionForked {
+            origin: request.origin.clone(),
+            at_seq: request.at_seq,
+            origin_hash: copied.last().map(|e| e.hash.clone()).unwrap_or_default(),
+            by: request.by.clone(),
+            model: None,
+            template_source: None,
+            template_hash: None,
+            model_scripts: BTreeMap::new(),
+        };
+        if let Some(model) = &request.model {
+            model
+                .parse::<flightdeck_models::ModelRef>()
+                .map_err(|e| EngineError::BadFork(format!("--model {model}: {e}")))?;
+            forked.model = Some(model.clone());
+        }
+        if let Some(source) = &request.template_source {
+            // The new template must render with the mission's params.
+            let template = Template::parse(&created.template, &request.template_file, source)?;
+            template.render(&created.params, &request.id)?;
+            forked.template_source = Some(put_artifact(&self.sink(), source.as_bytes()).await?);
+            forked.template_hash = Some(Digest::of(source.as_bytes()));
+        }
+        for (model, source) in &request.model_scripts {
+            forked
+                .model_scripts
+                .insert(model.clone(), put_artifact(&self.sink(), source.as_bytes()).await?);
+        }
+        let now = self.cfg.clock.now_ms().max(state.last_at_ms);
+        let kind = EventKind::MissionForked(forked);
+        state
+            .apply(state.events + 1, now, &kind)
+            .map_err(|source| EngineError::Corrupt {
+                id: id.to_string(),
+                source,
+            })?;
+        events.push(NewEvent {
+            at_ms: now,
+            event_type: kind.type_name().to_string(),
+            data: kind.data(),
+        });
+        let projection = Projection {
+            status: state.status.as_str().to_string(),
+            template: created.template.clone(),
+            summary: state.summary(),
+        };
+        // The origin's events are copied as they were recorded (already redacted), in one
+        // append that creates the new mission.
+        let stored = self
+            .cfg
+            .store
+            .append(AppendRequest {
+                mission: id.to_string(),
+                expected_seq: 0,
+                events,
+                projection,
+                consumes: Vec::new(),
+            })
+            .await?;
+        for event in &stored {
+            self.cfg.observer.event(event);
+        }
+        self.resume(id, &request.by).await
+    }
+
+    /// The full id of a mission from its id or a unique prefix of it.
+    pub async fn resolve_id(&self, given: &str) -> Result<String, EngineError> {
+        let given = given.trim();
+        if given.is_empty() {
+            return Err(EngineError::UnknownMission(given.to_string()));
+        }
+        if self.cfg.store.mission(given).await?.is_some() {
+            return Ok(given.to_string());
+        }
+        let candidates = self.cfg.store.mission_ids_with_prefix(given, 6).await?;
+        match candidates.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(EngineError::UnknownMission(given.to_string())),
+            many => Err(EngineError::AmbiguousMission {
+                prefix: given.to_string(),
+                candidates: many.join(", "),
+            }),
+        }
+    }
+
+    /// The state of a mission, folded from its timeline.
+    pub async fn load(&self, id: &str) -> Result<MissionState, EngineError> {
+        crate::log::load(&*self.cfg.store, id).await
+    }
+
+    /// Drives mission `id` under its lease until it ends or parks (`resume_by`: resumed by
+    /// whom, recorded).
+    async fn drive(&self, id: &str, resume_by: Option<&str>) -> Result<MissionState, EngineError> {
+        let mut driver = Driver::open(self, id).await?;
+        let driven = drive_open(&mut driver, resume_by).await;
+        let closed = driver.close().await;
+        match driven {
+            Ok(()) => closed,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes mission `id`'s lease for this process, or says who holds it.
+    pub(crate) async fn take_lease(&self, id: &str) -> Result<(), EngineError> {
+        {
+            let mut driving = self.driving.lock().unwrap_or_else(|p| p.into_inner());
+            if !driving.insert(id.to_string()) {
+                return Err(EngineError::Busy {
+                    id: id.to_string(),
+                    owner: self.cfg.worker.0.clone(),
+                });
+            }
+        }
+        let taken = self.acquire(id).await;
+        if taken.is_err() {
+            self.forget(id);
+        }
+        taken
+    }
+
+    async fn acquire(&self, id: &str) -> Result<(), EngineError> {
+        let me = &self.cfg.worker.0;
+        let now = self.cfg.clock.now_ms();
+        let store = &self.cfg.store;
+        let holder = store.acquire_lease(id, me, now, LEASE_TTL_MS, None).await?;
+        let holder = match holder {
+            Some(lease) if &lease.owner != me && WorkerId::is_dead_on_this_host(&lease.owner) => {
+                store
+                    .acquire_lease(id, me, now, LEASE_TTL_MS, Some(&lease.owner))
+                    .await?
+            }
+            other => other,
+        };
+        match holder {
+            Some(lease) if &lease.owner == me => Ok(()),
+            Some(lease) => Err(EngineError::Busy {
+                id: id.to_string(),
+                owner: lease.owner,
+            }),
+            None => Err(EngineError::UnknownMission(id.to_string())),
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        let mut driving = self.driving.lock().unwrap_or_else(|p| p.into_inner());
+        driving.remove(id);
+    }
+
+    /// Renews the lease; the holder's name when another process took it.
+    pub(crate) async fn renew_lease(&self, id: &str) -> Result<(), String> {
+        let me = &self.cfg.worker.0;
+        match self
+            .cfg
+            .store
+            .acquire_lease(id, me, self.cfg.clock.now_ms(), LEASE_TTL_MS, None)
+            .await
+        {
+            Ok(Some(lease)) if &lease.owner == me => Ok(()),
+            Ok(Some(lease)) => Err(lease.owner),
+            // A store that does not answer now may answer at the next tick; the lease
+            // outlives a few missed renewals.
+            Ok(None) | Err(_) => Ok(()),
+        }
+    }
+
+    pub(crate) async fn release_lease(&self, id: &str) {
+        let _ = self
+            .cfg
+            .store
+            .release_lease(id, &self.cfg.worker.0)
+            .await;
+        self.forget(id);
+    }
+
+    /// Whether no live process holds mission `id`'s lease.
+    pub(crate) async fn lease_is_free(&self, id: &str) -> Result<bool, EngineError> {
+        if self
+            .driving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+        {
+            return Ok(false);
+        }
+        let row = self.cfg.store.mission(id).await?;
+        let now = self.cfg.clock.now_ms();
+        Ok(row.and_then(|r| r.lease).is_none_or(|lease| {
+            lease.expires_ms <= now || WorkerId::is_dead_on_this_host(&lease.owner)
+        }))
+    }
+
+    /// The mission's template as it was pinned at creation, rendered with its params.
+    pub(crate) async fn template_of(
+        &self,
+        state: &MissionState,
+    ) -> Result<(MissionCreated, Template), EngineError> {
+        let created = state
+            .created
+            .clone()
+            .ok_or_else(|| EngineError::UnknownMission(state.id.clone()))?;
+        let source = self.cfg.artifacts.get(&created.template_source).await?;
+        let source = String::from_utf8_lossy(&source);
+        let template = Template::parse(&created.template, &created.template, &source)?;
+        let id = MissionId::parse(&state.id).unwrap_or_else(|| MissionId::from_parts(0, 0));
+        let mut rendered = template.render(&created.params, &id)?;
+        // A fork may run on another model: it replaces the pin, and its fallbacks go.
+        if let Some(pin) = state.forked.as_ref().and_then(|f| f.model.clone()) {
+            let spec = rendered.template.model.get_or_insert_with(|| {
+                flightdeck_core::template::ModelSpec {
+                    pin: pin.clone(),
+                    fallback: Vec::new(),
+                    temperature: None,
+                    max_output_tokens: None,
+                    allow_snapshot_mismatch: false,
+                    context_tokens: None,
+                }
+            });
+            spec.pin = pin;
+            spec.fallback.clear();
+        }
+        Ok((created, rendered.template))
+    }
+
+    /// Makes workspace `id` as a mission of this template would get it (`flightdeck
+    /// workspace up`): the provider's provision.
+    pub async fn provision(
+        &self,
+        id: &str,
+        repo: &std::path::Path,
+        base_commit: &str,
+        spec: &flightdeck_core::template::WorkspaceSpec,
+    ) -> Result<crate::workspaces::Provisioned, EngineError> {
+        let request = crate::workspaces::WorkspaceRequest {
+            id,
+            repo,
+            base_commit,
+            spec,
+            recorded: None,
+        };
+        self.cfg.ports.workspaces.provision(&request).await
+    }
+
+    /// Finds workspace `id` again as `provision` made it (`flightdeck workspace exec`).
+    pub async fn attach(
+        &self,
+        id: &str,
+        repo: &std::path::Path,
+        base_commit: &str,
+        spec: &flightdeck_core::template::WorkspaceSpec,
+    ) -> Result<crate::workspaces::Provisioned, EngineError> {
+        let request = crate::workspaces::WorkspaceRequest {
+            id,
+            repo,
+            base_commit,
+            spec,
+            recorded: None,
+        };
+        self.cfg.ports.workspaces.attach(&request).await
+    }
+
+    /// Removes workspace `id` (worktree, HOME, container); best effort.
+    pub async fn remove_workspace(&self, id: &str, repo: Option<&std::path::Path>) {
+        self.cfg.ports.workspaces.remove(id, repo).await;
+    }
+
+    /// The container of workspace `id`.
+    pub fn container_name(&self, id: &str) -> String {
+        self.cfg.ports.workspaces.container_name(id)
+    }
+
+    /// A digest of the data directory: containers of this installation carry it.
+    pub fn installation(&self) -> String {
+        self.cfg.ports.workspaces.installation()
+    }
+}
+
+/// The drive, between taking the lease and giving it back.
+async fn drive_open(driver: &mut Driver, resume_by: Option<&str>) -> Result<(), EngineError> {
+    // Due deadlines first (an approval that expired while the mission was parked), then
+    // whatever waits in the inbox.
+    driver.fire_deadlines().await?;
+    driver.take_inbox().await?;
+    if let Some(stop) = driver.take_stop() {
+        return stopped(driver, stop).await;
+    }
+    let state = driver.log.state();
+    if state.status.is_terminal() {
+        return Ok(());
+    }
+    let resuming = resume_by.is_some();
+    if let Some(by) = resume_by {
+        if still_waiting(state) {
+            return Ok(());
+        }
+        record_resume(driver, by).await?;
+    }
+    match driver.program(resuming).await {
+        Ok(()) => Ok(()),
+        Err(Halt::Stop(stop)) => stopped(driver, stop).await,
+        Err(Halt::Error(e)) => Err(e),
+    }
+}
+
+/// What a stop means for the caller.
+async fn stopped(driver: &mut Driver, stop: Stop) -> Result<(), EngineError> {
+    match stop {
+        // Recorded by the driver; the workspace goes (`close` removes it).
+        Stop::Cancelled => Ok(()),
+        Stop::Shutdown(reason) => Err(EngineError::Interrupted {
+            id: driver.log.id().to_string(),
+            reason,
+        }),
+        Stop::LeaseLost(owner) => Err(EngineError::Busy {
+            id: driver.log.id().to_string(),
+            owner,
+        }),
+    }
+}
+
+/// Records the resume: the interruption first when the mission was running and its process
+/// died without saying so (a shutdown records its own interruption).
+async fn record_resume(driver: &mut Driver, by: &str) -> Result<(), EngineError> {
+    let state = driver.log.state();
+    let mut events = Vec::new();
+    if matches!(
+        state.status,
+        MissionStatus::Running | MissionStatus::Provisioning
+    ) && !state.halted
+    {
+        let calls: Vec<String> = state
+            .tool_calls
+            .iter()
+            .filter(|(_, call)| call.completed.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        let reason = if let Some(forked) = state
+            .forked
+            .as_ref()
+            .filter(|f| state.events == f.at_seq + 1)
+        {
+            format!(
+                "forked from {} at seq {}; what was in flight there runs again",
+                forked.origin, forked.at_seq
+            )
+        } else if calls.is_empty() {
+            "the process driving the mission stopped before the mission finished".to_string()
+        } else {
+            format!(
+                "the process driving the mission stopped while {} ran",
+                calls.join(", ")
+            )
+        };
+        events.push(EventKind::MissionInterrupted(MissionInterrupted {
+            reason,
+            calls,
+        }));
+    }
+    events.push(EventKind::MissionResumed(MissionResumed {
+        by: by.to_string(),
+    }));
+    driver.log.append(events).await?;
+    Ok(())
+}
+
+/// A mission parked on approvals that are not all granted yet.
+fn still_waiting(state: &MissionState) -> bool {
+    state.status == MissionStatus::AwaitingApproval && state.pending_approvals().next().is_some()
+}
+
+/// Checks a request without writing anything (see [`Engine::validate`]).
+/// `replaying`: a replay sends nothing to remote models, so their keys may be unset.
+fn check(
+    request: &CreateMission,
+    models: &ModelSettings,
+    workspace: &crate::WorkspaceSettings,
+    replaying: bool,
+) -> Result<Checked, EngineError> {
+    let policy = Policy::parse(&request.policy_source, &request.policy_file)?;
+    let template = Template::parse(
+        &request.template_name,
+        &request.template_file,
+        &request.template_source,
+    )?;
+    let rendered = template.render(&request.params, &request.id)?;
+    // A replay runs no command for real (re-execution runs them without secrets).
+    if !replaying {
+        for name in &template.workspace.secrets {
+            if let Err(why) = workspace.secret(name) {
+                return Err(EngineError::SecretMissing {
+                    template: request.template_file.clone(),
+                    name: name.clone(),
+                    why,
+                });
+            }
+        }
+    }
+    match template.workspace.runtime {
+        Runtime::Local => {
+            Sandbox::bubblewrap()?;
+        }
+        Runtime::LocalUnsandboxed if !policy.allow_unsandboxed() => {
+            return Err(EngineError::Unsupported(format!(
+                "{}: workspace.runtime = \"local-unsandboxed\" is forbidden by the policy {} (allow_unsandboxed = false); run in the sandbox (runtime = \"local\"), or change the policy",
+                request.template_file, request.policy_file
+            )))
+        }
+        Runtime::LocalUnsandboxed => {}
+        Runtime::Docker => {}
+    }
+    let repo = repo_root(&request.repo)
+        .map_err(|_| EngineError::NotARepo(request.repo.display().to_string()))?;
+    let base_commit = resolve_commit(
+        &repo,
+        request.base_commit.as_deref().unwrap_or(&request.base_ref),
+    )?;
+    let scripts = check_models(&rendered.template, &repo, models, replaying)?;
+    Ok(Checked {
+        template: rendered.template,
+        params: rendered.params,
+        repo,
+        base_commit,
+        scripts,
+    })
+}
+

@@ -1,0 +1,253 @@
+//! The mission log: the one writer of a driven mission's timeline.
+//!
+//! A `MissionLog` owns the mission's state (the fold of its timeline), the events staged to
+//! go with the next append, and the append itself: every event of a driven mission is
+//! checked against the state machine, redacted, appended with the seq the log expects
+//! (optimistic concurrency: a stale append changes nothing), and folded in place; the
+//! store's projection (the summary) is computed here from the new state. Nothing else
+//! appends to a mission while it is driven: what comes from outside (a vote, a budget
+//! raise, a cancel) reaches the driver as an input and is appended through its log.
+
+use std::sync::Arc;
+
+use flightdeck_core::{Digest, EventKind, MissionState, StoredEvent};
+use flightdeck_store::{AppendRequest, ArtifactStore, EventStore, NewEvent, Projection, StoreError};
+
+use crate::{Clock, EngineError, Observer, Secrets};
+
+/// Where a log's events and artifacts go, and what they pass on the way.
+#[derive(Clone)]
+pub struct LogSink {
+    pub store: Arc<dyn EventStore>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub clock: Arc<dyn Clock>,
+    pub secrets: Secrets,
+    pub observer: Arc<dyn Observer>,
+    /// Whether the store keeps the summary projection (a replay's store does not).
+    pub projection: bool,
+}
+
+/// An event folded into the state before it is stored, with the time it happened.
+#[derive(Debug, Clone)]
+struct Staged {
+    at_ms: i64,
+    kind: EventKind,
+}
+
+/// A driven mission's timeline: its state and its one writer.
+pub struct MissionLog {
+    state: MissionState,
+    /// Folded into `state`, stored by the next append in its commit. Only results whose
+    /// loss in a crash is the same as a crash during the call are staged (a model's answer,
+    /// a read's result): the call then counts as interrupted and is made again.
+    staged: Vec<Staged>,
+    sink: LogSink,
+}
+
+impl MissionLog {
+    /// The log of mission `id` as its timeline stands.
+    pub async fn open(sink: LogSink, id: &str) -> Result<MissionLog, EngineError> {
+        let state = load(&*sink.store, id).await?;
+        Ok(MissionLog {
+            state,
+            staged: Vec::new(),
+            sink,
+        })
+    }
+
+    /// The log of a mission not created yet (its first append creates it).
+    pub fn new(sink: LogSink, id: &str) -> MissionLog {
+        MissionLog {
+            state: MissionState::new(id),
+            staged: Vec::new(),
+            sink,
+        }
+    }
+
+    pub fn state(&self) -> &MissionState {
+        &self.state
+    }
+
+    pub fn into_state(self) -> MissionState {
+        self.state
+    }
+
+    pub fn id(&self) -> &str {
+        &self.state.id
+    }
+
+    /// The clock, never before the timeline's last event (time does not run backwards
+    /// within a timeline, whatever the machine's clock does).
+    pub fn now_ms(&self) -> i64 {
+        self.sink.clock.now_ms().max(self.state.last_at_ms)
+    }
+
+    /// The seq of the last stored event.
+    pub fn stored_seq(&self) -> u64 {
+        self.state.events - self.staged.len() as u64
+    }
+
+    /// Appends events (after whatever is staged, in the same commit).
+    pub async fn append(&mut self, kinds: Vec<EventKind>) -> Result<Vec<StoredEvent>, EngineError> {
+        self.append_consuming(kinds, Vec::new()).await
+    }
+
+    /// Appends events that apply inputs from the mission's inbox: the inputs are marked
+    /// applied in the same transaction, so an input is taken in exactly once.
+    pub async fn append_consuming(
+        &mut self,
+        kinds: Vec<EventKind>,
+        consumes: Vec<i64>,
+    ) -> Result<Vec<StoredEvent>, EngineError> {
+        let at_ms = self.now_ms();
+        let expected_seq = self.stored_seq();
+        let mut events = Vec::with_capacity(self.staged.len() + kinds.len());
+        for staged in &self.staged {
+            events.push(NewEvent {
+                at_ms: staged.at_ms,
+                event_type: staged.kind.type_name().to_string(),
+                data: self.sink.secrets.redact_json(staged.kind.data()),
+            });
+        }
+        for kind in &kinds {
+            if let Err(source) = self.state.apply(self.state.events + 1, at_ms, kind) {
+                let id = self.state.id.clone();
+                self.reload_keeping_staged().await?;
+                return Err(EngineError::Corrupt { id, source });
+            }
+            events.push(NewEvent {
+                at_ms,
+                event_type: kind.type_name().to_string(),
+                data: self.sink.secrets.redact_json(kind.data()),
+            });
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let projection = Projection {
+            status: self.state.status.as_str().to_string(),
+            template: self
+                .state
+                .created
+                .as_ref()
+                .map(|c| c.template.clone())
+                .unwrap_or_default(),
+            summary: if self.sink.projection {
+                // The summary quotes a failed step's output in its error: masked like the
+                // events (only that text, so the summary is not serialized twice).
+                let mut summary = self.state.summary_view();
+                if let Some(error) = &mut summary.error {
+                    let message = serde_json::Value::String(std::mem::take(&mut error.message));
+                    if let serde_json::Value::String(masked) = self.sink.secrets.redact_json(message) {
+                        error.message = masked;
+                    }
+                }
+                summary.to_json()
+            } else {
+                serde_json::Value::Null
+            },
+        };
+        let request = AppendRequest {
+            mission: self.state.id.clone(),
+            expected_seq,
+            events,
+            projection,
+            consumes,
+        };
+        let stored = match self.sink.store.append(request).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                let id = self.state.id.clone();
+                self.reload_keeping_staged().await?;
+                return Err(match e {
+                    StoreError::Conflict { .. } => EngineError::Raced { id },
+                    other => EngineError::Store(other),
+                });
+            }
+        };
+        self.staged.clear();
+        if let Some(last) = stored.last() {
+            self.state.head_hash = last.hash.clone();
+        }
+        for event in &stored {
+            self.sink.observer.event(event);
+        }
+        Ok(stored)
+    }
+
+    /// Folds `kinds` into the state now; they are stored with the next append, in its
+    /// commit (see `staged`).
+    pub async fn stage(&mut self, kinds: Vec<EventKind>) -> Result<(), EngineError> {
+        let at_ms = self.now_ms();
+        for kind in kinds {
+            if let Err(source) = self.state.apply(self.state.events + 1, at_ms, &kind) {
+                let id = self.state.id.clone();
+                self.reload_keeping_staged().await?;
+                return Err(EngineError::Corrupt { id, source });
+            }
+            self.staged.push(Staged { at_ms, kind });
+        }
+        Ok(())
+    }
+
+    /// Stores what is staged, if anything.
+    pub async fn flush(&mut self) -> Result<(), EngineError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        self.append(Vec::new()).await.map(|_| ())
+    }
+
+    /// Stores an artifact. Every artifact of a driven mission passes here, and is redacted.
+    pub async fn put_artifact(&self, bytes: &[u8]) -> Result<Digest, EngineError> {
+        put_artifact(&self.sink, bytes).await
+    }
+
+    pub async fn artifact(&self, digest: &Digest) -> Result<Vec<u8>, EngineError> {
+        Ok(self.sink.artifacts.get(digest).await?)
+    }
+
+    /// Reads the state back from the store, with the staged events folded on top again if
+    /// they still follow; otherwise they are dropped, as in a crash.
+    async fn reload_keeping_staged(&mut self) -> Result<(), EngineError> {
+        let mut fresh = load(&*self.sink.store, &self.state.id).await?;
+        let staged = std::mem::take(&mut self.staged);
+        if fresh.status.is_terminal() {
+            self.state = fresh;
+            return Ok(());
+        }
+        let mut kept = Vec::with_capacity(staged.len());
+        for event in staged {
+            let at_ms = event.at_ms.max(fresh.last_at_ms);
+            if fresh.apply(fresh.events + 1, at_ms, &event.kind).is_err() {
+                self.state = load(&*self.sink.store, &self.state.id).await?;
+                return Ok(());
+            }
+            kept.push(Staged {
+                at_ms,
+                kind: event.kind,
+            });
+        }
+        self.state = fresh;
+        self.staged = kept;
+        Ok(())
+    }
+}
+
+/// Stores an artifact through `sink`, redacted.
+pub async fn put_artifact(sink: &LogSink, bytes: &[u8]) -> Result<Digest, EngineError> {
+    let bytes = sink.secrets.redact(bytes);
+    Ok(sink.artifacts.put(&bytes).await?)
+}
+
+/// The state of mission `id`, folded from its timeline.
+pub async fn load(store: &dyn EventStore, id: &str) -> Result<MissionState, EngineError> {
+    let events = store.events(id, 0).await?;
+    if events.is_empty() {
+        return Err(EngineError::UnknownMission(id.to_string()));
+    }
+    MissionState::fold(id, &events).map_err(|source| EngineError::Corrupt {
+        id: id.to_string(),
+        source,
+    })
+}

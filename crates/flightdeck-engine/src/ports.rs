@@ -1,0 +1,236 @@
+//! Ports: every effect a mission has on the world, behind a trait.
+//!
+//! The driver decides; the ports act. Each port is handed an effect (a command and the
+//! workspace to run it in, a file tool call, a commit to make, a workspace to provision) and
+//! gives back its result; none sees the mission's state. Which implementation runs is
+//! chosen once, where the engine is built: live ones here and in `workspaces.rs`; a replay's
+//! in `replay.rs` (verify serves recorded results and executes nothing; re-execute runs the
+//! calls again and compares).
+//!
+//! The clock ([`crate::Clock`]) and the model providers ([`ModelPort`]) are ports too.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use flightdeck_core::Digest;
+use flightdeck_models::Provider;
+use flightdeck_workspace::{CommandOutcome, CommandSpec, ConfinedFs, Workspace, Worktree};
+
+use crate::tools::ToolInvocation;
+use crate::{EngineError, WorkspaceSettings};
+
+/// Runs a command of a mission in its workspace.
+#[async_trait]
+pub trait CommandPort: Send + Sync {
+    /// Runs `spec` as call `call_id` in `workspace` (whose worktree is `worktree`). The
+    /// returned future may be dropped: that kills the command.
+    async fn run(
+        &self,
+        call_id: &str,
+        workspace: &dyn Workspace,
+        worktree: &Worktree,
+        spec: &CommandSpec,
+    ) -> Result<CommandOutcome, EngineError>;
+}
+
+/// How a file tool call went: what is recorded (and, cut, what the model sees).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOutcome {
+    pub ok: bool,
+    pub text: String,
+    pub duration_ms: u64,
+}
+
+/// Runs an agent's file tools (`read_file`, `write_file`, `edit_file`, `list_files`,
+/// `search`) inside the worktree.
+pub trait FilePort: Send + Sync {
+    fn run(
+        &self,
+        call_id: &str,
+        fs: &ConfinedFs,
+        worktree: &Worktree,
+        invocation: &ToolInvocation,
+    ) -> Result<FileOutcome, EngineError>;
+
+    /// How long a call the driver answered itself (`read_output`) took: as measured (a
+    /// replay: as recorded, since results are reproduced, not timings).
+    fn duration_ms(&self, _call_id: &str, measured: Duration) -> u64 {
+        millis(measured)
+    }
+}
+
+/// What publishing commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// The tree to commit (the worktree's, as judged by the publish gate).
+    pub tree: String,
+    pub branch: String,
+    pub message: String,
+    /// The commit's author and committer date, seconds since the epoch (recorded before
+    /// anything is written, so a resumed publish makes the same commit).
+    pub date_s: i64,
+}
+
+/// The published commit and its patch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub commit: String,
+    /// The patch's bytes, or (a replay) the recorded patch's digest.
+    pub patch: PatchBytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PatchBytes {
+    Bytes(Vec<u8>),
+    Recorded(Digest),
+}
+
+/// Writes a mission's change where people can take it: a commit on the mission branch and
+/// its patch (next, a pull request).
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    async fn commit(&self, worktree: &Worktree, commit: &Commit) -> Result<Committed, EngineError>;
+}
+
+/// The installation's secrets, for the commands allowed to have them.
+pub trait SecretPort: Send + Sync {
+    /// `NAME=value` of the named secrets. A secret that became unreadable since the mission
+    /// was created stops the mission.
+    fn env(&self, names: &[String]) -> Result<Vec<(String, String)>, EngineError>;
+}
+
+/// Turns the providers the configuration describes into what a mission calls.
+pub trait ModelPort: Send + Sync {
+    /// The provider a mission calls for `model` (a live provider as built; a replay's serves
+    /// the recorded answers through it).
+    fn provider(&self, model: &str, built: Arc<dyn Provider>) -> Arc<dyn Provider>;
+
+    /// Whether remote providers need their API keys (a replay sends nothing).
+    fn needs_keys(&self) -> bool {
+        true
+    }
+}
+
+/// Commands run for real.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LiveCommands;
+
+#[async_trait]
+impl CommandPort for LiveCommands {
+    async fn run(
+        &self,
+        _call_id: &str,
+        workspace: &dyn Workspace,
+        _worktree: &Worktree,
+        spec: &CommandSpec,
+    ) -> Result<CommandOutcome, EngineError> {
+        Ok(workspace.exec(spec).await?)
+    }
+}
+
+/// File tools run for real.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LiveFiles;
+
+impl FilePort for LiveFiles {
+    fn run(
+        &self,
+        _call_id: &str,
+        fs: &ConfinedFs,
+        _worktree: &Worktree,
+        invocation: &ToolInvocation,
+    ) -> Result<FileOutcome, EngineError> {
+        let started = Instant::now();
+        let (ok, text) = crate::tools::file_tool(fs, invocation);
+        Ok(FileOutcome {
+            ok,
+            text,
+            duration_ms: millis(started.elapsed()),
+        })
+    }
+}
+
+/// Commits to the mission branch in the repository, with the real git.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct GitPublisher;
+
+#[async_trait]
+impl Publisher for GitPublisher {
+    async fn commit(&self, worktree: &Worktree, commit: &Commit) -> Result<Committed, EngineError> {
+        let id = worktree.commit_to_branch(
+            &commit.tree,
+            &commit.branch,
+            &commit.message,
+            commit.date_s,
+        )?;
+        let patch = worktree.format_patch(&id)?;
+        Ok(Committed {
+            commit: id,
+            patch: PatchBytes::Bytes(patch.into_bytes()),
+        })
+    }
+}
+
+/// The secrets of the installation config.
+#[derive(Debug, Clone)]
+pub struct ConfiguredSecrets(pub WorkspaceSettings);
+
+impl SecretPort for ConfiguredSecrets {
+    fn env(&self, names: &[String]) -> Result<Vec<(String, String)>, EngineError> {
+        names
+            .iter()
+            .map(|name| match self.0.secret(name) {
+                Ok(value) => Ok((name.clone(), value.to_string())),
+                Err(why) => Err(EngineError::SecretMissing {
+                    template: "the mission's template".into(),
+                    name: name.clone(),
+                    why,
+                }),
+            })
+            .collect()
+    }
+}
+
+/// Providers as configured.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LiveModels;
+
+impl ModelPort for LiveModels {
+    fn provider(&self, _model: &str, built: Arc<dyn Provider>) -> Arc<dyn Provider> {
+        built
+    }
+}
+
+/// Every port of an engine.
+#[derive(Clone)]
+pub struct Ports {
+    pub commands: Arc<dyn CommandPort>,
+    pub files: Arc<dyn FilePort>,
+    pub publisher: Arc<dyn Publisher>,
+    pub secrets: Arc<dyn SecretPort>,
+    pub models: Arc<dyn ModelPort>,
+    pub workspaces: Arc<dyn crate::workspaces::WorkspaceProvider>,
+}
+
+impl Ports {
+    /// The live ports: commands, files and commits for real, secrets from `settings`,
+    /// workspaces from `workspaces`.
+    pub fn live(
+        settings: &WorkspaceSettings,
+        workspaces: Arc<dyn crate::workspaces::WorkspaceProvider>,
+    ) -> Ports {
+        Ports {
+            commands: Arc::new(LiveCommands),
+            files: Arc::new(LiveFiles),
+            publisher: Arc::new(GitPublisher),
+            secrets: Arc::new(ConfiguredSecrets(settings.clone())),
+            models: Arc::new(LiveModels),
+            workspaces,
+        }
+    }
+}
+
+pub(crate) fn millis(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,700 @@
+//! The mission's program: provision the workspace, run the template's steps in order, the
+//! platform's acceptance checks, then publish. It runs in the driver's task; every call goes
+//! through the governed-call protocol and every effect through a port.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flightdeck_core::event::*;
+use flightdeck_core::ids::step_call_id;
+use flightdeck_core::template::{Network, Step, Template, ToolchainMode};
+use flightdeck_core::{EventKind, MissionId, MissionStatus};
+use flightdeck_workspace::{CommandOutcome, CommandSpec, ConfinedFs, Workspace, Worktree};
+
+use crate::agent::{AgentPlace, AgentStep};
+use crate::driver::{Driver, Running, Stop};
+use crate::gate::{CurrentDiff, Gates};
+use crate::pr::{render_pr_description, PrContext};
+use crate::protocol::{self, Actor, Call, Facts, Next, Proposed, PublishFacts, PUBLISH_GATE};
+use crate::workspaces::{provisioning_failure, WorkspaceRequest};
+use crate::EngineError;
+
+/// Why the program stopped before its end: a driver stop (cancel, shutdown, lost lease)
+/// or an error.
+#[derive(Debug)]
+pub(crate) enum Halt {
+    Stop(Stop),
+    Error(EngineError),
+}
+
+impl From<Stop> for Halt {
+    fn from(stop: Stop) -> Halt {
+        Halt::Stop(stop)
+    }
+}
+
+impl From<EngineError> for Halt {
+    fn from(error: EngineError) -> Halt {
+        Halt::Error(error)
+    }
+}
+
+impl From<flightdeck_workspace::GitError> for Halt {
+    fn from(error: flightdeck_workspace::GitError) -> Halt {
+        Halt::Error(error.into())
+    }
+}
+
+/// Where the mission's work happens: its pinned rules, template and workspace.
+pub(crate) struct Place {
+    pub(crate) gates: Gates,
+    pub(crate) created: MissionCreated,
+    pub(crate) template: Template,
+    pub(crate) worktree: Worktree,
+    pub(crate) workspace: Arc<dyn Workspace>,
+    pub(crate) fs: ConfinedFs,
+}
+
+/// A `run` step as the template gives it.
+#[derive(Debug, Clone, Copy)]
+struct RunStep<'a> {
+    index: usize,
+    total: usize,
+    command: &'a str,
+    timeout: Duration,
+    /// Names of the secrets the command is given.
+    secrets: &'a [String],
+}
+
+impl Driver {
+    /// Runs the mission from where its timeline stands to its end or a park.
+    pub(crate) async fn program(&mut self, resuming: bool) -> Result<(), Halt> {
+        if self.log.state().status.is_terminal() || self.log.state().status.is_parked() {
+            return Ok(());
+        }
+        let (created, template) = self.engine.template_of(self.log.state()).await?;
+        let gates = self.engine.gates_of(&created).await?;
+        let (worktree, workspace) = match self
+            .ensure_workspace(&created, &template, resuming)
+            .await
+        {
+            Ok(Some(made)) => made,
+            Ok(None) => return Ok(()),
+            // The repository's own definition is at fault: the mission fails, saying why.
+            // (An engine that does not answer is not: the mission can resume once it does.)
+            Err(Halt::Error(e)) => {
+                let Some(kind) = provisioning_failure(&e) else {
+                    return Err(Halt::Error(e));
+                };
+                let error = MissionError {
+                    kind: kind.into(),
+                    message: e.to_string(),
+                };
+                self.finish(MissionStatus::Failed, Some(error), None)
+                    .await?;
+                return Ok(());
+            }
+            Err(other) => return Err(other),
+        };
+        let fs = ConfinedFs::new(workspace.root()).map_err(EngineError::from)?;
+        let place = Place {
+            gates,
+            created,
+            template,
+            worktree,
+            workspace,
+            fs,
+        };
+        let total = place.template.steps.len();
+        for (index, step) in place.template.steps.iter().enumerate() {
+            self.take_waiting().await?;
+            let status = self.log.state().status;
+            if status.is_terminal() || status.is_parked() {
+                break;
+            }
+            if self
+                .log
+                .state()
+                .steps
+                .get(&index)
+                .is_some_and(|s| s.status.is_some())
+            {
+                continue;
+            }
+            match step {
+                Step::Run {
+                    command,
+                    timeout_seconds,
+                    secrets,
+                } => {
+                    let timeout = timeout_seconds
+                        .map_or(self.engine.cfg.default_step_timeout, Duration::from_secs);
+                    let step = RunStep {
+                        index,
+                        total,
+                        command,
+                        timeout,
+                        secrets: run_step_secrets(&place.template, index, secrets.as_deref()),
+                    };
+                    self.run_step(&place, &step).await?;
+                }
+                Step::Agent {
+                    role,
+                    task,
+                    model,
+                    max_rounds,
+                } => {
+                    let agent_place = AgentPlace { place: &place };
+                    let step = AgentStep {
+                        index,
+                        total,
+                        role: *role,
+                        task: task.as_deref(),
+                        model: model.as_deref(),
+                        max_rounds: *max_rounds,
+                    };
+                    self.agent_step(&agent_place, &step).await?;
+                }
+            }
+        }
+        let status = self.log.state().status;
+        if status.is_terminal() || status.is_parked() {
+            return Ok(());
+        }
+        if !self.accept(&AgentPlace { place: &place }).await? {
+            return Ok(());
+        }
+        self.publish(&place).await
+    }
+
+    /// Provisions the workspace (a fresh mission) or finds it again (a resume); `None` when
+    /// the mission ended here (toolchain drift under `enforce`).
+    async fn ensure_workspace(
+        &mut self,
+        created: &MissionCreated,
+        template: &Template,
+        resuming: bool,
+    ) -> Result<Option<(Worktree, Arc<dyn Workspace>)>, Halt> {
+        let runtime = template.workspace.runtime;
+        let state = self.log.state();
+        if state.workspace.is_none() && state.status != MissionStatus::Provisioning {
+            let provisioning = WorkspaceProvisioning {
+                runtime: runtime.as_str().to_string(),
+            };
+            self.log
+                .append(vec![EventKind::WorkspaceProvisioning(provisioning)])
+                .await?;
+        }
+        let fresh = self.log.state().workspace.is_none();
+        let request = WorkspaceRequest {
+            id: &self.log.state().id.clone(),
+            repo: Path::new(&created.repo),
+            base_commit: &created.base_commit,
+            spec: &template.workspace,
+            recorded: None,
+        };
+        let provider = self.engine.cfg.ports.workspaces.clone();
+        let id = self.log.id().to_string();
+        let label = format!("provisioning workspace {id}");
+        let made = if fresh {
+            self.perform(
+                Running {
+                    call_id: "workspace",
+                    label: &label,
+                },
+                provider.provision(&request),
+            )
+            .await?
+        } else {
+            self.perform(
+                Running {
+                    call_id: "workspace",
+                    label: &label,
+                },
+                provider.attach(&request),
+            )
+            .await?
+        }?;
+        let crate::workspaces::Provisioned {
+            worktree,
+            workspace,
+            event,
+            drift,
+        } = made;
+        if fresh {
+            let mut events = vec![EventKind::WorkspaceProvisioned(event)];
+            events.extend(drift.iter().cloned().map(EventKind::WorkspaceDrift));
+            self.log.append(events).await?;
+            if !drift.is_empty() && template.workspace.toolchain == ToolchainMode::Enforce {
+                let list: Vec<String> = drift
+                    .iter()
+                    .map(|d| format!("{} pinned {} but found {}", d.tool, d.pinned, d.found))
+                    .collect();
+                let error = MissionError {
+                    kind: "toolchain_drift".into(),
+                    message: format!(
+                        "the workspace's toolchain does not match the repository's pins ({}), and the template says toolchain = \"enforce\"; no step ran",
+                        list.join("; ")
+                    ),
+                };
+                self.finish(MissionStatus::Failed, Some(error), None)
+                    .await?;
+                return Ok(None);
+            }
+        } else if resuming {
+            // Whatever an interrupted command did is not in the timeline: throw it away.
+            worktree.restore(self.log.state().last_tree.as_deref())?;
+        }
+        Ok(Some((worktree, workspace)))
+    }
+
+    /// Governs a proposed call: asks the protocol, reading the worktree's diff when it
+    /// needs it; records a park's `approval.requested`. The protocol's answer, its events
+    /// not appended yet (but for a park's, which are).
+    pub(crate) async fn govern(
+        &mut self,
+        place: &Place,
+        call: &Call<'_>,
+    ) -> Result<Next, Halt> {
+        let now = self.log.now_ms();
+        let policy_hash = place.created.policy_hash.clone();
+        let mut diff: Option<CurrentDiff> = None;
+        let mut diff_hash: Option<String> = None;
+        loop {
+            let facts = Facts {
+                now_ms: now,
+                diff_hash: diff_hash.as_deref(),
+            };
+            let next = protocol::govern(
+                self.log.state(),
+                &place.gates.policy,
+                &policy_hash,
+                call,
+                &facts,
+            );
+            match next {
+                Next::NeedDiff if diff.is_none() => {
+                    let current = CurrentDiff::read(&place.worktree)?;
+                    diff_hash = Some(current.hash());
+                    diff = Some(current);
+                }
+                Next::Park {
+                    call_id,
+                    mut events,
+                    ask,
+                } => {
+                    let current = match diff.take() {
+                        Some(current) => current,
+                        None => CurrentDiff::read(&place.worktree)?,
+                    };
+                    let request = self
+                        .engine
+                        .approval_request(self.log.state(), place, &ask, &current)
+                        .await?;
+                    events.push(EventKind::ApprovalRequested(request));
+                    return Ok(Next::Park {
+                        call_id,
+                        events,
+                        ask,
+                    });
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Runs one `run` step: judged by the policy first (`policy.decided` is recorded before
+    /// anything executes), then executed unless denied or waiting for an approval.
+    async fn run_step(&mut self, place: &Place, step: &RunStep<'_>) -> Result<(), Halt> {
+        let base = step_call_id(step.index);
+        let args = serde_json::json!({ "command": step.command });
+        let what = format!("step {}/{} (`{}`)", step.index + 1, step.total, step.command);
+        let call = Call {
+            base: &base,
+            actor: Actor::Template,
+            tool: "run",
+            args: &args,
+            proposed: Proposed::Command {
+                command: step.command,
+            },
+            what: &what,
+            step: Some((step.index, StepKind::Run)),
+            breakers: None,
+        };
+        let next = self.govern(place, &call).await?;
+        let started = !self.log.state().steps.contains_key(&step.index);
+        let step_started = || {
+            EventKind::StepStarted(StepStarted {
+                index: step.index,
+                kind: StepKind::Run,
+                description: step.command.to_string(),
+                role: None,
+                system_prompt: None,
+                models: Vec::new(),
+            })
+        };
+        let with_start = |events: Vec<EventKind>| {
+            let requests = events
+                .iter()
+                .any(|e| matches!(e, EventKind::ToolRequested(_)));
+            if started && requests {
+                let mut all = vec![step_started()];
+                all.extend(events);
+                all
+            } else {
+                events
+            }
+        };
+        match next {
+            Next::Done { .. } | Next::Wait | Next::NeedDiff => Ok(()),
+            Next::Stop { events } | Next::Park { events, .. } => {
+                self.log.append(with_start(events)).await?;
+                Ok(())
+            }
+            Next::Reject { .. } => Ok(()),
+            Next::Run { call_id, events } => {
+                if !events.is_empty() {
+                    self.log.append(with_start(events)).await?;
+                }
+                self.execute_run_step(place, step, &call_id).await
+            }
+        }
+    }
+
+    /// Executes a requested, allowed call of a `run` step and records its result.
+    async fn execute_run_step(
+        &mut self,
+        place: &Place,
+        step: &RunStep<'_>,
+        call_id: &str,
+    ) -> Result<(), Halt> {
+        let mut env = vec![("FLIGHTDECK_MISSION".into(), self.log.id().to_string())];
+        env.extend(self.engine.cfg.ports.secrets.env(step.secrets)?);
+        let spec = CommandSpec {
+            command: step.command.to_string(),
+            timeout: self.command_timeout(step.timeout),
+            env,
+            network: place.template.workspace.network == Network::On,
+        };
+        let outcome = self.run_command(place, call_id, &spec).await?;
+        let output = self.log.put_artifact(&outcome.output).await?;
+        // A worktree git cannot record (a nested repository with no commit, say) fails the
+        // step: nothing unrecorded may reach a later step or the published change.
+        let (tree, snapshot_error) = match place.worktree.snapshot() {
+            Ok(tree) => (Some(tree), None),
+            Err(e) => (None, Some(e)),
+        };
+        let ok = outcome.success() && snapshot_error.is_none();
+        let mut events = vec![
+            protocol::completed(
+                call_id,
+                protocol::Outcome {
+                    ok,
+                    exit_code: outcome.exit_code,
+                    output,
+                    duration_ms: crate::ports::millis(outcome.duration),
+                    timed_out: outcome.timed_out,
+                    tree,
+                },
+            ),
+            EventKind::StepFinished(StepFinished {
+                index: step.index,
+                kind: StepKind::Run,
+                status: if ok {
+                    StepStatus::Succeeded
+                } else {
+                    StepStatus::Failed
+                },
+            }),
+        ];
+        if !ok {
+            let error = match snapshot_error {
+                Some(e) if outcome.success() => MissionError {
+                    kind: "workspace_unrecordable".into(),
+                    message: format!(
+                        "step {}/{} (`{}`) left a worktree git cannot record: {e}",
+                        step.index + 1,
+                        step.total,
+                        step.command
+                    ),
+                },
+                _ => step_failure(step, &outcome),
+            };
+            events.push(EventKind::MissionFinished(MissionFinished {
+                status: MissionStatus::Failed,
+                error: Some(error),
+                summary: None,
+            }));
+        }
+        self.log.append(events).await?;
+        Ok(())
+    }
+
+    /// Runs a command through the command port, taking in inputs while it runs (a cancel
+    /// kills it).
+    pub(crate) async fn run_command(
+        &mut self,
+        place: &Place,
+        call_id: &str,
+        spec: &CommandSpec,
+    ) -> Result<CommandOutcome, Halt> {
+        // Nothing staged may wait while a command runs: a crash during it must not lose a
+        // result that is already paid for.
+        self.log.flush().await?;
+        let port = self.engine.cfg.ports.commands.clone();
+        let outcome = self
+            .perform(
+                Running {
+                    call_id,
+                    label: &spec.command,
+                },
+                port.run(call_id, &*place.workspace, &place.worktree, spec),
+            )
+            .await??;
+        Ok(outcome)
+    }
+
+    /// A command's timeout, cut to what remains of the wall-time budget, so no command can
+    /// run the mission past it.
+    pub(crate) fn command_timeout(&self, timeout: Duration) -> Duration {
+        let now = self.log.now_ms();
+        match self
+            .log
+            .state()
+            .budget_remaining(flightdeck_core::budget::Dimension::WallSeconds, now)
+        {
+            Some(remaining) => timeout.min(Duration::from_secs_f64(remaining.max(1.0))),
+            None => timeout,
+        }
+    }
+
+    /// The publish gate, then the commit on the mission branch, the patch and the PR
+    /// description. The gate judges the classified diff before anything is committed; what
+    /// will be committed (tree, message, date) is recorded before the branch is written, so
+    /// a crash in between leaves a resume that makes the very same commit.
+    async fn publish(&mut self, place: &Place) -> Result<(), Halt> {
+        let current = CurrentDiff::read(&place.worktree)?;
+        if current.files.is_empty() {
+            let summary =
+                "no changes: the steps left the repository as it was, so nothing was published"
+                    .to_string();
+            self.finish(MissionStatus::Succeeded, None, Some(summary))
+                .await?;
+            self.remove_workspace().await;
+            return Ok(());
+        }
+        let diff_hash = current.hash();
+        let changed = current.changed_files();
+        let approved_writes = protocol::covered_writes(
+            self.log.state(),
+            |path| place.worktree.blob_in_tree(&current.tree, path),
+            |tree, path| place.worktree.blob_in_tree(tree, path),
+        );
+        let next = protocol::govern_publish(
+            self.log.state(),
+            &place.gates.policy,
+            &PublishFacts {
+                diff_hash: diff_hash.as_str(),
+                changed: &changed,
+                approved_writes: &approved_writes,
+            },
+        );
+        let mut events = match next {
+            Next::Run { events, .. } => events,
+            Next::Wait | Next::Done { .. } | Next::NeedDiff | Next::Reject { .. } => {
+                return Ok(())
+            }
+            Next::Stop { events } => {
+                self.log.append(events).await?;
+                return Ok(());
+            }
+            Next::Park {
+                mut events, ask, ..
+            } => {
+                let request = self
+                    .engine
+                    .approval_request(self.log.state(), place, &ask, &current)
+                    .await?;
+                events.push(EventKind::ApprovalRequested(request));
+                self.log.append(events).await?;
+                return Ok(());
+            }
+        };
+        let tree = current.tree.clone();
+        let files: Vec<FileChange> = current
+            .files
+            .iter()
+            .map(|f| FileChange {
+                path: f.path.clone(),
+                status: f.status.clone(),
+                added: f.added,
+                removed: f.removed,
+            })
+            .collect();
+        let id = MissionId::parse(self.log.id()).unwrap_or_else(|| MissionId::from_parts(0, 0));
+        let branch = id.branch();
+        let title = place.template.title();
+        // What is committed is decided and recorded first: the commit's date is the time
+        // of this record, so the same timeline makes the same commit, and a resume after a
+        // crash between the record and the branch finds the branch already right.
+        let committing = match self.log.state().committing.clone() {
+            Some(committing) if committing.tree == tree => committing,
+            _ => {
+                let committing = ChangeCommitting {
+                    branch: branch.clone(),
+                    tree: tree.clone(),
+                    message: commit_message(
+                        &title,
+                        place.template.goal.as_deref(),
+                        self.log.id(),
+                        &place.created.requested_by,
+                    ),
+                    date_s: self.log.now_ms().div_euclid(1000),
+                };
+                events.push(EventKind::ChangeCommitting(committing.clone()));
+                self.log.append(std::mem::take(&mut events)).await?;
+                committing
+            }
+        };
+        let publisher = self.engine.cfg.ports.publisher.clone();
+        let commit = crate::ports::Commit {
+            tree: committing.tree.clone(),
+            branch: committing.branch.clone(),
+            message: committing.message.clone(),
+            date_s: committing.date_s,
+        };
+        let committed = self
+            .perform(
+                Running {
+                    call_id: PUBLISH_GATE,
+                    label: "publishing",
+                },
+                publisher.commit(&place.worktree, &commit),
+            )
+            .await??;
+        let patch = match committed.patch {
+            crate::ports::PatchBytes::Bytes(bytes) => self.log.put_artifact(&bytes).await?,
+            crate::ports::PatchBytes::Recorded(digest) => digest,
+        };
+        // The description reports the publish decision too, which is appended with it.
+        let mut preview = self.log.state().clone();
+        for kind in &events {
+            let _ = preview.apply(preview.events + 1, preview.last_at_ms, kind);
+        }
+        let plan = self.plan_of().await?;
+        let classes: BTreeMap<String, Vec<String>> = files
+            .iter()
+            .map(|f| {
+                let classes = place.gates.policy.classes_of(&f.path);
+                (
+                    f.path.clone(),
+                    classes.into_iter().map(str::to_string).collect(),
+                )
+            })
+            .collect();
+        let description = render_pr_description(&PrContext {
+            state: &preview,
+            template: &place.template,
+            title: &title,
+            branch: &branch,
+            commit: &committed.commit,
+            files: &files,
+            plan: plan.as_deref(),
+            classes: &classes,
+        });
+        let pr_description = self.log.put_artifact(description.as_bytes()).await?;
+        let summary = format!("published {} file(s) on branch {branch}", files.len());
+        events.extend([
+            EventKind::ChangePublished(ChangePublished {
+                branch,
+                commit: committed.commit,
+                patch,
+                pr_description,
+                pr_url: None,
+                files,
+            }),
+            EventKind::MissionFinished(MissionFinished {
+                status: MissionStatus::Succeeded,
+                error: None,
+                summary: Some(summary),
+            }),
+        ]);
+        self.log.append(events).await?;
+        self.remove_workspace().await;
+        Ok(())
+    }
+
+    /// Removes the mission's workspace (worktree, HOME, container). Called when a mission
+    /// publishes or is cancelled; a failed mission keeps its workspace for inspection until
+    /// `flightdeck workspace gc`.
+    pub(crate) async fn remove_workspace(&self) {
+        let state = self.log.state();
+        let repo = state.created.as_ref().map(|c| std::path::PathBuf::from(&c.repo));
+        self.engine
+            .cfg
+            .ports
+            .workspaces
+            .remove(&state.id, repo.as_deref())
+            .await;
+    }
+}
+
+/// The secrets `run` step `index` gets: those it names, else `[workspace] secrets` unless an
+/// agent step came before it (it would run code an agent wrote: a build script, a package
+/// hook), in which case none unless named.
+fn run_step_secrets<'a>(
+    template: &'a Template,
+    index: usize,
+    named: Option<&'a [String]>,
+) -> &'a [String] {
+    match named {
+        Some(names) => names,
+        None if template.steps[..index]
+            .iter()
+            .any(|s| matches!(s, Step::Agent { .. })) =>
+        {
+            &[]
+        }
+        None => &template.workspace.secrets,
+    }
+}
+
+fn step_failure(step: &RunStep<'_>, outcome: &CommandOutcome) -> MissionError {
+    let how = if outcome.timed_out {
+        format!("timed out after {}s and was killed", step.timeout.as_secs())
+    } else {
+        match outcome.exit_code {
+            Some(code) => format!("exited with {code}"),
+            None => "was killed by a signal".to_string(),
+        }
+    };
+    let tail = outcome.tail(20);
+    let mut message = format!(
+        "step {}/{} (`{}`) {how}",
+        step.index + 1,
+        step.total,
+        step.command
+    );
+    if !tail.is_empty() {
+        message.push('\n');
+        message.push_str(&tail);
+    }
+    MissionError {
+        kind: "step_failed".into(),
+        message,
+    }
+}
+
+fn commit_message(title: &str, goal: Option<&str>, mission: &str, requested_by: &str) -> String {
+    let mut message = format!("{title}\n\n");
+    if let Some(goal) = goal.filter(|g| !g.trim().is_empty()) {
+        message.push_str(goal.trim());
+        message.push_str("\n\n");
+    }
+    message.push_str(&format!(
+        "Flightdeck-Mission: {mission}\nRequested-by: {requested_by}\n"
+    ));
+    message
+}

@@ -1,0 +1,555 @@
+//! Workspaces behind a provider port: provision, attach, set the network, remove.
+//!
+//! [`LiveWorkspaces`] makes a mission's workspace from its worktree of the base commit, its
+//! caches, and the runtime its template asks for: the local sandbox (bubblewrap, layout and
+//! limits) or a container made from the repository's devcontainer.json (through a
+//! [`ContainerRuntime`]: the Docker Engine API, or a replay's stand-in that runs nothing).
+//! It probes the toolchain against the repository's pins, unless it was given what a
+//! recording found. Missions and `flightdeck workspace up` both come here.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flightdeck_core::event::{
+    CacheKey, ToolchainEntry, WorkspaceDrift, WorkspaceLimits, WorkspaceProvisioned,
+};
+use flightdeck_core::template::{Network, Runtime, WorkspaceSpec};
+use flightdeck_workspace::docker::{DockerEngine, DockerError, DockerWorkspace};
+use flightdeck_workspace::{
+    Cgroups, CommandSpec, Limits, LocalWorkspace, Sandbox, SandboxLayout, Workspace,
+    WorkspaceError, Worktree,
+};
+
+use crate::container::{self, ContainerPlan, SetupCommand, WithPrelude};
+use crate::ports::SecretPort;
+use crate::{EngineError, Secrets};
+
+/// What a workspace is made for.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkspaceRequest<'a> {
+    /// The mission (or debugging workspace) id.
+    pub id: &'a str,
+    /// The repository (any directory inside it).
+    pub repo: &'a Path,
+    pub base_commit: &'a str,
+    pub spec: &'a WorkspaceSpec,
+    /// What a recording found (a replay): its toolchain and limits are taken, not probed.
+    pub recorded: Option<&'a WorkspaceProvisioned>,
+}
+
+/// A workspace made ready: its worktree, the runtime, and what is recorded about it.
+pub struct Provisioned {
+    pub worktree: Worktree,
+    pub workspace: Arc<dyn Workspace>,
+    pub event: WorkspaceProvisioned,
+    pub drift: Vec<WorkspaceDrift>,
+}
+
+/// Makes, finds again and removes workspaces.
+#[async_trait]
+pub trait WorkspaceProvider: Send + Sync {
+    /// A fresh workspace: worktree, caches, runtime, setup; the toolchain probed.
+    async fn provision(&self, request: &WorkspaceRequest<'_>) -> Result<Provisioned, EngineError>;
+
+    /// The workspace of a mission that was provisioned before (a resume): the worktree
+    /// reused, a container re-attached (or rebuilt from the base commit's definition if it
+    /// is gone). `event` is empty but for what identifies the runtime.
+    async fn attach(&self, request: &WorkspaceRequest<'_>) -> Result<Provisioned, EngineError>;
+
+    /// Gives a container workspace the network, or takes it away.
+    async fn set_network(&self, id: &str, on: bool) -> Result<(), EngineError>;
+
+    /// Removes workspace `id`: its worktree (through `repo`'s git when known), its HOME and
+    /// its container. Best effort: cleanup never fails a mission.
+    async fn remove(&self, id: &str, repo: Option<&Path>);
+
+    /// Where workspace `id`'s worktree is.
+    fn worktree_path(&self, id: &str) -> PathBuf;
+
+    /// The name of workspace `id`'s container.
+    fn container_name(&self, id: &str) -> String;
+
+    /// A digest of the data directory: the installation label of its containers.
+    fn installation(&self) -> String;
+}
+
+/// Where containers come from.
+#[async_trait]
+pub trait ContainerRuntime: Send + Sync {
+    /// A container for `plan`, with its setup commands run; the image's digest.
+    async fn create(
+        &self,
+        plan: &ContainerPlan,
+        setup: &SetupRun<'_>,
+    ) -> Result<(Arc<dyn Workspace>, Option<String>), EngineError>;
+
+    /// The running container `name`, if there is one.
+    async fn attach(&self, name: &str) -> Result<Option<Arc<dyn Workspace>>, EngineError>;
+
+    async fn set_network(&self, name: &str, on: bool) -> Result<(), EngineError>;
+
+    async fn remove(&self, name: &str);
+
+    /// Whether commands really run in its containers (a verifying replay's stand-in runs
+    /// none, so the worktree is set to the tree the recorded setup commands left).
+    fn executes(&self) -> bool {
+        true
+    }
+}
+
+/// How setup commands run: with which secrets, network and timeout.
+pub struct SetupRun<'a> {
+    pub env: Vec<(String, String)>,
+    pub network: Network,
+    pub timeout: Duration,
+    pub redact: &'a Secrets,
+}
+
+/// Where a provider keeps things.
+#[derive(Debug, Clone)]
+pub struct WorkspaceConfig {
+    /// `<data-dir>/workspaces`.
+    pub workspaces_dir: PathBuf,
+    /// Hidden from every sandboxed command (other missions, artifacts, the store); caches
+    /// live under it.
+    pub data_dir: PathBuf,
+    /// Files no command may read (secret files, the installation config).
+    pub hidden_files: Vec<PathBuf>,
+    /// The longest a setup command may run.
+    pub setup_timeout: Duration,
+    /// Containers are named `<prefix><id>`.
+    pub container_prefix: String,
+}
+
+/// Workspaces made for real.
+pub struct LiveWorkspaces {
+    pub config: WorkspaceConfig,
+    pub secrets: Arc<dyn SecretPort>,
+    pub redact: Secrets,
+    pub containers: Arc<dyn ContainerRuntime>,
+}
+
+impl LiveWorkspaces {
+    fn home_path(&self, id: &str) -> PathBuf {
+        self.config.workspaces_dir.join(format!("{id}.home"))
+    }
+
+    async fn make(
+        &self,
+        request: &WorkspaceRequest<'_>,
+        fresh: bool,
+    ) -> Result<Provisioned, EngineError> {
+        let WorkspaceRequest {
+            id,
+            repo,
+            base_commit,
+            spec,
+            ..
+        } = *request;
+        let runtime = spec.runtime;
+        let path = self.worktree_path(id);
+        std::fs::create_dir_all(&self.config.workspaces_dir).map_err(|source| {
+            WorkspaceError::Io {
+                path: self.config.workspaces_dir.clone(),
+                source,
+            }
+        })?;
+        let worktree = Worktree::create(repo, &path, base_commit)?;
+        let caches_dir = self.config.data_dir.join("caches");
+        let caches =
+            flightdeck_workspace::caches::for_repo(&path, &caches_dir).map_err(|source| {
+                WorkspaceError::Io {
+                    path: caches_dir.clone(),
+                    source,
+                }
+            })?;
+        let mut event = WorkspaceProvisioned {
+            runtime: runtime.as_str().to_string(),
+            network: spec.network.as_str().to_string(),
+            path: path.display().to_string(),
+            caches: caches
+                .iter()
+                .map(|c| {
+                    let key = CacheKey {
+                        key: c.key.clone(),
+                        lockfiles: c.lockfiles.clone(),
+                    };
+                    (c.ecosystem.clone(), key)
+                })
+                .collect(),
+            secrets: spec.secrets.clone(),
+            ..WorkspaceProvisioned::default()
+        };
+        let limits = Limits {
+            memory_mb: spec.memory_mb,
+            max_processes: spec.max_processes,
+        };
+        let workspace: Arc<dyn Workspace> = match runtime {
+            Runtime::Local | Runtime::LocalUnsandboxed => {
+                let sandbox = match runtime {
+                    Runtime::Local => Sandbox::bubblewrap()?,
+                    _ => Sandbox::None,
+                };
+                let layout = SandboxLayout::for_mission(
+                    &self.home_path(id),
+                    &self.config.data_dir,
+                    Some(repo),
+                    &self.config.hidden_files,
+                    &caches,
+                )?;
+                let cgroups = if limits.is_empty() {
+                    Cgroups::Unavailable("no limits asked for".into())
+                } else {
+                    Cgroups::detect()
+                };
+                let local = LocalWorkspace::new(path.clone(), sandbox)
+                    .with_layout(layout)
+                    .with_limits(limits, cgroups);
+                event.limits = Some(WorkspaceLimits {
+                    memory_mb: limits.memory_mb,
+                    max_processes: limits.max_processes,
+                    enforced: local.limits_enforcement(),
+                });
+                event.sandbox = local.sandbox().to_string();
+                event.runtime = local.runtime().to_string();
+                Arc::new(local)
+            }
+            Runtime::Docker => {
+                let name = self.container_name(id);
+                // The definition is read from the base commit's files: on a resume the
+                // worktree holds what the agent wrote, which must not decide what runs with
+                // secrets.
+                let base_root = if fresh {
+                    None
+                } else {
+                    Some(self.base_checkout(id, repo, base_commit)?)
+                };
+                let definition_root = base_root.as_ref().map_or(path.as_path(), |w| w.path());
+                let plan = container::plan(
+                    &name,
+                    id,
+                    definition_root,
+                    &path,
+                    &self.installation(),
+                    spec,
+                    &caches,
+                );
+                if let Some(base) = &base_root {
+                    let _ = Worktree::remove(repo, base.path());
+                }
+                let plan = plan?;
+                event.image = Some(plan.image.clone());
+                event.container = Some(name.clone());
+                event.setup = plan.setup.iter().map(|c| c.name.clone()).collect();
+                event.limits = Some(WorkspaceLimits {
+                    memory_mb: limits.memory_mb,
+                    max_processes: limits.max_processes,
+                    enforced: "container".into(),
+                });
+                event.runtime = "docker".into();
+                event.sandbox = "container".into();
+                let attached = if fresh {
+                    None
+                } else {
+                    self.containers.attach(&name).await?
+                };
+                let workspace = match attached {
+                    Some(workspace) => workspace,
+                    None => {
+                        // A container left by a provision that died half way is not ours
+                        // to trust: start again.
+                        self.containers.remove(&name).await;
+                        let setup = SetupRun {
+                            env: self.secrets.env(&spec.secrets)?,
+                            network: spec.network,
+                            timeout: self.config.setup_timeout,
+                            redact: &self.redact,
+                        };
+                        let (workspace, digest) = self.containers.create(&plan, &setup).await?;
+                        event.image_digest = digest;
+                        workspace
+                    }
+                };
+                if let Some(recorded) = request.recorded {
+                    // A replay's stand-in ran no setup: the worktree as the recorded setup
+                    // commands left it, and the recorded image.
+                    if event.image_digest.is_none() {
+                        event.image_digest = recorded.image_digest.clone();
+                    }
+                }
+                if plan.prelude.is_empty() {
+                    workspace
+                } else {
+                    Arc::new(WithPrelude {
+                        inner: workspace,
+                        prelude: plan.prelude.clone(),
+                    })
+                }
+            }
+        };
+        let mut drift = Vec::new();
+        if fresh {
+            if let Some(tree) = request
+                .recorded
+                .filter(|r| r.runtime == "docker")
+                .and_then(|r| r.base_tree.clone())
+            {
+                if !self.containers.executes() {
+                    worktree.restore(Some(&tree))?;
+                }
+            }
+            event.base_tree = Some(worktree.snapshot()?);
+            drift = probe_toolchain(id, &path, &*workspace, &mut event, request.recorded).await?;
+        }
+        Ok(Provisioned {
+            worktree,
+            workspace,
+            event,
+            drift,
+        })
+    }
+
+    /// A throwaway checkout of the base commit beside workspace `id`, to read the
+    /// repository's own definitions from.
+    fn base_checkout(
+        &self,
+        id: &str,
+        repo: &Path,
+        base_commit: &str,
+    ) -> Result<Worktree, EngineError> {
+        let path = self.config.workspaces_dir.join(format!("{id}.base"));
+        Ok(Worktree::create(repo, &path, base_commit)?)
+    }
+}
+
+#[async_trait]
+impl WorkspaceProvider for LiveWorkspaces {
+    async fn provision(&self, request: &WorkspaceRequest<'_>) -> Result<Provisioned, EngineError> {
+        self.make(request, true).await
+    }
+
+    async fn attach(&self, request: &WorkspaceRequest<'_>) -> Result<Provisioned, EngineError> {
+        self.make(request, false).await
+    }
+
+    async fn set_network(&self, id: &str, on: bool) -> Result<(), EngineError> {
+        self.containers
+            .set_network(&self.container_name(id), on)
+            .await
+    }
+
+    async fn remove(&self, id: &str, repo: Option<&Path>) {
+        self.containers.remove(&self.container_name(id)).await;
+        let home = self.home_path(id);
+        if home.exists() {
+            let _ = std::fs::remove_dir_all(&home);
+        }
+        let path = self.worktree_path(id);
+        if !path.exists() {
+            return;
+        }
+        match repo {
+            Some(repo) => {
+                let _ = Worktree::remove(repo, &path);
+            }
+            None => {
+                let _ = std::fs::remove_dir_all(&path);
+            }
+        }
+    }
+
+    fn worktree_path(&self, id: &str) -> PathBuf {
+        self.config.workspaces_dir.join(id)
+    }
+
+    fn container_name(&self, id: &str) -> String {
+        format!("{}{id}", self.config.container_prefix)
+    }
+
+    fn installation(&self) -> String {
+        installation_of(&self.config.data_dir)
+    }
+}
+
+/// A digest of the data directory (the same directory however it is named).
+pub fn installation_of(data_dir: &Path) -> String {
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let digest = flightdeck_core::Digest::of(dir.display().to_string().as_bytes());
+    digest.as_str().trim_start_matches("sha256:")[..12].to_string()
+}
+
+/// Containers made by the Docker Engine API (dockerd, or Podman's socket).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DockerContainers;
+
+#[async_trait]
+impl ContainerRuntime for DockerContainers {
+    async fn create(
+        &self,
+        plan: &ContainerPlan,
+        setup: &SetupRun<'_>,
+    ) -> Result<(Arc<dyn Workspace>, Option<String>), EngineError> {
+        let engine = DockerEngine::connect().await.map_err(WorkspaceError::from)?;
+        let (docker, image) = engine
+            .provision(plan.spec.clone())
+            .await
+            .map_err(WorkspaceError::from)?;
+        if let Err(e) = run_setup(&docker, setup, &plan.setup, &plan.prelude).await {
+            // Nothing is recorded of a container whose setup failed: remove it.
+            let _ = docker.remove().await;
+            return Err(e);
+        }
+        Ok((Arc::new(docker), Some(image.digest)))
+    }
+
+    async fn attach(&self, name: &str) -> Result<Option<Arc<dyn Workspace>>, EngineError> {
+        let engine = DockerEngine::connect().await.map_err(WorkspaceError::from)?;
+        match engine.attach(name).await {
+            Ok(docker) => Ok(Some(Arc::new(docker))),
+            Err(DockerError::ContainerMissing(_)) => Ok(None),
+            Err(e) => Err(WorkspaceError::from(e).into()),
+        }
+    }
+
+    async fn set_network(&self, name: &str, on: bool) -> Result<(), EngineError> {
+        let engine = DockerEngine::connect().await.map_err(WorkspaceError::from)?;
+        let docker = engine.attach(name).await.map_err(WorkspaceError::from)?;
+        docker.set_network(on).await.map_err(WorkspaceError::from)?;
+        Ok(())
+    }
+
+    async fn remove(&self, name: &str) {
+        if let Ok(engine) = DockerEngine::connect().await {
+            let _ = engine.remove_container(name).await;
+        }
+    }
+}
+
+/// The devcontainer's setup commands, in order, with the workspace's secrets; with
+/// `network = "setup"` the container has the network for them and loses it after.
+async fn run_setup(
+    docker: &DockerWorkspace,
+    run: &SetupRun<'_>,
+    setup: &[SetupCommand],
+    prelude: &str,
+) -> Result<(), EngineError> {
+    let redact = |text: &str| String::from_utf8_lossy(&run.redact.redact(text.as_bytes())).into_owned();
+    for command in setup {
+        let outcome = docker
+            .exec(&CommandSpec {
+                command: format!("{prelude}{}", command.line),
+                timeout: run.timeout,
+                env: run.env.clone(),
+                network: run.network != Network::None,
+            })
+            .await?;
+        if !outcome.success() {
+            let why = if outcome.timed_out {
+                "it timed out".to_string()
+            } else {
+                format!(
+                    "it exited with {}\n{}",
+                    outcome
+                        .exit_code
+                        .map_or("a signal".into(), |c| c.to_string()),
+                    redact(&outcome.tail(20))
+                )
+            };
+            return Err(EngineError::SetupFailed {
+                name: command.name.clone(),
+                command: redact(&command.line),
+                why,
+            });
+        }
+    }
+    if run.network == Network::Setup && !setup.is_empty() {
+        docker
+            .set_network(false)
+            .await
+            .map_err(WorkspaceError::from)?;
+    }
+    Ok(())
+}
+
+/// Reads the repository's toolchain pins and probes what the workspace has, filling
+/// `provisioned.toolchain`; the drift, one event per mismatch. A replay takes what the
+/// recording found (the host replaying may have other versions; that is not the mission's
+/// behaviour).
+async fn probe_toolchain(
+    id: &str,
+    root: &Path,
+    workspace: &dyn Workspace,
+    provisioned: &mut WorkspaceProvisioned,
+    recorded: Option<&WorkspaceProvisioned>,
+) -> Result<Vec<WorkspaceDrift>, EngineError> {
+    use flightdeck_workspace::toolchain;
+    let statuses = if let Some(recorded) = recorded {
+        provisioned.toolchain = recorded.toolchain.clone();
+        provisioned.limits = recorded.limits.clone();
+        provisioned
+            .toolchain
+            .iter()
+            .map(|(tool, entry)| toolchain::ToolStatus {
+                tool: tool.clone(),
+                pinned: entry.pinned.clone().unwrap_or_default(),
+                found: entry.found.clone(),
+                source: entry.source.clone().unwrap_or_default(),
+                ok: entry.ok,
+            })
+            .collect()
+    } else {
+        let pins = toolchain::read_pins(root).map_err(|e| {
+            EngineError::WorkspaceDefinition(format!(
+                "workspace {id}: {e} (hint: fix or remove the pin file; flightdeck reads it to record the toolchain)"
+            ))
+        })?;
+        if pins.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tools: Vec<&str> = pins.iter().map(|p| p.tool.as_str()).collect();
+        let probe = CommandSpec {
+            command: toolchain::probe_script(&tools),
+            timeout: Duration::from_secs(60),
+            env: Vec::new(),
+            network: false,
+        };
+        let outcome = workspace.exec(&probe).await?;
+        let found = toolchain::parse_probe(&String::from_utf8_lossy(&outcome.output));
+        toolchain::check(&pins, &found)
+    };
+    let mut drift = Vec::new();
+    for status in statuses {
+        if !status.ok {
+            drift.push(WorkspaceDrift {
+                tool: status.tool.clone(),
+                pinned: status.pinned.clone(),
+                found: status.found.clone().unwrap_or_else(|| "(missing)".into()),
+            });
+        }
+        provisioned.toolchain.insert(
+            status.tool,
+            ToolchainEntry {
+                pinned: Some(status.pinned),
+                found: status.found,
+                source: Some(status.source),
+                ok: status.ok,
+            },
+        );
+    }
+    Ok(drift)
+}
+
+/// The kind of mission failure a provisioning error is, when the repository's workspace
+/// definition (not this machine's state) is at fault.
+pub(crate) fn provisioning_failure(e: &EngineError) -> Option<&'static str> {
+    match e {
+        EngineError::SetupFailed { .. } => Some("setup_failed"),
+        EngineError::WorkspaceDefinition(_) => Some("workspace_invalid"),
+        EngineError::Workspace(WorkspaceError::Container(
+            DockerError::ImageMissing(_) | DockerError::Build { .. } | DockerError::Context { .. },
+        )) => Some("workspace_invalid"),
+        _ => None,
+    }
+}

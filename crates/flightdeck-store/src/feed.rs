@@ -1,0 +1,233 @@
+//! Change feeds: wake-ups when a database may have changed, without polling.
+//!
+//! In-process, the store's writer bumps a `tokio::sync::watch` counter after each commit
+//! that appended events or posted or decided an input. Across processes (SQLite), one
+//! inotify watch on the database's directory per store, read by a thread started on the
+//! first [`crate::EventStore::subscribe`] and shared by every feed of the store, bumps the
+//! same counter when the database file or its `-wal` is modified, closed after writing,
+//! renamed into place, or has its times changed.
+//!
+//! Why the times: SQLite makes a commit visible to readers by updating the WAL index, a
+//! shared memory mapping, which raises no inotify event, and it does so after writing the
+//! WAL frames (which do raise one, but too early: a reader woken by them may not see the
+//! commit yet). So every writer of this store, once a commit is visible, sets the `-wal`'s
+//! modification time to now (one `utimensat`): an event that comes after the commit,
+//! whichever process made it. Only a writer that does not do this (an older flightdeck, the
+//! `sqlite3` shell) can leave a feed woken before its commit and not after.
+//!
+//! Limits: inotify sees writes by processes on this machine (not through a network file
+//! system from another one); a feed only ever says "something may have changed", possibly
+//! more often than needed (including for this store's own writes).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
+use tokio::sync::watch;
+
+use crate::StoreError;
+
+/// Wakes its holder when the store may have changed since the previous call. See
+/// [`crate::EventStore::subscribe`].
+pub struct ChangeFeed {
+    changes: watch::Receiver<u64>,
+    /// Keeps the inotify thread going while the feed lives.
+    _watcher: Option<Arc<Watcher>>,
+    /// A feed that never fires holds its own sender, so it never closes either.
+    _never: Option<watch::Sender<u64>>,
+}
+
+impl std::fmt::Debug for ChangeFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeFeed").finish_non_exhaustive()
+    }
+}
+
+impl ChangeFeed {
+    /// Returns once something may have changed since the previous call (or since the feed
+    /// was made): changes in between are coalesced into one wake-up, and a wake-up may be
+    /// spurious. Cancel-safe. [`StoreError::Closed`] once nothing can wake it any more.
+    pub async fn changed(&mut self) -> Result<(), StoreError> {
+        self.changes.changed().await.map_err(|_| StoreError::Closed)
+    }
+
+    /// Whether something may have changed since the previous call or wake-up, without
+    /// waiting (and marks it seen).
+    pub fn has_changed(&mut self) -> bool {
+        let changed = self.changes.has_changed().unwrap_or(false);
+        if changed {
+            self.changes.borrow_and_update();
+        }
+        changed
+    }
+
+    /// A feed woken by `changes` (a store that is not SQLite's: a replay's).
+    pub fn from_watch(changes: watch::Receiver<u64>) -> ChangeFeed {
+        ChangeFeed {
+            changes,
+            _watcher: None,
+            _never: None,
+        }
+    }
+
+    /// A feed that never fires: for a store that nothing else writes to (a replay).
+    pub fn never() -> ChangeFeed {
+        let (sender, changes) = watch::channel(0);
+        ChangeFeed {
+            changes,
+            _watcher: None,
+            _never: Some(sender),
+        }
+    }
+
+    pub(crate) fn new(changes: watch::Receiver<u64>, watcher: Option<Arc<Watcher>>) -> ChangeFeed {
+        ChangeFeed {
+            changes,
+            _watcher: watcher,
+            _never: None,
+        }
+    }
+}
+
+/// Marks the store's counter changed: feeds wake.
+pub(crate) fn bump(changes: &watch::Sender<u64>) {
+    changes.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// The `-wal` of a database.
+pub(crate) fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Tells other processes' feeds that a commit is visible: sets the `-wal`'s times to now.
+/// Best effort: a missing `-wal` (no WAL yet) has nothing to tell.
+pub(crate) fn touch_wal(wal: &Path) {
+    let now = nix::sys::time::TimeSpec::UTIME_NOW;
+    let _ = nix::sys::stat::utimensat(
+        nix::fcntl::AT_FDCWD,
+        wal,
+        &now,
+        &now,
+        nix::sys::stat::UtimensatFlags::FollowSymlink,
+    );
+}
+
+/// One inotify watch on a database's directory and the thread that reads it.
+pub(crate) struct Watcher {
+    inotify: Arc<Inotify>,
+    wd: WatchDescriptor,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Watcher {
+    /// Watches the directory of `db` (symbolic links resolved: SQLite puts the `-wal` next
+    /// to the file they lead to). The watch is in place when this returns, so no change
+    /// made afterwards is missed.
+    pub(crate) fn start(db: &Path, changes: Arc<watch::Sender<u64>>) -> Result<Watcher, StoreError> {
+        let io = |path: &Path, e: nix::Error| StoreError::Io {
+            path: path.display().to_string(),
+            source: std::io::Error::from(e),
+        };
+        let db = std::fs::canonicalize(db).unwrap_or_else(|_| db.to_path_buf());
+        let dir = match db.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let Some(name) = db.file_name().map(|n| n.to_os_string()) else {
+            return Err(StoreError::Io {
+                path: db.display().to_string(),
+                source: std::io::Error::other("not a file name"),
+            });
+        };
+        let mut wal_name = name.clone();
+        wal_name.push("-wal");
+        let inotify = Arc::new(Inotify::init(InitFlags::IN_CLOEXEC).map_err(|e| io(&dir, e))?);
+        let wd = inotify
+            .add_watch(
+                &dir,
+                AddWatchFlags::IN_MODIFY
+                    | AddWatchFlags::IN_CLOSE_WRITE
+                    | AddWatchFlags::IN_MOVED_TO
+                    | AddWatchFlags::IN_ATTRIB,
+            )
+            .map_err(|e| io(&dir, e))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let inotify = inotify.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("flightdeck-store-feed".into())
+                .spawn(move || watch_loop(&inotify, wd, &[name, wal_name], &stop, &changes))
+                .map_err(|source| StoreError::Io {
+                    path: dir.display().to_string(),
+                    source,
+                })?
+        };
+        Ok(Watcher {
+            inotify,
+            wd,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Removing the watch queues IN_IGNORED, which ends the thread's blocking read. If
+        // the watch is already gone (the directory was removed), so is the thread, or it
+        // is about to be: it is not waited for.
+        if self.inotify.rm_watch(self.wd).is_ok() {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+fn watch_loop(
+    inotify: &Inotify,
+    wd: WatchDescriptor,
+    names: &[OsString],
+    stop: &AtomicBool,
+    changes: &watch::Sender<u64>,
+) {
+    loop {
+        match inotify.read_events() {
+            Ok(events) => {
+                let mut changed = false;
+                let mut gone = false;
+                for event in &events {
+                    if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                        changed = true; // events were lost: anything may have changed
+                    }
+                    if event.wd == wd && event.mask.contains(AddWatchFlags::IN_IGNORED) {
+                        gone = true;
+                    }
+                    if event.name.as_ref().is_some_and(|n| names.contains(n)) {
+                        changed = true;
+                    }
+                }
+                if changed {
+                    bump(changes);
+                }
+                if gone || stop.load(Ordering::SeqCst) {
+                    return;
+                }
+            }
+            Err(nix::Error::EINTR) => {}
+            Err(_) => {
+                // The watch cannot be read any more: wake the feeds once (they re-read and
+                // go on with in-process wake-ups only) rather than go quiet silently.
+                bump(changes);
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,591 @@
+//! Reads of the SQLite store: `rusqlite` connections opened read-only, kept in a small pool,
+//! used on tokio's blocking threads (one hop per read, however many rows), and the queries
+//! they run.
+//!
+//! A store opened read-only ([`crate::SqliteStore::open_read_only`]) reads the same way,
+//! and copes with what a read-only place does to a WAL database: SQLite needs its `-shm`
+//! (and `-wal`) files to read one, and creates them when they are missing, which a
+//! read-only directory or a full disk forbids. When that fails and no `-wal` holds data
+//! (so the database file alone is the whole database), the read is made on an
+//! `immutable=1` connection instead (no locks, no `-shm`), and kept only if the database
+//! file did not change while it ran (else it is retried): nothing can commit to a WAL
+//! database without a `-wal`, and a checkpoint that wrote the file during the read is
+//! caught by the check.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use flightdeck_core::StoredEvent;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde_json::Value;
+
+use crate::feed::wal_path;
+use crate::{InputRow, InputState, Lease, MissionRow, RawEvent, StoreError};
+
+/// Idle connections kept for the next reads.
+const MAX_IDLE: usize = 4;
+
+/// Immutable reads retried when the database file changes under them.
+const IMMUTABLE_ATTEMPTS: usize = 3;
+
+/// The read connections of one store.
+pub(crate) struct Readers {
+    path: PathBuf,
+    read_only_store: bool,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    pub(crate) fn new(path: &Path, read_only_store: bool) -> Readers {
+        Readers {
+            path: path.to_path_buf(),
+            read_only_store,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn idle(&self) -> MutexGuard<'_, Vec<Connection>> {
+        // A list of connections stays consistent whatever a panicking holder did.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `read` on a read connection, on a blocking thread.
+    pub(crate) async fn run<R, F>(self: &Arc<Self>, read: F) -> Result<R, StoreError>
+    where
+        F: Fn(&Connection) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let readers = self.clone();
+        tokio::task::spawn_blocking(move || readers.run_blocking(&read))
+            .await
+            .map_err(|e| crate::writer::database_error(&format!("a read failed: {e}")))?
+    }
+
+    /// Runs `read` on a read connection, on this thread.
+    pub(crate) fn run_blocking<R>(
+        &self,
+        read: &dyn Fn(&Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let pooled = self.idle().pop();
+        if let Some(conn) = pooled {
+            return self.keep(conn, read);
+        }
+        for _ in 0..IMMUTABLE_ATTEMPTS {
+            match self.open_shared()? {
+                Shared::Open(conn) => return self.keep(conn, read),
+                Shared::Unusable(error) => {
+                    if let Some(result) = self.read_immutable(read, error)? {
+                        return Ok(result);
+                    }
+                }
+            }
+        }
+        Err(crate::writer::database_error(
+            "the database file kept changing during reads of it as immutable; retry",
+        ))
+    }
+
+    fn keep<R>(
+        &self,
+        conn: Connection,
+        read: &dyn Fn(&Connection) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let result = read(&conn);
+        let mut idle = self.idle();
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+        result
+    }
+
+    /// A read-only connection through SQLite's usual locking (and its `-shm` and `-wal`).
+    fn open_shared(&self) -> Result<Shared, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.set_prepared_statement_cache_capacity(16);
+        if !self.read_only_store {
+            // The store's writer has the database open: it is usable as it is.
+            return Ok(Shared::Open(conn));
+        }
+        // The first read opens the WAL and its index: what a read-only place may forbid.
+        match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(_) => Ok(Shared::Open(conn)),
+            Err(e) if self.wal_is_empty()? => Ok(Shared::Unusable(e)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the `-wal` is absent or empty: then the database file is the whole database.
+    fn wal_is_empty(&self) -> Result<bool, StoreError> {
+        let wal = wal_path(&self.path);
+        match std::fs::metadata(&wal) {
+            Ok(m) => Ok(m.len() == 0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(source) => Err(StoreError::Io {
+                path: wal.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// `read` on an `immutable=1` connection; `None` if the database file changed meanwhile
+    /// (the result may mix two states of it).
+    fn read_immutable<R>(
+        &self,
+        read: &dyn Fn(&Connection) -> Result<R, StoreError>,
+        shared_error: rusqlite::Error,
+    ) -> Result<Option<R>, StoreError> {
+        let before = self.stamp()?;
+        let conn = Connection::open_with_flags(
+            immutable_uri(&self.path),
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(|e| {
+            crate::writer::database_error(&format!(
+                "cannot read the database: {shared_error}; nor as immutable: {e}"
+            ))
+        })?;
+        let result = read(&conn);
+        drop(conn);
+        if self.stamp()? != before {
+            return Ok(None);
+        }
+        result.map(Some)
+    }
+
+    fn stamp(&self) -> Result<(u64, u64, i64, i64, i64, i64), StoreError> {
+        let m = std::fs::metadata(&self.path).map_err(|source| StoreError::Io {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        Ok((
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+        ))
+    }
+}
+
+enum Shared {
+    Open(Connection),
+    /// SQLite could not open the WAL index, and the WAL holds nothing.
+    Unusable(rusqlite::Error),
+}
+
+/// `file:PATH?immutable=1`, the path percent-encoded where a URI needs it.
+fn immutable_uri(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let mut uri = String::from("file:");
+    for &b in path.as_os_str().as_bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push_str(&format!("%{b:02X}"));
+        }
+    }
+    uri.push_str("?mode=ro&immutable=1");
+    uri
+}
+
+// ---------------------------------------------------------------------------------------
+// Queries.
+
+/// The events of `mission` after `after_seq`, as the contract's envelope: one statement,
+/// columns read in place (no copy of the data text), the mission id not read back.
+pub(crate) fn events(
+    conn: &Connection,
+    mission: &str,
+    after_seq: u64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, at_ms, type, data, prev_hash, hash FROM events
+         WHERE mission = ?1 AND seq > ?2 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query(params![mission, after_seq as i64])?;
+    let mut events = Vec::new();
+    let mut at = AtFormatter::default();
+    while let Some(row) = rows.next()? {
+        let seq = row.get::<_, i64>(0)? as u64;
+        let at_ms: i64 = row.get(1)?;
+        let data_text = text(row, 3)?;
+        let data: Value = serde_json::from_str(data_text).map_err(|e| StoreError::Corrupt {
+            mission: mission.to_string(),
+            seq,
+            reason: format!("data is not JSON: {e}"),
+        })?;
+        events.push(StoredEvent {
+            mission: mission.to_string(),
+            seq,
+            at: at.format(at_ms),
+            event_type: text(row, 2)?.to_string(),
+            data,
+            prev_hash: text(row, 4)?.to_string(),
+            hash: text(row, 5)?.to_string(),
+        });
+    }
+    Ok(events)
+}
+
+/// RFC 3339 times exactly as `flightdeck_core::clock::format_rfc3339_millis` writes them,
+/// the `YYYY-MM-DDTHH:MM:SS.` part formatted once per second rather than per event.
+#[derive(Default)]
+struct AtFormatter {
+    second: Option<(i64, String)>,
+}
+
+impl AtFormatter {
+    fn format(&mut self, at_ms: i64) -> String {
+        let second = at_ms.div_euclid(1000);
+        let millis = at_ms.rem_euclid(1000);
+        if self.second.as_ref().is_none_or(|(s, _)| *s != second) {
+            let Some(whole_second) = second.checked_mul(1000) else {
+                self.second = None;
+                return flightdeck_core::clock::format_rfc3339_millis(at_ms);
+            };
+            let whole = flightdeck_core::clock::format_rfc3339_millis(whole_second);
+            // Anything but the usual `YYYY-MM-DDTHH:MM:SS.000Z` is left to the core.
+            match whole.strip_suffix("000Z") {
+                Some(prefix) if whole.len() == 24 => {
+                    self.second = Some((second, prefix.to_string()));
+                }
+                _ => {
+                    self.second = None;
+                    return flightdeck_core::clock::format_rfc3339_millis(at_ms);
+                }
+            }
+        }
+        match &self.second {
+            Some((_, prefix)) => {
+                let mut at = String::with_capacity(24);
+                at.push_str(prefix);
+                let digits = [
+                    b'0' + (millis / 100) as u8,
+                    b'0' + (millis / 10 % 10) as u8,
+                    b'0' + (millis % 10) as u8,
+                ];
+                for d in digits {
+                    at.push(char::from(d));
+                }
+                at.push('Z');
+                at
+            }
+            None => flightdeck_core::clock::format_rfc3339_millis(at_ms),
+        }
+    }
+}
+
+pub(crate) fn raw_events(conn: &Connection, mission: &str) -> Result<Vec<RawEvent>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, at_ms, type, data, prev_hash, hash FROM events WHERE mission = ?1 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map(params![mission], |row| {
+        Ok(RawEvent {
+            mission: mission.to_string(),
+            seq: row.get::<_, i64>(0)? as u64,
+            at_ms: row.get(1)?,
+            event_type: row.get(2)?,
+            data: row.get(3)?,
+            prev_hash: row.get(4)?,
+            hash: row.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Column `i` as text, borrowed from the row.
+fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r str, StoreError> {
+    row.get_ref(i)?.as_str().map_err(|e| {
+        StoreError::Sqlite(rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            Box::new(e),
+        ))
+    })
+}
+
+const MISSION_COLUMNS: &str = "id, status, template, created_at_ms, updated_at_ms, last_seq, head_hash, summary, lease_owner, lease_expires_ms";
+
+fn mission_from_row(row: &rusqlite::Row<'_>) -> Result<MissionRow, StoreError> {
+    let id: String = row.get(0)?;
+    let last_seq = row.get::<_, i64>(5)? as u64;
+    let head_hash: String = row.get(6)?;
+    let mut summary: Value =
+        serde_json::from_str(text(row, 7)?).map_err(|e| StoreError::Corrupt {
+            mission: id.clone(),
+            seq: last_seq,
+            reason: format!("summary is not JSON: {e}"),
+        })?;
+    // The projection is computed before the hashes exist; the store stamps the head.
+    if let Some(object) = summary.as_object_mut() {
+        object.insert("events".into(), last_seq.into());
+        object.insert("head_hash".into(), head_hash.clone().into());
+    }
+    let lease_owner: Option<String> = row.get(8)?;
+    let lease_expires: Option<i64> = row.get(9)?;
+    Ok(MissionRow {
+        id,
+        status: row.get(1)?,
+        template: row.get(2)?,
+        created_at_ms: row.get(3)?,
+        updated_at_ms: row.get(4)?,
+        last_seq,
+        head_hash,
+        summary,
+        lease: lease_owner.map(|owner| Lease {
+            owner,
+            expires_ms: lease_expires.unwrap_or(0),
+        }),
+    })
+}
+
+pub(crate) fn mission(conn: &Connection, id: &str) -> Result<Option<MissionRow>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {MISSION_COLUMNS} FROM missions WHERE id = ?1"))?;
+    let mut rows = stmt.query(params![id])?;
+    rows.next()?.map(mission_from_row).transpose()
+}
+
+pub(crate) fn missions(conn: &Connection, limit: u32) -> Result<Vec<MissionRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MISSION_COLUMNS} FROM missions ORDER BY created_at_ms DESC, id DESC LIMIT ?1"
+    ))?;
+    let mut rows = stmt.query(params![i64::from(limit)])?;
+    let mut all = Vec::new();
+    while let Some(row) = rows.next()? {
+        all.push(mission_from_row(row)?);
+    }
+    Ok(all)
+}
+
+pub(crate) fn mission_ids_with_prefix(
+    conn: &Connection,
+    prefix: &str,
+    limit: u32,
+) -> Result<Vec<String>, StoreError> {
+    // `substr` rather than LIKE: ids are compared as plain text, no wildcards.
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM missions WHERE substr(id, 1, length(?1)) = ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let ids = stmt.query_map(params![prefix, i64::from(limit)], |row| row.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}
+
+const INPUT_COLUMNS: &str = "id, mission, kind, payload, posted_at_ms, state, applied_seq, reason";
+
+fn input_from_row(row: &rusqlite::Row<'_>) -> Result<InputRow, StoreError> {
+    let id: i64 = row.get(0)?;
+    let corrupt = |reason: String| StoreError::CorruptInput { id, reason };
+    let payload = serde_json::from_str(text(row, 3)?)
+        .map_err(|e| corrupt(format!("payload is not JSON: {e}")))?;
+    let state = match text(row, 5)? {
+        "pending" => InputState::Pending,
+        "applied" => InputState::Applied {
+            seq: row
+                .get::<_, Option<i64>>(6)?
+                .ok_or_else(|| corrupt("applied without a seq".into()))? as u64,
+        },
+        "refused" => InputState::Refused {
+            reason: row
+                .get::<_, Option<String>>(7)?
+                .ok_or_else(|| corrupt("refused without a reason".into()))?,
+        },
+        other => return Err(corrupt(format!("unknown state `{other}`"))),
+    };
+    Ok(InputRow {
+        id,
+        mission: row.get(1)?,
+        kind: row.get(2)?,
+        payload,
+        posted_at_ms: row.get(4)?,
+        state,
+    })
+}
+
+pub(crate) fn pending_inputs(conn: &Connection, mission: &str) -> Result<Vec<InputRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {INPUT_COLUMNS} FROM inputs WHERE mission = ?1 AND state = 'pending' ORDER BY id"
+    ))?;
+    let mut rows = stmt.query(params![mission])?;
+    let mut all = Vec::new();
+    while let Some(row) = rows.next()? {
+        all.push(input_from_row(row)?);
+    }
+    Ok(all)
+}
+
+pub(crate) fn input(conn: &Connection, id: i64) -> Result<Option<InputRow>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached(&format!("SELECT {INPUT_COLUMNS} FROM inputs WHERE id = ?1"))?;
+    let mut rows = stmt.query(params![id])?;
+    rows.next()?.map(input_from_row).transpose()
+}
+
+pub(crate) fn missions_with_pending_inputs(
+    conn: &Connection,
+    limit: u32,
+) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT mission FROM inputs WHERE state = 'pending'
+         GROUP BY mission ORDER BY min(id) LIMIT ?1",
+    )?;
+    let ids = stmt.query_map(params![i64::from(limit)], |row| row.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}
+
+/// The bytes of artifact `digest` in the database.
+pub(crate) fn artifact(conn: &Connection, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT bytes FROM artifacts WHERE digest = ?1")?;
+    Ok(stmt.query_row(params![digest], |row| row.get(0)).optional()?)
+}
+
+/// The artifacts of `digests` found in the database (digest, bytes), in no order.
+pub(crate) fn artifacts(
+    conn: &Connection,
+    digests: &[String],
+) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    let mut found = Vec::new();
+    for chunk in digests.chunks(500) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT digest, bytes FROM artifacts WHERE digest IN ({marks})"
+        ))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(chunk), |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+        for row in rows {
+            found.push(row?);
+        }
+    }
+    Ok(found)
+}
+
+/// What a read-only open needs to know of the schema: the applied migrations, checked
+/// against this build's.
+pub(crate) fn schema_version(
+    conn: &Connection,
+    path: &Path,
+    known: &[(i64, Vec<u8>)],
+) -> Result<i64, StoreError> {
+    let not_ours = |reason: String| StoreError::NotFlightdeck {
+        path: path.display().to_string(),
+        reason,
+    };
+    let app_id: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let tables: Vec<String> = {
+        let mut stmt = conn.prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )?;
+        let names = stmt.query_map([], |r| r.get(0))?;
+        names.collect::<Result<_, _>>()?
+    };
+    if app_id != crate::sqlite::APPLICATION_ID {
+        if app_id != 0 {
+            return Err(not_ours(format!("its application_id is {app_id:#x}")));
+        }
+        if !tables.is_empty() {
+            return Err(not_ours(format!(
+                "it holds other tables: {}",
+                tables.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    if !tables.iter().any(|t| t == "_sqlx_migrations") {
+        return Err(StoreError::Unmigrated {
+            path: path.display().to_string(),
+        });
+    }
+    let mut stmt =
+        conn.prepare("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")?;
+    let applied = stmt.query_map([], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?, r.get::<_, Vec<u8>>(2)?))
+    })?;
+    let mut version = 0;
+    for row in applied {
+        let (v, success, checksum) = row?;
+        let Some((_, expected)) = known.iter().find(|(k, _)| *k == v) else {
+            return Err(StoreError::TooNew {
+                found: v,
+                known: known.iter().map(|(k, _)| *k).max().unwrap_or(0),
+            });
+        };
+        if !success {
+            return Err(not_ours(format!("its migration {v} did not complete")));
+        }
+        if &checksum != expected {
+            return Err(not_ours(format!(
+                "its migration {v} differs from this build's"
+            )));
+        }
+        version = version.max(v);
+    }
+    if version == 0 {
+        return Err(StoreError::Unmigrated {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(version)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn times_are_formatted_exactly_as_the_core_does() {
+        let mut at = AtFormatter::default();
+        let samples = [
+            0,
+            1,
+            999,
+            1000,
+            -1,
+            -999,
+            -1000,
+            -1001,
+            1_795_000_000_000,
+            1_795_000_000_999,
+            1_795_000_001_000,
+            1_795_000_001_001,
+            253_402_300_799_999,
+            253_402_300_800_000,
+            -62_135_596_800_000,
+            i64::MAX,
+            i64::MIN,
+        ];
+        // In order, in reverse, and interleaved: the per-second cache must never leak.
+        for &ms in samples.iter().chain(samples.iter().rev()) {
+            assert_eq!(
+                at.format(ms),
+                flightdeck_core::clock::format_rfc3339_millis(ms),
+                "{ms}"
+            );
+        }
+        let mut ms = 1_700_000_000_000i64;
+        for _ in 0..10_000 {
+            ms += 7_919;
+            assert_eq!(at.format(ms), flightdeck_core::clock::format_rfc3339_millis(ms));
+        }
+    }
+
+    #[test]
+    fn immutable_uris_escape_what_a_uri_must() {
+        assert_eq!(
+            immutable_uri(Path::new("/a b/x?y#z%.db")),
+            "file:/a%20b/x%3Fy%23z%25.db?mode=ro&immutable=1"
+        );
+    }
+}

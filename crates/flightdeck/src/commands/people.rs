@@ -1,0 +1,113 @@
+//! `people` (the directory) and `worker` (the scheduler, as a process).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use flightdeck_app::scheduler::{ActionKind, Scheduler};
+use serde_json::json;
+
+use super::progress;
+use crate::context::Context;
+use crate::error::{exit, CliError};
+
+/// `flightdeck people`: who is who, on every channel, and the teams.
+pub fn people(ctx: &Context) -> Result<i32, CliError> {
+    let persons = ctx.app.people.persons();
+    let teams = &ctx.app.config.teams;
+    if ctx.json() {
+        let people: Vec<_> = persons
+            .iter()
+            .map(|p| {
+                json!({
+                    "key": p.key, "handle": p.handle, "emails": p.emails,
+                    "github": p.github, "slack": p.slack,
+                    "teams": teams.iter().filter(|(_, members)| members.iter().any(|m| {
+                        let resolved = ctx.app.people.resolve(m, flightdeck_policy::IdentityChannel::Cli);
+                        resolved.person.as_ref().is_some_and(|q| q.key == p.key)
+                    })).map(|(team, _)| team.clone()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"people": people, "teams": teams}))
+                .unwrap_or_default()
+        );
+        return Ok(exit::OK);
+    }
+    if persons.is_empty() {
+        println!(
+            "no people configured in {}: every identity is its own person (`--as alice@acme.com` and `--as @alice` are two people)",
+            ctx.app.config_path.display()
+        );
+        println!("hint: add [people.NAME] with handle, emails, github and slack to say who is who");
+    } else {
+        println!(
+            "{:<12}  {:<16}  {:<28}  {:<14}  SLACK",
+            "KEY", "HANDLE", "EMAILS", "GITHUB"
+        );
+        for p in persons {
+            println!(
+                "{:<12}  {:<16}  {:<28}  {:<14}  {}",
+                p.key,
+                p.handle,
+                if p.emails.is_empty() {
+                    "-".to_string()
+                } else {
+                    p.emails.join(", ")
+                },
+                p.github.as_deref().unwrap_or("-"),
+                p.slack.as_deref().unwrap_or("-"),
+            );
+        }
+    }
+    for (team, members) in teams {
+        let handles: Vec<String> = members
+            .iter()
+            .map(|m| {
+                ctx.app
+                    .people
+                    .resolve(m, flightdeck_policy::IdentityChannel::Cli)
+                    .handle
+            })
+            .collect();
+        println!("team {team}: {}", handles.join(", "));
+    }
+    Ok(exit::OK)
+}
+
+/// `flightdeck worker`: the scheduler, until SIGINT / SIGTERM (or one pass with `--once`).
+pub async fn worker(ctx: &Context, once: bool) -> Result<i32, CliError> {
+    ctx.stop_missions_on_signals();
+    let engine = ctx.engine(progress(ctx)).await?;
+    let scheduler = Scheduler::new(engine);
+    let json = ctx.json();
+    let report = |actions: &[flightdeck_app::scheduler::Action]| {
+        for action in actions {
+            let what = match action.what {
+                ActionKind::Settled => "took in what waited for",
+                ActionKind::Continued => "continued",
+            };
+            if json {
+                println!(
+                    "{}",
+                    json!({"mission": action.mission, "action": match action.what {
+                        ActionKind::Settled => "settled",
+                        ActionKind::Continued => "continued",
+                    }, "status": action.status})
+                );
+            } else {
+                eprintln!("worker: {what} {} ({})", action.mission, action.status);
+            }
+        }
+    };
+    if once {
+        let (actions, _) = scheduler.tick().await?;
+        report(&actions);
+        return Ok(exit::OK);
+    }
+    if !json {
+        eprintln!("worker: continuing missions by themselves; stop with Ctrl-C");
+    }
+    scheduler.run(ctx.shutdown.clone(), report).await?;
+    Ok(exit::OK)
+}
