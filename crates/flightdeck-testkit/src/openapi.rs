@@ -65,9 +65,10 @@ pub struct OpenApi {
     root: Value,
 }
 
-/// The path of the OpenAI description in the shared specs folder.
+/// The path of the OpenAI description kept in this crate (`specs/openai-openapi.yaml`, MIT;
+/// see `specs/README.md`).
 pub fn openai_spec_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/specs/openai-openapi.yaml")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/openai-openapi.yaml")
 }
 
 impl OpenApi {
@@ -86,7 +87,7 @@ impl OpenApi {
         }
     }
 
-    /// The OpenAI description (`../shared/specs/openai-openapi.yaml`), loaded once per process.
+    /// The OpenAI description (`specs/openai-openapi.yaml`), loaded once per process.
     pub fn openai() -> &'static OpenApi {
         static SPEC: OnceLock<OpenApi> = OnceLock::new();
         SPEC.get_or_init(|| OpenApi::load(&openai_spec_path()))
