@@ -120,7 +120,8 @@ impl Context {
                 CliError::bad_input(
                     format!("{}{at}: {}", config_path.display(), e.message().trim()),
                     Some(
-                        "the config format is described in CONTRACT.md, `config.toml`".to_string(),
+                        "the config format is described in flightdeck's docs/reference/config.md"
+                            .to_string(),
                     ),
                 )
             })?,

@@ -57,9 +57,9 @@ impl From<TemplateError> for CliError {
             TemplateError::UnknownPlaceholder { .. } => {
                 hint("declare the param under [params.NAME], or use {{mission}} for the mission id")
             }
-            _ => hint(
-                "the template format is described in CONTRACT.md, `.flightdeck/missions/NAME.toml`",
-            ),
+            _ => {
+                hint("the template format is described in flightdeck's docs/reference/templates.md")
+            }
         };
         CliError::bad_input(e.to_string(), h)
     }
@@ -187,7 +187,7 @@ impl From<flightdeck_policy::PolicyError> for CliError {
     fn from(e: flightdeck_policy::PolicyError) -> CliError {
         CliError::bad_input(
             e.to_string(),
-            hint("the policy format is described in CONTRACT.md, `.flightdeck/policy.toml`; `flightdeck init` writes a commented default"),
+            hint("the policy format is described in flightdeck's docs/reference/policy.md; `flightdeck init` writes a commented default"),
         )
     }
 }
