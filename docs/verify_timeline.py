@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Verify a flightdeck timeline without flightdeck: the hash chain of CONTRACT.md in a few lines.
+"""Verify a flightdeck timeline without flightdeck: the hash chain of
+docs/reference/events.md in a few lines.
 
     flightdeck audit export MISSION --format jsonl | python3 docs/verify_timeline.py
 

@@ -123,7 +123,7 @@ impl Config {
                 .unwrap_or_default();
             AppError::bad_input(
                 format!("{}{at}: {}", path.display(), e.message().trim()),
-                Some("the config format is in docs/reference/config.md".to_string()),
+                Some("the config format is described in flightdeck's docs/reference/config.md".to_string()),
             )
         })
     }

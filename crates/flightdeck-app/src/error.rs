@@ -134,7 +134,7 @@ impl From<TemplateError> for AppError {
             TemplateError::UnknownPlaceholder { .. } => {
                 hint("declare the param under [params.NAME], or use {{mission}} for the mission id")
             }
-            _ => hint("the template format is in docs/reference/templates.md"),
+            _ => hint("the template format is described in flightdeck's docs/reference/templates.md"),
         };
         AppError::bad_input(e.to_string(), h)
     }
@@ -205,7 +205,7 @@ impl From<flightdeck_policy::PolicyError> for AppError {
     fn from(e: flightdeck_policy::PolicyError) -> AppError {
         AppError::bad_input(
             e.to_string(),
-            hint("the policy format is in docs/reference/policy.md; `flightdeck init` writes a commented default"),
+            hint("the policy format is described in flightdeck's docs/reference/policy.md; `flightdeck init` writes a commented default"),
         )
     }
 }

@@ -212,7 +212,7 @@ pub(crate) fn check_models(
                     Script::parse(&source, path).map_err(|e| EngineError::ModelConfig {
                         message: e.to_string(),
                         hint: Some(
-                            "the scripted model format is in CONTRACT.md, \"Scripted model\""
+                            "the scripted model format is described in flightdeck's docs/reference/scripted-model.md"
                                 .into(),
                         ),
                     })?;

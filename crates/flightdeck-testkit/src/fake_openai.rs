@@ -1,7 +1,7 @@
 //! A fake OpenAI-compatible Chat Completions server. Every request body is validated against
 //! `CreateChatCompletionRequest` and every programmed success body against
 //! `CreateChatCompletionResponse` from the official description
-//! (`../shared/specs/openai-openapi.yaml`); a request that breaks it is answered 400 and
+//! (`specs/openai-openapi.yaml` of this crate); a request that breaks it is answered 400 and
 //! recorded as a violation.
 
 use std::collections::BTreeSet;

@@ -65,17 +65,10 @@ pub struct OpenApi {
     root: Value,
 }
 
-/// The path of the OpenAI description in the shared specs folder: `shared/specs/` next to
-/// the repository (`../shared` from its root), found as the nearest ancestor of this crate
-/// that has it, so a git worktree nested deeper than the main checkout finds the same file.
+/// The path of the OpenAI description kept in this crate (`specs/openai-openapi.yaml`, MIT;
+/// see `specs/README.md`).
 pub fn openai_spec_path() -> PathBuf {
-    const RELATIVE: &str = "shared/specs/openai-openapi.yaml";
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest
-        .ancestors()
-        .map(|dir| dir.join(RELATIVE))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| manifest.join("../../..").join(RELATIVE))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/openai-openapi.yaml")
 }
 
 impl OpenApi {
@@ -94,7 +87,7 @@ impl OpenApi {
         }
     }
 
-    /// The OpenAI description (`../shared/specs/openai-openapi.yaml`), loaded once per process.
+    /// The OpenAI description (`specs/openai-openapi.yaml`), loaded once per process.
     pub fn openai() -> &'static OpenApi {
         static SPEC: OnceLock<OpenApi> = OnceLock::new();
         SPEC.get_or_init(|| OpenApi::load(&openai_spec_path()))

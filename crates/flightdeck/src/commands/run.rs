@@ -13,7 +13,8 @@ use crate::context::Context;
 use crate::error::{exit, CliError};
 
 /// The mission template `flightdeck init` writes: it runs offline and shows the loop.
-pub const EXAMPLE_TEMPLATE: &str = r#"# An example mission template. Copy it to start your own: every key is in CONTRACT.md.
+pub const EXAMPLE_TEMPLATE: &str = r#"# An example mission template. Copy it to start your own: every key is described in
+# flightdeck's docs/reference/templates.md.
 description = "Add a line to NOTES.md"
 owner = "@you"
 goal = "Record \"{{note}}\" in NOTES.md."
