@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use flightdeck_engine::{ModelSettings, ProviderKind, ProviderSettings, MIN_SECRET_LEN};
 use flightdeck_engine::WorkspaceSettings;
+use flightdeck_engine::{ModelSettings, ProviderKind, ProviderSettings, MIN_SECRET_LEN};
 use flightdeck_models::{ModelRef, Pricing};
 use flightdeck_policy::{People, Person};
 use serde::Deserialize;
@@ -123,7 +123,10 @@ impl Config {
                 .unwrap_or_default();
             AppError::bad_input(
                 format!("{}{at}: {}", path.display(), e.message().trim()),
-                Some("the config format is described in flightdeck's docs/reference/config.md".to_string()),
+                Some(
+                    "the config format is described in flightdeck's docs/reference/config.md"
+                        .to_string(),
+                ),
             )
         })
     }

@@ -134,7 +134,9 @@ impl From<TemplateError> for AppError {
             TemplateError::UnknownPlaceholder { .. } => {
                 hint("declare the param under [params.NAME], or use {{mission}} for the mission id")
             }
-            _ => hint("the template format is described in flightdeck's docs/reference/templates.md"),
+            _ => {
+                hint("the template format is described in flightdeck's docs/reference/templates.md")
+            }
         };
         AppError::bad_input(e.to_string(), h)
     }
@@ -228,7 +230,9 @@ impl From<EngineError> for AppError {
             EngineError::UnknownMission(_) | EngineError::AmbiguousMission { .. } => {
                 AppError::not_found(
                     e.to_string(),
-                    hint("`flightdeck missions` lists missions; a unique prefix of an id is enough"),
+                    hint(
+                        "`flightdeck missions` lists missions; a unique prefix of an id is enough",
+                    ),
                 )
             }
             EngineError::AlreadyFinished { .. } => AppError::new(
@@ -272,7 +276,9 @@ impl From<EngineError> for AppError {
             }
             EngineError::Interrupted { ref id, ref reason } => {
                 let signal = if reason.contains("SIGINT") { 2 } else { 15 };
-                let h = format!("the interruption is recorded; continue it with `flightdeck resume {id}`");
+                let h = format!(
+                    "the interruption is recorded; continue it with `flightdeck resume {id}`"
+                );
                 AppError::new(ErrorKind::Interrupted { signal }, e.to_string(), Some(h))
             }
             EngineError::Refused(_) => AppError::new(ErrorKind::Conflict, e.to_string(), None),

@@ -55,8 +55,8 @@ pub struct Intake {
 /// The policy, as a commit of a repository has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyAt {
-    /// Where it came from, for messages: `<repo>/.flightdeck/policy.toml at <commit>`, or
-    /// the built-in policy.
+    /// Where it came from, for messages: `<repo>/.flightdeck/policy.toml` (as `commit` has
+    /// it), or the built-in policy.
     pub origin: String,
     pub source: String,
     /// The commit it was read at.
@@ -131,14 +131,14 @@ pub fn policy_at(repo: &Path, commit: &str) -> Result<PolicyAt, AppError> {
     let short = commit.get(..12).unwrap_or(commit);
     let (origin, source) = match read_text(repo, commit, ".flightdeck/policy.toml")? {
         Some(source) => (
-            format!(
-                "{} at {short}",
-                repo.join(".flightdeck/policy.toml").display()
-            ),
+            repo.join(".flightdeck/policy.toml").display().to_string(),
             source,
         ),
         None => (
-            format!("{} (no .flightdeck/policy.toml at {short})", flightdeck_policy::BUILTIN_POLICY_ORIGIN),
+            format!(
+                "{} (no .flightdeck/policy.toml at {short})",
+                flightdeck_policy::BUILTIN_POLICY_ORIGIN
+            ),
             flightdeck_policy::BUILTIN_POLICY_TOML.to_string(),
         ),
     };
@@ -180,7 +180,7 @@ fn template_at(
         return match read_text(repo, commit, &relative)? {
             Some(source) => Ok((
                 name.to_string(),
-                format!("{} at {short}", repo.join(&relative).display()),
+                repo.join(&relative).display().to_string(),
                 source,
             )),
             None => Err(no_template(repo, commit, name, &relative)),
@@ -200,11 +200,7 @@ fn template_at(
     if let Ok(inside) = absolute.strip_prefix(&root) {
         let relative = inside.to_string_lossy().into_owned();
         return match read_text(repo, commit, &relative)? {
-            Some(source) => Ok((
-                stem(&absolute),
-                format!("{} at {short}", absolute.display()),
-                source,
-            )),
+            Some(source) => Ok((stem(&absolute), absolute.display().to_string(), source)),
             None => Err(AppError::bad_input(
                 format!(
                     "template {} is not in the base commit {short} of {}",
@@ -246,10 +242,7 @@ fn no_template(repo: &Path, commit: &str, name: &str, relative: &str) -> AppErro
             repo.display()
         )
     } else {
-        format!(
-            "templates at {short}: {}",
-            available.join(", ")
-        )
+        format!("templates at {short}: {}", available.join(", "))
     };
     AppError::not_found(
         format!(
@@ -264,10 +257,7 @@ fn no_template(repo: &Path, commit: &str, name: &str, relative: &str) -> AppErro
 fn read_text(repo: &Path, commit: &str, path: &str) -> Result<Option<String>, AppError> {
     match read_at_commit(repo, commit, path)? {
         Some(bytes) => String::from_utf8(bytes).map(Some).map_err(|_| {
-            AppError::bad_input(
-                format!("{path} at {commit} is not UTF-8 text"),
-                None,
-            )
+            AppError::bad_input(format!("{path} at {commit} is not UTF-8 text"), None)
         }),
         None => Ok(None),
     }
@@ -283,7 +273,12 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
         std::process::Command::new("git")
             .arg("-C")
             .arg(dir)
-            .args(["-c", "core.hooksPath=/dev/null", "-c", "protocol.ext.allow=never"])
+            .args([
+                "-c",
+                "core.hooksPath=/dev/null",
+                "-c",
+                "protocol.ext.allow=never",
+            ])
             .args(args)
             .output()
             .map_err(|e| AppError::failed(format!("cannot run git: {e}")))
@@ -305,14 +300,26 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
         }
     }
     let refspec = format!("+{base}:refs/flightdeck/base");
-    let out = git(&cache, &["fetch", "--quiet", "--no-tags", "--", url, &refspec])?;
+    let out = git(
+        &cache,
+        &["fetch", "--quiet", "--no-tags", "--", url, &refspec],
+    )?;
     if !out.status.success() {
         // A commit id cannot be fetched by name from every server: fetch everything.
         let all = git(
             &cache,
-            &["fetch", "--quiet", "--no-tags", "--", url, "+refs/heads/*:refs/remotes/origin/*"],
+            &[
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--",
+                url,
+                "+refs/heads/*:refs/remotes/origin/*",
+            ],
         )?;
-        let commit = resolve_commit(&cache, base).ok().filter(|_| all.status.success());
+        let commit = resolve_commit(&cache, base)
+            .ok()
+            .filter(|_| all.status.success());
         return match commit {
             Some(commit) => Ok((cache, commit)),
             None => Err(AppError::bad_input(
@@ -320,7 +327,10 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
                     "cannot fetch {base} from {url}: {}",
                     String::from_utf8_lossy(&out.stderr).trim()
                 ),
-                Some("--remote takes a URL git can fetch, and --base a branch, tag or commit it has".to_string()),
+                Some(
+                    "--remote takes a URL git can fetch, and --base a branch, tag or commit it has"
+                        .to_string(),
+                ),
             )),
         };
     }

@@ -155,9 +155,15 @@ impl App {
             return Ok(None);
         }
         let url = read_only_url(&self.database_url());
-        let (store, artifacts) =
-            flightdeck_store::open_with_artifacts(&url, &self.data_dir.join("artifacts")).await?;
-        Ok(Some(Reader { store, artifacts }))
+        match flightdeck_store::open_with_artifacts(&url, &self.data_dir.join("artifacts")).await {
+            Ok((store, artifacts)) => Ok(Some(Reader { store, artifacts })),
+            // A database another process is creating right now holds nothing yet.
+            Err(
+                flightdeck_store::StoreError::Unmigrated { .. }
+                | flightdeck_store::StoreError::Missing { .. },
+            ) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The store to read, or the error a read of mission `mission` gives when there is none.
@@ -178,7 +184,9 @@ impl App {
     pub async fn artifacts(&self) -> Result<Arc<dyn ArtifactStore>, AppError> {
         match self.reader().await? {
             Some(reader) => Ok(reader.artifacts),
-            None => Ok(Arc::new(FsArtifactStore::new(self.data_dir.join("artifacts")))),
+            None => Ok(Arc::new(FsArtifactStore::new(
+                self.data_dir.join("artifacts"),
+            ))),
         }
     }
 

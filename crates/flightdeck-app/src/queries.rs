@@ -62,11 +62,7 @@ pub async fn missions(reader: &Reader, limit: u32) -> Result<Vec<MissionSummary>
 }
 
 /// A mission's events after `after` (a seq).
-pub async fn timeline(
-    reader: &Reader,
-    id: &str,
-    after: u64,
-) -> Result<Vec<StoredEvent>, AppError> {
+pub async fn timeline(reader: &Reader, id: &str, after: u64) -> Result<Vec<StoredEvent>, AppError> {
     Ok(reader.store.events(id, after).await?)
 }
 

@@ -153,10 +153,12 @@ pub fn ready_to_continue(state: &MissionState) -> bool {
                     .any(|a| a.status == ApprovalStatus::Approved)
         }
         MissionStatus::Blocked => {
-            state.error.as_ref().is_some_and(|e| e.kind == "budget_exceeded")
+            state
+                .error
+                .as_ref()
+                .is_some_and(|e| e.kind == "budget_exceeded")
                 && state.budget_raised_since_block
         }
         _ => false,
     }
 }
-

@@ -343,7 +343,6 @@ impl LedgerEntry {
         self.interrupted_tokens += reserved.tokens;
         self.cost_usd += reserved.usd.unwrap_or(0.0);
     }
-
 }
 
 /// The cost ledger: spend per model ref and per role.

@@ -305,9 +305,8 @@ pub struct ModelCallProgress {
 impl ModelCallProgress {
     /// The attempt sent and not settled yet (no answer, no failure, not interrupted).
     pub fn in_flight(&self) -> Option<&ModelRequested> {
-        let settled = self.failures.len()
-            + usize::from(self.responded.is_some())
-            + self.interrupted as usize;
+        let settled =
+            self.failures.len() + usize::from(self.responded.is_some()) + self.interrupted as usize;
         (self.attempts.len() > settled)
             .then(|| self.attempts.last())
             .flatten()

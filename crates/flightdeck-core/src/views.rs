@@ -116,7 +116,8 @@ pub struct BudgetDimension {
 impl BudgetDimension {
     /// What is left (`None`: unlimited).
     pub fn remaining(&self) -> Option<f64> {
-        self.limit.map(|limit| (limit - self.used.as_f64()).max(0.0))
+        self.limit
+            .map(|limit| (limit - self.used.as_f64()).max(0.0))
     }
 }
 
@@ -416,10 +417,7 @@ impl MissionSummary {
                     index: *index,
                     kind: s.kind,
                     description: s.description.clone(),
-                    status: s
-                        .status
-                        .map_or("running", StepStatus::as_str)
-                        .to_string(),
+                    status: s.status.map_or("running", StepStatus::as_str).to_string(),
                 })
                 .collect(),
             workspace: state.workspace.as_ref().map(|w| w.path.clone()),

@@ -69,8 +69,9 @@ impl Driver {
                 return Ok(true);
             }
             let report = match &checked.report {
-                Some(digest) => String::from_utf8_lossy(&self.log.artifact(digest).await?)
-                    .into_owned(),
+                Some(digest) => {
+                    String::from_utf8_lossy(&self.log.artifact(digest).await?).into_owned()
+                }
                 None => checked.violations.join("\n"),
             };
             if round > fix_rounds {

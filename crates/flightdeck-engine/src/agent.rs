@@ -153,7 +153,9 @@ impl Driver {
                 system_prompt: Some(digest),
                 models: models.refs.iter().map(ToString::to_string).collect(),
             };
-            self.log.append(vec![EventKind::StepStarted(started)]).await?;
+            self.log
+                .append(vec![EventKind::StepStarted(started)])
+                .await?;
         }
         let label = format!(
             "step {}/{} ({})",
@@ -609,12 +611,13 @@ impl Driver {
             run.label, call.name, call.arguments
         );
         let fs = &place.place.fs;
-        let confine = |path: &str, access: flightdeck_workspace::Access| match fs.check(path, access) {
-            Err(e) if e.is_confinement() => Confinement::Outside(e.to_string()),
-            Ok(normalized) => Confinement::Inside(normalized),
-            // Other problems (a missing file, say) are the tool's to report when it runs.
-            Err(_) => Confinement::Unchecked,
-        };
+        let confine =
+            |path: &str, access: flightdeck_workspace::Access| match fs.check(path, access) {
+                Err(e) if e.is_confinement() => Confinement::Outside(e.to_string()),
+                Ok(normalized) => Confinement::Inside(normalized),
+                // Other problems (a missing file, say) are the tool's to report when it runs.
+                Err(_) => Confinement::Unchecked,
+            };
         let proposed = match &parsed {
             Err(message) => Proposed::Invalid { message },
             Ok(ToolInvocation::Run { command }) => Proposed::Command { command },
@@ -659,7 +662,10 @@ impl Driver {
                 // Completed before a crash, while the conversation did not record it yet:
                 // its result goes to the model as it was recorded.
                 let state = self.log.state();
-                let Some(done) = state.tool_calls.get(&call_id).and_then(|c| c.completed.clone())
+                let Some(done) = state
+                    .tool_calls
+                    .get(&call_id)
+                    .and_then(|c| c.completed.clone())
                 else {
                     return Ok(ToolStep::Stopped);
                 };
@@ -774,7 +780,13 @@ impl Driver {
             }
             other => {
                 let done = files.run(id, &place_.fs, &place_.worktree, other)?;
-                (done.ok, None, done.text.into_bytes(), false, done.duration_ms)
+                (
+                    done.ok,
+                    None,
+                    done.text.into_bytes(),
+                    false,
+                    done.duration_ms,
+                )
             }
         };
         // A secret a command printed (a key found on disk, say) is never shown to the model.

@@ -46,7 +46,10 @@ async fn inbox_changed(feed: &mut Option<flightdeck_store::ChangeFeed>) {
 /// Everything a driver waits on while an effect runs (besides the effect finishing).
 pub(crate) enum Input {
     /// A model attempt asks to go ahead, or reports how it went (answered on `reply`).
-    Model(crate::model_call::Report, oneshot::Sender<crate::model_call::Verdict>),
+    Model(
+        crate::model_call::Report,
+        oneshot::Sender<crate::model_call::Verdict>,
+    ),
     /// Inputs may have been posted to the mission's inbox (a vote, a budget raise, a cancel,
     /// from this process or another).
     Inbox,
@@ -272,7 +275,13 @@ impl Driver {
                 return None;
             }
         };
-        match inputs::apply(self.log.state(), &gates, &self.engine.cfg.people, &foreign, now) {
+        match inputs::apply(
+            self.log.state(),
+            &gates,
+            &self.engine.cfg.people,
+            &foreign,
+            now,
+        ) {
             Ok(events) => {
                 let consumes = inbox.into_iter().collect();
                 match self.log.append_consuming(events, consumes).await {
@@ -323,7 +332,10 @@ impl Driver {
         let reason = if calls.is_empty() {
             format!("flightdeck stopped ({reason}) before the mission finished")
         } else {
-            format!("flightdeck stopped ({reason}) while {} ran", calls.join(", "))
+            format!(
+                "flightdeck stopped ({reason}) while {} ran",
+                calls.join(", ")
+            )
         };
         let event = EventKind::MissionInterrupted(MissionInterrupted { reason, calls });
         let _ = self.log.append(vec![event]).await;
@@ -332,12 +344,7 @@ impl Driver {
     /// Takes in the mission's pending inbox inputs now (before it is driven, and when its
     /// program has ended, so an input that came as it parked is not left waiting).
     pub(crate) async fn take_inbox(&mut self) -> Result<(), EngineError> {
-        let rows = self
-            .engine
-            .cfg
-            .store
-            .pending_inputs(self.log.id())
-            .await?;
+        let rows = self.engine.cfg.store.pending_inputs(self.log.id()).await?;
         for row in rows {
             if self.seen.contains(&row.id) {
                 continue;
@@ -432,7 +439,17 @@ impl Engine {
     /// no one drives it. Refusals that can be told from the mission as it stands are given
     /// before anything is written.
     pub async fn post(&self, id: &str, foreign: Foreign) -> Result<Applied, EngineError> {
-        let state = crate::log::load(&*self.cfg.store, id).await?;
+        let mut state = crate::log::load(&*self.cfg.store, id).await?;
+        // A deadline that came due (an approval's expiry) is fired first, by whoever comes
+        // by to write: the input is then judged on the mission as it now stands.
+        let now = self.cfg.clock.now_ms().max(state.last_at_ms);
+        if inputs::expiries(&state, now).is_some() && self.lease_is_free(id).await? {
+            state = match self.settle(id).await {
+                Ok(state) => state,
+                Err(EngineError::Busy { .. }) => state,
+                Err(e) => return Err(e),
+            };
+        }
         let gates = self.gates_of_state(&state).await?;
         let now = self.cfg.clock.now_ms().max(state.last_at_ms);
         if let Err(refusal) = inputs::apply(&state, &gates, &self.cfg.people, &foreign, now) {

@@ -81,7 +81,6 @@ struct Checked {
     scripts: BTreeMap<String, String>,
 }
 
-
 /// Drives missions. Cheap to clone; every method may be called from any task.
 #[derive(Clone)]
 pub struct Engine {
@@ -148,10 +147,13 @@ impl Engine {
         )?;
         let mut model_scripts = BTreeMap::new();
         for (model, source) in &checked.scripts {
-            model_scripts.insert(model.clone(), put_artifact(&self.sink(), source.as_bytes()).await?);
+            model_scripts.insert(
+                model.clone(),
+                put_artifact(&self.sink(), source.as_bytes()).await?,
+            );
         }
-        let template_source = put_artifact(&self.sink(), request.template_source.as_bytes())
-            .await?;
+        let template_source =
+            put_artifact(&self.sink(), request.template_source.as_bytes()).await?;
         let policy_source = put_artifact(&self.sink(), request.policy_source.as_bytes()).await?;
         let codeowners = match &request.codeowners {
             Some(file) => Some(put_artifact(&self.sink(), file.source.as_bytes()).await?),
@@ -341,9 +343,10 @@ impl Engine {
             forked.template_hash = Some(Digest::of(source.as_bytes()));
         }
         for (model, source) in &request.model_scripts {
-            forked
-                .model_scripts
-                .insert(model.clone(), put_artifact(&self.sink(), source.as_bytes()).await?);
+            forked.model_scripts.insert(
+                model.clone(),
+                put_artifact(&self.sink(), source.as_bytes()).await?,
+            );
         }
         let now = self.cfg.clock.now_ms().max(state.last_at_ms);
         let kind = EventKind::MissionForked(forked);
@@ -483,11 +486,7 @@ impl Engine {
     }
 
     pub(crate) async fn release_lease(&self, id: &str) {
-        let _ = self
-            .cfg
-            .store
-            .release_lease(id, &self.cfg.worker.0)
-            .await;
+        let _ = self.cfg.store.release_lease(id, &self.cfg.worker.0).await;
         self.forget(id);
     }
 
@@ -741,4 +740,3 @@ fn check(
         scripts,
     })
 }
-

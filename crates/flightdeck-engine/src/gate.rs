@@ -147,7 +147,8 @@ impl Engine {
                     .iter()
                     .filter_map(|path| {
                         let owners = codeowners.owners_of(path);
-                        (!owners.is_empty()).then(|| (path.clone(), self.cfg.people.handles(owners)))
+                        (!owners.is_empty())
+                            .then(|| (path.clone(), self.cfg.people.handles(owners)))
                     })
                     .collect()
             }

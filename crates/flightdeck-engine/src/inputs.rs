@@ -57,8 +57,13 @@ pub struct Vote {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Foreign {
     Vote(Vote),
-    BudgetRaise { by: String, adds: Vec<(String, f64)> },
-    Cancel { by: String },
+    BudgetRaise {
+        by: String,
+        adds: Vec<(String, f64)>,
+    },
+    Cancel {
+        by: String,
+    },
 }
 
 impl Foreign {

@@ -11,7 +11,9 @@
 use std::sync::Arc;
 
 use flightdeck_core::{Digest, EventKind, MissionState, StoredEvent};
-use flightdeck_store::{AppendRequest, ArtifactStore, EventStore, NewEvent, Projection, StoreError};
+use flightdeck_store::{
+    AppendRequest, ArtifactStore, EventStore, NewEvent, Projection, StoreError,
+};
 
 use crate::{Clock, EngineError, Observer, Secrets};
 
@@ -138,7 +140,9 @@ impl MissionLog {
                 let mut summary = self.state.summary_view();
                 if let Some(error) = &mut summary.error {
                     let message = serde_json::Value::String(std::mem::take(&mut error.message));
-                    if let serde_json::Value::String(masked) = self.sink.secrets.redact_json(message) {
+                    if let serde_json::Value::String(masked) =
+                        self.sink.secrets.redact_json(message)
+                    {
                         error.message = masked;
                     }
                 }

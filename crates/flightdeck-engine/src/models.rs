@@ -271,60 +271,59 @@ pub(crate) async fn callables(
     let mut callables = Vec::with_capacity(models.refs.len());
     for model in &models.refs {
         let key = model.to_string();
-        let callable = match model {
-            ModelRef::Scripted { path } => {
-                let digest =
-                    created
-                        .model_scripts
-                        .get(&key)
-                        .ok_or_else(|| EngineError::ModelConfig {
+        let callable =
+            match model {
+                ModelRef::Scripted { path } => {
+                    let digest = created.model_scripts.get(&key).ok_or_else(|| {
+                        EngineError::ModelConfig {
                             message: format!(
                                 "mission {} has no pinned script for `{key}`",
                                 created.template
                             ),
                             hint: None,
-                        })?;
-                let script = match engine.cached_script(digest) {
-                    Some(script) => script,
-                    None => {
-                        let source = engine.cfg.artifacts.get(digest).await?;
-                        let script = Arc::new(
-                            Script::parse(&String::from_utf8_lossy(&source), path).map_err(
-                                |e| EngineError::ModelConfig {
-                                    message: e.to_string(),
-                                    hint: None,
-                                },
-                            )?,
-                        );
-                        engine.cache_script(digest, &script);
-                        script
+                        }
+                    })?;
+                    let script = match engine.cached_script(digest) {
+                        Some(script) => script,
+                        None => {
+                            let source = engine.cfg.artifacts.get(digest).await?;
+                            let script = Arc::new(
+                                Script::parse(&String::from_utf8_lossy(&source), path).map_err(
+                                    |e| EngineError::ModelConfig {
+                                        message: e.to_string(),
+                                        hint: None,
+                                    },
+                                )?,
+                            );
+                            engine.cache_script(digest, &script);
+                            script
+                        }
+                    };
+                    let pricing = settings.pricing_of(model, Some(&script));
+                    let done = usize::try_from(answered(&key)).unwrap_or(usize::MAX);
+                    Callable {
+                        provider: Arc::new(ScriptedProvider::starting_at(script, done)),
+                        pricing,
+                        max_retries: None,
                     }
-                };
-                let pricing = settings.pricing_of(model, Some(&script));
-                let done = usize::try_from(answered(&key)).unwrap_or(usize::MAX);
-                Callable {
-                    provider: Arc::new(ScriptedProvider::starting_at(script, done)),
-                    pricing,
-                    max_retries: None,
                 }
-            }
-            ModelRef::Remote { provider, .. } => {
-                let config =
-                    settings
-                        .provider(provider)
-                        .ok_or_else(|| EngineError::ModelConfig {
-                            message: format!(
+                ModelRef::Remote { provider, .. } => {
+                    let config =
+                        settings
+                            .provider(provider)
+                            .ok_or_else(|| EngineError::ModelConfig {
+                                message: format!(
                             "model `{key}` names provider `{provider}`, which is not configured"
                         ),
-                            hint: Some(format!("add [providers.{provider}] to config.toml")),
-                        })?;
-                Callable {
-                    provider: remote_provider(provider, &config, !ports.models.needs_keys())?,
-                    pricing: settings.pricing_of(model, None),
-                    max_retries: Some(config.max_retries),
+                                hint: Some(format!("add [providers.{provider}] to config.toml")),
+                            })?;
+                    Callable {
+                        provider: remote_provider(provider, &config, !ports.models.needs_keys())?,
+                        pricing: settings.pricing_of(model, None),
+                        max_retries: Some(config.max_retries),
+                    }
                 }
-            }
-        };
+            };
         // A replay serves the recorded answers through the provider (which only encodes).
         let callable = Callable {
             provider: ports.models.provider(&key, callable.provider),

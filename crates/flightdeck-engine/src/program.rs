@@ -76,9 +76,7 @@ impl Driver {
         }
         let (created, template) = self.engine.template_of(self.log.state()).await?;
         let gates = self.engine.gates_of(&created).await?;
-        let (worktree, workspace) = match self
-            .ensure_workspace(&created, &template, resuming)
-            .await
+        let (worktree, workspace) = match self.ensure_workspace(&created, &template, resuming).await
         {
             Ok(Some(made)) => made,
             Ok(None) => return Ok(()),
@@ -253,11 +251,7 @@ impl Driver {
     /// Governs a proposed call: asks the protocol, reading the worktree's diff when it
     /// needs it; records a park's `approval.requested`. The protocol's answer, its events
     /// not appended yet (but for a park's, which are).
-    pub(crate) async fn govern(
-        &mut self,
-        place: &Place,
-        call: &Call<'_>,
-    ) -> Result<Next, Halt> {
+    pub(crate) async fn govern(&mut self, place: &Place, call: &Call<'_>) -> Result<Next, Halt> {
         let now = self.log.now_ms();
         let policy_hash = place.created.policy_hash.clone();
         let mut diff: Option<CurrentDiff> = None;
@@ -310,7 +304,12 @@ impl Driver {
     async fn run_step(&mut self, place: &Place, step: &RunStep<'_>) -> Result<(), Halt> {
         let base = step_call_id(step.index);
         let args = serde_json::json!({ "command": step.command });
-        let what = format!("step {}/{} (`{}`)", step.index + 1, step.total, step.command);
+        let what = format!(
+            "step {}/{} (`{}`)",
+            step.index + 1,
+            step.total,
+            step.command
+        );
         let call = Call {
             base: &base,
             actor: Actor::Template,
@@ -503,9 +502,7 @@ impl Driver {
         );
         let mut events = match next {
             Next::Run { events, .. } => events,
-            Next::Wait | Next::Done { .. } | Next::NeedDiff | Next::Reject { .. } => {
-                return Ok(())
-            }
+            Next::Wait | Next::Done { .. } | Next::NeedDiff | Next::Reject { .. } => return Ok(()),
             Next::Stop { events } => {
                 self.log.append(events).await?;
                 return Ok(());
@@ -631,7 +628,10 @@ impl Driver {
     /// `flightdeck workspace gc`.
     pub(crate) async fn remove_workspace(&self) {
         let state = self.log.state();
-        let repo = state.created.as_ref().map(|c| std::path::PathBuf::from(&c.repo));
+        let repo = state
+            .created
+            .as_ref()
+            .map(|c| std::path::PathBuf::from(&c.repo));
         self.engine
             .cfg
             .ports

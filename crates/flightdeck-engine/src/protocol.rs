@@ -24,8 +24,8 @@
 
 use flightdeck_core::budget::{before_action, check_model_call, check_tool_call, BreakerLimits};
 use flightdeck_core::event::{
-    MissionError, MissionFinished, PolicyDecided, Reservation, StepFinished, StepKind,
-    StepStatus, ToolCompleted, ToolRequested,
+    MissionError, MissionFinished, PolicyDecided, Reservation, StepFinished, StepKind, StepStatus,
+    ToolCompleted, ToolRequested,
 };
 use flightdeck_core::state::ApprovalStatus;
 use flightdeck_core::{Digest, EventKind, MissionState, MissionStatus};
@@ -81,7 +81,10 @@ pub enum Proposed<'a> {
         preview: String,
     },
     /// An agent's read (`read_file`, `list_files`, `search`, `read_output`).
-    Read { path: &'a str, confinement: Confinement },
+    Read {
+        path: &'a str,
+        confinement: Confinement,
+    },
     /// The call that ends an agent's run (`finish`, `review`): never held back by the budget.
     End,
     /// Arguments that do not parse: nothing runs, the model is told `message`.
@@ -277,7 +280,9 @@ pub fn govern(
             }
             let (gate, paths) = match &call.proposed {
                 Proposed::Command { .. } => ("command", Vec::new()),
-                Proposed::Write { path, confinement, .. } => (
+                Proposed::Write {
+                    path, confinement, ..
+                } => (
                     "write",
                     vec![match confinement {
                         Confinement::Inside(normalized) => normalized.clone(),
@@ -352,7 +357,10 @@ fn judge(
     match proposed {
         Proposed::Command { command } => {
             let decision = policy.decide(&Action::Command { command });
-            (decided_event(call_id, &decision, "command", None), Some(decision))
+            (
+                decided_event(call_id, &decision, "command", None),
+                Some(decision),
+            )
         }
         Proposed::Write {
             path, confinement, ..
@@ -459,9 +467,9 @@ pub fn govern_publish(state: &MissionState, policy: &Policy, facts: &PublishFact
                     events,
                 };
             }
-            let waiting = state.pending_approvals().any(|a| {
-                a.request.gate == PUBLISH_GATE && a.request.diff_hash == facts.diff_hash
-            });
+            let waiting = state
+                .pending_approvals()
+                .any(|a| a.request.gate == PUBLISH_GATE && a.request.diff_hash == facts.diff_hash);
             if waiting && events.is_empty() {
                 return Next::Wait;
             }
@@ -491,8 +499,8 @@ pub fn publish_decision(
     for file in changed {
         for path in file.touched_paths() {
             let write = policy.decide(&Action::Write { path });
-            let approved = write.verdict == Verdict::Approve
-                && approved_writes.iter().any(|p| p == path);
+            let approved =
+                write.verdict == Verdict::Approve && approved_writes.iter().any(|p| p == path);
             if !approved && (write.verdict != Verdict::Allow || !write.rule_ids.is_empty()) {
                 decisions.push(write);
             }

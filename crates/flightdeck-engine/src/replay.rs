@@ -213,9 +213,7 @@ fn input_of(event: &StoredEvent) -> Option<Foreign> {
             Some(Foreign::Vote(Vote {
                 approval_id: decided.approval_id,
                 // The identity as the channel gave it, when it was recorded.
-                by: decided
-                    .actor
-                    .map_or(decided.by, |actor| actor.channel_user),
+                by: decided.actor.map_or(decided.by, |actor| actor.channel_user),
                 approve: decided.decision == "approve",
                 comment: decided.comment,
                 channel,
@@ -1060,7 +1058,9 @@ impl EventStore for ReplayStore {
     // recording has it, and the driver records it again (compared like every event).
 
     async fn post_input(&self, _input: NewInput) -> Result<i64, StoreError> {
-        Err(replay_error("a replay takes no inputs but the recorded ones"))
+        Err(replay_error(
+            "a replay takes no inputs but the recorded ones",
+        ))
     }
 
     async fn pending_inputs(&self, mission: &str) -> Result<Vec<InputRow>, StoreError> {
@@ -1090,11 +1090,14 @@ impl EventStore for ReplayStore {
         self.replay.diverge(Divergence {
             seq,
             event_type: recorded.map_or_else(String::new, |e| e.event_type.clone()),
-            expected: recorded.map_or(Value::Null, |e| {
-                serde_json::json!({"type": e.event_type, "data": e.data})
-            }),
+            expected: recorded.map_or(
+                Value::Null,
+                |e| serde_json::json!({"type": e.event_type, "data": e.data}),
+            ),
             actual: Value::Null,
-            difference: Some(format!("today's engine refuses the recorded input: {reason}")),
+            difference: Some(format!(
+                "today's engine refuses the recorded input: {reason}"
+            )),
             records: None,
         });
         Ok(())
@@ -1504,7 +1507,9 @@ impl crate::ports::CommandPort for ReplayCommands {
         worktree: &Worktree,
         spec: &CommandSpec,
     ) -> Result<CommandOutcome, EngineError> {
-        self.replay.command(call_id, workspace, worktree, spec).await
+        self.replay
+            .command(call_id, workspace, worktree, spec)
+            .await
     }
 }
 

@@ -387,7 +387,10 @@ pub(crate) const MAX_LISTED: usize = 2000;
 pub(crate) const MAX_MATCHES: usize = 200;
 
 /// Runs a file tool; the text is what is recorded (and, cut, what the model sees).
-pub(crate) fn file_tool(fs: &flightdeck_workspace::ConfinedFs, invocation: &ToolInvocation) -> (bool, String) {
+pub(crate) fn file_tool(
+    fs: &flightdeck_workspace::ConfinedFs,
+    invocation: &ToolInvocation,
+) -> (bool, String) {
     let result = match invocation {
         ToolInvocation::ReadFile { path } => fs.read_file(path, MAX_READ).map(|read| {
             let mut text = String::from_utf8_lossy(&read.bytes).into_owned();
@@ -458,4 +461,3 @@ pub(crate) fn file_tool(fs: &flightdeck_workspace::ConfinedFs, invocation: &Tool
         Err(e) => (false, e.to_string()),
     }
 }
-

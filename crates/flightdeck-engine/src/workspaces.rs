@@ -391,7 +391,9 @@ impl ContainerRuntime for DockerContainers {
         plan: &ContainerPlan,
         setup: &SetupRun<'_>,
     ) -> Result<(Arc<dyn Workspace>, Option<String>), EngineError> {
-        let engine = DockerEngine::connect().await.map_err(WorkspaceError::from)?;
+        let engine = DockerEngine::connect()
+            .await
+            .map_err(WorkspaceError::from)?;
         let (docker, image) = engine
             .provision(plan.spec.clone())
             .await
@@ -405,7 +407,9 @@ impl ContainerRuntime for DockerContainers {
     }
 
     async fn attach(&self, name: &str) -> Result<Option<Arc<dyn Workspace>>, EngineError> {
-        let engine = DockerEngine::connect().await.map_err(WorkspaceError::from)?;
+        let engine = DockerEngine::connect()
+            .await
+            .map_err(WorkspaceError::from)?;
         match engine.attach(name).await {
             Ok(docker) => Ok(Some(Arc::new(docker))),
             Err(DockerError::ContainerMissing(_)) => Ok(None),
@@ -414,7 +418,9 @@ impl ContainerRuntime for DockerContainers {
     }
 
     async fn set_network(&self, name: &str, on: bool) -> Result<(), EngineError> {
-        let engine = DockerEngine::connect().await.map_err(WorkspaceError::from)?;
+        let engine = DockerEngine::connect()
+            .await
+            .map_err(WorkspaceError::from)?;
         let docker = engine.attach(name).await.map_err(WorkspaceError::from)?;
         docker.set_network(on).await.map_err(WorkspaceError::from)?;
         Ok(())
@@ -435,7 +441,8 @@ async fn run_setup(
     setup: &[SetupCommand],
     prelude: &str,
 ) -> Result<(), EngineError> {
-    let redact = |text: &str| String::from_utf8_lossy(&run.redact.redact(text.as_bytes())).into_owned();
+    let redact =
+        |text: &str| String::from_utf8_lossy(&run.redact.redact(text.as_bytes())).into_owned();
     for command in setup {
         let outcome = docker
             .exec(&CommandSpec {

@@ -12,8 +12,8 @@ use flightdeck_core::state::MissionState;
 use flightdeck_core::template::BudgetSpec;
 use flightdeck_core::{Digest, EventKind};
 use flightdeck_engine::protocol::{
-    covered_writes, govern, govern_model_attempt, govern_publish, Actor, Call, Confinement,
-    Facts, Next, Proposed, PublishFacts,
+    covered_writes, govern, govern_model_attempt, govern_publish, Actor, Call, Confinement, Facts,
+    Next, Proposed, PublishFacts,
 };
 use flightdeck_policy::{ChangeStatus, ChangedFile, Policy};
 use serde_json::{json, Value};
@@ -156,7 +156,14 @@ impl Given {
         }))
     }
 
-    fn asked(&mut self, approval: &str, subject: &str, gate: &str, diff: &str, command: Option<&str>) -> &mut Given {
+    fn asked(
+        &mut self,
+        approval: &str,
+        subject: &str,
+        gate: &str,
+        diff: &str,
+        command: Option<&str>,
+    ) -> &mut Given {
         self.push(EventKind::ApprovalRequested(ApprovalRequested {
             approval_id: approval.into(),
             gate: gate.into(),
@@ -169,7 +176,11 @@ impl Given {
             tier: "high".into(),
             rule_ids: vec![],
             approvers: vec!["@ops".into()],
-            changed_paths: if gate == "write" { vec!["infra/main.tf".into()] } else { vec![] },
+            changed_paths: if gate == "write" {
+                vec!["infra/main.tf".into()]
+            } else {
+                vec![]
+            },
             expires_after_seconds: None,
             teams: BTreeMap::new(),
             code_owners: BTreeMap::new(),
@@ -190,7 +201,9 @@ impl Given {
     }
 
     fn resumed(&mut self) -> &mut Given {
-        self.push(EventKind::MissionResumed(MissionResumed { by: "@carol".into() }))
+        self.push(EventKind::MissionResumed(MissionResumed {
+            by: "@carol".into(),
+        }))
     }
 
     fn interrupted(&mut self, calls: &[&str]) -> &mut Given {
@@ -235,21 +248,23 @@ fn render(next: &Next) -> String {
             .join(" ")
     };
     let decided = |events: &[EventKind]| {
-        events.iter().find_map(|e| match e {
-            EventKind::PolicyDecided(d) => Some(format!(
-                " {}{}",
-                d.decision,
-                if d.rule_ids.is_empty() {
-                    String::new()
-                } else {
-                    format!("({})", d.rule_ids.join(","))
-                }
-            )),
-            EventKind::BudgetExceeded(b) => Some(format!(" over:{}", b.dimension)),
-            EventKind::BreakerTripped(b) => Some(format!(" breaker:{}", b.kind)),
-            _ => None,
-        })
-        .unwrap_or_default()
+        events
+            .iter()
+            .find_map(|e| match e {
+                EventKind::PolicyDecided(d) => Some(format!(
+                    " {}{}",
+                    d.decision,
+                    if d.rule_ids.is_empty() {
+                        String::new()
+                    } else {
+                        format!("({})", d.rule_ids.join(","))
+                    }
+                )),
+                EventKind::BudgetExceeded(b) => Some(format!(" over:{}", b.dimension)),
+                EventKind::BreakerTripped(b) => Some(format!(" breaker:{}", b.kind)),
+                _ => None,
+            })
+            .unwrap_or_default()
     };
     match next {
         Next::Done { call_id } => format!("done {call_id}"),
@@ -295,20 +310,43 @@ impl Table {
         }
     }
 
-    fn check(&mut self, name: &str, given: &Given, call: Call<'_>, diff: Option<&str>, expected: &str) {
+    fn check(
+        &mut self,
+        name: &str,
+        given: &Given,
+        call: Call<'_>,
+        diff: Option<&str>,
+        expected: &str,
+    ) {
         self.rows += 1;
         let facts = Facts {
             now_ms: given.at + 500,
             diff_hash: diff,
         };
-        let next = govern(&given.state, &self.policy, &Digest::of(POLICY.as_bytes()), &call, &facts);
+        let next = govern(
+            &given.state,
+            &self.policy,
+            &Digest::of(POLICY.as_bytes()),
+            &call,
+            &facts,
+        );
         let actual = render(&next);
         if actual != expected {
-            self.failures.push(format!("{name}\n    expected: {expected}\n    actual:   {actual}"));
+            self.failures.push(format!(
+                "{name}\n    expected: {expected}\n    actual:   {actual}"
+            ));
         }
     }
 
-    fn publish(&mut self, name: &str, given: &Given, changed: &[&str], diff: &str, approved_writes: &[&str], expected: &str) {
+    fn publish(
+        &mut self,
+        name: &str,
+        given: &Given,
+        changed: &[&str],
+        diff: &str,
+        approved_writes: &[&str],
+        expected: &str,
+    ) {
         self.rows += 1;
         let changed: Vec<ChangedFile> = changed
             .iter()
@@ -326,20 +364,25 @@ impl Table {
         );
         let actual = render(&next);
         if actual != expected {
-            self.failures.push(format!("{name}\n    expected: {expected}\n    actual:   {actual}"));
+            self.failures.push(format!(
+                "{name}\n    expected: {expected}\n    actual:   {actual}"
+            ));
         }
     }
 
     fn model(&mut self, name: &str, given: &Given, tokens: u64, usd: Option<f64>, expected: &str) {
         self.rows += 1;
         let reserved = Reservation { tokens, usd };
-        let actual = match govern_model_attempt(&given.state, "step-0.m1", &reserved, given.at + 500) {
-            None => "go".to_string(),
-            Some(EventKind::BudgetExceeded(b)) => format!("over:{}", b.dimension),
-            Some(other) => other.type_name().to_string(),
-        };
+        let actual =
+            match govern_model_attempt(&given.state, "step-0.m1", &reserved, given.at + 500) {
+                None => "go".to_string(),
+                Some(EventKind::BudgetExceeded(b)) => format!("over:{}", b.dimension),
+                Some(other) => other.type_name().to_string(),
+            };
         if actual != expected {
-            self.failures.push(format!("{name}\n    expected: {expected}\n    actual:   {actual}"));
+            self.failures.push(format!(
+                "{name}\n    expected: {expected}\n    actual:   {actual}"
+            ));
         }
     }
 
@@ -397,125 +440,583 @@ fn what_a_proposed_call_becomes() {
     let fresh = Given::plain();
 
     // Template commands.
-    t.check("an allowed command runs, its request and decision recorded first", &fresh, run_step("step-0", "cargo test", &a_test), None, "run step-0 [tool.requested policy.decided] allow");
-    t.check("a denied command never runs and fails the step and the mission", &fresh, run_step("step-0", "rm -rf /tmp/x", &a_rm), None, "stop [tool.requested policy.decided step.finished mission.finished] deny(no-rm-root)");
-    t.check("a command that needs approval first needs the diff it would be approved on", &fresh, run_step("step-0", "deploy prod", &a_deploy), None, "need-diff");
-    t.check("with the diff, it parks at a command gate", &fresh, run_step("step-0", "deploy prod", &a_deploy), Some("sha256:d1"), "park step-0 command [tool.requested policy.decided] approve(deploys-need-ops)");
+    t.check(
+        "an allowed command runs, its request and decision recorded first",
+        &fresh,
+        run_step("step-0", "cargo test", &a_test),
+        None,
+        "run step-0 [tool.requested policy.decided] allow",
+    );
+    t.check(
+        "a denied command never runs and fails the step and the mission",
+        &fresh,
+        run_step("step-0", "rm -rf /tmp/x", &a_rm),
+        None,
+        "stop [tool.requested policy.decided step.finished mission.finished] deny(no-rm-root)",
+    );
+    t.check(
+        "a command that needs approval first needs the diff it would be approved on",
+        &fresh,
+        run_step("step-0", "deploy prod", &a_deploy),
+        None,
+        "need-diff",
+    );
+    t.check(
+        "with the diff, it parks at a command gate",
+        &fresh,
+        run_step("step-0", "deploy prod", &a_deploy),
+        Some("sha256:d1"),
+        "park step-0 command [tool.requested policy.decided] approve(deploys-need-ops)",
+    );
     let mut done = Given::plain();
-    done.command("step-0", "cargo test", "template").completed("step-0", true, Some("t1"));
-    t.check("a completed call is done, never run again", &done, run_step("step-0", "cargo test", &a_test), None, "done step-0");
+    done.command("step-0", "cargo test", "template")
+        .completed("step-0", true, Some("t1"));
+    t.check(
+        "a completed call is done, never run again",
+        &done,
+        run_step("step-0", "cargo test", &a_test),
+        None,
+        "done step-0",
+    );
     let mut failed = Given::plain();
-    failed.command("step-0", "cargo test", "template").completed("step-0", false, None);
-    t.check("a completed call is done even when it failed", &failed, run_step("step-0", "cargo test", &a_test), None, "done step-0");
-    let spent = Given::mission(BudgetSpec { tool_calls: Some(0), ..BudgetSpec::default() });
-    t.check("no tool call left: the call is not made and the mission blocks", &spent, run_step("step-0", "cargo test", &a_test), None, "stop [budget.exceeded] over:tool_calls");
-    let one_left = Given::mission(BudgetSpec { tool_calls: Some(1), ..BudgetSpec::default() });
-    t.check("the last tool call of the budget is made", &one_left, run_step("step-0", "cargo test", &a_test), None, "run step-0 [tool.requested policy.decided] allow");
-    let mut no_time = Given::mission(BudgetSpec { wall_seconds: Some(1), ..BudgetSpec::default() });
-    no_time.command("step-0", "sleep 1", "template").completed("step-0", true, None);
-    t.check("wall time used up: nothing starts", &no_time, run_step("step-1", "cargo test", &a_test), None, "stop [budget.exceeded] over:wall_seconds");
-    let mut raised = Given::mission(BudgetSpec { tool_calls: Some(0), ..BudgetSpec::default() });
+    failed
+        .command("step-0", "cargo test", "template")
+        .completed("step-0", false, None);
+    t.check(
+        "a completed call is done even when it failed",
+        &failed,
+        run_step("step-0", "cargo test", &a_test),
+        None,
+        "done step-0",
+    );
+    let spent = Given::mission(BudgetSpec {
+        tool_calls: Some(0),
+        ..BudgetSpec::default()
+    });
+    t.check(
+        "no tool call left: the call is not made and the mission blocks",
+        &spent,
+        run_step("step-0", "cargo test", &a_test),
+        None,
+        "stop [budget.exceeded] over:tool_calls",
+    );
+    let one_left = Given::mission(BudgetSpec {
+        tool_calls: Some(1),
+        ..BudgetSpec::default()
+    });
+    t.check(
+        "the last tool call of the budget is made",
+        &one_left,
+        run_step("step-0", "cargo test", &a_test),
+        None,
+        "run step-0 [tool.requested policy.decided] allow",
+    );
+    let mut no_time = Given::mission(BudgetSpec {
+        wall_seconds: Some(1),
+        ..BudgetSpec::default()
+    });
+    no_time
+        .command("step-0", "sleep 1", "template")
+        .completed("step-0", true, None);
+    t.check(
+        "wall time used up: nothing starts",
+        &no_time,
+        run_step("step-1", "cargo test", &a_test),
+        None,
+        "stop [budget.exceeded] over:wall_seconds",
+    );
+    let mut raised = Given::mission(BudgetSpec {
+        tool_calls: Some(0),
+        ..BudgetSpec::default()
+    });
     raised.raised("tool_calls", 1.0);
-    t.check("a raise makes room again", &raised, run_step("step-0", "cargo test", &a_test), None, "run step-0 [tool.requested policy.decided] allow");
-    t.check("a denied command is denied even when the budget would block", &Given::mission(BudgetSpec { tool_calls: Some(1), ..BudgetSpec::default() }), run_step("step-0", "rm -rf /tmp/x", &a_rm), None, "stop [tool.requested policy.decided step.finished mission.finished] deny(no-rm-root)");
+    t.check(
+        "a raise makes room again",
+        &raised,
+        run_step("step-0", "cargo test", &a_test),
+        None,
+        "run step-0 [tool.requested policy.decided] allow",
+    );
+    t.check(
+        "a denied command is denied even when the budget would block",
+        &Given::mission(BudgetSpec {
+            tool_calls: Some(1),
+            ..BudgetSpec::default()
+        }),
+        run_step("step-0", "rm -rf /tmp/x", &a_rm),
+        None,
+        "stop [tool.requested policy.decided step.finished mission.finished] deny(no-rm-root)",
+    );
 
     // Approvals of command gates.
     let mut granted = Given::plain();
-    granted.command("step-0", "deploy prod", "template").asked("a-1", "step-0", "command", "sha256:d1", Some("deploy prod")).vote("a-1", "approve", "sha256:d1").resumed();
-    t.check("granted while parked: the asked call needs the diff to run", &granted, run_step("step-0", "deploy prod", &a_deploy), None, "need-diff");
-    t.check("granted while parked, same diff: the asked call runs as requested", &granted, run_step("step-0", "deploy prod", &a_deploy), Some("sha256:d1"), "run step-0 []");
-    t.check("granted while parked, the worktree moved on: asked again as a new attempt", &granted, run_step("step-0", "deploy prod", &a_deploy), Some("sha256:d2"), "park step-0#2 command [tool.requested policy.decided] approve(deploys-need-ops)");
+    granted
+        .command("step-0", "deploy prod", "template")
+        .asked("a-1", "step-0", "command", "sha256:d1", Some("deploy prod"))
+        .vote("a-1", "approve", "sha256:d1")
+        .resumed();
+    t.check(
+        "granted while parked: the asked call needs the diff to run",
+        &granted,
+        run_step("step-0", "deploy prod", &a_deploy),
+        None,
+        "need-diff",
+    );
+    t.check(
+        "granted while parked, same diff: the asked call runs as requested",
+        &granted,
+        run_step("step-0", "deploy prod", &a_deploy),
+        Some("sha256:d1"),
+        "run step-0 []",
+    );
+    t.check(
+        "granted while parked, the worktree moved on: asked again as a new attempt",
+        &granted,
+        run_step("step-0", "deploy prod", &a_deploy),
+        Some("sha256:d2"),
+        "park step-0#2 command [tool.requested policy.decided] approve(deploys-need-ops)",
+    );
     let mut pending = Given::plain();
-    pending.command("step-0", "deploy prod", "template").asked("a-1", "step-0", "command", "sha256:d1", Some("deploy prod"));
-    t.check("a pending approval covers nothing: another attempt asks again", &pending, run_step("step-0", "deploy prod", &a_deploy), Some("sha256:d1"), "park step-0#2 command [tool.requested policy.decided] approve(deploys-need-ops)");
+    pending.command("step-0", "deploy prod", "template").asked(
+        "a-1",
+        "step-0",
+        "command",
+        "sha256:d1",
+        Some("deploy prod"),
+    );
+    t.check(
+        "a pending approval covers nothing: another attempt asks again",
+        &pending,
+        run_step("step-0", "deploy prod", &a_deploy),
+        Some("sha256:d1"),
+        "park step-0#2 command [tool.requested policy.decided] approve(deploys-need-ops)",
+    );
     let mut interrupted = Given::plain();
-    interrupted.command("step-0", "deploy prod", "template").asked("a-1", "step-0", "command", "sha256:d1", Some("deploy prod")).vote("a-1", "approve", "sha256:d1").resumed().interrupted(&["step-0"]).resumed();
-    t.check("an approved command a crash interrupted runs again without a second approval", &interrupted, run_step("step-0", "deploy prod", &a_deploy), Some("sha256:d1"), "run step-0#2 [tool.requested policy.decided] approve(deploys-need-ops)");
-    t.check("…but not on another diff", &interrupted, run_step("step-0", "deploy prod", &a_deploy), Some("sha256:d9"), "park step-0#2 command [tool.requested policy.decided] approve(deploys-need-ops)");
+    interrupted
+        .command("step-0", "deploy prod", "template")
+        .asked("a-1", "step-0", "command", "sha256:d1", Some("deploy prod"))
+        .vote("a-1", "approve", "sha256:d1")
+        .resumed()
+        .interrupted(&["step-0"])
+        .resumed();
+    t.check(
+        "an approved command a crash interrupted runs again without a second approval",
+        &interrupted,
+        run_step("step-0", "deploy prod", &a_deploy),
+        Some("sha256:d1"),
+        "run step-0#2 [tool.requested policy.decided] approve(deploys-need-ops)",
+    );
+    t.check(
+        "…but not on another diff",
+        &interrupted,
+        run_step("step-0", "deploy prod", &a_deploy),
+        Some("sha256:d9"),
+        "park step-0#2 command [tool.requested policy.decided] approve(deploys-need-ops)",
+    );
     let a_other = cmd("deploy staging");
-    t.check("…and not for another command", &interrupted, run_step("step-0", "deploy staging", &a_other), Some("sha256:d1"), "park step-0#2 command [tool.requested policy.decided] approve(deploys-need-ops)");
-    t.check("…and not for the same command in another step", &interrupted, run_step("step-1", "deploy prod", &a_deploy), Some("sha256:d1"), "park step-1 command [tool.requested policy.decided] approve(deploys-need-ops)");
+    t.check(
+        "…and not for another command",
+        &interrupted,
+        run_step("step-0", "deploy staging", &a_other),
+        Some("sha256:d1"),
+        "park step-0#2 command [tool.requested policy.decided] approve(deploys-need-ops)",
+    );
+    t.check(
+        "…and not for the same command in another step",
+        &interrupted,
+        run_step("step-1", "deploy prod", &a_deploy),
+        Some("sha256:d1"),
+        "park step-1 command [tool.requested policy.decided] approve(deploys-need-ops)",
+    );
     let mut spent_approval = Given::plain();
-    spent_approval.command("step-0", "deploy prod", "template").asked("a-1", "step-0", "command", "sha256:d1", Some("deploy prod")).vote("a-1", "approve", "sha256:d1").resumed().completed("step-0", true, None);
-    t.check("an approval is spent once its call completed: the same command later asks again", &spent_approval, run_step("step-1", "deploy prod", &a_deploy), Some("sha256:d1"), "park step-1 command [tool.requested policy.decided] approve(deploys-need-ops)");
+    spent_approval
+        .command("step-0", "deploy prod", "template")
+        .asked("a-1", "step-0", "command", "sha256:d1", Some("deploy prod"))
+        .vote("a-1", "approve", "sha256:d1")
+        .resumed()
+        .completed("step-0", true, None);
+    t.check(
+        "an approval is spent once its call completed: the same command later asks again",
+        &spent_approval,
+        run_step("step-1", "deploy prod", &a_deploy),
+        Some("sha256:d1"),
+        "park step-1 command [tool.requested policy.decided] approve(deploys-need-ops)",
+    );
     let mut twice = Given::plain();
-    twice.command("step-0", "cargo test", "template").interrupted(&["step-0"]).resumed().command("step-0#2", "cargo test", "template").interrupted(&["step-0#2"]).resumed();
-    t.check("attempts are numbered after every interrupted one", &twice, run_step("step-0", "cargo test", &a_test), None, "run step-0#3 [tool.requested policy.decided] allow");
+    twice
+        .command("step-0", "cargo test", "template")
+        .interrupted(&["step-0"])
+        .resumed()
+        .command("step-0#2", "cargo test", "template")
+        .interrupted(&["step-0#2"])
+        .resumed();
+    t.check(
+        "attempts are numbered after every interrupted one",
+        &twice,
+        run_step("step-0", "cargo test", &a_test),
+        None,
+        "run step-0#3 [tool.requested policy.decided] allow",
+    );
     let mut plain_interrupted = Given::plain();
-    plain_interrupted.command("step-0", "cargo test", "template").interrupted(&["step-0"]).resumed();
-    t.check("an interrupted allowed call runs again as a new attempt", &plain_interrupted, run_step("step-0", "cargo test", &a_test), None, "run step-0#2 [tool.requested policy.decided] allow");
+    plain_interrupted
+        .command("step-0", "cargo test", "template")
+        .interrupted(&["step-0"])
+        .resumed();
+    t.check(
+        "an interrupted allowed call runs again as a new attempt",
+        &plain_interrupted,
+        run_step("step-0", "cargo test", &a_test),
+        None,
+        "run step-0#2 [tool.requested policy.decided] allow",
+    );
 
     // Agents' tool calls.
     let read_args = json!({"path": "src/lib.rs"});
-    t.check("an agent's read inside the worktree is allowed", &fresh, agent("step-1.m1.t1", "read_file", &read_args, Proposed::Read { path: "src/lib.rs", confinement: Confinement::Inside("src/lib.rs".into()) }), None, "run step-1.m1.t1 [tool.requested policy.decided] allow");
+    t.check(
+        "an agent's read inside the worktree is allowed",
+        &fresh,
+        agent(
+            "step-1.m1.t1",
+            "read_file",
+            &read_args,
+            Proposed::Read {
+                path: "src/lib.rs",
+                confinement: Confinement::Inside("src/lib.rs".into()),
+            },
+        ),
+        None,
+        "run step-1.m1.t1 [tool.requested policy.decided] allow",
+    );
     let out_args = json!({"path": "../etc/passwd"});
     t.check("a read out of the worktree is denied whatever the policy says", &fresh, agent("step-1.m1.t1", "read_file", &out_args, Proposed::Read { path: "../etc/passwd", confinement: Confinement::Outside("`..` leaves the worktree".into()) }), None, "stop [tool.requested policy.decided step.finished mission.finished] deny(workspace-confinement)");
-    let mut acceptance_fix = agent("acceptance.1.fix.m1.t1", "read_file", &out_args, Proposed::Read { path: "../etc/passwd", confinement: Confinement::Outside("out".into()) });
+    let mut acceptance_fix = agent(
+        "acceptance.1.fix.m1.t1",
+        "read_file",
+        &out_args,
+        Proposed::Read {
+            path: "../etc/passwd",
+            confinement: Confinement::Outside("out".into()),
+        },
+    );
     acceptance_fix.step = None;
-    t.check("a denied call of an acceptance fix round fails the mission (no step to fail)", &fresh, acceptance_fix, None, "stop [tool.requested policy.decided mission.finished] deny(workspace-confinement)");
+    t.check(
+        "a denied call of an acceptance fix round fails the mission (no step to fail)",
+        &fresh,
+        acceptance_fix,
+        None,
+        "stop [tool.requested policy.decided mission.finished] deny(workspace-confinement)",
+    );
     let write_args = json!({"path": "src/lib.rs", "content": "x"});
-    t.check("a write the policy allows runs", &fresh, agent("step-1.m1.t1", "write_file", &write_args, Proposed::Write { path: "src/lib.rs", confinement: Confinement::Inside("src/lib.rs".into()), preview: "w".into() }), None, "run step-1.m1.t1 [tool.requested policy.decided] allow");
+    t.check(
+        "a write the policy allows runs",
+        &fresh,
+        agent(
+            "step-1.m1.t1",
+            "write_file",
+            &write_args,
+            Proposed::Write {
+                path: "src/lib.rs",
+                confinement: Confinement::Inside("src/lib.rs".into()),
+                preview: "w".into(),
+            },
+        ),
+        None,
+        "run step-1.m1.t1 [tool.requested policy.decided] allow",
+    );
     let infra_args = json!({"path": "infra/main.tf", "content": "x"});
-    let infra = || Proposed::Write { path: "infra/main.tf", confinement: Confinement::Inside("infra/main.tf".into()), preview: "write_file infra/main.tf (1 bytes):\nx".into() };
-    t.check("a write that needs approval needs the diff first", &fresh, agent("step-1.m1.t1", "write_file", &infra_args, infra()), None, "need-diff");
+    let infra = || Proposed::Write {
+        path: "infra/main.tf",
+        confinement: Confinement::Inside("infra/main.tf".into()),
+        preview: "write_file infra/main.tf (1 bytes):\nx".into(),
+    };
+    t.check(
+        "a write that needs approval needs the diff first",
+        &fresh,
+        agent("step-1.m1.t1", "write_file", &infra_args, infra()),
+        None,
+        "need-diff",
+    );
     t.check("…then parks at a write gate for that path", &fresh, agent("step-1.m1.t1", "write_file", &infra_args, infra()), Some("sha256:d1"), "park step-1.m1.t1 write [tool.requested policy.decided] approve(infra-writes) paths=infra/main.tf");
     t.check("a write to a normalised path is judged on the normalised path", &fresh, agent("step-1.m1.t1", "write_file", &infra_args, Proposed::Write { path: "./infra//main.tf", confinement: Confinement::Inside("infra/main.tf".into()), preview: "p".into() }), Some("sha256:d1"), "park step-1.m1.t1 write [tool.requested policy.decided] approve(infra-writes) paths=infra/main.tf");
     let secret_args = json!({"path": "secrets/key", "content": "x"});
     t.check("a write a rule denies fails the mission", &fresh, agent("step-1.m1.t1", "write_file", &secret_args, Proposed::Write { path: "secrets/key", confinement: Confinement::Inside("secrets/key".into()), preview: "p".into() }), None, "stop [tool.requested policy.decided step.finished mission.finished] deny(no-secret-writes)");
     t.check("a write into .git is denied by confinement", &fresh, agent("step-1.m1.t1", "write_file", &write_args, Proposed::Write { path: ".git/config", confinement: Confinement::Outside("`.git` is not the agent's".into()), preview: "p".into() }), None, "stop [tool.requested policy.decided step.finished mission.finished] deny(workspace-confinement)");
     t.check("a write whose path could not be checked yet is judged as given", &fresh, agent("step-1.m1.t1", "write_file", &infra_args, Proposed::Write { path: "infra/new.tf", confinement: Confinement::Unchecked, preview: "p".into() }), Some("sha256:d1"), "park step-1.m1.t1 write [tool.requested policy.decided] approve(infra-writes) paths=infra/new.tf");
-    t.check("an agent's command is judged like a template's", &fresh, agent("step-1.m1.t1", "run", &a_test, Proposed::Command { command: "cargo test" }), None, "run step-1.m1.t1 [tool.requested policy.decided] allow");
-    t.check("an agent's denied command fails its step", &fresh, agent("step-1.m1.t1", "run", &a_rm, Proposed::Command { command: "rm -rf /tmp/x" }), None, "stop [tool.requested policy.decided step.finished mission.finished] deny(no-rm-root)");
-    t.check("an agent's command can need approval", &fresh, agent("step-1.m1.t1", "run", &a_deploy, Proposed::Command { command: "deploy prod" }), Some("sha256:d1"), "park step-1.m1.t1 command [tool.requested policy.decided] approve(deploys-need-ops)");
+    t.check(
+        "an agent's command is judged like a template's",
+        &fresh,
+        agent(
+            "step-1.m1.t1",
+            "run",
+            &a_test,
+            Proposed::Command {
+                command: "cargo test",
+            },
+        ),
+        None,
+        "run step-1.m1.t1 [tool.requested policy.decided] allow",
+    );
+    t.check(
+        "an agent's denied command fails its step",
+        &fresh,
+        agent(
+            "step-1.m1.t1",
+            "run",
+            &a_rm,
+            Proposed::Command {
+                command: "rm -rf /tmp/x",
+            },
+        ),
+        None,
+        "stop [tool.requested policy.decided step.finished mission.finished] deny(no-rm-root)",
+    );
+    t.check(
+        "an agent's command can need approval",
+        &fresh,
+        agent(
+            "step-1.m1.t1",
+            "run",
+            &a_deploy,
+            Proposed::Command {
+                command: "deploy prod",
+            },
+        ),
+        Some("sha256:d1"),
+        "park step-1.m1.t1 command [tool.requested policy.decided] approve(deploys-need-ops)",
+    );
     let finish_args = json!({"summary": "done"});
-    t.check("finishing is always allowed", &fresh, agent("step-1.m1.t1", "finish", &finish_args, Proposed::End), None, "run step-1.m1.t1 [tool.requested policy.decided] allow");
-    t.check("finishing is not held back by a spent budget", &spent, agent("step-1.m1.t1", "finish", &finish_args, Proposed::End), None, "run step-1.m1.t1 [tool.requested policy.decided] allow");
-    t.check("a malformed finish is not held back by a spent budget either", &spent, agent("step-1.m1.t1", "finish", &args, Proposed::Invalid { message: "`finish`: `summary` is required" }), None, "reject step-1.m1.t1 [tool.requested]");
-    t.check("a read is held back by a spent budget", &spent, agent("step-1.m1.t1", "read_file", &read_args, Proposed::Read { path: "src/lib.rs", confinement: Confinement::Inside("src/lib.rs".into()) }), None, "stop [budget.exceeded] over:tool_calls");
-    t.check("malformed arguments: nothing runs, the model is told", &fresh, agent("step-1.m1.t1", "read_file", &args, Proposed::Invalid { message: "`read_file`: `path` is required" }), None, "reject step-1.m1.t1 [tool.requested]");
-    t.check("malformed arguments are held back by a spent budget", &spent, agent("step-1.m1.t1", "read_file", &args, Proposed::Invalid { message: "bad" }), None, "stop [budget.exceeded] over:tool_calls");
+    t.check(
+        "finishing is always allowed",
+        &fresh,
+        agent("step-1.m1.t1", "finish", &finish_args, Proposed::End),
+        None,
+        "run step-1.m1.t1 [tool.requested policy.decided] allow",
+    );
+    t.check(
+        "finishing is not held back by a spent budget",
+        &spent,
+        agent("step-1.m1.t1", "finish", &finish_args, Proposed::End),
+        None,
+        "run step-1.m1.t1 [tool.requested policy.decided] allow",
+    );
+    t.check(
+        "a malformed finish is not held back by a spent budget either",
+        &spent,
+        agent(
+            "step-1.m1.t1",
+            "finish",
+            &args,
+            Proposed::Invalid {
+                message: "`finish`: `summary` is required",
+            },
+        ),
+        None,
+        "reject step-1.m1.t1 [tool.requested]",
+    );
+    t.check(
+        "a read is held back by a spent budget",
+        &spent,
+        agent(
+            "step-1.m1.t1",
+            "read_file",
+            &read_args,
+            Proposed::Read {
+                path: "src/lib.rs",
+                confinement: Confinement::Inside("src/lib.rs".into()),
+            },
+        ),
+        None,
+        "stop [budget.exceeded] over:tool_calls",
+    );
+    t.check(
+        "malformed arguments: nothing runs, the model is told",
+        &fresh,
+        agent(
+            "step-1.m1.t1",
+            "read_file",
+            &args,
+            Proposed::Invalid {
+                message: "`read_file`: `path` is required",
+            },
+        ),
+        None,
+        "reject step-1.m1.t1 [tool.requested]",
+    );
+    t.check(
+        "malformed arguments are held back by a spent budget",
+        &spent,
+        agent(
+            "step-1.m1.t1",
+            "read_file",
+            &args,
+            Proposed::Invalid { message: "bad" },
+        ),
+        None,
+        "stop [budget.exceeded] over:tool_calls",
+    );
     let mut repeated = Given::plain();
     for n in 1..=2 {
         let id = format!("step-1.m{n}.t1");
-        repeated.requested(&id, "read_file", read_args.clone(), "coder").completed(&id, true, None);
+        repeated
+            .requested(&id, "read_file", read_args.clone(), "coder")
+            .completed(&id, true, None);
     }
-    t.check("the same call a third time in a row trips the breaker", &repeated, agent("step-1.m3.t1", "read_file", &read_args, Proposed::Read { path: "src/lib.rs", confinement: Confinement::Inside("src/lib.rs".into()) }), None, "stop [breaker.tripped] breaker:repeated_action");
+    t.check(
+        "the same call a third time in a row trips the breaker",
+        &repeated,
+        agent(
+            "step-1.m3.t1",
+            "read_file",
+            &read_args,
+            Proposed::Read {
+                path: "src/lib.rs",
+                confinement: Confinement::Inside("src/lib.rs".into()),
+            },
+        ),
+        None,
+        "stop [breaker.tripped] breaker:repeated_action",
+    );
     let other_read = json!({"path": "src/main.rs"});
-    t.check("another call after two repeats does not", &repeated, agent("step-1.m3.t1", "read_file", &other_read, Proposed::Read { path: "src/main.rs", confinement: Confinement::Inside("src/main.rs".into()) }), None, "run step-1.m3.t1 [tool.requested policy.decided] allow");
+    t.check(
+        "another call after two repeats does not",
+        &repeated,
+        agent(
+            "step-1.m3.t1",
+            "read_file",
+            &other_read,
+            Proposed::Read {
+                path: "src/main.rs",
+                confinement: Confinement::Inside("src/main.rs".into()),
+            },
+        ),
+        None,
+        "run step-1.m3.t1 [tool.requested policy.decided] allow",
+    );
     let mut template_repeat = run_step("step-3", "cargo test", &a_test);
     template_repeat.breakers = None;
     let mut repeated_cmds = Given::plain();
     for n in 0..3 {
         let id = format!("step-{n}");
-        repeated_cmds.command(&id, "cargo test", "template").completed(&id, true, None);
+        repeated_cmds
+            .command(&id, "cargo test", "template")
+            .completed(&id, true, None);
     }
-    t.check("breakers watch agents, not the template's steps", &repeated_cmds, template_repeat, None, "run step-3 [tool.requested policy.decided] allow");
-    let mut repeated_spent = Given::mission(BudgetSpec { tool_calls: Some(2), ..BudgetSpec::default() });
+    t.check(
+        "breakers watch agents, not the template's steps",
+        &repeated_cmds,
+        template_repeat,
+        None,
+        "run step-3 [tool.requested policy.decided] allow",
+    );
+    let mut repeated_spent = Given::mission(BudgetSpec {
+        tool_calls: Some(2),
+        ..BudgetSpec::default()
+    });
     for n in 1..=2 {
         let id = format!("step-1.m{n}.t1");
-        repeated_spent.requested(&id, "read_file", read_args.clone(), "coder").completed(&id, true, None);
+        repeated_spent
+            .requested(&id, "read_file", read_args.clone(), "coder")
+            .completed(&id, true, None);
     }
-    t.check("the budget is checked before the breakers", &repeated_spent, agent("step-1.m3.t1", "read_file", &read_args, Proposed::Read { path: "src/lib.rs", confinement: Confinement::Inside("src/lib.rs".into()) }), None, "stop [budget.exceeded] over:tool_calls");
+    t.check(
+        "the budget is checked before the breakers",
+        &repeated_spent,
+        agent(
+            "step-1.m3.t1",
+            "read_file",
+            &read_args,
+            Proposed::Read {
+                path: "src/lib.rs",
+                confinement: Confinement::Inside("src/lib.rs".into()),
+            },
+        ),
+        None,
+        "stop [budget.exceeded] over:tool_calls",
+    );
     let mut repeated_finish = Given::plain();
     for n in 1..=2 {
         let id = format!("step-1.m{n}.t1");
-        repeated_finish.requested(&id, "finish", finish_args.clone(), "coder").completed(&id, false, None);
+        repeated_finish
+            .requested(&id, "finish", finish_args.clone(), "coder")
+            .completed(&id, false, None);
     }
-    t.check("ending the run a third time in a row trips the breaker too", &repeated_finish, agent("step-1.m3.t1", "finish", &finish_args, Proposed::End), None, "stop [breaker.tripped] breaker:repeated_action");
+    t.check(
+        "ending the run a third time in a row trips the breaker too",
+        &repeated_finish,
+        agent("step-1.m3.t1", "finish", &finish_args, Proposed::End),
+        None,
+        "stop [breaker.tripped] breaker:repeated_action",
+    );
     let mut resumed_repeats = repeated.clone_state();
     resumed_repeats.resumed();
-    t.check("a resume starts the breakers afresh", &resumed_repeats, agent("step-1.m3.t1", "read_file", &read_args, Proposed::Read { path: "src/lib.rs", confinement: Confinement::Inside("src/lib.rs".into()) }), None, "run step-1.m3.t1 [tool.requested policy.decided] allow");
+    t.check(
+        "a resume starts the breakers afresh",
+        &resumed_repeats,
+        agent(
+            "step-1.m3.t1",
+            "read_file",
+            &read_args,
+            Proposed::Read {
+                path: "src/lib.rs",
+                confinement: Confinement::Inside("src/lib.rs".into()),
+            },
+        ),
+        None,
+        "run step-1.m3.t1 [tool.requested policy.decided] allow",
+    );
     let mut agent_done = Given::plain();
-    agent_done.requested("step-1.m1.t1", "read_file", read_args.clone(), "coder").completed("step-1.m1.t1", true, None);
-    t.check("an agent's call that completed is done", &agent_done, agent("step-1.m1.t1", "read_file", &read_args, Proposed::Read { path: "src/lib.rs", confinement: Confinement::Inside("src/lib.rs".into()) }), None, "done step-1.m1.t1");
+    agent_done
+        .requested("step-1.m1.t1", "read_file", read_args.clone(), "coder")
+        .completed("step-1.m1.t1", true, None);
+    t.check(
+        "an agent's call that completed is done",
+        &agent_done,
+        agent(
+            "step-1.m1.t1",
+            "read_file",
+            &read_args,
+            Proposed::Read {
+                path: "src/lib.rs",
+                confinement: Confinement::Inside("src/lib.rs".into()),
+            },
+        ),
+        None,
+        "done step-1.m1.t1",
+    );
     let mut write_granted = Given::plain();
-    write_granted.requested("step-1.m1.t1", "write_file", infra_args.clone(), "coder").asked("a-1", "step-1.m1.t1", "write", "sha256:d1", Some("write_file infra/main.tf (1 bytes):\nx")).vote("a-1", "approve", "sha256:d1").resumed();
-    t.check("an approved write runs as asked, on the approved diff", &write_granted, agent("step-1.m1.t1", "write_file", &infra_args, infra()), Some("sha256:d1"), "run step-1.m1.t1 []");
+    write_granted
+        .requested("step-1.m1.t1", "write_file", infra_args.clone(), "coder")
+        .asked(
+            "a-1",
+            "step-1.m1.t1",
+            "write",
+            "sha256:d1",
+            Some("write_file infra/main.tf (1 bytes):\nx"),
+        )
+        .vote("a-1", "approve", "sha256:d1")
+        .resumed();
+    t.check(
+        "an approved write runs as asked, on the approved diff",
+        &write_granted,
+        agent("step-1.m1.t1", "write_file", &infra_args, infra()),
+        Some("sha256:d1"),
+        "run step-1.m1.t1 []",
+    );
     t.check("an approved write on a moved worktree asks again", &write_granted, agent("step-1.m1.t1", "write_file", &infra_args, infra()), Some("sha256:d2"), "park step-1.m1.t1#2 write [tool.requested policy.decided] approve(infra-writes) paths=infra/main.tf");
     let mut write_interrupted = write_granted.clone_state();
     write_interrupted.interrupted(&["step-1.m1.t1"]).resumed();
-    t.check("an approved write a crash interrupted runs again without a second approval", &write_interrupted, agent("step-1.m1.t1", "write_file", &infra_args, infra()), Some("sha256:d1"), "run step-1.m1.t1#2 [tool.requested policy.decided] approve(infra-writes)");
-    let other_write = Proposed::Write { path: "infra/main.tf", confinement: Confinement::Inside("infra/main.tf".into()), preview: "write_file infra/main.tf (1 bytes):\ny".into() };
+    t.check(
+        "an approved write a crash interrupted runs again without a second approval",
+        &write_interrupted,
+        agent("step-1.m1.t1", "write_file", &infra_args, infra()),
+        Some("sha256:d1"),
+        "run step-1.m1.t1#2 [tool.requested policy.decided] approve(infra-writes)",
+    );
+    let other_write = Proposed::Write {
+        path: "infra/main.tf",
+        confinement: Confinement::Inside("infra/main.tf".into()),
+        preview: "write_file infra/main.tf (1 bytes):\ny".into(),
+    };
     t.check("…but not another content for the same path", &write_interrupted, agent("step-1.m1.t1", "write_file", &infra_args, other_write), Some("sha256:d1"), "park step-1.m1.t1#2 write [tool.requested policy.decided] approve(infra-writes) paths=infra/main.tf");
 
     // Acceptance commands.
@@ -529,51 +1030,230 @@ fn what_a_proposed_call_becomes() {
         step: None,
         breakers: None,
     };
-    static TEST: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| json!({"command": "cargo test"}));
-    static RM: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| json!({"command": "rm -rf /tmp/x"}));
-    static DEPLOY: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| json!({"command": "deploy prod"}));
-    t.check("an acceptance command runs like any command", &fresh, acceptance("cargo test", &TEST), None, "run acceptance.1.c1.a1 [tool.requested policy.decided] allow");
-    t.check("a denied acceptance command fails the mission (no step)", &fresh, acceptance("rm -rf /tmp/x", &RM), None, "stop [tool.requested policy.decided mission.finished] deny(no-rm-root)");
-    t.check("an acceptance command can need approval", &fresh, acceptance("deploy prod", &DEPLOY), Some("sha256:d1"), "park acceptance.1.c1.a1 command [tool.requested policy.decided] approve(deploys-need-ops)");
-    t.check("acceptance commands count against the budget", &spent, acceptance("cargo test", &TEST), None, "stop [budget.exceeded] over:tool_calls");
+    static TEST: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| json!({"command": "cargo test"}));
+    static RM: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| json!({"command": "rm -rf /tmp/x"}));
+    static DEPLOY: std::sync::LazyLock<Value> =
+        std::sync::LazyLock::new(|| json!({"command": "deploy prod"}));
+    t.check(
+        "an acceptance command runs like any command",
+        &fresh,
+        acceptance("cargo test", &TEST),
+        None,
+        "run acceptance.1.c1.a1 [tool.requested policy.decided] allow",
+    );
+    t.check(
+        "a denied acceptance command fails the mission (no step)",
+        &fresh,
+        acceptance("rm -rf /tmp/x", &RM),
+        None,
+        "stop [tool.requested policy.decided mission.finished] deny(no-rm-root)",
+    );
+    t.check(
+        "an acceptance command can need approval",
+        &fresh,
+        acceptance("deploy prod", &DEPLOY),
+        Some("sha256:d1"),
+        "park acceptance.1.c1.a1 command [tool.requested policy.decided] approve(deploys-need-ops)",
+    );
+    t.check(
+        "acceptance commands count against the budget",
+        &spent,
+        acceptance("cargo test", &TEST),
+        None,
+        "stop [budget.exceeded] over:tool_calls",
+    );
     let mut acceptance_done = Given::plain();
-    acceptance_done.command("acceptance.1.c1.a1", "cargo test", "acceptance").completed("acceptance.1.c1.a1", true, None);
-    t.check("a completed acceptance command is done", &acceptance_done, acceptance("cargo test", &TEST), None, "done acceptance.1.c1.a1");
+    acceptance_done
+        .command("acceptance.1.c1.a1", "cargo test", "acceptance")
+        .completed("acceptance.1.c1.a1", true, None);
+    t.check(
+        "a completed acceptance command is done",
+        &acceptance_done,
+        acceptance("cargo test", &TEST),
+        None,
+        "done acceptance.1.c1.a1",
+    );
 
     // The publish gate.
-    t.publish("a docs-only change publishes without waiting", &fresh, &["docs/guide.md"], "sha256:p1", &[], "run publish [policy.decided] allow(docs-auto,infra-auto)");
-    t.publish("a source change parks for the default approval", &fresh, &["src/lib.rs"], "sha256:p1", &[], "park publish publish [policy.decided] approve paths=src/lib.rs");
-    t.publish("a vendored change is denied and fails the mission", &fresh, &["vendor/lib.c"], "sha256:p1", &[], "stop [policy.decided mission.finished] deny(vendor-never)");
-    t.publish("a write rule judges what run steps wrote before publishing", &fresh, &["docs/a.md", "infra/main.tf"], "sha256:p1", &[], "park publish publish [policy.decided] approve(infra-writes) paths=infra/main.tf");
-    t.publish("a write approved at its own gate is not asked again at publish", &fresh, &["docs/a.md", "infra/main.tf"], "sha256:p1", &["infra/main.tf"], "run publish [policy.decided] allow(infra-auto)");
-    t.publish("…but a write approved for another path does not cover this one", &fresh, &["docs/a.md", "infra/main.tf"], "sha256:p1", &["infra/other.tf"], "park publish publish [policy.decided] approve(infra-writes) paths=infra/main.tf");
-    t.publish("…unless the publish decision itself asks", &fresh, &["src/lib.rs", "infra/main.tf"], "sha256:p1", &["infra/main.tf"], "park publish publish [policy.decided] approve paths=src/lib.rs,infra/main.tf");
-    t.publish("a denied write path stays denied whatever was approved", &fresh, &["docs/a.md", "secrets/key"], "sha256:p1", &["secrets/key"], "stop [policy.decided mission.finished] deny(no-secret-writes)");
+    t.publish(
+        "a docs-only change publishes without waiting",
+        &fresh,
+        &["docs/guide.md"],
+        "sha256:p1",
+        &[],
+        "run publish [policy.decided] allow(docs-auto,infra-auto)",
+    );
+    t.publish(
+        "a source change parks for the default approval",
+        &fresh,
+        &["src/lib.rs"],
+        "sha256:p1",
+        &[],
+        "park publish publish [policy.decided] approve paths=src/lib.rs",
+    );
+    t.publish(
+        "a vendored change is denied and fails the mission",
+        &fresh,
+        &["vendor/lib.c"],
+        "sha256:p1",
+        &[],
+        "stop [policy.decided mission.finished] deny(vendor-never)",
+    );
+    t.publish(
+        "a write rule judges what run steps wrote before publishing",
+        &fresh,
+        &["docs/a.md", "infra/main.tf"],
+        "sha256:p1",
+        &[],
+        "park publish publish [policy.decided] approve(infra-writes) paths=infra/main.tf",
+    );
+    t.publish(
+        "a write approved at its own gate is not asked again at publish",
+        &fresh,
+        &["docs/a.md", "infra/main.tf"],
+        "sha256:p1",
+        &["infra/main.tf"],
+        "run publish [policy.decided] allow(infra-auto)",
+    );
+    t.publish(
+        "…but a write approved for another path does not cover this one",
+        &fresh,
+        &["docs/a.md", "infra/main.tf"],
+        "sha256:p1",
+        &["infra/other.tf"],
+        "park publish publish [policy.decided] approve(infra-writes) paths=infra/main.tf",
+    );
+    t.publish(
+        "…unless the publish decision itself asks",
+        &fresh,
+        &["src/lib.rs", "infra/main.tf"],
+        "sha256:p1",
+        &["infra/main.tf"],
+        "park publish publish [policy.decided] approve paths=src/lib.rs,infra/main.tf",
+    );
+    t.publish(
+        "a denied write path stays denied whatever was approved",
+        &fresh,
+        &["docs/a.md", "secrets/key"],
+        "sha256:p1",
+        &["secrets/key"],
+        "stop [policy.decided mission.finished] deny(no-secret-writes)",
+    );
     let mut decided_here = Given::plain();
-    decided_here.publish_decided("approve", "sha256:p1").asked("a-1", "publish", "publish", "sha256:p1", None);
-    t.publish("an approval already asked for this diff: the mission waits", &decided_here, &["src/lib.rs"], "sha256:p1", &[], "wait");
+    decided_here.publish_decided("approve", "sha256:p1").asked(
+        "a-1",
+        "publish",
+        "publish",
+        "sha256:p1",
+        None,
+    );
+    t.publish(
+        "an approval already asked for this diff: the mission waits",
+        &decided_here,
+        &["src/lib.rs"],
+        "sha256:p1",
+        &[],
+        "wait",
+    );
     let mut granted_publish = decided_here.clone_state();
-    granted_publish.vote("a-1", "approve", "sha256:p1").resumed();
-    t.publish("granted for this diff: it publishes, the decision not made again", &granted_publish, &["src/lib.rs"], "sha256:p1", &[], "run publish []");
-    t.publish("granted for an older diff: a new decision and a new approval", &granted_publish, &["src/lib.rs"], "sha256:p2", &[], "park publish publish [policy.decided] approve paths=src/lib.rs");
+    granted_publish
+        .vote("a-1", "approve", "sha256:p1")
+        .resumed();
+    t.publish(
+        "granted for this diff: it publishes, the decision not made again",
+        &granted_publish,
+        &["src/lib.rs"],
+        "sha256:p1",
+        &[],
+        "run publish []",
+    );
+    t.publish(
+        "granted for an older diff: a new decision and a new approval",
+        &granted_publish,
+        &["src/lib.rs"],
+        "sha256:p2",
+        &[],
+        "park publish publish [policy.decided] approve paths=src/lib.rs",
+    );
     let mut allowed_before = Given::plain();
     allowed_before.publish_decided("allow", "sha256:p1");
-    t.publish("an allow recorded for this diff (a resume) is not decided again", &allowed_before, &["src/lib.rs"], "sha256:p1", &[], "run publish []");
+    t.publish(
+        "an allow recorded for this diff (a resume) is not decided again",
+        &allowed_before,
+        &["src/lib.rs"],
+        "sha256:p1",
+        &[],
+        "run publish []",
+    );
     let mut denied_before = Given::plain();
     denied_before.publish_decided("deny", "sha256:p1");
-    t.publish("a deny recorded for this diff fails the mission", &denied_before, &["src/lib.rs"], "sha256:p1", &[], "stop [mission.finished]");
+    t.publish(
+        "a deny recorded for this diff fails the mission",
+        &denied_before,
+        &["src/lib.rs"],
+        "sha256:p1",
+        &[],
+        "stop [mission.finished]",
+    );
     let mut decided_no_ask = Given::plain();
     decided_no_ask.publish_decided("approve", "sha256:p1");
-    t.publish("an approve recorded without its request (a crash between) asks now", &decided_no_ask, &["src/lib.rs"], "sha256:p1", &[], "park publish publish [] paths=src/lib.rs");
+    t.publish(
+        "an approve recorded without its request (a crash between) asks now",
+        &decided_no_ask,
+        &["src/lib.rs"],
+        "sha256:p1",
+        &[],
+        "park publish publish [] paths=src/lib.rs",
+    );
 
     // Model attempts.
-    let priced = Given::mission(BudgetSpec { usd: Some(1.0), tokens: Some(10_000), model_calls: Some(2), ..BudgetSpec::default() });
-    t.model("an attempt that fits is made", &priced, 5_000, Some(0.5), "go");
-    t.model("an attempt whose worst case passes the tokens is not made", &priced, 10_001, Some(0.5), "over:tokens");
-    t.model("…nor one whose worst case passes the money", &priced, 100, Some(1.5), "over:usd");
-    t.model("an unpriced model cannot be bounded under a usd limit", &priced, 100, None, "over:usd");
-    t.model("an unpriced model is fine without a usd limit", &fresh, 100, None, "go");
-    let mut calls_spent = Given::mission(BudgetSpec { model_calls: Some(1), ..BudgetSpec::default() });
+    let priced = Given::mission(BudgetSpec {
+        usd: Some(1.0),
+        tokens: Some(10_000),
+        model_calls: Some(2),
+        ..BudgetSpec::default()
+    });
+    t.model(
+        "an attempt that fits is made",
+        &priced,
+        5_000,
+        Some(0.5),
+        "go",
+    );
+    t.model(
+        "an attempt whose worst case passes the tokens is not made",
+        &priced,
+        10_001,
+        Some(0.5),
+        "over:tokens",
+    );
+    t.model(
+        "…nor one whose worst case passes the money",
+        &priced,
+        100,
+        Some(1.5),
+        "over:usd",
+    );
+    t.model(
+        "an unpriced model cannot be bounded under a usd limit",
+        &priced,
+        100,
+        None,
+        "over:usd",
+    );
+    t.model(
+        "an unpriced model is fine without a usd limit",
+        &fresh,
+        100,
+        None,
+        "go",
+    );
+    let mut calls_spent = Given::mission(BudgetSpec {
+        model_calls: Some(1),
+        ..BudgetSpec::default()
+    });
     calls_spent.push(EventKind::ModelRequested(ModelRequested {
         call_id: "step-1.m1".into(),
         provider: "scripted".into(),
@@ -582,22 +1262,50 @@ fn what_a_proposed_call_becomes() {
         request: Digest::of(b"r"),
         wire: None,
         attempt: 1,
-        reserved: Some(Reservation { tokens: 10, usd: None }),
+        reserved: Some(Reservation {
+            tokens: 10,
+            usd: None,
+        }),
     }));
-    t.model("every attempt is a model call", &calls_spent, 10, None, "over:model_calls");
+    t.model(
+        "every attempt is a model call",
+        &calls_spent,
+        10,
+        None,
+        "over:model_calls",
+    );
     let mut crashed_call = calls_spent.clone_state();
     crashed_call.raised("model_calls", 5.0).interrupted(&[]);
-    let tokens_left = Given::mission(BudgetSpec { tokens: Some(100), ..BudgetSpec::default() });
-    t.model("tokens exactly at the limit fit", &tokens_left, 100, None, "go");
+    let tokens_left = Given::mission(BudgetSpec {
+        tokens: Some(100),
+        ..BudgetSpec::default()
+    });
+    t.model(
+        "tokens exactly at the limit fit",
+        &tokens_left,
+        100,
+        None,
+        "go",
+    );
     t.model("a raise counts", &crashed_call, 10, None, "go");
-    t.model("wall time used up: no attempt", &no_time, 10, None, "over:wall_seconds");
+    t.model(
+        "wall time used up: no attempt",
+        &no_time,
+        10,
+        None,
+        "over:wall_seconds",
+    );
 
     t.finish();
 }
 
 #[test]
 fn an_attempt_cut_off_by_a_crash_counts_its_reservation_as_spent() {
-    let mut given = Given::mission(BudgetSpec { usd: Some(1.0), tokens: Some(1000), ..BudgetSpec::default() });
+    let mut given = Given::mission(BudgetSpec {
+        usd: Some(1.0),
+        tokens: Some(1000),
+        ..BudgetSpec::default()
+    });
     given.push(EventKind::ModelRequested(ModelRequested {
         call_id: "step-1.m1".into(),
         provider: "openai".into(),
@@ -606,7 +1314,10 @@ fn an_attempt_cut_off_by_a_crash_counts_its_reservation_as_spent() {
         request: Digest::of(b"r"),
         wire: None,
         attempt: 1,
-        reserved: Some(Reservation { tokens: 600, usd: Some(0.6) }),
+        reserved: Some(Reservation {
+            tokens: 600,
+            usd: Some(0.6),
+        }),
     }));
     assert_eq!(given.state.cost_usd, 0.0);
     given.interrupted(&[]);
@@ -618,22 +1329,61 @@ fn an_attempt_cut_off_by_a_crash_counts_its_reservation_as_spent() {
     given.resumed().interrupted(&[]);
     assert_eq!(given.state.tokens, 600);
     // And the next attempt must fit in what is left.
-    assert!(govern_model_attempt(&given.state, "step-1.m1", &Reservation { tokens: 500, usd: Some(0.1) }, given.at).is_some());
-    assert!(govern_model_attempt(&given.state, "step-1.m1", &Reservation { tokens: 300, usd: Some(0.3) }, given.at).is_none());
+    assert!(govern_model_attempt(
+        &given.state,
+        "step-1.m1",
+        &Reservation {
+            tokens: 500,
+            usd: Some(0.1)
+        },
+        given.at
+    )
+    .is_some());
+    assert!(govern_model_attempt(
+        &given.state,
+        "step-1.m1",
+        &Reservation {
+            tokens: 300,
+            usd: Some(0.3)
+        },
+        given.at
+    )
+    .is_none());
 }
 
 #[test]
 fn writes_approved_at_their_gate_are_covered_while_their_content_stands() {
     let mut given = Given::plain();
     let args = json!({"path": "infra/main.tf", "content": "x"});
-    given.requested("step-1.m1.t1", "write_file", args, "coder").asked("a-1", "step-1.m1.t1", "write", "sha256:d1", Some("w")).vote("a-1", "approve", "sha256:d1").resumed().completed("step-1.m1.t1", true, Some("tree-after"));
-    let blob_approved = |tree: &str, path: &str| (tree == "tree-after" && path == "infra/main.tf").then(|| "blob-x".to_string());
-    assert_eq!(covered_writes(&given.state, |_| Some("blob-x".into()), blob_approved), vec!["infra/main.tf"]);
-    assert!(covered_writes(&given.state, |_| Some("blob-y".into()), blob_approved).is_empty(), "edited since");
-    assert!(covered_writes(&given.state, |_| None, blob_approved).is_empty(), "deleted since");
+    given
+        .requested("step-1.m1.t1", "write_file", args, "coder")
+        .asked("a-1", "step-1.m1.t1", "write", "sha256:d1", Some("w"))
+        .vote("a-1", "approve", "sha256:d1")
+        .resumed()
+        .completed("step-1.m1.t1", true, Some("tree-after"));
+    let blob_approved = |tree: &str, path: &str| {
+        (tree == "tree-after" && path == "infra/main.tf").then(|| "blob-x".to_string())
+    };
+    assert_eq!(
+        covered_writes(&given.state, |_| Some("blob-x".into()), blob_approved),
+        vec!["infra/main.tf"]
+    );
+    assert!(
+        covered_writes(&given.state, |_| Some("blob-y".into()), blob_approved).is_empty(),
+        "edited since"
+    );
+    assert!(
+        covered_writes(&given.state, |_| None, blob_approved).is_empty(),
+        "deleted since"
+    );
     let mut pending = Given::plain();
-    pending.requested("step-1.m1.t1", "write_file", json!({}), "coder").asked("a-1", "step-1.m1.t1", "write", "sha256:d1", Some("w"));
-    assert!(covered_writes(&pending.state, |_| Some("blob-x".into()), blob_approved).is_empty(), "not granted");
+    pending
+        .requested("step-1.m1.t1", "write_file", json!({}), "coder")
+        .asked("a-1", "step-1.m1.t1", "write", "sha256:d1", Some("w"));
+    assert!(
+        covered_writes(&pending.state, |_| Some("blob-x".into()), blob_approved).is_empty(),
+        "not granted"
+    );
 }
 
 impl Given {

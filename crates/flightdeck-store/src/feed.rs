@@ -128,7 +128,10 @@ impl Watcher {
     /// Watches the directory of `db` (symbolic links resolved: SQLite puts the `-wal` next
     /// to the file they lead to). The watch is in place when this returns, so no change
     /// made afterwards is missed.
-    pub(crate) fn start(db: &Path, changes: Arc<watch::Sender<u64>>) -> Result<Watcher, StoreError> {
+    pub(crate) fn start(
+        db: &Path,
+        changes: Arc<watch::Sender<u64>>,
+    ) -> Result<Watcher, StoreError> {
         let io = |path: &Path, e: nix::Error| StoreError::Io {
             path: path.display().to_string(),
             source: std::io::Error::from(e),

@@ -145,7 +145,9 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("unsupported database url `{0}`")]
     UnsupportedUrl(String),
-    #[error("unsupported parameter `{parameter}` in database url `{url}` (the only one is `mode=ro`)")]
+    #[error(
+        "unsupported parameter `{parameter}` in database url `{url}` (the only one is `mode=ro`)"
+    )]
     UnsupportedUrlParameter { url: String, parameter: String },
     /// A read-only open never creates a database.
     #[error("no database at `{path}` (a read-only open does not create one)")]
@@ -373,11 +375,23 @@ mod tests {
             ("sqlite:fd.db?mode=rwc", ok("fd.db", false)),
             ("sqlite:fd.db?", ok("fd.db", false)),
             ("sqlite:fd.db?mode=ro&", ok("fd.db", true)),
-            ("sqlite:fd.db?mode=rw", Err("unsupported parameter `mode=rw`".into())),
-            ("sqlite:fd.db?mode=ro&cache=shared", Err("unsupported parameter `cache=shared`".into())),
-            ("sqlite://", Err("unsupported database url `sqlite://`".into())),
+            (
+                "sqlite:fd.db?mode=rw",
+                Err("unsupported parameter `mode=rw`".into()),
+            ),
+            (
+                "sqlite:fd.db?mode=ro&cache=shared",
+                Err("unsupported parameter `cache=shared`".into()),
+            ),
+            (
+                "sqlite://",
+                Err("unsupported database url `sqlite://`".into()),
+            ),
             ("sqlite:?mode=ro", Err("unsupported database url".into())),
-            ("postgres://host/db", Err("unsupported database url `postgres://host/db`".into())),
+            (
+                "postgres://host/db",
+                Err("unsupported database url `postgres://host/db`".into()),
+            ),
         ];
         for (url, expected) in table {
             let parsed = DatabaseUrl::parse(url).map_err(|e| e.to_string());

@@ -351,8 +351,9 @@ fn mission_from_row(row: &rusqlite::Row<'_>) -> Result<MissionRow, StoreError> {
 }
 
 pub(crate) fn mission(conn: &Connection, id: &str) -> Result<Option<MissionRow>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached(&format!("SELECT {MISSION_COLUMNS} FROM missions WHERE id = ?1"))?;
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MISSION_COLUMNS} FROM missions WHERE id = ?1"
+    ))?;
     let mut rows = stmt.query(params![id])?;
     rows.next()?.map(mission_from_row).transpose()
 }
@@ -413,7 +414,10 @@ fn input_from_row(row: &rusqlite::Row<'_>) -> Result<InputRow, StoreError> {
     })
 }
 
-pub(crate) fn pending_inputs(conn: &Connection, mission: &str) -> Result<Vec<InputRow>, StoreError> {
+pub(crate) fn pending_inputs(
+    conn: &Connection,
+    mission: &str,
+) -> Result<Vec<InputRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {INPUT_COLUMNS} FROM inputs WHERE mission = ?1 AND state = 'pending' ORDER BY id"
     ))?;
@@ -447,7 +451,9 @@ pub(crate) fn missions_with_pending_inputs(
 /// The bytes of artifact `digest` in the database.
 pub(crate) fn artifact(conn: &Connection, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT bytes FROM artifacts WHERE digest = ?1")?;
-    Ok(stmt.query_row(params![digest], |row| row.get(0)).optional()?)
+    Ok(stmt
+        .query_row(params![digest], |row| row.get(0))
+        .optional()?)
 }
 
 /// The artifacts of `digests` found in the database (digest, bytes), in no order.
@@ -497,7 +503,12 @@ pub(crate) fn schema_version(
         if !tables.is_empty() {
             return Err(not_ours(format!(
                 "it holds other tables: {}",
-                tables.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+                tables
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
     }
@@ -509,7 +520,11 @@ pub(crate) fn schema_version(
     let mut stmt =
         conn.prepare("SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version")?;
     let applied = stmt.query_map([], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, bool>(1)?, r.get::<_, Vec<u8>>(2)?))
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, bool>(1)?,
+            r.get::<_, Vec<u8>>(2)?,
+        ))
     })?;
     let mut version = 0;
     for row in applied {
@@ -577,7 +592,10 @@ mod tests {
         let mut ms = 1_700_000_000_000i64;
         for _ in 0..10_000 {
             ms += 7_919;
-            assert_eq!(at.format(ms), flightdeck_core::clock::format_rfc3339_millis(ms));
+            assert_eq!(
+                at.format(ms),
+                flightdeck_core::clock::format_rfc3339_millis(ms)
+            );
         }
     }
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flightdeck_core::StoredEvent;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::ConnectOptions;
 use tokio::sync::{oneshot, watch};
 

@@ -114,7 +114,11 @@ pub(crate) struct Notify {
 }
 
 /// Opens the writer's connection and starts its thread. The schema must already be migrated.
-pub(crate) fn spawn(path: &Path, staged: Arc<Staged>, notify: Notify) -> Result<Writer, StoreError> {
+pub(crate) fn spawn(
+    path: &Path,
+    staged: Arc<Staged>,
+    notify: Notify,
+) -> Result<Writer, StoreError> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -165,7 +169,10 @@ fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, staged: &Staged,
                 // Nothing of the batch is kept (the staged artifacts stay staged for the
                 // next one); every job hears why.
                 let message = e.to_string();
-                batch.iter().map(|_| Err(message.clone())).collect::<Vec<_>>()
+                batch
+                    .iter()
+                    .map(|_| Err(message.clone()))
+                    .collect::<Vec<_>>()
             }
         };
         for (job, outcome) in batch.into_iter().zip(outcomes) {
@@ -438,7 +445,12 @@ fn post_input<'a>(
         "INSERT INTO inputs (mission, kind, payload, posted_at_ms, state)
          VALUES (?1, ?2, ?3, ?4, 'pending')",
     )?
-    .execute(params![input.mission, input.kind, payload, input.posted_at_ms])?;
+    .execute(params![
+        input.mission,
+        input.kind,
+        payload,
+        input.posted_at_ms
+    ])?;
     Ok(Ok(tx.last_insert_rowid()))
 }
 

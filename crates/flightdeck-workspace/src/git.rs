@@ -382,7 +382,11 @@ pub fn read_at_commit(repo: &Path, commit: &str, path: &str) -> Result<Option<Ve
 /// The names of the files directly in `dir` (repo-relative) in `commit` of `repo`.
 pub fn list_at_commit(repo: &Path, commit: &str, dir: &str) -> Result<Vec<String>, GitError> {
     let spec = format!("{commit}:{}", dir.trim_end_matches('/'));
-    let output = git(repo, &["ls-tree", "--name-only", "--end-of-options", &spec], &[])?;
+    let output = git(
+        repo,
+        &["ls-tree", "--name-only", "--end-of-options", &spec],
+        &[],
+    )?;
     if !output.status.success() {
         return Ok(Vec::new());
     }
@@ -398,7 +402,16 @@ impl Worktree {
     pub fn blob_in_tree(&self, tree: &str, path: &str) -> Option<String> {
         let spec = format!("{tree}:{path}");
         let id = self
-            .git(&["rev-parse", "--verify", "--quiet", "--end-of-options", &spec], &[])
+            .git(
+                &[
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    "--end-of-options",
+                    &spec,
+                ],
+                &[],
+            )
             .ok()?;
         (!id.is_empty()).then_some(id)
     }

@@ -46,5 +46,3 @@ fn report(error: CliError) -> i32 {
         code => code,
     }
 }
-
-

@@ -421,9 +421,25 @@ fn an_approval_not_granted_in_time_expires_as_a_deny() {
     let approval = summary["pending_approvals"][0]["id"].as_str().unwrap();
     assert!(summary["pending_approvals"][0]["expires_at"].is_string());
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    // Listing notices and records the expiry.
+    // Listing shows it expired, and reading never writes: nothing is recorded by it.
+    let before = cli.timeline(id).len();
     let listed = cli.run(&["--json", "approvals"]).expect_code(0).json();
     assert_eq!(listed[0]["status"], "expired", "{listed:#}");
+    let pending = cli
+        .run(&["--json", "approvals", "--pending"])
+        .expect_code(0)
+        .json();
+    assert_eq!(
+        pending,
+        serde_json::json!([]),
+        "an expired approval waits for nobody"
+    );
+    assert_eq!(cli.timeline(id).len(), before);
+    assert_eq!(show(&cli, id)["status"], "awaiting_approval");
+    // A vote comes too late: refused, and the expiry it found is recorded (a deadline the
+    // mission's driver fires), failing the mission.
+    let late = cli.run_as("@alice", &["approve", approval]).expect_code(2);
+    assert!(late.stderr().contains("expired"), "{}", late.stderr());
     let after = show(&cli, id);
     assert_eq!(after["status"], "failed");
     assert_eq!(after["error"]["kind"], "approval_expired");
@@ -432,7 +448,52 @@ fn an_approval_not_granted_in_time_expires_as_a_deny() {
         &types[types.len() - 2..],
         ["approval.expired", "mission.finished"]
     );
-    cli.run_as("@alice", &["approve", approval]).expect_code(2);
+}
+
+#[test]
+fn the_worker_fires_expiries_and_continues_missions_whose_approvals_are_granted() {
+    let policy = "[[rule]]\nid = \"quick\"\naction = \"publish\"\nchanges_any = [\"source\"]\ndecision = \"approve\"\napprovers = [\"@alice\"]\nexpires_after = \"2s\"\n";
+    let repo = repo(
+        &[(".flightdeck/policy.toml", policy)],
+        &["echo 'pub fn g() {}' >> src/lib.rs"],
+    );
+    let cli = Cli::new(BIN);
+    // One mission gets its approval, the other none.
+    let (code, granted) = run(&cli, &repo);
+    assert_eq!(code, 3, "{granted:#}");
+    let (code, ignored) = run(&cli, &repo);
+    assert_eq!(code, 3, "{ignored:#}");
+    let granted_id = granted["id"].as_str().unwrap();
+    let ignored_id = ignored["id"].as_str().unwrap();
+    let approval = granted["pending_approvals"][0]["id"].as_str().unwrap();
+    cli.run_as("@alice", &["approve", approval]).expect_code(0);
+    // Approving records the vote; the mission waits for someone to continue it.
+    assert_eq!(show(&cli, granted_id)["status"], "awaiting_approval");
+    // The worker continues it, without `resume`.
+    let pass = cli.run(&["--json", "worker", "--once"]).expect_code(0);
+    let actions = pass.json_lines();
+    assert!(
+        actions
+            .iter()
+            .any(|a| a["mission"] == granted_id && a["action"] == "continued"),
+        "{actions:?}"
+    );
+    let done = show(&cli, granted_id);
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let resumed: Vec<serde_json::Value> = cli
+        .timeline(granted_id)
+        .into_iter()
+        .filter(|e| e["type"] == "mission.resumed")
+        .collect();
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0]["data"]["by"], "flightdeck-scheduler");
+    // The other one's expiry is fired once it is due.
+    assert_eq!(show(&cli, ignored_id)["status"], "awaiting_approval");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    cli.run(&["--json", "worker", "--once"]).expect_code(0);
+    let expired = show(&cli, ignored_id);
+    assert_eq!(expired["status"], "failed");
+    assert_eq!(expired["error"]["kind"], "approval_expired");
 }
 
 #[test]
@@ -598,11 +659,34 @@ fn policy_explain_gives_the_decision_the_rules_and_who_may_approve() {
         human.contains("deps-migrations-owner") && human.contains("owners: @alice"),
         "{human}"
     );
-    // A broken policy is bad input naming the file, line and column.
+    // A policy edited but not committed governs nothing: explain and missions read the
+    // base commit's, and say which commit that is.
+    let head = repo.git(&["rev-parse", "HEAD"]);
     repo.write_files(&[(
         ".flightdeck/policy.toml",
         "[defaults]\npublish = \"maybe\"\n",
     )]);
+    let explained = cli
+        .run(&[
+            "--json",
+            "policy",
+            "explain",
+            "--repo",
+            path,
+            "--command",
+            "ls",
+        ])
+        .expect_code(0)
+        .json();
+    assert_eq!(explained["commit"], head.as_str());
+    assert_eq!(explained["decision"], "allow");
+    let human = cli
+        .run(&["policy", "explain", "--repo", path, "--command", "ls"])
+        .expect_code(0)
+        .stdout();
+    assert!(human.contains(&format!("at {}", &head[..12])), "{human}");
+    // Committed, a broken policy is bad input naming the file, line and column.
+    repo.commit_all("a broken policy");
     let broken = cli
         .run(&["policy", "explain", "--repo", path, "--command", "ls"])
         .expect_code(2);

@@ -135,6 +135,7 @@ fn a_successful_mission_publishes_branch_patch_and_description() {
             "tool.completed",
             "step.finished",
             "policy.decided",
+            "change.committing",
             "change.published",
             "mission.finished",
         ]
@@ -470,6 +471,8 @@ fn bad_input_is_refused_with_a_hint_and_leaves_no_trace() {
         ),
         (".flightdeck/missions/notoml.toml", "this is = not [toml"),
     ]);
+    // Templates are read at the base commit: the broken ones are committed.
+    repo.commit_all("broken templates");
     let not_repo = tempfile::tempdir().unwrap();
     let repo_arg = repo.path().to_str().unwrap();
     let digest = format!("sha256:{}", "ab".repeat(32));
@@ -500,7 +503,10 @@ fn bad_input_is_refused_with_a_hint_and_leaves_no_trace() {
             vec!["run", "t", "--repo", repo_arg, "-p", "value"],
             "-p value: a param is KEY=VALUE",
         ),
-        (vec!["run", "nope", "--repo", repo_arg], "no template nope"),
+        (
+            vec!["run", "nope", "--repo", repo_arg],
+            "no template `nope`",
+        ),
         (
             vec!["run", "t", "--repo", not_repo.path().to_str().unwrap()],
             "not a git repository",

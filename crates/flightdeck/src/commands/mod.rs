@@ -131,7 +131,9 @@ pub async fn print_summary(ctx: &Context, state: &MissionState) -> Result<i32, C
         print!(
             "{}",
             summary_text(&summary, |digest| {
-                artifacts.local_path(digest).map(|p| p.display().to_string())
+                artifacts
+                    .local_path(digest)
+                    .map(|p| p.display().to_string())
             })
         );
     }

@@ -102,7 +102,15 @@ pub fn explain(
     let mut row = |label: &str, value: String| {
         out.push_str(&format!("{label:<9} {value}\n"));
     };
-    row("policy", format!("{} ({})", at.origin, decision.policy_hash));
+    row(
+        "policy",
+        format!(
+            "{} at {} ({})",
+            at.origin,
+            commit.get(..12).unwrap_or(&commit),
+            decision.policy_hash
+        ),
+    );
     for warning in &warnings {
         row("warning", warning.clone());
     }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use flightdeck_core::event::MissionCreated;
 use flightdeck_core::MissionId;
-use flightdeck_engine::{CreateMission, ForkMission, RepoFile, ReplayMode};
+use flightdeck_engine::{CreateMission, ForkMission, ReplayMode, RepoFile};
 
 use super::{print_summary, progress};
 use crate::context::Context;
