@@ -44,15 +44,17 @@ fn worktree(tmp: &Path) -> (Worktree, PathBuf) {
 }
 
 /// A process that looks like a git working on the worktree to anyone reading `/proc`: `sh`
-/// under the name `git`, with `args` after its script, started in `cwd`.
+/// under the name `git`, with `args` after its script, started in `cwd`; it waits until
+/// killed.
 fn fake_git(args: &[String], cwd: &Path) -> Child {
     let child = Command::new("sh")
         .arg0("git")
-        // `; :` keeps the shell from becoming the sleep.
-        .args(["-c", "sleep 60; :", "git"])
+        // A builtin waiting on a pipe the test holds: no child process (a forked one would
+        // show the same arguments until it execs), and it ends when killed.
+        .args(["-c", "read -r _", "git"])
         .args(args)
         .current_dir(cwd)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .spawn()
         .unwrap();
     // `spawn` returns once the exec has begun; the kernel shows the new arguments in
