@@ -16,12 +16,12 @@
 //! - `${devcontainerId}` is replaced when the caller gives the id (see [`devcontainer_id`]);
 //!   [`load`] does. The reference's `read-configuration` leaves it as written when no container
 //!   exists yet and substitutes the same value once one does.
-//! - Nothing is dropped silently. Every key of the file is in the table [`TOP_LEVEL`] (with
-//!   [`BUILD`] and [`HOST_REQUIREMENTS`] for the nested objects), which says whether flightdeck
+//! - Nothing is dropped silently. Every key the spec defines is in the table `TOP_LEVEL` (with
+//!   `BUILD` and `HOST_REQUIREMENTS` for the nested objects), which says whether flightdeck
 //!   reads it, refuses it (when honouring it would be needed for the result to be right, or
 //!   ignoring it would mislead), or does not apply it: then it is reported in
-//!   [`DevContainer::ignored`] with the reason, which the engine records on the timeline.
-//!   Keys that are not in the tables (typos, newer keys) are reported the same way. A known key
+//!   [`DevContainer::ignored`] with the reason, for the timeline (`workspace.provisioned`'s
+//!   `ignored`). Keys that are not in the tables (typos, newer keys) are reported the same way. A known key
 //!   whose value asks for nothing (`null`, `[]`, `{}`, `""`, or what flightdeck does anyway,
 //!   such as `"init": false`) is not reported. Editor metadata (`name`, `$schema`,
 //!   `customizations`, the legacy top-level `extensions` and `settings`) configures the editor,
