@@ -131,6 +131,10 @@ pub struct WorkspaceProvisioned {
     /// Setup commands run (devcontainer lifecycle), in order, e.g. `postCreateCommand`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub setup: Vec<String>,
+    /// devcontainer.json settings flightdeck did not apply: key (a JSON path such as
+    /// `build.cacheFrom`) → why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ignored: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

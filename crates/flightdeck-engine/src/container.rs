@@ -43,6 +43,9 @@ pub struct ContainerPlan {
     /// Shell run before every command (`export`s of remoteEnv values that name the
     /// container's own variables); empty when none.
     pub prelude: String,
+    /// The definition's keys flightdeck does not apply, and why (recorded in
+    /// `workspace.provisioned.ignored`).
+    pub ignored: std::collections::BTreeMap<String, String>,
 }
 
 /// `value` as the inside of a double-quoted shell word: `${containerEnv:X}` becomes `${X}`
@@ -274,6 +277,11 @@ pub(crate) fn plan(
         setup,
         image: image_name,
         prelude,
+        ignored: dc
+            .ignored
+            .iter()
+            .map(|k| (k.key.clone(), k.why.clone()))
+            .collect(),
     })
 }
 

@@ -243,6 +243,7 @@ impl LiveWorkspaces {
                 event.image = Some(plan.image.clone());
                 event.container = Some(name.clone());
                 event.setup = plan.setup.iter().map(|c| c.name.clone()).collect();
+                event.ignored = plan.ignored.clone();
                 event.limits = Some(WorkspaceLimits {
                     memory_mb: limits.memory_mb,
                     max_processes: limits.max_processes,

@@ -37,6 +37,30 @@ impl TestRepo {
         repo
     }
 
+    /// A repository whose first commit holds `files`, made at a fixed time by a fixed
+    /// author: the same files give the same commit id on every machine, so a recording made
+    /// in it (its base commit, the trees its steps left) can be replayed in another one.
+    pub fn deterministic(files: &[(&str, &str)]) -> TestRepo {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = TestRepo { dir };
+        repo.git(&["init", "--quiet", "--initial-branch=main"]);
+        repo.git(&["config", "user.email", "dev@example.com"]);
+        repo.git(&["config", "user.name", "Dev"]);
+        repo.git(&["config", "commit.gpgsign", "false"]);
+        repo.write_files(files);
+        repo.git(&["add", "--all"]);
+        let output = Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
+            .args(["commit", "--quiet", "--allow-empty", "-m", "fixture"])
+            .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+            .output()
+            .expect("run git");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        repo
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

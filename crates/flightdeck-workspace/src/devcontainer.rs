@@ -16,8 +16,16 @@
 //! - `${devcontainerId}` is replaced when the caller gives the id (see [`devcontainer_id`]);
 //!   [`load`] does. The reference's `read-configuration` leaves it as written when no container
 //!   exists yet and substitutes the same value once one does.
-//! - Unknown keys (editor settings, `portsAttributes`, `hostRequirements`, …) are ignored, as the
-//!   reference ignores what it does not use; `customizations` too.
+//! - Nothing is dropped silently. Every key the spec defines is in the table `TOP_LEVEL` (with
+//!   `BUILD` and `HOST_REQUIREMENTS` for the nested objects), which says whether flightdeck
+//!   reads it, refuses it (when honouring it would be needed for the result to be right, or
+//!   ignoring it would mislead), or does not apply it: then it is reported in
+//!   [`DevContainer::ignored`] with the reason, for the timeline (`workspace.provisioned`'s
+//!   `ignored`). Keys that are not in the tables (typos, newer keys) are reported the same way. A known key
+//!   whose value asks for nothing (`null`, `[]`, `{}`, `""`, or what flightdeck does anyway,
+//!   such as `"init": false`) is not reported. Editor metadata (`name`, `$schema`,
+//!   `customizations`, the legacy top-level `extensions` and `settings`) configures the editor,
+//!   not the container, so it is never reported.
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -70,6 +78,20 @@ pub struct DevContainer {
     pub forward_ports: Vec<ForwardPort>,
     /// `docker run --init`.
     pub init: bool,
+    /// Keys present in the file that flightdeck does not apply, with why; in the file's order.
+    /// `override_command`, `shutdown_action`, `forward_ports` and `init` above are read (and
+    /// checked) but not applied by the container runtime, so they are listed here too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<IgnoredKey>,
+}
+
+/// A key of devcontainer.json that flightdeck read past without applying it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IgnoredKey {
+    /// Its JSON path: `appPort`, `build.cacheFrom`, `hostRequirements.memory`.
+    pub key: String,
+    /// Why it is not applied and what that means for the workspace, said for a person.
+    pub why: String,
 }
 
 /// Where the container's image comes from.
@@ -300,6 +322,7 @@ pub fn parse(
         }
     };
     refuse_unsupported(&cx, &raw)?;
+    let ignored = classify_keys(&cx, "", &raw, TOP_LEVEL)?;
 
     // The container folder that `${containerWorkspaceFolder}` names comes from the raw
     // `workspaceFolder`, substituted with itself as that variable (the reference's order).
@@ -320,7 +343,9 @@ pub fn parse(
         let value = vars.substitute_value(value, &cx, &key)?;
         config.insert(key, value);
     }
-    read_config(&cx, &config, ctx, default_folder)
+    let mut config = read_config(&cx, &config, ctx, default_folder)?;
+    config.ignored = ignored;
+    Ok(config)
 }
 
 /// The reference's `${devcontainerId}`: sha256 of the JSON of its id labels
@@ -733,6 +758,316 @@ fn refuse_unsupported(cx: &Cx<'_>, raw: &Map<String, Value>) -> Result<(), Devco
     Ok(())
 }
 
+/// What flightdeck does with one key of devcontainer.json.
+#[derive(Clone, Copy)]
+enum Treatment {
+    /// Read into [`DevContainer`], and refused there by value where the value would weaken the
+    /// container's isolation or needs what flightdeck lacks (`features`, `privileged`,
+    /// `runArgs`, `mounts`, …).
+    Read,
+    /// Configures an editor, not the container: never reported.
+    Metadata,
+    /// Not applied: reported with this reason, unless the value asks for nothing (`null`,
+    /// `[]`, `{}`, `""`).
+    Ignored(&'static str),
+    /// An object whose keys have a table of their own.
+    Nested(&'static [(&'static str, Treatment)]),
+    /// Decided by the value: `Ok(None)` is applied or asks for nothing, `Ok(Some(why))` is
+    /// reported, an error refuses.
+    ByValue(Decide),
+}
+
+type Decide = fn(&Cx<'_>, &str, &Value) -> Result<Option<&'static str>, DevcontainerError>;
+
+const NO_PORTS: &str = "flightdeck publishes and forwards no port of the container: the mission's commands reach its services on localhost, nothing outside the container does";
+const HOST_RESOURCES: &str = "flightdeck does not check the host's resources; the container's limits come from the template's [workspace] (memory_mb, max_processes)";
+
+/// Every top-level key of devcontainer.json (the spec's, for image, Dockerfile and Compose
+/// configurations) and what flightdeck does with it. Why, for the keys not simply read:
+const TOP_LEVEL: &[(&str, Treatment)] = &[
+    ("image", Treatment::Read),
+    ("build", Treatment::Nested(BUILD)),
+    ("dockerFile", Treatment::Read),
+    ("context", Treatment::Read),
+    ("containerEnv", Treatment::Read),
+    ("remoteEnv", Treatment::Read),
+    ("containerUser", Treatment::Read),
+    ("remoteUser", Treatment::Read),
+    ("workspaceFolder", Treatment::Read),
+    ("workspaceMount", Treatment::Read),
+    ("mounts", Treatment::Read),
+    ("runArgs", Treatment::Read),
+    // Runs on the host in the reference: read so that the engine refuses it.
+    ("initializeCommand", Treatment::Read),
+    ("onCreateCommand", Treatment::Read),
+    ("updateContentCommand", Treatment::Read),
+    ("postCreateCommand", Treatment::Read),
+    ("postStartCommand", Treatment::Read),
+    ("postAttachCommand", Treatment::Read),
+    // Refused when not empty (see `refuse_unsupported`).
+    ("features", Treatment::Read),
+    ("dockerComposeFile", Treatment::Read),
+    ("privileged", Treatment::Read),
+    ("capAdd", Treatment::Read),
+    ("securityOpt", Treatment::Read),
+    // Editor metadata.
+    ("name", Treatment::Metadata),
+    ("$schema", Treatment::Metadata),
+    ("customizations", Treatment::Metadata),
+    ("extensions", Treatment::Metadata),
+    ("settings", Treatment::Metadata),
+    // Ports are for an editor or a browser on the host; the mission's commands run inside the
+    // container and need none. Publishing one would open the container to the host's network.
+    ("appPort", Treatment::Ignored(NO_PORTS)),
+    ("forwardPorts", Treatment::Ignored(NO_PORTS)),
+    ("portsAttributes", Treatment::Ignored(NO_PORTS)),
+    ("otherPortsAttributes", Treatment::Ignored(NO_PORTS)),
+    // What happens when an editor disconnects; flightdeck's own lifecycle decides instead.
+    (
+        "shutdownAction",
+        Treatment::Ignored("flightdeck stops and removes the container itself when the mission is done"),
+    ),
+    // Stricter than any value: nothing runs before all lifecycle commands are done.
+    (
+        "waitFor",
+        Treatment::Ignored("flightdeck runs every lifecycle command to the end before the mission's first command"),
+    ),
+    // `false` means the image's own command must run (it often starts a service): refused,
+    // since flightdeck always replaces it and the missing service would fail commands later
+    // with a misleading error. `true` is what flightdeck does.
+    ("overrideCommand", Treatment::ByValue(override_command)),
+    // PID 1 is flightdeck's shell loop, which reaps orphans as tini would: harmless.
+    ("init", Treatment::ByValue(init)),
+    // The reference's default (`loginInteractiveShell`) is not honoured either; refusing the
+    // explicit value while accepting the default would be arbitrary. Reported, with the way
+    // to get the variables (remoteEnv). `"none"` is what flightdeck does.
+    ("userEnvProbe", Treatment::ByValue(user_env_probe)),
+    // Also the reference's default, also not done: reported so that a permission error in
+    // the worktree has its explanation on the timeline. `false` is what flightdeck does.
+    ("updateRemoteUserUID", Treatment::ByValue(update_remote_user_uid)),
+    // Minimums for the host, except a required GPU (refused: the work cannot be right without).
+    ("hostRequirements", Treatment::Nested(HOST_REQUIREMENTS)),
+    // Only meaningful with features, which are refused when there are any.
+    (
+        "overrideFeatureInstallOrder",
+        Treatment::Ignored("there are no features to order (flightdeck refuses non-empty `features`)"),
+    ),
+    // Compose keys without `dockerComposeFile` (which is refused) have no effect.
+    (
+        "service",
+        Treatment::Ignored("only meaningful with `dockerComposeFile`, which this file does not use"),
+    ),
+    (
+        "runServices",
+        Treatment::Ignored("only meaningful with `dockerComposeFile`, which this file does not use"),
+    ),
+    // Recommendations shown by an editor; secrets come from the template.
+    (
+        "secrets",
+        Treatment::Ignored("recommendations for an editor; the mission's commands get the secrets the template's [workspace] names"),
+    ),
+    // Not a key of the spec (the reference ignores it too); listed for the pointer.
+    (
+        "gpu",
+        Treatment::Ignored("not a devcontainer.json key, so it has no effect; a GPU is asked for with `hostRequirements.gpu`, and flightdeck runs containers without one"),
+    ),
+];
+
+/// `build`.
+const BUILD: &[(&str, Treatment)] = &[
+    ("dockerfile", Treatment::Read),
+    ("context", Treatment::Read),
+    ("args", Treatment::Read),
+    ("target", Treatment::Read),
+    // Cache sources change how fast the image builds, not what it is.
+    (
+        "cacheFrom",
+        Treatment::Ignored("a build cache hint: the image is built without it (the same image, perhaps more slowly)"),
+    ),
+    // Arbitrary `docker build` flags: without them the image is not the one described, and
+    // some (`--network=host`, `--add-host`, `--secret`) reach past the build's isolation, so
+    // they are refused rather than dropped or passed on.
+    ("options", Treatment::ByValue(build_options)),
+];
+
+/// `hostRequirements`.
+const HOST_REQUIREMENTS: &[(&str, Treatment)] = &[
+    ("cpus", Treatment::Ignored(HOST_RESOURCES)),
+    ("memory", Treatment::Ignored(HOST_RESOURCES)),
+    ("storage", Treatment::Ignored(HOST_RESOURCES)),
+    ("gpu", Treatment::ByValue(gpu)),
+];
+
+fn override_command(
+    cx: &Cx<'_>,
+    field: &str,
+    value: &Value,
+) -> Result<Option<&'static str>, DevcontainerError> {
+    if value == &Value::Bool(false) {
+        return Err(cx.unsupported(
+            field,
+            "flightdeck always replaces the image's command with its own (a loop that keeps the container up), so the image's entrypoint and command would not run, nor any service they start",
+            "start what the image's entrypoint starts from `postStartCommand`, and remove `overrideCommand` (or set it to true)",
+        ));
+    }
+    Ok(None)
+}
+
+fn init(_: &Cx<'_>, _: &str, value: &Value) -> Result<Option<&'static str>, DevcontainerError> {
+    Ok((value == &Value::Bool(true)).then_some(
+        "the container's PID 1 is flightdeck's own loop, which reaps orphaned processes; docker's --init is not added",
+    ))
+}
+
+fn user_env_probe(
+    _: &Cx<'_>,
+    _: &str,
+    value: &Value,
+) -> Result<Option<&'static str>, DevcontainerError> {
+    Ok(match value {
+        Value::Null => None,
+        Value::String(s) if s == "none" => None,
+        _ => Some("commands get the image's environment, containerEnv and remoteEnv; flightdeck does not probe the user's shell profile (set what it adds in remoteEnv)"),
+    })
+}
+
+fn update_remote_user_uid(
+    _: &Cx<'_>,
+    _: &str,
+    value: &Value,
+) -> Result<Option<&'static str>, DevcontainerError> {
+    Ok((value == &Value::Bool(true)).then_some(
+        "flightdeck does not change the container user's UID: the worktree keeps the host's file owners, so remoteUser may not be able to write it unless its UID matches",
+    ))
+}
+
+fn gpu(cx: &Cx<'_>, field: &str, value: &Value) -> Result<Option<&'static str>, DevcontainerError> {
+    match value {
+        Value::Null | Value::Bool(false) => Ok(None),
+        Value::String(s) if s == "optional" => Ok(Some("flightdeck runs containers without a GPU")),
+        Value::Bool(true) | Value::Object(_) => Err(cx.unsupported(
+            field,
+            "the configuration requires a GPU, and flightdeck runs containers without one",
+            "write \"optional\" if the work can run without a GPU",
+        )),
+        other => Err(cx.wrong_type(field, "true, false, \"optional\" or an object", other)),
+    }
+}
+
+fn build_options(
+    cx: &Cx<'_>,
+    field: &str,
+    value: &Value,
+) -> Result<Option<&'static str>, DevcontainerError> {
+    match value {
+        Value::Null => Ok(None),
+        Value::Array(items) if items.is_empty() => Ok(None),
+        Value::Array(items) => {
+            let shown: Vec<String> = items
+                .iter()
+                .map(|item| {
+                    item.as_str()
+                        .map_or_else(|| item.to_string(), str::to_string)
+                })
+                .collect();
+            Err(cx.unsupported(
+                field,
+                &format!(
+                    "docker build options (`{}`) are not passed on: flightdeck builds through the engine's API, cannot vet options such as `--network=host`, `--add-host` or `--secret`, and without them the image would not be the one described",
+                    shown.join(" ")
+                ),
+                "do in the Dockerfile (or with `build.args`) what the options did, and remove `build.options`",
+            ))
+        }
+        other => Err(cx.wrong_type(field, "an array of strings", other)),
+    }
+}
+
+/// The keys of `map` (at `prefix`) that flightdeck does not apply, by `table`; refuses those
+/// the table says to.
+fn classify_keys(
+    cx: &Cx<'_>,
+    prefix: &str,
+    map: &Map<String, Value>,
+    table: &[(&str, Treatment)],
+) -> Result<Vec<IgnoredKey>, DevcontainerError> {
+    let mut ignored = Vec::new();
+    for (key, value) in map {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let Some((_, treatment)) = table.iter().find(|(known, _)| known == key) else {
+            let mut why =
+                "not a devcontainer.json key flightdeck knows, so it has no effect".to_string();
+            let nearest = table
+                .iter()
+                .filter_map(|(known, _)| Some((misspelling_distance(key, known)?, known)))
+                .min_by_key(|(distance, _)| *distance);
+            if let Some((_, known)) = nearest {
+                why.push_str(&format!(" (did you mean `{known}`?)"));
+            }
+            ignored.push(IgnoredKey { key: path, why });
+            continue;
+        };
+        let why = match treatment {
+            Treatment::Read | Treatment::Metadata => None,
+            Treatment::Ignored(why) => (!asks_nothing(value)).then_some(*why),
+            Treatment::Nested(inner) => {
+                match value {
+                    Value::Null => {}
+                    Value::Object(nested) => {
+                        ignored.extend(classify_keys(cx, &path, nested, inner)?)
+                    }
+                    other => return Err(cx.wrong_type(&path, "an object", other)),
+                }
+                None
+            }
+            Treatment::ByValue(decide) => decide(cx, &path, value)?,
+        };
+        if let Some(why) = why {
+            ignored.push(IgnoredKey {
+                key: path,
+                why: why.to_string(),
+            });
+        }
+    }
+    Ok(ignored)
+}
+
+fn asks_nothing(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Array(items) => items.is_empty(),
+        Value::Object(map) => map.is_empty(),
+        Value::Bool(_) | Value::Number(_) => false,
+    }
+}
+
+/// How far `key` is from `known` (edits, case ignored) when it is likely a misspelling of it:
+/// at most two edits, for keys of four characters or more.
+fn misspelling_distance(key: &str, known: &str) -> Option<usize> {
+    let a: Vec<char> = key.to_lowercase().chars().collect();
+    let b: Vec<char> = known.to_lowercase().chars().collect();
+    if a.len().abs_diff(b.len()) > 2 || a.len() < 4 {
+        return None;
+    }
+    // Levenshtein distance, one row at a time.
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    Some(row[b.len()]).filter(|distance| *distance <= 2)
+}
+
 /// Resolves `${…}` the way the reference does: the text between `${` and the first `}` (on the
 /// same line) is split at `:`; the first part names the variable, the rest are its arguments.
 struct Vars<'a> {
@@ -951,6 +1286,7 @@ fn read_config(
         },
         forward_ports: read_forward_ports(cx, config.get("forwardPorts"))?,
         init: opt_bool(cx, config, "init")?.unwrap_or(false),
+        ignored: Vec::new(),
     })
 }
 

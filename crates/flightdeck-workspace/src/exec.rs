@@ -1,8 +1,22 @@
 //! Running one command: combined stdout and stderr through one pipe (so the output reads in
 //! the order it was written), a capture cap, a timeout that kills the whole process tree.
+//!
+//! Every command runs in a process group of its own, led by a watchdog: a `sh` whose stdin is
+//! the read end of a pipe (the lifeline) whose only write end flightdeck holds. The watchdog
+//! reads until end of file, then kills its process group. flightdeck's end closes when
+//! flightdeck is done with the command, when the command's future is dropped, and when
+//! flightdeck dies by any means, SIGKILL included (the kernel closes a dead process's files), so
+//! the command and everything it started die with it and stop writing into the worktree.
+//! A parent-death signal (`PR_SET_PDEATHSIG`) would not do: it reaches only the direct child
+//! (a `sleep &` of the command would survive), and it fires when the *thread* that spawned the
+//! child exits, which in a thread pool is not flightdeck's death.
 
 use std::io::Read;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
 
 use crate::WorkspaceError;
 
@@ -38,44 +52,118 @@ impl CommandOutcome {
     }
 }
 
-/// Spawns `command` (already wrapped in whatever sandbox applies), collects its output and
-/// waits for it, killing it at `timeout`. `kill_tree` kills what the command left behind.
+/// The watchdog: signals that could end it before the lifeline closes are ignored; when the
+/// lifeline reads end of file, the whole group (the watchdog too) is killed. Builtins only.
+const WATCHDOG: &str = "trap '' HUP INT QUIT TERM PIPE; read -r _; kill -s KILL 0";
+
+/// A command's process group, led by its watchdog. Dropping it kills the group.
+struct Group {
+    pgid: Pid,
+    watchdog: tokio::process::Child,
+    /// flightdeck's end of the lifeline: dropping it (or dying) makes the watchdog kill the
+    /// group.
+    _lifeline: std::io::PipeWriter,
+    /// Set once the watchdog is reaped: from then on the group's id may name another group.
+    ended: bool,
+}
+
+impl Group {
+    fn start() -> std::io::Result<Group> {
+        let (lifeline_reader, lifeline) = std::io::pipe()?;
+        let mut command = tokio::process::Command::new("sh");
+        command
+            .arg("-c")
+            .arg(WATCHDOG)
+            .env_clear()
+            .envs(std::env::var_os("PATH").map(|path| ("PATH", path)))
+            .stdin(lifeline_reader)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true);
+        let watchdog = command.spawn()?;
+        let pid = watchdog
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .ok_or_else(|| std::io::Error::other("the watchdog exited at once"))?;
+        Ok(Group {
+            pgid: Pid::from_raw(pid),
+            watchdog,
+            _lifeline: lifeline,
+            ended: false,
+        })
+    }
+
+    /// The group's id, for [`tokio::process::Command::process_group`].
+    fn id(&self) -> i32 {
+        self.pgid.as_raw()
+    }
+
+    /// Kills every process of the group. While the watchdog (the leader) is not reaped, its
+    /// pid, hence the group id, cannot be reused: the signal cannot reach anyone else.
+    fn kill(&self) {
+        if !self.ended {
+            let _ = killpg(self.pgid, Signal::SIGKILL);
+        }
+    }
+
+    /// Kills the group and reaps the watchdog.
+    async fn end(&mut self) {
+        self.kill();
+        let _ = self.watchdog.wait().await;
+        self.ended = true;
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // The command's future was dropped (or failed) before `end`: kill now rather than when
+        // the watchdog notices the lifeline; the watchdog is reaped by tokio afterwards.
+        self.kill();
+    }
+}
+
+/// Spawns `command` (already wrapped in whatever sandbox applies) in a process group of its
+/// own, collects its output and waits for it, killing it at `timeout`. Whatever it left
+/// running in its group is killed when it exits, when this future is dropped, and when
+/// flightdeck dies.
 pub(crate) async fn run(
     mut command: tokio::process::Command,
     program: &str,
     timeout: Duration,
-    kill_tree: impl Fn(u32),
 ) -> Result<CommandOutcome, WorkspaceError> {
     let spawn_error = |source| WorkspaceError::Spawn {
         program: program.to_string(),
         source,
     };
+    let mut group = Group::start().map_err(|source| WorkspaceError::Spawn {
+        program: "sh (the watchdog that ends the command with flightdeck)".to_string(),
+        source,
+    })?;
     let (reader, writer) = std::io::pipe().map_err(spawn_error)?;
     let writer_for_stderr = writer.try_clone().map_err(spawn_error)?;
     command
-        .stdin(std::process::Stdio::null())
+        .stdin(Stdio::null())
         .stdout(writer)
         .stderr(writer_for_stderr)
+        .process_group(group.id())
         .kill_on_drop(true);
     let started = Instant::now();
     let mut child = command.spawn().map_err(spawn_error)?;
     // `command` still holds the write ends; drop it so EOF arrives when the child is done.
     drop(command);
-    let pid = child.id();
     let collector = tokio::task::spawn_blocking(move || collect(reader));
     let (exit_code, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => (status.code(), false),
         Ok(Err(source)) => return Err(spawn_error(source)),
         Err(_) => {
-            let _ = child.start_kill();
+            group.kill();
             let _ = child.wait().await;
             (None, true)
         }
     };
     // Whatever the command left running still holds the pipe; end it so EOF comes.
-    if let Some(pid) = pid {
-        kill_tree(pid);
-    }
+    group.end().await;
     let (output, dropped_bytes) =
         match tokio::time::timeout(Duration::from_secs(5), collector).await {
             Ok(Ok(collected)) => collected,

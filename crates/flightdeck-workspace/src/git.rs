@@ -32,6 +32,16 @@ pub enum GitError {
         existing: String,
         wanted: String,
     },
+    /// The worktree's index is locked by a git process that is still running.
+    #[error("{lock} is held by the running git process {pid} (`{command}`), so git cannot work on the worktree now\nhint: wait for that git to finish, or end it (kill {pid}) if it hangs, then try again")]
+    IndexLocked {
+        lock: String,
+        pid: u32,
+        command: String,
+    },
+    /// A lock left by a killed git that could not be removed.
+    #[error("cannot remove {lock}, left by a git process that was killed: {error}\nhint: remove the file by hand (no git is working on the worktree), then try again")]
+    StaleLock { lock: String, error: String },
 }
 
 fn git(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Output, GitError> {
@@ -179,6 +189,7 @@ impl Worktree {
 
     /// Runs git on the worktree with its git dir and work tree named explicitly.
     fn git(&self, args: &[&str], env: &[(&str, &str)]) -> Result<String, GitError> {
+        self.recover_index_lock()?;
         let git_dir = format!("--git-dir={}", self.git_dir.display());
         let work_tree = format!("--work-tree={}", self.path.display());
         let mut full = vec![
@@ -189,6 +200,34 @@ impl Worktree {
         ];
         full.extend_from_slice(args);
         git_ok(&self.path, &full, env)
+    }
+
+    /// A git killed while it held the worktree's index (flightdeck killed mid-`git add`, say)
+    /// leaves `<admin dir>/index.lock` behind, and every later git command on the worktree
+    /// fails on it. The lock is stale when no git process works on the worktree: none whose
+    /// arguments or current directory name its admin dir or its work tree (see
+    /// [`git_process_on`]); then it is removed. A live one is an error naming it.
+    fn recover_index_lock(&self) -> Result<(), GitError> {
+        let lock = self.git_dir.join("index.lock");
+        if std::fs::symlink_metadata(&lock).is_err() {
+            return Ok(());
+        }
+        if let Some((pid, command)) = git_process_on(&[&self.git_dir, &self.path]) {
+            return Err(GitError::IndexLocked {
+                lock: lock.display().to_string(),
+                pid,
+                command,
+            });
+        }
+        match std::fs::remove_file(&lock) {
+            Ok(()) => Ok(()),
+            // Its git finished between the look and now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(GitError::StaleLock {
+                lock: lock.display().to_string(),
+                error: e.to_string(),
+            }),
+        }
     }
 
     /// Records the worktree's whole state (tracked and untracked, not ignored files) as a git
@@ -414,5 +453,169 @@ impl Worktree {
             )
             .ok()?;
         (!id.is_empty()).then_some(id)
+    }
+}
+
+/// A running git process (other than this one) working on one of `dirs`: its pid and command
+/// line. Read from `/proc`: a process whose program is `git` (or `git-…`) and whose arguments
+/// (`--git-dir=…`, `--work-tree=…`, `-C …`, relative ones against its current directory) or
+/// current directory name one of `dirs` or a path inside one. Processes that vanish or cannot
+/// be read while looking are skipped, and so is one in the first moments of its exec (its
+/// arguments read empty until the kernel has set them up): it has not run yet, so it holds no
+/// lock. Environment variables (`GIT_DIR`) are not looked at: flightdeck never passes them.
+fn git_process_on(dirs: &[&Path]) -> Option<(u32, String)> {
+    // Both spellings: the path as flightdeck has it and with symlinks resolved.
+    let mut wanted: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        wanted.push(dir.to_path_buf());
+        if let Ok(real) = std::fs::canonicalize(dir) {
+            wanted.push(real);
+        }
+    }
+    let own = std::process::id();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == own {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let argv: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if !is_git(&argv, comm.trim_end()) {
+            continue;
+        }
+        let cwd = std::fs::read_link(entry.path().join("cwd")).ok();
+        if names_any(&argv, cwd.as_deref(), &wanted) {
+            return Some((pid, argv.join(" ")));
+        }
+    }
+    None
+}
+
+/// Whether a process is git: its `argv[0]` or its kernel name is `git` or `git-…`.
+fn is_git(argv: &[String], comm: &str) -> bool {
+    let program = argv
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a))
+        .unwrap_or_default();
+    [program, comm]
+        .iter()
+        .any(|name| *name == "git" || name.starts_with("git-"))
+}
+
+/// Whether a process's arguments (past `argv[0]`) or its current directory name one of
+/// `dirs` or a path inside one. `--option=PATH` counts for its value; relative paths are
+/// taken from `cwd`.
+fn names_any(argv: &[String], cwd: Option<&Path>, dirs: &[PathBuf]) -> bool {
+    let inside = |path: &Path| dirs.iter().any(|dir| path.starts_with(dir));
+    if cwd.is_some_and(inside) {
+        return true;
+    }
+    argv.iter().skip(1).any(|arg| {
+        let value = match arg.split_once('=') {
+            Some((option, value)) if option.starts_with('-') => value,
+            _ => arg.as_str(),
+        };
+        if value.is_empty() || value.starts_with('-') {
+            return false;
+        }
+        let path = Path::new(value);
+        if path.is_absolute() {
+            inside(&lexical(path))
+        } else {
+            cwd.is_some_and(|cwd| inside(&lexical(&cwd.join(path))))
+        }
+    })
+}
+
+/// `.` and `..` resolved without looking at the disk.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn which_processes_are_git_on_the_worktree() {
+        let dirs = [
+            PathBuf::from("/r/.git/worktrees/wt"),
+            PathBuf::from("/m/wt"),
+        ];
+        // (argv, cwd, is git, names a dir)
+        let table: &[(&[&str], Option<&str>, bool, bool)] = &[
+            (
+                &["git", "--git-dir=/r/.git/worktrees/wt", "add"],
+                None,
+                true,
+                true,
+            ),
+            (&["/usr/bin/git", "-C", "/m/wt", "status"], None, true, true),
+            (&["git", "--work-tree=/m/wt/", "add"], None, true, true),
+            (&["git", "add", "--", "."], Some("/m/wt/src"), true, true),
+            (&["git", "-C", "wt", "add"], Some("/m"), true, true),
+            (&["git", "-C", "../wt", "add"], Some("/m/other"), true, true),
+            (
+                &["git", "--git-dir=/r/.git/worktrees/wt/../wt2", "add"],
+                None,
+                true,
+                false,
+            ),
+            (
+                &["git", "--git-dir=/r/.git/worktrees/wt2", "add"],
+                None,
+                true,
+                false,
+            ),
+            (&["git", "-C", "/m/wt2", "add"], Some("/"), true, false),
+            (
+                &["git", "-C", "/r", "worktree", "prune"],
+                Some("/"),
+                true,
+                false,
+            ),
+            (&["git", "status"], None, true, false),
+            (&["git-upload-pack", "/m/wt"], None, true, true),
+            (&["sleep", "/m/wt"], None, false, true),
+            (&["/opt/gitlab/bin/gitaly", "/m/wt"], None, false, true),
+            (&["vim", "--cmd=x"], Some("/m/wt"), false, true),
+        ];
+        for (argv, cwd, git, names) in table {
+            let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
+            assert_eq!(is_git(&argv, "x"), *git, "{argv:?}");
+            assert_eq!(
+                names_any(&argv, cwd.map(Path::new), &dirs),
+                *names,
+                "{argv:?} in {cwd:?}"
+            );
+        }
+        assert!(
+            is_git(&["whatever".to_string()], "git"),
+            "the kernel's name counts"
+        );
     }
 }

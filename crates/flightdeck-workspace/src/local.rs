@@ -336,7 +336,7 @@ impl LocalWorkspace {
             c
         };
         if matches!(self.sandbox, Sandbox::None) {
-            command.current_dir(&self.root).process_group(0);
+            command.current_dir(&self.root);
         }
         command.env_clear();
         for name in ENV_ALLOWLIST {
@@ -382,20 +382,10 @@ impl Workspace for LocalWorkspace {
             .map_err(WorkspaceError::Limits)?;
         let join = group.as_ref().map(|g| g.procs_files()).unwrap_or_default();
         let (command, program) = self.command_for(spec, &join);
-        let sandboxed = matches!(self.sandbox, Sandbox::Bubblewrap(_));
-        let mut outcome = run(command, &program, spec.timeout, move |pid| {
-            // In the sandbox the PID namespace dies with bubblewrap; outside it, the command
-            // leads its own process group, which is ended as a whole.
-            if !sandboxed {
-                if let Ok(pid) = i32::try_from(pid) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        })
-        .await?;
+        // The command leads no group of its own: `run` puts it in one that is killed as a
+        // whole when it ends, times out, is dropped, or when flightdeck dies. In the sandbox
+        // the PID namespace dies with bubblewrap as well.
+        let mut outcome = run(command, &program, spec.timeout).await?;
         if let Some(hit) = group.as_ref().and_then(|g| g.limit_hit()) {
             outcome
                 .output

@@ -170,8 +170,14 @@ fn fixtures_match_the_reference() {
     let mut snapshot = Map::new();
     for ((name, dir, ours), child) in accepted.iter().zip(children) {
         let reference = reference_output(child, name);
-        let theirs = reference_view(&reference, dir, &ours.config_file);
+        let mut theirs = reference_view(&reference, dir, &ours.config_file);
         let mine = our_view(ours);
+        // Nothing dropped silently: a key of the reference's configuration that we have no
+        // field for must be one we report as ignored, or one that asks for nothing.
+        for ignored in &ours.ignored {
+            remove_unread(&mut theirs, &mine, &ignored.key);
+        }
+        prune_no_ops(&mut theirs, &mine, "");
         let keys: std::collections::BTreeSet<&String> = theirs.keys().chain(mine.keys()).collect();
         for key in keys {
             let (a, b) = (mine.get(key), theirs.get(key));
@@ -360,8 +366,10 @@ fn reference_view(output: &Value, dir: &Path, config_file: &Path) -> Map<String,
         .expect("configuration object");
     // Added by the reference: where it read the file (a VS Code URI).
     config.remove("configFilePath");
-    // Editor settings, which flightdeck ignores on purpose.
-    config.remove("customizations");
+    // Editor metadata, which flightdeck ignores on purpose without a report.
+    for key in ["customizations", "$schema", "extensions", "settings"] {
+        config.remove(key);
+    }
     // An empty `features` is accepted and means nothing; a non-empty one is an error fixture.
     if config.get("features") == Some(&json!({})) {
         config.remove("features");
@@ -398,6 +406,15 @@ fn reference_view(output: &Value, dir: &Path, config_file: &Path) -> Map<String,
         });
         if let Some(target) = build_field("target") {
             b["target"] = target;
+        }
+        // The rest of `build` as the reference has it: compared (and so reported as ignored
+        // by us, see `remove_unread`).
+        if let Some(Value::Object(rest)) = &build {
+            for (key, value) in rest {
+                if !["dockerfile", "context", "args", "target"].contains(&key.as_str()) {
+                    b[key] = value.clone();
+                }
+            }
         }
         // With a Dockerfile the reference builds and does not use `image`.
         config.remove("image");
@@ -444,6 +461,73 @@ fn reference_view(output: &Value, dir: &Path, config_file: &Path) -> Map<String,
         }
     }
     config.clone()
+}
+
+/// Removes the key at the dotted `path` (one we report as ignored) from the reference's side,
+/// unless our side has it too (a field we read and compare, such as `forwardPorts`).
+fn remove_unread(theirs: &mut Map<String, Value>, mine: &Map<String, Value>, path: &str) {
+    let parts: Vec<&str> = path.split('.').collect();
+    let (last, parents) = parts.split_last().unwrap();
+    let mut theirs = theirs;
+    let mut mine = Some(mine);
+    for part in parents {
+        mine = mine.and_then(|m| m.get(*part)).and_then(Value::as_object);
+        match theirs.get_mut(*part) {
+            Some(Value::Object(inner)) => theirs = inner,
+            _ => return,
+        }
+    }
+    if mine.is_none_or(|m| !m.contains_key(*last)) {
+        theirs.remove(*last);
+    }
+}
+
+/// Whether a value asks for nothing.
+type NoOp = fn(&Value) -> bool;
+
+/// Values that ask flightdeck for nothing: what it does anyway.
+const NO_OPS: &[(&str, NoOp)] = &[
+    ("userEnvProbe", |v| v == "none"),
+    ("updateRemoteUserUID", |v| v == &json!(false)),
+    ("init", |v| v == &json!(false)),
+    ("hostRequirements.gpu", |v| v == &json!(false)),
+];
+
+/// Drops from the reference's side what we have no field for and that asks for nothing:
+/// `null`, `[]`, `{}`, `""`, the values in [`NO_OPS`], and objects left empty by the removals.
+fn prune_no_ops(theirs: &mut Map<String, Value>, mine: &Map<String, Value>, prefix: &str) {
+    let keys: Vec<String> = theirs.keys().cloned().collect();
+    for key in keys {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        let ours = mine.get(&key);
+        if let (Some(Value::Object(inner)), Some(Value::Object(ours))) =
+            (theirs.get_mut(&key), ours)
+        {
+            prune_no_ops(inner, ours, &path);
+            continue;
+        }
+        if ours.is_some() {
+            continue;
+        }
+        if let Some(Value::Object(inner)) = theirs.get_mut(&key) {
+            prune_no_ops(inner, &Map::new(), &path);
+        }
+        let value = &theirs[&key];
+        let nothing = match value {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(o) => o.is_empty(),
+            _ => false,
+        } || NO_OPS.iter().any(|(p, no_op)| *p == path && no_op(value));
+        if nothing {
+            theirs.remove(&key);
+        }
+    }
 }
 
 /// A mount as docker reads it, from the reference's string or object, independently of our
@@ -1049,6 +1133,198 @@ fn parse_edge_table() {
             "{text}: {e:?} should mention {needle:?}"
         );
         assert!(e.contains("\nhint: "), "{text}: {e:?} has no hint");
+    }
+}
+
+/// What becomes of a key we do not simply read.
+enum Fate {
+    /// Accepted, and these keys (JSON paths) reported in `ignored`, in this order; the reason
+    /// of the first must mention the text.
+    Reported(&'static [&'static str], &'static str),
+    /// Accepted without a report.
+    Silent,
+    /// Refused: the error names this field.
+    Refused(&'static str),
+}
+
+/// Every key the spec has that flightdeck does not apply, and unknown ones: refused, reported,
+/// or (editor metadata, values that ask for nothing) silent.
+#[test]
+fn ignored_and_refused_keys_table() {
+    use Fate::*;
+    let table: &[(&str, Fate)] = &[
+        (r#""appPort": 3000"#, Reported(&["appPort"], "no port")),
+        (
+            r#""appPort": [8080, "0.0.0.0:9090:90"]"#,
+            Reported(&["appPort"], "no port"),
+        ),
+        (r#""appPort": []"#, Silent),
+        (
+            r#""forwardPorts": [3000]"#,
+            Reported(&["forwardPorts"], "no port"),
+        ),
+        (r#""forwardPorts": []"#, Silent),
+        (
+            r#""portsAttributes": {"3000": {"label": "web"}}"#,
+            Reported(&["portsAttributes"], "no port"),
+        ),
+        (
+            r#""otherPortsAttributes": {"onAutoForward": "ignore"}"#,
+            Reported(&["otherPortsAttributes"], "no port"),
+        ),
+        (
+            r#""shutdownAction": "none""#,
+            Reported(&["shutdownAction"], "removes the container"),
+        ),
+        (
+            r#""shutdownAction": "stopContainer""#,
+            Reported(&["shutdownAction"], "removes the container"),
+        ),
+        (
+            r#""waitFor": "onCreateCommand""#,
+            Reported(&["waitFor"], "every lifecycle command"),
+        ),
+        (r#""overrideCommand": true"#, Silent),
+        (r#""overrideCommand": null"#, Silent),
+        (r#""overrideCommand": false"#, Refused("overrideCommand")),
+        (r#""init": true"#, Reported(&["init"], "PID 1")),
+        (r#""init": false"#, Silent),
+        (
+            r#""userEnvProbe": "loginInteractiveShell""#,
+            Reported(&["userEnvProbe"], "remoteEnv"),
+        ),
+        (
+            r#""userEnvProbe": "interactiveShell""#,
+            Reported(&["userEnvProbe"], "remoteEnv"),
+        ),
+        (r#""userEnvProbe": "none""#, Silent),
+        (
+            r#""updateRemoteUserUID": true"#,
+            Reported(&["updateRemoteUserUID"], "UID"),
+        ),
+        (r#""updateRemoteUserUID": false"#, Silent),
+        (
+            r#""hostRequirements": {"cpus": 2, "memory": "4gb", "storage": "10gb"}"#,
+            Reported(
+                &[
+                    "hostRequirements.cpus",
+                    "hostRequirements.memory",
+                    "hostRequirements.storage",
+                ],
+                "memory_mb",
+            ),
+        ),
+        (
+            r#""hostRequirements": {"gpu": "optional"}"#,
+            Reported(&["hostRequirements.gpu"], "without a GPU"),
+        ),
+        (r#""hostRequirements": {"gpu": false}"#, Silent),
+        (
+            r#""hostRequirements": {"gpu": true}"#,
+            Refused("hostRequirements.gpu"),
+        ),
+        (
+            r#""hostRequirements": {"gpu": {"cores": 2, "memory": "8gb"}}"#,
+            Refused("hostRequirements.gpu"),
+        ),
+        (
+            r#""hostRequirements": {"gpu": "yes"}"#,
+            Refused("hostRequirements.gpu"),
+        ),
+        (
+            r#""hostRequirements": {"gpus": 1}"#,
+            Reported(&["hostRequirements.gpus"], "no effect"),
+        ),
+        (
+            r#""hostRequirements": {"memmory": "4gb"}"#,
+            Reported(&["hostRequirements.memmory"], "did you mean `memory`?"),
+        ),
+        (r#""hostRequirements": 4"#, Refused("hostRequirements")),
+        (r#""hostRequirements": null"#, Silent),
+        (r#""gpu": true"#, Reported(&["gpu"], "hostRequirements.gpu")),
+        (
+            r#""build": {"dockerfile": "Dockerfile", "cacheFrom": "app:cache"}"#,
+            Reported(&["build.cacheFrom"], "cache"),
+        ),
+        (
+            r#""build": {"dockerfile": "Dockerfile", "cacheFrom": []}"#,
+            Silent,
+        ),
+        (
+            r#""build": {"dockerfile": "Dockerfile", "options": ["--network=host"]}"#,
+            Refused("build.options"),
+        ),
+        (
+            r#""build": {"dockerfile": "Dockerfile", "options": "--pull"}"#,
+            Refused("build.options"),
+        ),
+        (
+            r#""build": {"dockerfile": "Dockerfile", "options": []}"#,
+            Silent,
+        ),
+        (
+            r#""build": {"dockerfile": "Dockerfile", "targt": "dev"}"#,
+            Reported(&["build.targt"], "did you mean `target`?"),
+        ),
+        (r#""build": "Dockerfile""#, Refused("build")),
+        (
+            r#""postCreateComand": "make""#,
+            Reported(&["postCreateComand"], "did you mean `postCreateCommand`?"),
+        ),
+        (
+            r#""RemoteUser": "dev""#,
+            Reported(&["RemoteUser"], "did you mean `remoteUser`?"),
+        ),
+        (r#""x-notes": null"#, Reported(&["x-notes"], "no effect")),
+        (
+            r#""overrideFeatureInstallOrder": ["a"], "features": {}"#,
+            Reported(&["overrideFeatureInstallOrder"], "no features"),
+        ),
+        (
+            r#""service": "app", "runServices": ["db"]"#,
+            Reported(&["service", "runServices"], "dockerComposeFile"),
+        ),
+        (
+            r#""secrets": {"TOKEN": {}}"#,
+            Reported(&["secrets"], "[workspace]"),
+        ),
+        (
+            r#""name": "n", "$schema": "https://x", "customizations": {"vscode": {}}, "extensions": ["a"], "settings": {"a": 1}"#,
+            Silent,
+        ),
+        // Several: in the file's order.
+        (
+            r#""waitFor": "x", "init": true, "appPort": 1"#,
+            Reported(&["waitFor", "init", "appPort"], "every lifecycle command"),
+        ),
+    ];
+    for (fragment, fate) in table {
+        let text = format!(r#"{{"image": "x", {fragment}}}"#);
+        let result = parse_inline(&text);
+        match (fate, result) {
+            (Silent, Ok(config)) => assert!(
+                config.ignored.is_empty(),
+                "{fragment}: reported {:?}",
+                config.ignored
+            ),
+            (Reported(keys, why), Ok(config)) => {
+                let reported: Vec<&str> = config.ignored.iter().map(|k| k.key.as_str()).collect();
+                assert_eq!(&reported, keys, "{fragment}");
+                assert!(
+                    config.ignored[0].why.contains(why),
+                    "{fragment}: {:?} should mention {why:?}",
+                    config.ignored[0].why
+                );
+            }
+            (Refused(field), Err(e)) => {
+                assert!(
+                    e.contains(&format!("`{field}`: ")) && e.contains("\nhint: "),
+                    "{fragment}: {e:?} should name `{field}` and give a hint"
+                );
+            }
+            (_, Ok(config)) => panic!("{fragment}: accepted, reporting {:?}", config.ignored),
+            (_, Err(e)) => panic!("{fragment}: refused: {e}"),
+        }
     }
 }
 

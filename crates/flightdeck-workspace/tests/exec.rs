@@ -124,3 +124,190 @@ async fn the_sandbox_keeps_writes_in_the_worktree_and_has_no_network() {
     );
     assert!(!String::from_utf8_lossy(&inside.output).contains("connected"));
 }
+
+/// `sleep` processes started for one test: their argument is unique to it (`sleep 100001.<pid>`,
+/// a duration no one else uses), so they can be told apart from anyone else's on this machine,
+/// inside a sandbox's PID namespace or not.
+fn marker(test: u32) -> String {
+    format!("{}.{}", 100_000 + test, std::process::id())
+}
+
+/// Live processes running `sleep <marker>`, as (pid, start time) so that a reused pid is not
+/// mistaken for a survivor. Zombies are dead.
+fn sleeps(marker: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let argv: Vec<&[u8]> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .collect();
+        if argv.len() != 2 || !argv[0].ends_with(b"sleep") || argv[1] != marker.as_bytes() {
+            continue;
+        }
+        if let Some(start) = live_start_time(pid) {
+            found.push((pid, start));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The start time of `pid` from `/proc/<pid>/stat`, `None` when it is gone or a zombie.
+fn live_start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state is the 1st field, start time the 20th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let state = fields.first()?;
+    if *state == "Z" || *state == "X" {
+        return None;
+    }
+    fields.get(19).map(|s| s.to_string())
+}
+
+fn survivors(started: &[(u32, String)]) -> Vec<u32> {
+    started
+        .iter()
+        .filter(|(pid, start)| live_start_time(*pid).as_ref() == Some(start))
+        .map(|(pid, _)| *pid)
+        .collect()
+}
+
+/// Polls `done` every 20 ms until it holds or `deadline` passes; says whether it held.
+fn poll(deadline: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + deadline;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn kill_all(pids: &[u32]) {
+    for pid in pids {
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+}
+
+const HELPER_SANDBOX: &str = "FD_TEST_EXEC_HELPER_SANDBOX";
+const HELPER_DIR: &str = "FD_TEST_EXEC_HELPER_DIR";
+const HELPER_COMMAND: &str = "FD_TEST_EXEC_HELPER_COMMAND";
+
+/// Not a test of its own: the stand-in for flightdeck that `commands_die_with_flightdeck` runs
+/// in a child process (this test binary again) and SIGKILLs. Without its variables it does
+/// nothing.
+#[test]
+fn helper_flightdeck_running_one_command() {
+    let Ok(sandbox) = std::env::var(HELPER_SANDBOX) else {
+        return;
+    };
+    let sandbox = match sandbox.as_str() {
+        "none" => Sandbox::None,
+        _ => Sandbox::bubblewrap().unwrap(),
+    };
+    let dir = std::env::var(HELPER_DIR).unwrap();
+    let command = std::env::var(HELPER_COMMAND).unwrap();
+    // A thread pool like flightdeck's.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let ws = LocalWorkspace::new(dir.into(), sandbox);
+        let _ = ws.exec(&spec(&command, 600_000)).await;
+    });
+}
+
+/// flightdeck SIGKILLed while a command runs: the command and what it started in the
+/// background die too, sandboxed or not.
+#[test]
+fn commands_die_with_flightdeck() {
+    for (test, sandbox) in [(1, "none"), (2, "bubblewrap")] {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = marker(test);
+        let mut flightdeck = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "helper_flightdeck_running_one_command",
+                "--exact",
+                "--nocapture",
+            ])
+            .env(HELPER_SANDBOX, sandbox)
+            .env(HELPER_DIR, dir.path())
+            .env(HELPER_COMMAND, format!("sleep {marker} & sleep {marker}"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut started = Vec::new();
+        let running = poll(Duration::from_secs(30), || {
+            started = sleeps(&marker);
+            started.len() == 2
+        });
+        flightdeck.kill().unwrap();
+        flightdeck.wait().unwrap();
+        assert!(
+            running,
+            "{sandbox}: the command's two sleeps never ran: {started:?}"
+        );
+        let mut left = Vec::new();
+        let ended = poll(Duration::from_secs(10), || {
+            left = survivors(&started);
+            left.is_empty()
+        });
+        kill_all(&left);
+        assert!(
+            ended,
+            "{sandbox}: processes {left:?} of the command outlived a SIGKILLed flightdeck"
+        );
+    }
+}
+
+/// The `exec` future dropped (the mission cancelled) while a command runs: its whole tree is
+/// killed, not only the process flightdeck started.
+#[tokio::test(flavor = "multi_thread")]
+async fn dropping_exec_kills_the_command_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    for (test, ws) in (3..).zip(workspaces(&dir)) {
+        let marker = marker(test);
+        let command = spec(&format!("sleep {marker} & sleep {marker}"), 600_000);
+        let watch = marker.clone();
+        let started = tokio::select! {
+            outcome = ws.exec(&command) => panic!("{}: ended on its own: {outcome:?}", ws.sandbox()),
+            started = tokio::task::spawn_blocking(move || {
+                let mut started = Vec::new();
+                poll(Duration::from_secs(30), || {
+                    started = sleeps(&watch);
+                    started.len() == 2
+                });
+                started
+            }) => started.unwrap(),
+        };
+        assert_eq!(started.len(), 2, "{}: the sleeps never ran", ws.sandbox());
+        // The exec future is gone here.
+        let mut left = Vec::new();
+        let ended = poll(Duration::from_secs(10), || {
+            left = survivors(&started);
+            left.is_empty()
+        });
+        kill_all(&left);
+        assert!(
+            ended,
+            "{}: processes {left:?} outlived the dropped exec",
+            ws.sandbox()
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! The git side of a worktree with the real git: a lock left by a killed git is recovered, a
+//! lock a running git holds is reported.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flightdeck_workspace::{GitError, Worktree};
+
+fn git(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "t")
+        .env("GIT_AUTHOR_EMAIL", "t@t")
+        .env("GIT_COMMITTER_NAME", "t")
+        .env("GIT_COMMITTER_EMAIL", "t@t")
+        .output()
+        .unwrap()
+}
+
+/// A repository with one commit, a worktree of it, and the worktree's admin dir.
+fn worktree(tmp: &Path) -> (Worktree, PathBuf) {
+    let repo = tmp.join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    assert!(git(&repo, &["init", "--quiet"]).status.success());
+    std::fs::write(repo.join("a.txt"), "a\n").unwrap();
+    assert!(git(&repo, &["add", "a.txt"]).status.success());
+    assert!(git(&repo, &["commit", "--quiet", "-m", "a"])
+        .status
+        .success());
+    let base = flightdeck_workspace::resolve_commit(&repo, "HEAD").unwrap();
+    let wt = Worktree::create(&repo, &tmp.join("wt"), &base).unwrap();
+    let admins: Vec<PathBuf> = std::fs::read_dir(repo.join(".git/worktrees"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(admins.len(), 1);
+    (wt, admins[0].clone())
+}
+
+/// A process that looks like a git working on the worktree to anyone reading `/proc`: `sh`
+/// under the name `git`, with `args` after its script, started in `cwd`; it waits until
+/// killed.
+fn fake_git(args: &[String], cwd: &Path) -> Child {
+    let child = Command::new("sh")
+        .arg0("git")
+        // A builtin waiting on a pipe the test holds: no child process (a forked one would
+        // show the same arguments until it execs), and it ends when killed.
+        .args(["-c", "read -r _", "git"])
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `spawn` returns once the exec has begun; the kernel shows the new arguments in
+    // `/proc/<pid>/cmdline` a little later (it reads empty until then).
+    let cmdline = format!("/proc/{}/cmdline", child.id());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read(&cmdline).unwrap().starts_with(b"git\0") {
+        assert!(
+            Instant::now() < deadline,
+            "{cmdline} never showed the arguments"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+#[test]
+fn a_stale_index_lock_is_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path().canonicalize().unwrap();
+    let (wt, admin) = worktree(&tmp);
+    let lock = admin.join("index.lock");
+    std::fs::write(wt.path().join("b.txt"), "b\n").unwrap();
+    // What a git killed during `git add` leaves.
+    std::fs::write(&lock, "").unwrap();
+    let git_dir = format!("--git-dir={}", admin.display());
+    let plain = git(wt.path(), &[&git_dir, "add", "--all"]);
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("index.lock"),
+        "git alone should fail on the lock: {plain:?}"
+    );
+
+    let tree = wt.snapshot().unwrap();
+    assert!(!lock.exists());
+    let files = git(wt.path(), &[&git_dir, "ls-tree", "--name-only", &tree]);
+    assert_eq!(String::from_utf8_lossy(&files.stdout), "a.txt\nb.txt\n");
+}
+
+/// Whether a lock is taken as held depends on who is running: a git naming the worktree's
+/// admin dir or work tree (by argument or current directory) holds it; a git elsewhere or a
+/// non-git process naming it does not.
+#[test]
+fn a_live_git_on_the_worktree_keeps_its_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path().canonicalize().unwrap();
+    let (wt, admin) = worktree(&tmp);
+    let lock = admin.join("index.lock");
+    let work_tree = wt.path().to_path_buf();
+    let args = |items: &[&str]| -> Vec<String> { items.iter().map(|s| s.to_string()).collect() };
+    let admin_arg = format!("--git-dir={}", admin.display());
+    let work_tree_arg = format!("--work-tree={}", work_tree.display());
+    let other = tmp.join("repo");
+    // (argv after the script, current directory, holds the lock)
+    let table: Vec<(Vec<String>, &Path, bool)> = vec![
+        (args(&[&admin_arg, "add", "--all"]), &tmp, true),
+        (args(&[&work_tree_arg, "add"]), &tmp, true),
+        (
+            args(&["-C", &work_tree.display().to_string(), "add"]),
+            &tmp,
+            true,
+        ),
+        (args(&["add", "."]), &work_tree, true),
+        (args(&["-C", "wt", "status"]), &tmp, true),
+        (
+            args(&["-C", &other.display().to_string(), "status"]),
+            &tmp,
+            false,
+        ),
+        (args(&["status"]), &other, false),
+    ];
+    for (argv, cwd, holds) in &table {
+        std::fs::write(&lock, "").unwrap();
+        let mut holder = fake_git(argv, cwd);
+        let result = wt.snapshot();
+        let pid = holder.id();
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        match (holds, result) {
+            (true, Err(e)) => {
+                let GitError::IndexLocked {
+                    lock: named,
+                    pid: holder_pid,
+                    ..
+                } = &e
+                else {
+                    panic!("{argv:?}: {e}");
+                };
+                assert_eq!(Path::new(named), lock, "{argv:?}");
+                assert_eq!(*holder_pid, pid, "{argv:?}");
+                let message = e.to_string();
+                assert!(
+                    message.contains(&lock.display().to_string())
+                        && message.contains(&pid.to_string())
+                        && message.contains("\nhint: "),
+                    "{message}"
+                );
+                assert!(lock.exists(), "{argv:?}: a held lock must stay");
+                // Its holder gone, the lock is stale.
+                wt.snapshot().unwrap();
+                assert!(!lock.exists(), "{argv:?}");
+            }
+            (false, Ok(_)) => assert!(!lock.exists(), "{argv:?}"),
+            (_, result) => panic!("{argv:?} in {}: {result:?}", cwd.display()),
+        }
+    }
+}
