@@ -525,6 +525,38 @@ fn describe(event: &StoredEvent) -> String {
                 short(t.output.as_str(), 19)
             )
         }
+        EventKind::ChangeCommitting(c) => format!(
+            "tree {} on branch {}, dated {}",
+            short(&c.tree, 12),
+            c.branch,
+            crate::clock::format_rfc3339_millis(c.date_s.saturating_mul(1000))
+        ),
+        EventKind::AcceptanceChecked(a) => {
+            let results: Vec<String> = a
+                .results
+                .iter()
+                .map(|r| {
+                    let how = match (r.passed, r.flaky) {
+                        (true, true) => format!("passed on attempt {} (flaky)", r.attempts),
+                        (true, false) => "passed".to_string(),
+                        (false, _) => format!("FAILED after {} attempt(s)", r.attempts),
+                    };
+                    format!("`{}` {how}", one_line(&r.command, 40))
+                })
+                .collect();
+            let mut text = format!(
+                "round {}: {}",
+                a.round,
+                if a.passed { "passed" } else { "FAILED" }
+            );
+            if !results.is_empty() {
+                text.push_str(&format!("; {}", results.join(", ")));
+            }
+            if !a.violations.is_empty() {
+                text.push_str(&format!("; {} violation(s)", a.violations.len()));
+            }
+            text
+        }
         EventKind::ChangePublished(c) => format!(
             "branch {} commit {} ({} file(s)), patch {}",
             c.branch,

@@ -41,7 +41,8 @@ impl Installation {
 
     /// An engine over this installation, as one `flightdeck` process has one.
     async fn engine(&self) -> Engine {
-        self.engine_with(flightdeck_engine::no_shutdown(), None).await
+        self.engine_with(flightdeck_engine::no_shutdown(), None)
+            .await
     }
 
     async fn engine_with(
@@ -49,7 +50,10 @@ impl Installation {
         shutdown: tokio::sync::watch::Receiver<Option<String>>,
         publisher: Option<Arc<dyn Publisher>>,
     ) -> Engine {
-        let url = format!("sqlite://{}", self.data.path().join("flightdeck.db").display());
+        let url = format!(
+            "sqlite://{}",
+            self.data.path().join("flightdeck.db").display()
+        );
         let (store, artifacts) =
             flightdeck_store::open_with_artifacts(&url, &self.data.path().join("artifacts"))
                 .await
@@ -116,7 +120,12 @@ fn types(events: &[StoredEvent]) -> Vec<&str> {
 async fn wait_until(engine: &Engine, id: &str, predicate: impl Fn(&[StoredEvent]) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let events = engine.config().store.events(id, 0).await.unwrap_or_default();
+        let events = engine
+            .config()
+            .store
+            .events(id, 0)
+            .await
+            .unwrap_or_default();
         if predicate(&events) {
             return;
         }
@@ -135,7 +144,11 @@ fn requested(events: &[StoredEvent], call: &str) -> bool {
 fn process_alive(marker: &str) -> bool {
     std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
         std::fs::read(entry.path().join("cmdline"))
-            .map(|cmd| String::from_utf8_lossy(&cmd).replace('\0', " ").contains(marker))
+            .map(|cmd| {
+                String::from_utf8_lossy(&cmd)
+                    .replace('\0', " ")
+                    .contains(marker)
+            })
             .unwrap_or(false)
     })
 }
@@ -171,14 +184,20 @@ async fn a_budget_raise_while_a_command_runs_is_taken_in_and_the_command_goes_on
         .raise_budget(&id, "@carol", &[("tool_calls".into(), 2.0)])
         .await
         .unwrap();
-    assert_eq!(raised.budget_limit(flightdeck_core::budget::Dimension::ToolCalls), Some(5.0));
+    assert_eq!(
+        raised.budget_limit(flightdeck_core::budget::Dimension::ToolCalls),
+        Some(5.0)
+    );
     let state = running.await.unwrap().unwrap();
     assert_eq!(state.status, MissionStatus::Succeeded, "{:?}", state.error);
     let events = timeline(&other, &id).await;
     let kinds = types(&events);
     let raise = kinds.iter().position(|t| *t == "budget.raised").unwrap();
     let first_done = kinds.iter().position(|t| *t == "tool.completed").unwrap();
-    assert!(raise < first_done, "the raise came in while step 0 ran: {kinds:?}");
+    assert!(
+        raise < first_done,
+        "the raise came in while step 0 ran: {kinds:?}"
+    );
     assert_eq!(
         kinds.iter().filter(|t| **t == "tool.completed").count(),
         2,
@@ -208,7 +227,10 @@ async fn a_cancel_during_a_command_kills_it_and_removes_the_workspace() {
     let cancelled = other.cancel(&id, "@carol").await.unwrap();
     assert_eq!(cancelled.status, MissionStatus::Cancelled);
     let state = running.await.unwrap().unwrap();
-    assert!(started.elapsed() < Duration::from_secs(20), "the driver took the cancel in late");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the driver took the cancel in late"
+    );
     assert_eq!(state.status, MissionStatus::Cancelled);
     assert!(gone(&marker).await, "the cancelled command still runs");
     assert!(!installation.workspace(&id).exists(), "the workspace stays");
@@ -230,12 +252,18 @@ async fn a_cancel_during_an_acceptance_command_removes_the_workspace_like_any_ca
     let id = request.id.to_string();
     let running = tokio::spawn(async move { driver.run(request).await });
     let other = installation.engine().await;
-    wait_until(&other, &id, |events| requested(events, "acceptance.1.c1.a1")).await;
+    wait_until(&other, &id, |events| {
+        requested(events, "acceptance.1.c1.a1")
+    })
+    .await;
     other.cancel(&id, "@carol").await.unwrap();
     let state = running.await.unwrap().unwrap();
     assert_eq!(state.status, MissionStatus::Cancelled);
     assert!(!installation.workspace(&id).exists(), "the workspace stays");
-    assert!(gone(&marker).await, "the cancelled acceptance command still runs");
+    assert!(
+        gone(&marker).await,
+        "the cancelled acceptance command still runs"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -244,9 +272,7 @@ async fn a_shutdown_records_the_interruption_and_a_resume_finishes_the_work() {
     let repo = repo();
     // A sleep long enough to be interrupted, short enough to run again after the resume.
     let marker = format!("sleep 3.{:04}", NEXT.fetch_add(1, Ordering::Relaxed));
-    let template = format!(
-        "{UNSANDBOXED}[[steps]]\nrun = \"{marker}; echo done > done.txt\"\n"
-    );
+    let template = format!("{UNSANDBOXED}[[steps]]\nrun = \"{marker}; echo done > done.txt\"\n");
     let (signal, shutdown) = tokio::sync::watch::channel(None);
     let driver = installation.engine_with(shutdown, None).await;
     let request = request(&repo, &template, ALLOW_ALL);
@@ -268,7 +294,12 @@ async fn a_shutdown_records_the_interruption_and_a_resume_finishes_the_work() {
     assert!(gone(&marker).await, "the command outlived the shutdown");
     let events = timeline(&other, &id).await;
     let last = events.last().unwrap();
-    assert_eq!(last.event_type, "mission.interrupted", "{:?}", types(&events));
+    assert_eq!(
+        last.event_type,
+        "mission.interrupted",
+        "{:?}",
+        types(&events)
+    );
     assert!(last.data["reason"].as_str().unwrap().contains("SIGTERM"));
     assert_eq!(last.data["calls"], serde_json::json!(["step-0"]));
     // The lease is free: another process resumes at once, and the step runs again.
@@ -276,11 +307,19 @@ async fn a_shutdown_records_the_interruption_and_a_resume_finishes_the_work() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(resumed.status, MissionStatus::Succeeded, "{:?}", resumed.error);
+    assert_eq!(
+        resumed.status,
+        MissionStatus::Succeeded,
+        "{:?}",
+        resumed.error
+    );
     let events = timeline(&other, &id).await;
     let kinds = types(&events);
     assert_eq!(
-        kinds.iter().filter(|t| **t == "mission.interrupted").count(),
+        kinds
+            .iter()
+            .filter(|t| **t == "mission.interrupted")
+            .count(),
         1,
         "the shutdown's interruption is not recorded twice: {kinds:?}"
     );
@@ -296,7 +335,9 @@ impl Publisher for DiesAfterCommit {
         flightdeck_engine::ports::GitPublisher
             .commit(worktree, commit)
             .await?;
-        Err(EngineError::Unsupported("the process died after writing the branch".into()))
+        Err(EngineError::Unsupported(
+            "the process died after writing the branch".into(),
+        ))
     }
 }
 
@@ -306,7 +347,10 @@ async fn a_crash_after_the_branch_is_written_resumes_to_the_same_commit() {
     let repo = repo();
     let template = format!("{UNSANDBOXED}[[steps]]\nrun = \"echo more >> src/lib.rs\"\n");
     let crashing = installation
-        .engine_with(flightdeck_engine::no_shutdown(), Some(Arc::new(DiesAfterCommit)))
+        .engine_with(
+            flightdeck_engine::no_shutdown(),
+            Some(Arc::new(DiesAfterCommit)),
+        )
         .await;
     let request = request(&repo, &template, ALLOW_ALL);
     let id = request.id.to_string();
@@ -334,14 +378,23 @@ async fn inputs_that_cannot_be_taken_in_are_refused_with_the_reason_and_record_n
     let repo = repo();
     let template = format!("{UNSANDBOXED}[[steps]]\nrun = \"true\"\n");
     let engine = installation.engine().await;
-    let state = engine.run(request(&repo, &template, ALLOW_ALL)).await.unwrap();
+    let state = engine
+        .run(request(&repo, &template, ALLOW_ALL))
+        .await
+        .unwrap();
     let before = timeline(&engine, &state.id).await.len();
     let refused = engine
         .raise_budget(&state.id, "@carol", &[("usd".into(), 1.0)])
         .await
         .unwrap_err();
-    assert!(refused.to_string().contains("already finished"), "{refused}");
+    assert!(
+        refused.to_string().contains("already finished"),
+        "{refused}"
+    );
     let refused = engine.cancel(&state.id, "@carol").await.unwrap_err();
-    assert!(refused.to_string().contains("already finished"), "{refused}");
+    assert!(
+        refused.to_string().contains("already finished"),
+        "{refused}"
+    );
     assert_eq!(timeline(&engine, &state.id).await.len(), before);
 }

@@ -98,10 +98,16 @@ fn scenario(name: &'static str, template: &str, extra: &[(&str, &str)]) -> Scena
     let mut files = vec![
         ("README.md".to_string(), "# golden\n".to_string()),
         ("docs/guide.md".to_string(), "A guide.\n".to_string()),
-        ("src/lib.rs".to_string(), "pub fn answer() -> u32 { 41 }\n".to_string()),
+        (
+            "src/lib.rs".to_string(),
+            "pub fn answer() -> u32 { 41 }\n".to_string(),
+        ),
         ("config/app.toml".to_string(), "level = 1\n".to_string()),
         (".flightdeck/policy.toml".to_string(), POLICY.to_string()),
-        (".flightdeck/missions/t.toml".to_string(), template.to_string()),
+        (
+            ".flightdeck/missions/t.toml".to_string(),
+            template.to_string(),
+        ),
     ];
     files.extend(extra.iter().map(|(p, c)| (p.to_string(), c.to_string())));
     Scenario {
@@ -261,7 +267,9 @@ args = { summary = "Raised the level." }
 fn repeated_reads(n: usize) -> String {
     let mut text = String::from("model = \"sim-1\"\n");
     for _ in 0..n {
-        text.push_str("[[turn]]\n[[turn.call]]\ntool = \"read_file\"\nargs = { path = \"README.md\" }\n");
+        text.push_str(
+            "[[turn]]\n[[turn.call]]\ntool = \"read_file\"\nargs = { path = \"README.md\" }\n",
+        );
     }
     text
 }
@@ -342,7 +350,13 @@ impl CommandPort for DiesOnce {
 
 fn vote(state: &MissionState, by: &str) -> Vote {
     Vote {
-        approval_id: state.pending_approvals().next().unwrap().request.approval_id.clone(),
+        approval_id: state
+            .pending_approvals()
+            .next()
+            .unwrap()
+            .request
+            .approval_id
+            .clone(),
         by: by.into(),
         approve: true,
         comment: Some("looks right".into()),
@@ -396,13 +410,60 @@ async fn record(name: &str, repo: &Path, data: &Path) -> String {
     state.id
 }
 
-/// A recording: the events and the artifacts they name.
-fn export(events: &[StoredEvent], artifacts: &BTreeMap<String, Vec<u8>>) -> Value {
-    let encoded: BTreeMap<&String, String> = artifacts
+/// A recording: the events, the artifacts they name, and the git objects they name (the
+/// trees the steps left, the published commit), as a pack.
+fn export(events: &[StoredEvent], artifacts: &BTreeMap<String, Vec<u8>>, pack: &[u8]) -> Value {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let encoded: BTreeMap<&String, String> = artifacts.iter().map(|(d, b)| (d, b64(b))).collect();
+    json!({"events": events, "artifacts": encoded, "git_objects": b64(pack)})
+}
+
+/// Every git object id (40 hex digits) an event's data names.
+fn object_ids(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::String(s) if s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            out.push(s.clone());
+        }
+        Value::Array(items) => items.iter().for_each(|v| object_ids(v, out)),
+        Value::Object(map) => map.values().for_each(|v| object_ids(v, out)),
+        _ => {}
+    }
+}
+
+/// Runs git in `dir` with `input` on stdin; its stdout.
+fn git_with_input(dir: &Path, args: &[&str], input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "git {args:?} failed");
+    output.stdout
+}
+
+/// A pack of the objects `ids` name in `repo` (and what they reach).
+fn pack_objects(repo: &Path, ids: &[String]) -> Vec<u8> {
+    let present: Vec<&String> = ids
         .iter()
-        .map(|(d, b)| (d, base64::engine::general_purpose::STANDARD.encode(b)))
+        .filter(|id| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(repo)
+                .args(["cat-file", "-e", id.as_str()])
+                .status()
+                .is_ok_and(|s| s.success())
+        })
         .collect();
-    json!({"events": events, "artifacts": encoded})
+    let mut args = vec!["rev-list", "--objects"];
+    args.extend(present.iter().map(|s| s.as_str()));
+    let list = git_with_input(repo, &args, b"");
+    git_with_input(repo, &["pack-objects", "--stdout", "-q"], &list)
 }
 
 /// Every digest an event's data names.
@@ -442,7 +503,14 @@ async fn record_fixture(scenario: &Scenario) {
             artifacts.insert(digest.to_string(), bytes);
         }
     }
-    let text = serde_json::to_string_pretty(&export(&events, &artifacts)).unwrap();
+    let mut ids = Vec::new();
+    for event in &events {
+        object_ids(&event.data, &mut ids);
+    }
+    ids.sort();
+    ids.dedup();
+    let pack = pack_objects(repo.path(), &ids);
+    let text = serde_json::to_string_pretty(&export(&events, &artifacts, &pack)).unwrap();
     std::fs::create_dir_all(fixture(scenario.name).parent().unwrap()).unwrap();
     std::fs::write(fixture(scenario.name), text + "\n").unwrap();
 }
@@ -456,22 +524,31 @@ fn repo_of(scenario: &Scenario) -> TestRepo {
     TestRepo::deterministic(&files)
 }
 
-/// Loads a fixture into a fresh store: the events appended as recorded (same times, same
-/// data, so the same hashes), the artifacts put.
-async fn load(name: &str, data: &Path) -> (Engine, String, Vec<StoredEvent>) {
+/// Loads a fixture into a fresh store (the events appended as recorded: same times, same
+/// data, so the same hashes; the artifacts put) and its git objects into `repo`.
+async fn load(name: &str, data: &Path, repo: &Path) -> (Engine, String, Vec<StoredEvent>) {
     let text = std::fs::read_to_string(fixture(name)).unwrap_or_else(|e| {
         panic!("{name}: no recording ({e}); record it with FLIGHTDECK_GOLDEN=record")
     });
     let recording: Value = serde_json::from_str(&text).unwrap();
-    let events: Vec<StoredEvent> =
-        serde_json::from_value(recording["events"].clone()).unwrap();
+    let pack = base64::engine::general_purpose::STANDARD
+        .decode(recording["git_objects"].as_str().unwrap_or(""))
+        .unwrap();
+    if !pack.is_empty() {
+        git_with_input(repo, &["unpack-objects", "-q"], &pack);
+    }
+    let events: Vec<StoredEvent> = serde_json::from_value(recording["events"].clone()).unwrap();
     let engine = engine(data, None).await;
     for (digest, encoded) in recording["artifacts"].as_object().unwrap() {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(encoded.as_str().unwrap())
             .unwrap();
         let put = engine.config().artifacts.put(&bytes).await.unwrap();
-        assert_eq!(put.as_str(), digest, "{name}: an artifact does not match its digest");
+        assert_eq!(
+            put.as_str(),
+            digest,
+            "{name}: an artifact does not match its digest"
+        );
     }
     let id = events[0].mission.clone();
     let stored = engine
@@ -530,7 +607,7 @@ async fn golden_timelines_replay_the_same_with_todays_engine() {
         }
         let repo = repo_of(scenario);
         let data = tempfile::tempdir().unwrap();
-        let (engine, id, events) = load(scenario.name, data.path()).await;
+        let (engine, id, events) = load(scenario.name, data.path(), repo.path()).await;
         let report = engine
             .replay(
                 &id,
@@ -544,7 +621,11 @@ async fn golden_timelines_replay_the_same_with_todays_engine() {
         if report.diverged {
             failures.push(format!(
                 "{}: diverged at seq {:?} ({:?}): {:?}\n  {}",
-                scenario.name, report.at_seq, report.event_type, report.difference, report.explanation
+                scenario.name,
+                report.at_seq,
+                report.event_type,
+                report.difference,
+                report.explanation
             ));
         } else if report.checked != events.len() as u64 {
             failures.push(format!(
@@ -559,7 +640,7 @@ async fn golden_timelines_replay_the_same_with_todays_engine() {
         settings.add_filter(r"a-[0-9a-z]{26}-", "a-[MISSION]-");
         settings.add_filter(r"sha256:[0-9a-f]{1,64}", "[DIGEST]");
         settings.add_filter(r"\b[0-9a-f]{12}\b", "[COMMIT]");
-        settings.add_filter(r"/tmp/[^ ,)]+", "[PATH]");
+        settings.add_filter(r"/tmp/[^\s,)]+", "[PATH]");
         settings.add_filter(r"\d+ ms", "[MS] ms");
         settings.set_snapshot_suffix(scenario.name);
         settings.bind(|| insta::assert_snapshot!("timeline", readable(&events)));
@@ -576,14 +657,21 @@ async fn a_changed_policy_makes_a_golden_timeline_diverge_where_it_first_matters
         .unwrap();
     let repo = repo_of(&scenario);
     let data = tempfile::tempdir().unwrap();
-    let (engine, id, events) = load(scenario.name, data.path()).await;
+    let (engine, id, events) = load(scenario.name, data.path(), repo.path()).await;
     let mut today = request(repo.path(), MissionId::parse(&id));
     today.policy_source = today.policy_source.replace(
-        "changes_any = [\"source\"]\ndecision = \"approve\"",
+        "changes_any = [\"source\"]\ndecision = \"approve\"\napprovers = [\"@alice\"]",
         "changes_any = [\"source\"]\ndecision = \"allow\"",
     );
+    assert_ne!(today.policy_source, POLICY);
     let report = engine
-        .replay(&id, events.clone(), today, ReplayMode::Verify, data.path().join("replay"))
+        .replay(
+            &id,
+            events.clone(),
+            today,
+            ReplayMode::Verify,
+            data.path().join("replay"),
+        )
         .await
         .unwrap();
     assert!(report.diverged, "{report:?}");
