@@ -798,3 +798,88 @@ fn write_rules_judge_what_run_steps_wrote_before_anything_is_published() {
     );
     assert!(repo.git(&["branch", "--list", "flightdeck/*"]).is_empty());
 }
+
+const PEOPLE: &str = r#"
+[people.carol]
+handle = "@carol"
+emails = ["carol@acme.com"]
+github = "carol-gh"
+
+[people.alice]
+handle = "@alice"
+emails = ["alice@acme.com"]
+slack = "U0ALICE"
+
+[teams]
+"@acme/owners" = ["alice@acme.com"]
+"#;
+
+#[test]
+fn people_are_compared_as_people_whatever_name_they_use() {
+    let policy = "[[rule]]\nid = \"owners\"\naction = \"publish\"\nchanges_any = [\"source\"]\ndecision = \"approve\"\napprovers = [\"@carol\", \"@acme/owners\"]\n";
+    let repo = repo(
+        &[(".flightdeck/policy.toml", policy)],
+        &["echo 'pub fn g() {}' >> src/lib.rs"],
+    );
+    let cli = Cli::new(BIN);
+    cli.write_config(PEOPLE);
+    // Carol asks under her email.
+    let out = cli.run_as(
+        "carol@acme.com",
+        &["--json", "run", "t", "--repo", repo.path().to_str().unwrap()],
+    );
+    assert_eq!(out.code(), 3, "{}", out.stderr());
+    let summary = out.json();
+    let id = summary["id"].as_str().unwrap().to_string();
+    let approval = summary["pending_approvals"][0]["id"].as_str().unwrap().to_string();
+    // Under her handle she is still the requester: no self-approval.
+    let refused = cli.run_as("@carol", &["approve", &approval]).expect_code(2);
+    assert!(
+        refused.stderr().contains("may not approve their own mission"),
+        "{}",
+        refused.stderr()
+    );
+    // Under her GitHub login, the same.
+    let refused = cli
+        .run_as("github:carol-gh", &["approve", &approval])
+        .expect_code(2);
+    assert!(refused.stderr().contains("own mission"), "{}", refused.stderr());
+    // Someone who is no one approves nothing.
+    let refused = cli.run_as("@mallory", &["approve", &approval]).expect_code(2);
+    assert!(refused.stderr().contains("[people]"), "{}", refused.stderr());
+    assert_eq!(
+        events_of_type(&cli.timeline(&id), "approval.decided").len(),
+        0,
+        "refusals record nothing"
+    );
+    // Alice, a team member listed by email, approves under her Slack id's CLI form; the
+    // decision records her handle and how she was known.
+    cli.run_as("slack:U0ALICE", &["approve", &approval]).expect_code(0);
+    let decided = events_of_type(&cli.timeline(&id), "approval.decided")[0].clone();
+    assert_eq!(decided["data"]["by"], "@alice");
+    assert_eq!(decided["data"]["actor"]["channel_user"], "slack:U0ALICE");
+    assert_eq!(decided["data"]["actor"]["resolved_by"], "people.slack");
+    // `flightdeck people` shows the directory, with the teams in handles.
+    let people = cli.run(&["--json", "people"]).expect_code(0).json();
+    let handles: Vec<&str> = people["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["handle"].as_str().unwrap())
+        .collect();
+    assert_eq!(handles, ["@alice", "@carol"]);
+    assert_eq!(people["people"][0]["teams"], serde_json::json!(["@acme/owners"]));
+    let text = cli.run(&["people"]).expect_code(0).stdout();
+    assert!(text.contains("team @acme/owners: @alice"), "{text}");
+}
+
+#[test]
+fn a_directory_that_gives_one_name_to_two_people_is_refused() {
+    let cli = Cli::new(BIN);
+    cli.write_config(
+        "[people.a]\nhandle = \"@a\"\nemails = [\"x@acme.com\"]\n[people.b]\nhandle = \"@b\"\nemails = [\"x@acme.com\"]\n",
+    );
+    let out = cli.run(&["people"]).expect_code(2);
+    assert!(out.stderr().contains("x@acme.com"), "{}", out.stderr());
+    assert!(out.stderr().contains("hint:"), "{}", out.stderr());
+}
