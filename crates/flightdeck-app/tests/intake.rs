@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 
-
 use flightdeck_app::intake::{intake, policy_at, RepoSource, RunRequest};
 use flightdeck_app::ErrorKind;
 use flightdeck_testkit::TestRepo;
@@ -41,14 +40,23 @@ fn uncommitted_edits_to_the_template_policy_and_codeowners_govern_nothing() {
     let repo = repo();
     let data = tempfile::tempdir().unwrap();
     repo.write_files(&[
-        (".flightdeck/missions/t.toml", "description = \"uncommitted\"\n[[steps]]\nrun = \"rm -rf .\"\n"),
-        (".flightdeck/policy.toml", "[defaults]\ncommand = \"deny\"\n"),
+        (
+            ".flightdeck/missions/t.toml",
+            "description = \"uncommitted\"\n[[steps]]\nrun = \"rm -rf .\"\n",
+        ),
+        (
+            ".flightdeck/policy.toml",
+            "[defaults]\ncommand = \"deny\"\n",
+        ),
         (".github/CODEOWNERS", "* @mallory\n"),
     ]);
     let made = intake(data.path(), &ask(checkout(&repo), "t", "HEAD")).unwrap();
     assert_eq!(made.request.template_source, TEMPLATE);
     assert_eq!(made.request.policy_source, POLICY);
-    assert_eq!(made.request.codeowners.as_ref().unwrap().source, "* @alice\n");
+    assert_eq!(
+        made.request.codeowners.as_ref().unwrap().source,
+        "* @alice\n"
+    );
     assert_eq!(made.base_commit, repo.git(&["rev-parse", "HEAD"]));
     // Once committed, they do.
     let head = repo.commit_all("edits");
@@ -68,18 +76,37 @@ fn a_template_that_is_not_committed_is_refused_with_a_hint() {
     repo.write_files(&[(".flightdeck/missions/new.toml", TEMPLATE)]);
     let error = intake(data.path(), &ask(checkout(&repo), "new", "HEAD")).unwrap_err();
     assert_eq!(error.kind, ErrorKind::NotFound);
-    assert!(error.message.contains("no template `new`"), "{}", error.message);
+    assert!(
+        error.message.contains("no template `new`"),
+        "{}",
+        error.message
+    );
     assert!(error.hint.unwrap().contains("commit it first"));
     // By path inside the repository: read at the base commit too.
     let path = repo.path().join(".flightdeck/missions/new.toml");
-    let error = intake(data.path(), &ask(checkout(&repo), path.to_str().unwrap(), "HEAD"))
-        .unwrap_err();
-    assert!(error.message.contains("is not in the base commit"), "{}", error.message);
+    let error = intake(
+        data.path(),
+        &ask(checkout(&repo), path.to_str().unwrap(), "HEAD"),
+    )
+    .unwrap_err();
+    assert!(
+        error.message.contains("is not in the base commit"),
+        "{}",
+        error.message
+    );
     // A template outside the repository is read from its file.
     let outside = tempfile::tempdir().unwrap();
     let file = outside.path().join("elsewhere.toml");
-    std::fs::write(&file, "description = \"outside\"\n[[steps]]\nrun = \"true\"\n").unwrap();
-    let made = intake(data.path(), &ask(checkout(&repo), file.to_str().unwrap(), "HEAD")).unwrap();
+    std::fs::write(
+        &file,
+        "description = \"outside\"\n[[steps]]\nrun = \"true\"\n",
+    )
+    .unwrap();
+    let made = intake(
+        data.path(),
+        &ask(checkout(&repo), file.to_str().unwrap(), "HEAD"),
+    )
+    .unwrap();
     assert!(made.request.template_source.contains("outside"));
     assert_eq!(made.request.template_name, "elsewhere");
 }
@@ -88,7 +115,10 @@ fn a_template_that_is_not_committed_is_refused_with_a_hint() {
 fn the_policy_is_the_base_commits_and_says_which_commit() {
     let repo = repo();
     let first = repo.git(&["rev-parse", "HEAD"]);
-    repo.write_files(&[(".flightdeck/policy.toml", "[defaults]\npublish = \"deny\"\n")]);
+    repo.write_files(&[(
+        ".flightdeck/policy.toml",
+        "[defaults]\npublish = \"deny\"\n",
+    )]);
     let at = policy_at(repo.path(), &first).unwrap();
     assert_eq!(at.source, POLICY);
     assert_eq!(at.commit, first);
@@ -97,14 +127,21 @@ fn the_policy_is_the_base_commits_and_says_which_commit() {
     let head = bare.git(&["rev-parse", "HEAD"]);
     let at = policy_at(bare.path(), &head).unwrap();
     assert_eq!(at.source, flightdeck_policy::BUILTIN_POLICY_TOML);
-    assert!(at.origin.contains("no .flightdeck/policy.toml at"), "{}", at.origin);
+    assert!(
+        at.origin.contains("no .flightdeck/policy.toml at"),
+        "{}",
+        at.origin
+    );
 }
 
 #[test]
 fn codeowners_lines_github_would_skip_come_back_as_warnings() {
     let repo = TestRepo::with_files(&[
         (".flightdeck/missions/t.toml", TEMPLATE),
-        (".github/CODEOWNERS", "* @alice\n/pages/[id].tsx @bob\n!docs/ @carol\n"),
+        (
+            ".github/CODEOWNERS",
+            "* @alice\n/pages/[id].tsx @bob\n!docs/ @carol\n",
+        ),
     ]);
     let data = tempfile::tempdir().unwrap();
     let made = intake(data.path(), &ask(checkout(&repo), "t", "HEAD")).unwrap();
@@ -117,15 +154,30 @@ fn a_remote_repository_is_fetched_and_read_at_the_base() {
     let origin = repo();
     let data = tempfile::tempdir().unwrap();
     let url = format!("file://{}", origin.path().display());
-    let made = intake(data.path(), &ask(RepoSource::Remote(url.clone()), "t", "main")).unwrap();
+    let made = intake(
+        data.path(),
+        &ask(RepoSource::Remote(url.clone()), "t", "main"),
+    )
+    .unwrap();
     assert_eq!(made.base_commit, origin.git(&["rev-parse", "HEAD"]));
     assert_eq!(made.request.template_source, TEMPLATE);
-    assert!(made.repo.starts_with(data.path().join("repos")), "{}", made.repo.display());
+    assert!(
+        made.repo.starts_with(data.path().join("repos")),
+        "{}",
+        made.repo.display()
+    );
     // A new commit upstream is fetched for the next mission; the old one is still there.
     let old = made.base_commit.clone();
-    origin.write_files(&[(".flightdeck/missions/t.toml", "description = \"v2\"\n[[steps]]\nrun = \"true\"\n")]);
+    origin.write_files(&[(
+        ".flightdeck/missions/t.toml",
+        "description = \"v2\"\n[[steps]]\nrun = \"true\"\n",
+    )]);
     let new = origin.commit_all("v2");
-    let made = intake(data.path(), &ask(RepoSource::Remote(url.clone()), "t", "main")).unwrap();
+    let made = intake(
+        data.path(),
+        &ask(RepoSource::Remote(url.clone()), "t", "main"),
+    )
+    .unwrap();
     assert_eq!(made.base_commit, new);
     assert!(made.request.template_source.contains("v2"));
     let made = intake(data.path(), &ask(RepoSource::Remote(url), "t", &old)).unwrap();
@@ -133,9 +185,17 @@ fn a_remote_repository_is_fetched_and_read_at_the_base() {
     // A base the remote does not have is bad input naming both.
     let error = intake(
         data.path(),
-        &ask(RepoSource::Remote(format!("file://{}", origin.path().display())), "t", "no-such-branch"),
+        &ask(
+            RepoSource::Remote(format!("file://{}", origin.path().display())),
+            "t",
+            "no-such-branch",
+        ),
     )
     .unwrap_err();
     assert_eq!(error.kind, ErrorKind::BadInput);
-    assert!(error.message.contains("no-such-branch"), "{}", error.message);
+    assert!(
+        error.message.contains("no-such-branch"),
+        "{}",
+        error.message
+    );
 }

@@ -71,7 +71,13 @@ async fn an_approval_completed_while_parked_continues_the_mission_without_resume
     let (actions, deadline) = scheduler.tick().await.unwrap();
     assert!(actions.is_empty(), "{actions:?}");
     assert!(deadline.is_some(), "the expiry is the next deadline");
-    let approval = parked.pending_approvals().next().unwrap().request.approval_id.clone();
+    let approval = parked
+        .pending_approvals()
+        .next()
+        .unwrap()
+        .request
+        .approval_id
+        .clone();
     engine
         .decide_approval(Vote {
             approval_id: approval,
@@ -102,9 +108,17 @@ async fn a_budget_raised_while_blocked_continues_the_mission() {
     let template = "[workspace]\nruntime = \"local-unsandboxed\"\n[budget]\ntool_calls = 1\n[[steps]]\nrun = \"echo one > docs.md\"\n[[steps]]\nrun = \"echo two >> docs.md\"\n";
     let repo = repo(template, None);
     let blocked = start(&app, &engine, &repo).await;
-    assert_eq!(blocked.status, MissionStatus::Blocked, "{:?}", blocked.error);
+    assert_eq!(
+        blocked.status,
+        MissionStatus::Blocked,
+        "{:?}",
+        blocked.error
+    );
     let scheduler = Scheduler::new(engine.clone());
-    assert!(scheduler.tick().await.unwrap().0.is_empty(), "blocked until someone raises it");
+    assert!(
+        scheduler.tick().await.unwrap().0.is_empty(),
+        "blocked until someone raises it"
+    );
     engine
         .raise_budget(&blocked.id, "@carol", &[("tool_calls".into(), 1.0)])
         .await

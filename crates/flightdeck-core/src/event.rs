@@ -56,6 +56,14 @@ pub struct MissionCreated {
     /// a resumed or replayed mission is answered by the script it was created with.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub model_scripts: BTreeMap<String, Digest>,
+    /// The identity the requester gave, when the installation's people know it by another
+    /// name (`requested_by` is then the person's handle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_as: Option<String>,
+    /// CODEOWNERS lines GitHub would skip (so the mission's code owners are read without
+    /// them), as `CODEOWNERS line N: skipped: why`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codeowners_warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +233,10 @@ pub struct ModelRequested {
     /// The worst case the budget reserved for this attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reserved: Option<Reservation>,
+    /// Sampling parameters the template asked for that this model does not accept, left
+    /// out of what was sent (`temperature` for a reasoning model, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<String>,
 }
 
 /// What a model call may cost at most: checked against the budget before it is made.

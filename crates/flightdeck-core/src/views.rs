@@ -46,6 +46,10 @@ pub struct MissionSummary {
     pub workspace: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// What the mission was created with that people should know (CODEOWNERS lines GitHub
+    /// would skip); absent when there is nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// The published change's artifacts (empty until the mission publishes).
@@ -423,6 +427,9 @@ impl MissionSummary {
             workspace: state.workspace.as_ref().map(|w| w.path.clone()),
             created_at: at(state.first_at_ms),
             updated_at: at(state.last_at_ms),
+            warnings: created
+                .map(|c| c.codeowners_warnings.clone())
+                .unwrap_or_default(),
         }
     }
 

@@ -31,6 +31,8 @@ fn created(budget: BudgetSpec) -> EventKind {
         codeowners: None,
         codeowners_path: None,
         model_scripts: Default::default(),
+        requested_as: None,
+        codeowners_warnings: Vec::new(),
     })
 }
 
@@ -77,6 +79,7 @@ fn model_call(n: usize, role: &str, input: u64, output: u64, usd: f64) -> Vec<Ev
             wire: None,
             attempt: 1,
             reserved: None,
+            omitted: Vec::new(),
         }),
         EventKind::ModelResponded(ModelResponded {
             call_id,
@@ -473,6 +476,7 @@ fn provider_errors_trip_after_failures_in_a_row_and_an_answer_or_resume_resets_t
             wire: None,
             attempt: n,
             reserved: None,
+            omitted: Vec::new(),
         })
     };
     let failed = |n: u32| {

@@ -159,13 +159,35 @@ impl Engine {
             Some(file) => Some(put_artifact(&self.sink(), file.source.as_bytes()).await?),
             None => None,
         };
+        // The requester as a person, when the installation knows them by another name.
+        let resolved = self
+            .cfg
+            .people
+            .resolve(&request.requested_by, crate::inputs::Channel::Cli);
+        let (requested_by, requested_as) = match &resolved.person {
+            Some(_) if resolved.handle != request.requested_by => {
+                (resolved.handle.clone(), Some(request.requested_by.clone()))
+            }
+            _ => (request.requested_by.clone(), None),
+        };
+        let codeowners_warnings = request
+            .codeowners
+            .as_ref()
+            .map(|file| {
+                flightdeck_policy::Codeowners::parse(&file.source)
+                    .warnings()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
         let created = MissionCreated {
             template: request.template_name.clone(),
             template_hash: Digest::of(request.template_source.as_bytes()),
             params: checked.params,
             repo: checked.repo.display().to_string(),
             base_commit: checked.base_commit,
-            requested_by: request.requested_by.clone(),
+            requested_by,
             policy_hash: Digest::of(request.policy_source.as_bytes()),
             template_source,
             base_ref: request.base_ref.clone(),
@@ -176,6 +198,8 @@ impl Engine {
             codeowners,
             codeowners_path: request.codeowners.as_ref().map(|f| f.path.clone()),
             model_scripts,
+            requested_as,
+            codeowners_warnings,
         };
         let mut log = MissionLog::new(self.sink(), request.id.as_str());
         log.append(vec![EventKind::MissionCreated(created)]).await?;

@@ -53,6 +53,8 @@ pub(crate) enum ReportStep {
         /// The digest of the bytes sent, for providers that send any.
         wire: Option<Digest>,
         reserved: Reservation,
+        /// Sampling parameters the model does not accept, left out of what is sent.
+        omitted: Vec<String>,
     },
     /// The attempt was answered (and passed the pin check).
     Responded {
@@ -164,6 +166,14 @@ impl RouteObserver for Reporter<'_> {
                 let wire = (!request_body.is_empty())
                     .then(|| Digest::of(&self.secrets.redact(request_body)));
                 let messages = request.messages.len();
+                let omitted = self
+                    .callables
+                    .get(target)
+                    .map(|c| c.provider.wire_format().omitted_params(request))
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|p| p.as_str().to_string())
+                    .collect();
                 let step = ReportStep::Attempt {
                     number,
                     provider: model.provider().to_string(),
@@ -171,6 +181,7 @@ impl RouteObserver for Reporter<'_> {
                     record,
                     wire,
                     reserved,
+                    omitted,
                 };
                 let digest = self.report(step).await?;
                 if let Some(digest) = digest {
@@ -299,6 +310,7 @@ impl Driver {
                 record,
                 wire,
                 reserved,
+                omitted,
             } => {
                 let now = self.log.now_ms();
                 if let Some(exceeded) = crate::protocol::govern_model_attempt(
@@ -320,6 +332,7 @@ impl Driver {
                     wire,
                     attempt: u32::try_from(number).unwrap_or(u32::MAX),
                     reserved: Some(reserved),
+                    omitted,
                 };
                 self.log
                     .append(vec![EventKind::ModelRequested(requested)])

@@ -158,7 +158,7 @@ pub enum Next {
     Park {
         call_id: String,
         events: Vec<EventKind>,
-        ask: ApprovalAsk,
+        ask: Box<ApprovalAsk>,
     },
     /// An approval for this very diff is pending: nothing to record, the mission waits.
     Wait,
@@ -292,13 +292,13 @@ pub fn govern(
                 _ => ("tool", Vec::new()),
             };
             Next::Park {
-                ask: ApprovalAsk {
+                ask: Box::new(ApprovalAsk {
                     gate,
                     subject: call_id.clone(),
                     command,
                     decision,
                     paths,
-                },
+                }),
                 call_id,
                 events,
             }
@@ -476,13 +476,13 @@ pub fn govern_publish(state: &MissionState, policy: &Policy, facts: &PublishFact
             Next::Park {
                 call_id: PUBLISH_GATE.to_string(),
                 events,
-                ask: ApprovalAsk {
+                ask: Box::new(ApprovalAsk {
                     gate: PUBLISH_GATE,
                     subject: PUBLISH_GATE.to_string(),
                     command: None,
                     paths: decision.triggering_paths(facts.changed),
                     decision,
-                },
+                }),
             }
         }
     }

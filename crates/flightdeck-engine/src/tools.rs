@@ -317,70 +317,6 @@ fn ceil_char_boundary(text: &str, mut at: usize) -> usize {
     at
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn argument_checks() {
-        let cases: &[(AgentRole, &str, Value, &str)] = &[
-            (AgentRole::Coder, "read_file", json!({"path": "a"}), "ok"),
-            (AgentRole::Coder, "read_file", json!({}), "`read_file`: `path` is required"),
-            (AgentRole::Coder, "read_file", json!({"path": 3}), "`read_file`: `path` must be a string"),
-            (AgentRole::Coder, "read_file", json!("a"), "the arguments of `read_file` must be a JSON object"),
-            (AgentRole::Planner, "write_file", json!({"path": "a", "content": ""}), "unknown tool `write_file` for the planner (its tools: read_file, list_files, search, read_output, finish)"),
-            (AgentRole::Coder, "read_output", json!({"call_id": "x", "offset": -1}), "`read_output`: `offset` must be a whole number"),
-            (AgentRole::Reviewer, "review", json!({"verdict": "maybe"}), "`review`: verdict must be \"approve\" or \"request_changes\", not \"maybe\""),
-            (AgentRole::Reviewer, "review", json!({"verdict": "approve"}), "ok"),
-            (AgentRole::Coder, "list_files", json!({}), "ok"),
-            (AgentRole::Coder, "nope", json!({}), "unknown tool `nope` for the coder (its tools: read_file, write_file, edit_file, list_files, search, run, read_output, finish)"),
-        ];
-        for (role, name, args, expected) in cases {
-            let got = match ToolInvocation::parse(*role, name, args) {
-                Ok(_) => "ok".to_string(),
-                Err(e) => e,
-            };
-            assert_eq!(&got, expected, "{name} {args}");
-        }
-    }
-
-    #[test]
-    fn every_role_tool_has_a_definition() {
-        for role in [AgentRole::Planner, AgentRole::Coder, AgentRole::Reviewer] {
-            assert_eq!(definitions(role).len(), tools_of(role).len());
-        }
-    }
-
-    #[test]
-    fn cutting_keeps_head_and_tail_on_char_boundaries() {
-        let text = "é".repeat(100);
-        let cut = cut_middle(&text, 51, |n, at| format!("[{n} from {at}]"));
-        assert!(cut.starts_with("éééé"));
-        assert!(cut.ends_with("éééé"));
-        assert!(cut.contains("[152 from 24]"), "{cut}");
-        assert_eq!(cut_middle("short", 10, |_, _| String::new()), "short");
-    }
-
-    #[test]
-    fn pages_of_an_output() {
-        let output = "a".repeat(SHOWN_OUTPUT + 10);
-        let first = output_page("c1", output.as_bytes(), 0);
-        let head = format!("[bytes 0–{SHOWN_OUTPUT} of {} of c1's output; read_output {{\"call_id\": \"c1\", \"offset\": {SHOWN_OUTPUT}}} shows more]", SHOWN_OUTPUT + 10);
-        assert!(first.starts_with(&head), "{}", &first[..120]);
-        let last = output_page("c1", output.as_bytes(), SHOWN_OUTPUT as u64);
-        assert_eq!(
-            last,
-            format!(
-                "[bytes {SHOWN_OUTPUT}–{} of {} of c1's output]\naaaaaaaaaa",
-                SHOWN_OUTPUT + 10,
-                SHOWN_OUTPUT + 10
-            )
-        );
-        assert!(output_page("c1", b"abc", 99).starts_with("[bytes 3–3 of 3"));
-    }
-}
-
 /// The most of a file `read_file` records.
 pub(crate) const MAX_READ: usize = 1024 * 1024;
 pub(crate) const MAX_LISTED: usize = 2000;
@@ -459,5 +395,69 @@ pub(crate) fn file_tool(
     match result {
         Ok(text) => (true, text),
         Err(e) => (false, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn argument_checks() {
+        let cases: &[(AgentRole, &str, Value, &str)] = &[
+            (AgentRole::Coder, "read_file", json!({"path": "a"}), "ok"),
+            (AgentRole::Coder, "read_file", json!({}), "`read_file`: `path` is required"),
+            (AgentRole::Coder, "read_file", json!({"path": 3}), "`read_file`: `path` must be a string"),
+            (AgentRole::Coder, "read_file", json!("a"), "the arguments of `read_file` must be a JSON object"),
+            (AgentRole::Planner, "write_file", json!({"path": "a", "content": ""}), "unknown tool `write_file` for the planner (its tools: read_file, list_files, search, read_output, finish)"),
+            (AgentRole::Coder, "read_output", json!({"call_id": "x", "offset": -1}), "`read_output`: `offset` must be a whole number"),
+            (AgentRole::Reviewer, "review", json!({"verdict": "maybe"}), "`review`: verdict must be \"approve\" or \"request_changes\", not \"maybe\""),
+            (AgentRole::Reviewer, "review", json!({"verdict": "approve"}), "ok"),
+            (AgentRole::Coder, "list_files", json!({}), "ok"),
+            (AgentRole::Coder, "nope", json!({}), "unknown tool `nope` for the coder (its tools: read_file, write_file, edit_file, list_files, search, run, read_output, finish)"),
+        ];
+        for (role, name, args, expected) in cases {
+            let got = match ToolInvocation::parse(*role, name, args) {
+                Ok(_) => "ok".to_string(),
+                Err(e) => e,
+            };
+            assert_eq!(&got, expected, "{name} {args}");
+        }
+    }
+
+    #[test]
+    fn every_role_tool_has_a_definition() {
+        for role in [AgentRole::Planner, AgentRole::Coder, AgentRole::Reviewer] {
+            assert_eq!(definitions(role).len(), tools_of(role).len());
+        }
+    }
+
+    #[test]
+    fn cutting_keeps_head_and_tail_on_char_boundaries() {
+        let text = "é".repeat(100);
+        let cut = cut_middle(&text, 51, |n, at| format!("[{n} from {at}]"));
+        assert!(cut.starts_with("éééé"));
+        assert!(cut.ends_with("éééé"));
+        assert!(cut.contains("[152 from 24]"), "{cut}");
+        assert_eq!(cut_middle("short", 10, |_, _| String::new()), "short");
+    }
+
+    #[test]
+    fn pages_of_an_output() {
+        let output = "a".repeat(SHOWN_OUTPUT + 10);
+        let first = output_page("c1", output.as_bytes(), 0);
+        let head = format!("[bytes 0–{SHOWN_OUTPUT} of {} of c1's output; read_output {{\"call_id\": \"c1\", \"offset\": {SHOWN_OUTPUT}}} shows more]", SHOWN_OUTPUT + 10);
+        assert!(first.starts_with(&head), "{}", &first[..120]);
+        let last = output_page("c1", output.as_bytes(), SHOWN_OUTPUT as u64);
+        assert_eq!(
+            last,
+            format!(
+                "[bytes {SHOWN_OUTPUT}–{} of {} of c1's output]\naaaaaaaaaa",
+                SHOWN_OUTPUT + 10,
+                SHOWN_OUTPUT + 10
+            )
+        );
+        assert!(output_page("c1", b"abc", 99).starts_with("[bytes 3–3 of 3"));
     }
 }

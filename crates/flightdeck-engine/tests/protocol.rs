@@ -4,6 +4,8 @@
 //! Each row says `given … call … expect "…"`; all rows run, and every mismatch is reported
 //! together with the row's name.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 
 use flightdeck_core::budget::BreakerLimits;
@@ -110,6 +112,8 @@ impl Given {
             codeowners: None,
             codeowners_path: None,
             model_scripts: BTreeMap::new(),
+            requested_as: None,
+            codeowners_warnings: Vec::new(),
         }));
         given.push(EventKind::WorkspaceProvisioned(WorkspaceProvisioned {
             runtime: "local".into(),
@@ -1266,6 +1270,7 @@ fn what_a_proposed_call_becomes() {
             tokens: 10,
             usd: None,
         }),
+        omitted: Vec::new(),
     }));
     t.model(
         "every attempt is a model call",
@@ -1318,6 +1323,7 @@ fn an_attempt_cut_off_by_a_crash_counts_its_reservation_as_spent() {
             tokens: 600,
             usd: Some(0.6),
         }),
+        omitted: Vec::new(),
     }));
     assert_eq!(given.state.cost_usd, 0.0);
     given.interrupted(&[]);

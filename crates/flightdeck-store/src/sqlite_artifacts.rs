@@ -220,9 +220,8 @@ impl ArtifactStore for SqliteArtifactStore {
         if path.is_file() {
             return Some(path);
         }
-        if self.writer.is_none() {
-            return None; // a read-only store writes no file
-        }
+        // A read-only store writes no file.
+        self.writer.as_ref()?;
         let bytes = match self.staged.get(digest) {
             Some(bytes) => bytes.to_vec(),
             None => self.read_blocking(digest).ok().flatten()?,

@@ -279,6 +279,9 @@ pub fn summary_text(
             ),
         );
     }
+    for warning in &summary.warnings {
+        row("warning", warning.clone());
+    }
     if let Some(workspace) = &summary.workspace {
         if std::path::Path::new(workspace).exists() {
             row("workspace", workspace.clone());

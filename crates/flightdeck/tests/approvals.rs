@@ -826,16 +826,30 @@ fn people_are_compared_as_people_whatever_name_they_use() {
     // Carol asks under her email.
     let out = cli.run_as(
         "carol@acme.com",
-        &["--json", "run", "t", "--repo", repo.path().to_str().unwrap()],
+        &[
+            "--json",
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ],
     );
     assert_eq!(out.code(), 3, "{}", out.stderr());
     let summary = out.json();
+    assert_eq!(summary["requested_by"], "@carol", "recorded as the person");
     let id = summary["id"].as_str().unwrap().to_string();
-    let approval = summary["pending_approvals"][0]["id"].as_str().unwrap().to_string();
+    let created = &cli.timeline(&id)[0];
+    assert_eq!(created["data"]["requested_as"], "carol@acme.com");
+    let approval = summary["pending_approvals"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // Under her handle she is still the requester: no self-approval.
     let refused = cli.run_as("@carol", &["approve", &approval]).expect_code(2);
     assert!(
-        refused.stderr().contains("may not approve their own mission"),
+        refused
+            .stderr()
+            .contains("may not approve their own mission"),
         "{}",
         refused.stderr()
     );
@@ -843,10 +857,20 @@ fn people_are_compared_as_people_whatever_name_they_use() {
     let refused = cli
         .run_as("github:carol-gh", &["approve", &approval])
         .expect_code(2);
-    assert!(refused.stderr().contains("own mission"), "{}", refused.stderr());
+    assert!(
+        refused.stderr().contains("own mission"),
+        "{}",
+        refused.stderr()
+    );
     // Someone who is no one approves nothing.
-    let refused = cli.run_as("@mallory", &["approve", &approval]).expect_code(2);
-    assert!(refused.stderr().contains("[people]"), "{}", refused.stderr());
+    let refused = cli
+        .run_as("@mallory", &["approve", &approval])
+        .expect_code(2);
+    assert!(
+        refused.stderr().contains("[people]"),
+        "{}",
+        refused.stderr()
+    );
     assert_eq!(
         events_of_type(&cli.timeline(&id), "approval.decided").len(),
         0,
@@ -854,7 +878,8 @@ fn people_are_compared_as_people_whatever_name_they_use() {
     );
     // Alice, a team member listed by email, approves under her Slack id's CLI form; the
     // decision records her handle and how she was known.
-    cli.run_as("slack:U0ALICE", &["approve", &approval]).expect_code(0);
+    cli.run_as("slack:U0ALICE", &["approve", &approval])
+        .expect_code(0);
     let decided = events_of_type(&cli.timeline(&id), "approval.decided")[0].clone();
     assert_eq!(decided["data"]["by"], "@alice");
     assert_eq!(decided["data"]["actor"]["channel_user"], "slack:U0ALICE");
@@ -868,7 +893,10 @@ fn people_are_compared_as_people_whatever_name_they_use() {
         .map(|p| p["handle"].as_str().unwrap())
         .collect();
     assert_eq!(handles, ["@alice", "@carol"]);
-    assert_eq!(people["people"][0]["teams"], serde_json::json!(["@acme/owners"]));
+    assert_eq!(
+        people["people"][0]["teams"],
+        serde_json::json!(["@acme/owners"])
+    );
     let text = cli.run(&["people"]).expect_code(0).stdout();
     assert!(text.contains("team @acme/owners: @alice"), "{text}");
 }

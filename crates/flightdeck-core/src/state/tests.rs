@@ -26,6 +26,8 @@ fn created() -> EventKind {
         codeowners: None,
         codeowners_path: None,
         model_scripts: Default::default(),
+        requested_as: None,
+        codeowners_warnings: Vec::new(),
     })
 }
 
