@@ -72,15 +72,20 @@ fn git_ok(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<String, Git
         .to_string())
 }
 
-/// The top-level directory of the repository containing `dir`.
+/// The top-level directory of the repository containing `dir`; for a bare repository (a
+/// cache of a remote one), the repository itself.
 pub fn repo_root(dir: &Path) -> Result<PathBuf, GitError> {
     let output = git(dir, &["rev-parse", "--show-toplevel"], &[])?;
-    if !output.status.success() {
-        return Err(GitError::NotARepo(dir.display().to_string()));
+    if output.status.success() {
+        return Ok(PathBuf::from(
+            String::from_utf8_lossy(&output.stdout).trim(),
+        ));
     }
-    Ok(PathBuf::from(
-        String::from_utf8_lossy(&output.stdout).trim(),
-    ))
+    let bare = git(dir, &["rev-parse", "--is-bare-repository"], &[])?;
+    if bare.status.success() && String::from_utf8_lossy(&bare.stdout).trim() == "true" {
+        return Ok(std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()));
+    }
+    Err(GitError::NotARepo(dir.display().to_string()))
 }
 
 /// The full commit id `reference` names in `repo`.

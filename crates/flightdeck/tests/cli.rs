@@ -701,3 +701,85 @@ fn a_step_that_runs_past_its_timeout_is_killed_and_fails() {
     assert_eq!(completed["data"]["timed_out"], true);
     assert!(completed["data"]["exit_code"].is_null());
 }
+
+#[test]
+fn a_mission_on_a_remote_repository_runs_from_the_fetched_base() {
+    let origin = repo_with_template(FIX);
+    let url = format!("file://{}", origin.path().display());
+    let cli = Cli::new(BIN);
+    let out = cli.run(&["--json", "run", "t", "--remote", &url, "--base", "main", "-p", "value=42"]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let summary = out.json();
+    assert_eq!(summary["status"], "succeeded");
+    assert_eq!(summary["base_commit"], origin.git(&["rev-parse", "main"]).as_str());
+    // The mission ran in the installation's cache of the repository, not in a checkout.
+    let repo = summary["repo"].as_str().unwrap();
+    assert!(
+        Path::new(repo).starts_with(cli.data_dir().join("repos")),
+        "{repo}"
+    );
+    let patch = cli
+        .run(&["artifact", summary["artifacts"]["patch"].as_str().unwrap()])
+        .expect_code(0)
+        .stdout();
+    assert!(patch.contains("+pub fn answer() -> u32 { 42 }"), "{patch}");
+    // --remote and --repo are one or the other.
+    let both = cli.run(&["run", "t", "--remote", &url, "--repo", "."]).expect_code(2);
+    assert!(both.stderr().contains("cannot be used with"), "{}", both.stderr());
+}
+
+#[test]
+fn reading_never_writes() {
+    let repo = repo_with_template(FIX);
+    let cli = Cli::new(BIN);
+    let (code, summary, _) = run_json(&cli, &repo, &["-p", "value=42"]);
+    assert_eq!(code, 0);
+    let id = summary["id"].as_str().unwrap().to_string();
+    let db = cli.data_dir().join("flightdeck.db");
+    let before: Vec<(std::path::PathBuf, Vec<u8>)> = cli.data_files();
+    // Every reading command, on a database opened read-only by URL.
+    let ro = format!("sqlite://{}?mode=ro", db.display());
+    for args in [
+        vec!["missions"],
+        vec!["show", id.as_str()],
+        vec!["timeline", id.as_str()],
+        vec!["approvals"],
+        vec!["audit", "verify", id.as_str()],
+        vec!["audit", "verify", "--all"],
+        vec!["audit", "export", id.as_str(), "--format", "jsonl"],
+    ] {
+        let mut full = vec!["--database-url", ro.as_str()];
+        full.extend(args.iter().copied());
+        let out = cli.run(&full);
+        assert_eq!(out.code(), 0, "{args:?}: {}", out.stderr());
+    }
+    // And with the default URL too: nothing in the data directory changed.
+    for args in [vec!["missions"], vec!["show", id.as_str()], vec!["timeline", id.as_str()]] {
+        cli.run(&args).expect_code(0);
+    }
+    let after = cli.data_files();
+    // SQLite's own coordination files of a WAL database (the shared-memory index, and an
+    // empty log a reader opens) are not data.
+    let changed: Vec<_> = after
+        .iter()
+        .filter(|(path, bytes)| {
+            let name = path.to_string_lossy();
+            let coordination =
+                name.ends_with("-shm") || (name.ends_with("-wal") && bytes.is_empty());
+            !coordination && before.iter().find(|(p, _)| p == path).map(|(_, b)| b) != Some(bytes)
+        })
+        .map(|(path, _)| path.clone())
+        .collect();
+    assert!(changed.is_empty(), "reading wrote {changed:?}");
+    // A write through a read-only URL is refused, not attempted.
+    let mut full = vec!["--database-url", ro.as_str()];
+    full.extend(["cancel", id.as_str()]);
+    assert_ne!(cli.run(&full).code(), 0);
+    // Verifying everything in a data directory that does not exist is an error, not
+    // "nothing to verify".
+    let nowhere = cli.data_dir().join("no-such-dir");
+    let out = cli.run(&["--data-dir", nowhere.to_str().unwrap(), "audit", "verify", "--all"]);
+    assert_eq!(out.code(), 2, "{}", out.stderr());
+    assert!(out.stderr().contains("does not exist"), "{}", out.stderr());
+    assert!(!nowhere.exists());
+}
