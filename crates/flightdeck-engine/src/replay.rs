@@ -28,7 +28,7 @@ use async_trait::async_trait;
 use flightdeck_core::event::{MissionCreated, ToolCompleted, WorkspaceProvisioned};
 use flightdeck_core::template::AgentRole;
 use flightdeck_core::{Digest, EventKind, StoredEvent};
-use flightdeck_models::{ChatRequest, Exchange, ModelError, Provider, Sleeper, WireFormat};
+use flightdeck_models::{Provider, RecordedAttempt, Sleeper};
 use flightdeck_store::{
     AppendRequest, ArtifactError, ArtifactStore, ChangeFeed, EventStore, InputRow, InputState,
     Lease, MissionRow, NewInput, RawEvent, StoreError,
@@ -268,6 +268,7 @@ impl Replay {
                     served.push(r.response.clone());
                     served.extend(r.message.clone());
                 }
+                EventKind::ModelFailed(f) => served.extend(f.response.clone()),
                 _ => {}
             }
             match kind {
@@ -513,7 +514,7 @@ impl Replay {
     }
 
     /// The next recorded outcome of `model`.
-    fn next_attempt(&self, model: &str) -> Option<RecordedOutcome> {
+    fn next_outcome(&self, model: &str) -> Option<RecordedOutcome> {
         let mut cursor = self.cursor();
         let served = cursor.served.entry(model.to_string()).or_insert(0);
         let outcome = self
@@ -1203,89 +1204,34 @@ impl ArtifactStore for OverlayArtifacts {
     }
 }
 
-/// A model served from the recording. The real provider it stands for still encodes the
-/// request (so the bytes recorded are compared) and bounds its tokens (so the budget checks
-/// are the same); it hears of each answer served for it (a scripted cursor moves on).
-pub(crate) struct ReplayedModel {
-    pub(crate) model: String,
-    pub(crate) inner: Arc<dyn Provider>,
-    pub(crate) replay: Arc<Replay>,
-}
-
+/// The recording, as the replay provider asks it for each model's next attempt.
 #[async_trait]
-impl Provider for ReplayedModel {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn wire_format(&self) -> WireFormat {
-        self.inner.wire_format()
-    }
-
-    fn input_token_bound(&self, request: &ChatRequest, body: &[u8]) -> u64 {
-        self.inner.input_token_bound(request, body)
-    }
-
-    async fn chat(&self, _request: &ChatRequest) -> Result<Exchange, ModelError> {
-        let format = self.inner.wire_format();
-        // Nothing is sent; the recorder records the router's own encoding of the request
-        // (compared with the recorded bytes), so the exchange carries none.
-        let request_body = Vec::new();
-        let recorded = |message: String, kind: &str| ModelError::Recorded {
-            message,
-            kind: kind.to_string(),
-            retryable: false,
-        };
-        let exchange = |raw: Vec<u8>| -> Result<Exchange, ModelError> {
-            let response = format.decode_response(&raw).map_err(|e| {
-                recorded(
-                    format!("the recorded answer does not decode: {e}"),
-                    "replay_invalid",
-                )
-            })?;
-            Ok(Exchange {
-                response,
-                request_body: request_body.clone(),
-                response_body: raw,
-            })
-        };
-        let get = |digest: Digest| async move {
-            self.replay.artifacts.get(&digest).await.map_err(|e| {
-                recorded(
-                    format!("a recorded answer is unreadable: {e}"),
-                    "replay_invalid",
-                )
-            })
-        };
-        match self.replay.next_attempt(&self.model) {
-            Some(RecordedOutcome::Responded { raw }) => {
-                self.inner.replayed_answer();
-                exchange(get(raw).await?)
-            }
-            // A failed pin check: the router checks the recorded answer again.
-            Some(RecordedOutcome::Failed {
-                response: Some(raw),
-                ..
-            }) => exchange(get(raw).await?),
-            Some(RecordedOutcome::Failed {
+impl flightdeck_models::Recording for Replay {
+    async fn next_attempt(&self, model: &str) -> Option<RecordedAttempt> {
+        let read = |digest: &Digest| self.artifacts.get_now(digest);
+        Some(match self.next_outcome(model)? {
+            RecordedOutcome::Responded { raw } => match read(&raw) {
+                Some(response_body) => RecordedAttempt::Answered { response_body },
+                None => RecordedAttempt::Failed {
+                    message: format!("the recorded answer {raw} is not in the recording"),
+                    kind: "replay_invalid".into(),
+                    retryable: false,
+                    response_body: None,
+                },
+            },
+            RecordedOutcome::Failed {
                 error,
                 kind,
                 retryable,
-                ..
-            }) => Err(ModelError::Recorded {
+                response,
+            } => RecordedAttempt::Failed {
                 message: error,
                 kind,
                 retryable,
-            }),
-            Some(RecordedOutcome::Interrupted) => Err(recorded(
-                "the recording stopped during this call".into(),
-                "interrupted",
-            )),
-            None => Err(recorded(
-                format!("the recording has no more answers of {}", self.model),
-                "replay_exhausted",
-            )),
-        }
+                response_body: response.as_ref().and_then(read),
+            },
+            RecordedOutcome::Interrupted => RecordedAttempt::Interrupted,
+        })
     }
 }
 
@@ -1577,11 +1523,11 @@ struct ReplayModels {
 
 impl crate::ports::ModelPort for ReplayModels {
     fn provider(&self, model: &str, built: Arc<dyn Provider>) -> Arc<dyn Provider> {
-        Arc::new(ReplayedModel {
-            model: model.to_string(),
-            inner: built,
-            replay: self.replay.clone(),
-        })
+        Arc::new(flightdeck_models::ReplayProvider::new(
+            model,
+            built,
+            self.replay.clone(),
+        ))
     }
 
     fn needs_keys(&self) -> bool {

@@ -48,25 +48,6 @@ pub enum ModelError {
         turn: usize,
         message: String,
     },
-    /// A request in replay differs from the recorded one.
-    #[error(
-        "replay diverged at model call {index}: the request differs from the recorded one \
-         at `{pointer}`\nexpected: {expected}\nactual:   {actual}"
-    )]
-    ReplayMismatch {
-        /// 0-based position among the recorded calls.
-        index: usize,
-        /// JSON pointer of the first difference ("" for the whole body).
-        pointer: String,
-        expected: String,
-        actual: String,
-    },
-    /// Replay was asked for more calls than were recorded.
-    #[error("replay has no recorded model call {index} (only {recorded} were recorded)")]
-    ReplayExhausted { index: usize, recorded: usize },
-    /// A recorded call cannot be served back.
-    #[error("recorded model call {index} cannot be replayed: {message}")]
-    ReplayInvalid { index: usize, message: String },
     /// A failure served back from a recording, as it was recorded (message, kind and whether
     /// it was retryable), so the router decides again exactly as it did.
     #[error("{message}")]
@@ -99,10 +80,7 @@ impl ModelError {
             | ModelError::InvalidRequest { .. }
             | ModelError::SnapshotMismatch { .. }
             | ModelError::ModelMismatch { .. }
-            | ModelError::Script { .. }
-            | ModelError::ReplayMismatch { .. }
-            | ModelError::ReplayExhausted { .. }
-            | ModelError::ReplayInvalid { .. } => false,
+            | ModelError::Script { .. } => false,
             ModelError::Recorded { retryable, .. } => *retryable,
         }
     }
@@ -130,9 +108,6 @@ impl ModelError {
             ModelError::SnapshotMismatch { .. } => "snapshot_mismatch",
             ModelError::ModelMismatch { .. } => "model_mismatch",
             ModelError::Script { .. } => "script",
-            ModelError::ReplayMismatch { .. } => "replay_mismatch",
-            ModelError::ReplayExhausted { .. } => "replay_exhausted",
-            ModelError::ReplayInvalid { .. } => "replay_invalid",
         }
     }
 }

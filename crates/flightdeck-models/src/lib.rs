@@ -4,7 +4,7 @@
 //! - [`Provider`]: one call, no retries, returning the exact bytes sent and received
 //!   ([`Exchange`]). Implementations: [`OpenAiProvider`] (Chat Completions, any compatible
 //!   server), [`AnthropicProvider`] (Messages), [`ScriptedProvider`] (`scripted:<path>`),
-//!   [`ReplayProvider`] (recorded calls).
+//!   [`ReplayProvider`] (a model served from a recording).
 //! - [`ModelRef`] and the pinning rule ([`check_pin`]).
 //! - [`Router`]: retries with backoff honouring `Retry-After`, fallback in order, every
 //!   attempt reported.
@@ -44,7 +44,7 @@ pub use pricing::{
     WorstCase, DEFAULT_MAX_OUTPUT_TOKENS, PER_REQUEST_TOKENS,
 };
 pub use provider::{Provider, WireFormat};
-pub use replay::{first_difference, RecordedCall, ReplayProvider};
+pub use replay::{first_difference, RecordedAttempt, Recording, ReplayProvider};
 pub use router::{
     decide, AttemptRecord, Decision, Fallback, NoObserver, RetryPolicy, RouteAbort, RouteError,
     RouteEvent, RouteObserver, Routed, Router, Sleeper, Target, TokioSleeper,

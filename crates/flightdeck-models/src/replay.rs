@@ -1,15 +1,15 @@
-//! The replay provider: serves recorded calls back in order and checks that each new request
-//! equals the recorded one.
+//! The replay provider: a model served from a recording.
 //!
-//! A recorded call is the pair of bodies (the request body sent and the response body, as in
-//! `model.responded.response`) and the [`WireFormat`] of the provider that made it. (The
-//! engine's own replay compares request records instead, see `flightdeck-engine`.) A new
-//! request is encoded with that format and compared with the recorded request as JSON values
-//! (so key order and whitespace do not matter, everything else does); the recorded response is
-//! decoded with the same format. The exchange returned holds the recorded bytes, so a verified
-//! replay records the very same artifacts.
+//! A replay stands in for a real provider. It keeps the provider it stands for (`inner`),
+//! which still encodes each request (so the bytes a replay would have sent can be compared
+//! with what was recorded) and bounds its tokens (so budget checks are the same), and serves
+//! the recorded outcome of each attempt in order instead of calling anyone: the answer's
+//! recorded bytes, decoded with the provider's own wire format; a recorded failure (message,
+//! kind and retryability, so the router decides again exactly as it did); or the point where
+//! the recording stopped. Where the outcomes come from is a [`Recording`] (the engine reads
+//! them from a mission's timeline).
 
-use std::sync::Mutex;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -18,114 +18,125 @@ use crate::error::ModelError;
 use crate::provider::{Provider, WireFormat};
 use crate::types::{ChatRequest, Exchange};
 
-/// One recorded model call.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordedCall {
-    pub format: WireFormat,
-    pub request_body: Vec<u8>,
-    pub response_body: Vec<u8>,
+/// How one recorded attempt of a model call went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordedAttempt {
+    /// Answered: the provider's response bytes as received.
+    Answered { response_body: Vec<u8> },
+    /// Failed as recorded; a pin mismatch keeps the answer that failed the check.
+    Failed {
+        message: String,
+        kind: String,
+        retryable: bool,
+        response_body: Option<Vec<u8>>,
+    },
+    /// The process died during the call: the recording stops here.
+    Interrupted,
 }
 
-/// Serves [`RecordedCall`]s in order.
-#[derive(Debug)]
+/// The recorded attempts of each model, in order.
+#[async_trait]
+pub trait Recording: Send + Sync {
+    /// The next recorded attempt of `model` (a model ref); `None` when there is none left.
+    async fn next_attempt(&self, model: &str) -> Option<RecordedAttempt>;
+}
+
+/// A model served from a [`Recording`], through the provider it stands for.
 pub struct ReplayProvider {
-    name: String,
-    calls: Vec<RecordedCall>,
-    next: Mutex<usize>,
+    model: String,
+    inner: Arc<dyn Provider>,
+    recording: Arc<dyn Recording>,
+}
+
+impl std::fmt::Debug for ReplayProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayProvider")
+            .field("model", &self.model)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ReplayProvider {
-    /// `name` is what [`Provider::name`] reports (e.g. the original provider's).
-    pub fn new(name: impl Into<String>, calls: Vec<RecordedCall>) -> ReplayProvider {
+    /// `model` is the ref the recording names (`openai:gpt-4.1-…`, `scripted:…`); `inner`
+    /// the provider built for it.
+    pub fn new(
+        model: impl Into<String>,
+        inner: Arc<dyn Provider>,
+        recording: Arc<dyn Recording>,
+    ) -> ReplayProvider {
         ReplayProvider {
-            name: name.into(),
-            calls,
-            next: Mutex::new(0),
+            model: model.into(),
+            inner,
+            recording,
         }
-    }
-
-    /// How many recorded calls have been served.
-    pub fn served(&self) -> usize {
-        match self.next.lock() {
-            Ok(guard) => *guard,
-            Err(poisoned) => *poisoned.into_inner(),
-        }
-    }
-
-    /// Whether every recorded call was served.
-    pub fn is_exhausted(&self) -> bool {
-        self.served() >= self.calls.len()
     }
 }
 
 #[async_trait]
 impl Provider for ReplayProvider {
     fn name(&self) -> &str {
-        &self.name
+        self.inner.name()
     }
 
-    /// The format of the next recorded call (neutral once all were served).
     fn wire_format(&self) -> WireFormat {
-        self.calls
-            .get(self.served())
-            .map(|call| call.format)
-            .unwrap_or(WireFormat::Neutral)
+        self.inner.wire_format()
     }
 
-    async fn chat(&self, request: &ChatRequest) -> Result<Exchange, ModelError> {
-        let mut next = match self.next.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let index = *next;
-        let Some(recorded) = self.calls.get(index) else {
-            return Err(ModelError::ReplayExhausted {
-                index,
-                recorded: self.calls.len(),
-            });
-        };
-        let invalid = |message: String| ModelError::ReplayInvalid { index, message };
-        let actual_bytes = recorded.format.encode_request(request)?;
-        let expected: Value = serde_json::from_slice(&recorded.request_body)
-            .map_err(|e| invalid(format!("the recorded request is not JSON: {e}")))?;
-        let actual: Value = serde_json::from_slice(&actual_bytes)
-            .map_err(|e| invalid(format!("the new request is not JSON: {e}")))?;
-        if let Some((pointer, expected, actual)) =
-            first_difference(&expected, &actual, String::new())
-        {
-            return Err(ModelError::ReplayMismatch {
-                index,
-                pointer,
-                expected: render(expected),
-                actual: render(actual),
-            });
-        }
-        let response = recorded
-            .format
-            .decode_response(&recorded.response_body)
-            .map_err(|e| invalid(e.to_string()))?;
-        *next += 1;
-        Ok(Exchange {
-            response,
-            request_body: recorded.request_body.clone(),
-            response_body: recorded.response_body.clone(),
-        })
+    fn input_token_bound(&self, request: &ChatRequest, body: &[u8]) -> u64 {
+        self.inner.input_token_bound(request, body)
     }
-}
 
-fn render(value: Option<&Value>) -> String {
-    match value {
-        Some(value) => {
-            let text = value.to_string();
-            if text.chars().count() > 400 {
-                let mut short: String = text.chars().take(400).collect();
-                short.push('…');
-                short
-            } else {
-                text
+    async fn chat(&self, _request: &ChatRequest) -> Result<Exchange, ModelError> {
+        let format = self.inner.wire_format();
+        let recorded = |message: String, kind: &str| ModelError::Recorded {
+            message,
+            kind: kind.to_string(),
+            retryable: false,
+        };
+        // Nothing is sent: the exchange carries no request bytes (the caller records its
+        // own encoding of the request, compared with the recording's).
+        let exchange = |raw: Vec<u8>| -> Result<Exchange, ModelError> {
+            let response = format.decode_response(&raw).map_err(|e| {
+                recorded(
+                    format!("the recorded answer does not decode: {e}"),
+                    "replay_invalid",
+                )
+            })?;
+            Ok(Exchange {
+                response,
+                request_body: Vec::new(),
+                response_body: raw,
+            })
+        };
+        match self.recording.next_attempt(&self.model).await {
+            Some(RecordedAttempt::Answered { response_body }) => {
+                // A scripted model's cursor moves on as if it had answered.
+                self.inner.replayed_answer();
+                exchange(response_body)
             }
+            Some(RecordedAttempt::Failed {
+                response_body: Some(raw),
+                ..
+            }) => exchange(raw),
+            Some(RecordedAttempt::Failed {
+                message,
+                kind,
+                retryable,
+                response_body: None,
+            }) => Err(ModelError::Recorded {
+                message,
+                kind,
+                retryable,
+            }),
+            Some(RecordedAttempt::Interrupted) => Err(recorded(
+                "the recording stopped during this call".into(),
+                "interrupted",
+            )),
+            None => Err(recorded(
+                format!("the recording has no more answers of {}", self.model),
+                "replay_exhausted",
+            )),
         }
-        None => "(absent)".to_string(),
     }
 }
 

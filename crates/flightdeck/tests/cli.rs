@@ -707,11 +707,16 @@ fn a_mission_on_a_remote_repository_runs_from_the_fetched_base() {
     let origin = repo_with_template(FIX);
     let url = format!("file://{}", origin.path().display());
     let cli = Cli::new(BIN);
-    let out = cli.run(&["--json", "run", "t", "--remote", &url, "--base", "main", "-p", "value=42"]);
+    let out = cli.run(&[
+        "--json", "run", "t", "--remote", &url, "--base", "main", "-p", "value=42",
+    ]);
     assert_eq!(out.code(), 0, "{}", out.stderr());
     let summary = out.json();
     assert_eq!(summary["status"], "succeeded");
-    assert_eq!(summary["base_commit"], origin.git(&["rev-parse", "main"]).as_str());
+    assert_eq!(
+        summary["base_commit"],
+        origin.git(&["rev-parse", "main"]).as_str()
+    );
     // The mission ran in the installation's cache of the repository, not in a checkout.
     let repo = summary["repo"].as_str().unwrap();
     assert!(
@@ -724,8 +729,14 @@ fn a_mission_on_a_remote_repository_runs_from_the_fetched_base() {
         .stdout();
     assert!(patch.contains("+pub fn answer() -> u32 { 42 }"), "{patch}");
     // --remote and --repo are one or the other.
-    let both = cli.run(&["run", "t", "--remote", &url, "--repo", "."]).expect_code(2);
-    assert!(both.stderr().contains("cannot be used with"), "{}", both.stderr());
+    let both = cli
+        .run(&["run", "t", "--remote", &url, "--repo", "."])
+        .expect_code(2);
+    assert!(
+        both.stderr().contains("cannot be used with"),
+        "{}",
+        both.stderr()
+    );
 }
 
 #[test]
@@ -754,7 +765,11 @@ fn reading_never_writes() {
         assert_eq!(out.code(), 0, "{args:?}: {}", out.stderr());
     }
     // And with the default URL too: nothing in the data directory changed.
-    for args in [vec!["missions"], vec!["show", id.as_str()], vec!["timeline", id.as_str()]] {
+    for args in [
+        vec!["missions"],
+        vec!["show", id.as_str()],
+        vec!["timeline", id.as_str()],
+    ] {
         cli.run(&args).expect_code(0);
     }
     let after = cli.data_files();
@@ -778,7 +793,13 @@ fn reading_never_writes() {
     // Verifying everything in a data directory that does not exist is an error, not
     // "nothing to verify".
     let nowhere = cli.data_dir().join("no-such-dir");
-    let out = cli.run(&["--data-dir", nowhere.to_str().unwrap(), "audit", "verify", "--all"]);
+    let out = cli.run(&[
+        "--data-dir",
+        nowhere.to_str().unwrap(),
+        "audit",
+        "verify",
+        "--all",
+    ]);
     assert_eq!(out.code(), 2, "{}", out.stderr());
     assert!(out.stderr().contains("does not exist"), "{}", out.stderr());
     assert!(!nowhere.exists());
