@@ -114,9 +114,9 @@ struct Conversation {
     /// The request record the next call continues: the one of the attempt that answered the
     /// previous call, while the conversation has only grown since (none after a compaction).
     recorded: Option<RecordedRequest>,
-    /// Each message's part of the request's token estimate, kept as messages come so a call
-    /// does not estimate the whole conversation again.
-    message_tokens: Vec<u64>,
+    /// The messages' part of the request's token estimate, kept as messages come so a call
+    /// does not estimate the whole conversation again (compaction recounts it).
+    message_tokens: u64,
 }
 
 /// How one tool call went.
@@ -882,8 +882,7 @@ impl Driver {
 
 impl Conversation {
     fn push(&mut self, message: Message, origin: Option<String>) {
-        self.message_tokens
-            .push(flightdeck_models::estimate_message_tokens(&message));
+        self.message_tokens += flightdeck_models::estimate_message_tokens(&message);
         self.messages.push(message);
         self.origins.push(origin);
     }
@@ -901,18 +900,16 @@ impl Conversation {
 
     /// `estimate_input_tokens` of a request of this conversation, from the kept parts.
     fn input_tokens(&self, tools_tokens: u64) -> u64 {
-        flightdeck_models::PER_REQUEST_TOKENS
-            + self.message_tokens.iter().sum::<u64>()
-            + tools_tokens
+        flightdeck_models::PER_REQUEST_TOKENS + self.message_tokens + tools_tokens
     }
 }
 
-/// Each message's part of the token estimate.
-fn tally(messages: &[Message]) -> Vec<u64> {
+/// The messages' part of the token estimate.
+fn tally(messages: &[Message]) -> u64 {
     messages
         .iter()
         .map(flightdeck_models::estimate_message_tokens)
-        .collect()
+        .sum()
 }
 
 /// Replaces the results of `dropped` calls by a note saying how to read them again
