@@ -13,7 +13,7 @@ use flightdeck_workspace::CommandSpec;
 use crate::agent::{AgentEnd, AgentPlace, AgentRun};
 use crate::driver::Driver;
 use crate::gate::{changed_file, CurrentDiff};
-use crate::program::Halt;
+use crate::place::Halt;
 use crate::protocol::{Actor, Call, Next, Proposed};
 
 /// Fix rounds when the template sets none.
@@ -260,7 +260,7 @@ impl Driver {
     ) -> Result<Ran, Halt> {
         let spec = CommandSpec {
             command: command.to_string(),
-            timeout: self.command_timeout(self.engine.cfg.default_step_timeout),
+            timeout: self.command_timeout(self.shared.cfg.default_step_timeout),
             env: vec![("FLIGHTDECK_MISSION".into(), self.log.id().to_string())],
             network: place.place.template.workspace.network == Network::On,
         };

@@ -20,9 +20,9 @@ use flightdeck_workspace::CommandSpec;
 
 use crate::driver::Driver;
 use crate::gate::CurrentDiff;
-use crate::model_call::ModelOutcome;
-use crate::models::{self, StepModels};
-use crate::program::{Halt, Place};
+use crate::model_call::{self, ModelOutcome};
+use crate::models::StepModels;
+use crate::place::{Halt, Place};
 use crate::protocol::{self, Actor, Call, Confinement, Next, Proposed};
 use crate::request_record::RecordedRequest;
 use crate::tools::{self, ToolInvocation};
@@ -270,11 +270,12 @@ impl Driver {
         let models = StepModels::of(template, run.model, &template.file)?;
         let role = run.role;
         let ledger = self.log.state().ledger.clone();
-        let callables = models::callables(&self.engine, &place.place.created, &models, |model| {
-            ledger.answered_by(model)
-        })
-        .await?;
-        let router = models::router(&self.engine, &models, &callables);
+        let callables =
+            model_call::callables(&self.shared, &place.place.created, &models, |model| {
+                ledger.answered_by(model)
+            })
+            .await?;
+        let router = model_call::router(&self.shared, &models, &callables);
         let limits = BreakerLimits::from_spec(&template.breakers);
         let mut convo = self.rebuild_conversation(place, run).await?;
         let mut tools = tools::definitions(role);
@@ -735,13 +736,13 @@ impl Driver {
             .get(id)
             .map(|c| c.requested.tool.clone())
             .unwrap_or_default();
-        let files = self.engine.cfg.ports.files.clone();
+        let files = self.shared.cfg.ports.files.clone();
         let (mut ok, exit_code, mut output, timed_out, duration_ms) = match invocation {
             ToolInvocation::Run { command } => {
                 let spec = CommandSpec {
                     command: command.clone(),
                     timeout: self.command_timeout(
-                        self.engine
+                        self.shared
                             .cfg
                             .default_step_timeout
                             .min(AGENT_COMMAND_TIMEOUT),
@@ -790,7 +791,7 @@ impl Driver {
             }
         };
         // A secret a command printed (a key found on disk, say) is never shown to the model.
-        if let std::borrow::Cow::Owned(redacted) = self.engine.cfg.secrets.redact(&output) {
+        if let std::borrow::Cow::Owned(redacted) = self.shared.cfg.secrets.redact(&output) {
             output = redacted;
         }
         let tree = if invocation.may_write() {

@@ -14,22 +14,22 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use flightdeck_core::event::{MissionError, MissionFinished, MissionInterrupted};
-use flightdeck_core::{EventKind, MissionStatus};
-use flightdeck_store::{InputRow, InputState};
+use flightdeck_core::budget::BreakerLimits;
+use flightdeck_core::event::{MissionError, MissionFinished, MissionInterrupted, Reservation};
+use flightdeck_core::{Digest, EventKind, MissionStatus};
+use flightdeck_models::Usage;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::error::EngineError;
 use crate::inputs::{self, Foreign, Refusal};
 use crate::log::MissionLog;
-use crate::{Engine, EngineError};
+use crate::shared::Shared;
 
-/// How long a lease lasts without renewal; the driver renews it well before.
-pub(crate) const LEASE_TTL_MS: i64 = 30_000;
 const LEASE_RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How often observers hear that a command is still running.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How often the inbox is read when the store's change feed cannot wake the driver.
-const INBOX_POLL: Duration = Duration::from_millis(500);
+pub(crate) const INBOX_POLL: Duration = Duration::from_millis(500);
 
 /// A feed's next wake-up, or a slow poll when there is no feed.
 async fn inbox_changed(feed: &mut Option<flightdeck_store::ChangeFeed>) {
@@ -46,10 +46,7 @@ async fn inbox_changed(feed: &mut Option<flightdeck_store::ChangeFeed>) {
 /// Everything a driver waits on while an effect runs (besides the effect finishing).
 pub(crate) enum Input {
     /// A model attempt asks to go ahead, or reports how it went (answered on `reply`).
-    Model(
-        crate::model_call::Report,
-        oneshot::Sender<crate::model_call::Verdict>,
-    ),
+    Model(Report, oneshot::Sender<Verdict>),
     /// Inputs may have been posted to the mission's inbox (a vote, a budget raise, a cancel,
     /// from this process or another).
     Inbox,
@@ -88,9 +85,64 @@ impl Running<'static> {
     };
 }
 
+/// What a running model call tells its driver.
+pub(crate) struct Report {
+    pub(crate) call_id: String,
+    pub(crate) role: String,
+    pub(crate) limits: BreakerLimits,
+    pub(crate) step: ReportStep,
+}
+
+pub(crate) enum ReportStep {
+    /// About to send attempt `number` to `model`.
+    Attempt {
+        number: usize,
+        provider: String,
+        model: String,
+        /// The request record's bytes (see `request_record`).
+        record: Vec<u8>,
+        /// The digest of the bytes sent, for providers that send any.
+        wire: Option<Digest>,
+        reserved: Reservation,
+        /// Sampling parameters the model does not accept, left out of what is sent.
+        omitted: Vec<String>,
+    },
+    /// The attempt was answered (and passed the pin check).
+    Responded {
+        model_served: String,
+        usage: Usage,
+        cost_usd: f64,
+        /// The provider's answer as received.
+        raw: Vec<u8>,
+        /// The answer in the neutral format (what a rebuilt conversation reads).
+        neutral: Vec<u8>,
+    },
+    Failed {
+        error: String,
+        retryable: bool,
+        model: String,
+        attempt: usize,
+        kind: String,
+        raw: Option<Vec<u8>>,
+    },
+    Fallback {
+        from: String,
+        to: String,
+        reason: String,
+    },
+}
+
+/// The driver's answer to a report.
+pub(crate) enum Verdict {
+    /// Go on; for an attempt, the digest its request record was stored under.
+    Go(Option<Digest>),
+    /// Stop the route (the reason is recorded).
+    Abort(String),
+}
+
 /// A driven mission.
 pub(crate) struct Driver {
-    pub(crate) engine: Engine,
+    pub(crate) shared: Shared,
     pub(crate) log: MissionLog,
     inputs: mpsc::UnboundedReceiver<Input>,
     sender: mpsc::UnboundedSender<Input>,
@@ -112,24 +164,24 @@ pub(crate) struct Driver {
 impl Driver {
     /// Takes mission `id`'s lease and opens its log; starts the lease ticker, the inbox
     /// watcher and the shutdown forwarder.
-    pub(crate) async fn open(engine: &Engine, id: &str) -> Result<Driver, EngineError> {
-        engine.take_lease(id).await?;
-        let log = match MissionLog::open(engine.sink(), id).await {
+    pub(crate) async fn open(shared: &Shared, id: &str) -> Result<Driver, EngineError> {
+        shared.take_lease(id).await?;
+        let log = match MissionLog::open(shared.sink(), id).await {
             Ok(log) => log,
             Err(e) => {
-                engine.release_lease(id).await;
+                shared.release_lease(id).await;
                 return Err(e);
             }
         };
         let (sender, inputs) = mpsc::unbounded_channel();
         let mut driver = Driver {
-            engine: engine.clone(),
+            shared: shared.clone(),
             log,
             inputs,
             sender,
             seen: BTreeSet::new(),
             background: Vec::new(),
-            inbox: engine.cfg.store.subscribe_inputs().await.ok(),
+            inbox: shared.cfg.store.subscribe_inputs().await.ok(),
             pending_stop: None,
             holds_lease: true,
             model_error: None,
@@ -151,7 +203,7 @@ impl Driver {
             }
         })));
         let sender = self.sender.clone();
-        let mut shutdown = self.engine.cfg.shutdown.clone();
+        let mut shutdown = self.shared.cfg.shutdown.clone();
         self.background.push(Background(tokio::spawn(async move {
             loop {
                 if let Some(reason) = shutdown.borrow().clone() {
@@ -235,13 +287,13 @@ impl Driver {
                 if !self.holds_lease {
                     return None;
                 }
-                match self.engine.renew_lease(self.log.id()).await {
+                match self.shared.renew_lease(self.log.id()).await {
                     Ok(()) => None,
                     Err(holder) => Some(Stop::LeaseLost(holder)),
                 }
             }
             Input::Progress(elapsed) => {
-                self.engine
+                self.shared
                     .cfg
                     .observer
                     .still_running(running.call_id, running.label, elapsed);
@@ -268,7 +320,7 @@ impl Driver {
             return None;
         }
         let now = self.log.now_ms();
-        let gates = match self.engine.gates_of_state(self.log.state()).await {
+        let gates = match self.shared.gates_of_state(self.log.state()).await {
             Ok(gates) => gates,
             Err(e) => {
                 self.refuse(inbox, &e.to_string()).await;
@@ -278,7 +330,7 @@ impl Driver {
         match inputs::apply(
             self.log.state(),
             &gates,
-            &self.engine.cfg.people,
+            &self.shared.cfg.people,
             &foreign,
             now,
         ) {
@@ -308,7 +360,7 @@ impl Driver {
     async fn refuse(&self, inbox: Option<i64>, reason: &str) {
         if let Some(id) = inbox {
             let _ = self
-                .engine
+                .shared
                 .cfg
                 .store
                 .refuse_input(id, reason, self.log.now_ms())
@@ -344,7 +396,7 @@ impl Driver {
     /// Takes in the mission's pending inbox inputs now (before it is driven, and when its
     /// program has ended, so an input that came as it parked is not left waiting).
     pub(crate) async fn take_inbox(&mut self) -> Result<(), EngineError> {
-        let rows = self.engine.cfg.store.pending_inputs(self.log.id()).await?;
+        let rows = self.shared.cfg.store.pending_inputs(self.log.id()).await?;
         for row in rows {
             if self.seen.contains(&row.id) {
                 continue;
@@ -392,7 +444,7 @@ impl Driver {
         }
         self.background.clear();
         if self.holds_lease {
-            self.engine.release_lease(self.log.id()).await;
+            self.shared.release_lease(self.log.id()).await;
         }
         flushed?;
         Ok(self.log.into_state())
@@ -431,73 +483,4 @@ pub enum Applied {
     Recorded { seq: u64 },
     /// Refused, nothing recorded.
     Refused(Refusal),
-}
-
-impl Engine {
-    /// Posts an input to mission `id` and waits until it is taken in: by the driver that
-    /// holds the mission now (in this process or another), or here, under the lease, when
-    /// no one drives it. Refusals that can be told from the mission as it stands are given
-    /// before anything is written.
-    pub async fn post(&self, id: &str, foreign: Foreign) -> Result<Applied, EngineError> {
-        let mut state = crate::log::load(&*self.cfg.store, id).await?;
-        // A deadline that came due (an approval's expiry) is fired first, by whoever comes
-        // by to write: the input is then judged on the mission as it now stands.
-        let now = self.cfg.clock.now_ms().max(state.last_at_ms);
-        if inputs::expiries(&state, now).is_some() && self.lease_is_free(id).await? {
-            state = match self.settle(id).await {
-                Ok(state) => state,
-                Err(EngineError::Busy { .. }) => state,
-                Err(e) => return Err(e),
-            };
-        }
-        let gates = self.gates_of_state(&state).await?;
-        let now = self.cfg.clock.now_ms().max(state.last_at_ms);
-        if let Err(refusal) = inputs::apply(&state, &gates, &self.cfg.people, &foreign, now) {
-            return Ok(Applied::Refused(refusal));
-        }
-        let row = self
-            .cfg
-            .store
-            .post_input(flightdeck_store::NewInput {
-                mission: id.to_string(),
-                kind: foreign.kind().to_string(),
-                payload: foreign.payload(),
-                posted_at_ms: now,
-            })
-            .await?;
-        let mut feed = self.cfg.store.subscribe().await.ok();
-        loop {
-            match self.cfg.store.input(row).await? {
-                Some(InputRow {
-                    state: InputState::Applied { seq },
-                    ..
-                }) => return Ok(Applied::Recorded { seq }),
-                Some(InputRow {
-                    state: InputState::Refused { reason },
-                    ..
-                }) => return Ok(Applied::Refused(Refusal::Other(reason))),
-                Some(_) => {}
-                None => return Err(EngineError::UnknownMission(id.to_string())),
-            }
-            // No one drives it (or its driver died): take it in here.
-            if self.lease_is_free(id).await? {
-                match Driver::open(self, id).await {
-                    Ok(mut driver) => {
-                        driver.fire_deadlines().await?;
-                        driver.take_inbox().await?;
-                        driver.close().await?;
-                        continue;
-                    }
-                    Err(EngineError::Busy { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            match feed.as_mut() {
-                Some(feed) => {
-                    let _ = tokio::time::timeout(INBOX_POLL, feed.changed()).await;
-                }
-                None => tokio::time::sleep(INBOX_POLL).await,
-            }
-        }
-    }
 }

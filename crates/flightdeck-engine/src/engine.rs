@@ -4,22 +4,23 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 
 use flightdeck_core::event::*;
 use flightdeck_core::template::{Runtime, Template};
 use flightdeck_core::{Digest, EventKind, MissionId, MissionState, MissionStatus};
 use flightdeck_policy::Policy;
-use flightdeck_store::{AppendRequest, NewEvent, Projection};
+use flightdeck_store::{AppendRequest, InputRow, InputState, NewEvent, Projection};
 use flightdeck_workspace::{repo_root, resolve_commit, Sandbox};
 
-use crate::driver::{Applied, Driver, Stop, LEASE_TTL_MS};
-use crate::inputs::{Foreign, Vote};
-use crate::log::{put_artifact, LogSink, MissionLog};
+use crate::config::EngineConfig;
+use crate::driver::INBOX_POLL;
+use crate::driver::{Applied, Driver, Stop};
+use crate::error::EngineError;
+use crate::inputs::{self, Foreign, Refusal, Vote};
+use crate::log::{put_artifact, MissionLog};
 use crate::models::{check_models, ModelSettings};
-use crate::program::Halt;
-use crate::worker::WorkerId;
-use crate::{EngineConfig, EngineError};
+use crate::place::Halt;
+use crate::shared::Shared;
 
 /// What `flightdeck run` asks for.
 #[derive(Debug, Clone)]
@@ -84,47 +85,18 @@ struct Checked {
 /// Drives missions. Cheap to clone; every method may be called from any task.
 #[derive(Clone)]
 pub struct Engine {
-    pub(crate) cfg: Arc<EngineConfig>,
-    /// Pinned scripts, parsed once: each agent run builds its providers, and a long
-    /// script takes longer to parse than a run's step.
-    scripts: Arc<Mutex<BTreeMap<Digest, Arc<flightdeck_models::Script>>>>,
-    /// Missions driven by this process now: a second driver of one mission in the same
-    /// process is refused like one in another process.
-    driving: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    pub(crate) shared: Shared,
 }
 
 impl Engine {
     pub fn new(cfg: EngineConfig) -> Engine {
         Engine {
-            cfg: Arc::new(cfg),
-            scripts: Default::default(),
-            driving: Default::default(),
+            shared: Shared::new(cfg),
         }
     }
 
     pub fn config(&self) -> &EngineConfig {
-        &self.cfg
-    }
-
-    pub(crate) fn sink(&self) -> LogSink {
-        LogSink {
-            store: self.cfg.store.clone(),
-            artifacts: self.cfg.artifacts.clone(),
-            clock: self.cfg.clock.clone(),
-            secrets: self.cfg.secrets.clone(),
-            observer: self.cfg.observer.clone(),
-            projection: self.cfg.projection,
-        }
-    }
-
-    pub(crate) fn cached_script(&self, digest: &Digest) -> Option<Arc<flightdeck_models::Script>> {
-        let cache = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
-        cache.get(digest).cloned()
-    }
-
-    pub(crate) fn cache_script(&self, digest: &Digest, script: &Arc<flightdeck_models::Script>) {
-        let mut cache = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
-        cache.insert(digest.clone(), script.clone());
+        &self.shared.cfg
     }
 
     /// Checks a request without writing anything: the template parses and renders with the
@@ -141,29 +113,31 @@ impl Engine {
     pub async fn create(&self, request: CreateMission) -> Result<MissionState, EngineError> {
         let checked = check(
             &request,
-            &self.cfg.models,
-            &self.cfg.workspace,
-            !self.cfg.ports.models.needs_keys(),
+            &self.shared.cfg.models,
+            &self.shared.cfg.workspace,
+            !self.shared.cfg.ports.models.needs_keys(),
         )?;
         let mut model_scripts = BTreeMap::new();
         for (model, source) in &checked.scripts {
             model_scripts.insert(
                 model.clone(),
-                put_artifact(&self.sink(), source.as_bytes()).await?,
+                put_artifact(&self.shared.sink(), source.as_bytes()).await?,
             );
         }
         let template_source =
-            put_artifact(&self.sink(), request.template_source.as_bytes()).await?;
-        let policy_source = put_artifact(&self.sink(), request.policy_source.as_bytes()).await?;
+            put_artifact(&self.shared.sink(), request.template_source.as_bytes()).await?;
+        let policy_source =
+            put_artifact(&self.shared.sink(), request.policy_source.as_bytes()).await?;
         let codeowners = match &request.codeowners {
-            Some(file) => Some(put_artifact(&self.sink(), file.source.as_bytes()).await?),
+            Some(file) => Some(put_artifact(&self.shared.sink(), file.source.as_bytes()).await?),
             None => None,
         };
         // The requester as a person, when the installation knows them by another name.
         let resolved = self
+            .shared
             .cfg
             .people
-            .resolve(&request.requested_by, crate::inputs::Channel::Cli);
+            .resolve(&request.requested_by, crate::people::Channel::Cli);
         let (requested_by, requested_as) = match &resolved.person {
             Some(_) if resolved.handle != request.requested_by => {
                 (resolved.handle.clone(), Some(request.requested_by.clone()))
@@ -201,7 +175,7 @@ impl Engine {
             requested_as,
             codeowners_warnings,
         };
-        let mut log = MissionLog::new(self.sink(), request.id.as_str());
+        let mut log = MissionLog::new(self.shared.sink(), request.id.as_str());
         log.append(vec![EventKind::MissionCreated(created)]).await?;
         Ok(log.into_state())
     }
@@ -279,7 +253,7 @@ impl Engine {
     /// Takes in what waits for mission `id` while no one drives it: inputs in its inbox and
     /// approval expiries that came due. Does not continue the mission (see `resume`).
     pub async fn settle(&self, id: &str) -> Result<MissionState, EngineError> {
-        let mut driver = Driver::open(self, id).await?;
+        let mut driver = Driver::open(&self.shared, id).await?;
         let taken = async {
             driver.fire_deadlines().await?;
             driver.take_inbox().await
@@ -301,7 +275,7 @@ impl Engine {
     /// are copies of the origin's 1..=`at_seq`, then `mission.forked` with what is overridden;
     /// then it is resumed and runs live. The origin is not touched.
     pub async fn fork(&self, request: ForkMission) -> Result<MissionState, EngineError> {
-        let origin = self.cfg.store.events(&request.origin, 0).await?;
+        let origin = self.shared.cfg.store.events(&request.origin, 0).await?;
         let last = origin.len() as u64;
         if origin.is_empty() {
             return Err(EngineError::UnknownMission(request.origin));
@@ -363,16 +337,17 @@ impl Engine {
             // The new template must render with the mission's params.
             let template = Template::parse(&created.template, &request.template_file, source)?;
             template.render(&created.params, &request.id)?;
-            forked.template_source = Some(put_artifact(&self.sink(), source.as_bytes()).await?);
+            forked.template_source =
+                Some(put_artifact(&self.shared.sink(), source.as_bytes()).await?);
             forked.template_hash = Some(Digest::of(source.as_bytes()));
         }
         for (model, source) in &request.model_scripts {
             forked.model_scripts.insert(
                 model.clone(),
-                put_artifact(&self.sink(), source.as_bytes()).await?,
+                put_artifact(&self.shared.sink(), source.as_bytes()).await?,
             );
         }
-        let now = self.cfg.clock.now_ms().max(state.last_at_ms);
+        let now = self.shared.cfg.clock.now_ms().max(state.last_at_ms);
         let kind = EventKind::MissionForked(forked);
         state
             .apply(state.events + 1, now, &kind)
@@ -393,6 +368,7 @@ impl Engine {
         // The origin's events are copied as they were recorded (already redacted), in one
         // append that creates the new mission.
         let stored = self
+            .shared
             .cfg
             .store
             .append(AppendRequest {
@@ -404,7 +380,7 @@ impl Engine {
             })
             .await?;
         for event in &stored {
-            self.cfg.observer.event(event);
+            self.shared.cfg.observer.event(event);
         }
         self.resume(id, &request.by).await
     }
@@ -415,10 +391,15 @@ impl Engine {
         if given.is_empty() {
             return Err(EngineError::UnknownMission(given.to_string()));
         }
-        if self.cfg.store.mission(given).await?.is_some() {
+        if self.shared.cfg.store.mission(given).await?.is_some() {
             return Ok(given.to_string());
         }
-        let candidates = self.cfg.store.mission_ids_with_prefix(given, 6).await?;
+        let candidates = self
+            .shared
+            .cfg
+            .store
+            .mission_ids_with_prefix(given, 6)
+            .await?;
         match candidates.as_slice() {
             [one] => Ok(one.clone()),
             [] => Err(EngineError::UnknownMission(given.to_string())),
@@ -431,136 +412,19 @@ impl Engine {
 
     /// The state of a mission, folded from its timeline.
     pub async fn load(&self, id: &str) -> Result<MissionState, EngineError> {
-        crate::log::load(&*self.cfg.store, id).await
+        crate::log::load(&*self.shared.cfg.store, id).await
     }
 
     /// Drives mission `id` under its lease until it ends or parks (`resume_by`: resumed by
     /// whom, recorded).
     async fn drive(&self, id: &str, resume_by: Option<&str>) -> Result<MissionState, EngineError> {
-        let mut driver = Driver::open(self, id).await?;
+        let mut driver = Driver::open(&self.shared, id).await?;
         let driven = drive_open(&mut driver, resume_by).await;
         let closed = driver.close().await;
         match driven {
             Ok(()) => closed,
             Err(e) => Err(e),
         }
-    }
-
-    /// Takes mission `id`'s lease for this process, or says who holds it.
-    pub(crate) async fn take_lease(&self, id: &str) -> Result<(), EngineError> {
-        {
-            let mut driving = self.driving.lock().unwrap_or_else(|p| p.into_inner());
-            if !driving.insert(id.to_string()) {
-                return Err(EngineError::Busy {
-                    id: id.to_string(),
-                    owner: self.cfg.worker.0.clone(),
-                });
-            }
-        }
-        let taken = self.acquire(id).await;
-        if taken.is_err() {
-            self.forget(id);
-        }
-        taken
-    }
-
-    async fn acquire(&self, id: &str) -> Result<(), EngineError> {
-        let me = &self.cfg.worker.0;
-        let now = self.cfg.clock.now_ms();
-        let store = &self.cfg.store;
-        let holder = store.acquire_lease(id, me, now, LEASE_TTL_MS, None).await?;
-        let holder = match holder {
-            Some(lease) if &lease.owner != me && WorkerId::is_dead_on_this_host(&lease.owner) => {
-                store
-                    .acquire_lease(id, me, now, LEASE_TTL_MS, Some(&lease.owner))
-                    .await?
-            }
-            other => other,
-        };
-        match holder {
-            Some(lease) if &lease.owner == me => Ok(()),
-            Some(lease) => Err(EngineError::Busy {
-                id: id.to_string(),
-                owner: lease.owner,
-            }),
-            None => Err(EngineError::UnknownMission(id.to_string())),
-        }
-    }
-
-    fn forget(&self, id: &str) {
-        let mut driving = self.driving.lock().unwrap_or_else(|p| p.into_inner());
-        driving.remove(id);
-    }
-
-    /// Renews the lease; the holder's name when another process took it.
-    pub(crate) async fn renew_lease(&self, id: &str) -> Result<(), String> {
-        let me = &self.cfg.worker.0;
-        match self
-            .cfg
-            .store
-            .acquire_lease(id, me, self.cfg.clock.now_ms(), LEASE_TTL_MS, None)
-            .await
-        {
-            Ok(Some(lease)) if &lease.owner == me => Ok(()),
-            Ok(Some(lease)) => Err(lease.owner),
-            // A store that does not answer now may answer at the next tick; the lease
-            // outlives a few missed renewals.
-            Ok(None) | Err(_) => Ok(()),
-        }
-    }
-
-    pub(crate) async fn release_lease(&self, id: &str) {
-        let _ = self.cfg.store.release_lease(id, &self.cfg.worker.0).await;
-        self.forget(id);
-    }
-
-    /// Whether no live process holds mission `id`'s lease.
-    pub(crate) async fn lease_is_free(&self, id: &str) -> Result<bool, EngineError> {
-        if self
-            .driving
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
-        {
-            return Ok(false);
-        }
-        let row = self.cfg.store.mission(id).await?;
-        let now = self.cfg.clock.now_ms();
-        Ok(row.and_then(|r| r.lease).is_none_or(|lease| {
-            lease.expires_ms <= now || WorkerId::is_dead_on_this_host(&lease.owner)
-        }))
-    }
-
-    /// The mission's template as it was pinned at creation, rendered with its params.
-    pub(crate) async fn template_of(
-        &self,
-        state: &MissionState,
-    ) -> Result<(MissionCreated, Template), EngineError> {
-        let created = state
-            .created
-            .clone()
-            .ok_or_else(|| EngineError::UnknownMission(state.id.clone()))?;
-        let source = self.cfg.artifacts.get(&created.template_source).await?;
-        let source = String::from_utf8_lossy(&source);
-        let template = Template::parse(&created.template, &created.template, &source)?;
-        let id = MissionId::parse(&state.id).unwrap_or_else(|| MissionId::from_parts(0, 0));
-        let mut rendered = template.render(&created.params, &id)?;
-        // A fork may run on another model: it replaces the pin, and its fallbacks go.
-        if let Some(pin) = state.forked.as_ref().and_then(|f| f.model.clone()) {
-            let spec = rendered.template.model.get_or_insert_with(|| {
-                flightdeck_core::template::ModelSpec {
-                    pin: pin.clone(),
-                    fallback: Vec::new(),
-                    temperature: None,
-                    max_output_tokens: None,
-                    allow_snapshot_mismatch: false,
-                    context_tokens: None,
-                }
-            });
-            spec.pin = pin;
-            spec.fallback.clear();
-        }
-        Ok((created, rendered.template))
     }
 
     /// Makes workspace `id` as a mission of this template would get it (`flightdeck
@@ -579,7 +443,7 @@ impl Engine {
             spec,
             recorded: None,
         };
-        self.cfg.ports.workspaces.provision(&request).await
+        self.shared.cfg.ports.workspaces.provision(&request).await
     }
 
     /// Finds workspace `id` again as `provision` made it (`flightdeck workspace exec`).
@@ -597,22 +461,22 @@ impl Engine {
             spec,
             recorded: None,
         };
-        self.cfg.ports.workspaces.attach(&request).await
+        self.shared.cfg.ports.workspaces.attach(&request).await
     }
 
     /// Removes workspace `id` (worktree, HOME, container); best effort.
     pub async fn remove_workspace(&self, id: &str, repo: Option<&std::path::Path>) {
-        self.cfg.ports.workspaces.remove(id, repo).await;
+        self.shared.cfg.ports.workspaces.remove(id, repo).await;
     }
 
     /// The container of workspace `id`.
     pub fn container_name(&self, id: &str) -> String {
-        self.cfg.ports.workspaces.container_name(id)
+        self.shared.cfg.ports.workspaces.container_name(id)
     }
 
     /// A digest of the data directory: containers of this installation carry it.
     pub fn installation(&self) -> String {
-        self.cfg.ports.workspaces.installation()
+        self.shared.cfg.ports.workspaces.installation()
     }
 }
 
@@ -763,4 +627,75 @@ fn check(
         base_commit,
         scripts,
     })
+}
+
+impl Engine {
+    /// Posts an input to mission `id` and waits until it is taken in: by the driver that
+    /// holds the mission now (in this process or another), or here, under the lease, when
+    /// no one drives it. Refusals that can be told from the mission as it stands are given
+    /// before anything is written.
+    pub async fn post(&self, id: &str, foreign: Foreign) -> Result<Applied, EngineError> {
+        let mut state = crate::log::load(&*self.shared.cfg.store, id).await?;
+        // A deadline that came due (an approval's expiry) is fired first, by whoever comes
+        // by to write: the input is then judged on the mission as it now stands.
+        let now = self.shared.cfg.clock.now_ms().max(state.last_at_ms);
+        if inputs::expiries(&state, now).is_some() && self.shared.lease_is_free(id).await? {
+            state = match self.settle(id).await {
+                Ok(state) => state,
+                Err(EngineError::Busy { .. }) => state,
+                Err(e) => return Err(e),
+            };
+        }
+        let gates = self.shared.gates_of_state(&state).await?;
+        let now = self.shared.cfg.clock.now_ms().max(state.last_at_ms);
+        if let Err(refusal) = inputs::apply(&state, &gates, &self.shared.cfg.people, &foreign, now)
+        {
+            return Ok(Applied::Refused(refusal));
+        }
+        let row = self
+            .shared
+            .cfg
+            .store
+            .post_input(flightdeck_store::NewInput {
+                mission: id.to_string(),
+                kind: foreign.kind().to_string(),
+                payload: foreign.payload(),
+                posted_at_ms: now,
+            })
+            .await?;
+        let mut feed = self.shared.cfg.store.subscribe().await.ok();
+        loop {
+            match self.shared.cfg.store.input(row).await? {
+                Some(InputRow {
+                    state: InputState::Applied { seq },
+                    ..
+                }) => return Ok(Applied::Recorded { seq }),
+                Some(InputRow {
+                    state: InputState::Refused { reason },
+                    ..
+                }) => return Ok(Applied::Refused(Refusal::Other(reason))),
+                Some(_) => {}
+                None => return Err(EngineError::UnknownMission(id.to_string())),
+            }
+            // No one drives it (or its driver died): take it in here.
+            if self.shared.lease_is_free(id).await? {
+                match Driver::open(&self.shared, id).await {
+                    Ok(mut driver) => {
+                        driver.fire_deadlines().await?;
+                        driver.take_inbox().await?;
+                        driver.close().await?;
+                        continue;
+                    }
+                    Err(EngineError::Busy { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match feed.as_mut() {
+                Some(feed) => {
+                    let _ = tokio::time::timeout(INBOX_POLL, feed.changed()).await;
+                }
+                None => tokio::time::sleep(INBOX_POLL).await,
+            }
+        }
+    }
 }

@@ -15,10 +15,10 @@ use flightdeck_policy::{
 use flightdeck_workspace::{DiffFile, Worktree};
 use serde_json::{json, Value};
 
+use crate::error::EngineError;
 use crate::log::put_artifact;
-use crate::program::Place;
 use crate::protocol::ApprovalAsk;
-use crate::{Engine, EngineError};
+use crate::shared::Shared;
 
 /// The pinned policy and CODEOWNERS of a mission, parsed once per drive.
 pub struct Gates {
@@ -80,7 +80,7 @@ fn areas(paths: &[&str]) -> Vec<String> {
     areas
 }
 
-impl Engine {
+impl Shared {
     /// The policy and CODEOWNERS pinned in `mission.created` (the built-in policy for a
     /// mission recorded before policies were pinned).
     pub(crate) async fn gates_of(&self, created: &MissionCreated) -> Result<Gates, EngineError> {
@@ -117,11 +117,11 @@ impl Engine {
     pub(crate) async fn approval_request(
         &self,
         state: &MissionState,
-        place: &Place,
+        gates: &Gates,
+        title: &str,
         ask: &ApprovalAsk,
         diff: &CurrentDiff,
     ) -> Result<ApprovalRequested, EngineError> {
-        let gates = &place.gates;
         let decision = &ask.decision;
         let id = approval_id(&state.id, state.approvals.len() + 1);
         let changed: Vec<ChangedFile> = diff.changed_files();
@@ -159,7 +159,7 @@ impl Engine {
         let bundle = bundle_json(BundleInput {
             state,
             gates,
-            title: &place.template.title(),
+            title,
             approval_id: &id,
             gate: ask.gate,
             subject: &ask.subject,

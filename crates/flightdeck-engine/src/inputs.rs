@@ -16,30 +16,10 @@ use flightdeck_policy::{ApprovalContext, ApprovalRequirement, Teams};
 use flightdeck_store::InputRow;
 use serde::{Deserialize, Serialize};
 
+use crate::error::EngineError;
 use crate::gate::Gates;
+pub use crate::people::Channel;
 use crate::people::{Directory, Resolved};
-use crate::EngineError;
-
-/// Where a decision on an approval came from (`approval.decided.channel`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Channel {
-    Cli,
-    Web,
-    Slack,
-    Github,
-}
-
-impl Channel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Channel::Cli => "cli",
-            Channel::Web => "web",
-            Channel::Slack => "slack",
-            Channel::Github => "github",
-        }
-    }
-}
 
 /// Someone's decision on an approval, as a channel delivers it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

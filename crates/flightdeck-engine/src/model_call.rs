@@ -8,21 +8,26 @@
 //! state; the driver never waits on the provider except through its input channel, so a
 //! cancel or a budget raise during a long call is taken in at once.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use flightdeck_core::budget::{after_model_failure, BreakerLimits};
+use flightdeck_core::event::MissionCreated;
 use flightdeck_core::event::{
     ModelFailed, ModelFallback, ModelRequested, ModelResponded, Reservation,
 };
 use flightdeck_core::{Digest, EventKind};
 use flightdeck_models::{
-    ChatRequest, ChatResponse, RouteAbort, RouteError, RouteEvent, RouteObserver, Router, Usage,
+    ChatRequest, ChatResponse, ModelRef, Pricing, Provider, RetryPolicy, RouteAbort, RouteError,
+    RouteEvent, RouteObserver, Router, Script, ScriptedProvider, Target, Usage,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::{Driver, Input, Running, Stop};
-use crate::models::Callable;
+use crate::driver::{Driver, Input, Report, ReportStep, Running, Stop, Verdict};
+use crate::error::EngineError;
+use crate::models::{remote_provider, StepModels};
 use crate::request_record::{self, RecordedRequest};
-use crate::EngineError;
+use crate::shared::Shared;
 
 /// How a model call ended.
 pub(crate) enum ModelOutcome {
@@ -32,61 +37,6 @@ pub(crate) enum ModelOutcome {
     Stopped,
     /// Every model failed, or one failed in a way no fallback fixes.
     Failed(RouteError),
-}
-
-/// What a running model call tells its driver.
-pub(crate) struct Report {
-    pub(crate) call_id: String,
-    pub(crate) role: String,
-    pub(crate) limits: BreakerLimits,
-    pub(crate) step: ReportStep,
-}
-
-pub(crate) enum ReportStep {
-    /// About to send attempt `number` to `model`.
-    Attempt {
-        number: usize,
-        provider: String,
-        model: String,
-        /// The request record's bytes (see `request_record`).
-        record: Vec<u8>,
-        /// The digest of the bytes sent, for providers that send any.
-        wire: Option<Digest>,
-        reserved: Reservation,
-        /// Sampling parameters the model does not accept, left out of what is sent.
-        omitted: Vec<String>,
-    },
-    /// The attempt was answered (and passed the pin check).
-    Responded {
-        model_served: String,
-        usage: Usage,
-        cost_usd: f64,
-        /// The provider's answer as received.
-        raw: Vec<u8>,
-        /// The answer in the neutral format (what a rebuilt conversation reads).
-        neutral: Vec<u8>,
-    },
-    Failed {
-        error: String,
-        retryable: bool,
-        model: String,
-        attempt: usize,
-        kind: String,
-        raw: Option<Vec<u8>>,
-    },
-    Fallback {
-        from: String,
-        to: String,
-        reason: String,
-    },
-}
-
-/// The driver's answer to a report.
-pub(crate) enum Verdict {
-    /// Go on; for an attempt, the digest its request record was stored under.
-    Go(Option<Digest>),
-    /// Stop the route (the reason is recorded).
-    Abort(String),
 }
 
 /// The router's observer: turns each step into a report and waits for the driver's verdict.
@@ -243,7 +193,7 @@ impl Driver {
         request: &mut ChatRequest,
         after: Option<&RecordedRequest>,
     ) -> Result<Result<ModelOutcome, EngineError>, Stop> {
-        let engine = self.engine.clone();
+        let engine = self.shared.clone();
         let mut reporter = Reporter {
             sender: self.sender(),
             callables,
@@ -406,4 +356,108 @@ impl Driver {
             }
         }
     }
+}
+
+/// A model the router may call, with what budgets need to know of it.
+pub(crate) struct Callable {
+    pub(crate) provider: Arc<dyn Provider>,
+    pub(crate) pricing: Option<Pricing>,
+    /// The provider's own `max_retries` (remote providers).
+    pub(crate) max_retries: Option<u32>,
+}
+
+/// Builds the providers of `models` for a mission: scripts from the copies pinned in
+/// `mission.created`, each scripted cursor after the calls the script already answered.
+pub(crate) async fn callables(
+    shared: &Shared,
+    created: &MissionCreated,
+    models: &StepModels,
+    answered: impl Fn(&str) -> u64,
+) -> Result<Vec<Callable>, EngineError> {
+    let settings = &shared.cfg.models;
+    let ports = &shared.cfg.ports;
+    let mut callables = Vec::with_capacity(models.refs.len());
+    for model in &models.refs {
+        let key = model.to_string();
+        let callable =
+            match model {
+                ModelRef::Scripted { path } => {
+                    let digest = created.model_scripts.get(&key).ok_or_else(|| {
+                        EngineError::ModelConfig {
+                            message: format!(
+                                "mission {} has no pinned script for `{key}`",
+                                created.template
+                            ),
+                            hint: None,
+                        }
+                    })?;
+                    let script = match shared.cached_script(digest) {
+                        Some(script) => script,
+                        None => {
+                            let source = shared.cfg.artifacts.get(digest).await?;
+                            let script = Arc::new(
+                                Script::parse(&String::from_utf8_lossy(&source), path).map_err(
+                                    |e| EngineError::ModelConfig {
+                                        message: e.to_string(),
+                                        hint: None,
+                                    },
+                                )?,
+                            );
+                            shared.cache_script(digest, &script);
+                            script
+                        }
+                    };
+                    let pricing = settings.pricing_of(model, Some(&script));
+                    let done = usize::try_from(answered(&key)).unwrap_or(usize::MAX);
+                    Callable {
+                        provider: Arc::new(ScriptedProvider::starting_at(script, done)),
+                        pricing,
+                        max_retries: None,
+                    }
+                }
+                ModelRef::Remote { provider, .. } => {
+                    let config =
+                        settings
+                            .provider(provider)
+                            .ok_or_else(|| EngineError::ModelConfig {
+                                message: format!(
+                            "model `{key}` names provider `{provider}`, which is not configured"
+                        ),
+                                hint: Some(format!("add [providers.{provider}] to config.toml")),
+                            })?;
+                    Callable {
+                        provider: remote_provider(provider, &config, !ports.models.needs_keys())?,
+                        pricing: settings.pricing_of(model, None),
+                        max_retries: Some(config.max_retries),
+                    }
+                }
+            };
+        // A replay serves the recorded answers through the provider (which only encodes).
+        let callable = Callable {
+            provider: ports.models.provider(&key, callable.provider),
+            ..callable
+        };
+        callables.push(callable);
+    }
+    Ok(callables)
+}
+
+/// The router over `callables` (targets in the same order).
+pub(crate) fn router(shared: &Shared, models: &StepModels, callables: &[Callable]) -> Router {
+    let settings = &shared.cfg.models;
+    let targets = models
+        .refs
+        .iter()
+        .zip(callables)
+        .map(|(model, callable)| Target {
+            max_retries: callable.max_retries,
+            ..Target::new(model.clone(), callable.provider.clone())
+        })
+        .collect();
+    let policy = RetryPolicy {
+        max_total_wait: settings.max_wait,
+        ..RetryPolicy::default()
+    };
+    Router::new(targets, policy, shared.cfg.sleeper.clone())
+        .allow_snapshot_mismatch(models.allow_snapshot_mismatch)
 }

@@ -7,15 +7,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flightdeck_core::event::MissionCreated;
 use flightdeck_core::template::{Step, Template};
 use flightdeck_models::{
     AnthropicConfig, AnthropicProvider, ApiKey, MaxTokensField, ModelRef, OpenAiConfig,
-    OpenAiProvider, Pricing, Provider, RetryPolicy, Router, Script, ScriptedProvider, Target,
-    DEFAULT_MAX_OUTPUT_TOKENS,
+    OpenAiProvider, Pricing, Provider, Script, DEFAULT_MAX_OUTPUT_TOKENS,
 };
 
-use crate::EngineError;
+use crate::error::EngineError;
 
 /// The wire protocol of a provider (`[providers.NAME] kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,93 +248,9 @@ fn resolve_script(repo_root: &Path, path: &str) -> std::path::PathBuf {
     }
 }
 
-/// A model the router may call, with what budgets need to know of it.
-pub(crate) struct Callable {
-    pub(crate) provider: Arc<dyn Provider>,
-    pub(crate) pricing: Option<Pricing>,
-    /// The provider's own `max_retries` (remote providers).
-    pub(crate) max_retries: Option<u32>,
-}
-
-/// Builds the providers of `models` for a mission: scripts from the copies pinned in
-/// `mission.created`, each scripted cursor after the calls the script already answered.
-pub(crate) async fn callables(
-    engine: &crate::Engine,
-    created: &MissionCreated,
-    models: &StepModels,
-    answered: impl Fn(&str) -> u64,
-) -> Result<Vec<Callable>, EngineError> {
-    let settings = &engine.cfg.models;
-    let ports = &engine.cfg.ports;
-    let mut callables = Vec::with_capacity(models.refs.len());
-    for model in &models.refs {
-        let key = model.to_string();
-        let callable =
-            match model {
-                ModelRef::Scripted { path } => {
-                    let digest = created.model_scripts.get(&key).ok_or_else(|| {
-                        EngineError::ModelConfig {
-                            message: format!(
-                                "mission {} has no pinned script for `{key}`",
-                                created.template
-                            ),
-                            hint: None,
-                        }
-                    })?;
-                    let script = match engine.cached_script(digest) {
-                        Some(script) => script,
-                        None => {
-                            let source = engine.cfg.artifacts.get(digest).await?;
-                            let script = Arc::new(
-                                Script::parse(&String::from_utf8_lossy(&source), path).map_err(
-                                    |e| EngineError::ModelConfig {
-                                        message: e.to_string(),
-                                        hint: None,
-                                    },
-                                )?,
-                            );
-                            engine.cache_script(digest, &script);
-                            script
-                        }
-                    };
-                    let pricing = settings.pricing_of(model, Some(&script));
-                    let done = usize::try_from(answered(&key)).unwrap_or(usize::MAX);
-                    Callable {
-                        provider: Arc::new(ScriptedProvider::starting_at(script, done)),
-                        pricing,
-                        max_retries: None,
-                    }
-                }
-                ModelRef::Remote { provider, .. } => {
-                    let config =
-                        settings
-                            .provider(provider)
-                            .ok_or_else(|| EngineError::ModelConfig {
-                                message: format!(
-                            "model `{key}` names provider `{provider}`, which is not configured"
-                        ),
-                                hint: Some(format!("add [providers.{provider}] to config.toml")),
-                            })?;
-                    Callable {
-                        provider: remote_provider(provider, &config, !ports.models.needs_keys())?,
-                        pricing: settings.pricing_of(model, None),
-                        max_retries: Some(config.max_retries),
-                    }
-                }
-            };
-        // A replay serves the recorded answers through the provider (which only encodes).
-        let callable = Callable {
-            provider: ports.models.provider(&key, callable.provider),
-            ..callable
-        };
-        callables.push(callable);
-    }
-    Ok(callables)
-}
-
 /// `replaying`: the provider only encodes requests (a replay sends nothing), so a missing
 /// API key does not matter.
-fn remote_provider(
+pub(crate) fn remote_provider(
     name: &str,
     config: &ProviderSettings,
     replaying: bool,
@@ -392,28 +306,4 @@ fn remote_provider(
             )
         }
     })
-}
-
-/// The router over `callables` (targets in the same order).
-pub(crate) fn router(
-    engine: &crate::Engine,
-    models: &StepModels,
-    callables: &[Callable],
-) -> Router {
-    let settings = &engine.cfg.models;
-    let targets = models
-        .refs
-        .iter()
-        .zip(callables)
-        .map(|(model, callable)| Target {
-            max_retries: callable.max_retries,
-            ..Target::new(model.clone(), callable.provider.clone())
-        })
-        .collect();
-    let policy = RetryPolicy {
-        max_total_wait: settings.max_wait,
-        ..RetryPolicy::default()
-    };
-    Router::new(targets, policy, engine.cfg.sleeper.clone())
-        .allow_snapshot_mismatch(models.allow_snapshot_mismatch)
 }

@@ -6,10 +6,30 @@
 
 use flightdeck_core::event::DecisionActor;
 use flightdeck_policy::{IdentityChannel, People};
+use serde::{Deserialize, Serialize};
 
 pub use flightdeck_policy::Resolved;
 
-use crate::inputs::Channel;
+/// Where a decision on an approval came from (`approval.decided.channel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Cli,
+    Web,
+    Slack,
+    Github,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Cli => "cli",
+            Channel::Web => "web",
+            Channel::Slack => "slack",
+            Channel::Github => "github",
+        }
+    }
+}
 
 /// The installation's people (`[people.NAME]` of the config). Empty: every identity is its
 /// own person, as before people were configured.

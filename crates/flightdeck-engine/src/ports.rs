@@ -7,18 +7,20 @@
 //! in `replay.rs` (verify serves recorded results and executes nothing; re-execute runs the
 //! calls again and compares).
 //!
-//! The clock ([`crate::Clock`]) and the model providers ([`ModelPort`]) are ports too.
+//! The clock ([`Clock`]) and the model providers ([`ModelPort`]) are ports too.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use flightdeck_core::Digest;
+use flightdeck_core::{Digest, StoredEvent};
 use flightdeck_models::Provider;
 use flightdeck_workspace::{CommandOutcome, CommandSpec, ConfinedFs, Workspace, Worktree};
 
+use crate::error::EngineError;
 use crate::tools::ToolInvocation;
-use crate::{EngineError, WorkspaceSettings};
 
 /// Runs a command of a mission in its workspace.
 #[async_trait]
@@ -202,35 +204,69 @@ impl ModelPort for LiveModels {
     }
 }
 
-/// Every port of an engine.
-#[derive(Clone)]
-pub struct Ports {
-    pub commands: Arc<dyn CommandPort>,
-    pub files: Arc<dyn FilePort>,
-    pub publisher: Arc<dyn Publisher>,
-    pub secrets: Arc<dyn SecretPort>,
-    pub models: Arc<dyn ModelPort>,
-    pub workspaces: Arc<dyn crate::workspaces::WorkspaceProvider>,
+pub(crate) fn millis(elapsed: Duration) -> u64 {
+    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
 }
 
-impl Ports {
-    /// The live ports: commands, files and commits for real, secrets from `settings`,
-    /// workspaces from `workspaces`.
-    pub fn live(
-        settings: &WorkspaceSettings,
-        workspaces: Arc<dyn crate::workspaces::WorkspaceProvider>,
-    ) -> Ports {
-        Ports {
-            commands: Arc::new(LiveCommands),
-            files: Arc::new(LiveFiles),
-            publisher: Arc::new(GitPublisher),
-            secrets: Arc::new(ConfiguredSecrets(settings.clone())),
-            models: Arc::new(LiveModels),
-            workspaces,
+/// Where time comes from. The engine reads it only to stamp events.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+/// The machine's clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// Hears what the engine does, as it does it (the CLI prints progress from this).
+pub trait Observer: Send + Sync {
+    /// An event was appended.
+    fn event(&self, _event: &StoredEvent) {}
+    /// A command has been running for `elapsed`; called every few seconds.
+    fn still_running(&self, _call_id: &str, _command: &str, _elapsed: Duration) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Silent;
+impl Observer for Silent {}
+
+/// What workspaces are given by the installation.
+#[derive(Clone, Default)]
+pub struct WorkspaceSettings {
+    /// `[secrets.NAME]`: the value, or why it cannot be read (the variable is unset, the file
+    /// is missing). A mission whose template names a secret that cannot be read fails before
+    /// anything runs.
+    pub secret_values: BTreeMap<String, Result<String, String>>,
+    /// Files no command may read (secret files, the installation config).
+    pub hidden_files: Vec<PathBuf>,
+}
+
+impl WorkspaceSettings {
+    /// Secret `name`'s value, or why it cannot be had.
+    pub fn secret(&self, name: &str) -> Result<&str, String> {
+        match self.secret_values.get(name) {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(why)) => Err(why.clone()),
+            None => Err(format!("the installation config has no [secrets.{name}]")),
         }
     }
 }
 
-pub(crate) fn millis(elapsed: Duration) -> u64 {
-    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+impl std::fmt::Debug for WorkspaceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: values never reach a log.
+        let names: Vec<&str> = self.secret_values.keys().map(String::as_str).collect();
+        f.debug_struct("WorkspaceSettings")
+            .field("secrets", &names)
+            .field("hidden_files", &self.hidden_files)
+            .finish()
+    }
 }

@@ -14,48 +14,13 @@ use flightdeck_core::{EventKind, MissionId, MissionStatus};
 use flightdeck_workspace::{CommandOutcome, CommandSpec, ConfinedFs, Workspace, Worktree};
 
 use crate::agent::{AgentPlace, AgentStep};
-use crate::driver::{Driver, Running, Stop};
-use crate::gate::{CurrentDiff, Gates};
+use crate::driver::{Driver, Running};
+use crate::gate::CurrentDiff;
+use crate::place::{Halt, Place};
 use crate::pr::{render_pr_description, PrContext};
 use crate::protocol::{self, Actor, Call, Facts, Next, Proposed, PublishFacts, PUBLISH_GATE};
 use crate::workspaces::{provisioning_failure, WorkspaceRequest};
 use crate::EngineError;
-
-/// Why the program stopped before its end: a driver stop (cancel, shutdown, lost lease)
-/// or an error.
-#[derive(Debug)]
-pub(crate) enum Halt {
-    Stop(Stop),
-    Error(EngineError),
-}
-
-impl From<Stop> for Halt {
-    fn from(stop: Stop) -> Halt {
-        Halt::Stop(stop)
-    }
-}
-
-impl From<EngineError> for Halt {
-    fn from(error: EngineError) -> Halt {
-        Halt::Error(error)
-    }
-}
-
-impl From<flightdeck_workspace::GitError> for Halt {
-    fn from(error: flightdeck_workspace::GitError) -> Halt {
-        Halt::Error(error.into())
-    }
-}
-
-/// Where the mission's work happens: its pinned rules, template and workspace.
-pub(crate) struct Place {
-    pub(crate) gates: Gates,
-    pub(crate) created: MissionCreated,
-    pub(crate) template: Template,
-    pub(crate) worktree: Worktree,
-    pub(crate) workspace: Arc<dyn Workspace>,
-    pub(crate) fs: ConfinedFs,
-}
 
 /// A `run` step as the template gives it.
 #[derive(Debug, Clone, Copy)]
@@ -74,8 +39,8 @@ impl Driver {
         if self.log.state().status.is_terminal() || self.log.state().status.is_parked() {
             return Ok(());
         }
-        let (created, template) = self.engine.template_of(self.log.state()).await?;
-        let gates = self.engine.gates_of(&created).await?;
+        let (created, template) = self.shared.template_of(self.log.state()).await?;
+        let gates = self.shared.gates_of(&created).await?;
         let (worktree, workspace) = match self.ensure_workspace(&created, &template, resuming).await
         {
             Ok(Some(made)) => made,
@@ -128,7 +93,7 @@ impl Driver {
                     secrets,
                 } => {
                     let timeout = timeout_seconds
-                        .map_or(self.engine.cfg.default_step_timeout, Duration::from_secs);
+                        .map_or(self.shared.cfg.default_step_timeout, Duration::from_secs);
                     let step = RunStep {
                         index,
                         total,
@@ -193,7 +158,7 @@ impl Driver {
             spec: &template.workspace,
             recorded: None,
         };
-        let provider = self.engine.cfg.ports.workspaces.clone();
+        let provider = self.shared.cfg.ports.workspaces.clone();
         let id = self.log.id().to_string();
         let label = format!("provisioning workspace {id}");
         let made = if fresh {
@@ -284,8 +249,14 @@ impl Driver {
                         None => CurrentDiff::read(&place.worktree)?,
                     };
                     let request = self
-                        .engine
-                        .approval_request(self.log.state(), place, &ask, &current)
+                        .shared
+                        .approval_request(
+                            self.log.state(),
+                            &place.gates,
+                            &place.template.title(),
+                            &ask,
+                            &current,
+                        )
                         .await?;
                     events.push(EventKind::ApprovalRequested(request));
                     return Ok(Next::Park {
@@ -370,7 +341,7 @@ impl Driver {
         call_id: &str,
     ) -> Result<(), Halt> {
         let mut env = vec![("FLIGHTDECK_MISSION".into(), self.log.id().to_string())];
-        env.extend(self.engine.cfg.ports.secrets.env(step.secrets)?);
+        env.extend(self.shared.cfg.ports.secrets.env(step.secrets)?);
         let spec = CommandSpec {
             command: step.command.to_string(),
             timeout: self.command_timeout(step.timeout),
@@ -442,7 +413,7 @@ impl Driver {
         // Nothing staged may wait while a command runs: a crash during it must not lose a
         // result that is already paid for.
         self.log.flush().await?;
-        let port = self.engine.cfg.ports.commands.clone();
+        let port = self.shared.cfg.ports.commands.clone();
         let outcome = self
             .perform(
                 Running {
@@ -511,8 +482,14 @@ impl Driver {
                 mut events, ask, ..
             } => {
                 let request = self
-                    .engine
-                    .approval_request(self.log.state(), place, &ask, &current)
+                    .shared
+                    .approval_request(
+                        self.log.state(),
+                        &place.gates,
+                        &place.template.title(),
+                        &ask,
+                        &current,
+                    )
                     .await?;
                 events.push(EventKind::ApprovalRequested(request));
                 self.log.append(events).await?;
@@ -555,7 +532,7 @@ impl Driver {
                 committing
             }
         };
-        let publisher = self.engine.cfg.ports.publisher.clone();
+        let publisher = self.shared.cfg.ports.publisher.clone();
         let commit = crate::ports::Commit {
             tree: committing.tree.clone(),
             branch: committing.branch.clone(),
@@ -632,7 +609,7 @@ impl Driver {
             .created
             .as_ref()
             .map(|c| std::path::PathBuf::from(&c.repo));
-        self.engine
+        self.shared
             .cfg
             .ports
             .workspaces

@@ -36,7 +36,8 @@ use flightdeck_store::{
 use flightdeck_workspace::{CommandOutcome, CommandSpec, ConfinedFs, Worktree};
 use serde_json::Value;
 
-use crate::inputs::{Channel, Foreign, Vote};
+use crate::inputs::{Foreign, Vote};
+use crate::people::Channel;
 use crate::tools::ToolInvocation;
 use crate::{Clock, EngineError};
 

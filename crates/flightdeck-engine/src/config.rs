@@ -1,0 +1,168 @@
+//! What an engine is made of: the store, the installation's settings and the ports, composed
+//! once (the composition root): live ports by [`EngineConfig::live`], a replay's in
+//! `replay.rs`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flightdeck_store::{ArtifactStore, EventStore};
+
+use crate::models::ModelSettings;
+use crate::people::Directory;
+use crate::ports::{
+    Clock, CommandPort, ConfiguredSecrets, FilePort, GitPublisher, LiveCommands, LiveFiles,
+    LiveModels, ModelPort, Observer, Publisher, SecretPort, SystemClock, WorkspaceSettings,
+};
+use crate::redact::Secrets;
+use crate::worker::WorkerId;
+use crate::workspaces::{DockerContainers, LiveWorkspaces, WorkspaceConfig, WorkspaceProvider};
+
+/// What the engine is given: where timelines go, the installation's settings, and the
+/// ports every effect goes through (live ones, or a replay's).
+pub struct EngineConfig {
+    pub store: Arc<dyn EventStore>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    pub clock: Arc<dyn Clock>,
+    pub observer: Arc<dyn Observer>,
+    /// `<data-dir>/workspaces`.
+    pub workspaces_dir: PathBuf,
+    /// Timeout of a `run` step that sets none.
+    pub default_step_timeout: Duration,
+    /// Who drives missions from this process (lease owner).
+    pub worker: WorkerId,
+    /// Team membership for approvals (`[teams]` of the installation config).
+    pub teams: flightdeck_policy::Teams,
+    /// The installation's people: every identity is resolved to one before a decision.
+    pub people: Directory,
+    /// Providers, prices and waiting limits for model calls.
+    pub models: ModelSettings,
+    /// How the engine waits between retries of a model call (injected so tests need not).
+    pub sleeper: Arc<dyn flightdeck_models::Sleeper>,
+    /// Values that never reach an event, an artifact or a model (API keys, `[secrets]`).
+    pub secrets: Secrets,
+    /// The installation's `[secrets]` and what the sandbox must hide.
+    pub workspace: WorkspaceSettings,
+    /// Every effect's port.
+    pub ports: Ports,
+    /// Whether the store keeps the summary projection (a replay's does not).
+    pub projection: bool,
+    /// Set (to the reason) when the process is shutting down: drivers stop cleanly.
+    pub shutdown: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl Clone for EngineConfig {
+    fn clone(&self) -> EngineConfig {
+        EngineConfig {
+            store: self.store.clone(),
+            artifacts: self.artifacts.clone(),
+            clock: self.clock.clone(),
+            observer: self.observer.clone(),
+            workspaces_dir: self.workspaces_dir.clone(),
+            default_step_timeout: self.default_step_timeout,
+            worker: self.worker.clone(),
+            teams: self.teams.clone(),
+            people: self.people.clone(),
+            models: self.models.clone(),
+            sleeper: self.sleeper.clone(),
+            secrets: self.secrets.clone(),
+            workspace: self.workspace.clone(),
+            ports: self.ports.clone(),
+            projection: self.projection,
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+/// What an engine over the live ports is made from (the application layer composes one
+/// from the installation; benches and tests from their own parts).
+pub struct LiveParts {
+    pub store: Arc<dyn EventStore>,
+    pub artifacts: Arc<dyn ArtifactStore>,
+    /// The data directory: workspaces and caches under it, and hidden from every sandbox.
+    pub data_dir: PathBuf,
+    pub observer: Arc<dyn Observer>,
+    pub models: ModelSettings,
+    pub secrets: Secrets,
+    pub workspace: WorkspaceSettings,
+    pub teams: flightdeck_policy::Teams,
+    pub people: Directory,
+    pub shutdown: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+/// Timeout of a `run` step that sets none.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl EngineConfig {
+    /// The engine's configuration with the live ports: commands, files and commits for real,
+    /// secrets from the installation, workspaces under the data directory (local sandbox or
+    /// the Docker Engine API), the system clock.
+    pub fn live(parts: LiveParts) -> EngineConfig {
+        let workspaces_dir = parts.data_dir.join("workspaces");
+        let ports = Ports::live(
+            &parts.workspace,
+            Arc::new(LiveWorkspaces {
+                config: WorkspaceConfig {
+                    workspaces_dir: workspaces_dir.clone(),
+                    data_dir: parts.data_dir.clone(),
+                    hidden_files: parts.workspace.hidden_files.clone(),
+                    setup_timeout: DEFAULT_STEP_TIMEOUT,
+                    container_prefix: "flightdeck-".to_string(),
+                },
+                secrets: Arc::new(ConfiguredSecrets(parts.workspace.clone())),
+                redact: parts.secrets.clone(),
+                containers: Arc::new(DockerContainers),
+            }),
+        );
+        EngineConfig {
+            store: parts.store,
+            artifacts: parts.artifacts,
+            clock: Arc::new(SystemClock),
+            observer: parts.observer,
+            workspaces_dir,
+            default_step_timeout: DEFAULT_STEP_TIMEOUT,
+            worker: WorkerId::current(),
+            teams: parts.teams,
+            people: parts.people,
+            models: parts.models,
+            sleeper: Arc::new(flightdeck_models::TokioSleeper),
+            secrets: parts.secrets,
+            workspace: parts.workspace,
+            ports,
+            projection: true,
+            shutdown: parts.shutdown,
+        }
+    }
+}
+
+/// A shutdown signal that never fires (tools and tests that do not stop on signals): its
+/// sender is gone, so it never changes.
+pub fn no_shutdown() -> tokio::sync::watch::Receiver<Option<String>> {
+    tokio::sync::watch::channel(None).1
+}
+
+/// Every port of an engine.
+#[derive(Clone)]
+pub struct Ports {
+    pub commands: Arc<dyn CommandPort>,
+    pub files: Arc<dyn FilePort>,
+    pub publisher: Arc<dyn Publisher>,
+    pub secrets: Arc<dyn SecretPort>,
+    pub models: Arc<dyn ModelPort>,
+    pub workspaces: Arc<dyn WorkspaceProvider>,
+}
+
+impl Ports {
+    /// The live ports: commands, files and commits for real, secrets from `settings`,
+    /// workspaces from `workspaces`.
+    pub fn live(settings: &WorkspaceSettings, workspaces: Arc<dyn WorkspaceProvider>) -> Ports {
+        Ports {
+            commands: Arc::new(LiveCommands),
+            files: Arc::new(LiveFiles),
+            publisher: Arc::new(GitPublisher),
+            secrets: Arc::new(ConfiguredSecrets(settings.clone())),
+            models: Arc::new(LiveModels),
+            workspaces,
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! What every driver of one engine shares: the configuration, the missions this process
+//! drives (their leases) and the scripts parsed once. Cheap to clone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use flightdeck_core::event::MissionCreated;
+use flightdeck_core::template::Template;
+use flightdeck_core::{Digest, MissionId, MissionState};
+
+use crate::config::EngineConfig;
+use crate::error::EngineError;
+use crate::log::LogSink;
+use crate::worker::WorkerId;
+
+/// How long a lease lasts without renewal; the driver renews it well before.
+pub(crate) const LEASE_TTL_MS: i64 = 30_000;
+
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) cfg: Arc<EngineConfig>,
+    /// Pinned scripts, parsed once: each agent run builds its providers, and a long
+    /// script takes longer to parse than a run's step.
+    scripts: Arc<Mutex<BTreeMap<Digest, Arc<flightdeck_models::Script>>>>,
+    /// Missions driven by this process now: a second driver of one mission in the same
+    /// process is refused like one in another process.
+    driving: Arc<Mutex<BTreeSet<String>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(cfg: EngineConfig) -> Shared {
+        Shared {
+            cfg: Arc::new(cfg),
+            scripts: Default::default(),
+            driving: Default::default(),
+        }
+    }
+
+    pub(crate) fn sink(&self) -> LogSink {
+        LogSink {
+            store: self.cfg.store.clone(),
+            artifacts: self.cfg.artifacts.clone(),
+            clock: self.cfg.clock.clone(),
+            secrets: self.cfg.secrets.clone(),
+            observer: self.cfg.observer.clone(),
+            projection: self.cfg.projection,
+        }
+    }
+
+    pub(crate) fn cached_script(&self, digest: &Digest) -> Option<Arc<flightdeck_models::Script>> {
+        let cache = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
+        cache.get(digest).cloned()
+    }
+
+    pub(crate) fn cache_script(&self, digest: &Digest, script: &Arc<flightdeck_models::Script>) {
+        let mut cache = self.scripts.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(digest.clone(), script.clone());
+    }
+
+    /// Takes mission `id`'s lease for this process, or says who holds it.
+    pub(crate) async fn take_lease(&self, id: &str) -> Result<(), EngineError> {
+        {
+            let mut driving = self.driving.lock().unwrap_or_else(|p| p.into_inner());
+            if !driving.insert(id.to_string()) {
+                return Err(EngineError::Busy {
+                    id: id.to_string(),
+                    owner: self.cfg.worker.0.clone(),
+                });
+            }
+        }
+        let taken = self.acquire(id).await;
+        if taken.is_err() {
+            self.forget(id);
+        }
+        taken
+    }
+
+    async fn acquire(&self, id: &str) -> Result<(), EngineError> {
+        let me = &self.cfg.worker.0;
+        let now = self.cfg.clock.now_ms();
+        let store = &self.cfg.store;
+        let holder = store.acquire_lease(id, me, now, LEASE_TTL_MS, None).await?;
+        let holder = match holder {
+            Some(lease) if &lease.owner != me && WorkerId::is_dead_on_this_host(&lease.owner) => {
+                store
+                    .acquire_lease(id, me, now, LEASE_TTL_MS, Some(&lease.owner))
+                    .await?
+            }
+            other => other,
+        };
+        match holder {
+            Some(lease) if &lease.owner == me => Ok(()),
+            Some(lease) => Err(EngineError::Busy {
+                id: id.to_string(),
+                owner: lease.owner,
+            }),
+            None => Err(EngineError::UnknownMission(id.to_string())),
+        }
+    }
+
+    fn forget(&self, id: &str) {
+        let mut driving = self.driving.lock().unwrap_or_else(|p| p.into_inner());
+        driving.remove(id);
+    }
+
+    /// Renews the lease; the holder's name when another process took it.
+    pub(crate) async fn renew_lease(&self, id: &str) -> Result<(), String> {
+        let me = &self.cfg.worker.0;
+        match self
+            .cfg
+            .store
+            .acquire_lease(id, me, self.cfg.clock.now_ms(), LEASE_TTL_MS, None)
+            .await
+        {
+            Ok(Some(lease)) if &lease.owner == me => Ok(()),
+            Ok(Some(lease)) => Err(lease.owner),
+            // A store that does not answer now may answer at the next tick; the lease
+            // outlives a few missed renewals.
+            Ok(None) | Err(_) => Ok(()),
+        }
+    }
+
+    pub(crate) async fn release_lease(&self, id: &str) {
+        let _ = self.cfg.store.release_lease(id, &self.cfg.worker.0).await;
+        self.forget(id);
+    }
+
+    /// Whether no live process holds mission `id`'s lease.
+    pub(crate) async fn lease_is_free(&self, id: &str) -> Result<bool, EngineError> {
+        if self
+            .driving
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+        {
+            return Ok(false);
+        }
+        let row = self.cfg.store.mission(id).await?;
+        let now = self.cfg.clock.now_ms();
+        Ok(row.and_then(|r| r.lease).is_none_or(|lease| {
+            lease.expires_ms <= now || WorkerId::is_dead_on_this_host(&lease.owner)
+        }))
+    }
+
+    /// The mission's template as it was pinned at creation, rendered with its params.
+    pub(crate) async fn template_of(
+        &self,
+        state: &MissionState,
+    ) -> Result<(MissionCreated, Template), EngineError> {
+        let created = state
+            .created
+            .clone()
+            .ok_or_else(|| EngineError::UnknownMission(state.id.clone()))?;
+        let source = self.cfg.artifacts.get(&created.template_source).await?;
+        let source = String::from_utf8_lossy(&source);
+        let template = Template::parse(&created.template, &created.template, &source)?;
+        let id = MissionId::parse(&state.id).unwrap_or_else(|| MissionId::from_parts(0, 0));
+        let mut rendered = template.render(&created.params, &id)?;
+        // A fork may run on another model: it replaces the pin, and its fallbacks go.
+        if let Some(pin) = state.forked.as_ref().and_then(|f| f.model.clone()) {
+            let spec = rendered.template.model.get_or_insert_with(|| {
+                flightdeck_core::template::ModelSpec {
+                    pin: pin.clone(),
+                    fallback: Vec::new(),
+                    temperature: None,
+                    max_output_tokens: None,
+                    allow_snapshot_mismatch: false,
+                    context_tokens: None,
+                }
+            });
+            spec.pin = pin;
+            spec.fallback.clear();
+        }
+        Ok((created, rendered.template))
+    }
+}
