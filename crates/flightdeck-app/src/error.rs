@@ -156,6 +156,28 @@ impl From<StoreError> for AppError {
                 e.to_string(),
                 hint("use sqlite://PATH (add ?mode=ro to only read); the PostgreSQL backend is not in this build yet"),
             ),
+            StoreError::UnsupportedUrlParameter { .. } => AppError::bad_input(
+                e.to_string(),
+                hint("the only parameter is mode: ?mode=ro opens the database read-only"),
+            ),
+            StoreError::Missing { .. } => AppError::new(
+                ErrorKind::NotFound,
+                e.to_string(),
+                hint("check --data-dir / --database-url; a command that records something creates the database"),
+            ),
+            StoreError::Unmigrated { .. } => AppError::bad_input(
+                e.to_string(),
+                hint("run a command that records something (flightdeck run …) without ?mode=ro first"),
+            ),
+            StoreError::ReadOnly => AppError::bad_input(
+                e.to_string(),
+                hint("this command records events: drop ?mode=ro from --database-url, or use a writable data directory"),
+            ),
+            StoreError::UnknownMission { mission } => AppError::new(
+                ErrorKind::NotFound,
+                e.to_string(),
+                Some(format!("`flightdeck missions` lists the missions; {mission} is not one of them")),
+            ),
             StoreError::Conflict { .. } => AppError::new(ErrorKind::Conflict, e.to_string(), None),
             _ => AppError::failed(e.to_string()),
         }

@@ -71,6 +71,25 @@ pub struct StepView {
     pub status: String,
 }
 
+/// The name of the summary's list of steps, as a store keeps it item by item.
+pub const STEPS_LIST: &str = "steps";
+
+impl StepView {
+    /// Step `index` of the mission as it stands, if it has started.
+    pub fn of(state: &MissionState, index: usize) -> Option<StepView> {
+        let step = state.steps.get(&index)?;
+        Some(StepView {
+            index,
+            kind: step.kind,
+            description: step.description.clone(),
+            status: step
+                .status
+                .map_or("running", StepStatus::as_str)
+                .to_string(),
+        })
+    }
+}
+
 /// The pinned policy and how its decisions went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicyView {
@@ -387,6 +406,19 @@ impl BudgetView {
 
 impl MissionSummary {
     pub fn of(state: &MissionState) -> MissionSummary {
+        let mut summary = MissionSummary::without_steps(state);
+        summary.steps = state
+            .steps
+            .keys()
+            .filter_map(|index| StepView::of(state, *index))
+            .collect();
+        summary
+    }
+
+    /// The summary with an empty `steps`: what a store keeps on every append, its cost
+    /// independent of the mission's length (the steps are kept one by one, as they change:
+    /// see [`StepView::of`] and [`STEPS_LIST`]).
+    pub fn without_steps(state: &MissionState) -> MissionSummary {
         let created = state.created.as_ref();
         let published = state.published.as_ref();
         MissionSummary {
@@ -414,16 +446,7 @@ impl MissionSummary {
                 pr_description: published.map(|p| p.pr_description.clone()),
             },
             error: state.error.clone(),
-            steps: state
-                .steps
-                .iter()
-                .map(|(index, s)| StepView {
-                    index: *index,
-                    kind: s.kind,
-                    description: s.description.clone(),
-                    status: s.status.map_or("running", StepStatus::as_str).to_string(),
-                })
-                .collect(),
+            steps: Vec::new(),
             workspace: state.workspace.as_ref().map(|w| w.path.clone()),
             created_at: at(state.first_at_ms),
             updated_at: at(state.last_at_ms),

@@ -22,6 +22,18 @@
 //! to time them, which splits a step into store, artifacts and the rest. (A small artifact's
 //! put only stages it; writing it is part of the next append.)
 //!
+//! **Constant over a mission's length** (`-- long`): a mission of `LONG_STEPS` template steps,
+//! each a coder agent that reads a file and finishes (two model calls, two tool calls, a
+//! step started and finished), on tmpfs so what is measured is CPU. Each step's duration is
+//! taken between two `step.finished`; the mean of steps 51–150 ("step 100") is compared with
+//! the mean of steps `LONG_STEPS − 149 … LONG_STEPS − 50` ("step 9,900" for 10,000 steps).
+//! Anything the engine does per append that grows with the mission (a summary rebuilt and
+//! stored whole, one entry per step) shows as a ratio above 1.
+//!
+//! `cargo bench -p flightdeck-engine --bench agent_step -- steps` runs only the per-step
+//! measurement, `-- long` only the long mission (`FLIGHTDECK_BENCH_LONG_STEPS` overrides its
+//! length).
+//!
 //! Each measurement runs several times; the median, min and max are printed. Outside
 //! `cargo bench` (which passes `--bench`), e.g. under `cargo test --all-targets`, it drives
 //! one short mission only, to prove the benchmark still works.
@@ -51,6 +63,12 @@ const N2: usize = 200;
 const RUNS: usize = 5;
 /// Read turns of the one mission of a smoke run.
 const SMOKE_TURNS: usize = 10;
+/// Template steps of the long mission (bench mode), and of its smoke run.
+const LONG_STEPS: usize = 10_000;
+const LONG_RUNS: usize = 3;
+const SMOKE_LONG_STEPS: usize = 120;
+/// The long mission's steps read these files in turn.
+const LONG_FILES: usize = 100;
 
 /// Publishing is allowed, so the mission ends by publishing. (A `read_file` call is judged by
 /// the workspace's confinement, not by these rules.)
@@ -111,6 +129,50 @@ fn script(turns: usize) -> String {
     text
 }
 
+/// The long mission: `steps` agent steps, each reading one file and finishing; the last one
+/// also writes a note so the mission publishes.
+fn long_template(steps: usize) -> String {
+    let mut text = format!(
+        r#"goal = "Read the sources one step at a time, then leave a note."
+
+[model]
+pin = "scripted:.flightdeck/long-{steps}.toml"
+
+[workspace]
+runtime = "local-unsandboxed"
+
+[breakers]
+no_progress = 1000000
+repeated_action = 1000000
+"#
+    );
+    for i in 0..steps {
+        text.push_str(&format!(
+            "\n[[steps]]\nagent = \"coder\"\ntask = \"Read part {i}.\"\n"
+        ));
+    }
+    text
+}
+
+/// The long mission's script: per step, a `read_file` turn and a `finish` turn.
+fn long_script(steps: usize, files: usize) -> String {
+    let mut text = String::from("model = \"bench-1\"\n");
+    for i in 0..steps {
+        text.push_str(&format!(
+            "\n[[turn]]\n[[turn.call]]\ntool = \"read_file\"\nargs = {{ path = \"src/file_{:03}.rs\" }}\n",
+            i % files
+        ));
+        if i + 1 == steps {
+            text.push_str("\n[[turn]]\n[[turn.call]]\ntool = \"write_file\"\nargs = { path = \"NOTES.md\", content = \"read everything\\n\" }\n[[turn.call]]\ntool = \"finish\"\nargs = { summary = \"Done.\" }\n");
+        } else {
+            text.push_str(&format!(
+                "\n[[turn]]\n[[turn.call]]\ntool = \"finish\"\nargs = {{ summary = \"Read part {i}.\" }}\n"
+            ));
+        }
+    }
+    text
+}
+
 /// A source file of a few hundred bytes, different for each `i`.
 fn source_file(i: usize) -> String {
     let mut text = format!("//! Module {i} of the bench repository.\n\n");
@@ -125,8 +187,8 @@ fn source_file(i: usize) -> String {
 
 /// The repository: `README.md`, `src/file_000.rs` … for the longest mission, the policy,
 /// and a template and a script for each mission length.
-fn bench_repo(lengths: &[usize]) -> TestRepo {
-    let most = lengths.iter().copied().max().unwrap_or(0);
+fn bench_repo(lengths: &[usize], long: &[usize]) -> TestRepo {
+    let most = lengths.iter().copied().max().unwrap_or(0).max(LONG_FILES);
     let mut files: Vec<(String, String)> = vec![
         ("README.md".into(), "# bench\n".into()),
         (".flightdeck/policy.toml".into(), POLICY.into()),
@@ -137,6 +199,16 @@ fn bench_repo(lengths: &[usize]) -> TestRepo {
     for &n in lengths {
         files.push((format!(".flightdeck/missions/steps-{n}.toml"), template(n)));
         files.push((format!(".flightdeck/script-{n}.toml"), script(n)));
+    }
+    for &n in long {
+        files.push((
+            format!(".flightdeck/missions/long-{n}.toml"),
+            long_template(n),
+        ));
+        files.push((
+            format!(".flightdeck/long-{n}.toml"),
+            long_script(n, LONG_FILES),
+        ));
     }
     let borrowed: Vec<(&str, &str)> = files
         .iter()
@@ -335,12 +407,16 @@ impl ArtifactStore for CountingArtifacts {
 #[derive(Default)]
 struct StepClock {
     completed: Mutex<Vec<Instant>>,
+    /// When each template step finished (the long mission).
+    finished: Mutex<Vec<Instant>>,
 }
 
 impl Observer for StepClock {
     fn event(&self, event: &StoredEvent) {
         if event.event_type == "tool.completed" {
             self.completed.lock().unwrap().push(Instant::now());
+        } else if event.event_type == "step.finished" {
+            self.finished.lock().unwrap().push(Instant::now());
         }
     }
 }
@@ -406,14 +482,14 @@ struct Mission {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-async fn run_mission(bench: &Bench, repo: &Path, turns: usize) -> Mission {
-    let template_file = repo.join(format!(".flightdeck/missions/steps-{turns}.toml"));
-    let request = CreateMission {
+fn request(repo: &Path, name: &str) -> CreateMission {
+    let template_file = repo.join(format!(".flightdeck/missions/{name}.toml"));
+    CreateMission {
         id: MissionId::from_parts(
             u64::try_from(SystemClock.now_ms()).unwrap_or(0),
             u128::from(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
         ),
-        template_name: format!("steps-{turns}"),
+        template_name: name.to_string(),
         template_file: template_file.display().to_string(),
         template_source: std::fs::read_to_string(&template_file).unwrap(),
         params: BTreeMap::new(),
@@ -424,7 +500,11 @@ async fn run_mission(bench: &Bench, repo: &Path, turns: usize) -> Mission {
         policy_file: ".flightdeck/policy.toml".into(),
         codeowners: None,
         base_commit: None,
-    };
+    }
+}
+
+async fn run_mission(bench: &Bench, repo: &Path, turns: usize) -> Mission {
+    let request = request(repo, &format!("steps-{turns}"));
     bench.clock.completed.lock().unwrap().clear();
     let before = bench.counters.snapshot();
     let start = Instant::now();
@@ -646,6 +726,68 @@ at the end of the {N2}-turn mission ({} events):",
     );
 }
 
+/// The long mission: each step's duration, in order (steps 2..=steps).
+async fn run_long(bench: &Bench, repo: &Path, steps: usize) -> (Vec<Duration>, Duration) {
+    bench.clock.finished.lock().unwrap().clear();
+    let start = Instant::now();
+    let state = bench
+        .engine
+        .run(request(repo, &format!("long-{steps}")))
+        .await
+        .unwrap();
+    let wall = start.elapsed();
+    assert_eq!(
+        state.status,
+        MissionStatus::Succeeded,
+        "the long mission did not succeed: {:?}",
+        state.error
+    );
+    let finished = bench.clock.finished.lock().unwrap().clone();
+    assert_eq!(finished.len(), steps, "one step.finished per step");
+    (finished.windows(2).map(|w| w[1] - w[0]).collect(), wall)
+}
+
+/// Mean step duration around step `at` (100 steps, `at − 49 ..= at + 50`).
+fn around(steps: &[Duration], at: usize) -> f64 {
+    // steps[k] is step k + 2 (between the finishes of steps k + 1 and k + 2).
+    let from = at.saturating_sub(51);
+    mean_ms(&steps[from..(from + 100).min(steps.len())])
+}
+
+async fn measure_long(base: &Path, repo: &Path, steps: usize, runs: usize) {
+    println!(
+        "
+long mission: {steps} agent steps (2 model calls, 2 tool calls each), data directory under {} ({}), {runs} runs",
+        base.display(),
+        fs_type(base)
+    );
+    let late_at = steps - 100;
+    let (mut early, mut late, mut ratio, mut walls) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let bench = bench_engine(base).await;
+        let (durations, wall) = run_long(&bench, repo, steps).await;
+        let e = around(&durations, 100);
+        let l = around(&durations, late_at);
+        early.push(e);
+        late.push(l);
+        ratio.push(l / e);
+        walls.push(wall.as_secs_f64());
+    }
+    row("step 100 (mean of steps 51-150)", "ms", early);
+    row(
+        &format!(
+            "step {late_at} (mean of steps {}-{})",
+            late_at - 49,
+            late_at + 50
+        ),
+        "ms",
+        late,
+    );
+    row(&format!("ratio step {late_at} / step 100"), "x", ratio);
+    row("whole mission", "s", walls);
+}
+
 async fn smoke(repo: &Path) {
     println!("quick run (not under `cargo bench`): numbers are not meaningful");
     let base = std::env::temp_dir();
@@ -662,20 +804,43 @@ async fn smoke(repo: &Path) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let args: Vec<String> = std::env::args().collect();
+    let bench_mode = args.iter().any(|a| a == "--bench");
     if !bench_mode {
-        let repo = bench_repo(&[SMOKE_TURNS]);
+        let repo = bench_repo(&[SMOKE_TURNS], &[SMOKE_LONG_STEPS]);
         smoke(repo.path()).await;
+        measure_long(&std::env::temp_dir(), repo.path(), SMOKE_LONG_STEPS, 1).await;
         return;
     }
-    let repo = bench_repo(&[5, N1, N2]);
+    let only = |name: &str| {
+        let filters: Vec<&String> = args[1..].iter().filter(|a| !a.starts_with('-')).collect();
+        filters.is_empty() || filters.iter().any(|f| f.as_str() == name)
+    };
+    let long_steps = std::env::var("FLIGHTDECK_BENCH_LONG_STEPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(LONG_STEPS)
+        .max(120);
+    let repo = bench_repo(&[5, N1, N2], &[long_steps]);
+    let shm = Path::new("/dev/shm");
+    let tmpfs = shm.is_dir() && fs_type(shm) == "tmpfs";
+    if only("long") {
+        let base = if tmpfs {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        measure_long(&base, repo.path(), long_steps, LONG_RUNS).await;
+    }
+    if !only("steps") {
+        return;
+    }
     println!(
         "flightdeck agent step benchmark: a scripted coder reading one file per turn, \
          {N1} and {N2} turns, {RUNS} runs each"
     );
     measure("(a) disk", &std::env::temp_dir(), repo.path()).await;
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() && fs_type(shm) == "tmpfs" {
+    if tmpfs {
         measure("(b) tmpfs", shm, repo.path()).await;
         anatomy(shm, repo.path()).await;
     } else {

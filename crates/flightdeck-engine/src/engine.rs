@@ -9,7 +9,7 @@ use flightdeck_core::event::*;
 use flightdeck_core::template::{Runtime, Template};
 use flightdeck_core::{Digest, EventKind, MissionId, MissionState, MissionStatus};
 use flightdeck_policy::Policy;
-use flightdeck_store::{AppendRequest, InputRow, InputState, NewEvent, Projection};
+use flightdeck_store::{AppendRequest, InputRow, InputState, NewEvent};
 use flightdeck_workspace::{repo_root, resolve_commit, Sandbox};
 
 use crate::config::EngineConfig;
@@ -360,11 +360,8 @@ impl Engine {
             event_type: kind.type_name().to_string(),
             data: kind.data(),
         });
-        let projection = Projection {
-            status: state.status.as_str().to_string(),
-            template: created.template.clone(),
-            summary: state.summary(),
-        };
+        let steps: Vec<usize> = state.steps.keys().copied().collect();
+        let projection = crate::log::projection(&state, &self.shared.cfg.secrets, steps);
         // The origin's events are copied as they were recorded (already redacted), in one
         // append that creates the new mission.
         let stored = self

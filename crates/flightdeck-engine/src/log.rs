@@ -4,18 +4,21 @@
 //! go with the next append, and the append itself: every event of a driven mission is
 //! checked against the state machine, redacted, appended with the seq the log expects
 //! (optimistic concurrency: a stale append changes nothing), and folded in place; the
-//! store's projection (the summary) is computed here from the new state. Nothing else
+//! store's projection (the summary, its steps as items) is computed here from the new state. Nothing else
 //! appends to a mission while it is driven: what comes from outside (a vote, a budget
 //! raise, a cancel) reaches the driver as an input and is appended through its log.
 
 use std::sync::Arc;
 
+use flightdeck_core::views::{MissionSummary, StepView, STEPS_LIST};
 use flightdeck_core::{Digest, EventKind, MissionState, StoredEvent};
 use flightdeck_store::{
-    AppendRequest, ArtifactStore, EventStore, NewEvent, Projection, StoreError,
+    AppendRequest, ArtifactStore, EventStore, NewEvent, Projection, ProjectionItem, StoreError,
 };
 
-use crate::{Clock, EngineError, Observer, Secrets};
+use crate::error::EngineError;
+use crate::ports::{Clock, Observer};
+use crate::redact::Secrets;
 
 /// Where a log's events and artifacts go, and what they pass on the way.
 #[derive(Clone)]
@@ -126,30 +129,16 @@ impl MissionLog {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let projection = Projection {
-            status: self.state.status.as_str().to_string(),
-            template: self
-                .state
-                .created
-                .as_ref()
-                .map(|c| c.template.clone())
-                .unwrap_or_default(),
-            summary: if self.sink.projection {
-                // The summary quotes a failed step's output in its error: masked like the
-                // events (only that text, so the summary is not serialized twice).
-                let mut summary = self.state.summary_view();
-                if let Some(error) = &mut summary.error {
-                    let message = serde_json::Value::String(std::mem::take(&mut error.message));
-                    if let serde_json::Value::String(masked) =
-                        self.sink.secrets.redact_json(message)
-                    {
-                        error.message = masked;
-                    }
-                }
-                summary.to_json()
-            } else {
-                serde_json::Value::Null
-            },
+        let projection = if self.sink.projection {
+            let touched = self.staged.iter().map(|s| &s.kind).chain(&kinds);
+            projection(&self.state, &self.sink.secrets, touched.filter_map(step_of))
+        } else {
+            Projection {
+                status: self.state.status.as_str().to_string(),
+                template: template_of(&self.state),
+                summary: serde_json::Value::Null,
+                items: Vec::new(),
+            }
         };
         let request = AppendRequest {
             mission: self.state.id.clone(),
@@ -254,4 +243,59 @@ pub async fn load(store: &dyn EventStore, id: &str) -> Result<MissionState, Engi
         id: id.to_string(),
         source,
     })
+}
+
+/// The step an event starts or ends.
+fn step_of(kind: &EventKind) -> Option<usize> {
+    match kind {
+        EventKind::StepStarted(s) => Some(s.index),
+        EventKind::StepFinished(s) => Some(s.index),
+        _ => None,
+    }
+}
+
+fn template_of(state: &MissionState) -> String {
+    state
+        .created
+        .as_ref()
+        .map(|c| c.template.clone())
+        .unwrap_or_default()
+}
+
+/// The store's projection of `state`: the summary without its steps, whose cost is the same
+/// at every step of a mission, and the steps in `steps` as items (those an append started or
+/// finished; a store keeps the others). The summary quotes a failed step's output in its
+/// error: that text is masked like the events (only it, so the summary is not serialized
+/// twice).
+pub(crate) fn projection(
+    state: &MissionState,
+    secrets: &Secrets,
+    steps: impl IntoIterator<Item = usize>,
+) -> Projection {
+    let mut summary = MissionSummary::without_steps(state);
+    if let Some(error) = &mut summary.error {
+        let message = serde_json::Value::String(std::mem::take(&mut error.message));
+        if let serde_json::Value::String(masked) = secrets.redact_json(message) {
+            error.message = masked;
+        }
+    }
+    let mut items: Vec<ProjectionItem> = Vec::new();
+    for index in steps {
+        if items.iter().any(|i| i.position == index as u64) {
+            continue;
+        }
+        if let Some(step) = StepView::of(state, index) {
+            items.push(ProjectionItem {
+                list: STEPS_LIST.to_string(),
+                position: index as u64,
+                value: serde_json::to_value(step).unwrap_or(serde_json::Value::Null),
+            });
+        }
+    }
+    Projection {
+        status: state.status.as_str().to_string(),
+        template: template_of(state),
+        summary: summary.to_json(),
+        items,
+    }
 }

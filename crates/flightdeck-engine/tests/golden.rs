@@ -569,6 +569,7 @@ async fn load(name: &str, data: &Path, repo: &Path) -> (Engine, String, Vec<Stor
                 status: String::new(),
                 template: "t".into(),
                 summary: Value::Null,
+                items: Vec::new(),
             },
             consumes: Vec::new(),
         })

@@ -4,7 +4,9 @@
 //! 1. durable single appends per second, one appender awaiting each append (one commit, so
 //!    one fsync, per event: the baseline group commit must beat);
 //! 2. durable appends per second with many missions appending at once (group commit);
-//! 3. reading a 100,000-event timeline, and verifying its hash chain.
+//! 3. reading a 100,000-event timeline, and verifying its hash chain;
+//! 5. how soon another store on the same file (as another process would) sees an append:
+//!    a follower waits on its change feed (no polling) and reads what is new.
 //!
 //! Each measurement runs several times; the median, min and max are printed. Outside
 //! `cargo bench` (which passes `--bench`), e.g. under `cargo test --all-targets`, it makes a
@@ -12,8 +14,8 @@
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use flightdeck_store::{AppendRequest, EventStore, NewEvent, Projection, SqliteStore};
 use serde_json::json;
@@ -35,6 +37,7 @@ fn request(mission: &str, expected_seq: u64, count: u64) -> AppendRequest {
             status: "running".into(),
             template: "bench".into(),
             summary: json!({"id": mission, "status": "running"}),
+            items: Vec::new(),
         },
         consumes: Vec::new(),
     }
@@ -85,6 +88,55 @@ async fn concurrent_appends(
         t.await.unwrap();
     }
     (missions as u64 * per_mission) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Appends `n` single events, one every few ms, while a follower (a read-only store on the
+/// same file, woken only by its change feed) reads each as soon as it can. Returns, per
+/// append, the ms from the append's return to the follower having read the event, and from
+/// the append's start (which includes its fsync).
+async fn feed_latency(path: &std::path::Path, n: u64) -> (Vec<f64>, Vec<f64>) {
+    let writer = SqliteStore::open(path).await.unwrap();
+    let mission = "m-feed";
+    writer.append(request(mission, 0, 1)).await.unwrap();
+    let follower = SqliteStore::open_read_only(path).await.unwrap();
+    let mut feed = follower.subscribe().await.unwrap();
+    let seen: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; n as usize + 1]));
+    let follow = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            let mut last = 1;
+            while last <= n {
+                feed.changed().await.unwrap();
+                let events = follower.events(mission, last).await.unwrap();
+                let now = Instant::now();
+                for event in events {
+                    seen.lock().unwrap()[(event.seq - 1) as usize] = Some(now);
+                    last = event.seq;
+                }
+            }
+        })
+    };
+    let mut after_return = Vec::new();
+    let mut after_start = Vec::new();
+    let mut times = Vec::new();
+    for i in 1..=n {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let start = Instant::now();
+        writer.append(request(mission, i, 1)).await.unwrap();
+        times.push((start, Instant::now()));
+    }
+    tokio::time::timeout(Duration::from_secs(60), follow)
+        .await
+        .expect("the follower missed appends")
+        .unwrap();
+    let seen = seen.lock().unwrap();
+    for (i, (start, returned)) in times.into_iter().enumerate() {
+        let at = seen[i + 1].expect("seen");
+        let ms = |from: Instant| at.saturating_duration_since(from).as_secs_f64() * 1000.0;
+        after_return.push(ms(returned));
+        after_start.push(ms(start));
+    }
+    (after_return, after_start)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -153,5 +205,16 @@ async fn main() {
         &format!("4. verify the hash chain of {big} events (ms)"),
         "ms",
         verify,
+    );
+
+    let feed_n = if quick { 5 } else { 100 };
+    let (after_return, after_start) = feed_latency(&dir.path().join("feed.db"), feed_n).await;
+    let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+    println!(
+        "5. another store sees an append, woken by its feed ({feed_n} appends): median {:.2} ms after the append returned (max {:.2}); {:.2} ms after it started (max {:.2})",
+        stats(after_return.clone()).0,
+        max(&after_return),
+        stats(after_start.clone()).0,
+        max(&after_start),
     );
 }

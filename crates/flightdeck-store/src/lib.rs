@@ -6,6 +6,13 @@
 //! out, so the PostgreSQL backend slots in beside [`SqliteStore`] without touching callers.
 //! Invariant: this is the only crate that contains SQL. It knows missions only by id and seq;
 //! what events mean is the caller's business (the caller supplies the summary projection).
+//!
+//! Each mission also has an inbox: what other processes ask of it (an approval vote, a
+//! budget raise, a cancel) is posted as an input ([`EventStore::post_input`]) and taken in
+//! by the mission's driver, which appends the events it leads to and marks it applied in the
+//! same transaction ([`AppendRequest::consumes`]), or refuses it. A [`ChangeFeed`]
+//! ([`EventStore::subscribe`]) wakes whoever waits on a timeline or an input, in this
+//! process or another, without polling.
 
 mod artifacts;
 mod feed;
@@ -41,6 +48,19 @@ pub struct Projection {
     pub status: String,
     pub template: String,
     pub summary: Value,
+    /// Items of lists that grow with the mission, changed by this append (the others are
+    /// kept). When the mission is read, each list replaces the summary's field of its name.
+    pub items: Vec<ProjectionItem>,
+}
+
+/// One item of a list of a mission's projection (one step of its summary's `steps`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectionItem {
+    /// The summary field the list is put back into (`steps`).
+    pub list: String,
+    /// Where the item goes in the list (items are read in this order).
+    pub position: u64,
+    pub value: Value,
 }
 
 /// Appends `events` to `mission`, whose last seq must be `expected_seq` (0 for a new

@@ -2,15 +2,20 @@
 //! used on tokio's blocking threads (one hop per read, however many rows), and the queries
 //! they run.
 //!
-//! A store opened read-only ([`crate::SqliteStore::open_read_only`]) reads the same way,
-//! and copes with what a read-only place does to a WAL database: SQLite needs its `-shm`
-//! (and `-wal`) files to read one, and creates them when they are missing, which a
-//! read-only directory or a full disk forbids. When that fails and no `-wal` holds data
-//! (so the database file alone is the whole database), the read is made on an
-//! `immutable=1` connection instead (no locks, no `-shm`), and kept only if the database
-//! file did not change while it ran (else it is retried): nothing can commit to a WAL
-//! database without a `-wal`, and a checkpoint that wrote the file during the read is
-//! caught by the check.
+//! A store opened read-only ([`crate::SqliteStore::open_read_only`]) creates no file. SQLite
+//! reads a WAL database through its `-shm` index and `-wal`, and creates them when they are
+//! missing (which a read-only directory or a full disk forbids anyway). So while no `-wal`
+//! holds data (no writer has committed since the last one closed: the database file is the
+//! whole database), each read is made on a connection of its own opened `immutable=1` (no
+//! locks, no `-shm`), and kept only if the database file did not change while it ran (else
+//! it is retried): nothing commits to a WAL database without writing its `-wal` first, and
+//! a checkpoint that wrote the file during the read changes its size or times. Once a
+//! `-wal` holds data (a writer is at work), reads go through SQLite's usual locking, on
+//! pooled connections; where the `-shm` cannot be written, SQLite reads the `-wal` itself.
+//!
+//! The check is a check, not a lock: a checkpoint that began and ended within one tick of
+//! the file system's clock around the start of a read could go unnoticed. That needs a
+//! writer to start, commit and checkpoint within those milliseconds.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -33,14 +38,18 @@ const IMMUTABLE_ATTEMPTS: usize = 3;
 /// The read connections of one store.
 pub(crate) struct Readers {
     path: PathBuf,
+    /// Next to the file the path leads to (symbolic links resolved), as SQLite puts it.
+    wal: PathBuf,
     read_only_store: bool,
     idle: Mutex<Vec<Connection>>,
 }
 
 impl Readers {
     pub(crate) fn new(path: &Path, read_only_store: bool) -> Readers {
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         Readers {
             path: path.to_path_buf(),
+            wal: wal_path(&real),
             read_only_store,
             idle: Mutex::new(Vec::new()),
         }
@@ -72,14 +81,15 @@ impl Readers {
         if let Some(conn) = pooled {
             return self.keep(conn, read);
         }
+        if !self.read_only_store {
+            return self.keep(self.open_shared()?, read);
+        }
         for _ in 0..IMMUTABLE_ATTEMPTS {
-            match self.open_shared()? {
-                Shared::Open(conn) => return self.keep(conn, read),
-                Shared::Unusable(error) => {
-                    if let Some(result) = self.read_immutable(read, error)? {
-                        return Ok(result);
-                    }
-                }
+            if !self.wal_is_empty()? {
+                return self.keep(self.open_shared()?, read);
+            }
+            if let Some(result) = self.read_immutable(read)? {
+                return Ok(result);
             }
         }
         Err(crate::writer::database_error(
@@ -100,36 +110,30 @@ impl Readers {
         result
     }
 
+    /// Closes the idle connections (so that the writer's, closed after them, is the last
+    /// one and removes the `-wal`).
+    pub(crate) fn close_idle(&self) {
+        self.idle().clear();
+    }
+
     /// A read-only connection through SQLite's usual locking (and its `-shm` and `-wal`).
-    fn open_shared(&self) -> Result<Shared, StoreError> {
+    fn open_shared(&self) -> Result<Connection, StoreError> {
         let conn = Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.set_prepared_statement_cache_capacity(16);
-        if !self.read_only_store {
-            // The store's writer has the database open: it is usable as it is.
-            return Ok(Shared::Open(conn));
-        }
-        // The first read opens the WAL and its index: what a read-only place may forbid.
-        match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-            r.get::<_, i64>(0)
-        }) {
-            Ok(_) => Ok(Shared::Open(conn)),
-            Err(e) if self.wal_is_empty()? => Ok(Shared::Unusable(e)),
-            Err(e) => Err(e.into()),
-        }
+        Ok(conn)
     }
 
     /// Whether the `-wal` is absent or empty: then the database file is the whole database.
     fn wal_is_empty(&self) -> Result<bool, StoreError> {
-        let wal = wal_path(&self.path);
-        match std::fs::metadata(&wal) {
+        match std::fs::metadata(&self.wal) {
             Ok(m) => Ok(m.len() == 0),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
             Err(source) => Err(StoreError::Io {
-                path: wal.display().to_string(),
+                path: self.wal.display().to_string(),
                 source,
             }),
         }
@@ -140,7 +144,6 @@ impl Readers {
     fn read_immutable<R>(
         &self,
         read: &dyn Fn(&Connection) -> Result<R, StoreError>,
-        shared_error: rusqlite::Error,
     ) -> Result<Option<R>, StoreError> {
         let before = self.stamp()?;
         let conn = Connection::open_with_flags(
@@ -148,12 +151,7 @@ impl Readers {
             OpenFlags::SQLITE_OPEN_READ_ONLY
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX
                 | OpenFlags::SQLITE_OPEN_URI,
-        )
-        .map_err(|e| {
-            crate::writer::database_error(&format!(
-                "cannot read the database: {shared_error}; nor as immutable: {e}"
-            ))
-        })?;
+        )?;
         let result = read(&conn);
         drop(conn);
         if self.stamp()? != before {
@@ -178,12 +176,6 @@ impl Readers {
     }
 }
 
-enum Shared {
-    Open(Connection),
-    /// SQLite could not open the WAL index, and the WAL holds nothing.
-    Unusable(rusqlite::Error),
-}
-
 /// `file:PATH?immutable=1`, the path percent-encoded where a URI needs it.
 fn immutable_uri(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
@@ -202,19 +194,71 @@ fn immutable_uri(path: &Path) -> String {
 // ---------------------------------------------------------------------------------------
 // Queries.
 
-/// The events of `mission` after `after_seq`, as the contract's envelope: one statement,
-/// columns read in place (no copy of the data text), the mission id not read back.
+/// Timelines shorter than this are read by one thread.
+const PARALLEL_MIN: u64 = 8192;
+
+/// The events of `mission` after `after_seq`. A long timeline is read in two halves at
+/// once, each on its own connection and thread (decoding each event's JSON `data` is most
+/// of the time, and it parallelises): the mission's `last_seq` splits it, and since every
+/// event up to it is committed and never changes, the halves join without a gap whatever
+/// each connection's snapshot (the second half also has whatever was appended meanwhile).
+pub(crate) fn events_parallel(
+    readers: &Readers,
+    mission: &str,
+    after_seq: u64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let last = readers.run_blocking(&|conn| last_seq(conn, mission))?;
+    let count = last.map_or(0, |last| last.saturating_sub(after_seq));
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if count < PARALLEL_MIN || cores < 2 {
+        return readers.run_blocking(&|conn| events(conn, mission, after_seq, None, count));
+    }
+    let mid = after_seq + count / 2;
+    std::thread::scope(|scope| {
+        let tail = std::thread::Builder::new()
+            .name("flightdeck-store-read".into())
+            .spawn_scoped(scope, || {
+                readers.run_blocking(&|conn| events(conn, mission, mid, None, count - count / 2))
+            })
+            .map_err(|source| StoreError::Io {
+                path: readers.path.display().to_string(),
+                source,
+            })?;
+        let mut head =
+            readers.run_blocking(&|conn| events(conn, mission, after_seq, Some(mid), count))?;
+        let tail = tail
+            .join()
+            .map_err(|_| crate::writer::database_error("a read thread panicked"))??;
+        head.extend(tail);
+        Ok(head)
+    })
+}
+
+fn last_seq(conn: &Connection, mission: &str) -> Result<Option<u64>, StoreError> {
+    let last: Option<i64> = conn
+        .prepare_cached("SELECT last_seq FROM missions WHERE id = ?1")?
+        .query_row(params![mission], |row| row.get(0))
+        .optional()?;
+    Ok(last.map(|l| l as u64))
+}
+
+/// The events of `mission` after `after_seq` (up to `up_to`), as the contract's envelope:
+/// one statement, columns read in place (no copy of the data text), the mission id not read
+/// back; room made for `expected` events at once.
 pub(crate) fn events(
     conn: &Connection,
     mission: &str,
     after_seq: u64,
+    up_to: Option<u64>,
+    expected: u64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT seq, at_ms, type, data, prev_hash, hash FROM events
-         WHERE mission = ?1 AND seq > ?2 ORDER BY seq",
+         WHERE mission = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq",
     )?;
-    let mut rows = stmt.query(params![mission, after_seq as i64])?;
-    let mut events = Vec::new();
+    let up_to = up_to.map_or(i64::MAX, |u| i64::try_from(u).unwrap_or(i64::MAX));
+    let mut events = Vec::with_capacity(usize::try_from(expected.min(1 << 24)).unwrap_or(0));
+    let mut rows = stmt.query(params![mission, after_seq as i64, up_to])?;
     let mut at = AtFormatter::default();
     while let Some(row) = rows.next()? {
         let seq = row.get::<_, i64>(0)? as u64;
@@ -350,15 +394,29 @@ fn mission_from_row(row: &rusqlite::Row<'_>) -> Result<MissionRow, StoreError> {
     })
 }
 
-pub(crate) fn mission(conn: &Connection, id: &str) -> Result<Option<MissionRow>, StoreError> {
+pub(crate) fn mission(
+    conn: &Connection,
+    id: &str,
+    has_items: bool,
+) -> Result<Option<MissionRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MISSION_COLUMNS} FROM missions WHERE id = ?1"
     ))?;
     let mut rows = stmt.query(params![id])?;
-    rows.next()?.map(mission_from_row).transpose()
+    let Some(mut mission) = rows.next()?.map(mission_from_row).transpose()? else {
+        return Ok(None);
+    };
+    if has_items {
+        put_back_items(conn, &mut mission)?;
+    }
+    Ok(Some(mission))
 }
 
-pub(crate) fn missions(conn: &Connection, limit: u32) -> Result<Vec<MissionRow>, StoreError> {
+pub(crate) fn missions(
+    conn: &Connection,
+    limit: u32,
+    has_items: bool,
+) -> Result<Vec<MissionRow>, StoreError> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MISSION_COLUMNS} FROM missions ORDER BY created_at_ms DESC, id DESC LIMIT ?1"
     ))?;
@@ -367,7 +425,42 @@ pub(crate) fn missions(conn: &Connection, limit: u32) -> Result<Vec<MissionRow>,
     while let Some(row) = rows.next()? {
         all.push(mission_from_row(row)?);
     }
+    drop(rows);
+    if has_items {
+        for mission in &mut all {
+            put_back_items(conn, mission)?;
+        }
+    }
     Ok(all)
+}
+
+/// Puts the mission's projection items back into its summary: each list replaces the field
+/// of its name, in position order.
+fn put_back_items(conn: &Connection, mission: &mut MissionRow) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT list, value FROM projection_items WHERE mission = ?1 ORDER BY list, position",
+    )?;
+    let mut rows = stmt.query(params![mission.id])?;
+    let mut lists: Vec<(String, Vec<Value>)> = Vec::new();
+    while let Some(row) = rows.next()? {
+        let list: String = row.get(0)?;
+        let value: Value =
+            serde_json::from_str(text(row, 1)?).map_err(|e| StoreError::Corrupt {
+                mission: mission.id.clone(),
+                seq: mission.last_seq,
+                reason: format!("projection item of `{list}` is not JSON: {e}"),
+            })?;
+        match lists.last_mut() {
+            Some((name, items)) if *name == list => items.push(value),
+            _ => lists.push((list, vec![value])),
+        }
+    }
+    if let Some(summary) = mission.summary.as_object_mut() {
+        for (list, items) in lists {
+            summary.insert(list, Value::Array(items));
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn mission_ids_with_prefix(

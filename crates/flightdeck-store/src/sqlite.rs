@@ -1,9 +1,8 @@
 //! The SQLite backend: one file, WAL, `synchronous = FULL` (an append has reached the disk
 //! when it returns). Reads go through the `rusqlite` read connections of `read.rs`; every
-//! write of a timeline or an inbox goes through the one writer thread of `writer.rs`, which
-//! batches concurrent appends into one transaction (group commit), so many missions
-//! appending at once share one fsync. Leases are written through a sqlx pool, which also
-//! runs the migrations.
+//! write (timelines, inboxes, leases) goes through the one writer thread of `writer.rs`,
+//! which batches concurrent appends into one transaction (group commit), so many missions
+//! appending at once share one fsync. sqlx only runs the migrations, on open.
 //!
 //! [`SqliteStore::open_read_only`] opens a store that never writes: see there.
 
@@ -13,10 +12,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flightdeck_core::StoredEvent;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::ConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{oneshot, watch};
 
 use crate::artifacts::FsArtifactStore;
@@ -34,14 +31,14 @@ pub(crate) const APPLICATION_ID: i64 = 0x4644_4B31;
 
 /// The migration that made the inbox.
 const INPUTS_VERSION: i64 = 3;
+/// The first schema with projection items.
+const ITEMS_VERSION: i64 = 4;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// [`EventStore`] on a SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
-    /// Leases; `None` when read-only.
-    pool: Option<SqlitePool>,
     /// `None` when read-only.
     writer: Option<Arc<Writer>>,
     /// Artifacts put through [`SqliteStore::artifacts`] and not yet committed.
@@ -53,6 +50,16 @@ pub struct SqliteStore {
     watcher: Mutex<Weak<Watcher>>,
     /// Whether the schema has the inbox (a read-only store may open an older one).
     has_inputs: bool,
+    /// Whether the schema has projection items (ditto).
+    has_items: bool,
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // The writer's connection closes last (when its thread is joined), so that it
+        // checkpoints and removes the `-wal`, which a read-only connection cannot.
+        self.readers.close_idle();
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -83,7 +90,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
-            .max_connections(2)
+            .max_connections(1)
             .connect_with(options.clone())
             .await?;
         // Marked as ours before any table exists: another process opening the file while
@@ -91,13 +98,10 @@ impl SqliteStore {
         sqlx::raw_sql(&format!("PRAGMA application_id = {APPLICATION_ID}"))
             .execute(&pool)
             .await?;
-        MIGRATOR.run(&pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::VersionMissing(found) => StoreError::TooNew {
-                found,
-                known: known_version(),
-            },
-            other => StoreError::Migrate(other),
-        })?;
+        migrate(&pool).await?;
+        // Closed (and waited for) before the writer opens: its connection must be the last
+        // one to close, so that it removes the `-wal`.
+        pool.close().await;
         let staged = Arc::new(Staged::default());
         let (changes, _) = watch::channel(0);
         let changes = Arc::new(changes);
@@ -110,13 +114,13 @@ impl SqliteStore {
         let writer = Arc::new(writer::spawn(path, staged.clone(), notify)?);
         Ok(SqliteStore {
             path: path.to_path_buf(),
-            pool: Some(pool),
             writer: Some(writer),
             staged,
             readers: Arc::new(Readers::new(path, false)),
             changes,
             watcher: Mutex::new(Weak::new()),
             has_inputs: true,
+            has_items: true,
         })
     }
 
@@ -128,15 +132,14 @@ impl SqliteStore {
     ///   an older one is read as it is (every migration so far only adds tables): a database
     ///   from before the inbox has no inputs. A file with no flightdeck schema at all is
     ///   [`StoreError::Unmigrated`].
-    /// - It reads where it cannot write: in a read-only directory, on a read-only file
-    ///   system, or on a full disk, where SQLite cannot create the `-shm` and `-wal` files
-    ///   it reads a WAL database with, each read is made on an `immutable=1` connection
-    ///   when no `-wal` holds data (then the database file is the whole database, and
-    ///   nothing can commit without a `-wal`), and is retried if the file changed while it
-    ///   ran.
-    /// - Where the directory is writable, SQLite itself may create the `-shm` and `-wal`
-    ///   files (empty of data) to coordinate with writers, as any reader of a WAL database
-    ///   does; the database file is never written.
+    /// - It creates no file: not the database, nor SQLite's `-shm` and `-wal`. While no
+    ///   `-wal` holds data (no writer at work), each read is made on an `immutable=1`
+    ///   connection, checked afterwards against a change of the database file (and retried);
+    ///   so it reads where it could not write: a read-only directory or file system, a full
+    ///   disk. While a writer is at work (its `-wal` holds data), reads go through SQLite's
+    ///   usual locking, as any reader of a live WAL database; on a read-only view of it (a
+    ///   read-only bind mount), SQLite reads the `-wal` directly. See `read.rs` for the
+    ///   limit of the check.
     pub async fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
         let display = || path.display().to_string();
         let metadata = match std::fs::metadata(path) {
@@ -178,13 +181,13 @@ impl SqliteStore {
         let (changes, _) = watch::channel(0);
         Ok(SqliteStore {
             path: path.to_path_buf(),
-            pool: None,
             writer: None,
             staged: Arc::new(Staged::default()),
             readers,
             changes: Arc::new(changes),
             watcher: Mutex::new(Weak::new()),
             has_inputs: version >= INPUTS_VERSION,
+            has_items: version >= ITEMS_VERSION,
         })
     }
 
@@ -225,6 +228,32 @@ impl SqliteStore {
             return Err(StoreError::WriterGone);
         }
         answer.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
+/// Runs the migrations not yet applied. SQLite's migrations take no lock across
+/// processes: two processes opening a new database at once may both start the same
+/// migration, and the one that commits second fails on what the first made. Its
+/// transaction is rolled back; looking again, it finds the migration applied. So a failed
+/// migration is retried a few times, briefly, before its error is believed.
+async fn migrate(pool: &sqlx::SqlitePool) -> Result<(), StoreError> {
+    use sqlx::migrate::MigrateError;
+    let mut attempt = 0u64;
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(MigrateError::VersionMissing(found)) => {
+                return Err(StoreError::TooNew {
+                    found,
+                    known: known_version(),
+                })
+            }
+            Err(MigrateError::Execute(_) | MigrateError::ExecuteMigration(..)) if attempt < 8 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+            }
+            Err(other) => return Err(StoreError::Migrate(other)),
+        }
     }
 }
 
@@ -282,14 +311,15 @@ async fn probe(path: &Path) -> Result<(), StoreError> {
     let app_id: i64 = sqlx::query_scalar("PRAGMA application_id")
         .fetch_one(&mut conn)
         .await?;
-    if app_id == APPLICATION_ID {
-        return Ok(());
-    }
     let tables: Vec<String> = sqlx::query_scalar(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name LIMIT 5",
     )
     .fetch_all(&mut conn)
     .await?;
+    conn.close().await?;
+    if app_id == APPLICATION_ID {
+        return Ok(());
+    }
     if app_id == 0 && tables.is_empty() {
         return Ok(());
     }
@@ -310,9 +340,10 @@ impl EventStore for SqliteStore {
 
     async fn events(&self, mission: &str, after_seq: u64) -> Result<Vec<StoredEvent>, StoreError> {
         let mission = mission.to_string();
-        self.readers
-            .run(move |conn| read::events(conn, &mission, after_seq))
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || read::events_parallel(&readers, &mission, after_seq))
             .await
+            .map_err(|e| writer::database_error(&format!("a read failed: {e}")))?
     }
 
     async fn raw_events(&self, mission: &str) -> Result<Vec<RawEvent>, StoreError> {
@@ -324,12 +355,16 @@ impl EventStore for SqliteStore {
 
     async fn mission(&self, id: &str) -> Result<Option<MissionRow>, StoreError> {
         let id = id.to_string();
-        self.readers.run(move |conn| read::mission(conn, &id)).await
+        let has_items = self.has_items;
+        self.readers
+            .run(move |conn| read::mission(conn, &id, has_items))
+            .await
     }
 
     async fn missions(&self, limit: u32) -> Result<Vec<MissionRow>, StoreError> {
+        let has_items = self.has_items;
         self.readers
-            .run(move |conn| read::missions(conn, limit))
+            .run(move |conn| read::missions(conn, limit, has_items))
             .await
     }
 
@@ -352,42 +387,24 @@ impl EventStore for SqliteStore {
         ttl_ms: i64,
         steal_from: Option<&str>,
     ) -> Result<Option<Lease>, StoreError> {
-        let pool = self.pool.as_ref().ok_or(StoreError::ReadOnly)?;
-        sqlx::query(
-            "UPDATE missions SET lease_owner = ?2, lease_expires_ms = ?3
-             WHERE id = ?1 AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_expires_ms <= ?4
-                                OR lease_owner = ?5)",
-        )
-        .bind(mission)
-        .bind(owner)
-        .bind(now_ms + ttl_ms)
-        .bind(now_ms)
-        .bind(steal_from)
-        .execute(pool)
-        .await?;
-        let holder: Option<(Option<String>, Option<i64>)> =
-            sqlx::query_as("SELECT lease_owner, lease_expires_ms FROM missions WHERE id = ?1")
-                .bind(mission)
-                .fetch_optional(pool)
-                .await?;
-        Ok(holder.and_then(|(owner, expires)| {
-            owner.map(|owner| Lease {
-                owner,
-                expires_ms: expires.unwrap_or(0),
-            })
-        }))
+        self.write(|reply| Job::AcquireLease {
+            mission: mission.to_string(),
+            owner: owner.to_string(),
+            now_ms,
+            ttl_ms,
+            steal_from: steal_from.map(str::to_string),
+            reply,
+        })
+        .await
     }
 
     async fn release_lease(&self, mission: &str, owner: &str) -> Result<(), StoreError> {
-        let pool = self.pool.as_ref().ok_or(StoreError::ReadOnly)?;
-        sqlx::query(
-            "UPDATE missions SET lease_owner = NULL, lease_expires_ms = NULL WHERE id = ?1 AND lease_owner = ?2",
-        )
-        .bind(mission)
-        .bind(owner)
-        .execute(pool)
-        .await?;
-        Ok(())
+        self.write(|reply| Job::ReleaseLease {
+            mission: mission.to_string(),
+            owner: owner.to_string(),
+            reply,
+        })
+        .await
     }
 
     async fn post_input(&self, input: NewInput) -> Result<i64, StoreError> {

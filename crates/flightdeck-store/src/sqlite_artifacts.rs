@@ -98,6 +98,13 @@ pub struct SqliteArtifactStore {
     pub(crate) writer: Option<Arc<Writer>>,
 }
 
+impl Drop for SqliteArtifactStore {
+    fn drop(&mut self) {
+        // As the store's: read connections close before the writer's (see there).
+        self.readers.close_idle();
+    }
+}
+
 impl std::fmt::Debug for SqliteArtifactStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteArtifactStore")
@@ -220,8 +227,7 @@ impl ArtifactStore for SqliteArtifactStore {
         if path.is_file() {
             return Some(path);
         }
-        // A read-only store writes no file.
-        self.writer.as_ref()?;
+        self.writer.as_ref()?; // a read-only store writes no file
         let bytes = match self.staged.get(digest) {
             Some(bytes) => bytes.to_vec(),
             None => self.read_blocking(digest).ok().flatten()?,

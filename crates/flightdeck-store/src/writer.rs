@@ -11,11 +11,12 @@
 //! [`crate::SqliteArtifactStore`], so an event and the artifacts put before it become durable
 //! in one commit.
 //!
-//! Inputs are posted and refused through the same thread, in the same batches, so that a
+//! Leases are taken and given back through it too: it is the store's only writing
+//! connection. Inputs are posted and refused through the same thread, in the same batches, so that a
 //! mission's inbox and its timeline change in one order; an append that consumes inputs
 //! marks them applied in the transaction of its events. After each commit that changed a
-//! timeline or an inbox, the thread wakes this process's change feeds and touches the
-//! `-wal` for other processes' (see `feed.rs`).
+//! timeline or an inbox, the thread wakes this process's change feeds and opens and closes
+//! the `-wal` for other processes' (see `feed.rs`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -31,7 +32,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::feed;
 use crate::sqlite_artifacts::Staged;
-use crate::{AppendRequest, NewInput, Projection, StoreError};
+use crate::{AppendRequest, Lease, NewInput, Projection, StoreError};
 
 /// Jobs committed together at most.
 const MAX_BATCH: usize = 256;
@@ -54,6 +55,19 @@ pub(crate) enum Job {
         at_ms: i64,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    AcquireLease {
+        mission: String,
+        owner: String,
+        now_ms: i64,
+        ttl_ms: i64,
+        steal_from: Option<String>,
+        reply: oneshot::Sender<Result<Option<Lease>, StoreError>>,
+    },
+    ReleaseLease {
+        mission: String,
+        owner: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Commit the staged artifacts now.
     Flush {
         reply: oneshot::Sender<Result<(), StoreError>>,
@@ -65,6 +79,8 @@ enum Outcome {
     Append(AppendResult),
     Posted(Result<i64, StoreError>),
     Refused(Result<(), StoreError>),
+    Leased(Option<Lease>),
+    Released,
     Flushed,
 }
 
@@ -75,7 +91,7 @@ impl Outcome {
             Outcome::Append(r) => r.is_ok(),
             Outcome::Posted(r) => r.is_ok(),
             Outcome::Refused(r) => r.is_ok(),
-            Outcome::Flushed => false,
+            Outcome::Leased(_) | Outcome::Released | Outcome::Flushed => false,
         }
     }
 }
@@ -109,7 +125,7 @@ impl Drop for Writer {
 /// Where the writer tells of its commits.
 pub(crate) struct Notify {
     pub(crate) changes: Arc<watch::Sender<u64>>,
-    /// The `-wal` whose times are set after each commit, for other processes' feeds.
+    /// The `-wal` opened and closed after each commit, for other processes' feeds.
     pub(crate) wal: PathBuf,
 }
 
@@ -160,7 +176,7 @@ fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, staged: &Staged,
                 staged.committed(&artifacts);
                 if outcomes.iter().any(Outcome::changed) {
                     // The commit is visible: now, and only now, wake the feeds.
-                    feed::touch_wal(&notify.wal);
+                    feed::signal_commit(&notify.wal);
                     feed::bump(&notify.changes);
                 }
                 outcomes.into_iter().map(Ok).collect()
@@ -198,7 +214,11 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
         (Job::RefuseInput { reply, .. }, Ok(Outcome::Refused(r))) => {
             let _ = reply.send(r);
         }
-        (Job::Flush { reply }, Ok(Outcome::Flushed)) => {
+        (Job::AcquireLease { reply, .. }, Ok(Outcome::Leased(holder))) => {
+            let _ = reply.send(Ok(holder));
+        }
+        (Job::ReleaseLease { reply, .. }, Ok(Outcome::Released))
+        | (Job::Flush { reply }, Ok(Outcome::Flushed)) => {
             let _ = reply.send(Ok(()));
         }
         (job, outcome) => {
@@ -216,7 +236,10 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
                 Job::RefuseInput { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
-                Job::Flush { reply } => {
+                Job::AcquireLease { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                Job::ReleaseLease { reply, .. } | Job::Flush { reply } => {
                     let _ = reply.send(Err(error()));
                 }
             }
@@ -316,6 +339,29 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &[Job]) -> Result<Vec<Outc
             Job::RefuseInput {
                 id, reason, at_ms, ..
             } => Outcome::Refused(refuse_input(tx, *id, reason, *at_ms)?),
+            Job::AcquireLease {
+                mission,
+                owner,
+                now_ms,
+                ttl_ms,
+                steal_from,
+                ..
+            } => Outcome::Leased(acquire_lease(
+                tx,
+                mission,
+                owner,
+                *now_ms,
+                *ttl_ms,
+                steal_from.as_deref(),
+            )?),
+            Job::ReleaseLease { mission, owner, .. } => {
+                tx.prepare_cached(
+                    "UPDATE missions SET lease_owner = NULL, lease_expires_ms = NULL
+                     WHERE id = ?1 AND lease_owner = ?2",
+                )?
+                .execute(params![mission, owner])?;
+                Outcome::Released
+            }
             Job::Flush { .. } => Outcome::Flushed,
         });
     }
@@ -388,6 +434,18 @@ fn append<'a>(
             applied.execute(params![id, last.0.seq as i64, last.2])?;
         }
     }
+    if !request.projection.items.is_empty() {
+        let mut item = tx.prepare_cached(
+            "INSERT INTO projection_items (mission, list, position, value) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (mission, list, position) DO UPDATE SET value = excluded.value",
+        )?;
+        for it in &request.projection.items {
+            let value =
+                serde_json::to_string(&it.value).map_err(|e| StoreError::Encode(e.to_string()))?;
+            let position = i64::try_from(it.position).unwrap_or(i64::MAX);
+            item.execute(params![request.mission, it.list, position, value])?;
+        }
+    }
     if pending.last_seq == 0 {
         pending.created_at_ms = first.2;
     }
@@ -404,6 +462,9 @@ fn check_consumes(
     tx: &rusqlite::Transaction<'_>,
     request: &AppendRequest,
 ) -> Result<Option<StoreError>, StoreError> {
+    if request.consumes.is_empty() {
+        return Ok(None);
+    }
     let mut seen = HashSet::new();
     let mut state = tx.prepare_cached("SELECT mission, state FROM inputs WHERE id = ?1")?;
     for &id in &request.consumes {
@@ -477,6 +538,35 @@ fn refuse_input(
     Ok(Ok(()))
 }
 
+/// Takes the lease of `mission` for `owner` if it is free, expired, already `owner`'s, or
+/// held by `steal_from`; returns the holder after the attempt. A mission first appended in
+/// this same batch has no row yet, so no lease either.
+fn acquire_lease(
+    tx: &rusqlite::Transaction<'_>,
+    mission: &str,
+    owner: &str,
+    now_ms: i64,
+    ttl_ms: i64,
+    steal_from: Option<&str>,
+) -> Result<Option<Lease>, StoreError> {
+    tx.prepare_cached(
+        "UPDATE missions SET lease_owner = ?2, lease_expires_ms = ?3
+         WHERE id = ?1 AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_expires_ms <= ?4
+                            OR lease_owner = ?5)",
+    )?
+    .execute(params![mission, owner, now_ms + ttl_ms, now_ms, steal_from])?;
+    let holder: Option<(Option<String>, Option<i64>)> = tx
+        .prepare_cached("SELECT lease_owner, lease_expires_ms FROM missions WHERE id = ?1")?
+        .query_row(params![mission], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    Ok(holder.and_then(|(owner, expires)| {
+        owner.map(|owner| Lease {
+            owner,
+            expires_ms: expires.unwrap_or(0),
+        })
+    }))
+}
+
 /// Checks the expected seq and seals the request's events onto the chain: each event with
 /// its canonical data text and time.
 fn seal_request(
@@ -517,4 +607,135 @@ fn seal_request(
 
 pub(crate) fn database_error(message: &str) -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(message.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::{EventStore, InputState, NewEvent, SqliteStore};
+
+    fn append(mission: &str, expected_seq: u64, consumes: &[i64]) -> Job {
+        Job::Append {
+            request: AppendRequest {
+                mission: mission.into(),
+                expected_seq,
+                events: vec![NewEvent {
+                    at_ms: 1_000 + expected_seq as i64,
+                    event_type: "note".into(),
+                    data: json!({}),
+                }],
+                projection: Projection {
+                    status: "running".into(),
+                    template: "t".into(),
+                    summary: json!({}),
+                    items: Vec::new(),
+                },
+                consumes: consumes.to_vec(),
+            },
+            reply: oneshot::channel().0,
+        }
+    }
+
+    fn post(mission: &str) -> Job {
+        Job::PostInput {
+            input: NewInput {
+                mission: mission.into(),
+                kind: "k".into(),
+                payload: json!(null),
+                posted_at_ms: 5,
+            },
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// One batch, in order: what can be applied is, what cannot fails alone.
+    #[tokio::test]
+    async fn one_batch_applies_what_it_can_and_fails_the_rest_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let (ok, refused) = {
+            let store = SqliteStore::open(&path).await.unwrap();
+            let mut first = append("m-a", 0, &[]);
+            let Job::Append { request, .. } = &mut first else {
+                panic!()
+            };
+            store.append(request.clone()).await.unwrap();
+            let ok = store.post_input(input("m-a")).await.unwrap();
+            let refused = store.post_input(input("m-a")).await.unwrap();
+            store.refuse_input(refused, "no", 9).await.unwrap();
+            (ok, refused)
+        };
+        let mut conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA foreign_keys = ON").unwrap();
+        let batch = vec![
+            append("m-b", 0, &[]),
+            post("m-b"), // created by the job before, in this batch
+            append("m-a", 1, &[refused]),
+            append("m-a", 1, &[ok]),
+            post("m-nope"),
+            Job::RefuseInput {
+                id: refused,
+                reason: "again".into(),
+                at_ms: 0,
+                reply: oneshot::channel().0,
+            },
+            append("m-a", 1, &[]), // conflicts with the append before
+        ];
+        let outcomes = commit_batch(&mut conn, &[], &batch).unwrap();
+        let posted_b = match &outcomes[1] {
+            Outcome::Posted(Ok(id)) => *id,
+            _ => panic!("post to a mission created in the batch"),
+        };
+        assert!(matches!(outcomes[0], Outcome::Append(Ok(_))));
+        assert!(matches!(
+            outcomes[2],
+            Outcome::Append(Err(StoreError::InputNotPending { .. }))
+        ));
+        assert!(matches!(outcomes[3], Outcome::Append(Ok(_))));
+        assert!(matches!(
+            outcomes[4],
+            Outcome::Posted(Err(StoreError::UnknownMission { .. }))
+        ));
+        assert!(matches!(
+            outcomes[5],
+            Outcome::Refused(Err(StoreError::InputNotPending { .. }))
+        ));
+        assert!(matches!(
+            outcomes[6],
+            Outcome::Append(Err(StoreError::Conflict { .. }))
+        ));
+        drop(conn);
+
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.mission("m-a").await.unwrap().unwrap().last_seq, 2);
+        let b = store.mission("m-b").await.unwrap().unwrap();
+        assert_eq!((b.last_seq, b.created_at_ms), (1, 1_000));
+        assert_eq!(
+            store.input(ok).await.unwrap().unwrap().state,
+            InputState::Applied { seq: 2 }
+        );
+        assert_eq!(
+            store.input(refused).await.unwrap().unwrap().state,
+            InputState::Refused {
+                reason: "no".into()
+            }
+        );
+        assert_eq!(
+            store.input(posted_b).await.unwrap().unwrap().state,
+            InputState::Pending
+        );
+    }
+
+    fn input(mission: &str) -> NewInput {
+        NewInput {
+            mission: mission.into(),
+            kind: "k".into(),
+            payload: json!({"n": 1}),
+            posted_at_ms: 5,
+        }
+    }
 }

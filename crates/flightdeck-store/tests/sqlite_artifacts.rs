@@ -26,6 +26,7 @@ fn request(mission: &str, expected_seq: u64, artifact: &Digest) -> AppendRequest
             status: "running".into(),
             template: "t".into(),
             summary: json!({"id": mission}),
+            items: Vec::new(),
         },
         consumes: Vec::new(),
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use flightdeck_core::chain::verify_chain;
 use flightdeck_store::{
     verify_mission, AppendRequest, ArtifactStore, EventStore, FsArtifactStore, NewEvent,
-    Projection, SqliteStore, StoreError,
+    Projection, ProjectionItem, SqliteStore, StoreError,
 };
 use proptest::prelude::*;
 use serde_json::json;
@@ -34,6 +34,7 @@ fn request(mission: &str, expected_seq: u64, events: Vec<NewEvent>) -> AppendReq
             status: "running".into(),
             template: "t".into(),
             summary: json!({"id": mission}),
+            items: Vec::new(),
         },
         consumes: Vec::new(),
     }
@@ -76,6 +77,61 @@ async fn appends_are_gapless_chained_and_projected() {
     assert_eq!(row.summary["head_hash"], head);
     assert_eq!(store.events("m-a", 2).await.unwrap().len(), 1);
     assert_eq!(verify_mission(&store, "m-a").await.unwrap(), Ok((head, 3)));
+}
+
+fn item(position: u64, status: &str) -> ProjectionItem {
+    ProjectionItem {
+        list: "steps".into(),
+        position,
+        value: json!({"index": position, "status": status}),
+    }
+}
+
+/// Lists kept item by item: an append upserts only the items it names, and reading puts
+/// each list back into the summary in position order (a stale or failed append writes none).
+#[tokio::test]
+async fn projection_items_are_kept_one_by_one_and_read_back_into_the_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut first = request("m-a", 0, vec![event(0)]);
+    first.projection.summary = json!({"id": "m-a", "steps": []});
+    first.projection.items = vec![item(10, "running"), item(2, "running")];
+    store.append(first).await.unwrap();
+    let mut second = request("m-a", 1, vec![event(1)]);
+    second.projection.summary = json!({"id": "m-a", "steps": [], "status": "second"});
+    second.projection.items = vec![item(10, "succeeded")];
+    store.append(second).await.unwrap();
+    let mut stale = request("m-a", 1, vec![event(2)]);
+    stale.projection.items = vec![item(2, "stale")];
+    assert!(store.append(stale).await.is_err());
+    // Another mission's items stay its own; a mission without items keeps its summary's list.
+    let mut other = request("m-b", 0, vec![event(0)]);
+    other.projection.summary = json!({"id": "m-b", "steps": [{"index": 0}]});
+    store.append(other).await.unwrap();
+
+    let row = store.mission("m-a").await.unwrap().unwrap();
+    assert_eq!(row.summary["status"], "second");
+    assert_eq!(
+        row.summary["steps"],
+        json!([{"index": 2, "status": "running"}, {"index": 10, "status": "succeeded"}])
+    );
+    let rows = store.missions(10).await.unwrap();
+    let listed: Vec<_> = rows
+        .iter()
+        .map(|r| (r.id.as_str(), r.summary["steps"].clone()))
+        .collect();
+    assert!(listed.contains(&(
+        "m-a",
+        json!([{"index": 2, "status": "running"}, {"index": 10, "status": "succeeded"}])
+    )));
+    assert!(listed.contains(&("m-b", json!([{"index": 0}]))));
+    // A read-only store reads them the same way.
+    drop(store);
+    let ro = SqliteStore::open_read_only(&dir.path().join("flightdeck.db"))
+        .await
+        .unwrap();
+    let row = ro.mission("m-a").await.unwrap().unwrap();
+    assert_eq!(row.summary["steps"][1]["status"], "succeeded");
 }
 
 #[tokio::test]
@@ -326,5 +382,66 @@ proptest! {
             prop_assert!(verdict.is_err(), "{} of seq {seq} changed but verify passed", COLUMNS[column]);
             Ok(())
         })?;
+    }
+}
+
+/// A long timeline is read in two halves at once: they join in order, without a gap or a
+/// repeat, from any starting seq, in a read-write and a read-only store alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_timeline_reads_whole_and_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flightdeck.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let n = 20_000u64;
+    let mut seq = 0;
+    while seq < n {
+        store
+            .append(request("m-a", seq, (seq..seq + 1_000).map(event).collect()))
+            .await
+            .unwrap();
+        seq += 1_000;
+    }
+    let all = store.events("m-a", 0).await.unwrap();
+    assert_eq!(all.len() as u64, n);
+    assert!(all.iter().zip(1..).all(|(e, s)| e.seq == s));
+    verify_chain("m-a", &all).unwrap();
+    drop(store);
+    let read_only = SqliteStore::open_read_only(&path).await.unwrap();
+    for after in [0, 1, 4_095, 9_999, 11_808, 19_999, 20_000, 30_000] {
+        let events = read_only.events("m-a", after).await.unwrap();
+        assert_eq!(
+            events.len() as u64,
+            n.saturating_sub(after),
+            "after {after}"
+        );
+        assert!(
+            events.iter().zip(after + 1..).all(|(e, s)| e.seq == s),
+            "after {after}"
+        );
+        assert_eq!(&events[..], &all[after.min(n) as usize..]);
+    }
+}
+
+/// Processes opening a new database at once (a command run while another starts) all get
+/// it migrated once: SQLite's migrations take no lock across processes, so one that finds
+/// the schema made under it by another looks again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_opens_of_a_new_database_all_succeed() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..6 {
+        let path = dir.path().join(format!("fresh-{round}.db"));
+        let opens: Vec<_> = (0..6)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { SqliteStore::open(&path).await })
+            })
+            .collect();
+        for open in opens {
+            let store = open
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(store.missions(1).await.unwrap().is_empty());
+        }
     }
 }

@@ -29,6 +29,7 @@ pub fn request(mission: &str, expected_seq: u64, count: u64) -> AppendRequest {
             status: "running".into(),
             template: "t".into(),
             summary: json!({"id": mission}),
+            items: Vec::new(),
         },
         consumes: Vec::new(),
     }
