@@ -109,6 +109,24 @@ pub(crate) fn wal_path(db: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The file a writer writes after a commit that posted an input: `<db>-inbox` (empty).
+pub(crate) fn inbox_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-inbox");
+    PathBuf::from(name)
+}
+
+/// Tells other processes' input feeds that an input was posted (the commit is visible):
+/// opens `<db>-inbox` for writing, creating it the first time, and closes it. Best effort.
+pub(crate) fn signal_post(inbox: &Path) {
+    drop(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(inbox),
+    );
+}
+
 /// Tells other processes' feeds that a commit is visible: opens and closes the `-wal`.
 /// Best effort: a missing `-wal` (no WAL yet) has nothing to tell.
 pub(crate) fn signal_commit(wal: &Path) {
@@ -130,6 +148,7 @@ impl Watcher {
     pub(crate) fn start(
         db: &Path,
         changes: Arc<watch::Sender<u64>>,
+        inputs: Arc<watch::Sender<u64>>,
     ) -> Result<Watcher, StoreError> {
         let io = |path: &Path, e: nix::Error| StoreError::Io {
             path: path.display().to_string(),
@@ -148,6 +167,8 @@ impl Watcher {
         };
         let mut wal_name = name.clone();
         wal_name.push("-wal");
+        let mut inbox_name = name.clone();
+        inbox_name.push("-inbox");
         let inotify = Arc::new(Inotify::init(InitFlags::IN_CLOEXEC).map_err(|e| io(&dir, e))?);
         let wd = inotify
             .add_watch(
@@ -164,7 +185,13 @@ impl Watcher {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name("flightdeck-store-feed".into())
-                .spawn(move || watch_loop(&inotify, wd, &[name, wal_name], &stop, &changes))
+                .spawn(move || {
+                    let names = Names {
+                        database: [name, wal_name],
+                        inbox: inbox_name,
+                    };
+                    watch_loop(&inotify, wd, &names, &stop, &changes, &inputs);
+                })
                 .map_err(|source| StoreError::Io {
                     path: dir.display().to_string(),
                     source,
@@ -193,31 +220,50 @@ impl Drop for Watcher {
     }
 }
 
+/// The files a watcher listens for, in the database's directory.
+struct Names {
+    /// The database and its `-wal`: anything changed.
+    database: [OsString; 2],
+    /// `-inbox`: an input was posted.
+    inbox: OsString,
+}
+
 fn watch_loop(
     inotify: &Inotify,
     wd: WatchDescriptor,
-    names: &[OsString],
+    names: &Names,
     stop: &AtomicBool,
     changes: &watch::Sender<u64>,
+    inputs: &watch::Sender<u64>,
 ) {
     loop {
         match inotify.read_events() {
             Ok(events) => {
-                let mut changed = false;
+                let (mut changed, mut posted) = (false, false);
                 let mut gone = false;
                 for event in &events {
                     if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
-                        changed = true; // events were lost: anything may have changed
+                        // Events were lost: anything may have changed.
+                        (changed, posted) = (true, true);
                     }
                     if event.wd == wd && event.mask.contains(AddWatchFlags::IN_IGNORED) {
                         gone = true;
                     }
-                    if event.name.as_ref().is_some_and(|n| names.contains(n)) {
-                        changed = true;
+                    if let Some(name) = event.name.as_ref() {
+                        if names.database.contains(name) {
+                            changed = true;
+                        } else if *name == names.inbox
+                            && event.mask.contains(AddWatchFlags::IN_CLOSE_WRITE)
+                        {
+                            posted = true;
+                        }
                     }
                 }
                 if changed {
                     bump(changes);
+                }
+                if posted {
+                    bump(inputs);
                 }
                 if gone || stop.load(Ordering::SeqCst) {
                     return;
@@ -228,6 +274,7 @@ fn watch_loop(
                 // The watch cannot be read any more: wake the feeds once (they re-read and
                 // go on with in-process wake-ups only) rather than go quiet silently.
                 bump(changes);
+                bump(inputs);
                 return;
             }
         }

@@ -283,8 +283,9 @@ pub trait EventStore: Send + Sync {
     /// that happens after `subscribe` returns is missed.
     async fn subscribe(&self) -> Result<ChangeFeed, StoreError>;
 
-    /// A feed that wakes when an input may have been posted to a mission (what a driver
-    /// waits on). By default the store's whole change feed.
+    /// A feed that wakes when an input may have been posted to a mission, in this process
+    /// or another (what a driver waits on: unlike [`EventStore::subscribe`], not woken by
+    /// its own appends). By default the store's whole change feed.
     async fn subscribe_inputs(&self) -> Result<ChangeFeed, StoreError> {
         self.subscribe().await
     }

@@ -46,6 +46,8 @@ pub struct SqliteStore {
     readers: Arc<Readers>,
     /// Bumped after each commit that changed a timeline or an inbox (and by the watcher).
     changes: Arc<watch::Sender<u64>>,
+    /// Bumped after each commit that posted an input (and by the watcher).
+    inputs: Arc<watch::Sender<u64>>,
     /// The inotify watcher of this store's feeds, while any feed lives.
     watcher: Mutex<Weak<Watcher>>,
     /// Whether the schema has the inbox (a read-only store may open an older one).
@@ -107,9 +109,12 @@ impl SqliteStore {
         let changes = Arc::new(changes);
         // SQLite puts the `-wal` next to the file a symbolic link leads to.
         let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let inputs = Arc::new(watch::channel(0).0);
         let notify = writer::Notify {
             changes: changes.clone(),
             wal: feed::wal_path(&real),
+            inputs: inputs.clone(),
+            inbox: feed::inbox_path(&real),
         };
         let writer = Arc::new(writer::spawn(path, staged.clone(), notify)?);
         Ok(SqliteStore {
@@ -118,6 +123,7 @@ impl SqliteStore {
             staged,
             readers: Arc::new(Readers::new(path, false)),
             changes,
+            inputs,
             watcher: Mutex::new(Weak::new()),
             has_inputs: true,
             has_items: true,
@@ -185,6 +191,7 @@ impl SqliteStore {
             staged: Arc::new(Staged::default()),
             readers,
             changes: Arc::new(changes),
+            inputs: Arc::new(watch::channel(0).0),
             watcher: Mutex::new(Weak::new()),
             has_inputs: version >= INPUTS_VERSION,
             has_items: version >= ITEMS_VERSION,
@@ -449,19 +456,31 @@ impl EventStore for SqliteStore {
     }
 
     async fn subscribe(&self) -> Result<ChangeFeed, StoreError> {
-        let watcher = {
-            let mut slot = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
-            match slot.upgrade() {
-                Some(watcher) => watcher,
-                None => {
-                    let watcher = Arc::new(Watcher::start(&self.path, self.changes.clone())?);
-                    *slot = Arc::downgrade(&watcher);
-                    watcher
-                }
-            }
-        };
+        let watcher = self.watcher()?;
         // After the watch is in place: whatever changes from here on wakes this feed.
         Ok(ChangeFeed::new(self.changes.subscribe(), Some(watcher)))
+    }
+
+    async fn subscribe_inputs(&self) -> Result<ChangeFeed, StoreError> {
+        let watcher = self.watcher()?;
+        Ok(ChangeFeed::new(self.inputs.subscribe(), Some(watcher)))
+    }
+}
+
+impl SqliteStore {
+    /// The store's inotify watcher, started by the first feed and shared by all.
+    fn watcher(&self) -> Result<Arc<Watcher>, StoreError> {
+        let mut slot = self.watcher.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(watcher) = slot.upgrade() {
+            return Ok(watcher);
+        }
+        let watcher = Arc::new(Watcher::start(
+            &self.path,
+            self.changes.clone(),
+            self.inputs.clone(),
+        )?);
+        *slot = Arc::downgrade(&watcher);
+        Ok(watcher)
     }
 }
 

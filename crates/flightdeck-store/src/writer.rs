@@ -94,6 +94,11 @@ impl Outcome {
             Outcome::Leased(_) | Outcome::Released | Outcome::Flushed => false,
         }
     }
+
+    /// Whether an input was posted: what drivers wait for.
+    fn posted(&self) -> bool {
+        matches!(self, Outcome::Posted(Ok(_)))
+    }
 }
 
 /// The writer thread, shared by the store and its artifact store. Dropping the last handle
@@ -127,6 +132,10 @@ pub(crate) struct Notify {
     pub(crate) changes: Arc<watch::Sender<u64>>,
     /// The `-wal` opened and closed after each commit, for other processes' feeds.
     pub(crate) wal: PathBuf,
+    /// Bumped after each commit that posted an input (drivers' feeds).
+    pub(crate) inputs: Arc<watch::Sender<u64>>,
+    /// The `-inbox` file written after such a commit, for other processes' drivers.
+    pub(crate) inbox: PathBuf,
 }
 
 /// Opens the writer's connection and starts its thread. The schema must already be migrated.
@@ -178,6 +187,10 @@ fn writer_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, staged: &Staged,
                     // The commit is visible: now, and only now, wake the feeds.
                     feed::signal_commit(&notify.wal);
                     feed::bump(&notify.changes);
+                }
+                if outcomes.iter().any(Outcome::posted) {
+                    feed::signal_post(&notify.inbox);
+                    feed::bump(&notify.inputs);
                 }
                 outcomes.into_iter().map(Ok).collect()
             }

@@ -85,6 +85,33 @@ async fn inbox_changes_through_another_connection_wake_the_feed() {
     }
 }
 
+/// A driver's feed: woken by inputs posted here or through another store (another process),
+/// not by the driver's own appends, so a driver does not look at its inbox after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inputs_feed_wakes_on_posts_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = open(dir.path()).await;
+    let poster = SqliteStore::open(&db(dir.path())).await.unwrap();
+    let mut inputs = driver.subscribe_inputs().await.unwrap();
+    let mut everything = driver.subscribe().await.unwrap();
+    for seq in 0..5u64 {
+        driver.append(request("m-a", seq, 1)).await.unwrap();
+    }
+    fired(&mut everything).await;
+    // Long enough for a wrong wake-up through the watcher to arrive; nothing may.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !inputs.has_changed(),
+        "the driver's own appends woke its inputs feed"
+    );
+
+    poster.post_input(input("m-a", "cancel")).await.unwrap();
+    fired(&mut inputs).await;
+    driver.post_input(input("m-a", "cancel")).await.unwrap();
+    fired(&mut inputs).await;
+    assert!(std::fs::metadata(format!("{}-inbox", db(dir.path()).display())).is_ok());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn feeds_share_one_watcher_and_outlive_each_other() {
     let dir = tempfile::tempdir().unwrap();
