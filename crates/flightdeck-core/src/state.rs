@@ -262,6 +262,9 @@ pub struct MissionState {
     pub recent_actions: Vec<ActionRecord>,
     /// Failed model attempts since the last answer or resume.
     pub model_failures_in_a_row: u32,
+    /// The output of the planner's latest successful `finish` (its plan), kept as it comes
+    /// so that the coder after it need not look through every call.
+    pub plan: Option<Digest>,
     /// Milliseconds spent running (not parked) up to the last event: the wall-time budget.
     pub active_ms: i64,
     /// Every acceptance check, in order.
@@ -361,6 +364,7 @@ impl MissionState {
             ledger: Ledger::default(),
             recent_actions: Vec::new(),
             model_failures_in_a_row: 0,
+            plan: None,
             active_ms: 0,
             acceptance: Vec::new(),
             compactions: BTreeMap::new(),
@@ -516,6 +520,9 @@ impl MissionState {
                     )));
                 }
                 call.completed = Some(done.clone());
+                if done.ok && call.requested.actor == "planner" && call.requested.tool == "finish" {
+                    self.plan = Some(done.output.clone());
+                }
                 let changed = done.tree.is_some() && done.tree != self.last_tree;
                 if let Some(action) = self
                     .recent_actions

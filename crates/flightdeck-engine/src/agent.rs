@@ -575,19 +575,10 @@ impl Driver {
 
     /// The newest plan: the summary of the last `finish` of a planner.
     pub(crate) async fn plan_of(&self) -> Result<Option<String>, EngineError> {
-        let Some(completed) = self
-            .log
-            .state()
-            .tool_calls
-            .values()
-            .filter(|c| c.requested.actor == "planner" && c.requested.tool == "finish")
-            .filter_map(|c| c.completed.as_ref())
-            .filter(|c| c.ok)
-            .max_by_key(|c| c.call_id.clone())
-        else {
+        let Some(plan) = self.log.state().plan.clone() else {
             return Ok(None);
         };
-        let bytes = self.log.artifact(&completed.output).await?;
+        let bytes = self.log.artifact(&plan).await?;
         Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
     }
 
@@ -709,7 +700,15 @@ impl Driver {
                 let Ok(invocation) = parsed else {
                     return Ok(ToolStep::Stopped);
                 };
-                if !events.is_empty() {
+                let only_records_the_call = events.iter().all(|e| {
+                    matches!(e, EventKind::ToolRequested(_) | EventKind::PolicyDecided(_))
+                });
+                if !invocation.may_write() && only_records_the_call {
+                    // A read changes nothing: its request is staged like its result, both
+                    // stored with the next append (the next model call's request). Lost in
+                    // a crash, the read never happened; the model asks again.
+                    self.log.stage(events).await?;
+                } else if !events.is_empty() {
                     self.log.append(events).await?;
                 }
                 self.execute_tool(place, run, limits, &call_id, &invocation)

@@ -52,8 +52,8 @@ pub(crate) enum Input {
     Inbox,
     /// Time to renew the lease.
     LeaseTick,
-    /// The effect has been running this long (observers hear of it).
-    Progress(Duration),
+    /// A second has passed (observers hear how long the running effect has taken).
+    Progress,
     /// The process is shutting down (SIGTERM, SIGINT): stop cleanly.
     Shutdown(String),
 }
@@ -75,14 +75,6 @@ pub(crate) struct Running<'a> {
     pub(crate) call_id: &'a str,
     /// What observers are told it is.
     pub(crate) label: &'a str,
-}
-
-impl Running<'static> {
-    /// No effect (inputs taken in between effects).
-    const NOTHING: Running<'static> = Running {
-        call_id: "",
-        label: "",
-    };
 }
 
 /// What a running model call tells its driver.
@@ -193,6 +185,17 @@ impl Driver {
     fn start_background(&mut self) {
         let sender = self.sender.clone();
         self.background.push(Background(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(PROGRESS_EVERY);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                if sender.send(Input::Progress).is_err() {
+                    return;
+                }
+            }
+        })));
+        let sender = self.sender.clone();
+        self.background.push(Background(tokio::spawn(async move {
             let mut ticker = tokio::time::interval(LEASE_RENEW_EVERY);
             ticker.tick().await;
             loop {
@@ -232,8 +235,6 @@ impl Driver {
         self.take_waiting().await?;
         tokio::pin!(effect);
         let started = Instant::now();
-        let mut progress = tokio::time::interval(PROGRESS_EVERY);
-        progress.tick().await;
         loop {
             let input = tokio::select! {
                 biased;
@@ -242,10 +243,19 @@ impl Driver {
                     None => continue,
                 },
                 () = inbox_changed(&mut self.inbox) => Input::Inbox,
-                _ = progress.tick() => Input::Progress(started.elapsed()),
                 out = &mut effect => return Ok(out),
             };
-            if let Some(stop) = self.take(input, &running).await {
+            if let Input::Progress = input {
+                // The driver's one ticker, not a timer per effect: registering a timer for
+                // every model call and file read wakes the runtime's timer thread.
+                let elapsed = started.elapsed();
+                if elapsed >= PROGRESS_EVERY {
+                    let observer = &self.shared.cfg.observer;
+                    observer.still_running(running.call_id, running.label, elapsed);
+                }
+                continue;
+            }
+            if let Some(stop) = self.take(input).await {
                 return Err(stop);
             }
         }
@@ -258,12 +268,12 @@ impl Driver {
             return Err(stop);
         }
         while let Ok(input) = self.inputs.try_recv() {
-            if let Some(stop) = self.take(input, &Running::NOTHING).await {
+            if let Some(stop) = self.take(input).await {
                 return Err(stop);
             }
         }
         if self.inbox.as_mut().is_some_and(|feed| feed.has_changed()) {
-            if let Some(stop) = self.take(Input::Inbox, &Running::NOTHING).await {
+            if let Some(stop) = self.take(Input::Inbox).await {
                 return Err(stop);
             }
         }
@@ -271,7 +281,7 @@ impl Driver {
     }
 
     /// Applies one input. `Some` when the driver must stop.
-    async fn take(&mut self, input: Input, running: &Running<'_>) -> Option<Stop> {
+    async fn take(&mut self, input: Input) -> Option<Stop> {
         match input {
             Input::Model(report, reply) => {
                 let verdict = self.model_report(report).await;
@@ -287,18 +297,15 @@ impl Driver {
                 if !self.holds_lease {
                     return None;
                 }
-                match self.shared.renew_lease(self.log.id()).await {
-                    Ok(()) => None,
-                    Err(holder) => Some(Stop::LeaseLost(holder)),
+                if let Err(holder) = self.shared.renew_lease(self.log.id()).await {
+                    return Some(Stop::LeaseLost(holder));
                 }
+                // A wake-up the feed lost (its watch gone) costs at most one tick.
+                let _ = self.take_inbox().await;
+                self.pending_stop.take()
             }
-            Input::Progress(elapsed) => {
-                self.shared
-                    .cfg
-                    .observer
-                    .still_running(running.call_id, running.label, elapsed);
-                None
-            }
+            // Between effects nothing is running: nothing to report.
+            Input::Progress => None,
             Input::Shutdown(reason) => {
                 self.record_shutdown(&reason).await;
                 Some(Stop::Shutdown(reason))

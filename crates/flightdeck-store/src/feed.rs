@@ -206,6 +206,56 @@ impl Watcher {
     }
 }
 
+impl Watcher {
+    /// Watches the `-inbox` file itself (it must exist): woken only when an input is
+    /// posted, not by every write to the database (what a driver, which appends all the
+    /// time, waits on). Bumps `inputs` on every close after writing; if the file goes away,
+    /// bumps it once and stops (the driver's lease ticks still look at the inbox).
+    pub(crate) fn start_inbox(
+        inbox: &Path,
+        inputs: Arc<watch::Sender<u64>>,
+    ) -> Result<Watcher, StoreError> {
+        let io = |e: nix::Error| StoreError::Io {
+            path: inbox.display().to_string(),
+            source: std::io::Error::from(e),
+        };
+        let inotify = Arc::new(Inotify::init(InitFlags::IN_CLOEXEC).map_err(io)?);
+        let wd = inotify
+            .add_watch(inbox, AddWatchFlags::IN_CLOSE_WRITE)
+            .map_err(io)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let inotify = inotify.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("flightdeck-store-inbox".into())
+                .spawn(move || loop {
+                    let gone = match inotify.read_events() {
+                        Ok(events) => events
+                            .iter()
+                            .any(|e| e.wd == wd && e.mask.contains(AddWatchFlags::IN_IGNORED)),
+                        Err(nix::Error::EINTR) => continue,
+                        Err(_) => true,
+                    };
+                    bump(&inputs);
+                    if gone || stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                })
+                .map_err(|source| StoreError::Io {
+                    path: inbox.display().to_string(),
+                    source,
+                })?
+        };
+        Ok(Watcher {
+            inotify,
+            wd,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);

@@ -50,6 +50,8 @@ pub struct SqliteStore {
     inputs: Arc<watch::Sender<u64>>,
     /// The inotify watcher of this store's feeds, while any feed lives.
     watcher: Mutex<Weak<Watcher>>,
+    /// The watcher of `<db>-inbox` alone, while any inputs feed lives.
+    inbox_watcher: Mutex<Weak<Watcher>>,
     /// Whether the schema has the inbox (a read-only store may open an older one).
     has_inputs: bool,
     /// Whether the schema has projection items (ditto).
@@ -116,6 +118,15 @@ impl SqliteStore {
             inputs: inputs.clone(),
             inbox: feed::inbox_path(&real),
         };
+        // Made now, so that drivers can watch it alone (see `subscribe_inputs`).
+        let inbox = feed::inbox_path(&real);
+        if !inbox.exists() {
+            // (Made only when missing: a close after opening it to write wakes drivers.)
+            let _ = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&inbox);
+        }
         let writer = Arc::new(writer::spawn(path, staged.clone(), notify)?);
         Ok(SqliteStore {
             path: path.to_path_buf(),
@@ -125,6 +136,7 @@ impl SqliteStore {
             changes,
             inputs,
             watcher: Mutex::new(Weak::new()),
+            inbox_watcher: Mutex::new(Weak::new()),
             has_inputs: true,
             has_items: true,
         })
@@ -193,6 +205,7 @@ impl SqliteStore {
             changes: Arc::new(changes),
             inputs: Arc::new(watch::channel(0).0),
             watcher: Mutex::new(Weak::new()),
+            inbox_watcher: Mutex::new(Weak::new()),
             has_inputs: version >= INPUTS_VERSION,
             has_items: version >= ITEMS_VERSION,
         })
@@ -462,12 +475,34 @@ impl EventStore for SqliteStore {
     }
 
     async fn subscribe_inputs(&self) -> Result<ChangeFeed, StoreError> {
-        let watcher = self.watcher()?;
+        // The `-inbox` file alone when it exists (a read-write store makes it at open), so
+        // that this process's own appends do not wake the watcher; else the directory.
+        let watcher = match self.inbox_watcher()? {
+            Some(watcher) => watcher,
+            None => self.watcher()?,
+        };
         Ok(ChangeFeed::new(self.inputs.subscribe(), Some(watcher)))
     }
 }
 
 impl SqliteStore {
+    /// The watcher of the `-inbox` file, started by the first inputs feed; `None` when the
+    /// file is not there (a read-only store on a database no post has touched).
+    fn inbox_watcher(&self) -> Result<Option<Arc<Watcher>>, StoreError> {
+        let mut slot = self.inbox_watcher.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(watcher) = slot.upgrade() {
+            return Ok(Some(watcher));
+        }
+        let real = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        let inbox = feed::inbox_path(&real);
+        if !inbox.is_file() {
+            return Ok(None);
+        }
+        let watcher = Arc::new(Watcher::start_inbox(&inbox, self.inputs.clone())?);
+        *slot = Arc::downgrade(&watcher);
+        Ok(Some(watcher))
+    }
+
     /// The store's inotify watcher, started by the first feed and shared by all.
     fn watcher(&self) -> Result<Arc<Watcher>, StoreError> {
         let mut slot = self.watcher.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,4 +1,5 @@
-//! `flightdeck replay` of a long mission: how long verifying a 10,000-event timeline takes.
+//! `flightdeck replay` of a long mission: how long verifying a 10,000-event timeline takes,
+//! and how it compares with recording it (a 1,000-call conversation).
 //!
 //! Records one mission with the real binary (a coder that reads a file per turn for
 //! `TURNS` turns, then writes one and finishes; scripted model, nothing sandboxed, so the
@@ -140,8 +141,10 @@ fn measure(label: &str, steps: usize, reads: usize, runs: usize, benching: bool)
         let mid = median(times);
         println!(
             "{label}: {events} events ({steps} step(s) x {reads} reads), recorded in {recorded_in:.2?}; \
-             replay verify median {mid:.3?} (min {min:.3?}, max {max:.3?}, {runs} runs), {:.1} µs per event",
-            mid.as_secs_f64() * 1e6 / events as f64
+             replay verify median {mid:.3?} (min {min:.3?}, max {max:.3?}, {runs} runs), {:.1} µs per event; \
+             replay / recording = {:.1}%",
+            mid.as_secs_f64() * 1e6 / events as f64,
+            100.0 * mid.as_secs_f64() / recorded_in.as_secs_f64()
         );
     }
 }
@@ -154,6 +157,8 @@ fn main() {
     }
     // 5 events per read (model.requested, model.responded, tool.requested, policy.decided,
     // tool.completed): about 10,000 events either way.
+    // One conversation of 1,000 model calls (999 reads, then finish).
+    measure("conversation-1000", 1, 999, 5, true);
     measure("many-steps", 20, 99, 5, true);
     measure("one-step", 1, 1996, 3, true);
 }
