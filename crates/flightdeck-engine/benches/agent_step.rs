@@ -141,8 +141,8 @@ pin = "scripted:.flightdeck/long-{steps}.toml"
 [workspace]
 runtime = "local-unsandboxed"
 
-# Reads change nothing, and each step reads what another read: the two breakers that would
-# stop that are off (0), so they do not look back through the whole mission either.
+# Reads change nothing and the files are read again in turn: the two breakers that would
+# stop such a mission (after 30 calls that change nothing) are off (0).
 [breakers]
 no_progress = 0
 repeated_action = 0

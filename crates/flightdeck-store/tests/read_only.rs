@@ -101,15 +101,16 @@ async fn a_read_only_store_reads_and_refuses_every_write() {
         names.sort();
         names
     };
-    // The read-write store, closed, left its database alone (no `-wal`, no `-shm`).
-    assert_eq!(listing(), ["flightdeck.db"]);
+    // The read-write store, closed, left its database and its inbox file (no `-wal`, no
+    // `-shm`).
+    assert_eq!(listing(), ["flightdeck.db", "flightdeck.db-inbox"]);
     let before = std::fs::read(db(dir.path())).unwrap();
     let store = SqliteStore::open_read_only(&db(dir.path())).await.unwrap();
     reads_and_refuses_writes(&store, ids).await;
     let mut feed = store.subscribe().await.unwrap();
     assert_eq!(
         listing(),
-        ["flightdeck.db"],
+        ["flightdeck.db", "flightdeck.db-inbox"],
         "a read-only store created files"
     );
     drop(store);
@@ -127,7 +128,7 @@ async fn a_read_only_store_reads_and_refuses_every_write() {
     assert_eq!(store.events("m-a", 0).await.unwrap().len(), 4);
     drop(store);
     drop(writer);
-    assert_eq!(listing(), ["flightdeck.db"]);
+    assert_eq!(listing(), ["flightdeck.db", "flightdeck.db-inbox"]);
     let before = std::fs::read(db(dir.path())).unwrap();
 
     // The same through URLs, both spellings.
@@ -151,7 +152,7 @@ async fn a_read_only_store_reads_and_refuses_every_write() {
             ArtifactError::ReadOnly
         ));
     }
-    assert_eq!(listing(), ["flightdeck.db"]);
+    assert_eq!(listing(), ["flightdeck.db", "flightdeck.db-inbox"]);
     assert_eq!(std::fs::read(db(dir.path())).unwrap(), before);
 }
 
