@@ -924,9 +924,22 @@ fn drop_results(messages: &mut [Message], origins: &[Option<String>], dropped: &
     }
 }
 
-/// What a dropped result becomes.
+/// What a dropped result becomes: `DROPPED_HEAD`, the call's id, `DROPPED_TAIL`.
 fn dropped_note(id: &str) -> String {
-    format!("[output dropped to save context; read_output {{\"call_id\": \"{id}\", \"offset\": 0}} shows it again]")
+    format!("{DROPPED_HEAD}{id}{DROPPED_TAIL}")
+}
+
+const DROPPED_HEAD: &str = "[output dropped to save context; read_output {\"call_id\": \"";
+const DROPPED_TAIL: &str = "\", \"offset\": 0} shows it again]";
+
+/// Whether `content` is already [`dropped_note`]`(id)`, without building the note: once a
+/// conversation is past its compaction threshold this runs for every old result at every
+/// call.
+fn is_dropped_note(content: &str, id: &str) -> bool {
+    content
+        .strip_prefix(DROPPED_HEAD)
+        .and_then(|rest| rest.strip_suffix(DROPPED_TAIL))
+        == Some(id)
 }
 
 /// Messages at the end of a conversation that compaction never touches (the newest answer
@@ -956,12 +969,11 @@ fn plan_compaction(
         let (Message::Tool { content, .. }, Some(id)) = (message, origin) else {
             continue;
         };
-        let note = dropped_note(id);
-        if *content == note {
+        if is_dropped_note(content, id) {
             continue;
         }
         let saved = flightdeck_models::estimate_text_tokens(content)
-            .saturating_sub(flightdeck_models::estimate_text_tokens(&note));
+            .saturating_sub(flightdeck_models::estimate_text_tokens(&dropped_note(id)));
         if saved == 0 {
             continue;
         }
@@ -1030,5 +1042,26 @@ fn describe(step: &AgentStep<'_>) -> String {
     match step.task {
         Some(task) => format!("{} agent: {task}", step.role.as_str()),
         None => format!("{} agent", step.role.as_str()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{dropped_note, is_dropped_note};
+
+    #[test]
+    fn a_dropped_note_is_recognised_for_its_own_call_only() {
+        let note = dropped_note("call-7");
+        assert!(note.contains(r#"read_output {"call_id": "call-7", "offset": 0} shows it"#));
+        for (content, id, expected) in [
+            (note.as_str(), "call-7", true),
+            (note.as_str(), "call-70", false),
+            (note.as_str(), "call-", false),
+            ("fn main() {}", "call-7", false),
+            ("", "call-7", false),
+            (&note[..note.len() - 1], "call-7", false),
+        ] {
+            assert_eq!(is_dropped_note(content, id), expected, "{content:?} {id:?}");
+        }
     }
 }
