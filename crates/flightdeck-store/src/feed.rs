@@ -272,7 +272,7 @@ impl Drop for Watcher {
 
 /// The files a watcher listens for, in the database's directory.
 struct Names {
-    /// The database and its `-wal`: anything changed.
+    /// The database and its `-wal`, in that order: anything changed.
     database: [OsString; 2],
     /// `-inbox`: an input was posted.
     inbox: OsString,
@@ -300,8 +300,14 @@ fn watch_loop(
                         gone = true;
                     }
                     if let Some(name) = event.name.as_ref() {
-                        if names.database.contains(name) {
+                        if *name == names.database[1] {
+                            // The `-wal`: written, or opened and closed by `signal_commit`.
                             changed = true;
+                        } else if *name == names.database[0] {
+                            // The database file: written only. Readers open and close it
+                            // (an `immutable=1` read does at every read), and a feed that
+                            // woke on its own reads would spin.
+                            changed |= !event.mask.contains(AddWatchFlags::IN_CLOSE_NOWRITE);
                         } else if *name == names.inbox
                             && event.mask.contains(AddWatchFlags::IN_CLOSE_WRITE)
                         {

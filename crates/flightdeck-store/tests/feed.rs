@@ -129,6 +129,34 @@ async fn feeds_share_one_watcher_and_outlive_each_other() {
     fired(&mut third).await;
 }
 
+/// A follower (`timeline --follow`) on an idle database: its store is read-only and, with no
+/// writer, reads through a fresh `immutable=1` connection each time, opening and closing the
+/// database file. Those reads must not wake its own feed, or it would read again at once,
+/// forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readers_own_reads_do_not_wake_its_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = open(dir.path()).await;
+    writer.append(request("m-a", 0, 1)).await.unwrap();
+    drop(writer); // the last connection: the `-wal` is checkpointed and removed
+    let follower = SqliteStore::open_read_only(&db(dir.path())).await.unwrap();
+    let mut feed = follower.subscribe().await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(follower.events("m-a", 0).await.unwrap().len(), 1);
+        // A CLI listing from another process reads the same way.
+        let other = SqliteStore::open_read_only(&db(dir.path())).await.unwrap();
+        assert!(other.mission("m-a").await.unwrap().is_some());
+    }
+    // Long enough for a wake-up through the watcher to arrive; none may.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!feed.has_changed(), "reads woke the feed");
+
+    // A write still does.
+    let writer = open(dir.path()).await;
+    writer.append(request("m-a", 1, 1)).await.unwrap();
+    fired(&mut feed).await;
+}
+
 #[tokio::test]
 async fn a_never_feed_never_fires() {
     let mut feed = ChangeFeed::never();
