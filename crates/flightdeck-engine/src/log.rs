@@ -8,6 +8,7 @@
 //! appends to a mission while it is driven: what comes from outside (a vote, a budget
 //! raise, a cancel) reaches the driver as an input and is appended through its log.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use flightdeck_core::views::{MissionSummary, StepView, STEPS_LIST};
@@ -42,11 +43,16 @@ struct Staged {
 /// A driven mission's timeline: its state and its one writer.
 pub struct MissionLog {
     state: MissionState,
-    /// Folded into `state`, stored by the next append in its commit. Only results whose
-    /// loss in a crash is the same as a crash during the call are staged (a model's answer,
-    /// a read's result): the call then counts as interrupted and is made again.
+    /// Folded into `state`, stored by the next append in its commit. Only what a crash may
+    /// lose without hiding an effect is staged: a model's answer (the call then counts as
+    /// interrupted and is made again) and a read-only tool's request and result (the read
+    /// never happened; the model asks again).
     staged: Vec<Staged>,
     sink: LogSink,
+    /// Whether this log has stored every step as a projection item. Until it has, its next
+    /// append stores them all, not only those it touches: a mission last written by an
+    /// older flightdeck (its steps inside the stored summary, no items) keeps its steps.
+    items_complete: bool,
 }
 
 impl MissionLog {
@@ -57,6 +63,7 @@ impl MissionLog {
             state,
             staged: Vec::new(),
             sink,
+            items_complete: false,
         })
     }
 
@@ -66,6 +73,7 @@ impl MissionLog {
             state: MissionState::new(id),
             staged: Vec::new(),
             sink,
+            items_complete: true,
         }
     }
 
@@ -129,16 +137,19 @@ impl MissionLog {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let projection = if self.sink.projection {
-            let touched = self.staged.iter().map(|s| &s.kind).chain(&kinds);
-            projection(&self.state, &self.sink.secrets, touched.filter_map(step_of))
-        } else {
+        let projection = if !self.sink.projection {
             Projection {
                 status: self.state.status.as_str().to_string(),
                 template: template_of(&self.state),
                 summary: serde_json::Value::Null,
                 items: Vec::new(),
             }
+        } else if self.items_complete {
+            let touched = self.staged.iter().map(|s| &s.kind).chain(&kinds);
+            projection(&self.state, &self.sink.secrets, touched.filter_map(step_of))
+        } else {
+            let every_step: Vec<usize> = self.state.steps.keys().copied().collect();
+            projection(&self.state, &self.sink.secrets, every_step)
         };
         let request = AppendRequest {
             mission: self.state.id.clone(),
@@ -159,6 +170,7 @@ impl MissionLog {
             }
         };
         self.staged.clear();
+        self.items_complete = true;
         if let Some(last) = stored.last() {
             self.state.head_hash = last.hash.clone();
         }
@@ -279,18 +291,18 @@ pub(crate) fn projection(
             error.message = masked;
         }
     }
-    let mut items: Vec<ProjectionItem> = Vec::new();
+    let steps: BTreeSet<usize> = steps.into_iter().collect();
+    let mut items: Vec<ProjectionItem> = Vec::with_capacity(steps.len());
     for index in steps {
-        if items.iter().any(|i| i.position == index as u64) {
+        // A step view is plain data: it always serializes.
+        let Some(Ok(value)) = StepView::of(state, index).map(serde_json::to_value) else {
             continue;
-        }
-        if let Some(step) = StepView::of(state, index) {
-            items.push(ProjectionItem {
-                list: STEPS_LIST.to_string(),
-                position: index as u64,
-                value: serde_json::to_value(step).unwrap_or(serde_json::Value::Null),
-            });
-        }
+        };
+        items.push(ProjectionItem {
+            list: STEPS_LIST.to_string(),
+            position: index as u64,
+            value,
+        });
     }
     Projection {
         status: state.status.as_str().to_string(),

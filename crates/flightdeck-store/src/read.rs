@@ -417,6 +417,13 @@ pub(crate) fn missions(
     limit: u32,
     has_items: bool,
 ) -> Result<Vec<MissionRow>, StoreError> {
+    // One read transaction, so the summaries and the items put back into them are of the
+    // same commit (ended by its drop; it wrote nothing).
+    let _snapshot = if has_items {
+        Some(conn.unchecked_transaction()?)
+    } else {
+        None
+    };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MISSION_COLUMNS} FROM missions ORDER BY created_at_ms DESC, id DESC LIMIT ?1"
     ))?;

@@ -911,3 +911,53 @@ fn a_directory_that_gives_one_name_to_two_people_is_refused() {
     assert!(out.stderr().contains("x@acme.com"), "{}", out.stderr());
     assert!(out.stderr().contains("hint:"), "{}", out.stderr());
 }
+
+/// A mission parked by an older flightdeck (schema 3: its steps stored inside the summary, no
+/// projection items) and approved by this one: the listing keeps every step, not only those
+/// the approval's append touched.
+#[test]
+fn a_mission_parked_before_the_projection_items_keeps_its_steps_when_approved() {
+    let repo = repo(
+        &[(".github/CODEOWNERS", CODEOWNERS)],
+        &["echo one > one.txt", "echo two > two.txt", DEPENDENCY_STEP],
+    );
+    let cli = Cli::new(BIN);
+    let (code, summary) = run(&cli, &repo);
+    assert_eq!(code, 3, "{summary:#}");
+    let id = summary["id"].as_str().unwrap();
+    let steps = show(&cli, id)["steps"].clone();
+    assert_eq!(steps.as_array().unwrap().len(), 3, "{steps:#}");
+    let listed_steps = |cli: &Cli| -> Value {
+        let listing = cli.run(&["--json", "missions"]).expect_code(0).json();
+        listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .unwrap()["steps"]
+            .clone()
+    };
+    assert_eq!(listed_steps(&cli), steps);
+
+    // What an older flightdeck left: the whole steps in the summary, no items.
+    let db = cli.data_dir().join("flightdeck.db");
+    let steps_json = steps.to_string().replace('\'', "''");
+    let status = std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!(
+            "DELETE FROM projection_items WHERE mission = '{id}'; \
+             UPDATE missions SET summary = json_set(summary, '$.steps', json('{steps_json}')) WHERE id = '{id}'"
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(listed_steps(&cli), steps);
+
+    let approval = summary["pending_approvals"][0]["id"].as_str().unwrap();
+    cli.run_as("@alice", &["approve", approval]).expect_code(0);
+    assert_eq!(
+        listed_steps(&cli),
+        steps,
+        "the approval's append lost steps"
+    );
+}
