@@ -146,6 +146,9 @@ pub(crate) struct Driver {
     inbox: Option<flightdeck_store::ChangeFeed>,
     /// A stop that came while no effect ran, to be acted on at the next safe point.
     pending_stop: Option<Stop>,
+    /// The inbox woke while events were staged: it is read at the next take point with
+    /// nothing staged (see `take_inbox`).
+    inbox_deferred: bool,
     /// Whether the lease is ours (a replay's driver has no real lease).
     holds_lease: bool,
     /// An error recording a model call's report: it stopped the route, and the call
@@ -175,6 +178,7 @@ impl Driver {
             background: Vec::new(),
             inbox: shared.cfg.store.subscribe_inputs().await.ok(),
             pending_stop: None,
+            inbox_deferred: false,
             holds_lease: true,
             model_error: None,
         };
@@ -272,12 +276,22 @@ impl Driver {
                 return Err(stop);
             }
         }
-        if self.inbox.as_mut().is_some_and(|feed| feed.has_changed()) {
-            if let Some(stop) = self.take(Input::Inbox).await {
-                return Err(stop);
-            }
+        match self.take_inbox_if_woken().await {
+            Some(stop) => Err(stop),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Takes the inbox in if it woke since it was last read (or woke while events were
+    /// staged). `Some` when the driver must stop.
+    async fn take_inbox_if_woken(&mut self) -> Option<Stop> {
+        let woken = self.inbox.as_mut().is_some_and(|feed| feed.has_changed());
+        if !(woken || self.inbox_deferred) {
+            return None;
+        }
+        // A store that does not answer now is asked again at the next wake-up.
+        let _ = self.take_inbox().await;
+        self.pending_stop.take()
     }
 
     /// Applies one input. `Some` when the driver must stop.
@@ -286,7 +300,10 @@ impl Driver {
             Input::Model(report, reply) => {
                 let verdict = self.model_report(report).await;
                 let _ = reply.send(verdict);
-                None
+                // Right after the report's append (a request, stored with what was staged),
+                // before an answer is staged: an input that came meanwhile is recorded
+                // here, where a replay, which hands it over after that append, takes it.
+                self.take_inbox_if_woken().await
             }
             Input::Inbox => {
                 // A store that does not answer now is asked again at the next wake-up.
@@ -320,11 +337,6 @@ impl Driver {
             if !self.seen.insert(id) {
                 return None;
             }
-        }
-        // What is staged is stored first: an input never shares an append with a staged
-        // result (a replay takes the input in at the same place).
-        if self.log.flush().await.is_err() {
-            return None;
         }
         let now = self.log.now_ms();
         let gates = match self.shared.gates_of_state(self.log.state()).await {
@@ -402,7 +414,17 @@ impl Driver {
 
     /// Takes in the mission's pending inbox inputs now (before it is driven, and when its
     /// program has ended, so an input that came as it parked is not left waiting).
+    ///
+    /// Never while events are staged: then the inbox is read at the next take point after
+    /// the append that stores them (a read's request and result and a model's answer are
+    /// staged only for the moment between a model call and the next durable record). So
+    /// every input is recorded right after an append, which is where a replay hands it over.
     pub(crate) async fn take_inbox(&mut self) -> Result<(), EngineError> {
+        if self.log.has_staged() {
+            self.inbox_deferred = true;
+            return Ok(());
+        }
+        self.inbox_deferred = false;
         let rows = self.shared.cfg.store.pending_inputs(self.log.id()).await?;
         for row in rows {
             if self.seen.contains(&row.id) {

@@ -195,6 +195,11 @@ impl MissionLog {
         Ok(())
     }
 
+    /// Whether events are staged (not stored yet).
+    pub fn has_staged(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
     /// Stores what is staged, if anything.
     pub async fn flush(&mut self) -> Result<(), EngineError> {
         if self.staged.is_empty() {

@@ -236,15 +236,6 @@ fn input_of(event: &StoredEvent) -> Option<Foreign> {
     }
 }
 
-/// Events a replayed driver may hold staged (stored with its next append) when an input
-/// comes: a model's answer, a read's result. Live, the driver stores them first.
-fn stageable(event: &StoredEvent) -> bool {
-    matches!(
-        event.event_type.as_str(),
-        "model.responded" | "tool.completed"
-    )
-}
-
 impl Replay {
     pub(crate) fn new(
         mode: ReplayMode,
@@ -527,14 +518,12 @@ impl Replay {
         outcome
     }
 
-    /// The recorded inputs due now: the foreign events at the cursor, past any events the
-    /// replayed driver may hold staged (it stores those first, as the live driver did).
+    /// The recorded inputs due now: the foreign events at the cursor. A driver takes inputs
+    /// in only with nothing staged, so each is recorded right after an append, and is due
+    /// once the replayed driver has made that append.
     fn due_inputs(&self) -> Vec<(u64, Foreign)> {
         let cursor = self.cursor();
         let mut at = cursor.next;
-        while self.recorded.get(at).is_some_and(stageable) {
-            at += 1;
-        }
         let mut due = Vec::new();
         while let Some(event) = self.recorded.get(at).filter(|e| foreign(e)) {
             if let Some(input) = input_of(event) {

@@ -17,12 +17,16 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use flightdeck_core::{MissionId, MissionState, MissionStatus, StoredEvent};
-use flightdeck_engine::ports::{Commit, Committed, Publisher};
+use flightdeck_engine::ports::{Commit, Committed, FileOutcome, FilePort, LiveFiles, Publisher};
+use flightdeck_engine::tools::ToolInvocation;
 use flightdeck_engine::{
     Clock, CreateMission, Engine, EngineConfig, EngineError, LiveParts, ModelSettings, Silent,
     SystemClock,
 };
+use flightdeck_engine::{Foreign, ReplayMode};
+use flightdeck_store::{EventStore, NewInput};
 use flightdeck_testkit::TestRepo;
+use flightdeck_workspace::ConfinedFs;
 use flightdeck_workspace::Worktree;
 
 const ALLOW_ALL: &str = "[defaults]\ncommand = \"allow\"\nwrite = \"allow\"\npublish = \"allow\"\n";
@@ -50,6 +54,15 @@ impl Installation {
         shutdown: tokio::sync::watch::Receiver<Option<String>>,
         publisher: Option<Arc<dyn Publisher>>,
     ) -> Engine {
+        self.engine_with_ports(shutdown, publisher, None).await
+    }
+
+    async fn engine_with_ports(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<Option<String>>,
+        publisher: Option<Arc<dyn Publisher>>,
+        files: Option<Arc<dyn FilePort>>,
+    ) -> Engine {
         let url = format!(
             "sqlite://{}",
             self.data.path().join("flightdeck.db").display()
@@ -72,6 +85,9 @@ impl Installation {
         });
         if let Some(publisher) = publisher {
             cfg.ports.publisher = publisher;
+        }
+        if let Some(files) = files {
+            cfg.ports.files = files;
         }
         Engine::new(cfg)
     }
@@ -397,4 +413,117 @@ async fn inputs_that_cannot_be_taken_in_are_refused_with_the_reason_and_record_n
         "{refused}"
     );
     assert_eq!(timeline(&engine, &state.id).await.len(), before);
+}
+
+/// Reads files for real; on the first read, before reading, posts `input` to the mission's
+/// inbox through the engine's own store (as `flightdeck budget` from another process would,
+/// at the worst moment: while the read's request is staged, not stored yet).
+struct PostsDuringFirstRead {
+    store: std::sync::OnceLock<Arc<dyn EventStore>>,
+    input: NewInput,
+    posted: std::sync::atomic::AtomicBool,
+}
+
+impl FilePort for PostsDuringFirstRead {
+    fn run(
+        &self,
+        call_id: &str,
+        fs: &ConfinedFs,
+        worktree: &Worktree,
+        invocation: &ToolInvocation,
+    ) -> Result<FileOutcome, EngineError> {
+        if !self.posted.swap(true, Ordering::SeqCst) {
+            let store = self.store.get().unwrap().clone();
+            let input = self.input.clone();
+            tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(store.post_input(input))
+            })
+            .unwrap();
+        }
+        LiveFiles.run(call_id, fs, worktree, invocation)
+    }
+}
+
+/// An input posted while an agent's read is staged (its request and result are stored with
+/// the next model call's request) is taken in after that append, never between staged
+/// events, so the replay, which hands an input over right after the append it follows,
+/// reproduces the mission event for event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_input_posted_during_a_staged_read_is_recorded_where_a_replay_takes_it_in() {
+    let install = Installation::new();
+    let script = r#"model = "sim-1"
+[[turn]]
+[[turn.call]]
+tool = "read_file"
+args = { path = "README.md" }
+[[turn]]
+[[turn.call]]
+tool = "read_file"
+args = { path = "src/lib.rs" }
+[[turn]]
+[[turn.call]]
+tool = "write_file"
+args = { path = "NOTES.md", content = "read both\n" }
+[[turn.call]]
+tool = "finish"
+args = { summary = "Done." }
+"#;
+    let repo = TestRepo::with_files(&[
+        ("README.md", "# test\n"),
+        ("src/lib.rs", "pub fn f() {}\n"),
+        (".flightdeck/script.toml", script),
+    ]);
+    let template = "goal = \"Read, then note.\"\n[model]\npin = \"scripted:.flightdeck/script.toml\"\n[budget]\ntool_calls = 40\n[workspace]\nruntime = \"local-unsandboxed\"\n[[steps]]\nagent = \"coder\"\n";
+    let request = request(&repo, template, ALLOW_ALL);
+    let id = request.id.to_string();
+    let raise = Foreign::BudgetRaise {
+        by: "@carol".into(),
+        adds: vec![("tool_calls".into(), 5.0)],
+    };
+    let files = Arc::new(PostsDuringFirstRead {
+        store: std::sync::OnceLock::new(),
+        input: NewInput {
+            mission: id.clone(),
+            kind: raise.kind().to_string(),
+            payload: raise.payload(),
+            posted_at_ms: SystemClock.now_ms(),
+        },
+        posted: std::sync::atomic::AtomicBool::new(false),
+    });
+    let engine = install
+        .engine_with_ports(flightdeck_engine::no_shutdown(), None, Some(files.clone()))
+        .await;
+    let _ = files.store.set(engine.config().store.clone());
+    let state = engine.run(request.clone()).await.unwrap();
+    assert_eq!(state.status, MissionStatus::Succeeded);
+    let events = timeline(&engine, &id).await;
+    let raised = events
+        .iter()
+        .position(|e| e.event_type == "budget.raised")
+        .unwrap_or_else(|| panic!("the raise was not taken in: {:?}", types(&events)));
+    // Taken in right after the append that stored the staged read: the event before it is
+    // the next model call's request, stored with them.
+    assert_eq!(
+        events[raised - 1].event_type,
+        "model.requested",
+        "{:?}",
+        types(&events)
+    );
+
+    let report = engine
+        .replay(
+            &id,
+            events.clone(),
+            request,
+            ReplayMode::Verify,
+            install.data.path().join("replay"),
+        )
+        .await
+        .unwrap();
+    assert!(
+        !report.diverged,
+        "diverged at {:?} ({:?}): {}",
+        report.at_seq, report.event_type, report.explanation
+    );
+    assert_eq!(report.checked, events.len() as u64);
 }
