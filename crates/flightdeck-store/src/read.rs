@@ -19,6 +19,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -397,8 +398,11 @@ fn mission_from_row(row: &rusqlite::Row<'_>) -> Result<MissionRow, StoreError> {
 pub(crate) fn mission(
     conn: &Connection,
     id: &str,
-    has_items: bool,
+    has_items: &AtomicBool,
 ) -> Result<Option<MissionRow>, StoreError> {
+    // One read transaction: the summary and its items of the same commit.
+    let _snapshot = conn.unchecked_transaction()?;
+    let has_items = schema_has_items(conn, has_items)?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MISSION_COLUMNS} FROM missions WHERE id = ?1"
     ))?;
@@ -415,15 +419,12 @@ pub(crate) fn mission(
 pub(crate) fn missions(
     conn: &Connection,
     limit: u32,
-    has_items: bool,
+    has_items: &AtomicBool,
 ) -> Result<Vec<MissionRow>, StoreError> {
     // One read transaction, so the summaries and the items put back into them are of the
     // same commit (ended by its drop; it wrote nothing).
-    let _snapshot = if has_items {
-        Some(conn.unchecked_transaction()?)
-    } else {
-        None
-    };
+    let _snapshot = conn.unchecked_transaction()?;
+    let has_items = schema_has_items(conn, has_items)?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MISSION_COLUMNS} FROM missions ORDER BY created_at_ms DESC, id DESC LIMIT ?1"
     ))?;
@@ -439,6 +440,23 @@ pub(crate) fn missions(
         }
     }
     Ok(all)
+}
+
+/// Whether the schema has projection items: `known` once seen, else looked up (a
+/// read-only store's database may be migrated by another process while it is open).
+fn schema_has_items(conn: &Connection, known: &AtomicBool) -> Result<bool, StoreError> {
+    if known.load(Ordering::Relaxed) {
+        return Ok(true);
+    }
+    let found: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'projection_items')",
+        [],
+        |row| row.get(0),
+    )?;
+    if found {
+        known.store(true, Ordering::Relaxed);
+    }
+    Ok(found)
 }
 
 /// Puts the mission's projection items back into its summary: each list replaces the field

@@ -7,6 +7,7 @@
 //! [`SqliteStore::open_read_only`] opens a store that never writes: see there.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -54,8 +55,9 @@ pub struct SqliteStore {
     inbox_watcher: Mutex<Weak<Watcher>>,
     /// Whether the schema has the inbox (a read-only store may open an older one).
     has_inputs: bool,
-    /// Whether the schema has projection items (ditto).
-    has_items: bool,
+    /// Whether the schema has projection items (ditto; once seen, known: another process
+    /// may migrate the database while a read-only store has it open).
+    has_items: Arc<AtomicBool>,
 }
 
 impl Drop for SqliteStore {
@@ -138,7 +140,7 @@ impl SqliteStore {
             watcher: Mutex::new(Weak::new()),
             inbox_watcher: Mutex::new(Weak::new()),
             has_inputs: true,
-            has_items: true,
+            has_items: Arc::new(AtomicBool::new(true)),
         })
     }
 
@@ -207,7 +209,7 @@ impl SqliteStore {
             watcher: Mutex::new(Weak::new()),
             inbox_watcher: Mutex::new(Weak::new()),
             has_inputs: version >= INPUTS_VERSION,
-            has_items: version >= ITEMS_VERSION,
+            has_items: Arc::new(AtomicBool::new(version >= ITEMS_VERSION)),
         })
     }
 
@@ -375,16 +377,16 @@ impl EventStore for SqliteStore {
 
     async fn mission(&self, id: &str) -> Result<Option<MissionRow>, StoreError> {
         let id = id.to_string();
-        let has_items = self.has_items;
+        let has_items = self.has_items.clone();
         self.readers
-            .run(move |conn| read::mission(conn, &id, has_items))
+            .run(move |conn| read::mission(conn, &id, &has_items))
             .await
     }
 
     async fn missions(&self, limit: u32) -> Result<Vec<MissionRow>, StoreError> {
-        let has_items = self.has_items;
+        let has_items = self.has_items.clone();
         self.readers
-            .run(move |conn| read::missions(conn, limit, has_items))
+            .run(move |conn| read::missions(conn, limit, &has_items))
             .await
     }
 

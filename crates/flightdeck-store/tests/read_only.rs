@@ -244,11 +244,33 @@ async fn older_schemas_are_read_and_newer_ones_refused() {
         .await
         .unwrap()
         .is_empty());
-    drop(old);
-    // A read-write open migrates it.
+    // A read-write open (another process) migrates it while the read-only store is open;
+    // what is written with items from then on, the read-only store reads with them.
     let store = open(dir.path()).await;
     store.post_input(input("m-a", "x")).await.unwrap();
+    let mut with_a_step = request("m-a", 2, 1);
+    with_a_step
+        .projection
+        .items
+        .push(flightdeck_store::ProjectionItem {
+            list: "steps".into(),
+            position: 0,
+            value: serde_json::json!({"index": 0}),
+        });
+    store.append(with_a_step).await.unwrap();
     drop(store);
+    let summary = old.mission("m-a").await.unwrap().unwrap().summary;
+    assert_eq!(
+        summary["steps"],
+        serde_json::json!([{"index": 0}]),
+        "{summary}"
+    );
+    let listed = old.missions(5).await.unwrap();
+    assert_eq!(
+        listed[0].summary["steps"],
+        serde_json::json!([{"index": 0}])
+    );
+    drop(old);
 
     let conn = rusqlite::Connection::open(db(dir.path())).unwrap();
     conn.execute_batch(
