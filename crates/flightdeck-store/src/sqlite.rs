@@ -95,16 +95,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        // Marked as ours before any table exists: another process opening the file while
-        // this one migrates must not take the half-made database for someone else's.
-        sqlx::raw_sql(&format!("PRAGMA application_id = {APPLICATION_ID}"))
-            .execute(&pool)
-            .await?;
-        migrate(&pool).await?;
+        let pool = set_up(&options).await?;
         // Closed (and waited for) before the writer opens: its connection must be the last
         // one to close, so that it removes the `-wal`.
         pool.close().await;
@@ -251,6 +242,50 @@ impl SqliteStore {
         }
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
+}
+
+/// Connects, marks the database ours and migrates it. Processes opening a new database at
+/// once contend for it while one of them makes it a WAL database and creates its tables,
+/// and where waiting could deadlock SQLite answers "database is locked" at once instead of
+/// waiting out the busy timeout: then the whole set-up is tried again, briefly.
+async fn set_up(options: &SqliteConnectOptions) -> Result<sqlx::SqlitePool, StoreError> {
+    let mut attempt = 0u64;
+    loop {
+        let result = async {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await?;
+            // Marked as ours before any table exists: another process opening the file
+            // while this one migrates must not take the half-made database for someone
+            // else's.
+            sqlx::raw_sql(&format!("PRAGMA application_id = {APPLICATION_ID}"))
+                .execute(&pool)
+                .await?;
+            migrate(&pool).await?;
+            Ok::<_, StoreError>(pool)
+        }
+        .await;
+        match result {
+            Err(StoreError::Database(e)) if is_locked(&e) && attempt < 10 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// SQLite's "database is locked" (`SQLITE_BUSY`, `SQLITE_LOCKED` and their extended codes).
+fn is_locked(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = e else {
+        return false;
+    };
+    let primary = db
+        .code()
+        .and_then(|c| c.parse::<i64>().ok())
+        .map(|c| c & 0xff);
+    matches!(primary, Some(5 | 6))
 }
 
 /// Runs the migrations not yet applied. SQLite's migrations take no lock across
