@@ -433,13 +433,7 @@ impl Engine {
         base_commit: &str,
         spec: &flightdeck_core::template::WorkspaceSpec,
     ) -> Result<crate::workspaces::Provisioned, EngineError> {
-        let request = crate::workspaces::WorkspaceRequest {
-            id,
-            repo,
-            base_commit,
-            spec,
-            recorded: None,
-        };
+        let request = standalone_workspace(id, repo, base_commit, spec);
         self.shared.cfg.ports.workspaces.provision(&request).await
     }
 
@@ -451,13 +445,7 @@ impl Engine {
         base_commit: &str,
         spec: &flightdeck_core::template::WorkspaceSpec,
     ) -> Result<crate::workspaces::Provisioned, EngineError> {
-        let request = crate::workspaces::WorkspaceRequest {
-            id,
-            repo,
-            base_commit,
-            spec,
-            recorded: None,
-        };
+        let request = standalone_workspace(id, repo, base_commit, spec);
         self.shared.cfg.ports.workspaces.attach(&request).await
     }
 
@@ -694,5 +682,21 @@ impl Engine {
                 None => tokio::time::sleep(INBOX_POLL).await,
             }
         }
+    }
+}
+
+/// The request for a workspace of no mission (`flightdeck workspace`): nothing recorded.
+fn standalone_workspace<'a>(
+    id: &'a str,
+    repo: &'a std::path::Path,
+    base_commit: &'a str,
+    spec: &'a flightdeck_core::template::WorkspaceSpec,
+) -> crate::workspaces::WorkspaceRequest<'a> {
+    crate::workspaces::WorkspaceRequest {
+        id,
+        repo,
+        base_commit,
+        spec,
+        recorded: None,
     }
 }

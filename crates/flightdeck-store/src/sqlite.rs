@@ -105,21 +105,18 @@ impl SqliteStore {
         // SQLite puts the `-wal` next to the file a symbolic link leads to.
         let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
         let inputs = Arc::new(watch::channel(0).0);
+        let inbox = feed::inbox_path(&real);
+        // Made now, so that drivers can watch it alone (see `subscribe_inputs`); only when
+        // missing, since writing it wakes them.
+        if !inbox.exists() {
+            feed::signal_post(&inbox);
+        }
         let notify = writer::Notify {
             changes: changes.clone(),
             wal: feed::wal_path(&real),
             inputs: inputs.clone(),
-            inbox: feed::inbox_path(&real),
+            inbox,
         };
-        // Made now, so that drivers can watch it alone (see `subscribe_inputs`).
-        let inbox = feed::inbox_path(&real);
-        if !inbox.exists() {
-            // (Made only when missing: a close after opening it to write wakes drivers.)
-            let _ = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&inbox);
-        }
         let writer = Arc::new(writer::spawn(path, staged.clone(), notify)?);
         Ok(SqliteStore {
             path: path.to_path_buf(),
@@ -245,9 +242,12 @@ impl SqliteStore {
 }
 
 /// Connects, marks the database ours and migrates it. Processes opening a new database at
-/// once contend for it while one of them makes it a WAL database and creates its tables,
-/// and where waiting could deadlock SQLite answers "database is locked" at once instead of
-/// waiting out the busy timeout: then the whole set-up is tried again, briefly.
+/// once contend for it: where waiting could deadlock SQLite answers "database is locked" at
+/// once instead of waiting out the busy timeout, and since SQLite's migrations take no lock
+/// across processes, two may start the same migration and the one that commits second fails
+/// on what the first made (its transaction rolled back). Either way, looking again finds the
+/// database set up, so the whole set-up is tried again a few times, briefly, before its
+/// error is believed.
 async fn set_up(options: &SqliteConnectOptions) -> Result<sqlx::SqlitePool, StoreError> {
     let mut attempt = 0u64;
     loop {
@@ -267,7 +267,7 @@ async fn set_up(options: &SqliteConnectOptions) -> Result<sqlx::SqlitePool, Stor
         }
         .await;
         match result {
-            Err(StoreError::Database(e)) if is_locked(&e) && attempt < 10 => {
+            Err(e) if lost_a_race(&e) && attempt < 10 => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
             }
@@ -276,41 +276,33 @@ async fn set_up(options: &SqliteConnectOptions) -> Result<sqlx::SqlitePool, Stor
     }
 }
 
-/// SQLite's "database is locked" (`SQLITE_BUSY`, `SQLITE_LOCKED` and their extended codes).
-fn is_locked(e: &sqlx::Error) -> bool {
-    let sqlx::Error::Database(db) = e else {
-        return false;
-    };
-    let primary = db
-        .code()
-        .and_then(|c| c.parse::<i64>().ok())
-        .map(|c| c & 0xff);
-    matches!(primary, Some(5 | 6))
+/// Whether a set-up failed on another process setting up the same database: SQLite's
+/// "database is locked" (`SQLITE_BUSY`, `SQLITE_LOCKED` and their extended codes), or a
+/// migration that failed to execute.
+fn lost_a_race(e: &StoreError) -> bool {
+    use sqlx::migrate::MigrateError;
+    match e {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            let primary = db
+                .code()
+                .and_then(|c| c.parse::<i64>().ok())
+                .map(|c| c & 0xff);
+            matches!(primary, Some(5 | 6))
+        }
+        StoreError::Migrate(MigrateError::Execute(_) | MigrateError::ExecuteMigration(..)) => true,
+        _ => false,
+    }
 }
 
-/// Runs the migrations not yet applied. SQLite's migrations take no lock across
-/// processes: two processes opening a new database at once may both start the same
-/// migration, and the one that commits second fails on what the first made. Its
-/// transaction is rolled back; looking again, it finds the migration applied. So a failed
-/// migration is retried a few times, briefly, before its error is believed.
+/// Runs the migrations not yet applied.
 async fn migrate(pool: &sqlx::SqlitePool) -> Result<(), StoreError> {
-    use sqlx::migrate::MigrateError;
-    let mut attempt = 0u64;
-    loop {
-        match MIGRATOR.run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(MigrateError::VersionMissing(found)) => {
-                return Err(StoreError::TooNew {
-                    found,
-                    known: known_version(),
-                })
-            }
-            Err(MigrateError::Execute(_) | MigrateError::ExecuteMigration(..)) if attempt < 8 => {
-                attempt += 1;
-                tokio::time::sleep(Duration::from_millis(10 * attempt)).await;
-            }
-            Err(other) => return Err(StoreError::Migrate(other)),
-        }
+    match MIGRATOR.run(pool).await {
+        Ok(()) => Ok(()),
+        Err(sqlx::migrate::MigrateError::VersionMissing(found)) => Err(StoreError::TooNew {
+            found,
+            known: known_version(),
+        }),
+        Err(other) => Err(StoreError::Migrate(other)),
     }
 }
 
