@@ -34,6 +34,17 @@ pub struct Config {
     pub audit: AuditConfig,
     #[serde(default)]
     pub people: BTreeMap<String, PersonConfig>,
+    #[serde(default)]
+    pub workspace: WorkspaceSection,
+}
+
+/// `[workspace]`: what this installation lets missions' workspaces do.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceSection {
+    /// Whether templates may say `runtime = "local-unsandboxed"` (default false).
+    #[serde(default)]
+    pub allow_unsandboxed: bool,
 }
 
 /// `[people.NAME]`: one person and their names on every channel.
@@ -263,7 +274,10 @@ pub(crate) fn workspace_settings(
     config: &Config,
     config_path: &Path,
 ) -> Result<WorkspaceSettings, AppError> {
-    let mut settings = WorkspaceSettings::default();
+    let mut settings = WorkspaceSettings {
+        allow_unsandboxed: config.workspace.allow_unsandboxed,
+        ..WorkspaceSettings::default()
+    };
     settings.hidden_files.push(absolute(config_path));
     for (name, secret) in &config.secrets {
         let value = match (&secret.env, &secret.file) {

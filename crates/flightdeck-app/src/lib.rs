@@ -62,6 +62,14 @@ pub struct Reader {
     pub artifacts: Arc<dyn ArtifactStore>,
 }
 
+/// `--database-url`, else the SQLite file in the data directory.
+fn database_url(options: &AppOptions, data_dir: &Path) -> String {
+    options
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("flightdeck.db").display()))
+}
+
 impl App {
     pub fn open(options: AppOptions) -> Result<App, AppError> {
         let data_dir = match &options.data_dir {
@@ -74,8 +82,20 @@ impl App {
             .unwrap_or_else(|| data_dir.join("config.toml"));
         let config = Config::load(&config_path, options.config.is_none())?;
         let models = config::model_settings(&config, &config_path)?;
-        let workspace = config::workspace_settings(&config, &config_path)?;
+        let mut workspace = config::workspace_settings(&config, &config_path)?;
         let people = config.people(&config_path)?;
+        // What no command may read wherever it lives: the signing key, the store's files.
+        if let Some(key) = &config.audit.signing_key {
+            workspace.hidden_files.push(data_dir.join(key));
+        }
+        if let Ok(url) = flightdeck_store::DatabaseUrl::parse(&database_url(&options, &data_dir)) {
+            let db = config::absolute(&url.path);
+            for suffix in ["", "-wal", "-shm", "-journal", "-inbox"] {
+                let mut name = db.clone().into_os_string();
+                name.push(suffix);
+                workspace.hidden_files.push(PathBuf::from(name));
+            }
+        }
         Ok(App {
             data_dir,
             config_path,
@@ -131,9 +151,7 @@ impl App {
     }
 
     pub fn database_url(&self) -> String {
-        self.options.database_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.data_dir.join("flightdeck.db").display())
-        })
+        database_url(&self.options, &self.data_dir)
     }
 
     /// The SQLite file the database URL names, if it names one.

@@ -263,6 +263,9 @@ impl Driver {
             timeout: self.command_timeout(self.shared.cfg.default_step_timeout),
             env: vec![("FLIGHTDECK_MISSION".into(), self.log.id().to_string())],
             network: place.place.template.workspace.network == Network::On,
+            // Acceptance checks what the agent wrote: its code runs.
+            trusted: false,
+            private_home: false,
         };
         let outcome = self.run_command(place.place, id, &spec).await?;
         let output = self.log.put_artifact(&outcome.output).await?;

@@ -748,6 +748,8 @@ impl Driver {
                     ),
                     env: vec![("FLIGHTDECK_MISSION".into(), self.log.id().to_string())],
                     network: place_.template.workspace.network == Network::On,
+                    trusted: false,
+                    private_home: false,
                 };
                 let outcome = self.run_command(place_, id, &spec).await?;
                 (

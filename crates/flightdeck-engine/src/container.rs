@@ -8,7 +8,9 @@ use flightdeck_core::template::{Network, WorkspaceSpec};
 use flightdeck_workspace::caches::Cache;
 use flightdeck_workspace::devcontainer::{self, CommandForm, LifecycleCommand};
 use flightdeck_workspace::docker::{ContainerSpec, ImageSource, Mount, MountKind};
-use flightdeck_workspace::{shell_words, Limits, Workspace};
+use flightdeck_workspace::{
+    shell_words, Limits, Workspace, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MB,
+};
 
 use crate::EngineError;
 
@@ -268,8 +270,8 @@ pub(crate) fn plan(
         network: workspace.network == Network::On
             || (workspace.network == Network::Setup && !setup.is_empty()),
         limits: Limits {
-            memory_mb: workspace.memory_mb,
-            max_processes: workspace.max_processes,
+            memory_mb: workspace.memory_mb.or(Some(DEFAULT_MEMORY_MB)),
+            max_processes: workspace.max_processes.or(Some(DEFAULT_MAX_PROCESSES)),
         },
     };
     Ok(ContainerPlan {

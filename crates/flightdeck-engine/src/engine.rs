@@ -589,6 +589,12 @@ fn check(
         Runtime::Local => {
             Sandbox::bubblewrap()?;
         }
+        Runtime::LocalUnsandboxed if !workspace.allow_unsandboxed => {
+            return Err(EngineError::Unsupported(format!(
+                "{}: workspace.runtime = \"local-unsandboxed\" is not allowed by this installation: running a repository's commands outside the sandbox is the installation's decision, never the repository's\nhint: run in the sandbox (runtime = \"local\"), or set allow_unsandboxed = true under [workspace] in the installation's config.toml",
+                request.template_file
+            )))
+        }
         Runtime::LocalUnsandboxed if !policy.allow_unsandboxed() => {
             return Err(EngineError::Unsupported(format!(
                 "{}: workspace.runtime = \"local-unsandboxed\" is forbidden by the policy {} (allow_unsandboxed = false); run in the sandbox (runtime = \"local\"), or change the policy",

@@ -245,8 +245,13 @@ pub struct WorkspaceSettings {
     /// is missing). A mission whose template names a secret that cannot be read fails before
     /// anything runs.
     pub secret_values: BTreeMap<String, Result<String, String>>,
-    /// Files no command may read (secret files, the installation config).
+    /// Files no command may read (secret files, the installation config, the store, the
+    /// signing key).
     pub hidden_files: Vec<PathBuf>,
+    /// Whether templates may run commands outside the sandbox (`runtime =
+    /// "local-unsandboxed"`): the installation's decision (`[workspace] allow_unsandboxed`
+    /// in config.toml), never the repository's.
+    pub allow_unsandboxed: bool,
 }
 
 impl WorkspaceSettings {

@@ -61,7 +61,9 @@ impl Driver {
             }
             Err(other) => return Err(other),
         };
-        let fs = ConfinedFs::new(workspace.root()).map_err(EngineError::from)?;
+        let fs = ConfinedFs::new(workspace.root())
+            .map_err(EngineError::from)?
+            .with_owner(workspace.file_owner());
         let place = Place {
             gates,
             created,
@@ -341,12 +343,16 @@ impl Driver {
         call_id: &str,
     ) -> Result<(), Halt> {
         let mut env = vec![("FLIGHTDECK_MISSION".into(), self.log.id().to_string())];
-        env.extend(self.shared.cfg.ports.secrets.env(step.secrets)?);
+        let secrets = self.shared.cfg.ports.secrets.env(step.secrets)?;
+        let private_home = !secrets.is_empty();
+        env.extend(secrets);
         let spec = CommandSpec {
             command: step.command.to_string(),
             timeout: self.command_timeout(step.timeout),
             env,
             network: place.template.workspace.network == Network::On,
+            trusted: runs_only_trusted_code(self.log.state()),
+            private_home,
         };
         let outcome = self.run_command(place, call_id, &spec).await?;
         let output = self.log.put_artifact(&outcome.output).await?;
@@ -674,4 +680,11 @@ fn commit_message(title: &str, goal: Option<&str>, mission: &str, requested_by: 
         "Flightdeck-Mission: {mission}\nRequested-by: {requested_by}\n"
     ));
     message
+}
+
+/// Whether the worktree holds only what the repository and the template's own steps made: no
+/// agent step has run (nor did one in a mission this was forked from). Only then may a
+/// command write the shared caches.
+fn runs_only_trusted_code(state: &flightdeck_core::MissionState) -> bool {
+    state.forked.is_none() && state.steps.values().all(|s| s.kind == StepKind::Run)
 }

@@ -19,7 +19,7 @@ use flightdeck_core::template::{Network, Runtime, WorkspaceSpec};
 use flightdeck_workspace::docker::{DockerEngine, DockerError, DockerWorkspace};
 use flightdeck_workspace::{
     Cgroups, CommandSpec, Limits, LocalWorkspace, Sandbox, SandboxLayout, Workspace,
-    WorkspaceError, Worktree,
+    WorkspaceError, Worktree, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MB,
 };
 
 use crate::container::{self, ContainerPlan, SetupCommand, WithPrelude};
@@ -156,15 +156,18 @@ impl LiveWorkspaces {
                 source,
             }
         })?;
-        let worktree = Worktree::create(repo, &path, base_commit)?;
+        let mut worktree = Worktree::create(repo, &path, base_commit)?;
         let caches_dir = self.config.data_dir.join("caches");
-        let caches =
-            flightdeck_workspace::caches::for_repo(&path, &caches_dir).map_err(|source| {
-                WorkspaceError::Io {
-                    path: caches_dir.clone(),
-                    source,
-                }
-            })?;
+        let repository = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
+        let caches = flightdeck_workspace::caches::for_repo(
+            &path,
+            &repository.display().to_string(),
+            &caches_dir,
+        )
+        .map_err(|source| WorkspaceError::Io {
+            path: caches_dir.clone(),
+            source,
+        })?;
         let mut event = WorkspaceProvisioned {
             runtime: runtime.as_str().to_string(),
             network: spec.network.as_str().to_string(),
@@ -182,9 +185,10 @@ impl LiveWorkspaces {
             secrets: spec.secrets.clone(),
             ..WorkspaceProvisioned::default()
         };
+        // Every local workspace is limited: what the template says, else the defaults.
         let limits = Limits {
-            memory_mb: spec.memory_mb,
-            max_processes: spec.max_processes,
+            memory_mb: spec.memory_mb.or(Some(DEFAULT_MEMORY_MB)),
+            max_processes: spec.max_processes.or(Some(DEFAULT_MAX_PROCESSES)),
         };
         let workspace: Arc<dyn Workspace> = match runtime {
             Runtime::Local | Runtime::LocalUnsandboxed => {
@@ -199,14 +203,10 @@ impl LiveWorkspaces {
                     &self.config.hidden_files,
                     &caches,
                 )?;
-                let cgroups = if limits.is_empty() {
-                    Cgroups::Unavailable("no limits asked for".into())
-                } else {
-                    Cgroups::detect()
-                };
                 let local = LocalWorkspace::new(path.clone(), sandbox)
                     .with_layout(layout)
-                    .with_limits(limits, cgroups);
+                    .with_limits(limits, Cgroups::detect());
+                worktree = worktree.with_owner(local.file_owner());
                 event.limits = Some(WorkspaceLimits {
                     memory_mb: limits.memory_mb,
                     max_processes: limits.max_processes,
@@ -245,8 +245,8 @@ impl LiveWorkspaces {
                 event.setup = plan.setup.iter().map(|c| c.name.clone()).collect();
                 event.ignored = plan.ignored.clone();
                 event.limits = Some(WorkspaceLimits {
-                    memory_mb: limits.memory_mb,
-                    max_processes: limits.max_processes,
+                    memory_mb: plan.spec.limits.memory_mb,
+                    max_processes: plan.spec.limits.max_processes,
                     enforced: "container".into(),
                 });
                 event.runtime = "docker".into();
@@ -451,6 +451,9 @@ async fn run_setup(
                 timeout: run.timeout,
                 env: run.env.clone(),
                 network: run.network != Network::None,
+                // The repository's own setup, before any agent.
+                trusted: true,
+                private_home: false,
             })
             .await?;
         if !outcome.success() {
@@ -522,6 +525,8 @@ async fn probe_toolchain(
             timeout: Duration::from_secs(60),
             env: Vec::new(),
             network: false,
+            trusted: false,
+            private_home: false,
         };
         let outcome = workspace.exec(&probe).await?;
         let found = toolchain::parse_probe(&String::from_utf8_lossy(&outcome.output));

@@ -1,7 +1,9 @@
-//! Per-ecosystem package caches, shared between missions whose lockfiles are the same: a cache
-//! lives at `<data-dir>/caches/<ecosystem>/<key>`, the key being the sha256 of the ecosystem's
-//! lockfiles (name and bytes), so a change of dependencies starts a fresh cache and two
-//! missions of one commit share theirs. Keys are recorded in `workspace.provisioned.caches`.
+//! Per-ecosystem package caches, shared between missions of one repository whose lockfiles are
+//! the same: a cache lives at `<data-dir>/caches/<ecosystem>/<key>`, the key being the sha256
+//! of the repository's identity and the ecosystem's lockfiles (name and bytes), so a change of
+//! dependencies starts a fresh cache, two missions of one commit share theirs, and another
+//! repository never reads them. Only trusted commands write a cache (see
+//! [`crate::CommandSpec::trusted`]). Keys are recorded in `workspace.provisioned.caches`.
 
 use std::path::{Path, PathBuf};
 
@@ -69,12 +71,14 @@ pub struct Cache {
     pub variable: &'static str,
 }
 
-/// The caches for the ecosystems whose lockfiles `repo` has at its root, created under
-/// `caches_root` if new. Ecosystems without a lockfile get none (nothing to key it by).
-pub fn for_repo(repo: &Path, caches_root: &Path) -> std::io::Result<Vec<Cache>> {
+/// The caches for the ecosystems whose lockfiles the worktree `repo` has at its root, for the
+/// repository `repository` (its canonical path or URL), created under `caches_root` if new.
+/// Ecosystems without a lockfile get none (nothing to key it by).
+pub fn for_repo(repo: &Path, repository: &str, caches_root: &Path) -> std::io::Result<Vec<Cache>> {
     let mut caches = Vec::new();
     for eco in ECOSYSTEMS {
         let mut hasher = Sha256::new();
+        hasher.update(format!("repository\0{}\0{repository}\0", repository.len()));
         let mut found = Vec::new();
         for name in eco.lockfiles {
             match crate::read_repo_file(&repo.join(name), 256 * 1024 * 1024) {
@@ -120,21 +124,30 @@ mod tests {
     fn keys_follow_the_lockfiles() {
         let repo = tempfile::tempdir().unwrap();
         let caches = tempfile::tempdir().unwrap();
-        assert!(for_repo(repo.path(), caches.path()).unwrap().is_empty());
+        let one = "/srv/one";
+        assert!(for_repo(repo.path(), one, caches.path())
+            .unwrap()
+            .is_empty());
         std::fs::write(repo.path().join("Cargo.lock"), "version = 3\n").unwrap();
         std::fs::write(repo.path().join("yarn.lock"), "# yarn\n").unwrap();
-        let first = for_repo(repo.path(), caches.path()).unwrap();
+        let first = for_repo(repo.path(), one, caches.path()).unwrap();
         let names: Vec<&str> = first.iter().map(|c| c.ecosystem.as_str()).collect();
         assert_eq!(names, ["cargo", "npm"]);
         assert!(first[0].host_dir.is_dir());
         assert_eq!(first[1].lockfiles, ["yarn.lock"]);
         // Same lockfiles, same key and directory; a changed lockfile, a new one.
-        assert_eq!(for_repo(repo.path(), caches.path()).unwrap(), first);
+        assert_eq!(for_repo(repo.path(), one, caches.path()).unwrap(), first);
         std::fs::write(repo.path().join("Cargo.lock"), "version = 4\n").unwrap();
-        let second = for_repo(repo.path(), caches.path()).unwrap();
+        let second = for_repo(repo.path(), one, caches.path()).unwrap();
         assert_ne!(second[0].key, first[0].key);
         assert_ne!(second[0].host_dir, first[0].host_dir);
         assert_eq!(second[1], first[1]);
         assert!(second[0].key.starts_with("sha256:"));
+        // Another repository with the same lockfiles gets caches of its own.
+        let other = for_repo(repo.path(), "/srv/other", caches.path()).unwrap();
+        for (theirs, ours) in other.iter().zip(&second) {
+            assert_ne!(theirs.key, ours.key);
+            assert_ne!(theirs.host_dir, ours.host_dir);
+        }
     }
 }

@@ -179,6 +179,8 @@ pub struct SearchResult {
 #[derive(Debug, Clone)]
 pub struct ConfinedFs {
     root: PathBuf,
+    /// Who gets the files and directories the tools make (see [`crate::Workspace::file_owner`]).
+    owner: Option<crate::Owner>,
 }
 
 /// A checked path: where it really is, and how much of it exists.
@@ -211,7 +213,29 @@ impl ConfinedFs {
         if !meta.is_dir() {
             return Err(FileToolError::NotADirectory { path: shown });
         }
-        Ok(ConfinedFs { root })
+        Ok(ConfinedFs { root, owner: None })
+    }
+
+    /// Files and directories the tools write are given to `owner`, so that the workspace's
+    /// commands (which run as that user) can change them.
+    pub fn with_owner(mut self, owner: Option<crate::Owner>) -> ConfinedFs {
+        self.owner = owner;
+        self
+    }
+
+    /// Gives what a write made (the file, replaced by rename, and new parents) to the owner.
+    fn give_written(&self, resolved: &Resolved) -> Result<(), FileToolError> {
+        let Some(owner) = self.owner else {
+            return Ok(());
+        };
+        let mut made = resolved.existing.clone();
+        for name in &resolved.missing {
+            made.push(name);
+            std::os::unix::fs::lchown(&made, Some(owner.uid), Some(owner.gid))
+                .map_err(|e| resolved.io(e))?;
+        }
+        std::os::unix::fs::lchown(&resolved.abs, Some(owner.uid), Some(owner.gid))
+            .map_err(|e| resolved.io(e))
     }
 
     /// The canonical worktree root.
@@ -258,6 +282,7 @@ impl ConfinedFs {
             }
         };
         resolved.replace(content.as_bytes(), permissions.as_ref())?;
+        self.give_written(&resolved)?;
         Ok(FileWritten {
             path: resolved.rel,
             created: permissions.is_none(),
@@ -321,6 +346,7 @@ impl ConfinedFs {
         }
         let edited = text.replacen(old, new, 1);
         resolved.replace(edited.as_bytes(), Some(&permissions))?;
+        self.give_written(&resolved)?;
         Ok(FileWritten {
             path: resolved.rel,
             created: false,

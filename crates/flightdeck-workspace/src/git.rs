@@ -49,6 +49,9 @@ fn git(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Output, GitErr
         .arg("-C")
         .arg(dir)
         .args(["-c", "core.hooksPath=/dev/null", "-c", "core.quotepath=off"])
+        // A worktree belongs to the sandbox's user when flightdeck runs as root; git would
+        // refuse it as "dubious ownership".
+        .args(["-c", "safe.directory=*"])
         .args(args)
         .envs(env.iter().copied())
         .env("GIT_TERMINAL_PROMPT", "0")
@@ -130,6 +133,8 @@ pub struct Worktree {
     pub base: String,
     /// The worktree's administrative directory inside the repository's git dir.
     git_dir: PathBuf,
+    /// Who gets what a restore writes (the sandbox's user, see [`crate::sandbox_owner`]).
+    owner: Option<crate::Owner>,
 }
 
 /// The administrative directory (`<common git dir>/worktrees/<name>`) whose `gitdir` file
@@ -169,6 +174,7 @@ impl Worktree {
             path: path.to_path_buf(),
             base: base.to_string(),
             git_dir,
+            owner: None,
         };
         if path.exists() {
             if let Some(git_dir) = admin_dir(repo, path)? {
@@ -190,6 +196,12 @@ impl Worktree {
             stderr: "the new worktree has no administrative directory".to_string(),
         })?;
         Ok(worktree(git_dir))
+    }
+
+    /// Files a restore writes are given to `owner` (see [`crate::Workspace::file_owner`]).
+    pub fn with_owner(mut self, owner: Option<crate::Owner>) -> Worktree {
+        self.owner = owner;
+        self
     }
 
     /// Runs git on the worktree with its git dir and work tree named explicitly.
@@ -250,6 +262,13 @@ impl Worktree {
         // -x: ignored files too (a build directory, node_modules): nothing unrecorded
         // may influence what runs next.
         self.git(&["clean", "-fdxq"], &[])?;
+        if let Some(owner) = self.owner {
+            crate::hand_over(&self.path, owner).map_err(|e| GitError::Failed {
+                args: "restore".to_string(),
+                dir: self.path.display().to_string(),
+                stderr: format!("cannot give the restored files to the sandbox's user: {e}"),
+            })?;
+        }
         Ok(())
     }
 

@@ -30,8 +30,11 @@ pub use files::{
 pub use git::{
     list_at_commit, read_at_commit, repo_root, resolve_commit, DiffFile, GitError, Worktree,
 };
-pub use limits::{Cgroups, Limits};
-pub use local::{LocalWorkspace, Sandbox, SandboxLayout, HOME_TOOLCHAIN_DIRS};
+pub use limits::{Cgroups, Limits, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MB};
+pub use local::{
+    hand_over, sandbox_owner, LocalWorkspace, Owner, Sandbox, SandboxLayout, HOME_TOOLCHAIN_DIRS,
+    SANDBOX_GID, SANDBOX_UID,
+};
 
 /// One command to run in a workspace.
 #[derive(Clone, PartialEq, Eq)]
@@ -43,6 +46,12 @@ pub struct CommandSpec {
     pub env: Vec<(String, String)>,
     /// Whether the command may reach the network.
     pub network: bool,
+    /// Whether the command runs only code the repository and the template brought (no agent
+    /// has changed the worktree yet): only such commands may write the shared caches.
+    pub trusted: bool,
+    /// Whether the command gets a throwaway HOME that no later command sees (a step given
+    /// secrets: what it writes under HOME could carry them to the next step).
+    pub private_home: bool,
 }
 
 impl std::fmt::Debug for CommandSpec {
@@ -54,6 +63,8 @@ impl std::fmt::Debug for CommandSpec {
             .field("timeout", &self.timeout)
             .field("env", &names)
             .field("network", &self.network)
+            .field("trusted", &self.trusted)
+            .field("private_home", &self.private_home)
             .finish()
     }
 }
@@ -92,6 +103,12 @@ pub trait Workspace: Send + Sync {
     fn runtime(&self) -> &'static str;
     /// How commands are isolated, for the timeline (`bubblewrap`, `none`).
     fn sandbox(&self) -> &'static str;
+    /// Who must own what flightdeck writes into the worktree on the host (restored files,
+    /// the file tools' writes) so that commands can change it: `None` when commands run as
+    /// flightdeck's own user.
+    fn file_owner(&self) -> Option<Owner> {
+        None
+    }
     /// Runs a command to completion or timeout. A non-zero exit is an outcome, not an error.
     async fn exec(&self, spec: &CommandSpec) -> Result<CommandOutcome, WorkspaceError>;
 }

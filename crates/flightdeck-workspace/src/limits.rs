@@ -9,6 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+/// The memory limit a workspace gets when its template names none, in MiB.
+pub const DEFAULT_MEMORY_MB: u64 = 4096;
+/// The process (task) limit a workspace gets when its template names none.
+pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
+
 /// What a template asks for (`[workspace] memory_mb`, `max_processes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Limits {
@@ -78,25 +83,40 @@ impl Cgroups {
         }
     }
 
-    /// Makes the groups for one command with `limits` applied. `None` when nothing is to be
-    /// limited or limits are unavailable.
-    pub(crate) fn group_for(&self, limits: &Limits) -> Result<Option<CommandGroup>, String> {
-        if limits.is_empty() {
-            return Ok(None);
-        }
+    /// Makes the groups for one workspace with `limits` applied: every command of the
+    /// workspace joins them (before it execs), so they are made and removed once per
+    /// workspace, not per command. Leftovers of processes that died without removing theirs
+    /// are collected first.
+    pub(crate) fn workspace_group(&self, limits: &Limits) -> Result<WorkspaceGroup, String> {
+        let _ = self.collect_leaked();
         let name = unique_name();
-        let mut group = CommandGroup {
+        let mut group = WorkspaceGroup {
             dirs: Vec::new(),
+            procs: Vec::new(),
             pids_events: None,
             memory_events: None,
             limits: *limits,
         };
+        let add = |group: &mut WorkspaceGroup, dir: PathBuf| -> Result<(), String> {
+            make_dir(&dir)?;
+            group.dirs.push(dir.clone());
+            let procs = dir.join("cgroup.procs");
+            // Opened here, by flightdeck: the child writes to it between fork and exec,
+            // after it may have dropped root (cgroup2 checks the opener's rights).
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&procs)
+                .map_err(|e| format!("cannot open {}: {e}", procs.display()))?;
+            group.procs.push(file);
+            Ok(())
+        };
         match self {
-            Cgroups::Unavailable(_) => return Ok(None),
+            Cgroups::Unavailable(why) => return Err(why.clone()),
             Cgroups::V2(parent) => {
                 let dir = parent.join(&name);
-                make_dir(&dir)?;
-                group.dirs.push(dir.clone());
+                add(&mut group, dir.clone())?;
                 if let Some(max) = limits.max_processes {
                     write(&dir.join("pids.max"), &max.to_string())?;
                     group.pids_events = Some(dir.join("pids.events"));
@@ -114,15 +134,13 @@ impl Cgroups {
             Cgroups::V1 { pids, memory } => {
                 if let (Some(max), Some(parent)) = (limits.max_processes, pids) {
                     let dir = parent.join(&name);
-                    make_dir(&dir)?;
-                    group.dirs.push(dir.clone());
+                    add(&mut group, dir.clone())?;
                     write(&dir.join("pids.max"), &max.to_string())?;
                     group.pids_events = Some(dir.join("pids.events"));
                 }
                 if let (Some(mb), Some(parent)) = (limits.memory_mb, memory) {
                     let dir = parent.join(&name);
-                    make_dir(&dir)?;
-                    group.dirs.push(dir.clone());
+                    add(&mut group, dir.clone())?;
                     write(
                         &dir.join("memory.limit_in_bytes"),
                         &mb.saturating_mul(1024 * 1024).to_string(),
@@ -131,10 +149,37 @@ impl Cgroups {
                 }
             }
         }
-        Ok(Some(group))
+        Ok(group)
+    }
+
+    /// Removes the groups of flightdeck processes that are gone (killed before they could
+    /// remove theirs); a group that still holds a process stays. Returns how many went.
+    pub fn collect_leaked(&self) -> usize {
+        let parents: Vec<&PathBuf> = match self {
+            Cgroups::V2(parent) => vec![parent],
+            Cgroups::V1 { pids, memory } => pids.iter().chain(memory.iter()).collect(),
+            Cgroups::Unavailable(_) => Vec::new(),
+        };
+        let mut removed = 0;
+        for parent in parents {
+            let Ok(entries) = std::fs::read_dir(parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = owner_pid(&name.to_string_lossy()) else {
+                    continue;
+                };
+                let alive =
+                    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+                if !alive && std::fs::remove_dir(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
     }
 }
-
 /// v2: the controllers must be enabled in the parent's `subtree_control`; a process may not
 /// sit in a group that has children with controllers (the "no internal processes" rule), so
 /// our groups live under a `flightdeck` group of their own that holds no process.
@@ -164,10 +209,19 @@ fn prepare_v2(root: &Path) -> Result<PathBuf, String> {
 fn unique_name() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!(
-        "cmd-{}-{}",
+        "ws-{}-{}",
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The flightdeck process a group was made by: `ws-<pid>-<n>` (and `cmd-<pid>-<n>`, the
+/// per-command groups of earlier releases).
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name
+        .strip_prefix("ws-")
+        .or_else(|| name.strip_prefix("cmd-"))?;
+    rest.split('-').next()?.parse().ok()
 }
 
 fn make_dir(dir: &Path) -> Result<(), String> {
@@ -178,24 +232,46 @@ fn write(file: &Path, value: &str) -> Result<(), String> {
     std::fs::write(file, value).map_err(|e| format!("cannot write {}: {e}", file.display()))
 }
 
-/// The cgroups one command runs in; removed when dropped (after the command and everything
-/// it started are gone: the sandbox's PID namespace dies with it).
+/// The cgroups a workspace's commands run in; removed when dropped (when the workspace is
+/// done: its commands are gone). A group still busy then is left to
+/// [`Cgroups::collect_leaked`], never waited for.
 #[derive(Debug)]
-pub(crate) struct CommandGroup {
+pub(crate) struct WorkspaceGroup {
     dirs: Vec<PathBuf>,
+    /// Each group's `cgroup.procs`, open for writing.
+    procs: Vec<std::fs::File>,
     pids_events: Option<PathBuf>,
     memory_events: Option<PathBuf>,
     limits: Limits,
 }
 
-impl CommandGroup {
-    /// The files a command writes its pid to, to join.
-    pub(crate) fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+/// How often the limits were hit so far (the counters only grow).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HitCounts {
+    forks_refused: u64,
+    oom_kills: u64,
+}
+
+impl WorkspaceGroup {
+    /// Makes `command` join the groups in the child, between fork and exec: nothing it runs
+    /// ever runs outside them, and no shell prologue is needed.
+    pub(crate) fn join_before_exec(
+        &self,
+        command: &mut tokio::process::Command,
+    ) -> Result<(), crate::WorkspaceError> {
+        let mut fds = Vec::with_capacity(self.procs.len());
+        for file in &self.procs {
+            fds.push(
+                file.try_clone()
+                    .map(std::os::fd::OwnedFd::from)
+                    .map_err(|e| crate::WorkspaceError::Limits(format!("cannot join: {e}")))?,
+            );
+        }
+        join_in_child(command, fds);
+        Ok(())
     }
 
-    /// Which limit the command ran into, if any, said for a person.
-    pub(crate) fn limit_hit(&self) -> Option<String> {
+    pub(crate) fn counts(&self) -> HitCounts {
         let count = |file: &Option<PathBuf>, key: &str| -> u64 {
             file.as_ref()
                 .and_then(|f| std::fs::read_to_string(f).ok())
@@ -207,16 +283,25 @@ impl CommandGroup {
                 })
                 .unwrap_or(0)
         };
+        HitCounts {
+            forks_refused: count(&self.pids_events, "max"),
+            oom_kills: count(&self.memory_events, "oom_kill"),
+        }
+    }
+
+    /// Which limit a command ran into since `before` was read, if any, said for a person.
+    pub(crate) fn limit_hit(&self, before: HitCounts) -> Option<String> {
+        let now = self.counts();
         let mut hits = Vec::new();
         if let Some(max) = self.limits.max_processes {
-            if count(&self.pids_events, "max") > 0 {
+            if now.forks_refused > before.forks_refused {
                 hits.push(format!(
                     "the command hit the workspace's process limit (max_processes = {max}): a fork failed"
                 ));
             }
         }
         if let Some(mb) = self.limits.memory_mb {
-            if count(&self.memory_events, "oom_kill") > 0 {
+            if now.oom_kills > before.oom_kills {
                 hits.push(format!(
                     "the command hit the workspace's memory limit (memory_mb = {mb}): a process was killed"
                 ));
@@ -226,24 +311,34 @@ impl CommandGroup {
     }
 }
 
-impl Drop for CommandGroup {
-    fn drop(&mut self) {
-        for dir in &self.dirs {
-            // A group with a process left cannot be removed; that process dies with the
-            // sandbox's PID namespace moments later, so try again briefly.
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
+/// Writes `0` (the writing process itself) to each `cgroup.procs` in the child before it
+/// execs.
+#[allow(unsafe_code)]
+fn join_in_child(command: &mut tokio::process::Command, fds: Vec<std::os::fd::OwnedFd>) {
+    let join = move || -> std::io::Result<()> {
+        for fd in &fds {
+            nix::unistd::write(fd, b"0")
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
         }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec; it only calls write(2) on
+    // descriptors opened before the fork and builds no heap value (an `io::Error` from an
+    // OS error number does not allocate).
+    unsafe {
+        command.pre_exec(join);
     }
 }
 
-/// The `sh` prologue that joins the groups, then execs the rest of the arguments:
-/// `sh -c PROLOGUE sh N FILE… PROGRAM ARGS…`.
-pub(crate) const JOIN_PROLOGUE: &str = r#"n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || { echo "[flightdeck: cannot join the cgroup $1, so the workspace's limits cannot be applied]"; exit 125; }; shift; n=$((n-1)); done; exec "$@""#;
+impl Drop for WorkspaceGroup {
+    fn drop(&mut self) {
+        self.procs.clear();
+        for dir in &self.dirs {
+            // Busy (a process still dying): `collect_leaked` removes it later.
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -261,17 +356,15 @@ mod tests {
             "{}",
             found.describe()
         );
-        assert!(found
-            .group_for(&Limits {
-                memory_mb: Some(10),
-                max_processes: None
-            })
-            .unwrap()
-            .is_none());
+        let limits = Limits {
+            memory_mb: Some(10),
+            max_processes: None,
+        };
+        assert!(found.workspace_group(&limits).is_err());
     }
 
     #[test]
-    fn v1_groups_get_their_limits_and_go_away() {
+    fn v1_groups_get_their_limits_count_hits_and_go_away() {
         // A fake v1 tree: plain directories behave like cgroupfs for writing the files.
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("pids")).unwrap();
@@ -282,27 +375,50 @@ mod tests {
             memory_mb: Some(64),
             max_processes: Some(32),
         };
-        let group = cgroups.group_for(&limits).unwrap().unwrap();
-        let files = group.procs_files();
-        assert_eq!(files.len(), 2);
-        let pids_dir = files[0].parent().unwrap().to_path_buf();
+        let group = cgroups.workspace_group(&limits).unwrap();
+        assert_eq!(group.dirs.len(), 2);
+        let pids_dir = group.dirs[0].clone();
         assert_eq!(
             std::fs::read_to_string(pids_dir.join("pids.max")).unwrap(),
             "32"
         );
         std::fs::write(pids_dir.join("pids.events"), "max 3\n").unwrap();
+        let before = group.counts();
+        assert_eq!(group.limit_hit(before), None, "nothing new since");
+        std::fs::write(pids_dir.join("pids.events"), "max 4\n").unwrap();
         assert_eq!(
-            group.limit_hit().unwrap(),
+            group.limit_hit(before).unwrap(),
             "the command hit the workspace's process limit (max_processes = 32): a fork failed"
         );
         // Plain directories with files in them cannot be removed like cgroups; clear them.
-        for f in &files {
-            let d = f.parent().unwrap();
+        for d in &group.dirs {
             for entry in std::fs::read_dir(d).unwrap() {
                 std::fs::remove_file(entry.unwrap().path()).unwrap();
             }
         }
         drop(group);
         assert!(!pids_dir.exists());
+    }
+
+    #[test]
+    fn groups_of_dead_processes_are_collected_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        let cgroups = Cgroups::detect_under(dir.path());
+        let Cgroups::V2(parent) = &cgroups else {
+            panic!("{cgroups:?}")
+        };
+        // A pid above the kernel's maximum (2^22) is never alive.
+        let dead = ["ws-4999999-0", "cmd-4999999-7"];
+        let ours = format!("ws-{}-9", std::process::id());
+        for name in dead.iter().copied().chain([ours.as_str(), "unrelated"]) {
+            std::fs::create_dir_all(parent.join(name)).unwrap();
+        }
+        assert_eq!(cgroups.collect_leaked(), 2);
+        for name in dead {
+            assert!(!parent.join(name).exists(), "{name}");
+        }
+        assert!(parent.join(&ours).exists());
+        assert!(parent.join("unrelated").exists());
     }
 }

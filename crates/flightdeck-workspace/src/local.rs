@@ -9,12 +9,13 @@
 //! cleared environment, and per-command cgroup limits where the host allows.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 
 use crate::caches::Cache;
 use crate::exec::{run, CommandOutcome};
-use crate::limits::{Cgroups, Limits, JOIN_PROLOGUE};
+use crate::limits::{Cgroups, Limits, WorkspaceGroup};
 use crate::{CommandSpec, Workspace, WorkspaceError, ENV_ALLOWLIST};
 
 /// How commands are isolated.
@@ -74,37 +75,208 @@ const TOOLCHAIN_HOME_VARS: &[(&str, &str)] = &[
     ("ASDF_DATA_DIR", ".asdf"),
 ];
 
-/// What a sandboxed command sees of the host, beyond the read-only system.
+/// The uid and gid sandboxed commands run as on the host when flightdeck runs as root:
+/// `nobody`, so root-only files and root-owned sockets stay out of reach.
+pub const SANDBOX_UID: u32 = 65534;
+pub const SANDBOX_GID: u32 = 65534;
+
+/// Who owns the files sandboxed commands write, when that is not flightdeck's own user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The owner sandboxed commands run as: `nobody` when flightdeck runs as root, else `None`
+/// (commands run as flightdeck's own user, who owns nothing more than flightdeck does).
+pub fn sandbox_owner() -> Option<Owner> {
+    nix::unistd::geteuid().is_root().then_some(Owner {
+        uid: SANDBOX_UID,
+        gid: SANDBOX_GID,
+    })
+}
+
+/// Gives `path` and everything under it (symlinks themselves, never what they point to) to
+/// `owner`, so that the sandbox's user can change what flightdeck wrote on the host. Entries
+/// already owned are only looked at.
+pub fn hand_over(path: &Path, owner: Owner) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.uid() != owner.uid || meta.gid() != owner.gid {
+        std::os::unix::fs::lchown(path, Some(owner.uid), Some(owner.gid))?;
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            hand_over(&entry?.path(), owner)?;
+        }
+    }
+    Ok(())
+}
+
+/// System directories bound read-only into every sandbox (those this host has); a symlink
+/// among them (`/bin -> usr/bin` on merged-/usr systems) is made again as a symlink.
+const SYSTEM_DIRS: &[&str] = &[
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/nix",
+];
+
+/// Files and directories of the system that stay hidden although their directory is bound.
+const SYSTEM_SECRETS: &[&str] = &[
+    "/etc/shadow",
+    "/etc/shadow-",
+    "/etc/gshadow",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/sudoers.d",
+    "/etc/ssh",
+    "/etc/ssl/private",
+    "/etc/flightdeck",
+];
+
+/// What a sandboxed command sees of the host: an allow-list. Nothing is there unless named
+/// here: the system directories, toolchains, the repository's objects (read-only), the
+/// worktree, the mission's HOME and caches; protected files that lie inside one of those
+/// (secrets, the store, the config, git configs) are covered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SandboxLayout {
-    /// Directories covered by an empty tmpfs.
-    pub hidden_dirs: Vec<PathBuf>,
-    /// Files covered by `/dev/null`.
-    pub hidden_files: Vec<PathBuf>,
-    /// Directories bound back read-only after hiding (toolchains, the repository's `.git`).
+    /// Directories bound read-only where they are (toolchains, the repository's `.git`),
+    /// besides the system directories every sandbox gets.
     pub read_only: Vec<PathBuf>,
-    /// Files covered by an empty file after the read-only binds (`.git/config`, which may
-    /// hold credentials in remote URLs or headers).
-    pub masked: Vec<PathBuf>,
+    /// Paths covered although their directory is bound: directories by an empty tmpfs,
+    /// files by an empty file (the store, the config, secret files, `.git` configs).
+    pub protected: Vec<PathBuf>,
     /// The empty regular file hidden files are covered with (a device node such as
     /// `/dev/null` cannot be read through bubblewrap's `nodev` binds).
     pub empty_file: PathBuf,
-    /// `(host, inside)` directories bound read-write: the mission's HOME and its caches.
-    pub writable: Vec<(PathBuf, PathBuf)>,
+    /// The mission's HOME, bound read-write where it is (a step with secrets gets a
+    /// throwaway one in its place).
+    pub home: Option<PathBuf>,
+    /// `(host, inside)` caches: read-write for trusted commands, read-only for the others
+    /// (see [`CommandSpec::trusted`]).
+    pub caches: Vec<(PathBuf, PathBuf)>,
     /// Variables set for every command (HOME, CARGO_HOME, cache variables…), over the
     /// allowlisted environment.
     pub env: Vec<(String, String)>,
 }
 
+/// The parts of the host every sandbox gets, found once.
+#[derive(Debug)]
+struct System {
+    /// `(target, link)`.
+    symlinks: Vec<(PathBuf, PathBuf)>,
+    dirs: Vec<PathBuf>,
+    /// Existing secrets under `dirs`.
+    secrets: Vec<PathBuf>,
+}
+
+fn system() -> &'static System {
+    static SYSTEM: std::sync::OnceLock<System> = std::sync::OnceLock::new();
+    SYSTEM.get_or_init(|| {
+        let mut system = System {
+            symlinks: Vec::new(),
+            dirs: Vec::new(),
+            secrets: Vec::new(),
+        };
+        for dir in SYSTEM_DIRS.iter().map(PathBuf::from) {
+            let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+                continue;
+            };
+            if meta.file_type().is_symlink() {
+                if let Ok(target) = std::fs::read_link(&dir) {
+                    system.symlinks.push((target, dir));
+                }
+            } else if meta.is_dir() {
+                system.dirs.push(dir);
+            }
+        }
+        system.secrets = SYSTEM_SECRETS
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| std::fs::symlink_metadata(p).is_ok())
+            .collect();
+        system
+    })
+}
+
+/// An empty file to cover secrets with when the layout names none (a workspace made without
+/// [`SandboxLayout::for_mission`]): made once per process in a private temporary directory.
+fn fallback_empty_file() -> &'static std::ffi::OsStr {
+    static EMPTY: OnceLock<PathBuf> = OnceLock::new();
+    EMPTY
+        .get_or_init(|| {
+            tempfile::Builder::new()
+                .prefix("flightdeck-empty-")
+                .tempfile()
+                .ok()
+                .and_then(|file| file.keep().ok())
+                .map(|(_, path)| path)
+                // Covering with a missing file makes bubblewrap fail: fail closed.
+                .unwrap_or_else(|| PathBuf::from("/nonexistent/flightdeck-empty"))
+        })
+        .as_os_str()
+}
+
+/// Whether `path` is one of `dirs` or below one.
+fn under_any(path: &Path, dirs: &[PathBuf]) -> bool {
+    dirs.iter().any(|d| path.starts_with(d))
+}
+
+/// The configs of a git dir and of its submodules and worktrees: they may hold credentials in
+/// remote URLs or headers, and commands that run code (`core.fsmonitor`, `core.sshCommand`).
+fn git_configs(git_dir: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
+        if depth > 6 {
+            return;
+        }
+        for name in ["config", "config.worktree"] {
+            let file = dir.join(name);
+            if file.is_file() {
+                found.push(file);
+            }
+        }
+        for sub in ["modules", "worktrees"] {
+            let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    walk(&path, depth + 1, found);
+                    // Nested submodules live under `modules/a/modules/b`.
+                    if sub == "modules" {
+                        walk_modules(&path, depth + 1, found);
+                    }
+                }
+            }
+        }
+    }
+    fn walk_modules(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
+        // A submodule's name may have slashes: `modules/lib/a` is one git dir.
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() && !path.join("HEAD").is_file() && depth <= 6 {
+                walk(&path, depth + 1, found);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(git_dir, 0, &mut found);
+    found.sort();
+    found.dedup();
+    found
+}
+
 impl SandboxLayout {
     /// The layout for a mission on this host: `home` is the mission's own HOME (created here),
-    /// `data_dir` flightdeck's data directory, `secret_files` files that must stay unreadable
-    /// (secret files, the config), `caches` the mission's caches.
+    /// `data_dir` flightdeck's data directory, `protected` files that must stay unreadable
+    /// (secret files, the config, the store, the signing key), `caches` the mission's caches.
     pub fn for_mission(
         home: &Path,
         data_dir: &Path,
         repo: Option<&Path>,
-        secret_files: &[PathBuf],
+        protected: &[PathBuf],
         caches: &[Cache],
     ) -> Result<SandboxLayout, WorkspaceError> {
         let io = |path: &Path| {
@@ -121,61 +293,6 @@ impl SandboxLayout {
             empty_file,
             ..SandboxLayout::default()
         };
-        // bubblewrap mounts on the real path: `/var/run` is usually a link to `/run`.
-        let mut hide_dir = |dir: PathBuf| {
-            let Ok(dir) = std::fs::canonicalize(&dir) else {
-                return;
-            };
-            if dir.is_dir() && !layout.hidden_dirs.contains(&dir) && dir != Path::new("/") {
-                layout.hidden_dirs.push(dir);
-            }
-        };
-        hide_dir(PathBuf::from("/home"));
-        hide_dir(PathBuf::from("/root"));
-        if let Some(h) = &host_home {
-            hide_dir(h.clone());
-        }
-        hide_dir(PathBuf::from("/run"));
-        hide_dir(PathBuf::from("/var/run"));
-        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
-            hide_dir(PathBuf::from(dir));
-        }
-        // A container engine's socket is root on the host.
-        if let Some(socket) = std::env::var("DOCKER_HOST")
-            .ok()
-            .map(|h| PathBuf::from(h.strip_prefix("unix://").unwrap_or(&h)))
-            .filter(|p| p.is_absolute())
-        {
-            if let Some(dir) = socket.parent() {
-                hide_dir(dir.to_path_buf());
-            }
-        }
-        hide_dir(data_dir.to_path_buf());
-        hide_dir(PathBuf::from("/etc/ssh"));
-        // The checkout the mission was started from: untracked files there (`.env`) are not
-        // the mission's. Its `.git` comes back read-only (git in the worktree needs the
-        // objects), without its config.
-        let repo = repo.and_then(|r| std::fs::canonicalize(r).ok());
-        if let Some(repo) = &repo {
-            hide_dir(repo.clone());
-        }
-        for file in ["/etc/shadow", "/etc/gshadow", "/etc/sudoers"]
-            .iter()
-            .map(PathBuf::from)
-            .chain(secret_files.iter().cloned())
-        {
-            let covered = layout.hidden_dirs.iter().any(|d| file.starts_with(d));
-            if file.is_file() && !covered && !layout.hidden_files.contains(&file) {
-                layout.hidden_files.push(file);
-            }
-        }
-        if let Some(git) = repo.map(|r| r.join(".git")).filter(|g| g.is_dir()) {
-            let config = git.join("config");
-            layout.read_only.push(git);
-            if config.is_file() {
-                layout.masked.push(config);
-            }
-        }
         if let Some(h) = &host_home {
             for dir in HOME_TOOLCHAIN_DIRS {
                 let dir = h.join(dir);
@@ -191,12 +308,65 @@ impl SandboxLayout {
                     layout
                         .env
                         .push((var.to_string(), value.display().to_string()));
+                    if !layout.read_only.contains(&value) {
+                        layout.read_only.push(value);
+                    }
                 }
             }
         }
-        layout
-            .writable
-            .push((home.to_path_buf(), home.to_path_buf()));
+        // Directories on PATH (toolchains installed elsewhere: /usr/lib/jvm/…/bin), unless
+        // one is a home or a root of everything.
+        let homes = [
+            PathBuf::from("/"),
+            PathBuf::from("/root"),
+            PathBuf::from("/home"),
+        ];
+        if let Some(path) = std::env::var_os("PATH") {
+            for dir in std::env::split_paths(&path) {
+                let Ok(dir) = std::fs::canonicalize(&dir) else {
+                    continue;
+                };
+                let is_a_home = homes.contains(&dir)
+                    || dir.parent() == Some(Path::new("/home"))
+                    || host_home.as_deref() == Some(dir.as_path());
+                let holds_data = data_dir.starts_with(&dir) || home.starts_with(&dir);
+                if dir.is_dir()
+                    && !is_a_home
+                    && !holds_data
+                    && !under_any(&dir, &system().dirs)
+                    && !under_any(&dir, &layout.read_only)
+                {
+                    layout.read_only.push(dir);
+                }
+            }
+        }
+        // The repository's `.git`, read-only, so git works in the worktree; its configs
+        // (and its submodules') covered.
+        let repo = repo.and_then(|r| std::fs::canonicalize(r).ok());
+        let mut git_configs_found = Vec::new();
+        if let Some(git) = repo.map(|r| r.join(".git")).filter(|g| g.is_dir()) {
+            git_configs_found = git_configs(&git);
+            layout.read_only.push(git);
+        }
+        // What must stay unreadable wherever it lives: it is covered where a bind would show
+        // it (a data directory under /opt, a secret file under /etc).
+        let mut protected_paths: Vec<PathBuf> = vec![data_dir.to_path_buf()];
+        protected_paths.extend(protected.iter().cloned());
+        let mut bound = system().dirs.clone();
+        bound.extend(layout.read_only.iter().cloned());
+        for path in protected_paths {
+            let Ok(path) = std::fs::canonicalize(&path) else {
+                continue;
+            };
+            if under_any(&path, &bound)
+                && !layout.protected.contains(&path)
+                && !system().secrets.contains(&path)
+            {
+                layout.protected.push(path);
+            }
+        }
+        layout.protected.extend(git_configs_found);
+        layout.home = Some(home.to_path_buf());
         let cargo_home = home.join(".cargo");
         std::fs::create_dir_all(&cargo_home).map_err(io(&cargo_home))?;
         layout.env.push(("HOME".into(), home.display().to_string()));
@@ -207,13 +377,19 @@ impl SandboxLayout {
             let inside = home.join(cache.home_dir);
             // The mount point, made on the host so bubblewrap need not create it.
             std::fs::create_dir_all(&inside).map_err(io(&inside))?;
-            layout
-                .writable
-                .push((cache.host_dir.clone(), inside.clone()));
+            layout.caches.push((cache.host_dir.clone(), inside.clone()));
             if !cache.variable.is_empty() {
                 layout
                     .env
                     .push((cache.variable.to_string(), inside.display().to_string()));
+            }
+        }
+        if let Some(owner) = sandbox_owner() {
+            hand_over(home, owner).map_err(io(home))?;
+            // What is in a cache was written by the sandbox's user; its directory may be new.
+            for cache in caches {
+                std::os::unix::fs::lchown(&cache.host_dir, Some(owner.uid), Some(owner.gid))
+                    .map_err(io(&cache.host_dir))?;
             }
         }
         Ok(layout)
@@ -228,16 +404,46 @@ pub struct LocalWorkspace {
     layout: SandboxLayout,
     limits: Limits,
     cgroups: Cgroups,
+    /// The workspace's cgroup, made at the first command that needs it and shared by all.
+    group: Arc<OnceLock<WorkspaceGroup>>,
+    /// Who commands run as on the host (bubblewrap only): see [`sandbox_owner`].
+    owner: Option<Owner>,
 }
 
+/// A throwaway HOME, removed when dropped (after its command ended).
+struct PrivateHome(PathBuf);
+
+impl Drop for PrivateHome {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where `sh` is: spawned by its path, not looked up along PATH for every command.
+const SH: &str = "/bin/sh";
+/// Drops root for the command inside bubblewrap (util-linux).
+const SETPRIV: &str = "/usr/bin/setpriv";
+
 impl LocalWorkspace {
+    /// A workspace over `root`. In the sandbox, when flightdeck runs as root, `root` is given
+    /// to the sandbox's user (see [`sandbox_owner`]).
     pub fn new(root: PathBuf, sandbox: Sandbox) -> LocalWorkspace {
+        let owner = match sandbox {
+            Sandbox::Bubblewrap(_) => sandbox_owner(),
+            Sandbox::None => None,
+        };
+        if let Some(owner) = owner {
+            // A failure shows at the first command that cannot write.
+            let _ = hand_over(&root, owner);
+        }
         LocalWorkspace {
             root,
             sandbox,
             layout: SandboxLayout::default(),
             limits: Limits::default(),
             cgroups: Cgroups::Unavailable("no limits asked for".into()),
+            group: Arc::new(OnceLock::new()),
+            owner,
         }
     }
 
@@ -247,7 +453,7 @@ impl LocalWorkspace {
         self
     }
 
-    /// Memory and process limits for every command, enforced through `cgroups`.
+    /// Memory and process limits for the workspace's commands, enforced through `cgroups`.
     pub fn with_limits(mut self, limits: Limits, cgroups: Cgroups) -> LocalWorkspace {
         self.limits = limits;
         self.cgroups = cgroups;
@@ -262,79 +468,158 @@ impl LocalWorkspace {
         self.cgroups.describe()
     }
 
-    fn bubblewrap_args(&self, spec: &CommandSpec) -> Vec<std::ffi::OsString> {
-        let mut args: Vec<std::ffi::OsString> = Vec::new();
-        let mut push = |items: &[&std::ffi::OsStr]| args.extend(items.iter().map(|s| s.into()));
-        use std::ffi::OsStr;
+    /// The arguments of bubblewrap for `spec`; `private_home` is bound over the mission's HOME
+    /// when the command gets a throwaway one.
+    fn bubblewrap_args(
+        &self,
+        spec: &CommandSpec,
+        private_home: Option<&Path>,
+    ) -> Vec<std::ffi::OsString> {
+        use std::ffi::{OsStr, OsString};
+        let mut args: Vec<OsString> = Vec::new();
+        let mut push = |items: &[&OsStr]| args.extend(items.iter().map(|s| s.into()));
         let s = OsStr::new;
-        push(&[s("--ro-bind"), s("/"), s("/")]);
-        push(&[s("--dev"), s("/dev"), s("--proc"), s("/proc")]);
-        push(&[s("--tmpfs"), s("/tmp")]);
-        for dir in &self.layout.hidden_dirs {
-            push(&[s("--tmpfs"), dir.as_os_str()]);
+        let system = system();
+        let root = self.root.as_path();
+        // Mount points' parents, made world-traversable: bubblewrap makes missing parents
+        // 0700, which the sandbox's user could not cross. Made before the binds (in the
+        // sandbox's own root and its /tmp) and again after the covers are mounted.
+        let destinations = system
+            .dirs
+            .iter()
+            .chain(&self.layout.read_only)
+            .map(PathBuf::as_path)
+            .chain(self.layout.home.as_deref())
+            .chain(
+                self.layout
+                    .caches
+                    .iter()
+                    .map(|(_, inside)| inside.as_path()),
+            )
+            .chain(std::iter::once(root));
+        let mut parents: Vec<&Path> = Vec::new();
+        for place in destinations {
+            for ancestor in place.ancestors().skip(1) {
+                if ancestor != Path::new("/") && !parents.contains(&ancestor) {
+                    parents.push(ancestor);
+                }
+            }
         }
-        let empty = self.layout.empty_file.as_os_str();
-        for file in &self.layout.hidden_files {
-            push(&[s("--ro-bind"), empty, file.as_os_str()]);
+        // A private /tmp, world-writable (the command may not be root), as large as the
+        // memory limit allows (its pages count against it).
+        let tmp_bytes = self
+            .limits
+            .memory_mb
+            .unwrap_or(crate::limits::DEFAULT_MEMORY_MB)
+            .saturating_mul(1024 * 1024)
+            .to_string();
+        push(&[
+            s("--perms"),
+            s("1777"),
+            s("--size"),
+            s(&tmp_bytes),
+            s("--tmpfs"),
+            s("/tmp"),
+        ]);
+        parents.sort_by_key(|p| p.components().count());
+        for dir in &parents {
+            push(&[s("--dir"), dir.as_os_str()]);
         }
-        for dir in &self.layout.read_only {
+        for (target, link) in &system.symlinks {
+            push(&[s("--symlink"), target.as_os_str(), link.as_os_str()]);
+        }
+        for dir in system.dirs.iter().chain(&self.layout.read_only) {
             push(&[s("--ro-bind"), dir.as_os_str(), dir.as_os_str()]);
         }
-        for file in &self.layout.masked {
-            push(&[s("--ro-bind"), empty, file.as_os_str()]);
+        push(&[s("--dev"), s("/dev"), s("--proc"), s("/proc")]);
+        let empty = if self.layout.empty_file.as_os_str().is_empty() {
+            fallback_empty_file()
+        } else {
+            self.layout.empty_file.as_os_str()
+        };
+        for path in system.secrets.iter().chain(&self.layout.protected) {
+            if path.is_dir() {
+                push(&[s("--tmpfs"), path.as_os_str()]);
+            } else {
+                push(&[s("--ro-bind"), empty, path.as_os_str()]);
+            }
         }
-        for (host, inside) in &self.layout.writable {
-            push(&[s("--bind"), host.as_os_str(), inside.as_os_str()]);
+        // Again: parents under a covered directory are new.
+        for dir in &parents {
+            push(&[s("--dir"), dir.as_os_str()]);
         }
-        let root = self.root.as_os_str();
-        push(&[s("--bind"), root, root]);
-        push(&[s("--unshare-all")]);
-        if spec.network {
-            push(&[s("--share-net")]);
+        if let Some(home) = &self.layout.home {
+            let host = private_home.unwrap_or(home);
+            push(&[s("--bind"), host.as_os_str(), home.as_os_str()]);
+        }
+        // A cache written by a command that runs agent-written code could carry that code
+        // into the next mission (a `build.rs` planted in the cargo registry).
+        let cache_bind = if spec.trusted { "--bind" } else { "--ro-bind" };
+        for (host, inside) in &self.layout.caches {
+            push(&[s(cache_bind), host.as_os_str(), inside.as_os_str()]);
+        }
+        push(&[s("--bind"), root.as_os_str(), root.as_os_str()]);
+        if self.owner.is_some() {
+            // As root, bubblewrap makes no user namespace (its user would be root on the
+            // host); `setpriv` becomes `nobody` with no capabilities instead.
+            push(&[
+                s("--unshare-ipc"),
+                s("--unshare-pid"),
+                s("--unshare-uts"),
+                s("--unshare-cgroup-try"),
+            ]);
+        } else {
+            push(&[
+                s("--unshare-user"),
+                s("--unshare-ipc"),
+                s("--unshare-pid"),
+                s("--unshare-uts"),
+                s("--unshare-cgroup-try"),
+                s("--cap-drop"),
+                s("ALL"),
+            ]);
+        }
+        if !spec.network {
+            push(&[s("--unshare-net")]);
         }
         push(&[
-            s("--cap-drop"),
-            s("ALL"),
             s("--die-with-parent"),
             s("--new-session"),
             s("--chdir"),
-            root,
+            root.as_os_str(),
             s("--"),
-            s("sh"),
-            s("-c"),
-            s(&spec.command),
         ]);
+        if let Some(owner) = self.owner {
+            let uid = format!("--reuid={}", owner.uid);
+            let gid = format!("--regid={}", owner.gid);
+            push(&[
+                s(SETPRIV),
+                s(&uid),
+                s(&gid),
+                s("--clear-groups"),
+                s("--no-new-privs"),
+                s("--inh-caps=-all"),
+                s("--bounding-set=-all"),
+            ]);
+        }
+        push(&[s(SH), s("-c"), s(&spec.command)]);
         args
     }
 
     fn command_for(
         &self,
         spec: &CommandSpec,
-        join: &[PathBuf],
+        private_home: Option<&Path>,
     ) -> (tokio::process::Command, String) {
         let (program, args): (PathBuf, Vec<std::ffi::OsString>) = match &self.sandbox {
-            Sandbox::Bubblewrap(bwrap) => (bwrap.clone(), self.bubblewrap_args(spec)),
+            Sandbox::Bubblewrap(bwrap) => (bwrap.clone(), self.bubblewrap_args(spec, private_home)),
             Sandbox::None => (
-                PathBuf::from("sh"),
+                PathBuf::from(SH),
                 vec!["-c".into(), spec.command.clone().into()],
             ),
         };
-        let mut command = if join.is_empty() {
-            let mut c = tokio::process::Command::new(&program);
-            c.args(&args);
-            c
-        } else {
-            // Join the cgroups first, then become the sandbox: nothing runs outside them.
-            let mut c = tokio::process::Command::new("sh");
-            c.arg("-c")
-                .arg(JOIN_PROLOGUE)
-                .arg("sh")
-                .arg(join.len().to_string())
-                .args(join)
-                .arg(&program)
-                .args(&args);
-            c
-        };
+        let mut command = tokio::process::Command::new(&program);
+        command.args(&args);
         if matches!(self.sandbox, Sandbox::None) {
             command.current_dir(&self.root);
         }
@@ -350,8 +635,68 @@ impl LocalWorkspace {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str())),
         );
+        if self.owner.is_some() {
+            // The worktree's git dir belongs to flightdeck's user, not the sandbox's: git in
+            // the sandbox would refuse it as "dubious ownership". (Its configs are covered.)
+            command.envs([
+                ("GIT_CONFIG_COUNT", "1"),
+                ("GIT_CONFIG_KEY_0", "safe.directory"),
+                ("GIT_CONFIG_VALUE_0", "*"),
+            ]);
+        }
         command.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if let (Sandbox::None, Some(home)) = (&self.sandbox, private_home) {
+            command.env("HOME", home);
+            command.env("CARGO_HOME", home.join(".cargo"));
+        }
         (command, program.display().to_string())
+    }
+
+    /// A throwaway HOME for a command that gets secrets, beside the mission's own: what the
+    /// command leaves there (a token in `~/.config`) is gone when it ends. It has the mount
+    /// points of the caches, given to the sandbox's user.
+    fn make_private_home(&self) -> Result<Option<PrivateHome>, WorkspaceError> {
+        let Some(home) = &self.layout.home else {
+            return Ok(None);
+        };
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut name = home.clone().into_os_string();
+        name.push(format!(".private-{}-{n}", std::process::id()));
+        let dir = PathBuf::from(name);
+        let io = |source| WorkspaceError::Io {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir.join(".cargo")).map_err(io)?;
+        let private = PrivateHome(dir.clone());
+        for (_, inside) in &self.layout.caches {
+            if let Ok(relative) = inside.strip_prefix(home) {
+                std::fs::create_dir_all(dir.join(relative)).map_err(io)?;
+            }
+        }
+        if let Some(owner) = self.owner {
+            hand_over(&dir, owner).map_err(io)?;
+        }
+        Ok(Some(private))
+    }
+
+    /// The workspace's cgroup, made at first use; `None` when nothing is limited or the host
+    /// has no cgroups for us.
+    fn group(&self) -> Result<Option<&WorkspaceGroup>, WorkspaceError> {
+        if self.limits.is_empty() || matches!(self.cgroups, Cgroups::Unavailable(_)) {
+            return Ok(None);
+        }
+        if let Some(group) = self.group.get() {
+            return Ok(Some(group));
+        }
+        let made = self
+            .cgroups
+            .workspace_group(&self.limits)
+            .map_err(WorkspaceError::Limits)?;
+        // Two commands racing here: the loser's group is dropped (removed) unused.
+        let _ = self.group.set(made);
+        Ok(self.group.get())
     }
 }
 
@@ -375,18 +720,34 @@ impl Workspace for LocalWorkspace {
         }
     }
 
+    fn file_owner(&self) -> Option<Owner> {
+        self.owner
+    }
+
     async fn exec(&self, spec: &CommandSpec) -> Result<CommandOutcome, WorkspaceError> {
-        let group = self
-            .cgroups
-            .group_for(&self.limits)
-            .map_err(WorkspaceError::Limits)?;
-        let join = group.as_ref().map(|g| g.procs_files()).unwrap_or_default();
-        let (command, program) = self.command_for(spec, &join);
+        let group = self.group()?;
+        let private_home = if spec.private_home {
+            self.make_private_home()?
+        } else {
+            None
+        };
+        let (mut command, program) =
+            self.command_for(spec, private_home.as_ref().map(|h| h.0.as_path()));
+        let before = match group {
+            Some(group) => {
+                group.join_before_exec(&mut command)?;
+                Some(group.counts())
+            }
+            None => None,
+        };
         // The command leads no group of its own: `run` puts it in one that is killed as a
         // whole when it ends, times out, is dropped, or when flightdeck dies. In the sandbox
         // the PID namespace dies with bubblewrap as well.
         let mut outcome = run(command, &program, spec.timeout).await?;
-        if let Some(hit) = group.as_ref().and_then(|g| g.limit_hit()) {
+        let hit = group
+            .zip(before)
+            .and_then(|(g, before)| g.limit_hit(before));
+        if let Some(hit) = hit {
             outcome
                 .output
                 .extend_from_slice(format!("\n[flightdeck: {hit}]\n").as_bytes());

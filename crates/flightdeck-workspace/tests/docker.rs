@@ -121,6 +121,8 @@ fn command(command: &str) -> CommandSpec {
         timeout: Duration::from_secs(60),
         env: Vec::new(),
         network: false,
+        trusted: false,
+        private_home: false,
     }
 }
 

@@ -13,6 +13,8 @@ fn spec(command: &str, timeout_ms: u64) -> CommandSpec {
         timeout: Duration::from_millis(timeout_ms),
         env: vec![("FLIGHTDECK_MISSION".into(), "m-test".into())],
         network: false,
+        trusted: false,
+        private_home: false,
     }
 }
 
@@ -33,7 +35,13 @@ async fn output_is_captured_in_order_with_exit_codes() {
             .exec(&spec("echo one; echo two >&2; echo three; exit 7", 10_000))
             .await
             .unwrap();
-        assert_eq!(out.exit_code, Some(7), "{}", ws.sandbox());
+        assert_eq!(
+            out.exit_code,
+            Some(7),
+            "{} {}",
+            ws.sandbox(),
+            String::from_utf8_lossy(&out.output)
+        );
         assert_eq!(
             String::from_utf8_lossy(&out.output),
             "one\ntwo\nthree\n",
@@ -310,4 +318,98 @@ async fn dropping_exec_kills_the_command_tree() {
             ws.sandbox()
         );
     }
+}
+
+/// (what a command does, trusted, a throwaway HOME, whether it succeeds, what it prints)
+type CacheCase<'a> = (&'a str, bool, bool, bool, &'a str);
+
+#[tokio::test]
+async fn caches_are_written_only_by_trusted_commands_and_secret_steps_get_a_throwaway_home() {
+    use flightdeck_workspace::caches::Cache;
+    use flightdeck_workspace::SandboxLayout;
+    let dir = tempfile::tempdir().unwrap();
+    let worktree = dir.path().join("wt");
+    std::fs::create_dir_all(&worktree).unwrap();
+    let home = dir.path().join("m-1.home");
+    let cache_dir = dir.path().join("caches/cargo/key");
+    std::fs::create_dir_all(&cache_dir).unwrap();
+    let cache = Cache {
+        ecosystem: "cargo".into(),
+        key: "sha256:key".into(),
+        lockfiles: vec!["Cargo.lock".into()],
+        host_dir: cache_dir.clone(),
+        home_dir: ".cargo/registry",
+        variable: "",
+    };
+    let layout = SandboxLayout::for_mission(
+        &home,
+        &dir.path().join("data"),
+        None,
+        &[],
+        std::slice::from_ref(&cache),
+    )
+    .unwrap();
+    let ws = LocalWorkspace::new(worktree, Sandbox::bubblewrap().unwrap()).with_layout(layout);
+    let cases: [CacheCase; 6] = [
+        (
+            "echo fetched > $HOME/.cargo/registry/fetched && echo done",
+            true,
+            false,
+            true,
+            "done",
+        ),
+        (
+            "echo planted > $HOME/.cargo/registry/build.rs",
+            false,
+            false,
+            false,
+            "Read-only file system",
+        ),
+        (
+            "cat $HOME/.cargo/registry/fetched",
+            false,
+            false,
+            true,
+            "fetched",
+        ),
+        (
+            "echo token > $HOME/token && cat $HOME/.cargo/registry/fetched",
+            true,
+            true,
+            true,
+            "fetched",
+        ),
+        ("cat $HOME/token", false, false, false, "No such file"),
+        (
+            "echo mine > $HOME/kept && cat $HOME/kept",
+            false,
+            false,
+            true,
+            "mine",
+        ),
+    ];
+    for (command, trusted, private_home, succeeds, says) in cases {
+        let mut spec = spec(command, 10_000);
+        spec.trusted = trusted;
+        spec.private_home = private_home;
+        let out = ws.exec(&spec).await.unwrap();
+        let output = String::from_utf8_lossy(&out.output);
+        assert_eq!(out.success(), succeeds, "{command}: {output}");
+        assert!(output.contains(says), "{command}: {output}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(cache_dir.join("fetched")).unwrap(),
+        "fetched\n"
+    );
+    assert!(!cache_dir.join("build.rs").exists());
+    assert!(!home.join("token").exists());
+    assert!(home.join("kept").exists());
+    // The throwaway HOME is gone.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.contains(".private-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use flightdeck_testkit::{Cli, TestRepo};
@@ -70,6 +70,25 @@ impl Drop for HomeFile {
     }
 }
 
+/// A file only root may read in `/etc`, which every sandbox sees, removed when dropped.
+struct RootOnlyFile(PathBuf);
+
+impl RootOnlyFile {
+    fn new() -> RootOnlyFile {
+        use std::os::unix::fs::PermissionsExt;
+        let path = PathBuf::from(format!("/etc/flightdeck-escape-{}", std::process::id()));
+        std::fs::write(&path, "root's eyes only\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        RootOnlyFile(path)
+    }
+}
+
+impl Drop for RootOnlyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A directory outside `/tmp` (which is private in the sandbox, so a write there would not
 /// show the wall), where the host may write and the sandbox must not.
 fn outside_dir() -> tempfile::TempDir {
@@ -79,6 +98,7 @@ fn outside_dir() -> tempfile::TempDir {
 #[test]
 fn escape_attempts_fail_and_the_mission_says_why() {
     let secret = HomeFile::new("the host's private notes\n");
+    let root_only = RootOnlyFile::new();
     let outside = outside_dir();
     std::fs::write(outside.path().join("target.txt"), "host file\n").unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -99,10 +119,10 @@ fn escape_attempts_fail_and_the_mission_says_why() {
             "Connection refused",
         ),
         (
-            "write outside the worktree",
+            "write outside the worktree (not even there: the sandbox is an allow-list)",
             vec![],
             format!("echo escaped > {outside_path}/escaped.txt"),
-            "Read-only file system",
+            "Directory nonexistent",
         ),
         (
             "read a file in the host's home",
@@ -135,7 +155,13 @@ fn escape_attempts_fail_and_the_mission_says_why() {
                 format!("{outside_path}/target.txt"),
             )],
             "echo overwritten > target.txt".to_string(),
-            "Read-only file system",
+            "Directory nonexistent",
+        ),
+        (
+            "read a root-only file in a system directory (commands run as nobody)",
+            vec![],
+            format!("cat {}", root_only.0.display()),
+            "Permission denied",
         ),
         (
             "exhaust processes",
@@ -196,6 +222,78 @@ fn escape_attempts_fail_and_the_mission_says_why() {
         std::fs::read_to_string(outside.path().join("target.txt")).unwrap(),
         "host file\n"
     );
+}
+
+#[test]
+fn the_store_the_signing_key_and_git_configs_are_covered_wherever_they_live() {
+    // A store and a key under /opt, which every sandbox sees (toolchains live there).
+    let place = PathBuf::from(format!("/opt/flightdeck-test-{}", std::process::id()));
+    std::fs::create_dir_all(&place).unwrap();
+    struct Remove(PathBuf);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _remove = Remove(place.clone());
+    let store = place.join("store.db");
+    let key = place.join("key.pem");
+    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nnot a real key\n").unwrap();
+    let repo = repo_with("goal = \"g\"\n", &[]);
+    // A submodule's git dir, with a config (credentials live in such files).
+    let module = repo.path().join(".git/modules/lib");
+    std::fs::create_dir_all(&module).unwrap();
+    std::fs::write(
+        module.join("config"),
+        "[remote \"origin\"]\nurl = https://user:token@example.com/lib\n",
+    )
+    .unwrap();
+    let files = [
+        store.clone(),
+        place.join("store.db-wal"),
+        key.clone(),
+        repo.path().join(".git/config"),
+        module.join("config"),
+    ];
+    let listed: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    // Each file's size as the sandbox sees it (a covered file is empty; -1 if absent).
+    let step = format!(
+        "for f in {}; do if [ -e \"$f\" ]; then wc -c < \"$f\"; else echo -1; fi; done > sizes.txt",
+        listed.join(" ")
+    );
+    repo.write_files(&[(
+        ".flightdeck/missions/t.toml",
+        &format!("goal = \"g\"\n[[steps]]\nrun = '''{step}'''\n"),
+    )]);
+    repo.commit_all("probe");
+    let cli = Cli::new(BIN);
+    cli.write_config(&format!("[audit]\nsigning_key = \"{}\"\n", key.display()));
+    let out = cli
+        .command(&[
+            "--database-url",
+            &format!("sqlite://{}", store.display()),
+            "--json",
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["status"], "succeeded", "{summary} {out:?}");
+    let branch = summary["branch"].as_str().unwrap();
+    let sizes = repo.git(&["show", &format!("{branch}:sizes.txt")]);
+    let sizes: Vec<&str> = sizes.lines().collect();
+    assert_eq!(sizes.len(), listed.len(), "{sizes:?}");
+    // The store exists on the host and is not empty; in the sandbox every file is.
+    assert!(std::fs::metadata(&store).unwrap().len() > 0);
+    for (file, size) in listed.iter().zip(&sizes) {
+        assert!(
+            *size == "0" || (*size == "-1" && !Path::new(file).exists()),
+            "{file} is {size} bytes in the sandbox"
+        );
+    }
 }
 
 #[test]
@@ -548,23 +646,46 @@ fn workspace_up_exec_down_and_gc() {
 }
 
 #[test]
-fn policy_can_forbid_running_unsandboxed() {
+fn only_the_installation_lets_a_template_run_unsandboxed_and_a_policy_may_still_forbid() {
     let template = "goal = \"g\"\n[workspace]\nruntime = \"local-unsandboxed\"\n[[steps]]\nrun = \"echo hi > hi.txt\"\n";
-    for (policy, code) in [
+    let allow = "[workspace]\nallow_unsandboxed = true\n";
+    // (installation config, the repository's policy, exit code, what stderr says)
+    let cases = [
+        // The repository cannot turn the sandbox off by itself, whatever its policy says.
+        ("", POLICY, 2, "not allowed by this installation"),
         (
-            "[defaults]\npublish = \"allow\"\nallow_unsandboxed = false\n",
+            "",
+            "allow_unsandboxed = true\n[defaults]\npublish = \"allow\"\n",
             2,
+            "allow_unsandboxed = true under [workspace]",
         ),
         (
+            "[workspace]\nallow_unsandboxed = false\n",
+            POLICY,
+            2,
+            "not allowed by this installation",
+        ),
+        (
+            allow,
             "allow_unsandboxed = false\n[defaults]\npublish = \"allow\"\n",
             2,
+            "forbidden by the policy",
         ),
-        ("[defaults]\npublish = \"allow\"\n", 0),
-    ] {
+        // `allow_unsandboxed` under [defaults] is not a default: an unknown key.
+        (
+            allow,
+            "[defaults]\npublish = \"allow\"\nallow_unsandboxed = false\n",
+            2,
+            "allow_unsandboxed",
+        ),
+        (allow, POLICY, 0, ""),
+    ];
+    for (config, policy, code, says) in cases {
         let repo = repo_with(template, &[]);
         repo.write_files(&[(".flightdeck/policy.toml", policy)]);
         repo.commit_all("policy");
         let cli = Cli::new(BIN);
+        cli.write_config(config);
         let out = cli.run(&[
             "--json",
             "run",
@@ -572,28 +693,70 @@ fn policy_can_forbid_running_unsandboxed() {
             "--repo",
             repo.path().to_str().unwrap(),
         ]);
-        if policy.starts_with("[defaults]\npublish = \"allow\"\nallow") {
-            // `allow_unsandboxed` under [defaults] is not a default: an unknown key.
-            assert_eq!(out.code(), 2, "{}", out.stderr());
-            assert!(
-                out.stderr().contains("allow_unsandboxed"),
-                "{}",
-                out.stderr()
-            );
-            continue;
-        }
-        assert_eq!(out.code(), code, "{policy}: {}", out.stderr());
-        if code == 2 {
-            assert!(
-                out.stderr().contains("forbidden by the policy"),
-                "{}",
-                out.stderr()
-            );
-        } else {
+        assert_eq!(out.code(), code, "{config} {policy}: {}", out.stderr());
+        assert!(
+            out.stderr().contains(says),
+            "{config} {policy}: {}",
+            out.stderr()
+        );
+        if code == 0 {
             let summary = out.json();
             let data = provisioned(&cli, summary["id"].as_str().unwrap());
             assert_eq!(data["runtime"], "local-unsandboxed");
             assert_eq!(data["sandbox"], "none");
         }
+    }
+}
+
+#[test]
+fn a_killed_flightdeck_leaves_no_cgroup_behind_once_collected() {
+    // cgroup2, or cgroup1's pids and memory hierarchies.
+    let parents = [
+        "/sys/fs/cgroup/flightdeck",
+        "/sys/fs/cgroup/pids/flightdeck",
+        "/sys/fs/cgroup/memory/flightdeck",
+    ];
+    let repo = repo_with("goal = \"g\"\n[[steps]]\nrun = \"sleep 60\"\n", &[]);
+    let cli = Cli::new(BIN);
+    let mut child = cli
+        .command(&["run", "t", "--repo", repo.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let prefix = format!("ws-{}-", child.id());
+    let ours = || -> Vec<PathBuf> {
+        parents
+            .iter()
+            .filter_map(|parent| std::fs::read_dir(parent).ok())
+            .flat_map(|entries| entries.flatten())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path())
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ours().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never joined a cgroup under {parents:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The sandbox dies with flightdeck (its watchdog); its group is left behind, empty.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let out = cli.run(&["--json", "workspace", "gc"]);
+        assert_eq!(out.code(), 0, "{}", out.stderr());
+        if ours().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: {:?}",
+            ours()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }

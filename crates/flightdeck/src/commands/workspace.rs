@@ -178,6 +178,9 @@ pub async fn exec(
         timeout: Duration::from_secs(timeout),
         env: vec![("FLIGHTDECK_MISSION".into(), record.id.clone())],
         network: record.spec.network == flightdeck_core::template::Network::On,
+        // The worktree may hold what an agent wrote.
+        trusted: false,
+        private_home: false,
     };
     let outcome = provisioned.workspace.exec(&spec).await?;
     if ctx.json() {
@@ -219,11 +222,23 @@ pub async fn down(ctx: &Context, repo: Option<PathBuf>) -> Result<i32, CliError>
 /// Removes the workspaces of missions that ended (succeeded, failed, cancelled) or are not
 /// in the store, and debugging workspaces whose repository is gone.
 pub async fn gc(ctx: &Context, dry_run: bool) -> Result<i32, CliError> {
+    // The cgroups of flightdeck processes that were killed before they removed theirs.
+    let cgroups_removed = if dry_run {
+        0
+    } else {
+        flightdeck_workspace::Cgroups::detect().collect_leaked()
+    };
     let dir = ctx.data_dir().join("workspaces");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         if ctx.json() {
-            println!("{}", json!({ "removed": [], "dry_run": dry_run }));
+            println!(
+                "{}",
+                json!({ "removed": [], "cgroups_removed": cgroups_removed, "dry_run": dry_run })
+            );
         } else {
+            if cgroups_removed > 0 {
+                println!("removed {cgroups_removed} leftover cgroups");
+            }
             println!("nothing to collect: {} does not exist", dir.display());
         }
         return Ok(exit::OK);
@@ -279,10 +294,16 @@ pub async fn gc(ctx: &Context, dry_run: bool) -> Result<i32, CliError> {
         }
     }
     if ctx.json() {
-        println!("{}", json!({ "removed": removed, "dry_run": dry_run }));
-    } else if removed.is_empty() {
+        println!(
+            "{}",
+            json!({ "removed": removed, "cgroups_removed": cgroups_removed, "dry_run": dry_run })
+        );
+    } else if removed.is_empty() && cgroups_removed == 0 {
         println!("nothing to collect");
     } else {
+        if cgroups_removed > 0 {
+            println!("removed {cgroups_removed} leftover cgroups");
+        }
         let verb = if dry_run { "would remove" } else { "removed" };
         for r in &removed {
             let id = r["id"].as_str().unwrap_or("?");
