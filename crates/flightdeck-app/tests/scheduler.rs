@@ -18,6 +18,12 @@ const POLICY: &str = "[defaults]\npublish = \"approve\"\n[[rule]]\nid = \"alice\
 
 async fn installation() -> (tempfile::TempDir, App, Engine) {
     let data = tempfile::tempdir().unwrap();
+    // The templates here run unsandboxed: the installation's decision.
+    std::fs::write(
+        data.path().join("config.toml"),
+        "[workspace]\nallow_unsandboxed = true\n",
+    )
+    .unwrap();
     let app = App::open(AppOptions {
         data_dir: Some(data.path().to_path_buf()),
         identity: Some("@carol".into()),

@@ -458,7 +458,10 @@ async fn bench_engine(base: &Path) -> Bench {
         observer: clock.clone(),
         models: ModelSettings::default(),
         secrets: flightdeck_engine::Secrets::default(),
-        workspace: Default::default(),
+        workspace: flightdeck_engine::WorkspaceSettings {
+            allow_unsandboxed: true,
+            ..Default::default()
+        },
         teams: flightdeck_policy::Teams::new(BTreeMap::new()),
         people: Default::default(),
         shutdown: flightdeck_engine::no_shutdown(),

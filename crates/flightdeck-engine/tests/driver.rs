@@ -78,7 +78,10 @@ impl Installation {
             observer: Arc::new(Silent),
             models: ModelSettings::default(),
             secrets: Default::default(),
-            workspace: Default::default(),
+            workspace: flightdeck_engine::WorkspaceSettings {
+                allow_unsandboxed: true,
+                ..Default::default()
+            },
             teams: Default::default(),
             people: Default::default(),
             shutdown,

@@ -289,7 +289,10 @@ async fn engine(data: &Path, commands: Option<Arc<dyn CommandPort>>) -> Engine {
         observer: Arc::new(Silent),
         models: ModelSettings::default(),
         secrets: Default::default(),
-        workspace: Default::default(),
+        workspace: flightdeck_engine::WorkspaceSettings {
+            allow_unsandboxed: true,
+            ..Default::default()
+        },
         teams: Default::default(),
         people: Default::default(),
         shutdown: flightdeck_engine::no_shutdown(),

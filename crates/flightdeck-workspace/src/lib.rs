@@ -13,6 +13,7 @@ mod files;
 mod git;
 mod limits;
 mod local;
+mod network;
 pub mod redact;
 pub mod toolchain;
 
@@ -74,6 +75,8 @@ impl std::fmt::Debug for CommandSpec {
 pub enum WorkspaceError {
     #[error("bubblewrap (`bwrap`) is not installed, so commands cannot be sandboxed")]
     SandboxMissing,
+    #[error("slirp4netns is not installed, so a sandboxed command cannot have the network (network = \"on\") without sharing the host's\nhint: install it (Debian/Ubuntu: `apt-get install slirp4netns`)")]
+    NetworkHelperMissing,
     #[error("failed to start `{program}`: {source}")]
     Spawn {
         program: String,

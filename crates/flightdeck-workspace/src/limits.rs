@@ -253,22 +253,18 @@ pub(crate) struct HitCounts {
 }
 
 impl WorkspaceGroup {
-    /// Makes `command` join the groups in the child, between fork and exec: nothing it runs
-    /// ever runs outside them, and no shell prologue is needed.
-    pub(crate) fn join_before_exec(
-        &self,
-        command: &mut tokio::process::Command,
-    ) -> Result<(), crate::WorkspaceError> {
-        let mut fds = Vec::with_capacity(self.procs.len());
-        for file in &self.procs {
-            fds.push(
+    /// Each group's `cgroup.procs`, for the child to join between fork and exec (writing
+    /// `0`, itself): nothing the command runs ever runs outside them, and no shell prologue
+    /// is needed.
+    pub(crate) fn procs_fds(&self) -> Result<Vec<std::os::fd::OwnedFd>, crate::WorkspaceError> {
+        self.procs
+            .iter()
+            .map(|file| {
                 file.try_clone()
                     .map(std::os::fd::OwnedFd::from)
-                    .map_err(|e| crate::WorkspaceError::Limits(format!("cannot join: {e}")))?,
-            );
-        }
-        join_in_child(command, fds);
-        Ok(())
+                    .map_err(|e| crate::WorkspaceError::Limits(format!("cannot join: {e}")))
+            })
+            .collect()
     }
 
     pub(crate) fn counts(&self) -> HitCounts {
@@ -308,25 +304,6 @@ impl WorkspaceGroup {
             }
         }
         (!hits.is_empty()).then(|| hits.join("; "))
-    }
-}
-
-/// Writes `0` (the writing process itself) to each `cgroup.procs` in the child before it
-/// execs.
-#[allow(unsafe_code)]
-fn join_in_child(command: &mut tokio::process::Command, fds: Vec<std::os::fd::OwnedFd>) {
-    let join = move || -> std::io::Result<()> {
-        for fd in &fds {
-            nix::unistd::write(fd, b"0")
-                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))?;
-        }
-        Ok(())
-    };
-    // SAFETY: the closure runs in the forked child before exec; it only calls write(2) on
-    // descriptors opened before the fork and builds no heap value (an `io::Error` from an
-    // OS error number does not allocate).
-    unsafe {
-        command.pre_exec(join);
     }
 }
 

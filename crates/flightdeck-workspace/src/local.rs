@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use crate::caches::Cache;
 use crate::exec::{run, CommandOutcome};
 use crate::limits::{Cgroups, Limits, WorkspaceGroup};
+use crate::network::NetworkPlumbing;
 use crate::{CommandSpec, Workspace, WorkspaceError, ENV_ALLOWLIST};
 
 /// How commands are isolated.
@@ -36,7 +37,7 @@ impl Sandbox {
     }
 }
 
-fn find_in_path(program: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
@@ -474,6 +475,7 @@ impl LocalWorkspace {
         &self,
         spec: &CommandSpec,
         private_home: Option<&Path>,
+        network: Option<&NetworkPlumbing>,
     ) -> Vec<std::ffi::OsString> {
         use std::ffi::{OsStr, OsString};
         let mut args: Vec<OsString> = Vec::new();
@@ -579,8 +581,13 @@ impl LocalWorkspace {
                 s("ALL"),
             ]);
         }
-        if !spec.network {
-            push(&[s("--unshare-net")]);
+        // Always a network namespace of its own: with `network`, slirp4netns joins it to
+        // the outside (never the host's loopback); without, it has only its own loopback.
+        push(&[s("--unshare-net")]);
+        if let Some(network) = network {
+            for arg in network.bubblewrap_args() {
+                push(&[s(&arg)]);
+            }
         }
         push(&[
             s("--die-with-parent"),
@@ -610,9 +617,13 @@ impl LocalWorkspace {
         &self,
         spec: &CommandSpec,
         private_home: Option<&Path>,
+        network: Option<&NetworkPlumbing>,
     ) -> (tokio::process::Command, String) {
         let (program, args): (PathBuf, Vec<std::ffi::OsString>) = match &self.sandbox {
-            Sandbox::Bubblewrap(bwrap) => (bwrap.clone(), self.bubblewrap_args(spec, private_home)),
+            Sandbox::Bubblewrap(bwrap) => (
+                bwrap.clone(),
+                self.bubblewrap_args(spec, private_home, network),
+            ),
             Sandbox::None => (
                 PathBuf::from(SH),
                 vec!["-c".into(), spec.command.clone().into()],
@@ -731,19 +742,60 @@ impl Workspace for LocalWorkspace {
         } else {
             None
         };
-        let (mut command, program) =
-            self.command_for(spec, private_home.as_ref().map(|h| h.0.as_path()));
-        let before = match group {
-            Some(group) => {
-                group.join_before_exec(&mut command)?;
-                Some(group.counts())
+        let network = match (&self.sandbox, spec.network) {
+            (Sandbox::Bubblewrap(_), true) => {
+                if crate::network::slirp4netns().is_none() {
+                    return Err(WorkspaceError::NetworkHelperMissing);
+                }
+                Some(
+                    NetworkPlumbing::new().map_err(|source| WorkspaceError::Spawn {
+                        program: "pipe".into(),
+                        source,
+                    })?,
+                )
             }
-            None => None,
+            _ => None,
         };
+        let (mut command, program) = self.command_for(
+            spec,
+            private_home.as_ref().map(|h| h.0.as_path()),
+            network.as_ref(),
+        );
+        let join = match group {
+            Some(group) => group.procs_fds()?,
+            None => Vec::new(),
+        };
+        let inherit = network
+            .as_ref()
+            .map(|n| n.inherited().to_vec())
+            .unwrap_or_default();
+        if !join.is_empty() || !inherit.is_empty() {
+            prepare_child(&mut command, join, inherit);
+        }
+        let before = group.map(|g| g.counts());
         // The command leads no group of its own: `run` puts it in one that is killed as a
         // whole when it ends, times out, is dropped, or when flightdeck dies. In the sandbox
         // the PID namespace dies with bubblewrap as well.
-        let mut outcome = run(command, &program, spec.timeout).await?;
+        let running = run(command, &program, spec.timeout);
+        let (outcome, network_error, _slirp) = match network {
+            None => (running.await?, None, None),
+            Some(network) => {
+                tokio::pin!(running);
+                tokio::select! {
+                    outcome = &mut running => (outcome?, None, None),
+                    connected = network.connect() => match connected {
+                        Ok(slirp) => (running.await?, None, Some(slirp)),
+                        Err(why) => (running.await?, Some(why), None),
+                    },
+                }
+            }
+        };
+        let mut outcome = outcome;
+        if let Some(why) = network_error {
+            outcome.output.extend_from_slice(
+                format!("\n[flightdeck: the command ran without the network: {why}]\n").as_bytes(),
+            );
+        }
         let hit = group
             .zip(before)
             .and_then(|(g, before)| g.limit_hit(before));
@@ -754,5 +806,35 @@ impl Workspace for LocalWorkspace {
             outcome.limit_hit = Some(hit);
         }
         Ok(outcome)
+    }
+}
+
+/// In the child, between fork and exec: joins the workspace's cgroups (writing `0`, itself,
+/// to each `cgroup.procs`) and keeps `inherit` open across exec (bubblewrap's pipes).
+#[allow(unsafe_code)]
+fn prepare_child(
+    command: &mut tokio::process::Command,
+    join: Vec<std::os::fd::OwnedFd>,
+    inherit: Vec<std::os::fd::RawFd>,
+) {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    let setup = move || -> std::io::Result<()> {
+        let errno = |e: nix::errno::Errno| std::io::Error::from_raw_os_error(e as i32);
+        for fd in &join {
+            nix::unistd::write(fd, b"0").map_err(errno)?;
+        }
+        for fd in &inherit {
+            // SAFETY (of the borrow): the descriptor is open in the parent until the child
+            // has been spawned, and the child is a copy of it.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(errno)?;
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec; it only calls write(2) and
+    // fcntl(2) on descriptors opened before the fork and builds no heap value (an
+    // `io::Error` from an OS error number does not allocate).
+    unsafe {
+        command.pre_exec(setup);
     }
 }

@@ -413,3 +413,60 @@ async fn caches_are_written_only_by_trusted_commands_and_secret_steps_get_a_thro
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// This machine's address on its first non-loopback interface, as the kernel would pick it.
+fn host_address() -> Option<std::net::IpAddr> {
+    let probe = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // No packet is sent: connecting a UDP socket only picks a route.
+    probe.connect("192.0.2.200:9").ok()?;
+    let ip = probe.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[tokio::test]
+async fn with_the_network_on_the_sandbox_reaches_out_but_never_the_hosts_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let ws = LocalWorkspace::new(dir.path().to_path_buf(), Sandbox::bubblewrap().unwrap());
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let abstract_name = format!("flightdeck-test-{}", std::process::id());
+    let _abstract = {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(&abstract_name).unwrap();
+        std::os::unix::net::UnixListener::bind_addr(&addr).unwrap()
+    };
+    let host = host_address().expect("this machine has a non-loopback address");
+    // (where, reached?)
+    let mut targets = vec![
+        ("127.0.0.1".to_string(), false),
+        // slirp4netns's alias for the host's loopback.
+        ("10.0.2.2".to_string(), false),
+    ];
+    targets.push((host.to_string(), true));
+    for (address, reached) in targets {
+        let probe = format!(
+            "python3 -c 'import socket; socket.create_connection((\"{address}\", {port}), timeout=3); print(\"connected\")'"
+        );
+        let mut with_network = spec(&probe, 20_000);
+        with_network.network = true;
+        let out = ws.exec(&with_network).await.unwrap();
+        let output = String::from_utf8_lossy(&out.output);
+        assert_eq!(out.success(), reached, "{address}: {output}");
+        assert!(!output.contains("without the network"), "{output}");
+        // Refused by the network, not by a sandbox that failed to start.
+        assert!(
+            reached || output.contains("Error: [Errno"),
+            "{address}: {output}"
+        );
+    }
+    // The host's abstract unix sockets live in the host's network namespace.
+    let probe = format!(
+        "python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"\\0{abstract_name}\"); print(\"connected\")'"
+    );
+    let mut with_network = spec(&probe, 20_000);
+    with_network.network = true;
+    let out = ws.exec(&with_network).await.unwrap();
+    let output = String::from_utf8_lossy(&out.output);
+    assert!(!out.success(), "{output}");
+    assert!(output.contains("Error: [Errno"), "{output}");
+}

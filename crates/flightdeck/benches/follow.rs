@@ -72,6 +72,13 @@ async fn main() {
     let appends = if benching { APPENDS } else { 5 };
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
+    // Unsandboxed runs are the installation's decision.
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("config.toml"),
+        "[workspace]\nallow_unsandboxed = true\n",
+    )
+    .unwrap();
     let repo_dir = root.path().join("repo");
     repo(&repo_dir);
     let out = Command::new(BIN)

@@ -103,6 +103,13 @@ fn main() {
     repo(&repo_dir, files);
     let repo_arg = repo_dir.to_str().unwrap();
     let data = scratch.path().join("data");
+    // Unsandboxed runs are the installation's decision.
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("config.toml"),
+        "[workspace]\nallow_unsandboxed = true\n",
+    )
+    .unwrap();
 
     // Ready: the whole `workspace up` command, and the in-process time it reports. Each round
     // has a data directory of its own, so a fresh worktree path, as every mission has (on

@@ -392,6 +392,9 @@ impl Lcg {
 
 const CALLS: usize = 5;
 
+/// The crash test runs unsandboxed (bubblewrap's set-up would dominate its timings).
+const UNSANDBOXED_CONFIG: &str = "[workspace]\nallow_unsandboxed = true\n";
+
 fn crash_repo(side_log: &std::path::Path) -> TestRepo {
     let mut script = String::from("model = \"sim-1\"\n");
     for k in 1..=CALLS {
@@ -426,6 +429,7 @@ fn missions_killed_at_random_moments_resume_to_the_same_change_without_running_a
     let baseline_log = dir.path().join("baseline.log");
     let repo = crash_repo(&baseline_log);
     let cli = Cli::new(BIN);
+    cli.write_config(UNSANDBOXED_CONFIG);
     // Kill moments are drawn from how long an uninterrupted run takes on this machine, so a
     // fast machine is hit as often as a slow one.
     let timed = Instant::now();
@@ -441,6 +445,7 @@ fn missions_killed_at_random_moments_resume_to_the_same_change_without_running_a
         let side_log = dir.path().join(format!("side-{mission}.log"));
         let repo = crash_repo(&side_log);
         let cli = Cli::new(BIN);
+        cli.write_config(UNSANDBOXED_CONFIG);
         let repo_arg = repo.path().to_str().unwrap().to_string();
         let mut id: Option<String> = None;
         let mut finished = false;
