@@ -70,7 +70,8 @@ struct Group {
 impl Group {
     fn start() -> std::io::Result<Group> {
         let (lifeline_reader, lifeline) = std::io::pipe()?;
-        let mut command = tokio::process::Command::new("sh");
+        // By path: a lookup along PATH for every command costs failed execs.
+        let mut command = tokio::process::Command::new("/bin/sh");
         command
             .arg("-c")
             .arg(WATCHDOG)

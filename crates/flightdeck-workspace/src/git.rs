@@ -44,8 +44,15 @@ pub enum GitError {
     StaleLock { lock: String, error: String },
 }
 
+/// git's path, found on PATH once: spawning by name looks along PATH (and fails to exec in
+/// every directory before git's) for each of the many git commands a mission runs.
+fn git_program() -> &'static Path {
+    static GIT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    GIT.get_or_init(|| crate::local::find_in_path("git").unwrap_or_else(|| PathBuf::from("git")))
+}
+
 fn git(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Output, GitError> {
-    std::process::Command::new("git")
+    std::process::Command::new(git_program())
         .arg("-C")
         .arg(dir)
         .args(["-c", "core.hooksPath=/dev/null", "-c", "core.quotepath=off"])
