@@ -80,12 +80,19 @@ const REQUEST_TIMEOUT_SECS: u64 = 300;
 /// How long the output may keep flowing after the command's processes were killed.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// Capabilities dropped from docker's default set: raw sockets, device nodes and audit
-/// writes are not needed to build and test code; the rest (chown, setuid for package
-/// managers' sandboxes…) is.
-/// Also FSETID and SETFCAP: root in the container must not leave setuid or file-capability
-/// binaries in the bind-mounted worktree or caches, which live on the host.
-const CAP_DROP: &[&str] = &["NET_RAW", "MKNOD", "AUDIT_WRITE", "FSETID", "SETFCAP"];
+/// Every capability is dropped, then the few builds need given back: package managers chown
+/// and change users (apt's `_apt` sandbox), root reads and writes files of other users, and
+/// the clean-up after each command kills what any user left. Not FSETID and SETFCAP (no
+/// setuid-group or file-capability binaries in the bind-mounted worktree; setuid bits a
+/// command sets anyway are cleared after it, see `exec`), raw sockets, device nodes.
+const CAP_ADD: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "SETUID",
+    "SETGID",
+    "KILL",
+];
 
 /// The container's main process: sleeps forever with any `sh` and `sleep`, and stops at once
 /// on SIGTERM (a shell as PID 1 otherwise ignores it and `docker stop` waits 10 s).
@@ -691,7 +698,8 @@ impl DockerEngine {
                 mounts: Some(mounts),
                 network_mode: Some(network_mode),
                 security_opt: Some(vec!["no-new-privileges".into()]),
-                cap_drop: Some(CAP_DROP.iter().map(|c| c.to_string()).collect()),
+                cap_drop: Some(vec!["ALL".to_string()]),
+                cap_add: Some(CAP_ADD.iter().map(|c| c.to_string()).collect()),
                 memory: spec
                     .limits
                     .memory_mb
@@ -1260,10 +1268,25 @@ impl Workspace for DockerWorkspace {
     /// Runs the command in the container. `spec.network` is not per command here: the
     /// container has the network [`DockerWorkspace::set_network`] gave it.
     async fn exec(&self, spec: &CommandSpec) -> Result<CommandOutcome, WorkspaceError> {
-        self.run(spec).await.map_err(|e| WorkspaceError::Spawn {
+        let outcome = self.run(spec).await.map_err(|e| WorkspaceError::Spawn {
             program: format!("docker exec ({})", self.name),
             source: std::io::Error::other(e),
-        })
+        })?;
+        // The container's root is root on the host: a setuid file it made in the worktree
+        // would be a setuid-root program on the host. Nothing of the command runs any more
+        // (see `run`), so the bits cannot come back.
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || crate::strip_set_id_bits(&root))
+            .await
+            .map_err(|e| WorkspaceError::Spawn {
+                program: "setuid check".into(),
+                source: std::io::Error::other(e),
+            })?
+            .map_err(|source| WorkspaceError::Io {
+                path: self.root.clone(),
+                source,
+            })?;
+        Ok(outcome)
     }
 }
 

@@ -163,6 +163,24 @@ pub(crate) fn read_repo_file(path: &Path, max: u64) -> std::io::Result<Option<Ve
     std::fs::read(path).map(Some)
 }
 
+/// Clears the setuid and setgid bits of every file under `dir` (symlinks are not followed):
+/// a file a container's root made setuid in a bind-mounted worktree is a setuid-root program
+/// on the host.
+pub fn strip_set_id_bits(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            strip_set_id_bits(&entry.path())?;
+        } else if meta.is_file() && meta.permissions().mode() & 0o6000 != 0 {
+            let mode = meta.permissions().mode() & !0o6000;
+            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    Ok(())
+}
+
 /// An argument vector as one `sh -c` line, each argument quoted unless it is plainly safe.
 pub fn shell_words(argv: &[String]) -> String {
     argv.iter()

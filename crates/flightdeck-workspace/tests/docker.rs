@@ -387,6 +387,27 @@ async fn exec_gives_output_in_order_exit_codes_env_user_and_working_directory() 
     assert_eq!(outcome.output.len(), 300_004);
     assert!(outcome.output.ends_with(b"\x01end"));
 
+    // A setuid or setgid file made in the container does not stay one on the host (it
+    // would run as the container's user there, root for a root container).
+    let outcome = run(
+        &workspace,
+        "mkdir -p bin && cp /bin/sh bin/suid && chmod 4755 bin/suid && cp /bin/sh sgid && chmod 2755 sgid && stat -c %a bin/suid sgid",
+    )
+    .await;
+    assert_eq!(
+        text(&outcome),
+        "4755\n2755\n",
+        "the container could set the bits"
+    );
+    for file in ["bin/suid", "sgid"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(tree.path().join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o7777, 0o755, "{file}: {mode:o}");
+    }
+
     workspace.remove().await.unwrap();
 }
 
