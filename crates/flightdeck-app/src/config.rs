@@ -264,8 +264,22 @@ pub(crate) fn model_settings(config: &Config, path: &Path) -> Result<ModelSettin
     Ok(settings)
 }
 
+/// `path` made absolute, without `.` and `..` components: paths built from it are compared
+/// with paths git and the kernel give back (`--data-dir ../data` would otherwise name a
+/// worktree git reports differently).
 pub(crate) fn absolute(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut clean = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean
 }
 
 /// `[secrets]` read now: each value, or why it cannot be had (a mission that names it then

@@ -804,3 +804,24 @@ fn reading_never_writes() {
     assert!(out.stderr().contains("does not exist"), "{}", out.stderr());
     assert!(!nowhere.exists());
 }
+
+#[test]
+fn a_data_dir_given_with_dot_dot_works_like_its_plain_form() {
+    let repo = repo_with_template("goal = \"g\"\n[[steps]]\nrun = \"echo hi > hi.txt\"\n");
+    let scratch = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(scratch.path().join("elsewhere")).unwrap();
+    let winding = scratch.path().join("elsewhere/../data");
+    let out = std::process::Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&winding)
+        .args(["--as", "@carol", "--json", "run", "t", "--repo"])
+        .arg(repo.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["status"], "succeeded", "{summary}");
+    let workspace = summary["workspace"].as_str().unwrap();
+    assert!(!workspace.contains(".."), "{workspace}");
+    assert!(scratch.path().join("data/flightdeck.db").exists());
+}
