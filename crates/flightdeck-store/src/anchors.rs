@@ -191,7 +191,8 @@ impl AnchorLog {
             .open(&self.path)
             .map_err(io)?;
         // Released when `file` is dropped; another process waits here meanwhile.
-        file.lock().map_err(io)?;
+        let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, errno)| io(std::io::Error::from(errno)))?;
         let len = file.metadata().map_err(io)?.len();
         let (complete, last) = last_line(&file, len).map_err(io)?;
         if complete < len {
@@ -200,15 +201,16 @@ impl AnchorLog {
         }
         let (n, prev) = match last {
             None => (1, GENESIS_HASH.to_string()),
-            Some((line, text)) => {
-                let record: AnchorRecord =
-                    serde_json::from_slice(&text).map_err(|e| AnchorError::Broken {
+            Some((offset, text)) => match serde_json::from_slice::<AnchorRecord>(&text) {
+                Ok(record) => (record.n + 1, record.hash),
+                Err(e) => {
+                    return Err(AnchorError::Broken {
                         path: self.path.display().to_string(),
-                        line,
+                        line: line_number_at(&file, offset).map_err(io)?,
                         reason: e.to_string(),
-                    })?;
-                (record.n + 1, record.hash)
-            }
+                    })
+                }
+            },
         };
         let mut record = AnchorRecord {
             n,
@@ -232,7 +234,7 @@ impl AnchorLog {
         // A record is plain data: it always serializes.
         let mut line = serde_json::to_vec(&record).unwrap_or_default();
         line.push(b'\n');
-        (&file).write_all(&line).map_err(io)?;
+        (&*file).write_all(&line).map_err(io)?;
         file.sync_data().map_err(io)?;
         if len == 0 {
             // A new file: its directory entry must be durable too.
@@ -244,8 +246,22 @@ impl AnchorLog {
     }
 }
 
+/// The number of the line that starts at `offset` (the newlines before it, plus one).
+fn line_number_at(file: &File, offset: u64) -> std::io::Result<u64> {
+    let mut lines = 1u64;
+    let mut buffer = vec![0u8; 8192];
+    let mut at = 0u64;
+    while at < offset {
+        let take = (offset - at).min(buffer.len() as u64) as usize;
+        file.read_exact_at(&mut buffer[..take], at)?;
+        lines += buffer[..take].iter().filter(|b| **b == b'\n').count() as u64;
+        at += take as u64;
+    }
+    Ok(lines)
+}
+
 /// The length of the file's complete lines (those ending in `\n`), and the last of them with
-/// its line number (counted from the whole file).
+/// the offset it starts at. Reads only the file's tail.
 #[allow(clippy::type_complexity)]
 fn last_line(file: &File, len: u64) -> std::io::Result<(u64, Option<(u64, Vec<u8>)>)> {
     const CHUNK: u64 = 8192;
@@ -271,18 +287,7 @@ fn last_line(file: &File, len: u64) -> std::io::Result<(u64, Option<(u64, Vec<u8
             let from = before.map_or(0, |b| b + 1);
             let text = tail[from..last].to_vec();
             let complete = start + last as u64 + 1;
-            // Line numbers count every line before this one.
-            let mut lines = 1u64;
-            let mut counted = [0u8; 8192];
-            let mut at = 0u64;
-            let upto = start + from as u64;
-            while at < upto {
-                let take = (upto - at).min(CHUNK) as usize;
-                file.read_exact_at(&mut counted[..take], at)?;
-                lines += counted[..take].iter().filter(|b| **b == b'\n').count() as u64;
-                at += take as u64;
-            }
-            return Ok((complete, Some((lines, text))));
+            return Ok((complete, Some((start + from as u64, text))));
         }
         let take = start.min(CHUNK);
         start -= take;
@@ -380,7 +385,7 @@ pub fn verify_anchors(
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
 
     fn point(mission: &str, seq: u64) -> AnchorPoint {
@@ -465,6 +470,23 @@ mod tests {
         assert_eq!(record.n, 2);
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(verify_anchors(&text, None).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_append_onto_a_broken_last_line_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ANCHOR_FILE);
+        let log = AnchorLog::new(path.clone(), None);
+        log.append(&point("m-a", 1)).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(b"not a record\n").unwrap();
+        match log.append(&point("m-b", 1)).unwrap_err() {
+            AnchorError::Broken { line, .. } => assert_eq!(line, 2),
+            other => panic!("{other}"),
+        }
     }
 
     #[test]

@@ -154,9 +154,11 @@ fn edit_anchor_file(cli: &Cli, _id: &str, events: &[Value]) {
 #[test]
 fn tampering_with_the_database_is_found_against_the_anchors() {
     type Tamper = fn(&Cli, &str, &[Value]);
+    /// The first bad seq reported, from the number of events.
+    type AtSeq = fn(usize) -> u64;
     // (attack, what it does, the mission's reported reason starts with, at seq (None: the
     // anchor file is reported))
-    let cases: [(&str, Tamper, &str, Option<fn(usize) -> u64>); 4] = [
+    let cases: [(&str, Tamper, &str, Option<AtSeq>); 4] = [
         ("delete a mission", delete_mission, "deleted", Some(|_| 1)),
         (
             "cut the tail and fix the mission row",
