@@ -184,6 +184,26 @@ impl From<StoreError> for AppError {
     }
 }
 
+impl From<flightdeck_store::AnchorError> for AppError {
+    fn from(e: flightdeck_store::AnchorError) -> AppError {
+        use flightdeck_store::AnchorError;
+        match &e {
+            AnchorError::KeyUnreadable { .. } | AnchorError::KeyInvalid { .. } => {
+                AppError::bad_input(
+                    e.to_string(),
+                    hint("[audit] signing_key is a path (relative to the data directory) to a key made with `openssl genpkey -algorithm ed25519 -out signing.pem`"),
+                )
+            }
+            AnchorError::Broken { .. } => AppError::new(
+                ErrorKind::Failed,
+                e.to_string(),
+                hint("the anchor file was changed outside flightdeck; `flightdeck audit verify --all` says where, and nothing more is anchored until it is restored"),
+            ),
+            _ => AppError::failed(e.to_string()),
+        }
+    }
+}
+
 impl From<ArtifactError> for AppError {
     fn from(e: ArtifactError) -> AppError {
         match &e {
@@ -245,6 +265,7 @@ impl From<EngineError> for AppError {
         match e {
             EngineError::Template(t) => t.into(),
             EngineError::Store(s) => s.into(),
+            EngineError::Anchor(a) => a.into(),
             EngineError::Artifact(a) => a.into(),
             EngineError::Git(g) => g.into(),
             EngineError::Workspace(w) => w.into(),

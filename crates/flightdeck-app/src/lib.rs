@@ -220,7 +220,30 @@ impl App {
             &self.data_dir.join("artifacts"),
         )
         .await?;
-        Ok(self.engine_over(store, artifacts, observer, shutdown))
+        let anchors = flightdeck_store::AnchorLog::new(self.anchor_path(), self.signing_key()?);
+        Ok(self.engine_over(
+            store,
+            artifacts,
+            observer,
+            shutdown,
+            Some(Arc::new(anchors)),
+        ))
+    }
+
+    /// The installation's anchor file: mission heads kept outside the store.
+    pub fn anchor_path(&self) -> PathBuf {
+        self.data_dir.join(flightdeck_store::anchors::ANCHOR_FILE)
+    }
+
+    /// The `[audit] signing_key`, read, if one is configured (a relative path is in the
+    /// data directory).
+    pub fn signing_key(&self) -> Result<Option<flightdeck_store::anchors::SigningKey>, AppError> {
+        match &self.config.audit.signing_key {
+            Some(path) => Ok(Some(flightdeck_store::anchors::read_signing_key(
+                &self.data_dir.join(path),
+            )?)),
+            None => Ok(None),
+        }
     }
 
     /// An engine over the store opened read-only (a replay reads the recording and writes
@@ -232,6 +255,7 @@ impl App {
             reader.artifacts,
             Arc::new(flightdeck_engine::Silent),
             flightdeck_engine::no_shutdown(),
+            None,
         ))
     }
 
@@ -243,6 +267,7 @@ impl App {
         artifacts: Arc<dyn ArtifactStore>,
         observer: Arc<dyn Observer>,
         shutdown: tokio::sync::watch::Receiver<Option<String>>,
+        anchors: Option<Arc<flightdeck_store::AnchorLog>>,
     ) -> Engine {
         Engine::new(EngineConfig::live(LiveParts {
             store,
@@ -255,6 +280,7 @@ impl App {
             teams: flightdeck_policy::Teams::new(self.config.teams.clone()),
             people: flightdeck_engine::Directory::new(self.people.clone()),
             shutdown,
+            anchors,
         }))
     }
 

@@ -465,6 +465,7 @@ async fn bench_engine(base: &Path) -> Bench {
         teams: flightdeck_policy::Teams::new(BTreeMap::new()),
         people: Default::default(),
         shutdown: flightdeck_engine::no_shutdown(),
+        anchors: None,
     }));
     Bench {
         engine,

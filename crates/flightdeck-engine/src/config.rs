@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flightdeck_store::{ArtifactStore, EventStore};
+use flightdeck_store::{AnchorLog, ArtifactStore, EventStore};
 
 use crate::models::ModelSettings;
 use crate::people::Directory;
@@ -49,6 +49,9 @@ pub struct EngineConfig {
     pub projection: bool,
     /// Set (to the reason) when the process is shutting down: drivers stop cleanly.
     pub shutdown: tokio::sync::watch::Receiver<Option<String>>,
+    /// The installation's anchor file: every mission's head at its creation and whenever
+    /// it parks or finishes (none for a replay, which writes nothing).
+    pub anchors: Option<Arc<AnchorLog>>,
 }
 
 impl Clone for EngineConfig {
@@ -70,6 +73,7 @@ impl Clone for EngineConfig {
             ports: self.ports.clone(),
             projection: self.projection,
             shutdown: self.shutdown.clone(),
+            anchors: self.anchors.clone(),
         }
     }
 }
@@ -88,6 +92,8 @@ pub struct LiveParts {
     pub teams: flightdeck_policy::Teams,
     pub people: Directory,
     pub shutdown: tokio::sync::watch::Receiver<Option<String>>,
+    /// Where mission heads are anchored outside the store (`<data-dir>/anchors.jsonl`).
+    pub anchors: Option<Arc<AnchorLog>>,
 }
 
 /// Timeout of a `run` step that sets none.
@@ -131,6 +137,7 @@ impl EngineConfig {
             ports,
             projection: true,
             shutdown: parts.shutdown,
+            anchors: parts.anchors,
         }
     }
 }

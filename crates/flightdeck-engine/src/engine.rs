@@ -379,6 +379,7 @@ impl Engine {
         for event in &stored {
             self.shared.cfg.observer.event(event);
         }
+        crate::log::anchor(&self.shared.sink(), None, &state, &stored).await?;
         self.resume(id, &request.by).await
     }
 

@@ -85,6 +85,9 @@ pub enum EngineError {
     Git(#[from] GitError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The head could not be anchored (the events before it are stored).
+    #[error(transparent)]
+    Anchor(#[from] flightdeck_store::AnchorError),
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
     #[error(transparent)]

@@ -12,9 +12,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use flightdeck_core::views::{MissionSummary, StepView, STEPS_LIST};
-use flightdeck_core::{Digest, EventKind, MissionState, StoredEvent};
+use flightdeck_core::{Digest, EventKind, MissionState, MissionStatus, StoredEvent};
 use flightdeck_store::{
-    AppendRequest, ArtifactStore, EventStore, NewEvent, Projection, ProjectionItem, StoreError,
+    AnchorLog, AnchorPoint, AnchorReason, AppendRequest, ArtifactStore, EventStore, NewEvent,
+    Projection, ProjectionItem, StoreError,
 };
 
 use crate::error::EngineError;
@@ -31,6 +32,8 @@ pub struct LogSink {
     pub observer: Arc<dyn Observer>,
     /// Whether the store keeps the summary projection (a replay's store does not).
     pub projection: bool,
+    /// Where heads are anchored outside the store (see [`anchor`]); none in a replay.
+    pub anchors: Option<Arc<AnchorLog>>,
 }
 
 /// An event folded into the state before it is stored, with the time it happened.
@@ -53,6 +56,9 @@ pub struct MissionLog {
     /// append stores them all, not only those it touches: a mission last written by an
     /// older flightdeck (its steps inside the stored summary, no items) keeps its steps.
     items_complete: bool,
+    /// The status as of the last stored event (`None`: nothing stored yet): a change to a
+    /// parked or finished status is anchored.
+    stored_status: Option<MissionStatus>,
 }
 
 impl MissionLog {
@@ -60,6 +66,7 @@ impl MissionLog {
     pub async fn open(sink: LogSink, id: &str) -> Result<MissionLog, EngineError> {
         let state = load(&*sink.store, id).await?;
         Ok(MissionLog {
+            stored_status: Some(state.status),
             state,
             staged: Vec::new(),
             sink,
@@ -74,6 +81,7 @@ impl MissionLog {
             staged: Vec::new(),
             sink,
             items_complete: true,
+            stored_status: None,
         }
     }
 
@@ -177,6 +185,8 @@ impl MissionLog {
         for event in &stored {
             self.sink.observer.event(event);
         }
+        let before = self.stored_status.replace(self.state.status);
+        anchor(&self.sink, before, &self.state, &stored).await?;
         Ok(stored)
     }
 
@@ -208,6 +218,15 @@ impl MissionLog {
         self.append(Vec::new()).await.map(|_| ())
     }
 
+    /// The last stored event of type `event_type`, read back from the store.
+    pub async fn last_stored_of_type(
+        &self,
+        event_type: &str,
+    ) -> Result<Option<StoredEvent>, EngineError> {
+        let events = self.sink.store.events(&self.state.id, 0).await?;
+        Ok(events.into_iter().rfind(|e| e.event_type == event_type))
+    }
+
     /// Stores an artifact. Every artifact of a driven mission passes here, and is redacted.
     pub async fn put_artifact(&self, bytes: &[u8]) -> Result<Digest, EngineError> {
         put_artifact(&self.sink, bytes).await
@@ -221,6 +240,7 @@ impl MissionLog {
     /// they still follow; otherwise they are dropped, as in a crash.
     async fn reload_keeping_staged(&mut self) -> Result<(), EngineError> {
         let mut fresh = load(&*self.sink.store, &self.state.id).await?;
+        self.stored_status = Some(fresh.status);
         let staged = std::mem::take(&mut self.staged);
         if fresh.status.is_terminal() {
             self.state = fresh;
@@ -242,6 +262,54 @@ impl MissionLog {
         self.staged = kept;
         Ok(())
     }
+}
+
+/// Anchors the head of an append outside the store (the installation's anchor file) when it
+/// created the mission (`before` is `None`) or moved it from `before` to a parked or
+/// finished status. Every append of the engine passes here: a mission's log and a fork.
+pub(crate) async fn anchor(
+    sink: &LogSink,
+    before: Option<MissionStatus>,
+    state: &MissionState,
+    stored: &[StoredEvent],
+) -> Result<(), EngineError> {
+    let (Some(anchors), Some(head)) = (&sink.anchors, stored.last()) else {
+        return Ok(());
+    };
+    let status = state.status;
+    let reason = match before {
+        None => AnchorReason::Created,
+        Some(before) if before == status => return Ok(()),
+        Some(_) if status.is_terminal() => AnchorReason::Finished,
+        Some(_)
+            if matches!(
+                status,
+                MissionStatus::AwaitingApproval | MissionStatus::Blocked
+            ) =>
+        {
+            AnchorReason::Parked
+        }
+        Some(_) => return Ok(()),
+    };
+    let point = AnchorPoint {
+        mission: head.mission.clone(),
+        seq: head.seq,
+        head: head.hash.clone(),
+        at: head.at.clone(),
+        reason,
+        status: status.as_str().to_string(),
+    };
+    let anchors = anchors.clone();
+    // A small write and an fsync: off the async threads.
+    tokio::task::spawn_blocking(move || anchors.append(&point))
+        .await
+        .map_err(|e| {
+            EngineError::Anchor(flightdeck_store::AnchorError::Io {
+                path: flightdeck_store::anchors::ANCHOR_FILE.to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })??;
+    Ok(())
 }
 
 /// Stores an artifact through `sink`, redacted.

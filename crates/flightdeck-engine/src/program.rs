@@ -10,7 +10,7 @@ use std::time::Duration;
 use flightdeck_core::event::*;
 use flightdeck_core::ids::step_call_id;
 use flightdeck_core::template::{Network, Step, Template, ToolchainMode};
-use flightdeck_core::{EventKind, MissionId, MissionStatus};
+use flightdeck_core::{EventKind, MissionId, MissionStatus, StoredEvent};
 use flightdeck_workspace::{CommandOutcome, CommandSpec, ConfinedFs, Workspace, Worktree};
 
 use crate::agent::{AgentPlace, AgentStep};
@@ -519,8 +519,11 @@ impl Driver {
         // What is committed is decided and recorded first: the commit's date is the time
         // of this record, so the same timeline makes the same commit, and a resume after a
         // crash between the record and the branch finds the branch already right.
-        let committing = match self.log.state().committing.clone() {
-            Some(committing) if committing.tree == tree => committing,
+        let (committing, recorded_at) = match self.log.state().committing.clone() {
+            Some(committing) if committing.tree == tree => {
+                let recorded_at = self.log.last_stored_of_type("change.committing").await?;
+                (committing, recorded_at)
+            }
             _ => {
                 let committing = ChangeCommitting {
                     branch: branch.clone(),
@@ -534,15 +537,15 @@ impl Driver {
                     date_s: self.log.now_ms().div_euclid(1000),
                 };
                 events.push(EventKind::ChangeCommitting(committing.clone()));
-                self.log.append(std::mem::take(&mut events)).await?;
-                committing
+                let stored = self.log.append(std::mem::take(&mut events)).await?;
+                (committing, stored.last().cloned())
             }
         };
         let publisher = self.shared.cfg.ports.publisher.clone();
         let commit = crate::ports::Commit {
             tree: committing.tree.clone(),
             branch: committing.branch.clone(),
-            message: committing.message.clone(),
+            message: with_timeline_trailers(&committing.message, recorded_at.as_ref()),
             date_s: committing.date_s,
         };
         let committed = self
@@ -667,6 +670,20 @@ fn step_failure(step: &RunStep<'_>, outcome: &CommandOutcome) -> MissionError {
     MissionError {
         kind: "step_failed".into(),
         message,
+    }
+}
+
+/// The recorded commit message with the `change.committing` event that records it (its seq
+/// and hash) as trailers: the published commit anchors the timeline up to there, outside
+/// flightdeck's database. The event cannot hold its own hash, so they are added here, from
+/// the timeline (the same timeline makes the same commit).
+fn with_timeline_trailers(message: &str, committing: Option<&StoredEvent>) -> String {
+    match committing {
+        Some(event) => format!(
+            "{message}Flightdeck-Timeline-Seq: {}\nFlightdeck-Timeline-Head: {}\n",
+            event.seq, event.hash
+        ),
+        None => message.to_string(),
     }
 }
 

@@ -1369,6 +1369,7 @@ impl crate::Engine {
             sleeper: Arc::new(NoWait),
             ports,
             projection: false,
+            anchors: None,
             ..cfg.clone()
         });
         let repo = flightdeck_workspace::repo_root(&request.repo).ok();

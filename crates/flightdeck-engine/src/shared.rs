@@ -44,6 +44,7 @@ impl Shared {
             secrets: self.cfg.secrets.clone(),
             observer: self.cfg.observer.clone(),
             projection: self.cfg.projection,
+            anchors: self.cfg.anchors.clone(),
         }
     }
 

@@ -85,6 +85,7 @@ impl Installation {
             teams: Default::default(),
             people: Default::default(),
             shutdown,
+            anchors: None,
         });
         if let Some(publisher) = publisher {
             cfg.ports.publisher = publisher;

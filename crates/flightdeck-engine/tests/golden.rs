@@ -296,6 +296,7 @@ async fn engine(data: &Path, commands: Option<Arc<dyn CommandPort>>) -> Engine {
         teams: Default::default(),
         people: Default::default(),
         shutdown: flightdeck_engine::no_shutdown(),
+        anchors: None,
     });
     if let Some(commands) = commands {
         cfg.ports.commands = commands;

@@ -14,6 +14,7 @@
 //! ([`EventStore::subscribe`]) wakes whoever waits on a timeline or an input, in this
 //! process or another, without polling.
 
+pub mod anchors;
 mod artifacts;
 mod feed;
 mod read;
@@ -25,6 +26,7 @@ mod writer;
 use async_trait::async_trait;
 use serde_json::Value;
 
+pub use anchors::{AnchorError, AnchorLog, AnchorPoint, AnchorReason};
 pub use artifacts::{ArtifactError, ArtifactStore, FsArtifactStore};
 pub use feed::ChangeFeed;
 pub use flightdeck_core::StoredEvent;

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use flightdeck_testkit::{event_types, git_in, Cli, TestRepo};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
 
@@ -215,13 +215,31 @@ fn a_successful_mission_publishes_branch_patch_and_description() {
     assert_eq!(human.lines().count(), events.len(), "{human}");
 }
 
-#[test]
-fn an_independent_verifier_agrees_with_the_hash_chain() {
-    if std::process::Command::new("python3")
+/// Whether `python3` runs here (the independent verifier is a Python script).
+fn have_python() -> bool {
+    std::process::Command::new("python3")
         .arg("--version")
         .output()
-        .is_err()
-    {
+        .is_ok()
+}
+
+/// `docs/verify_timeline.py` given `input` on stdin.
+fn python_verify(input: &str) -> std::process::Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify_timeline.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(&script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn an_independent_verifier_agrees_with_the_hash_chain() {
+    if !have_python() {
         return; // the verifier is a Python script; without Python there is nothing to compare
     }
     let repo = repo_with_template(FIX);
@@ -232,18 +250,7 @@ fn an_independent_verifier_agrees_with_the_hash_chain() {
         .run(&["audit", "export", id, "--format", "jsonl"])
         .expect_code(0)
         .stdout();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/verify_timeline.py");
-    let verify = |input: &str| {
-        let mut child = std::process::Command::new("python3")
-            .arg(&script)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(child.stdin.as_mut().unwrap(), input.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
-    };
+    let verify = python_verify;
     let ok = verify(&export);
     assert!(
         ok.status.success(),
@@ -256,6 +263,99 @@ fn an_independent_verifier_agrees_with_the_hash_chain() {
     let tampered = export.replacen("\"value\":\"7\"", "\"value\":\"8\"", 1);
     assert_ne!(tampered, export);
     assert!(!verify(&tampered).status.success());
+}
+
+/// Numbers the way RFC 8785 prints them (ECMAScript's Number::toString), where Python's own
+/// JSON differs: exponents without padding (5e-8, not 5e-08), integral doubles without `.0`,
+/// no exponent below 1e21, integers past 2^53 as the double they become.
+#[test]
+fn the_independent_verifier_prints_numbers_as_rfc_8785_does() {
+    if !have_python() {
+        return;
+    }
+    let numbers = [
+        json!(5e-08),
+        json!(1e-7),
+        json!(1e-6),
+        json!(0.000001234),
+        json!(2.0),
+        json!(1e16),
+        json!(1e20),
+        json!(1e21),
+        json!(-0.5),
+        json!(0.30000000000000004),
+        json!(123456789.125),
+        json!(9_007_199_254_740_993u64),
+        json!(5e-324),
+    ];
+    // A timeline sealed by flightdeck's own chain (its JCS), one number per event.
+    let mut prev = flightdeck_core::hash::GENESIS_HASH.to_string();
+    let mut lines = String::new();
+    for (i, number) in numbers.iter().enumerate() {
+        let event = flightdeck_core::chain::seal(
+            "m-numbers",
+            i as u64 + 1,
+            1_700_000_000_000,
+            &prev,
+            "model.responded",
+            json!({ "cost_usd": number }),
+        )
+        .unwrap();
+        prev = event.hash.clone();
+        lines.push_str(&serde_json::to_string(&event).unwrap());
+        lines.push('\n');
+    }
+    let out = python_verify(&lines);
+    assert!(
+        out.status.success(),
+        "{}\n{lines}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&prev));
+}
+
+/// A genuine mission whose costs are tiny (5e-8 dollars and the like) verifies with the
+/// independent verifier: its numbers are printed in exponent form.
+#[test]
+fn the_independent_verifier_agrees_on_a_mission_with_tiny_costs() {
+    if !have_python() {
+        return;
+    }
+    let repo = TestRepo::with_files(&[
+        ("README.md", "# sample\n"),
+        (".flightdeck/policy.toml", PUBLISH_FREELY),
+        (
+            ".flightdeck/missions/t.toml",
+            "goal = \"Change nothing.\"\n[model]\npin = \"scripted:.flightdeck/script.toml\"\n[[steps]]\nagent = \"coder\"\n",
+        ),
+        (
+            ".flightdeck/script.toml",
+            "model = \"sim-1\"\n[pricing]\ninput_per_mtok = 0.00001\noutput_per_mtok = 0.00001\n\n[[turn]]\n[[turn.call]]\ntool = \"finish\"\nargs = { summary = \"nothing to change\" }\n",
+        ),
+    ]);
+    let cli = Cli::new(BIN);
+    let (code, summary, stderr) = run_json(&cli, &repo, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let id = summary["id"].as_str().unwrap();
+    let costs: Vec<f64> = timeline(&cli, id)
+        .iter()
+        .filter(|e| e["type"] == "model.responded")
+        .map(|e| e["data"]["cost_usd"].as_f64().unwrap())
+        .collect();
+    assert!(
+        costs.iter().any(|c| *c > 0.0 && *c < 1e-6),
+        "a cost in exponent form: {costs:?}"
+    );
+    let export = cli
+        .run(&["audit", "export", id, "--format", "jsonl"])
+        .expect_code(0)
+        .stdout();
+    let out = python_verify(&export);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -4,10 +4,9 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey};
+use ed25519_dalek::pkcs8::DecodePublicKey;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde_json::{json, Value};
-use sha2::Digest as _;
 
 use crate::error::CliError;
 
@@ -27,25 +26,7 @@ fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The key id: sha256 of the raw public key, hex.
-fn key_id(key: &VerifyingKey) -> String {
-    hex::encode(sha2::Sha256::digest(key.as_bytes()))
-}
-
-pub fn read_signing_key(path: &std::path::Path) -> Result<SigningKey, CliError> {
-    let pem = std::fs::read_to_string(path).map_err(|e| {
-        CliError::bad_input(format!("[audit] signing_key {}: {e}", path.display()), None)
-    })?;
-    SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-        CliError::bad_input(
-            format!(
-                "[audit] signing_key {}: not an ed25519 private key in PKCS#8 PEM ({e})",
-                path.display()
-            ),
-            Some("make one with `openssl genpkey -algorithm ed25519 -out signing.pem`".to_string()),
-        )
-    })
-}
+use flightdeck_store::anchors::key_id;
 
 pub fn read_public_key(path: &std::path::Path) -> Result<VerifyingKey, CliError> {
     let pem = std::fs::read_to_string(path)

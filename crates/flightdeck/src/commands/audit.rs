@@ -2,9 +2,11 @@
 
 #![allow(clippy::print_stdout)]
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use flightdeck_app::queries;
+use flightdeck_store::anchors::{verify_anchors, AnchorRecord};
 use flightdeck_store::{verify_mission_events, ArtifactError, ArtifactStore, EventStore};
 use serde_json::json;
 
@@ -22,9 +24,121 @@ struct Verdict {
     failure: Option<(u64, String)>,
 }
 
+/// The installation's anchor file, checked on its own.
+enum AnchorFile {
+    /// Every line holds; the records by mission, in order.
+    Holds {
+        records: usize,
+        head: String,
+        signed_by: Option<String>,
+        by_mission: BTreeMap<String, Vec<AnchorRecord>>,
+    },
+    /// There is none (a data directory no mission ever ran in has none either).
+    Missing,
+    /// The first line that does not hold, and why.
+    Broken { line: u64, reason: String },
+}
+
+impl AnchorFile {
+    fn read(ctx: &Context) -> Result<AnchorFile, CliError> {
+        let path = ctx.app.anchor_path();
+        let key = ctx.app.signing_key()?.map(|k| k.verifying_key());
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(AnchorFile::Missing),
+            Err(e) => {
+                return Ok(AnchorFile::Broken {
+                    line: 0,
+                    reason: format!("{} cannot be read: {e}", path.display()),
+                })
+            }
+        };
+        match verify_anchors(&text, key.as_ref()) {
+            Ok(records) => {
+                let head = records
+                    .last()
+                    .map(|r| r.hash.clone())
+                    .unwrap_or_else(|| flightdeck_core::hash::GENESIS_HASH.to_string());
+                let count = records.len();
+                let mut by_mission: BTreeMap<String, Vec<AnchorRecord>> = BTreeMap::new();
+                for record in records {
+                    by_mission
+                        .entry(record.mission.clone())
+                        .or_default()
+                        .push(record);
+                }
+                Ok(AnchorFile::Holds {
+                    records: count,
+                    head,
+                    signed_by: key.map(|k| flightdeck_store::anchors::key_id(&k)),
+                    by_mission,
+                })
+            }
+            Err(broken) => Ok(AnchorFile::Broken {
+                line: broken.line,
+                reason: broken.reason,
+            }),
+        }
+    }
+
+    /// The anchors of `mission` to check its timeline against; `None` when the file cannot
+    /// be trusted (its own failure is reported once, for the file).
+    fn of(&self, mission: &str) -> Option<&[AnchorRecord]> {
+        match self {
+            AnchorFile::Holds { by_mission, .. } => {
+                Some(by_mission.get(mission).map_or(&[][..], Vec::as_slice))
+            }
+            AnchorFile::Missing | AnchorFile::Broken { .. } => None,
+        }
+    }
+}
+
+/// Where `events` (a verified timeline) departs from what the anchor file recorded of it:
+/// the first bad seq and why.
+fn check_anchors(
+    events: &[flightdeck_core::StoredEvent],
+    anchored: &[AnchorRecord],
+) -> Option<(u64, String)> {
+    // A kill between a mission's first append and its anchor leaves it without a creation
+    // anchor: its first anchor is then its first park or finish.
+    if anchored.is_empty() {
+        return Some((
+            1,
+            "not anchored: the anchor file has no record of this mission (its records were removed, it was made before flightdeck anchored missions, or flightdeck was killed as it was created and it never parked or finished since)".to_string(),
+        ));
+    }
+    let count = events.len() as u64;
+    for record in anchored {
+        let index = usize::try_from(record.seq).unwrap_or(usize::MAX);
+        match index.checked_sub(1).and_then(|i| events.get(i)) {
+            None => {
+                return Some((
+                    count + 1,
+                    format!(
+                        "truncated: the anchor file (line {}) records seq {} ({} {}) with hash {}; the timeline ends at seq {count}",
+                        record.n, record.seq, record.reason.as_str(), record.status, record.head
+                    ),
+                ))
+            }
+            Some(event) if event.hash != record.head => {
+                return Some((
+                    record.seq,
+                    format!(
+                        "rewritten: seq {} hashes to {}, the anchor file (line {}) records {}",
+                        record.seq, event.hash, record.n, record.head
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    None
+}
+
 async fn verify_one(
     store: &dyn EventStore,
     artifacts: &dyn ArtifactStore,
+    anchors: &AnchorFile,
     mission: &str,
 ) -> Result<Verdict, CliError> {
     let (head, events) = match verify_mission_events(store, mission).await? {
@@ -38,8 +152,17 @@ async fn verify_one(
             })
         }
     };
-    // The chain holds; every artifact it references must exist and hash to its digest.
+    // The chain holds; the heads anchored outside the store must be in it.
     let count = events.len() as u64;
+    if let Some(failure) = anchors.of(mission).and_then(|a| check_anchors(&events, a)) {
+        return Ok(Verdict {
+            mission: mission.to_string(),
+            events: count,
+            head_hash: Some(head),
+            failure: Some(failure),
+        });
+    }
+    // Every artifact it references must exist and hash to its digest.
     for event in &events {
         let Ok(kind) = event.kind() else { continue };
         for digest in kind.artifact_refs() {
@@ -98,6 +221,8 @@ pub async fn audit_verify(
             }
         },
     };
+    // Read before the timelines, so every head it anchors is already stored.
+    let anchors = AnchorFile::read(ctx)?;
     let missions: Vec<String> = match mission {
         Some(given) => vec![queries::resolve_id(&*reader.store, given).await?],
         None => reader
@@ -110,9 +235,71 @@ pub async fn audit_verify(
     };
     let mut verdicts = Vec::new();
     for id in &missions {
-        verdicts.push(verify_one(reader.store.as_ref(), reader.artifacts.as_ref(), id).await?);
+        verdicts.push(
+            verify_one(
+                reader.store.as_ref(),
+                reader.artifacts.as_ref(),
+                &anchors,
+                id,
+            )
+            .await?,
+        );
     }
-    let all_ok = verdicts.iter().all(|v| v.failure.is_none());
+    // A mission the anchor file knows and the store does not was deleted.
+    if let (None, AnchorFile::Holds { by_mission, .. }) = (mission, &anchors) {
+        for (id, records) in by_mission {
+            if missions.contains(id) || reader.store.mission(id).await?.is_some() {
+                continue;
+            }
+            let Some(last) = records.last() else { continue };
+            verdicts.push(Verdict {
+                mission: id.clone(),
+                events: 0,
+                head_hash: None,
+                failure: Some((
+                    1,
+                    format!(
+                        "deleted: the anchor file (line {}) records it at seq {} ({}), the store has no such mission",
+                        last.n, last.seq, last.status
+                    ),
+                )),
+            });
+        }
+    }
+    // The file itself: missing while there are missions to anchor, or broken.
+    let file_failure = match &anchors {
+        AnchorFile::Holds { .. } => None,
+        AnchorFile::Missing if missions.is_empty() => None,
+        AnchorFile::Missing => Some((
+            0,
+            format!(
+                "{} is missing: nothing anchors these missions outside the database",
+                ctx.app.anchor_path().display()
+            ),
+        )),
+        AnchorFile::Broken { line, reason } => Some((*line, reason.clone())),
+    };
+    let all_ok = file_failure.is_none() && verdicts.iter().all(|v| v.failure.is_none());
+    let anchors_json = match &anchors {
+        AnchorFile::Holds {
+            records,
+            head,
+            signed_by,
+            ..
+        } => json!({
+            "ok": true,
+            "path": ctx.app.anchor_path(),
+            "records": records,
+            "head": head,
+            "signed_by": signed_by,
+        }),
+        _ => json!({
+            "ok": file_failure.is_none(),
+            "path": ctx.app.anchor_path(),
+            "first_bad_line": file_failure.as_ref().map(|f| f.0),
+            "reason": file_failure.as_ref().map(|f| f.1.clone()),
+        }),
+    };
     if ctx.json() {
         let list: Vec<_> = verdicts
             .iter()
@@ -129,8 +316,10 @@ pub async fn audit_verify(
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"ok": all_ok, "missions": list}))
-                .unwrap_or_default()
+            serde_json::to_string_pretty(
+                &json!({"ok": all_ok, "anchors": anchors_json, "missions": list})
+            )
+            .unwrap_or_default()
         );
     } else {
         if verdicts.is_empty() {
@@ -148,6 +337,33 @@ pub async fn audit_verify(
                     println!("BROKEN  {}  first bad seq {seq}: {reason}", v.mission)
                 }
             }
+        }
+        match (&anchors, &file_failure) {
+            (
+                AnchorFile::Holds {
+                    records,
+                    head,
+                    signed_by,
+                    ..
+                },
+                _,
+            ) => println!(
+                "ok      anchors  {records} records, head {head}{}",
+                signed_by
+                    .as_ref()
+                    .map(|k| format!(", every one signed by key {k}"))
+                    .unwrap_or_default()
+            ),
+            (_, Some((line, reason))) => println!(
+                "BROKEN  anchors  {}{}: {reason}",
+                ctx.app.anchor_path().display(),
+                if *line > 0 {
+                    format!(" line {line}")
+                } else {
+                    String::new()
+                }
+            ),
+            (_, None) => {}
         }
     }
     Ok(if all_ok { exit::OK } else { exit::FAILED })
@@ -175,11 +391,8 @@ pub async fn audit_export(
             let events = reader.store.events(&id, 0).await?;
             let state = queries::mission(&reader, &id).await?;
             let statement = intoto_statement(&state, &events)?;
-            let statement = match &ctx.app.config.audit.signing_key {
-                Some(path) => {
-                    let key = super::attest::read_signing_key(&ctx.data_dir().join(path))?;
-                    super::attest::envelope(&statement, &key)
-                }
+            let statement = match ctx.app.signing_key()? {
+                Some(key) => super::attest::envelope(&statement, &key),
                 None => statement,
             };
             println!(
