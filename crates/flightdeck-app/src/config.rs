@@ -133,7 +133,11 @@ impl Config {
                 })
                 .unwrap_or_default();
             AppError::bad_input(
-                format!("{}{at}: {}", path.display(), e.message().trim()),
+                format!(
+                    "{}{at}: {}",
+                    path.display(),
+                    flightdeck_core::template::toml_message(&e, text)
+                ),
                 Some(
                     "the config format is described in flightdeck's docs/reference/config.md"
                         .to_string(),

@@ -322,7 +322,12 @@ impl Template {
                 file: file.to_string(),
                 line,
                 column,
-                message: e.message().trim().to_string(),
+                message: match e.span() {
+                    Some(span) if e.message().starts_with("invalid ") => {
+                        value_error(source, span.start, &toml_message(&e, source))
+                    }
+                    _ => toml_message(&e, source),
+                },
             }
         })?;
         let invalid = |field: String, message: &str| TemplateError::Invalid {
@@ -437,6 +442,23 @@ impl Template {
                 "workspace.max_processes".into(),
                 "must be at least 1",
             ));
+        }
+        // NaN passes every comparison and infinity never runs out: a limit that is not a
+        // finite amount of zero or more would leave the mission unbounded without saying so.
+        let amounts = [
+            ("budget.usd", raw.budget.usd),
+            (
+                "model.temperature",
+                raw.model.as_ref().and_then(|m| m.temperature),
+            ),
+        ];
+        for (field, amount) in amounts {
+            if let Some(amount) = amount.filter(|a| !(a.is_finite() && *a >= 0.0)) {
+                return Err(invalid(
+                    field.into(),
+                    &format!("`{amount}` is not a finite number of zero or more"),
+                ));
+            }
         }
         let template = Template {
             name: name.to_string(),
@@ -625,6 +647,46 @@ pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
+}
+
+/// A value's error with the key it is given to (toml names only the place) and serde's type
+/// names in TOML's words: "`tokens`: invalid value: integer `-1`, expected a whole number of
+/// zero or more".
+fn value_error(source: &str, offset: usize, message: &str) -> String {
+    let message = message
+        .replace("expected u64", "expected a whole number of zero or more")
+        .replace("expected u32", "expected a whole number of zero or more")
+        .replace("expected f64", "expected a number");
+    let line_start = source
+        .get(..offset)
+        .and_then(|before| before.rfind('\n'))
+        .map_or(0, |i| i + 1);
+    let key = source
+        .get(line_start..offset)
+        .and_then(|line| line.split_once('='))
+        .map(|(key, _)| key.trim().trim_matches(['"', '\'']))
+        .filter(|key| !key.is_empty() && !key.contains(['{', ',', '[']));
+    match key {
+        Some(key) => format!("`{key}`: {message}"),
+        None => message,
+    }
+}
+
+/// A TOML error's message, never empty: toml 0.8 gives none when the text ends where a
+/// value should be (`key =` at the end of the file), and an empty message reads as no reason.
+pub fn toml_message(error: &toml::de::Error, source: &str) -> String {
+    let message = error.message().trim();
+    if !message.is_empty() {
+        return message.to_string();
+    }
+    let at_end = error
+        .span()
+        .is_none_or(|span| span.start >= source.trim_end().len());
+    if at_end {
+        "the file ends where a value is expected (a `key =` with nothing after it?)".to_string()
+    } else {
+        "invalid TOML syntax here".to_string()
+    }
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ pub use engine::{CreateMission, Engine, ForkMission, RepoFile};
 pub use error::EngineError;
 pub use inputs::{Foreign, Refusal, Vote};
 pub use log::load;
-pub use models::{ModelSettings, ProviderKind, ProviderSettings};
+pub use models::{resolve_script, ModelSettings, ProviderKind, ProviderSettings, SCRIPT_PATH_HINT};
 pub use people::{Channel, Directory, Resolved};
 pub use ports::{Clock, Observer, Silent, SystemClock, WorkspaceSettings};
 pub use pr::{render_pr_description, PrContext};

@@ -201,10 +201,16 @@ pub(crate) fn check_models(
     for model in template_models(template)? {
         let script = match &model {
             ModelRef::Scripted { path } => {
-                let file = resolve_script(repo_root, path);
-                let source = std::fs::read_to_string(&file).map_err(|e| EngineError::ModelConfig {
-                    message: format!("{}: cannot read the scripted model {}: {e}", template.file, file.display()),
-                    hint: Some("a `scripted:<path>` model names a TOML script relative to the repository root, or an absolute path".into()),
+                let bad_path = |message: String| EngineError::ModelConfig {
+                    message: format!("{}: {message}", template.file),
+                    hint: Some(SCRIPT_PATH_HINT.into()),
+                };
+                let file = resolve_script(repo_root, path).map_err(bad_path)?;
+                let source = std::fs::read_to_string(&file).map_err(|e| {
+                    bad_path(format!(
+                        "cannot read the scripted model {}: {e}",
+                        file.display()
+                    ))
                 })?;
                 let script =
                     Script::parse(&source, path).map_err(|e| EngineError::ModelConfig {
@@ -239,14 +245,34 @@ pub(crate) fn check_models(
     Ok(scripts)
 }
 
-fn resolve_script(repo_root: &Path, path: &str) -> std::path::PathBuf {
-    let path = Path::new(path);
-    if path.is_absolute() {
-        path.to_path_buf()
+/// The file a `scripted:<path>` model names: relative to the repository root or absolute,
+/// and, once resolved (symlinks followed), inside the repository. A script outside it would
+/// let a template read any file flightdeck can read into a mission (its bytes are pinned in
+/// `mission.created`). The error says which file and why.
+pub fn resolve_script(repo_root: &Path, path: &str) -> Result<std::path::PathBuf, String> {
+    let named = Path::new(path);
+    let file = if named.is_absolute() {
+        named.to_path_buf()
     } else {
-        repo_root.join(path)
+        repo_root.join(named)
+    };
+    let resolved = std::fs::canonicalize(&file)
+        .map_err(|e| format!("cannot read the scripted model {}: {e}", file.display()))?;
+    let root = std::fs::canonicalize(repo_root)
+        .map_err(|e| format!("cannot resolve the repository {}: {e}", repo_root.display()))?;
+    if !resolved.starts_with(&root) {
+        return Err(format!(
+            "the scripted model {} resolves to {}, outside the repository {}",
+            file.display(),
+            resolved.display(),
+            root.display()
+        ));
     }
+    Ok(resolved)
 }
+
+/// The hint for a `scripted:<path>` that cannot be used.
+pub const SCRIPT_PATH_HINT: &str = "a `scripted:<path>` model names a TOML script inside the repository (relative to its root, or absolute), not a symlink out of it";
 
 /// `replaying`: the provider only encodes requests (a replay sends nothing), so a missing
 /// API key does not matter.

@@ -36,6 +36,41 @@ fn cell(text: &str) -> String {
     }
 }
 
+/// Model-written text (the planner's plan) as a fenced block: nothing in it is Markdown, so
+/// it cannot open a heading (`## Policy`), a table row, an HTML comment that hides what
+/// follows, or a fence of its own that the real sections would fall into. The fence is
+/// longer than any run of backticks in the text.
+fn fenced(text: &str) -> String {
+    let longest = text.split(|c| c != '`').map(str::len).max().unwrap_or(0);
+    let fence = "`".repeat(longest.max(2) + 1);
+    format!("{fence}text\n{text}\n{fence}")
+}
+
+/// Model-written text inside a line of the description's own (a review comment), escaped so
+/// it reads as the words the model wrote: no character that opens a heading, table, quote,
+/// code, link, emphasis or HTML is left live, nor a line start that makes a list or turns the
+/// line above into a heading (`---`, `===`). Lines are indented by `indent` so they stay in
+/// their list item.
+fn escaped(text: &str, indent: &str) -> String {
+    const ANYWHERE: &[char] = &['\\', '`', '*', '_', '[', ']', '<', '>', '#', '|', '&', '~'];
+    const LINE_START: &[char] = &['-', '+', '='];
+    text.trim()
+        .lines()
+        .map(|line| {
+            let line = line.trim();
+            let mut out = String::with_capacity(line.len() + 8);
+            for (i, c) in line.chars().enumerate() {
+                if ANYWHERE.contains(&c) || (i == 0 && LINE_START.contains(&c)) {
+                    out.push('\\');
+                }
+                out.push(c);
+            }
+            out
+        })
+        .collect::<Vec<_>>()
+        .join(&format!("\n{indent}"))
+}
+
 fn change_name(status: &str) -> &'static str {
     match status.chars().next() {
         Some('A') => "added",
@@ -82,7 +117,7 @@ pub fn render_pr_description(ctx: &PrContext<'_>) -> String {
     let _ = writeln!(out, "| Commit | `{}` |", short(ctx.commit));
 
     if let Some(plan) = ctx.plan.filter(|p| !p.trim().is_empty()) {
-        let _ = writeln!(out, "\n## Plan\n\n{}", plan.trim());
+        let _ = writeln!(out, "\n## Plan\n\n{}", fenced(plan.trim()));
     }
 
     let _ = writeln!(out, "\n## Steps\n");
@@ -232,7 +267,7 @@ fn render_reviews(out: &mut String, state: &MissionState) {
             .filter_map(|c| c.as_str())
         {
             // Whole comments: a reviewer's words matter here; continuation lines indented.
-            let _ = writeln!(out, "  - {}", comment.trim().replace('\n', "\n    "));
+            let _ = writeln!(out, "  - {}", escaped(comment, "    "));
         }
     }
 }

@@ -281,7 +281,7 @@ impl Driver {
             "step {}/{} (`{}`)",
             step.index + 1,
             step.total,
-            step.command
+            quoted_command(step.command)
         );
         let call = Call {
             base: &base,
@@ -393,7 +393,7 @@ impl Driver {
                         "step {}/{} (`{}`) left a worktree git cannot record: {e}",
                         step.index + 1,
                         step.total,
-                        step.command
+                        quoted_command(step.command)
                     ),
                 },
                 _ => step_failure(step, &outcome),
@@ -647,6 +647,16 @@ fn run_step_secrets<'a>(
     }
 }
 
+/// A command as messages quote it: whole up to 200 characters, else its start and its size
+/// (a command of megabytes must not make a message of megabytes).
+fn quoted_command(command: &str) -> String {
+    const SHOWN: usize = 200;
+    match command.char_indices().nth(SHOWN) {
+        None => command.to_string(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &command[..cut], command.len()),
+    }
+}
+
 fn step_failure(step: &RunStep<'_>, outcome: &CommandOutcome) -> MissionError {
     let how = if outcome.timed_out {
         format!("timed out after {}s and was killed", step.timeout.as_secs())
@@ -661,7 +671,7 @@ fn step_failure(step: &RunStep<'_>, outcome: &CommandOutcome) -> MissionError {
         "step {}/{} (`{}`) {how}",
         step.index + 1,
         step.total,
-        step.command
+        quoted_command(step.command)
     );
     if !tail.is_empty() {
         message.push('\n');

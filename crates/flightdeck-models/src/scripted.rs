@@ -138,6 +138,19 @@ pub enum ScriptError {
     },
 }
 
+/// A TOML error as toml 0.8 says it (place, source excerpt, message), with a message even
+/// where toml gives none: when the file ends where a value should be.
+fn script_toml_message(error: &toml::de::Error) -> String {
+    let said = error.to_string().trim_end().to_string();
+    if error.message().trim().is_empty() {
+        format!(
+            "{said}\nthe file ends where a value is expected (a `key =` with nothing after it?)"
+        )
+    } else {
+        said
+    }
+}
+
 impl Script {
     /// Reads and parses the file at `path`.
     pub fn load(path: &Path) -> Result<Script, ScriptError> {
@@ -153,8 +166,28 @@ impl Script {
     pub fn parse(source: &str, path: &str) -> Result<Script, ScriptError> {
         let file: ScriptFile = toml::from_str(source).map_err(|e| ScriptError::Parse {
             path: path.to_string(),
-            message: e.to_string().trim_end().to_string(),
+            message: script_toml_message(&e),
         })?;
+        if let Some(price) = &file.pricing {
+            let prices = [
+                ("input_per_mtok", Some(price.input_per_mtok)),
+                ("output_per_mtok", Some(price.output_per_mtok)),
+                ("cache_read_per_mtok", price.cache_read_per_mtok),
+                ("cache_write_per_mtok", price.cache_write_per_mtok),
+            ];
+            // A NaN or negative price would make every spend check pass.
+            if let Some((key, Some(bad))) = prices
+                .iter()
+                .find(|(_, p)| p.is_some_and(|p| !(p.is_finite() && p >= 0.0)))
+            {
+                return Err(ScriptError::Parse {
+                    path: path.to_string(),
+                    message: format!(
+                        "pricing.{key}: `{bad}` is not a price (USD per million tokens, zero or more)"
+                    ),
+                });
+            }
+        }
         let mut turns = Vec::with_capacity(file.turn.len());
         for (i, turn) in file.turn.into_iter().enumerate() {
             let turn_error = |message: String| ScriptError::Turn {

@@ -626,6 +626,12 @@ fn toml_error(src: &Source<'_>, error: &toml::de::Error) -> PolicyErrorKind {
     let offset = error.span().map_or(0, |span| span.start);
     let at = Location::at(src.origin, src.text, offset);
     let message = readable_message(error.message());
+    // toml 0.8 gives no message when the text ends where a value should be.
+    let message = if message.is_empty() {
+        "the file ends where a value is expected (a `key =` with nothing after it?)".to_owned()
+    } else {
+        message
+    };
     let table = table_at(src.text, offset);
     if let Some(rest) = message.strip_prefix("unknown field `") {
         // "unknown field `k`, expected one of `a`, `b`": the key, then every other piece.

@@ -1175,6 +1175,68 @@ impl Vars<'_> {
     }
 }
 
+/// Directories of a container's system that the worktree must not be mounted over: the root,
+/// the kernel's file systems, and where programs, libraries and configuration live.
+const SYSTEM_DIRECTORIES: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/proc",
+    "/run",
+    "/sbin",
+    "/sys",
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/lib32",
+    "/usr/lib64",
+    "/usr/libexec",
+    "/usr/local",
+    "/usr/local/bin",
+    "/usr/local/lib",
+    "/usr/sbin",
+    "/usr/share",
+    "/var",
+    "/var/lib",
+    "/var/run",
+];
+
+/// Directories whose whole subtree belongs to the kernel.
+const KERNEL_TREES: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// What makes `folder` (an absolute container path) a system directory, said for a person,
+/// or `None`. Judged on the path as the container resolves it: `.`, `..`, repeated and
+/// trailing slashes folded (`/workspaces/../proc/` is `/proc`).
+fn system_directory_under(folder: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in folder.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    let normal = format!("/{}", parts.join("/"));
+    if normal == "/" {
+        return Some("the container's root directory".to_string());
+    }
+    if SYSTEM_DIRECTORIES.contains(&normal.as_str()) {
+        return Some(format!("the system directory {normal}"));
+    }
+    KERNEL_TREES
+        .iter()
+        .find(|tree| normal.starts_with(&format!("{tree}/")))
+        .map(|tree| format!("inside {tree}, which the kernel provides"))
+}
+
 fn read_config(
     cx: &Cx<'_>,
     config: &Map<String, Value>,
@@ -1194,6 +1256,15 @@ fn read_config(
         }
         Some(other) => return Err(cx.wrong_type("workspaceFolder", "a string", other)),
     };
+    if let Some(system) = system_directory_under(&workspace_folder) {
+        return Err(cx.invalid(
+            "workspaceFolder",
+            format!(
+                "`{workspace_folder}` is {system}: the worktree mounted there would hide what the container needs to run"
+            ),
+            "use a folder of its own, e.g. \"/workspaces/${localWorkspaceFolderBasename}\"",
+        ));
+    }
     let workspace_mount = match config.get("workspaceMount") {
         None => Some(Mount::Bind {
             source: root.to_path_buf(),

@@ -150,7 +150,16 @@ pub(crate) async fn run(
         .process_group(group.id())
         .kill_on_drop(true);
     let started = Instant::now();
-    let mut child = command.spawn().map_err(spawn_error)?;
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        // The command itself is too long for the kernel (one argument over 128 KiB, or all of
+        // them over the system's limit): that is the command's failure, told like one, not
+        // an error of the machine that would stop the mission on every resume.
+        Err(e) if e.raw_os_error() == Some(nix::libc::E2BIG) => {
+            return Ok(too_long(started.elapsed(), &e));
+        }
+        Err(e) => return Err(spawn_error(e)),
+    };
     // `command` still holds the write ends; drop it so EOF arrives when the child is done.
     drop(command);
     let collector = tokio::task::spawn_blocking(move || collect(reader));
@@ -178,6 +187,25 @@ pub(crate) async fn run(
         duration: started.elapsed(),
         limit_hit: None,
     })
+}
+
+/// Exit code of a command that could not be started (as a shell says for "cannot execute").
+const CANNOT_START_EXIT_CODE: i32 = 126;
+
+/// The outcome of a command the kernel refused to start because it is too long.
+fn too_long(duration: Duration, error: &std::io::Error) -> CommandOutcome {
+    let output = format!(
+        "[flightdeck: the command could not be started: it is too long for the system ({error}); \
+         a single command may be at most 128 KiB: write long content to a file and run that]\n"
+    );
+    CommandOutcome {
+        exit_code: Some(CANNOT_START_EXIT_CODE),
+        timed_out: false,
+        output: output.into_bytes(),
+        dropped_bytes: 0,
+        duration,
+        limit_hit: None,
+    }
 }
 
 fn collect(mut reader: std::io::PipeReader) -> (Vec<u8>, u64) {

@@ -267,8 +267,10 @@ impl Worktree {
         let target = tree.unwrap_or(&self.base);
         self.git(&["read-tree", "-u", "--reset", target], &[])?;
         // -x: ignored files too (a build directory, node_modules): nothing unrecorded
-        // may influence what runs next.
-        self.git(&["clean", "-fdxq"], &[])?;
+        // may influence what runs next. -f twice: a directory holding a `.git` (a nested
+        // repository, or a `.git` file pointing at one) is removed too; with one -f git
+        // skips it and it would survive into the steps that follow.
+        self.git(&["clean", "-ffdxq"], &[])?;
         if let Some(owner) = self.owner {
             crate::hand_over(&self.path, owner).map_err(|e| GitError::Failed {
                 args: "restore".to_string(),

@@ -163,6 +163,12 @@ fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 /// A TOML syntax error as `invalid TOML at line L, column C: message`, on one line.
 fn toml_error(file: &str, text: &str, error: &toml::de::Error) -> ToolchainError {
     let message = error.message().lines().collect::<Vec<_>>().join("; ");
+    // toml 0.8 gives no message when the text ends where a value should be.
+    let message = if message.trim().is_empty() {
+        "the file ends where a value is expected (a `key =` with nothing after it?)".to_string()
+    } else {
+        message
+    };
     let Some(span) = error.span() else {
         return invalid(file, format!("invalid TOML: {message}"));
     };

@@ -1136,6 +1136,62 @@ fn parse_edge_table() {
     }
 }
 
+/// The worktree is mounted at `workspaceFolder`: over a system directory the container could
+/// not start (or would run on the worktree's files as its system), so such folders are refused
+/// when the definition is read, before any container exists.
+#[test]
+fn workspace_folder_over_a_system_directory_is_refused_table() {
+    let refused: &[(&str, &str)] = &[
+        ("/", "the container's root directory"),
+        ("//", "the container's root directory"),
+        ("/workspaces/..", "the container's root directory"),
+        ("/proc", "the system directory /proc"),
+        ("/proc/", "the system directory /proc"),
+        ("/proc/self", "inside /proc"),
+        ("/sys/fs/cgroup", "inside /sys"),
+        ("/dev", "the system directory /dev"),
+        ("/dev/shm", "inside /dev"),
+        ("/etc", "the system directory /etc"),
+        ("/usr", "the system directory /usr"),
+        ("/usr/local/bin", "the system directory /usr/local/bin"),
+        ("/bin", "the system directory /bin"),
+        ("/lib", "the system directory /lib"),
+        ("/./lib64", "the system directory /lib64"),
+        ("/workspaces/../../sbin", "the system directory /sbin"),
+        ("/var/lib", "the system directory /var/lib"),
+    ];
+    let mut failures = Vec::new();
+    for (folder, says) in refused {
+        let text = format!(r#"{{"image": "x", "workspaceFolder": "{folder}"}}"#);
+        match parse_inline(&text) {
+            Ok(_) => failures.push(format!("{folder}: accepted")),
+            Err(e)
+                if !(e.contains("`workspaceFolder`")
+                    && e.contains(says)
+                    && e.contains("\nhint: ")) =>
+            {
+                failures.push(format!("{folder}: {e}"))
+            }
+            Err(_) => {}
+        }
+    }
+    // Folders of their own, even below a system directory's neighbours, stay allowed.
+    for folder in [
+        "/workspaces/repo",
+        "/usr/src/app",
+        "/home/dev/project",
+        "/srv",
+        "/procfs",
+        "/tmp/w",
+    ] {
+        let text = format!(r#"{{"image": "x", "workspaceFolder": "{folder}"}}"#);
+        if let Err(e) = parse_inline(&text) {
+            failures.push(format!("{folder}: refused: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// What becomes of a key we do not simply read.
 enum Fate {
     /// Accepted, and these keys (JSON paths) reported in `ignored`, in this order; the reason

@@ -1,5 +1,5 @@
 //! The git side of a worktree with the real git: a lock left by a killed git is recovered, a
-//! lock a running git holds is reported.
+//! lock a running git holds is reported, a restore leaves nothing unrecorded behind.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -160,4 +160,68 @@ fn a_live_git_on_the_worktree_keeps_its_lock() {
             (_, result) => panic!("{argv:?} in {}: {result:?}", cwd.display()),
         }
     }
+}
+
+/// Restoring a snapshot throws away everything unrecorded, nested repositories included: a
+/// plain `git clean -fdx` skips a directory that holds a `.git` (a repository, or a `.git`
+/// file pointing at one), so what an agent or a killed command dropped there before the
+/// mission parked would survive into the steps that follow.
+#[test]
+fn restore_removes_nested_repositories_of_every_form() {
+    type Plant = fn(&Path);
+    let forms: &[(&str, Plant)] = &[
+        ("git init", |wt| {
+            let nested = wt.join("sub/nested");
+            std::fs::create_dir_all(&nested).unwrap();
+            assert!(git(&nested, &["init", "--quiet"]).status.success());
+            std::fs::write(nested.join("payload.sh"), "echo planted\n").unwrap();
+        }),
+        ("repository with a commit", |wt| {
+            let nested = wt.join("deep/er/nested");
+            std::fs::create_dir_all(&nested).unwrap();
+            assert!(git(&nested, &["init", "--quiet"]).status.success());
+            std::fs::write(nested.join("payload.sh"), "echo planted\n").unwrap();
+            assert!(git(&nested, &["add", "."]).status.success());
+            assert!(git(&nested, &["commit", "--quiet", "-m", "x"])
+                .status
+                .success());
+        }),
+        (".git file pointing elsewhere", |wt| {
+            let nested = wt.join("linked");
+            std::fs::create_dir_all(&nested).unwrap();
+            let elsewhere = wt.join("linked-git");
+            std::fs::create_dir_all(&elsewhere).unwrap();
+            assert!(git(&elsewhere, &["init", "--quiet", "--bare"])
+                .status
+                .success());
+            std::fs::write(
+                nested.join(".git"),
+                format!("gitdir: {}\n", elsewhere.display()),
+            )
+            .unwrap();
+            std::fs::write(nested.join("payload.sh"), "echo planted\n").unwrap();
+        }),
+    ];
+    let mut failures = Vec::new();
+    for (form, plant) in forms {
+        for to_snapshot in [false, true] {
+            let tmp = tempfile::tempdir().unwrap();
+            let (wt, _) = worktree(tmp.path());
+            let tree = wt.snapshot().unwrap();
+            plant(wt.path());
+            wt.restore(to_snapshot.then_some(tree.as_str())).unwrap();
+            let mut left: Vec<String> = std::fs::read_dir(wt.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name != ".git")
+                .collect();
+            left.sort();
+            if left != ["a.txt"] {
+                failures.push(format!(
+                    "{form} (restore to snapshot: {to_snapshot}): left {left:?}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

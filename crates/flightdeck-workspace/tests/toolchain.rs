@@ -331,6 +331,12 @@ const ERROR_CASES: &[(&str, Files, &str)] = &[
         "mise.toml: invalid TOML at line 2, column 8: ",
     ),
     (
+        // toml itself gives no message when the file ends where a value should be.
+        "mise.toml ends at a key",
+        &[("mise.toml", "[tools]\nnode =")],
+        "mise.toml: invalid TOML at line 2, column 7: the file ends where a value is expected",
+    ),
+    (
         "package.json not JSON",
         &[("package.json", "{\"engines\": ")],
         "package.json: invalid JSON: ",

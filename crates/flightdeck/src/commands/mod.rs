@@ -281,6 +281,13 @@ async fn budget(ctx: &Context, mission: &str, adds: &[String]) -> Result<i32, Cl
         };
         let (dimension, amount) = add.split_once('=').ok_or_else(bad)?;
         let amount: f64 = amount.trim().parse().map_err(|_| bad())?;
+        // `nan`, `inf` and negative amounts parse as f64; a raise is a positive amount.
+        if !(amount.is_finite() && amount > 0.0) {
+            return Err(CliError::bad_input(
+                format!("--add {add}: the amount must be positive"),
+                Some("e.g. --add usd=1.5 or --add tool_calls=50".to_string()),
+            ));
+        }
         parsed.push((dimension.trim().to_string(), amount));
     }
     let engine = ctx.existing_engine(mission, Arc::new(Silent)).await?;

@@ -254,17 +254,15 @@ pub async fn fork(
     let mut model_scripts = BTreeMap::new();
     if let Some(model) = &model {
         if let Some(path) = model.strip_prefix("scripted:") {
-            let file = if Path::new(path).is_absolute() {
-                PathBuf::from(path)
-            } else {
-                repo_root.join(path)
-            };
-            let source = std::fs::read_to_string(&file).map_err(|e| {
+            let bad_path = |message: String| {
                 CliError::bad_input(
-                    format!("--model {model}: cannot read {}: {e}", file.display()),
-                    Some("a `scripted:<path>` model names a TOML script relative to the repository root, or an absolute path".to_string()),
+                    format!("--model {model}: {message}"),
+                    Some(flightdeck_engine::SCRIPT_PATH_HINT.to_string()),
                 )
-            })?;
+            };
+            let file = flightdeck_engine::resolve_script(&repo_root, path).map_err(bad_path)?;
+            let source = std::fs::read_to_string(&file)
+                .map_err(|e| bad_path(format!("cannot read {}: {e}", file.display())))?;
             flightdeck_models::Script::parse(&source, path)
                 .map_err(|e| CliError::bad_input(format!("--model {model}: {e}"), None))?;
             model_scripts.insert(model.clone(), source);
