@@ -345,7 +345,11 @@ fn value_pattern(value: &[u8]) -> String {
 fn text_byte(b: u8) -> String {
     // A letter in either case: a value upper-cased (or lower-cased) by a command still shows.
     let raw = if b.is_ascii_alphabetic() {
-        format!("[{}{}]", char::from(b.to_ascii_uppercase()), char::from(b.to_ascii_lowercase()))
+        format!(
+            "[{}{}]",
+            char::from(b.to_ascii_uppercase()),
+            char::from(b.to_ascii_lowercase())
+        )
     } else {
         byte_literal(b)
     };
@@ -466,8 +470,18 @@ fn literal_forms(value: &[u8]) -> Vec<Vec<u8>> {
     forms.extend(base64_forms(value).into_iter().map(String::into_bytes));
     forms.push(value.to_ascii_uppercase());
     forms.push(value.to_ascii_lowercase());
-    forms.push(value.iter().flat_map(|b| format!("{b:02x}").into_bytes()).collect());
-    forms.push(value.iter().flat_map(|b| format!("{b:02X}").into_bytes()).collect());
+    forms.push(
+        value
+            .iter()
+            .flat_map(|b| format!("{b:02x}").into_bytes())
+            .collect(),
+    );
+    forms.push(
+        value
+            .iter()
+            .flat_map(|b| format!("{b:02X}").into_bytes())
+            .collect(),
+    );
     forms.push(value.iter().rev().copied().collect());
     forms.sort();
     forms.dedup();
