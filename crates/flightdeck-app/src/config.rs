@@ -61,7 +61,8 @@ pub struct PersonConfig {
     pub slack: Option<String>,
 }
 
-/// `[secrets.NAME]`: where a secret's value comes from (exactly one of the two).
+/// `[secrets.NAME]`: where a secret's value comes from (exactly one of the two), and who may
+/// use it.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecretConfig {
@@ -69,6 +70,40 @@ pub struct SecretConfig {
     pub env: Option<String>,
     /// A file (trailing newlines are not part of the value).
     pub file: Option<PathBuf>,
+    /// The repositories whose missions may use it: `owner/name` (the end of the repository's
+    /// remote URL) or an absolute path (a checkout). Empty: none.
+    #[serde(default)]
+    pub repos: Vec<String>,
+    /// The templates (by name) that may use it in those repositories; absent: any.
+    pub templates: Option<Vec<String>>,
+}
+
+/// What a `repos` entry of a secret's scope names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopedRepo<'a> {
+    /// `owner/name` (or `group/sub/name`): the last components of the remote URL's path.
+    Remote(Vec<&'a str>),
+    /// An absolute path: the checkout's top directory.
+    Checkout(&'a Path),
+}
+
+impl<'a> ScopedRepo<'a> {
+    /// Reads one `repos` entry; `None` when it is neither form.
+    pub fn parse(entry: &'a str) -> Option<ScopedRepo<'a>> {
+        if entry.starts_with('/') {
+            return Some(ScopedRepo::Checkout(Path::new(entry)));
+        }
+        let parts: Vec<&str> = entry.split('/').collect();
+        let plain = |p: &&str| {
+            !p.is_empty()
+                && *p != "."
+                && *p != ".."
+                && !p
+                    .chars()
+                    .any(|c| c.is_whitespace() || c == ':' || c == '\\')
+        };
+        (parts.len() >= 2 && parts.iter().all(plain)).then_some(ScopedRepo::Remote(parts))
+    }
 }
 
 /// `[audit]`.
@@ -298,6 +333,21 @@ pub(crate) fn workspace_settings(
     };
     settings.hidden_files.push(absolute(config_path));
     for (name, secret) in &config.secrets {
+        if let Some(bad) = secret
+            .repos
+            .iter()
+            .find(|entry| ScopedRepo::parse(entry).is_none())
+        {
+            return Err(AppError::bad_input(
+                format!(
+                    "{}: [secrets.{name}] repos: {bad:?} is neither `owner/name` nor an absolute path",
+                    config_path.display()
+                ),
+                Some(format!(
+                    "e.g. [secrets.{name}]\nrepos = [\"acme/textstats\", \"/srv/checkouts/textstats\"]"
+                )),
+            ));
+        }
         let value = match (&secret.env, &secret.file) {
             (Some(var), None) => std::env::var(var)
                 .map_err(|_| format!("the environment variable `{var}` is not set")),

@@ -16,6 +16,7 @@ use flightdeck_engine::{CreateMission, RepoFile};
 use flightdeck_policy::{Codeowners, CodeownersWarning, CODEOWNERS_LOCATIONS};
 use flightdeck_workspace::{read_at_commit, repo_root, resolve_commit};
 
+use crate::config::{Config, ScopedRepo};
 use crate::error::AppError;
 
 /// Where the repository comes from.
@@ -48,6 +49,11 @@ pub struct Intake {
     pub repo: PathBuf,
     /// The base commit everything was read from.
     pub base_commit: String,
+    /// The repository's remote URL: `--remote`, or the checkout's `origin` (secret scopes
+    /// name repositories by it).
+    pub remote_url: Option<String>,
+    /// Whether `repo` is the user's checkout (not the installation's clone of a remote).
+    pub from_checkout: bool,
     /// CODEOWNERS lines GitHub would skip (shown, and recorded with the mission).
     pub codeowners_warnings: Vec<CodeownersWarning>,
 }
@@ -67,13 +73,18 @@ pub struct PolicyAt {
 /// Makes a mission request: the repository and base commit resolved, the template, policy
 /// and CODEOWNERS read at that commit.
 pub fn intake(data_dir: &Path, request: &RunRequest) -> Result<Intake, AppError> {
-    let (repo, base_commit) = match &request.repo {
+    let from_checkout = matches!(request.repo, RepoSource::Checkout(_));
+    let (repo, base_commit, remote_url) = match &request.repo {
         RepoSource::Checkout(dir) => {
             let repo = checkout_root(dir)?;
             let commit = resolve_commit(&repo, &request.base)?;
-            (repo, commit)
+            let origin = flightdeck_workspace::origin_url(&repo);
+            (repo, commit, origin)
         }
-        RepoSource::Remote(url) => fetch_remote(data_dir, url, &request.base)?,
+        RepoSource::Remote(url) => {
+            let (repo, commit) = fetch_remote(data_dir, url, &request.base)?;
+            (repo, commit, Some(url.trim().to_string()))
+        }
     };
     let (template_name, template_file, template_source) =
         template_at(&repo, &base_commit, &request.template)?;
@@ -102,8 +113,128 @@ pub fn intake(data_dir: &Path, request: &RunRequest) -> Result<Intake, AppError>
         request,
         repo,
         base_commit,
+        remote_url,
+        from_checkout,
         codeowners_warnings,
     })
+}
+
+/// Refuses a mission whose template names a secret that is not scoped to its repository (or
+/// not to its template): the error names the secret, the repository and the config line that
+/// would let it. A secret without `repos` is scoped to no repository. A template that does
+/// not parse is left to [`flightdeck_engine::Engine::validate`] to report.
+pub fn check_secret_scopes(
+    intake: &Intake,
+    config: &Config,
+    config_path: &Path,
+) -> Result<(), AppError> {
+    let request = &intake.request;
+    let Ok(template) = flightdeck_core::template::Template::parse(
+        &request.template_name,
+        &request.template_file,
+        &request.template_source,
+    ) else {
+        return Ok(());
+    };
+    // A fetched remote has no checkout: only `owner/name` entries can name it.
+    let checkout = intake
+        .from_checkout
+        .then(|| std::fs::canonicalize(&intake.repo).unwrap_or_else(|_| intake.repo.clone()));
+    let url_path = intake.remote_url.as_deref().map(url_path_components);
+    let matches = |entry: &str| match ScopedRepo::parse(entry) {
+        Some(ScopedRepo::Checkout(path)) => checkout.as_ref().is_some_and(|checkout| {
+            std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()) == *checkout
+        }),
+        Some(ScopedRepo::Remote(parts)) => url_path.as_ref().is_some_and(|have| {
+            have.len() >= parts.len()
+                && have[have.len() - parts.len()..]
+                    .iter()
+                    .zip(&parts)
+                    .all(|(a, b)| a.eq_ignore_ascii_case(b))
+        }),
+        None => false,
+    };
+    // How the repository is named to the user, and the entry that would let it.
+    let entry = match (url_path.as_ref().filter(|p| p.len() >= 2), &checkout) {
+        (Some(parts), _) => parts[parts.len() - 2..].join("/"),
+        (None, Some(checkout)) => checkout.display().to_string(),
+        (None, None) => intake.remote_url.clone().unwrap_or_default(),
+    };
+    let shown = match (&intake.remote_url, &checkout) {
+        (Some(url), Some(checkout)) => format!("{entry} ({url}, checkout {})", checkout.display()),
+        (Some(url), None) => format!("{entry} ({url})"),
+        (None, Some(checkout)) => checkout.display().to_string(),
+        (None, None) => entry.clone(),
+    };
+    let quoted = |items: &[String]| {
+        items
+            .iter()
+            .map(|i| format!("{i:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for name in &template.workspace.secrets {
+        // A secret the config lacks is reported by validate (SecretMissing).
+        let Some(secret) = config.secrets.get(name) else {
+            continue;
+        };
+        if !secret.repos.iter().any(|e| matches(e)) {
+            let mut repos = secret.repos.clone();
+            repos.push(entry.clone());
+            return Err(AppError::bad_input(
+                format!(
+                    "template `{}` names secret `{name}`, which is not scoped to repository {shown}; nothing was created",
+                    request.template_name
+                ),
+                Some(format!(
+                    "a secret is given only to the repositories its scope names: to allow this one, write in {}:\n[secrets.{name}]\nrepos = [{}]",
+                    config_path.display(),
+                    quoted(&repos)
+                )),
+            ));
+        }
+        if let Some(templates) = &secret.templates {
+            if !templates.contains(&request.template_name) {
+                let mut templates = templates.clone();
+                templates.push(request.template_name.clone());
+                return Err(AppError::bad_input(
+                    format!(
+                        "template `{}` names secret `{name}`, which is scoped to other templates of repository {shown} ({}); nothing was created",
+                        request.template_name,
+                        quoted(secret.templates.as_deref().unwrap_or_default())
+                    ),
+                    Some(format!(
+                        "to allow this template, write in {}:\n[secrets.{name}]\ntemplates = [{}]",
+                        config_path.display(),
+                        quoted(&templates)
+                    )),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The path of a repository URL, as components without a trailing `.git`:
+/// `https://github.com/acme/textstats.git`, `git@github.com:acme/textstats` and
+/// `/srv/git/acme/textstats` all end in `["acme", "textstats"]`.
+pub fn url_path_components(url: &str) -> Vec<String> {
+    let url = url.trim();
+    let path = match url.split_once("://") {
+        // scheme://host[:port]/path (file:///path has an empty host).
+        Some((_, rest)) => rest.find('/').map_or("", |i| &rest[i..]),
+        None => match (url.find(':'), url.find('/')) {
+            // scp-like `user@host:path`.
+            (Some(colon), slash) if slash.is_none_or(|s| colon < s) => &url[colon + 1..],
+            _ => url,
+        },
+    };
+    let path = path.trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    path.split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .map(str::to_string)
+        .collect()
 }
 
 /// The top of the checkout `dir` is in.

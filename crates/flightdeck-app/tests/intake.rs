@@ -199,3 +199,43 @@ fn a_remote_repository_is_fetched_and_read_at_the_base() {
         error.message
     );
 }
+
+#[test]
+fn a_remote_url_is_named_by_the_path_at_its_end() {
+    use flightdeck_app::intake::url_path_components;
+    for (url, path) in [
+        ("https://github.com/acme/textstats.git", "acme/textstats"),
+        ("https://github.com/acme/textstats/", "acme/textstats"),
+        ("git@github.com:acme/textstats.git", "acme/textstats"),
+        ("ssh://git@host:2222/acme/textstats", "acme/textstats"),
+        (
+            "file:///srv/git/acme/textstats.git",
+            "srv/git/acme/textstats",
+        ),
+        ("/srv/git/acme/textstats", "srv/git/acme/textstats"),
+        ("../acme/textstats", "../acme/textstats"),
+        ("https://gitlab.com/group/sub/name.git", "group/sub/name"),
+        ("https://host", ""),
+    ] {
+        assert_eq!(url_path_components(url).join("/"), path, "{url}");
+    }
+}
+
+#[test]
+fn scope_entries_are_owner_name_or_an_absolute_path() {
+    use flightdeck_app::config::ScopedRepo;
+    for (entry, ok) in [
+        ("acme/textstats", true),
+        ("group/sub/name", true),
+        ("/srv/checkouts/textstats", true),
+        ("textstats", false),
+        ("acme/", false),
+        ("/", true),
+        ("acme/../x", false),
+        ("acme/text stats", false),
+        ("https://github.com/acme/textstats", false),
+        ("", false),
+    ] {
+        assert_eq!(ScopedRepo::parse(entry).is_some(), ok, "{entry:?}");
+    }
+}

@@ -129,8 +129,14 @@ impl Driver {
                     Ran::Completed(id, done) => (id, done),
                     Ran::Stopped => return Ok(None),
                 };
-                // The platform checks the change; it does not make one.
-                if worktree.snapshot()? != before {
+                // The platform checks the change; it does not make one. What a check left
+                // that may not be recorded (a secret in a file) is thrown away all the same.
+                let changed = match worktree.snapshot() {
+                    Ok(tree) => tree != before,
+                    Err(flightdeck_workspace::GitError::SecretInWorktree { .. }) => true,
+                    Err(e) => return Err(e.into()),
+                };
+                if changed {
                     worktree.restore(Some(&before))?;
                 }
                 result.attempts = attempt;

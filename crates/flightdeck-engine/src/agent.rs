@@ -799,12 +799,21 @@ impl Driver {
             match place_.worktree.snapshot() {
                 Ok(tree) => Some(tree),
                 Err(e) => {
-                    let error = MissionError {
-                        kind: "workspace_unrecordable".into(),
-                        message: format!(
-                            "{}: the agent's `{tool}` call left a worktree git cannot record: {e}",
-                            run.label
-                        ),
+                    let error = match e {
+                        flightdeck_workspace::GitError::SecretInWorktree { .. } => MissionError {
+                            kind: "secret_in_worktree".into(),
+                            message: format!(
+                                "{}: the agent's `{tool}` call left a secret in the worktree: {e}",
+                                run.label
+                            ),
+                        },
+                        _ => MissionError {
+                            kind: "workspace_unrecordable".into(),
+                            message: format!(
+                                "{}: the agent's `{tool}` call left a worktree git cannot record: {e}",
+                                run.label
+                            ),
+                        },
                     };
                     ok = false;
                     output.extend_from_slice(format!("\n{e}").as_bytes());

@@ -114,6 +114,8 @@ impl EngineConfig {
                     hidden_files: parts.workspace.hidden_files.clone(),
                     setup_timeout: DEFAULT_STEP_TIMEOUT,
                     container_prefix: "flightdeck-".to_string(),
+                    objects_dir: parts.data_dir.join("objects"),
+                    recorded_objects_dir: None,
                 },
                 secrets: Arc::new(ConfiguredSecrets(parts.workspace.clone())),
                 redact: parts.secrets.clone(),

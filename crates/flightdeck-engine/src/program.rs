@@ -11,7 +11,9 @@ use flightdeck_core::event::*;
 use flightdeck_core::ids::step_call_id;
 use flightdeck_core::template::{Network, Step, Template, ToolchainMode};
 use flightdeck_core::{EventKind, MissionId, MissionStatus, StoredEvent};
-use flightdeck_workspace::{CommandOutcome, CommandSpec, ConfinedFs, Workspace, Worktree};
+use flightdeck_workspace::{
+    CommandOutcome, CommandSpec, ConfinedFs, GitError, Workspace, Worktree,
+};
 
 use crate::agent::{AgentPlace, AgentStep};
 use crate::driver::{Driver, Running};
@@ -387,6 +389,15 @@ impl Driver {
         ];
         if !ok {
             let error = match snapshot_error {
+                Some(e @ GitError::SecretInWorktree { .. }) => MissionError {
+                    kind: "secret_in_worktree".into(),
+                    message: format!(
+                        "step {}/{} (`{}`) left a secret in the worktree: {e}",
+                        step.index + 1,
+                        step.total,
+                        step.command
+                    ),
+                },
                 Some(e) if outcome.success() => MissionError {
                     kind: "workspace_unrecordable".into(),
                     message: format!(

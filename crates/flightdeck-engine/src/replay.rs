@@ -1399,11 +1399,15 @@ fn replay_ports(
     let live = crate::workspaces::LiveWorkspaces {
         config: crate::workspaces::WorkspaceConfig {
             workspaces_dir: scratch.to_path_buf(),
-            data_dir: hidden,
+            data_dir: hidden.clone(),
             hidden_files: cfg.workspace.hidden_files.clone(),
             setup_timeout: cfg.default_step_timeout,
             // Never the recorded mission's container.
             container_prefix: format!("flightdeck-replay-{}-", std::process::id()),
+            // What the replay makes stays in the scratch directory; the recorded mission's
+            // snapshots are read from the data directory.
+            objects_dir: scratch.join("objects"),
+            recorded_objects_dir: Some(hidden.join("objects")),
         },
         secrets: secrets.clone(),
         redact: cfg.secrets.clone(),

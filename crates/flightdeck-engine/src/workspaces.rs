@@ -18,8 +18,8 @@ use flightdeck_core::event::{
 use flightdeck_core::template::{Network, Runtime, WorkspaceSpec};
 use flightdeck_workspace::docker::{DockerEngine, DockerError, DockerWorkspace};
 use flightdeck_workspace::{
-    Cgroups, CommandSpec, Limits, LocalWorkspace, Sandbox, SandboxLayout, Workspace,
-    WorkspaceError, Worktree, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MB,
+    Cgroups, CommandSpec, Limits, LocalWorkspace, Sandbox, SandboxLayout, SnapshotStore,
+    Workspace, WorkspaceError, Worktree, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MB,
 };
 
 use crate::container::{self, ContainerPlan, SetupCommand, WithPrelude};
@@ -121,6 +121,11 @@ pub struct WorkspaceConfig {
     pub setup_timeout: Duration,
     /// Containers are named `<prefix><id>`.
     pub container_prefix: String,
+    /// `<data-dir>/objects`: workspace `id` writes its snapshots and commits to `<dir>/<id>`,
+    /// never to the repository's object store.
+    pub objects_dir: PathBuf,
+    /// A replay's: where the recorded mission's objects are (`<dir>/<id>`), read through.
+    pub recorded_objects_dir: Option<PathBuf>,
 }
 
 /// Workspaces made for real.
@@ -134,6 +139,21 @@ pub struct LiveWorkspaces {
 impl LiveWorkspaces {
     fn home_path(&self, id: &str) -> PathBuf {
         self.config.workspaces_dir.join(format!("{id}.home"))
+    }
+
+    /// Where workspace `id`'s snapshots go, and the secrets none may hold.
+    fn snapshot_store(&self, id: &str) -> SnapshotStore {
+        SnapshotStore {
+            objects: self.config.objects_dir.join(id),
+            read_also: self
+                .config
+                .recorded_objects_dir
+                .iter()
+                .map(|dir| dir.join(id))
+                .filter(|dir| dir.is_dir())
+                .collect(),
+            secrets: self.redact.clone(),
+        }
     }
 
     async fn make(
@@ -156,7 +176,7 @@ impl LiveWorkspaces {
                 source,
             }
         })?;
-        let mut worktree = Worktree::create(repo, &path, base_commit)?;
+        let mut worktree = Worktree::create(repo, &path, base_commit, self.snapshot_store(id))?;
         let caches_dir = self.config.data_dir.join("caches");
         let repository = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
         let caches = flightdeck_workspace::caches::for_repo(
@@ -238,6 +258,9 @@ impl LiveWorkspaces {
                 );
                 if let Some(base) = &base_root {
                     let _ = Worktree::remove(repo, base.path());
+                    let _ =
+                        std::fs::remove_dir_all(self.config.objects_dir.join(format!("{id}.base")));
+                    let _ = std::fs::remove_file(base.index_path());
                 }
                 let plan = plan?;
                 event.image = Some(plan.image.clone());
@@ -321,7 +344,9 @@ impl LiveWorkspaces {
         base_commit: &str,
     ) -> Result<Worktree, EngineError> {
         let path = self.config.workspaces_dir.join(format!("{id}.base"));
-        Ok(Worktree::create(repo, &path, base_commit)?)
+        let mut store = self.snapshot_store(id);
+        store.objects = self.config.objects_dir.join(format!("{id}.base"));
+        Ok(Worktree::create(repo, &path, base_commit, store)?)
     }
 }
 
@@ -347,6 +372,8 @@ impl WorkspaceProvider for LiveWorkspaces {
         if home.exists() {
             let _ = std::fs::remove_dir_all(&home);
         }
+        // The objects stay (a replay reads them); the index is the worktree's.
+        let _ = std::fs::remove_file(self.snapshot_store(id).index());
         let path = self.worktree_path(id);
         if !path.exists() {
             return;

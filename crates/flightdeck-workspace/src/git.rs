@@ -42,6 +42,37 @@ pub enum GitError {
     /// A lock left by a killed git that could not be removed.
     #[error("cannot remove {lock}, left by a git process that was killed: {error}\nhint: remove the file by hand (no git is working on the worktree), then try again")]
     StaleLock { lock: String, error: String },
+    /// A file of the worktree holds a configured secret (in a form redaction knows): it is
+    /// not recorded anywhere. Names the file and the secret, never the value.
+    #[error("{path} holds the value of the secret `{secret}`; nothing was recorded in git\nhint: a secret must not be written into the worktree: write it outside it (its HOME, /tmp), or remove it from the file")]
+    SecretInWorktree { path: String, secret: String },
+    #[error("cannot prepare {path}: {error}")]
+    Io { path: String, error: String },
+}
+
+/// Where a worktree's snapshots and commits are written, and what they must never hold.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotStore {
+    /// The mission's own object directory (`<data-dir>/objects/<mission>`): every object a
+    /// snapshot or a commit makes goes here, never into the repository's `objects`, which is
+    /// only read (an alternate). A published commit is copied into the repository.
+    pub objects: PathBuf,
+    /// Object directories read through besides the repository's (a replay reads the
+    /// recorded mission's).
+    pub read_also: Vec<PathBuf>,
+    /// Values no snapshot or commit may hold, in any form redaction knows.
+    pub secrets: crate::redact::Secrets,
+}
+
+impl SnapshotStore {
+    /// The index snapshots are made with, beside the object directory: the worktree's own
+    /// index (which sandboxed commands may read and write) is left at the base, so it
+    /// never names an object only the mission's directory has.
+    pub fn index(&self) -> PathBuf {
+        let mut name = self.objects.as_os_str().to_owned();
+        name.push(".index");
+        PathBuf::from(name)
+    }
 }
 
 /// git's path, found on PATH once: spawning by name looks along PATH (and fails to exec in
@@ -142,6 +173,37 @@ pub struct Worktree {
     git_dir: PathBuf,
     /// Who gets what a restore writes (the sandbox's user, see [`crate::sandbox_owner`]).
     owner: Option<crate::Owner>,
+    store: SnapshotStore,
+    /// `GIT_OBJECT_DIRECTORY` and `GIT_INDEX_FILE` for every git run on the worktree.
+    env: [(String, String); 2],
+}
+
+/// The repository's object directory (`<common git dir>/objects`).
+fn objects_dir(repo: &Path) -> Result<PathBuf, GitError> {
+    let common = git_ok(
+        repo,
+        &["rev-parse", "--path-format=absolute", "--git-common-dir"],
+        &[],
+    )?;
+    Ok(Path::new(&common).join("objects"))
+}
+
+/// Makes the mission's object directory, reading through to `alternates`.
+fn prepare_objects(dir: &Path, alternates: &[PathBuf]) -> Result<(), GitError> {
+    let io = |path: &Path, e: std::io::Error| GitError::Io {
+        path: path.display().to_string(),
+        error: e.to_string(),
+    };
+    let info = dir.join("info");
+    std::fs::create_dir_all(&info).map_err(|e| io(&info, e))?;
+    std::fs::create_dir_all(dir.join("pack")).map_err(|e| io(dir, e))?;
+    let mut list = String::new();
+    for alternate in alternates {
+        list.push_str(&alternate.display().to_string());
+        list.push('\n');
+    }
+    let file = info.join("alternates");
+    std::fs::write(&file, list).map_err(|e| io(&file, e))
 }
 
 /// The administrative directory (`<common git dir>/worktrees/<name>`) whose `gitdir` file
@@ -174,22 +236,47 @@ impl Worktree {
     }
 
     /// Makes the worktree (detached at `base`) or, after a crash, reuses the one already
-    /// there.
-    pub fn create(repo: &Path, path: &Path, base: &str) -> Result<Worktree, GitError> {
-        let worktree = |git_dir: PathBuf| Worktree {
-            repo: repo.to_path_buf(),
-            path: path.to_path_buf(),
-            base: base.to_string(),
-            git_dir,
-            owner: None,
+    /// there. Its snapshots and commits are written to `store`'s object directory.
+    pub fn create(
+        repo: &Path,
+        path: &Path,
+        base: &str,
+        store: SnapshotStore,
+    ) -> Result<Worktree, GitError> {
+        let mut alternates = store.read_also.clone();
+        alternates.push(objects_dir(repo)?);
+        prepare_objects(&store.objects, &alternates)?;
+        let worktree = |git_dir: PathBuf| -> Result<Worktree, GitError> {
+            let index = store.index();
+            if !index.exists() {
+                // Start from the index `worktree add` wrote (the base, with its stat data),
+                // so the first snapshot hashes only what changed.
+                let _ = std::fs::copy(git_dir.join("index"), &index);
+            }
+            Ok(Worktree {
+                repo: repo.to_path_buf(),
+                path: path.to_path_buf(),
+                base: base.to_string(),
+                git_dir,
+                env: [
+                    (
+                        "GIT_OBJECT_DIRECTORY".to_string(),
+                        store.objects.display().to_string(),
+                    ),
+                    ("GIT_INDEX_FILE".to_string(), index.display().to_string()),
+                ],
+                store: store.clone(),
+                owner: None,
+            })
         };
         if path.exists() {
             if let Some(git_dir) = admin_dir(repo, path)? {
-                return Ok(worktree(git_dir));
+                return worktree(git_dir);
             }
             // Half made by a process that died: start again.
             std::fs::remove_dir_all(path).map_err(|e| GitError::Spawn(e.to_string()))?;
         }
+        let _ = std::fs::remove_file(store.index());
         let _ = git_ok(repo, &["worktree", "prune"], &[]);
         let path_str = path.to_string_lossy();
         git_ok(
@@ -202,7 +289,23 @@ impl Worktree {
             dir: repo.display().to_string(),
             stderr: "the new worktree has no administrative directory".to_string(),
         })?;
-        Ok(worktree(git_dir))
+        worktree(git_dir)
+    }
+
+    /// The index snapshots are made with (its lock is `<index>.lock`).
+    pub fn index_path(&self) -> PathBuf {
+        self.store.index()
+    }
+
+    /// The environment every git run on the worktree gets, then `extra`.
+    fn env<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        env.extend_from_slice(extra);
+        env
     }
 
     /// Files a restore writes are given to `owner` (see [`crate::Workspace::file_owner`]).
@@ -223,7 +326,41 @@ impl Worktree {
             "core.fsmonitor=false",
         ];
         full.extend_from_slice(args);
-        git_ok(&self.path, &full, env)
+        git_ok(&self.path, &full, &self.env(env))
+    }
+
+    /// Fails with [`GitError::SecretInWorktree`] when a file that differs from the last
+    /// snapshot (or a new one, or its name) holds a configured secret: checked before
+    /// anything is added to an object store.
+    fn check_no_secret(&self) -> Result<(), GitError> {
+        if self.store.secrets.is_empty() {
+            return Ok(());
+        }
+        let listed = self.git(
+            &[
+                "ls-files",
+                "-z",
+                "--modified",
+                "--others",
+                "--exclude-standard",
+            ],
+            &[],
+        )?;
+        for name in listed.split('\0').filter(|n| !n.is_empty()) {
+            let found = self
+                .store
+                .secrets
+                .value_in(name.as_bytes())
+                .map(str::to_string)
+                .or_else(|| secret_in_file(&self.store.secrets, &self.path.join(name)));
+            if let Some(secret) = found {
+                // The name itself may be the secret.
+                let path = String::from_utf8_lossy(&self.store.secrets.redact(name.as_bytes()))
+                    .into_owned();
+                return Err(GitError::SecretInWorktree { path, secret });
+            }
+        }
+        Ok(())
     }
 
     /// A git killed while it held the worktree's index (flightdeck killed mid-`git add`, say)
@@ -232,7 +369,9 @@ impl Worktree {
     /// arguments or current directory name its admin dir or its work tree (see
     /// [`git_process_on`]); then it is removed. A live one is an error naming it.
     fn recover_index_lock(&self) -> Result<(), GitError> {
-        let lock = self.git_dir.join("index.lock");
+        let mut lock = self.store.index().into_os_string();
+        lock.push(".lock");
+        let lock = PathBuf::from(lock);
         if std::fs::symlink_metadata(&lock).is_err() {
             return Ok(());
         }
@@ -257,6 +396,7 @@ impl Worktree {
     /// Records the worktree's whole state (tracked and untracked, not ignored files) as a git
     /// tree and returns its id. Restoring that tree gives the same files back.
     pub fn snapshot(&self) -> Result<String, GitError> {
+        self.check_no_secret()?;
         self.git(&["add", "--all", "--", "."], &[])?;
         self.git(&["write-tree"], &[])
     }
@@ -341,7 +481,7 @@ impl Worktree {
             &self.base,
             tree,
         ];
-        let output = git(&self.path, &args, &[])?;
+        let output = git(&self.path, &args, &self.env(&[]))?;
         if !output.status.success() {
             return Err(GitError::Failed {
                 args: format!("diff --binary {} {tree}", self.base),
@@ -371,10 +511,17 @@ impl Worktree {
             ("GIT_AUTHOR_DATE", date.as_str()),
             ("GIT_COMMITTER_DATE", date.as_str()),
         ];
+        if let Some(secret) = self.store.secrets.value_in(message.as_bytes()) {
+            return Err(GitError::SecretInWorktree {
+                path: "the commit message".to_string(),
+                secret: secret.to_string(),
+            });
+        }
         let commit = self.git(
             &["commit-tree", tree, "-p", &self.base, "-m", message],
             &env,
         )?;
+        self.copy_to_repo(&commit)?;
         let reference = format!("refs/heads/{branch}");
         match git(
             &self.repo,
@@ -407,6 +554,59 @@ impl Worktree {
             }
         }
         Ok(commit)
+    }
+
+    /// Copies `commit` and what it has that the base has not from the mission's object
+    /// directory into the repository's (a pack): what publishing puts there, and all it does.
+    fn copy_to_repo(&self, commit: &str) -> Result<(), GitError> {
+        let there = git(&self.repo, &["cat-file", "-e", commit], &[])?;
+        if there.status.success() {
+            return Ok(());
+        }
+        let spawn = |e: std::io::Error| GitError::Spawn(e.to_string());
+        let git_dir = format!("--git-dir={}", self.git_dir.display());
+        let mut pack = std::process::Command::new("git")
+            .args([git_dir.as_str(), "-c", "core.hooksPath=/dev/null"])
+            .args(["pack-objects", "--revs", "--stdout", "-q"])
+            .envs(self.env(&[]))
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("LC_ALL", "C")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(spawn)?;
+        if let Some(mut stdin) = pack.stdin.take() {
+            use std::io::Write as _;
+            writeln!(stdin, "{commit}\n^{}", self.base).map_err(spawn)?;
+        }
+        let stdout = pack
+            .stdout
+            .take()
+            .ok_or_else(|| GitError::Spawn("pack-objects has no output".to_string()))?;
+        let index = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["-c", "core.hooksPath=/dev/null", "index-pack", "--stdin"])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("LC_ALL", "C")
+            .stdin(stdout)
+            .output()
+            .map_err(spawn)?;
+        let packed = pack.wait_with_output().map_err(spawn)?;
+        for (what, out_status, stderr) in [
+            ("pack-objects", packed.status, packed.stderr),
+            ("index-pack --stdin", index.status, index.stderr),
+        ] {
+            if !out_status.success() {
+                return Err(GitError::Failed {
+                    args: what.to_string(),
+                    dir: self.repo.display().to_string(),
+                    stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// `git format-patch` of `commit` (one commit on the base), as mailbox text.
@@ -449,6 +649,50 @@ pub fn read_at_commit(repo: &Path, commit: &str, path: &str) -> Result<Option<Ve
         return Ok(None);
     }
     Ok(Some(output.stdout))
+}
+
+/// The name of the first configured secret the file at `path` holds (a symlink: its
+/// target), read in overlapping chunks so a large file is never held whole. A file that
+/// cannot be read is not looked at (git will say why it cannot record it).
+fn secret_in_file(secrets: &crate::redact::Secrets, path: &Path) -> Option<String> {
+    use std::io::Read as _;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    if meta.file_type().is_symlink() {
+        let target = std::fs::read_link(path).ok()?;
+        return secrets
+            .value_in(target.as_os_str().as_encoded_bytes())
+            .map(str::to_string);
+    }
+    if !meta.is_file() {
+        return None;
+    }
+    // A hit may straddle two chunks: each chunk starts with the previous one's tail, longer
+    // than any form of a value redaction matches.
+    const CHUNK: usize = 1 << 20;
+    const OVERLAP: usize = 64 << 10;
+    let mut file = std::fs::File::open(path).ok()?;
+    let mut buffer = Vec::with_capacity(CHUNK + OVERLAP);
+    loop {
+        let kept = buffer.len();
+        buffer.resize(kept + CHUNK, 0);
+        let read = file.read(&mut buffer[kept..]).ok()?;
+        buffer.truncate(kept + read);
+        if let Some(name) = secrets.value_in(&buffer) {
+            return Some(name.to_string());
+        }
+        if read == 0 {
+            return None;
+        }
+        let tail = buffer.len().saturating_sub(OVERLAP);
+        buffer.drain(..tail);
+    }
+}
+
+/// The URL of `repo`'s remote `origin`, if it has one.
+pub fn origin_url(repo: &Path) -> Option<String> {
+    let output = git(repo, &["config", "--get", "remote.origin.url"], &[]).ok()?;
+    let url = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    (output.status.success() && !url.is_empty()).then_some(url)
 }
 
 /// The names of the files directly in `dir` (repo-relative) in `commit` of `repo`.

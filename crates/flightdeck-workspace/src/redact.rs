@@ -7,7 +7,9 @@
 //! A configured value is masked in every form a command or a serializer commonly gives it:
 //! raw, percent-encoded (either hex case, `+` for space), JSON-escaped (at any nesting depth)
 //! and base64 (standard and URL-safe, padded or not, standalone or inside a longer base64 text
-//! at any of the three byte alignments). Tokens of known formats (GitHub, Slack, OpenAI,
+//! at any of the three byte alignments), hex (either case), reversed, and in any letter case
+//! (upper-cased, lower-cased). Other encodings (base32, compression, a value split across
+//! lines or written in pieces) are not recognised. Tokens of known formats (GitHub, Slack, OpenAI,
 //! Anthropic, AWS) are masked even when nothing is configured.
 
 use std::borrow::Cow;
@@ -107,6 +109,16 @@ impl Secrets {
         } else {
             Cow::Owned(splice(bytes, values, tokens))
         }
+    }
+
+    /// The name of a configured value that `bytes` hold in any of its forms (known token
+    /// formats are not looked for: this says whether one of *these* secrets is there).
+    pub fn value_in(&self, bytes: &[u8]) -> Option<&str> {
+        let mut hits = Vec::new();
+        self.value_hits(bytes, &mut hits);
+        let first = hits.first()?;
+        let index = self.markers.iter().position(|m| m == first.marker)?;
+        self.names.get(index).map(String::as_str)
     }
 
     /// A JSON value with every secret in its strings (and keys) replaced.
@@ -308,10 +320,21 @@ impl ValueMatcher {
 }
 
 /// Every form of one value, as one alternation (most specific first: the regex takes the
-/// first alternative that matches at the leftmost position).
+/// first alternative that matches at the leftmost position): as text (any letter case,
+/// percent-encoded, JSON-escaped), base64, hex (either case) and reversed text.
 fn value_pattern(value: &[u8]) -> String {
     let mut alternatives = vec![value.iter().map(|&b| text_byte(b)).collect::<String>()];
     alternatives.extend(base64_forms(value).iter().map(|form| base64_literal(form)));
+    alternatives.push(
+        value
+            .iter()
+            .map(|&b| format!("{}{}", hex(b >> 4), hex(b & 0xf)))
+            .collect(),
+    );
+    let reversed: Vec<u8> = value.iter().rev().copied().collect();
+    if reversed != value {
+        alternatives.push(reversed.iter().map(|&b| text_byte(b)).collect());
+    }
     alternatives.join("|")
 }
 
@@ -320,7 +343,17 @@ fn value_pattern(value: &[u8]) -> String {
 /// so `\+` covers them all). Mixed forms within one match are allowed: each still decodes to
 /// the value.
 fn text_byte(b: u8) -> String {
-    let mut alternatives = vec![byte_literal(b), format!("%{}{}", hex(b >> 4), hex(b & 0xf))];
+    // A letter in either case: a value upper-cased (or lower-cased) by a command still shows.
+    let raw = if b.is_ascii_alphabetic() {
+        format!(
+            "[{}{}]",
+            char::from(b.to_ascii_uppercase()),
+            char::from(b.to_ascii_lowercase())
+        )
+    } else {
+        byte_literal(b)
+    };
+    let mut alternatives = vec![raw, format!("%{}{}", hex(b >> 4), hex(b & 0xf))];
     if b == b' ' {
         alternatives.push(r"\+".to_string());
     }
@@ -435,6 +468,21 @@ fn literal_forms(value: &[u8]) -> Vec<Vec<u8>> {
         forms.push(encoded);
     }
     forms.extend(base64_forms(value).into_iter().map(String::into_bytes));
+    forms.push(value.to_ascii_uppercase());
+    forms.push(value.to_ascii_lowercase());
+    forms.push(
+        value
+            .iter()
+            .flat_map(|b| format!("{b:02x}").into_bytes())
+            .collect(),
+    );
+    forms.push(
+        value
+            .iter()
+            .flat_map(|b| format!("{b:02X}").into_bytes())
+            .collect(),
+    );
+    forms.push(value.iter().rev().copied().collect());
     forms.sort();
     forms.dedup();
     forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
@@ -720,6 +768,55 @@ mod tests {
         }
     }
 
+    /// The transformations a configured value is recognised through.
+    fn forms_of(value: &str) -> Vec<(&'static str, String)> {
+        let bytes = value.as_bytes();
+        let json = serde_json::to_string(value).unwrap();
+        vec![
+            ("raw", value.to_string()),
+            ("upper-case", value.to_ascii_uppercase()),
+            ("lower-case", value.to_ascii_lowercase()),
+            ("hex", bytes.iter().map(|b| format!("{b:02x}")).collect()),
+            ("HEX", bytes.iter().map(|b| format!("{b:02X}")).collect()),
+            ("reversed", value.chars().rev().collect()),
+            ("base64", STANDARD.encode(bytes)),
+            ("base64url", URL_SAFE_NO_PAD.encode(bytes)),
+            (
+                "percent",
+                bytes.iter().map(|b| format!("%{b:02X}")).collect(),
+            ),
+            ("json", json[1..json.len() - 1].to_string()),
+        ]
+    }
+
+    #[test]
+    fn every_form_of_every_secret_is_masked() {
+        let values = [
+            ("API_TOKEN", "tok_9f8e7d6c5b4a3210"),
+            ("DB_PASSWORD", r#"correct horse"battery\staple"#),
+            ("PIN", "8675309123"),
+            ("MIXED", "AbCdEfGh-1234"),
+        ];
+        let secrets = secrets(&values);
+        for (name, value) in values {
+            for (form, text) in forms_of(value) {
+                let input = format!("before {text} after");
+                let out = redacted(&secrets, &input);
+                assert_eq!(
+                    out,
+                    format!("before [REDACTED:{name}] after"),
+                    "{name} as {form}: {input}"
+                );
+                assert_eq!(
+                    secrets.value_in(input.as_bytes()),
+                    Some(name),
+                    "{name} as {form}"
+                );
+            }
+        }
+        assert_eq!(secrets.value_in(b"nothing secret here"), None);
+    }
+
     #[test]
     fn tokens_are_masked_with_nothing_configured() {
         let none = Secrets::default();
@@ -811,6 +908,10 @@ mod tests {
             "correct+horse%22battery%5cstaple",
             "Y29ycmVjdCBob3JzZSJiYXR0ZXJ5XHN0YXBsZQ==",
             "eGNvcnJlY3QgaG9yc2UiYmF0dGVyeVxzdGFwbGV0YWls",
+            r#"CORRECT HORSE"BATTERY\STAPLE"#,
+            r#"elpats\yrettab"esroh tcerroc"#,
+            "636f727265637420686f72736522626174746572795c737461706c65",
+            "636F727265637420686F72736522626174746572795C737461706C65",
         ] {
             let out = redacted(&fallback, &format!("<{input}>"));
             assert!(

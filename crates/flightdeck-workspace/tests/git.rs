@@ -8,7 +8,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use flightdeck_workspace::{GitError, Worktree};
+use flightdeck_workspace::redact::Secrets;
+use flightdeck_workspace::{GitError, SnapshotStore, Worktree};
+
+const SECRET: &str = "tok_9f8e7d6c5b4a3210";
+
+/// The lock git takes on the index snapshots are made with.
+fn index_lock(wt: &Worktree) -> PathBuf {
+    let mut lock = wt.index_path().into_os_string();
+    lock.push(".lock");
+    PathBuf::from(lock)
+}
 
 fn git(dir: &Path, args: &[&str]) -> std::process::Output {
     Command::new("git")
@@ -34,7 +44,12 @@ fn worktree(tmp: &Path) -> (Worktree, PathBuf) {
         .status
         .success());
     let base = flightdeck_workspace::resolve_commit(&repo, "HEAD").unwrap();
-    let wt = Worktree::create(&repo, &tmp.join("wt"), &base).unwrap();
+    let store = SnapshotStore {
+        objects: tmp.join("objects/m"),
+        read_also: Vec::new(),
+        secrets: Secrets::new([("API_TOKEN".to_string(), SECRET.to_string())]),
+    };
+    let wt = Worktree::create(&repo, &tmp.join("wt"), &base, store).unwrap();
     let admins: Vec<PathBuf> = std::fs::read_dir(repo.join(".git/worktrees"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -76,20 +91,33 @@ fn a_stale_index_lock_is_removed() {
     let tmp = tempfile::tempdir().unwrap();
     let tmp = tmp.path().canonicalize().unwrap();
     let (wt, admin) = worktree(&tmp);
-    let lock = admin.join("index.lock");
+    let lock = index_lock(&wt);
     std::fs::write(wt.path().join("b.txt"), "b\n").unwrap();
     // What a git killed during `git add` leaves.
     std::fs::write(&lock, "").unwrap();
     let git_dir = format!("--git-dir={}", admin.display());
-    let plain = git(wt.path(), &[&git_dir, "add", "--all"]);
+    let plain = Command::new("git")
+        .arg("-C")
+        .arg(wt.path())
+        .args([&git_dir, "add", "--all"])
+        .env("GIT_INDEX_FILE", wt.index_path())
+        .env("GIT_OBJECT_DIRECTORY", tmp.join("objects/m"))
+        .output()
+        .unwrap();
     assert!(
-        String::from_utf8_lossy(&plain.stderr).contains("index.lock"),
+        String::from_utf8_lossy(&plain.stderr).contains(".lock"),
         "git alone should fail on the lock: {plain:?}"
     );
 
     let tree = wt.snapshot().unwrap();
     assert!(!lock.exists());
-    let files = git(wt.path(), &[&git_dir, "ls-tree", "--name-only", &tree]);
+    let files = Command::new("git")
+        .arg("-C")
+        .arg(wt.path())
+        .args([&git_dir, "ls-tree", "--name-only", &tree])
+        .env("GIT_OBJECT_DIRECTORY", tmp.join("objects/m"))
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&files.stdout), "a.txt\nb.txt\n");
 }
 
@@ -101,7 +129,7 @@ fn a_live_git_on_the_worktree_keeps_its_lock() {
     let tmp = tempfile::tempdir().unwrap();
     let tmp = tmp.path().canonicalize().unwrap();
     let (wt, admin) = worktree(&tmp);
-    let lock = admin.join("index.lock");
+    let lock = index_lock(&wt);
     let work_tree = wt.path().to_path_buf();
     let args = |items: &[&str]| -> Vec<String> { items.iter().map(|s| s.to_string()).collect() };
     let admin_arg = format!("--git-dir={}", admin.display());
@@ -224,4 +252,100 @@ fn restore_removes_nested_repositories_of_every_form() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// An empty repository: `cat-file` needs one, and reads the objects it is pointed at.
+fn probe_repo() -> &'static Path {
+    static PROBE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let out = Command::new("git")
+                .args(["init", "--quiet", "--bare"])
+                .arg(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            dir
+        })
+        .path()
+}
+
+/// Every object in the object directory `objects` itself (not its alternates).
+fn objects_in(objects: &Path) -> Vec<String> {
+    // Alternates are read from `info/alternates`: moved aside while listing.
+    let _ = std::fs::rename(objects.join("info/alternates"), objects.join("info/a"));
+    let own = Command::new("git")
+        .args(["cat-file", "--batch-all-objects", "--batch-check"])
+        .current_dir(objects.parent().unwrap())
+        .env("GIT_DIR", probe_repo())
+        .env("GIT_OBJECT_DIRECTORY", objects)
+        .output()
+        .unwrap();
+    let _ = std::fs::rename(objects.join("info/a"), objects.join("info/alternates"));
+    assert!(own.status.success(), "{own:?}");
+    String::from_utf8_lossy(&own.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Snapshots are written to the mission's object directory, never the repository's; a file
+/// holding a secret (in any form redaction knows) stops the snapshot before anything is
+/// added anywhere; publishing copies the commit into the repository.
+#[test]
+fn snapshots_go_to_the_mission_objects_and_a_secret_stops_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path().canonicalize().unwrap();
+    let (wt, _) = worktree(&tmp);
+    let repo_objects = tmp.join("repo/.git/objects");
+    let mission_objects = tmp.join("objects/m");
+    let repo_before = objects_in(&repo_objects);
+
+    std::fs::write(wt.path().join("b.txt"), "b\n").unwrap();
+    let tree = wt.snapshot().unwrap();
+    assert_eq!(objects_in(&repo_objects), repo_before);
+    let mission_before = objects_in(&mission_objects);
+    assert!(mission_before.iter().any(|o| o.starts_with(&tree)));
+
+    let hex: String = SECRET.bytes().map(|b| format!("{b:02X}")).collect();
+    for (file, content) in [
+        ("raw.txt", SECRET.to_string()),
+        ("nested/hex.txt", format!("key = {hex}\n")),
+        ("reversed.txt", SECRET.chars().rev().collect()),
+        (SECRET, "a name that is the secret".to_string()),
+    ] {
+        let path = wt.path().join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(wt.path().join("harmless.txt"), "new\n").unwrap();
+        std::fs::write(&path, content).unwrap();
+        match wt.snapshot() {
+            Err(GitError::SecretInWorktree {
+                path: named,
+                secret,
+            }) => {
+                // A name that is the secret is shown masked.
+                assert_eq!(named, file.replace(SECRET, "[REDACTED:API_TOKEN]"));
+                assert_eq!(secret, "API_TOKEN");
+            }
+            other => panic!("{file}: {other:?}"),
+        }
+        assert_eq!(objects_in(&mission_objects), mission_before, "{file}");
+        assert_eq!(objects_in(&repo_objects), repo_before, "{file}");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    let commit = wt
+        .commit_to_branch(&tree, "fd/m", "m", 1_700_000_000)
+        .unwrap();
+    let shown = git(&tmp.join("repo"), &["show", "fd/m:b.txt"]);
+    assert_eq!(String::from_utf8_lossy(&shown.stdout), "b\n");
+    assert!(objects_in(&repo_objects)
+        .iter()
+        .any(|o| o.starts_with(&commit)));
+    let secret_message = wt.commit_to_branch(&tree, "fd/n", &format!("m {SECRET}"), 1_700_000_000);
+    assert!(
+        matches!(secret_message, Err(GitError::SecretInWorktree { .. })),
+        "{secret_message:?}"
+    );
 }

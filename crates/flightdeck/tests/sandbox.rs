@@ -371,7 +371,10 @@ run = '''echo "about to fail with $API_TOKEN"; exit 3'''
 "#;
     let repo = repo_with(template, &[]);
     let cli = Cli::new(BIN);
-    cli.write_config("[secrets.API_TOKEN]\nenv = \"FD_TEST_API_TOKEN\"\n");
+    cli.write_config(&format!(
+        "[secrets.API_TOKEN]\nenv = \"FD_TEST_API_TOKEN\"\nrepos = [\"{}\"]\n",
+        repo.path().display()
+    ));
     let mut command = cli.command(&[
         "--json",
         "run",
