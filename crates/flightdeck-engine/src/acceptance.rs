@@ -133,7 +133,10 @@ impl Driver {
                 // that may not be recorded (a secret in a file) is thrown away all the same.
                 let changed = match worktree.snapshot() {
                     Ok(tree) => tree != before,
-                    Err(flightdeck_workspace::GitError::SecretInWorktree { .. }) => true,
+                    Err(
+                        flightdeck_workspace::GitError::SecretInWorktree { .. }
+                        | flightdeck_workspace::GitError::ChangesTooLarge { .. },
+                    ) => true,
                     Err(e) => return Err(e.into()),
                 };
                 if changed {

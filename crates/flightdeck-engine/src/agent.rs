@@ -800,6 +800,13 @@ impl Driver {
                 Ok(tree) => Some(tree),
                 Err(e) => {
                     let error = match e {
+                        flightdeck_workspace::GitError::ChangesTooLarge { .. } => MissionError {
+                            kind: "workspace_too_large".into(),
+                            message: format!(
+                                "{}: the agent's `{tool}` call changed too much: {e}",
+                                run.label
+                            ),
+                        },
                         flightdeck_workspace::GitError::SecretInWorktree { .. } => MissionError {
                             kind: "secret_in_worktree".into(),
                             message: format!(

@@ -389,6 +389,15 @@ impl Driver {
         ];
         if !ok {
             let error = match snapshot_error {
+                Some(e @ GitError::ChangesTooLarge { .. }) => MissionError {
+                    kind: "workspace_too_large".into(),
+                    message: format!(
+                        "step {}/{} (`{}`) changed too much: {e}",
+                        step.index + 1,
+                        step.total,
+                        quoted_command(step.command)
+                    ),
+                },
                 Some(e @ GitError::SecretInWorktree { .. }) => MissionError {
                     kind: "secret_in_worktree".into(),
                     message: format!(

@@ -18,8 +18,8 @@ use flightdeck_core::event::{
 use flightdeck_core::template::{Network, Runtime, WorkspaceSpec};
 use flightdeck_workspace::docker::{DockerEngine, DockerError, DockerWorkspace};
 use flightdeck_workspace::{
-    Cgroups, CommandSpec, Limits, LocalWorkspace, Sandbox, SandboxLayout, SnapshotStore,
-    Workspace, WorkspaceError, Worktree, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MB,
+    Cgroups, CommandSpec, Limits, LocalWorkspace, Sandbox, SandboxLayout, SnapshotStore, Workspace,
+    WorkspaceError, Worktree, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MB,
 };
 
 use crate::container::{self, ContainerPlan, SetupCommand, WithPrelude};

@@ -10,6 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+/// The most files one step may change (add, modify, delete) between two snapshots.
+pub const MAX_CHANGED_FILES: u64 = 20_000;
+/// The most bytes the files one step changed may hold together.
+pub const MAX_CHANGED_BYTES: u64 = 512 * 1024 * 1024;
+
 /// What `git` said when it failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -48,6 +53,14 @@ pub enum GitError {
     SecretInWorktree { path: String, secret: String },
     #[error("cannot prepare {path}: {error}")]
     Io { path: String, error: String },
+    /// More changed since the last snapshot than a step may change: nothing was recorded.
+    #[error("{files} files ({bytes} bytes) changed since the last snapshot, over the workspace's limit of {max_files} files and {max_bytes} bytes a step may change; nothing was recorded\nhint: keep build output and downloads out of the worktree (in .gitignore, or under HOME or /tmp)")]
+    ChangesTooLarge {
+        files: u64,
+        bytes: u64,
+        max_files: u64,
+        max_bytes: u64,
+    },
 }
 
 /// Where a worktree's snapshots and commits are written, and what they must never hold.
@@ -329,13 +342,12 @@ impl Worktree {
         git_ok(&self.path, &full, &self.env(env))
     }
 
-    /// Fails with [`GitError::SecretInWorktree`] when a file that differs from the last
-    /// snapshot (or a new one, or its name) holds a configured secret: checked before
-    /// anything is added to an object store.
-    fn check_no_secret(&self) -> Result<(), GitError> {
-        if self.store.secrets.is_empty() {
-            return Ok(());
-        }
+    /// Checks what changed since the last snapshot before anything is added to an object
+    /// store: at most [`MAX_CHANGED_FILES`] files and [`MAX_CHANGED_BYTES`] bytes
+    /// ([`GitError::ChangesTooLarge`]: a step writing a gigabyte in 100,000 files would take
+    /// minutes and gigabytes to record), and no file, name or symlink target holding a
+    /// configured secret ([`GitError::SecretInWorktree`]).
+    fn check_changes(&self) -> Result<(), GitError> {
         let listed = self.git(
             &[
                 "ls-files",
@@ -346,7 +358,26 @@ impl Worktree {
             ],
             &[],
         )?;
-        for name in listed.split('\0').filter(|n| !n.is_empty()) {
+        let names: Vec<&str> = listed.split('\0').filter(|n| !n.is_empty()).collect();
+        let files = names.len() as u64;
+        let mut bytes = 0u64;
+        for name in &names {
+            if let Ok(meta) = std::fs::symlink_metadata(self.path.join(name)) {
+                bytes = bytes.saturating_add(meta.len());
+            }
+        }
+        if files > MAX_CHANGED_FILES || bytes > MAX_CHANGED_BYTES {
+            return Err(GitError::ChangesTooLarge {
+                files,
+                bytes,
+                max_files: MAX_CHANGED_FILES,
+                max_bytes: MAX_CHANGED_BYTES,
+            });
+        }
+        if self.store.secrets.is_empty() {
+            return Ok(());
+        }
+        for name in names {
             let found = self
                 .store
                 .secrets
@@ -396,7 +427,7 @@ impl Worktree {
     /// Records the worktree's whole state (tracked and untracked, not ignored files) as a git
     /// tree and returns its id. Restoring that tree gives the same files back.
     pub fn snapshot(&self) -> Result<String, GitError> {
-        self.check_no_secret()?;
+        self.check_changes()?;
         self.git(&["add", "--all", "--", "."], &[])?;
         self.git(&["write-tree"], &[])
     }

@@ -362,10 +362,10 @@ fn secrets_go_only_where_allowed_and_are_never_stored() {
 [workspace]
 secrets = ["API_TOKEN"]
 [[steps]]
-run = '''test -n "$API_TOKEN" && echo "token=$API_TOKEN" && printf %s "$API_TOKEN" | base64 && printf 'x%s' "$API_TOKEN" | base64 && echo "$API_TOKEN" | sed 's/-/%2D/g' && echo ok > used.txt'''
+run = '''test -n "$API_TOKEN" && echo "token=$API_TOKEN" && printf %s "$API_TOKEN" | base64 && printf 'x%s' "$API_TOKEN" | base64 && echo "$API_TOKEN" | sed 's/-/%2D/g' && echo "$API_TOKEN" > "$HOME/.token" && echo "$API_TOKEN" > /tmp/token && echo ok > used.txt'''
 [[steps]]
 secrets = []
-run = '''test -z "$API_TOKEN" && echo "no secret here" > unused.txt'''
+run = '''test -z "$API_TOKEN" && test ! -e "$HOME/.token" && test ! -e /tmp/token && echo "no secret here" > unused.txt'''
 [[steps]]
 run = '''echo "about to fail with $API_TOKEN"; exit 3'''
 "#;
@@ -385,6 +385,7 @@ run = '''echo "about to fail with $API_TOKEN"; exit 3'''
     command.env("FD_TEST_API_TOKEN", &value);
     let out = command.output().unwrap();
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The second step finds nothing the first left in its HOME or /tmp (a throwaway HOME).
     // The last step fails printing the secret: its message, stored in the mission's summary
     // and in `mission.finished`, is masked too.
     assert_eq!(summary["status"], "failed", "{summary} {out:?}");
@@ -761,5 +762,43 @@ fn a_killed_flightdeck_leaves_no_cgroup_behind_once_collected() {
             ours()
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_step_that_changes_too_much_fails_before_anything_is_recorded() {
+    // (what the step does, the kind the mission fails with)
+    let cases = [
+        (
+            "mkdir many && cd many && seq 1 20001 | xargs touch && echo made",
+            "workspace_too_large",
+        ),
+        // A sparse file: its size counts, not the blocks it uses.
+        ("truncate -s 600M big.bin", "workspace_too_large"),
+        ("seq 1 100 | sed 's/^/f/' | xargs touch", ""),
+    ];
+    for (step, kind) in cases {
+        let repo = repo_with(&format!("goal = \"g\"\n[[steps]]\nrun = \"{step}\"\n"), &[]);
+        let cli = Cli::new(BIN);
+        let (code, summary) = run(&cli, &repo);
+        if kind.is_empty() {
+            assert_eq!(code, 0, "{step}: {summary}");
+            continue;
+        }
+        assert_eq!(code, 1, "{step}: {summary}");
+        assert_eq!(summary["error"]["kind"], kind, "{step}: {summary}");
+        let message = summary["error"]["message"].as_str().unwrap();
+        assert!(message.contains("nothing was recorded"), "{message}");
+        // Nothing of it reached an object store: the mission's holds no blob at all.
+        let id = summary["id"].as_str().unwrap();
+        let objects = cli.data_dir().join("objects").join(id);
+        let out = std::process::Command::new("git")
+            .args(["-C", repo.path().to_str().unwrap(), "count-objects", "-v"])
+            .env("GIT_OBJECT_DIRECTORY", &objects)
+            .output()
+            .unwrap();
+        let counted = String::from_utf8_lossy(&out.stdout);
+        assert!(counted.contains("count: 0\n"), "{step}: {counted}");
+        assert!(counted.contains("in-pack: 0\n"), "{step}: {counted}");
     }
 }

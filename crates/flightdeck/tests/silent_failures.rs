@@ -75,6 +75,18 @@ fn expect_refused(
 
 const RUN_TEMPLATE: &str = "goal = \"g\"\n[[steps]]\nrun = \"true\"\n";
 
+/// (place, template, policy, script, config, words)
+type TomlCase<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    &'a str,
+);
+/// (case, template, script, config, words)
+type LimitCase<'a> = (&'a str, String, String, Option<&'a str>, Vec<&'a str>);
+
 /// toml gives no message when a file ends where a value should be (`key =` and nothing
 /// after): every TOML file flightdeck reads says what is wrong anyway, naming the file.
 #[test]
@@ -82,7 +94,7 @@ fn a_toml_file_that_ends_at_a_key_is_refused_with_a_message_in_every_place() {
     let says = "the file ends where a value is expected";
     let agent = "goal = \"g\"\n[model]\npin = \"scripted:.flightdeck/script.toml\"\n[[steps]]\nagent = \"coder\"\n";
     // (place, template, policy, script, config, words)
-    let cases: &[(&str, &str, &str, Option<&str>, Option<&str>, &str)] = &[
+    let cases: &[TomlCase] = &[
         (
             "template",
             "goal = \"g\"\n[[steps]]\nrun =",
@@ -143,7 +155,7 @@ fn limits_and_prices_that_are_not_finite_amounts_are_refused_naming_file_and_fie
     };
     let ok_script = script("input_per_mtok = 1.0\noutput_per_mtok = 1.0");
     // (case, template, script, config, words)
-    let cases: Vec<(&str, String, String, Option<&str>, Vec<&str>)> = vec![
+    let cases: Vec<LimitCase> = vec![
         ("usd = nan", agent("[budget]\nusd = nan\n"), ok_script.clone(), None, vec!["t.toml", "budget.usd", "NaN"]),
         ("usd = inf", agent("[budget]\nusd = inf\n"), ok_script.clone(), None, vec!["t.toml", "budget.usd", "inf"]),
         ("usd = -inf", agent("[budget]\nusd = -inf\n"), ok_script.clone(), None, vec!["t.toml", "budget.usd", "-inf"]),
