@@ -804,3 +804,59 @@ fn reading_never_writes() {
     assert!(out.stderr().contains("does not exist"), "{}", out.stderr());
     assert!(!nowhere.exists());
 }
+
+/// A param cannot add commands: in `run` and acceptance commands its value is one literal
+/// word, whatever quotes the template put around it; `| raw` is the explicit way out.
+#[test]
+fn params_are_shell_quoted_in_commands() {
+    const QUOTED: &str = r#"
+goal = "Greet {{name}}"
+[params.name]
+required = true
+[[steps]]
+run = "echo {{name}} > bare.txt"
+[[steps]]
+run = "echo '{{name}}' > single.txt"
+[[steps]]
+run = "echo \"{{name}}\" > double.txt"
+[acceptance]
+commands = ["test \"$(cat bare.txt)\" = {{name}}"]
+"#;
+    let payloads = [
+        "x; touch p",
+        "x' ; touch p ; echo '",
+        "x\" ; touch p ; echo \"",
+        "$(touch p)`touch p`",
+    ];
+    let cli = Cli::new(BIN);
+    for payload in payloads {
+        let repo = repo_with_template(QUOTED);
+        let param = format!("name={payload}");
+        let (code, summary, stderr) = run_json(&cli, &repo, &["-p", &param]);
+        assert_eq!(code, 0, "{payload}: {stderr}");
+        assert_eq!(summary["status"], "succeeded", "{payload}: {summary}");
+        let branch = summary["branch"].as_str().unwrap();
+        let files = repo.git(&["ls-tree", "-r", "--name-only", branch]);
+        assert!(
+            !files.lines().any(|file| file == "p"),
+            "{payload}: `touch p` ran: {files}"
+        );
+        for file in ["bare.txt", "single.txt", "double.txt"] {
+            assert_eq!(
+                repo.git(&["show", &format!("{branch}:{file}")]),
+                payload,
+                "{file}"
+            );
+        }
+    }
+
+    // The raw filter inserts the value as given: the template asked for it.
+    let repo = repo_with_template(
+        "[params.name]\nrequired = true\n[[steps]]\nrun = \"echo {{name | raw}}\"\n",
+    );
+    let (code, summary, stderr) = run_json(&cli, &repo, &["-p", "name=x; touch p"]);
+    assert_eq!(code, 0, "{stderr}");
+    let branch = summary["branch"].as_str().unwrap();
+    let files = repo.git(&["ls-tree", "-r", "--name-only", branch]);
+    assert!(files.lines().any(|file| file == "p"), "{files}");
+}
