@@ -860,3 +860,31 @@ commands = ["test \"$(cat bare.txt)\" = {{name}}"]
     let files = repo.git(&["ls-tree", "-r", "--name-only", branch]);
     assert!(files.lines().any(|file| file == "p"), "{files}");
 }
+
+/// Inputs are the installation's own: a template and a policy holding text the redactor
+/// would mask (AWS's documentation key) are pinned as written, and the step runs the
+/// command as written, not the mask.
+#[test]
+fn templates_and_policies_are_pinned_as_written() {
+    const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+    let template =
+        format!("[[steps]]\nrun = \"test $(printf %s {KEY} | wc -c) -eq 20 && echo as-written\"\n");
+    let policy = format!("# the example key {KEY} is documentation\n{PUBLISH_FREELY}");
+    let repo = repo_with_template(&template);
+    repo.write_files(&[(".flightdeck/policy.toml", &policy)]);
+    repo.commit_all("a template and a policy that mention the example key");
+    let cli = Cli::new(BIN);
+    let (code, summary, stderr) = run_json(&cli, &repo, &[]);
+    assert_eq!(code, 0, "{stderr}\n{summary:#}");
+    assert_eq!(summary["status"], "succeeded", "{summary:#}");
+    let id = summary["id"].as_str().unwrap();
+    let events = timeline(&cli, id);
+    let created = &events[0]["data"];
+    for (field, written) in [("template_source", &template), ("policy_source", &policy)] {
+        let pinned = cli
+            .run(&["artifact", created[field].as_str().unwrap()])
+            .expect_code(0)
+            .stdout();
+        assert_eq!(pinned.trim_end(), written.trim_end(), "{field}");
+    }
+}
