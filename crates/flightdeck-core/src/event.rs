@@ -342,6 +342,10 @@ pub struct ApprovalRequested {
     pub diff_hash: String,
     /// The context bundle a reviewer reads (JSON artifact).
     pub bundle: Digest,
+    /// The stored patch (in the bundle) had secrets masked, so its hash is not
+    /// `diff_hash`: the approval still covers the unmasked diff.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub masked: bool,
     /// The tool call id (command gates) or gate name the approval is for.
     #[serde(default)]
     pub subject: String,

@@ -2,7 +2,9 @@
 //!
 //! Parsing is strict: an unknown key, a bad value, a step that is neither `run` nor `agent`, or
 //! a `{{placeholder}}` that names no param is an error that names the file, the key and the
-//! line. Rendering resolves params (defaults, required ones) and substitutes them.
+//! line. Rendering resolves params (defaults, required ones) and substitutes them; in `run`
+//! and acceptance commands a value is shell-quoted for where it stands (`{{NAME | raw}}`
+//! inserts it as given), so a param cannot add commands.
 
 use std::collections::BTreeMap;
 
@@ -505,7 +507,17 @@ impl Template {
 
     fn check_placeholders(&self) -> Result<(), TemplateError> {
         for (field, text) in self.templated_fields() {
-            for placeholder in placeholders(text) {
+            for written in placeholders(text) {
+                let (placeholder, filter) = split_filter(written);
+                if let Some(filter) = filter.filter(|filter| *filter != RAW_FILTER) {
+                    return Err(TemplateError::Invalid {
+                        file: self.file.clone(),
+                        field,
+                        message: format!(
+                            "`{{{{{written}}}}}` has an unknown filter `{filter}` (the only filter is `{RAW_FILTER}`, which inserts the value unquoted)"
+                        ),
+                    });
+                }
                 if placeholder != MISSION_PLACEHOLDER && !self.params.contains_key(placeholder) {
                     return Err(TemplateError::UnknownPlaceholder {
                         file: self.file.clone(),
@@ -571,17 +583,19 @@ impl Template {
         mission: &MissionId,
     ) -> Result<RenderedTemplate, TemplateError> {
         let params = self.resolve_params(given)?;
-        let subst = |text: &str| substitute(text, &params, mission.as_str());
+        let subst = |text: &str| substitute(text, &params, mission.as_str(), Insert::AsText);
+        let subst_shell =
+            |text: &str| substitute(text, &params, mission.as_str(), Insert::ShellQuoted);
         let mut template = self.clone();
         template.goal = template.goal.as_deref().map(subst);
         for step in &mut template.steps {
             match step {
-                Step::Run { command, .. } => *command = subst(command),
+                Step::Run { command, .. } => *command = subst_shell(command),
                 Step::Agent { task, .. } => *task = task.as_deref().map(subst),
             }
         }
         for command in &mut template.acceptance.commands {
-            *command = subst(command);
+            *command = subst_shell(command);
         }
         template.publish.title = template.publish.title.as_deref().map(subst);
         Ok(RenderedTemplate { template, params })
@@ -620,17 +634,54 @@ fn placeholders(text: &str) -> Vec<&str> {
     found
 }
 
-fn substitute(text: &str, params: &BTreeMap<String, String>, mission: &str) -> String {
+/// The filter that inserts a value into a command as given: `{{NAME | raw}}`.
+pub const RAW_FILTER: &str = "raw";
+
+/// `crate | raw` -> (`crate`, Some(`raw`)); `crate` -> (`crate`, None).
+fn split_filter(placeholder: &str) -> (&str, Option<&str>) {
+    match placeholder.split_once('|') {
+        Some((name, filter)) => (name.trim(), Some(filter.trim())),
+        None => (placeholder.trim(), None),
+    }
+}
+
+/// How a value goes into a field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Insert {
+    /// Text for people and models: as given.
+    AsText,
+    /// A shell command: quoted for where the placeholder stands.
+    ShellQuoted,
+}
+
+fn substitute(
+    text: &str,
+    params: &BTreeMap<String, String>,
+    mission: &str,
+    insert: Insert,
+) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
+    let mut quoting = ShellContext::default();
     while let Some(start) = rest.find("{{") {
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else { break };
-        let name = after[..end].trim();
+        let (name, filter) = split_filter(&after[..end]);
         out.push_str(&rest[..start]);
-        match params.get(name) {
-            Some(value) => out.push_str(value),
-            None if name == MISSION_PLACEHOLDER => out.push_str(mission),
+        quoting.advance(&rest[..start]);
+        let value = match params.get(name) {
+            Some(value) => Some(value.as_str()),
+            None if name == MISSION_PLACEHOLDER => Some(mission),
+            None => None,
+        };
+        match value {
+            Some(value) if insert == Insert::ShellQuoted && filter != Some(RAW_FILTER) => {
+                out.push_str(&quoting.quote(value));
+            }
+            Some(value) => {
+                out.push_str(value);
+                quoting.advance(value);
+            }
             // Validation rejects unknown placeholders; keep the text if one slips through.
             None => out.push_str(&rest[start..start + 2 + end + 2]),
         }
@@ -638,6 +689,88 @@ fn substitute(text: &str, params: &BTreeMap<String, String>, mission: &str) -> S
     }
     out.push_str(rest);
     out
+}
+
+/// Where in shell text a position is: which quotes are open. Substitutions (`$(`,
+/// backticks) open an unquoted context of their own.
+#[derive(Debug, Default)]
+struct ShellContext {
+    /// Open contexts, innermost last; empty means unquoted at the top level.
+    open: Vec<Quote>,
+    /// The previous character was an unquoted or double-quoted backslash.
+    escaped: bool,
+    /// The previous character was an unquoted or double-quoted `$`.
+    dollar: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Quote {
+    Single,
+    Double,
+    /// `$( … )`: unquoted until its `)`.
+    Substitution,
+    /// `` ` … ` ``: unquoted until the next backtick.
+    Backtick,
+}
+
+impl ShellContext {
+    fn advance(&mut self, text: &str) {
+        for ch in text.chars() {
+            let dollar = std::mem::take(&mut self.dollar);
+            if std::mem::take(&mut self.escaped) {
+                continue;
+            }
+            match (self.open.last().copied(), ch) {
+                (Some(Quote::Single), '\'') => {
+                    self.open.pop();
+                }
+                (Some(Quote::Single), _) => {}
+                (_, '\\') => self.escaped = true,
+                (Some(Quote::Double), '"') => {
+                    self.open.pop();
+                }
+                (Some(Quote::Backtick), '`') => {
+                    self.open.pop();
+                }
+                (_, '`') => self.open.push(Quote::Backtick),
+                (_, '$') => self.dollar = true,
+                (_, '(') if dollar => self.open.push(Quote::Substitution),
+                (Some(Quote::Double), _) => {}
+                (Some(Quote::Substitution), ')') => {
+                    self.open.pop();
+                }
+                (_, '\'') => self.open.push(Quote::Single),
+                (_, '"') => self.open.push(Quote::Double),
+                _ => {}
+            }
+        }
+    }
+
+    /// `value` as one literal word (or part of one) at this position.
+    fn quote(&self, value: &str) -> String {
+        let safe = !value.is_empty()
+            && value
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_./:@%+,".contains(ch));
+        if safe {
+            return value.to_string();
+        }
+        match self.open.last() {
+            // Close the quote, add an escaped one, reopen.
+            Some(Quote::Single) => value.replace('\'', "'\\''"),
+            Some(Quote::Double) => {
+                let mut quoted = String::with_capacity(value.len());
+                for ch in value.chars() {
+                    if matches!(ch, '"' | '\\' | '$' | '`') {
+                        quoted.push('\\');
+                    }
+                    quoted.push(ch);
+                }
+                quoted
+            }
+            _ => format!("'{}'", value.replace('\'', "'\\''")),
+        }
+    }
 }
 
 /// 1-based line and column (in characters) of byte `offset` in `source`.
@@ -826,9 +959,78 @@ title = "Upgrade {{crate}} to {{version}}"
     fn substitution_is_single_pass() {
         let p = params(&[("a", "{{b}}"), ("b", "x")]);
         assert_eq!(
-            substitute("{{a}}-{{b}}-{{mission}}", &p, "m-1"),
+            substitute("{{a}}-{{b}}-{{mission}}", &p, "m-1", Insert::AsText),
             "{{b}}-x-m-1"
         );
-        assert_eq!(substitute("{{ unclosed", &p, "m"), "{{ unclosed");
+        assert_eq!(
+            substitute("{{ unclosed", &p, "m", Insert::AsText),
+            "{{ unclosed"
+        );
+    }
+
+    /// A value goes into a command as one literal word (or part of one), whatever quotes
+    /// the template put around the placeholder; `| raw` inserts it as given.
+    #[test]
+    fn command_values_are_shell_quoted_for_where_they_stand() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("echo {{v}}", "x; touch p", "echo 'x; touch p'"),
+            ("echo {{v}}", "it's", "echo 'it'\\''s'"),
+            ("echo {{v}}", "", "echo ''"),
+            ("echo {{v}}", "1.2.3-rc1", "echo 1.2.3-rc1"),
+            ("echo {{v}}", "$(id)", "echo '$(id)'"),
+            ("echo {{v}}", "a=b", "echo 'a=b'"),
+            (
+                "echo '{{v}}'",
+                "x'; touch p; echo '",
+                "echo 'x'\\''; touch p; echo '\\'''",
+            ),
+            (
+                "echo \"{{v}}\"",
+                "x\"; touch p; \"$(id)`id`\\",
+                "echo \"x\\\"; touch p; \\\"\\$(id)\\`id\\`\\\\\"",
+            ),
+            ("echo \"$(cat {{v}})\"", "a b", "echo \"$(cat 'a b')\""),
+            ("echo 'a' {{v}} \"b\"", "x y", "echo 'a' 'x y' \"b\""),
+            ("echo \\'{{v}}", "x y", "echo \\''x y'"),
+            ("echo {{v | raw}}", "x; y", "echo x; y"),
+            ("echo {{ v|raw }} {{v}}", "a b", "echo a b 'a b'"),
+        ];
+        for (text, value, expected) in cases {
+            let p = params(&[("v", value)]);
+            assert_eq!(
+                substitute(text, &p, "m-1", Insert::ShellQuoted),
+                *expected,
+                "{text} with {value:?}"
+            );
+            // Text for people and models is never quoted.
+            assert!(!substitute(text, &p, "m-1", Insert::AsText).contains("'\\''"));
+        }
+    }
+
+    #[test]
+    fn only_run_and_acceptance_commands_are_quoted_and_filters_are_checked() {
+        let source = "goal = \"Say {{v}}\"\n[params.v]\nrequired = true\n[[steps]]\nrun = \"echo {{v}}\"\n[[steps]]\nagent = \"coder\"\ntask = \"Say {{v}}\"\n[acceptance]\ncommands = [\"test -n {{v}}\"]\n";
+        let t = Template::parse("t", "t.toml", source).unwrap();
+        let r = t
+            .render(&params(&[("v", "a; b")]), &MissionId::from_parts(0, 1))
+            .unwrap();
+        assert_eq!(r.template.goal.as_deref(), Some("Say a; b"));
+        assert_eq!(r.template.steps[0].describe(), "echo 'a; b'");
+        assert_eq!(r.template.acceptance.commands, ["test -n 'a; b'"]);
+        assert!(r.template.steps[1].describe().ends_with("Say a; b"));
+        let error = Template::parse(
+            "t",
+            "t.toml",
+            &source.replace(
+                "{{v}}\"\n[[steps]]\nagent",
+                "{{v|upper}}\"\n[[steps]]\nagent",
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("steps[0].run") && error.contains("unknown filter `upper`"),
+            "{error}"
+        );
     }
 }

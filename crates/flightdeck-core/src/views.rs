@@ -229,6 +229,8 @@ pub struct PendingApproval {
     pub command: Option<String>,
     pub tier: String,
     pub diff_hash: String,
+    /// The stored patch had secrets masked (the approval covers the unmasked diff).
+    pub masked: bool,
     pub bundle: Digest,
     pub requested_at: String,
     pub expires_at: Option<String>,
@@ -247,7 +249,11 @@ pub struct ApprovalView {
     pub tier: String,
     pub rule_ids: Vec<String>,
     pub eligible: Vec<String>,
+    /// The changed paths the approval is about (whose code owners may approve).
+    pub changed_paths: Vec<String>,
     pub diff_hash: String,
+    /// The stored patch had secrets masked (the approval covers the unmasked diff).
+    pub masked: bool,
     pub bundle: Digest,
     pub requested_at: String,
     pub expires_at: Option<String>,
@@ -300,6 +306,7 @@ impl PendingApproval {
             command: a.request.command.clone(),
             tier: a.request.tier.clone(),
             diff_hash: a.request.diff_hash.clone(),
+            masked: a.request.masked,
             bundle: a.request.bundle.clone(),
             requested_at: at(a.requested_at_ms),
             expires_at: a.expires_at_ms().map(at),
@@ -320,7 +327,9 @@ impl ApprovalView {
             tier: a.request.tier.clone(),
             rule_ids: a.request.rule_ids.clone(),
             eligible: a.request.eligible.clone(),
+            changed_paths: a.request.changed_paths.clone(),
             diff_hash: a.request.diff_hash.clone(),
+            masked: a.request.masked,
             bundle: a.request.bundle.clone(),
             requested_at: at(a.requested_at_ms),
             expires_at: a.expires_at_ms().map(at),
@@ -488,6 +497,21 @@ fn short(s: &str, n: usize) -> &str {
 }
 
 /// The first line of `text`, cut to `max` characters (`…` marks what was cut).
+/// A command (or any text an approver decides on) for a one-line view: its whole first
+/// line, and when there is more, how much: `make \` -> `make \ (+2 more lines, 31 bytes)`.
+/// Nothing is cut from the first line: an approver must not approve text they cannot see.
+pub fn first_line_and_size(text: &str) -> String {
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("");
+    let more = lines.count();
+    if more == 0 {
+        first.to_string()
+    } else {
+        let plural = if more == 1 { "" } else { "s" };
+        format!("{first} (+{more} more line{plural}, {} bytes)", text.len())
+    }
+}
+
 pub fn one_line(text: &str, max: usize) -> String {
     let line = text.lines().next().unwrap_or("");
     let more = text.lines().nth(1).is_some();
@@ -610,11 +634,16 @@ fn describe(event: &StoredEvent) -> String {
             )
         }
         EventKind::ApprovalRequested(a) => format!(
-            "{} {} gate needs {} approval(s) from {}",
+            "{} {} gate needs {} approval(s) from {}{}{}",
             a.approval_id,
             a.gate,
             a.required,
-            a.eligible.join(", ")
+            a.eligible.join(", "),
+            a.command
+                .as_deref()
+                .map(|command| format!(": `{}`", first_line_and_size(command)))
+                .unwrap_or_default(),
+            if a.masked { " (patch masked)" } else { "" }
         ),
         EventKind::ApprovalDecided(a) => format!(
             "{} {} by {} via {}{}",

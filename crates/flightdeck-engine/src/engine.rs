@@ -17,7 +17,7 @@ use crate::driver::INBOX_POLL;
 use crate::driver::{Applied, Driver, Stop};
 use crate::error::EngineError;
 use crate::inputs::{self, Foreign, Refusal, Vote};
-use crate::log::{put_artifact, MissionLog};
+use crate::log::{pin_input, MissionLog};
 use crate::models::{check_models, ModelSettings};
 use crate::place::Halt;
 use crate::shared::Shared;
@@ -121,15 +121,15 @@ impl Engine {
         for (model, source) in &checked.scripts {
             model_scripts.insert(
                 model.clone(),
-                put_artifact(&self.shared.sink(), source.as_bytes()).await?,
+                pin_input(&self.shared.sink(), source.as_bytes()).await?,
             );
         }
         let template_source =
-            put_artifact(&self.shared.sink(), request.template_source.as_bytes()).await?;
+            pin_input(&self.shared.sink(), request.template_source.as_bytes()).await?;
         let policy_source =
-            put_artifact(&self.shared.sink(), request.policy_source.as_bytes()).await?;
+            pin_input(&self.shared.sink(), request.policy_source.as_bytes()).await?;
         let codeowners = match &request.codeowners {
-            Some(file) => Some(put_artifact(&self.shared.sink(), file.source.as_bytes()).await?),
+            Some(file) => Some(pin_input(&self.shared.sink(), file.source.as_bytes()).await?),
             None => None,
         };
         // The requester as a person, when the installation knows them by another name.
@@ -337,14 +337,13 @@ impl Engine {
             // The new template must render with the mission's params.
             let template = Template::parse(&created.template, &request.template_file, source)?;
             template.render(&created.params, &request.id)?;
-            forked.template_source =
-                Some(put_artifact(&self.shared.sink(), source.as_bytes()).await?);
+            forked.template_source = Some(pin_input(&self.shared.sink(), source.as_bytes()).await?);
             forked.template_hash = Some(Digest::of(source.as_bytes()));
         }
         for (model, source) in &request.model_scripts {
             forked.model_scripts.insert(
                 model.clone(),
-                put_artifact(&self.shared.sink(), source.as_bytes()).await?,
+                pin_input(&self.shared.sink(), source.as_bytes()).await?,
             );
         }
         let now = self.shared.cfg.clock.now_ms().max(state.last_at_ms);

@@ -155,7 +155,11 @@ impl Shared {
             _ => BTreeMap::new(),
         };
         let required = decision.approvals.max(1);
+        // The stored patch is masked like every artifact; the approval covers the diff as
+        // it is (what the gate compares later), and says when the two differ.
         let diff_digest = put_artifact(&self.sink(), &diff.patch).await?;
+        let diff_hash = diff.hash();
+        let masked = diff_digest.to_string() != diff_hash;
         let bundle = bundle_json(BundleInput {
             state,
             gates,
@@ -169,6 +173,7 @@ impl Shared {
             eligible: &eligible,
             changed: &changed,
             diff_digest: &diff_digest,
+            masked,
         });
         let bundle = serde_json::to_vec_pretty(&bundle).map_err(|e| EngineError::Encode {
             what: "approval bundle",
@@ -180,8 +185,9 @@ impl Shared {
             gate: ask.gate.to_string(),
             required,
             eligible,
-            diff_hash: diff_digest.to_string(),
+            diff_hash,
             bundle,
+            masked,
             subject: ask.subject.clone(),
             command: ask.command.clone(),
             tier: decision.tier.as_str().to_string(),
@@ -208,6 +214,7 @@ struct BundleInput<'a> {
     eligible: &'a [String],
     changed: &'a [ChangedFile],
     diff_digest: &'a Digest,
+    masked: bool,
 }
 
 /// The context bundle a reviewer reads before deciding: what would happen, why the policy
@@ -226,6 +233,7 @@ fn bundle_json(input: BundleInput<'_>) -> Value {
         eligible,
         changed,
         diff_digest,
+        masked,
     } = input;
     let mut by_class: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut files = Vec::new();
@@ -295,6 +303,7 @@ fn bundle_json(input: BundleInput<'_>) -> Value {
         "policy_hash": decision.policy_hash,
         "base_commit": state.created.as_ref().map(|c| c.base_commit.as_str()),
         "diff": diff_digest.to_string(),
+        "diff_masked": masked,
         "lines": {
             "added": changed.iter().map(|f| f.added).sum::<u64>(),
             "removed": changed.iter().map(|f| f.removed).sum::<u64>(),

@@ -318,6 +318,14 @@ pub async fn put_artifact(sink: &LogSink, bytes: &[u8]) -> Result<Digest, Engine
     Ok(sink.artifacts.put(&bytes).await?)
 }
 
+/// Pins an input of the installation's own (a template, a policy, CODEOWNERS, a scripted
+/// model's file) exactly as written: masking it would change what the mission runs and
+/// decides (a template's `run` would write the mask instead of its text), and it is not
+/// output of the mission.
+pub async fn pin_input(sink: &LogSink, bytes: &[u8]) -> Result<Digest, EngineError> {
+    Ok(sink.artifacts.put(bytes).await?)
+}
+
 /// The state of mission `id`, folded from its timeline.
 pub async fn load(store: &dyn EventStore, id: &str) -> Result<MissionState, EngineError> {
     let events = store.events(id, 0).await?;

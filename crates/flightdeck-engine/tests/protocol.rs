@@ -175,6 +175,7 @@ impl Given {
             eligible: vec!["@ops".into()],
             diff_hash: diff.into(),
             bundle: Digest::of(b"bundle"),
+            masked: false,
             subject: subject.into(),
             command: command.map(str::to_string),
             tier: "high".into(),

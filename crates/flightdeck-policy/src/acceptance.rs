@@ -427,7 +427,7 @@ pub fn is_test_path(policy: &Policy, path: &str) -> bool {
 
 fn class_mask(policy: &Policy, path: &str) -> ClassMask {
     let path = paths::normalize_lenient(path);
-    policy.classes.mask_of(&path, &mut Vec::new())
+    policy.classes.mask_by_globs(&path, &mut Vec::new())
 }
 
 fn has_class(policy: &Policy, mask: ClassMask, class: &str) -> bool {

@@ -222,6 +222,47 @@ const CI: &[&str] = &[
     "/.flightdeck/",
 ];
 
+/// Files that a test runner, a docs build or a package tool executes even where they sit
+/// among docs or tests (`conftest.py`, Sphinx's `conf.py`, Jest's `__mocks__/`, `setup.py`,
+/// build scripts and shell scripts of test fixtures). They are `source`, never `docs` or
+/// `tests`, so `changes_only = ["docs", "tests"]` does not cover them: code that CI runs
+/// needs an owner.
+const EXECUTED: &[&str] = &[
+    "conftest.py",
+    "conf.py",
+    "__mocks__/",
+    "setup*.py",
+    "setupTests.*",
+    "jest.config.*",
+    "jest.setup.*",
+    "vitest.config.*",
+    "vitest.setup.*",
+    "vitest.workspace.*",
+    "karma.conf.*",
+    "playwright.config.*",
+    "cypress.config.*",
+    "pytest.ini",
+    "tox.ini",
+    "noxfile.py",
+    "build.rs",
+    "Makefile",
+    "GNUmakefile",
+    "makefile",
+    "*.mk",
+    "Justfile",
+    "justfile",
+    "Rakefile",
+    "Taskfile.yml",
+    "*.sh",
+    "*.bash",
+    "*.zsh",
+    "*.ps1",
+    ".envrc",
+];
+
+/// The marker, in a table's glob-to-class list, of an [`EXECUTED`] glob.
+const EXECUTED_MARK: u8 = u8::MAX;
+
 /// The class of every path that is in none of the other built-in classes.
 pub const SOURCE_CLASS: &str = "source";
 
@@ -240,6 +281,10 @@ const BUILTIN_PATTERNS: [&[&str]; 6] = [DOCS, TESTS, DEPENDENCIES, MIGRATIONS, I
 
 /// The index of `source` in the class table.
 const SOURCE_INDEX: usize = 6;
+
+/// The bits of `docs` and `tests` (indices 0 and 1 of [`BUILTIN_CLASS_NAMES`]).
+const DOCS_BIT: ClassMask = 1;
+const TESTS_BIT: ClassMask = 1 << 1;
 
 /// Bits of the six built-in classes that are not `source`.
 const NOT_SOURCE_MASK: u64 = (1 << SOURCE_INDEX) - 1;
@@ -281,7 +326,8 @@ impl ClassTable {
                 })?;
             for glob in globs {
                 builder.add(glob);
-                glob_class.push(u8::try_from(class).unwrap_or(u8::MAX));
+                // Classes are fewer than 64 (checked at parse); a marker never collides.
+                glob_class.push(u8::try_from(class).unwrap_or(EXECUTED_MARK - 1));
             }
             Ok(())
         };
@@ -289,6 +335,9 @@ impl ClassTable {
             for pattern in patterns.iter() {
                 add(class, pattern)?;
             }
+        }
+        for pattern in EXECUTED {
+            add(usize::from(EXECUTED_MARK), pattern)?;
         }
         for (name, patterns) in extensions {
             let class = match names.iter().position(|known| known == name) {
@@ -335,16 +384,39 @@ impl ClassTable {
         self.names.iter().position(|known| known == name)
     }
 
-    /// The classes of a normalised repo-relative path.
+    /// The classes of a normalised repo-relative path, as rules see them: a file that is
+    /// executed ([`EXECUTED`]) is `source`, not `docs` or `tests`.
     pub(crate) fn mask_of(&self, path: &str, scratch: &mut Vec<usize>) -> ClassMask {
+        self.classify(path, scratch, true)
+    }
+
+    /// The classes of a path by its globs alone (a `conftest.py` stays a test file):
+    /// what the acceptance checks count as tests.
+    pub(crate) fn mask_by_globs(&self, path: &str, scratch: &mut Vec<usize>) -> ClassMask {
+        self.classify(path, scratch, false)
+    }
+
+    fn classify(
+        &self,
+        path: &str,
+        scratch: &mut Vec<usize>,
+        executed_is_source: bool,
+    ) -> ClassMask {
         self.set.matches_into(path, scratch);
         let mut mask: ClassMask = 0;
+        let mut executed = false;
         for &glob in scratch.iter() {
-            if let Some(&class) = self.glob_class.get(glob) {
-                mask |= 1u64.checked_shl(u32::from(class)).unwrap_or(0);
+            match self.glob_class.get(glob) {
+                Some(&EXECUTED_MARK) => executed = true,
+                Some(&class) => mask |= 1u64.checked_shl(u32::from(class)).unwrap_or(0),
+                None => {}
             }
         }
-        if mask & NOT_SOURCE_MASK == 0 {
+        let executed = executed && executed_is_source;
+        if executed {
+            mask &= !(DOCS_BIT | TESTS_BIT);
+        }
+        if executed || mask & NOT_SOURCE_MASK == 0 {
             mask |= 1 << SOURCE_INDEX;
         }
         mask
@@ -411,6 +483,23 @@ mod tests {
             ("Jenkinsfile", &["ci"]),
             ("src/main.rs", &["source"]),
             ("Makefile", &["source"]),
+            // executed by a test runner, a docs build or a package tool: source, not docs/tests
+            ("conftest.py", &["source"]),
+            ("tests/conftest.py", &["source"]),
+            ("pkg/sub/conftest.py", &["source"]),
+            ("docs/conf.py", &["source"]),
+            ("docs/source/conf.py", &["source"]),
+            ("web/src/__mocks__/fs.js", &["source"]),
+            ("setup.py", &["dependencies", "source"]),
+            ("tests/fixtures/pkg/setup.py", &["dependencies", "source"]),
+            ("tests/fixtures/setup_helpers.py", &["source"]),
+            ("tests/fixtures/crate/build.rs", &["source"]),
+            ("tests/run.sh", &["source"]),
+            ("docs/Makefile", &["source"]),
+            ("web/src/setupTests.ts", &["source"]),
+            ("test/jest.setup.js", &["source"]),
+            ("tests/test_app.py", &["tests"]),
+            ("docs/guide.md", &["docs"]),
         ];
         for (path, expected) in cases {
             assert_eq!(classes(&table, path), *expected, "{path}");

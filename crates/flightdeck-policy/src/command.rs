@@ -176,6 +176,8 @@ pub(crate) struct CommandView {
     pub(crate) units: Vec<String>,
     /// Distinct leaves.
     pub(crate) leaves: Vec<Leaf>,
+    /// The parts of the command that run but cannot be seen through (empty for most).
+    pub(crate) unseen: Vec<Unseen>,
     /// Index of `units` once there are many.
     unit_index: BTreeMap<String, usize>,
     /// Index of `leaves` once there are many.
@@ -240,10 +242,20 @@ impl CommandView {
     /// so are leaves) or are an argument that merely reads like a command line.
     fn add_script(&mut self, script: &Script<'_>, depth: usize, runs: bool) {
         let _ = self.push_unit(script.text);
+        if runs && script.too_deep {
+            self.add_unseen(
+                script.text,
+                "its substitutions nest deeper than the judge follows",
+            );
+        }
         for pipeline in &script.pipelines {
             let _ = self.push_unit(pipeline.text);
             let mut cores: Vec<String> = Vec::with_capacity(pipeline.commands.len());
-            for command in &pipeline.commands {
+            for (position, command) in pipeline.commands.iter().enumerate() {
+                let mut unseen = Vec::new();
+                if runs && !command.group {
+                    unseen_parts(command, position > 0, &mut unseen);
+                }
                 let core = core_form(&command.words);
                 let text = self.push_unit(command.text);
                 let core_unit = self.push_unit(&core);
@@ -258,11 +270,20 @@ impl CommandView {
                 for nested in &command.nested {
                     self.add_script(nested, depth + 1, runs);
                 }
+                let inner = inner_scripts(command, &mut unseen);
+                if runs {
+                    self.unseen.extend(unseen);
+                }
                 if depth < MAX_DEPTH {
-                    for (inner, inner_runs) in inner_scripts(&command.words) {
-                        let script = Lexer::new(&inner).script(depth + 1, None);
-                        self.add_script(&script, depth + 1, runs && inner_runs);
+                    for inner in inner {
+                        let script = Lexer::new(&inner.text).script(depth + 1, None);
+                        self.add_script(&script, depth + 1, runs && inner.runs);
                     }
+                } else if runs && inner.iter().any(|inner| inner.runs) {
+                    self.add_unseen(
+                        command.text,
+                        "it runs a script nested deeper than the judge follows",
+                    );
                 }
             }
             // `FOO=1 curl x|sudo sh` is judged as `curl x | sh` too.
@@ -276,11 +297,23 @@ impl CommandView {
             if depth < MAX_DEPTH {
                 let body = Lexer::new(heredoc.body).script(depth + 1, None);
                 self.add_script(&body, depth + 1, runs && heredoc.shell);
+            } else if runs && heredoc.shell {
+                self.add_unseen(
+                    heredoc.body,
+                    "a shell runs a here-document nested deeper than the judge follows",
+                );
             }
             for nested in &heredoc.nested {
                 self.add_script(nested, depth + 1, runs);
             }
         }
+    }
+
+    fn add_unseen(&mut self, part: &str, why: &'static str) {
+        self.unseen.push(Unseen {
+            part: part.to_owned(),
+            why,
+        });
     }
 
     /// Split ignoring quotes entirely, and also judge each piece with quote and
@@ -341,11 +374,62 @@ const KEYWORDS: &[&str] = &[
     "!", "{", "(", "then", "do", "else", "elif", "if", "while", "until", "time",
 ];
 
-/// Programs that run their arguments as a command (their own flags are skipped too).
-const WRAPPERS: &[&str] = &[
-    "sudo", "doas", "env", "command", "builtin", "exec", "nohup", "nice", "ionice", "stdbuf",
-    "unbuffer", "setsid",
+/// A program that runs its arguments as a command: its flags, the values of the flags
+/// that take one, and its leading operands are skipped to find the program it runs.
+struct Wrapper {
+    name: &'static str,
+    /// Flags whose value is the next word (`sudo -u bob`, `timeout -s KILL`).
+    value_flags: &'static [&'static str],
+    /// Operands before the command (`timeout DURATION`, `flock FILE`).
+    operands: usize,
+    /// Flags whose value is a command line the wrapper runs (`env -S`, `flock -c`): then
+    /// the wrapper is the program, and the value is judged as an inner script.
+    script_flags: &'static [&'static str],
+}
+
+const fn wrapper(
+    name: &'static str,
+    value_flags: &'static [&'static str],
+    operands: usize,
+    script_flags: &'static [&'static str],
+) -> Wrapper {
+    Wrapper {
+        name,
+        value_flags,
+        operands,
+        script_flags,
+    }
+}
+
+#[rustfmt::skip]
+const WRAPPERS: &[Wrapper] = &[
+    wrapper("sudo", &["-u", "-g", "-C", "-D", "-h", "-p", "-r", "-t", "-U", "-T", "--user",
+        "--group", "--chdir", "--prompt", "--role", "--type", "--other-user", "--host",
+        "--close-from", "--command-timeout"], 0, &[]),
+    wrapper("doas", &["-u", "-C"], 0, &[]),
+    wrapper("env", &["-u", "-C", "--unset", "--chdir"], 0, &["-S", "--split-string"]),
+    wrapper("command", &[], 0, &[]),
+    wrapper("builtin", &[], 0, &[]),
+    wrapper("exec", &["-a"], 0, &[]),
+    wrapper("nohup", &[], 0, &[]),
+    wrapper("nice", &["-n", "--adjustment"], 0, &[]),
+    wrapper("ionice", &["-c", "-n", "-p", "-P", "-u", "--class", "--classdata"], 0, &[]),
+    wrapper("stdbuf", &["-i", "-o", "-e", "--input", "--output", "--error"], 0, &[]),
+    wrapper("unbuffer", &[], 0, &[]),
+    wrapper("setsid", &[], 0, &[]),
+    wrapper("timeout", &["-s", "-k", "--signal", "--kill-after"], 1, &[]),
+    wrapper("xargs", &["-a", "-d", "-E", "-I", "-L", "-n", "-P", "-s", "--arg-file",
+        "--delimiter", "--max-lines", "--max-args", "--max-procs", "--max-chars",
+        "--process-slot-var"], 0, &[]),
+    wrapper("busybox", &[], 0, &[]),
+    wrapper("flock", &["-w", "-E", "--timeout", "--conflict-exit-code"], 1, &["-c", "--command"]),
 ];
+
+/// `watch` joins its arguments and runs them with `sh -c`.
+const WATCH: Wrapper = wrapper("watch", &["-n", "-q", "--interval", "--equexit"], 0, &[]);
+
+/// `find` runs the command after these up to `;` or `+`.
+const FIND_EXEC: &[&str] = &["-exec", "-execdir", "-ok", "-okdir"];
 
 /// Words that only close a compound command.
 const TERMINATORS: &[&str] = &["}", "fi", "done", "esac", ")", ";;"];
@@ -355,25 +439,66 @@ const SHELLS: &[&str] = &[
     "sh", "bash", "zsh", "dash", "ksh", "ash", "mksh", "yash", "fish", "su",
 ];
 
-fn core_words(words: &[String]) -> &[String] {
-    let mut rest = words;
-    while let Some((first, tail)) = rest.split_first() {
-        if KEYWORDS.contains(&first.as_str()) || is_assignment(first) {
-            rest = tail;
-        } else if WRAPPERS.contains(&program_name(first)) {
-            rest = tail;
-            while let Some((flag, tail)) = rest.split_first() {
-                if flag.len() > 1 && flag.starts_with('-') {
-                    rest = tail;
-                } else {
-                    break;
-                }
-            }
-        } else {
+/// Interpreters that read a program from standard input when given none.
+const INTERPRETERS: &[&str] = &[
+    "python", "python2", "python3", "perl", "ruby", "node", "php",
+];
+
+/// The flag part of `--flag=value`.
+fn flag_name(word: &str) -> &str {
+    word.split_once('=').map_or(word, |(flag, _)| flag)
+}
+
+/// Where the command run by a wrapper starts, its words from `at` on; `None` when the
+/// wrapper runs a script given as a flag's value, or nothing.
+fn wrapped_program(words: &[String], mut at: usize, wrapper: &Wrapper) -> Option<usize> {
+    while let Some(word) = words.get(at) {
+        if word == "--" {
+            at += 1;
             break;
         }
+        if !(word.len() > 1 && word.starts_with('-')) {
+            break;
+        }
+        if wrapper.script_flags.contains(&flag_name(word)) {
+            return None;
+        }
+        at += 1;
+        if !word.contains('=') && wrapper.value_flags.contains(&word.as_str()) {
+            at += 1;
+        }
     }
-    rest
+    at += wrapper.operands;
+    // `flock FILE -c CMD`
+    let word = words.get(at)?;
+    if wrapper.script_flags.contains(&flag_name(word)) {
+        return None;
+    }
+    Some(at)
+}
+
+/// Where the program that runs starts: past assignments, keywords and wrappers.
+fn core_start(words: &[String]) -> usize {
+    let mut at = 0;
+    while let Some(first) = words.get(at) {
+        if KEYWORDS.contains(&first.as_str()) || is_assignment(first) {
+            at += 1;
+            continue;
+        }
+        let name = program_name(first);
+        let Some(wrapper) = WRAPPERS.iter().find(|wrapper| wrapper.name == name) else {
+            break;
+        };
+        match wrapped_program(words, at + 1, wrapper) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    at
+}
+
+fn core_words(words: &[String]) -> &[String] {
+    words.get(core_start(words)..).unwrap_or_default()
 }
 
 fn core_form(words: &[String]) -> String {
@@ -406,51 +531,259 @@ fn core_form(words: &[String]) -> String {
 /// Characters that would read as operators when a word is shown unquoted.
 const SHELL_SPECIAL: &[char] = &['|', ';'];
 
+/// A part of a command whose meaning the judge cannot know: what it runs is only decided
+/// when the shell runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Unseen {
+    /// The command text (or word) concerned.
+    pub(crate) part: String,
+    /// Why it cannot be seen through, as the end of a sentence.
+    pub(crate) why: &'static str,
+}
+
+/// A script found in a simple command's arguments.
+struct InnerScript {
+    text: String,
+    /// It certainly runs (`sh -c`, `eval`, `find -exec`, `watch`), rather than merely
+    /// reading like a command line.
+    runs: bool,
+}
+
+/// Words re-quoted so that lexing their join gives the same words back.
+fn requote(words: &[String]) -> String {
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|word| {
+            if !word.is_empty()
+                && word
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_./{}=:,+@%".contains(ch))
+            {
+                word.clone()
+            } else {
+                format!("'{}'", word.replace('\'', "'\\''"))
+            }
+        })
+        .collect();
+    quoted.join(" ")
+}
+
 /// The scripts in a simple command's arguments, and whether they certainly run:
-/// `eval ARGS...` and `SHELL ... -c SCRIPT` do; any other argument that reads like a
-/// command line (`ssh host 'curl x | sh'`, `watch "make && ./run"`) may, since too many
-/// programs run their arguments to list them all, so it is judged but not required to be
-/// covered by an allow rule.
-fn inner_scripts(words: &[String]) -> Vec<(String, bool)> {
+/// `eval ARGS...`, `SHELL ... -c SCRIPT`, `find -exec CMD ;`, `watch CMD`, `env -S CMD`
+/// and `flock FILE -c CMD` do; any other argument that reads like a command line (`ssh
+/// host 'curl x | sh'`) may, since too many programs run their arguments to list them
+/// all, so it is judged but not required to be covered by an allow rule. A script that is
+/// itself the result of an expansion cannot be judged: it is reported as unseen.
+fn inner_scripts(command: &SimpleCommand<'_>, unseen: &mut Vec<Unseen>) -> Vec<InnerScript> {
+    let words = &command.words;
+    let expands = |index: usize| command.expands.get(index).copied().unwrap_or(false);
     let mut scripts: Vec<String> = Vec::new();
-    let core = core_words(words);
-    if let Some((program, args)) = core.split_first() {
+    let mut unseen_script = |text: &str, why| {
+        unseen.push(Unseen {
+            part: text.to_owned(),
+            why,
+        });
+    };
+    let start = core_start(words);
+    if let Some(program) = words.get(start) {
+        let args = words.get(start + 1..).unwrap_or_default();
         if program_name(program) == "eval" && !args.is_empty() {
-            scripts.push(args.join(" "));
+            if (start + 1..words.len()).any(expands) {
+                unseen_script(command.text, "`eval` runs text made by an expansion");
+            } else {
+                scripts.push(args.join(" "));
+            }
         }
     }
     for (index, word) in words.iter().enumerate() {
-        if !SHELLS.contains(&program_name(word)) {
-            continue;
-        }
-        let mut rest = words.iter().skip(index + 1);
-        while let Some(arg) = rest.next() {
-            let is_c_flag = arg.len() > 1
-                && arg.starts_with('-')
-                && !arg.starts_with("--")
-                && arg.chars().skip(1).all(|ch| ch.is_ascii_alphabetic())
-                && arg.contains('c');
-            if is_c_flag || arg == "--command" {
-                if let Some(script) = rest.next() {
-                    scripts.push(script.clone());
+        let name = program_name(word);
+        if SHELLS.contains(&name) {
+            let mut rest = (index + 1..words.len()).filter_map(|at| Some((at, words.get(at)?)));
+            while let Some((_, arg)) = rest.next() {
+                let is_c_flag = arg.len() > 1
+                    && arg.starts_with('-')
+                    && !arg.starts_with("--")
+                    && arg.chars().skip(1).all(|ch| ch.is_ascii_alphabetic())
+                    && arg.contains('c');
+                if is_c_flag || arg == "--command" {
+                    if let Some((at, script)) = rest.next() {
+                        if expands(at) {
+                            unseen_script(
+                                command.text,
+                                "a shell's `-c` script is made by an expansion",
+                            );
+                        } else {
+                            scripts.push(script.clone());
+                        }
+                    }
+                    break;
+                }
+                if let Some(script) = arg.strip_prefix("--command=") {
+                    scripts.push(script.to_owned());
+                    break;
+                }
+            }
+        } else if name == "find" {
+            let mut at = index + 1;
+            while let Some(word) = words.get(at) {
+                at += 1;
+                if !FIND_EXEC.contains(&word.as_str()) {
+                    continue;
+                }
+                let end = (at..words.len())
+                    .find(|&end| words.get(end).is_some_and(|w| w == ";" || w == "+"))
+                    .unwrap_or(words.len());
+                if expands(at) {
+                    unseen_script(
+                        command.text,
+                        "`find -exec` runs a program named by an expansion",
+                    );
+                } else {
+                    scripts.push(requote(words.get(at..end).unwrap_or_default()));
+                }
+                at = end + 1;
+            }
+        } else if name == WATCH.name {
+            if let Some(at) = wrapped_program(words, index + 1, &WATCH) {
+                if (at..words.len()).any(expands) {
+                    unseen_script(command.text, "`watch` runs text made by an expansion");
+                } else {
+                    scripts.push(words.get(at..).unwrap_or_default().join(" "));
+                }
+            }
+        } else if let Some(wrapper) = WRAPPERS
+            .iter()
+            .find(|wrapper| wrapper.name == name && !wrapper.script_flags.is_empty())
+        {
+            // `env -S CMD`, `env --split-string=CMD`, `flock [-w N] FILE -c CMD`
+            let mut at = index + 1;
+            while let Some(word) = words.get(at) {
+                at += 1;
+                let flag = flag_name(word);
+                if !wrapper.script_flags.contains(&flag) {
+                    continue;
+                }
+                let (script, from) = match word.split_once('=') {
+                    Some((_, value)) => (Some(value.to_owned()), at - 1),
+                    None => (words.get(at).cloned(), at),
+                };
+                if expands(from) {
+                    unseen_script(
+                        command.text,
+                        "a wrapper runs a command line made by an expansion",
+                    );
+                } else if let Some(script) = script {
+                    scripts.push(script);
                 }
                 break;
             }
-            if let Some(script) = arg.strip_prefix("--command=") {
-                scripts.push(script.to_owned());
-                break;
-            }
         }
     }
-    let mut found: Vec<(String, bool)> = scripts.into_iter().map(|script| (script, true)).collect();
+    let mut found: Vec<InnerScript> = scripts
+        .into_iter()
+        .map(|text| InnerScript { text, runs: true })
+        .collect();
     for word in words.iter().skip(1) {
         let reads_like_a_command =
             word.contains(|ch: char| ch.is_whitespace() || SHELL_SPECIAL.contains(&ch));
-        if reads_like_a_command && !found.iter().any(|(script, _)| script == word) {
-            found.push((word.clone(), false));
+        if reads_like_a_command && !found.iter().any(|script| script.text == *word) {
+            found.push(InnerScript {
+                text: word.clone(),
+                runs: false,
+            });
         }
     }
     found
+}
+
+/// What of a simple command that runs the judge cannot see through: a program named by an
+/// expansion, a shell or interpreter reading its program from a pipe, a process
+/// substitution or an expanded here-string.
+fn unseen_parts(command: &SimpleCommand<'_>, piped: bool, unseen: &mut Vec<Unseen>) {
+    let words = &command.words;
+    let start = core_start(words);
+    let Some(program) = words.get(start) else {
+        return;
+    };
+    let expands = |index: usize| command.expands.get(index).copied().unwrap_or(false);
+    let mut report = |why| {
+        unseen.push(Unseen {
+            part: command.text.to_owned(),
+            why,
+        });
+    };
+    if expands(start) && program != "[" && program != "[[" {
+        report("the program it runs is named by an expansion");
+        return;
+    }
+    let name = program_name(program);
+    let args = words.get(start + 1..).unwrap_or_default();
+    let shell = SHELLS.contains(&name) && name != "su";
+    let interpreter = INTERPRETERS.contains(&name);
+    if shell || name == "source" || name == "." {
+        let operand = args.iter().find(|arg| !arg.starts_with('-'));
+        if operand.is_some_and(|operand| operand.starts_with("<(")) {
+            report("it runs a script that a process substitution prints");
+            return;
+        }
+    }
+    if shell || interpreter {
+        for (offset, word) in args.iter().enumerate() {
+            if let Some(rest) = word.strip_prefix("<<<") {
+                let at = start + 1 + offset;
+                let string_expands = if rest.is_empty() {
+                    expands(at + 1)
+                } else {
+                    expands(at)
+                };
+                if string_expands {
+                    report("it runs a here-string made by an expansion");
+                    return;
+                }
+            }
+        }
+    }
+    if piped && (shell || interpreter) && reads_program_from_stdin(args, interpreter) {
+        report("it runs whatever the command before it prints");
+    }
+}
+
+/// Whether a shell or interpreter with these arguments reads its program from stdin.
+fn reads_program_from_stdin(args: &[String], interpreter: bool) -> bool {
+    let program_flags: &[char] = if interpreter {
+        &['c', 'e', 'E', 'm', 'r']
+    } else {
+        &['c']
+    };
+    let mut options_end = false;
+    for arg in args {
+        if arg == "-" {
+            return true;
+        }
+        if !options_end && arg == "--" {
+            options_end = true;
+            continue;
+        }
+        if !options_end && arg.len() > 1 && arg.starts_with('-') && !arg.starts_with("--") {
+            let letters = arg.get(1..).unwrap_or_default();
+            if !interpreter && letters.contains('s') {
+                return true;
+            }
+            if letters.contains(program_flags) {
+                return false;
+            }
+            continue;
+        }
+        if !options_end && arg.starts_with("--") {
+            continue;
+        }
+        // The first operand is a script file (for `sh -s`, handled above, an argument).
+        if arg.starts_with('<') || arg.contains('>') {
+            continue;
+        }
+        return false;
+    }
+    true
 }
 
 fn is_assignment(word: &str) -> bool {
@@ -480,6 +813,8 @@ struct Script<'a> {
     text: &'a str,
     pipelines: Vec<Pipeline<'a>>,
     heredocs: Vec<Heredoc<'a>>,
+    /// Substitutions nested past [`MAX_DEPTH`] were skipped, not judged.
+    too_deep: bool,
 }
 
 /// The body of a `<<DELIMITER` here-document.
@@ -512,6 +847,9 @@ struct SimpleCommand<'a> {
     text: &'a str,
     /// Words with quotes removed; substitutions kept as their raw text.
     words: Vec<String>,
+    /// For each word: the shell expands it (an unquoted or double-quoted `$`, a backtick,
+    /// an unquoted glob or brace), so what it becomes is unknown here.
+    expands: Vec<bool>,
     /// Scripts inside `$(...)`, backticks, `<(...)` and `(...)`.
     nested: Vec<Script<'a>>,
     /// The command is a subshell group `( ... )`, not a program; its contents are leaves.
@@ -523,6 +861,9 @@ struct CommandBuilder<'a> {
     start: Option<usize>,
     words: Vec<String>,
     word: Option<Vec<u8>>,
+    /// The word being built contains an expansion.
+    word_expands: bool,
+    expands: Vec<bool>,
     nested: Vec<Script<'a>>,
     group: bool,
 }
@@ -540,9 +881,16 @@ impl<'a> CommandBuilder<'a> {
             .extend_from_slice(bytes);
     }
 
+    /// Note that the word being built contains an expansion.
+    fn expansion(&mut self) {
+        self.word.get_or_insert_with(Vec::new);
+        self.word_expands = true;
+    }
+
     fn end_word(&mut self) {
         if let Some(word) = self.word.take() {
             self.words.push(String::from_utf8_lossy(&word).into_owned());
+            self.expands.push(std::mem::take(&mut self.word_expands));
         }
     }
 
@@ -553,6 +901,7 @@ impl<'a> CommandBuilder<'a> {
         Some(SimpleCommand {
             text: src.get(start..end).unwrap_or_default(),
             words: builder.words,
+            expands: builder.expands,
             nested: builder.nested,
             group: builder.group,
         })
@@ -564,6 +913,8 @@ struct Lexer<'a> {
     bytes: &'a [u8],
     pos: usize,
     pending_heredocs: Vec<PendingHeredoc>,
+    /// Something was nested past [`MAX_DEPTH`] and skipped.
+    too_deep: bool,
 }
 
 impl<'a> Lexer<'a> {
@@ -573,6 +924,7 @@ impl<'a> Lexer<'a> {
             bytes: src.as_bytes(),
             pos: 0,
             pending_heredocs: Vec::new(),
+            too_deep: false,
         }
     }
 
@@ -643,17 +995,27 @@ impl<'a> Lexer<'a> {
                     command.begin(self.pos);
                     self.double_quoted(depth, &mut command);
                 }
-                b'<' if next == Some(b'<') && self.peek(2) != Some(b'<') => {
+                // A here-string: its word is the command's stdin.
+                b'<' if next == Some(b'<') && self.peek(2) == Some(b'<') => {
+                    command.end_word();
+                    command.begin(self.pos);
+                    command.push(b"<<<");
+                    command.end_word();
+                    self.pos += 3;
+                }
+                b'<' if next == Some(b'<') => {
                     command.end_word();
                     command.begin(self.pos);
                     self.heredoc_operator(&mut command);
                 }
                 b'$' | b'<' | b'>' if next == Some(b'(') => {
                     command.begin(self.pos);
+                    command.expansion();
                     self.substitution(depth, &mut command, 2, b')');
                 }
                 b'`' => {
                     command.begin(self.pos);
+                    command.expansion();
                     self.substitution(depth, &mut command, 1, b'`');
                 }
                 b'(' if command.word.is_none() => {
@@ -672,6 +1034,9 @@ impl<'a> Lexer<'a> {
                 }
                 _ => {
                     command.begin(self.pos);
+                    if matches!(byte, b'$' | b'*' | b'?' | b'[' | b'{') {
+                        command.expansion();
+                    }
                     command.push(&[byte]);
                     self.pos += 1;
                 }
@@ -683,6 +1048,7 @@ impl<'a> Lexer<'a> {
             text: self.src.get(start..self.pos).unwrap_or_default(),
             pipelines,
             heredocs,
+            too_deep: self.too_deep,
         }
     }
 
@@ -769,11 +1135,16 @@ impl<'a> Lexer<'a> {
                 self.pos = next_line;
             }
             let body = self.src.get(body_start..body_end).unwrap_or_default();
-            let nested = if pending.quoted || depth >= MAX_DEPTH {
+            let nested = if pending.quoted {
+                Vec::new()
+            } else if depth >= MAX_DEPTH {
+                self.too_deep |= body.contains(['$', '`']);
                 Vec::new()
             } else {
                 let mut expansions = CommandBuilder::default();
-                Lexer::new(body).expand_until(depth, &mut expansions, None);
+                let mut body_lexer = Lexer::new(body);
+                body_lexer.expand_until(depth, &mut expansions, None);
+                self.too_deep |= body_lexer.too_deep;
                 expansions.nested
             };
             heredocs.push(Heredoc {
@@ -842,9 +1213,18 @@ impl<'a> Lexer<'a> {
                         self.pos += 1;
                     }
                 },
-                b'$' if self.peek(1) == Some(b'(') => self.substitution(depth, command, 2, b')'),
-                b'`' => self.substitution(depth, command, 1, b'`'),
+                b'$' if self.peek(1) == Some(b'(') => {
+                    command.expansion();
+                    self.substitution(depth, command, 2, b')');
+                }
+                b'`' => {
+                    command.expansion();
+                    self.substitution(depth, command, 1, b'`');
+                }
                 _ => {
+                    if byte == b'$' {
+                        command.expansion();
+                    }
                     command.push(&[byte]);
                     self.pos += 1;
                 }
@@ -867,6 +1247,7 @@ impl<'a> Lexer<'a> {
             let inner = self.script(depth + 1, Some(close));
             command.nested.push(inner);
         } else {
+            self.too_deep = true;
             self.skip_to(close);
         }
         if self.peek(0) == Some(close) {

@@ -43,7 +43,7 @@ pub use classes::{BUILTIN_CLASS_NAMES, SOURCE_CLASS};
 pub use codeowners::{Codeowners, CodeownersWarning, CODEOWNERS_LOCATIONS};
 pub use error::{Location, PolicyError, PolicyErrorKind};
 pub use people::{IdentityChannel, People, PeopleError, Person, Resolved};
-pub use policy::Policy;
+pub use policy::{Policy, UNSEEN_COMMAND_RULE};
 pub use types::{Action, ActionKind, ChangeStatus, ChangedFile, Decision, Tier, Verdict};
 
 /// The policy that `flightdeck init` writes and that applies when a repository has none.

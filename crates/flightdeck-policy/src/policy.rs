@@ -16,6 +16,9 @@ use crate::{parse, BUILTIN_POLICY_ORIGIN, BUILTIN_POLICY_TOML};
 /// The approver spec that means "the code owners of the changed files".
 pub(crate) const CODEOWNERS_APPROVER: &str = "codeowners";
 
+/// The rule id of a decision on a command the judge cannot see through.
+pub const UNSEEN_COMMAND_RULE: &str = "builtin:unseen-command";
+
 /// How many files or command parts an explanation names before summarising the rest.
 const EXPLAIN_LIMIT: usize = 3;
 
@@ -370,7 +373,111 @@ impl Policy {
         } else {
             None
         };
-        self.conclude(ActionKind::Command, hits, fallback)
+        let decision = self.conclude(ActionKind::Command, hits, fallback);
+        // A deny needs nothing more; otherwise the unseen decision is at least as strict
+        // as any the rules gave, and when the two agree their approvals combine.
+        if view.unseen.is_empty() || decision.verdict == Verdict::Deny {
+            return decision;
+        }
+        let unseen = self.decide_unseen_command(&view.unseen);
+        Decision::strictest(vec![unseen.clone(), decision]).unwrap_or(unseen)
+    }
+
+    /// A command with parts the judge cannot see through gets the strictest decision any
+    /// command rule (or the default) could give, and never `allow`: deny when anything
+    /// can deny, else approval by everyone any approve rule names.
+    fn decide_unseen_command(&self, unseen: &[command::Unseen]) -> Decision {
+        let default_verdict = self.default_verdict(ActionKind::Command);
+        let rules: Vec<&Rule> = self
+            .rules_for(ActionKind::Command)
+            .iter()
+            .filter_map(|&index| self.rule(index))
+            .collect();
+        let verdict = rules
+            .iter()
+            .map(|rule| rule.verdict)
+            .chain([default_verdict, Verdict::Approve])
+            .max()
+            .unwrap_or(Verdict::Deny);
+        let mut rule_ids = vec![UNSEEN_COMMAND_RULE.to_owned()];
+        let mut tier: Option<Tier> = None;
+        let mut approvals = 0u32;
+        let mut approvers: Vec<String> = Vec::new();
+        let mut expires: Option<u64> = None;
+        let mut sources = Vec::new();
+        for rule in rules.iter().filter(|rule| rule.verdict == verdict) {
+            rule_ids.push(rule.id.clone());
+            tier = tier.max(Some(rule.tier));
+            approvals = approvals.max(rule.approvals);
+            for approver in &rule.approvers {
+                push_unique(&mut approvers, approver);
+            }
+            if let Some(seconds) = rule.expires_after_seconds {
+                expires = Some(expires.map_or(seconds, |current| current.min(seconds)));
+            }
+            sources.push(format!("rule `{}` ({verdict})", rule.id));
+        }
+        if default_verdict == verdict || sources.is_empty() {
+            // The default decides too; or nothing could require more than `allow`, and an
+            // unseen command still is not allowed unseen.
+            tier = tier.max(Some(if default_verdict == verdict {
+                Tier::default_for(verdict)
+            } else {
+                Tier::High
+            }));
+            if verdict == Verdict::Approve {
+                approvals = approvals.max(1);
+                push_unique(&mut approvers, CODEOWNERS_APPROVER);
+            }
+            sources.push(if default_verdict == verdict {
+                format!("the default for command ({default_verdict})")
+            } else {
+                "an approval, since an unseen command is never allowed".to_owned()
+            });
+        }
+        if verdict != Verdict::Approve {
+            approvals = 0;
+            approvers.clear();
+            expires = None;
+        }
+        let tier = tier.unwrap_or(Tier::High);
+        let mut explanation = format!("{verdict} (tier {tier}");
+        if verdict == Verdict::Approve {
+            let plural = if approvals == 1 { "" } else { "s" };
+            let _ = write!(
+                explanation,
+                "; {approvals} approval{plural} from {}",
+                approvers.join(" or ")
+            );
+            if let Some(seconds) = expires {
+                let _ = write!(
+                    explanation,
+                    "; approvals expire after {}",
+                    format_duration(seconds)
+                );
+            }
+        }
+        let _ = write!(
+            explanation,
+            "): the policy cannot see what {} runs, so the strictest decision any command rule could give applies: {} ({UNSEEN_COMMAND_RULE}); command rules are a policy, the sandbox is the boundary",
+            list_limited(
+                unseen
+                    .iter()
+                    .map(|unseen| format!("`{}` ({})", unseen.part.trim(), unseen.why))
+            ),
+            sources.join(", ")
+        );
+        Decision {
+            verdict,
+            tier,
+            rule_ids,
+            approvals,
+            approvers,
+            expires_after_seconds: expires,
+            triggered_by: dedup(unseen.iter().map(|unseen| unseen.part.trim().to_owned())),
+            explanation,
+            policy_hash: self.hash.clone(),
+        }
     }
 
     fn decide_write(&self, raw_path: &str) -> Decision {

@@ -244,10 +244,13 @@ impl ConfinedFs {
     }
 
     /// Checks a model-given relative path without touching anything beyond reading metadata;
-    /// returns the normalized repo-relative form (`src/lib.rs`; `.` for the root, which `""`
-    /// and `"."` both name).
+    /// returns the repo-relative path where it really is, every symbolic link among its
+    /// components resolved (`docs/link/x` with `docs/link -> ../src` is `src/x`; `.` for the
+    /// root, which `""` and `"."` both name). This is what write rules judge: a name is not
+    /// where a write lands.
     pub fn check(&self, path: &str, access: Access) -> Result<String, FileToolError> {
-        Ok(self.resolve(path, access)?.rel)
+        let resolved = self.resolve(path, access)?;
+        Ok(self.relative(&resolved.abs))
     }
 
     /// Reads at most `max_bytes` of a regular file.

@@ -182,6 +182,13 @@ fn cases() -> Vec<(&'static str, Vec<Setup>, Op, &'static str)> {
         ("empty names the root", vec![], Check("", Access::Read), "ok:."),
         ("dot names the root", vec![], Check(".", Access::Read), "ok:."),
         ("nonexistent path checks", vec![], Check("new/file.rs", Access::Write), "ok:new/file.rs"),
+        // What is checked (and what write rules judge) is where a path really is: every
+        // symbolic link among its components resolved.
+        ("a linked directory resolves", vec![Dir("src"), Link("docs/link", "../src")], Check("docs/link/x.rs", Access::Write), "ok:src/x.rs"),
+        ("a linked directory resolves for an existing file", vec![File("src/lib.rs", "x"), Link("docs/link", "../src")], Check("docs/link/lib.rs", Access::Write), "ok:src/lib.rs"),
+        ("links resolve at every depth", vec![Dir(".github/workflows"), Link("a", "b"), Link("b", ".github")], Check("a/workflows/ci.yml", Access::Write), "ok:.github/workflows/ci.yml"),
+        ("an absolute link inside resolves", vec![Dir("infra"), Link("docs/infra", "{root}/infra")], Check("docs/infra/main.tf", Access::Write), "ok:infra/main.tf"),
+        ("a linked file read resolves", vec![File("src/lib.rs", "x"), Link("README.md", "src/lib.rs")], Check("README.md", Access::Read), "ok:src/lib.rs"),
         // Git metadata.
         (".git/config read", vec![], Read(".git/config"), "err:GitMetadata"),
         (".git/config write", vec![], Write(".git/config", "x"), "err:GitMetadata"),

@@ -10,7 +10,8 @@ use std::time::Duration;
 use flightdeck_core::budget::Dimension;
 use flightdeck_core::state::ApprovalStatus;
 use flightdeck_core::views::{
-    one_line, ApprovalView, BudgetView, CostLine, CostView, EventLine, MissionSummary,
+    first_line_and_size, one_line, ApprovalView, BudgetView, CostLine, CostView, EventLine,
+    MissionSummary,
 };
 use flightdeck_core::{Digest, EventKind, MissionStatus, StoredEvent};
 use flightdeck_engine::Observer;
@@ -370,8 +371,10 @@ fn cost_text(cost: &CostView) -> Option<String> {
 /// One approval, for people: what it gates, where it stands, who decided.
 pub fn approval_text(approval: &ApprovalView) -> String {
     let what = match &approval.command {
-        Some(command) if approval.gate == "write" => format!("write `{}`", one_line(command, 60)),
-        Some(command) => format!("command `{}`", one_line(command, 60)),
+        Some(command) if approval.gate == "write" => {
+            format!("write `{}`", first_line_and_size(command))
+        }
+        Some(command) => format!("command `{}`", first_line_and_size(command)),
         None => format!("{} gate", approval.gate),
     };
     let rules = if approval.rule_ids.is_empty() {
@@ -403,6 +406,12 @@ pub fn approval_text(approval: &ApprovalView) -> String {
                 .as_deref()
                 .map(|c| format!(": {}", one_line(c, 60)))
                 .unwrap_or_default()
+        ));
+    }
+    if approval.masked {
+        text.push_str(&format!(
+            "\n             the stored patch has secrets masked; the approval covers the unmasked diff {}",
+            approval.diff_hash
         ));
     }
     if approval.status == ApprovalStatus::Pending {

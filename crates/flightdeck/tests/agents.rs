@@ -1399,3 +1399,48 @@ async fn cancelling_during_a_model_call_ends_the_driver_cleanly() {
         "the workspace is cleaned up"
     );
 }
+
+/// Write rules judge where a write lands: a write through a symbolic link inside the
+/// worktree is judged on the path it resolves to, not the name the agent gave.
+#[test]
+fn a_write_through_a_symlink_is_judged_where_it_lands() {
+    let policy = "[defaults]\npublish = \"allow\"\n[[rule]]\nid = \"no-workflow-writes\"\naction = \"write\"\npaths = [\".github/workflows/**\"]\ndecision = \"deny\"\n";
+    let script = r#"
+model = "sim-1"
+[[turn]]
+[[turn.call]]
+tool = "write_file"
+args = { path = "docs/wf/evil.yml", content = "on: push\n" }
+[[turn]]
+[[turn.call]]
+tool = "finish"
+args = { summary = "wrote it" }
+"#;
+    let template = "goal = \"Write a workflow.\"\n[model]\npin = \"scripted:.flightdeck/script.toml\"\n[[steps]]\nagent = \"coder\"\n";
+    let repo = agent_repo(template, script);
+    repo.write_files(&[
+        (".flightdeck/policy.toml", policy),
+        (".github/workflows/ci.yml", "on: push\n"),
+    ]);
+    std::fs::create_dir_all(repo.path().join("docs")).unwrap();
+    std::os::unix::fs::symlink("../.github/workflows", repo.path().join("docs/wf")).unwrap();
+    repo.commit_all("a link to the workflows");
+    let cli = Cli::new(BIN);
+    let out = run(&cli, &repo);
+    let summary = out.json();
+    assert_eq!(summary["status"], "failed", "{summary:#}");
+    let id = summary["id"].as_str().unwrap();
+    let events = cli.timeline(id);
+    let decided: Vec<&Value> = of_type(&events, "policy.decided")
+        .into_iter()
+        .filter(|e| e["data"]["action"] == "write")
+        .collect();
+    assert_eq!(decided.len(), 1, "{events:#?}");
+    let data = &decided[0]["data"];
+    assert_eq!(data["decision"], "deny", "{data:#}");
+    assert_eq!(data["rule_ids"], serde_json::json!(["no-workflow-writes"]));
+    assert_eq!(
+        data["triggered_by"],
+        serde_json::json!([".github/workflows/evil.yml"])
+    );
+}

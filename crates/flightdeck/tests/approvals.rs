@@ -961,3 +961,93 @@ fn a_mission_parked_before_the_projection_items_keeps_its_steps_when_approved() 
         "the approval's append lost steps"
     );
 }
+
+/// A diff that masking changes (here AWS's documentation example key) can be approved: the
+/// approval covers the raw diff, the stored patch is the masked one, and the request says so.
+#[test]
+fn a_diff_with_a_masked_secret_can_be_approved() {
+    // The key is put together when the step runs: the template itself holds no secret.
+    let step = r#"printf 'serde = "1"\n# AKIA%s\n' IOSFODNN7EXAMPLE >> Cargo.toml"#;
+    let repo = repo(&[(".github/CODEOWNERS", CODEOWNERS)], &[step]);
+    let cli = Cli::new(BIN);
+    let (code, summary) = run(&cli, &repo);
+    assert_eq!(code, 3, "{summary:#}");
+    let id = summary["id"].as_str().unwrap().to_string();
+    let pending = &summary["pending_approvals"][0];
+    assert_eq!(pending["masked"], true, "{pending:#}");
+    let approval = pending["id"].as_str().unwrap().to_string();
+    let events = cli.timeline(&id);
+    let requested = &events_of_type(&events, "approval.requested")[0]["data"];
+    assert_eq!(requested["masked"], true);
+    let bundle: Value = serde_json::from_str(
+        &cli.run(&["artifact", requested["bundle"].as_str().unwrap()])
+            .expect_code(0)
+            .stdout(),
+    )
+    .unwrap();
+    assert_eq!(bundle["diff_masked"], true);
+    let patch = cli
+        .run(&["artifact", bundle["diff"].as_str().unwrap()])
+        .expect_code(0)
+        .stdout();
+    assert!(!patch.contains("AKIAIOSFODNN7EXAMPLE"), "{patch}");
+    assert_ne!(requested["diff_hash"], bundle["diff"]);
+    let text = cli.run(&["approvals", "--pending"]).expect_code(0).stdout();
+    assert!(text.contains("secrets masked"), "{text}");
+
+    let approved = cli.run_as("@alice", &["approve", &approval]).expect_code(0);
+    let printed = approved.stdout();
+    assert!(
+        printed.contains(requested["diff_hash"].as_str().unwrap()) && printed.contains("masked"),
+        "{printed}"
+    );
+    let done = cli.run(&["--json", "resume", &id]).expect_code(0).json();
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    // The user's own change is published as written.
+    let published = repo.git(&["show", &format!("flightdeck/{id}:Cargo.toml")]);
+    assert!(published.contains("AKIAIOSFODNN7EXAMPLE"), "{published}");
+}
+
+/// Approvers see the whole command: text views show its whole first line and how much
+/// more there is, JSON all of it, and `approve` prints every line of what it approved.
+#[test]
+fn approvers_see_the_whole_command_they_approve() {
+    let policy = "[defaults]\npublish = \"allow\"\n[[rule]]\nid = \"deploys-need-alice\"\naction = \"command\"\ncommand_matches = [\"sh deploy.sh*\"]\ndecision = \"approve\"\napprovers = [\"@alice\"]\n";
+    let long_first_line = format!("sh deploy.sh --target {}", "x".repeat(100));
+    let command = format!("{long_first_line}\necho one more line >> after.txt");
+    let repo = repo(
+        &[
+            (".flightdeck/policy.toml", policy),
+            ("deploy.sh", "echo ran >> deployed.txt\n"),
+        ],
+        &[&command],
+    );
+    let cli = Cli::new(BIN);
+    let (code, summary) = run(&cli, &repo);
+    assert_eq!(code, 3, "{summary:#}");
+    let pending = &summary["pending_approvals"][0];
+    assert_eq!(pending["command"], command.as_str());
+    let approval = pending["id"].as_str().unwrap().to_string();
+
+    let listed = cli.run(&["approvals", "--pending"]).expect_code(0).stdout();
+    let expected = format!(
+        "`{long_first_line} (+1 more line, {} bytes)`",
+        command.len()
+    );
+    assert!(listed.contains(&expected), "{listed}");
+    let json = cli
+        .run(&["--json", "approvals", "--pending"])
+        .expect_code(0)
+        .json();
+    assert_eq!(json[0]["command"], command.as_str());
+
+    let printed = cli
+        .run_as("@alice", &["approve", &approval])
+        .expect_code(0)
+        .stdout();
+    assert!(printed.contains(&long_first_line), "{printed}");
+    assert!(
+        printed.contains("echo one more line >> after.txt"),
+        "{printed}"
+    );
+}

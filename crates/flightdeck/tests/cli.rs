@@ -925,3 +925,87 @@ fn a_data_dir_given_with_dot_dot_works_like_its_plain_form() {
     assert!(!workspace.contains(".."), "{workspace}");
     assert!(scratch.path().join("data/flightdeck.db").exists());
 }
+
+/// A param cannot add commands: in `run` and acceptance commands its value is one literal
+/// word, whatever quotes the template put around it; `| raw` is the explicit way out.
+#[test]
+fn params_are_shell_quoted_in_commands() {
+    const QUOTED: &str = r#"
+goal = "Greet {{name}}"
+[params.name]
+required = true
+[[steps]]
+run = "echo {{name}} > bare.txt"
+[[steps]]
+run = "echo '{{name}}' > single.txt"
+[[steps]]
+run = "echo \"{{name}}\" > double.txt"
+[acceptance]
+commands = ["test \"$(cat bare.txt)\" = {{name}}"]
+"#;
+    let payloads = [
+        "x; touch p",
+        "x' ; touch p ; echo '",
+        "x\" ; touch p ; echo \"",
+        "$(touch p)`touch p`",
+    ];
+    let cli = Cli::new(BIN);
+    for payload in payloads {
+        let repo = repo_with_template(QUOTED);
+        let param = format!("name={payload}");
+        let (code, summary, stderr) = run_json(&cli, &repo, &["-p", &param]);
+        assert_eq!(code, 0, "{payload}: {stderr}");
+        assert_eq!(summary["status"], "succeeded", "{payload}: {summary}");
+        let branch = summary["branch"].as_str().unwrap();
+        let files = repo.git(&["ls-tree", "-r", "--name-only", branch]);
+        assert!(
+            !files.lines().any(|file| file == "p"),
+            "{payload}: `touch p` ran: {files}"
+        );
+        for file in ["bare.txt", "single.txt", "double.txt"] {
+            assert_eq!(
+                repo.git(&["show", &format!("{branch}:{file}")]),
+                payload,
+                "{file}"
+            );
+        }
+    }
+
+    // The raw filter inserts the value as given: the template asked for it.
+    let repo = repo_with_template(
+        "[params.name]\nrequired = true\n[[steps]]\nrun = \"echo {{name | raw}}\"\n",
+    );
+    let (code, summary, stderr) = run_json(&cli, &repo, &["-p", "name=x; touch p"]);
+    assert_eq!(code, 0, "{stderr}");
+    let branch = summary["branch"].as_str().unwrap();
+    let files = repo.git(&["ls-tree", "-r", "--name-only", branch]);
+    assert!(files.lines().any(|file| file == "p"), "{files}");
+}
+
+/// Inputs are the installation's own: a template and a policy holding text the redactor
+/// would mask (AWS's documentation key) are pinned as written, and the step runs the
+/// command as written, not the mask.
+#[test]
+fn templates_and_policies_are_pinned_as_written() {
+    const KEY: &str = "AKIAIOSFODNN7EXAMPLE";
+    let template =
+        format!("[[steps]]\nrun = \"test $(printf %s {KEY} | wc -c) -eq 20 && echo as-written\"\n");
+    let policy = format!("# the example key {KEY} is documentation\n{PUBLISH_FREELY}");
+    let repo = repo_with_template(&template);
+    repo.write_files(&[(".flightdeck/policy.toml", &policy)]);
+    repo.commit_all("a template and a policy that mention the example key");
+    let cli = Cli::new(BIN);
+    let (code, summary, stderr) = run_json(&cli, &repo, &[]);
+    assert_eq!(code, 0, "{stderr}\n{summary:#}");
+    assert_eq!(summary["status"], "succeeded", "{summary:#}");
+    let id = summary["id"].as_str().unwrap();
+    let events = timeline(&cli, id);
+    let created = &events[0]["data"];
+    for (field, written) in [("template_source", &template), ("policy_source", &policy)] {
+        let pinned = cli
+            .run(&["artifact", created[field].as_str().unwrap()])
+            .expect_code(0)
+            .stdout();
+        assert_eq!(pinned.trim_end(), written.trim_end(), "{field}");
+    }
+}

@@ -292,6 +292,7 @@ fn request(id: &str, gate: &str, required: u32, expires: Option<u64>) -> EventKi
         eligible: vec!["@alice".into()],
         diff_hash: DIFF.into(),
         bundle: Digest::of(b"bundle"),
+        masked: false,
         subject: gate.into(),
         command: None,
         tier: "medium".into(),

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod approvers;
+mod bypass;
 mod codeowners;
 mod decide_table;
 mod parse_errors;

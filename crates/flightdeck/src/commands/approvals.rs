@@ -93,12 +93,17 @@ pub async fn decide(
     let approved = progress.approved_by().len();
     let required = progress.request.required;
     let gate = &progress.request.gate;
+    let decided_on = decided_on(&progress.request);
     if !approve {
         println!(
             "denied {approval} ({gate} gate) as {by}: mission {} failed",
             state.id
         );
-    } else if progress.status == flightdeck_core::state::ApprovalStatus::Approved {
+        println!("{decided_on}");
+        return Ok(exit::OK);
+    }
+    println!("{decided_on}");
+    if progress.status == flightdeck_core::state::ApprovalStatus::Approved {
         let still_pending = state.pending_approvals().count();
         let next = if still_pending == 0 {
             format!(
@@ -138,4 +143,36 @@ pub async fn decide(
         );
     }
     Ok(exit::OK)
+}
+
+/// Exactly what a decision was given on: the whole command (every line), or the diff's hash
+/// and the paths it was asked for.
+fn decided_on(request: &flightdeck_core::event::ApprovalRequested) -> String {
+    let mut text = match &request.command {
+        Some(command) => {
+            let what = if request.gate == "write" {
+                "write"
+            } else {
+                "command"
+            };
+            let mut text = format!("{what} ({} bytes):", command.len());
+            for line in command.lines() {
+                text.push_str("\n    ");
+                text.push_str(line);
+            }
+            text.push('\n');
+            text
+        }
+        None => String::new(),
+    };
+    text.push_str(&format!("diff {}", request.diff_hash));
+    if !request.changed_paths.is_empty() {
+        text.push_str(&format!(" ({})", request.changed_paths.join(", ")));
+    }
+    if request.masked {
+        text.push_str(
+            "; the stored patch has secrets masked, the approval covers the unmasked diff",
+        );
+    }
+    text
 }
