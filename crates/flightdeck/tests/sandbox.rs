@@ -238,7 +238,13 @@ fn the_store_the_signing_key_and_git_configs_are_covered_wherever_they_live() {
     let _remove = Remove(place.clone());
     let store = place.join("store.db");
     let key = place.join("key.pem");
-    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nnot a real key\n").unwrap();
+    // A real key: live engines sign the anchor file with it.
+    let made = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
     let repo = repo_with("goal = \"g\"\n", &[]);
     // A submodule's git dir, with a config (credentials live in such files).
     let module = repo.path().join(".git/modules/lib");
