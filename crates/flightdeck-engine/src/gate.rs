@@ -281,7 +281,7 @@ fn bundle_json(input: BundleInput<'_>) -> Value {
             })
         })
         .collect();
-    json!({
+    let mut bundle = json!({
         "approval_id": approval_id,
         "mission": state.id,
         "title": title,
@@ -303,7 +303,6 @@ fn bundle_json(input: BundleInput<'_>) -> Value {
         "policy_hash": decision.policy_hash,
         "base_commit": state.created.as_ref().map(|c| c.base_commit.as_str()),
         "diff": diff_digest.to_string(),
-        "diff_masked": masked,
         "lines": {
             "added": changed.iter().map(|f| f.added).sum::<u64>(),
             "removed": changed.iter().map(|f| f.removed).sum::<u64>(),
@@ -315,7 +314,15 @@ fn bundle_json(input: BundleInput<'_>) -> Value {
         "budget": budget_with_remaining(&BudgetView::of(state, state.last_at_ms)),
         "timeline_command": format!("flightdeck timeline {}", state.id),
         "diff_command": format!("flightdeck artifact {diff_digest}"),
-    })
+    });
+    // Only when masked: a bundle of an unmasked diff stays byte for byte what earlier
+    // releases recorded, so their timelines still replay.
+    if masked {
+        if let Some(object) = bundle.as_object_mut() {
+            object.insert("diff_masked".into(), json!(true));
+        }
+    }
+    bundle
 }
 
 /// The budget with `remaining` (limit − used) beside each set limit.
