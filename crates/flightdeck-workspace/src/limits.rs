@@ -1,7 +1,7 @@
-//! Memory and process limits for one command, through cgroups (v2 where the unified hierarchy
-//! has the controllers, else v1's `memory` and `pids` hierarchies). A command joins its group
-//! before it execs the sandbox (a `sh` prologue writes its own pid), so nothing it starts can
-//! escape the limit by forking early. Where the host gives us no writable cgroups, the limits
+//! Memory and process limits for a workspace's commands, through cgroups (v2 where the unified
+//! hierarchy has the controllers, else v1's `memory` and `pids` hierarchies). One group per
+//! workspace; each command joins it between fork and exec (the child writes to `cgroup.procs`
+//! files flightdeck opened), so nothing it starts can escape the limit by forking early. Where the host gives us no writable cgroups, the limits
 //! are not enforced and the workspace says so (`workspace.provisioned.limits`).
 
 use std::path::{Path, PathBuf};

@@ -1,12 +1,14 @@
 //! The local runtime: commands run in the worktree on this machine, inside bubblewrap unless
-//! the template explicitly asks for `local-unsandboxed`.
+//! the installation allows and the template asks for `local-unsandboxed`.
 //!
-//! The sandbox: the system read-only; the worktree, the mission's own HOME and its caches the
-//! only writable places besides a private `/tmp`; the host's homes, `/run` (sockets: docker,
-//! dbus), flightdeck's data directory and secret files covered; toolchains that live in the
-//! host's home (rustup, pyenv, nvm, mise…) bound back read-only so builds still work; new
-//! namespaces (no network unless allowed), no capabilities, killed with us, a new session, a
-//! cleared environment, and per-command cgroup limits where the host allows.
+//! The sandbox is an allow-list built in an empty root: the system directories, toolchains and
+//! the repository's `.git` read-only; the worktree, the mission's own HOME (or a throwaway one
+//! for a step given secrets) and its caches (writable only by trusted commands); a private
+//! `/tmp`. Protected paths inside anything bound (the store, the config, secret files, the
+//! signing key, git configs) are covered. New namespaces (a network of its own, joined to the
+//! outside by slirp4netns when allowed), no capabilities, `nobody` when flightdeck is root,
+//! killed with us, a new session, a cleared environment, and the workspace's cgroup joined
+//! before exec.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
