@@ -70,8 +70,8 @@ pub struct SecretConfig {
     pub env: Option<String>,
     /// A file (trailing newlines are not part of the value).
     pub file: Option<PathBuf>,
-    /// The repositories whose missions may use it: `owner/name` (the end of the repository's
-    /// remote URL) or an absolute path (a checkout). Empty: none.
+    /// The repositories whose missions may use it: `owner/name` (the whole path of the
+    /// repository's remote URL) or an absolute path (a checkout). Empty: none.
     #[serde(default)]
     pub repos: Vec<String>,
     /// The templates (by name) that may use it in those repositories; absent: any.
@@ -81,7 +81,7 @@ pub struct SecretConfig {
 /// What a `repos` entry of a secret's scope names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScopedRepo<'a> {
-    /// `owner/name` (or `group/sub/name`): the last components of the remote URL's path.
+    /// `owner/name` (or `group/sub/name`): the remote URL's whole path.
     Remote(Vec<&'a str>),
     /// An absolute path: the checkout's top directory.
     Checkout(&'a Path),

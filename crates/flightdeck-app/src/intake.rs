@@ -145,9 +145,11 @@ pub fn check_secret_scopes(
         Some(ScopedRepo::Checkout(path)) => checkout.as_ref().is_some_and(|checkout| {
             std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()) == *checkout
         }),
+        // The whole path, not its end: `acme/textstats` must not name
+        // `gitlab.com/mallory/acme/textstats`, a subgroup anyone may make.
         Some(ScopedRepo::Remote(parts)) => url_path.as_ref().is_some_and(|have| {
-            have.len() >= parts.len()
-                && have[have.len() - parts.len()..]
+            have.len() == parts.len()
+                && have
                     .iter()
                     .zip(&parts)
                     .all(|(a, b)| a.eq_ignore_ascii_case(b))
@@ -156,7 +158,7 @@ pub fn check_secret_scopes(
     };
     // How the repository is named to the user, and the entry that would let it.
     let entry = match (url_path.as_ref().filter(|p| p.len() >= 2), &checkout) {
-        (Some(parts), _) => parts[parts.len() - 2..].join("/"),
+        (Some(parts), _) => parts.join("/"),
         (None, Some(checkout)) => checkout.display().to_string(),
         (None, None) => intake.remote_url.clone().unwrap_or_default(),
     };

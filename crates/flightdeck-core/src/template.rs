@@ -584,18 +584,39 @@ impl Template {
     ) -> Result<RenderedTemplate, TemplateError> {
         let params = self.resolve_params(given)?;
         let subst = |text: &str| substitute(text, &params, mission.as_str(), Insert::AsText);
-        let subst_shell =
-            |text: &str| substitute(text, &params, mission.as_str(), Insert::ShellQuoted);
+        let file = self.file.clone();
+        let subst_shell = |text: &str, field: String| {
+            let mut unsure = None;
+            let out = substitute_into(
+                text,
+                &params,
+                mission.as_str(),
+                Insert::ShellQuoted,
+                &mut unsure,
+            );
+            match unsure {
+                None => Ok(out),
+                Some(why) => Err(TemplateError::Invalid {
+                    file: file.clone(),
+                    field,
+                    message: format!(
+                        "a param's value cannot be quoted safely here ({why}), so it could add commands\nhint: move the {{{{param}}}} out of the comment, here-document or backquotes (use $(…)), or write {{{{NAME | raw}}}} if the value is meant to be shell text"
+                    ),
+                }),
+            }
+        };
         let mut template = self.clone();
         template.goal = template.goal.as_deref().map(subst);
-        for step in &mut template.steps {
+        for (index, step) in template.steps.iter_mut().enumerate() {
             match step {
-                Step::Run { command, .. } => *command = subst_shell(command),
+                Step::Run { command, .. } => {
+                    *command = subst_shell(command, format!("steps[{index}].run"))?
+                }
                 Step::Agent { task, .. } => *task = task.as_deref().map(subst),
             }
         }
-        for command in &mut template.acceptance.commands {
-            *command = subst_shell(command);
+        for (index, command) in template.acceptance.commands.iter_mut().enumerate() {
+            *command = subst_shell(command, format!("acceptance.commands[{index}]"))?;
         }
         template.publish.title = template.publish.title.as_deref().map(subst);
         Ok(RenderedTemplate { template, params })
@@ -660,6 +681,20 @@ fn substitute(
     mission: &str,
     insert: Insert,
 ) -> String {
+    let mut unsure = None;
+    substitute_into(text, params, mission, insert, &mut unsure)
+}
+
+/// [`substitute`], saying in `unsure` why a value could not be quoted with certainty (the
+/// text around it is shell the quote tracker does not follow: a comment, a here-document,
+/// `$'…'`, a backquote in a value inside backquotes).
+fn substitute_into(
+    text: &str,
+    params: &BTreeMap<String, String>,
+    mission: &str,
+    insert: Insert,
+    unsure: &mut Option<String>,
+) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     let mut quoting = ShellContext::default();
@@ -676,6 +711,9 @@ fn substitute(
         };
         match value {
             Some(value) if insert == Insert::ShellQuoted && filter != Some(RAW_FILTER) => {
+                if let Some(why) = quoting.unsure_for(value) {
+                    unsure.get_or_insert(why);
+                }
                 out.push_str(&quoting.quote(value));
             }
             Some(value) => {
@@ -701,6 +739,11 @@ struct ShellContext {
     escaped: bool,
     /// The previous character was an unquoted or double-quoted `$`.
     dollar: bool,
+    /// Shell the tracker does not follow came before (a comment, a here-document, `$'…'`):
+    /// from there on it cannot tell what is quoted.
+    lost: Option<&'static str>,
+    /// The previous character was an unquoted `<`.
+    less: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -717,8 +760,19 @@ impl ShellContext {
     fn advance(&mut self, text: &str) {
         for ch in text.chars() {
             let dollar = std::mem::take(&mut self.dollar);
+            let less = std::mem::take(&mut self.less);
             if std::mem::take(&mut self.escaped) {
                 continue;
+            }
+            let quoted = matches!(self.open.last(), Some(Quote::Single | Quote::Double));
+            if !quoted && self.lost.is_none() {
+                self.lost = match ch {
+                    '#' => Some("a `#` comment before it"),
+                    '<' if less => Some("a here-document before it"),
+                    '\'' if dollar => Some("a $'…' string before it"),
+                    _ => None,
+                };
+                self.less = ch == '<';
             }
             match (self.open.last().copied(), ch) {
                 (Some(Quote::Single), '\'') => {
@@ -744,6 +798,24 @@ impl ShellContext {
                 _ => {}
             }
         }
+    }
+
+    /// Why `value` cannot be quoted with certainty here, if it cannot.
+    fn unsure_for(&self, value: &str) -> Option<String> {
+        let safe = !value.is_empty()
+            && value
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || "-_./:@%+,".contains(ch));
+        if safe {
+            return None;
+        }
+        if let Some(why) = self.lost {
+            return Some(why.to_string());
+        }
+        if self.open.contains(&Quote::Backtick) && value.contains(['`', '\\']) {
+            return Some("a backquote or backslash in a value inside backquotes".to_string());
+        }
+        None
     }
 
     /// `value` as one literal word (or part of one) at this position.
@@ -966,6 +1038,38 @@ title = "Upgrade {{crate}} to {{version}}"
             substitute("{{ unclosed", &p, "m", Insert::AsText),
             "{{ unclosed"
         );
+    }
+
+    /// Where the quote tracker cannot follow the shell (a comment, a here-document, `$'…'`,
+    /// a backquote in a value inside backquotes), a value that would need quoting is refused
+    /// rather than guessed at; a plainly safe value, or one before such text, still goes in.
+    #[test]
+    fn values_the_tracker_cannot_quote_with_certainty_are_refused() {
+        let evil = "a; touch p";
+        // (command, value, refused?)
+        let cases: &[(&str, &str, bool)] = &[
+            ("# don't retry\necho {{v}}", evil, true),
+            ("echo x # it's\necho {{v}}", evil, true),
+            ("cat <<EOF\nit's {{v}}\nEOF", evil, true),
+            ("cat <<'EOF'\n{{v}}\nEOF", evil, true),
+            ("echo $'\\'' {{v}}", evil, true),
+            ("echo `echo {{v}}`", "a`touch p`", true),
+            ("echo `echo {{v}}`", "a\\`touch p\\`", true),
+            ("# note\necho {{v}}", "1.2.3", false),
+            ("echo {{v}} # it's fine", evil, false),
+            ("echo '#' {{v}}", evil, false),
+            ("echo `echo {{v}}`", evil, false),
+        ];
+        for (command, value, refused) in cases {
+            let p = params(&[("v", value)]);
+            let mut unsure = None;
+            let _ = substitute_into(command, &p, "m-1", Insert::ShellQuoted, &mut unsure);
+            assert_eq!(
+                unsure.is_some(),
+                *refused,
+                "{command:?} with {value:?}: {unsure:?}"
+            );
+        }
     }
 
     /// A value goes into a command as one literal word (or part of one), whatever quotes

@@ -100,9 +100,6 @@ fn git(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Output, GitErr
         .arg("-C")
         .arg(dir)
         .args(["-c", "core.hooksPath=/dev/null", "-c", "core.quotepath=off"])
-        // A worktree belongs to the sandbox's user when flightdeck runs as root; git would
-        // refuse it as "dubious ownership".
-        .args(["-c", "safe.directory=*"])
         .args(args)
         .envs(env.iter().copied())
         .env("GIT_TERMINAL_PROMPT", "0")
@@ -332,11 +329,16 @@ impl Worktree {
         self.recover_index_lock()?;
         let git_dir = format!("--git-dir={}", self.git_dir.display());
         let work_tree = format!("--work-tree={}", self.path.display());
+        // The worktree belongs to the sandbox's user when flightdeck runs as root: git would
+        // refuse it as "dubious ownership". This worktree only, never the user's repository.
+        let safe = format!("safe.directory={}", self.path.display());
         let mut full = vec![
             git_dir.as_str(),
             work_tree.as_str(),
             "-c",
             "core.fsmonitor=false",
+            "-c",
+            safe.as_str(),
         ];
         full.extend_from_slice(args);
         git_ok(&self.path, &full, &self.env(env))
@@ -495,11 +497,14 @@ impl Worktree {
     pub fn diff_bytes(&self, tree: &str) -> Result<Vec<u8>, GitError> {
         let git_dir = format!("--git-dir={}", self.git_dir.display());
         let work_tree = format!("--work-tree={}", self.path.display());
+        let safe = format!("safe.directory={}", self.path.display());
         let args = [
             git_dir.as_str(),
             work_tree.as_str(),
             "-c",
             "core.fsmonitor=false",
+            "-c",
+            safe.as_str(),
             "-c",
             "diff.noprefix=false",
             "diff",

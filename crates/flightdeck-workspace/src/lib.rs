@@ -166,17 +166,37 @@ pub(crate) fn read_repo_file(path: &Path, max: u64) -> std::io::Result<Option<Ve
 
 /// Clears the setuid and setgid bits of every file under `dir` (symlinks are not followed):
 /// a file a container's root made setuid in a bind-mounted worktree is a setuid-root program
-/// on the host.
+/// on the host. Each file is opened without following a symlink and changed through its
+/// descriptor, so a name swapped for a symlink meanwhile cannot redirect the change.
 pub fn strip_set_id_bits(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        let meta = entry.metadata()?;
-        if meta.is_dir() {
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
             strip_set_id_bits(&entry.path())?;
-        } else if meta.is_file() && meta.permissions().mode() & 0o6000 != 0 {
-            let mode = meta.permissions().mode() & !0o6000;
-            std::fs::set_permissions(entry.path(), std::fs::Permissions::from_mode(mode))?;
+            continue;
+        }
+        if !kind.is_file() {
+            continue;
+        }
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .open(entry.path())
+        {
+            Ok(file) => file,
+            // Swapped for a symlink, or gone: nothing of ours to change.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ELOOP) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Not ours to read, hence not ours to have made setuid.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => continue,
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        let mode = meta.permissions().mode();
+        if meta.is_file() && mode & 0o6000 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & !0o6000))?;
         }
     }
     Ok(())

@@ -298,9 +298,11 @@ impl SandboxLayout {
         };
         if let Some(h) = &host_home {
             for dir in HOME_TOOLCHAIN_DIRS {
-                let dir = h.join(dir);
-                if dir.is_dir() {
-                    layout.read_only.push(dir);
+                // Canonical, as the protected paths they are compared with are.
+                if let Ok(dir) = std::fs::canonicalize(h.join(dir)) {
+                    if dir.is_dir() {
+                        layout.read_only.push(dir);
+                    }
                 }
             }
             for (var, default) in TOOLCHAIN_HOME_VARS {
@@ -311,8 +313,9 @@ impl SandboxLayout {
                     layout
                         .env
                         .push((var.to_string(), value.display().to_string()));
-                    if !layout.read_only.contains(&value) {
-                        layout.read_only.push(value);
+                    let bound = std::fs::canonicalize(&value).unwrap_or(value);
+                    if !layout.read_only.contains(&bound) {
+                        layout.read_only.push(bound);
                     }
                 }
             }
@@ -324,11 +327,23 @@ impl SandboxLayout {
             PathBuf::from("/root"),
             PathBuf::from("/home"),
         ];
+        // The checkout the mission started from (its untracked files are not the mission's).
+        let checkout = repo.and_then(|r| std::fs::canonicalize(r).ok());
         if let Some(path) = std::env::var_os("PATH") {
             for dir in std::env::split_paths(&path) {
+                // A relative entry (`.`, empty) would name flightdeck's own directory.
+                if !dir.is_absolute() {
+                    continue;
+                }
                 let Ok(dir) = std::fs::canonicalize(&dir) else {
                     continue;
                 };
+                let in_checkout = checkout
+                    .as_ref()
+                    .is_some_and(|c| c.starts_with(&dir) || dir.starts_with(c));
+                if in_checkout {
+                    continue;
+                }
                 let is_a_home = homes.contains(&dir)
                     || dir.parent() == Some(Path::new("/home"))
                     || host_home.as_deref() == Some(dir.as_path());
