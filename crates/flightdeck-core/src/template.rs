@@ -729,6 +729,14 @@ fn substitute_into(
     out
 }
 
+/// A value that is one shell word as it stands, wherever it goes: no quoting needed.
+fn plainly_safe(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_./:@%+,".contains(ch))
+}
+
 /// Where in shell text a position is: which quotes are open. Substitutions (`$(`,
 /// backticks) open an unquoted context of their own.
 #[derive(Debug, Default)]
@@ -802,11 +810,7 @@ impl ShellContext {
 
     /// Why `value` cannot be quoted with certainty here, if it cannot.
     fn unsure_for(&self, value: &str) -> Option<String> {
-        let safe = !value.is_empty()
-            && value
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || "-_./:@%+,".contains(ch));
-        if safe {
+        if plainly_safe(value) {
             return None;
         }
         if let Some(why) = self.lost {
@@ -820,11 +824,7 @@ impl ShellContext {
 
     /// `value` as one literal word (or part of one) at this position.
     fn quote(&self, value: &str) -> String {
-        let safe = !value.is_empty()
-            && value
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || "-_./:@%+,".contains(ch));
-        if safe {
+        if plainly_safe(value) {
             return value.to_string();
         }
         match self.open.last() {

@@ -441,22 +441,7 @@ impl Policy {
             expires = None;
         }
         let tier = tier.unwrap_or(Tier::High);
-        let mut explanation = format!("{verdict} (tier {tier}");
-        if verdict == Verdict::Approve {
-            let plural = if approvals == 1 { "" } else { "s" };
-            let _ = write!(
-                explanation,
-                "; {approvals} approval{plural} from {}",
-                approvers.join(" or ")
-            );
-            if let Some(seconds) = expires {
-                let _ = write!(
-                    explanation,
-                    "; approvals expire after {}",
-                    format_duration(seconds)
-                );
-            }
-        }
+        let mut explanation = verdict_head(verdict, tier, approvals, &approvers, expires);
         let _ = write!(
             explanation,
             "): the policy cannot see what {} runs, so the strictest decision any command rule could give applies: {} ({UNSEEN_COMMAND_RULE}); command rules are a policy, the sandbox is the boundary",
@@ -757,22 +742,7 @@ impl Policy {
         }
         let tier = tier.unwrap_or_else(|| Tier::default_for(verdict));
 
-        let mut explanation = format!("{verdict} (tier {tier}");
-        if verdict == Verdict::Approve {
-            let plural = if approvals == 1 { "" } else { "s" };
-            let _ = write!(
-                explanation,
-                "; {approvals} approval{plural} from {}",
-                approvers.join(" or ")
-            );
-            if let Some(seconds) = expires {
-                let _ = write!(
-                    explanation,
-                    "; approvals expire after {}",
-                    format_duration(seconds)
-                );
-            }
-        }
+        let mut explanation = verdict_head(verdict, tier, approvals, &approvers, expires);
         let _ = write!(explanation, "): {}", reasons.join("; "));
         if !overridden.is_empty() {
             let _ = write!(explanation, "; overrides {}", overridden.join(", "));
@@ -840,6 +810,34 @@ fn list_limited(items: impl Iterator<Item = String>) -> String {
 }
 
 /// `86400` -> `1d`, `5400` -> `90m`: the largest unit that divides evenly.
+/// An explanation's opening, left open for its reasons: `approve (tier high; 1 approval from
+/// @alice; approvals expire after 2h`.
+fn verdict_head(
+    verdict: Verdict,
+    tier: Tier,
+    approvals: u32,
+    approvers: &[String],
+    expires: Option<u64>,
+) -> String {
+    let mut head = format!("{verdict} (tier {tier}");
+    if verdict == Verdict::Approve {
+        let plural = if approvals == 1 { "" } else { "s" };
+        let _ = write!(
+            head,
+            "; {approvals} approval{plural} from {}",
+            approvers.join(" or ")
+        );
+        if let Some(seconds) = expires {
+            let _ = write!(
+                head,
+                "; approvals expire after {}",
+                format_duration(seconds)
+            );
+        }
+    }
+    head
+}
+
 pub(crate) fn format_duration(seconds: u64) -> String {
     const UNITS: [(u64, &str); 4] = [(604_800, "w"), (86_400, "d"), (3_600, "h"), (60, "m")];
     for (size, unit) in UNITS {

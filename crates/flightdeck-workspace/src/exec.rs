@@ -70,8 +70,7 @@ struct Group {
 impl Group {
     fn start() -> std::io::Result<Group> {
         let (lifeline_reader, lifeline) = std::io::pipe()?;
-        // By path: a lookup along PATH for every command costs failed execs.
-        let mut command = tokio::process::Command::new("/bin/sh");
+        let mut command = tokio::process::Command::new(crate::local::SH);
         command
             .arg("-c")
             .arg(WATCHDOG)

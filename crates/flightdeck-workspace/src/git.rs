@@ -601,7 +601,7 @@ impl Worktree {
         }
         let spawn = |e: std::io::Error| GitError::Spawn(e.to_string());
         let git_dir = format!("--git-dir={}", self.git_dir.display());
-        let mut pack = std::process::Command::new("git")
+        let mut pack = std::process::Command::new(git_program())
             .args([git_dir.as_str(), "-c", "core.hooksPath=/dev/null"])
             .args(["pack-objects", "--revs", "--stdout", "-q"])
             .envs(self.env(&[]))
@@ -620,7 +620,7 @@ impl Worktree {
             .stdout
             .take()
             .ok_or_else(|| GitError::Spawn("pack-objects has no output".to_string()))?;
-        let index = std::process::Command::new("git")
+        let index = std::process::Command::new(git_program())
             .arg("-C")
             .arg(&self.repo)
             .args(["-c", "core.hooksPath=/dev/null", "index-pack", "--stdin"])

@@ -360,9 +360,8 @@ impl SandboxLayout {
         }
         // The repository's `.git`, read-only, so git works in the worktree; its configs
         // (and its submodules') covered.
-        let repo = repo.and_then(|r| std::fs::canonicalize(r).ok());
         let mut git_configs_found = Vec::new();
-        if let Some(git) = repo.map(|r| r.join(".git")).filter(|g| g.is_dir()) {
+        if let Some(git) = checkout.map(|r| r.join(".git")).filter(|g| g.is_dir()) {
             git_configs_found = git_configs(&git);
             layout.read_only.push(git);
         }
@@ -437,8 +436,9 @@ impl Drop for PrivateHome {
     }
 }
 
-/// Where `sh` is: spawned by its path, not looked up along PATH for every command.
-const SH: &str = "/bin/sh";
+/// Where `sh` is: spawned by its path, not looked up along PATH for every command (the
+/// watchdog's too).
+pub(crate) const SH: &str = "/bin/sh";
 /// Drops root for the command inside bubblewrap (util-linux).
 const SETPRIV: &str = "/usr/bin/setpriv";
 
