@@ -186,6 +186,29 @@ pub struct Worktree {
     store: SnapshotStore,
     /// `GIT_OBJECT_DIRECTORY` and `GIT_INDEX_FILE` for every git run on the worktree.
     env: [(String, String); 2],
+    /// The tree the index held at the last snapshot, and the index file as it was then.
+    last_snapshot: std::sync::Arc<std::sync::Mutex<Option<(IndexStamp, String)>>>,
+}
+
+/// What tells one version of an index file from another: a git that rewrites it makes a new
+/// file (renamed over the old one), so a new inode, size or time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IndexStamp {
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl IndexStamp {
+    fn of(index: &Path) -> Option<IndexStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(index).ok()?;
+        Some(IndexStamp {
+            inode: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
 }
 
 /// The repository's object directory (`<common git dir>/objects`).
@@ -277,6 +300,7 @@ impl Worktree {
                 ],
                 store: store.clone(),
                 owner: None,
+                last_snapshot: Default::default(),
             })
         };
         if path.exists() {
@@ -349,7 +373,9 @@ impl Worktree {
     /// ([`GitError::ChangesTooLarge`]: a step writing a gigabyte in 100,000 files would take
     /// minutes and gigabytes to record), and no file, name or symlink target holding a
     /// configured secret ([`GitError::SecretInWorktree`]).
-    fn check_changes(&self) -> Result<(), GitError> {
+    ///
+    /// Returns how many paths differ from the index.
+    fn check_changes(&self) -> Result<usize, GitError> {
         let listed = self.git(
             &[
                 "ls-files",
@@ -377,8 +403,9 @@ impl Worktree {
             });
         }
         if self.store.secrets.is_empty() {
-            return Ok(());
+            return Ok(names.len());
         }
+        let count = names.len();
         for name in names {
             let found = self
                 .store
@@ -393,7 +420,7 @@ impl Worktree {
                 return Err(GitError::SecretInWorktree { path, secret });
             }
         }
-        Ok(())
+        Ok(count)
     }
 
     /// A git killed while it held the worktree's index (flightdeck killed mid-`git add`, say)
@@ -428,10 +455,29 @@ impl Worktree {
 
     /// Records the worktree's whole state (tracked and untracked, not ignored files) as a git
     /// tree and returns its id. Restoring that tree gives the same files back.
+    ///
+    /// When nothing differs from the index (the common case after a command that only read),
+    /// nothing is added, and the tree of the last snapshot is given again while the index
+    /// file is the one it was made from: one git process instead of three. (The index is
+    /// the mission's own, outside the sandbox: no command can change it.)
     pub fn snapshot(&self) -> Result<String, GitError> {
-        self.check_changes()?;
-        self.git(&["add", "--all", "--", "."], &[])?;
-        self.git(&["write-tree"], &[])
+        let changed = self.check_changes()?;
+        let index = self.store.index();
+        if changed == 0 {
+            let last = self.last_snapshot.lock().ok().and_then(|last| last.clone());
+            if let Some((stamp, tree)) = last {
+                if IndexStamp::of(&index).as_ref() == Some(&stamp) {
+                    return Ok(tree);
+                }
+            }
+        } else {
+            self.git(&["add", "--all", "--", "."], &[])?;
+        }
+        let tree = self.git(&["write-tree"], &[])?;
+        if let (Some(stamp), Ok(mut last)) = (IndexStamp::of(&index), self.last_snapshot.lock()) {
+            *last = Some((stamp, tree.clone()));
+        }
+        Ok(tree)
     }
 
     /// Puts the worktree back to `tree` (a snapshot) or, with `None`, to the base commit:
