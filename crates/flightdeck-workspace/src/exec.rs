@@ -189,14 +189,11 @@ pub(crate) async fn run(
 }
 
 /// Exit code of a command that could not be started (as a shell says for "cannot execute").
-const CANNOT_START_EXIT_CODE: i32 = 126;
+pub(crate) const CANNOT_START_EXIT_CODE: i32 = 126;
 
 /// The outcome of a command the kernel refused to start because it is too long.
 fn too_long(duration: Duration, error: &std::io::Error) -> CommandOutcome {
-    let output = format!(
-        "[flightdeck: the command could not be started: it is too long for the system ({error}); \
-         a single command may be at most 128 KiB: write long content to a file and run that]\n"
-    );
+    let output = too_long_message(error);
     CommandOutcome {
         exit_code: Some(CANNOT_START_EXIT_CODE),
         timed_out: false,
@@ -207,7 +204,15 @@ fn too_long(duration: Duration, error: &std::io::Error) -> CommandOutcome {
     }
 }
 
-fn collect(mut reader: std::io::PipeReader) -> (Vec<u8>, u64) {
+/// What a command too long for the kernel gets as its output.
+pub(crate) fn too_long_message(error: &std::io::Error) -> String {
+    format!(
+        "[flightdeck: the command could not be started: it is too long for the system ({error}); \
+         a single command may be at most 128 KiB: write long content to a file and run that]\n"
+    )
+}
+
+pub(crate) fn collect(mut reader: std::io::PipeReader) -> (Vec<u8>, u64) {
     let mut output = Vec::new();
     let mut dropped = 0u64;
     let mut buffer = [0u8; 64 * 1024];

@@ -15,6 +15,7 @@ mod limits;
 mod local;
 mod network;
 pub mod redact;
+mod server;
 pub mod toolchain;
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ pub use local::{
     hand_over, sandbox_owner, LocalWorkspace, Owner, Sandbox, SandboxLayout, HOME_TOOLCHAIN_DIRS,
     SANDBOX_GID, SANDBOX_UID,
 };
+pub use server::{serve_if_asked, SERVER_ARG};
 
 /// One command to run in a workspace.
 #[derive(Clone, PartialEq, Eq)]

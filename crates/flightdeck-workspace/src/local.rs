@@ -19,6 +19,7 @@ use crate::caches::Cache;
 use crate::exec::{run, CommandOutcome};
 use crate::limits::{Cgroups, Limits, WorkspaceGroup};
 use crate::network::NetworkPlumbing;
+use crate::server::{Ran, Server};
 use crate::{CommandSpec, Workspace, WorkspaceError, ENV_ALLOWLIST};
 
 /// How commands are isolated.
@@ -425,6 +426,20 @@ pub struct LocalWorkspace {
     group: Arc<OnceLock<WorkspaceGroup>>,
     /// Who commands run as on the host (bubblewrap only): see [`sandbox_owner`].
     owner: Option<Owner>,
+    /// The workspace's sandbox that commands enter, started at the first command that can
+    /// (see [`crate::server`]); one command at a time.
+    server: Arc<tokio::sync::Mutex<Option<Server>>>,
+    /// Set when a server started but could not run a command: from then on every command
+    /// gets a bubblewrap of its own (which says what is wrong).
+    server_failed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What bubblewrap runs: one command, or the workspace's server that commands enter.
+#[derive(Clone, Copy)]
+enum Inside<'a> {
+    Command(&'a str),
+    /// flightdeck's binary, bound in to serve (see [`crate::server`]).
+    Server(&'a Path),
 }
 
 /// A throwaway HOME, removed when dropped (after its command ended).
@@ -462,6 +477,8 @@ impl LocalWorkspace {
             cgroups: Cgroups::Unavailable("no limits asked for".into()),
             group: Arc::new(OnceLock::new()),
             owner,
+            server: Arc::new(tokio::sync::Mutex::new(None)),
+            server_failed: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -486,13 +503,14 @@ impl LocalWorkspace {
         self.cgroups.describe()
     }
 
-    /// The arguments of bubblewrap for `spec`; `private_home` is bound over the mission's HOME
-    /// when the command gets a throwaway one.
+    /// The arguments of bubblewrap: caches writable when `trusted`, `private_home` bound over
+    /// the mission's HOME when the command gets a throwaway one, and what runs inside.
     fn bubblewrap_args(
         &self,
-        spec: &CommandSpec,
+        trusted: bool,
         private_home: Option<&Path>,
         network: Option<&NetworkPlumbing>,
+        inside: Inside<'_>,
     ) -> Vec<std::ffi::OsString> {
         use std::ffi::{OsStr, OsString};
         let mut args: Vec<OsString> = Vec::new();
@@ -573,7 +591,7 @@ impl LocalWorkspace {
         }
         // A cache written by a command that runs agent-written code could carry that code
         // into the next mission (a `build.rs` planted in the cargo registry).
-        let cache_bind = if spec.trusted { "--bind" } else { "--ro-bind" };
+        let cache_bind = if trusted { "--bind" } else { "--ro-bind" };
         for (host, inside) in &self.layout.caches {
             push(&[s(cache_bind), host.as_os_str(), inside.as_os_str()]);
         }
@@ -606,6 +624,30 @@ impl LocalWorkspace {
                 push(&[s(&arg)]);
             }
         }
+        let command = match inside {
+            Inside::Server(exe) => {
+                // No `--die-with-parent`: the server ends when its socket closes (see
+                // `server`), and the parent-death signal would fire when the thread that
+                // started it exits.
+                push(&[
+                    s("--ro-bind"),
+                    exe.as_os_str(),
+                    s(crate::server::SERVER_INSIDE),
+                    s("--new-session"),
+                    s("--chdir"),
+                    root.as_os_str(),
+                    s("--"),
+                    s(crate::server::SERVER_INSIDE),
+                    s(crate::server::SERVER_ARG),
+                ]);
+                if let Some(owner) = self.owner {
+                    let (uid, gid) = (owner.uid.to_string(), owner.gid.to_string());
+                    push(&[s(&uid), s(&gid)]);
+                }
+                return args;
+            }
+            Inside::Command(command) => command,
+        };
         push(&[
             s("--die-with-parent"),
             s("--new-session"),
@@ -626,7 +668,7 @@ impl LocalWorkspace {
                 s("--bounding-set=-all"),
             ]);
         }
-        push(&[s(SH), s("-c"), s(&spec.command)]);
+        push(&[s(SH), s("-c"), s(command)]);
         args
     }
 
@@ -639,7 +681,12 @@ impl LocalWorkspace {
         let (program, args): (PathBuf, Vec<std::ffi::OsString>) = match &self.sandbox {
             Sandbox::Bubblewrap(bwrap) => (
                 bwrap.clone(),
-                self.bubblewrap_args(spec, private_home, network),
+                self.bubblewrap_args(
+                    spec.trusted,
+                    private_home,
+                    network,
+                    Inside::Command(&spec.command),
+                ),
             ),
             Sandbox::None => (
                 PathBuf::from(SH),
@@ -652,32 +699,45 @@ impl LocalWorkspace {
             command.current_dir(&self.root);
         }
         command.env_clear();
+        command.envs(self.environment(spec, private_home));
+        (command, program.display().to_string())
+    }
+
+    /// The variables a command gets: the allowlisted ones of flightdeck's environment, the
+    /// layout's, the spec's.
+    fn environment(
+        &self,
+        spec: &CommandSpec,
+        private_home: Option<&Path>,
+    ) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        let mut env: Vec<(std::ffi::OsString, std::ffi::OsString)> = Vec::new();
+        let mut set = |name: &str, value: std::ffi::OsString| {
+            env.retain(|(n, _)| n != name);
+            env.push((name.into(), value));
+        };
         for name in ENV_ALLOWLIST {
             if let Some(value) = std::env::var_os(name) {
-                command.env(name, value);
+                set(name, value);
             }
         }
-        command.envs(
-            self.layout
-                .env
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
+        for (name, value) in &self.layout.env {
+            set(name, value.into());
+        }
         if self.owner.is_some() {
             // The worktree's git dir belongs to flightdeck's user, not the sandbox's: git in
             // the sandbox would refuse it as "dubious ownership". (Its configs are covered.)
-            command.envs([
-                ("GIT_CONFIG_COUNT", "1"),
-                ("GIT_CONFIG_KEY_0", "safe.directory"),
-                ("GIT_CONFIG_VALUE_0", "*"),
-            ]);
+            set("GIT_CONFIG_COUNT", "1".into());
+            set("GIT_CONFIG_KEY_0", "safe.directory".into());
+            set("GIT_CONFIG_VALUE_0", "*".into());
         }
-        command.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for (name, value) in &spec.env {
+            set(name, value.into());
+        }
         if let (Sandbox::None, Some(home)) = (&self.sandbox, private_home) {
-            command.env("HOME", home);
-            command.env("CARGO_HOME", home.join(".cargo"));
+            set("HOME", home.into());
+            set("CARGO_HOME", home.join(".cargo").into());
         }
-        (command, program.display().to_string())
+        env
     }
 
     /// A throwaway HOME for a command that gets secrets, beside the mission's own: what the
@@ -707,6 +767,107 @@ impl LocalWorkspace {
             hand_over(&dir, owner).map_err(io)?;
         }
         Ok(Some(private))
+    }
+
+    /// Runs `spec` in the workspace's sandbox server, started (or restarted with the caches
+    /// bound as `spec.trusted` asks) here. `None` when the command needs a sandbox of its
+    /// own (the network, a throwaway HOME), when this program cannot serve, or when the
+    /// server could not start it: the caller then runs it in a bubblewrap of its own.
+    async fn exec_in_server(
+        &self,
+        spec: &CommandSpec,
+        group: Option<&WorkspaceGroup>,
+    ) -> Result<Option<CommandOutcome>, WorkspaceError> {
+        let (Sandbox::Bubblewrap(bwrap), Some(exe)) = (&self.sandbox, crate::server::server_exe())
+        else {
+            return Ok(None);
+        };
+        let failed = self
+            .server_failed
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if failed || spec.network || spec.private_home {
+            return Ok(None);
+        }
+        let env = self.environment(spec, None);
+        let has_nul = |text: &std::ffi::OsStr| text.as_encoded_bytes().contains(&0);
+        if spec.command.contains('\0') || env.iter().any(|(k, v)| has_nul(k) || has_nul(v)) {
+            // Not a request the server can take; a bubblewrap of its own says what is wrong.
+            return Ok(None);
+        }
+        let mut slot = self.server.lock().await;
+        if slot.as_ref().is_some_and(|s| s.trusted != spec.trusted) {
+            // Dropped: it ends, and with it whatever ran there.
+            *slot = None;
+        }
+        let fresh = slot.is_none();
+        if fresh {
+            let mut command = tokio::process::Command::new(bwrap);
+            command.args(self.bubblewrap_args(spec.trusted, None, None, Inside::Server(exe)));
+            command.env_clear();
+            if let Some(group) = group {
+                prepare_child(&mut command, group.procs_fds()?, Vec::new());
+            }
+            match Server::start(command, spec.trusted) {
+                Ok(server) => *slot = Some(server),
+                Err(_) => return Ok(None),
+            }
+        }
+        // Until the command is over, the server is taken out of the slot: should this future
+        // be dropped half-way, the server goes with it and ends the command.
+        let Some(mut server) = slot.take() else {
+            return Ok(None);
+        };
+        let spawn_error = |source| WorkspaceError::Spawn {
+            program: "pipe".into(),
+            source,
+        };
+        let (reader, writer) = std::io::pipe().map_err(spawn_error)?;
+        let collector = tokio::task::spawn_blocking(move || crate::exec::collect(reader));
+        let before = group.map(|g| g.counts());
+        let started = std::time::Instant::now();
+        let ran = tokio::time::timeout(
+            spec.timeout,
+            server.run(writer.into(), &self.root, &spec.command, &env),
+        )
+        .await;
+        let (exit_code, timed_out) = match ran {
+            Ok(Ok(Ran::Exited(code))) => {
+                *slot = Some(server);
+                (code, false)
+            }
+            // Dropping the server ends the sandbox and the command (output reaches EOF).
+            Ok(Ok(Ran::NotStarted)) | Ok(Err(_)) => {
+                // The output's reader ends by itself: every write end is closed.
+                drop(server);
+                // A new server that cannot run a command never will; one that ran others
+                // and is gone (killed by the memory limit) is started again next time.
+                if fresh {
+                    self.server_failed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Ok(None);
+            }
+            Err(_) => {
+                drop(server);
+                (None, true)
+            }
+        };
+        drop(slot);
+        let (output, dropped_bytes) =
+            match tokio::time::timeout(std::time::Duration::from_secs(5), collector).await {
+                Ok(Ok(collected)) => collected,
+                _ => (b"[flightdeck: output could not be collected]\n".to_vec(), 0),
+            };
+        let mut outcome = CommandOutcome {
+            exit_code,
+            timed_out,
+            output,
+            dropped_bytes,
+            duration: started.elapsed(),
+            limit_hit: None,
+        };
+        note_limit_hit(&mut outcome, group, before);
+        Ok(Some(outcome))
     }
 
     /// The workspace's cgroup, made at first use; `None` when nothing is limited or the host
@@ -754,6 +915,9 @@ impl Workspace for LocalWorkspace {
 
     async fn exec(&self, spec: &CommandSpec) -> Result<CommandOutcome, WorkspaceError> {
         let group = self.group()?;
+        if let Some(outcome) = self.exec_in_server(spec, group).await? {
+            return Ok(outcome);
+        }
         let private_home = if spec.private_home {
             self.make_private_home()?
         } else {
@@ -813,16 +977,25 @@ impl Workspace for LocalWorkspace {
                 format!("\n[flightdeck: the command ran without the network: {why}]\n").as_bytes(),
             );
         }
-        let hit = group
-            .zip(before)
-            .and_then(|(g, before)| g.limit_hit(before));
-        if let Some(hit) = hit {
-            outcome
-                .output
-                .extend_from_slice(format!("\n[flightdeck: {hit}]\n").as_bytes());
-            outcome.limit_hit = Some(hit);
-        }
+        note_limit_hit(&mut outcome, group, before);
         Ok(outcome)
+    }
+}
+
+/// Says in `outcome` which of the workspace's limits the command ran into, if any.
+fn note_limit_hit(
+    outcome: &mut CommandOutcome,
+    group: Option<&WorkspaceGroup>,
+    before: Option<crate::limits::HitCounts>,
+) {
+    let hit = group
+        .zip(before)
+        .and_then(|(g, before)| g.limit_hit(before));
+    if let Some(hit) = hit {
+        outcome
+            .output
+            .extend_from_slice(format!("\n[flightdeck: {hit}]\n").as_bytes());
+        outcome.limit_hit = Some(hit);
     }
 }
 

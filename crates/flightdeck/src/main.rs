@@ -14,6 +14,8 @@ use crate::context::Context;
 use crate::error::{exit, CliError};
 
 fn main() {
+    // Inside a workspace's sandbox this binary is its server, and never gets further.
+    flightdeck_workspace::serve_if_asked();
     let cli = Cli::parse();
     let code = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

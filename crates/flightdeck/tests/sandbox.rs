@@ -808,3 +808,59 @@ fn a_step_that_changes_too_much_fails_before_anything_is_recorded() {
         assert!(counted.contains("in-pack: 0\n"), "{step}: {counted}");
     }
 }
+
+/// Whether a process on this host has exactly `argv`.
+fn host_process_with(argv: &[&str]) -> bool {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| cmdline == wanted)
+    })
+}
+
+#[test]
+fn commands_enter_one_sandbox_and_each_finds_it_as_a_sandbox_of_its_own() {
+    // Each step is checked by the next: the first leaves processes and a file in /tmp.
+    let steps = [
+        // Run by the workspace's server, not by a bubblewrap of its own.
+        "tr '\\0' ' ' < /proc/$PPID/cmdline | grep -q __flightdeck-sandbox-server",
+        "(sleep 4241 &) ; setsid sleep 4242 & echo mine > /tmp/left; mkdir -p /tmp/d/e; echo kept > kept.txt",
+        // Nothing the last command left runs or is in /tmp; what it wrote in the worktree is.
+        "! grep -qsx sleep /proc/[0-9]*/comm && test ! -e /tmp/left && test ! -e /tmp/d && test -f kept.txt",
+        // The server is out of a command's reach: not readable, not signalled (as root).
+        "! cat /proc/$PPID/environ 2>/dev/null && { [ \"$(id -u)\" != 65534 ] || ! kill -0 $PPID 2>/dev/null; }",
+    ];
+    let mut template = String::from("goal = \"g\"\n");
+    for step in steps {
+        template.push_str(&format!("[[steps]]\nrun = '''{step}'''\n"));
+    }
+    let repo = repo_with(&template, &[]);
+    let cli = Cli::new(BIN);
+    let (code, summary) = run(&cli, &repo);
+    assert_eq!(code, 0, "{summary}");
+
+    // A command killed at its timeout takes everything it started with it.
+    let repo = repo_with(
+        "goal = \"g\"\n[[steps]]\nrun = \"true\"\n[[steps]]\nrun = \"sleep 4243 & sleep 4244\"\ntimeout_seconds = 1\n",
+        &[],
+    );
+    let (code, summary) = run(&cli, &repo);
+    assert_eq!(code, 1, "{summary}");
+    assert!(
+        summary["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{summary}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while host_process_with(&["sleep", "4243"]) || host_process_with(&["sleep", "4244"]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a timed-out command's processes outlived it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

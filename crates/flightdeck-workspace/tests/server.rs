@@ -1,0 +1,235 @@
+//! One sandbox per workspace that commands enter (the local runtime when the program can
+//! serve it, as flightdeck's binary can): each command must find the sandbox as it would a
+//! sandbox of its own, and nothing a command starts may outlive it.
+//!
+//! No test harness: like flightdeck's `main`, this binary first offers itself as the server.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)] // test code
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use flightdeck_workspace::caches::Cache;
+use flightdeck_workspace::{CommandSpec, LocalWorkspace, Sandbox, SandboxLayout, Workspace};
+
+fn spec(command: &str) -> CommandSpec {
+    CommandSpec {
+        command: command.to_string(),
+        timeout: Duration::from_secs(20),
+        env: vec![("FLIGHTDECK_MISSION".into(), "m-test".into())],
+        network: false,
+        trusted: false,
+        private_home: false,
+    }
+}
+
+fn text(out: &flightdeck_workspace::CommandOutcome) -> String {
+    String::from_utf8_lossy(&out.output).into_owned()
+}
+
+/// A workspace whose worktree, HOME and cache all lie under the host's `/tmp`, below the
+/// sandbox's own `/tmp`, which is emptied after every command.
+fn workspace(dir: &Path) -> (LocalWorkspace, std::path::PathBuf) {
+    let worktree = dir.join("wt");
+    std::fs::create_dir_all(&worktree).unwrap();
+    std::fs::write(worktree.join("tracked.txt"), "in the worktree\n").unwrap();
+    let cache_dir = dir.join("caches/cargo/key");
+    std::fs::create_dir_all(&cache_dir).unwrap();
+    let cache = Cache {
+        ecosystem: "cargo".into(),
+        key: "sha256:key".into(),
+        lockfiles: vec!["Cargo.lock".into()],
+        host_dir: cache_dir.clone(),
+        home_dir: ".cargo/registry",
+        variable: "",
+    };
+    let layout = SandboxLayout::for_mission(
+        &dir.join("m-1.home"),
+        &dir.join("data"),
+        None,
+        &[],
+        std::slice::from_ref(&cache),
+    )
+    .unwrap();
+    let ws = LocalWorkspace::new(worktree, Sandbox::bubblewrap().unwrap()).with_layout(layout);
+    (ws, cache_dir)
+}
+
+/// Whether a process on this host has exactly `argv`.
+fn host_process_with(argv: &[&str]) -> bool {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read(entry.path().join("cmdline")).is_ok_and(|cmdline| cmdline == wanted)
+    })
+}
+
+async fn gone_within(argv: &[&str], seconds: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while host_process_with(argv) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+async fn checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ws, cache_dir) = workspace(dir.path());
+
+    // (command, trusted, exit code, the output contains): one after another, in one sandbox.
+    type Case<'a> = (&'a str, bool, Option<i32>, &'a str);
+    let cases: [Case; 11] = [
+        (
+            "tr '\\0' ' ' < /proc/$PPID/cmdline",
+            false,
+            Some(0),
+            "__flightdeck-sandbox-server",
+        ),
+        (
+            "echo one; echo two >&2; echo three; exit 7",
+            false,
+            Some(7),
+            "one\ntwo\nthree\n",
+        ),
+        (
+            "echo $FLIGHTDECK_MISSION ${SECRET_TOKEN:-unset}",
+            false,
+            Some(0),
+            "m-test unset",
+        ),
+        (
+            "(sleep 4261 &); setsid sleep 4262 & echo mine > /tmp/left; mkdir -p /tmp/d/e; echo ok",
+            false,
+            Some(0),
+            "ok",
+        ),
+        // Nothing of the last command runs or is left in /tmp; the worktree (under the
+        // host's /tmp) is whole.
+        (
+            "grep -sx sleep /proc/[0-9]*/comm; ls /tmp; cat tracked.txt",
+            false,
+            Some(0),
+            "in the worktree",
+        ),
+        ("ls -A /tmp | wc -l", false, Some(0), "1"),
+        ("kill -9 $$", false, None, ""),
+        // The sandbox's caches follow the command's trust: the server is restarted.
+        (
+            "echo fetched > $HOME/.cargo/registry/fetched && echo done",
+            true,
+            Some(0),
+            "done",
+        ),
+        (
+            "echo planted > $HOME/.cargo/registry/build.rs",
+            false,
+            Some(2),
+            "Read-only file system",
+        ),
+        (
+            "cat $HOME/.cargo/registry/fetched",
+            false,
+            Some(0),
+            "fetched",
+        ),
+        (
+            "id -u",
+            false,
+            Some(0),
+            if nix_is_root() { "65534" } else { "" },
+        ),
+    ];
+    for (command, trusted, code, says) in cases {
+        let mut spec = spec(command);
+        spec.trusted = trusted;
+        let out = ws.exec(&spec).await.unwrap();
+        let output = text(&out);
+        assert_eq!(out.exit_code, code, "{command}: {output}");
+        assert!(output.contains(says), "{command}: {output:?}");
+        if command.starts_with("grep") {
+            assert!(!output.contains("sleep"), "{command}: {output}");
+            assert!(!output.contains("left"), "{command}: {output}");
+        }
+    }
+    assert!(!cache_dir.join("build.rs").exists());
+    assert!(gone_within(&["sleep", "4262"], 5).await);
+
+    // A command over the kernel's limit for one argument fails like a command.
+    let long = format!("echo {}", "x".repeat(200 * 1024));
+    let out = ws.exec(&spec(&long)).await.unwrap();
+    assert_eq!(out.exit_code, Some(126), "{}", text(&out));
+    assert!(text(&out).contains("too long"), "{}", text(&out));
+
+    // A timeout kills the command and what it started; the next command gets a new sandbox.
+    let mut slow = spec("sleep 4263 & sleep 4264");
+    slow.timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let out = ws.exec(&slow).await.unwrap();
+    assert!(out.timed_out, "{}", text(&out));
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert!(gone_within(&["sleep", "4263"], 5).await);
+    assert!(gone_within(&["sleep", "4264"], 5).await);
+    let out = ws.exec(&spec("echo again")).await.unwrap();
+    assert_eq!(text(&out), "again\n");
+
+    // A command whose caller stops waiting is killed at once, not at the next command.
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(300),
+        ws.exec(&spec("sleep 4265; echo late > late.txt")),
+    )
+    .await;
+    assert!(dropped.is_err());
+    assert!(gone_within(&["sleep", "4265"], 5).await);
+    assert!(!dir.path().join("wt/late.txt").exists());
+
+    // Dropping the workspace ends its sandbox: no process is left in the worktree.
+    let worktree = ws.root().to_path_buf();
+    let out = ws.exec(&spec("true")).await.unwrap();
+    assert_eq!(out.exit_code, Some(0));
+    assert!(in_directory(&worktree), "the server is not in the worktree");
+    drop(ws);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while in_directory(&worktree) {
+        assert!(
+            Instant::now() < deadline,
+            "the server outlived its workspace"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a process on this host works in `dir`.
+fn in_directory(dir: &Path) -> bool {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .any(|entry| std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd == dir))
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+fn main() {
+    flightdeck_workspace::serve_if_asked();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(checks());
+    println!("test server ... ok");
+}
