@@ -212,27 +212,62 @@ pub(crate) fn too_long_message(error: &std::io::Error) -> String {
     )
 }
 
-pub(crate) fn collect(mut reader: std::io::PipeReader) -> (Vec<u8>, u64) {
-    let mut output = Vec::new();
-    let mut dropped = 0u64;
+/// Output kept up to [`MAX_CAPTURED_OUTPUT`]; what comes beyond is counted and dropped.
+#[derive(Default)]
+struct Capture {
+    output: Vec<u8>,
+    dropped: u64,
+}
+
+impl Capture {
+    fn push(&mut self, bytes: &[u8]) {
+        let room = MAX_CAPTURED_OUTPUT.saturating_sub(self.output.len());
+        let keep = bytes.len().min(room);
+        self.output.extend_from_slice(&bytes[..keep]);
+        self.dropped += (bytes.len() - keep) as u64;
+    }
+
+    fn finish(mut self) -> (Vec<u8>, u64) {
+        if self.dropped > 0 {
+            self.output.extend_from_slice(
+                format!(
+                    "\n[flightdeck: {} more bytes of output dropped]\n",
+                    self.dropped
+                )
+                .as_bytes(),
+            );
+        }
+        (self.output, self.dropped)
+    }
+}
+
+fn collect(mut reader: std::io::PipeReader) -> (Vec<u8>, u64) {
+    let mut capture = Capture::default();
     let mut buffer = [0u8; 64 * 1024];
     loop {
         match reader.read(&mut buffer) {
             Ok(0) => break,
-            Ok(n) => {
-                let room = MAX_CAPTURED_OUTPUT.saturating_sub(output.len());
-                let keep = n.min(room);
-                output.extend_from_slice(&buffer[..keep]);
-                dropped += (n - keep) as u64;
-            }
+            Ok(n) => capture.push(&buffer[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(_) => break,
         }
     }
-    if dropped > 0 {
-        output.extend_from_slice(
-            format!("\n[flightdeck: {dropped} more bytes of output dropped]\n").as_bytes(),
-        );
+    capture.finish()
+}
+
+/// [`collect`] without a thread of its own: dropping the future closes the pipe, so a
+/// process that somehow still holds the write end cannot keep flightdeck from exiting.
+pub(crate) async fn collect_async(mut reader: tokio::net::unix::pipe::Receiver) -> (Vec<u8>, u64) {
+    use tokio::io::AsyncReadExt;
+    let mut capture = Capture::default();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buffer).await {
+            Ok(0) => break,
+            Ok(n) => capture.push(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
     }
-    (output, dropped)
+    capture.finish()
 }

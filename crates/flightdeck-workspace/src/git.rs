@@ -186,28 +186,33 @@ pub struct Worktree {
     store: SnapshotStore,
     /// `GIT_OBJECT_DIRECTORY` and `GIT_INDEX_FILE` for every git run on the worktree.
     env: [(String, String); 2],
-    /// The tree the index held at the last snapshot, and the index file as it was then.
+    /// The tree the index held at the last snapshot, and the index file as it was then
+    /// (shared by the clones of a worktree, which share its index).
     last_snapshot: std::sync::Arc<std::sync::Mutex<Option<(IndexStamp, String)>>>,
 }
 
-/// What tells one version of an index file from another: a git that rewrites it makes a new
-/// file (renamed over the old one), so a new inode, size or time.
+/// What tells one version of an index file from another: its checksum trailer (a hash of
+/// everything before it) and its length. `None` for an index written without its checksum
+/// (`index.skipHash`): then every snapshot asks git.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct IndexStamp {
-    inode: u64,
     len: u64,
-    modified: Option<std::time::SystemTime>,
+    trailer: [u8; 32],
 }
 
 impl IndexStamp {
     fn of(index: &Path) -> Option<IndexStamp> {
-        use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(index).ok()?;
-        Some(IndexStamp {
-            inode: meta.ino(),
-            len: meta.len(),
-            modified: meta.modified().ok(),
-        })
+        use std::io::{Read, Seek, SeekFrom};
+        let mut file = std::fs::File::open(index).ok()?;
+        let len = file.metadata().ok()?.len();
+        let mut trailer = [0u8; 32];
+        file.seek(SeekFrom::Start(len.checked_sub(32)?)).ok()?;
+        file.read_exact(&mut trailer).ok()?;
+        // A SHA-1 index ends with 20 bytes of hash; zeros mean none was written.
+        if trailer[12..].iter().all(|b| *b == 0) {
+            return None;
+        }
+        Some(IndexStamp { len, trailer })
     }
 }
 
@@ -474,8 +479,8 @@ impl Worktree {
             self.git(&["add", "--all", "--", "."], &[])?;
         }
         let tree = self.git(&["write-tree"], &[])?;
-        if let (Some(stamp), Ok(mut last)) = (IndexStamp::of(&index), self.last_snapshot.lock()) {
-            *last = Some((stamp, tree.clone()));
+        if let Ok(mut last) = self.last_snapshot.lock() {
+            *last = IndexStamp::of(&index).map(|stamp| (stamp, tree.clone()));
         }
         Ok(tree)
     }
@@ -483,6 +488,9 @@ impl Worktree {
     /// Puts the worktree back to `tree` (a snapshot) or, with `None`, to the base commit:
     /// what an interrupted command left behind is thrown away.
     pub fn restore(&self, tree: Option<&str>) -> Result<(), GitError> {
+        if let Ok(mut last) = self.last_snapshot.lock() {
+            *last = None;
+        }
         let target = tree.unwrap_or(&self.base);
         self.git(&["read-tree", "-u", "--reset", target], &[])?;
         // -x: ignored files too (a build directory, node_modules): nothing unrecorded

@@ -457,6 +457,20 @@ pub(crate) const SH: &str = "/bin/sh";
 /// Drops root for the command inside bubblewrap (util-linux).
 const SETPRIV: &str = "/usr/bin/setpriv";
 
+/// What the workspace's server may do, and no more (see [`crate::server`]): make each
+/// command's IPC namespace (SYS_ADMIN), make it `nobody` (SETUID, SETGID, SETPCAP for the
+/// bounding set), kill and reap what a command left (KILL), and empty `/tmp` whatever modes
+/// were left there (DAC_OVERRIDE, FOWNER).
+const SERVER_CAPABILITIES: &[&str] = &[
+    "CAP_SYS_ADMIN",
+    "CAP_SETUID",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_KILL",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+];
+
 impl LocalWorkspace {
     /// A workspace over `root`. In the sandbox, when flightdeck runs as root, `root` is given
     /// to the sandbox's user (see [`sandbox_owner`]).
@@ -628,11 +642,20 @@ impl LocalWorkspace {
             Inside::Server(exe) => {
                 // No `--die-with-parent`: the server ends when its socket closes (see
                 // `server`), and the parent-death signal would fire when the thread that
-                // started it exits.
+                // started it exits. PID 1 itself: nothing inside can signal it, and its end
+                // is everyone's.
                 push(&[
                     s("--ro-bind"),
                     exe.as_os_str(),
                     s(crate::server::SERVER_INSIDE),
+                    s("--as-pid-1"),
+                    s("--cap-drop"),
+                    s("ALL"),
+                ]);
+                for cap in SERVER_CAPABILITIES {
+                    push(&[s("--cap-add"), s(cap)]);
+                }
+                push(&[
                     s("--new-session"),
                     s("--chdir"),
                     root.as_os_str(),
@@ -778,7 +801,9 @@ impl LocalWorkspace {
         spec: &CommandSpec,
         group: Option<&WorkspaceGroup>,
     ) -> Result<Option<CommandOutcome>, WorkspaceError> {
-        let (Sandbox::Bubblewrap(bwrap), Some(exe)) = (&self.sandbox, crate::server::server_exe())
+        // Without root there is no second user: a command would be the server's own.
+        let (Sandbox::Bubblewrap(bwrap), Some(exe), Some(_)) =
+            (&self.sandbox, crate::server::server_exe(), self.owner)
         else {
             return Ok(None);
         };
@@ -788,7 +813,9 @@ impl LocalWorkspace {
         if failed || spec.network || spec.private_home {
             return Ok(None);
         }
-        let env = self.environment(spec, None);
+        let mut env = self.environment(spec, None);
+        // As bubblewrap's `--chdir` sets it.
+        env.push(("PWD".into(), self.root.clone().into_os_string()));
         let has_nul = |text: &std::ffi::OsStr| text.as_encoded_bytes().contains(&0);
         if spec.command.contains('\0') || env.iter().any(|(k, v)| has_nul(k) || has_nul(v)) {
             // Not a request the server can take; a bubblewrap of its own says what is wrong.
@@ -809,7 +836,11 @@ impl LocalWorkspace {
             }
             match Server::start(command, spec.trusted) {
                 Ok(server) => *slot = Some(server),
-                Err(_) => return Ok(None),
+                Err(_) => {
+                    self.server_failed
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(None);
+                }
             }
         }
         // Until the command is over, the server is taken out of the slot: should this future
@@ -822,7 +853,9 @@ impl LocalWorkspace {
             source,
         };
         let (reader, writer) = std::io::pipe().map_err(spawn_error)?;
-        let collector = tokio::task::spawn_blocking(move || crate::exec::collect(reader));
+        let reader =
+            tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into()).map_err(spawn_error)?;
+        let collector = tokio::spawn(crate::exec::collect_async(reader));
         let before = group.map(|g| g.counts());
         let started = std::time::Instant::now();
         let ran = tokio::time::timeout(
@@ -830,15 +863,18 @@ impl LocalWorkspace {
             server.run(writer.into(), &self.root, &spec.command, &env),
         )
         .await;
+        let mut note = None;
         let (exit_code, timed_out) = match ran {
-            Ok(Ok(Ran::Exited(code))) => {
-                *slot = Some(server);
+            Ok(Ok(Ran::Exited { code, keep })) => {
+                if keep {
+                    *slot = Some(server);
+                }
                 (code, false)
             }
             // Dropping the server ends the sandbox and the command (output reaches EOF).
             Ok(Ok(Ran::NotStarted)) | Ok(Err(_)) => {
-                // The output's reader ends by itself: every write end is closed.
                 drop(server);
+                collector.abort();
                 // A new server that cannot run a command never will; one that ran others
                 // and is gone (killed by the memory limit) is started again next time.
                 if fresh {
@@ -847,17 +883,30 @@ impl LocalWorkspace {
                 }
                 return Ok(None);
             }
+            Ok(Ok(Ran::Lost)) => {
+                drop(server);
+                note = Some("[flightdeck: the workspace's sandbox ended during the command]\n");
+                (None, false)
+            }
             Err(_) => {
                 drop(server);
                 (None, true)
             }
         };
         drop(slot);
-        let (output, dropped_bytes) =
-            match tokio::time::timeout(std::time::Duration::from_secs(5), collector).await {
-                Ok(Ok(collected)) => collected,
-                _ => (b"[flightdeck: output could not be collected]\n".to_vec(), 0),
-            };
+        let mut collector = collector;
+        let collecting = tokio::time::timeout(std::time::Duration::from_secs(5), &mut collector);
+        let (mut output, dropped_bytes) = match collecting.await {
+            Ok(Ok(collected)) => collected,
+            _ => {
+                // Closes the read end: nothing waits on it any more.
+                collector.abort();
+                (b"[flightdeck: output could not be collected]\n".to_vec(), 0)
+            }
+        };
+        if let Some(note) = note {
+            output.extend_from_slice(note.as_bytes());
+        }
         let mut outcome = CommandOutcome {
             exit_code,
             timed_out,

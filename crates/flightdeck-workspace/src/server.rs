@@ -2,28 +2,38 @@
 //!
 //! Setting up bubblewrap (its namespaces, above all the network namespace, and its mounts)
 //! costs about 13 ms, and `setpriv` another 3: most of what a sandboxed `run = "true"` step
-//! cost. So a workspace's sandbox is made once, with a small server inside it (flightdeck's
-//! own binary, bound read-only, run with [`SERVER_ARG`]), and each command is a request to it
-//! over a socket: the server forks, the child starts a session of its own, becomes `nobody`
-//! (when flightdeck runs as root) and execs `sh -c`. When the command exits, the server kills
-//! everything else in the sandbox's PID namespace (what the command left running), waits until
-//! it is gone and empties `/tmp`, so the next command starts from the same state as it would in
-//! a sandbox of its own.
+//! cost. So when flightdeck runs as root (commands run as `nobody`), a workspace's sandbox is
+//! made once, with a small server as its PID 1 (flightdeck's own binary, bound read-only, run
+//! with [`SERVER_ARG`]), and each command is a request to it over a socket: the server forks,
+//! the child takes a session and an IPC namespace of its own (SysV and POSIX IPC objects die
+//! with the command), becomes `nobody` and execs `sh -c`. When the command exits, the server
+//! kills everything else in the sandbox's PID namespace and reaps it (every orphan is its
+//! child), and empties `/tmp`, so the next command starts from the same state as it would in a
+//! sandbox of its own. Anything it cannot undo for certain (a process that will not die, a
+//! file it cannot remove) ends the sandbox instead: the next command gets a new one.
 //!
-//! The socket is also the lifeline: when flightdeck closes it (the workspace is dropped, a
-//! command timed out or its future was dropped) or dies, the server kills every process and
-//! exits, and with it the PID namespace. (bubblewrap's `--die-with-parent` is not used: it
-//! fires when the *thread* that spawned it exits, which in a thread pool is not our death.)
+//! As PID 1 the server cannot be killed or stopped from inside the sandbox, and when it ends
+//! for any reason the kernel kills everything in the namespace. It keeps only the
+//! capabilities it needs (bubblewrap `--cap-drop ALL --cap-add …`); commands, as `nobody`,
+//! cannot touch it. Without root there is no second user to run commands as, so each command
+//! gets a bubblewrap of its own.
+//!
+//! The socket is the lifeline: when flightdeck closes it (the workspace is dropped, a command
+//! timed out or its future was dropped) or dies, the server exits, and with it everything.
+//! (bubblewrap's `--die-with-parent` is not used: it fires when the *thread* that spawned it
+//! exits, which in a thread pool is not our death.)
 //!
 //! The protocol, all on one Unix stream socket:
 //! - flightdeck → server: one byte `R` carrying the command's output descriptor
 //!   (`SCM_RIGHTS`), then a `u32` little-endian length and that many bytes: the working
 //!   directory, the command, then `NAME=value` entries, each ended by a NUL byte.
-//! - server → flightdeck: `S` once the command is started, then `X` and an `i32`
-//!   little-endian: the exit code, or minus the signal that killed it.
+//! - server → flightdeck: `A` once the request is read, before anything runs; then `X`, an
+//!   `i32` little-endian (the exit code, or minus the signal that killed it) and one byte,
+//!   1 when the sandbox is ready for the next command, 0 when it is ending.
 //!
-//! A server that is not there to answer (bubblewrap failed to start it) sends nothing: the
-//! caller then runs the command in a bubblewrap of its own, which reports the failure.
+//! End of file before `A`: nothing ran, and the caller may run the command in a bubblewrap of
+//! its own (which reports what is wrong). After `A`: the command's fate is unknown, and it is
+//! never run again.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{Read, Write};
@@ -75,10 +85,12 @@ pub(crate) fn server_exe() -> Option<&'static Path> {
 /// What a command given to the server came to.
 #[derive(Debug)]
 pub(crate) enum Ran {
-    /// The server never started it (it was not there): nothing ran.
+    /// The server never took it (it was not there): nothing ran.
     NotStarted,
-    /// Exit code, or `None` when a signal ended it (or the sandbox went away under it).
-    Exited(Option<i32>),
+    /// Exit code, or `None` when a signal ended it; `keep`: the sandbox is ready for more.
+    Exited { code: Option<i32>, keep: bool },
+    /// The sandbox went away while the command ran.
+    Lost,
 }
 
 /// flightdeck's end of a workspace's sandbox. Dropping it ends the sandbox.
@@ -163,19 +175,21 @@ impl Server {
         {
             return Ok(Ran::NotStarted);
         }
-        let mut started = [0u8; 1];
-        match self.socket.read_exact(&mut started).await {
-            Ok(_) if started[0] == b'S' => {}
+        let mut accepted = [0u8; 1];
+        match self.socket.read_exact(&mut accepted).await {
+            Ok(_) if accepted[0] == b'A' => {}
             _ => return Ok(Ran::NotStarted),
         }
-        let mut end = [0u8; 5];
+        let mut end = [0u8; 6];
         match self.socket.read_exact(&mut end).await {
             Ok(_) if end[0] == b'X' => {
                 let code = i32::from_le_bytes([end[1], end[2], end[3], end[4]]);
-                Ok(Ran::Exited((code >= 0).then_some(code)))
+                Ok(Ran::Exited {
+                    code: (code >= 0).then_some(code),
+                    keep: end[5] == 1,
+                })
             }
-            // The sandbox went away while the command ran (something killed the server).
-            _ => Ok(Ran::Exited(None)),
+            _ => Ok(Ran::Lost),
         }
     }
 }
@@ -191,12 +205,10 @@ struct Request {
     env: Vec<CString>,
 }
 
-/// Serves commands until the socket (descriptor 0) closes. `drop_to`: the uid and gid
-/// commands run as (the server itself keeps the identity bubblewrap gave it, so a command
-/// cannot touch it).
+/// Serves commands until the socket (descriptor 0) closes, as the sandbox's PID 1: returning
+/// ends the namespace and everything in it. `drop_to`: the uid and gid commands run as.
 fn serve(drop_to: Option<(u32, u32)>) -> i32 {
-    // Not dumpable: a command running as the same user (no root, so no `drop_to`) can
-    // neither ptrace the server nor read its memory.
+    // Not dumpable: nothing in the sandbox can ptrace the server or read its memory.
     #[allow(unsafe_code)]
     // SAFETY: prctl with integer arguments.
     unsafe {
@@ -222,6 +234,8 @@ fn serve(drop_to: Option<(u32, u32)>) -> i32 {
     if nix::unistd::dup2_stdin(&null).is_err() {
         return 1;
     }
+    // What bubblewrap made under /tmp (the parents of what is bound there) stays.
+    let skeleton = tmp_skeleton();
     let mut stream = std::os::unix::net::UnixStream::from(socket);
     loop {
         let request = match receive(&mut stream) {
@@ -229,20 +243,19 @@ fn serve(drop_to: Option<(u32, u32)>) -> i32 {
             Ok(None) => return 0,
             Err(_) => return 1,
         };
-        match run_one(&mut stream, request, drop_to) {
-            Ok(code) => {
-                let mut end = [b'X', 0, 0, 0, 0];
-                end[1..].copy_from_slice(&code.to_le_bytes());
-                if stream.write_all(&end).is_err() {
-                    kill_others();
-                    return 0;
-                }
-            }
-            // flightdeck is gone or wants the command stopped: end everything.
-            Err(_) => {
-                kill_others();
-                return 0;
-            }
+        // From here on flightdeck never runs this command anywhere else.
+        if stream.write_all(b"A").is_err() {
+            return 0;
+        }
+        let Ok(code) = run_one(&mut stream, request, drop_to) else {
+            // flightdeck is gone or wants the command stopped.
+            return 0;
+        };
+        let clean = end_leftovers() && empty_tmp(&skeleton);
+        let mut end = [b'X', 0, 0, 0, 0, u8::from(clean)];
+        end[1..5].copy_from_slice(&code.to_le_bytes());
+        if stream.write_all(&end).is_err() || !clean {
+            return 0;
         }
     }
 }
@@ -324,25 +337,27 @@ fn run_one(
         nix::unistd::ForkResult::Parent { child } => child,
     };
     drop(request.output);
-    stream.write_all(b"S")?;
-    wait_or_stop(stream, child)?;
-    let code = match nix::sys::wait::waitpid(child, None) {
-        Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => code,
-        Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => -(signal as i32),
-        _ => -(libc::SIGKILL),
-    };
-    kill_others();
-    empty_tmp();
-    Ok(code)
+    wait_for(stream, child)
 }
 
-/// Waits until `child` exits; `Err` as soon as the socket has anything to say (end of file:
-/// flightdeck stopped the command or died).
-fn wait_or_stop(
+/// The exit code of a wait status, or minus the signal.
+fn code_of(status: nix::sys::wait::WaitStatus) -> i32 {
+    match status {
+        nix::sys::wait::WaitStatus::Exited(_, code) => code,
+        nix::sys::wait::WaitStatus::Signaled(_, signal, _) => -(signal as i32),
+        _ => -libc::SIGKILL,
+    }
+}
+
+/// Waits until `child` exits, reaping what else ends meanwhile (as PID 1 every orphan in
+/// the sandbox is the server's child); `Err` as soon as the socket has anything to say (end
+/// of file: flightdeck stopped the command or died).
+fn wait_for(
     stream: &std::os::unix::net::UnixStream,
     child: nix::unistd::Pid,
-) -> std::io::Result<()> {
+) -> std::io::Result<i32> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     #[allow(unsafe_code)]
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
@@ -358,17 +373,20 @@ fn wait_or_stop(
             PollFd::new(stream.as_fd(), PollFlags::POLLIN),
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
         ];
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
+        // Woken by the command's end; every quarter second also, to reap orphans.
+        match poll(&mut fds, PollTimeout::from(250u16)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
-        let said = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        if said(&fds[0]) {
+        if fds[0].revents().is_some_and(|r| !r.is_empty()) {
             return Err(std::io::Error::other("stopped by flightdeck"));
         }
-        if said(&fds[1]) {
-            return Ok(());
+        loop {
+            match waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(status) if status.pid() == Some(child) => return Ok(code_of(status)),
+                Ok(_) => {}
+            }
         }
     }
 }
@@ -402,6 +420,10 @@ fn become_command(
         }
         if libc::chdir(cwd.as_ptr()) != 0 {
             fail(b"[flightdeck: the command's directory is not there]\n");
+        }
+        // SysV and POSIX IPC objects of its own, gone with its last process.
+        if libc::unshare(libc::CLONE_NEWIPC) != 0 {
+            fail(b"[flightdeck: could not give the command an IPC namespace]\n");
         }
         if let Some((uid, gid)) = drop_to {
             // Emptied first, while still root: then nothing can be regained, not even through
@@ -459,72 +481,96 @@ fn clear_inheritable() {
     }
 }
 
-/// Kills every process of the sandbox but its init and the server (what the last command
-/// left running), and waits, briefly, until they are gone.
-fn kill_others() {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), nix::sys::signal::SIGKILL);
-    let me = std::process::id();
+/// Kills every other process of the sandbox and reaps them; `false` when some are still
+/// there after two seconds (stuck in the kernel): the sandbox must end.
+fn end_leftovers() -> bool {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline && others_alive(me) {
+    loop {
+        // From PID 1: every process of the namespace but the server.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), nix::sys::signal::SIGKILL);
+        loop {
+            match waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                // Every process left in the namespace descends from the server: none is left.
+                Err(nix::errno::Errno::ECHILD) => return true,
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-/// Whether a process other than init (1) and `me` is alive (not a zombie) in this PID
-/// namespace.
-fn others_alive(me: u32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    entries.flatten().any(|entry| {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            return false;
-        };
-        if pid == 1 || pid == me {
-            return false;
-        }
-        std::fs::read(entry.path().join("stat")).is_ok_and(|stat| {
-            // The state follows the command name's closing parenthesis.
-            let state = stat
-                .iter()
-                .rposition(|b| *b == b')')
-                .and_then(|at| stat.get(at + 2));
-            !matches!(state, Some(b'Z' | b'X'))
-        })
-    })
-}
-
-/// Empties `/tmp`: each command has a private one, as it had in a sandbox of its own. Only
-/// what is on `/tmp`'s own filesystem goes: the worktree, HOME or caches bound somewhere below
-/// it (a data directory under the host's `/tmp`) are other mounts, never entered.
-fn empty_tmp() {
+/// Everything on `/tmp`'s own filesystem when the sandbox starts: the directories bubblewrap
+/// made as mount points' parents (root's, `0755`).
+fn tmp_skeleton() -> std::collections::HashSet<PathBuf> {
     use std::os::unix::fs::MetadataExt;
-    fn wipe(dir: &Path, device: u64) {
+    fn walk(dir: &Path, device: u64, found: &mut std::collections::HashSet<PathBuf>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
         };
         for entry in entries.flatten() {
             let path = entry.path();
+            if let Ok(meta) = std::fs::symlink_metadata(&path) {
+                if meta.dev() == device {
+                    if meta.is_dir() {
+                        walk(&path, device, found);
+                    }
+                    found.insert(path);
+                }
+            }
+        }
+    }
+    let mut found = std::collections::HashSet::new();
+    if let Ok(meta) = std::fs::symlink_metadata("/tmp") {
+        walk(Path::new("/tmp"), meta.dev(), &mut found);
+    }
+    found
+}
+
+/// Empties `/tmp` back to its skeleton: each command has a private one, as it had in a
+/// sandbox of its own. Only what is on `/tmp`'s own filesystem goes: the worktree, HOME or
+/// caches bound somewhere below it (a data directory under the host's `/tmp`) are other
+/// mounts, never entered. `false` when anything could not be removed (too deep for a path,
+/// say): the sandbox must end.
+fn empty_tmp(skeleton: &std::collections::HashSet<PathBuf>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fn wipe(dir: &Path, device: u64, skeleton: &std::collections::HashSet<PathBuf>) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        let mut clean = true;
+        for entry in entries {
+            let Ok(entry) = entry else {
+                return false;
+            };
+            let path = entry.path();
             let Ok(meta) = std::fs::symlink_metadata(&path) else {
-                continue;
+                return false;
             };
             if meta.dev() != device {
                 continue;
             }
-            if meta.is_dir() {
-                wipe(&path, device);
-                // Fails, and stays, when a mount lies below it.
-                let _ = std::fs::remove_dir(&path);
-            } else {
-                let _ = std::fs::remove_file(&path);
+            if skeleton.contains(&path) {
+                clean &= !meta.is_dir() || wipe(&path, device, skeleton);
+                continue;
             }
+            // `remove_dir_all` works through descriptors: no path length limit, symlinks
+            // never followed.
+            let removed = if meta.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            clean &= removed.is_ok();
         }
+        clean
     }
-    if let Ok(meta) = std::fs::symlink_metadata("/tmp") {
-        wipe(Path::new("/tmp"), meta.dev());
+    match std::fs::symlink_metadata("/tmp") {
+        Ok(meta) => wipe(Path::new("/tmp"), meta.dev(), skeleton),
+        Err(_) => false,
     }
 }

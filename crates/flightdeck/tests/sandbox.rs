@@ -822,15 +822,17 @@ fn host_process_with(argv: &[&str]) -> bool {
 
 #[test]
 fn commands_enter_one_sandbox_and_each_finds_it_as_a_sandbox_of_its_own() {
-    // Each step is checked by the next: the first leaves processes and a file in /tmp.
+    // Each step is checked by the next: the first leaves processes, a file in /tmp and an
+    // IPC object. As root (CI), commands are run by the workspace's server; without root,
+    // each gets a bubblewrap of its own (and the server's checks do not apply).
     let steps = [
-        // Run by the workspace's server, not by a bubblewrap of its own.
-        "tr '\\0' ' ' < /proc/$PPID/cmdline | grep -q __flightdeck-sandbox-server",
-        "(sleep 4241 &) ; setsid sleep 4242 & echo mine > /tmp/left; mkdir -p /tmp/d/e; echo kept > kept.txt",
+        // Run by the workspace's server (PID 1), not by a bubblewrap of its own.
+        "[ \"$(id -u)\" != 65534 ] || tr '\\0' ' ' < /proc/1/cmdline | grep -q __flightdeck-sandbox-server",
+        "(sleep 4241 &) ; setsid sleep 4242 & echo mine > /tmp/left; mkdir -p /tmp/d/e; ipcmk -M 4096; echo kept > kept.txt",
         // Nothing the last command left runs or is in /tmp; what it wrote in the worktree is.
-        "! grep -qsx sleep /proc/[0-9]*/comm && test ! -e /tmp/left && test ! -e /tmp/d && test -f kept.txt",
-        // The server is out of a command's reach: not readable, not signalled (as root).
-        "! cat /proc/$PPID/environ 2>/dev/null && { [ \"$(id -u)\" != 65534 ] || ! kill -0 $PPID 2>/dev/null; }",
+        "! grep -qsx sleep /proc/[0-9]*/comm && test ! -e /tmp/left && test ! -e /tmp/d && test -z \"$(tail -n +2 /proc/sysvipc/shm)\" && test -f kept.txt",
+        // The server is out of a command's reach: not readable, not signalled.
+        "[ \"$(id -u)\" != 65534 ] || { ! cat /proc/1/environ 2>/dev/null && ! kill -0 1 2>/dev/null; }",
     ];
     let mut template = String::from("goal = \"g\"\n");
     for step in steps {
