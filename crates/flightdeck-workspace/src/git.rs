@@ -493,6 +493,11 @@ impl Worktree {
         }
         let target = tree.unwrap_or(&self.base);
         self.git(&["read-tree", "-u", "--reset", target], &[])?;
+        // Again: a snapshot on a clone between the first clearing and the read-tree would
+        // have paired the new index with the old tree.
+        if let Ok(mut last) = self.last_snapshot.lock() {
+            *last = None;
+        }
         // -x: ignored files too (a build directory, node_modules): nothing unrecorded
         // may influence what runs next. -f twice: a directory holding a `.git` (a nested
         // repository, or a `.git` file pointing at one) is removed too; with one -f git

@@ -855,7 +855,8 @@ impl LocalWorkspace {
         let (reader, writer) = std::io::pipe().map_err(spawn_error)?;
         let reader =
             tokio::net::unix::pipe::Receiver::from_owned_fd(reader.into()).map_err(spawn_error)?;
-        let collector = tokio::spawn(crate::exec::collect_async(reader));
+        // Aborted (the pipe closed) however this function ends, the future dropped included.
+        let mut collector = AbortOnDrop(tokio::spawn(crate::exec::collect_async(reader)));
         let before = group.map(|g| g.counts());
         let started = std::time::Instant::now();
         let ran = tokio::time::timeout(
@@ -874,7 +875,6 @@ impl LocalWorkspace {
             // Dropping the server ends the sandbox and the command (output reaches EOF).
             Ok(Ok(Ran::NotStarted)) | Ok(Err(_)) => {
                 drop(server);
-                collector.abort();
                 // A new server that cannot run a command never will; one that ran others
                 // and is gone (killed by the memory limit) is started again next time.
                 if fresh {
@@ -894,15 +894,10 @@ impl LocalWorkspace {
             }
         };
         drop(slot);
-        let mut collector = collector;
-        let collecting = tokio::time::timeout(std::time::Duration::from_secs(5), &mut collector);
+        let collecting = tokio::time::timeout(std::time::Duration::from_secs(5), &mut collector.0);
         let (mut output, dropped_bytes) = match collecting.await {
             Ok(Ok(collected)) => collected,
-            _ => {
-                // Closes the read end: nothing waits on it any more.
-                collector.abort();
-                (b"[flightdeck: output could not be collected]\n".to_vec(), 0)
-            }
+            _ => (b"[flightdeck: output could not be collected]\n".to_vec(), 0),
         };
         if let Some(note) = note {
             output.extend_from_slice(note.as_bytes());
@@ -1028,6 +1023,15 @@ impl Workspace for LocalWorkspace {
         }
         note_limit_hit(&mut outcome, group, before);
         Ok(outcome)
+    }
+}
+
+/// A task aborted when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

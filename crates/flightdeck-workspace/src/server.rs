@@ -10,12 +10,15 @@
 //! kills everything else in the sandbox's PID namespace and reaps it (every orphan is its
 //! child), and empties `/tmp`, so the next command starts from the same state as it would in a
 //! sandbox of its own. Anything it cannot undo for certain (a process that will not die, a
-//! file it cannot remove) ends the sandbox instead: the next command gets a new one.
+//! file it cannot remove, a socket still in the network namespace, a connection in
+//! `TIME_WAIT` say) ends the sandbox instead: the next command gets a new one.
 //!
 //! As PID 1 the server cannot be killed or stopped from inside the sandbox, and when it ends
 //! for any reason the kernel kills everything in the namespace. It keeps only the
-//! capabilities it needs (bubblewrap `--cap-drop ALL --cap-add …`); commands, as `nobody`,
-//! cannot touch it. Without root there is no second user to run commands as, so each command
+//! capabilities it needs (bubblewrap `--cap-drop ALL --cap-add …`, and its bounding set cut
+//! to them); commands, as `nobody`, cannot touch it. Descriptors it inherited without
+//! close-on-exec are marked so. A kernel that cannot tell it when a command ends (no
+//! `pidfd_open`) makes it exit before it takes any request. Without root there is no second user to run commands as, so each command
 //! gets a bubblewrap of its own.
 //!
 //! The socket is the lifeline: when flightdeck closes it (the workspace is dropped, a command
@@ -66,11 +69,12 @@ pub fn serve_if_asked() {
         let ids: Vec<u32> = args
             .filter_map(|a| a.to_str().and_then(|s| s.parse().ok()))
             .collect();
-        let drop_to = match ids[..] {
-            [uid, gid] => Some((uid, gid)),
-            _ => None,
+        // Commands never run as the server's own user.
+        let code = match ids[..] {
+            [uid, gid] if uid != 0 && gid != 0 => serve(uid, gid),
+            _ => 2,
         };
-        std::process::exit(serve(drop_to));
+        std::process::exit(code);
     }
     if let Ok(exe) = std::env::current_exe() {
         let _ = SERVER_EXE.set(exe);
@@ -99,7 +103,7 @@ pub(crate) struct Server {
     /// Whether the sandbox binds the caches writable (see [`crate::CommandSpec::trusted`]).
     pub(crate) trusted: bool,
     socket: tokio::net::UnixStream,
-    /// bubblewrap; killed when dropped (the server ends by itself once the socket closes).
+    /// bubblewrap, which ends after the server (tokio reaps it once dropped).
     _bubblewrap: tokio::process::Child,
 }
 
@@ -115,9 +119,10 @@ impl Server {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             // Out of flightdeck's process group: a Ctrl-C at the terminal is flightdeck's to
-            // handle, not the sandbox's.
-            .process_group(0)
-            .kill_on_drop(true);
+            // handle, not the sandbox's. Not killed when dropped: the server ends when the
+            // socket closes, and bubblewrap after it (killing bubblewrap would only leave
+            // the server an orphan of whichever process reaps on the host).
+            .process_group(0);
         let child = bubblewrap.spawn()?;
         // The command holds the server's end: closed here, so our reads see its death.
         drop(bubblewrap);
@@ -206,13 +211,56 @@ struct Request {
 }
 
 /// Serves commands until the socket (descriptor 0) closes, as the sandbox's PID 1: returning
-/// ends the namespace and everything in it. `drop_to`: the uid and gid commands run as.
-fn serve(drop_to: Option<(u32, u32)>) -> i32 {
-    // Not dumpable: nothing in the sandbox can ptrace the server or read its memory.
+/// ends the namespace and everything in it (killed first all the same). Commands run as
+/// `uid` and `gid`.
+fn serve(uid: u32, gid: u32) -> i32 {
+    let code = serve_until_done(uid, gid);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), nix::sys::signal::SIGKILL);
+    code
+}
+
+/// The capabilities the server keeps in its bounding set (see `SERVER_CAPABILITIES` in
+/// `local.rs`): SYS_ADMIN, SETUID, SETGID, SETPCAP, KILL, DAC_OVERRIDE, FOWNER.
+const KEPT_CAPABILITIES: [i32; 7] = [21, 7, 6, 8, 5, 1, 3];
+
+fn serve_until_done(uid: u32, gid: u32) -> i32 {
     #[allow(unsafe_code)]
-    // SAFETY: prctl with integer arguments.
+    // SAFETY: prctl and close_range with integer arguments.
     unsafe {
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        // Not dumpable: nothing in the sandbox can ptrace the server or read its memory.
+        libc::prctl(
+            libc::PR_SET_DUMPABLE,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        );
+        // Nothing beyond what it has, ever.
+        for cap in 0..64 {
+            if !KEPT_CAPABILITIES.contains(&cap) {
+                libc::prctl(
+                    libc::PR_CAPBSET_DROP,
+                    cap as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                    0 as libc::c_ulong,
+                );
+            }
+        }
+        // Descriptors flightdeck's own parent left open without close-on-exec must not reach
+        // commands.
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
+    }
+    // The kernel must tell the server when a command ends (Linux 5.3 and later; a seccomp
+    // profile may refuse it): checked before any request is acknowledged, so that flightdeck
+    // can still run commands in a bubblewrap each.
+    if pidfd(nix::unistd::getpid()).is_err() {
+        return 1;
     }
     let Ok(socket) = nix::fcntl::fcntl(
         std::io::stdin().as_fd(),
@@ -247,17 +295,43 @@ fn serve(drop_to: Option<(u32, u32)>) -> i32 {
         if stream.write_all(b"A").is_err() {
             return 0;
         }
-        let Ok(code) = run_one(&mut stream, request, drop_to) else {
+        let Ok(code) = run_one(&mut stream, request, uid, gid) else {
             // flightdeck is gone or wants the command stopped.
             return 0;
         };
-        let clean = end_leftovers() && empty_tmp(&skeleton);
+        let clean = end_leftovers() && empty_tmp(&skeleton) && no_sockets_left();
         let mut end = [b'X', 0, 0, 0, 0, u8::from(clean)];
         end[1..5].copy_from_slice(&code.to_le_bytes());
         if stream.write_all(&end).is_err() || !clean {
             return 0;
         }
     }
+}
+
+/// A descriptor that becomes readable when `pid` exits.
+fn pidfd(pid: nix::unistd::Pid) -> std::io::Result<OwnedFd> {
+    #[allow(unsafe_code)]
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let raw = RawFd::try_from(raw).map_err(std::io::Error::other)?;
+    #[allow(unsafe_code)]
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Whether the sandbox's network namespace holds no socket any more (a connection in
+/// `TIME_WAIT` would keep the next command from binding its port, as it would not in a
+/// sandbox of its own): else the sandbox ends.
+fn no_sockets_left() -> bool {
+    ["tcp", "tcp6", "udp", "udp6", "raw", "raw6", "unix"]
+        .iter()
+        .all(|table| {
+            std::fs::read_to_string(format!("/proc/net/{table}"))
+                .map_or(true, |text| text.lines().nth(1).is_none())
+        })
 }
 
 /// The next request, or `None` at end of file.
@@ -315,7 +389,8 @@ fn receive(stream: &mut std::os::unix::net::UnixStream) -> std::io::Result<Optio
 fn run_one(
     stream: &mut std::os::unix::net::UnixStream,
     request: Request,
-    drop_to: Option<(u32, u32)>,
+    uid: u32,
+    gid: u32,
 ) -> std::io::Result<i32> {
     let sh = CString::new(crate::local::SH).map_err(std::io::Error::other)?;
     let argv = [sh.clone(), c"-c".to_owned(), request.command];
@@ -331,7 +406,7 @@ fn run_one(
             &sh,
             &argv,
             &request.env,
-            drop_to,
+            (uid, gid),
             too_long.as_bytes(),
         ),
         nix::unistd::ForkResult::Parent { child } => child,
@@ -358,29 +433,25 @@ fn wait_for(
 ) -> std::io::Result<i32> {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-    #[allow(unsafe_code)]
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let raw = RawFd::try_from(raw).map_err(std::io::Error::other)?;
-    #[allow(unsafe_code)]
-    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let pidfd = pidfd(child)?;
+    let mut exited = false;
     loop {
         let mut fds = [
             PollFd::new(stream.as_fd(), PollFlags::POLLIN),
             PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
         ];
-        // Woken by the command's end; every quarter second also, to reap orphans.
-        match poll(&mut fds, PollTimeout::from(250u16)) {
+        // Woken by the command's end; every quarter second also, to reap orphans. Once it
+        // has ended, its descriptor stays readable: only the socket is watched then.
+        let watched = if exited { &mut fds[..1] } else { &mut fds[..] };
+        let timeout = if exited { 1u16 } else { 250u16 };
+        match poll(watched, PollTimeout::from(timeout)) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
         if fds[0].revents().is_some_and(|r| !r.is_empty()) {
             return Err(std::io::Error::other("stopped by flightdeck"));
         }
+        exited |= fds[1].revents().is_some_and(|r| !r.is_empty());
         loop {
             match waitpid(nix::unistd::Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
@@ -388,18 +459,24 @@ fn wait_for(
                 Ok(_) => {}
             }
         }
+        if exited {
+            // Ended but not reapable: something else traces it. Its tracer, like everything
+            // the command left, goes now; then the command is ours to reap.
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), nix::sys::signal::SIGKILL);
+        }
     }
 }
 
-/// In the forked child: a session of its own, the output on 1 and 2, the working directory,
-/// `nobody` with no capabilities and no way to gain any, then `sh -c`.
+/// In the forked child: a session and an IPC namespace of its own, the output on 1 and 2,
+/// the working directory, `nobody` with no capabilities and no way to gain any, then `sh -c`.
 fn become_command(
     output: &OwnedFd,
     cwd: &CString,
     sh: &CString,
     argv: &[CString],
     env: &[CString],
-    drop_to: Option<(u32, u32)>,
+    (uid, gid): (u32, u32),
     too_long: &[u8],
 ) -> ! {
     let fail = |what: &[u8]| -> ! {
@@ -410,14 +487,17 @@ fn become_command(
             libc::_exit(crate::exec::CANNOT_START_EXIT_CODE)
         }
     };
+    let zero = 0 as libc::c_ulong;
     #[allow(unsafe_code)]
     // SAFETY: plain system calls on descriptors and values owned by this process.
     unsafe {
-        libc::setsid();
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         if libc::dup2(output.as_raw_fd(), 1) < 0 || libc::dup2(output.as_raw_fd(), 2) < 0 {
             libc::_exit(crate::exec::CANNOT_START_EXIT_CODE);
         }
+        if libc::setsid() < 0 {
+            fail(b"[flightdeck: could not give the command a session]\n");
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         if libc::chdir(cwd.as_ptr()) != 0 {
             fail(b"[flightdeck: the command's directory is not there]\n");
         }
@@ -425,21 +505,32 @@ fn become_command(
         if libc::unshare(libc::CLONE_NEWIPC) != 0 {
             fail(b"[flightdeck: could not give the command an IPC namespace]\n");
         }
-        if let Some((uid, gid)) = drop_to {
-            // Emptied first, while still root: then nothing can be regained, not even through
-            // a file's inheritable capabilities.
-            for cap in 0..64 {
-                libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0);
-            }
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setresgid(gid, gid, gid) != 0
-                || libc::setresuid(uid, uid, uid) != 0
+        // Emptied first, while still root: then nothing can be regained, not even through
+        // a file's inheritable capabilities. Past the last capability the kernel says EINVAL.
+        for cap in 0..64 as libc::c_ulong {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, zero, zero, zero) != 0
+                && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
             {
-                fail(b"[flightdeck: could not become the sandbox's user]\n");
+                fail(b"[flightdeck: could not empty the bounding set]\n");
             }
-            clear_inheritable();
         }
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setresgid(gid, gid, gid) != 0
+            || libc::setresuid(uid, uid, uid) != 0
+        {
+            fail(b"[flightdeck: could not become the sandbox's user]\n");
+        }
+        if !clear_inheritable() {
+            fail(b"[flightdeck: could not clear the inheritable capabilities]\n");
+        }
+        if libc::prctl(
+            libc::PR_SET_NO_NEW_PRIVS,
+            1 as libc::c_ulong,
+            zero,
+            zero,
+            zero,
+        ) != 0
+        {
             fail(b"[flightdeck: could not set no_new_privs]\n");
         }
     }
@@ -452,7 +543,7 @@ fn become_command(
 
 /// Clears the inheritable capability set (the permitted and effective ones went with root).
 #[allow(unsafe_code)]
-fn clear_inheritable() {
+fn clear_inheritable() -> bool {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -476,9 +567,7 @@ fn clear_inheritable() {
         inheritable: 0,
     }; 2];
     // SAFETY: capset reads a version-3 header and two data structs, as given.
-    unsafe {
-        libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr());
-    }
+    unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) == 0 }
 }
 
 /// Kills every other process of the sandbox and reaps them; `false` when some are still

@@ -60,6 +60,12 @@ fn workspace(dir: &Path) -> (LocalWorkspace, std::path::PathBuf) {
     (ws, cache_dir)
 }
 
+/// A `sleep` argument no other process on the host has (tests run side by side, and a
+/// process left by an earlier run must not count): the `k`th of this run.
+fn mark(k: u32) -> String {
+    format!("{}{k}", 100_000 + std::process::id())
+}
+
 /// Whether a process on this host has exactly `argv`.
 fn host_process_with(argv: &[&str]) -> bool {
     let wanted: Vec<u8> = argv
@@ -71,9 +77,10 @@ fn host_process_with(argv: &[&str]) -> bool {
     })
 }
 
-async fn gone_within(argv: &[&str], seconds: u64) -> bool {
+/// Whether `sleep ARG` is gone from the host within `seconds`.
+async fn gone_within(arg: String, seconds: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    while host_process_with(argv) {
+    while host_process_with(&["sleep", &arg]) {
         if Instant::now() > deadline {
             return false;
         }
@@ -82,11 +89,11 @@ async fn gone_within(argv: &[&str], seconds: u64) -> bool {
     true
 }
 
-/// Waits until a process with `argv` runs on the host (so that "gone" below means killed,
+/// Waits until `sleep ARG` runs on the host (so that "gone" below means killed,
 /// not "never started").
-async fn seen_within(argv: &[&str], seconds: u64) -> bool {
+async fn seen_within(arg: String, seconds: u64) -> bool {
     let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !host_process_with(argv) {
+    while !host_process_with(&["sleep", &arg]) {
         if Instant::now() > deadline {
             return false;
         }
@@ -127,9 +134,16 @@ async fn checks() {
         return;
     }
 
+    let planted = format!(
+        "(sleep {} &); setsid sleep {} & echo mine > /tmp/left; mkdir -p /tmp/d/e; \
+         chmod 0 /tmp/d; ipcmk -M 4096 >/dev/null && ipcmk -Q >/dev/null; \
+         python3 -c 'import os; os.chdir(\"/tmp\")\nfor _ in range(40): os.mkdir(\"x\" * 200); os.chdir(\"x\" * 200)\nopen(\"deep\", \"w\").write(\"deep\")' && echo ok",
+        mark(1),
+        mark(2)
+    );
     // (command, trusted, exit code, the output contains): one after another, in one sandbox.
     type Case<'a> = (&'a str, bool, Option<i32>, &'a str);
-    let cases: [Case; 13] = [
+    let cases: [Case; 16] = [
         (parent, false, Some(0), "__flightdeck-sandbox-server"),
         (
             "echo one; echo two >&2; echo three; exit 7",
@@ -142,9 +156,7 @@ async fn checks() {
         // directories in /tmp (one unreadable, one deeper than a path may be long), SysV
         // IPC objects.
         (
-            "(sleep 4261 &); setsid sleep 4262 & echo mine > /tmp/left; mkdir -p /tmp/d/e; \
-             chmod 0 /tmp/d; ipcmk -M 4096 >/dev/null && ipcmk -Q >/dev/null; \
-             python3 -c 'import os; os.chdir(\"/tmp\")\nfor _ in range(40): os.mkdir(\"x\" * 200); os.chdir(\"x\" * 200)\nopen(\"deep\", \"w\").write(\"deep\")' && echo ok",
+            &planted,
             false,
             Some(0),
             "ok",
@@ -159,6 +171,23 @@ async fn checks() {
             Some(0),
             "in the worktree",
         ),
+        // A connection closed on the sandbox's loopback leaves TIME_WAIT behind; a sandbox
+        // of its own would let the next command bind the port at once.
+        (
+            "python3 -c \"import socket; s = socket.socket(); s.bind(('127.0.0.1', 47011)); s.listen(); \
+             c = socket.create_connection(('127.0.0.1', 47011)); a, _ = s.accept(); a.close(); c.close(); print('closed')\"",
+            false,
+            Some(0),
+            "closed",
+        ),
+        (
+            "python3 -c \"import socket; socket.socket().bind(('127.0.0.1', 47011)); print('bound')\"",
+            false,
+            Some(0),
+            "bound",
+        ),
+        // Only its standard streams (and `ls`'s own directory).
+        ("ls /proc/self/fd | tr '\\n' ' '", false, Some(0), "0 1 2 3 "),
         ("kill -9 $$", false, None, ""),
         // PID 1 cannot be signalled from inside, least of all by nobody.
         ("kill -9 1 || kill -STOP 1 || echo refused", false, Some(0), "refused"),
@@ -192,7 +221,7 @@ async fn checks() {
         }
     }
     assert!(!cache_dir.join("build.rs").exists());
-    assert!(gone_within(&["sleep", "4262"], 5).await);
+    assert!(gone_within(mark(2), 5).await);
 
     // A command over the kernel's limit for one argument fails like a command.
     let long = format!("echo {}", "x".repeat(200 * 1024));
@@ -201,32 +230,32 @@ async fn checks() {
     assert!(text(&out).contains("too long"), "{}", text(&out));
 
     // A timeout kills the command and what it started; the next command gets a new sandbox.
-    let mut slow = spec("sleep 4263 & sleep 4264");
+    let mut slow = spec(&format!("sleep {} & sleep {}", mark(3), mark(4)));
     slow.timeout = Duration::from_secs(2);
-    let (out, seen) = tokio::join!(ws.exec(&slow), seen_within(&["sleep", "4263"], 2));
+    let (out, seen) = tokio::join!(ws.exec(&slow), seen_within(mark(3), 2));
     let out = out.unwrap();
     assert!(seen, "the command never started");
     assert!(out.timed_out, "{}", text(&out));
-    assert!(gone_within(&["sleep", "4263"], 5).await);
-    assert!(gone_within(&["sleep", "4264"], 5).await);
+    assert!(gone_within(mark(3), 5).await);
+    assert!(gone_within(mark(4), 5).await);
     let out = ws.exec(&spec("echo again")).await.unwrap();
     assert_eq!(text(&out), "again\n");
 
     // A command whose caller stops waiting is killed at once, not at the next command.
-    let late = spec("sleep 4265; echo late > late.txt");
+    let late = spec(&format!("sleep {}; echo late > late.txt", mark(5)));
     let stopped = tokio::select! {
         _ = ws.exec(&late) => None,
-        seen = seen_within(&["sleep", "4265"], 5) => Some(seen),
+        seen = seen_within(mark(5), 5) => Some(seen),
     };
     assert_eq!(stopped, Some(true), "the command never started");
-    assert!(gone_within(&["sleep", "4265"], 5).await);
+    assert!(gone_within(mark(5), 5).await);
     assert!(!dir.path().join("wt/late.txt").exists());
 
     // A server killed from outside (the memory limit's OOM killer, say) takes everything in
     // the sandbox with it, at once; the command is told, the next gets a new sandbox.
     let worktree = ws.root().to_path_buf();
     let killer = async {
-        if seen_within(&["sleep", "4266"], 5).await {
+        if seen_within(mark(6), 5).await {
             if let Some(pid) = server_pid(&worktree) {
                 let _ = std::process::Command::new("kill")
                     .args(["-9", &pid.to_string()])
@@ -235,7 +264,7 @@ async fn checks() {
         }
     };
     let started = Instant::now();
-    let victim = spec("(setsid sleep 4267 &); sleep 4266");
+    let victim = spec(&format!("(setsid sleep {} &); sleep {}", mark(7), mark(6)));
     let (out, ()) = tokio::join!(ws.exec(&victim), killer);
     let out = out.unwrap();
     assert!(started.elapsed() < Duration::from_secs(10));
@@ -245,7 +274,7 @@ async fn checks() {
         "{}",
         text(&out)
     );
-    assert!(gone_within(&["sleep", "4267"], 5).await);
+    assert!(gone_within(mark(7), 5).await);
     let out = ws.exec(&spec("echo again")).await.unwrap();
     assert_eq!(text(&out), "again\n");
 

@@ -844,8 +844,13 @@ fn commands_enter_one_sandbox_and_each_finds_it_as_a_sandbox_of_its_own() {
     assert_eq!(code, 0, "{summary}");
 
     // A command killed at its timeout takes everything it started with it.
+    // Arguments no other process on the host has.
+    let (first, second) = (
+        format!("{}3", 100_000 + std::process::id()),
+        format!("{}4", 100_000 + std::process::id()),
+    );
     let repo = repo_with(
-        "goal = \"g\"\n[[steps]]\nrun = \"true\"\n[[steps]]\nrun = \"sleep 4243 & sleep 4244\"\ntimeout_seconds = 1\n",
+        &format!("goal = \"g\"\n[[steps]]\nrun = \"true\"\n[[steps]]\nrun = \"sleep {first} & sleep {second}\"\ntimeout_seconds = 1\n"),
         &[],
     );
     let (code, summary) = run(&cli, &repo);
@@ -858,7 +863,7 @@ fn commands_enter_one_sandbox_and_each_finds_it_as_a_sandbox_of_its_own() {
         "{summary}"
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while host_process_with(&["sleep", "4243"]) || host_process_with(&["sleep", "4244"]) {
+    while host_process_with(&["sleep", &first]) || host_process_with(&["sleep", &second]) {
         assert!(
             std::time::Instant::now() < deadline,
             "a timed-out command's processes outlived it"
