@@ -214,6 +214,17 @@ struct Request {
 /// ends the namespace and everything in it (killed first all the same). Commands run as
 /// `uid` and `gid`.
 fn serve(uid: u32, gid: u32) -> i32 {
+    // Only as PID 1 of a namespace of its own: its `kill(-1)`s reach that namespace alone.
+    // Run by hand on a host as root, they would kill every process there.
+    if nix::unistd::getpid().as_raw() != 1 {
+        #[allow(clippy::print_stderr)] // no one else to tell
+        {
+            eprintln!(
+                "error: {SERVER_ARG} is flightdeck's own, run only inside a workspace's sandbox"
+            );
+        }
+        return 2;
+    }
     let code = serve_until_done(uid, gid);
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), nix::sys::signal::SIGKILL);
     code

@@ -822,6 +822,16 @@ fn host_process_with(argv: &[&str]) -> bool {
 
 #[test]
 fn commands_enter_one_sandbox_and_each_finds_it_as_a_sandbox_of_its_own() {
+    // The server's own mode refuses to run anywhere but as a sandbox's PID 1 (its kill(-1)
+    // would reach every process of the host).
+    let out = std::process::Command::new(BIN)
+        .args(["__flightdeck-sandbox-server", "65534", "65534"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("inside a workspace's sandbox"));
+
     // Each step is checked by the next: the first leaves processes, a file in /tmp and an
     // IPC object. As root (CI), commands are run by the workspace's server; without root,
     // each gets a bubblewrap of its own (and the server's checks do not apply).
