@@ -119,28 +119,90 @@ pub fn intake(data_dir: &Path, request: &RunRequest) -> Result<Intake, AppError>
     })
 }
 
+/// What a secret's scope is judged on: a new mission's template and its repository.
+#[derive(Debug, Clone, Copy)]
+pub struct ScopeSubject<'a> {
+    pub template_name: &'a str,
+    pub template_file: &'a str,
+    pub template_source: &'a str,
+    /// A checkout's root, or the installation's clone of a remote.
+    pub repo: &'a Path,
+    pub remote_url: Option<&'a str>,
+    pub from_checkout: bool,
+}
+
+impl Intake {
+    pub fn scope_subject(&self) -> ScopeSubject<'_> {
+        ScopeSubject {
+            template_name: &self.request.template_name,
+            template_file: &self.request.template_file,
+            template_source: &self.request.template_source,
+            repo: &self.repo,
+            remote_url: self.remote_url.as_deref(),
+            from_checkout: self.from_checkout,
+        }
+    }
+}
+
+/// Where an existing mission's repository came from, for judging a fork of it as `run`
+/// judged the mission: `(remote_url, from_checkout)`. A clone of a remote lives under
+/// `<data-dir>/repos` and knows its URL from the file `fetch_remote` left in it (none for a
+/// clone made before that file existed: only path entries could then name it, and none do).
+pub fn repository_origin(data_dir: &Path, repo: &Path) -> (Option<String>, bool) {
+    let clones = data_dir.join("repos");
+    let clones = std::fs::canonicalize(&clones).unwrap_or(clones);
+    let canonical = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
+    if canonical.starts_with(&clones) {
+        let url = std::fs::read_to_string(canonical.join(REMOTE_URL_FILE))
+            .ok()
+            .map(|url| url.trim().to_string())
+            .filter(|url| !url.is_empty());
+        (url, false)
+    } else {
+        (flightdeck_workspace::origin_url(repo), true)
+    }
+}
+
+/// The file in a remote's clone that names the URL it was fetched from (without any user
+/// or password the URL carried).
+const REMOTE_URL_FILE: &str = "flightdeck-remote-url";
+
+/// `url` without the `user:password@` of a `scheme://` URL: what may be written to disk.
+pub fn without_credentials(url: &str) -> String {
+    let url = url.trim();
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+                None => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
 /// Refuses a mission whose template names a secret that is not scoped to its repository (or
 /// not to its template): the error names the secret, the repository and the config line that
 /// would let it. A secret without `repos` is scoped to no repository. A template that does
 /// not parse is left to [`flightdeck_engine::Engine::validate`] to report.
 pub fn check_secret_scopes(
-    intake: &Intake,
+    subject: ScopeSubject<'_>,
     config: &Config,
     config_path: &Path,
 ) -> Result<(), AppError> {
-    let request = &intake.request;
     let Ok(template) = flightdeck_core::template::Template::parse(
-        &request.template_name,
-        &request.template_file,
-        &request.template_source,
+        subject.template_name,
+        subject.template_file,
+        subject.template_source,
     ) else {
         return Ok(());
     };
     // A fetched remote has no checkout: only `owner/name` entries can name it.
-    let checkout = intake
-        .from_checkout
-        .then(|| std::fs::canonicalize(&intake.repo).unwrap_or_else(|_| intake.repo.clone()));
-    let url_path = intake.remote_url.as_deref().map(url_path_components);
+    let checkout = subject.from_checkout.then(|| {
+        std::fs::canonicalize(subject.repo).unwrap_or_else(|_| subject.repo.to_path_buf())
+    });
+    let url_path = subject.remote_url.map(url_path_components);
     let matches = |entry: &str| match ScopedRepo::parse(entry) {
         Some(ScopedRepo::Checkout(path)) => checkout.as_ref().is_some_and(|checkout| {
             std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()) == *checkout
@@ -160,13 +222,17 @@ pub fn check_secret_scopes(
     let entry = match (url_path.as_ref().filter(|p| p.len() >= 2), &checkout) {
         (Some(parts), _) => parts.join("/"),
         (None, Some(checkout)) => checkout.display().to_string(),
-        (None, None) => intake.remote_url.clone().unwrap_or_default(),
+        // A clone from before flightdeck recorded its remote's URL: say what to write.
+        (None, None) => "OWNER/NAME".to_string(),
     };
-    let shown = match (&intake.remote_url, &checkout) {
+    let shown = match (subject.remote_url, &checkout) {
         (Some(url), Some(checkout)) => format!("{entry} ({url}, checkout {})", checkout.display()),
         (Some(url), None) => format!("{entry} ({url})"),
         (None, Some(checkout)) => checkout.display().to_string(),
-        (None, None) => entry.clone(),
+        (None, None) => format!(
+            "{} (a clone of a remote whose URL was not recorded)",
+            subject.repo.display()
+        ),
     };
     let quoted = |items: &[String]| {
         items
@@ -186,7 +252,7 @@ pub fn check_secret_scopes(
             return Err(AppError::bad_input(
                 format!(
                     "template `{}` names secret `{name}`, which is not scoped to repository {shown}; nothing was created",
-                    request.template_name
+                    subject.template_name
                 ),
                 Some(format!(
                     "a secret is given only to the repositories its scope names: to allow this one, write in {}:\n[secrets.{name}]\nrepos = [{}]",
@@ -196,13 +262,13 @@ pub fn check_secret_scopes(
             ));
         }
         if let Some(templates) = &secret.templates {
-            if !templates.contains(&request.template_name) {
+            if !templates.iter().any(|t| t == subject.template_name) {
                 let mut templates = templates.clone();
-                templates.push(request.template_name.clone());
+                templates.push(subject.template_name.to_string());
                 return Err(AppError::bad_input(
                     format!(
                         "template `{}` names secret `{name}`, which is scoped to other templates of repository {shown} ({}); nothing was created",
-                        request.template_name,
+                        subject.template_name,
                         quoted(secret.templates.as_deref().unwrap_or_default())
                     ),
                     Some(format!(
@@ -427,6 +493,8 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
             )));
         }
     }
+    // What a fork of a mission in this clone is judged by (secret scopes name remotes).
+    std::fs::write(cache.join(REMOTE_URL_FILE), without_credentials(url))?;
     if base.len() == 40 {
         if let Ok(commit) = resolve_commit(&cache, base) {
             return Ok((cache, commit));

@@ -222,6 +222,33 @@ fn a_remote_url_is_named_by_the_path_at_its_end() {
 }
 
 #[test]
+fn a_remote_url_is_recorded_without_its_user_and_password() {
+    use flightdeck_app::intake::without_credentials;
+    for (url, kept) in [
+        (
+            "https://x-access-token:ghs_secret@github.com/acme/textstats.git",
+            "https://github.com/acme/textstats.git",
+        ),
+        ("https://user@host/a/b@c.git", "https://host/a/b@c.git"),
+        (
+            "ssh://git@host:2222/acme/textstats",
+            "ssh://host:2222/acme/textstats",
+        ),
+        (
+            "git@github.com:acme/textstats.git",
+            "git@github.com:acme/textstats.git",
+        ),
+        (
+            "file:///srv/git/acme/textstats",
+            "file:///srv/git/acme/textstats",
+        ),
+        (" /srv/git/x ", "/srv/git/x"),
+    ] {
+        assert_eq!(without_credentials(url), kept, "{url}");
+    }
+}
+
+#[test]
 fn scope_entries_are_owner_name_or_an_absolute_path() {
     use flightdeck_app::config::ScopedRepo;
     for (entry, ok) in [

@@ -145,6 +145,101 @@ fn a_secret_goes_only_to_the_repositories_and_templates_its_scope_names() {
     }
 }
 
+#[test]
+fn a_fork_with_a_new_template_is_judged_by_the_scopes_as_run_is() {
+    let plain = "goal = \"g\"\n[[steps]]\nrun = \"echo plain > plain.txt\"\n";
+    let with_secret = "goal = \"g\"\n[workspace]\nsecrets = [\"DEPLOY_KEY\"]\n[[steps]]\nrun = 'test -n \"$DEPLOY_KEY\" && echo ok > ok.txt'\n";
+    let repo = repo_with(&[(".flightdeck/missions/t.toml", plain)]);
+    repo.git(&[
+        "remote",
+        "add",
+        "origin",
+        "https://github.com/acme/textstats.git",
+    ]);
+    let checkout = std::fs::canonicalize(repo.path()).unwrap();
+    // The same repository fetched as a remote: its scope entry is the URL's whole path.
+    let served = tempfile::tempdir().unwrap();
+    let bare = served.path().join("acme/textstats.git");
+    let out = Command::new("git")
+        .args(["clone", "--quiet", "--bare"])
+        .arg(&checkout)
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let remote_entry = bare
+        .to_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .trim_end_matches(".git")
+        .to_string();
+    let remote = format!("file://{}", bare.display());
+    let new_template = served.path().join("deploy.toml");
+    std::fs::write(&new_template, with_secret).unwrap();
+    let key = "[secrets.DEPLOY_KEY]\nenv = \"FD_TEST_DEPLOY_KEY\"\n";
+    // (how the mission is started, scope lines, None when the fork runs, else what it says)
+    let from_checkout = ["--repo", checkout.to_str().unwrap()];
+    let from_remote = ["--remote", remote.as_str()];
+    let remote_scope = format!("repos = [\"{remote_entry}\"]\n");
+    let remote_hint = format!("repos = [\"acme/other\", \"{remote_entry}\"]");
+    let cases: Vec<(&[&str], &str, Option<&str>)> = vec![
+        (
+            &from_checkout,
+            "repos = [\"acme/other\"]\n",
+            Some("repos = [\"acme/other\", \"acme/textstats\"]"),
+        ),
+        (
+            &from_checkout,
+            "repos = [\"acme/textstats\"]\ntemplates = [\"deploy\"]\n",
+            Some("templates = [\"deploy\", \"t\"]"),
+        ),
+        (&from_checkout, "repos = [\"acme/textstats\"]\n", None),
+        (
+            &from_remote,
+            "repos = [\"acme/other\"]\n",
+            Some(&remote_hint),
+        ),
+        (&from_remote, &remote_scope, None),
+    ];
+    for (source, scope, refused) in cases {
+        let cli = Cli::new(BIN);
+        cli.write_config(&format!("{key}{scope}"));
+        let mut args = vec!["--json", "run", "t"];
+        args.extend_from_slice(source);
+        let out = cli.run(&args);
+        assert_eq!(out.code(), 0, "{scope}: {}", out.stderr());
+        let id = out.json()["id"].as_str().unwrap().to_string();
+        let mut fork = cli.command(&[
+            "--json",
+            "fork",
+            &id,
+            "--at",
+            "1",
+            "--template",
+            new_template.to_str().unwrap(),
+        ]);
+        fork.env("FD_TEST_DEPLOY_KEY", "deploy-key-value-0123456789");
+        let out = fork.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let missions = cli.run(&["--json", "missions"]).json();
+        match refused {
+            Some(says) => {
+                assert_eq!(out.status.code(), Some(2), "{scope}: {stderr}");
+                for needle in ["DEPLOY_KEY", says, "nothing was created", "hint:"] {
+                    assert!(stderr.contains(needle), "{scope}: {needle}: {stderr}");
+                }
+                assert_eq!(missions.as_array().unwrap().len(), 1, "{scope}: {missions}");
+            }
+            None => {
+                assert_eq!(out.status.code(), Some(0), "{scope}: {stderr}");
+                let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+                assert_eq!(summary["status"], "succeeded", "{scope}: {summary}");
+                assert_eq!(missions.as_array().unwrap().len(), 2, "{scope}: {missions}");
+            }
+        }
+    }
+}
+
 /// Shell that prints a form of `$API_TOKEN` (every transformation redaction knows).
 const FORMS: &[(&str, &str)] = &[
     ("raw", r#"printf %s "$API_TOKEN""#),

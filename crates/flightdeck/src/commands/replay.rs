@@ -250,6 +250,25 @@ pub async fn fork(
         Some(path) => Some(read_template(path)?),
         None => None,
     };
+    // A new template may name secrets: the fork is judged as `run` judges a mission (the
+    // pinned template was judged when the mission it came from was created).
+    if let (Some(source), Some(path)) = (&template_source, &template) {
+        let (remote_url, from_checkout) =
+            flightdeck_app::intake::repository_origin(ctx.data_dir(), &repo_root);
+        let file = path.display().to_string();
+        flightdeck_app::intake::check_secret_scopes(
+            flightdeck_app::intake::ScopeSubject {
+                template_name: &created.template,
+                template_file: &file,
+                template_source: source,
+                repo: &repo_root,
+                remote_url: remote_url.as_deref(),
+                from_checkout,
+            },
+            &ctx.app.config,
+            &ctx.app.config_path,
+        )?;
+    }
     // A scripted model named by --model is pinned now, as `run` pins the template's.
     let mut model_scripts = BTreeMap::new();
     if let Some(model) = &model {

@@ -145,7 +145,11 @@ pub async fn run(
     // Everything the request names is checked before the store is opened: bad input
     // leaves no trace.
     Engine::validate(&intake.request, &ctx.app.models, &ctx.app.workspace)?;
-    intake::check_secret_scopes(&intake, &ctx.app.config, &ctx.app.config_path)?;
+    intake::check_secret_scopes(
+        intake.scope_subject(),
+        &ctx.app.config,
+        &ctx.app.config_path,
+    )?;
     ctx.stop_missions_on_signals();
     let engine = ctx.engine(progress(ctx)).await?;
     if detach {
