@@ -36,6 +36,30 @@ pub struct Config {
     pub people: BTreeMap<String, PersonConfig>,
     #[serde(default)]
     pub workspace: WorkspaceSection,
+    #[serde(default)]
+    pub server: ServerSection,
+}
+
+/// `[server]`: how `flightdeck serve` lets people in.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Links in PRs and messages (not used by this build yet).
+    pub public_url: Option<String>,
+    /// How requests are authenticated.
+    #[serde(default)]
+    pub auth: ServerAuth,
+}
+
+/// `[server] auth`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerAuth {
+    /// Loopback addresses only; requests from this machine need no token.
+    #[default]
+    LocalOnly,
+    /// Every request needs an API token.
+    Required,
 }
 
 /// `[workspace]`: what this installation lets missions' workspaces do.

@@ -16,6 +16,7 @@ pub mod error;
 pub mod intake;
 pub mod queries;
 pub mod scheduler;
+pub mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -206,6 +207,11 @@ impl App {
                 self.data_dir.join("artifacts"),
             ))),
         }
+    }
+
+    /// The installation's store, opened to write (created if missing).
+    pub async fn store(&self) -> Result<Arc<dyn EventStore>, AppError> {
+        Ok(flightdeck_store::open(&self.database_url()).await?)
     }
 
     /// The engine over the installation's store (created if missing), composed with the

@@ -103,6 +103,25 @@ pub struct InputRow {
     pub state: InputState,
 }
 
+/// An API token as stored: its SHA-256, never the token.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenRow {
+    /// `tok_…`: how people name it (`token revoke`); not a secret.
+    pub id: String,
+    /// Hex SHA-256 of the token.
+    #[serde(skip)]
+    pub hash: String,
+    /// The person it acts as (a handle).
+    pub owner: String,
+    /// `viewer`, `operator`, `approver` or `admin`.
+    pub role: String,
+    pub created_at_ms: i64,
+    pub created_by: String,
+    pub expires_at_ms: Option<i64>,
+    pub revoked_at_ms: Option<i64>,
+    pub last_used_ms: Option<i64>,
+}
+
 /// Where an input is: waiting for the mission's driver, or decided (once, for good).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputState {
@@ -180,6 +199,8 @@ pub enum StoreError {
     Unmigrated { path: String },
     #[error("the store is open read-only")]
     ReadOnly,
+    #[error("this store keeps no API tokens")]
+    NoTokens,
     #[error("no mission {mission}")]
     UnknownMission { mission: String },
     #[error("no input {id}")]
@@ -290,6 +311,35 @@ pub trait EventStore: Send + Sync {
     /// its own appends). By default the store's whole change feed.
     async fn subscribe_inputs(&self) -> Result<ChangeFeed, StoreError> {
         self.subscribe().await
+    }
+
+    /// Stores a new API token (its hash). Stores that keep no tokens refuse.
+    async fn create_token(&self, token: TokenRow) -> Result<(), StoreError> {
+        let _ = token;
+        Err(StoreError::NoTokens)
+    }
+
+    /// Every token, newest first.
+    async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// The token whose SHA-256 is `hash`, revoked or expired ones included.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
+        let _ = hash;
+        Ok(None)
+    }
+
+    /// Revokes a token; false when there is no such token or it was already revoked.
+    async fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let _ = (id, at_ms);
+        Err(StoreError::NoTokens)
+    }
+
+    /// Records that a token was used at `at_ms`.
+    async fn touch_token(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        let _ = (id, at_ms);
+        Ok(())
     }
 }
 

@@ -28,7 +28,7 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
 
 use crate::feed::wal_path;
-use crate::{InputRow, InputState, Lease, MissionRow, RawEvent, StoreError};
+use crate::{InputRow, InputState, Lease, MissionRow, RawEvent, StoreError, TokenRow};
 
 /// Idle connections kept for the next reads.
 const MAX_IDLE: usize = 4;
@@ -552,6 +552,38 @@ pub(crate) fn input(conn: &Connection, id: i64) -> Result<Option<InputRow>, Stor
         conn.prepare_cached(&format!("SELECT {INPUT_COLUMNS} FROM inputs WHERE id = ?1"))?;
     let mut rows = stmt.query(params![id])?;
     rows.next()?.map(input_from_row).transpose()
+}
+
+const TOKEN_COLUMNS: &str =
+    "id, hash, owner, role, created_at_ms, created_by, expires_at_ms, revoked_at_ms, last_used_ms";
+
+fn token_from_row(row: &rusqlite::Row<'_>) -> Result<TokenRow, rusqlite::Error> {
+    Ok(TokenRow {
+        id: row.get(0)?,
+        hash: row.get(1)?,
+        owner: row.get(2)?,
+        role: row.get(3)?,
+        created_at_ms: row.get(4)?,
+        created_by: row.get(5)?,
+        expires_at_ms: row.get(6)?,
+        revoked_at_ms: row.get(7)?,
+        last_used_ms: row.get(8)?,
+    })
+}
+
+pub(crate) fn tokens(conn: &Connection) -> Result<Vec<TokenRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at_ms DESC, id DESC"
+    ))?;
+    let rows = stmt.query_map([], token_from_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn token_by_hash(conn: &Connection, hash: &str) -> Result<Option<TokenRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"
+    ))?;
+    Ok(stmt.query_row(params![hash], token_from_row).optional()?)
 }
 
 pub(crate) fn missions_with_pending_inputs(

@@ -21,9 +21,10 @@ use crate::artifacts::FsArtifactStore;
 use crate::feed::{self, ChangeFeed, Watcher};
 use crate::read::{self, Readers};
 use crate::sqlite_artifacts::{SqliteArtifactStore, Staged};
-use crate::writer::{self, Job, Writer};
+use crate::writer::{self, Job, TokenWrite, Writer};
 use crate::{
     AppendRequest, EventStore, InputRow, Lease, MissionRow, NewInput, RawEvent, StoreError,
+    TokenRow,
 };
 
 /// Written into the database header (`PRAGMA application_id`) so that a flightdeck database
@@ -32,6 +33,8 @@ pub(crate) const APPLICATION_ID: i64 = 0x4644_4B31;
 
 /// The migration that made the inbox.
 const INPUTS_VERSION: i64 = 3;
+/// The schema version that added API tokens.
+const TOKENS_VERSION: i64 = 5;
 /// The first schema with projection items.
 const ITEMS_VERSION: i64 = 4;
 
@@ -55,6 +58,8 @@ pub struct SqliteStore {
     inbox_watcher: Mutex<Weak<Watcher>>,
     /// Whether the schema has the inbox (a read-only store may open an older one).
     has_inputs: bool,
+    /// Whether the schema has API tokens (a read-only store may open an older one).
+    has_tokens: bool,
     /// Whether the schema has projection items (ditto; once seen, known: another process
     /// may migrate the database while a read-only store has it open).
     has_items: Arc<AtomicBool>,
@@ -128,6 +133,7 @@ impl SqliteStore {
             watcher: Mutex::new(Weak::new()),
             inbox_watcher: Mutex::new(Weak::new()),
             has_inputs: true,
+            has_tokens: true,
             has_items: Arc::new(AtomicBool::new(true)),
         })
     }
@@ -197,6 +203,7 @@ impl SqliteStore {
             watcher: Mutex::new(Weak::new()),
             inbox_watcher: Mutex::new(Weak::new()),
             has_inputs: version >= INPUTS_VERSION,
+            has_tokens: version >= TOKENS_VERSION,
             has_items: Arc::new(AtomicBool::new(version >= ITEMS_VERSION)),
         })
     }
@@ -454,6 +461,51 @@ impl EventStore for SqliteStore {
             reply,
         })
         .await
+    }
+
+    async fn create_token(&self, token: TokenRow) -> Result<(), StoreError> {
+        self.write(|reply| Job::Token {
+            write: TokenWrite::Create(token),
+            reply,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
+        if !self.has_tokens {
+            return Ok(Vec::new());
+        }
+        self.readers.run(read::tokens).await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
+        if !self.has_tokens {
+            return Ok(None);
+        }
+        let hash = hash.to_string();
+        self.readers
+            .run(move |conn| read::token_by_hash(conn, &hash))
+            .await
+    }
+
+    async fn revoke_token(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let id = id.to_string();
+        self.write(|reply| Job::Token {
+            write: TokenWrite::Revoke { id, at_ms },
+            reply,
+        })
+        .await
+    }
+
+    async fn touch_token(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        let id = id.to_string();
+        self.write(|reply| Job::Token {
+            write: TokenWrite::Touch { id, at_ms },
+            reply,
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn post_input(&self, input: NewInput) -> Result<i64, StoreError> {

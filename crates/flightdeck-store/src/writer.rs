@@ -32,7 +32,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::feed;
 use crate::sqlite_artifacts::Staged;
-use crate::{AppendRequest, Lease, NewInput, Projection, StoreError};
+use crate::{AppendRequest, Lease, NewInput, Projection, StoreError, TokenRow};
 
 /// Jobs committed together at most.
 const MAX_BATCH: usize = 256;
@@ -68,10 +68,22 @@ pub(crate) enum Job {
         owner: String,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Make, revoke or use an API token.
+    Token {
+        write: TokenWrite,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
     /// Commit the staged artifacts now.
     Flush {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+}
+
+/// A change to the API tokens.
+pub(crate) enum TokenWrite {
+    Create(TokenRow),
+    Revoke { id: String, at_ms: i64 },
+    Touch { id: String, at_ms: i64 },
 }
 
 /// What became of one job of a committed batch.
@@ -81,6 +93,8 @@ enum Outcome {
     Refused(Result<(), StoreError>),
     Leased(Option<Lease>),
     Released,
+    /// Whether the token write changed a row.
+    Token(bool),
     Flushed,
 }
 
@@ -91,7 +105,7 @@ impl Outcome {
             Outcome::Append(r) => r.is_ok(),
             Outcome::Posted(r) => r.is_ok(),
             Outcome::Refused(r) => r.is_ok(),
-            Outcome::Leased(_) | Outcome::Released | Outcome::Flushed => false,
+            Outcome::Leased(_) | Outcome::Released | Outcome::Flushed | Outcome::Token(_) => false,
         }
     }
 
@@ -230,6 +244,9 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
         (Job::AcquireLease { reply, .. }, Ok(Outcome::Leased(holder))) => {
             let _ = reply.send(Ok(holder));
         }
+        (Job::Token { reply, .. }, Ok(Outcome::Token(changed))) => {
+            let _ = reply.send(Ok(changed));
+        }
         (Job::ReleaseLease { reply, .. }, Ok(Outcome::Released))
         | (Job::Flush { reply }, Ok(Outcome::Flushed)) => {
             let _ = reply.send(Ok(()));
@@ -253,6 +270,9 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
                     let _ = reply.send(Err(error()));
                 }
                 Job::ReleaseLease { reply, .. } | Job::Flush { reply } => {
+                    let _ = reply.send(Err(error()));
+                }
+                Job::Token { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
             }
@@ -376,6 +396,7 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &[Job]) -> Result<Vec<Outc
                 Outcome::Released
             }
             Job::Flush { .. } => Outcome::Flushed,
+            Job::Token { write, .. } => Outcome::Token(write_token(tx, write)?),
         });
     }
     let mut upsert = tx.prepare_cached(
@@ -403,6 +424,35 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &[Job]) -> Result<Vec<Outc
         ])?;
     }
     Ok(outcomes)
+}
+
+/// One token write of the batch; whether it changed a row.
+fn write_token(tx: &rusqlite::Transaction<'_>, write: &TokenWrite) -> Result<bool, StoreError> {
+    let changed = match write {
+        TokenWrite::Create(t) => tx
+            .prepare_cached(
+                "INSERT INTO tokens (id, hash, owner, role, created_at_ms, created_by, expires_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                t.id,
+                t.hash,
+                t.owner,
+                t.role,
+                t.created_at_ms,
+                t.created_by,
+                t.expires_at_ms
+            ])?,
+        TokenWrite::Revoke { id, at_ms } => tx
+            .prepare_cached(
+                "UPDATE tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
+            )?
+            .execute(params![id, at_ms])?,
+        TokenWrite::Touch { id, at_ms } => tx
+            .prepare_cached("UPDATE tokens SET last_used_ms = ?2 WHERE id = ?1")?
+            .execute(params![id, at_ms])?,
+    };
+    Ok(changed > 0)
 }
 
 /// One append of the batch. The outer error fails the batch (SQL); the inner one only this

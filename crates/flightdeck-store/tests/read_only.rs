@@ -228,7 +228,7 @@ async fn older_schemas_are_read_and_newer_ones_refused() {
     drop(store);
     let conn = rusqlite::Connection::open(db(dir.path())).unwrap();
     conn.execute_batch(
-        "DROP TABLE inputs; DROP TABLE projection_items;
+        "DROP TABLE inputs; DROP TABLE projection_items; DROP TABLE tokens;
          DELETE FROM _sqlx_migrations WHERE version >= 3;",
     )
     .unwrap();
@@ -239,6 +239,8 @@ async fn older_schemas_are_read_and_newer_ones_refused() {
     assert!(old.mission("m-a").await.unwrap().is_some());
     assert!(old.pending_inputs("m-a").await.unwrap().is_empty());
     assert!(old.input(1).await.unwrap().is_none());
+    assert!(old.tokens().await.unwrap().is_empty());
+    assert!(old.token_by_hash("00").await.unwrap().is_none());
     assert!(old
         .missions_with_pending_inputs(5)
         .await

@@ -164,6 +164,20 @@ pub enum Command {
     },
     /// The people directory: each person's names per channel, and the teams
     People,
+    /// The HTTP API (and, with --workers, the scheduler that continues missions by themselves)
+    Serve {
+        /// Address to listen on; one other machines can reach needs `[server] auth = "required"`
+        #[arg(long, default_value = "127.0.0.1:7777", value_name = "ADDR")]
+        listen: String,
+        /// In-process workers continuing parked missions (0: none)
+        #[arg(long, default_value_t = 2, value_name = "N")]
+        workers: u32,
+    },
+    /// API tokens for `flightdeck serve` (shown once; only their hashes are stored)
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Continue missions by themselves: parked ones whose approvals are granted, blocked
     /// ones whose budget was raised; take in inputs no one else takes; fire expiries
     Worker {
@@ -231,6 +245,27 @@ pub enum WorkspaceCommand {
         #[arg(long)]
         dry_run: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a token acting as a person with a role; it is printed once
+    Create {
+        /// The person it acts as: a handle (@alice) or an email
+        #[arg(long = "for", value_name = "HANDLE")]
+        owner: String,
+        /// viewer (reads), operator (starts, cancels, resumes, raises budgets), approver
+        /// (decides approvals where the policy allows), admin (manages tokens)
+        #[arg(long, default_value = "viewer", value_parser = ["viewer", "operator", "approver", "admin"])]
+        role: String,
+        /// Days until it stops working (default: never)
+        #[arg(long, value_name = "DAYS")]
+        expires: Option<u32>,
+    },
+    /// Every token: id, owner, role, status, expiry, last use (never the token)
+    List,
+    /// Stop a token from working, for good
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]

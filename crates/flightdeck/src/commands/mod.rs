@@ -9,6 +9,8 @@ mod people;
 mod policy;
 mod replay;
 mod run;
+mod serve;
+mod tokens;
 mod workspace;
 
 use std::io::Write;
@@ -18,7 +20,7 @@ use flightdeck_app::queries;
 use flightdeck_core::{Digest, MissionState, MissionStatus};
 use flightdeck_engine::Silent;
 
-use crate::cli::{AuditCommand, Command, PolicyCommand, WorkspaceCommand};
+use crate::cli::{AuditCommand, Command, PolicyCommand, TokenCommand, WorkspaceCommand};
 use crate::context::Context;
 use crate::error::{exit, CliError};
 use crate::output::{event_json, event_line, summary_text, Progress};
@@ -71,6 +73,16 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
         Command::Cancel { mission } => cancel(&ctx, &mission).await,
         Command::Start { mission } => start(&ctx, &mission).await,
         Command::People => people::people(&ctx),
+        Command::Serve { listen, workers } => serve::serve(&ctx, &listen, workers).await,
+        Command::Token { command } => match command {
+            TokenCommand::Create {
+                owner,
+                role,
+                expires,
+            } => tokens::create(&ctx, &owner, &role, expires).await,
+            TokenCommand::List => tokens::list(&ctx).await,
+            TokenCommand::Revoke { id } => tokens::revoke(&ctx, &id).await,
+        },
         Command::Worker { once } => people::worker(&ctx, once).await,
         Command::Replay {
             mission,

@@ -1,0 +1,79 @@
+//! `flightdeck serve`: the JSON API (CONTRACT.md, "HTTP API") over the application layer.
+//!
+//! Every route goes through [`auth::authenticate`] first: a bearer token (`fd_…`, checked
+//! against the hashes in the store) or, on a `local-only` server, a request from this
+//! machine, which acts as the installation's default identity with every role. Each route
+//! names the role it needs; reads need `viewer`. Errors are the contract's JSON
+//! (`{"error": {"kind", "message", "hint"}}`) with the HTTP status of the same error kind
+//! that gives the CLI its exit code.
+//!
+//! Invariant: the server never writes a timeline itself; what changes a mission is posted
+//! through the engine (a vote, a cancel, a budget raise), exactly as the CLI posts it.
+
+pub mod auth;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use flightdeck_app::{AppError, Reader};
+use flightdeck_engine::Engine;
+
+pub use auth::AuthMode;
+
+/// What every request handler shares.
+pub struct ServerState {
+    /// Who a `local-only` request without a token acts as (the installation's default
+    /// identity, as for the CLI on this machine).
+    pub local_identity: String,
+    /// Posts votes, cancels and budget raises, as the CLI does.
+    pub engine: Engine,
+    pub auth: AuthMode,
+    /// Where the server listens: a `local-only` server accepts only this host (and the
+    /// loopback names) in `Host` and `Origin`.
+    pub local_addr: SocketAddr,
+    /// Fires when the server stops: live streams end with it.
+    pub shutdown: tokio::sync::watch::Receiver<Option<String>>,
+}
+
+impl ServerState {
+    /// The store and the artifacts, to read.
+    pub fn reader(&self) -> Reader {
+        Reader {
+            store: self.engine.config().store.clone(),
+            artifacts: self.engine.config().artifacts.clone(),
+        }
+    }
+}
+
+/// Refuses, before anything listens, an address other machines can reach without
+/// `[server] auth = "required"`.
+pub fn check_listen(addr: &SocketAddr, auth: AuthMode) -> Result<(), AppError> {
+    if auth == AuthMode::LocalOnly && !addr.ip().is_loopback() {
+        return Err(AppError::bad_input(
+            format!(
+                "--listen {addr}: other machines can reach this address, and the server's auth is local-only (no credentials asked)"
+            ),
+            Some(
+                "set `[server] auth = \"required\"` in the config (API tokens: `flightdeck token create`), or listen on 127.0.0.1"
+                    .to_string(),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Serves the API on `listener` until the state's `shutdown` fires.
+pub async fn serve(state: ServerState, listener: tokio::net::TcpListener) -> Result<(), AppError> {
+    let mut shutdown = state.shutdown.clone();
+    let router = routes::router(Arc::new(state));
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = shutdown.wait_for(Option::is_some).await;
+    })
+    .await
+    .map_err(|e| AppError::failed(format!("the server stopped: {e}")))
+}

@@ -1,0 +1,511 @@
+//! The routes of CONTRACT.md's "HTTP API" that this build serves, and the error JSON.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flightdeck_app::tokens::{Principal, Role};
+use flightdeck_app::{queries, AppError, ErrorKind};
+use flightdeck_core::{Digest, MissionStatus};
+use flightdeck_engine::{Channel, Clock, SystemClock, Vote};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{authenticate, require};
+use crate::ServerState;
+
+type Shared = Arc<ServerState>;
+
+/// How many missions a listing looks through (newest first).
+const MISSIONS_SCAN: u32 = 10_000;
+/// Page sizes: the default and the most a request may ask for.
+const MISSIONS_PAGE: usize = 50;
+const MISSIONS_PAGE_MAX: usize = 500;
+const EVENTS_PAGE: usize = 100;
+const EVENTS_PAGE_MAX: usize = 1_000;
+
+pub fn router(state: Shared) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/api/v1/missions", get(list_missions))
+        .route("/api/v1/missions/{id}", get(get_mission))
+        .route("/api/v1/missions/{id}/events", get(list_events))
+        .route("/api/v1/missions/{id}/events/stream", get(stream_events))
+        .route("/api/v1/missions/{id}/verify", get(verify))
+        .route("/api/v1/missions/{id}/cancel", post(cancel))
+        .route("/api/v1/missions/{id}/budget", post(raise_budget))
+        .route("/api/v1/artifacts/{digest}", get(artifact))
+        .route("/api/v1/approvals", get(list_approvals))
+        .route("/api/v1/approvals/{id}/approve", post(approve))
+        .route("/api/v1/approvals/{id}/deny", post(deny))
+        .fallback(|| async {
+            ApiError(AppError::not_found(
+                "no such route",
+                Some("the API lives under /api/v1 (see docs/reference/http-api.md)".to_string()),
+            ))
+        })
+        .with_state(state)
+}
+
+/// An [`AppError`] as the API answers it.
+pub struct ApiError(pub AppError);
+
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> ApiError {
+        ApiError(e)
+    }
+}
+
+impl From<flightdeck_store::StoreError> for ApiError {
+    fn from(e: flightdeck_store::StoreError) -> ApiError {
+        ApiError(e.into())
+    }
+}
+
+impl From<flightdeck_engine::EngineError> for ApiError {
+    fn from(e: flightdeck_engine::EngineError) -> ApiError {
+        ApiError(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.kind.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = json!({"error": {
+            "kind": self.0.kind.as_str(),
+            "message": self.0.message,
+            "hint": self.0.hint,
+        }});
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The caller of a route, authenticated (see [`crate::auth`]).
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<Shared> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Caller, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .ok_or_else(|| ApiError(AppError::failed("the peer's address is unknown")))?;
+        Ok(Caller(
+            authenticate(state, &parts.method, &parts.headers, peer).await?,
+        ))
+    }
+}
+
+/// A JSON body, its errors in the API's shape.
+pub struct JsonBody<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Shared> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &Shared) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| {
+                ApiError(AppError::bad_input(
+                    format!("cannot read the body: {e}"),
+                    None,
+                ))
+            })?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(text).map(JsonBody).map_err(|e| {
+            ApiError(AppError::bad_input(
+                format!("the body is not what this route takes: {e}"),
+                Some("send JSON as docs/reference/http-api.md shows for this route".to_string()),
+            ))
+        })
+    }
+}
+
+/// A query string, its errors in the API's shape.
+fn query<T: serde::de::DeserializeOwned>(
+    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<T> {
+    q.map(|Query(q)| q).map_err(|e| {
+        ApiError(AppError::bad_input(
+            format!("bad query string: {}", e.body_text()),
+            None,
+        ))
+    })
+}
+
+async fn resolve(state: &ServerState, given: &str) -> ApiResult<String> {
+    Ok(queries::resolve_id(state.engine.config().store.as_ref(), given).await?)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MissionsQuery {
+    status: Option<String>,
+    template: Option<String>,
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list_missions(
+    State(state): State<Shared>,
+    Caller(_who): Caller,
+    q: Result<Query<MissionsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let q = query(q)?;
+    let limit = page_size(q.limit, MISSIONS_PAGE, MISSIONS_PAGE_MAX, "limit")?;
+    if let Some(status) = q.status.as_deref() {
+        let known: Value = json!(status);
+        if serde_json::from_value::<MissionStatus>(known).is_err() {
+            return Err(ApiError(AppError::bad_input(
+                format!("status={status}: not a mission status"),
+                Some("statuses: created, provisioning, running, awaiting_approval, blocked, succeeded, failed, cancelled".to_string()),
+            )));
+        }
+    }
+    let summaries = queries::missions(&state.reader(), MISSIONS_SCAN).await?;
+    let mut matching = summaries
+        .iter()
+        .map(|s| serde_json::to_value(s).unwrap_or_default())
+        .filter(|s| q.status.as_deref().is_none_or(|st| s["status"] == st))
+        .filter(|s| q.template.as_deref().is_none_or(|t| s["template"] == t));
+    if let Some(cursor) = q.cursor.as_deref() {
+        // The cursor is the last id of the previous page: go past it.
+        if !matching.by_ref().any(|s| s["id"] == cursor) {
+            return Err(ApiError(AppError::bad_input(
+                format!("cursor={cursor}: no such mission in this listing"),
+                Some("pass next_cursor from the previous page as it was".to_string()),
+            )));
+        }
+    }
+    let page: Vec<Value> = matching.by_ref().take(limit).collect();
+    let next_cursor = match (page.last(), matching.next()) {
+        (Some(last), Some(_)) => last["id"].clone(),
+        _ => Value::Null,
+    };
+    Ok(Json(json!({"missions": page, "next_cursor": next_cursor})))
+}
+
+fn page_size(asked: Option<usize>, default: usize, max: usize, name: &str) -> ApiResult<usize> {
+    match asked {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError(AppError::bad_input(
+            format!("{name}={n}: a page holds 1 to {max}"),
+            None,
+        ))),
+    }
+}
+
+async fn get_mission(
+    State(state): State<Shared>,
+    Caller(_who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = resolve(&state, &id).await?;
+    let mission = queries::mission(&state.reader(), &id).await?;
+    Ok(Json(json!(mission.summary_view())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn list_events(
+    State(state): State<Shared>,
+    Caller(_who): Caller,
+    Path(id): Path<String>,
+    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let q = query(q)?;
+    let limit = page_size(q.limit, EVENTS_PAGE, EVENTS_PAGE_MAX, "limit")?;
+    let id = resolve(&state, &id).await?;
+    let events = queries::timeline(&state.reader(), &id, q.after.unwrap_or(0)).await?;
+    let more = events.len() > limit;
+    let page = &events[..events.len().min(limit)];
+    let next_after = match (more, page.last()) {
+        (true, Some(last)) => json!(last.seq),
+        _ => Value::Null,
+    };
+    Ok(Json(json!({"events": page, "next_after": next_after})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamQuery {
+    after: Option<u64>,
+}
+
+/// The events after `Last-Event-ID` (or `?after=`), then each one as it is appended: woken
+/// by the store's change feed, not by polling. Ends after `mission.finished`, or when the
+/// server shuts down.
+async fn stream_events(
+    State(state): State<Shared>,
+    Caller(_who): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Response> {
+    let q = query(q)?;
+    let id = resolve(&state, &id).await?;
+    let after = match headers.get("last-event-id") {
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError(AppError::bad_input(
+                    "Last-Event-ID is not a seq",
+                    Some("send back the id of the last event received".to_string()),
+                ))
+            })?,
+        None => q.after.unwrap_or(0),
+    };
+    // Subscribed before the first read: nothing appended in between is missed.
+    let feed = state.engine.config().store.subscribe().await?;
+    let shutdown = state.shutdown.clone();
+    struct Tail {
+        state: Shared,
+        id: String,
+        after: u64,
+        feed: flightdeck_store::ChangeFeed,
+        shutdown: tokio::sync::watch::Receiver<Option<String>>,
+        queued: std::collections::VecDeque<flightdeck_core::StoredEvent>,
+        finished: bool,
+    }
+    let tail = Tail {
+        state: state.clone(),
+        id,
+        after,
+        feed,
+        shutdown,
+        queued: std::collections::VecDeque::new(),
+        finished: false,
+    };
+    let events = futures_util::stream::unfold(tail, |mut tail| async move {
+        loop {
+            if let Some(event) = tail.queued.pop_front() {
+                tail.after = event.seq;
+                tail.finished |= event.event_type == "mission.finished";
+                let sse = Event::default()
+                    .id(event.seq.to_string())
+                    .event(event.event_type.clone())
+                    .json_data(&event)
+                    .unwrap_or_default();
+                return Some((Ok::<Event, Infallible>(sse), tail));
+            }
+            if tail.finished || tail.shutdown.borrow().is_some() {
+                return None;
+            }
+            match queries::timeline(&tail.state.reader(), &tail.id, tail.after).await {
+                Ok(events) if !events.is_empty() => {
+                    tail.queued.extend(events);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+            tokio::select! {
+                changed = tail.feed.changed() => if changed.is_err() { return None },
+                _ = tail.shutdown.changed() => return None,
+            }
+        }
+    });
+    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
+    Ok(sse.into_response())
+}
+
+async fn verify(
+    State(state): State<Shared>,
+    Caller(_who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let id = resolve(&state, &id).await?;
+    let store = state.engine.config().store.clone();
+    let body = match flightdeck_store::verify_mission(store.as_ref(), &id).await? {
+        Ok((_head, checked)) => json!({"ok": true, "checked": checked, "first_bad_seq": null}),
+        Err(failure) => json!({
+            "ok": false,
+            "checked": failure.seq.saturating_sub(1),
+            "first_bad_seq": failure.seq,
+            "reason": failure.reason,
+        }),
+    };
+    Ok(Json(body))
+}
+
+async fn cancel(
+    State(state): State<Shared>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    require(&who, Role::Operator)?;
+    let id = resolve(&state, &id).await?;
+    let after = state.engine.cancel(&id, &who.handle).await?;
+    Ok(Json(json!(after.summary_view())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetBody {
+    add: std::collections::BTreeMap<String, f64>,
+}
+
+async fn raise_budget(
+    State(state): State<Shared>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<BudgetBody>,
+) -> ApiResult<Json<Value>> {
+    require(&who, Role::Operator)?;
+    if body.add.is_empty() {
+        return Err(ApiError(AppError::bad_input(
+            "`add` names no dimension",
+            Some("e.g. {\"add\": {\"usd\": 1.5}} (usd, tokens, tool_calls, model_calls, wall_seconds)".to_string()),
+        )));
+    }
+    let adds: Vec<(String, f64)> = body.add.into_iter().collect();
+    let id = resolve(&state, &id).await?;
+    let after = state.engine.raise_budget(&id, &who.handle, &adds).await?;
+    Ok(Json(json!(after.summary_view())))
+}
+
+async fn artifact(
+    State(state): State<Shared>,
+    Caller(_who): Caller,
+    Path(digest): Path<String>,
+) -> ApiResult<Response> {
+    // Parsed before anything is read: a digest is `sha256:` and 64 hex digits, never a path.
+    let digest: Digest =
+        digest
+            .trim()
+            .parse()
+            .map_err(|e: flightdeck_core::hash::DigestParseError| {
+                ApiError(AppError::bad_input(
+                    e.to_string(),
+                    Some(
+                        "digests look like sha256:<64 hex>, as mission summaries show them"
+                            .to_string(),
+                    ),
+                ))
+            })?;
+    let bytes = state
+        .reader()
+        .artifacts
+        .get(&digest)
+        .await
+        .map_err(AppError::from)?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        Body::from(bytes),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalsQuery {
+    pending: Option<bool>,
+}
+
+async fn list_approvals(
+    State(state): State<Shared>,
+    Caller(_who): Caller,
+    q: Result<Query<ApprovalsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let q = query(q)?;
+    let now = SystemClock.now_ms();
+    let listed = queries::approvals(&state.reader(), q.pending.unwrap_or(false), now).await?;
+    Ok(Json(json!({"approvals": listed})))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    comment: Option<String>,
+}
+
+async fn approve(
+    state: State<Shared>,
+    who: Caller,
+    id: Path<String>,
+    body: JsonBody<DecisionBody>,
+) -> ApiResult<Json<Value>> {
+    decide(state, who, id, body, true).await
+}
+
+async fn deny(
+    state: State<Shared>,
+    who: Caller,
+    id: Path<String>,
+    body: JsonBody<DecisionBody>,
+) -> ApiResult<Json<Value>> {
+    decide(state, who, id, body, false).await
+}
+
+/// A vote, judged by the engine as every channel's is (eligibility, the requester under
+/// another name); refused votes record nothing.
+async fn decide(
+    State(state): State<Shared>,
+    Caller(who): Caller,
+    Path(approval): Path<String>,
+    JsonBody(body): JsonBody<DecisionBody>,
+    approve: bool,
+) -> ApiResult<Json<Value>> {
+    require(&who, Role::Approver)?;
+    let approval = approval.trim().to_string();
+    let after = state
+        .engine
+        .decide_approval(Vote {
+            approval_id: approval.clone(),
+            by: who.handle.clone(),
+            approve,
+            comment: body.comment,
+            channel: Channel::Web,
+        })
+        .await?;
+    let summary = after.summary_view();
+    let entry = summary
+        .approvals
+        .iter()
+        .find(|a| a.id == approval)
+        .cloned()
+        .ok_or_else(|| {
+            ApiError(AppError::new(
+                ErrorKind::Failed,
+                format!("approval {approval} is not in its mission after the decision"),
+                None,
+            ))
+        })?;
+    Ok(Json(json!({"approval": entry, "mission": summary})))
+}

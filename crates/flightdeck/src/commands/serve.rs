@@ -1,0 +1,71 @@
+//! `serve`: the HTTP API, with the scheduler in-process.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use flightdeck_app::scheduler::Scheduler;
+use flightdeck_engine::Silent;
+use flightdeck_server::{check_listen, ServerState};
+use serde_json::json;
+
+use crate::context::Context;
+use crate::error::{exit, CliError};
+
+pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, CliError> {
+    let addr: SocketAddr = listen.trim().parse().map_err(|_| {
+        CliError::bad_input(
+            format!("--listen {listen}: not an address"),
+            Some("e.g. --listen 127.0.0.1:7777 (an IP address and a port)".to_string()),
+        )
+    })?;
+    let auth = ctx.app.config.server.auth;
+    check_listen(&addr, auth)?;
+    ctx.stop_missions_on_signals();
+    let engine = ctx.engine(Arc::new(Silent)).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        CliError::bad_input(
+            format!("--listen {addr}: cannot listen: {e}"),
+            Some("pick another port, or stop what listens there".to_string()),
+        )
+    })?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| CliError::failed(format!("cannot read the address listened on: {e}")))?;
+    if workers > 0 {
+        // One scheduler continues parked missions; it drives one at a time (several
+        // workers sharing a store come with PostgreSQL).
+        let scheduler = Scheduler::new(engine.clone());
+        let shutdown = ctx.shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = scheduler.run(shutdown, |_| {}).await {
+                eprintln!("serve: the scheduler stopped: {}", e.message);
+            }
+        });
+    }
+    let url = format!("http://{local_addr}");
+    if ctx.json() {
+        println!(
+            "{}",
+            json!({"listening": url, "auth": match auth {
+                flightdeck_server::AuthMode::LocalOnly => "local-only",
+                flightdeck_server::AuthMode::Required => "required",
+            }})
+        );
+    } else {
+        eprintln!("serve: the API is at {url}/api/v1 (health: {url}/healthz); stop with Ctrl-C");
+    }
+    flightdeck_server::serve(
+        ServerState {
+            local_identity: ctx.identity(None)?,
+            engine,
+            auth,
+            local_addr,
+            shutdown: ctx.shutdown.clone(),
+        },
+        listener,
+    )
+    .await?;
+    Ok(exit::OK)
+}

@@ -1,0 +1,889 @@
+//! `flightdeck serve` over real HTTP, with the real binary: every route's credentials and
+//! roles, decisions recorded as the person on the web channel, the live stream and its
+//! resumption, pages that cover a timeline, and a local-only server that browsers on other
+//! sites cannot drive.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+
+use flightdeck_testkit::{Cli, TestRepo};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
+
+const CONFIG: &str = r#"
+[server]
+auth = "required"
+
+[people.carol]
+handle = "@carol"
+emails = ["carol@acme.com"]
+
+[people.bob]
+handle = "@bob"
+emails = ["bob@acme.com"]
+"#;
+
+const POLICY: &str = "[[rule]]\nid = \"owners\"\naction = \"publish\"\nchanges_any = [\"source\"]\ndecision = \"approve\"\napprovers = [\"@bob\"]\n";
+
+fn repo() -> TestRepo {
+    let template = "[publish]\ntitle = \"Served\"\n[budget]\ntool_calls = 40\n[[steps]]\nrun = \"echo 'pub fn g() {}' >> src/lib.rs\"\n";
+    let repo = TestRepo::with_files(&[
+        ("README.md", "# sample\n"),
+        ("src/lib.rs", "pub fn f() {}\n"),
+        (".flightdeck/policy.toml", POLICY),
+        (".flightdeck/missions/t.toml", template),
+    ]);
+    repo.commit_all("sample");
+    repo
+}
+
+/// A mission Carol asks for, parked at the publish gate Bob must approve.
+fn parked_mission(cli: &Cli, repo: &TestRepo) -> (String, String) {
+    let out = cli.run(&[
+        "--json",
+        "run",
+        "t",
+        "--repo",
+        repo.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), 3, "{}", out.stderr());
+    let summary = out.json();
+    let id = summary["id"].as_str().unwrap().to_string();
+    let approval = summary["pending_approvals"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (id, approval)
+}
+
+fn token(cli: &Cli, owner: &str, role: &str) -> String {
+    let out = cli.run(&["--json", "token", "create", "--for", owner, "--role", role]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    out.json()["token"].as_str().unwrap().to_string()
+}
+
+fn token_id(cli: &Cli, owner: &str, role: &str) -> (String, String) {
+    let out = cli.run(&["--json", "token", "create", "--for", owner, "--role", role]);
+    assert_eq!(out.code(), 0, "{}", out.stderr());
+    let made = out.json();
+    (
+        made["token"].as_str().unwrap().to_string(),
+        made["id"].as_str().unwrap().to_string(),
+    )
+}
+
+fn sqlite(cli: &Cli, sql: &str) {
+    let out = std::process::Command::new("sqlite3")
+        .arg(cli.data_dir().join("flightdeck.db"))
+        .arg(sql)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A running `flightdeck serve`, stopped (SIGINT, then killed) when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(cli: &Cli, extra: &[&str]) -> Server {
+        let mut args = vec!["--json", "serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut child = cli
+            .command(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let started: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve said {line:?}: {e}"));
+        Server {
+            child,
+            url: started["listening"].as_str().unwrap().to_string(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        panic!("serve did not stop within 10 s of SIGINT");
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Value,
+}
+
+async fn call(
+    http: &reqwest::Client,
+    server: &Server,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let mut request = http.request(method, format!("{}{path}", server.url));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Reads a server-sent event stream to its end: (id, event type, data) of each event.
+async fn read_stream(response: reqwest::Response) -> Vec<(u64, String, Value)> {
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let mut response = response;
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while let Some(chunk) =
+        tokio::time::timeout(std::time::Duration::from_secs(60), response.chunk())
+            .await
+            .expect("the stream went quiet for 60 s")
+            .unwrap()
+    {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream did not end"
+        );
+    }
+    let mut events = Vec::new();
+    for block in text.split("\n\n").filter(|b| !b.trim().is_empty()) {
+        let field = |name: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                .map(str::to_string)
+        };
+        // Keep-alive comments carry no id.
+        let Some(id) = field("id") else { continue };
+        events.push((
+            id.parse().unwrap(),
+            field("event").unwrap(),
+            serde_json::from_str(&field("data").unwrap()).unwrap(),
+        ));
+    }
+    events
+}
+
+fn timeline_len(cli: &Cli, id: &str) -> usize {
+    cli.timeline(id).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_by_role_and_records_web_decisions_as_the_person() {
+    let repo = repo();
+    let cli = Cli::new(BIN);
+    cli.write_config(CONFIG);
+    let (id, approval) = parked_mission(&cli, &repo);
+    let (other, _) = parked_mission(&cli, &repo);
+    // Bob's viewer and operator tokens: he is eligible to approve, so only the role stops them.
+    let viewer = token(&cli, "@bob", "viewer");
+    let operator = token(&cli, "bob@acme.com", "operator");
+    let carol_approver = token(&cli, "@carol", "approver");
+    let bob = token(&cli, "@bob", "approver");
+    let (revoked, revoked_id) = token_id(&cli, "@bob", "admin");
+    cli.run(&["token", "revoke", &revoked_id]).expect_code(0);
+    // A token past its expiry (made here: what a token is cannot be changed in the store).
+    let expired = "fd_a-token-that-expired-long-ago";
+    let expired_hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(expired.as_bytes()));
+    sqlite(
+        &cli,
+        &format!(
+            "INSERT INTO tokens (id, hash, owner, role, created_at_ms, created_by, expires_at_ms) \
+             VALUES ('tok_expired', '{expired_hash}', '@bob', 'admin', 0, 'test', 1)"
+        ),
+    );
+    // Someone outside [people] gets no token.
+    let refused = cli.run(&["token", "create", "--for", "@mallory"]);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+    assert!(refused.stderr().contains("hint:"), "{}", refused.stderr());
+
+    let server = Server::start(&cli, &["--workers", "1"]);
+    let http = reqwest::Client::new();
+    let summary = call(
+        &http,
+        &server,
+        Method::GET,
+        &format!("/api/v1/missions/{id}"),
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(summary.status, StatusCode::OK, "{}", summary.body);
+    let patch = summary.body["pending_approvals"][0]["diff_hash"].clone();
+    let created = cli.timeline(&id)[0].clone();
+    let template_digest = created["data"]["template_source"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // (method, path, body, the role it needs)
+    let routes: Vec<(Method, String, Option<Value>, &str)> = vec![
+        (Method::GET, "/api/v1/missions".into(), None, "viewer"),
+        (
+            Method::GET,
+            format!("/api/v1/missions/{id}"),
+            None,
+            "viewer",
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/missions/{id}/events?limit=2"),
+            None,
+            "viewer",
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/missions/{id}/verify"),
+            None,
+            "viewer",
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/artifacts/{template_digest}"),
+            None,
+            "viewer",
+        ),
+        (
+            Method::GET,
+            "/api/v1/approvals?pending=true".into(),
+            None,
+            "viewer",
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/missions/{id}/cancel"),
+            None,
+            "operator",
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/missions/{id}/budget"),
+            Some(json!({"add": {"tool_calls": 5}})),
+            "operator",
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/approvals/{approval}/approve"),
+            Some(json!({"comment": "x"})),
+            "approver",
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/approvals/{approval}/deny"),
+            Some(json!({})),
+            "approver",
+        ),
+    ];
+    let before = timeline_len(&cli, &id);
+    for (method, path, body, needed) in &routes {
+        for (who, token) in [
+            ("nobody", None),
+            ("a made-up token", Some("fd_not-a-token")),
+            ("a token without the prefix", Some("ghp_abc")),
+            ("a revoked token", Some(revoked.as_str())),
+            ("an expired token", Some(expired)),
+        ] {
+            let answer = call(&http, &server, method.clone(), path, token, body.clone()).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} by {who}: {}",
+                answer.body
+            );
+            assert_eq!(
+                answer.body["error"]["kind"], "unauthenticated",
+                "{method} {path}"
+            );
+            assert!(answer.body["error"]["hint"].is_string(), "{method} {path}");
+            assert_eq!(answer.headers["www-authenticate"], "Bearer");
+        }
+        let answer = call(
+            &http,
+            &server,
+            method.clone(),
+            path,
+            Some(&viewer),
+            body.clone(),
+        )
+        .await;
+        if *needed == "viewer" {
+            assert_eq!(
+                answer.status,
+                StatusCode::OK,
+                "{method} {path}: {}",
+                answer.body
+            );
+        } else {
+            assert_eq!(
+                answer.status,
+                StatusCode::FORBIDDEN,
+                "{method} {path}: {}",
+                answer.body
+            );
+            assert!(
+                answer.body["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(needed),
+                "{}",
+                answer.body
+            );
+        }
+        if *needed == "approver" {
+            let answer = call(
+                &http,
+                &server,
+                method.clone(),
+                path,
+                Some(&operator),
+                body.clone(),
+            )
+            .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::FORBIDDEN,
+                "{method} {path}: {}",
+                answer.body
+            );
+        }
+    }
+    assert_eq!(
+        timeline_len(&cli, &id),
+        before,
+        "refused requests record nothing"
+    );
+    let revoked_and_expired = call(
+        &http,
+        &server,
+        Method::GET,
+        "/api/v1/missions",
+        Some(&revoked),
+        None,
+    )
+    .await;
+    assert!(revoked_and_expired.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("revoked"));
+    let expired_answer = call(
+        &http,
+        &server,
+        Method::GET,
+        "/api/v1/missions",
+        Some(expired),
+        None,
+    )
+    .await;
+    assert!(expired_answer.body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+    assert_eq!(
+        call(&http, &server, Method::GET, "/healthz", None, None)
+            .await
+            .body,
+        "ok"
+    );
+
+    // Bad input and unknown ids have the contract's error shape and status.
+    for (path, status, kind) in [
+        (
+            "/api/v1/missions/m-nope",
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            "/api/v1/missions?limit=0",
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+        ),
+        (
+            "/api/v1/missions?status=happy",
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+        ),
+        (
+            "/api/v1/missions?colour=red",
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+        ),
+        (
+            "/api/v1/artifacts/..%2F..%2Fetc%2Fpasswd",
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+        ),
+        (
+            &format!("/api/v1/artifacts/sha256:{}", "0".repeat(64)),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        ("/api/v2/missions", StatusCode::NOT_FOUND, "not_found"),
+    ] {
+        let answer = call(&http, &server, Method::GET, path, Some(&viewer), None).await;
+        assert_eq!(answer.status, status, "{path}: {}", answer.body);
+        assert_eq!(answer.body["error"]["kind"], kind, "{path}");
+    }
+    let artifact = http
+        .get(format!("{}/api/v1/artifacts/{template_digest}", server.url))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        artifact.headers()["content-type"],
+        "application/octet-stream"
+    );
+    assert!(artifact.text().await.unwrap().contains("Served"));
+
+    // Listing: filters and pages.
+    let page = call(
+        &http,
+        &server,
+        Method::GET,
+        "/api/v1/missions?limit=1&status=awaiting_approval&template=t",
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(
+        page.body["missions"].as_array().unwrap().len(),
+        1,
+        "{}",
+        page.body
+    );
+    let cursor = page.body["next_cursor"].as_str().unwrap().to_string();
+    let rest = call(
+        &http,
+        &server,
+        Method::GET,
+        &format!("/api/v1/missions?limit=5&cursor={cursor}"),
+        Some(&viewer),
+        None,
+    )
+    .await;
+    let ids: Vec<&str> = [&page.body, &rest.body]
+        .iter()
+        .flat_map(|b| {
+            b["missions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap())
+        })
+        .collect();
+    let mut expected = vec![id.as_str(), other.as_str()];
+    expected.sort_unstable();
+    let mut got = ids.clone();
+    got.sort_unstable();
+    assert_eq!(got, expected, "two pages hold both missions once");
+    assert!(rest.body["next_cursor"].is_null());
+    let none = call(
+        &http,
+        &server,
+        Method::GET,
+        "/api/v1/missions?status=succeeded",
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(none.body["missions"], json!([]));
+
+    // An operator raises the budget (recorded as the person) and cancels the other mission.
+    let raised = call(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/missions/{id}/budget"),
+        Some(&operator),
+        Some(json!({"add": {"tool_calls": 5}})),
+    )
+    .await;
+    assert_eq!(raised.status, StatusCode::OK, "{}", raised.body);
+    let budget_event = cli
+        .timeline(&id)
+        .into_iter()
+        .rev()
+        .find(|e| e["type"] == "budget.raised")
+        .unwrap();
+    assert_eq!(budget_event["data"]["by"], "@bob");
+    let bad_budget = call(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/missions/{id}/budget"),
+        Some(&operator),
+        Some(json!({"add": {"usd": "lots"}})),
+    )
+    .await;
+    assert_eq!(
+        bad_budget.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        bad_budget.body
+    );
+    let cancelled = call(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/missions/{other}/cancel"),
+        Some(&operator),
+        None,
+    )
+    .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{}", cancelled.body);
+    assert_eq!(cancelled.body["status"], "cancelled");
+    let again = call(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/missions/{other}/cancel"),
+        Some(&operator),
+        None,
+    )
+    .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+
+    // Carol may not approve her own mission, whatever her token's role.
+    let before = timeline_len(&cli, &id);
+    let own = call(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/approvals/{approval}/approve"),
+        Some(&carol_approver),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::FORBIDDEN, "{}", own.body);
+    assert!(
+        own.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("own mission"),
+        "{}",
+        own.body
+    );
+    assert_eq!(
+        timeline_len(&cli, &id),
+        before,
+        "a refused vote records nothing"
+    );
+
+    // Watch it live from the start while Bob approves: the in-process worker publishes it.
+    let stream = http
+        .get(format!("{}/api/v1/missions/{id}/events/stream", server.url))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    let approved = call(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/approvals/{approval}/approve"),
+        Some(&bob),
+        Some(json!({"comment": "ship it"})),
+    )
+    .await;
+    assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
+    assert_eq!(
+        approved.body["approval"]["status"], "approved",
+        "{}",
+        approved.body
+    );
+    assert_eq!(approved.body["approval"]["id"], approval.as_str());
+    let streamed = read_stream(stream).await;
+    let timeline = cli.timeline(&id);
+    assert_eq!(timeline.last().unwrap()["type"], "mission.finished");
+    assert_eq!(
+        timeline.last().unwrap()["data"]["status"],
+        "succeeded",
+        "{:#}",
+        timeline.last().unwrap()
+    );
+    assert_eq!(
+        streamed.len(),
+        timeline.len(),
+        "every event once, to the end"
+    );
+    for ((seq, kind, data), event) in streamed.iter().zip(&timeline) {
+        assert_eq!(*seq, event["seq"].as_u64().unwrap());
+        assert_eq!(kind, event["type"].as_str().unwrap());
+        assert_eq!(data, event);
+    }
+    let decided = timeline
+        .iter()
+        .find(|e| e["type"] == "approval.decided")
+        .unwrap();
+    assert_eq!(decided["data"]["by"], "@bob");
+    assert_eq!(decided["data"]["channel"], "web");
+    assert_eq!(decided["data"]["comment"], "ship it");
+    assert!(patch.is_string());
+
+    // Resuming after seq k gets exactly the events after it, by header or by query.
+    let k = timeline.len() / 2;
+    for request in [
+        http.get(format!("{}/api/v1/missions/{id}/events/stream", server.url))
+            .header("Last-Event-ID", k.to_string()),
+        http.get(format!(
+            "{}/api/v1/missions/{id}/events/stream?after={k}",
+            server.url
+        )),
+    ] {
+        let resumed = read_stream(request.bearer_auth(&viewer).send().await.unwrap()).await;
+        let seqs: Vec<u64> = resumed.iter().map(|(s, _, _)| *s).collect();
+        let expected: Vec<u64> = (k as u64 + 1..=timeline.len() as u64).collect();
+        assert_eq!(seqs, expected);
+    }
+    let bad_resume = http
+        .get(format!("{}/api/v1/missions/{id}/events/stream", server.url))
+        .header("Last-Event-ID", "soon")
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_resume.status(), StatusCode::BAD_REQUEST);
+
+    // Pages of 3 cover the timeline, in order, once.
+    let mut after = 0;
+    let mut paged = Vec::new();
+    loop {
+        let page = call(
+            &http,
+            &server,
+            Method::GET,
+            &format!("/api/v1/missions/{id}/events?after={after}&limit=3"),
+            Some(&viewer),
+            None,
+        )
+        .await;
+        paged.extend(page.body["events"].as_array().unwrap().iter().cloned());
+        match page.body["next_after"].as_u64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(paged, timeline);
+    let verified = call(
+        &http,
+        &server,
+        Method::GET,
+        &format!("/api/v1/missions/{id}/verify"),
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(
+        verified.body,
+        json!({"ok": true, "checked": timeline.len(), "first_bad_seq": null})
+    );
+
+    // Tokens record their last use and never show their secret.
+    let listed = cli.run(&["--json", "token", "list"]).expect_code(0);
+    assert!(!listed.stdout().contains(&viewer));
+    let tokens = listed.json();
+    let used = tokens["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["last_used_at"].is_string())
+        .count();
+    assert!(used >= 4, "{tokens:#}");
+    drop(server);
+    for (_, bytes) in cli.data_files() {
+        assert!(
+            memchr::memmem::find(&bytes, viewer.as_bytes()).is_none(),
+            "a token's secret is stored nowhere"
+        );
+    }
+}
+
+/// (Host, Origin, Sec-Fetch-Site, method, path, expected status)
+type LocalCase = (
+    Option<String>,
+    Option<&'static str>,
+    Option<&'static str>,
+    Method,
+    &'static str,
+    StatusCode,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_only_server_stays_on_this_machine_and_out_of_other_sites_reach() {
+    let cli = Cli::new(BIN);
+    // Other machines could reach it: refused before it listens.
+    let out = cli.run(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(out.code(), 2, "{}", out.stderr());
+    assert!(
+        out.stderr().contains("auth = \"required\""),
+        "{}",
+        out.stderr()
+    );
+    let out = cli.run(&["serve", "--listen", "localhost"]);
+    assert_eq!(out.code(), 2, "{}", out.stderr());
+
+    let repo = repo();
+    let (id, _) = parked_mission(&cli, &repo);
+    let server = Server::start(&cli, &["--workers", "0"]);
+    let http = reqwest::Client::new();
+    let port = server.url.rsplit(':').next().unwrap().to_string();
+    let cancel = format!("{}/api/v1/missions/{id}/cancel", server.url);
+    // (Host, Origin, Sec-Fetch-Site, method, expected)
+    let cases: Vec<LocalCase> = vec![
+        (
+            None,
+            None,
+            None,
+            Method::GET,
+            "/api/v1/missions",
+            StatusCode::OK,
+        ),
+        (
+            Some(format!("localhost:{port}")),
+            None,
+            None,
+            Method::GET,
+            "/api/v1/missions",
+            StatusCode::OK,
+        ),
+        (
+            Some(format!("evil.example:{port}")),
+            None,
+            None,
+            Method::GET,
+            "/api/v1/missions",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Some("127.0.0.1:1".into()),
+            None,
+            None,
+            Method::GET,
+            "/api/v1/missions",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            None,
+            Some("http://evil.example"),
+            None,
+            Method::POST,
+            "cancel",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            None,
+            Some("null"),
+            None,
+            Method::POST,
+            "cancel",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            None,
+            None,
+            Some("cross-site"),
+            Method::POST,
+            "cancel",
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (host, origin, fetch_site, method, path, expected) in cases {
+        let url = if path == "cancel" {
+            cancel.clone()
+        } else {
+            format!("{}{path}", server.url)
+        };
+        let mut request = http.request(method.clone(), &url);
+        if let Some(host) = &host {
+            request = request.header("Host", host);
+        }
+        if let Some(origin) = origin {
+            request = request.header("Origin", origin);
+        }
+        if let Some(site) = fetch_site {
+            request = request.header("Sec-Fetch-Site", site);
+        }
+        let answer = request.send().await.unwrap();
+        assert_eq!(
+            answer.status(),
+            expected,
+            "{method} {path} host={host:?} origin={origin:?} site={fetch_site:?}"
+        );
+    }
+    assert_eq!(
+        cli.run(&["--json", "show", &id]).json()["status"],
+        "awaiting_approval",
+        "no refused request cancelled it"
+    );
+    // A bad token is refused even where none is needed.
+    let answer = call(
+        &http,
+        &server,
+        Method::GET,
+        "/api/v1/missions",
+        Some("fd_wrong"),
+        None,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    // From the server's own origin, a local request acts as the installation's identity.
+    let answer = http
+        .post(&cancel)
+        .header("Origin", server.url.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let finished = cli.timeline(&id).pop().unwrap();
+    assert_eq!(finished["type"], "mission.finished");
+    assert_eq!(finished["data"]["status"], "cancelled");
+    assert_eq!(finished["data"]["error"]["message"], "cancelled by @carol");
+}
