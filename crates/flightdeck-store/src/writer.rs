@@ -93,8 +93,8 @@ enum Outcome {
     Refused(Result<(), StoreError>),
     Leased(Option<Lease>),
     Released,
-    /// Whether the token write changed a row.
-    Token(bool),
+    /// Whether the token write changed a row, or why it was refused.
+    Token(Result<bool, StoreError>),
     Flushed,
 }
 
@@ -245,7 +245,7 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
             let _ = reply.send(Ok(holder));
         }
         (Job::Token { reply, .. }, Ok(Outcome::Token(changed))) => {
-            let _ = reply.send(Ok(changed));
+            let _ = reply.send(changed);
         }
         (Job::ReleaseLease { reply, .. }, Ok(Outcome::Released))
         | (Job::Flush { reply }, Ok(Outcome::Flushed)) => {
@@ -426,9 +426,14 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &[Job]) -> Result<Vec<Outc
     Ok(outcomes)
 }
 
-/// One token write of the batch; whether it changed a row.
-fn write_token(tx: &rusqlite::Transaction<'_>, write: &TokenWrite) -> Result<bool, StoreError> {
-    let changed = match write {
+/// One token write of the batch; whether it changed a row. A write the schema refuses (a
+/// hash or id already taken, a trigger) fails alone: SQLite undoes only that statement, and
+/// the rest of the batch commits.
+fn write_token(
+    tx: &rusqlite::Transaction<'_>,
+    write: &TokenWrite,
+) -> Result<Result<bool, StoreError>, StoreError> {
+    let executed = match write {
         TokenWrite::Create(t) => tx
             .prepare_cached(
                 "INSERT INTO tokens (id, hash, owner, role, created_at_ms, created_by, expires_at_ms)
@@ -442,17 +447,28 @@ fn write_token(tx: &rusqlite::Transaction<'_>, write: &TokenWrite) -> Result<boo
                 t.created_at_ms,
                 t.created_by,
                 t.expires_at_ms
-            ])?,
+            ]),
         TokenWrite::Revoke { id, at_ms } => tx
             .prepare_cached(
                 "UPDATE tokens SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
             )?
-            .execute(params![id, at_ms])?,
+            .execute(params![id, at_ms]),
         TokenWrite::Touch { id, at_ms } => tx
             .prepare_cached("UPDATE tokens SET last_used_ms = ?2 WHERE id = ?1")?
-            .execute(params![id, at_ms])?,
+            .execute(params![id, at_ms]),
     };
-    Ok(changed > 0)
+    match executed {
+        Ok(changed) => Ok(Ok(changed > 0)),
+        Err(rusqlite::Error::SqliteFailure(e, message))
+            if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Ok(Err(database_error(&format!(
+                "the token was refused: {}",
+                message.unwrap_or_else(|| e.to_string())
+            ))))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// One append of the batch. The outer error fails the batch (SQL); the inner one only this

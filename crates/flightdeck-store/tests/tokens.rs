@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{db, open};
+use common::{db, open, request};
 use flightdeck_store::{EventStore, SqliteStore, TokenRow};
 
 fn row(id: &str, hash: &str) -> TokenRow {
@@ -29,8 +29,15 @@ async fn tokens_are_found_by_hash_revoked_once_and_otherwise_unchangeable() {
     let store = open(dir.path()).await;
     store.create_token(row("tok_a", "aa")).await.unwrap();
     store.create_token(row("tok_b", "bb")).await.unwrap();
-    // One hash, one token.
-    assert!(store.create_token(row("tok_c", "aa")).await.is_err());
+    // One hash, one token; the refusal fails that write alone, not the appends written in
+    // the same transaction.
+    let (refused, appended) = tokio::join!(
+        store.create_token(row("tok_c", "aa")),
+        store.append(request("m-a", 0, 2))
+    );
+    assert!(refused.is_err());
+    assert_eq!(appended.unwrap().len(), 2);
+    assert_eq!(store.events("m-a", 0).await.unwrap().len(), 2);
     let found = store.token_by_hash("aa").await.unwrap().unwrap();
     assert_eq!(found, row("tok_a", "aa"));
     assert!(store.token_by_hash("cc").await.unwrap().is_none());
