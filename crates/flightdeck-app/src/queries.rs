@@ -95,3 +95,20 @@ pub async fn approvals(
     }
     Ok(listed)
 }
+
+/// How many missions (the newest) metrics look at.
+pub const METRICS_SCAN_LIMIT: u32 = 10_000;
+
+/// Metrics of the newest missions (up to [`METRICS_SCAN_LIMIT`]) created within `since_days`
+/// of `now_ms`, of `template` when given.
+pub async fn metrics(
+    reader: &Reader,
+    now_ms: i64,
+    since_days: Option<u32>,
+    template: Option<&str>,
+) -> Result<flightdeck_core::metrics::MetricsView, AppError> {
+    let summaries = missions(reader, METRICS_SCAN_LIMIT).await?;
+    Ok(flightdeck_core::metrics::MetricsView::of(
+        &summaries, now_ms, since_days, template,
+    ))
+}

@@ -11,6 +11,7 @@ pub mod event;
 pub mod hash;
 pub mod ids;
 pub mod jcs;
+pub mod metrics;
 pub mod state;
 pub mod template;
 pub mod views;

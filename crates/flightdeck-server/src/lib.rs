@@ -32,8 +32,12 @@ pub struct ServerState {
     /// Where the server listens: a `local-only` server accepts only this host (and the
     /// loopback names) in `Host` and `Origin`.
     pub local_addr: SocketAddr,
-    /// Fires when the server stops: live streams end with it.
+    /// Fires when the server stops: live streams end with it, drivers record the
+    /// interruption.
     pub shutdown: tokio::sync::watch::Receiver<Option<String>>,
+    /// Missions the API resumed, driven on tasks of their own: awaited before `serve`
+    /// returns, so each records its interruption before the process ends.
+    pub drivers: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
 
 impl ServerState {
@@ -66,7 +70,9 @@ pub fn check_listen(addr: &SocketAddr, auth: AuthMode) -> Result<(), AppError> {
 /// Serves the API on `listener` until the state's `shutdown` fires.
 pub async fn serve(state: ServerState, listener: tokio::net::TcpListener) -> Result<(), AppError> {
     let mut shutdown = state.shutdown.clone();
-    let router = routes::router(Arc::new(state));
+    let state = Arc::new(state);
+    let state_for_drivers = state.clone();
+    let router = routes::router(state);
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
@@ -75,5 +81,11 @@ pub async fn serve(state: ServerState, listener: tokio::net::TcpListener) -> Res
         let _ = shutdown.wait_for(Option::is_some).await;
     })
     .await
-    .map_err(|e| AppError::failed(format!("the server stopped: {e}")))
+    .map_err(|e| AppError::failed(format!("the server stopped: {e}")))?;
+    let mut drivers = match state_for_drivers.drivers.lock() {
+        Ok(mut set) => std::mem::take(&mut *set),
+        Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+    };
+    while drivers.join_next().await.is_some() {}
+    Ok(())
 }

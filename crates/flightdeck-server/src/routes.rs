@@ -42,9 +42,11 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/missions/{id}/events/stream", get(stream_events))
         .route("/api/v1/missions/{id}/verify", get(verify))
         .route("/api/v1/missions/{id}/cancel", post(cancel))
+        .route("/api/v1/missions/{id}/resume", post(resume))
         .route("/api/v1/missions/{id}/budget", post(raise_budget))
         .route("/api/v1/artifacts/{digest}", get(artifact))
         .route("/api/v1/approvals", get(list_approvals))
+        .route("/api/v1/metrics", get(metrics))
         .route("/api/v1/approvals/{id}/approve", post(approve))
         .route("/api/v1/approvals/{id}/deny", post(deny))
         .fallback(|| async {
@@ -183,7 +185,7 @@ async fn list_missions(
         if serde_json::from_value::<MissionStatus>(known).is_err() {
             return Err(ApiError(AppError::bad_input(
                 format!("status={status}: not a mission status"),
-                Some("statuses: created, provisioning, running, awaiting_approval, blocked, succeeded, failed, cancelled".to_string()),
+                Some("statuses: queued, provisioning, running, awaiting_approval, blocked, succeeded, failed, cancelled".to_string()),
             )));
         }
     }
@@ -370,6 +372,66 @@ async fn cancel(
     let id = resolve(&state, &id).await?;
     let after = state.engine.cancel(&id, &who.handle).await?;
     Ok(Json(json!(after.summary_view())))
+}
+
+/// Continues a parked or interrupted mission in the background, as `flightdeck resume` does
+/// in the foreground; the answer is the summary as it was when the driver started (follow
+/// it on the event stream).
+async fn resume(
+    State(state): State<Shared>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    require(&who, Role::Operator)?;
+    let id = resolve(&state, &id).await?;
+    let before = queries::mission(&state.reader(), &id).await?;
+    if before.status.is_terminal() {
+        return Err(ApiError(AppError::new(
+            ErrorKind::Conflict,
+            format!("mission {id} has finished ({})", before.status.as_str()),
+            Some("fork it to go on from a point of its timeline".to_string()),
+        )));
+    }
+    let engine = state.engine.clone();
+    let by = who.handle.clone();
+    let driven = id.clone();
+    // Driven on its own task: the request does not wait for the mission, and a client
+    // that goes away does not stop it. A mission another driver holds is left to it.
+    let spawned = match state.drivers.lock() {
+        Ok(mut drivers) => {
+            // Finished ones are dropped here, so the set holds what still runs.
+            while drivers.try_join_next().is_some() {}
+            drivers.spawn(async move {
+                let _ = engine.resume(&driven, &by).await;
+            });
+            true
+        }
+        Err(_) => false,
+    };
+    if !spawned {
+        return Err(ApiError(AppError::failed(
+            "the server cannot start drivers any more",
+        )));
+    }
+    Ok(Json(json!(before.summary_view())))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsQuery {
+    since: Option<u32>,
+    template: Option<String>,
+}
+
+async fn metrics(
+    State(state): State<Shared>,
+    Caller(_who): Caller,
+    q: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let q = query(q)?;
+    let now = SystemClock.now_ms();
+    let view = queries::metrics(&state.reader(), now, q.since, q.template.as_deref()).await?;
+    Ok(Json(json!(view)))
 }
 
 #[derive(Deserialize)]

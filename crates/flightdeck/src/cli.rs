@@ -164,6 +164,16 @@ pub enum Command {
     },
     /// The people directory: each person's names per channel, and the teams
     People,
+    /// Missions, success rate, median lead time (created → published), cost per mission,
+    /// by template and by day
+    Metrics {
+        /// Only missions created in the last DAYS days
+        #[arg(long, value_name = "DAYS")]
+        since: Option<u32>,
+        /// Only this template's missions
+        #[arg(long, value_name = "NAME")]
+        template: Option<String>,
+    },
     /// The HTTP API (and, with --workers, the scheduler that continues missions by themselves)
     Serve {
         /// Address to listen on; one other machines can reach needs `[server] auth = "required"`

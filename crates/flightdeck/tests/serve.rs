@@ -298,6 +298,18 @@ async fn the_api_answers_by_role_and_records_web_decisions_as_the_person() {
             "viewer",
         ),
         (
+            Method::GET,
+            "/api/v1/metrics?since=7".into(),
+            None,
+            "viewer",
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/missions/{id}/resume"),
+            None,
+            "operator",
+        ),
+        (
             Method::POST,
             format!("/api/v1/missions/{id}/cancel"),
             None,
@@ -590,6 +602,21 @@ async fn the_api_answers_by_role_and_records_web_decisions_as_the_person() {
     )
     .await;
     assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    let finished_resume = call(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/missions/{other}/resume"),
+        Some(&operator),
+        None,
+    )
+    .await;
+    assert_eq!(
+        finished_resume.status,
+        StatusCode::CONFLICT,
+        "{}",
+        finished_resume.body
+    );
 
     // Carol may not approve her own mission, whatever her token's role.
     let before = timeline_len(&cli, &id);
@@ -726,6 +753,34 @@ async fn the_api_answers_by_role_and_records_web_decisions_as_the_person() {
         json!({"ok": true, "checked": timeline.len(), "first_bad_seq": null})
     );
 
+    // The metrics are the command line's.
+    let api_metrics = call(
+        &http,
+        &server,
+        Method::GET,
+        "/api/v1/metrics",
+        Some(&viewer),
+        None,
+    )
+    .await;
+    let cli_metrics = cli.run(&["--json", "metrics"]).expect_code(0).json();
+    assert_eq!(api_metrics.body, cli_metrics);
+    assert_eq!(cli_metrics["missions"], 2, "{cli_metrics:#}");
+    assert_eq!(cli_metrics["succeeded"], 1);
+    assert_eq!(cli_metrics["cancelled"], 1);
+    assert_eq!(cli_metrics["success_rate"], 0.5);
+    assert!(cli_metrics["median_lead_time_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(cli_metrics["by_template"][0]["template"], "t");
+    let narrowed = call(
+        &http,
+        &server,
+        Method::GET,
+        "/api/v1/metrics?template=nope",
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(narrowed.body["missions"], 0);
     // Tokens record their last use and never show their secret.
     let listed = cli.run(&["--json", "token", "list"]).expect_code(0);
     assert!(!listed.stdout().contains(&viewer));
@@ -772,6 +827,8 @@ async fn a_local_only_server_stays_on_this_machine_and_out_of_other_sites_reach(
 
     let repo = repo();
     let (id, _) = parked_mission(&cli, &repo);
+    let (resumed, resumed_approval) = parked_mission(&cli, &repo);
+    let (waiting, _) = parked_mission(&cli, &repo);
     let server = Server::start(&cli, &["--workers", "0"]);
     let http = reqwest::Client::new();
     let port = server.url.rsplit(':').next().unwrap().to_string();
@@ -863,6 +920,34 @@ async fn a_local_only_server_stays_on_this_machine_and_out_of_other_sites_reach(
         "awaiting_approval",
         "no refused request cancelled it"
     );
+    // Approved on the command line with no worker running: resuming over HTTP drives it
+    // in the background, and the stream shows it to the end.
+    cli.run_as("@bob", &["approve", &resumed_approval])
+        .expect_code(0);
+    let stream = http
+        .get(format!(
+            "{}/api/v1/missions/{resumed}/events/stream",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    let answer = http
+        .post(format!("{}/api/v1/missions/{resumed}/resume", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let streamed = read_stream(stream).await;
+    let (_, last_type, last) = streamed.last().unwrap();
+    assert_eq!(last_type, "mission.finished");
+    assert_eq!(last["data"]["status"], "succeeded", "{last:#}");
+    let resumed_by = cli
+        .timeline(&resumed)
+        .into_iter()
+        .find(|e| e["type"] == "mission.resumed")
+        .unwrap();
+    assert_eq!(resumed_by["data"]["by"], "@carol");
     // A bad token is refused even where none is needed.
     let answer = call(
         &http,
@@ -886,4 +971,22 @@ async fn a_local_only_server_stays_on_this_machine_and_out_of_other_sites_reach(
     assert_eq!(finished["type"], "mission.finished");
     assert_eq!(finished["data"]["status"], "cancelled");
     assert_eq!(finished["data"]["error"]["message"], "cancelled by @carol");
+    // A server stopping with a stream open ends the stream, and stops.
+    let open_stream = http
+        .get(format!(
+            "{}/api/v1/missions/{waiting}/events/stream",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    let reading = tokio::spawn(read_stream(open_stream));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    drop(server);
+    let streamed = reading.await.unwrap();
+    assert_eq!(
+        streamed.last().unwrap().1,
+        "approval.requested",
+        "it ended where the mission waits"
+    );
 }

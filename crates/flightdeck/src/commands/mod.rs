@@ -73,6 +73,9 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
         Command::Cancel { mission } => cancel(&ctx, &mission).await,
         Command::Start { mission } => start(&ctx, &mission).await,
         Command::People => people::people(&ctx),
+        Command::Metrics { since, template } => {
+            people::metrics(&ctx, since, template.as_deref()).await
+        }
         Command::Serve { listen, workers } => serve::serve(&ctx, &listen, workers).await,
         Command::Token { command } => match command {
             TokenCommand::Create {

@@ -111,3 +111,59 @@ pub async fn worker(ctx: &Context, once: bool) -> Result<i32, CliError> {
     scheduler.run(ctx.shutdown.clone(), report).await?;
     Ok(exit::OK)
 }
+
+/// `flightdeck metrics`: how missions went, in all, per template and per day.
+pub async fn metrics(
+    ctx: &Context,
+    since: Option<u32>,
+    template: Option<&str>,
+) -> Result<i32, CliError> {
+    use flightdeck_engine::Clock;
+    let now = flightdeck_engine::SystemClock.now_ms();
+    let view = match ctx.app.reader().await? {
+        Some(reader) => flightdeck_app::queries::metrics(&reader, now, since, template).await?,
+        None => flightdeck_core::metrics::MetricsView::of(&[], now, since, template),
+    };
+    if ctx.json() {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&view).unwrap_or_default()
+        );
+        return Ok(exit::OK);
+    }
+    let window = match since {
+        Some(days) => format!("created in the last {days} day(s)"),
+        None => "all missions".to_string(),
+    };
+    println!(
+        "{window}{}",
+        template
+            .map(|t| format!(", template {t}"))
+            .unwrap_or_default()
+    );
+    let line = |name: &str, c: &flightdeck_core::metrics::Counts| {
+        format!(
+            "{name:<20} {:>5} missions  {:>4} succeeded  {:>4} failed  {:>4} cancelled  {:>4} in progress  success {}  lead time {}  ${:.4} total, {} each",
+            c.missions,
+            c.succeeded,
+            c.failed,
+            c.cancelled,
+            c.in_progress,
+            c.success_rate.map_or("-".to_string(), |r| format!("{:.0}%", r * 100.0)),
+            c.median_lead_time_seconds.map_or("-".to_string(), |s| format!("{s:.0}s")),
+            c.cost_usd,
+            c.cost_per_mission_usd.map_or("-".to_string(), |u| format!("${u:.4}")),
+        )
+    };
+    println!("{}", line("all", &view.all));
+    for t in &view.by_template {
+        println!("{}", line(&t.template, &t.counts));
+    }
+    for day in &view.per_day {
+        println!(
+            "{}  {} mission(s), {} succeeded",
+            day.day, day.missions, day.succeeded
+        );
+    }
+    Ok(exit::OK)
+}

@@ -33,17 +33,19 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
     let local_addr = listener
         .local_addr()
         .map_err(|e| CliError::failed(format!("cannot read the address listened on: {e}")))?;
-    if workers > 0 {
+    let scheduler_task = if workers > 0 {
         // One scheduler continues parked missions; it drives one at a time (several
         // workers sharing a store come with PostgreSQL).
         let scheduler = Scheduler::new(engine.clone());
         let shutdown = ctx.shutdown.clone();
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             if let Err(e) = scheduler.run(shutdown, |_| {}).await {
                 eprintln!("serve: the scheduler stopped: {}", e.message);
             }
-        });
-    }
+        }))
+    } else {
+        None
+    };
     let url = format!("http://{local_addr}");
     if ctx.json() {
         println!(
@@ -63,9 +65,14 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
             auth,
             local_addr,
             shutdown: ctx.shutdown.clone(),
+            drivers: std::sync::Mutex::new(tokio::task::JoinSet::new()),
         },
         listener,
     )
     .await?;
+    // The scheduler stops on the same signal; what it drives records its interruption.
+    if let Some(task) = scheduler_task {
+        let _ = task.await;
+    }
     Ok(exit::OK)
 }
