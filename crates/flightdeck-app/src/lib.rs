@@ -24,7 +24,7 @@ use std::sync::Arc;
 use flightdeck_engine::{
     Engine, EngineConfig, LiveParts, ModelSettings, Observer, WorkspaceSettings,
 };
-use flightdeck_policy::People;
+pub use flightdeck_policy::People;
 use flightdeck_store::{ArtifactStore, EventStore, FsArtifactStore};
 
 pub use config::Config;

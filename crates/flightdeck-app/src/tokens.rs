@@ -2,7 +2,7 @@
 //! as their SHA-256, acting as one person with one role.
 //!
 //! Roles are ordered: each may do what the ones before it may. `viewer` reads; `operator`
-//! also starts, cancels and resumes missions and raises budgets; `approver` also decides
+//! also cancels and resumes missions and raises budgets; `approver` also decides
 //! approvals (still only where the policy makes them eligible); `admin` also manages tokens.
 
 use base64::Engine as _;
@@ -61,6 +61,8 @@ pub struct Principal {
     pub role: Role,
     /// The token used, if any (`None` for loopback requests of a `local-only` server).
     pub token_id: Option<String>,
+    /// Its SHA-256, to check it again later (a long-lived stream).
+    pub token_hash: Option<String>,
 }
 
 /// A token just made: the secret (shown once, never stored) and what is stored.
@@ -154,8 +156,12 @@ const TOUCH_EVERY_MS: i64 = 60_000;
 
 /// Checks a presented token: one that is unknown, revoked or expired is refused (401), with
 /// the same message for unknown and malformed ones so nothing is learnt by guessing.
+///
+/// A token whose person is no longer in `[people]` (when people are configured) is refused
+/// too: taking someone out of the directory takes their tokens with them.
 pub async fn authenticate(
     store: &dyn EventStore,
+    people: &People,
     presented: &str,
     now_ms: i64,
 ) -> Result<Principal, AppError> {
@@ -188,6 +194,15 @@ pub async fn authenticate(
             token.id
         )));
     };
+    if people
+        .resolve(&token.owner, IdentityChannel::Token)
+        .is_unknown()
+    {
+        return Err(unauthenticated(format!(
+            "token {} acts as {}, who is no longer in [people]",
+            token.id, token.owner
+        )));
+    }
     if token
         .last_used_ms
         .is_none_or(|at| now_ms - at >= TOUCH_EVERY_MS)
@@ -199,6 +214,7 @@ pub async fn authenticate(
         handle: token.owner,
         role,
         token_id: Some(token.id),
+        token_hash: Some(token.hash),
     })
 }
 

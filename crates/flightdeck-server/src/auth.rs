@@ -1,14 +1,19 @@
 //! Who a request acts as, and whether it may.
 //!
 //! - A bearer token (`Authorization: Bearer fd_…`) is always checked when one is sent: an
-//!   unknown, revoked or expired token is refused (401) even where none is needed.
+//!   unknown, revoked or expired token, or one whose person left `[people]`, is refused
+//!   (401) on every API route, even where none is needed.
 //! - `[server] auth = "required"`: nothing without a valid token (401), except `/healthz`.
 //! - `local-only` (the default, loopback addresses only): a request without a token acts as
-//!   the installation's default identity with every role, as the CLI on this machine does.
-//!   Browsers are kept from using that: the `Host` must name this machine (a page whose
-//!   DNS name was rebound to 127.0.0.1 is refused), and a request that is not a `GET` is
-//!   refused when it carries an `Origin` other than the server's own or says it is
-//!   cross-site (`Sec-Fetch-Site`): another site's form cannot post to it.
+//!   the installation's default identity with every role, as the command line does for the
+//!   user who can read the data directory. So it must come from that user: the socket at the
+//!   other end must belong to the server's own uid (or root), which keeps out other users of
+//!   the machine and services such as a reverse proxy. And it must not come from a web page:
+//!   the `Host` must name this server (a page whose DNS name was rebound to 127.0.0.1 is
+//!   refused), and a request that is not a `GET` must say `Content-Type: application/json`
+//!   (which no form can send and no script can without a preflight the server never
+//!   answers), must not carry an `Origin` other than the server's own, and must not say it
+//!   is cross-site or same-site (`Sec-Fetch-Site`).
 
 use std::net::SocketAddr;
 
@@ -44,25 +49,57 @@ pub async fn authenticate(
         let presented = value
             .to_str()
             .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .ok_or_else(|| unauthenticated("the Authorization header is not `Bearer <token>`"))?;
-        return tokens::authenticate(state.engine.config().store.as_ref(), presented, now).await;
+        return tokens::authenticate(
+            state.engine.config().store.as_ref(),
+            &state.people,
+            presented,
+            now,
+        )
+        .await;
     }
     match state.auth {
         AuthMode::Required => Err(unauthenticated("this server needs a token")),
         AuthMode::LocalOnly => {
-            if !peer.ip().is_loopback() {
-                return Err(unauthenticated(
-                    "only requests from this machine go without a token",
-                ));
-            }
+            check_local_user(state, peer).await?;
             check_local_request(state, method, headers)?;
             Ok(Principal {
                 handle: state.local_identity.clone(),
                 role: Role::Admin,
                 token_id: None,
+                token_hash: None,
             })
         }
+    }
+}
+
+/// A request without a token comes from a process of the server's own user (or root).
+async fn check_local_user(state: &ServerState, peer: SocketAddr) -> Result<(), AppError> {
+    let server_uid = nix::unistd::geteuid().as_raw();
+    let refused = |why: String| {
+        AppError::new(
+            ErrorKind::Unauthenticated,
+            format!("without a token, only the user the server runs as (uid {server_uid}) may use it: {why}"),
+            Some("send `Authorization: Bearer fd_…` with a token made by `flightdeck token create`".to_string()),
+        )
+    };
+    if !peer.ip().is_loopback() {
+        return Err(refused(format!("{} is another machine", peer.ip())));
+    }
+    let server = state.local_addr;
+    let uid = tokio::task::spawn_blocking(move || crate::peer::loopback_peer_uid(peer, server))
+        .await
+        .ok()
+        .flatten();
+    match uid {
+        Some(uid) if uid == server_uid || uid == 0 => Ok(()),
+        Some(uid) => Err(refused(format!("this request comes from uid {uid}"))),
+        None => Err(refused(
+            "the kernel does not say whose this connection is".to_string(),
+        )),
     }
 }
 
@@ -94,6 +131,18 @@ fn check_local_request(
     if method == Method::GET || method == Method::HEAD {
         return Ok(());
     }
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(AppError::new(
+            ErrorKind::Forbidden,
+            "a request that changes something must say `Content-Type: application/json`",
+            Some("e.g. curl -X POST -H 'Content-Type: application/json' …".to_string()),
+        ));
+    }
     if headers
         .get("sec-fetch-site")
         .and_then(|v| v.to_str().ok())
@@ -115,19 +164,19 @@ fn check_local_request(
     Ok(())
 }
 
-/// Whether `authority` (`host[:port]`) names this machine at the server's port.
+/// Whether `authority` (`host[:port]`, as `Host` or an `http://` origin has it) names this
+/// machine at the server's port (no port is 80, as a browser leaves it out).
 fn is_local_authority(authority: &str, local: SocketAddr) -> bool {
     let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.is_empty() && !port.contains(']') => (host, Some(port)),
-        _ => (authority, None),
+        Some((host, port)) if !host.is_empty() && !port.contains(']') => (host, port.parse().ok()),
+        _ => (authority, Some(80)),
     };
-    let port_ok = port.is_none_or(|p| p.parse::<u16>().ok() == Some(local.port()));
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let host_ok = host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
-    port_ok && host_ok
+    port == Some(local.port()) && host_ok
 }
 
 /// Refuses a principal whose role is below `needed` (403).
@@ -152,11 +201,16 @@ mod tests {
 
     #[test]
     fn local_authorities_are_loopback_names_at_the_servers_port() {
+        let on_80: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert!(is_local_authority("localhost", on_80));
+        assert!(is_local_authority("[::1]", on_80));
         let local: SocketAddr = "127.0.0.1:7777".parse().unwrap();
         for (authority, ok) in [
             ("127.0.0.1:7777", true),
             ("localhost:7777", true),
-            ("LOCALHOST", true),
+            ("LOCALHOST", false),
+            ("localhost", false),
+            ("127.0.0.1", false),
             ("[::1]:7777", true),
             ("127.0.0.2:7777", true),
             ("127.0.0.1:7778", false),

@@ -11,6 +11,7 @@
 //! through the engine (a vote, a cancel, a budget raise), exactly as the CLI posts it.
 
 pub mod auth;
+mod peer;
 mod routes;
 
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ pub struct ServerState {
     /// Who a `local-only` request without a token acts as (the installation's default
     /// identity, as for the CLI on this machine).
     pub local_identity: String,
+    /// `[people]`: a token whose person left it is refused.
+    pub people: flightdeck_app::People,
     /// Posts votes, cancels and budget raises, as the CLI does.
     pub engine: Engine,
     pub auth: AuthMode,

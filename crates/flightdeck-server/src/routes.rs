@@ -55,6 +55,15 @@ pub fn router(state: Shared) -> Router {
                 Some("the API lives under /api/v1 (see docs/reference/http-api.md)".to_string()),
             ))
         })
+        .method_not_allowed_fallback(|| async {
+            let mut response = ApiError(AppError::bad_input(
+                "this route does not take this method",
+                Some("see docs/reference/http-api.md for each route's method".to_string()),
+            ))
+            .into_response();
+            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            response
+        })
         .with_state(state)
 }
 
@@ -189,23 +198,28 @@ async fn list_missions(
             )));
         }
     }
-    let summaries = queries::missions(&state.reader(), MISSIONS_SCAN).await?;
+    let cursor = match q.cursor.as_deref() {
+        Some(c) if !c.starts_with("m-") => {
+            return Err(ApiError(AppError::bad_input(
+                format!("cursor={c}: not a mission id"),
+                Some("pass next_cursor from the previous page as it was".to_string()),
+            )))
+        }
+        other => other,
+    };
+    let mut summaries = queries::missions(&state.reader(), MISSIONS_SCAN).await?;
+    // Newest first by id: ids are ULIDs, so they sort by creation time, and the cursor (the
+    // last id of the previous page) finds the next page whatever changed since.
+    summaries.sort_by(|a, b| b.id.cmp(&a.id));
     let mut matching = summaries
         .iter()
+        .filter(|s| cursor.is_none_or(|c| s.id.as_str() < c))
         .map(|s| serde_json::to_value(s).unwrap_or_default())
         .filter(|s| q.status.as_deref().is_none_or(|st| s["status"] == st))
-        .filter(|s| q.template.as_deref().is_none_or(|t| s["template"] == t));
-    if let Some(cursor) = q.cursor.as_deref() {
-        // The cursor is the last id of the previous page: go past it.
-        if !matching.by_ref().any(|s| s["id"] == cursor) {
-            return Err(ApiError(AppError::bad_input(
-                format!("cursor={cursor}: no such mission in this listing"),
-                Some("pass next_cursor from the previous page as it was".to_string()),
-            )));
-        }
-    }
+        .filter(|s| q.template.as_deref().is_none_or(|t| s["template"] == t))
+        .peekable();
     let page: Vec<Value> = matching.by_ref().take(limit).collect();
-    let next_cursor = match (page.last(), matching.next()) {
+    let next_cursor = match (page.last(), matching.peek()) {
         (Some(last), Some(_)) => last["id"].clone(),
         _ => Value::Null,
     };
@@ -233,6 +247,17 @@ async fn get_mission(
     Ok(Json(json!(mission.summary_view())))
 }
 
+/// A seq to read after: the store counts in i64.
+fn seq_after(after: u64) -> ApiResult<u64> {
+    if after > i64::MAX as u64 {
+        return Err(ApiError(AppError::bad_input(
+            format!("after={after}: no timeline is that long"),
+            None,
+        )));
+    }
+    Ok(after)
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EventsQuery {
@@ -249,7 +274,7 @@ async fn list_events(
     let q = query(q)?;
     let limit = page_size(q.limit, EVENTS_PAGE, EVENTS_PAGE_MAX, "limit")?;
     let id = resolve(&state, &id).await?;
-    let events = queries::timeline(&state.reader(), &id, q.after.unwrap_or(0)).await?;
+    let events = queries::timeline(&state.reader(), &id, seq_after(q.after.unwrap_or(0))?).await?;
     let more = events.len() > limit;
     let page = &events[..events.len().min(limit)];
     let next_after = match (more, page.last()) {
@@ -270,7 +295,7 @@ struct StreamQuery {
 /// server shuts down.
 async fn stream_events(
     State(state): State<Shared>,
-    Caller(_who): Caller,
+    Caller(who): Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
@@ -290,11 +315,14 @@ async fn stream_events(
             })?,
         None => q.after.unwrap_or(0),
     };
+    let after = seq_after(after)?;
     // Subscribed before the first read: nothing appended in between is missed.
     let feed = state.engine.config().store.subscribe().await?;
     let shutdown = state.shutdown.clone();
     struct Tail {
         state: Shared,
+        /// The token the stream was opened with: checked again at every wake-up.
+        token_hash: Option<String>,
         id: String,
         after: u64,
         feed: flightdeck_store::ChangeFeed,
@@ -304,6 +332,7 @@ async fn stream_events(
     }
     let tail = Tail {
         state: state.clone(),
+        token_hash: who.token_hash.clone(),
         id,
         after,
         feed,
@@ -316,9 +345,12 @@ async fn stream_events(
             if let Some(event) = tail.queued.pop_front() {
                 tail.after = event.seq;
                 tail.finished |= event.event_type == "mission.finished";
+                // A line break would end the field (axum refuses one): a type never has it,
+                // unless someone wrote it into the database by hand.
+                let event_type = event.event_type.replace(['\r', '\n'], " ");
                 let sse = Event::default()
                     .id(event.seq.to_string())
-                    .event(event.event_type.clone())
+                    .event(event_type)
                     .json_data(&event)
                     .unwrap_or_default();
                 return Some((Ok::<Event, Infallible>(sse), tail));
@@ -334,14 +366,45 @@ async fn stream_events(
                 Ok(_) => {}
                 Err(_) => return None,
             }
+            // Nothing more, and nothing more will come: a client that reconnects after the
+            // end is told so at once. The status is read after the events, so what was
+            // appended in between is read once more before the stream ends.
+            let store = tail.state.engine.config().store.clone();
+            match store.mission(&tail.id).await {
+                Ok(Some(row)) if is_finished(&row.status) => {
+                    match queries::timeline(&tail.state.reader(), &tail.id, tail.after).await {
+                        Ok(events) if !events.is_empty() => {
+                            tail.queued.extend(events);
+                            continue;
+                        }
+                        _ => return None,
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return None,
+            }
             tokio::select! {
                 changed = tail.feed.changed() => if changed.is_err() { return None },
                 _ = tail.shutdown.changed() => return None,
+            }
+            // A token revoked or expired while the stream was open ends it.
+            if let Some(hash) = &tail.token_hash {
+                let now = SystemClock.now_ms();
+                match store.token_by_hash(hash).await {
+                    Ok(Some(t))
+                        if t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|e| e > now) => {
+                    }
+                    _ => return None,
+                }
             }
         }
     });
     let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
     Ok(sse.into_response())
+}
+
+fn is_finished(status: &str) -> bool {
+    matches!(status, "succeeded" | "failed" | "cancelled")
 }
 
 async fn verify(
@@ -444,9 +507,10 @@ async fn raise_budget(
     State(state): State<Shared>,
     Caller(who): Caller,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody<BudgetBody>,
+    body: Result<JsonBody<BudgetBody>, ApiError>,
 ) -> ApiResult<Json<Value>> {
     require(&who, Role::Operator)?;
+    let JsonBody(body) = body?;
     if body.add.is_empty() {
         return Err(ApiError(AppError::bad_input(
             "`add` names no dimension",
@@ -488,6 +552,9 @@ async fn artifact(
         [
             (header::CONTENT_TYPE, "application/octet-stream"),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            // What a mission wrote is never a page of this server's origin.
+            (header::CONTENT_DISPOSITION, "attachment"),
+            (header::CONTENT_SECURITY_POLICY, "sandbox"),
         ],
         Body::from(bytes),
     )
@@ -521,7 +588,7 @@ async fn approve(
     state: State<Shared>,
     who: Caller,
     id: Path<String>,
-    body: JsonBody<DecisionBody>,
+    body: Result<JsonBody<DecisionBody>, ApiError>,
 ) -> ApiResult<Json<Value>> {
     decide(state, who, id, body, true).await
 }
@@ -530,7 +597,7 @@ async fn deny(
     state: State<Shared>,
     who: Caller,
     id: Path<String>,
-    body: JsonBody<DecisionBody>,
+    body: Result<JsonBody<DecisionBody>, ApiError>,
 ) -> ApiResult<Json<Value>> {
     decide(state, who, id, body, false).await
 }
@@ -541,10 +608,11 @@ async fn decide(
     State(state): State<Shared>,
     Caller(who): Caller,
     Path(approval): Path<String>,
-    JsonBody(body): JsonBody<DecisionBody>,
+    body: Result<JsonBody<DecisionBody>, ApiError>,
     approve: bool,
 ) -> ApiResult<Json<Value>> {
     require(&who, Role::Approver)?;
+    let JsonBody(body) = body?;
     let approval = approval.trim().to_string();
     let after = state
         .engine
@@ -569,5 +637,5 @@ async fn decide(
                 None,
             ))
         })?;
-    Ok(Json(json!({"approval": entry, "mission": summary})))
+    Ok(Json(json!(entry)))
 }

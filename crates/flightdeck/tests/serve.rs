@@ -483,6 +483,17 @@ async fn the_api_answers_by_role_and_records_web_decisions_as_the_person() {
         assert_eq!(answer.status, status, "{path}: {}", answer.body);
         assert_eq!(answer.body["error"]["kind"], kind, "{path}");
     }
+    let wrong_method = call(
+        &http,
+        &server,
+        Method::DELETE,
+        &format!("/api/v1/missions/{id}"),
+        Some(&viewer),
+        None,
+    )
+    .await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.body["error"]["kind"], "bad_input");
     let artifact = http
         .get(format!("{}/api/v1/artifacts/{template_digest}", server.url))
         .bearer_auth(&viewer)
@@ -516,7 +527,7 @@ async fn the_api_answers_by_role_and_records_web_decisions_as_the_person() {
         &http,
         &server,
         Method::GET,
-        &format!("/api/v1/missions?limit=5&cursor={cursor}"),
+        &format!("/api/v1/missions?limit=5&status=awaiting_approval&template=t&cursor={cursor}"),
         Some(&viewer),
         None,
     )
@@ -581,6 +592,52 @@ async fn the_api_answers_by_role_and_records_web_decisions_as_the_person() {
         "{}",
         bad_budget.body
     );
+    // A viewer's bad body is refused for the role first: nothing about the body is said.
+    let viewer_budget = call(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/missions/{other}/budget"),
+        Some(&viewer),
+        Some(json!({"add": "lots"})),
+    )
+    .await;
+    assert_eq!(
+        viewer_budget.status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        viewer_budget.body
+    );
+    // A stream outlives no revocation of its token: the next change ends it.
+    let (watcher, watcher_id) = token_id(&cli, "@bob", "viewer");
+    let watching = http
+        .get(format!(
+            "{}/api/v1/missions/{other}/events/stream",
+            server.url
+        ))
+        .bearer_auth(&watcher)
+        .send()
+        .await
+        .unwrap();
+    let reading = tokio::spawn(read_stream(watching));
+    cli.run(&["token", "revoke", &watcher_id]).expect_code(0);
+    let raised = call(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/missions/{other}/budget"),
+        Some(&operator),
+        Some(json!({"add": {"tool_calls": 1}})),
+    )
+    .await;
+    assert_eq!(raised.status, StatusCode::OK, "{}", raised.body);
+    let seen = tokio::time::timeout(std::time::Duration::from_secs(20), reading)
+        .await
+        .expect("the revoked token's stream did not end")
+        .unwrap();
+    assert!(seen
+        .iter()
+        .all(|(_, kind, _)| kind != "budget.raised" || seen.len() < timeline_len(&cli, &other)));
     let cancelled = call(
         &http,
         &server,
@@ -661,12 +718,8 @@ async fn the_api_answers_by_role_and_records_web_decisions_as_the_person() {
     )
     .await;
     assert_eq!(approved.status, StatusCode::OK, "{}", approved.body);
-    assert_eq!(
-        approved.body["approval"]["status"], "approved",
-        "{}",
-        approved.body
-    );
-    assert_eq!(approved.body["approval"]["id"], approval.as_str());
+    assert_eq!(approved.body["status"], "approved", "{}", approved.body);
+    assert_eq!(approved.body["id"], approval.as_str());
     let streamed = read_stream(stream).await;
     let timeline = cli.timeline(&id);
     assert_eq!(timeline.last().unwrap()["type"], "mission.finished");
@@ -709,6 +762,27 @@ async fn the_api_answers_by_role_and_records_web_decisions_as_the_person() {
         let seqs: Vec<u64> = resumed.iter().map(|(s, _, _)| *s).collect();
         let expected: Vec<u64> = (k as u64 + 1..=timeline.len() as u64).collect();
         assert_eq!(seqs, expected);
+    }
+    // Reconnecting after the end gets nothing and is told so at once.
+    let after_end = http
+        .get(format!("{}/api/v1/missions/{id}/events/stream", server.url))
+        .header("Last-Event-ID", timeline.len().to_string())
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    assert!(read_stream(after_end).await.is_empty());
+    for path in [
+        format!("/api/v1/missions/{id}/events?after=18446744073709551615"),
+        format!("/api/v1/missions/{id}/events/stream?after=9223372036854775808"),
+    ] {
+        let answer = call(&http, &server, Method::GET, &path, Some(&viewer), None).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            answer.body
+        );
     }
     let bad_resume = http
         .get(format!("{}/api/v1/missions/{id}/events/stream", server.url))
@@ -801,15 +875,37 @@ async fn the_api_answers_by_role_and_records_web_decisions_as_the_person() {
     }
 }
 
-/// (Host, Origin, Sec-Fetch-Site, method, path, expected status)
-type LocalCase = (
-    Option<String>,
-    Option<&'static str>,
-    Option<&'static str>,
-    Method,
-    &'static str,
-    StatusCode,
-);
+/// A tokenless request to a local-only server: its headers and what it must get.
+#[derive(Debug, Clone)]
+struct Local {
+    host: Option<String>,
+    origin: Option<&'static str>,
+    site: Option<&'static str>,
+    content_type: Option<&'static str>,
+    /// A POST that would cancel a mission, else a GET of the missions.
+    post: bool,
+    expected: StatusCode,
+}
+
+impl Local {
+    fn get() -> Local {
+        Local {
+            host: None,
+            origin: None,
+            site: None,
+            content_type: None,
+            post: false,
+            expected: StatusCode::FORBIDDEN,
+        }
+    }
+
+    fn post() -> Local {
+        Local {
+            post: true,
+            ..Local::get()
+        }
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_local_only_server_stays_on_this_machine_and_out_of_other_sites_reach() {
@@ -822,8 +918,10 @@ async fn a_local_only_server_stays_on_this_machine_and_out_of_other_sites_reach(
         "{}",
         out.stderr()
     );
+    // Not an address at all.
     let out = cli.run(&["serve", "--listen", "localhost"]);
     assert_eq!(out.code(), 2, "{}", out.stderr());
+    assert!(out.stderr().contains("not an address"), "{}", out.stderr());
 
     let repo = repo();
     let (id, _) = parked_mission(&cli, &repo);
@@ -833,87 +931,121 @@ async fn a_local_only_server_stays_on_this_machine_and_out_of_other_sites_reach(
     let http = reqwest::Client::new();
     let port = server.url.rsplit(':').next().unwrap().to_string();
     let cancel = format!("{}/api/v1/missions/{id}/cancel", server.url);
-    // (Host, Origin, Sec-Fetch-Site, method, expected)
-    let cases: Vec<LocalCase> = vec![
-        (
-            None,
-            None,
-            None,
-            Method::GET,
-            "/api/v1/missions",
-            StatusCode::OK,
-        ),
-        (
-            Some(format!("localhost:{port}")),
-            None,
-            None,
-            Method::GET,
-            "/api/v1/missions",
-            StatusCode::OK,
-        ),
-        (
-            Some(format!("evil.example:{port}")),
-            None,
-            None,
-            Method::GET,
-            "/api/v1/missions",
-            StatusCode::FORBIDDEN,
-        ),
-        (
-            Some("127.0.0.1:1".into()),
-            None,
-            None,
-            Method::GET,
-            "/api/v1/missions",
-            StatusCode::FORBIDDEN,
-        ),
-        (
-            None,
-            Some("http://evil.example"),
-            None,
-            Method::POST,
-            "cancel",
-            StatusCode::FORBIDDEN,
-        ),
-        (
-            None,
-            Some("null"),
-            None,
-            Method::POST,
-            "cancel",
-            StatusCode::FORBIDDEN,
-        ),
-        (
-            None,
-            None,
-            Some("cross-site"),
-            Method::POST,
-            "cancel",
-            StatusCode::FORBIDDEN,
-        ),
+    let json = Some("application/json");
+    // The server's own origin, as a browser on its page would send it.
+    let here: Option<&'static str> = Some(String::leak(server.url.clone()));
+    let mine = Some(format!("localhost:{port}"));
+    // What a browser (or something else that is not this user's tool) sends, and what it gets.
+    let cases = [
+        Local {
+            expected: StatusCode::OK,
+            ..Local::get()
+        },
+        Local {
+            host: mine.clone(),
+            expected: StatusCode::OK,
+            ..Local::get()
+        },
+        // DNS rebinding: a page of evil.example whose name now means 127.0.0.1.
+        Local {
+            host: Some(format!("evil.example:{port}")),
+            ..Local::get()
+        },
+        Local {
+            host: Some("127.0.0.1:1".into()),
+            ..Local::get()
+        },
+        Local {
+            host: Some("localhost".into()),
+            ..Local::get()
+        },
+        // Another site's form or script.
+        Local {
+            origin: Some("http://evil.example"),
+            content_type: json,
+            ..Local::post()
+        },
+        Local {
+            origin: Some("null"),
+            content_type: json,
+            ..Local::post()
+        },
+        Local {
+            origin: Some("http://localhost"),
+            content_type: json,
+            ..Local::post()
+        },
+        Local {
+            origin: Some("http://127.0.0.1:1"),
+            content_type: json,
+            ..Local::post()
+        },
+        Local {
+            site: Some("cross-site"),
+            content_type: json,
+            ..Local::post()
+        },
+        Local {
+            site: Some("same-site"),
+            content_type: json,
+            ..Local::post()
+        },
+        Local {
+            origin: here,
+            content_type: Some("text/plain"),
+            ..Local::post()
+        },
+        Local {
+            origin: here,
+            content_type: Some("application/x-www-form-urlencoded"),
+            ..Local::post()
+        },
+        Local {
+            origin: here,
+            ..Local::post()
+        },
     ];
-    for (host, origin, fetch_site, method, path, expected) in cases {
-        let url = if path == "cancel" {
+    for case in &cases {
+        let url = if case.post {
             cancel.clone()
         } else {
-            format!("{}{path}", server.url)
+            format!("{}/api/v1/missions", server.url)
         };
-        let mut request = http.request(method.clone(), &url);
-        if let Some(host) = &host {
+        let mut request = http.request(if case.post { Method::POST } else { Method::GET }, &url);
+        if let Some(host) = &case.host {
             request = request.header("Host", host);
         }
-        if let Some(origin) = origin {
+        if let Some(origin) = case.origin {
             request = request.header("Origin", origin);
         }
-        if let Some(site) = fetch_site {
+        if let Some(site) = case.site {
             request = request.header("Sec-Fetch-Site", site);
         }
+        if let Some(content_type) = case.content_type {
+            request = request.header("Content-Type", content_type);
+        }
         let answer = request.send().await.unwrap();
-        assert_eq!(
-            answer.status(),
-            expected,
-            "{method} {path} host={host:?} origin={origin:?} site={fetch_site:?}"
+        assert_eq!(answer.status(), case.expected, "{case:?}");
+    }
+    // Another user of this machine is no one without a token (when the test can be one).
+    if nix::unistd::geteuid().is_root() {
+        // bash's /dev/tcp: a raw request from a process of uid 65534.
+        let script = format!(
+            "exec 3<>/dev/tcp/127.0.0.1/{port}; printf 'GET /api/v1/missions HTTP/1.1\\r\\nHost: 127.0.0.1:{port}\\r\\nConnection: close\\r\\n\\r\\n' >&3; head -n 1 <&3"
         );
+        let out = std::process::Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "/bin/bash",
+                "-c",
+                &script,
+            ])
+            .output()
+            .unwrap();
+        let status_line = String::from_utf8_lossy(&out.stdout);
+        assert!(status_line.starts_with("HTTP/1.1 401"), "{out:?}");
     }
     assert_eq!(
         cli.run(&["--json", "show", &id]).json()["status"],
@@ -934,6 +1066,7 @@ async fn a_local_only_server_stays_on_this_machine_and_out_of_other_sites_reach(
         .unwrap();
     let answer = http
         .post(format!("{}/api/v1/missions/{resumed}/resume", server.url))
+        .header("Content-Type", "application/json")
         .send()
         .await
         .unwrap();
@@ -963,6 +1096,7 @@ async fn a_local_only_server_stays_on_this_machine_and_out_of_other_sites_reach(
     let answer = http
         .post(&cancel)
         .header("Origin", server.url.as_str())
+        .header("Content-Type", "application/json")
         .send()
         .await
         .unwrap();

@@ -46,6 +46,7 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
     } else {
         None
     };
+    let local_identity = ctx.identity(None)?;
     let url = format!("http://{local_addr}");
     if ctx.json() {
         println!(
@@ -60,7 +61,8 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
     }
     flightdeck_server::serve(
         ServerState {
-            local_identity: ctx.identity(None)?,
+            local_identity,
+            people: ctx.app.people.clone(),
             engine,
             auth,
             local_addr,
