@@ -38,6 +38,16 @@ pub struct Config {
     pub workspace: WorkspaceSection,
     #[serde(default)]
     pub server: ServerSection,
+    #[serde(default)]
+    pub repos: BTreeMap<String, RepoConfig>,
+}
+
+/// `[repos.NAME]`: a repository missions can name (`run --remote NAME`, the API's `repo`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepoConfig {
+    /// A URL git can fetch (`https://…`, `ssh://…`, `git@host:path`, `file://…`).
+    pub url: String,
 }
 
 /// `[server]`: how `flightdeck serve` lets people in.

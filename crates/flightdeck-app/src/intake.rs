@@ -70,6 +70,38 @@ pub struct PolicyAt {
     pub codeowners: Option<RepoFile>,
 }
 
+/// The repository `repo` names for a mission: a configured `[repos.NAME]` (whatever its
+/// URL), else, when `any_url`, any URL git can fetch (the command line's `--remote`), else
+/// only an `https://`, `ssh://` or `user@host:path` URL: over the API, a caller must not be
+/// able to make the server read a repository from its own disk (`file://`, a path) or run
+/// a transport of its choosing.
+pub fn repo_source(config: &Config, repo: &str, any_url: bool) -> Result<RepoSource, AppError> {
+    let repo = repo.trim();
+    if let Some(configured) = config.repos.get(repo) {
+        return Ok(RepoSource::Remote(configured.url.trim().to_string()));
+    }
+    let scp_like = !repo.contains("://")
+        && repo
+            .split_once(':')
+            .is_some_and(|(user_host, _)| user_host.contains('@') && !user_host.contains('/'));
+    let network_url = repo.starts_with("https://") || repo.starts_with("ssh://") || scp_like;
+    if any_url || network_url {
+        return Ok(RepoSource::Remote(repo.to_string()));
+    }
+    let names: Vec<&str> = config.repos.keys().map(String::as_str).collect();
+    Err(AppError::bad_input(
+        format!("repo `{repo}` is neither a configured repository nor an https or ssh URL"),
+        Some(if names.is_empty() {
+            "name a repository the config lists as [repos.NAME] (url = \"…\"), or give an https:// or ssh:// URL".to_string()
+        } else {
+            format!(
+                "configured repositories: {}; or give an https:// or ssh:// URL",
+                names.join(", ")
+            )
+        }),
+    ))
+}
+
 /// Makes a mission request: the repository and base commit resolved, the template, policy
 /// and CODEOWNERS read at that commit.
 pub fn intake(data_dir: &Path, request: &RunRequest) -> Result<Intake, AppError> {

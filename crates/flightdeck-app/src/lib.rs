@@ -108,6 +108,12 @@ impl App {
         })
     }
 
+    /// The same installation opened again (a long-lived owner, such as the server, keeps
+    /// its own).
+    pub fn reopen(&self) -> Result<App, AppError> {
+        App::open(self.options.clone())
+    }
+
     /// Who is acting: `--as`, `FLIGHTDECK_USER`, the config's default, git's user.email, or
     /// the login name.
     pub fn identity(&self, repo: Option<&Path>) -> Result<String, AppError> {

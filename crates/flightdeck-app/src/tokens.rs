@@ -2,7 +2,7 @@
 //! as their SHA-256, acting as one person with one role.
 //!
 //! Roles are ordered: each may do what the ones before it may. `viewer` reads; `operator`
-//! also cancels and resumes missions and raises budgets; `approver` also decides
+//! also starts, cancels and resumes missions and raises budgets; `approver` also decides
 //! approvals (still only where the policy makes them eligible); `admin` also manages tokens.
 
 use base64::Engine as _;

@@ -55,7 +55,7 @@ pub async fn authenticate(
             .ok_or_else(|| unauthenticated("the Authorization header is not `Bearer <token>`"))?;
         return tokens::authenticate(
             state.engine.config().store.as_ref(),
-            &state.people,
+            &state.app.people,
             presented,
             now,
         )

@@ -27,8 +27,9 @@ pub struct ServerState {
     /// Who a `local-only` request without a token acts as (the installation's default
     /// identity, as for the CLI on this machine).
     pub local_identity: String,
-    /// `[people]`: a token whose person left it is refused.
-    pub people: flightdeck_app::People,
+    /// The installation: its config (`[people]`, `[repos]`, secrets' scopes) and the
+    /// settings new missions are checked against.
+    pub app: Arc<flightdeck_app::App>,
     /// Posts votes, cancels and budget raises, as the CLI does.
     pub engine: Engine,
     pub auth: AuthMode,

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flightdeck_app::tokens::{Principal, Role};
-use flightdeck_app::{queries, AppError, ErrorKind};
+use flightdeck_app::{intake, queries, AppError, ErrorKind};
 use flightdeck_core::{Digest, MissionStatus};
 use flightdeck_engine::{Channel, Clock, SystemClock, Vote};
 use serde::Deserialize;
@@ -36,7 +36,7 @@ const EVENTS_PAGE_MAX: usize = 1_000;
 pub fn router(state: Shared) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
-        .route("/api/v1/missions", get(list_missions))
+        .route("/api/v1/missions", get(list_missions).post(start_mission))
         .route("/api/v1/missions/{id}", get(get_mission))
         .route("/api/v1/missions/{id}/events", get(list_events))
         .route("/api/v1/missions/{id}/events/stream", get(stream_events))
@@ -224,6 +224,58 @@ async fn list_missions(
         _ => Value::Null,
     };
     Ok(Json(json!({"missions": page, "next_cursor": next_cursor})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    template: String,
+    /// A configured `[repos.NAME]`, or an https or ssh URL.
+    repo: String,
+    base: Option<String>,
+    #[serde(default)]
+    params: std::collections::BTreeMap<String, String>,
+}
+
+/// Starts a mission as `flightdeck run --remote … --detach` does: the repository fetched, the
+/// template, policy and CODEOWNERS read at the base commit, everything checked as the command
+/// line checks it (same messages) before anything is created, then driven in the background.
+async fn start_mission(
+    State(state): State<Shared>,
+    Caller(who): Caller,
+    body: Result<JsonBody<StartBody>, ApiError>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    require(&who, Role::Operator)?;
+    let JsonBody(body) = body?;
+    let app = state.app.clone();
+    let requested_by = who.handle.clone();
+    // Fetching and reading the repository is git's work: off the async threads.
+    let intake = tokio::task::spawn_blocking(move || {
+        let source = intake::repo_source(&app.config, &body.repo, false)?;
+        let intake = intake::intake(
+            &app.data_dir,
+            &intake::RunRequest {
+                template: body.template,
+                repo: source,
+                base: body.base.unwrap_or_else(|| "HEAD".to_string()),
+                params: body.params,
+                requested_by,
+            },
+        )?;
+        flightdeck_engine::Engine::validate(&intake.request, &app.models, &app.workspace)
+            .map_err(AppError::from)?;
+        intake::check_secret_scopes(intake.scope_subject(), &app.config, &app.config_path)?;
+        Ok::<_, AppError>(intake)
+    })
+    .await
+    .map_err(|e| ApiError(AppError::failed(format!("the intake stopped: {e}"))))??;
+    let created = state.engine.create(intake.request).await?;
+    let engine = state.engine.clone();
+    let id = created.id.clone();
+    spawn_driver(&state, async move {
+        let _ = engine.start(&id).await;
+    })?;
+    Ok((StatusCode::CREATED, Json(json!(created.summary_view()))))
 }
 
 fn page_size(asked: Option<usize>, default: usize, max: usize, name: &str) -> ApiResult<usize> {
@@ -460,23 +512,26 @@ async fn resume(
     let driven = id.clone();
     // Driven on its own task: the request does not wait for the mission, and a client
     // that goes away does not stop it. A mission another driver holds is left to it.
-    let spawned = match state.drivers.lock() {
-        Ok(mut drivers) => {
-            // Finished ones are dropped here, so the set holds what still runs.
-            while drivers.try_join_next().is_some() {}
-            drivers.spawn(async move {
-                let _ = engine.resume(&driven, &by).await;
-            });
-            true
-        }
-        Err(_) => false,
-    };
-    if !spawned {
-        return Err(ApiError(AppError::failed(
-            "the server cannot start drivers any more",
-        )));
-    }
+    spawn_driver(&state, async move {
+        let _ = engine.resume(&driven, &by).await;
+    })?;
     Ok(Json(json!(before.summary_view())))
+}
+
+/// Drives a mission on a task of its own: the request does not wait for it, a client that
+/// goes away does not stop it, and `serve` awaits it before it returns.
+fn spawn_driver(
+    state: &ServerState,
+    driver: impl std::future::Future<Output = ()> + Send + 'static,
+) -> ApiResult<()> {
+    let mut drivers = state
+        .drivers
+        .lock()
+        .map_err(|_| ApiError(AppError::failed("the server cannot start drivers any more")))?;
+    // Finished ones are dropped here, so the set holds what still runs.
+    while drivers.try_join_next().is_some() {}
+    drivers.spawn(driver);
+    Ok(())
 }
 
 #[derive(Deserialize)]

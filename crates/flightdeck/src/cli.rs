@@ -264,7 +264,7 @@ pub enum TokenCommand {
         /// The person it acts as: a handle (@alice) or an email
         #[arg(long = "for", value_name = "HANDLE")]
         owner: String,
-        /// viewer (reads), operator (cancels, resumes, raises budgets), approver
+        /// viewer (reads), operator (starts, cancels, resumes, raises budgets), approver
         /// (decides approvals where the policy allows), admin (manages tokens)
         #[arg(long, default_value = "viewer", value_parser = ["viewer", "operator", "approver", "admin"])]
         role: String,

@@ -1124,3 +1124,161 @@ async fn a_local_only_server_stays_on_this_machine_and_out_of_other_sites_reach(
         "it ended where the mission waits"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missions_start_over_http_from_configured_repositories_checked_as_the_cli_checks() {
+    let template =
+        "[params.name]\nrequired = true\n[[steps]]\nrun = \"echo {{name}} > hello.txt\"\n";
+    let deploy = "[workspace]\nsecrets = [\"DEPLOY_KEY\"]\n[[steps]]\nrun = \"true\"\n";
+    let sample = TestRepo::with_files(&[
+        ("README.md", "# sample\n"),
+        (
+            ".flightdeck/policy.toml",
+            "[defaults]\npublish = \"allow\"\n",
+        ),
+        (".flightdeck/missions/t.toml", template),
+        (".flightdeck/missions/deploy.toml", deploy),
+    ]);
+    sample.commit_all("sample");
+    let served = tempfile::tempdir().unwrap();
+    let bare = served.path().join("acme/sample.git");
+    let out = std::process::Command::new("git")
+        .args(["clone", "--quiet", "--bare"])
+        .arg(sample.path())
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let cli = Cli::new(BIN);
+    cli.write_config(&format!(
+        "{CONFIG}\n[repos.sample]\nurl = \"file://{}\"\n\n[secrets.DEPLOY_KEY]\nenv = \"FD_TEST_DEPLOY_KEY\"\nrepos = [\"acme/other\"]\n",
+        bare.display()
+    ));
+    let operator = token(&cli, "@bob", "operator");
+    let viewer = token(&cli, "@bob", "viewer");
+    let server = Server::start(&cli, &["--workers", "0"]);
+    let http = reqwest::Client::new();
+    let start = |body: Value, token: String| {
+        let http = http.clone();
+        let url = format!("{}/api/v1/missions", server.url);
+        async move {
+            let response = http
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let good = json!({"template": "t", "repo": "sample", "params": {"name": "world"}});
+    let (status, body) = start(good.clone(), viewer.clone()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(
+        cli.run(&["--json", "missions"]).json(),
+        json!([]),
+        "nothing was created"
+    );
+
+    // Refused before anything is created, with the command line's own messages.
+    let bad = StatusCode::BAD_REQUEST;
+    let cases = [
+        (
+            json!({"template": "t", "repo": format!("file://{}", bare.display())}),
+            "neither a configured repository",
+            bad,
+        ),
+        (
+            json!({"template": "t", "repo": "/etc"}),
+            "neither a configured repository",
+            bad,
+        ),
+        (
+            json!({"template": "t", "repo": "nope"}),
+            "neither a configured repository",
+            bad,
+        ),
+        (
+            json!({"template": "nope", "repo": "sample"}),
+            "nope",
+            StatusCode::NOT_FOUND,
+        ),
+        (json!({"template": "t", "repo": "sample"}), "name", bad),
+        (
+            json!({"template": "t", "repo": "sample", "params": {"name": "x", "colour": "red"}}),
+            "colour",
+            bad,
+        ),
+        (
+            json!({"template": "t", "repo": "sample", "base": "no-such-branch", "params": {"name": "x"}}),
+            "no-such-branch",
+            bad,
+        ),
+        (
+            json!({"template": "deploy", "repo": "sample"}),
+            "DEPLOY_KEY",
+            bad,
+        ),
+        (json!({"template": "t"}), "repo", bad),
+    ];
+    for (body, says, expected) in cases {
+        let (status, answer) = start(body.clone(), operator.clone()).await;
+        assert_eq!(status, expected, "{body}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{body}: {answer}");
+        // Where the command line can say it too, it says the same.
+        if let (Some(template), Some("sample")) = (body["template"].as_str(), body["repo"].as_str())
+        {
+            let mut args = vec![
+                "run".to_string(),
+                template.to_string(),
+                "--remote".into(),
+                "sample".into(),
+            ];
+            if let Some(base) = body["base"].as_str() {
+                args.extend(["--base".to_string(), base.to_string()]);
+            }
+            for (k, v) in body["params"].as_object().into_iter().flatten() {
+                args.extend(["-p".to_string(), format!("{k}={}", v.as_str().unwrap())]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = cli.run(&args);
+            assert_eq!(out.code(), 2, "{args:?}: {}", out.stderr());
+            assert!(
+                out.stderr().contains(message),
+                "{args:?}: CLI said {} / API said {message}",
+                out.stderr()
+            );
+        }
+    }
+    assert_eq!(
+        cli.run(&["--json", "missions"]).json(),
+        json!([]),
+        "nothing was created"
+    );
+
+    // A good request: 201, the summary, and the mission runs in the background.
+    let (status, created) = start(good, operator.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["requested_by"], "@bob");
+    let id = created["id"].as_str().unwrap().to_string();
+    let stream = http
+        .get(format!("{}/api/v1/missions/{id}/events/stream", server.url))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .unwrap();
+    let streamed = read_stream(stream).await;
+    let (_, kind, last) = streamed.last().unwrap();
+    assert_eq!(kind, "mission.finished");
+    assert_eq!(last["data"]["status"], "succeeded", "{last:#}");
+    let shown = cli.run(&["--json", "show", &id]).expect_code(0).json();
+    assert!(
+        shown["branch"].as_str().unwrap().starts_with("flightdeck/"),
+        "{shown:#}"
+    );
+    let created_event = &cli.timeline(&id)[0];
+    assert_eq!(created_event["data"]["params"]["name"], "world");
+}

@@ -117,7 +117,7 @@ pub async fn run(
     detach: bool,
 ) -> Result<i32, CliError> {
     let source = match remote {
-        Some(url) => RepoSource::Remote(url),
+        Some(url) => intake::repo_source(&ctx.app.config, &url, true)?,
         None => RepoSource::Checkout(repo.unwrap_or_else(|| PathBuf::from("."))),
     };
     let identity_repo = match &source {

@@ -62,7 +62,7 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
     flightdeck_server::serve(
         ServerState {
             local_identity,
-            people: ctx.app.people.clone(),
+            app: Arc::new(ctx.app.reopen()?),
             engine,
             auth,
             local_addr,
