@@ -112,3 +112,54 @@ pub async fn metrics(
         &summaries, now_ms, since_days, template,
     ))
 }
+
+/// How many missions (the newest) a listing looks through.
+pub const LISTING_SCAN_LIMIT: u32 = 10_000;
+
+/// One page of a listing of missions, newest first.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MissionPage {
+    pub missions: Vec<MissionSummary>,
+    /// The id to pass as `cursor` for the next page; `None` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// A page of at most `limit` missions (of the newest [`LISTING_SCAN_LIMIT`]) with `status`
+/// and `template` when given, created before the mission `cursor` names. Ids are ULIDs, so
+/// they sort by creation time and the cursor finds the next page whatever changed since.
+/// Only the page's summaries are read.
+pub async fn mission_page(
+    reader: &Reader,
+    status: Option<&str>,
+    template: Option<&str>,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<MissionPage, AppError> {
+    let mut index = reader.store.mission_index(LISTING_SCAN_LIMIT).await?;
+    index.sort_by(|a, b| b.id.cmp(&a.id));
+    let mut matching = index
+        .into_iter()
+        .filter(|m| cursor.is_none_or(|c| m.id.as_str() < c))
+        .filter(|m| status.is_none_or(|s| m.status == s))
+        .filter(|m| template.is_none_or(|t| m.template == t));
+    let ids: Vec<String> = matching.by_ref().take(limit).map(|m| m.id).collect();
+    let more = matching.next().is_some();
+    let mut missions = Vec::with_capacity(ids.len());
+    for id in &ids {
+        let summary = match reader.store.mission(id).await? {
+            Some(row) => match serde_json::from_value::<MissionSummary>(row.summary) {
+                Ok(summary) => summary,
+                // A projection written by another version: fold the timeline instead.
+                Err(_) => mission(reader, id).await?.summary_view(),
+            },
+            // Gone since the index was read.
+            None => continue,
+        };
+        missions.push(summary);
+    }
+    let next_cursor = more.then(|| ids.last().cloned()).flatten();
+    Ok(MissionPage {
+        missions,
+        next_cursor,
+    })
+}

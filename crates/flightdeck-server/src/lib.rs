@@ -13,6 +13,7 @@
 pub mod auth;
 mod peer;
 mod routes;
+pub mod tails;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct ServerState {
     /// Missions the API resumed, driven on tasks of their own: awaited before `serve`
     /// returns, so each records its interruption before the process ends.
     pub drivers: std::sync::Mutex<tokio::task::JoinSet<()>>,
+    /// The tips of streamed missions, read once per change for every stream.
+    pub tails: Arc<tails::Tails>,
 }
 
 impl ServerState {
@@ -76,6 +79,7 @@ pub async fn serve(state: ServerState, listener: tokio::net::TcpListener) -> Res
     let mut shutdown = state.shutdown.clone();
     let state = Arc::new(state);
     let state_for_drivers = state.clone();
+    let tails = tokio::spawn(state.tails.clone().run(state.shutdown.clone()));
     let router = routes::router(state);
     axum::serve(
         listener,
@@ -91,5 +95,6 @@ pub async fn serve(state: ServerState, listener: tokio::net::TcpListener) -> Res
         Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
     };
     while drivers.join_next().await.is_some() {}
+    tails.abort();
     Ok(())
 }

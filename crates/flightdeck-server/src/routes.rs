@@ -25,8 +25,6 @@ use crate::ServerState;
 
 type Shared = Arc<ServerState>;
 
-/// How many missions a listing looks through (newest first).
-const MISSIONS_SCAN: u32 = 10_000;
 /// Page sizes: the default and the most a request may ask for.
 const MISSIONS_PAGE: usize = 50;
 const MISSIONS_PAGE_MAX: usize = 500;
@@ -207,23 +205,15 @@ async fn list_missions(
         }
         other => other,
     };
-    let mut summaries = queries::missions(&state.reader(), MISSIONS_SCAN).await?;
-    // Newest first by id: ids are ULIDs, so they sort by creation time, and the cursor (the
-    // last id of the previous page) finds the next page whatever changed since.
-    summaries.sort_by(|a, b| b.id.cmp(&a.id));
-    let mut matching = summaries
-        .iter()
-        .filter(|s| cursor.is_none_or(|c| s.id.as_str() < c))
-        .map(|s| serde_json::to_value(s).unwrap_or_default())
-        .filter(|s| q.status.as_deref().is_none_or(|st| s["status"] == st))
-        .filter(|s| q.template.as_deref().is_none_or(|t| s["template"] == t))
-        .peekable();
-    let page: Vec<Value> = matching.by_ref().take(limit).collect();
-    let next_cursor = match (page.last(), matching.peek()) {
-        (Some(last), Some(_)) => last["id"].clone(),
-        _ => Value::Null,
-    };
-    Ok(Json(json!({"missions": page, "next_cursor": next_cursor})))
+    let page = queries::mission_page(
+        &state.reader(),
+        q.status.as_deref(),
+        q.template.as_deref(),
+        cursor,
+        limit,
+    )
+    .await?;
+    Ok(Json(json!(page)))
 }
 
 #[derive(Deserialize)]
@@ -368,18 +358,20 @@ async fn stream_events(
         None => q.after.unwrap_or(0),
     };
     let after = seq_after(after)?;
-    // Subscribed before the first read: nothing appended in between is missed.
-    let feed = state.engine.config().store.subscribe().await?;
-    let shutdown = state.shutdown.clone();
+    // Watched before the first read: nothing appended in between is missed.
+    let tip = state.tails.watch(&id).await?;
     struct Tail {
         state: Shared,
         /// The token the stream was opened with: checked again at every wake-up.
         token_hash: Option<String>,
         id: String,
         after: u64,
-        feed: flightdeck_store::ChangeFeed,
+        tip: tokio::sync::watch::Receiver<crate::tails::Tip>,
         shutdown: tokio::sync::watch::Receiver<Option<String>>,
         queued: std::collections::VecDeque<flightdeck_core::StoredEvent>,
+        /// Whether the store must be read (at the start, and when the tip's events do not
+        /// reach back to what was sent).
+        read_store: bool,
         finished: bool,
     }
     let tail = Tail {
@@ -387,14 +379,18 @@ async fn stream_events(
         token_hash: who.token_hash.clone(),
         id,
         after,
-        feed,
-        shutdown,
+        tip,
+        shutdown: state.shutdown.clone(),
         queued: std::collections::VecDeque::new(),
+        read_store: true,
         finished: false,
     };
     let events = futures_util::stream::unfold(tail, |mut tail| async move {
         loop {
             if let Some(event) = tail.queued.pop_front() {
+                if event.seq <= tail.after {
+                    continue;
+                }
                 tail.after = event.seq;
                 tail.finished |= event.event_type == "mission.finished";
                 // A line break would end the field (axum refuses one): a type never has it,
@@ -410,38 +406,38 @@ async fn stream_events(
             if tail.finished || tail.shutdown.borrow().is_some() {
                 return None;
             }
-            match queries::timeline(&tail.state.reader(), &tail.id, tail.after).await {
-                Ok(events) if !events.is_empty() => {
-                    tail.queued.extend(events);
-                    continue;
+            if tail.read_store {
+                tail.read_store = false;
+                match queries::timeline(&tail.state.reader(), &tail.id, tail.after).await {
+                    Ok(events) => tail.queued.extend(events),
+                    Err(_) => return None,
                 }
-                Ok(_) => {}
-                Err(_) => return None,
+                continue;
+            }
+            let tip = tail.tip.borrow_and_update().clone();
+            if tip.last_seq > tail.after {
+                match tip.recent.first() {
+                    // The tip holds everything after what was sent.
+                    Some(first) if first.seq <= tail.after + 1 => {
+                        tail.queued.extend(tip.recent.iter().cloned());
+                    }
+                    _ => tail.read_store = true,
+                }
+                continue;
             }
             // Nothing more, and nothing more will come: a client that reconnects after the
-            // end is told so at once. The status is read after the events, so what was
-            // appended in between is read once more before the stream ends.
-            let store = tail.state.engine.config().store.clone();
-            match store.mission(&tail.id).await {
-                Ok(Some(row)) if is_finished(&row.status) => {
-                    match queries::timeline(&tail.state.reader(), &tail.id, tail.after).await {
-                        Ok(events) if !events.is_empty() => {
-                            tail.queued.extend(events);
-                            continue;
-                        }
-                        _ => return None,
-                    }
-                }
-                Ok(_) => {}
-                Err(_) => return None,
+            // end is told so at once.
+            if tip.finished {
+                return None;
             }
             tokio::select! {
-                changed = tail.feed.changed() => if changed.is_err() { return None },
+                changed = tail.tip.changed() => if changed.is_err() { return None },
                 _ = tail.shutdown.changed() => return None,
             }
             // A token revoked or expired while the stream was open ends it.
             if let Some(hash) = &tail.token_hash {
                 let now = SystemClock.now_ms();
+                let store = tail.state.engine.config().store.clone();
                 match store.token_by_hash(hash).await {
                     Ok(Some(t))
                         if t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|e| e > now) => {
@@ -453,10 +449,6 @@ async fn stream_events(
     });
     let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
     Ok(sse.into_response())
-}
-
-fn is_finished(status: &str) -> bool {
-    matches!(status, "succeeded" | "failed" | "cancelled")
 }
 
 async fn verify(

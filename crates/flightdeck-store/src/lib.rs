@@ -149,6 +149,15 @@ pub struct MissionRow {
     pub lease: Option<Lease>,
 }
 
+/// A mission as listings filter it: no summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissionIndexRow {
+    pub id: String,
+    pub status: String,
+    pub template: String,
+    pub created_at_ms: i64,
+}
+
 /// Who drives a mission, until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
@@ -262,6 +271,22 @@ pub trait EventStore: Send + Sync {
     async fn missions(&self, limit: u32) -> Result<Vec<MissionRow>, StoreError>;
 
     /// Ids of missions that start with `prefix` (at most `limit`).
+    /// The newest `limit` missions' ids, statuses and templates, newest first: what a
+    /// listing filters before it reads the summaries of one page.
+    async fn mission_index(&self, limit: u32) -> Result<Vec<MissionIndexRow>, StoreError> {
+        Ok(self
+            .missions(limit)
+            .await?
+            .into_iter()
+            .map(|m| MissionIndexRow {
+                id: m.id,
+                status: m.status,
+                template: m.template,
+                created_at_ms: m.created_at_ms,
+            })
+            .collect())
+    }
+
     async fn mission_ids_with_prefix(
         &self,
         prefix: &str,

@@ -28,7 +28,9 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::Value;
 
 use crate::feed::wal_path;
-use crate::{InputRow, InputState, Lease, MissionRow, RawEvent, StoreError, TokenRow};
+use crate::{
+    InputRow, InputState, Lease, MissionIndexRow, MissionRow, RawEvent, StoreError, TokenRow,
+};
 
 /// Idle connections kept for the next reads.
 const MAX_IDLE: usize = 4;
@@ -440,6 +442,25 @@ pub(crate) fn missions(
         }
     }
     Ok(all)
+}
+
+pub(crate) fn mission_index(
+    conn: &Connection,
+    limit: u32,
+) -> Result<Vec<MissionIndexRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, status, template, created_at_ms FROM missions
+         ORDER BY created_at_ms DESC, id DESC LIMIT ?1",
+    )?;
+    let rows = stmt.query_map(params![i64::from(limit)], |row| {
+        Ok(MissionIndexRow {
+            id: row.get(0)?,
+            status: row.get(1)?,
+            template: row.get(2)?,
+            created_at_ms: row.get(3)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Whether the schema has projection items: `known` once seen, else looked up (a

@@ -23,8 +23,8 @@ use crate::read::{self, Readers};
 use crate::sqlite_artifacts::{SqliteArtifactStore, Staged};
 use crate::writer::{self, Job, TokenWrite, Writer};
 use crate::{
-    AppendRequest, EventStore, InputRow, Lease, MissionRow, NewInput, RawEvent, StoreError,
-    TokenRow,
+    AppendRequest, EventStore, InputRow, Lease, MissionIndexRow, MissionRow, NewInput, RawEvent,
+    StoreError, TokenRow,
 };
 
 /// Written into the database header (`PRAGMA application_id`) so that a flightdeck database
@@ -421,6 +421,12 @@ impl EventStore for SqliteStore {
         let has_items = self.has_items.clone();
         self.readers
             .run(move |conn| read::missions(conn, limit, &has_items))
+            .await
+    }
+
+    async fn mission_index(&self, limit: u32) -> Result<Vec<MissionIndexRow>, StoreError> {
+        self.readers
+            .run(move |conn| read::mission_index(conn, limit))
             .await
     }
 

@@ -47,6 +47,7 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
         None
     };
     let local_identity = ctx.identity(None)?;
+    let tails = flightdeck_server::tails::Tails::new(engine.config().store.clone());
     let url = format!("http://{local_addr}");
     if ctx.json() {
         println!(
@@ -68,6 +69,7 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
             local_addr,
             shutdown: ctx.shutdown.clone(),
             drivers: std::sync::Mutex::new(tokio::task::JoinSet::new()),
+            tails,
         },
         listener,
     )

@@ -1,0 +1,113 @@
+//! Live streams read the store once per change, not once per client.
+//!
+//! The store's change feed says only "something may have changed" (any mission, any
+//! process). One task ([`Tails::run`]) takes every wake-up, looks at the missions someone
+//! streams (one row each), and when a mission moved on reads its new events once and
+//! publishes them on that mission's [`Tip`]. Each stream waits on its mission's tip, takes
+//! the events it has not sent from it, and reads the store itself only when it fell behind
+//! what the tip holds. So 200 clients of one mission cost one read per append, and appends to
+//! other missions cost them nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use flightdeck_core::StoredEvent;
+use flightdeck_store::{EventStore, StoreError};
+use tokio::sync::watch;
+
+/// Where a streamed mission is.
+#[derive(Debug, Clone, Default)]
+pub struct Tip {
+    /// The seq of its last event.
+    pub last_seq: u64,
+    /// Whether it has finished (nothing more will come).
+    pub finished: bool,
+    /// The events read at the last change, in order, ending at `last_seq` (empty before the
+    /// first change the server saw).
+    pub recent: Arc<Vec<StoredEvent>>,
+}
+
+pub struct Tails {
+    store: Arc<dyn EventStore>,
+    missions: Mutex<HashMap<String, watch::Sender<Tip>>>,
+}
+
+pub fn is_finished(status: &str) -> bool {
+    matches!(status, "succeeded" | "failed" | "cancelled")
+}
+
+impl Tails {
+    pub fn new(store: Arc<dyn EventStore>) -> Arc<Tails> {
+        Arc::new(Tails {
+            store,
+            missions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The tip of `mission`, to wait on. Taken before the stream's first read: a change
+    /// after that read is published on it.
+    pub async fn watch(&self, mission: &str) -> Result<watch::Receiver<Tip>, StoreError> {
+        if let Some(sender) = self.lock().get(mission) {
+            return Ok(sender.subscribe());
+        }
+        let row = self.store.mission(mission).await?;
+        let tip = Tip {
+            last_seq: row.as_ref().map_or(0, |r| r.last_seq),
+            finished: row.as_ref().is_some_and(|r| is_finished(&r.status)),
+            recent: Arc::new(Vec::new()),
+        };
+        let mut missions = self.lock();
+        let sender = missions
+            .entry(mission.to_string())
+            .or_insert_with(|| watch::channel(tip).0);
+        Ok(sender.subscribe())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<Tip>>> {
+        // A map of senders stays consistent whatever a panicking holder did.
+        self.missions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Publishes what changed, at every wake-up of the store's feed, until `shutdown`.
+    pub async fn run(self: Arc<Tails>, mut shutdown: watch::Receiver<Option<String>>) {
+        let Ok(mut feed) = self.store.subscribe().await else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                changed = feed.changed() => if changed.is_err() { return },
+                _ = shutdown.changed() => return,
+            }
+            let watched: Vec<(String, Tip)> = {
+                let mut missions = self.lock();
+                missions.retain(|_, sender| sender.receiver_count() > 0);
+                missions
+                    .iter()
+                    .map(|(id, sender)| (id.clone(), sender.borrow().clone()))
+                    .collect()
+            };
+            for (id, tip) in watched {
+                let Ok(Some(row)) = self.store.mission(&id).await else {
+                    continue;
+                };
+                let finished = is_finished(&row.status);
+                if row.last_seq == tip.last_seq && finished == tip.finished {
+                    continue;
+                }
+                let Ok(events) = self.store.events(&id, tip.last_seq).await else {
+                    continue;
+                };
+                let next = Tip {
+                    last_seq: events.last().map_or(tip.last_seq, |e| e.seq),
+                    finished,
+                    recent: Arc::new(events),
+                };
+                if let Some(sender) = self.lock().get(&id) {
+                    sender.send_replace(next);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! `flightdeck serve` under load, over real HTTP against the real binary:
+//!
+//! 1. **Live streams**: `CLIENTS` server-sent-event streams on one mission; events are
+//!    appended one at a time through a store of this process (as another process's driver
+//!    would), and each client's time from the start of the append (its fsync included) to
+//!    the event's arrival is taken. Median, p99 and max over every client and append.
+//! 2. **Missions listing**: `MISSIONS` missions in the store; `GET /api/v1/missions` (the
+//!    first page of 50, and a page deep in the list by cursor), median of `ROUNDS`.
+//! 3. **A long timeline**: a mission of `EVENTS` events; its summary, and a page of 1,000
+//!    events from the middle, median of `ROUNDS`.
+//!
+//! `cargo bench -p flightdeck --bench serve`; under `cargo test` it runs a small version
+//! that checks every client receives every event.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)] // a bench: failing loudly is the point
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flightdeck_store::{AppendRequest, EventStore, NewEvent, Projection, SqliteStore};
+use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
+const CLIENTS: usize = 200;
+const APPENDS: usize = 50;
+const MISSIONS: usize = 10_000;
+const EVENTS: usize = 10_000;
+const ROUNDS: usize = 20;
+
+fn git(dir: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args([
+            "-c",
+            "user.name=bench",
+            "-c",
+            "user.email=bench@example.com",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+/// A repository whose mission writes a file and parks at the publish gate.
+fn repo(dir: &Path) {
+    std::fs::create_dir_all(dir.join(".flightdeck/missions")).unwrap();
+    std::fs::write(
+        dir.join(".flightdeck/policy.toml"),
+        "[defaults]\npublish = \"approve\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(".flightdeck/missions/park.toml"),
+        "goal = \"Write a file and wait.\"\n[budget]\ntool_calls = 100\n[workspace]\nruntime = \"local-unsandboxed\"\n[[steps]]\nrun = \"echo x > a.txt\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("README.md"), "bench\n").unwrap();
+    git(dir, &["init", "--quiet", "--initial-branch=main"]);
+    git(dir, &["add", "--all"]);
+    git(dir, &["commit", "--quiet", "-m", "bench"]);
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let at = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[at]
+}
+
+/// A parked mission made by the real binary: (id, its summary, its last seq).
+fn parked_mission(data: &Path, repo_dir: &Path) -> (String, Value, u64) {
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "--as",
+            "bench@example.com",
+            "--json",
+            "run",
+            "park",
+            "--repo",
+        ])
+        .arg(repo_dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the mission should park: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seq = summary["events"].as_u64().unwrap();
+    (summary["id"].as_str().unwrap().to_string(), summary, seq)
+}
+
+fn append(mission: &str, expected_seq: u64, count: usize, summary: &Value) -> AppendRequest {
+    AppendRequest {
+        mission: mission.to_string(),
+        expected_seq,
+        events: (0..count)
+            .map(|i| NewEvent {
+                at_ms: 1_800_000_000_000 + i as i64,
+                event_type: "budget.raised".into(),
+                data: json!({"by": "@bench", "dimension": "tool_calls", "amount": 1}),
+            })
+            .collect(),
+        projection: Projection {
+            status: "awaiting_approval".into(),
+            template: "park".into(),
+            summary: summary.clone(),
+            items: Vec::new(),
+        },
+        consumes: Vec::new(),
+    }
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(data: &Path) -> Server {
+    let mut child = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "--json",
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--workers",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let started: Value = serde_json::from_str(&line).unwrap();
+    Server {
+        child,
+        url: started["listening"].as_str().unwrap().to_string(),
+    }
+}
+
+/// Median milliseconds of `rounds` GETs of `path`, checking each answers 200.
+async fn median_get(http: &reqwest::Client, url: &str, rounds: usize) -> f64 {
+    let mut samples = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let response = http.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{url}");
+        let _ = response.bytes().await.unwrap();
+        samples.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    percentile(&samples, 0.5)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let benching = std::env::args().any(|a| a == "--bench");
+    let (clients, appends, missions, events, rounds) = if benching {
+        (CLIENTS, APPENDS, MISSIONS, EVENTS, ROUNDS)
+    } else {
+        (5, 3, 100, 200, 2)
+    };
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(
+        data.join("config.toml"),
+        "[workspace]\nallow_unsandboxed = true\n",
+    )
+    .unwrap();
+    let repo_dir = root.path().join("repo");
+    repo(&repo_dir);
+    let (id, summary, mut seq) = parked_mission(&data, &repo_dir);
+    let (long_id, long_summary, long_seq) = parked_mission(&data, &repo_dir);
+    let server = serve(&data);
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients + 8)
+        .build()
+        .unwrap();
+    let store = Arc::new(
+        SqliteStore::open(&data.join("flightdeck.db"))
+            .await
+            .unwrap(),
+    );
+
+    // 1. Live streams: every client opens its stream after the last recorded event.
+    let (arrivals, mut arrived) = tokio::sync::mpsc::unbounded_channel::<(usize, u64, Instant)>();
+    let mut readers = Vec::with_capacity(clients);
+    for client in 0..clients {
+        let response = http
+            .get(format!(
+                "{}/api/v1/missions/{id}/events/stream?after={seq}",
+                server.url
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let arrivals = arrivals.clone();
+        readers.push(tokio::spawn(async move {
+            let mut response = response;
+            let mut buffer = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                let at = Instant::now();
+                buffer.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buffer.find("\n\n") {
+                    let block: String = buffer.drain(..end + 2).collect();
+                    if let Some(id) = block.lines().find_map(|l| l.strip_prefix("id: ")) {
+                        let _ = arrivals.send((client, id.parse().unwrap(), at));
+                    }
+                }
+            }
+        }));
+    }
+    let mut latencies = Vec::with_capacity(clients * appends);
+    for _ in 0..appends {
+        let started = Instant::now();
+        store.append(append(&id, seq, 1, &summary)).await.unwrap();
+        seq += 1;
+        let mut heard = vec![false; clients];
+        let mut left = clients;
+        while left > 0 {
+            let (client, got, at) = tokio::time::timeout(Duration::from_secs(30), arrived.recv())
+                .await
+                .expect("a client heard nothing for 30 s")
+                .unwrap();
+            assert_eq!(got, seq, "client {client} got events out of order");
+            if !heard[client] {
+                heard[client] = true;
+                left -= 1;
+                latencies.push((at - started).as_secs_f64() * 1e3);
+            }
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    // The streams close: what follows measures reads alone.
+    for reader in readers {
+        reader.abort();
+    }
+
+    // 2. Many missions: copies of the parked one's projection under other ids.
+    let mut appenders = Vec::new();
+    for i in 0..missions.saturating_sub(2) {
+        let store = store.clone();
+        let mut copy = summary.clone();
+        let other = format!("m-01benchmark{i:013}");
+        copy["id"] = json!(other);
+        appenders.push(tokio::spawn(async move {
+            store.append(append(&other, 0, 1, &copy)).await.unwrap();
+        }));
+        if appenders.len() >= 256 {
+            for a in appenders.drain(..) {
+                a.await.unwrap();
+            }
+        }
+    }
+    for a in appenders {
+        a.await.unwrap();
+    }
+    let first_page = median_get(&http, &format!("{}/api/v1/missions", server.url), rounds).await;
+    let deep = format!("m-01benchmark{:013}", missions / 2);
+    let deep_page = median_get(
+        &http,
+        &format!("{}/api/v1/missions?cursor={deep}", server.url),
+        rounds,
+    )
+    .await;
+
+    // 3. A long timeline, appended in batches.
+    let mut at = long_seq;
+    while (at as usize) < events {
+        let count = (events - at as usize).min(1_000);
+        store
+            .append(append(&long_id, at, count, &long_summary))
+            .await
+            .unwrap();
+        at += count as u64;
+    }
+    let mission_summary = median_get(
+        &http,
+        &format!("{}/api/v1/missions/{long_id}", server.url),
+        rounds,
+    )
+    .await;
+    let middle = median_get(
+        &http,
+        &format!(
+            "{}/api/v1/missions/{long_id}/events?after={}&limit=1000",
+            server.url,
+            events / 2
+        ),
+        rounds,
+    )
+    .await;
+    drop(server);
+    if !benching {
+        println!(
+            "quick run (not under `cargo bench`): {clients} streams heard {appends} appends each"
+        );
+        return;
+    }
+    println!(
+        "{clients} live streams, append started → event received: median {:.2} ms  p99 {:.2} ms  max {:.2} ms  ({} deliveries)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        latencies[latencies.len() - 1],
+        latencies.len()
+    );
+    println!("GET /api/v1/missions, {missions} missions: first page {first_page:.1} ms, a page by cursor {deep_page:.1} ms (medians of {rounds})");
+    println!("a {events}-event mission: summary {mission_summary:.1} ms, 1,000 events from the middle {middle:.1} ms (medians of {rounds})");
+}
