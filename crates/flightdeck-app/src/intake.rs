@@ -70,34 +70,42 @@ pub struct PolicyAt {
     pub codeowners: Option<RepoFile>,
 }
 
-/// The repository `repo` names for a mission: a configured `[repos.NAME]` (whatever its
-/// URL), else, when `any_url`, any URL git can fetch (the command line's `--remote`), else
-/// only an `https://`, `ssh://` or `user@host:path` URL: over the API, a caller must not be
-/// able to make the server read a repository from its own disk (`file://`, a path) or run
-/// a transport of its choosing.
+/// The repository `repo` names for a mission: a configured `[repos.NAME]`, or, when
+/// `any_url` (the command line's `--remote`, run by someone who can read the config and the
+/// data directory), any URL git can fetch. Over the API only the repositories the config
+/// names are accepted, by name or by their URL: a caller must not make the server read a
+/// repository from its own disk, reach hosts of the caller's choosing, or bring a
+/// repository whose path looks like one a secret is scoped to (scopes compare paths, not
+/// hosts).
 pub fn repo_source(config: &Config, repo: &str, any_url: bool) -> Result<RepoSource, AppError> {
     let repo = repo.trim();
     if let Some(configured) = config.repos.get(repo) {
         return Ok(RepoSource::Remote(configured.url.trim().to_string()));
     }
-    let scp_like = !repo.contains("://")
-        && repo
-            .split_once(':')
-            .is_some_and(|(user_host, _)| user_host.contains('@') && !user_host.contains('/'));
-    let network_url = repo.starts_with("https://") || repo.starts_with("ssh://") || scp_like;
-    if any_url || network_url {
+    let same = |a: &str, b: &str| {
+        let plain = |u: &str| {
+            let u = without_credentials(u);
+            let u = u.trim_end_matches('/');
+            u.strip_suffix(".git").unwrap_or(u).to_string()
+        };
+        plain(a) == plain(b)
+    };
+    if let Some(configured) = config.repos.values().find(|r| same(&r.url, repo)) {
+        return Ok(RepoSource::Remote(configured.url.trim().to_string()));
+    }
+    if any_url {
         return Ok(RepoSource::Remote(repo.to_string()));
     }
     let names: Vec<&str> = config.repos.keys().map(String::as_str).collect();
     Err(AppError::bad_input(
-        format!("repo `{repo}` is neither a configured repository nor an https or ssh URL"),
+        format!(
+            "repo `{}` is not a repository the config names",
+            without_credentials(repo)
+        ),
         Some(if names.is_empty() {
-            "name a repository the config lists as [repos.NAME] (url = \"…\"), or give an https:// or ssh:// URL".to_string()
+            "missions started over the API run on repositories the config lists as [repos.NAME] (url = \"…\"); there are none".to_string()
         } else {
-            format!(
-                "configured repositories: {}; or give an https:// or ssh:// URL",
-                names.join(", ")
-            )
+            format!("configured repositories: {}", names.join(", "))
         }),
     ))
 }
@@ -115,7 +123,7 @@ pub fn intake(data_dir: &Path, request: &RunRequest) -> Result<Intake, AppError>
         }
         RepoSource::Remote(url) => {
             let (repo, commit) = fetch_remote(data_dir, url, &request.base)?;
-            (repo, commit, Some(url.trim().to_string()))
+            (repo, commit, Some(without_credentials(url)))
         }
     };
     let (template_name, template_file, template_source) =
@@ -511,9 +519,17 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
                 "protocol.ext.allow=never",
             ])
             .args(args)
+            // Never wait for a person: no credential prompt, and a transfer that stalls
+            // (under 1 KB/s for a minute) is given up.
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_HTTP_LOW_SPEED_LIMIT", "1000")
+            .env("GIT_HTTP_LOW_SPEED_TIME", "60")
+            .stdin(std::process::Stdio::null())
             .output()
             .map_err(|e| AppError::failed(format!("cannot run git: {e}")))
     };
+    // What messages show of the URL: never a user or password it carries.
+    let shown = without_credentials(url);
     if !cache.join("HEAD").is_file() {
         std::fs::create_dir_all(&cache)?;
         let out = git(&cache, &["init", "--bare", "--quiet"])?;
@@ -532,7 +548,13 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
             return Ok((cache, commit));
         }
     }
-    let refspec = format!("+{base}:refs/flightdeck/base");
+    // A ref of this fetch's own: two missions fetching the same repository at once each
+    // resolve the commit they fetched. It stays, so the base commit stays reachable.
+    let fetched = format!(
+        "refs/flightdeck/fetched/{}",
+        ulid::Ulid::new().to_string().to_lowercase()
+    );
+    let refspec = format!("+{base}:{fetched}");
     let out = git(
         &cache,
         &["fetch", "--quiet", "--no-tags", "--", url, &refspec],
@@ -557,8 +579,10 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
             Some(commit) => Ok((cache, commit)),
             None => Err(AppError::bad_input(
                 format!(
-                    "cannot fetch {base} from {url}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    "cannot fetch {base} from {shown}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                        .trim()
+                        .replace(url.trim(), &shown)
                 ),
                 Some(
                     "--remote takes a URL git can fetch, and --base a branch, tag or commit it has"
@@ -568,6 +592,6 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
         };
     }
     // The base named a branch or tag: the mission's base is the commit fetched for it.
-    let commit = resolve_commit(&cache, "refs/flightdeck/base")?;
+    let commit = resolve_commit(&cache, &fetched)?;
     Ok((cache, commit))
 }

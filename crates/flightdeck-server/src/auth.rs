@@ -7,7 +7,8 @@
 //! - `local-only` (the default, loopback addresses only): a request without a token acts as
 //!   the installation's default identity with every role, as the command line does for the
 //!   user who can read the data directory. So it must come from that user: the socket at the
-//!   other end must belong to the server's own uid (or root), which keeps out other users of
+//!   other end, open while the request is judged, must belong to the server's own uid, which
+//!   keeps out other users of
 //!   the machine and services such as a reverse proxy. And it must not come from a web page:
 //!   the `Host` must name this server (a page whose DNS name was rebound to 127.0.0.1 is
 //!   refused), and a request that is not a `GET` must say `Content-Type: application/json`
@@ -76,7 +77,7 @@ pub async fn authenticate(
     }
 }
 
-/// A request without a token comes from a process of the server's own user (or root).
+/// A request without a token comes from a process of the server's own user.
 async fn check_local_user(state: &ServerState, peer: SocketAddr) -> Result<(), AppError> {
     let server_uid = nix::unistd::geteuid().as_raw();
     let refused = |why: String| {
@@ -95,7 +96,7 @@ async fn check_local_user(state: &ServerState, peer: SocketAddr) -> Result<(), A
         .ok()
         .flatten();
     match uid {
-        Some(uid) if uid == server_uid || uid == 0 => Ok(()),
+        Some(uid) if uid == server_uid => Ok(()),
         Some(uid) => Err(refused(format!("this request comes from uid {uid}"))),
         None => Err(refused(
             "the kernel does not say whose this connection is".to_string(),

@@ -57,6 +57,9 @@ impl ServerState {
     }
 }
 
+/// How long open connections get to finish once the server stops.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Refuses, before anything listens, an address other machines can reach without
 /// `[server] auth = "required"`.
 pub fn check_listen(addr: &SocketAddr, auth: AuthMode) -> Result<(), AppError> {
@@ -79,22 +82,46 @@ pub async fn serve(state: ServerState, listener: tokio::net::TcpListener) -> Res
     let mut shutdown = state.shutdown.clone();
     let state = Arc::new(state);
     let state_for_drivers = state.clone();
-    let tails = tokio::spawn(state.tails.clone().run(state.shutdown.clone()));
+    // Subscribed before the first request: no change a stream waits for goes unpublished.
+    let feed = state
+        .engine
+        .config()
+        .store
+        .subscribe()
+        .await
+        .map_err(AppError::from)?;
+    let tails = {
+        let tails = state.tails.clone();
+        let run = tokio::spawn(tails.clone().run(feed, state.shutdown.clone()));
+        tokio::spawn(async move {
+            // However it ends (a panic included), no stream is left waiting on it.
+            let _ = run.await;
+            tails.close();
+        })
+    };
     let router = routes::router(state);
-    axum::serve(
+    let mut stopping = shutdown.clone();
+    let serving = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(async move {
         let _ = shutdown.wait_for(Option::is_some).await;
-    })
-    .await
-    .map_err(|e| AppError::failed(format!("the server stopped: {e}")))?;
+    });
+    // Connections get SHUTDOWN_GRACE to finish once the server stops (a client that stops
+    // reading a stream would hold it forever).
+    tokio::select! {
+        served = serving => served.map_err(|e| AppError::failed(format!("the server stopped: {e}")))?,
+        () = async {
+            let _ = stopping.wait_for(Option::is_some).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {}
+    }
     let mut drivers = match state_for_drivers.drivers.lock() {
         Ok(mut set) => std::mem::take(&mut *set),
         Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
     };
     while drivers.join_next().await.is_some() {}
-    tails.abort();
+    let _ = tails.await;
     Ok(())
 }

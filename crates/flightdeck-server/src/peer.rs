@@ -4,7 +4,7 @@
 //! A `local-only` server lets a request without a token act as the installation's
 //! identity; "from this machine" is not enough for that on a machine other people (or
 //! services, or a reverse proxy) share, so the request must come from a process of the
-//! user the server runs as (or root, who can read the data directory anyway).
+//! user the server runs as, over a connection that is open while it is judged.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -19,14 +19,20 @@ pub fn loopback_peer_uid(peer: SocketAddr, server: SocketAddr) -> Option<u32> {
         })
 }
 
-/// The uid column of the row of `table` for the connection `peer` → `server`.
+/// The connection state the kernel prints for an open connection (`TCP_ESTABLISHED`).
+const ESTABLISHED: &str = "01";
+
+/// The uid column of the row of `table` for the open connection `peer` → `server`. Only an
+/// established connection with a socket (inode) counts: a closed one lingers in TIME_WAIT,
+/// where the kernel prints uid 0 for whoever owned it.
 fn uid_in_table(table: &str, peer: SocketAddr, server: SocketAddr) -> Option<u32> {
     let (peer, server) = (plain(peer), plain(server));
     table.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let local = parse_socket(fields.get(1)?)?;
         let remote = parse_socket(fields.get(2)?)?;
-        (local == peer && remote == server).then(|| fields.get(7)?.parse().ok())?
+        let open = *fields.get(3)? == ESTABLISHED && fields.get(9).is_some_and(|i| *i != "0");
+        (local == peer && remote == server && open).then(|| fields.get(7)?.parse().ok())?
     })
 }
 
@@ -78,13 +84,20 @@ mod tests {
             "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
              0: {lo}:1E61 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n\
              1: {lo}:C350 {lo}:1E61 01 00000000:00000000 00:00000000 00000000  1000        0 2 1\n\
-             2: {lo}:1E61 {lo}:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1\n",
+             2: {lo}:1E61 {lo}:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1\n\
+             3: {lo}:C351 {lo}:1E61 06 00000000:00000000 03:00001000 00000000     0        0 0 3\n\
+             4: {lo}:C352 {lo}:1E61 08 00000000:00000000 00:00000000 00000000  1000        0 5 1\n",
             lo = hex4(lo)
         );
         let server: SocketAddr = "127.0.0.1:7777".parse().unwrap();
         let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
         assert_eq!(uid_in_table(&table, peer, server), Some(1000));
-        let other: SocketAddr = "127.0.0.1:50001".parse().unwrap();
+        // A closed connection (TIME_WAIT: uid 0, no inode) or a closing one names no one.
+        let closed: SocketAddr = "127.0.0.1:50001".parse().unwrap();
+        assert_eq!(uid_in_table(&table, closed, server), None);
+        let closing: SocketAddr = "127.0.0.1:50002".parse().unwrap();
+        assert_eq!(uid_in_table(&table, closing, server), None);
+        let other: SocketAddr = "127.0.0.1:50003".parse().unwrap();
         assert_eq!(uid_in_table(&table, other, server), None);
         // Seen through an IPv6 socket, the same connection.
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:50000".parse().unwrap();

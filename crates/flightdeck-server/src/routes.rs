@@ -30,6 +30,8 @@ const MISSIONS_PAGE: usize = 50;
 const MISSIONS_PAGE_MAX: usize = 500;
 const EVENTS_PAGE: usize = 100;
 const EVENTS_PAGE_MAX: usize = 1_000;
+/// How often an open stream checks that its token still works (revoked, expired).
+const TOKEN_RECHECK: Duration = Duration::from_secs(5);
 
 pub fn router(state: Shared) -> Router {
     Router::new()
@@ -220,7 +222,7 @@ async fn list_missions(
 #[serde(deny_unknown_fields)]
 struct StartBody {
     template: String,
-    /// A configured `[repos.NAME]`, or an https or ssh URL.
+    /// A configured `[repos.NAME]`, or the URL of one.
     repo: String,
     base: Option<String>,
     #[serde(default)]
@@ -237,6 +239,19 @@ async fn start_mission(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     require(&who, Role::Operator)?;
     let JsonBody(body) = body?;
+    // A name under the repository's `.flightdeck/missions/`, never a path: the server reads
+    // nothing of its own disk for a caller.
+    let plain_name = !body.template.is_empty()
+        && body
+            .template
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !plain_name {
+        return Err(ApiError(AppError::bad_input(
+            format!("template `{}`: not a template name", body.template),
+            Some("name a template of the repository's .flightdeck/missions/ (letters, digits, - and _), not a path".to_string()),
+        )));
+    }
     let app = state.app.clone();
     let requested_by = who.handle.clone();
     // Fetching and reading the repository is git's work: off the async threads.
@@ -430,19 +445,20 @@ async fn stream_events(
             if tip.finished {
                 return None;
             }
+            let recheck = tokio::time::sleep(TOKEN_RECHECK);
             tokio::select! {
                 changed = tail.tip.changed() => if changed.is_err() { return None },
                 _ = tail.shutdown.changed() => return None,
-            }
-            // A token revoked or expired while the stream was open ends it.
-            if let Some(hash) = &tail.token_hash {
-                let now = SystemClock.now_ms();
-                let store = tail.state.engine.config().store.clone();
-                match store.token_by_hash(hash).await {
-                    Ok(Some(t))
-                        if t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|e| e > now) => {
+                () = recheck, if tail.token_hash.is_some() => {
+                    // A token revoked or expired while the stream was open ends it.
+                    let hash = tail.token_hash.clone().unwrap_or_default();
+                    let now = SystemClock.now_ms();
+                    let store = tail.state.engine.config().store.clone();
+                    match store.token_by_hash(&hash).await {
+                        Ok(Some(t))
+                            if t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|e| e > now) => {}
+                        _ => return None,
                     }
-                    _ => return None,
                 }
             }
         }

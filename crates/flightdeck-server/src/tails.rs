@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use flightdeck_core::StoredEvent;
-use flightdeck_store::{EventStore, StoreError};
+use flightdeck_store::{ChangeFeed, EventStore, StoreError};
 use tokio::sync::watch;
 
 /// Where a streamed mission is.
@@ -70,11 +70,20 @@ impl Tails {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Publishes what changed, at every wake-up of the store's feed, until `shutdown`.
-    pub async fn run(self: Arc<Tails>, mut shutdown: watch::Receiver<Option<String>>) {
-        let Ok(mut feed) = self.store.subscribe().await else {
-            return;
-        };
+    /// Ends every stream: their tips are dropped, so each one's wait ends (its client
+    /// reconnects with `Last-Event-ID` and reads what it missed).
+    pub fn close(&self) {
+        self.lock().clear();
+    }
+
+    /// Publishes what changed, at every wake-up of `feed` (subscribed before the server
+    /// took its first request), until `shutdown`. The caller closes the tails when this
+    /// returns, however it returns.
+    pub async fn run(
+        self: Arc<Tails>,
+        mut feed: ChangeFeed,
+        mut shutdown: watch::Receiver<Option<String>>,
+    ) {
         loop {
             tokio::select! {
                 changed = feed.changed() => if changed.is_err() { return },
@@ -89,7 +98,10 @@ impl Tails {
                     .collect()
             };
             for (id, tip) in watched {
+                // A read that fails ends the mission's streams rather than leave them
+                // waiting for a change that was not published.
                 let Ok(Some(row)) = self.store.mission(&id).await else {
+                    self.lock().remove(&id);
                     continue;
                 };
                 let finished = is_finished(&row.status);
@@ -97,6 +109,7 @@ impl Tails {
                     continue;
                 }
                 let Ok(events) = self.store.events(&id, tip.last_seq).await else {
+                    self.lock().remove(&id);
                     continue;
                 };
                 let next = Tip {

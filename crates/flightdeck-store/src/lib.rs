@@ -270,7 +270,6 @@ pub trait EventStore: Send + Sync {
     /// Missions, newest first.
     async fn missions(&self, limit: u32) -> Result<Vec<MissionRow>, StoreError>;
 
-    /// Ids of missions that start with `prefix` (at most `limit`).
     /// The newest `limit` missions' ids, statuses and templates, newest first: what a
     /// listing filters before it reads the summaries of one page.
     async fn mission_index(&self, limit: u32) -> Result<Vec<MissionIndexRow>, StoreError> {
@@ -287,6 +286,7 @@ pub trait EventStore: Send + Sync {
             .collect())
     }
 
+    /// Ids of missions that start with `prefix` (at most `limit`).
     async fn mission_ids_with_prefix(
         &self,
         prefix: &str,

@@ -9,8 +9,8 @@
 //! 3. **A long timeline**: a mission of `EVENTS` events; its summary, and a page of 1,000
 //!    events from the middle, median of `ROUNDS`.
 //!
-//! `cargo bench -p flightdeck --bench serve`; under `cargo test` it runs a small version
-//! that checks every client receives every event.
+//! `cargo bench -p flightdeck --bench serve`; under `cargo test --all-targets` (as
+//! `scripts/test` runs it) a small version checks that every client receives every event.
 
 #![allow(
     clippy::unwrap_used,
