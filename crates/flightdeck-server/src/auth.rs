@@ -8,8 +8,8 @@
 //!   the installation's default identity with every role, as the command line does for the
 //!   user who can read the data directory. So it must come from that user: the socket at the
 //!   other end, open while the request is judged, must belong to the server's own uid, which
-//!   keeps out other users of
-//!   the machine and services such as a reverse proxy. And it must not come from a web page:
+//!   keeps out other users of the machine and services such as a reverse proxy. And it must
+//!   not come from a web page:
 //!   the `Host` must name this server (a page whose DNS name was rebound to 127.0.0.1 is
 //!   refused), and a request that is not a `GET` must say `Content-Type: application/json`
 //!   (which no form can send and no script can without a preflight the server never
