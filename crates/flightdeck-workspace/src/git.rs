@@ -12,6 +12,10 @@ use std::process::Output;
 
 /// The most files one step may change (add, modify, delete) between two snapshots.
 pub const MAX_CHANGED_FILES: u64 = 20_000;
+
+/// How long a git still working on a worktree whose index is locked is waited for before
+/// the lock is called held (an orphan of a killed flightdeck ends within milliseconds).
+const ORPHAN_GIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The most bytes the files one step changed may hold together.
 pub const MAX_CHANGED_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -370,7 +374,16 @@ impl Worktree {
             safe.as_str(),
         ];
         full.extend_from_slice(args);
-        git_ok(&self.path, &full, &self.env(env))
+        match git_ok(&self.path, &full, &self.env(env)) {
+            // A git of a flightdeck that was killed (it lives on as an orphan for a few
+            // milliseconds) took the index between the check above and this git: wait for
+            // it to end, then once more.
+            Err(GitError::Failed { stderr, .. }) if stderr.contains(".lock': File exists") => {
+                self.recover_index_lock()?;
+                git_ok(&self.path, &full, &self.env(env))
+            }
+            other => other,
+        }
     }
 
     /// Checks what changed since the last snapshot before anything is added to an object
@@ -432,7 +445,8 @@ impl Worktree {
     /// leaves `<admin dir>/index.lock` behind, and every later git command on the worktree
     /// fails on it. The lock is stale when no git process works on the worktree: none whose
     /// arguments or current directory name its admin dir or its work tree (see
-    /// [`git_process_on`]); then it is removed. A live one is an error naming it.
+    /// [`git_process_on`]), waited for up to [`ORPHAN_GIT_WAIT`]; then it is removed. One
+    /// that lives on is an error naming it.
     fn recover_index_lock(&self) -> Result<(), GitError> {
         let mut lock = self.store.index().into_os_string();
         lock.push(".lock");
@@ -440,12 +454,18 @@ impl Worktree {
         if std::fs::symlink_metadata(&lock).is_err() {
             return Ok(());
         }
-        if let Some((pid, command)) = git_process_on(&[&self.git_dir, &self.path]) {
-            return Err(GitError::IndexLocked {
-                lock: lock.display().to_string(),
-                pid,
-                command,
-            });
+        // A git still at work on the worktree is most often an orphan of a flightdeck that
+        // was killed: it ends within milliseconds. Give it a moment before calling it live.
+        let deadline = std::time::Instant::now() + ORPHAN_GIT_WAIT;
+        while let Some((pid, command)) = git_process_on(&[&self.git_dir, &self.path]) {
+            if std::time::Instant::now() >= deadline {
+                return Err(GitError::IndexLocked {
+                    lock: lock.display().to_string(),
+                    pid,
+                    command,
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         match std::fs::remove_file(&lock) {
             Ok(()) => Ok(()),

@@ -125,6 +125,31 @@ fn a_stale_index_lock_is_removed() {
 /// admin dir or work tree (by argument or current directory) holds it; a git elsewhere or a
 /// non-git process naming it does not.
 #[test]
+fn an_orphan_git_of_a_killed_flightdeck_is_waited_for_then_its_lock_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tmp.path().canonicalize().unwrap();
+    let (wt, admin) = worktree(&tmp);
+    let lock = index_lock(&wt);
+    std::fs::write(&lock, "").unwrap();
+    let admin_arg = format!("--git-dir={}", admin.display());
+    let mut orphan = fake_git(&[admin_arg, "add".to_string(), "--all".to_string()], &tmp);
+    // It ends a moment later, as a killed flightdeck's git does.
+    let ending = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        orphan.kill().unwrap();
+        orphan.wait().unwrap();
+    });
+    let started = Instant::now();
+    wt.snapshot().unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "it waited for the orphan"
+    );
+    assert!(!lock.exists());
+    ending.join().unwrap();
+}
+
+#[test]
 fn a_live_git_on_the_worktree_keeps_its_lock() {
     let tmp = tempfile::tempdir().unwrap();
     let tmp = tmp.path().canonicalize().unwrap();
