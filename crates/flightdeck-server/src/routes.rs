@@ -421,16 +421,19 @@ async fn stream_events(
             if tail.finished || tail.shutdown.borrow().is_some() {
                 return None;
             }
+            let tip = tail.tip.borrow_and_update().clone();
             if tail.read_store {
                 tail.read_store = false;
                 match queries::timeline(&tail.state.reader(), &tail.id, tail.after).await {
-                    Ok(events) => tail.queued.extend(events),
+                    Ok(events) if !events.is_empty() => {
+                        tail.queued.extend(events);
+                        continue;
+                    }
+                    // Nothing after what was sent: the tip is as good as seen.
+                    Ok(_) => {}
                     Err(_) => return None,
                 }
-                continue;
-            }
-            let tip = tail.tip.borrow_and_update().clone();
-            if tip.last_seq > tail.after {
+            } else if tip.last_seq > tail.after {
                 match tip.recent.first() {
                     // The tip holds everything after what was sent.
                     Some(first) if first.seq <= tail.after + 1 => {
