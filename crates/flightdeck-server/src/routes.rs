@@ -158,15 +158,22 @@ impl<T: serde::de::DeserializeOwned> axum::extract::FromRequest<Shared> for Json
 }
 
 /// A query string, its errors in the API's shape.
-fn query<T: serde::de::DeserializeOwned>(
-    q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
-) -> ApiResult<T> {
-    q.map(|Query(q)| q).map_err(|e| {
-        ApiError(AppError::bad_input(
-            format!("bad query string: {}", e.body_text()),
-            None,
-        ))
-    })
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send> FromRequestParts<Shared> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &Shared) -> Result<Self, ApiError> {
+        let Query(q) = Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| {
+                ApiError(AppError::bad_input(
+                    format!("bad query string: {}", e.body_text()),
+                    None,
+                ))
+            })?;
+        Ok(ApiQuery(q))
+    }
 }
 
 async fn resolve(state: &ServerState, given: &str) -> ApiResult<String> {
@@ -185,9 +192,8 @@ struct MissionsQuery {
 async fn list_missions(
     State(state): State<Shared>,
     Caller(_who): Caller,
-    q: Result<Query<MissionsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<MissionsQuery>,
 ) -> ApiResult<Json<Value>> {
-    let q = query(q)?;
     let limit = page_size(q.limit, MISSIONS_PAGE, MISSIONS_PAGE_MAX, "limit")?;
     if let Some(status) = q.status.as_deref() {
         let known: Value = json!(status);
@@ -326,9 +332,8 @@ async fn list_events(
     State(state): State<Shared>,
     Caller(_who): Caller,
     Path(id): Path<String>,
-    q: Result<Query<EventsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Json<Value>> {
-    let q = query(q)?;
     let limit = page_size(q.limit, EVENTS_PAGE, EVENTS_PAGE_MAX, "limit")?;
     let id = resolve(&state, &id).await?;
     let events = queries::timeline(&state.reader(), &id, seq_after(q.after.unwrap_or(0))?).await?;
@@ -355,9 +360,8 @@ async fn stream_events(
     Caller(who): Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
-    q: Result<Query<StreamQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<StreamQuery>,
 ) -> ApiResult<Response> {
-    let q = query(q)?;
     let id = resolve(&state, &id).await?;
     let after = match headers.get("last-event-id") {
         Some(value) => value
@@ -555,9 +559,8 @@ struct MetricsQuery {
 async fn metrics(
     State(state): State<Shared>,
     Caller(_who): Caller,
-    q: Result<Query<MetricsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<MetricsQuery>,
 ) -> ApiResult<Json<Value>> {
-    let q = query(q)?;
     let now = SystemClock.now_ms();
     let view = queries::metrics(&state.reader(), now, q.since, q.template.as_deref()).await?;
     Ok(Json(json!(view)))
@@ -636,9 +639,8 @@ struct ApprovalsQuery {
 async fn list_approvals(
     State(state): State<Shared>,
     Caller(_who): Caller,
-    q: Result<Query<ApprovalsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(q): ApiQuery<ApprovalsQuery>,
 ) -> ApiResult<Json<Value>> {
-    let q = query(q)?;
     let now = SystemClock.now_ms();
     let listed = queries::approvals(&state.reader(), q.pending.unwrap_or(false), now).await?;
     Ok(Json(json!({"approvals": listed})))

@@ -1,12 +1,12 @@
 //! Live streams read the store once per change, not once per client.
 //!
 //! The store's change feed says only "something may have changed" (any mission, any
-//! process). One task ([`Tails::run`]) takes every wake-up, looks at the missions someone
-//! streams (one row each), and when a mission moved on reads its new events once and
-//! publishes them on that mission's [`Tip`]. Each stream waits on its mission's tip, takes
-//! the events it has not sent from it, and reads the store itself only when it fell behind
-//! what the tip holds. So 200 clients of one mission cost one read per append, and appends to
-//! other missions cost them nothing.
+//! process). One task ([`Tails::run`]) takes every wake-up, reads what came after the tip
+//! of each mission someone streams (usually nothing), and publishes a mission's new events
+//! once on its [`Tip`]. Each stream waits on its mission's tip, takes the events it has not
+//! sent from it, and reads the store itself only when it fell behind what the tip holds. So
+//! 200 clients of one mission cost one read per append, and an append to another mission
+//! costs one empty read per streamed mission, whatever the number of clients.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,7 +32,7 @@ pub struct Tails {
     missions: Mutex<HashMap<String, watch::Sender<Tip>>>,
 }
 
-pub fn is_finished(status: &str) -> bool {
+fn is_finished(status: &str) -> bool {
     matches!(status, "succeeded" | "failed" | "cancelled")
 }
 
@@ -98,23 +98,20 @@ impl Tails {
                     .collect()
             };
             for (id, tip) in watched {
-                // A read that fails ends the mission's streams rather than leave them
-                // waiting for a change that was not published.
-                let Ok(Some(row)) = self.store.mission(&id).await else {
-                    self.lock().remove(&id);
-                    continue;
-                };
-                let finished = is_finished(&row.status);
-                if row.last_seq == tip.last_seq && finished == tip.finished {
-                    continue;
-                }
+                // Only what came after the tip: usually nothing, and no summary is read. A
+                // read that fails ends the mission's streams rather than leave them waiting
+                // for a change that was not published.
                 let Ok(events) = self.store.events(&id, tip.last_seq).await else {
                     self.lock().remove(&id);
                     continue;
                 };
+                let Some(last) = events.last() else {
+                    continue;
+                };
                 let next = Tip {
-                    last_seq: events.last().map_or(tip.last_seq, |e| e.seq),
-                    finished,
+                    last_seq: last.seq,
+                    finished: tip.finished
+                        || events.iter().any(|e| e.event_type == "mission.finished"),
                     recent: Arc::new(events),
                 };
                 if let Some(sender) = self.lock().get(&id) {

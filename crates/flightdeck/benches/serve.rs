@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flightdeck_store::{AppendRequest, EventStore, NewEvent, Projection, SqliteStore};
+use flightdeck_testkit::TestRepo;
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
@@ -35,38 +36,16 @@ const MISSIONS: usize = 10_000;
 const EVENTS: usize = 10_000;
 const ROUNDS: usize = 20;
 
-fn git(dir: &Path, args: &[&str]) {
-    let status = Command::new("git")
-        .args([
-            "-c",
-            "user.name=bench",
-            "-c",
-            "user.email=bench@example.com",
-        ])
-        .args(args)
-        .current_dir(dir)
-        .status()
-        .unwrap();
-    assert!(status.success(), "git {args:?}");
-}
-
 /// A repository whose mission writes a file and parks at the publish gate.
-fn repo(dir: &Path) {
-    std::fs::create_dir_all(dir.join(".flightdeck/missions")).unwrap();
-    std::fs::write(
-        dir.join(".flightdeck/policy.toml"),
-        "[defaults]\npublish = \"approve\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join(".flightdeck/missions/park.toml"),
-        "goal = \"Write a file and wait.\"\n[budget]\ntool_calls = 100\n[workspace]\nruntime = \"local-unsandboxed\"\n[[steps]]\nrun = \"echo x > a.txt\"\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("README.md"), "bench\n").unwrap();
-    git(dir, &["init", "--quiet", "--initial-branch=main"]);
-    git(dir, &["add", "--all"]);
-    git(dir, &["commit", "--quiet", "-m", "bench"]);
+fn repo() -> TestRepo {
+    TestRepo::with_files(&[
+        (".flightdeck/policy.toml", "[defaults]\npublish = \"approve\"\n"),
+        (
+            ".flightdeck/missions/park.toml",
+            "goal = \"Write a file and wait.\"\n[budget]\ntool_calls = 100\n[workspace]\nruntime = \"local-unsandboxed\"\n[[steps]]\nrun = \"echo x > a.txt\"\n",
+        ),
+        ("README.md", "bench\n"),
+    ])
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -190,10 +169,10 @@ async fn main() {
         "[workspace]\nallow_unsandboxed = true\n",
     )
     .unwrap();
-    let repo_dir = root.path().join("repo");
-    repo(&repo_dir);
-    let (id, summary, mut seq) = parked_mission(&data, &repo_dir);
-    let (long_id, long_summary, long_seq) = parked_mission(&data, &repo_dir);
+    let repo = repo();
+    let repo_dir = repo.path();
+    let (id, summary, mut seq) = parked_mission(&data, repo_dir);
+    let (long_id, long_summary, long_seq) = parked_mission(&data, repo_dir);
     let server = serve(&data);
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients + 8)

@@ -61,11 +61,10 @@ fn parked_mission(cli: &Cli, repo: &TestRepo) -> (String, String) {
 }
 
 fn token(cli: &Cli, owner: &str, role: &str) -> String {
-    let out = cli.run(&["--json", "token", "create", "--for", owner, "--role", role]);
-    assert_eq!(out.code(), 0, "{}", out.stderr());
-    out.json()["token"].as_str().unwrap().to_string()
+    token_id(cli, owner, role).0
 }
 
+/// A new token and its id.
 fn token_id(cli: &Cli, owner: &str, role: &str) -> (String, String) {
     let out = cli.run(&["--json", "token", "create", "--for", owner, "--role", role]);
     assert_eq!(out.code(), 0, "{}", out.stderr());
