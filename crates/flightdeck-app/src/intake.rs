@@ -19,6 +19,12 @@ use flightdeck_workspace::{read_at_commit, repo_root, resolve_commit};
 use crate::config::{Config, ScopedRepo};
 use crate::error::AppError;
 
+/// A new mission id: a ULID, so ids sort by creation time.
+pub fn new_mission_id() -> MissionId {
+    let ulid = ulid::Ulid::new();
+    MissionId::from_parts(ulid.timestamp_ms(), ulid.random())
+}
+
 /// Where the repository comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RepoSource {
@@ -134,9 +140,8 @@ pub fn intake(data_dir: &Path, request: &RunRequest) -> Result<Intake, AppError>
         .as_ref()
         .map(|file| Codeowners::parse(&file.source).warnings().to_vec())
         .unwrap_or_default();
-    let ulid = ulid::Ulid::new();
     let request = CreateMission {
-        id: MissionId::from_parts(ulid.timestamp_ms(), ulid.random()),
+        id: new_mission_id(),
         template_name,
         template_file,
         template_source,

@@ -124,14 +124,15 @@ pub struct MissionPage {
     pub next_cursor: Option<String>,
 }
 
-/// A page of at most `limit` missions (of the newest [`LISTING_SCAN_LIMIT`]) with `status`
-/// and `template` when given, created before the mission `cursor` names. Ids are ULIDs, so
+/// A page of at most `limit` missions (of the newest [`LISTING_SCAN_LIMIT`]) with `status`,
+/// `template` and `requested_by` when given, created before the mission `cursor` names. Ids are ULIDs, so
 /// they sort by creation time and the cursor finds the next page whatever changed since.
 /// Only the page's summaries are read.
 pub async fn mission_page(
     reader: &Reader,
     status: Option<&str>,
     template: Option<&str>,
+    requested_by: Option<&str>,
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<MissionPage, AppError> {
@@ -141,25 +142,80 @@ pub async fn mission_page(
         .into_iter()
         .filter(|m| cursor.is_none_or(|c| m.id.as_str() < c))
         .filter(|m| status.is_none_or(|s| m.status == s))
-        .filter(|m| template.is_none_or(|t| m.template == t));
+        .filter(|m| template.is_none_or(|t| m.template == t))
+        .filter(|m| requested_by.is_none_or(|r| m.requested_by.as_deref() == Some(r)));
     let ids: Vec<String> = matching.by_ref().take(limit).map(|m| m.id).collect();
     let more = matching.next().is_some();
     let mut missions = Vec::with_capacity(ids.len());
     for id in &ids {
-        let summary = match reader.store.mission(id).await? {
-            Some(row) => match serde_json::from_value::<MissionSummary>(row.summary) {
-                Ok(summary) => summary,
-                // A projection written by another version: fold the timeline instead.
-                Err(_) => mission(reader, id).await?.summary_view(),
-            },
+        match summary(reader, id).await? {
+            Some(summary) => missions.push(summary),
             // Gone since the index was read.
             None => continue,
-        };
-        missions.push(summary);
+        }
     }
     let next_cursor = more.then(|| ids.last().cloned()).flatten();
     Ok(MissionPage {
         missions,
         next_cursor,
+    })
+}
+
+/// The summary of mission `id` (full id) as its projection keeps it (without `steps`), read
+/// without its timeline; `None` if there is no such mission.
+pub async fn summary(reader: &Reader, id: &str) -> Result<Option<MissionSummary>, AppError> {
+    match reader.store.mission(id).await? {
+        Some(row) => match serde_json::from_value::<MissionSummary>(row.summary) {
+            Ok(summary) => Ok(Some(summary)),
+            // A projection written by another version: fold the timeline instead.
+            Err(_) => Ok(Some(mission(reader, id).await?.summary_view())),
+        },
+        None => Ok(None),
+    }
+}
+
+/// Events `after` < seq <= `after + limit` of mission `id` (full id), and the seq of its last
+/// event: one page of a timeline, read without the rest.
+pub async fn events_page(
+    reader: &Reader,
+    id: &str,
+    after: u64,
+    limit: u64,
+) -> Result<(Vec<StoredEvent>, u64), AppError> {
+    let Some(row) = reader.store.mission(id).await? else {
+        return Err(AppError::not_found(format!("no mission {id}"), None));
+    };
+    let events = reader
+        .store
+        .events_between(id, after, after.saturating_add(limit))
+        .await?;
+    Ok((events, row.last_seq))
+}
+
+/// The change from `base` to `tree` (a snapshot a tool call recorded) in mission `id`'s
+/// repository `repo`, as `git diff` shows it: its worktree as of that step.
+pub fn diff_at(
+    data_dir: &std::path::Path,
+    id: &str,
+    repo: &std::path::Path,
+    base: &str,
+    tree: &str,
+) -> Result<Vec<u8>, AppError> {
+    let is_object = |s: &str| s.len() >= 40 && s.chars().all(|c| c.is_ascii_hexdigit());
+    if !is_object(base) || !is_object(tree) {
+        return Err(AppError::bad_input(
+            format!("`{base}`..`{tree}`: not git object ids"),
+            None,
+        ));
+    }
+    let objects = data_dir.join("objects").join(id);
+    flightdeck_workspace::diff_in_objects(repo, &objects, base, tree).map_err(|e| {
+        AppError::not_found(
+            format!("the worktree of mission {id} at tree {tree} cannot be read: {e}"),
+            Some(
+                "the mission's objects (<data-dir>/objects/<id>) or its repository were removed"
+                    .to_string(),
+            ),
+        )
     })
 }

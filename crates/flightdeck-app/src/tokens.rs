@@ -179,7 +179,28 @@ pub async fn authenticate(
     if !presented.starts_with(TOKEN_PREFIX) {
         return Err(unauthenticated("the token is not valid".to_string()));
     }
-    let Some(token) = store.token_by_hash(&token_hash(presented)).await? else {
+    authenticate_hash(store, people, &token_hash(presented), now_ms).await
+}
+
+/// [`authenticate`] for a token known by its hash (a web session made with it keeps only
+/// the hash, and is checked again at every request).
+pub async fn authenticate_hash(
+    store: &dyn EventStore,
+    people: &People,
+    hash: &str,
+    now_ms: i64,
+) -> Result<Principal, AppError> {
+    let unauthenticated = |message: String| {
+        AppError::new(
+            ErrorKind::Unauthenticated,
+            message,
+            Some(
+                "send `Authorization: Bearer fd_…` with a token made by `flightdeck token create`"
+                    .to_string(),
+            ),
+        )
+    };
+    let Some(token) = store.token_by_hash(hash).await? else {
         return Err(unauthenticated("the token is not valid".to_string()));
     };
     if token.revoked_at_ms.is_some() {

@@ -610,7 +610,7 @@ fn check(
         &repo,
         request.base_commit.as_deref().unwrap_or(&request.base_ref),
     )?;
-    let scripts = check_models(&rendered.template, &repo, models, replaying)?;
+    let scripts = check_models(&rendered.template, &repo, &base_commit, models, replaying)?;
     Ok(Checked {
         template: rendered.template,
         params: rendered.params,

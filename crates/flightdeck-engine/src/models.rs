@@ -190,9 +190,13 @@ pub(crate) fn template_models(template: &Template) -> Result<Vec<ModelRef>, Engi
 /// Checks, before anything is recorded, that every model the template may call can be
 /// called: a known provider, its API key in the environment, a readable script, and a price
 /// when the budget limits `usd`. Returns the scripts' sources by model ref, to be pinned.
+///
+/// A script is read as the base commit has it, like the template (a repository fetched from
+/// a URL has no working tree); one the commit does not have is read from the checkout.
 pub(crate) fn check_models(
     template: &Template,
     repo_root: &Path,
+    base_commit: &str,
     settings: &ModelSettings,
     replaying: bool,
 ) -> Result<BTreeMap<String, String>, EngineError> {
@@ -205,13 +209,18 @@ pub(crate) fn check_models(
                     message: format!("{}: {message}", template.file),
                     hint: Some(SCRIPT_PATH_HINT.into()),
                 };
-                let file = resolve_script(repo_root, path).map_err(bad_path)?;
-                let source = std::fs::read_to_string(&file).map_err(|e| {
-                    bad_path(format!(
-                        "cannot read the scripted model {}: {e}",
-                        file.display()
-                    ))
-                })?;
+                let source = match script_at_commit(repo_root, base_commit, path) {
+                    Some(source) => source.map_err(bad_path)?,
+                    None => {
+                        let file = resolve_script(repo_root, path).map_err(bad_path)?;
+                        std::fs::read_to_string(&file).map_err(|e| {
+                            bad_path(format!(
+                                "cannot read the scripted model {}: {e}",
+                                file.display()
+                            ))
+                        })?
+                    }
+                };
                 let script =
                     Script::parse(&source, path).map_err(|e| EngineError::ModelConfig {
                         message: e.to_string(),
@@ -243,6 +252,25 @@ pub(crate) fn check_models(
         }
     }
     Ok(scripts)
+}
+
+/// The script `path` names as `commit` of `repo_root` has it: `None` when the commit has no
+/// such file (or the path is outside the repository), an error when it is not text.
+fn script_at_commit(repo_root: &Path, commit: &str, path: &str) -> Option<Result<String, String>> {
+    let named = Path::new(path);
+    let relative = if named.is_absolute() {
+        named.strip_prefix(repo_root).ok()?
+    } else {
+        named
+    };
+    let relative = relative.to_str()?;
+    let bytes = flightdeck_workspace::read_at_commit(repo_root, commit, relative)
+        .ok()
+        .flatten()?;
+    Some(
+        String::from_utf8(bytes)
+            .map_err(|_| format!("the scripted model {path} at commit {commit} is not UTF-8 text")),
+    )
 }
 
 /// The file a `scripted:<path>` model names: relative to the repository root or absolute,

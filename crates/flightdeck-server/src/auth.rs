@@ -3,6 +3,8 @@
 //! - A bearer token (`Authorization: Bearer fd_…`) is always checked when one is sent: an
 //!   unknown, revoked or expired token, or one whose person left `[people]`, is refused
 //!   (401) on every API route, even where none is needed.
+//! - Otherwise a web session's cookie (see [`crate::sessions`]), its token checked again and
+//!   its CSRF token required on every request that changes something.
 //! - `[server] auth = "required"`: nothing without a valid token (401), except `/healthz`.
 //! - `local-only` (the default, loopback addresses only): a request without a token acts as
 //!   the installation's default identity with every role, as the command line does for the
@@ -38,13 +40,25 @@ fn unauthenticated(message: &str) -> AppError {
     )
 }
 
+/// Who a request acts as, and the CSRF token its pages carry when it came with a session.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub principal: Principal,
+    /// The session's CSRF token (signed in on the web); `None` for tokens and local requests.
+    pub csrf: Option<String>,
+}
+
 /// The principal a request acts as, or why it has none.
+///
+/// A session cookie (see [`crate::sessions`]) counts when no bearer token is sent: a
+/// request that changes something must then also send the session's CSRF token in
+/// `X-CSRF-Token` (403 otherwise). A cookie of no live session is ignored.
 pub async fn authenticate(
     state: &ServerState,
     method: &Method,
     headers: &HeaderMap,
     peer: SocketAddr,
-) -> Result<Principal, AppError> {
+) -> Result<Authenticated, AppError> {
     let now = SystemClock.now_ms();
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let presented = value
@@ -54,27 +68,75 @@ pub async fn authenticate(
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token)
             .ok_or_else(|| unauthenticated("the Authorization header is not `Bearer <token>`"))?;
-        return tokens::authenticate(
+        let principal = tokens::authenticate(
             state.engine.config().store.as_ref(),
             &state.app.people,
             presented,
             now,
         )
-        .await;
+        .await?;
+        return Ok(Authenticated {
+            principal,
+            csrf: None,
+        });
+    }
+    let session = crate::sessions::cookie(headers, crate::sessions::COOKIE)
+        .and_then(|id| state.sessions.get(id, now).map(|s| (id, s)));
+    if let Some((id, session)) = session {
+        if !is_safe(method) {
+            let sent = headers
+                .get("x-csrf-token")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            if !crate::sessions::same_secret(sent, &session.csrf) {
+                return Err(AppError::new(
+                    ErrorKind::Forbidden,
+                    "this request changes something and its X-CSRF-Token is missing or wrong",
+                    Some("send the csrf-token of the page (meta name=\"csrf-token\") as X-CSRF-Token; reload the page if the session is new".to_string()),
+                ));
+            }
+        }
+        let principal = match tokens::authenticate_hash(
+            state.engine.config().store.as_ref(),
+            &state.app.people,
+            &session.token_hash,
+            now,
+        )
+        .await
+        {
+            Ok(principal) => principal,
+            Err(e) => {
+                // The token went (revoked, expired, its person removed): so does the session.
+                state.sessions.close(id);
+                return Err(e);
+            }
+        };
+        return Ok(Authenticated {
+            principal,
+            csrf: Some(session.csrf),
+        });
     }
     match state.auth {
         AuthMode::Required => Err(unauthenticated("this server needs a token")),
         AuthMode::LocalOnly => {
             check_local_user(state, peer).await?;
             check_local_request(state, method, headers)?;
-            Ok(Principal {
-                handle: state.local_identity.clone(),
-                role: Role::Admin,
-                token_id: None,
-                token_hash: None,
+            Ok(Authenticated {
+                principal: Principal {
+                    handle: state.local_identity.clone(),
+                    role: Role::Admin,
+                    token_id: None,
+                    token_hash: None,
+                },
+                csrf: None,
             })
         }
     }
+}
+
+/// Whether a request with `method` only reads.
+pub fn is_safe(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
 }
 
 /// A request without a token comes from a process of the server's own user.
@@ -129,7 +191,7 @@ fn check_local_request(
             "Host `{host}` does not name this server"
         )));
     }
-    if method == Method::GET || method == Method::HEAD {
+    if is_safe(method) {
         return Ok(());
     }
     let json = headers

@@ -13,7 +13,9 @@
 pub mod auth;
 mod peer;
 mod routes;
+pub mod sessions;
 pub mod tails;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +47,8 @@ pub struct ServerState {
     pub drivers: std::sync::Mutex<tokio::task::JoinSet<()>>,
     /// The tips of streamed missions, read once per change for every stream.
     pub tails: Arc<tails::Tails>,
+    /// The web UI's signed-in browsers.
+    pub sessions: sessions::Sessions,
 }
 
 impl ServerState {

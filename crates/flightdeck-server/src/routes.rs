@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 use crate::auth::{authenticate, require};
 use crate::ServerState;
 
-type Shared = Arc<ServerState>;
+pub type Shared = Arc<ServerState>;
 
 /// Page sizes: the default and the most a request may ask for.
 const MISSIONS_PAGE: usize = 50;
@@ -44,16 +44,27 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/missions/{id}/cancel", post(cancel))
         .route("/api/v1/missions/{id}/resume", post(resume))
         .route("/api/v1/missions/{id}/budget", post(raise_budget))
+        .route("/api/v1/missions/{id}/fork", post(fork))
         .route("/api/v1/artifacts/{digest}", get(artifact))
         .route("/api/v1/approvals", get(list_approvals))
         .route("/api/v1/metrics", get(metrics))
+        .route("/api/v1/changes", get(changes))
         .route("/api/v1/approvals/{id}/approve", post(approve))
         .route("/api/v1/approvals/{id}/deny", post(deny))
-        .fallback(|| async {
-            ApiError(AppError::not_found(
-                "no such route",
-                Some("the API lives under /api/v1 (see docs/reference/http-api.md)".to_string()),
-            ))
+        .merge(crate::web::router())
+        .fallback(|uri: axum::http::Uri| async move {
+            let e = AppError::not_found(
+                format!("no such route: {}", uri.path()),
+                Some(
+                    "the API lives under /api/v1 (see docs/reference/http-api.md); the web UI at /"
+                        .to_string(),
+                ),
+            );
+            if uri.path().starts_with("/api/") {
+                ApiError(e).into_response()
+            } else {
+                crate::web::error_page(&e)
+            }
         })
         .method_not_allowed_fallback(|| async {
             let mut response = ApiError(AppError::bad_input(
@@ -123,7 +134,9 @@ impl FromRequestParts<Shared> for Caller {
             .map(|c| c.0)
             .ok_or_else(|| ApiError(AppError::failed("the peer's address is unknown")))?;
         Ok(Caller(
-            authenticate(state, &parts.method, &parts.headers, peer).await?,
+            authenticate(state, &parts.method, &parts.headers, peer)
+                .await?
+                .principal,
         ))
     }
 }
@@ -185,6 +198,7 @@ async fn resolve(state: &ServerState, given: &str) -> ApiResult<String> {
 struct MissionsQuery {
     status: Option<String>,
     template: Option<String>,
+    requested_by: Option<String>,
     limit: Option<usize>,
     cursor: Option<String>,
 }
@@ -217,6 +231,7 @@ async fn list_missions(
         &state.reader(),
         q.status.as_deref(),
         q.template.as_deref(),
+        q.requested_by.as_deref(),
         cursor,
         limit,
     )
@@ -336,11 +351,10 @@ async fn list_events(
 ) -> ApiResult<Json<Value>> {
     let limit = page_size(q.limit, EVENTS_PAGE, EVENTS_PAGE_MAX, "limit")?;
     let id = resolve(&state, &id).await?;
-    let events = queries::timeline(&state.reader(), &id, seq_after(q.after.unwrap_or(0))?).await?;
-    let more = events.len() > limit;
-    let page = &events[..events.len().min(limit)];
-    let next_after = match (more, page.last()) {
-        (true, Some(last)) => json!(last.seq),
+    let after = seq_after(q.after.unwrap_or(0))?;
+    let (page, last_seq) = queries::events_page(&state.reader(), &id, after, limit as u64).await?;
+    let next_after = match page.last() {
+        Some(last) if last.seq < last_seq => json!(last.seq),
         _ => Value::Null,
     };
     Ok(Json(json!({"events": page, "next_after": next_after})))
@@ -547,6 +561,114 @@ fn spawn_driver(
     while drivers.try_join_next().is_some() {}
     drivers.spawn(driver);
     Ok(())
+}
+
+/// How often at most [`changes`] tells a page that something changed.
+const CHANGES_EVERY: Duration = Duration::from_secs(1);
+
+/// `event: changed` whenever the store changed (any mission; at most once a second), so a
+/// list can refresh itself: woken by the store's change feed, never by polling. Ends when
+/// the server stops or the token stops working.
+async fn changes(State(state): State<Shared>, Caller(who): Caller) -> ApiResult<Response> {
+    let feed = state.engine.config().store.subscribe().await?;
+    struct Watch {
+        state: Shared,
+        feed: flightdeck_store::ChangeFeed,
+        shutdown: tokio::sync::watch::Receiver<Option<String>>,
+        token_hash: Option<String>,
+    }
+    let watch = Watch {
+        shutdown: state.shutdown.clone(),
+        state,
+        feed,
+        token_hash: who.token_hash,
+    };
+    let events = futures_util::stream::unfold(watch, |mut w| async move {
+        loop {
+            if w.shutdown.borrow().is_some() {
+                return None;
+            }
+            tokio::select! {
+                changed = w.feed.changed() => {
+                    if changed.is_err() { return None }
+                    tokio::time::sleep(CHANGES_EVERY).await;
+                    // What changed meanwhile is in this one.
+                    let _ = w.feed.has_changed();
+                    let event = Event::default().event("changed").data("{}");
+                    return Some((Ok::<Event, Infallible>(event), w));
+                }
+                _ = w.shutdown.changed() => return None,
+                () = tokio::time::sleep(TOKEN_RECHECK), if w.token_hash.is_some() => {
+                    let hash = w.token_hash.clone().unwrap_or_default();
+                    let now = SystemClock.now_ms();
+                    let store = w.state.engine.config().store.clone();
+                    match store.token_by_hash(&hash).await {
+                        Ok(Some(t))
+                            if t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|e| e > now) => {}
+                        _ => return None,
+                    }
+                }
+            }
+        }
+    });
+    let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
+    Ok(sse.into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForkBody {
+    at: u64,
+}
+
+/// Forks a mission at a seq of its timeline, as `flightdeck fork ID --at SEQ` does, and
+/// drives the new mission in the background. Answers 201 with the new mission's summary
+/// once it exists (its first events copied), or the fork's error.
+async fn fork(
+    State(state): State<Shared>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    body: Result<JsonBody<ForkBody>, ApiError>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    require(&who, Role::Operator)?;
+    let JsonBody(body) = body?;
+    let origin = resolve(&state, &id).await?;
+    let new_id = intake::new_mission_id();
+    let request = flightdeck_engine::ForkMission {
+        id: new_id.clone(),
+        origin,
+        at_seq: body.at,
+        by: who.handle.clone(),
+        model: None,
+        template_source: None,
+        template_file: String::new(),
+        model_scripts: std::collections::BTreeMap::new(),
+    };
+    let engine = state.engine.clone();
+    let (done_tx, mut done) = tokio::sync::oneshot::channel();
+    spawn_driver(&state, async move {
+        let _ = done_tx.send(engine.fork(request).await.map(|_| ()));
+    })?;
+    // The fork writes its copied events first, then runs: answer as soon as it exists.
+    let store = state.engine.config().store.clone();
+    let mut feed = store.subscribe().await?;
+    loop {
+        if let Some(summary) = queries::summary(&state.reader(), new_id.as_str()).await? {
+            return Ok((StatusCode::CREATED, Json(json!(summary))));
+        }
+        tokio::select! {
+            finished = &mut done => {
+                finished
+                    .map_err(|_| ApiError(AppError::failed("the fork stopped")))?
+                    .map_err(ApiError::from)?;
+                let summary = queries::summary(&state.reader(), new_id.as_str())
+                    .await?
+                    .ok_or_else(|| ApiError(AppError::failed("the fork made no mission")))?;
+                return Ok((StatusCode::CREATED, Json(json!(summary))));
+            }
+            _ = feed.changed() => {}
+        }
+    }
 }
 
 #[derive(Deserialize)]

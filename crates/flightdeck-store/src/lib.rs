@@ -156,6 +156,8 @@ pub struct MissionIndexRow {
     pub status: String,
     pub template: String,
     pub created_at_ms: i64,
+    /// Who requested it (from the projection; `None` if it does not say).
+    pub requested_by: Option<String>,
 }
 
 /// Who drives a mission, until when.
@@ -262,6 +264,19 @@ pub trait EventStore: Send + Sync {
     /// Events of `mission` with seq > `after_seq`, in order.
     async fn events(&self, mission: &str, after_seq: u64) -> Result<Vec<StoredEvent>, StoreError>;
 
+    /// Events of `mission` with `after_seq` < seq <= `up_to`, in order: one page of a long
+    /// timeline, read without the rest.
+    async fn events_between(
+        &self,
+        mission: &str,
+        after_seq: u64,
+        up_to: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut events = self.events(mission, after_seq).await?;
+        events.retain(|e| e.seq <= up_to);
+        Ok(events)
+    }
+
     /// Events as stored, for verification.
     async fn raw_events(&self, mission: &str) -> Result<Vec<RawEvent>, StoreError>;
 
@@ -280,6 +295,11 @@ pub trait EventStore: Send + Sync {
             .map(|m| MissionIndexRow {
                 id: m.id,
                 status: m.status,
+                requested_by: m
+                    .summary
+                    .get("requested_by")
+                    .and_then(serde_json::Value::as_str)
+                    .map(str::to_string),
                 template: m.template,
                 created_at_ms: m.created_at_ms,
             })

@@ -449,8 +449,8 @@ pub(crate) fn mission_index(
     limit: u32,
 ) -> Result<Vec<MissionIndexRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, status, template, created_at_ms FROM missions
-         ORDER BY created_at_ms DESC, id DESC LIMIT ?1",
+        "SELECT id, status, template, created_at_ms, json_extract(summary, '$.requested_by')
+         FROM missions ORDER BY created_at_ms DESC, id DESC LIMIT ?1",
     )?;
     let rows = stmt.query_map(params![i64::from(limit)], |row| {
         Ok(MissionIndexRow {
@@ -458,6 +458,8 @@ pub(crate) fn mission_index(
             status: row.get(1)?,
             template: row.get(2)?,
             created_at_ms: row.get(3)?,
+            // A projection that is not JSON text, or says something else there, says no one.
+            requested_by: row.get::<_, Option<String>>(4).ok().flatten(),
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

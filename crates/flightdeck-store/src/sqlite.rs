@@ -402,6 +402,20 @@ impl EventStore for SqliteStore {
             .map_err(|e| writer::database_error(&format!("a read failed: {e}")))?
     }
 
+    async fn events_between(
+        &self,
+        mission: &str,
+        after_seq: u64,
+        up_to: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mission = mission.to_string();
+        // A capacity hint only: pages are small.
+        let expected = up_to.saturating_sub(after_seq).min(4_096);
+        self.readers
+            .run(move |conn| read::events(conn, &mission, after_seq, Some(up_to), expected))
+            .await
+    }
+
     async fn raw_events(&self, mission: &str) -> Result<Vec<RawEvent>, StoreError> {
         let mission = mission.to_string();
         self.readers

@@ -750,6 +750,43 @@ impl Worktree {
     }
 }
 
+/// The patch from `base` to `tree` (`git diff`, as a person reads it), reading the objects
+/// of `repo` and of a mission's own object directory `objects` (where its snapshots are):
+/// the worktree as of a step, shown on the mission's page. Nothing is written.
+pub fn diff_in_objects(
+    repo: &Path,
+    objects: &Path,
+    base: &str,
+    tree: &str,
+) -> Result<Vec<u8>, GitError> {
+    let objects = objects.display().to_string();
+    let args = [
+        "-c",
+        "core.fsmonitor=false",
+        "diff",
+        "--no-renames",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--end-of-options",
+        base,
+        tree,
+    ];
+    let output = git(
+        repo,
+        &args,
+        &[("GIT_ALTERNATE_OBJECT_DIRECTORIES", objects.as_str())],
+    )?;
+    if !output.status.success() {
+        return Err(GitError::Failed {
+            args: format!("diff {base} {tree}"),
+            dir: repo.display().to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    Ok(output.stdout)
+}
+
 /// The bytes of `path` (repo-relative) in `commit` of `repo`, or `None` when the commit has
 /// no such file. Read from the object store: the working tree is never looked at.
 pub fn read_at_commit(repo: &Path, commit: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {

@@ -30,8 +30,8 @@ pub use files::{
     MAX_SEARCH_FILE_BYTES,
 };
 pub use git::{
-    list_at_commit, origin_url, read_at_commit, repo_root, resolve_commit, DiffFile, GitError,
-    SnapshotStore, Worktree,
+    diff_in_objects, list_at_commit, origin_url, read_at_commit, repo_root, resolve_commit,
+    DiffFile, GitError, SnapshotStore, Worktree,
 };
 pub use limits::{Cgroups, Limits, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MB};
 pub use local::{

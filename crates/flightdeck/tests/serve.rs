@@ -1293,3 +1293,182 @@ async fn missions_start_over_http_from_configured_repositories_checked_as_the_cl
     let created_event = &cli.timeline(&id)[0];
     assert_eq!(created_event["data"]["params"]["name"], "world");
 }
+
+/// The directory holding playwright-core (`scripts/browser-tools` installs it, and Debian's
+/// chromium, when missing), and the browser.
+fn browser_tools() -> (std::path::PathBuf, std::path::PathBuf) {
+    const HOW: &str = "the browser test needs Debian's chromium and playwright-core: run \
+         `scripts/browser-tools` (as root it installs both), or set FLIGHTDECK_BROWSER_MODULES \
+         to a node_modules holding playwright-core and FLIGHTDECK_CHROMIUM to the browser";
+    let chromium = std::path::PathBuf::from(
+        std::env::var("FLIGHTDECK_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_string()),
+    );
+    let modules = match std::env::var("FLIGHTDECK_BROWSER_MODULES") {
+        Ok(path) => std::path::PathBuf::from(path),
+        Err(_) => {
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../scripts/browser-tools");
+            let output = std::process::Command::new(&script)
+                .stderr(Stdio::inherit())
+                .output()
+                .unwrap_or_else(|e| panic!("failed to run {}: {e}; {HOW}", script.display()));
+            assert!(
+                output.status.success(),
+                "{} failed; {HOW}",
+                script.display()
+            );
+            std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+        }
+    };
+    assert!(
+        modules.join("playwright-core/package.json").is_file(),
+        "no playwright-core in {}; {HOW}",
+        modules.display()
+    );
+    assert!(
+        chromium.is_file(),
+        "no browser at {}; {HOW}",
+        chromium.display()
+    );
+    (modules, chromium)
+}
+
+/// A repository served by URL whose `greet` mission runs a while (so a page can watch it),
+/// makes a coder agent's tool calls (one fails), and parks at a publish gate Bob approves.
+fn served_greeter() -> (TestRepo, tempfile::TempDir, std::path::PathBuf) {
+    let template = r#"description = "Greet someone"
+goal = "Add a greeting for {{name}}."
+[params.name]
+required = true
+[model]
+pin = "scripted:.flightdeck/models/greet.toml"
+[budget]
+usd = 1.0
+tool_calls = 40
+[[steps]]
+run = "sleep 2"
+[[steps]]
+agent = "coder"
+task = "Greet {{name}} in src/lib.rs"
+[publish]
+title = "Greet {{name}}"
+"#;
+    let script = r#"model = "scripted-greeter"
+[pricing]
+input_per_mtok = 2.0
+output_per_mtok = 8.0
+[[turn]]
+content = "Looking around first."
+[[turn.call]]
+tool = "run"
+args = { command = "ls src && echo '<b>not bold</b>'" }
+[[turn]]
+[[turn.call]]
+tool = "run"
+args = { command = "cat does-not-exist.txt" }
+[[turn]]
+[[turn.call]]
+tool = "run"
+args = { command = "printf 'pub fn greet() {}\\n' >> src/lib.rs" }
+[[turn]]
+[[turn.call]]
+tool = "finish"
+args = { summary = "Added greet()." }
+"#;
+    let sample = TestRepo::with_files(&[
+        ("README.md", "# sample\n"),
+        ("src/lib.rs", "pub fn f() {}\n"),
+        (".flightdeck/policy.toml", POLICY),
+        (".flightdeck/missions/greet.toml", template),
+        (".flightdeck/models/greet.toml", script),
+    ]);
+    sample.commit_all("sample");
+    let served = tempfile::tempdir().unwrap();
+    let bare = served.path().join("sample.git");
+    let out = std::process::Command::new("git")
+        .args(["clone", "--quiet", "--bare"])
+        .arg(sample.path())
+        .arg(&bare)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    (sample, served, bare)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_in_a_real_browser_from_sign_in_to_a_published_change() {
+    let (modules, chromium) = browser_tools();
+    let (_sample, _served, bare) = served_greeter();
+    let cli = Cli::new(BIN);
+    cli.write_config(&format!(
+        "{CONFIG}\n[repos.sample]\nurl = \"file://{}\"\n",
+        bare.display()
+    ));
+    let carol = token(&cli, "@carol", "operator");
+    let bob = token(&cli, "@bob", "approver");
+    let server = Server::start(&cli, &[]);
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("screenshots");
+    let scenario =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/scenario.mjs");
+    let out = tokio::process::Command::new("node")
+        .arg(&scenario)
+        .env("BASE_URL", &server.url)
+        .env("SHOTS", &shots)
+        .env("PLAYWRIGHT_MODULES", &modules)
+        .env("CHROMIUM", &chromium)
+        .env("CAROL_TOKEN", &carol)
+        .env("BOB_TOKEN", &bob)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the browser scenario failed:\n{stderr}"
+    );
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["ok"], json!(true), "{said}");
+    let id = said["mission"].as_str().unwrap();
+
+    // What the browser did is in the timeline, as who did it.
+    let shown = cli.run(&["--json", "show", id]).json();
+    assert_eq!(shown["status"], "succeeded", "{shown}");
+    assert_eq!(shown["requested_by"], "@carol");
+    let decided: Vec<Value> = cli
+        .timeline(id)
+        .into_iter()
+        .filter(|e| e["type"] == "approval.decided")
+        .collect();
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    assert_eq!(decided[0]["data"]["by"], "@bob");
+    assert_eq!(decided[0]["data"]["channel"], "web");
+    for name in [
+        "01-sign-in",
+        "05-mission-at-gate",
+        "07-mission-published",
+        "09-metrics",
+        "11-mission-phone",
+    ] {
+        let png = shots.join(format!("{name}.png"));
+        let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        assert!(
+            bytes.starts_with(b"\x89PNG"),
+            "{} is not a PNG",
+            png.display()
+        );
+    }
+    // No token reached a log or the timeline.
+    let everything: Vec<u8> = cli.data_files().into_iter().flat_map(|(_, b)| b).collect();
+    for secret in [&carol, &bob] {
+        assert!(
+            !everything
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes()),
+            "a token was written to the data directory"
+        );
+    }
+    drop(server);
+}

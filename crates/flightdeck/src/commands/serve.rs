@@ -62,6 +62,7 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
     }
     flightdeck_server::serve(
         ServerState {
+            sessions: Default::default(),
             local_identity,
             app: Arc::new(ctx.app.reopen()?),
             engine,

@@ -1,0 +1,253 @@
+//! Signing in with an API token, and out.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use flightdeck_app::{tokens, AppError, ErrorKind};
+use flightdeck_engine::{Clock, SystemClock};
+use maud::html;
+use serde::Deserialize;
+
+use super::{error_box, page, Nav};
+use crate::auth::authenticate;
+use crate::routes::Shared;
+use crate::sessions;
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    next: Option<String>,
+}
+
+/// Where to go after signing in: a path of this server, never another site.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        _ => "/".to_string(),
+    }
+}
+
+fn login_page(next: &str, error: Option<&AppError>, local_note: Option<&str>) -> Response {
+    let body = html! {
+        section.narrow {
+            h1 { "Sign in" }
+            @if let Some(handle) = local_note {
+                p.note {
+                    "This browser runs on the server's machine as its user, so it acts as "
+                    strong { (handle) } " without signing in. "
+                    a href=(next) { "Continue" } ", or sign in with a token to act as someone else."
+                }
+            }
+            @if let Some(e) = error { (error_box(e)) }
+            form.stack method="post" action="/login" {
+                label for="token" { "API token" }
+                input #token type="password" name="token" autocomplete="off" required placeholder="fd_…" autofocus;
+                input type="hidden" name="next" value=(next);
+                button type="submit" { "Sign in" }
+            }
+            p.hint { "An admin makes tokens with " code { "flightdeck token create --for HANDLE --role ROLE" } "." }
+        }
+    };
+    let mut response = page("Sign in", None, Nav::None, body);
+    if let Some(e) = error {
+        *response.status_mut() =
+            StatusCode::from_u16(e.kind.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    }
+    response
+}
+
+pub async fn form(
+    State(state): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
+) -> Response {
+    let next = safe_next(q.next.as_deref());
+    // Already someone (a session, or the local user on a local-only server): say so.
+    let local = match authenticate(&state, &Method::GET, &headers, peer).await {
+        Ok(who) if who.csrf.is_some() => return Redirect::to(&next).into_response(),
+        Ok(who) => Some(who.principal.handle),
+        Err(_) => None,
+    };
+    login_page(&next, None, local.as_deref())
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    token: String,
+    next: Option<String>,
+}
+
+/// A sign-in form another site posted would sign the browser in as someone of the other
+/// site's choosing: refused when the browser says the request is not from this origin.
+fn check_same_origin(headers: &HeaderMap) -> Result<(), AppError> {
+    let refused = |why: String| {
+        AppError::new(
+            ErrorKind::Forbidden,
+            why,
+            Some("sign in from this server's own sign-in page".to_string()),
+        )
+    };
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        if site != "same-origin" && site != "none" {
+            return Err(refused(format!(
+                "a sign-in from another site ({site}) is refused"
+            )));
+        }
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or_default();
+        if authority.is_empty() || !authority.eq_ignore_ascii_case(host) {
+            return Err(refused(format!(
+                "a sign-in from origin `{origin}` is refused"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn sign_in(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return login_page(
+            "/",
+            Some(&AppError::bad_input(
+                "the sign-in form was not sent as a form",
+                None,
+            )),
+            None,
+        );
+    };
+    let next = safe_next(form.next.as_deref());
+    if let Err(e) = check_same_origin(&headers) {
+        return login_page(&next, Some(&e), None);
+    }
+    let now = SystemClock.now_ms();
+    let store = state.engine.config().store.clone();
+    let principal =
+        match tokens::authenticate(store.as_ref(), &state.app.people, &form.token, now).await {
+            Ok(p) => p,
+            Err(e) => return login_page(&next, Some(&e), None),
+        };
+    let hash = principal.token_hash.clone().unwrap_or_default();
+    let expires = match store.token_by_hash(&hash).await {
+        Ok(Some(row)) => row.expires_at_ms,
+        _ => None,
+    };
+    let (id, session) = match state.sessions.open(&hash, now, expires) {
+        Ok(opened) => opened,
+        Err(e) => {
+            return login_page(
+                &next,
+                Some(&AppError::failed(format!(
+                    "cannot get random bytes for a session: {e}"
+                ))),
+                None,
+            )
+        }
+    };
+    let secure = state
+        .app
+        .config
+        .server
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    let cookie = sessions::set_cookie(&id, (session.expires_at_ms - now) / 1000, secure);
+    let mut response = Redirect::to(&next).into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+pub struct LogoutForm {
+    csrf: String,
+}
+
+pub async fn sign_out(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    form: Result<Form<LogoutForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let now = SystemClock.now_ms();
+    if let Some(id) = sessions::cookie(&headers, sessions::COOKIE) {
+        if let Some(session) = state.sessions.get(id, now) {
+            let sent = form.as_ref().map(|f| f.csrf.as_str()).unwrap_or_default();
+            if !sessions::same_secret(sent, &session.csrf) {
+                return super::error_page(&AppError::new(
+                    ErrorKind::Forbidden,
+                    "signing out needs the page's CSRF token",
+                    Some("use the Sign out button of a page of this server".to_string()),
+                ));
+            }
+            state.sessions.close(id);
+        }
+    }
+    let mut response = Redirect::to("/login").into_response();
+    if let Ok(value) = HeaderValue::from_str(&sessions::clear_cookie()) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_stays_on_this_server() {
+        for (given, kept) in [
+            (Some("/missions/m-1?seq=3"), "/missions/m-1?seq=3"),
+            (Some("//evil.example/"), "/"),
+            (Some("https://evil.example/"), "/"),
+            (Some("/\\evil.example"), "/"),
+            (None, "/"),
+        ] {
+            assert_eq!(safe_next(given), kept, "{given:?}");
+        }
+    }
+
+    #[test]
+    fn sign_ins_from_other_origins_are_refused() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, v.parse().unwrap());
+            }
+            h
+        };
+        assert!(check_same_origin(&headers(&[("host", "fd.example:7777")])).is_ok());
+        assert!(check_same_origin(&headers(&[
+            ("host", "fd.example:7777"),
+            ("origin", "http://fd.example:7777"),
+            ("sec-fetch-site", "same-origin"),
+        ]))
+        .is_ok());
+        assert!(check_same_origin(&headers(&[
+            ("host", "fd.example:7777"),
+            ("origin", "http://evil.example"),
+        ]))
+        .is_err());
+        assert!(check_same_origin(&headers(&[
+            ("host", "fd.example:7777"),
+            ("sec-fetch-site", "cross-site"),
+        ]))
+        .is_err());
+        assert!(check_same_origin(&headers(&[("host", "a"), ("origin", "null")])).is_err());
+    }
+}
