@@ -59,6 +59,34 @@ pub struct ServerSection {
     /// How requests are authenticated.
     #[serde(default)]
     pub auth: ServerAuth,
+    /// Signing in to the web UI with an OpenID Connect provider.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[server.oidc]`: the web UI's single sign-on (authorization code flow with PKCE). The
+/// provider's subject is mapped to a person by `[people.NAME] oidc = "<sub>"`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL (its discovery document is `<issuer>/.well-known/openid-configuration`).
+    pub issuer: String,
+    pub client_id: String,
+    /// The environment variable that holds the client secret (the secret is never in the
+    /// file); none for a public client.
+    pub client_secret_env: Option<String>,
+    /// Where the provider sends the browser back: `<public_url>/auth/oidc/callback` by default.
+    pub redirect_url: Option<String>,
+    /// Scopes asked for (`openid` is always asked).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The role of a person signed in this way (`viewer` by default).
+    pub default_role: Option<String>,
+    /// Roles of particular people, by handle (`"@bob" = "approver"`).
+    #[serde(default)]
+    pub roles: BTreeMap<String, String>,
+    /// Also map a person by the `email` claim when the provider says it is verified.
+    #[serde(default)]
+    pub match_verified_email: bool,
 }
 
 /// `[server] auth`.
@@ -93,6 +121,8 @@ pub struct PersonConfig {
     pub github: Option<String>,
     /// Slack user id.
     pub slack: Option<String>,
+    /// The subject (`sub`) `[server.oidc]`'s provider gives this person.
+    pub oidc: Option<String>,
 }
 
 /// `[secrets.NAME]`: where a secret's value comes from (exactly one of the two), and who may
@@ -226,12 +256,13 @@ impl Config {
                 emails: p.emails.clone(),
                 github: p.github.clone(),
                 slack: p.slack.clone(),
+                oidc: p.oidc.clone(),
             })
             .collect();
         People::new(persons).map_err(|e| {
             AppError::bad_input(
                 format!("{}: {e}", path.display()),
-                Some("each person has one handle (`@name`), and no handle, email, github login or slack id may belong to two people".to_string()),
+                Some("each person has one handle (`@name`), and no handle, email, github login, slack id or oidc subject may belong to two people".to_string()),
             )
         })
     }

@@ -52,6 +52,10 @@ pub struct Person {
     /// Slack user id (`U0123ABCD`).
     #[serde(default)]
     pub slack: Option<String>,
+    /// The subject (`sub`) the installation's OpenID Connect provider gives this person,
+    /// compared exactly (the web UI's single sign-on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<String>,
 }
 
 /// Where an identity came from, which decides how it is read.
@@ -140,6 +144,7 @@ pub struct People {
     by_email: BTreeMap<String, usize>,
     by_github: BTreeMap<String, usize>,
     by_slack: BTreeMap<String, usize>,
+    by_oidc: BTreeMap<String, usize>,
 }
 
 /// Who an identity is, for comparisons: a configured person, or (unknown, or no person
@@ -191,6 +196,9 @@ impl People {
             if let Some(id) = &person.slack {
                 claim(&mut people.by_slack, persons, "slack", id, &person.key)?;
             }
+            if let Some(subject) = &person.oidc {
+                claim(&mut people.by_oidc, persons, "oidc", subject, &person.key)?;
+            }
             people.persons.push(person);
         }
         Ok(people)
@@ -199,6 +207,13 @@ impl People {
     /// No person is configured: every identity is its own person and none is unknown.
     pub fn is_empty(&self) -> bool {
         self.persons.is_empty()
+    }
+
+    /// The person whose OpenID Connect subject is `subject` (exactly).
+    pub fn by_oidc_subject(&self, subject: &str) -> Option<&Person> {
+        self.by_oidc
+            .get(subject)
+            .and_then(|index| self.persons.get(*index))
     }
 
     /// The persons, normalised, in the order given.
@@ -430,11 +445,24 @@ fn normalise(position: usize, person: Person) -> Result<Person, PeopleError> {
         }
     };
 
+    let oidc = match person.oidc {
+        None => None,
+        Some(subject) if subject.is_empty() || subject.trim() != subject => {
+            return Err(invalid(
+                "oidc",
+                &subject,
+                "is not an OpenID Connect subject (the provider's `sub`, exactly, without surrounding spaces)",
+            ))
+        }
+        Some(subject) => Some(subject),
+    };
+
     Ok(Person {
         key,
         handle,
         emails,
         github,
         slack,
+        oidc,
     })
 }

@@ -27,6 +27,7 @@ use flightdeck_engine::{Clock, SystemClock};
 
 pub use flightdeck_app::config::ServerAuth as AuthMode;
 
+use crate::sessions::SessionIdentity;
 use crate::ServerState;
 
 fn unauthenticated(message: &str) -> AppError {
@@ -96,17 +97,41 @@ pub async fn authenticate(
                 ));
             }
         }
-        let principal = match tokens::authenticate_hash(
-            state.engine.config().store.as_ref(),
-            &state.app.people,
-            &session.token_hash,
-            now,
-        )
-        .await
-        {
+        let principal = match &session.identity {
+            SessionIdentity::Token { hash } => {
+                tokens::authenticate_hash(
+                    state.engine.config().store.as_ref(),
+                    &state.app.people,
+                    hash,
+                    now,
+                )
+                .await
+            }
+            SessionIdentity::Person { handle } => match &state.oidc {
+                Some(oidc)
+                    if !state
+                        .app
+                        .people
+                        .resolve(handle, flightdeck_policy::IdentityChannel::Web)
+                        .is_unknown() =>
+                {
+                    Ok(Principal {
+                        handle: handle.clone(),
+                        role: oidc.role_of(handle),
+                        token_id: None,
+                        token_hash: None,
+                    })
+                }
+                _ => Err(unauthenticated(&format!(
+                    "{handle} is no longer someone who may sign in here"
+                ))),
+            },
+        };
+        let principal = match principal {
             Ok(principal) => principal,
             Err(e) => {
-                // The token went (revoked, expired, its person removed): so does the session.
+                // The token or the person went (revoked, expired, removed): so does the
+                // session.
                 state.sessions.close(id);
                 return Err(e);
             }

@@ -11,6 +11,7 @@
 //! through the engine (a vote, a cancel, a budget raise), exactly as the CLI posts it.
 
 pub mod auth;
+pub mod oidc;
 mod peer;
 mod routes;
 pub mod sessions;
@@ -49,6 +50,8 @@ pub struct ServerState {
     pub tails: Arc<tails::Tails>,
     /// The web UI's signed-in browsers.
     pub sessions: sessions::Sessions,
+    /// Single sign-on, when `[server.oidc]` is configured.
+    pub oidc: Option<oidc::Oidc>,
 }
 
 impl ServerState {

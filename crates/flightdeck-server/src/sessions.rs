@@ -25,11 +25,20 @@ pub const SESSION_TTL_MS: i64 = 12 * 3_600_000;
 /// The most sessions kept at once: the oldest go first beyond it.
 const MAX_SESSIONS: usize = 10_000;
 
+/// How a browser signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionIdentity {
+    /// With an API token: the SHA-256 of the token (checked again at every request).
+    Token { hash: String },
+    /// With the OpenID Connect provider, as this person (still in `[people]` at every
+    /// request; the role is `[server.oidc]`'s).
+    Person { handle: String },
+}
+
 /// One signed-in browser.
 #[derive(Debug, Clone)]
 pub struct Session {
-    /// The SHA-256 of the API token it was opened with.
-    pub token_hash: String,
+    pub identity: SessionIdentity,
     /// What state-changing requests must send back.
     pub csrf: String,
     pub created_at_ms: i64,
@@ -60,17 +69,17 @@ impl Sessions {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Opens a session for the token whose hash is `token_hash`, until `expires_at_ms` at
-    /// the latest. Returns the cookie's value (the id) and the session.
+    /// Opens a session for `identity`, until `expires_at_ms` at the latest (a token's
+    /// expiry). Returns the cookie's value (the id) and the session.
     pub fn open(
         &self,
-        token_hash: &str,
+        identity: SessionIdentity,
         now_ms: i64,
         token_expires_at_ms: Option<i64>,
     ) -> Result<(String, Session), getrandom::Error> {
         let id = random_secret()?;
         let session = Session {
-            token_hash: token_hash.to_string(),
+            identity,
             csrf: random_secret()?,
             created_at_ms: now_ms,
             expires_at_ms: token_expires_at_ms
@@ -147,6 +156,39 @@ pub fn clear_cookie() -> String {
     format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0")
 }
 
+/// Opens a session for `identity` and answers with a redirect to `next` that sets its
+/// cookie.
+pub fn signed_in_redirect(
+    state: &crate::ServerState,
+    identity: SessionIdentity,
+    token_expires_at_ms: Option<i64>,
+    now_ms: i64,
+    next: &str,
+) -> Result<axum::response::Response, flightdeck_app::AppError> {
+    use axum::response::IntoResponse;
+    let (id, session) = state
+        .sessions
+        .open(identity, now_ms, token_expires_at_ms)
+        .map_err(|e| {
+            flightdeck_app::AppError::failed(format!("cannot get random bytes for a session: {e}"))
+        })?;
+    let secure = state
+        .app
+        .config
+        .server
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    let cookie = set_cookie(&id, (session.expires_at_ms - now_ms) / 1000, secure);
+    let mut response = axum::response::Redirect::to(next).into_response();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&cookie) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -155,11 +197,14 @@ mod tests {
     #[test]
     fn a_session_is_found_by_its_id_until_it_expires_or_closes() {
         let sessions = Sessions::default();
-        let (id, session) = sessions.open("hash", 1_000, Some(5_000)).unwrap();
+        let token = || SessionIdentity::Token {
+            hash: "hash".to_string(),
+        };
+        let (id, session) = sessions.open(token(), 1_000, Some(5_000)).unwrap();
         assert_eq!(session.expires_at_ms, 5_000, "the token's expiry bounds it");
         assert_eq!(sessions.get(&id, 4_999).unwrap().csrf, session.csrf);
         assert!(sessions.get(&id, 5_000).is_none());
-        let (id, _) = sessions.open("hash", 1_000, None).unwrap();
+        let (id, _) = sessions.open(token(), 1_000, None).unwrap();
         assert!(sessions.get(&id, 1_000 + SESSION_TTL_MS - 1).is_some());
         assert!(sessions.get("not-an-id", 1_000).is_none());
         sessions.close(&id);

@@ -8,9 +8,14 @@
 //!    first page of 50, and a page deep in the list by cursor), median of `ROUNDS`.
 //! 3. **A long timeline**: a mission of `EVENTS` events; its summary, and a page of 1,000
 //!    events from the middle, median of `ROUNDS`.
+//! 4. **Its web page**: `GET /missions/{id}` of that mission (the last page of its timeline,
+//!    the one holding seq `EVENTS / 2`, and the first), as the local user of a `local-only`
+//!    server; the time to the response's headers and to its whole body, median of `ROUNDS`,
+//!    and the body's size. The same window of 200 events through the API, for comparison.
 //!
 //! `cargo bench -p flightdeck --bench serve`; under `cargo test --all-targets` (as
-//! `scripts/test` runs it) a small version checks that every client receives every event.
+//! `scripts/test` runs it) a small version checks that every client receives every event
+//! and that every page renders.
 
 #![allow(
     clippy::unwrap_used,
@@ -137,6 +142,34 @@ fn serve(data: &Path) -> Server {
         child,
         url: started["listening"].as_str().unwrap().to_string(),
     }
+}
+
+/// The medians of `rounds` GETs of a web page: milliseconds to its headers (time to first
+/// byte: the page is rendered whole before it is sent) and to its whole body, and the
+/// body's size in bytes. Each must answer 200 with the chain verified and show `shows`.
+async fn median_page(
+    http: &reqwest::Client,
+    url: &str,
+    shows: &str,
+    rounds: usize,
+) -> (f64, f64, usize) {
+    let (mut first_byte, mut full, mut size) = (Vec::with_capacity(rounds), Vec::new(), 0);
+    for _ in 0..rounds {
+        let started = Instant::now();
+        let response = http.get(url).send().await.unwrap();
+        first_byte.push(started.elapsed().as_secs_f64() * 1e3);
+        let status = response.status();
+        let body = response.bytes().await.unwrap();
+        full.push(started.elapsed().as_secs_f64() * 1e3);
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, 200, "{url}: {text}");
+        assert!(text.contains("chain verified"), "{url}: {text}");
+        assert!(text.contains(shows), "{url} should show {shows}: {text}");
+        size = body.len();
+    }
+    first_byte.sort_by(f64::total_cmp);
+    full.sort_by(f64::total_cmp);
+    (percentile(&first_byte, 0.5), percentile(&full, 0.5), size)
 }
 
 /// Median milliseconds of `rounds` GETs of `path`, checking each answers 200.
@@ -267,12 +300,14 @@ async fn main() {
     )
     .await;
 
-    // 3. A long timeline, appended in batches.
+    // 3. A long timeline, appended in batches; its projection counts them, as a driver's would.
     let mut at = long_seq;
     while (at as usize) < events {
         let count = (events - at as usize).min(1_000);
+        let mut summary = long_summary.clone();
+        summary["events"] = json!(at + count as u64);
         store
-            .append(append(&long_id, at, count, &long_summary))
+            .append(append(&long_id, at, count, &summary))
             .await
             .unwrap();
         at += count as u64;
@@ -293,10 +328,34 @@ async fn main() {
         rounds,
     )
     .await;
+
+    // 4. Its web page: the last page (the default), the one holding the middle seq, the first.
+    let mut pages = Vec::new();
+    for (label, query, seq) in [
+        ("last page", String::new(), events),
+        ("middle page", format!("?seq={}", events / 2), events / 2),
+        ("first page", "?seq=1".to_string(), 1),
+    ] {
+        let url = format!("{}/missions/{long_id}{query}", server.url);
+        let measured = median_page(&http, &url, &format!("id=\"seq-{seq}\""), rounds).await;
+        pages.push((label, query, measured));
+    }
+    // The middle page's window of 200 events, through the API.
+    let window = median_get(
+        &http,
+        &format!(
+            "{}/api/v1/missions/{long_id}/events?after={}&limit=200",
+            server.url,
+            (events / 2 - 1) / 200 * 200
+        ),
+        rounds,
+    )
+    .await;
     drop(server);
     if !benching {
         println!(
-            "quick run (not under `cargo bench`): {clients} streams heard {appends} appends each"
+            "quick run (not under `cargo bench`): {clients} streams heard {appends} appends each; {} mission pages rendered",
+            pages.len()
         );
         return;
     }
@@ -309,4 +368,11 @@ async fn main() {
     );
     println!("GET /api/v1/missions, {missions} missions: first page {first_page:.1} ms, a page by cursor {deep_page:.1} ms (medians of {rounds})");
     println!("a {events}-event mission: summary {mission_summary:.1} ms, 1,000 events from the middle {middle:.1} ms (medians of {rounds})");
+    for (label, query, (first_byte, full, size)) in pages {
+        println!(
+            "its web page, GET /missions/{{id}}{query} ({label}): first byte {first_byte:.1} ms, whole body {full:.1} ms, {:.1} KB (medians of {rounds})",
+            size as f64 / 1e3
+        );
+    }
+    println!("the middle page's 200 events through the API: {window:.1} ms (median of {rounds})");
 }

@@ -96,10 +96,15 @@ struct Server {
 
 impl Server {
     fn start(cli: &Cli, extra: &[&str]) -> Server {
+        Server::start_with_env(cli, extra, &[])
+    }
+
+    fn start_with_env(cli: &Cli, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut args = vec!["--json", "serve", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
         let mut child = cli
             .command(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -318,6 +323,12 @@ async fn the_api_answers_by_role_and_records_web_decisions_as_the_person() {
             Method::POST,
             format!("/api/v1/missions/{id}/budget"),
             Some(json!({"add": {"tool_calls": 5}})),
+            "operator",
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/missions/{id}/fork"),
+            Some(json!({"at": 3})),
             "operator",
         ),
         (
@@ -1470,5 +1481,890 @@ async fn the_web_ui_in_a_real_browser_from_sign_in_to_a_published_change() {
             "a token was written to the data directory"
         );
     }
+    drop(server);
+}
+
+/// A browser's requests, by hand: no redirects followed, the session cookie kept.
+struct Page {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+async fn web(
+    http: &reqwest::Client,
+    server: &Server,
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    headers: &[(&str, &str)],
+    form: Option<&[(&str, &str)]>,
+    json_body: Option<Value>,
+) -> Page {
+    let mut request = http.request(method, format!("{}{path}", server.url));
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", format!("fd_session={cookie}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(form) = form {
+        request = request.form(form);
+    }
+    if let Some(body) = json_body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    Page {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body: response.text().await.unwrap(),
+    }
+}
+
+/// Signs in with `token`; the session cookie's value and the page's CSRF token.
+async fn sign_in(http: &reqwest::Client, server: &Server, token: &str) -> (String, String) {
+    let signed = web(
+        http,
+        server,
+        Method::POST,
+        "/login",
+        None,
+        &[],
+        Some(&[("token", token), ("next", "/approvals")]),
+        None,
+    )
+    .await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.body);
+    assert_eq!(signed.headers["location"], "/approvals");
+    let set = signed.headers["set-cookie"].to_str().unwrap().to_string();
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    let cookie = set
+        .strip_prefix("fd_session=")
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    let home = web(
+        http,
+        server,
+        Method::GET,
+        "/",
+        Some(&cookie),
+        &[],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(home.status, StatusCode::OK);
+    let csrf = home
+        .body
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    (cookie, csrf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote_as_text() {
+    // A mission whose command output, parameter and publish title carry markup.
+    let template = "[params.who]\nrequired = true\n[publish]\ntitle = \"For {{who}}\"\n[[steps]]\nrun = \"printf '%s\\\\n' '<script>window.owned=1</script>' && echo 'pub fn g() {}' >> src/lib.rs\"\n";
+    let repo = TestRepo::with_files(&[
+        ("README.md", "# sample\n"),
+        ("src/lib.rs", "pub fn f() {}\n"),
+        (".flightdeck/policy.toml", POLICY),
+        (".flightdeck/missions/t.toml", template),
+    ]);
+    repo.commit_all("sample");
+    let cli = Cli::new(BIN);
+    cli.write_config(CONFIG);
+    let out = cli.run(&[
+        "--json",
+        "run",
+        "t",
+        "--repo",
+        repo.path().to_str().unwrap(),
+        "-p",
+        "who=<img src=x onerror=alert(1)>",
+    ]);
+    assert_eq!(out.code(), 3, "{}", out.stderr());
+    let id = out.json()["id"].as_str().unwrap().to_string();
+    let approval = out.json()["pending_approvals"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (bob_viewer, bob_viewer_id) = token_id(&cli, "@bob", "viewer");
+    let bob = token(&cli, "@bob", "approver");
+    let operator = token(&cli, "@carol", "operator");
+    let server = Server::start(&cli, &["--workers", "0"]);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+
+    // Every page sends a visitor without credentials to sign in, and comes back after.
+    for path in [
+        "/".to_string(),
+        format!("/missions/{id}"),
+        format!("/missions/{id}/diff?seq=5"),
+        "/approvals".into(),
+        "/metrics".into(),
+        "/missions/new".into(),
+    ] {
+        let page = web(&http, &server, Method::GET, &path, None, &[], None, None).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
+        let location = page.headers["location"].to_str().unwrap();
+        assert!(location.starts_with("/login?next=/"), "{path}: {location}");
+    }
+    let login = web(&http, &server, Method::GET, "/login", None, &[], None, None).await;
+    assert_eq!(login.status, StatusCode::OK);
+    let csp = login.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(login.headers["x-frame-options"], "DENY");
+
+    // A wrong token, or a sign-in another site posted, opens no session.
+    for (token, headers, expected) in [
+        ("fd_wrong", vec![], StatusCode::UNAUTHORIZED),
+        (
+            bob.as_str(),
+            vec![("origin", "http://evil.example")],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            bob.as_str(),
+            vec![("sec-fetch-site", "cross-site")],
+            StatusCode::FORBIDDEN,
+        ),
+    ] {
+        let page = web(
+            &http,
+            &server,
+            Method::POST,
+            "/login",
+            None,
+            &headers,
+            Some(&[("token", token)]),
+            None,
+        )
+        .await;
+        assert_eq!(page.status, expected, "{}", page.body);
+        assert!(page.headers.get("set-cookie").is_none());
+    }
+    // Signing in never sends the browser to another site.
+    let page = web(
+        &http,
+        &server,
+        Method::POST,
+        "/login",
+        None,
+        &[],
+        Some(&[("token", &bob), ("next", "//evil.example/")]),
+        None,
+    )
+    .await;
+    assert_eq!(page.headers["location"], "/");
+
+    // What a mission wrote is shown as text, on every page that shows it.
+    let (viewer_cookie, viewer_csrf) = sign_in(&http, &server, &bob_viewer).await;
+    let mission_page = web(
+        &http,
+        &server,
+        Method::GET,
+        &format!("/missions/{id}"),
+        Some(&viewer_cookie),
+        &[],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(mission_page.status, StatusCode::OK);
+    let inbox = web(
+        &http,
+        &server,
+        Method::GET,
+        "/approvals",
+        Some(&viewer_cookie),
+        &[],
+        None,
+        None,
+    )
+    .await;
+    for (name, page) in [("mission page", &mission_page.body), ("inbox", &inbox.body)] {
+        assert!(!page.contains("<script>window.owned"), "{name}");
+        assert!(!page.contains("<img src=x"), "{name}");
+        assert!(
+            page.contains("&lt;img src=x onerror=alert(1)&gt;"),
+            "{name}: {page}"
+        );
+    }
+    assert!(mission_page
+        .body
+        .contains("&lt;script&gt;window.owned=1&lt;/script&gt;"));
+    // A viewer sees no buttons to act with, and the API refuses the role.
+    assert!(!mission_page.body.contains("data-action=\"approve\""));
+    assert!(!mission_page.body.contains("data-action=\"cancel\""));
+    let refused = web(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/missions/{id}/cancel"),
+        Some(&viewer_cookie),
+        &[("x-csrf-token", &viewer_csrf)],
+        None,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+
+    // An approver's session: a decision needs the session's CSRF token.
+    let (cookie, csrf) = sign_in(&http, &server, &bob).await;
+    let before = timeline_len(&cli, &id);
+    let approve = format!("/api/v1/approvals/{approval}/approve");
+    for (csrf_sent, why) in [
+        (None, "missing"),
+        (Some("not-the-token"), "wrong"),
+        (Some(viewer_csrf.as_str()), "another session's"),
+    ] {
+        let headers: Vec<(&str, &str)> =
+            csrf_sent.map(|c| ("x-csrf-token", c)).into_iter().collect();
+        let page = web(
+            &http,
+            &server,
+            Method::POST,
+            &approve,
+            Some(&cookie),
+            &headers,
+            None,
+            Some(json!({})),
+        )
+        .await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{why}: {}", page.body);
+        assert!(page.body.contains("X-CSRF-Token"), "{}", page.body);
+    }
+    assert_eq!(
+        timeline_len(&cli, &id),
+        before,
+        "refused decisions record nothing"
+    );
+    let page = web(
+        &http,
+        &server,
+        Method::POST,
+        &approve,
+        Some(&cookie),
+        &[("x-csrf-token", &csrf)],
+        None,
+        Some(json!({"comment": "looks right"})),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let decided = cli
+        .timeline(&id)
+        .into_iter()
+        .find(|e| e["type"] == "approval.decided")
+        .unwrap();
+    assert_eq!(decided["data"]["by"], "@bob");
+    assert_eq!(decided["data"]["channel"], "web");
+
+    // Revoking the token a session was opened with ends the session.
+    cli.run(&["token", "revoke", &bob_viewer_id]).expect_code(0);
+    let page = web(
+        &http,
+        &server,
+        Method::GET,
+        "/",
+        Some(&viewer_cookie),
+        &[],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let page = web(
+        &http,
+        &server,
+        Method::GET,
+        "/api/v1/missions",
+        Some(&viewer_cookie),
+        &[],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
+
+    // Signing out needs the CSRF token too, and ends the session.
+    let page = web(
+        &http,
+        &server,
+        Method::POST,
+        "/logout",
+        Some(&cookie),
+        &[],
+        Some(&[("csrf", "nope")]),
+        None,
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let page = web(
+        &http,
+        &server,
+        Method::POST,
+        "/logout",
+        Some(&cookie),
+        &[],
+        Some(&[("csrf", &csrf)]),
+        None,
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(page.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    let page = web(
+        &http,
+        &server,
+        Method::GET,
+        "/approvals",
+        Some(&cookie),
+        &[],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "the session is gone");
+
+    // Unknown places: a page for people, JSON for programs.
+    let (cookie, _) = sign_in(&http, &server, &operator).await;
+    let page = web(
+        &http,
+        &server,
+        Method::GET,
+        "/nowhere",
+        Some(&cookie),
+        &[],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(page.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = web(
+        &http,
+        &server,
+        Method::GET,
+        "/api/v1/nowhere",
+        Some(&cookie),
+        &[],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(
+        page.body.contains("\"kind\":\"not_found\""),
+        "{}",
+        page.body
+    );
+    // A step's diff is asked for by seq, of a tool call that recorded the worktree.
+    // (`seq=abc` is no seq at all: the page asks which step.)
+    for query in ["seq=abc", "seq=1", "seq=99999", ""] {
+        let page = web(
+            &http,
+            &server,
+            Method::GET,
+            &format!("/missions/{id}/diff?{query}"),
+            Some(&cookie),
+            &[],
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {}",
+            page.body
+        );
+    }
+    let completed = cli
+        .timeline(&id)
+        .into_iter()
+        .find(|e| e["type"] == "tool.completed")
+        .unwrap();
+    let seq = completed["seq"].as_u64().unwrap();
+    let page = web(
+        &http,
+        &server,
+        Method::GET,
+        &format!("/missions/{id}/diff?seq={seq}"),
+        Some(&cookie),
+        &[],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains("+pub fn g() {}"), "{}", page.body);
+
+    // Forking from the API: a new mission, its first events copied from the origin.
+    let forked = call(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/missions/{id}/fork"),
+        Some(&operator),
+        Some(json!({"at": seq})),
+    )
+    .await;
+    assert_eq!(forked.status, StatusCode::CREATED, "{}", forked.body);
+    let fork_id = forked.body["id"].as_str().unwrap();
+    assert_ne!(fork_id, id);
+    let copied = cli.timeline(fork_id);
+    assert!(
+        copied.iter().any(|e| e["type"] == "mission.forked"),
+        "{copied:?}"
+    );
+    let beyond = call(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/missions/{id}/fork"),
+        Some(&operator),
+        Some(json!({"at": 100000})),
+    )
+    .await;
+    assert_eq!(beyond.status, StatusCode::BAD_REQUEST, "{}", beyond.body);
+    drop(server);
+}
+
+/// A faithful stand-in for an OpenID Connect provider, over real HTTP: discovery, JWKS, an
+/// authorization endpoint that signs in whoever `subject` names at once, and a token
+/// endpoint that checks the client's secret, the redirect URI and the PKCE verifier before
+/// it issues an RS256 ID token (or a forged one, when told to).
+mod fake_idp {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Form, Query, State};
+    use axum::http::{header, HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use axum::routing::{get, post};
+    use axum::{Json, Router};
+    use base64::Engine as _;
+    use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
+    use serde_json::{json, Value};
+    use sha2::Digest as _;
+
+    pub const CLIENT: &str = "flightdeck";
+    pub const SECRET: &str = "s3cret-of-the-client";
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    pub struct Idp {
+        pub url: String,
+        pub state: Arc<Shared>,
+    }
+
+    pub struct Shared {
+        key: RsaKeyPair,
+        issuer: Mutex<String>,
+        /// Who the next sign-in is.
+        pub subject: Mutex<String>,
+        /// Sign the next ID token with the wrong key bytes.
+        pub forge: Mutex<bool>,
+        /// code -> (challenge, nonce, redirect_uri, subject)
+        codes: Mutex<HashMap<String, (String, String, String, String)>>,
+        /// Everything the token endpoint refused, and why (the test shows it).
+        pub refusals: Mutex<Vec<String>>,
+    }
+
+    pub async fn start() -> Idp {
+        // A 2048-bit RSA key, made by openssl as an administrator would.
+        let out = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-outform",
+                "DER",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // OpenSSL writes the DER form as PKCS#1 (RSAPrivateKey).
+        let key = RsaKeyPair::from_der(&out.stdout).unwrap();
+        let state = Arc::new(Shared {
+            key,
+            issuer: Mutex::new(String::new()),
+            subject: Mutex::new("sub-bob".to_string()),
+            forge: Mutex::new(false),
+            codes: Mutex::new(HashMap::new()),
+            refusals: Mutex::new(Vec::new()),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        *state.issuer.lock().unwrap() = url.clone();
+        let app = Router::new()
+            .route("/.well-known/openid-configuration", get(discovery))
+            .route("/jwks", get(jwks))
+            .route("/authorize", get(authorize))
+            .route("/token", post(token))
+            .with_state(state.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Idp { url, state }
+    }
+
+    async fn discovery(State(s): State<Arc<Shared>>) -> Json<Value> {
+        let issuer = s.issuer.lock().unwrap().clone();
+        Json(json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+            "jwks_uri": format!("{issuer}/jwks"),
+            "response_types_supported": ["code"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "code_challenge_methods_supported": ["S256"],
+        }))
+    }
+
+    async fn jwks(State(s): State<Arc<Shared>>) -> Json<Value> {
+        let public: ring::rsa::PublicKeyComponents<Vec<u8>> = s.key.public().into();
+        Json(json!({"keys": [{
+            "kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
+            "n": b64(&public.n), "e": b64(&public.e),
+        }]}))
+    }
+
+    async fn authorize(
+        State(s): State<Arc<Shared>>,
+        Query(q): Query<HashMap<String, String>>,
+    ) -> Response {
+        let get = |k: &str| q.get(k).cloned().unwrap_or_default();
+        let wrong = [
+            (get("response_type") != "code", "response_type"),
+            (get("client_id") != CLIENT, "client_id"),
+            (
+                get("code_challenge_method") != "S256",
+                "code_challenge_method",
+            ),
+            (get("code_challenge").len() != 43, "code_challenge"),
+            (!get("scope").split(' ').any(|s| s == "openid"), "scope"),
+            (
+                get("state").is_empty() || get("nonce").is_empty(),
+                "state/nonce",
+            ),
+        ];
+        if let Some((_, what)) = wrong.iter().find(|(bad, _)| *bad) {
+            return (StatusCode::BAD_REQUEST, format!("bad {what}")).into_response();
+        }
+        let code = format!("code-{}", s.codes.lock().unwrap().len() + 1);
+        let subject = s.subject.lock().unwrap().clone();
+        s.codes.lock().unwrap().insert(
+            code.clone(),
+            (
+                get("code_challenge"),
+                get("nonce"),
+                get("redirect_uri"),
+                subject,
+            ),
+        );
+        let location = format!("{}?code={code}&state={}", get("redirect_uri"), get("state"));
+        (StatusCode::FOUND, [(header::LOCATION, location)]).into_response()
+    }
+
+    async fn token(
+        State(s): State<Arc<Shared>>,
+        headers: HeaderMap,
+        Form(f): Form<HashMap<String, String>>,
+    ) -> Response {
+        let refuse = |why: String| {
+            s.refusals.lock().unwrap().push(why.clone());
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "invalid_grant", "error_description": why})),
+            )
+                .into_response()
+        };
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT}:{SECRET}"))
+        );
+        if headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            != Some(basic.as_str())
+        {
+            return refuse("client authentication".to_string());
+        }
+        if f.get("grant_type").map(String::as_str) != Some("authorization_code") {
+            return refuse("grant_type".to_string());
+        }
+        let code = f.get("code").cloned().unwrap_or_default();
+        let Some((challenge, nonce, redirect_uri, subject)) = s.codes.lock().unwrap().remove(&code)
+        else {
+            return refuse(format!("unknown or used code {code}"));
+        };
+        if f.get("redirect_uri") != Some(&redirect_uri) {
+            return refuse("redirect_uri".to_string());
+        }
+        let verifier = f.get("code_verifier").cloned().unwrap_or_default();
+        if b64(&sha2::Sha256::digest(verifier.as_bytes())) != challenge {
+            return refuse("PKCE verifier".to_string());
+        }
+        let issuer = s.issuer.lock().unwrap().clone();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let header_part = b64(json!({"alg": "RS256", "kid": "k1", "typ": "JWT"})
+            .to_string()
+            .as_bytes());
+        let claims = b64(json!({
+            "iss": issuer, "aud": CLIENT, "sub": subject, "nonce": nonce,
+            "iat": now, "exp": now + 300, "email": "bob@acme.com", "email_verified": true,
+        })
+        .to_string()
+        .as_bytes());
+        let signed = format!("{header_part}.{claims}");
+        let mut signature = vec![0; s.key.public().modulus_len()];
+        s.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &ring::rand::SystemRandom::new(),
+                signed.as_bytes(),
+                &mut signature,
+            )
+            .unwrap();
+        if *s.forge.lock().unwrap() {
+            signature[10] ^= 0xff;
+        }
+        Json(json!({
+            "access_token": "at", "token_type": "Bearer", "expires_in": 300,
+            "id_token": format!("{signed}.{}", b64(&signature)),
+        }))
+        .into_response()
+    }
+}
+
+/// Goes through the single sign-on flow as a browser does: the state cookie, the provider's
+/// redirect, the callback. Returns the callback's answer.
+async fn sso(http: &reqwest::Client, server: &Server, next: &str, keep_state_cookie: bool) -> Page {
+    let start = web(
+        http,
+        server,
+        Method::GET,
+        &format!("/auth/oidc/start?next={next}"),
+        None,
+        &[],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(start.status, StatusCode::SEE_OTHER, "{}", start.body);
+    let set = start.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.contains("HttpOnly") && set.contains("Path=/auth/oidc"),
+        "{set}"
+    );
+    let state_cookie = set.split(';').next().unwrap().to_string();
+    let authorize = start.headers["location"].to_str().unwrap().to_string();
+    let back = http.get(&authorize).send().await.unwrap();
+    assert_eq!(
+        back.status(),
+        StatusCode::FOUND,
+        "{}",
+        back.text().await.unwrap()
+    );
+    let callback = back.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        callback.starts_with(&format!("{}/auth/oidc/callback?", server.url)),
+        "{callback}"
+    );
+    let mut request = http.get(&callback);
+    if keep_state_cookie {
+        request = request.header("cookie", state_cookie);
+    }
+    let response = request.send().await.unwrap();
+    Page {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body: response.text().await.unwrap(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_sign_on_maps_the_providers_subject_to_a_person_and_refuses_the_rest() {
+    let idp = fake_idp::start().await;
+    let cli = Cli::new(BIN);
+    cli.write_config(&format!(
+        r#"
+[server]
+auth = "required"
+
+[server.oidc]
+issuer = "{}"
+client_id = "{}"
+client_secret_env = "FD_TEST_OIDC_SECRET"
+default_role = "viewer"
+roles = {{ "@bob" = "approver" }}
+
+[people.bob]
+handle = "@bob"
+emails = ["bob@acme.com"]
+oidc = "sub-bob"
+
+[people.carol]
+handle = "@carol"
+oidc = "sub-carol"
+"#,
+        idp.url,
+        fake_idp::CLIENT
+    ));
+    // Without the secret in the environment, serve refuses to start, naming the key.
+    let out = cli.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert_eq!(out.code(), 2, "{}", out.stderr());
+    assert!(
+        out.stderr().contains("client_secret_env"),
+        "{}",
+        out.stderr()
+    );
+
+    let server = Server::start_with_env(
+        &cli,
+        &["--workers", "0"],
+        &[("FD_TEST_OIDC_SECRET", fake_idp::SECRET)],
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = web(
+        &http,
+        &server,
+        Method::GET,
+        "/login?next=/approvals",
+        None,
+        &[],
+        None,
+        None,
+    )
+    .await;
+    assert!(
+        login.body.contains("Sign in with single sign-on"),
+        "{}",
+        login.body
+    );
+
+    // Bob signs in and lands where he was going, as himself with his configured role.
+    let done = sso(&http, &server, "/approvals", true).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    assert_eq!(done.headers["location"], "/approvals");
+    let cookies: Vec<String> = done
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let session = cookies
+        .iter()
+        .find_map(|c| c.strip_prefix("fd_session="))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_string();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("fd_oidc_state=;")),
+        "the flow's cookie is cleared: {cookies:?}"
+    );
+    let page = web(
+        &http,
+        &server,
+        Method::GET,
+        "/approvals",
+        Some(&session),
+        &[],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("@bob · approver"), "{}", page.body);
+
+    // Carol has no role of her own: the default.
+    *idp.state.subject.lock().unwrap() = "sub-carol".to_string();
+    let done = sso(&http, &server, "/", true).await;
+    assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+    let carol = done.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("fd_session=")
+        .unwrap()
+        .to_string();
+    let page = web(
+        &http,
+        &server,
+        Method::GET,
+        "/",
+        Some(&carol),
+        &[],
+        None,
+        None,
+    )
+    .await;
+    assert!(page.body.contains("@carol · viewer"), "{}", page.body);
+
+    // Nobody in [people]: refused, no session.
+    *idp.state.subject.lock().unwrap() = "sub-mallory".to_string();
+    let done = sso(&http, &server, "/", true).await;
+    assert_eq!(done.status, StatusCode::FORBIDDEN, "{}", done.body);
+    assert!(done.body.contains("sub-mallory"), "{}", done.body);
+    assert!(!done
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .any(|c| c.to_str().unwrap().starts_with("fd_session=")));
+
+    // A callback in a browser that did not start the flow (no state cookie): refused.
+    *idp.state.subject.lock().unwrap() = "sub-bob".to_string();
+    let done = sso(&http, &server, "/", false).await;
+    assert_eq!(done.status, StatusCode::UNAUTHORIZED, "{}", done.body);
+    assert!(
+        done.body.contains("not started by this browser"),
+        "{}",
+        done.body
+    );
+
+    // An ID token whose signature does not verify: refused.
+    *idp.state.forge.lock().unwrap() = true;
+    let done = sso(&http, &server, "/", true).await;
+    assert_eq!(done.status, StatusCode::UNAUTHORIZED, "{}", done.body);
+    assert!(done.body.contains("signature"), "{}", done.body);
+    *idp.state.forge.lock().unwrap() = false;
+
+    // The provider saw the right PKCE verifier, secret and redirect URI every time.
+    assert_eq!(*idp.state.refusals.lock().unwrap(), Vec::<String>::new());
     drop(server);
 }

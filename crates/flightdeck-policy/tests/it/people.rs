@@ -32,6 +32,7 @@ fn person(
         emails: emails.iter().map(|e| (*e).to_owned()).collect(),
         github: github.map(str::to_owned),
         slack: slack.map(str::to_owned),
+        oidc: None,
     }
 }
 

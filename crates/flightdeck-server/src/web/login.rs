@@ -13,8 +13,9 @@ use serde::Deserialize;
 
 use super::{error_box, page, Nav};
 use crate::auth::authenticate;
+use crate::oidc;
 use crate::routes::Shared;
-use crate::sessions;
+use crate::sessions::{self, SessionIdentity};
 
 #[derive(Deserialize)]
 pub struct LoginQuery {
@@ -29,7 +30,13 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
-fn login_page(next: &str, error: Option<&AppError>, local_note: Option<&str>) -> Response {
+fn login_page(
+    state: &Shared,
+    next: &str,
+    error: Option<&AppError>,
+    local_note: Option<&str>,
+) -> Response {
+    let sso = state.oidc.is_some();
     let body = html! {
         section.narrow {
             h1 { "Sign in" }
@@ -41,6 +48,10 @@ fn login_page(next: &str, error: Option<&AppError>, local_note: Option<&str>) ->
                 }
             }
             @if let Some(e) = error { (error_box(e)) }
+            @if sso {
+                p { a.button #sso href=(format!("/auth/oidc/start?next={}", super::url_encode(next))) { "Sign in with single sign-on" } }
+                p.hint { "Or with an API token:" }
+            }
             form.stack method="post" action="/login" {
                 label for="token" { "API token" }
                 input #token type="password" name="token" autocomplete="off" required placeholder="fd_…" autofocus;
@@ -71,7 +82,7 @@ pub async fn form(
         Ok(who) => Some(who.principal.handle),
         Err(_) => None,
     };
-    login_page(&next, None, local.as_deref())
+    login_page(&state, &next, None, local.as_deref())
 }
 
 #[derive(Deserialize)]
@@ -122,6 +133,7 @@ pub async fn sign_in(
 ) -> Response {
     let Ok(Form(form)) = form else {
         return login_page(
+            &state,
             "/",
             Some(&AppError::bad_input(
                 "the sign-in form was not sent as a form",
@@ -132,43 +144,124 @@ pub async fn sign_in(
     };
     let next = safe_next(form.next.as_deref());
     if let Err(e) = check_same_origin(&headers) {
-        return login_page(&next, Some(&e), None);
+        return login_page(&state, &next, Some(&e), None);
     }
     let now = SystemClock.now_ms();
     let store = state.engine.config().store.clone();
     let principal =
         match tokens::authenticate(store.as_ref(), &state.app.people, &form.token, now).await {
             Ok(p) => p,
-            Err(e) => return login_page(&next, Some(&e), None),
+            Err(e) => return login_page(&state, &next, Some(&e), None),
         };
     let hash = principal.token_hash.clone().unwrap_or_default();
     let expires = match store.token_by_hash(&hash).await {
         Ok(Some(row)) => row.expires_at_ms,
         _ => None,
     };
-    let (id, session) = match state.sessions.open(&hash, now, expires) {
-        Ok(opened) => opened,
-        Err(e) => {
-            return login_page(
-                &next,
-                Some(&AppError::failed(format!(
-                    "cannot get random bytes for a session: {e}"
-                ))),
-                None,
-            )
-        }
+    sessions::signed_in_redirect(&state, SessionIdentity::Token { hash }, expires, now, &next)
+        .unwrap_or_else(|e| login_page(&state, &next, Some(&e), None))
+}
+
+/// Sends the browser to the provider, with a cookie that binds the flow to it.
+pub async fn oidc_start(
+    State(state): State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<LoginQuery>,
+) -> Response {
+    let next = safe_next(q.next.as_deref());
+    let Some(oidc) = &state.oidc else {
+        return super::error_page(&AppError::not_found(
+            "single sign-on is not configured here",
+            Some(
+                "an admin configures it under [server.oidc]; sign in with a token meanwhile"
+                    .to_string(),
+            ),
+        ));
     };
-    let secure = state
-        .app
-        .config
-        .server
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
-    let cookie = sessions::set_cookie(&id, (session.expires_at_ms - now) / 1000, secure);
-    let mut response = Redirect::to(&next).into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
+    match oidc.start(&next, SystemClock.now_ms()).await {
+        Ok((url, flow_state)) => {
+            let mut response = Redirect::to(&url).into_response();
+            let cookie = format!(
+                "{}={flow_state}; Path=/auth/oidc; HttpOnly; SameSite=Lax; Max-Age=600",
+                oidc::STATE_COOKIE
+            );
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            response
+        }
+        Err(e) => login_page(&state, &next, Some(&e), None),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Where the provider sends the browser back: the flow finished, a session opened.
+pub async fn oidc_callback(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    q: Result<axum::extract::Query<CallbackQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Some(oidc) = &state.oidc else {
+        return super::error_page(&AppError::not_found(
+            "single sign-on is not configured here",
+            None,
+        ));
+    };
+    let finished = async {
+        let axum::extract::Query(q) =
+            q.map_err(|e| AppError::bad_input(format!("bad callback: {}", e.body_text()), None))?;
+        if let Some(error) = q.error {
+            return Err(AppError::new(
+                ErrorKind::Unauthenticated,
+                format!(
+                    "the sign-in provider said: {error}{}",
+                    q.error_description
+                        .map(|d| format!(" ({d})"))
+                        .unwrap_or_default()
+                ),
+                Some("try again, or sign in with a token".to_string()),
+            ));
+        }
+        let (Some(code), Some(flow_state)) = (q.code, q.state) else {
+            return Err(AppError::bad_input(
+                "the provider sent back no code or state",
+                Some("start again from the sign-in page".to_string()),
+            ));
+        };
+        let now = SystemClock.now_ms();
+        let signed = oidc
+            .finish(
+                &flow_state,
+                sessions::cookie(&headers, oidc::STATE_COOKIE),
+                &code,
+                &state.app.people,
+                now,
+            )
+            .await?;
+        sessions::signed_in_redirect(
+            &state,
+            SessionIdentity::Person {
+                handle: signed.handle,
+            },
+            None,
+            now,
+            &safe_next(Some(&signed.next)),
+        )
+    }
+    .await;
+    let mut response = finished.unwrap_or_else(|e| login_page(&state, "/", Some(&e), None));
+    let clear = format!(
+        "{}=; Path=/auth/oidc; HttpOnly; SameSite=Lax; Max-Age=0",
+        oidc::STATE_COOKIE
+    );
+    if let Ok(value) = HeaderValue::from_str(&clear) {
+        response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
 }

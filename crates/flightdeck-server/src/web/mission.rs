@@ -445,6 +445,19 @@ async fn render(
     let last = summary.events.max(1);
     let start = (seq.unwrap_or(last).clamp(1, last) - 1) / TIMELINE_PAGE * TIMELINE_PAGE;
     let (events, last_seq) = queries::events_page(&reader, &id, start, TIMELINE_PAGE).await?;
+    // What it was asked: the first event's goal and parameters, on every page.
+    let created = match events.first().filter(|e| e.seq == 1) {
+        Some(first) => first.kind().ok(),
+        None => queries::events_page(&reader, &id, 0, 1)
+            .await?
+            .0
+            .first()
+            .and_then(|e| e.kind().ok()),
+    };
+    let params = match created {
+        Some(EventKind::MissionCreated(c)) => c.params,
+        _ => Default::default(),
+    };
     let chain = flightdeck_store::verify_mission(store.as_ref(), &id).await?;
     let now = SystemClock.now_ms();
     let mut outputs = HashMap::new();
@@ -513,6 +526,11 @@ async fn render(
             @if live { p.live-note { span.dot {} "Live: this page follows the mission as it runs." } }
             dl.facts {
                 dt { "Requested by" } dd { (summary.requested_by.as_deref().unwrap_or("-")) }
+                @if !params.is_empty() {
+                    dt { "Parameters" } dd {
+                        @for (k, v) in &params { code { (k) "=" (v) } " " }
+                    }
+                }
                 dt { "Repository" } dd { (summary.repo.as_deref().unwrap_or("-")) " @ " code { (summary.base_commit.as_deref().map_or("-", |c| c.get(..12).unwrap_or(c))) } }
                 dt { "Risk" } dd { (summary.risk_tier.as_deref().unwrap_or("not assessed yet")) }
                 dt { "Policy" } dd {

@@ -38,6 +38,8 @@ pub fn router() -> Router<Shared> {
         .route("/metrics", get(metrics::show))
         .route("/login", get(login::form).post(login::sign_in))
         .route("/logout", post(login::sign_out))
+        .route("/auth/oidc/start", get(login::oidc_start))
+        .route(crate::oidc::CALLBACK_PATH, get(login::oidc_callback))
         .route("/assets/app.css", get(css))
         .route("/assets/app.js", get(js))
 }
@@ -262,6 +264,8 @@ pub fn age(at: &str, now_ms: i64) -> String {
 
 /// Dollars, to the cent below a dollar's hundredth shown as such.
 pub fn usd(amount: f64) -> String {
+    // An empty sum is -0.0.
+    let amount = amount + 0.0;
     if amount > 0.0 && amount < 0.01 {
         format!("${amount:.4}")
     } else {
@@ -319,6 +323,7 @@ mod tests {
         assert_eq!(capped(b"abc", 3), ("abc".to_string(), false));
         assert_eq!(usd(0.004), "$0.0040");
         assert_eq!(usd(1.5), "$1.50");
+        assert_eq!(usd(-0.0), "$0.00");
     }
 
     #[test]

@@ -33,6 +33,15 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
     let local_addr = listener
         .local_addr()
         .map_err(|e| CliError::failed(format!("cannot read the address listened on: {e}")))?;
+    let oidc = match &ctx.app.config.server.oidc {
+        Some(config) => Some(flightdeck_server::oidc::Oidc::from_config(
+            config,
+            ctx.app.config.server.public_url.as_deref(),
+            local_addr,
+            &ctx.app.people,
+        )?),
+        None => None,
+    };
     let scheduler_task = if workers > 0 {
         // One scheduler continues parked missions; it drives one at a time (several
         // workers sharing a store come with PostgreSQL).
@@ -58,11 +67,14 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
             }})
         );
     } else {
-        eprintln!("serve: the API is at {url}/api/v1 (health: {url}/healthz); stop with Ctrl-C");
+        eprintln!(
+            "serve: the web UI is at {url}/ and the API at {url}/api/v1 (health: {url}/healthz); stop with Ctrl-C"
+        );
     }
     flightdeck_server::serve(
         ServerState {
             sessions: Default::default(),
+            oidc,
             local_identity,
             app: Arc::new(ctx.app.reopen()?),
             engine,
