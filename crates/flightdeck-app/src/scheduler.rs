@@ -7,6 +7,8 @@
 //! came due (fired as deadlines, never as a side effect of reading), and missions ready to
 //! continue. `flightdeck worker` runs it; `resume` still works by hand.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flightdeck_core::state::ApprovalStatus;
@@ -42,11 +44,103 @@ pub enum ActionKind {
 /// Continues missions that can go on by themselves.
 pub struct Scheduler {
     engine: Engine,
+    /// How many missions it drives at once (`serve --workers N`): with one, a pass drives
+    /// each ready mission to its next stop before it looks at the next; with more, each is
+    /// driven on a task of its own and the pass goes on.
+    workers: usize,
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Missions a task of this scheduler drives now.
+    driving: Arc<Mutex<HashSet<String>>>,
+    tasks: Mutex<tokio::task::JoinSet<()>>,
 }
 
 impl Scheduler {
     pub fn new(engine: Engine) -> Scheduler {
-        Scheduler { engine }
+        Scheduler::with_workers(engine, 1)
+    }
+
+    /// A scheduler that drives up to `workers` missions at once (at least one).
+    pub fn with_workers(engine: Engine, workers: usize) -> Scheduler {
+        let workers = workers.max(1);
+        Scheduler {
+            engine,
+            workers,
+            permits: Arc::new(tokio::sync::Semaphore::new(workers)),
+            driving: Arc::new(Mutex::new(HashSet::new())),
+            tasks: Mutex::new(tokio::task::JoinSet::new()),
+        }
+    }
+
+    fn driving(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.driving
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for every mission its tasks drive to stop (at its next stop, or recording
+    /// its interruption when the engine shuts down).
+    pub async fn drain(&self) {
+        let mut tasks = {
+            let mut guard = self
+                .tasks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            std::mem::take(&mut *guard)
+        };
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Continues `state`'s mission: here, or on a task of its own when more than one
+    /// worker is configured (none when all are busy: a later pass takes it).
+    async fn continue_mission(
+        &self,
+        state: &MissionState,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), AppError> {
+        let id = state.id.clone();
+        if self.workers == 1 {
+            match self.engine.resume(&id, SCHEDULER).await {
+                Ok(after) => actions.push(Action {
+                    mission: id,
+                    what: ActionKind::Continued,
+                    status: after.status,
+                }),
+                Err(EngineError::Busy { .. } | EngineError::AlreadyFinished { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(());
+        }
+        if self.driving().contains(&id) {
+            return Ok(());
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Ok(());
+        };
+        self.driving().insert(id.clone());
+        let engine = self.engine.clone();
+        let driving = self.driving.clone();
+        let driven = id.clone();
+        let mut tasks = self
+            .tasks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(async move {
+            // What the mission did is in its timeline; a failure to drive it is retried by
+            // a later pass.
+            let _ = engine.resume(&driven, SCHEDULER).await;
+            driving
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&driven);
+            drop(permit);
+        });
+        actions.push(Action {
+            mission: id,
+            what: ActionKind::Continued,
+            status: state.status,
+        });
+        Ok(())
     }
 
     /// One pass over the store; what it did, and when the next deadline is due (ms).
@@ -91,15 +185,7 @@ impl Scheduler {
                 next_deadline = Some(next_deadline.map_or(at, |d| d.min(at)));
             }
             if ready_to_continue(&state) {
-                match self.engine.resume(&row.id, SCHEDULER).await {
-                    Ok(after) => actions.push(Action {
-                        mission: row.id.clone(),
-                        what: ActionKind::Continued,
-                        status: after.status,
-                    }),
-                    Err(EngineError::Busy { .. } | EngineError::AlreadyFinished { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
+                self.continue_mission(&state, &mut actions).await?;
             }
         }
         Ok((actions, next_deadline))
@@ -114,6 +200,17 @@ impl Scheduler {
     ) -> Result<(), AppError> {
         let store = self.engine.config().store.clone();
         let mut feed = store.subscribe().await.ok();
+        let ran = self.passes(&mut shutdown, &mut on_pass, &mut feed).await;
+        self.drain().await;
+        ran
+    }
+
+    async fn passes(
+        &self,
+        shutdown: &mut tokio::sync::watch::Receiver<Option<String>>,
+        on_pass: &mut impl FnMut(&[Action]),
+        feed: &mut Option<flightdeck_store::ChangeFeed>,
+    ) -> Result<(), AppError> {
         loop {
             if shutdown.borrow().is_some() {
                 return Ok(());

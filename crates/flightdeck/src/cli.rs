@@ -179,7 +179,7 @@ pub enum Command {
         /// Address to listen on; one other machines can reach needs `[server] auth = "required"`
         #[arg(long, default_value = "127.0.0.1:7777", value_name = "ADDR")]
         listen: String,
-        /// In-process workers continuing parked missions (0: none)
+        /// Missions the in-process scheduler drives at once (0: no scheduler)
         #[arg(long, default_value_t = 2, value_name = "N")]
         workers: u32,
     },
@@ -194,6 +194,9 @@ pub enum Command {
         /// One pass, then exit (scripts, cron)
         #[arg(long)]
         once: bool,
+        /// Missions driven at once
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        concurrency: u32,
     },
     /// Drives a mission created with `run --detach` (started by flightdeck itself).
     #[command(name = "__start", hide = true)]

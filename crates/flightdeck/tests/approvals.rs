@@ -1051,3 +1051,49 @@ fn approvers_see_the_whole_command_they_approve() {
         "{printed}"
     );
 }
+
+#[test]
+fn a_worker_with_concurrency_drives_several_ready_missions_at_once() {
+    let policy = "[defaults]\npublish = \"allow\"\n[[rule]]\nid = \"slow-needs-alice\"\naction = \"command\"\ncommand_matches = [\"sh slow.sh*\"]\ndecision = \"approve\"\napprovers = [\"@alice\"]\n";
+    let repo = repo(
+        &[
+            (".flightdeck/policy.toml", policy),
+            ("slow.sh", "sleep 2\necho done >> slow.txt\n"),
+        ],
+        &["sh slow.sh"],
+    );
+    let cli = Cli::new(BIN);
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (code, parked) = run(&cli, &repo);
+        assert_eq!(code, 3, "{parked:#}");
+        let approval = parked["pending_approvals"][0]["id"].as_str().unwrap();
+        cli.run_as("@alice", &["approve", approval]).expect_code(0);
+        ids.push(parked["id"].as_str().unwrap().to_string());
+    }
+    let refused = cli.run(&["worker", "--once", "--concurrency", "0"]);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+    cli.run(&["--json", "worker", "--once", "--concurrency", "2"])
+        .expect_code(0);
+    // Each ran its slow command; the two ran at the same time (each was continued before
+    // the other's command finished).
+    let window = |id: &str| {
+        let events = cli.timeline(id);
+        assert_eq!(show(&cli, id)["status"], "succeeded", "{events:#?}");
+        let at = |kind: &str| {
+            events_of_type(&events, kind)
+                .last()
+                .unwrap_or_else(|| panic!("no {kind}"))["at"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        (at("mission.resumed"), at("tool.completed"))
+    };
+    let (a_start, a_end) = window(&ids[0]);
+    let (b_start, b_end) = window(&ids[1]);
+    assert!(
+        a_start < b_end && b_start < a_end,
+        "not at the same time: {a_start}..{a_end} and {b_start}..{b_end}"
+    );
+}

@@ -1484,6 +1484,13 @@ async fn the_web_ui_in_a_real_browser_from_sign_in_to_a_published_change() {
     drop(server);
 }
 
+/// What a request sends.
+enum Body<'a> {
+    None,
+    Form(&'a [(&'a str, &'a str)]),
+    Json(Value),
+}
+
 /// A browser's requests, by hand: no redirects followed, the session cookie kept.
 struct Page {
     status: StatusCode,
@@ -1498,8 +1505,7 @@ async fn web(
     path: &str,
     cookie: Option<&str>,
     headers: &[(&str, &str)],
-    form: Option<&[(&str, &str)]>,
-    json_body: Option<Value>,
+    body: Body<'_>,
 ) -> Page {
     let mut request = http.request(method, format!("{}{path}", server.url));
     if let Some(cookie) = cookie {
@@ -1508,11 +1514,10 @@ async fn web(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    if let Some(form) = form {
-        request = request.form(form);
-    }
-    if let Some(body) = json_body {
-        request = request.json(&body);
+    match body {
+        Body::None => {}
+        Body::Form(form) => request = request.form(form),
+        Body::Json(json) => request = request.json(&json),
     }
     let response = request.send().await.unwrap();
     Page {
@@ -1531,8 +1536,7 @@ async fn sign_in(http: &reqwest::Client, server: &Server, token: &str) -> (Strin
         "/login",
         None,
         &[],
-        Some(&[("token", token), ("next", "/approvals")]),
-        None,
+        Body::Form(&[("token", token), ("next", "/approvals")]),
     )
     .await;
     assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.body);
@@ -1553,8 +1557,7 @@ async fn sign_in(http: &reqwest::Client, server: &Server, token: &str) -> (Strin
         "/",
         Some(&cookie),
         &[],
-        None,
-        None,
+        Body::None,
     )
     .await;
     assert_eq!(home.status, StatusCode::OK);
@@ -1614,12 +1617,12 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         "/metrics".into(),
         "/missions/new".into(),
     ] {
-        let page = web(&http, &server, Method::GET, &path, None, &[], None, None).await;
+        let page = web(&http, &server, Method::GET, &path, None, &[], Body::None).await;
         assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
         let location = page.headers["location"].to_str().unwrap();
         assert!(location.starts_with("/login?next=/"), "{path}: {location}");
     }
-    let login = web(&http, &server, Method::GET, "/login", None, &[], None, None).await;
+    let login = web(&http, &server, Method::GET, "/login", None, &[], Body::None).await;
     assert_eq!(login.status, StatusCode::OK);
     let csp = login.headers["content-security-policy"].to_str().unwrap();
     assert!(
@@ -1649,8 +1652,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
             "/login",
             None,
             &headers,
-            Some(&[("token", token)]),
-            None,
+            Body::Form(&[("token", token)]),
         )
         .await;
         assert_eq!(page.status, expected, "{}", page.body);
@@ -1664,8 +1666,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         "/login",
         None,
         &[],
-        Some(&[("token", &bob), ("next", "//evil.example/")]),
-        None,
+        Body::Form(&[("token", &bob), ("next", "//evil.example/")]),
     )
     .await;
     assert_eq!(page.headers["location"], "/");
@@ -1679,8 +1680,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         &format!("/missions/{id}"),
         Some(&viewer_cookie),
         &[],
-        None,
-        None,
+        Body::None,
     )
     .await;
     assert_eq!(mission_page.status, StatusCode::OK);
@@ -1691,8 +1691,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         "/approvals",
         Some(&viewer_cookie),
         &[],
-        None,
-        None,
+        Body::None,
     )
     .await;
     for (name, page) in [("mission page", &mission_page.body), ("inbox", &inbox.body)] {
@@ -1716,8 +1715,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         &format!("/api/v1/missions/{id}/cancel"),
         Some(&viewer_cookie),
         &[("x-csrf-token", &viewer_csrf)],
-        None,
-        Some(json!({})),
+        Body::Json(json!({})),
     )
     .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
@@ -1740,8 +1738,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
             &approve,
             Some(&cookie),
             &headers,
-            None,
-            Some(json!({})),
+            Body::Json(json!({})),
         )
         .await;
         assert_eq!(page.status, StatusCode::FORBIDDEN, "{why}: {}", page.body);
@@ -1759,8 +1756,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         &approve,
         Some(&cookie),
         &[("x-csrf-token", &csrf)],
-        None,
-        Some(json!({"comment": "looks right"})),
+        Body::Json(json!({"comment": "looks right"})),
     )
     .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
@@ -1781,8 +1777,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         "/",
         Some(&viewer_cookie),
         &[],
-        None,
-        None,
+        Body::None,
     )
     .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
@@ -1793,8 +1788,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         "/api/v1/missions",
         Some(&viewer_cookie),
         &[],
-        None,
-        None,
+        Body::None,
     )
     .await;
     assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
@@ -1807,8 +1801,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         "/logout",
         Some(&cookie),
         &[],
-        Some(&[("csrf", "nope")]),
-        None,
+        Body::Form(&[("csrf", "nope")]),
     )
     .await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
@@ -1819,8 +1812,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         "/logout",
         Some(&cookie),
         &[],
-        Some(&[("csrf", &csrf)]),
-        None,
+        Body::Form(&[("csrf", &csrf)]),
     )
     .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER);
@@ -1835,8 +1827,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         "/approvals",
         Some(&cookie),
         &[],
-        None,
-        None,
+        Body::None,
     )
     .await;
     assert_eq!(page.status, StatusCode::SEE_OTHER, "the session is gone");
@@ -1850,8 +1841,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         "/nowhere",
         Some(&cookie),
         &[],
-        None,
-        None,
+        Body::None,
     )
     .await;
     assert_eq!(page.status, StatusCode::NOT_FOUND);
@@ -1866,8 +1856,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         "/api/v1/nowhere",
         Some(&cookie),
         &[],
-        None,
-        None,
+        Body::None,
     )
     .await;
     assert_eq!(page.status, StatusCode::NOT_FOUND);
@@ -1886,8 +1875,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
             &format!("/missions/{id}/diff?{query}"),
             Some(&cookie),
             &[],
-            None,
-            None,
+            Body::None,
         )
         .await;
         assert_eq!(
@@ -1910,8 +1898,7 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         &format!("/missions/{id}/diff?seq={seq}"),
         Some(&cookie),
         &[],
-        None,
-        None,
+        Body::None,
     )
     .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
@@ -2177,8 +2164,7 @@ async fn sso(http: &reqwest::Client, server: &Server, next: &str, keep_state_coo
         &format!("/auth/oidc/start?next={next}"),
         None,
         &[],
-        None,
-        None,
+        Body::None,
     )
     .await;
     assert_eq!(start.status, StatusCode::SEE_OTHER, "{}", start.body);
@@ -2266,8 +2252,7 @@ oidc = "sub-carol"
         "/login?next=/approvals",
         None,
         &[],
-        None,
-        None,
+        Body::None,
     )
     .await;
     assert!(
@@ -2303,8 +2288,7 @@ oidc = "sub-carol"
         "/approvals",
         Some(&session),
         &[],
-        None,
-        None,
+        Body::None,
     )
     .await;
     assert_eq!(page.status, StatusCode::OK);
@@ -2330,8 +2314,7 @@ oidc = "sub-carol"
         "/",
         Some(&carol),
         &[],
-        None,
-        None,
+        Body::None,
     )
     .await;
     assert!(page.body.contains("@carol · viewer"), "{}", page.body);

@@ -86,7 +86,7 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
             TokenCommand::List => tokens::list(&ctx).await,
             TokenCommand::Revoke { id } => tokens::revoke(&ctx, &id).await,
         },
-        Command::Worker { once } => people::worker(&ctx, once).await,
+        Command::Worker { once, concurrency } => people::worker(&ctx, once, concurrency).await,
         Command::Replay {
             mission,
             reexecute,

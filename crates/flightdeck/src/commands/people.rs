@@ -76,10 +76,16 @@ pub fn people(ctx: &Context) -> Result<i32, CliError> {
 }
 
 /// `flightdeck worker`: the scheduler, until SIGINT / SIGTERM (or one pass with `--once`).
-pub async fn worker(ctx: &Context, once: bool) -> Result<i32, CliError> {
+pub async fn worker(ctx: &Context, once: bool, concurrency: u32) -> Result<i32, CliError> {
+    if concurrency == 0 {
+        return Err(CliError::bad_input(
+            "--concurrency 0: a worker drives at least one mission at a time",
+            Some("e.g. --concurrency 2".to_string()),
+        ));
+    }
     ctx.stop_missions_on_signals();
     let engine = ctx.engine(progress(ctx)).await?;
-    let scheduler = Scheduler::new(engine);
+    let scheduler = Scheduler::with_workers(engine, concurrency as usize);
     let json = ctx.json();
     let report = |actions: &[flightdeck_app::scheduler::Action]| {
         for action in actions {
@@ -103,6 +109,7 @@ pub async fn worker(ctx: &Context, once: bool) -> Result<i32, CliError> {
     if once {
         let (actions, _) = scheduler.tick().await?;
         report(&actions);
+        scheduler.drain().await;
         return Ok(exit::OK);
     }
     if !json {

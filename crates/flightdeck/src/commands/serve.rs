@@ -43,9 +43,9 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
         None => None,
     };
     let scheduler_task = if workers > 0 {
-        // One scheduler continues parked missions; it drives one at a time (several
-        // workers sharing a store come with PostgreSQL).
-        let scheduler = Scheduler::new(engine.clone());
+        // One scheduler continues parked missions, driving up to `workers` at once (workers
+        // on other machines sharing a store come with PostgreSQL).
+        let scheduler = Scheduler::with_workers(engine.clone(), workers as usize);
         let shutdown = ctx.shutdown.clone();
         Some(tokio::spawn(async move {
             if let Err(e) = scheduler.run(shutdown, |_| {}).await {
