@@ -136,14 +136,21 @@ pub async fn mission_page(
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<MissionPage, AppError> {
-    let mut index = reader.store.mission_index(LISTING_SCAN_LIMIT).await?;
+    let mut index = match requested_by {
+        Some(who) => {
+            reader
+                .store
+                .mission_index_requested_by(LISTING_SCAN_LIMIT, who)
+                .await?
+        }
+        None => reader.store.mission_index(LISTING_SCAN_LIMIT).await?,
+    };
     index.sort_by(|a, b| b.id.cmp(&a.id));
     let mut matching = index
         .into_iter()
         .filter(|m| cursor.is_none_or(|c| m.id.as_str() < c))
         .filter(|m| status.is_none_or(|s| m.status == s))
-        .filter(|m| template.is_none_or(|t| m.template == t))
-        .filter(|m| requested_by.is_none_or(|r| m.requested_by.as_deref() == Some(r)));
+        .filter(|m| template.is_none_or(|t| m.template == t));
     let ids: Vec<String> = matching.by_ref().take(limit).map(|m| m.id).collect();
     let more = matching.next().is_some();
     let mut missions = Vec::with_capacity(ids.len());
@@ -182,13 +189,15 @@ pub async fn events_page(
     after: u64,
     limit: u64,
 ) -> Result<(Vec<StoredEvent>, u64), AppError> {
-    let Some(row) = reader.store.mission(id).await? else {
-        return Err(AppError::not_found(format!("no mission {id}"), None));
-    };
     let events = reader
         .store
         .events_between(id, after, after.saturating_add(limit))
         .await?;
+    // Read after the events: the last seq is never behind the page (an append in between
+    // shows as more to read, not as the end).
+    let Some(row) = reader.store.mission(id).await? else {
+        return Err(AppError::not_found(format!("no mission {id}"), None));
+    };
     Ok((events, row.last_seq))
 }
 

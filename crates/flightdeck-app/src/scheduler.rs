@@ -21,6 +21,8 @@ use crate::error::AppError;
 const SCAN: u32 = 10_000;
 /// The longest the scheduler sleeps without a change or a deadline.
 const IDLE: Duration = Duration::from_secs(30);
+/// The least time between two passes of a scheduler with more than one worker.
+const BUSY_PASS_GAP: Duration = Duration::from_millis(250);
 /// Who a continuation is recorded as (`mission.resumed.by`).
 pub const SCHEDULER: &str = "flightdeck-scheduler";
 
@@ -125,15 +127,29 @@ impl Scheduler {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         while tasks.try_join_next().is_some() {}
+        /// Takes the mission out of `driving` however the task ends (a panic included).
+        struct Driving {
+            set: Arc<Mutex<HashSet<String>>>,
+            id: String,
+        }
+        impl Drop for Driving {
+            fn drop(&mut self) {
+                self.set
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&self.id);
+            }
+        }
+        let guard = Driving {
+            set: driving,
+            id: driven.clone(),
+        };
         tasks.spawn(async move {
+            let _guard = guard;
+            let _permit = permit;
             // What the mission did is in its timeline; a failure to drive it is retried by
             // a later pass.
             let _ = engine.resume(&driven, SCHEDULER).await;
-            driving
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&driven);
-            drop(permit);
         });
         actions.push(Action {
             mission: id,
@@ -233,6 +249,14 @@ impl Scheduler {
                 () = changed => {}
                 () = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return Ok(()),
+            }
+            // While its tasks drive missions, every event they append is a change: passes
+            // are spaced so that a pass's reads do not grow with the missions' events.
+            if self.workers > 1 {
+                tokio::select! {
+                    () = tokio::time::sleep(BUSY_PASS_GAP) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
             }
         }
     }

@@ -704,5 +704,6 @@ fn standalone_workspace<'a>(
         base_commit,
         spec,
         recorded: None,
+        origin: None,
     }
 }

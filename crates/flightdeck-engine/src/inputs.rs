@@ -206,6 +206,31 @@ fn vote_events(
             by: vote.by.clone(),
             reason: refusal.to_string(),
         })?;
+    // A fork runs for whoever forked it, though it keeps the origin's `mission.created`:
+    // they may not approve it either (unless the policy allows self-approval).
+    if let Some(forked) = &state.forked {
+        let as_forker = ApprovalContext {
+            requester: &forked.by,
+            allow_self_approval: ctx.allow_self_approval,
+            codeowners: ctx.codeowners,
+            teams: ctx.teams,
+            already_approved_by: ctx.already_approved_by,
+        };
+        people
+            .0
+            .check_approver(
+                &vote.by,
+                crate::people::identity_channel(vote.channel),
+                &requirement,
+                &as_forker,
+                gates.policy.allow_unknown_approvers(),
+            )
+            .map_err(|refusal| Refusal::NotEligible {
+                id: approval_id.to_string(),
+                by: vote.by.clone(),
+                reason: format!("{refusal} (they forked this mission)"),
+            })?;
+    }
     let decision = if vote.approve { "approve" } else { "deny" };
     let by = resolved.handle.clone();
     let mut events = vec![EventKind::ApprovalDecided(ApprovalDecided {

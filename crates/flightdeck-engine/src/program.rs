@@ -155,12 +155,14 @@ impl Driver {
                 .await?;
         }
         let fresh = self.log.state().workspace.is_none();
+        let origin = self.log.state().forked.as_ref().map(|f| f.origin.clone());
         let request = WorkspaceRequest {
             id: &self.log.state().id.clone(),
             repo: Path::new(&created.repo),
             base_commit: &created.base_commit,
             spec: &template.workspace,
             recorded: None,
+            origin: origin.as_deref(),
         };
         let provider = self.shared.cfg.ports.workspaces.clone();
         let id = self.log.id().to_string();

@@ -37,6 +37,9 @@ pub struct WorkspaceRequest<'a> {
     pub spec: &'a WorkspaceSpec,
     /// What a recording found (a replay): its toolchain and limits are taken, not probed.
     pub recorded: Option<&'a WorkspaceProvisioned>,
+    /// The mission this one was forked from: its snapshots are read too (the fork restores
+    /// the worktree to a tree the origin recorded).
+    pub origin: Option<&'a str>,
 }
 
 /// A workspace made ready: its worktree, the runtime, and what is recorded about it.
@@ -141,17 +144,24 @@ impl LiveWorkspaces {
         self.config.workspaces_dir.join(format!("{id}.home"))
     }
 
-    /// Where workspace `id`'s snapshots go, and the secrets none may hold.
-    fn snapshot_store(&self, id: &str) -> SnapshotStore {
+    /// Where workspace `id`'s snapshots go, and the secrets none may hold; the snapshots of
+    /// `origin` (a fork's) are read too, and through its own alternates, its origin's.
+    fn snapshot_store(&self, id: &str, origin: Option<&str>) -> SnapshotStore {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for mission in std::iter::once(id).chain(origin) {
+            if mission != id {
+                dirs.push(self.config.objects_dir.join(mission));
+            }
+            dirs.extend(
+                self.config
+                    .recorded_objects_dir
+                    .iter()
+                    .map(|dir| dir.join(mission)),
+            );
+        }
         SnapshotStore {
             objects: self.config.objects_dir.join(id),
-            read_also: self
-                .config
-                .recorded_objects_dir
-                .iter()
-                .map(|dir| dir.join(id))
-                .filter(|dir| dir.is_dir())
-                .collect(),
+            read_also: dirs.into_iter().filter(|dir| dir.is_dir()).collect(),
             secrets: self.redact.clone(),
         }
     }
@@ -166,6 +176,7 @@ impl LiveWorkspaces {
             repo,
             base_commit,
             spec,
+            origin,
             ..
         } = *request;
         let runtime = spec.runtime;
@@ -176,7 +187,8 @@ impl LiveWorkspaces {
                 source,
             }
         })?;
-        let mut worktree = Worktree::create(repo, &path, base_commit, self.snapshot_store(id))?;
+        let mut worktree =
+            Worktree::create(repo, &path, base_commit, self.snapshot_store(id, origin))?;
         let caches_dir = self.config.data_dir.join("caches");
         let repository = std::fs::canonicalize(repo).unwrap_or_else(|_| repo.to_path_buf());
         let caches = flightdeck_workspace::caches::for_repo(
@@ -344,7 +356,7 @@ impl LiveWorkspaces {
         base_commit: &str,
     ) -> Result<Worktree, EngineError> {
         let path = self.config.workspaces_dir.join(format!("{id}.base"));
-        let mut store = self.snapshot_store(id);
+        let mut store = self.snapshot_store(id, None);
         store.objects = self.config.objects_dir.join(format!("{id}.base"));
         Ok(Worktree::create(repo, &path, base_commit, store)?)
     }
@@ -373,7 +385,7 @@ impl WorkspaceProvider for LiveWorkspaces {
             let _ = std::fs::remove_dir_all(&home);
         }
         // The objects stay (a replay reads them); the index is the worktree's.
-        let _ = std::fs::remove_file(self.snapshot_store(id).index());
+        let _ = std::fs::remove_file(self.snapshot_store(id, None).index());
         let path = self.worktree_path(id);
         if !path.exists() {
             return;

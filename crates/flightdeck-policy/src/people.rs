@@ -209,6 +209,19 @@ impl People {
         self.persons.is_empty()
     }
 
+    /// The person one of whose emails is `email` (case-insensitively); only an address
+    /// (`local@domain`), never a handle or a `github:` / `slack:` name.
+    pub fn by_email(&self, email: &str) -> Option<&Person> {
+        let email = email.trim();
+        let (local, domain) = email.split_once('@')?;
+        if local.is_empty() || domain.is_empty() || domain.contains('@') {
+            return None;
+        }
+        self.by_email
+            .get(&email.to_lowercase())
+            .and_then(|index| self.persons.get(*index))
+    }
+
     /// The person whose OpenID Connect subject is `subject` (exactly).
     pub fn by_oidc_subject(&self, subject: &str) -> Option<&Person> {
         self.by_oidc

@@ -139,6 +139,7 @@
     }
     main.replaceChildren(...fresh.childNodes);
     connect();
+    verifyChain();
   }
   function scheduleRefresh() {
     if (refreshing) return;
@@ -149,6 +150,38 @@
         refreshing = null;
       }
     }, 300);
+  }
+
+  // --- the hash chain's badge ------------------------------------------------------------
+  // Verified through the API (every event re-hashed); a live page re-checks at most every
+  // ten seconds, and says how many events the check covered.
+  let chainChecked = { url: null, at: 0, ok: null, text: "", title: "" };
+  function showChain(el) {
+    el.textContent = chainChecked.text;
+    el.title = chainChecked.title;
+    el.classList.toggle("chain-ok", chainChecked.ok === true);
+    el.classList.toggle("chain-bad", chainChecked.ok === false);
+  }
+  async function verifyChain() {
+    const el = document.getElementById("chain");
+    if (!el || !el.dataset.verify) return;
+    const url = el.dataset.verify;
+    if (chainChecked.url === url && Date.now() - chainChecked.at < 10000) {
+      showChain(el);
+      return;
+    }
+    try {
+      const response = await fetch(url, { credentials: "same-origin" });
+      const result = await response.json();
+      if (!response.ok) throw result.error || { message: String(response.status) };
+      chainChecked = result.ok
+        ? { url, at: Date.now(), ok: true, text: `✓ chain verified (${result.checked} events)`, title: "every event's hash chains to the one before" }
+        : { url, at: Date.now(), ok: false, text: `✗ chain broken at seq ${result.first_bad_seq}`, title: result.reason || "" };
+      const current = document.getElementById("chain");
+      if (current) showChain(current);
+    } catch (error) {
+      el.textContent = "chain not checked: " + (error.message || error);
+    }
   }
 
   let source = null;
@@ -172,6 +205,7 @@
     };
   }
   connect();
+  verifyChain();
 
   // --- keyboard --------------------------------------------------------------------------
   function events() {

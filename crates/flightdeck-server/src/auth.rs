@@ -159,6 +159,66 @@ pub async fn authenticate(
     }
 }
 
+/// What a long-lived answer (an event stream) was opened with, to check again while it
+/// lasts: revoking a token, signing out or a session's end closes it.
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A bearer token, by its hash.
+    Token(String),
+    /// A web session, by its cookie's id.
+    Session(String),
+    /// A local request of a `local-only` server: nothing that can be revoked.
+    Local,
+}
+
+/// The credential `headers` authenticated `principal` with (as [`authenticate`] chose it).
+pub fn credential_of(
+    state: &ServerState,
+    headers: &HeaderMap,
+    principal: &Principal,
+) -> Credential {
+    if headers.contains_key(header::AUTHORIZATION) {
+        if let Some(hash) = &principal.token_hash {
+            return Credential::Token(hash.clone());
+        }
+    }
+    let now = SystemClock.now_ms();
+    match crate::sessions::cookie(headers, crate::sessions::COOKIE) {
+        Some(id) if state.sessions.get(id, now).is_some() => Credential::Session(id.to_string()),
+        _ => Credential::Local,
+    }
+}
+
+/// Whether `credential` still lets its holder in.
+pub async fn still_valid(state: &ServerState, credential: &Credential) -> bool {
+    let now = SystemClock.now_ms();
+    let store = state.engine.config().store.clone();
+    let token_ok = |hash: String| {
+        let store = store.clone();
+        async move {
+            tokens::authenticate_hash(store.as_ref(), &state.app.people, &hash, now)
+                .await
+                .is_ok()
+        }
+    };
+    match credential {
+        Credential::Local => true,
+        Credential::Token(hash) => token_ok(hash.clone()).await,
+        Credential::Session(id) => match state.sessions.get(id, now).map(|s| s.identity) {
+            None => false,
+            Some(SessionIdentity::Token { hash }) => token_ok(hash).await,
+            Some(SessionIdentity::Person { handle }) => {
+                state.oidc.is_some()
+                    && !state
+                        .app
+                        .people
+                        .resolve(&handle, flightdeck_policy::IdentityChannel::Web)
+                        .is_unknown()
+            }
+        },
+    }
+}
+
 /// Whether a request with `method` only reads.
 pub fn is_safe(method: &Method) -> bool {
     method == Method::GET || method == Method::HEAD

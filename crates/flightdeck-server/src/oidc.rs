@@ -152,6 +152,12 @@ impl Oidc {
         let redirect_url = match (&config.redirect_url, public_url) {
             (Some(url), _) => url.clone(),
             (None, Some(public)) => format!("{}{CALLBACK_PATH}", public.trim_end_matches('/')),
+            (None, None) if local.ip().is_unspecified() => {
+                return Err(bad(
+                    format!("no redirect_url, and the server listens on {local}, which no browser can open"),
+                    "set [server] public_url (how browsers reach this server) or [server.oidc] redirect_url",
+                ))
+            }
             (None, None) => format!("http://{local}{CALLBACK_PATH}"),
         };
         if reqwest::Url::parse(&redirect_url).is_err() {
@@ -252,12 +258,14 @@ impl Oidc {
         }
         let discovery_url = format!("{}/.well-known/openid-configuration", self.issuer);
         let discovery = self.get_json(&discovery_url, "discovery document").await?;
+        // An https issuer's endpoints are https too (the client secret is sent to one).
+        let issuer_https = self.issuer.starts_with("https://");
         let field = |name: &str| {
             discovery
                 .get(name)
                 .and_then(Value::as_str)
                 .map(str::to_string)
-                .filter(|u| acceptable_url(u))
+                .filter(|u| acceptable_url(u) && (!issuer_https || u.starts_with("https://")))
                 .ok_or_else(|| {
                     AppError::failed(format!(
                         "the sign-in provider's discovery document ({discovery_url}) has no usable `{name}`"
@@ -428,9 +436,11 @@ impl Oidc {
             .or_else(|| {
                 let verified = claims.get("email_verified").and_then(Value::as_bool) == Some(true);
                 let email = claims.get("email").and_then(Value::as_str)?;
+                // An address only: never a handle or a `github:` name a provider let through.
                 (self.match_verified_email && verified)
-                    .then(|| people.resolve(email, IdentityChannel::Web))
-                    .and_then(|r| r.person.map(|p| p.handle))
+                    .then(|| people.by_email(email))
+                    .flatten()
+                    .map(|p| p.handle.clone())
             });
         let handle = person.ok_or_else(|| {
             AppError::new(

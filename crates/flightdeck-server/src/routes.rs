@@ -20,7 +20,7 @@ use flightdeck_engine::{Channel, Clock, SystemClock, Vote};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{authenticate, require};
+use crate::auth::{authenticate, credential_of, require, still_valid, Credential};
 use crate::ServerState;
 
 pub type Shared = Arc<ServerState>;
@@ -395,8 +395,9 @@ async fn stream_events(
     let tip = state.tails.watch(&id).await?;
     struct Tail {
         state: Shared,
-        /// The token the stream was opened with: checked again at every wake-up.
-        token_hash: Option<String>,
+        /// What the stream was opened with, checked again every [`TOKEN_RECHECK`].
+        credential: Credential,
+        next_check: tokio::time::Instant,
         id: String,
         after: u64,
         tip: tokio::sync::watch::Receiver<crate::tails::Tip>,
@@ -409,7 +410,8 @@ async fn stream_events(
     }
     let tail = Tail {
         state: state.clone(),
-        token_hash: who.token_hash.clone(),
+        credential: credential_of(&state, &headers, &who),
+        next_check: tokio::time::Instant::now() + TOKEN_RECHECK,
         id,
         after,
         tip,
@@ -420,6 +422,13 @@ async fn stream_events(
     };
     let events = futures_util::stream::unfold(tail, |mut tail| async move {
         loop {
+            // Checked on time even while events keep coming.
+            if tokio::time::Instant::now() >= tail.next_check {
+                if !still_valid(&tail.state, &tail.credential).await {
+                    return None;
+                }
+                tail.next_check = tokio::time::Instant::now() + TOKEN_RECHECK;
+            }
             if let Some(event) = tail.queued.pop_front() {
                 if event.seq <= tail.after {
                     continue;
@@ -466,21 +475,11 @@ async fn stream_events(
             if tip.finished {
                 return None;
             }
-            let recheck = tokio::time::sleep(TOKEN_RECHECK);
             tokio::select! {
                 changed = tail.tip.changed() => if changed.is_err() { return None },
                 _ = tail.shutdown.changed() => return None,
-                () = recheck, if tail.token_hash.is_some() => {
-                    // A token revoked or expired while the stream was open ends it.
-                    let hash = tail.token_hash.clone().unwrap_or_default();
-                    let now = SystemClock.now_ms();
-                    let store = tail.state.engine.config().store.clone();
-                    match store.token_by_hash(&hash).await {
-                        Ok(Some(t))
-                            if t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|e| e > now) => {}
-                        _ => return None,
-                    }
-                }
+                // The credential is checked at the top of the loop.
+                () = tokio::time::sleep_until(tail.next_check), if !matches!(tail.credential, Credential::Local) => {}
             }
         }
     });
@@ -569,24 +568,36 @@ const CHANGES_EVERY: Duration = Duration::from_secs(1);
 /// `event: changed` whenever the store changed (any mission; at most once a second), so a
 /// list can refresh itself: woken by the store's change feed, never by polling. Ends when
 /// the server stops or the token stops working.
-async fn changes(State(state): State<Shared>, Caller(who): Caller) -> ApiResult<Response> {
+async fn changes(
+    State(state): State<Shared>,
+    Caller(who): Caller,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let feed = state.engine.config().store.subscribe().await?;
     struct Watch {
         state: Shared,
         feed: flightdeck_store::ChangeFeed,
         shutdown: tokio::sync::watch::Receiver<Option<String>>,
-        token_hash: Option<String>,
+        credential: Credential,
+        next_check: tokio::time::Instant,
     }
     let watch = Watch {
         shutdown: state.shutdown.clone(),
+        credential: credential_of(&state, &headers, &who),
+        next_check: tokio::time::Instant::now() + TOKEN_RECHECK,
         state,
         feed,
-        token_hash: who.token_hash,
     };
     let events = futures_util::stream::unfold(watch, |mut w| async move {
         loop {
             if w.shutdown.borrow().is_some() {
                 return None;
+            }
+            if tokio::time::Instant::now() >= w.next_check {
+                if !still_valid(&w.state, &w.credential).await {
+                    return None;
+                }
+                w.next_check = tokio::time::Instant::now() + TOKEN_RECHECK;
             }
             tokio::select! {
                 changed = w.feed.changed() => {
@@ -598,16 +609,7 @@ async fn changes(State(state): State<Shared>, Caller(who): Caller) -> ApiResult<
                     return Some((Ok::<Event, Infallible>(event), w));
                 }
                 _ = w.shutdown.changed() => return None,
-                () = tokio::time::sleep(TOKEN_RECHECK), if w.token_hash.is_some() => {
-                    let hash = w.token_hash.clone().unwrap_or_default();
-                    let now = SystemClock.now_ms();
-                    let store = w.state.engine.config().store.clone();
-                    match store.token_by_hash(&hash).await {
-                        Ok(Some(t))
-                            if t.revoked_at_ms.is_none() && t.expires_at_ms.is_none_or(|e| e > now) => {}
-                        _ => return None,
-                    }
-                }
+                () = tokio::time::sleep_until(w.next_check), if !matches!(w.credential, Credential::Local) => {}
             }
         }
     });
@@ -652,6 +654,7 @@ async fn fork(
     // The fork writes its copied events first, then runs: answer as soon as it exists.
     let store = state.engine.config().store.clone();
     let mut feed = store.subscribe().await?;
+    let mut wakes = true;
     loop {
         if let Some(summary) = queries::summary(&state.reader(), new_id.as_str()).await? {
             return Ok((StatusCode::CREATED, Json(json!(summary))));
@@ -666,7 +669,8 @@ async fn fork(
                     .ok_or_else(|| ApiError(AppError::failed("the fork made no mission")))?;
                 return Ok((StatusCode::CREATED, Json(json!(summary))));
             }
-            _ = feed.changed() => {}
+            // No more wake-ups (the feed closed): only the fork's own end is waited for.
+            changed = feed.changed(), if wakes => wakes = changed.is_ok(),
         }
     }
 }

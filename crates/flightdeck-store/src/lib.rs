@@ -156,8 +156,6 @@ pub struct MissionIndexRow {
     pub status: String,
     pub template: String,
     pub created_at_ms: i64,
-    /// Who requested it (from the projection; `None` if it does not say).
-    pub requested_by: Option<String>,
 }
 
 /// Who drives a mission, until when.
@@ -295,11 +293,33 @@ pub trait EventStore: Send + Sync {
             .map(|m| MissionIndexRow {
                 id: m.id,
                 status: m.status,
-                requested_by: m
-                    .summary
+                template: m.template,
+                created_at_ms: m.created_at_ms,
+            })
+            .collect())
+    }
+
+    /// [`EventStore::mission_index`] of the missions `requested_by` requested (as their
+    /// projection says), the newest `limit` of them.
+    async fn mission_index_requested_by(
+        &self,
+        limit: u32,
+        requested_by: &str,
+    ) -> Result<Vec<MissionIndexRow>, StoreError> {
+        Ok(self
+            .missions(u32::MAX)
+            .await?
+            .into_iter()
+            .filter(|m| {
+                m.summary
                     .get("requested_by")
                     .and_then(serde_json::Value::as_str)
-                    .map(str::to_string),
+                    == Some(requested_by)
+            })
+            .take(limit as usize)
+            .map(|m| MissionIndexRow {
+                id: m.id,
+                status: m.status,
                 template: m.template,
                 created_at_ms: m.created_at_ms,
             })

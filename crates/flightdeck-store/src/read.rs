@@ -447,22 +447,37 @@ pub(crate) fn missions(
 pub(crate) fn mission_index(
     conn: &Connection,
     limit: u32,
+    requested_by: Option<&str>,
 ) -> Result<Vec<MissionIndexRow>, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT id, status, template, created_at_ms, json_extract(summary, '$.requested_by')
-         FROM missions ORDER BY created_at_ms DESC, id DESC LIMIT ?1",
-    )?;
-    let rows = stmt.query_map(params![i64::from(limit)], |row| {
+    let row = |row: &rusqlite::Row<'_>| {
         Ok(MissionIndexRow {
             id: row.get(0)?,
             status: row.get(1)?,
             template: row.get(2)?,
             created_at_ms: row.get(3)?,
-            // A projection that is not JSON text, or says something else there, says no one.
-            requested_by: row.get::<_, Option<String>>(4).ok().flatten(),
         })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    };
+    let rows = match requested_by {
+        None => {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, status, template, created_at_ms FROM missions
+                 ORDER BY created_at_ms DESC, id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(params![i64::from(limit)], row)?;
+            rows.collect::<Result<_, _>>()?
+        }
+        // Only when asked: reading every projection's JSON costs what the plain index does not.
+        Some(who) => {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, status, template, created_at_ms FROM missions
+                 WHERE json_valid(summary) AND json_extract(summary, '$.requested_by') = ?2
+                 ORDER BY created_at_ms DESC, id DESC LIMIT ?1",
+            )?;
+            let rows = stmt.query_map(params![i64::from(limit), who], row)?;
+            rows.collect::<Result<_, _>>()?
+        }
+    };
+    Ok(rows)
 }
 
 /// Whether the schema has projection items: `known` once seen, else looked up (a

@@ -440,7 +440,18 @@ impl EventStore for SqliteStore {
 
     async fn mission_index(&self, limit: u32) -> Result<Vec<MissionIndexRow>, StoreError> {
         self.readers
-            .run(move |conn| read::mission_index(conn, limit))
+            .run(move |conn| read::mission_index(conn, limit, None))
+            .await
+    }
+
+    async fn mission_index_requested_by(
+        &self,
+        limit: u32,
+        requested_by: &str,
+    ) -> Result<Vec<MissionIndexRow>, StoreError> {
+        let who = requested_by.to_string();
+        self.readers
+            .run(move |conn| read::mission_index(conn, limit, Some(&who)))
             .await
     }
 

@@ -1768,6 +1768,35 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
     assert_eq!(decided["data"]["by"], "@bob");
     assert_eq!(decided["data"]["channel"], "web");
 
+    // A listing by requester.
+    for (who, count) in [("@carol", 1), ("@nobody", 0)] {
+        let page = web(
+            &http,
+            &server,
+            Method::GET,
+            &format!("/api/v1/missions?requested_by={who}"),
+            Some(&viewer_cookie),
+            &[],
+            Body::None,
+        )
+        .await;
+        let listed: Value = serde_json::from_str(&page.body).unwrap();
+        assert_eq!(
+            listed["missions"].as_array().unwrap().len(),
+            count,
+            "{who}: {listed}"
+        );
+    }
+
+    // A stream a session opened ends once the session's token is revoked (checked every 5 s).
+    let stream = http
+        .get(format!("{}/api/v1/changes", server.url))
+        .header("cookie", format!("fd_session={viewer_cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+
     // Revoking the token a session was opened with ends the session.
     cli.run(&["token", "revoke", &bob_viewer_id]).expect_code(0);
     let page = web(
@@ -1792,6 +1821,15 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
     )
     .await;
     assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
+    let mut stream = stream;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(_chunk) = stream.chunk().await.unwrap() {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the session's stream outlived its revoked token"
+    );
 
     // Signing out needs the CSRF token too, and ends the session.
     let page = web(
@@ -1932,6 +1970,53 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
     )
     .await;
     assert_eq!(beyond.status, StatusCode::BAD_REQUEST, "{}", beyond.body);
+
+    // Bob forks Carol's mission: the fork runs for him, so he may not approve its gate,
+    // though its `mission.created` still names Carol.
+    let forked = call(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/missions/{id}/fork"),
+        Some(&bob),
+        Some(json!({"at": seq})),
+    )
+    .await;
+    assert_eq!(forked.status, StatusCode::CREATED, "{}", forked.body);
+    let bobs = forked.body["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let gate = loop {
+        let shown = cli.run(&["--json", "show", &bobs]).json();
+        if let Some(gate) = shown["pending_approvals"][0]["id"].as_str() {
+            break gate.to_string();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fork never parked: {shown}\n{:#?}",
+            cli.timeline(&bobs)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let before = timeline_len(&cli, &bobs);
+    let own = call(
+        &http,
+        &server,
+        Method::POST,
+        &format!("/api/v1/approvals/{gate}/approve"),
+        Some(&bob),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(own.status, StatusCode::FORBIDDEN, "{}", own.body);
+    assert!(
+        own.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("forked"),
+        "{}",
+        own.body
+    );
+    assert_eq!(timeline_len(&cli, &bobs), before, "nothing recorded");
     drop(server);
 }
 

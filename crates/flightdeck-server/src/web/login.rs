@@ -22,10 +22,20 @@ pub struct LoginQuery {
     next: Option<String>,
 }
 
-/// Where to go after signing in: a path of this server, never another site.
+/// Where to go after signing in: a path of this server, never another site. Browsers drop
+/// tabs and line breaks from URLs (`/<tab>/evil` is `//evil`) and read a backslash as `/`,
+/// so a path with any of them, any other control character or a space is refused.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n
+                    .chars()
+                    .any(|c| c == '\\' || c.is_control() || c.is_whitespace()) =>
+        {
+            n.to_string()
+        }
         _ => "/".to_string(),
     }
 }
@@ -92,8 +102,9 @@ pub struct LoginForm {
 }
 
 /// A sign-in form another site posted would sign the browser in as someone of the other
-/// site's choosing: refused when the browser says the request is not from this origin.
-fn check_same_origin(headers: &HeaderMap) -> Result<(), AppError> {
+/// site's choosing: refused when the browser says the request is not from this origin (the
+/// `Host` it was sent to, or `[server] public_url` behind a proxy that rewrites `Host`).
+fn check_same_origin(headers: &HeaderMap, public_url: Option<&str>) -> Result<(), AppError> {
     let refused = |why: String| {
         AppError::new(
             ErrorKind::Forbidden,
@@ -117,7 +128,10 @@ fn check_same_origin(headers: &HeaderMap) -> Result<(), AppError> {
             .strip_prefix("http://")
             .or_else(|| origin.strip_prefix("https://"))
             .unwrap_or_default();
-        if authority.is_empty() || !authority.eq_ignore_ascii_case(host) {
+        let public = public_url
+            .map(|u| u.trim_end_matches('/'))
+            .is_some_and(|u| u.eq_ignore_ascii_case(origin));
+        if !public && (authority.is_empty() || !authority.eq_ignore_ascii_case(host)) {
             return Err(refused(format!(
                 "a sign-in from origin `{origin}` is refused"
             )));
@@ -143,7 +157,7 @@ pub async fn sign_in(
         );
     };
     let next = safe_next(form.next.as_deref());
-    if let Err(e) = check_same_origin(&headers) {
+    if let Err(e) = check_same_origin(&headers, state.app.config.server.public_url.as_deref()) {
         return login_page(&state, &next, Some(&e), None);
     }
     let now = SystemClock.now_ms();
@@ -153,6 +167,10 @@ pub async fn sign_in(
             Ok(p) => p,
             Err(e) => return login_page(&state, &next, Some(&e), None),
         };
+    // A session this browser had is over: one browser, one session.
+    if let Some(old) = sessions::cookie(&headers, sessions::COOKIE) {
+        state.sessions.close(old);
+    }
     let hash = principal.token_hash.clone().unwrap_or_default();
     let expires = match store.token_by_hash(&hash).await {
         Ok(Some(row)) => row.expires_at_ms,
@@ -180,9 +198,17 @@ pub async fn oidc_start(
     match oidc.start(&next, SystemClock.now_ms()).await {
         Ok((url, flow_state)) => {
             let mut response = Redirect::to(&url).into_response();
+            let secure = state
+                .app
+                .config
+                .server
+                .public_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"));
             let cookie = format!(
-                "{}={flow_state}; Path=/auth/oidc; HttpOnly; SameSite=Lax; Max-Age=600",
-                oidc::STATE_COOKIE
+                "{}={flow_state}; Path=/auth/oidc; HttpOnly; SameSite=Lax; Max-Age=600{}",
+                oidc::STATE_COOKIE,
+                if secure { "; Secure" } else { "" }
             );
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
@@ -213,9 +239,26 @@ pub async fn oidc_callback(
             None,
         ));
     };
+    let q = q.map(|axum::extract::Query(q)| q);
+    // Only this browser's own flow may end here, with an error or a code; another page
+    // sending the browser here neither shows a message nor ends the flow in progress.
+    let ours = match (
+        sessions::cookie(&headers, oidc::STATE_COOKIE),
+        q.as_ref().ok().and_then(|q| q.state.as_deref()),
+    ) {
+        (Some(cookie), Some(sent)) => sessions::same_secret(cookie, sent),
+        _ => false,
+    };
     let finished = async {
-        let axum::extract::Query(q) =
+        let q =
             q.map_err(|e| AppError::bad_input(format!("bad callback: {}", e.body_text()), None))?;
+        if !ours {
+            return Err(AppError::new(
+                ErrorKind::Unauthenticated,
+                "this sign-in was not started by this browser (its state does not match)",
+                Some("start again from the sign-in page".to_string()),
+            ));
+        }
         if let Some(error) = q.error {
             return Err(AppError::new(
                 ErrorKind::Unauthenticated,
@@ -256,12 +299,14 @@ pub async fn oidc_callback(
     }
     .await;
     let mut response = finished.unwrap_or_else(|e| login_page(&state, "/", Some(&e), None));
-    let clear = format!(
-        "{}=; Path=/auth/oidc; HttpOnly; SameSite=Lax; Max-Age=0",
-        oidc::STATE_COOKIE
-    );
-    if let Ok(value) = HeaderValue::from_str(&clear) {
-        response.headers_mut().append(header::SET_COOKIE, value);
+    if ours {
+        let clear = format!(
+            "{}=; Path=/auth/oidc; HttpOnly; SameSite=Lax; Max-Age=0",
+            oidc::STATE_COOKIE
+        );
+        if let Ok(value) = HeaderValue::from_str(&clear) {
+            response.headers_mut().append(header::SET_COOKIE, value);
+        }
     }
     response
 }
@@ -309,10 +354,17 @@ mod tests {
             (Some("//evil.example/"), "/"),
             (Some("https://evil.example/"), "/"),
             (Some("/\\evil.example"), "/"),
+            (Some("/\t/evil.example"), "/"),
+            (Some("/\n/evil.example"), "/"),
+            (Some("/ /evil.example"), "/"),
             (None, "/"),
         ] {
             assert_eq!(safe_next(given), kept, "{given:?}");
         }
+    }
+
+    fn check_same_origin_t(headers: &HeaderMap) -> Result<(), AppError> {
+        check_same_origin(headers, Some("https://fd.acme.example"))
     }
 
     #[test]
@@ -324,23 +376,29 @@ mod tests {
             }
             h
         };
-        assert!(check_same_origin(&headers(&[("host", "fd.example:7777")])).is_ok());
-        assert!(check_same_origin(&headers(&[
+        assert!(check_same_origin_t(&headers(&[("host", "fd.example:7777")])).is_ok());
+        assert!(check_same_origin_t(&headers(&[
             ("host", "fd.example:7777"),
             ("origin", "http://fd.example:7777"),
             ("sec-fetch-site", "same-origin"),
         ]))
         .is_ok());
-        assert!(check_same_origin(&headers(&[
+        assert!(check_same_origin_t(&headers(&[
             ("host", "fd.example:7777"),
             ("origin", "http://evil.example"),
         ]))
         .is_err());
-        assert!(check_same_origin(&headers(&[
+        assert!(check_same_origin_t(&headers(&[
             ("host", "fd.example:7777"),
             ("sec-fetch-site", "cross-site"),
         ]))
         .is_err());
-        assert!(check_same_origin(&headers(&[("host", "a"), ("origin", "null")])).is_err());
+        assert!(check_same_origin_t(&headers(&[("host", "a"), ("origin", "null")])).is_err());
+        // Behind a proxy that rewrites Host: the public URL's origin.
+        assert!(check_same_origin_t(&headers(&[
+            ("host", "127.0.0.1:7777"),
+            ("origin", "https://fd.acme.example"),
+        ]))
+        .is_ok());
     }
 }

@@ -140,6 +140,10 @@ try {
   check(decided.includes("@bob") && decided.includes("via web"), `the decision is Bob's, on the web (${decided})`);
   check(await page.isVisible(".final-diff"), "the final diff is shown");
   check((await page.textContent(".final-diff")).includes("pub fn greet()"), "the final diff has the change");
+  // The commit message and the PR description carry the parameter's markup: as text.
+  check((await page.textContent(".final-diff")).includes("Greet <img src=x"), "the commit message is shown as text");
+  check((await page.textContent("pre.prose")).includes("<img src=x"), "the PR description is shown as text");
+  check(await page.evaluate(() => window.__injected === undefined), "no markup a mission wrote ran");
   check((await page.textContent(".badge.chain-ok")).includes("verified"), "the chain is verified");
   await shot("07-mission-published");
 
