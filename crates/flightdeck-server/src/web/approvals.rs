@@ -116,7 +116,16 @@ pub async fn inbox(State(state): State<Shared>, viewer: Viewer) -> Response {
             .await
             .ok()
             .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok());
-        let for_me = listing.approval.eligible.contains(&me);
+        // Named, or a member of a team that is named (as the installation lists teams now;
+        // the engine judges by the membership the request recorded).
+        let for_me = listing.approval.eligible.iter().any(|eligible| {
+            *eligible == me
+                || state.app.config.teams.get(eligible).is_some_and(|members| {
+                    members
+                        .iter()
+                        .any(|m| state.app.people.resolve(m, IdentityChannel::Web).handle == me)
+                })
+        });
         if for_me {
             mine.push((listing, bundle));
         } else {
