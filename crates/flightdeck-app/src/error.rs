@@ -154,7 +154,11 @@ impl From<StoreError> for AppError {
             }
             StoreError::UnsupportedUrl(_) => AppError::bad_input(
                 e.to_string(),
-                hint("use sqlite://PATH (add ?mode=ro to only read); the PostgreSQL backend is not in this build yet"),
+                hint("use sqlite://PATH (add ?mode=ro to only read) or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"),
+            ),
+            StoreError::Unreachable { .. } => AppError::bad_input(
+                e.to_string(),
+                hint("check the URL's host, port, user and database, and that the server runs and lets this user in (FLIGHTDECK_DATABASE_URL or --database-url)"),
             ),
             StoreError::UnsupportedUrlParameter { .. } => AppError::bad_input(
                 e.to_string(),

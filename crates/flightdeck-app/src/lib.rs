@@ -227,6 +227,11 @@ impl App {
         observer: Arc<dyn Observer>,
         shutdown: tokio::sync::watch::Receiver<Option<String>>,
     ) -> Result<Engine, AppError> {
+        // The data directory holds the anchors, workspaces and caches whatever the database
+        // (a SQLite file there makes it; a PostgreSQL database does not).
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+            AppError::failed(format!("cannot create {}: {e}", self.data_dir.display()))
+        })?;
         let (store, artifacts) = flightdeck_store::open_with_artifacts(
             &self.database_url(),
             &self.data_dir.join("artifacts"),
@@ -341,7 +346,9 @@ impl App {
 
 /// `url` opened only to read (`?mode=ro`).
 fn read_only_url(url: &str) -> String {
-    if url.contains('?') {
+    // PostgreSQL's readers are plain connections: they never write (a role of the
+    // database's own can make them read-only).
+    if flightdeck_store::is_postgres(url) || url.contains('?') {
         url.to_string()
     } else {
         format!("{url}?mode=ro")

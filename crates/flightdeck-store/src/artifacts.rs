@@ -23,6 +23,9 @@ pub enum ArtifactError {
     /// The artifact store of a read-only store.
     #[error("the artifact store is open read-only")]
     ReadOnly,
+    /// The database that holds the artifacts (PostgreSQL) failed.
+    #[error("artifact database error: {0}")]
+    Database(String),
 }
 
 /// Where artifact bytes live.

@@ -17,6 +17,7 @@
 pub mod anchors;
 mod artifacts;
 mod feed;
+mod postgres;
 mod read;
 mod sqlite;
 mod sqlite_artifacts;
@@ -30,6 +31,7 @@ pub use anchors::{AnchorError, AnchorLog, AnchorPoint, AnchorReason};
 pub use artifacts::{ArtifactError, ArtifactStore, FsArtifactStore};
 pub use feed::ChangeFeed;
 pub use flightdeck_core::StoredEvent;
+pub use postgres::{masked_url, PgArtifactStore, PgStore};
 pub use sqlite::SqliteStore;
 pub use sqlite_artifacts::{SqliteArtifactStore, INLINE_MAX};
 pub use verify::{verify_mission, verify_mission_events, VerifyFailure};
@@ -195,6 +197,10 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("unsupported database url `{0}`")]
     UnsupportedUrl(String),
+    /// A database server that cannot be reached or refuses the connection (the URL's
+    /// password masked).
+    #[error("cannot connect to {url}: {reason}")]
+    Unreachable { url: String, reason: String },
     #[error(
         "unsupported parameter `{parameter}` in database url `{url}` (the only one is `mode=ro`)"
     )]
@@ -476,14 +482,27 @@ pub async fn open_with_artifacts(
     ),
     StoreError,
 > {
+    if is_postgres(url) {
+        let store = PgStore::open(url).await?;
+        let artifacts = store.artifacts();
+        return Ok((std::sync::Arc::new(store), std::sync::Arc::new(artifacts)));
+    }
     let store = open_sqlite(&DatabaseUrl::parse(url)?).await?;
     let artifacts = store.artifacts(artifacts_dir);
     Ok((std::sync::Arc::new(store), std::sync::Arc::new(artifacts)))
 }
 
-/// Opens the store a database URL names (see [`DatabaseUrl`]; `postgres://` arrives with
-/// the PostgreSQL backend).
+/// Whether `url` names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Opens the store a database URL names: SQLite (see [`DatabaseUrl`]) or PostgreSQL
+/// (`postgres://…`, see [`PgStore`]).
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn EventStore>, StoreError> {
+    if is_postgres(url) {
+        return Ok(std::sync::Arc::new(PgStore::open(url).await?));
+    }
     Ok(std::sync::Arc::new(
         open_sqlite(&DatabaseUrl::parse(url)?).await?,
     ))

@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod backends;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -1,0 +1,239 @@
+//! The real binary on PostgreSQL (`--database-url postgres://…`): a mission's whole life with
+//! its timeline, artifacts and anchors, a worker in another process woken by the database's
+//! notifications, and database URLs that cannot be used.
+//!
+//! The server is a throwaway cluster `scripts/postgres start` makes (the test command starts
+//! it and exports `FLIGHTDECK_TEST_DATABASE_URL`); each test makes databases of its own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use flightdeck_testkit::{Cli, TestRepo};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
+
+fn admin_url() -> String {
+    std::env::var("FLIGHTDECK_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "these tests run against a real PostgreSQL: run scripts/test, or \
+             `scripts/postgres start` and export the FLIGHTDECK_TEST_DATABASE_URL it prints"
+        )
+    })
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = std::process::Command::new("psql")
+        .args([url, "-qAtc", sql])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A new, empty database on the test cluster; its URL.
+fn fresh_database(tag: &str) -> String {
+    let admin = admin_url();
+    let name = format!(
+        "fd_{tag}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    );
+    psql(&admin, &format!("CREATE DATABASE {name}"));
+    let (server, _) = admin.rsplit_once('/').unwrap();
+    format!("{server}/{name}")
+}
+
+fn repo() -> TestRepo {
+    let policy = "[[rule]]\nid = \"owners\"\naction = \"publish\"\nchanges_any = [\"source\"]\ndecision = \"approve\"\napprovers = [\"@bob\"]\n";
+    let template = "[publish]\ntitle = \"On PostgreSQL\"\n[[steps]]\nrun = \"echo stored && echo 'pub fn g() {}' >> src/lib.rs\"\n";
+    let repo = TestRepo::with_files(&[
+        ("README.md", "# sample\n"),
+        ("src/lib.rs", "pub fn f() {}\n"),
+        (".flightdeck/policy.toml", policy),
+        (".flightdeck/missions/t.toml", template),
+    ]);
+    repo.commit_all("sample");
+    repo
+}
+
+/// `flightdeck --database-url URL ARGS…` as `who`.
+fn on(cli: &Cli, url: &str, who: &str, args: &[&str]) -> flightdeck_testkit::CliOutput {
+    let mut full = vec!["--database-url", url, "--as", who];
+    full.extend_from_slice(args);
+    cli.run(&full)
+}
+
+fn parked(cli: &Cli, url: &str, repo: &TestRepo) -> (String, String) {
+    let out = on(
+        cli,
+        url,
+        "@carol",
+        &[
+            "--json",
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code(), 3, "{}", out.stderr());
+    let summary = out.json();
+    (
+        summary["id"].as_str().unwrap().to_string(),
+        summary["pending_approvals"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+fn show(cli: &Cli, url: &str, id: &str) -> Value {
+    on(cli, url, "@carol", &["--json", "show", id])
+        .expect_code(0)
+        .json()
+}
+
+#[test]
+fn a_mission_lives_on_postgresql_and_a_worker_elsewhere_is_woken_by_the_database() {
+    let url = fresh_database("life");
+    let repo = repo();
+    let cli = Cli::new(BIN);
+
+    // Parked at the gate; approved from another process; continued by a worker pass.
+    let (id, approval) = parked(&cli, &url, &repo);
+    on(&cli, &url, "@bob", &["approve", &approval]).expect_code(0);
+    on(&cli, &url, "@carol", &["worker", "--once"]).expect_code(0);
+    let done = show(&cli, &url, &id);
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+
+    // The timeline is in the database, whole: verified, replayed, anchored outside it.
+    let verified = on(&cli, &url, "@carol", &["audit", "verify", "--all"]);
+    assert_eq!(verified.code(), 0, "{}", verified.stdout());
+    let replayed = on(&cli, &url, "@carol", &["replay", &id]);
+    assert_eq!(replayed.code(), 0, "{}", replayed.stderr());
+    assert!(replayed.stdout().contains("same"), "{}", replayed.stdout());
+    let events: i64 = psql(
+        &url,
+        &format!("SELECT count(*) FROM events WHERE mission = '{id}'"),
+    )
+    .parse()
+    .unwrap();
+    assert_eq!(events as u64, done["events"].as_u64().unwrap());
+    // Artifacts live in PostgreSQL, none on this machine's disk.
+    let patch = done["artifacts"]["patch"].as_str().unwrap();
+    let shown = on(&cli, &url, "@carol", &["artifact", patch]).expect_code(0);
+    assert!(
+        shown.stdout().contains("+pub fn g() {}"),
+        "{}",
+        shown.stdout()
+    );
+    assert_eq!(
+        psql(
+            &url,
+            &format!("SELECT count(*) FROM artifacts WHERE digest = '{patch}'")
+        ),
+        "1"
+    );
+    assert!(
+        !cli.data_dir().join("artifacts").exists(),
+        "artifacts were written to the data directory"
+    );
+    // The database refuses to rewrite history, whoever asks.
+    let tampered = std::process::Command::new("psql")
+        .args([
+            url.as_str(),
+            "-qAtc",
+            &format!("UPDATE events SET type = 'x' WHERE mission = '{id}' AND seq = 1"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!tampered.status.success(), "an event was updated");
+    assert!(String::from_utf8_lossy(&tampered.stderr).contains("append-only"));
+
+    // A worker in another process, waiting: an approval recorded by a third process wakes
+    // it through the database's notifications, and it continues the mission.
+    let (second, approval) = parked(&cli, &url, &repo);
+    let mut worker = cli
+        .command(&["--database-url", &url, "--json", "worker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = worker.stdout.take().unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    // Its first pass finds nothing to do (the approval is not given yet).
+    std::thread::sleep(Duration::from_millis(500));
+    on(&cli, &url, "@bob", &["approve", &approval]).expect_code(0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let continued = loop {
+        if let Ok(line) = lines.recv_timeout(Duration::from_millis(200)) {
+            let action: Value = serde_json::from_str(&line).unwrap();
+            if action["mission"] == second.as_str() && action["action"] == "continued" {
+                break action;
+            }
+        }
+        assert!(Instant::now() < deadline, "the worker was never woken");
+    };
+    assert_eq!(continued["status"], "succeeded", "{continued}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(worker.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    assert!(worker.wait().unwrap().code().is_some());
+    assert_eq!(show(&cli, &url, &second)["status"], "succeeded");
+}
+
+#[test]
+fn database_urls_that_cannot_be_used_are_refused_with_the_password_masked() {
+    let cli = Cli::new(BIN);
+    let admin = admin_url();
+    let (server, _) = admin.rsplit_once('/').unwrap();
+    let foreign = fresh_database("foreign");
+    psql(&foreign, "CREATE TABLE customers (id int)");
+    let with_password =
+        |u: &str| u.replacen("postgres://postgres@", "postgres://postgres:hunter2@", 1);
+    let cases = [
+        (
+            "postgres://fd:hunter2@127.0.0.1:1/flightdeck".to_string(),
+            "cannot connect to postgres://fd:***@127.0.0.1:1/flightdeck",
+        ),
+        (
+            with_password(&format!("{server}/no_such_database")),
+            "does not exist",
+        ),
+        (with_password(&foreign), "is not a flightdeck database"),
+        ("mysql://x@y/z".to_string(), "unsupported database url"),
+    ];
+    for (url, says) in cases {
+        let out = cli.run(&["--database-url", &url, "missions"]);
+        assert_eq!(out.code(), 2, "{url}: {}", out.stderr());
+        assert!(out.stderr().contains(says), "{url}: {}", out.stderr());
+        assert!(out.stderr().contains("hint:"), "{url}: {}", out.stderr());
+        assert!(!out.stderr().contains("hunter2"), "{url}: {}", out.stderr());
+    }
+    // Nothing was written to the other program's database.
+    assert_eq!(
+        psql(
+            &foreign,
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ),
+        "1"
+    );
+}
