@@ -12,6 +12,7 @@
 //! Invariant: nothing here renders (no text for people, no terminal): the callers do.
 
 pub mod config;
+pub mod copy;
 pub mod error;
 pub mod intake;
 pub mod queries;

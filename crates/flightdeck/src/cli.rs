@@ -183,6 +183,11 @@ pub enum Command {
         #[arg(long, default_value_t = 2, value_name = "N")]
         workers: u32,
     },
+    /// The store itself: copy an installation's timelines into another database
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// API tokens for `flightdeck serve` (shown once; only their hashes are stored)
     Token {
         #[command(subcommand)]
@@ -257,6 +262,17 @@ pub enum WorkspaceCommand {
         /// List what would be removed, remove nothing
         #[arg(long)]
         dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy every mission (events, artifacts, pending inputs) and the API tokens into the
+    /// store at URL, every hash intact; a rerun skips what was copied
+    Copy {
+        /// The target, e.g. postgres://flightdeck@db.acme/flightdeck
+        #[arg(long, value_name = "URL")]
+        to: String,
     },
 }
 

@@ -237,3 +237,121 @@ fn database_urls_that_cannot_be_used_are_refused_with_the_password_masked() {
         "1"
     );
 }
+
+#[test]
+fn a_sqlite_installation_is_copied_into_postgresql_with_every_hash_intact() {
+    let repo = repo();
+    let cli = Cli::new(BIN);
+    let run = |who: &str, args: &[&str]| {
+        let mut full = vec!["--as", who];
+        full.extend_from_slice(args);
+        cli.run(&full)
+    };
+    // On SQLite (the data directory's default): one mission published, one parked.
+    let out = run(
+        "@carol",
+        &[
+            "--json",
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code(), 3, "{}", out.stderr());
+    let published = out.json()["id"].as_str().unwrap().to_string();
+    let approval = out.json()["pending_approvals"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    run("@bob", &["approve", &approval]).expect_code(0);
+    run("@carol", &["resume", &published]).expect_code(0);
+    let out = run(
+        "@carol",
+        &[
+            "--json",
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.code(), 3, "{}", out.stderr());
+    let parked = out.json()["id"].as_str().unwrap().to_string();
+    let parked_approval = out.json()["pending_approvals"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    run(
+        "@carol",
+        &["token", "create", "--for", "@bob", "--role", "viewer"],
+    )
+    .expect_code(0);
+
+    let url = fresh_database("copy");
+    let copied = run("@carol", &["--json", "store", "copy", "--to", &url]);
+    assert_eq!(copied.code(), 0, "{}", copied.stderr());
+    let report = copied.json();
+    assert_eq!(report["copied"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["tokens"], 1, "{report}");
+    assert!(report["artifacts"].as_u64().unwrap() > 0, "{report}");
+
+    // The same timelines, event for event and hash for hash, and the same summaries.
+    for id in [&published, &parked] {
+        let here = run("@carol", &["timeline", id, "--json"])
+            .expect_code(0)
+            .json_lines();
+        let there = on(&cli, &url, "@carol", &["timeline", id, "--json"])
+            .expect_code(0)
+            .json_lines();
+        assert_eq!(here, there, "{id}");
+        assert_eq!(
+            run("@carol", &["--json", "show", id]).expect_code(0).json(),
+            show(&cli, &url, id),
+            "{id}"
+        );
+    }
+    on(&cli, &url, "@carol", &["audit", "verify", "--all"]).expect_code(0);
+    let replayed = on(&cli, &url, "@carol", &["replay", &published]);
+    assert_eq!(replayed.code(), 0, "{}", replayed.stderr());
+    assert_eq!(
+        on(&cli, &url, "@carol", &["--json", "token", "list"])
+            .expect_code(0)
+            .json()["tokens"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // Copying again writes nothing: what is there is found with the same head.
+    let again = run("@carol", &["--json", "store", "copy", "--to", &url])
+        .expect_code(0)
+        .json();
+    assert_eq!(again["copied"], serde_json::json!([]), "{again}");
+    assert_eq!(
+        again["already_there"].as_array().unwrap().len(),
+        2,
+        "{again}"
+    );
+    assert_eq!(again["tokens"], 0, "{again}");
+
+    // The parked mission goes on in PostgreSQL.
+    on(&cli, &url, "@bob", &["approve", &parked_approval]).expect_code(0);
+    on(&cli, &url, "@carol", &["resume", &parked]).expect_code(0);
+    assert_eq!(show(&cli, &url, &parked)["status"], "succeeded");
+    // And the original is untouched by it.
+    assert_eq!(
+        run("@carol", &["--json", "show", &parked])
+            .expect_code(0)
+            .json()["status"],
+        "awaiting_approval"
+    );
+    // Copying a store onto itself is refused.
+    let own = format!(
+        "sqlite://{}",
+        cli.data_dir().join("flightdeck.db").display()
+    );
+    let refused = run("@carol", &["store", "copy", "--to", &own]);
+    assert_eq!(refused.code(), 2, "{}", refused.stderr());
+}

@@ -10,6 +10,7 @@ mod policy;
 mod replay;
 mod run;
 mod serve;
+mod store;
 mod tokens;
 mod workspace;
 
@@ -20,7 +21,9 @@ use flightdeck_app::queries;
 use flightdeck_core::{Digest, MissionState, MissionStatus};
 use flightdeck_engine::Silent;
 
-use crate::cli::{AuditCommand, Command, PolicyCommand, TokenCommand, WorkspaceCommand};
+use crate::cli::{
+    AuditCommand, Command, PolicyCommand, StoreCommand, TokenCommand, WorkspaceCommand,
+};
 use crate::context::Context;
 use crate::error::{exit, CliError};
 use crate::output::{event_json, event_line, summary_text, Progress};
@@ -77,6 +80,9 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
             people::metrics(&ctx, since, template.as_deref()).await
         }
         Command::Serve { listen, workers } => serve::serve(&ctx, &listen, workers).await,
+        Command::Store { command } => match command {
+            StoreCommand::Copy { to } => store::copy(&ctx, &to).await,
+        },
         Command::Token { command } => match command {
             TokenCommand::Create {
                 owner,
