@@ -210,6 +210,7 @@ pub async fn copy_store(
                 events,
                 projection: projection_of(&row.status, &row.template, &row.summary),
                 consumes: Vec::new(),
+                fence: None,
             })
             .await?;
         if stored.last().map(|e| e.hash.as_str()) != Some(row.head_hash.as_str()) {

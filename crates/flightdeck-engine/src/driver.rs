@@ -160,9 +160,9 @@ impl Driver {
     /// Takes mission `id`'s lease and opens its log; starts the lease ticker, the inbox
     /// watcher and the shutdown forwarder.
     pub(crate) async fn open(shared: &Shared, id: &str) -> Result<Driver, EngineError> {
-        shared.take_lease(id).await?;
+        let epoch = shared.take_lease(id).await?;
         let log = match MissionLog::open(shared.sink(), id).await {
-            Ok(log) => log,
+            Ok(log) => log.fenced(epoch),
             Err(e) => {
                 shared.release_lease(id).await;
                 return Err(e);
@@ -314,7 +314,8 @@ impl Driver {
                 if !self.holds_lease {
                     return None;
                 }
-                if let Err(holder) = self.shared.renew_lease(self.log.id()).await {
+                let epoch = self.log.fence().unwrap_or(0);
+                if let Err(holder) = self.shared.renew_lease(self.log.id(), epoch).await {
                     return Some(Stop::LeaseLost(holder));
                 }
                 // A wake-up the feed lost (its watch gone) costs at most one tick.

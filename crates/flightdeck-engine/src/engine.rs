@@ -373,6 +373,7 @@ impl Engine {
                 events,
                 projection,
                 consumes: Vec::new(),
+                fence: None,
             })
             .await?;
         for event in &stored {

@@ -59,13 +59,28 @@ pub struct MissionLog {
     /// The status as of the last stored event (`None`: nothing stored yet): a change to a
     /// parked or finished status is anchored.
     stored_status: Option<MissionStatus>,
+    /// The lease epoch its appends carry (a driver's log); `None` for a log that holds no
+    /// lease (a mission's creation, a replay).
+    fence: Option<u64>,
 }
 
 impl MissionLog {
+    /// This log, its appends carrying lease epoch `epoch` (see [`flightdeck_store::Lease`]).
+    pub fn fenced(mut self, epoch: u64) -> MissionLog {
+        self.fence = Some(epoch);
+        self
+    }
+
+    /// The lease epoch its appends carry.
+    pub fn fence(&self) -> Option<u64> {
+        self.fence
+    }
+
     /// The log of mission `id` as its timeline stands.
     pub async fn open(sink: LogSink, id: &str) -> Result<MissionLog, EngineError> {
         let state = load(&*sink.store, id).await?;
         Ok(MissionLog {
+            fence: None,
             stored_status: Some(state.status),
             state,
             staged: Vec::new(),
@@ -77,6 +92,7 @@ impl MissionLog {
     /// The log of a mission not created yet (its first append creates it).
     pub fn new(sink: LogSink, id: &str) -> MissionLog {
         MissionLog {
+            fence: None,
             state: MissionState::new(id),
             staged: Vec::new(),
             sink,
@@ -165,6 +181,7 @@ impl MissionLog {
             events,
             projection,
             consumes,
+            fence: self.fence,
         };
         let stored = match self.sink.store.append(request).await {
             Ok(stored) => stored,
@@ -172,7 +189,10 @@ impl MissionLog {
                 let id = self.state.id.clone();
                 self.reload_keeping_staged().await?;
                 return Err(match e {
-                    StoreError::Conflict { .. } => EngineError::Raced { id },
+                    // Another writer moved it on, or took the lease over: this driver stops.
+                    StoreError::Conflict { .. } | StoreError::Fenced { .. } => {
+                        EngineError::Raced { id }
+                    }
                     other => EngineError::Store(other),
                 });
             }

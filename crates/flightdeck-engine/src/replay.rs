@@ -1037,6 +1037,7 @@ impl EventStore for ReplayStore {
         Ok(Some(Lease {
             owner: owner.to_string(),
             expires_ms: now_ms.saturating_add(ttl_ms),
+            epoch: 0,
         }))
     }
 

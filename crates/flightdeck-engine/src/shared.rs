@@ -58,8 +58,9 @@ impl Shared {
         cache.insert(digest.clone(), script.clone());
     }
 
-    /// Takes mission `id`'s lease for this process, or says who holds it.
-    pub(crate) async fn take_lease(&self, id: &str) -> Result<(), EngineError> {
+    /// Takes mission `id`'s lease for this process, or says who holds it. Returns the
+    /// lease's epoch, which every append of the driver carries (fencing).
+    pub(crate) async fn take_lease(&self, id: &str) -> Result<u64, EngineError> {
         {
             let mut driving = self.driving.lock().unwrap_or_else(|p| p.into_inner());
             if !driving.insert(id.to_string()) {
@@ -76,7 +77,7 @@ impl Shared {
         taken
     }
 
-    async fn acquire(&self, id: &str) -> Result<(), EngineError> {
+    async fn acquire(&self, id: &str) -> Result<u64, EngineError> {
         let me = &self.cfg.worker.0;
         let now = self.cfg.clock.now_ms();
         let store = &self.cfg.store;
@@ -90,7 +91,7 @@ impl Shared {
             other => other,
         };
         match holder {
-            Some(lease) if &lease.owner == me => Ok(()),
+            Some(lease) if &lease.owner == me => Ok(lease.epoch),
             Some(lease) => Err(EngineError::Busy {
                 id: id.to_string(),
                 owner: lease.owner,
@@ -104,8 +105,10 @@ impl Shared {
         driving.remove(id);
     }
 
-    /// Renews the lease; the holder's name when another process took it.
-    pub(crate) async fn renew_lease(&self, id: &str) -> Result<(), String> {
+    /// Renews the lease of epoch `epoch`; the holder's name when another process took it
+    /// (or when this one holds it again only after it ran out: a new epoch, which the
+    /// driver's appends do not carry).
+    pub(crate) async fn renew_lease(&self, id: &str, epoch: u64) -> Result<(), String> {
         let me = &self.cfg.worker.0;
         match self
             .cfg
@@ -113,7 +116,11 @@ impl Shared {
             .acquire_lease(id, me, self.cfg.clock.now_ms(), LEASE_TTL_MS, None)
             .await
         {
-            Ok(Some(lease)) if &lease.owner == me => Ok(()),
+            Ok(Some(lease)) if &lease.owner == me && lease.epoch == epoch => Ok(()),
+            Ok(Some(lease)) if &lease.owner == me => Err(format!(
+                "{me} (again, after its lease ran out: epoch {} for {epoch})",
+                lease.epoch
+            )),
             Ok(Some(lease)) => Err(lease.owner),
             // A store that does not answer now may answer at the next tick; the lease
             // outlives a few missed renewals.

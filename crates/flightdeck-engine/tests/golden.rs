@@ -576,6 +576,7 @@ async fn load(name: &str, data: &Path, repo: &Path) -> (Engine, String, Vec<Stor
                 items: Vec::new(),
             },
             consumes: Vec::new(),
+            fence: None,
         })
         .await
         .unwrap();

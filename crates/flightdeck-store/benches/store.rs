@@ -40,6 +40,7 @@ fn request(mission: &str, expected_seq: u64, count: u64) -> AppendRequest {
             items: Vec::new(),
         },
         consumes: Vec::new(),
+        fence: None,
     }
 }
 

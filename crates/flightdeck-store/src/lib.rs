@@ -79,6 +79,10 @@ pub struct AppendRequest {
     /// (at the seq of the append's last event) in the same transaction as the events. If any
     /// of them is not a pending input of `mission`, the append fails and nothing is written.
     pub consumes: Vec<i64>,
+    /// The lease epoch the writer holds ([`Lease::epoch`]): the append fails
+    /// ([`StoreError::Fenced`]) and writes nothing if the mission's lease has another epoch
+    /// now (another holder took it). `None`: no lease is claimed (a mission's creation).
+    pub fence: Option<u64>,
 }
 
 /// Something asked of a mission by someone other than its driver (an approval vote, a
@@ -165,6 +169,10 @@ pub struct MissionIndexRow {
 pub struct Lease {
     pub owner: String,
     pub expires_ms: i64,
+    /// The fencing token of this holding: it grows each time the lease passes to another
+    /// holder or is taken again after it ran out. The holder's appends carry it
+    /// ([`AppendRequest::fence`]).
+    pub epoch: u64,
 }
 
 /// An event exactly as stored, `data` as its stored text: what `audit verify` checks.
@@ -234,6 +242,13 @@ pub enum StoreError {
         mission: String,
         seq: u64,
         reason: String,
+    },
+    /// The writer's lease was taken over: its append changed nothing.
+    #[error("mission {mission}'s lease is at epoch {current}; this writer holds epoch {held}, so it may not write")]
+    Fenced {
+        mission: String,
+        held: u64,
+        current: u64,
     },
     #[error("cannot append an empty batch to mission {0}")]
     EmptyAppend(String),

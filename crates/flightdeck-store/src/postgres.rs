@@ -210,7 +210,7 @@ fn event_from_row(mission: &str, row: &PgRow) -> Result<StoredEvent, StoreError>
     })
 }
 
-const MISSION_COLUMNS: &str = "id, status, template, created_at_ms, updated_at_ms, last_seq, head_hash, summary, lease_owner, lease_expires_ms";
+const MISSION_COLUMNS: &str = "id, status, template, created_at_ms, updated_at_ms, last_seq, head_hash, summary, lease_owner, lease_expires_ms, lease_epoch";
 
 fn mission_from_row(row: &PgRow) -> Result<MissionRow, StoreError> {
     let id: String = row.try_get("id")?;
@@ -226,6 +226,7 @@ fn mission_from_row(row: &PgRow) -> Result<MissionRow, StoreError> {
     }
     let lease_owner: Option<String> = row.try_get("lease_owner")?;
     let lease_expires: Option<i64> = row.try_get("lease_expires_ms")?;
+    let lease_epoch: i64 = row.try_get("lease_epoch")?;
     Ok(MissionRow {
         id,
         status: row.try_get("status")?,
@@ -238,6 +239,7 @@ fn mission_from_row(row: &PgRow) -> Result<MissionRow, StoreError> {
         lease: lease_owner.map(|owner| Lease {
             owner,
             expires_ms: lease_expires.unwrap_or(0),
+            epoch: lease_epoch as u64,
         }),
     })
 }
@@ -351,19 +353,31 @@ impl EventStore for PgStore {
         // The row is locked for the transaction: appends to one mission are serialised, to
         // different missions they are not.
         let head = sqlx::query(
-            "SELECT last_seq, head_hash, created_at_ms FROM missions WHERE id = $1 FOR UPDATE",
+            "SELECT last_seq, head_hash, created_at_ms, lease_epoch FROM missions WHERE id = $1 FOR UPDATE",
         )
         .bind(&request.mission)
         .fetch_optional(&mut *tx)
         .await?;
-        let (last_seq, head_hash, created_at_ms) = match &head {
+        let (last_seq, head_hash, created_at_ms, epoch) = match &head {
             Some(row) => (
                 row.try_get::<i64, _>("last_seq")? as u64,
                 row.try_get::<String, _>("head_hash")?,
                 Some(row.try_get::<i64, _>("created_at_ms")?),
+                row.try_get::<i64, _>("lease_epoch")? as u64,
             ),
-            None => (0, GENESIS_HASH.to_string(), None),
+            None => (0, GENESIS_HASH.to_string(), None, 0),
         };
+        // Checked under the row's lock: a takeover commits before or after this append,
+        // never in between.
+        if let Some(held) = request.fence {
+            if held != epoch {
+                return Err(StoreError::Fenced {
+                    mission: request.mission.clone(),
+                    held,
+                    current: epoch,
+                });
+            }
+        }
         if last_seq != request.expected_seq {
             return Err(StoreError::Conflict {
                 mission: request.mission.clone(),
@@ -646,8 +660,12 @@ impl EventStore for PgStore {
         steal_from: Option<&str>,
     ) -> Result<Option<Lease>, StoreError> {
         let mut tx = self.begin().await?;
+        // A new holding (another owner, or the same after it ran out) is a new epoch.
         sqlx::query(
-            "UPDATE missions SET lease_owner = $2, lease_expires_ms = $3
+            "UPDATE missions SET
+               lease_epoch = CASE WHEN lease_owner IS NOT DISTINCT FROM $2 AND lease_expires_ms > $4
+                                  THEN lease_epoch ELSE lease_epoch + 1 END,
+               lease_owner = $2, lease_expires_ms = $3
              WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_expires_ms <= $4
                                 OR lease_owner = $5)",
         )
@@ -658,20 +676,23 @@ impl EventStore for PgStore {
         .bind(steal_from)
         .execute(&mut *tx)
         .await?;
-        let holder =
-            sqlx::query("SELECT lease_owner, lease_expires_ms FROM missions WHERE id = $1")
-                .bind(mission)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let holder = sqlx::query(
+            "SELECT lease_owner, lease_expires_ms, lease_epoch FROM missions WHERE id = $1",
+        )
+        .bind(mission)
+        .fetch_optional(&mut *tx)
+        .await?;
         tx.commit().await?;
         let Some(row) = holder else {
             return Ok(None);
         };
         let owner: Option<String> = row.try_get("lease_owner")?;
         let expires: Option<i64> = row.try_get("lease_expires_ms")?;
+        let epoch: i64 = row.try_get("lease_epoch")?;
         Ok(owner.map(|owner| Lease {
             owner,
             expires_ms: expires.unwrap_or(0),
+            epoch: epoch as u64,
         }))
     }
 

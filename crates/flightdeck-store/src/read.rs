@@ -362,7 +362,38 @@ fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r str, StoreError>
     })
 }
 
-const MISSION_COLUMNS: &str = "id, status, template, created_at_ms, updated_at_ms, last_seq, head_hash, summary, lease_owner, lease_expires_ms";
+/// The columns of a mission row; the lease's epoch where the schema has it (a read-only
+/// store may read a database of a version before it: its epochs are 0).
+fn mission_columns(has_epoch: bool) -> &'static str {
+    if has_epoch {
+        "id, status, template, created_at_ms, updated_at_ms, last_seq, head_hash, summary, lease_owner, lease_expires_ms, lease_epoch"
+    } else {
+        "id, status, template, created_at_ms, updated_at_ms, last_seq, head_hash, summary, lease_owner, lease_expires_ms, 0"
+    }
+}
+
+/// What a store has seen of its database's schema (it only grows: a database may be
+/// migrated by another process while a read-only store has it open).
+#[derive(Debug, Default)]
+pub(crate) struct SchemaSeen {
+    pub(crate) items: AtomicBool,
+    pub(crate) epoch: AtomicBool,
+}
+
+fn schema_has_epoch(conn: &Connection, known: &AtomicBool) -> Result<bool, StoreError> {
+    if known.load(Ordering::Relaxed) {
+        return Ok(true);
+    }
+    let found: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('missions') WHERE name = 'lease_epoch')",
+        [],
+        |row| row.get(0),
+    )?;
+    if found {
+        known.store(true, Ordering::Relaxed);
+    }
+    Ok(found)
+}
 
 fn mission_from_row(row: &rusqlite::Row<'_>) -> Result<MissionRow, StoreError> {
     let id: String = row.get(0)?;
@@ -381,6 +412,7 @@ fn mission_from_row(row: &rusqlite::Row<'_>) -> Result<MissionRow, StoreError> {
     }
     let lease_owner: Option<String> = row.get(8)?;
     let lease_expires: Option<i64> = row.get(9)?;
+    let lease_epoch: i64 = row.get(10)?;
     Ok(MissionRow {
         id,
         status: row.get(1)?,
@@ -393,6 +425,7 @@ fn mission_from_row(row: &rusqlite::Row<'_>) -> Result<MissionRow, StoreError> {
         lease: lease_owner.map(|owner| Lease {
             owner,
             expires_ms: lease_expires.unwrap_or(0),
+            epoch: lease_epoch as u64,
         }),
     })
 }
@@ -400,14 +433,13 @@ fn mission_from_row(row: &rusqlite::Row<'_>) -> Result<MissionRow, StoreError> {
 pub(crate) fn mission(
     conn: &Connection,
     id: &str,
-    has_items: &AtomicBool,
+    seen: &SchemaSeen,
 ) -> Result<Option<MissionRow>, StoreError> {
     // One read transaction: the summary and its items of the same commit.
     let _snapshot = conn.unchecked_transaction()?;
-    let has_items = schema_has_items(conn, has_items)?;
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MISSION_COLUMNS} FROM missions WHERE id = ?1"
-    ))?;
+    let has_items = schema_has_items(conn, &seen.items)?;
+    let columns = mission_columns(schema_has_epoch(conn, &seen.epoch)?);
+    let mut stmt = conn.prepare_cached(&format!("SELECT {columns} FROM missions WHERE id = ?1"))?;
     let mut rows = stmt.query(params![id])?;
     let Some(mut mission) = rows.next()?.map(mission_from_row).transpose()? else {
         return Ok(None);
@@ -421,14 +453,15 @@ pub(crate) fn mission(
 pub(crate) fn missions(
     conn: &Connection,
     limit: u32,
-    has_items: &AtomicBool,
+    seen: &SchemaSeen,
 ) -> Result<Vec<MissionRow>, StoreError> {
     // One read transaction, so the summaries and the items put back into them are of the
     // same commit (ended by its drop; it wrote nothing).
     let _snapshot = conn.unchecked_transaction()?;
-    let has_items = schema_has_items(conn, has_items)?;
+    let has_items = schema_has_items(conn, &seen.items)?;
+    let columns = mission_columns(schema_has_epoch(conn, &seen.epoch)?);
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {MISSION_COLUMNS} FROM missions ORDER BY created_at_ms DESC, id DESC LIMIT ?1"
+        "SELECT {columns} FROM missions ORDER BY created_at_ms DESC, id DESC LIMIT ?1"
     ))?;
     let mut rows = stmt.query(params![i64::from(limit)])?;
     let mut all = Vec::new();

@@ -37,6 +37,7 @@ const INPUTS_VERSION: i64 = 3;
 const TOKENS_VERSION: i64 = 5;
 /// The first schema with projection items.
 const ITEMS_VERSION: i64 = 4;
+const EPOCH_VERSION: i64 = 6;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -62,7 +63,7 @@ pub struct SqliteStore {
     has_tokens: bool,
     /// Whether the schema has projection items (ditto; once seen, known: another process
     /// may migrate the database while a read-only store has it open).
-    has_items: Arc<AtomicBool>,
+    schema: Arc<read::SchemaSeen>,
 }
 
 impl Drop for SqliteStore {
@@ -134,7 +135,10 @@ impl SqliteStore {
             inbox_watcher: Mutex::new(Weak::new()),
             has_inputs: true,
             has_tokens: true,
-            has_items: Arc::new(AtomicBool::new(true)),
+            schema: Arc::new(read::SchemaSeen {
+                items: AtomicBool::new(true),
+                epoch: AtomicBool::new(true),
+            }),
         })
     }
 
@@ -204,7 +208,10 @@ impl SqliteStore {
             inbox_watcher: Mutex::new(Weak::new()),
             has_inputs: version >= INPUTS_VERSION,
             has_tokens: version >= TOKENS_VERSION,
-            has_items: Arc::new(AtomicBool::new(version >= ITEMS_VERSION)),
+            schema: Arc::new(read::SchemaSeen {
+                items: AtomicBool::new(version >= ITEMS_VERSION),
+                epoch: AtomicBool::new(version >= EPOCH_VERSION),
+            }),
         })
     }
 
@@ -425,16 +432,16 @@ impl EventStore for SqliteStore {
 
     async fn mission(&self, id: &str) -> Result<Option<MissionRow>, StoreError> {
         let id = id.to_string();
-        let has_items = self.has_items.clone();
+        let schema = self.schema.clone();
         self.readers
-            .run(move |conn| read::mission(conn, &id, &has_items))
+            .run(move |conn| read::mission(conn, &id, &schema))
             .await
     }
 
     async fn missions(&self, limit: u32) -> Result<Vec<MissionRow>, StoreError> {
-        let has_items = self.has_items.clone();
+        let schema = self.schema.clone();
         self.readers
-            .run(move |conn| read::missions(conn, limit, &has_items))
+            .run(move |conn| read::missions(conn, limit, &schema))
             .await
     }
 

@@ -478,6 +478,20 @@ fn append<'a>(
     heads: &mut Heads<'a>,
     request: &'a AppendRequest,
 ) -> Result<AppendResult, StoreError> {
+    if let Some(held) = request.fence {
+        let current: Option<i64> = tx
+            .prepare_cached("SELECT lease_epoch FROM missions WHERE id = ?1")?
+            .query_row(params![request.mission], |row| row.get(0))
+            .optional()?;
+        let current = current.unwrap_or(0) as u64;
+        if current != held {
+            return Ok(Err(StoreError::Fenced {
+                mission: request.mission.clone(),
+                held,
+                current,
+            }));
+        }
+    }
     let pending = heads.get(tx, &request.mission)?;
     let sealed = match seal_request(request, pending.last_seq, &pending.head_hash) {
         Ok(sealed) => sealed,
@@ -628,20 +642,29 @@ fn acquire_lease(
     ttl_ms: i64,
     steal_from: Option<&str>,
 ) -> Result<Option<Lease>, StoreError> {
+    // A new holding (another owner, or the same after it ran out) is a new epoch.
     tx.prepare_cached(
-        "UPDATE missions SET lease_owner = ?2, lease_expires_ms = ?3
+        "UPDATE missions SET
+           lease_epoch = CASE WHEN lease_owner IS ?2 AND lease_expires_ms > ?4
+                              THEN lease_epoch ELSE lease_epoch + 1 END,
+           lease_owner = ?2, lease_expires_ms = ?3
          WHERE id = ?1 AND (lease_owner IS NULL OR lease_owner = ?2 OR lease_expires_ms <= ?4
                             OR lease_owner = ?5)",
     )?
     .execute(params![mission, owner, now_ms + ttl_ms, now_ms, steal_from])?;
-    let holder: Option<(Option<String>, Option<i64>)> = tx
-        .prepare_cached("SELECT lease_owner, lease_expires_ms FROM missions WHERE id = ?1")?
-        .query_row(params![mission], |row| Ok((row.get(0)?, row.get(1)?)))
+    let holder: Option<(Option<String>, Option<i64>, i64)> = tx
+        .prepare_cached(
+            "SELECT lease_owner, lease_expires_ms, lease_epoch FROM missions WHERE id = ?1",
+        )?
+        .query_row(params![mission], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
         .optional()?;
-    Ok(holder.and_then(|(owner, expires)| {
+    Ok(holder.and_then(|(owner, expires, epoch)| {
         owner.map(|owner| Lease {
             owner,
             expires_ms: expires.unwrap_or(0),
+            epoch: epoch as u64,
         })
     }))
 }
@@ -714,6 +737,7 @@ mod tests {
                     items: Vec::new(),
                 },
                 consumes: consumes.to_vec(),
+                fence: None,
             },
             reply: oneshot::channel().0,
         }

@@ -691,18 +691,20 @@ async fn mission_ids_with_a_prefix_are_matched_as_plain_text(backend: Backend) {
 async fn leases_exclude_other_owners_until_expiry_or_steal(backend: Backend) {
     let store = backend.open().await;
     store.append(request("m-a", 0, 1)).await.unwrap();
-    // (who, now, steals from, holder afterwards, its expiry; why), each lease for 500 ms
-    type Step<'a> = (&'a str, i64, Option<&'a str>, &'a str, i64, &'a str);
+    // (who, now, steals from, holder afterwards, its expiry, its epoch; why), each lease for
+    // 500 ms. The epoch grows whenever the lease passes to a new holding.
+    type Step<'a> = (&'a str, i64, Option<&'a str>, &'a str, i64, u64, &'a str);
     let steps: [Step<'_>; 7] = [
-        ("w1", 1_000, None, "w1", 1_500, "a free lease is taken"),
-        ("w2", 1_200, None, "w1", 1_500, "a live lease is not"),
-        ("w1", 1_300, None, "w1", 1_800, "its holder renews it"),
+        ("w1", 1_000, None, "w1", 1_500, 1, "a free lease is taken"),
+        ("w2", 1_200, None, "w1", 1_500, 1, "a live lease is not"),
+        ("w1", 1_300, None, "w1", 1_800, 1, "its holder renews it"),
         (
             "w2",
             1_400,
             Some("w3"),
             "w1",
             1_800,
+            1,
             "stealing from another owner takes nothing",
         ),
         (
@@ -711,15 +713,25 @@ async fn leases_exclude_other_owners_until_expiry_or_steal(backend: Backend) {
             Some("w1"),
             "w2",
             1_900,
+            2,
             "a dead owner's lease may be stolen by name",
         ),
-        ("w3", 1_899, None, "w2", 1_900, "live until its expiry"),
-        ("w3", 1_900, None, "w3", 2_400, "an expired lease is free"),
+        ("w3", 1_899, None, "w2", 1_900, 2, "live until its expiry"),
+        (
+            "w3",
+            1_900,
+            None,
+            "w3",
+            2_400,
+            3,
+            "an expired lease is free",
+        ),
     ];
-    for (who, now_ms, steal_from, holder, expires_ms, why) in steps {
+    for (who, now_ms, steal_from, holder, expires_ms, epoch, why) in steps {
         let expected = Some(Lease {
             owner: holder.into(),
             expires_ms,
+            epoch,
         });
         let got = store
             .acquire_lease("m-a", who, now_ms, 500, steal_from)
@@ -737,7 +749,8 @@ async fn leases_exclude_other_owners_until_expiry_or_steal(backend: Backend) {
         store.mission("m-a").await.unwrap().unwrap().lease,
         Some(Lease {
             owner: "w3".into(),
-            expires_ms: 2_400
+            expires_ms: 2_400,
+            epoch: 3,
         }),
         "{backend}: only its holder gives a lease back"
     );
@@ -762,6 +775,68 @@ async fn leases_exclude_other_owners_until_expiry_or_steal(backend: Backend) {
 
 /// Many workers, through two stores, reach for a free lease at once: one gets it, and every
 /// one of them is told who did.
+async fn appends_carrying_a_stale_lease_epoch_change_nothing(backend: Backend) {
+    let store = backend.open().await;
+    store.append(request("m-a", 0, 1)).await.unwrap();
+    let fenced = |expected_seq, epoch| {
+        let mut r = request("m-a", expected_seq, 1);
+        r.fence = Some(epoch);
+        r
+    };
+    let first = store
+        .acquire_lease("m-a", "w1", 1_000, 500, None)
+        .await
+        .unwrap()
+        .unwrap();
+    store.append(fenced(1, first.epoch)).await.unwrap();
+    // w1 stalls past its lease; w2 takes over and writes.
+    let second = store
+        .acquire_lease("m-a", "w2", 1_600, 500, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.owner, "w2", "{backend}");
+    assert!(
+        second.epoch > first.epoch,
+        "{backend}: a takeover is a new epoch"
+    );
+    store.append(fenced(2, second.epoch)).await.unwrap();
+    // w1 wakes up and writes with what it held, even at the right seq: refused, nothing
+    // written.
+    let stale = store.append(fenced(3, first.epoch)).await;
+    match stale {
+        Err(StoreError::Fenced { held, current, .. }) => {
+            assert_eq!((held, current), (first.epoch, second.epoch), "{backend}");
+        }
+        other => panic!("{backend}: a stale epoch's append gave {other:?}"),
+    }
+    assert_eq!(store.events("m-a", 0).await.unwrap().len(), 3, "{backend}");
+    // Even after w2 lets go, w1's old epoch stays stale; taking the lease again gives a new
+    // one, which writes.
+    store.release_lease("m-a", "w2").await.unwrap();
+    assert!(matches!(
+        store.append(fenced(3, first.epoch)).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    let again = store
+        .acquire_lease("m-a", "w1", 1_700, 500, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(again.epoch > second.epoch, "{backend}");
+    store.append(fenced(3, again.epoch)).await.unwrap();
+    // Its holder renewing in time keeps the epoch.
+    let renewed = store
+        .acquire_lease("m-a", "w1", 1_800, 500, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        renewed.epoch, again.epoch,
+        "{backend}: a renewal is the same holding"
+    );
+}
+
 async fn one_of_many_workers_reaching_for_a_lease_at_once_gets_it(backend: Backend) {
     let stores = [backend.open().await, backend.open().await];
     stores[0].append(request("m-a", 0, 1)).await.unwrap();
@@ -1530,6 +1605,7 @@ on_every_backend!(
     the_index_of_a_requesters_missions_follows_their_projections,
     mission_ids_with_a_prefix_are_matched_as_plain_text,
     leases_exclude_other_owners_until_expiry_or_steal,
+    appends_carrying_a_stale_lease_epoch_change_nothing,
     one_of_many_workers_reaching_for_a_lease_at_once_gets_it,
     a_posted_input_is_pending_until_an_append_applies_it,
     input_payloads_come_back_as_posted,

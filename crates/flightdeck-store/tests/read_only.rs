@@ -229,6 +229,7 @@ async fn older_schemas_are_read_and_newer_ones_refused() {
     let conn = rusqlite::Connection::open(db(dir.path())).unwrap();
     conn.execute_batch(
         "DROP TABLE inputs; DROP TABLE projection_items; DROP TABLE tokens;
+         ALTER TABLE missions DROP COLUMN lease_epoch;
          DELETE FROM _sqlx_migrations WHERE version >= 3;",
     )
     .unwrap();

@@ -29,6 +29,7 @@ fn request(mission: &str, expected_seq: u64, artifact: &Digest) -> AppendRequest
             items: Vec::new(),
         },
         consumes: Vec::new(),
+        fence: None,
     }
 }
 

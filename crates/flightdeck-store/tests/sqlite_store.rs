@@ -37,6 +37,7 @@ fn request(mission: &str, expected_seq: u64, events: Vec<NewEvent>) -> AppendReq
             items: Vec::new(),
         },
         consumes: Vec::new(),
+        fence: None,
     }
 }
 

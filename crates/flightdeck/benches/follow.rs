@@ -159,6 +159,7 @@ async fn main() {
                     items: Vec::new(),
                 },
                 consumes: Vec::new(),
+                fence: None,
             })
             .await
             .unwrap();

@@ -103,6 +103,7 @@ fn append(mission: &str, expected_seq: u64, count: usize, summary: &Value) -> Ap
             items: Vec::new(),
         },
         consumes: Vec::new(),
+        fence: None,
     }
 }
 

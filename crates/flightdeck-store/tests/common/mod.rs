@@ -34,6 +34,7 @@ pub fn request(mission: &str, expected_seq: u64, count: u64) -> AppendRequest {
             items: Vec::new(),
         },
         consumes: Vec::new(),
+        fence: None,
     }
 }
 
