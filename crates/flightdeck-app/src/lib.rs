@@ -55,7 +55,24 @@ pub struct App {
     pub workspace: WorkspaceSettings,
     /// `[people]`, checked.
     pub people: People,
+    /// How long a mission's lease lasts without renewal (`FLIGHTDECK_LEASE_SECONDS`).
+    pub lease_ttl: std::time::Duration,
     options: AppOptions,
+}
+
+/// `FLIGHTDECK_LEASE_SECONDS`: how long a worker may be silent before another takes its
+/// missions over (3 to 3600; 30 by default).
+fn lease_ttl() -> Result<std::time::Duration, AppError> {
+    match std::env::var("FLIGHTDECK_LEASE_SECONDS") {
+        Err(_) => Ok(flightdeck_engine::DEFAULT_LEASE_TTL),
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(s) if (3..=3600).contains(&s) => Ok(std::time::Duration::from_secs(s)),
+            _ => Err(AppError::bad_input(
+                format!("FLIGHTDECK_LEASE_SECONDS={text}: not a number of seconds from 3 to 3600"),
+                Some("how long a worker may be silent before another takes its missions over; 30 when unset".to_string()),
+            )),
+        },
+    }
 }
 
 /// A store opened to read: nothing is created or written through it.
@@ -99,6 +116,7 @@ impl App {
             }
         }
         Ok(App {
+            lease_ttl: lease_ttl()?,
             data_dir,
             config_path,
             config,
@@ -287,7 +305,7 @@ impl App {
         shutdown: tokio::sync::watch::Receiver<Option<String>>,
         anchors: Option<Arc<flightdeck_store::AnchorLog>>,
     ) -> Engine {
-        Engine::new(EngineConfig::live(LiveParts {
+        let mut config = EngineConfig::live(LiveParts {
             store,
             artifacts,
             data_dir: self.data_dir.clone(),
@@ -299,7 +317,9 @@ impl App {
             people: flightdeck_engine::Directory::new(self.people.clone()),
             shutdown,
             anchors,
-        }))
+        });
+        config.lease_ttl = self.lease_ttl;
+        Engine::new(config)
     }
 
     /// The engine over an existing store, or the error a read of an unknown mission gives.

@@ -31,6 +31,9 @@ pub struct EngineConfig {
     pub default_step_timeout: Duration,
     /// Who drives missions from this process (lease owner).
     pub worker: WorkerId,
+    /// How long a mission's lease lasts without renewal: after it, another worker may take
+    /// the mission over (and this one's appends are fenced). Drivers renew at a third of it.
+    pub lease_ttl: Duration,
     /// Team membership for approvals (`[teams]` of the installation config).
     pub teams: flightdeck_policy::Teams,
     /// The installation's people: every identity is resolved to one before a decision.
@@ -64,6 +67,7 @@ impl Clone for EngineConfig {
             workspaces_dir: self.workspaces_dir.clone(),
             default_step_timeout: self.default_step_timeout,
             worker: self.worker.clone(),
+            lease_ttl: self.lease_ttl,
             teams: self.teams.clone(),
             people: self.people.clone(),
             models: self.models.clone(),
@@ -99,6 +103,9 @@ pub struct LiveParts {
 /// Timeout of a `run` step that sets none.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// How long a lease lasts without renewal unless the installation says otherwise.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+
 impl EngineConfig {
     /// The engine's configuration with the live ports: commands, files and commits for real,
     /// secrets from the installation, workspaces under the data directory (local sandbox or
@@ -130,6 +137,7 @@ impl EngineConfig {
             workspaces_dir,
             default_step_timeout: DEFAULT_STEP_TIMEOUT,
             worker: WorkerId::current(),
+            lease_ttl: DEFAULT_LEASE_TTL,
             teams: parts.teams,
             people: parts.people,
             models: parts.models,

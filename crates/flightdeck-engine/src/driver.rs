@@ -25,7 +25,6 @@ use crate::inputs::{self, Foreign, Refusal};
 use crate::log::MissionLog;
 use crate::shared::Shared;
 
-const LEASE_RENEW_EVERY: Duration = Duration::from_secs(10);
 /// How often observers hear that a command is still running.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How often the inbox is read when the store's change feed cannot wake the driver.
@@ -66,7 +65,8 @@ pub(crate) enum Stop {
     /// The process is shutting down; the interruption is recorded.
     Shutdown(String),
     /// Another process holds the lease now: this one must not write.
-    LeaseLost(String),
+    /// Who holds it now; `None`: this process again, only after its lease ran out.
+    LeaseLost(Option<String>),
 }
 
 /// A running effect the driver waits for.
@@ -199,8 +199,10 @@ impl Driver {
             }
         })));
         let sender = self.sender.clone();
+        let lease_ttl = self.shared.cfg.lease_ttl;
         self.background.push(Background(tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(LEASE_RENEW_EVERY);
+            // Renewed at a third of its life: two renewals may fail before it runs out.
+            let mut ticker = tokio::time::interval(lease_ttl / 3);
             ticker.tick().await;
             loop {
                 ticker.tick().await;

@@ -502,9 +502,13 @@ async fn stopped(driver: &mut Driver, stop: Stop) -> Result<(), EngineError> {
             id: driver.log.id().to_string(),
             reason,
         }),
-        Stop::LeaseLost(owner) => Err(EngineError::Busy {
+        Stop::LeaseLost(Some(owner)) => Err(EngineError::Busy {
             id: driver.log.id().to_string(),
             owner,
+        }),
+        // Its lease ran out (the process was paused, say): another may have driven it since.
+        Stop::LeaseLost(None) => Err(EngineError::Raced {
+            id: driver.log.id().to_string(),
         }),
     }
 }

@@ -35,7 +35,9 @@ pub mod tools;
 mod worker;
 pub mod workspaces;
 
-pub use config::{no_shutdown, EngineConfig, LiveParts, Ports, DEFAULT_STEP_TIMEOUT};
+pub use config::{
+    no_shutdown, EngineConfig, LiveParts, Ports, DEFAULT_LEASE_TTL, DEFAULT_STEP_TIMEOUT,
+};
 pub use container::{container_name, INSTALLATION_LABEL, MISSION_LABEL};
 pub use driver::Applied;
 pub use engine::{CreateMission, Engine, ForkMission, RepoFile};

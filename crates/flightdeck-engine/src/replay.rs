@@ -1367,6 +1367,7 @@ impl crate::Engine {
             observer: Arc::new(crate::Silent),
             workspaces_dir: scratch.clone(),
             worker: crate::WorkerId(format!("replay-{}", std::process::id())),
+            lease_ttl: crate::config::DEFAULT_LEASE_TTL,
             sleeper: Arc::new(NoWait),
             ports,
             projection: false,

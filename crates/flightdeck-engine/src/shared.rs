@@ -13,9 +13,6 @@ use crate::error::EngineError;
 use crate::log::LogSink;
 use crate::worker::WorkerId;
 
-/// How long a lease lasts without renewal; the driver renews it well before.
-pub(crate) const LEASE_TTL_MS: i64 = 30_000;
-
 #[derive(Clone)]
 pub(crate) struct Shared {
     pub(crate) cfg: Arc<EngineConfig>,
@@ -58,6 +55,11 @@ impl Shared {
         cache.insert(digest.clone(), script.clone());
     }
 
+    /// How long a lease lasts without renewal, in ms.
+    fn lease_ttl_ms(&self) -> i64 {
+        i64::try_from(self.cfg.lease_ttl.as_millis()).unwrap_or(i64::MAX)
+    }
+
     /// Takes mission `id`'s lease for this process, or says who holds it. Returns the
     /// lease's epoch, which every append of the driver carries (fencing).
     pub(crate) async fn take_lease(&self, id: &str) -> Result<u64, EngineError> {
@@ -81,11 +83,13 @@ impl Shared {
         let me = &self.cfg.worker.0;
         let now = self.cfg.clock.now_ms();
         let store = &self.cfg.store;
-        let holder = store.acquire_lease(id, me, now, LEASE_TTL_MS, None).await?;
+        let holder = store
+            .acquire_lease(id, me, now, self.lease_ttl_ms(), None)
+            .await?;
         let holder = match holder {
             Some(lease) if &lease.owner != me && WorkerId::is_dead_on_this_host(&lease.owner) => {
                 store
-                    .acquire_lease(id, me, now, LEASE_TTL_MS, Some(&lease.owner))
+                    .acquire_lease(id, me, now, self.lease_ttl_ms(), Some(&lease.owner))
                     .await?
             }
             other => other,
@@ -105,23 +109,20 @@ impl Shared {
         driving.remove(id);
     }
 
-    /// Renews the lease of epoch `epoch`; the holder's name when another process took it
-    /// (or when this one holds it again only after it ran out: a new epoch, which the
-    /// driver's appends do not carry).
-    pub(crate) async fn renew_lease(&self, id: &str, epoch: u64) -> Result<(), String> {
+    /// Renews the lease of epoch `epoch`. When it is lost: the holder's name when another
+    /// process took it, `None` when this one holds it again only after it ran out (a new
+    /// epoch, which the driver's appends do not carry: someone may have driven it between).
+    pub(crate) async fn renew_lease(&self, id: &str, epoch: u64) -> Result<(), Option<String>> {
         let me = &self.cfg.worker.0;
         match self
             .cfg
             .store
-            .acquire_lease(id, me, self.cfg.clock.now_ms(), LEASE_TTL_MS, None)
+            .acquire_lease(id, me, self.cfg.clock.now_ms(), self.lease_ttl_ms(), None)
             .await
         {
             Ok(Some(lease)) if &lease.owner == me && lease.epoch == epoch => Ok(()),
-            Ok(Some(lease)) if &lease.owner == me => Err(format!(
-                "{me} (again, after its lease ran out: epoch {} for {epoch})",
-                lease.epoch
-            )),
-            Ok(Some(lease)) => Err(lease.owner),
+            Ok(Some(lease)) if &lease.owner == me => Err(None),
+            Ok(Some(lease)) => Err(Some(lease.owner)),
             // A store that does not answer now may answer at the next tick; the lease
             // outlives a few missed renewals.
             Ok(None) | Err(_) => Ok(()),

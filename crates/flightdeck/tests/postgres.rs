@@ -355,3 +355,102 @@ fn a_sqlite_installation_is_copied_into_postgresql_with_every_hash_intact() {
     let refused = run("@carol", &["store", "copy", "--to", &own]);
     assert_eq!(refused.code(), 2, "{}", refused.stderr());
 }
+
+/// The timeline of `id` as `timeline --json` prints it.
+fn timeline(cli: &Cli, url: &str, id: &str) -> Vec<Value> {
+    on(cli, url, "@carol", &["timeline", id, "--json"])
+        .expect_code(0)
+        .json_lines()
+}
+
+#[test]
+fn a_worker_paused_past_its_lease_cannot_write_after_another_took_over() {
+    let url = fresh_database("fence");
+    let repo = TestRepo::with_files(&[
+        ("README.md", "# sample\n"),
+        ("src/lib.rs", "pub fn f() {}\n"),
+        (
+            ".flightdeck/policy.toml",
+            "[defaults]\npublish = \"allow\"\n",
+        ),
+        (
+            ".flightdeck/missions/t.toml",
+            "[[steps]]\nrun = \"sleep 3 && echo 'pub fn g() {}' >> src/lib.rs\"\n",
+        ),
+    ]);
+    repo.commit_all("sample");
+    let cli = Cli::new(BIN);
+    // Leases of 3 s, so that a pause outlives one quickly.
+    let lease = [("FLIGHTDECK_LEASE_SECONDS", "3")];
+    let first = cli
+        .command(&[
+            "--database-url",
+            &url,
+            "--as",
+            "@carol",
+            "--json",
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ])
+        .envs(lease)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until its command runs, then pause the worker (not its sandbox: the command goes
+    // on and ends while the worker sleeps).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        let listed = on(&cli, &url, "@carol", &["--json", "missions"]).json();
+        if let Some(id) = listed[0]["id"].as_str() {
+            let events = timeline(&cli, &url, id);
+            if events.iter().any(|e| e["type"] == "tool.requested") {
+                break id.to_string();
+            }
+        }
+        assert!(Instant::now() < deadline, "the command never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let pid = nix::unistd::Pid::from_raw(first.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // Its lease runs out; another worker takes the mission over and finishes it.
+    std::thread::sleep(Duration::from_secs(4));
+    let second = cli
+        .command(&["--database-url", &url, "--as", "@carol", "resume", &id])
+        .envs(lease)
+        .output()
+        .unwrap();
+    assert!(
+        second.status.success(),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let finished = timeline(&cli, &url, &id);
+    assert_eq!(show(&cli, &url, &id)["status"], "succeeded");
+    // The first worker wakes up with its command's result and an old lease: whatever it
+    // tries to write is refused, and it stops.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let out = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the paused worker went on: {stderr}");
+    assert!(
+        stderr.contains("changed by someone else") || stderr.contains("being driven by"),
+        "{stderr}"
+    );
+    let after = timeline(&cli, &url, &id);
+    assert_eq!(
+        after, finished,
+        "the paused worker wrote after the takeover"
+    );
+    on(&cli, &url, "@carol", &["audit", "verify", &id]).expect_code(0);
+    // Each call completed once.
+    let mut completed = std::collections::BTreeMap::new();
+    for event in after.iter().filter(|e| e["type"] == "tool.completed") {
+        *completed
+            .entry(event["data"]["call_id"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    assert!(completed.values().all(|n| *n == 1), "{completed:?}");
+}
