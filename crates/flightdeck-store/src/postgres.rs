@@ -91,8 +91,12 @@ impl PgStore {
             .await
             .map_err(|e| unreachable(url, e))?;
         let _ = probe.close().await;
+        // No idle timeout nor lifetime: sqlx then runs no maintenance task (see the SQLite
+        // store's set-up for why).
         let pool = PgPoolOptions::new()
             .max_connections(8)
+            .idle_timeout(None)
+            .max_lifetime(None)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options)
             .await

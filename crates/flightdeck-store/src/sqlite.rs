@@ -266,8 +266,13 @@ async fn set_up(options: &SqliteConnectOptions) -> Result<sqlx::SqlitePool, Stor
     let mut attempt = 0u64;
     loop {
         let result = async {
+            // No idle timeout nor lifetime: sqlx then runs no maintenance task, whose loop
+            // over idle connections was seen spinning without end (100% CPU, the test's
+            // runtime starved) on a pool that was being closed.
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .connect_with(options.clone())
                 .await?;
             // Marked as ours before any table exists: another process opening the file
