@@ -131,6 +131,36 @@ fn projection_of(status: &str, template: &str, summary: &Value) -> Projection {
     }
 }
 
+/// Posts to `to` the pending inputs of `mission` in `from` that `to` does not have pending
+/// (the same kind, payload and time); returns how many.
+async fn copy_pending_inputs(
+    from: &dyn EventStore,
+    to: &dyn EventStore,
+    mission: &str,
+) -> Result<u64, AppError> {
+    let there = to.pending_inputs(mission).await?;
+    let mut posted = 0;
+    for input in from.pending_inputs(mission).await? {
+        let copied = there.iter().any(|t| {
+            t.kind == input.kind
+                && t.payload == input.payload
+                && t.posted_at_ms == input.posted_at_ms
+        });
+        if input.state != InputState::Pending || copied {
+            continue;
+        }
+        to.post_input(NewInput {
+            mission: input.mission,
+            kind: input.kind,
+            payload: input.payload,
+            posted_at_ms: input.posted_at_ms,
+        })
+        .await?;
+        posted += 1;
+    }
+    Ok(posted)
+}
+
 /// Copies every mission of `from` into `to` (see the module doc).
 pub async fn copy_store(
     from: (&dyn EventStore, &dyn ArtifactStore),
@@ -148,6 +178,8 @@ pub async fn copy_store(
         let raw = from_store.raw_events(&row.id).await?;
         if let Some(there) = to_store.mission(&row.id).await? {
             if there.head_hash == row.head_hash && there.last_seq == row.last_seq {
+                // A copy cut off after the mission's append may not have posted its inputs.
+                report.inputs += copy_pending_inputs(from_store, to_store, &row.id).await?;
                 report.already_there.push(row.id.clone());
                 progress(&Copied::AlreadyThere { id: row.id.clone() });
                 continue;
@@ -197,6 +229,12 @@ pub async fn copy_store(
                 data,
             });
         }
+        if prev != row.head_hash {
+            return Err(AppError::failed(format!(
+                "mission {} changed while it was read (its head is not its last event's): copy while no driver runs",
+                row.id
+            )));
+        }
         // Artifacts first: an event is never there before what it references.
         report.artifacts +=
             copy_artifacts(from_artifacts, to_artifacts, digests, &mut seen_artifacts).await?;
@@ -219,19 +257,7 @@ pub async fn copy_store(
                 row.id
             )));
         }
-        for input in from_store.pending_inputs(&row.id).await? {
-            if input.state == InputState::Pending {
-                to_store
-                    .post_input(NewInput {
-                        mission: input.mission,
-                        kind: input.kind,
-                        payload: input.payload,
-                        posted_at_ms: input.posted_at_ms,
-                    })
-                    .await?;
-                report.inputs += 1;
-            }
-        }
+        report.inputs += copy_pending_inputs(from_store, to_store, &row.id).await?;
         report.events += stored.len() as u64;
         report.copied.push(row.id.clone());
         progress(&Copied::Mission {
@@ -239,14 +265,19 @@ pub async fn copy_store(
             events: stored.len() as u64,
         });
     }
-    let there: HashSet<String> = to_store
+    let there: std::collections::HashMap<String, flightdeck_store::TokenRow> = to_store
         .tokens()
         .await?
         .into_iter()
-        .map(|t| t.hash)
+        .map(|t| (t.hash.clone(), t))
         .collect();
     for token in from_store.tokens().await? {
-        if there.contains(&token.hash) {
+        if let Some(copy) = there.get(&token.hash) {
+            // Revoked here since the last copy (or before a copy that was cut off): revoked
+            // there too.
+            if let (Some(at), None) = (token.revoked_at_ms, copy.revoked_at_ms) {
+                to_store.revoke_token(&copy.id, at).await?;
+            }
             continue;
         }
         let (revoked, used) = (token.revoked_at_ms, token.last_used_ms);

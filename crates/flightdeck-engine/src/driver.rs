@@ -151,6 +151,9 @@ pub(crate) struct Driver {
     inbox_deferred: bool,
     /// Whether the lease is ours (a replay's driver has no real lease).
     holds_lease: bool,
+    /// The mission was taken over (lease lost, or an append fenced or raced): nothing more
+    /// is written, not even the refusal of an input.
+    lost: bool,
     /// An error recording a model call's report: it stopped the route, and the call
     /// returns it.
     pub(crate) model_error: Option<EngineError>,
@@ -180,6 +183,7 @@ impl Driver {
             pending_stop: None,
             inbox_deferred: false,
             holds_lease: true,
+            lost: false,
             model_error: None,
         };
         driver.start_background();
@@ -318,6 +322,7 @@ impl Driver {
                 }
                 let epoch = self.log.fence().unwrap_or(0);
                 if let Err(holder) = self.shared.renew_lease(self.log.id(), epoch).await {
+                    self.lost = true;
                     return Some(Stop::LeaseLost(holder));
                 }
                 // A wake-up the feed lost (its watch gone) costs at most one tick.
@@ -360,6 +365,13 @@ impl Driver {
                 let consumes = inbox.into_iter().collect();
                 match self.log.append_consuming(events, consumes).await {
                     Ok(_) => {}
+                    // Someone else drives the mission now (its lease was taken over, or it
+                    // moved on): the input stays pending for them, and this driver stops
+                    // without writing anything more, a refusal included.
+                    Err(EngineError::Raced { .. }) => {
+                        self.lost = true;
+                        return Some(Stop::LeaseLost(None));
+                    }
                     Err(e) => {
                         self.refuse(inbox, &e.to_string()).await;
                         return None;
@@ -430,6 +442,9 @@ impl Driver {
         self.inbox_deferred = false;
         let rows = self.shared.cfg.store.pending_inputs(self.log.id()).await?;
         for row in rows {
+            if self.lost {
+                break;
+            }
             if self.seen.contains(&row.id) {
                 continue;
             }
@@ -467,7 +482,8 @@ impl Driver {
     /// background tasks and gives the lease back.
     pub(crate) async fn close(mut self) -> Result<flightdeck_core::MissionState, EngineError> {
         let flushed = self.log.flush().await;
-        if flushed.is_ok() && !self.log.state().status.is_terminal() {
+        // A driver that lost the mission leaves what waits to whoever drives it now.
+        if flushed.is_ok() && !self.lost && !self.log.state().status.is_terminal() {
             let _ = self.take_inbox().await;
         }
         // A cancelled mission's workspace goes, whoever took the cancel in.

@@ -677,9 +677,15 @@ impl Engine {
             if self.shared.lease_is_free(id).await? {
                 match Driver::open(&self.shared, id).await {
                     Ok(mut driver) => {
-                        driver.fire_deadlines().await?;
-                        driver.take_inbox().await?;
-                        driver.close().await?;
+                        // Closed whatever happened: the lease is given back, and this
+                        // process does not keep thinking it drives the mission.
+                        let taken = match driver.fire_deadlines().await {
+                            Ok(_) => driver.take_inbox().await,
+                            Err(e) => Err(e),
+                        };
+                        let closed = driver.close().await;
+                        taken?;
+                        closed?;
                         continue;
                     }
                     Err(EngineError::Busy { .. }) => {}

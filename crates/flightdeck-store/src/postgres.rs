@@ -39,21 +39,31 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// The channel appends and inbox changes are announced on.
 const CHANNEL: &str = "flightdeck_changes";
 
-/// `url` with its password replaced, for messages.
+/// `url` with its password replaced (in the user part and as a `password` parameter), for
+/// messages.
 pub fn masked_url(url: &str) -> String {
-    match split_password(url) {
-        Some((before, after)) => format!("{before}:***@{after}"),
-        None => url.to_string(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        // Not a URL: nothing in it can be told apart from a password, so none of it is shown.
+        return "<the database URL, unreadable>".to_string();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
-}
-
-/// Splits `scheme://user:password@rest` around the password.
-fn split_password(url: &str) -> Option<(&str, &str)> {
-    let (scheme, rest) = url.split_once("://")?;
-    let (userinfo, after) = rest.split_once('@')?;
-    let (user, _password) = userinfo.split_once(':')?;
-    let before_len = scheme.len() + 3 + user.len();
-    Some((&url[..before_len], after))
+    if parsed.query_pairs().any(|(k, _)| k == "password") {
+        let kept: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "password" {
+                    "***".to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    parsed.to_string().replace("%2A%2A%2A", "***")
 }
 
 fn unreachable(url: &str, e: sqlx::Error) -> StoreError {
@@ -630,7 +640,7 @@ impl EventStore for PgStore {
     ) -> Result<Vec<MissionIndexRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, status, template, created_at_ms FROM missions
-             WHERE summary::jsonb ->> 'requested_by' = $2
+             WHERE summary::json ->> 'requested_by' = $2
              ORDER BY created_at_ms DESC, id DESC LIMIT $1",
         )
         .bind(i64::from(limit))
@@ -956,5 +966,16 @@ mod tests {
             masked_url("postgres://fd@db.acme/flightdeck"),
             "postgres://fd@db.acme/flightdeck"
         );
+        for (url, secret) in [
+            ("postgres://fd:p@ssw0rd@db/x", "ssw0rd"),
+            ("postgres://fd@corp:pw9@db/x", "pw9"),
+            (
+                "postgres://fd@db/x?sslmode=require&password=hunter2",
+                "hunter2",
+            ),
+        ] {
+            let shown = masked_url(url);
+            assert!(!shown.contains(secret), "{url} -> {shown}");
+        }
     }
 }

@@ -801,9 +801,14 @@ async fn appends_carrying_a_stale_lease_epoch_change_nothing(backend: Backend) {
         "{backend}: a takeover is a new epoch"
     );
     store.append(fenced(2, second.epoch)).await.unwrap();
-    // w1 wakes up and writes with what it held, even at the right seq: refused, nothing
-    // written.
-    let stale = store.append(fenced(3, first.epoch)).await;
+    // w1 wakes up and writes with what it held, even at the right seq and taking in an
+    // input: refused, nothing written (events, row, input).
+    let row_before = store.mission("m-a").await.unwrap();
+    let posted = store.post_input(input("m-a", "vote")).await.unwrap();
+    let mut stale = fenced(3, first.epoch);
+    stale.consumes = vec![posted];
+    stale.projection.status = "written-by-a-stale-driver".into();
+    let stale = store.append(stale).await;
     match stale {
         Err(StoreError::Fenced { held, current, .. }) => {
             assert_eq!((held, current), (first.epoch, second.epoch), "{backend}");
@@ -811,6 +816,16 @@ async fn appends_carrying_a_stale_lease_epoch_change_nothing(backend: Backend) {
         other => panic!("{backend}: a stale epoch's append gave {other:?}"),
     }
     assert_eq!(store.events("m-a", 0).await.unwrap().len(), 3, "{backend}");
+    assert_eq!(
+        store.mission("m-a").await.unwrap(),
+        row_before,
+        "{backend}: the row is as it was"
+    );
+    assert_eq!(
+        store.input(posted).await.unwrap().unwrap().state,
+        InputState::Pending,
+        "{backend}: the input waits for the new holder"
+    );
     // Even after w2 lets go, w1's old epoch stays stale; taking the lease again gives a new
     // one, which writes.
     store.release_lease("m-a", "w2").await.unwrap();
@@ -834,6 +849,18 @@ async fn appends_carrying_a_stale_lease_epoch_change_nothing(backend: Backend) {
     assert_eq!(
         renewed.epoch, again.epoch,
         "{backend}: a renewal is the same holding"
+    );
+    // Taken again by its holder after it ran out: a new holding (someone may have written
+    // in between).
+    let late = store
+        .acquire_lease("m-a", "w1", 2_400, 500, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(late.owner, "w1", "{backend}");
+    assert!(
+        late.epoch > renewed.epoch,
+        "{backend}: a late renewal is a new epoch"
     );
 }
 

@@ -176,9 +176,10 @@ fn spawn_detached(ctx: &Context, mission: &str) -> Result<(), CliError> {
     if let Some(config) = &ctx.global.config {
         command.arg("--config").arg(config);
     }
+    // In the environment, not on the command line: a URL may carry a password, and every
+    // user of the machine can read a process's arguments.
     command
-        .arg("--database-url")
-        .arg(ctx.database_url())
+        .env("FLIGHTDECK_DATABASE_URL", ctx.database_url())
         .args(["__start", mission])
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
