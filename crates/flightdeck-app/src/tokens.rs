@@ -154,6 +154,18 @@ pub async fn revoke(store: &dyn EventStore, id: &str, now_ms: i64) -> Result<Tok
 /// How often a token's last use is written: at most once a minute per token.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
+/// A refused token's error, with the hint every refusal gives.
+fn unauthenticated(message: String) -> AppError {
+    AppError::new(
+        ErrorKind::Unauthenticated,
+        message,
+        Some(
+            "send `Authorization: Bearer fd_…` with a token made by `flightdeck token create`"
+                .to_string(),
+        ),
+    )
+}
+
 /// Checks a presented token: one that is unknown, revoked or expired is refused (401), with
 /// the same message for unknown and malformed ones so nothing is learnt by guessing.
 ///
@@ -165,16 +177,6 @@ pub async fn authenticate(
     presented: &str,
     now_ms: i64,
 ) -> Result<Principal, AppError> {
-    let unauthenticated = |message: String| {
-        AppError::new(
-            ErrorKind::Unauthenticated,
-            message,
-            Some(
-                "send `Authorization: Bearer fd_…` with a token made by `flightdeck token create`"
-                    .to_string(),
-            ),
-        )
-    };
     let presented = presented.trim();
     if !presented.starts_with(TOKEN_PREFIX) {
         return Err(unauthenticated("the token is not valid".to_string()));
@@ -190,16 +192,6 @@ pub async fn authenticate_hash(
     hash: &str,
     now_ms: i64,
 ) -> Result<Principal, AppError> {
-    let unauthenticated = |message: String| {
-        AppError::new(
-            ErrorKind::Unauthenticated,
-            message,
-            Some(
-                "send `Authorization: Bearer fd_…` with a token made by `flightdeck token create`"
-                    .to_string(),
-            ),
-        )
-    };
     let Some(token) = store.token_by_hash(hash).await? else {
         return Err(unauthenticated("the token is not valid".to_string()));
     };

@@ -55,6 +55,17 @@ pub struct ServerState {
 }
 
 impl ServerState {
+    /// Whether browsers reach this server over https (`[server] public_url`): its cookies
+    /// are then `Secure`.
+    pub fn served_over_https(&self) -> bool {
+        self.app
+            .config
+            .server
+            .public_url
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+    }
+
     /// The store and the artifacts, to read.
     pub fn reader(&self) -> Reader {
         Reader {

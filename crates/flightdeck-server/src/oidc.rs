@@ -44,10 +44,8 @@ fn unb64url(text: &str) -> Option<Vec<u8>> {
 }
 
 fn random() -> Result<String, AppError> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| AppError::failed(format!("cannot get random bytes: {e}")))?;
-    Ok(b64url(&bytes))
+    crate::sessions::random_secret()
+        .map_err(|e| AppError::failed(format!("cannot get random bytes: {e}")))
 }
 
 fn refused(message: impl Into<String>) -> AppError {

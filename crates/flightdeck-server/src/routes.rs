@@ -360,6 +360,41 @@ async fn list_events(
     Ok(Json(json!({"events": page, "next_after": next_after})))
 }
 
+/// The credential a long-lived answer was opened with, checked again every
+/// [`TOKEN_RECHECK`] (on time even while events keep coming).
+struct Recheck {
+    credential: Credential,
+    next: tokio::time::Instant,
+}
+
+impl Recheck {
+    fn new(credential: Credential) -> Recheck {
+        Recheck {
+            credential,
+            next: tokio::time::Instant::now() + TOKEN_RECHECK,
+        }
+    }
+
+    /// Whether it can stop working (a token or a session; a local request cannot).
+    fn revocable(&self) -> bool {
+        !matches!(self.credential, Credential::Local)
+    }
+
+    /// When the next check is due.
+    async fn due(&self) {
+        tokio::time::sleep_until(self.next).await;
+    }
+
+    /// Checks the credential if a check is due; whether it still works.
+    async fn passes(&mut self, state: &ServerState) -> bool {
+        if tokio::time::Instant::now() < self.next {
+            return true;
+        }
+        self.next = tokio::time::Instant::now() + TOKEN_RECHECK;
+        still_valid(state, &self.credential).await
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct StreamQuery {
@@ -395,9 +430,7 @@ async fn stream_events(
     let tip = state.tails.watch(&id).await?;
     struct Tail {
         state: Shared,
-        /// What the stream was opened with, checked again every [`TOKEN_RECHECK`].
-        credential: Credential,
-        next_check: tokio::time::Instant,
+        recheck: Recheck,
         id: String,
         after: u64,
         tip: tokio::sync::watch::Receiver<crate::tails::Tip>,
@@ -410,8 +443,7 @@ async fn stream_events(
     }
     let tail = Tail {
         state: state.clone(),
-        credential: credential_of(&state, &headers, &who),
-        next_check: tokio::time::Instant::now() + TOKEN_RECHECK,
+        recheck: Recheck::new(credential_of(&state, &headers, &who)),
         id,
         after,
         tip,
@@ -423,11 +455,8 @@ async fn stream_events(
     let events = futures_util::stream::unfold(tail, |mut tail| async move {
         loop {
             // Checked on time even while events keep coming.
-            if tokio::time::Instant::now() >= tail.next_check {
-                if !still_valid(&tail.state, &tail.credential).await {
-                    return None;
-                }
-                tail.next_check = tokio::time::Instant::now() + TOKEN_RECHECK;
+            if !tail.recheck.passes(&tail.state).await {
+                return None;
             }
             if let Some(event) = tail.queued.pop_front() {
                 if event.seq <= tail.after {
@@ -479,7 +508,7 @@ async fn stream_events(
                 changed = tail.tip.changed() => if changed.is_err() { return None },
                 _ = tail.shutdown.changed() => return None,
                 // The credential is checked at the top of the loop.
-                () = tokio::time::sleep_until(tail.next_check), if !matches!(tail.credential, Credential::Local) => {}
+                () = tail.recheck.due(), if tail.recheck.revocable() => {}
             }
         }
     });
@@ -578,13 +607,11 @@ async fn changes(
         state: Shared,
         feed: flightdeck_store::ChangeFeed,
         shutdown: tokio::sync::watch::Receiver<Option<String>>,
-        credential: Credential,
-        next_check: tokio::time::Instant,
+        recheck: Recheck,
     }
     let watch = Watch {
         shutdown: state.shutdown.clone(),
-        credential: credential_of(&state, &headers, &who),
-        next_check: tokio::time::Instant::now() + TOKEN_RECHECK,
+        recheck: Recheck::new(credential_of(&state, &headers, &who)),
         state,
         feed,
     };
@@ -593,11 +620,8 @@ async fn changes(
             if w.shutdown.borrow().is_some() {
                 return None;
             }
-            if tokio::time::Instant::now() >= w.next_check {
-                if !still_valid(&w.state, &w.credential).await {
-                    return None;
-                }
-                w.next_check = tokio::time::Instant::now() + TOKEN_RECHECK;
+            if !w.recheck.passes(&w.state).await {
+                return None;
             }
             tokio::select! {
                 changed = w.feed.changed() => {
@@ -609,7 +633,7 @@ async fn changes(
                     return Some((Ok::<Event, Infallible>(event), w));
                 }
                 _ = w.shutdown.changed() => return None,
-                () = tokio::time::sleep_until(w.next_check), if !matches!(w.credential, Credential::Local) => {}
+                () = w.recheck.due(), if w.recheck.revocable() => {}
             }
         }
     });

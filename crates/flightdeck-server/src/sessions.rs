@@ -52,7 +52,7 @@ pub struct Sessions {
 }
 
 /// 32 random bytes, URL-safe base64.
-fn random_secret() -> Result<String, getrandom::Error> {
+pub(crate) fn random_secret() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
@@ -172,14 +172,11 @@ pub fn signed_in_redirect(
         .map_err(|e| {
             flightdeck_app::AppError::failed(format!("cannot get random bytes for a session: {e}"))
         })?;
-    let secure = state
-        .app
-        .config
-        .server
-        .public_url
-        .as_deref()
-        .is_some_and(|u| u.starts_with("https://"));
-    let cookie = set_cookie(&id, (session.expires_at_ms - now_ms) / 1000, secure);
+    let cookie = set_cookie(
+        &id,
+        (session.expires_at_ms - now_ms) / 1000,
+        state.served_over_https(),
+    );
     let mut response = axum::response::Redirect::to(next).into_response();
     if let Ok(value) = axum::http::HeaderValue::from_str(&cookie) {
         response

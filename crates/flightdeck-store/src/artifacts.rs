@@ -28,6 +28,18 @@ pub enum ArtifactError {
     Database(String),
 }
 
+/// `bytes` if they hash to `digest`; what they hash to otherwise.
+pub(crate) fn checked(digest: &Digest, bytes: Vec<u8>) -> Result<Vec<u8>, ArtifactError> {
+    let actual = Digest::of(&bytes);
+    if &actual != digest {
+        return Err(ArtifactError::Corrupt {
+            digest: digest.clone(),
+            actual,
+        });
+    }
+    Ok(bytes)
+}
+
 /// Where artifact bytes live.
 #[async_trait]
 pub trait ArtifactStore: Send + Sync {
@@ -118,14 +130,7 @@ impl ArtifactStore for FsArtifactStore {
             }
             Err(e) => return Err(io_error(&path)(e)),
         };
-        let actual = Digest::of(&bytes);
-        if &actual != digest {
-            return Err(ArtifactError::Corrupt {
-                digest: digest.clone(),
-                actual,
-            });
-        }
-        Ok(bytes)
+        checked(digest, bytes)
     }
 
     async fn contains(&self, digest: &Digest) -> Result<bool, ArtifactError> {

@@ -164,6 +164,32 @@ pub struct MissionIndexRow {
     pub created_at_ms: i64,
 }
 
+/// Stamps the head on a mission's summary as read: the projection is computed before the
+/// hashes exist, so the store says how many events there are and the last one's hash.
+pub(crate) fn stamp_head(summary: &mut Value, last_seq: u64, head_hash: &str) {
+    if let Some(object) = summary.as_object_mut() {
+        object.insert("events".into(), last_seq.into());
+        object.insert("head_hash".into(), head_hash.into());
+    }
+}
+
+/// Puts a mission's projection items (list name and value, ordered by list then position)
+/// back into its summary: each list replaces the summary's field of its name.
+pub(crate) fn put_items(summary: &mut Value, items: Vec<(String, Value)>) {
+    let mut lists: Vec<(String, Vec<Value>)> = Vec::new();
+    for (list, value) in items {
+        match lists.last_mut() {
+            Some((name, values)) if *name == list => values.push(value),
+            _ => lists.push((list, vec![value])),
+        }
+    }
+    if let Some(summary) = summary.as_object_mut() {
+        for (list, values) in lists {
+            summary.insert(list, Value::Array(values));
+        }
+    }
+}
+
 /// Who drives a mission, until when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {

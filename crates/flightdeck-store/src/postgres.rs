@@ -18,9 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use flightdeck_core::chain::seal;
 use flightdeck_core::hash::GENESIS_HASH;
-use flightdeck_core::jcs::canonicalize;
 use flightdeck_core::{Digest, StoredEvent};
 use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -233,11 +231,7 @@ fn mission_from_row(row: &PgRow) -> Result<MissionRow, StoreError> {
     let text: String = row.try_get("summary")?;
     let mut summary: Value = serde_json::from_str(&text)
         .map_err(|e| corrupt(&id, last_seq, format!("summary is not JSON: {e}")))?;
-    // The projection is computed before the hashes exist; the store stamps the head.
-    if let Some(object) = summary.as_object_mut() {
-        object.insert("events".into(), last_seq.into());
-        object.insert("head_hash".into(), head_hash.clone().into());
-    }
+    crate::stamp_head(&mut summary, last_seq, &head_hash);
     let lease_owner: Option<String> = row.try_get("lease_owner")?;
     let lease_expires: Option<i64> = row.try_get("lease_expires_ms")?;
     let lease_epoch: i64 = row.try_get("lease_epoch")?;
@@ -258,7 +252,7 @@ fn mission_from_row(row: &PgRow) -> Result<MissionRow, StoreError> {
     })
 }
 
-/// Puts the mission's projection items back into its summary (as the SQLite store does).
+/// Puts the mission's projection items back into its summary ([`crate::put_items`]).
 async fn put_back_items<'c, E>(executor: E, mission: &mut MissionRow) -> Result<(), StoreError>
 where
     E: sqlx::PgExecutor<'c>,
@@ -269,7 +263,7 @@ where
     .bind(&mission.id)
     .fetch_all(executor)
     .await?;
-    let mut lists: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut items = Vec::with_capacity(rows.len());
     for row in rows {
         let list: String = row.try_get("list")?;
         let text: String = row.try_get("value")?;
@@ -280,16 +274,9 @@ where
                 format!("projection item of `{list}` is not JSON: {e}"),
             )
         })?;
-        match lists.last_mut() {
-            Some((name, items)) if *name == list => items.push(value),
-            _ => lists.push((list, vec![value])),
-        }
+        items.push((list, value));
     }
-    if let Some(summary) = mission.summary.as_object_mut() {
-        for (list, items) in lists {
-            summary.insert(list, Value::Array(items));
-        }
-    }
+    crate::put_items(&mut mission.summary, items);
     Ok(())
 }
 
@@ -392,30 +379,7 @@ impl EventStore for PgStore {
                 });
             }
         }
-        if last_seq != request.expected_seq {
-            return Err(StoreError::Conflict {
-                mission: request.mission.clone(),
-                expected: request.expected_seq,
-                actual: last_seq,
-            });
-        }
-        let mut sealed = Vec::with_capacity(request.events.len());
-        let mut prev_hash = head_hash;
-        for (i, event) in request.events.iter().enumerate() {
-            let seq = last_seq + 1 + i as u64;
-            let stored = seal(
-                &request.mission,
-                seq,
-                event.at_ms,
-                &prev_hash,
-                &event.event_type,
-                event.data.clone(),
-            )
-            .map_err(|e| StoreError::Encode(e.to_string()))?;
-            let text = canonicalize(&stored.data).map_err(|e| StoreError::Encode(e.to_string()))?;
-            prev_hash = stored.hash.clone();
-            sealed.push((stored, text, event.at_ms));
-        }
+        let sealed = crate::writer::seal_request(&request, last_seq, &head_hash)?;
         // The inputs it consumes: pending inputs of this mission, each named once.
         let mut seen = HashSet::new();
         for &id in &request.consumes {
@@ -928,14 +892,7 @@ impl ArtifactStore for PgArtifactStore {
                 .await
                 .map_err(artifact_db)?;
         let bytes = bytes.ok_or_else(|| ArtifactError::NotFound(digest.clone()))?;
-        let actual = Digest::of(&bytes);
-        if actual != *digest {
-            return Err(ArtifactError::Corrupt {
-                digest: digest.clone(),
-                actual,
-            });
-        }
-        Ok(bytes)
+        crate::artifacts::checked(digest, bytes)
     }
 
     async fn contains(&self, digest: &Digest) -> Result<bool, ArtifactError> {

@@ -405,11 +405,7 @@ fn mission_from_row(row: &rusqlite::Row<'_>) -> Result<MissionRow, StoreError> {
             seq: last_seq,
             reason: format!("summary is not JSON: {e}"),
         })?;
-    // The projection is computed before the hashes exist; the store stamps the head.
-    if let Some(object) = summary.as_object_mut() {
-        object.insert("events".into(), last_seq.into());
-        object.insert("head_hash".into(), head_hash.clone().into());
-    }
+    crate::stamp_head(&mut summary, last_seq, &head_hash);
     let lease_owner: Option<String> = row.get(8)?;
     let lease_expires: Option<i64> = row.get(9)?;
     let lease_epoch: i64 = row.get(10)?;
@@ -537,7 +533,7 @@ fn put_back_items(conn: &Connection, mission: &mut MissionRow) -> Result<(), Sto
         "SELECT list, value FROM projection_items WHERE mission = ?1 ORDER BY list, position",
     )?;
     let mut rows = stmt.query(params![mission.id])?;
-    let mut lists: Vec<(String, Vec<Value>)> = Vec::new();
+    let mut items = Vec::new();
     while let Some(row) = rows.next()? {
         let list: String = row.get(0)?;
         let value: Value =
@@ -546,16 +542,9 @@ fn put_back_items(conn: &Connection, mission: &mut MissionRow) -> Result<(), Sto
                 seq: mission.last_seq,
                 reason: format!("projection item of `{list}` is not JSON: {e}"),
             })?;
-        match lists.last_mut() {
-            Some((name, items)) if *name == list => items.push(value),
-            _ => lists.push((list, vec![value])),
-        }
+        items.push((list, value));
     }
-    if let Some(summary) = mission.summary.as_object_mut() {
-        for (list, items) in lists {
-            summary.insert(list, Value::Array(items));
-        }
-    }
+    crate::put_items(&mut mission.summary, items);
     Ok(())
 }
 

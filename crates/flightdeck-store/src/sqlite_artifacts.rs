@@ -156,17 +156,6 @@ impl SqliteArtifactStore {
     }
 }
 
-fn checked(digest: &Digest, bytes: Vec<u8>) -> Result<Vec<u8>, ArtifactError> {
-    let actual = Digest::of(&bytes);
-    if &actual != digest {
-        return Err(ArtifactError::Corrupt {
-            digest: digest.clone(),
-            actual,
-        });
-    }
-    Ok(bytes)
-}
-
 #[async_trait]
 impl ArtifactStore for SqliteArtifactStore {
     async fn put(&self, bytes: &[u8]) -> Result<Digest, ArtifactError> {
@@ -188,7 +177,7 @@ impl ArtifactStore for SqliteArtifactStore {
             return Ok(bytes.to_vec());
         }
         match self.read_db(digest).await? {
-            Some(bytes) => checked(digest, bytes),
+            Some(bytes) => crate::artifacts::checked(digest, bytes),
             None => self.files.get(digest).await,
         }
     }
@@ -206,7 +195,7 @@ impl ArtifactStore for SqliteArtifactStore {
         let mut all = Vec::with_capacity(digests.len());
         for digest in digests {
             match found.get(&digest.to_string()) {
-                Some(bytes) => all.push(checked(digest, bytes.clone())?),
+                Some(bytes) => all.push(crate::artifacts::checked(digest, bytes.clone())?),
                 None => all.push(self.get(digest).await?),
             }
         }

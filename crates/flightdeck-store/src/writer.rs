@@ -671,7 +671,7 @@ fn acquire_lease(
 
 /// Checks the expected seq and seals the request's events onto the chain: each event with
 /// its canonical data text and time.
-fn seal_request(
+pub(crate) fn seal_request(
     request: &AppendRequest,
     last_seq: u64,
     head_hash: &str,

@@ -198,17 +198,14 @@ pub async fn oidc_start(
     match oidc.start(&next, SystemClock.now_ms()).await {
         Ok((url, flow_state)) => {
             let mut response = Redirect::to(&url).into_response();
-            let secure = state
-                .app
-                .config
-                .server
-                .public_url
-                .as_deref()
-                .is_some_and(|u| u.starts_with("https://"));
             let cookie = format!(
                 "{}={flow_state}; Path=/auth/oidc; HttpOnly; SameSite=Lax; Max-Age=600{}",
                 oidc::STATE_COOKIE,
-                if secure { "; Secure" } else { "" }
+                if state.served_over_https() {
+                    "; Secure"
+                } else {
+                    ""
+                }
             );
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);

@@ -442,12 +442,8 @@ async fn render(
     let summary = queries::summary(&reader, &id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("no mission {id}"), None))?;
-    // The store's last seq (not the projection's count) places the pages.
-    let last = store
-        .mission(&id)
-        .await?
-        .map_or(summary.events, |row| row.last_seq)
-        .max(1);
+    // The store stamps `events` with its last seq when it reads the summary.
+    let last = summary.events.max(1);
     let start = (seq.unwrap_or(last).clamp(1, last) - 1) / TIMELINE_PAGE * TIMELINE_PAGE;
     let (events, last_seq) = queries::events_page(&reader, &id, start, TIMELINE_PAGE).await?;
     // What it was asked: the first event's goal and parameters, on every page.
