@@ -40,10 +40,122 @@ pub struct Config {
     pub server: ServerSection,
     #[serde(default)]
     pub repos: BTreeMap<String, RepoConfig>,
+    /// `[quotas."@team"]`: what each team's missions may spend per UTC calendar month.
+    #[serde(default)]
+    pub quotas: BTreeMap<String, QuotaConfig>,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+}
+
+/// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// The OTLP/HTTP receiver's base URL; traces are POSTed to `<it>/v1/traces`.
+    pub otlp_endpoint: Option<String>,
+}
+
+/// The `[telemetry]` endpoint, checked; none when not configured.
+pub(crate) fn telemetry_endpoint(
+    config: &Config,
+    path: &Path,
+) -> Result<Option<crate::telemetry::Endpoint>, AppError> {
+    let Some(text) = &config.telemetry.otlp_endpoint else {
+        return Ok(None);
+    };
+    crate::telemetry::Endpoint::parse(text)
+        .map(Some)
+        .map_err(|e| {
+            AppError::bad_input(
+                format!(
+                    "{}: [telemetry] otlp_endpoint = {text:?}: {e}",
+                    path.display()
+                ),
+                Some("otlp_endpoint is the base URL of an OTLP/HTTP receiver, http or https, e.g. \"http://127.0.0.1:4318\"; traces are POSTed to <otlp_endpoint>/v1/traces".to_string()),
+            )
+        })
+}
+
+/// `[quotas."@team"]`: a `[teams]` entry's limits per UTC calendar month, over every mission
+/// its people request, across every process sharing the store.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// US dollars (as priced by `[pricing]` or the scripted model's own prices).
+    pub usd_per_month: Option<f64>,
+    /// Input plus output tokens. Read signed, so a negative number is told as such.
+    pub tokens_per_month: Option<i64>,
+}
+
+/// The `[quotas]` of the config, checked: each names a `[teams]` entry and limits something,
+/// by numbers of zero or more. Errors name the file and the key, with a hint.
+pub(crate) fn quotas(
+    config: &Config,
+    path: &Path,
+) -> Result<Vec<flightdeck_core::quota::TeamQuota>, AppError> {
+    let file = path.display();
+    let mut quotas = Vec::with_capacity(config.quotas.len());
+    for (name, quota) in &config.quotas {
+        let key = format!("[quotas.\"{name}\"]");
+        let Some(team) = config
+            .teams
+            .keys()
+            .find(|team| team.trim().eq_ignore_ascii_case(name.trim()))
+        else {
+            let known = if config.teams.is_empty() {
+                "there is no [teams] section".to_string()
+            } else {
+                format!(
+                    "the teams are {}",
+                    config
+                        .teams
+                        .keys()
+                        .map(|t| format!("\"{t}\""))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            return Err(AppError::bad_input(
+                format!("{file}: {key}: no team \"{name}\" in [teams]"),
+                Some(format!(
+                    "a quota belongs to a team of [teams] ({known}); add [teams] \"{name}\" = [\"@alice\", …] or name one of them"
+                )),
+            ));
+        };
+        if let Some(usd) = quota.usd_per_month {
+            if !(usd.is_finite() && usd >= 0.0) {
+                return Err(AppError::bad_input(
+                    format!("{file}: {key} usd_per_month = {usd}: not a number of dollars"),
+                    Some("usd_per_month is zero or more US dollars per month, e.g. usd_per_month = 500.0".to_string()),
+                ));
+            }
+        }
+        let tokens = match quota.tokens_per_month {
+            Some(tokens) => Some(u64::try_from(tokens).map_err(|_| {
+                AppError::bad_input(
+                    format!("{file}: {key} tokens_per_month = {tokens}: not a number of tokens"),
+                    Some("tokens_per_month is zero or more tokens (input plus output) per month, e.g. tokens_per_month = 50000000".to_string()),
+                )
+            })?),
+            None => None,
+        };
+        if quota.usd_per_month.is_none() && tokens.is_none() {
+            return Err(AppError::bad_input(
+                format!("{file}: {key} limits nothing"),
+                Some("set usd_per_month, tokens_per_month or both".to_string()),
+            ));
+        }
+        quotas.push(flightdeck_core::quota::TeamQuota {
+            team: team.clone(),
+            usd_per_month: quota.usd_per_month,
+            tokens_per_month: tokens,
+        });
+    }
+    Ok(quotas)
 }
 
 /// `[repos.NAME]`: a repository missions can name (`run --remote NAME`, the API's `repo`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepoConfig {
     /// A URL git can fetch (`https://…`, `ssh://…`, `git@host:path`, `file://…`).
@@ -446,4 +558,82 @@ pub(crate) fn workspace_settings(
         settings.secret_values.insert(name.clone(), value);
     }
     Ok(settings)
+}
+
+#[cfg(test)]
+mod quota_tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    fn quotas_of(text: &str) -> Result<Vec<flightdeck_core::quota::TeamQuota>, AppError> {
+        let path = Path::new("/etc/fd/config.toml");
+        quotas(&Config::parse(text, path)?, path)
+    }
+
+    const TEAMS: &str = "[teams]\n\"@acme/platform\" = [\"@alice\"]\n";
+
+    #[test]
+    fn a_quota_is_a_teams_limits_in_dollars_and_tokens() {
+        let got = quotas_of(&format!(
+            "{TEAMS}[quotas.\"@ACME/Platform\"]\nusd_per_month = 500.0\ntokens_per_month = 20000000\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            got,
+            [flightdeck_core::quota::TeamQuota {
+                team: "@acme/platform".into(),
+                usd_per_month: Some(500.0),
+                tokens_per_month: Some(20_000_000),
+            }]
+        );
+        assert!(quotas_of(TEAMS).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_bad_quota_is_refused_naming_the_file_and_key_with_a_hint() {
+        let cases = [
+            (
+                format!("{TEAMS}[quotas.\"@acme/nope\"]\nusd_per_month = 1.0\n"),
+                "[quotas.\"@acme/nope\"]: no team \"@acme/nope\" in [teams]",
+            ),
+            (
+                "[quotas.\"@acme/platform\"]\nusd_per_month = 1.0\n".to_string(),
+                "no team \"@acme/platform\" in [teams]",
+            ),
+            (
+                format!("{TEAMS}[quotas.\"@acme/platform\"]\nusd_per_month = -5.0\n"),
+                "[quotas.\"@acme/platform\"] usd_per_month = -5: not a number of dollars",
+            ),
+            (
+                format!("{TEAMS}[quotas.\"@acme/platform\"]\nusd_per_month = nan\n"),
+                "usd_per_month = NaN",
+            ),
+            (
+                format!("{TEAMS}[quotas.\"@acme/platform\"]\ntokens_per_month = -1\n"),
+                "[quotas.\"@acme/platform\"] tokens_per_month = -1: not a number of tokens",
+            ),
+            (
+                format!("{TEAMS}[quotas.\"@acme/platform\"]\n"),
+                "[quotas.\"@acme/platform\"] limits nothing",
+            ),
+            (
+                format!("{TEAMS}[quotas.\"@acme/platform\"]\nusd = 1.0\n"),
+                "unknown field `usd`",
+            ),
+        ];
+        for (text, says) in cases {
+            let Err(e) = quotas_of(&text) else {
+                panic!("accepted:\n{text}");
+            };
+            assert_eq!(e.kind, crate::ErrorKind::BadInput, "{text}");
+            assert!(
+                e.message.starts_with("/etc/fd/config.toml"),
+                "{}",
+                e.message
+            );
+            assert!(e.message.contains(says), "{text}: {}", e.message);
+            assert!(e.hint.is_some(), "{text}");
+        }
+    }
 }

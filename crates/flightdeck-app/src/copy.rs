@@ -16,7 +16,8 @@ use std::collections::{BTreeSet, HashSet};
 
 use flightdeck_core::{Digest, StoredEvent};
 use flightdeck_store::{
-    ArtifactStore, EventStore, InputState, NewEvent, NewInput, Projection, ProjectionItem,
+    ArtifactStore, EventStore, InputState, NewEvent, NewInput, Projection, ProjectionColumns,
+    ProjectionItem,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -103,7 +104,12 @@ async fn copy_artifacts(
 
 /// The projection the engine writes for a summary read back from a store: the `steps` list
 /// as items (one per step), the summary without it.
-fn projection_of(status: &str, template: &str, summary: &Value) -> Projection {
+fn projection_of(
+    status: &str,
+    template: &str,
+    summary: &Value,
+    columns: ProjectionColumns,
+) -> Projection {
     let mut summary = summary.clone();
     let mut items = Vec::new();
     if let Some(object) = summary.as_object_mut() {
@@ -128,6 +134,7 @@ fn projection_of(status: &str, template: &str, summary: &Value) -> Projection {
         template: template.to_string(),
         summary,
         items,
+        columns,
     }
 }
 
@@ -197,6 +204,7 @@ pub async fn copy_store(
         let mut events = Vec::with_capacity(raw.len());
         let mut digests = BTreeSet::new();
         let mut prev = flightdeck_core::hash::GENESIS_HASH.to_string();
+        let mut sealed_events = Vec::with_capacity(raw.len());
         for event in &raw {
             let data: Value = serde_json::from_str(&event.data).map_err(|e| {
                 AppError::failed(format!(
@@ -221,7 +229,8 @@ pub async fn copy_store(
                     row.id, event.seq, row.id
                 )));
             }
-            prev = sealed.hash;
+            prev = sealed.hash.clone();
+            sealed_events.push(sealed);
             digests_in(&data, &mut digests);
             events.push(NewEvent {
                 at_ms: event.at_ms,
@@ -246,7 +255,16 @@ pub async fn copy_store(
                 mission: row.id.clone(),
                 expected_seq: 0,
                 events,
-                projection: projection_of(&row.status, &row.template, &row.summary),
+                projection: projection_of(
+                    &row.status,
+                    &row.template,
+                    &row.summary,
+                    // The typed columns from the timeline itself; one that does not fold
+                    // cannot be driven anyway.
+                    flightdeck_core::MissionState::fold(&row.id, &sealed_events)
+                        .map(|state| flightdeck_engine::projection_columns(&state, None))
+                        .unwrap_or_default(),
+                ),
                 consumes: Vec::new(),
                 fence: None,
             })
@@ -316,6 +334,7 @@ mod tests {
             "running",
             "t",
             &json!({"id": "m", "steps": [{"i": 0}, {"i": 1}]}),
+            ProjectionColumns::default(),
         );
         assert_eq!(projection.summary, json!({"id": "m", "steps": []}));
         assert_eq!(projection.items.len(), 2);

@@ -295,6 +295,11 @@ impl From<EngineError> for AppError {
                 e.to_string(),
                 hint("pass --repo with a directory inside a git repository (`git init` makes one)"),
             ),
+            EngineError::RepoNotHere { .. } => AppError::new(
+                ErrorKind::Failed,
+                e.to_string(),
+                hint("run a worker where the repository is, or start missions for the fleet from a URL (`run --remote URL`, `[repos.NAME]`) that every worker can fetch"),
+            ),
             EngineError::Unsupported(_) => AppError::bad_input(e.to_string(), None),
             EngineError::SecretMissing { ref name, .. } => {
                 let h = format!("nothing ran; give it a value in the installation config: [secrets.{name}] with `env = \"VAR\"` (a variable of the flightdeck process) or `file = \"/path\"`, at least 8 characters");

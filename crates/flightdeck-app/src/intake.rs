@@ -153,6 +153,11 @@ pub fn intake(data_dir: &Path, request: &RunRequest) -> Result<Intake, AppError>
         policy_source: policy.source,
         codeowners: policy.codeowners,
         base_commit: Some(base_commit.clone()),
+        remote: if from_checkout {
+            None
+        } else {
+            remote_url.clone()
+        },
     };
     Ok(Intake {
         request,
@@ -524,6 +529,11 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
                 "protocol.ext.allow=never",
             ])
             .args(args)
+            // The URL (which may carry credentials) as the remote `flightdeck-source`, in
+            // the environment: never on a command line every user can read.
+            .env("GIT_CONFIG_COUNT", "1")
+            .env("GIT_CONFIG_KEY_0", "remote.flightdeck-source.url")
+            .env("GIT_CONFIG_VALUE_0", url.trim())
             // Never wait for a person: no credential prompt, and a transfer that stalls
             // (under 1 KB/s for a minute) is given up.
             .env("GIT_TERMINAL_PROMPT", "0")
@@ -562,7 +572,13 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
     let refspec = format!("+{base}:{fetched}");
     let out = git(
         &cache,
-        &["fetch", "--quiet", "--no-tags", "--", url, &refspec],
+        &[
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "flightdeck-source",
+            &refspec,
+        ],
     )?;
     if !out.status.success() {
         // A commit id cannot be fetched by name from every server: fetch everything.
@@ -572,8 +588,7 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
                 "fetch",
                 "--quiet",
                 "--no-tags",
-                "--",
-                url,
+                "flightdeck-source",
                 "+refs/heads/*:refs/remotes/origin/*",
             ],
         )?;
@@ -599,4 +614,47 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
     // The base named a branch or tag: the mission's base is the commit fetched for it.
     let commit = resolve_commit(&cache, &fetched)?;
     Ok((cache, commit))
+}
+
+/// Where a mission's repository is on this machine, for a worker that may not be the
+/// requester's machine: a repository fetched by URL is this installation's cache of that URL
+/// (`<data-dir>/repos`), fetched there at the mission's base commit unless the cache has it
+/// already (a cache made earlier may lack a newer base), with the credentials of this
+/// installation's `[repos.NAME]` of the same URL when it has one (the timeline records URLs
+/// without them); a checkout is its recorded path, which must be here.
+pub struct FetchingRepos {
+    pub data_dir: PathBuf,
+    pub repos: BTreeMap<String, crate::config::RepoConfig>,
+}
+
+#[async_trait::async_trait]
+impl flightdeck_engine::RepoPort for FetchingRepos {
+    async fn locate(
+        &self,
+        created: &flightdeck_core::event::MissionCreated,
+    ) -> Result<PathBuf, flightdeck_engine::EngineError> {
+        let Some(remote) = created.remote.clone() else {
+            return flightdeck_engine::RecordedRepo.locate(created).await;
+        };
+        let url = self
+            .repos
+            .values()
+            .find(|r| without_credentials(&r.url) == remote)
+            .map_or(remote.clone(), |r| r.url.trim().to_string());
+        let data_dir = self.data_dir.clone();
+        let base = created.base_commit.clone();
+        let fetched =
+            tokio::task::spawn_blocking(move || fetch_remote(&data_dir, &url, &base)).await;
+        match fetched {
+            Ok(Ok((cache, _))) => Ok(cache),
+            Ok(Err(e)) => Err(flightdeck_engine::EngineError::RepoNotHere {
+                repo: created.repo.clone(),
+                why: format!("fetching it from {remote} failed: {}", e.message),
+            }),
+            Err(e) => Err(flightdeck_engine::EngineError::RepoNotHere {
+                repo: created.repo.clone(),
+                why: format!("fetching it from {remote} failed: {e}"),
+            }),
+        }
+    }
 }

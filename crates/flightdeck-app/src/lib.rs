@@ -7,6 +7,8 @@
 //! - [`queries`]: missions, timelines and approvals as typed views; reading never writes.
 //! - [`scheduler`]: continues missions by themselves when their approvals complete or their
 //!   budget is raised, takes in inputs no driver is there to take, fires approval expiries.
+//! - [`telemetry`]: OpenTelemetry traces of driven segments over OTLP/HTTP, fed by an engine
+//!   observer (`[telemetry] otlp_endpoint`).
 //! - [`error`]: one error kind, mapped once to exit codes and HTTP statuses.
 //!
 //! Invariant: nothing here renders (no text for people, no terminal): the callers do.
@@ -17,6 +19,7 @@ pub mod error;
 pub mod intake;
 pub mod queries;
 pub mod scheduler;
+pub mod telemetry;
 pub mod tokens;
 
 use std::path::{Path, PathBuf};
@@ -55,8 +58,12 @@ pub struct App {
     pub workspace: WorkspaceSettings,
     /// `[people]`, checked.
     pub people: People,
+    /// `[quotas]`, checked (each a `[teams]` entry's).
+    pub quotas: Vec<flightdeck_core::quota::TeamQuota>,
     /// How long a mission's lease lasts without renewal (`FLIGHTDECK_LEASE_SECONDS`).
     pub lease_ttl: std::time::Duration,
+    /// `[telemetry]`: the trace exporter every live engine of this process feeds.
+    pub telemetry: telemetry::Telemetry,
     options: AppOptions,
 }
 
@@ -103,6 +110,9 @@ impl App {
         let models = config::model_settings(&config, &config_path)?;
         let mut workspace = config::workspace_settings(&config, &config_path)?;
         let people = config.people(&config_path)?;
+        let quotas = config::quotas(&config, &config_path)?;
+        let telemetry =
+            telemetry::Telemetry::new(config::telemetry_endpoint(&config, &config_path)?);
         // What no command may read wherever it lives: the signing key, the store's files.
         if let Some(key) = &config.audit.signing_key {
             workspace.hidden_files.push(data_dir.join(key));
@@ -123,6 +133,8 @@ impl App {
             models,
             workspace,
             people,
+            quotas,
+            telemetry,
             options,
         })
     }
@@ -257,6 +269,8 @@ impl App {
         )
         .await?;
         let anchors = flightdeck_store::AnchorLog::new(self.anchor_path(), self.signing_key()?);
+        // Traces of the segments this engine drives, when `[telemetry]` says where.
+        let observer = self.telemetry.observer(store.clone(), observer);
         Ok(self.engine_over(
             store,
             artifacts,
@@ -319,6 +333,12 @@ impl App {
             anchors,
         });
         config.lease_ttl = self.lease_ttl;
+        // A worker on another machine than the requester's fetches the repository.
+        config.ports.repos = Arc::new(intake::FetchingRepos {
+            data_dir: self.data_dir.clone(),
+            repos: self.config.repos.clone(),
+        });
+        config.quotas = self.quotas.clone();
         Engine::new(config)
     }
 

@@ -125,6 +125,7 @@ fn first_exceeded(
             limit,
             needed,
             refused: Some(refused.to_string()),
+            team: None,
         })
     })
 }
@@ -163,15 +164,24 @@ pub fn check_tool_call(state: &MissionState, call_id: &str, now_ms: i64) -> Opti
 /// One line for people: which limit, how much was used, what the refused call needed.
 pub fn describe_exceeded(e: &BudgetExceeded) -> String {
     let amount = |v: f64| {
-        if e.dimension == "usd" {
-            format!("${v:.4}")
-        } else if v.is_finite() {
-            format!("{}", v.round() as i64)
-        } else {
+        if !v.is_finite() || v >= crate::quota::UNBOUNDED {
             "an unbounded amount".to_string()
+        } else if e.dimension == "usd" || e.dimension == "team_usd" {
+            format!("${v:.4}")
+        } else {
+            format!("{}", v.round() as i64)
         }
     };
     let refused = e.refused.as_deref().unwrap_or("the next call");
+    if let Some(team) = &e.team {
+        return format!(
+            "team {team}'s monthly quota {} would be exceeded: {} used of {} this month, and {refused} may need up to {}; it was not made",
+            e.dimension.strip_prefix("team_").unwrap_or(&e.dimension),
+            amount(e.used),
+            amount(e.limit),
+            amount(e.needed)
+        );
+    }
     if e.dimension == "wall_seconds" {
         return format!(
             "budget wall_seconds used up ({} of {}); {refused} was not started",

@@ -64,6 +64,11 @@ pub struct MissionCreated {
     /// them), as `CODEOWNERS line N: skipped: why`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub codeowners_warnings: Vec<String>,
+    /// The URL the repository was fetched from (`run --remote`, `[repos.NAME]`), without
+    /// any user or password: a worker on a machine that does not have `repo` fetches it
+    /// from there into its own cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -472,6 +477,9 @@ pub struct BudgetExceeded {
     /// The call that was refused (`model call step-1.m3`, `tool call step-2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// The team whose quota refused the call (`dimension` `team_usd` or `team_tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -577,6 +585,10 @@ pub struct MissionInterrupted {
     /// Tool calls that were requested and never completed: they are run again as new calls.
     #[serde(default)]
     pub calls: Vec<String>,
+    /// A worker that shut down handed the mission back: any worker may continue it (an
+    /// interruption without it waits for someone to `resume`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handed_back: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

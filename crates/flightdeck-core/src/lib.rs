@@ -12,6 +12,8 @@ pub mod hash;
 pub mod ids;
 pub mod jcs;
 pub mod metrics;
+pub mod quota;
+pub mod schedule;
 pub mod state;
 pub mod template;
 pub mod views;

@@ -291,6 +291,9 @@ pub struct MissionState {
     /// drives the mission, and the time until it is resumed does not count as running.
     #[serde(default)]
     pub halted: bool,
+    /// The last interruption handed the mission back to the fleet ([`MissionInterrupted::handed_back`]).
+    #[serde(default)]
+    pub handed_back: bool,
 }
 
 /// One logical model call of an agent: its attempts (retries, fallbacks) and its answer.
@@ -372,6 +375,7 @@ impl MissionState {
             decision_counts: crate::views::DecisionCounts::default(),
             max_tier: None,
             halted: false,
+            handed_back: false,
             committing: None,
             budget_raised_since_block: false,
         }
@@ -739,6 +743,7 @@ impl MissionState {
             EventKind::MissionInterrupted(interrupted) => {
                 self.interruptions += 1;
                 self.halted = true;
+                self.handed_back = interrupted.handed_back;
                 for id in &interrupted.calls {
                     if let Some(call) = self.tool_calls.get_mut(id) {
                         call.interrupted = true;
@@ -767,6 +772,7 @@ impl MissionState {
                 }
                 self.status = MissionStatus::Running;
                 self.halted = false;
+                self.handed_back = false;
                 self.error = None;
                 self.recent_actions.clear();
                 self.model_failures_in_a_row = 0;

@@ -33,6 +33,7 @@ fn created(budget: BudgetSpec) -> EventKind {
         model_scripts: Default::default(),
         requested_as: None,
         codeowners_warnings: Vec::new(),
+        remote: None,
     })
 }
 
@@ -298,6 +299,7 @@ fn time_parked_for_a_person_does_not_use_the_wall_time_budget() {
         limit: 1.0,
         needed: 0.1,
         refused: None,
+        team: None,
     });
     state.apply(state.events + 1, at + 5_000, &blocked).unwrap();
     let active = state.active_ms_at(at + 5_000);

@@ -337,6 +337,42 @@ impl EventStore for CountingStore {
         self.inner.release_lease(mission, owner).await
     }
 
+    async fn release_claim(
+        &self,
+        mission: &str,
+        owner: &str,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        self.inner.release_claim(mission, owner, epoch).await
+    }
+
+    async fn claim_runnable(
+        &self,
+        request: flightdeck_store::ClaimRequest,
+    ) -> Result<Vec<flightdeck_store::Claimed>, StoreError> {
+        self.inner.claim_runnable(request).await
+    }
+
+    async fn lease_holders(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        self.inner.lease_holders(now_ms).await
+    }
+
+    async fn next_deadline_ms(&self) -> Result<Option<i64>, StoreError> {
+        self.inner.next_deadline_ms().await
+    }
+
+    async fn feed(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<flightdeck_store::FeedEntry>, StoreError> {
+        self.inner.feed(after, limit).await
+    }
+
+    async fn feed_head(&self) -> Result<u64, StoreError> {
+        self.inner.feed_head().await
+    }
+
     async fn post_input(&self, input: NewInput) -> Result<i64, StoreError> {
         self.inner.post_input(input).await
     }
@@ -363,6 +399,27 @@ impl EventStore for CountingStore {
 
     async fn subscribe_inputs(&self) -> Result<ChangeFeed, StoreError> {
         self.inner.subscribe_inputs().await
+    }
+
+    async fn reserve_quota(
+        &self,
+        reservation: flightdeck_store::QuotaReservation,
+    ) -> Result<flightdeck_store::QuotaGrant, StoreError> {
+        self.inner.reserve_quota(reservation).await
+    }
+
+    async fn settle_quota(
+        &self,
+        settlement: flightdeck_store::QuotaSettlement,
+    ) -> Result<bool, StoreError> {
+        self.inner.settle_quota(settlement).await
+    }
+
+    async fn quota_usage(
+        &self,
+        period: &str,
+    ) -> Result<Vec<flightdeck_store::QuotaUsage>, StoreError> {
+        self.inner.quota_usage(period).await
     }
 }
 
@@ -506,6 +563,7 @@ fn request(repo: &Path, name: &str) -> CreateMission {
         policy_file: ".flightdeck/policy.toml".into(),
         codeowners: None,
         base_commit: None,
+        remote: None,
     }
 }
 

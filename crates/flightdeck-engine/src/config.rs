@@ -34,10 +34,17 @@ pub struct EngineConfig {
     /// How long a mission's lease lasts without renewal: after it, another worker may take
     /// the mission over (and this one's appends are fenced). Drivers renew at a third of it.
     pub lease_ttl: Duration,
+    /// A shutdown hands the missions this process drives back to the fleet (`worker`,
+    /// `serve`): their interruption says so, and any worker continues them. Otherwise
+    /// (`run`, `resume`) they wait for someone to resume them.
+    pub hand_back_on_shutdown: bool,
     /// Team membership for approvals (`[teams]` of the installation config).
     pub teams: flightdeck_policy::Teams,
     /// The installation's people: every identity is resolved to one before a decision.
     pub people: Directory,
+    /// `[quotas."@team"]`: what each team's missions may spend per UTC calendar month,
+    /// reserved in the store before each model call (none: no quota).
+    pub quotas: Vec<flightdeck_core::quota::TeamQuota>,
     /// Providers, prices and waiting limits for model calls.
     pub models: ModelSettings,
     /// How the engine waits between retries of a model call (injected so tests need not).
@@ -68,8 +75,10 @@ impl Clone for EngineConfig {
             default_step_timeout: self.default_step_timeout,
             worker: self.worker.clone(),
             lease_ttl: self.lease_ttl,
+            hand_back_on_shutdown: self.hand_back_on_shutdown,
             teams: self.teams.clone(),
             people: self.people.clone(),
+            quotas: self.quotas.clone(),
             models: self.models.clone(),
             sleeper: self.sleeper.clone(),
             secrets: self.secrets.clone(),
@@ -138,8 +147,10 @@ impl EngineConfig {
             default_step_timeout: DEFAULT_STEP_TIMEOUT,
             worker: WorkerId::current(),
             lease_ttl: DEFAULT_LEASE_TTL,
+            hand_back_on_shutdown: false,
             teams: parts.teams,
             people: parts.people,
+            quotas: Vec::new(),
             models: parts.models,
             sleeper: Arc::new(flightdeck_models::TokioSleeper),
             secrets: parts.secrets,
@@ -167,6 +178,8 @@ pub struct Ports {
     pub secrets: Arc<dyn SecretPort>,
     pub models: Arc<dyn ModelPort>,
     pub workspaces: Arc<dyn WorkspaceProvider>,
+    /// Where a mission's repository is on this machine.
+    pub repos: Arc<dyn crate::ports::RepoPort>,
 }
 
 impl Ports {
@@ -180,6 +193,7 @@ impl Ports {
             secrets: Arc::new(ConfiguredSecrets(settings.clone())),
             models: Arc::new(LiveModels),
             workspaces,
+            repos: Arc::new(crate::ports::RecordedRepo),
         }
     }
 }

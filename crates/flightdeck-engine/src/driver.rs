@@ -157,6 +157,9 @@ pub(crate) struct Driver {
     /// An error recording a model call's report: it stopped the route, and the call
     /// returns it.
     pub(crate) model_error: Option<EngineError>,
+    /// The team quota reservation of the model attempt in flight, settled when it is
+    /// answered or fails (see `quota.rs`).
+    pub(crate) quota_hold: Option<String>,
 }
 
 impl Driver {
@@ -185,8 +188,10 @@ impl Driver {
             holds_lease: true,
             lost: false,
             model_error: None,
+            quota_hold: None,
         };
         driver.start_background();
+        shared.cfg.observer.segment_opened(driver.log.state());
         Ok(driver)
     }
 
@@ -423,7 +428,11 @@ impl Driver {
                 calls.join(", ")
             )
         };
-        let event = EventKind::MissionInterrupted(MissionInterrupted { reason, calls });
+        let event = EventKind::MissionInterrupted(MissionInterrupted {
+            reason,
+            calls,
+            handed_back: self.shared.cfg.hand_back_on_shutdown,
+        });
         let _ = self.log.append(vec![event]).await;
     }
 
@@ -491,6 +500,7 @@ impl Driver {
             self.remove_workspace().await;
         }
         self.background.clear();
+        self.shared.cfg.observer.segment_closed(self.log.state());
         if self.holds_lease {
             self.shared.release_lease(self.log.id()).await;
         }

@@ -45,6 +45,9 @@ pub struct CreateMission {
     /// The commit to start from, when it is fixed already (a replay's recorded base);
     /// otherwise `base_ref` is resolved.
     pub base_commit: Option<String>,
+    /// The URL the repository was fetched from, without credentials (recorded so that a
+    /// worker elsewhere can fetch it too).
+    pub remote: Option<String>,
 }
 
 /// What `flightdeck fork` asks for.
@@ -99,6 +102,14 @@ impl Engine {
         &self.shared.cfg
     }
 
+    /// This engine for a fleet's worker (`worker`, `serve`): a shutdown hands the missions
+    /// it drives back ([`EngineConfig::hand_back_on_shutdown`]). Call before driving any.
+    pub fn handing_back_on_shutdown(self) -> Engine {
+        let mut cfg = (*self.shared.cfg).clone();
+        cfg.hand_back_on_shutdown = true;
+        Engine::new(cfg)
+    }
+
     /// Checks a request without writing anything: the template parses and renders with the
     /// params, the repository and base commit exist, the runtime is available.
     pub fn validate(
@@ -109,8 +120,24 @@ impl Engine {
         check(request, models, workspace, false).map(|_| ())
     }
 
-    /// Records a new mission (`mission.created`); nothing runs yet.
+    /// Records a new mission (`mission.created`), queued: nothing runs yet, and any worker
+    /// may claim it.
     pub async fn create(&self, request: CreateMission) -> Result<MissionState, EngineError> {
+        self.create_held(request, false).await
+    }
+
+    /// How long a mission created to be driven by its creator is kept from workers: the
+    /// creator takes its lease at once; should it die first, a worker claims it then.
+    fn creator_hold_until(&self) -> i64 {
+        let ttl = i64::try_from(self.shared.cfg.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+        self.shared.cfg.clock.now_ms().saturating_add(ttl)
+    }
+
+    async fn create_held(
+        &self,
+        request: CreateMission,
+        held: bool,
+    ) -> Result<MissionState, EngineError> {
         let checked = check(
             &request,
             &self.shared.cfg.models,
@@ -174,15 +201,19 @@ impl Engine {
             model_scripts,
             requested_as,
             codeowners_warnings,
+            remote: request.remote.clone(),
         };
         let mut log = MissionLog::new(self.shared.sink(), request.id.as_str());
+        if held {
+            log = log.held_until(self.creator_hold_until());
+        }
         log.append(vec![EventKind::MissionCreated(created)]).await?;
         Ok(log.into_state())
     }
 
     /// Creates a mission and drives it until it ends or parks.
     pub async fn run(&self, request: CreateMission) -> Result<MissionState, EngineError> {
-        let state = self.create(request).await?;
+        let state = self.create_held(request, true).await?;
         self.drive(&state.id, None).await
     }
 
@@ -360,7 +391,9 @@ impl Engine {
             data: kind.data(),
         });
         let steps: Vec<usize> = state.steps.keys().copied().collect();
-        let projection = crate::log::projection(&state, &self.shared.cfg.secrets, steps);
+        let mut projection = crate::log::projection(&state, &self.shared.sink(), steps);
+        // Resumed here next, not by a worker that sees it first.
+        crate::log::hold(&mut projection.columns, self.creator_hold_until());
         // The origin's events are copied as they were recorded (already redacted), in one
         // append that creates the new mission.
         let stored = self
@@ -484,6 +517,10 @@ async fn drive_open(driver: &mut Driver, resume_by: Option<&str>) -> Result<(), 
         if still_waiting(state) {
             return Ok(());
         }
+        // A worker that cannot get the repository here records nothing (another may).
+        if let Some(created) = state.created.clone() {
+            driver.shared.cfg.ports.repos.locate(&created).await?;
+        }
         record_resume(driver, by).await?;
     }
     match driver.program(resuming).await {
@@ -549,6 +586,7 @@ async fn record_resume(driver: &mut Driver, by: &str) -> Result<(), EngineError>
         events.push(EventKind::MissionInterrupted(MissionInterrupted {
             reason,
             calls,
+            handed_back: false,
         }));
     }
     events.push(EventKind::MissionResumed(MissionResumed {

@@ -81,6 +81,9 @@ pub enum EngineError {
     },
     #[error("{0} is not a git repository")]
     NotARepo(String),
+    /// A worker on a machine without the mission's repository, and nowhere to fetch it.
+    #[error("the mission's repository {repo} is not on this machine: {why}")]
+    RepoNotHere { repo: String, why: String },
     #[error(transparent)]
     Git(#[from] GitError),
     #[error(transparent)]

@@ -15,7 +15,7 @@ use flightdeck_core::views::{MissionSummary, StepView, STEPS_LIST};
 use flightdeck_core::{Digest, EventKind, MissionState, MissionStatus, StoredEvent};
 use flightdeck_store::{
     AnchorLog, AnchorPoint, AnchorReason, AppendRequest, ArtifactStore, EventStore, NewEvent,
-    Projection, ProjectionItem, StoreError,
+    Projection, ProjectionColumns, ProjectionItem, StoreError,
 };
 
 use crate::error::EngineError;
@@ -34,7 +34,12 @@ pub struct LogSink {
     pub projection: bool,
     /// Where heads are anchored outside the store (see [`anchor`]); none in a replay.
     pub anchors: Option<Arc<AnchorLog>>,
+    /// The team a requester is in (the first by name), for the projection's `team`.
+    pub team_of: TeamOf,
 }
+
+/// Which team an identity is in, if any.
+pub type TeamOf = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// An event folded into the state before it is stored, with the time it happened.
 #[derive(Debug, Clone)]
@@ -62,6 +67,9 @@ pub struct MissionLog {
     /// The lease epoch its appends carry (a driver's log); `None` for a log that holds no
     /// lease (a mission's creation, a replay).
     fence: Option<u64>,
+    /// Its next append is held for the process that makes it until this time (ms): a
+    /// mission created to be driven here at once is not claimed by a worker meanwhile.
+    held_until: Option<i64>,
 }
 
 impl MissionLog {
@@ -81,6 +89,7 @@ impl MissionLog {
         let state = load(&*sink.store, id).await?;
         Ok(MissionLog {
             fence: None,
+            held_until: None,
             stored_status: Some(state.status),
             state,
             staged: Vec::new(),
@@ -93,6 +102,7 @@ impl MissionLog {
     pub fn new(sink: LogSink, id: &str) -> MissionLog {
         MissionLog {
             fence: None,
+            held_until: None,
             state: MissionState::new(id),
             staged: Vec::new(),
             sink,
@@ -103,6 +113,12 @@ impl MissionLog {
 
     pub fn state(&self) -> &MissionState {
         &self.state
+    }
+
+    /// Holds the next append for this process until `until_ms` (see `held_until`).
+    pub(crate) fn held_until(mut self, until_ms: i64) -> MissionLog {
+        self.held_until = Some(until_ms);
+        self
     }
 
     pub fn into_state(self) -> MissionState {
@@ -167,14 +183,19 @@ impl MissionLog {
                 template: template_of(&self.state),
                 summary: serde_json::Value::Null,
                 items: Vec::new(),
+                columns: ProjectionColumns::default(),
             }
         } else if self.items_complete {
             let touched = self.staged.iter().map(|s| &s.kind).chain(&kinds);
-            projection(&self.state, &self.sink.secrets, touched.filter_map(step_of))
+            projection(&self.state, &self.sink, touched.filter_map(step_of))
         } else {
             let every_step: Vec<usize> = self.state.steps.keys().copied().collect();
-            projection(&self.state, &self.sink.secrets, every_step)
+            projection(&self.state, &self.sink, every_step)
         };
+        let mut projection = projection;
+        if let Some(until_ms) = self.held_until.take() {
+            hold(&mut projection.columns, until_ms);
+        }
         let request = AppendRequest {
             mission: self.state.id.clone(),
             expected_seq,
@@ -382,9 +403,10 @@ fn template_of(state: &MissionState) -> String {
 /// twice).
 pub(crate) fn projection(
     state: &MissionState,
-    secrets: &Secrets,
+    sink: &LogSink,
     steps: impl IntoIterator<Item = usize>,
 ) -> Projection {
+    let secrets = &sink.secrets;
     let mut summary = MissionSummary::without_steps(state);
     if let Some(error) = &mut summary.error {
         let message = serde_json::Value::String(std::mem::take(&mut error.message));
@@ -410,5 +432,37 @@ pub(crate) fn projection(
         template: template_of(state),
         summary: summary.to_json(),
         items,
+        columns: projection_columns(
+            state,
+            state
+                .created
+                .as_ref()
+                .and_then(|c| (sink.team_of)(&c.requested_by)),
+        ),
+    }
+}
+
+/// Keeps a mission the caller is about to drive from being claimed until `until_ms`: not
+/// ready, and due (claimable) then, should the caller die before it takes the lease.
+pub(crate) fn hold(columns: &mut ProjectionColumns, until_ms: i64) {
+    columns.ready = false;
+    columns.next_deadline_ms = Some(
+        columns
+            .next_deadline_ms
+            .map_or(until_ms, |d| d.min(until_ms)),
+    );
+}
+
+/// The typed columns of a mission's row after `state` (its requester in `team`): what
+/// claiming work and listings filter on.
+pub fn projection_columns(state: &MissionState, team: Option<String>) -> ProjectionColumns {
+    let schedule = flightdeck_core::schedule::Schedule::of(state);
+    ProjectionColumns {
+        team,
+        requested_by: state.created.as_ref().map(|c| c.requested_by.clone()),
+        ready: schedule.ready,
+        waiting_for: schedule.waiting_for.map(str::to_string),
+        next_deadline_ms: schedule.next_deadline_ms,
+        cost_usd: state.cost_usd,
     }
 }

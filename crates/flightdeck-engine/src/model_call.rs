@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::driver::{Driver, Input, Report, ReportStep, Running, Stop, Verdict};
 use crate::error::EngineError;
 use crate::models::{remote_provider, StepModels};
+use crate::quota;
 use crate::request_record::{self, RecordedRequest};
 use crate::shared::Shared;
 
@@ -272,6 +273,19 @@ impl Driver {
                     self.log.append(vec![exceeded]).await?;
                     return Ok(Verdict::Abort("budget exceeded".into()));
                 }
+                // Then the team quotas, in the store, so missions on other workers cannot
+                // spend the same room.
+                let cfg = &self.shared.cfg;
+                match quota::reserve(cfg, self.log.state(), &call_id, &reserved, now).await? {
+                    quota::Reserved::Free => self.quota_hold = None,
+                    quota::Reserved::Held(id) => self.quota_hold = Some(id),
+                    quota::Reserved::Refused(exceeded) => {
+                        self.quota_hold = None;
+                        let exceeded = EventKind::BudgetExceeded(exceeded);
+                        self.log.append(vec![exceeded]).await?;
+                        return Ok(Verdict::Abort("team quota exceeded".into()));
+                    }
+                }
                 let digest = self.log.put_artifact(&record).await?;
                 let requested = ModelRequested {
                     call_id,
@@ -296,6 +310,11 @@ impl Driver {
                 raw,
                 neutral,
             } => {
+                if let Some(id) = self.quota_hold.take() {
+                    let tokens = usage.input_tokens + usage.output_tokens;
+                    let now = self.log.now_ms();
+                    quota::settle(&self.shared.cfg, id, tokens, cost_usd, now).await?;
+                }
                 let response = self.log.put_artifact(&raw).await?;
                 let message = self.log.put_artifact(&neutral).await?;
                 let responded = ModelResponded {
@@ -325,6 +344,11 @@ impl Driver {
                 kind,
                 raw,
             } => {
+                // A failed attempt is billed nothing here (as in the cost ledger).
+                if let Some(id) = self.quota_hold.take() {
+                    let now = self.log.now_ms();
+                    quota::settle(&self.shared.cfg, id, 0, 0.0, now).await?;
+                }
                 let response = match raw {
                     Some(raw) => Some(self.log.put_artifact(&raw).await?),
                     None => None,

@@ -15,12 +15,48 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use flightdeck_core::{Digest, StoredEvent};
+use flightdeck_core::{Digest, MissionState, StoredEvent};
 use flightdeck_models::Provider;
 use flightdeck_workspace::{CommandOutcome, CommandSpec, ConfinedFs, Workspace, Worktree};
 
 use crate::error::EngineError;
 use crate::tools::ToolInvocation;
+
+/// Where a mission's repository is on this machine.
+#[async_trait]
+pub trait RepoPort: Send + Sync {
+    /// The repository of the mission `created` describes: the recorded `repo` when this
+    /// machine has it; else (a worker elsewhere) a fetch of the recorded `remote` at the
+    /// base commit into this installation's cache.
+    async fn locate(
+        &self,
+        created: &flightdeck_core::event::MissionCreated,
+    ) -> Result<PathBuf, EngineError>;
+}
+
+/// The recorded repository, which must be on this machine (no fetching).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecordedRepo;
+
+#[async_trait]
+impl RepoPort for RecordedRepo {
+    async fn locate(
+        &self,
+        created: &flightdeck_core::event::MissionCreated,
+    ) -> Result<PathBuf, EngineError> {
+        let repo = PathBuf::from(&created.repo);
+        if repo.exists() {
+            return Ok(repo);
+        }
+        Err(EngineError::RepoNotHere {
+            repo: created.repo.clone(),
+            why: match &created.remote {
+                Some(url) => format!("this process does not fetch repositories (from {url})"),
+                None => "the mission was started from a checkout; missions a fleet's workers on other machines drive are started with --remote URL or a [repos.NAME]".to_string(),
+            },
+        })
+    }
+}
 
 /// Runs a command of a mission in its workspace.
 #[async_trait]
@@ -231,6 +267,12 @@ pub trait Observer: Send + Sync {
     fn event(&self, _event: &StoredEvent) {}
     /// A command has been running for `elapsed`; called every few seconds.
     fn still_running(&self, _call_id: &str, _command: &str, _elapsed: Duration) {}
+    /// A driver opened mission `state.id` (lease taken, timeline read; `state.events` is the
+    /// head): what it appends until `segment_closed` is one driven segment.
+    fn segment_opened(&self, _state: &MissionState) {}
+    /// The driver of `state.id` closed (the mission parked, ended, stopped, or was lost):
+    /// the segment is over.
+    fn segment_closed(&self, _state: &MissionState) {}
 }
 
 /// An observer that ignores everything.

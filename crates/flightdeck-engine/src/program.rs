@@ -3,7 +3,6 @@
 //! through the governed-call protocol and every effect through a port.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,6 +144,9 @@ impl Driver {
         resuming: bool,
     ) -> Result<Option<(Worktree, Arc<dyn Workspace>)>, Halt> {
         let runtime = template.workspace.runtime;
+        // On another machine than the requester's, the repository is fetched here first
+        // (before anything is recorded: a worker that cannot get it leaves no trace).
+        let repo = self.shared.cfg.ports.repos.locate(created).await?;
         let state = self.log.state();
         if state.workspace.is_none() && state.status != MissionStatus::Provisioning {
             let provisioning = WorkspaceProvisioning {
@@ -158,7 +160,7 @@ impl Driver {
         let origin = self.log.state().forked.as_ref().map(|f| f.origin.clone());
         let request = WorkspaceRequest {
             id: &self.log.state().id.clone(),
-            repo: Path::new(&created.repo),
+            repo: &repo,
             base_commit: &created.base_commit,
             spec: &template.workspace,
             recorded: None,
@@ -166,6 +168,12 @@ impl Driver {
         };
         let provider = self.shared.cfg.ports.workspaces.clone();
         let id = self.log.id().to_string();
+        if fresh && provider.worktree_path(&id).exists() {
+            // Left by a provisioning a crash cut off (nothing recorded it as made): `git
+            // worktree add` may have stopped half way through its checkout, and a worktree
+            // missing files would publish them as deleted. It is made again from scratch.
+            provider.remove(&id, Some(&repo)).await;
+        }
         let label = format!("provisioning workspace {id}");
         let made = if fresh {
             self.perform(
@@ -636,10 +644,10 @@ impl Driver {
     /// `flightdeck workspace gc`.
     pub(crate) async fn remove_workspace(&self) {
         let state = self.log.state();
-        let repo = state
-            .created
-            .as_ref()
-            .map(|c| std::path::PathBuf::from(&c.repo));
+        let repo = match &state.created {
+            Some(created) => self.shared.cfg.ports.repos.locate(created).await.ok(),
+            None => None,
+        };
         self.shared
             .cfg
             .ports

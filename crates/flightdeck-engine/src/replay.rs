@@ -1045,6 +1045,43 @@ impl EventStore for ReplayStore {
         Ok(())
     }
 
+    async fn release_claim(
+        &self,
+        _mission: &str,
+        _owner: &str,
+        _epoch: u64,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// A replay hands out no work.
+    async fn claim_runnable(
+        &self,
+        _request: flightdeck_store::ClaimRequest,
+    ) -> Result<Vec<flightdeck_store::Claimed>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn lease_holders(&self, _now_ms: i64) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn next_deadline_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+
+    async fn feed(
+        &self,
+        _after: u64,
+        _limit: u32,
+    ) -> Result<Vec<flightdeck_store::FeedEntry>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn feed_head(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
     // The replay's inbox is the recording: what other processes asked of the mission (a
     // vote, a budget raise, a cancel) is given to the replayed driver as an input where the
     // recording has it, and the driver records it again (compared like every event).
@@ -1096,6 +1133,64 @@ impl EventStore for ReplayStore {
     }
 
     async fn missions_with_pending_inputs(&self, _limit: u32) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    // Team quotas: a replay reserves and settles nothing. What a quota answered is in the
+    // recording: the attempt being reserved is recorded next as its `model.requested`, or as
+    // a quota's `budget.exceeded` instead (after what was staged before it: a model's answer,
+    // a read's request and result). A recorded refusal of a hold the engine asks for is
+    // answered as recorded (and the engine records it again, to be compared); any other
+    // reservation is granted.
+
+    async fn reserve_quota(
+        &self,
+        reservation: flightdeck_store::QuotaReservation,
+    ) -> Result<flightdeck_store::QuotaGrant, StoreError> {
+        let cursor = self.replay.cursor();
+        let next = self
+            .replay
+            .recorded
+            .iter()
+            .skip(cursor.next)
+            .find(|e| matches!(e.event_type.as_str(), "model.requested" | "budget.exceeded"))
+            .map(StoredEvent::kind);
+        if let Some(Ok(EventKind::BudgetExceeded(exceeded))) = next {
+            let dimension = exceeded
+                .dimension
+                .strip_prefix("team_")
+                .unwrap_or_default()
+                .to_string();
+            if let Some(team) = exceeded.team {
+                let asked = reservation
+                    .holds
+                    .iter()
+                    .any(|hold| hold.team == team && hold.dimension == dimension);
+                if asked {
+                    return Ok(flightdeck_store::QuotaGrant::Refused {
+                        team,
+                        dimension,
+                        used: exceeded.used,
+                        limit: exceeded.limit,
+                        needed: exceeded.needed,
+                    });
+                }
+            }
+        }
+        Ok(flightdeck_store::QuotaGrant::Granted { again: false })
+    }
+
+    async fn settle_quota(
+        &self,
+        _settlement: flightdeck_store::QuotaSettlement,
+    ) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn quota_usage(
+        &self,
+        _period: &str,
+    ) -> Result<Vec<flightdeck_store::QuotaUsage>, StoreError> {
         Ok(Vec::new())
     }
 
@@ -1368,6 +1463,7 @@ impl crate::Engine {
             workspaces_dir: scratch.clone(),
             worker: crate::WorkerId(format!("replay-{}", std::process::id())),
             lease_ttl: crate::config::DEFAULT_LEASE_TTL,
+            hand_back_on_shutdown: false,
             sleeper: Arc::new(NoWait),
             ports,
             projection: false,
@@ -1433,6 +1529,7 @@ fn replay_ports(
             inner: live,
             recorded: replay.recorded_provisioned(),
         }),
+        repos: Arc::new(crate::ports::RecordedRepo),
     }
 }
 

@@ -42,6 +42,16 @@ impl Shared {
             observer: self.cfg.observer.clone(),
             projection: self.cfg.projection,
             anchors: self.cfg.anchors.clone(),
+            team_of: {
+                let cfg = self.cfg.clone();
+                Arc::new(move |who: &str| {
+                    cfg.people
+                        .0
+                        .teams_of(&cfg.teams, who)
+                        .first()
+                        .map(|team| (*team).to_string())
+                })
+            },
         }
     }
 
@@ -79,9 +89,14 @@ impl Shared {
         taken
     }
 
+    /// Now on the clock leases run on: the database's (see `EventStore::clock_ms`).
+    async fn lease_clock_ms(&self) -> Result<i64, flightdeck_store::StoreError> {
+        self.cfg.store.clock_ms().await
+    }
+
     async fn acquire(&self, id: &str) -> Result<u64, EngineError> {
         let me = &self.cfg.worker.0;
-        let now = self.cfg.clock.now_ms();
+        let now = self.lease_clock_ms().await?;
         let store = &self.cfg.store;
         let holder = store
             .acquire_lease(id, me, now, self.lease_ttl_ms(), None)
@@ -114,10 +129,14 @@ impl Shared {
     /// epoch, which the driver's appends do not carry: someone may have driven it between).
     pub(crate) async fn renew_lease(&self, id: &str, epoch: u64) -> Result<(), Option<String>> {
         let me = &self.cfg.worker.0;
+        let Ok(now) = self.lease_clock_ms().await else {
+            // A store that does not answer now may answer at the next tick.
+            return Ok(());
+        };
         match self
             .cfg
             .store
-            .acquire_lease(id, me, self.cfg.clock.now_ms(), self.lease_ttl_ms(), None)
+            .acquire_lease(id, me, now, self.lease_ttl_ms(), None)
             .await
         {
             Ok(Some(lease)) if &lease.owner == me && lease.epoch == epoch => Ok(()),
@@ -145,7 +164,7 @@ impl Shared {
             return Ok(false);
         }
         let row = self.cfg.store.mission(id).await?;
-        let now = self.cfg.clock.now_ms();
+        let now = self.lease_clock_ms().await?;
         Ok(row.and_then(|r| r.lease).is_none_or(|lease| {
             lease.expires_ms <= now || WorkerId::is_dead_on_this_host(&lease.owner)
         }))

@@ -2,8 +2,9 @@
 //! so that a lease left by a process that died on this host can be taken over at once
 //! instead of after its expiry.
 
-/// `host/pid/start-time` of a process (start time in clock ticks since boot, so a reused
-/// pid is not mistaken for the original process).
+/// `host:pid-namespace/pid/start-time` of a process (start time in clock ticks since boot,
+/// so a reused pid is not mistaken for the original process; the pid namespace, so that
+/// containers that share a host name never judge each other's processes by their own pids).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerId(pub String);
 
@@ -13,7 +14,7 @@ impl WorkerId {
         let pid = std::process::id();
         WorkerId(format!(
             "{}/{pid}/{}",
-            hostname(),
+            this_host(),
             start_time(pid).unwrap_or_default()
         ))
     }
@@ -26,7 +27,7 @@ impl WorkerId {
         else {
             return false;
         };
-        if host != hostname() {
+        if host != this_host() {
             return false;
         }
         let Ok(pid) = pid.parse::<u32>() else {
@@ -34,6 +35,20 @@ impl WorkerId {
         };
         start_time(pid).is_none_or(|actual| actual != start)
     }
+}
+
+/// The host name and this process's pid namespace: where a pid means one process.
+fn this_host() -> String {
+    let namespace = std::fs::read_link("/proc/self/ns/pid")
+        .ok()
+        .and_then(|link| {
+            let link = link.to_string_lossy().into_owned();
+            link.strip_prefix("pid:[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    format!("{}:{namespace}", hostname())
 }
 
 fn hostname() -> String {
@@ -58,13 +73,19 @@ mod tests {
     fn this_process_is_alive_and_a_made_up_one_is_dead() {
         let me = WorkerId::current();
         assert!(!WorkerId::is_dead_on_this_host(&me.0), "{}", me.0);
-        let host = hostname();
+        let host = this_host();
+        assert!(host.starts_with(&format!("{}:", hostname())), "{host}");
         assert!(WorkerId::is_dead_on_this_host(&format!(
             "{host}/{}/1",
             std::process::id()
         )));
         assert!(WorkerId::is_dead_on_this_host(&format!("{host}/4000000/1")));
         assert!(!WorkerId::is_dead_on_this_host("elsewhere/1/1"));
+        // The same host name in another pid namespace (another container): never judged.
+        assert!(!WorkerId::is_dead_on_this_host(&format!(
+            "{}:0/4000000/1",
+            hostname()
+        )));
         assert!(!WorkerId::is_dead_on_this_host("garbage"));
     }
 }

@@ -3,9 +3,10 @@
 //! shutdown records the interruption and a resume finishes the work, and a crash between
 //! writing the branch and recording the publication resumes to the very same commit.
 //!
-//! Each test drives a real engine (SQLite store in a temporary data directory, real git,
-//! commands unsandboxed so the tests need no bubblewrap) and, where another process would
-//! act, a second engine over the same database: what another `flightdeck` process is.
+//! Each test drives a real engine (a store in a temporary data directory: SQLite, and again
+//! on PostgreSQL, the server `FLIGHTDECK_TEST_DATABASE_URL` names; real git, commands
+//! unsandboxed so the tests need no bubblewrap) and, where another process would act, a
+//! second engine over the same database: what another `flightdeck` process is.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -31,16 +32,28 @@ use flightdeck_workspace::Worktree;
 
 const ALLOW_ALL: &str = "[defaults]\ncommand = \"allow\"\nwrite = \"allow\"\npublish = \"allow\"\n";
 
+/// The store an installation's engines share.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
 /// A data directory and the engines (processes) working on it.
 struct Installation {
     data: tempfile::TempDir,
+    /// The database: SQLite in the data directory, or a fresh PostgreSQL database.
+    url: String,
 }
 
 impl Installation {
-    fn new() -> Installation {
-        Installation {
-            data: tempfile::tempdir().unwrap(),
-        }
+    fn on(backend: Backend) -> Installation {
+        let data = tempfile::tempdir().unwrap();
+        let url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", data.path().join("flightdeck.db").display()),
+            Backend::Postgres => fresh_postgres_database(),
+        };
+        Installation { data, url }
     }
 
     /// An engine over this installation, as one `flightdeck` process has one.
@@ -63,12 +76,8 @@ impl Installation {
         publisher: Option<Arc<dyn Publisher>>,
         files: Option<Arc<dyn FilePort>>,
     ) -> Engine {
-        let url = format!(
-            "sqlite://{}",
-            self.data.path().join("flightdeck.db").display()
-        );
         let (store, artifacts) =
-            flightdeck_store::open_with_artifacts(&url, &self.data.path().join("artifacts"))
+            flightdeck_store::open_with_artifacts(&self.url, &self.data.path().join("artifacts"))
                 .await
                 .unwrap();
         let mut cfg = EngineConfig::live(LiveParts {
@@ -103,6 +112,32 @@ impl Installation {
 
 static NEXT: AtomicU64 = AtomicU64::new(1);
 
+/// A new database on the test PostgreSQL server; its URL.
+fn fresh_postgres_database() -> String {
+    let admin = std::env::var("FLIGHTDECK_TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "the PostgreSQL half of these tests needs a server: run scripts/test, or \
+             `scripts/postgres start` and export the FLIGHTDECK_TEST_DATABASE_URL it prints"
+        )
+    });
+    let name = format!(
+        "fd_driver_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst)
+    );
+    let out = std::process::Command::new("psql")
+        .args([admin.as_str(), "-qAtc", &format!("CREATE DATABASE {name}")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (server, _) = admin.rsplit_once('/').unwrap();
+    format!("{server}/{name}")
+}
+
 /// A mission request for `template` in `repo` (the policy allows everything).
 fn request(repo: &TestRepo, template: &str, policy: &str) -> CreateMission {
     CreateMission {
@@ -121,6 +156,7 @@ fn request(repo: &TestRepo, template: &str, policy: &str) -> CreateMission {
         policy_file: "policy.toml".into(),
         codeowners: None,
         base_commit: None,
+        remote: None,
     }
 }
 
@@ -187,9 +223,8 @@ async fn gone(marker: &str) -> bool {
 
 const UNSANDBOXED: &str = "[workspace]\nruntime = \"local-unsandboxed\"\n";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_budget_raise_while_a_command_runs_is_taken_in_and_the_command_goes_on() {
-    let installation = Installation::new();
+async fn a_budget_raise_while_a_command_runs_is_taken_in_and_the_command_goes_on(backend: Backend) {
+    let installation = Installation::on(backend);
     let repo = repo();
     let template = format!(
         "{UNSANDBOXED}[budget]\ntool_calls = 3\n[[steps]]\nrun = \"sleep 2 && echo one > one.txt\"\n[[steps]]\nrun = \"echo two > two.txt\"\n"
@@ -226,9 +261,8 @@ async fn a_budget_raise_while_a_command_runs_is_taken_in_and_the_command_goes_on
     assert!(!kinds.contains(&"mission.interrupted"), "{kinds:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_during_a_command_kills_it_and_removes_the_workspace() {
-    let installation = Installation::new();
+async fn a_cancel_during_a_command_kills_it_and_removes_the_workspace(backend: Backend) {
+    let installation = Installation::on(backend);
     let repo = repo();
     let marker = format!("sleep 30.{:04}", NEXT.fetch_add(1, Ordering::Relaxed));
     let template = format!("{UNSANDBOXED}[[steps]]\nrun = \"{marker}\"\n");
@@ -259,9 +293,10 @@ async fn a_cancel_during_a_command_kills_it_and_removes_the_workspace() {
     assert_eq!(events.last().unwrap().data["error"]["kind"], "cancelled");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_during_an_acceptance_command_removes_the_workspace_like_any_cancel() {
-    let installation = Installation::new();
+async fn a_cancel_during_an_acceptance_command_removes_the_workspace_like_any_cancel(
+    backend: Backend,
+) {
+    let installation = Installation::on(backend);
     let repo = repo();
     let marker = format!("sleep 30.{:04}", NEXT.fetch_add(1, Ordering::Relaxed));
     let template = format!(
@@ -286,9 +321,8 @@ async fn a_cancel_during_an_acceptance_command_removes_the_workspace_like_any_ca
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shutdown_records_the_interruption_and_a_resume_finishes_the_work() {
-    let installation = Installation::new();
+async fn a_shutdown_records_the_interruption_and_a_resume_finishes_the_work(backend: Backend) {
+    let installation = Installation::on(backend);
     let repo = repo();
     // A sleep long enough to be interrupted, short enough to run again after the resume.
     let marker = format!("sleep 3.{:04}", NEXT.fetch_add(1, Ordering::Relaxed));
@@ -361,9 +395,8 @@ impl Publisher for DiesAfterCommit {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_after_the_branch_is_written_resumes_to_the_same_commit() {
-    let installation = Installation::new();
+async fn a_crash_after_the_branch_is_written_resumes_to_the_same_commit(backend: Backend) {
+    let installation = Installation::on(backend);
     let repo = repo();
     let template = format!("{UNSANDBOXED}[[steps]]\nrun = \"echo more >> src/lib.rs\"\n");
     let crashing = installation
@@ -392,9 +425,10 @@ async fn a_crash_after_the_branch_is_written_resumes_to_the_same_commit() {
     assert_eq!(repo.git(&["rev-parse", &branch]), written);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inputs_that_cannot_be_taken_in_are_refused_with_the_reason_and_record_nothing() {
-    let installation = Installation::new();
+async fn inputs_that_cannot_be_taken_in_are_refused_with_the_reason_and_record_nothing(
+    backend: Backend,
+) {
+    let installation = Installation::on(backend);
     let repo = repo();
     let template = format!("{UNSANDBOXED}[[steps]]\nrun = \"true\"\n");
     let engine = installation.engine().await;
@@ -452,9 +486,10 @@ impl FilePort for PostsDuringFirstRead {
 /// the next model call's request) is taken in after that append, never between staged
 /// events, so the replay, which hands an input over right after the append it follows,
 /// reproduces the mission event for event.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_input_posted_during_a_staged_read_is_recorded_where_a_replay_takes_it_in() {
-    let install = Installation::new();
+async fn an_input_posted_during_a_staged_read_is_recorded_where_a_replay_takes_it_in(
+    backend: Backend,
+) {
+    let install = Installation::on(backend);
     let script = r#"model = "sim-1"
 [[turn]]
 [[turn.call]]
@@ -531,3 +566,35 @@ args = { summary = "Done." }
     );
     assert_eq!(report.checked, events.len() as u64);
 }
+
+/// Makes each check a test on SQLite and one on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($check:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    super::$check(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_budget_raise_while_a_command_runs_is_taken_in_and_the_command_goes_on,
+    a_cancel_during_a_command_kills_it_and_removes_the_workspace,
+    a_cancel_during_an_acceptance_command_removes_the_workspace_like_any_cancel,
+    a_shutdown_records_the_interruption_and_a_resume_finishes_the_work,
+    a_crash_after_the_branch_is_written_resumes_to_the_same_commit,
+    inputs_that_cannot_be_taken_in_are_refused_with_the_reason_and_record_nothing,
+    an_input_posted_during_a_staged_read_is_recorded_where_a_replay_takes_it_in,
+);

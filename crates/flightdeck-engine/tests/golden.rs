@@ -324,6 +324,7 @@ fn request(repo: &Path, id: Option<MissionId>) -> CreateMission {
         policy_file: ".flightdeck/policy.toml".into(),
         codeowners: None,
         base_commit: None,
+        remote: None,
     }
 }
 
@@ -574,6 +575,7 @@ async fn load(name: &str, data: &Path, repo: &Path) -> (Engine, String, Vec<Stor
                 template: "t".into(),
                 summary: Value::Null,
                 items: Vec::new(),
+                columns: flightdeck_store::ProjectionColumns::default(),
             },
             consumes: Vec::new(),
             fence: None,

@@ -114,6 +114,7 @@ impl Given {
             model_scripts: BTreeMap::new(),
             requested_as: None,
             codeowners_warnings: Vec::new(),
+            remote: None,
         }));
         given.push(EventKind::WorkspaceProvisioned(WorkspaceProvisioned {
             runtime: "local".into(),
@@ -215,6 +216,7 @@ impl Given {
         self.push(EventKind::MissionInterrupted(MissionInterrupted {
             reason: "killed".into(),
             calls: calls.iter().map(|c| c.to_string()).collect(),
+            handed_back: false,
         }))
     }
 

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::approval::{self, canonical_identity, ApprovalContext, ApprovalRequirement};
+use crate::approval::{self, canonical_identity, ApprovalContext, ApprovalRequirement, Teams};
 use crate::ApproverRefusal;
 
 /// [`Resolved::resolved_by`] when the identity is a person's handle (`@alice`, `alice`).
@@ -296,6 +296,23 @@ impl People {
             ctx,
         )?;
         Ok(self.resolve(identity, channel))
+    }
+
+    /// The teams of `teams` whose members include `identity` (read as a CLI identity: a
+    /// recorded handle, an email…), with members compared as people, in `teams`'s order:
+    /// whose quotas a mission requested by `identity` counts against.
+    pub fn teams_of<'t>(&self, teams: &'t Teams, identity: &str) -> Vec<&'t str> {
+        let who = self.who(identity, IdentityChannel::Cli);
+        teams
+            .0
+            .iter()
+            .filter(|(_, members)| {
+                members
+                    .iter()
+                    .any(|member| self.who(member, IdentityChannel::Cli) == who)
+            })
+            .map(|(team, _)| team.as_str())
+            .collect()
     }
 
     /// Who an identity is, for comparisons.

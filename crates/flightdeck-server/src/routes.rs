@@ -594,18 +594,41 @@ fn spawn_driver(
 /// How often at most [`changes`] tells a page that something changed.
 const CHANGES_EVERY: Duration = Duration::from_secs(1);
 
-/// `event: changed` whenever the store changed (any mission; at most once a second), so a
-/// list can refresh itself: woken by the store's change feed, never by polling. Ends when
-/// the server stops or the token stops working.
+/// Where a stream of changes starts: after this global feed position (also taken from the
+/// `Last-Event-ID` a reconnecting `EventSource` sends); by default, from now.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangesQuery {
+    after: Option<u64>,
+}
+
+/// How many feed entries one wait reads at most (more are read by the next).
+const CHANGES_PAGE: u32 = 1_000;
+
+/// `event: changed` whenever missions changed (any mission, any process; at most once a
+/// second), with `id:` the global feed position and the ids of the missions that changed,
+/// so a list can refresh itself and a client that reconnects misses nothing: it tails the
+/// store's global feed (`EventStore::wait_for_change`), never polling each mission. Ends
+/// when the server stops or the token stops working.
 async fn changes(
     State(state): State<Shared>,
     Caller(who): Caller,
     headers: HeaderMap,
+    ApiQuery(q): ApiQuery<ChangesQuery>,
 ) -> ApiResult<Response> {
-    let feed = state.engine.config().store.subscribe().await?;
+    let store = state.engine.config().store.clone();
+    let resumed = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // From now by default; never past the head (a position of another database, say,
+    // would wait for nothing forever).
+    let head = store.feed_head().await?;
+    let cursor = q.after.or(resumed).map_or(head, |after| after.min(head));
     struct Watch {
         state: Shared,
-        feed: flightdeck_store::ChangeFeed,
+        store: std::sync::Arc<dyn flightdeck_store::EventStore>,
+        cursor: u64,
         shutdown: tokio::sync::watch::Receiver<Option<String>>,
         recheck: Recheck,
     }
@@ -613,7 +636,8 @@ async fn changes(
         shutdown: state.shutdown.clone(),
         recheck: Recheck::new(credential_of(&state, &headers, &who)),
         state,
-        feed,
+        store,
+        cursor,
     };
     let events = futures_util::stream::unfold(watch, |mut w| async move {
         loop {
@@ -623,18 +647,36 @@ async fn changes(
             if !w.recheck.passes(&w.state).await {
                 return None;
             }
-            tokio::select! {
-                changed = w.feed.changed() => {
-                    if changed.is_err() { return None }
-                    tokio::time::sleep(CHANGES_EVERY).await;
-                    // What changed meanwhile is in this one.
-                    let _ = w.feed.has_changed();
-                    let event = Event::default().event("changed").data("{}");
-                    return Some((Ok::<Event, Infallible>(event), w));
-                }
+            // Waits a while at most, so the credential is rechecked in time.
+            let patience = Duration::from_secs(5);
+            let waited = tokio::select! {
+                entries = w.store.wait_for_change(w.cursor, CHANGES_PAGE, patience) => entries,
                 _ = w.shutdown.changed() => return None,
-                () = w.recheck.due(), if w.recheck.revocable() => {}
+            };
+            let Ok(mut entries) = waited else { return None };
+            if entries.is_empty() {
+                continue;
             }
+            // What changes in the next second goes in this one event.
+            tokio::time::sleep(CHANGES_EVERY).await;
+            if let Some(last) = entries.last().map(|e| e.position) {
+                if let Ok(more) = w.store.feed(last, CHANGES_PAGE).await {
+                    entries.extend(more);
+                }
+            }
+            let Some(last) = entries.last().map(|e| e.position) else {
+                continue;
+            };
+            w.cursor = last;
+            let mut missions: Vec<&str> = entries.iter().map(|e| e.mission.as_str()).collect();
+            missions.sort_unstable();
+            missions.dedup();
+            let data = serde_json::json!({"position": last, "missions": missions});
+            let event = Event::default()
+                .event("changed")
+                .id(last.to_string())
+                .data(data.to_string());
+            return Some((Ok::<Event, Infallible>(event), w));
         }
     });
     let sse = Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));

@@ -11,8 +11,11 @@
 //!    group commit could batch (but each append's `pg_notify` serialises the commits: see
 //!    docs/benchmarks.md). On one store (one process, whose pool has 8 connections), and
 //!    with the appenders spread over 8 stores (as 8 processes would be);
-//! 3. claim latency: `acquire_lease` on an existing mission whose lease has run out (a new
-//!    holding, so a committed write);
+//! 3. claim latency: `claim_runnable` handing out one mission (a committed write: a new
+//!    holding at a new epoch) among 1,000 missions of which 100 are ready, the ready ones
+//!    spread among the others in the order claims look at them, and some of them held by
+//!    earlier claims (as other workers would hold them); measured first, while the database
+//!    holds those missions only;
 //! 4. feed latency: a second store on the same database (as another process would have)
 //!    waits on its change feed (`LISTEN`/`NOTIFY`, no polling); from the start of an append
 //!    through the first store to the second store having read the new event.
@@ -32,7 +35,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flightdeck_store::{AppendRequest, EventStore, NewEvent, PgStore, Projection};
+use flightdeck_store::{
+    AppendRequest, ClaimRequest, EventStore, NewEvent, PgStore, Projection, ProjectionColumns,
+};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -57,6 +62,7 @@ fn request(mission: &str, expected_seq: u64, count: u64) -> AppendRequest {
             template: "bench".into(),
             summary: json!({"id": mission, "status": "running"}),
             items: Vec::new(),
+            columns: ProjectionColumns::default(),
         },
         consumes: Vec::new(),
         fence: None,
@@ -247,25 +253,74 @@ async fn concurrent_appends(
     (missions as u64 * per_mission) as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Claims of an existing mission's lease, claim `i` of `claims` at a clock of `i` s, so each
-/// comes after the last one ran out (the ttl is 0.5 s), by two owners in turn: each is a new
-/// holding, a committed write. Returns each claim's ms.
-async fn claim_latency(store: &PgStore, mission: &str, claims: std::ops::Range<u64>) -> Vec<f64> {
+/// How many missions the claims choose among, and how many of them are ready.
+const CLAIM_MISSIONS: usize = 1_000;
+const CLAIM_READY: usize = 100;
+/// Claims in a row that keep their leases (so the later ones of a batch find the earlier
+/// ones' missions held, as other workers' would be) before the clock moves past them all.
+const CLAIM_BATCH: u64 = 50;
+
+/// `CLAIM_MISSIONS` new missions, one event each, created in the order claims look at them
+/// (the longest waiting first); one in ten is ready (queued), the others finished. Returns
+/// the ready ones.
+async fn claimable_missions(store: &PgStore) -> std::collections::HashSet<String> {
+    let mut ready = std::collections::HashSet::new();
+    for i in 0..CLAIM_MISSIONS {
+        let mission = format!("m-claim-{i:04}");
+        let mut append = request(&mission, 0, 1);
+        append.events[0].at_ms = 1_795_000_000_000 + i as i64;
+        let is_ready = i % (CLAIM_MISSIONS / CLAIM_READY) == 0;
+        append.projection.status = if is_ready { "queued" } else { "succeeded" }.into();
+        append.projection.columns.ready = is_ready;
+        store.append(append).await.unwrap();
+        if is_ready {
+            ready.insert(mission);
+        }
+    }
+    ready
+}
+
+/// `claims` claims of one mission each (`limit` 1) by two owners in turn, each lease of
+/// 100 s, in batches of [`CLAIM_BATCH`] claims 1 ms apart on the lease clock; the clock
+/// moves 1,000 s between batches, so a batch's first claim finds every earlier lease run
+/// out. Returns each claim's ms.
+async fn claim_latency(
+    store: &PgStore,
+    ready: &std::collections::HashSet<String>,
+    claims: std::ops::Range<u64>,
+) -> Vec<f64> {
     let mut samples = Vec::new();
-    let mut last_epoch = 0;
+    let mut epochs = std::collections::HashMap::new();
     for i in claims {
+        let batch = i / CLAIM_BATCH;
         let owner = format!("worker-{}", i % 2);
-        let now_ms = 1_795_000_000_000 + i as i64 * 1_000;
+        let now_ms = 1_800_000_000_000 + batch as i64 * 1_000_000 + (i % CLAIM_BATCH) as i64;
         let start = Instant::now();
-        let lease = store
-            .acquire_lease(mission, &owner, now_ms, 500, None)
+        let claimed = store
+            .claim_runnable(ClaimRequest {
+                owner: owner.clone(),
+                now_ms,
+                ttl_ms: 100_000,
+                limit: 1,
+                steal_from: Vec::new(),
+                skip: Vec::new(),
+            })
             .await
-            .unwrap()
-            .expect("the mission has a lease holder");
+            .unwrap();
         samples.push(start.elapsed().as_secs_f64() * 1000.0);
-        assert_eq!(lease.owner, owner);
-        assert!(lease.epoch > last_epoch, "each claim is a new holding");
-        last_epoch = lease.epoch;
+        assert_eq!(claimed.len(), 1, "one of the ready missions is free");
+        let claim = &claimed[0];
+        assert!(
+            ready.contains(&claim.mission),
+            "{} is not ready",
+            claim.mission
+        );
+        assert_eq!(claim.lease.owner, owner);
+        let last = epochs.insert(claim.mission.clone(), claim.lease.epoch);
+        assert!(
+            last.is_none_or(|last| claim.lease.epoch > last),
+            "each claim is a new holding"
+        );
     }
     samples
 }
@@ -332,14 +387,22 @@ async fn main() {
         database.describe().await
     );
 
-    // Opens the pools' connections before anything is timed.
+    // Claims first, while the database holds the claimable missions and nothing else (the
+    // appends below add missions, none of them ready); their appends open the pool's
+    // connections before anything is timed.
+    let ready = claimable_missions(&store).await;
+    let mut claim_ms = Vec::new();
+    for run in 0..runs {
+        let first = run as u64 * claims_per_run;
+        claim_ms.extend(claim_latency(&store, &ready, first..first + claims_per_run).await);
+    }
+
+    // Opens the other pools' connections before anything is timed.
     let mut others = vec![store.clone()];
     for _ in 1..8 {
         others.push(Arc::new(PgStore::open(&database.url).await.unwrap()));
     }
     concurrent_appends(&others, "warm", 64, 2).await;
-    let lease_mission = "m-lease";
-    store.append(request(lease_mission, 0, 1)).await.unwrap();
 
     // Each run measures every case one after the other, so that each run's ratios compare
     // measurements taken within seconds of each other (this machine's disk and cores are
@@ -354,7 +417,6 @@ async fn main() {
     let mut append_ms = Vec::new();
     let mut concurrent = vec![Vec::new(); cases.len()];
     let mut ratios = vec![Vec::new(); cases.len()];
-    let mut claim_ms = Vec::new();
     for run in 0..runs {
         let (rate, latencies) = sequential_appends(&store, run, seq_n).await;
         sequential.push(rate);
@@ -366,8 +428,6 @@ async fn main() {
             concurrent[i].push(concurrent_rate);
             ratios[i].push(concurrent_rate / rate);
         }
-        let first = run as u64 * claims_per_run;
-        claim_ms.extend(claim_latency(&store, lease_mission, first..first + claims_per_run).await);
     }
 
     report(
@@ -388,7 +448,10 @@ async fn main() {
         );
     }
     drop(others);
-    report_latency("3. claim an expired lease (acquire_lease)", claim_ms);
+    report_latency(
+        &format!("3. claim 1 of {CLAIM_READY} ready among {CLAIM_MISSIONS} (claim_runnable)"),
+        claim_ms,
+    );
 
     let follower = PgStore::open(&database.url).await.unwrap();
     let (after_start, after_return) = feed_latency(&store, follower, feed_n).await;

@@ -6,7 +6,11 @@
 //! 2. durable appends per second with many missions appending at once (group commit);
 //! 3. reading a 100,000-event timeline, and verifying its hash chain;
 //! 5. how soon another store on the same file (as another process would) sees an append:
-//!    a follower waits on its change feed (no polling) and reads what is new.
+//!    a follower waits on its change feed (no polling) and reads what is new;
+//! 6. claim latency: `claim_runnable` handing out one mission (a committed write through the
+//!    writer: a new holding at a new epoch) among 1,000 missions of which 100 are ready, on a
+//!    file of its own holding those missions only (the same shape as the PostgreSQL bench's
+//!    claims: see `benches/postgres.rs`).
 //!
 //! Each measurement runs several times; the median, min and max are printed. Outside
 //! `cargo bench` (which passes `--bench`), e.g. under `cargo test --all-targets`, it makes a
@@ -17,7 +21,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use flightdeck_store::{AppendRequest, EventStore, NewEvent, Projection, SqliteStore};
+use flightdeck_store::{
+    AppendRequest, ClaimRequest, EventStore, NewEvent, Projection, ProjectionColumns, SqliteStore,
+};
 use serde_json::json;
 
 fn request(mission: &str, expected_seq: u64, count: u64) -> AppendRequest {
@@ -38,6 +44,7 @@ fn request(mission: &str, expected_seq: u64, count: u64) -> AppendRequest {
             template: "bench".into(),
             summary: json!({"id": mission, "status": "running"}),
             items: Vec::new(),
+            columns: ProjectionColumns::default(),
         },
         consumes: Vec::new(),
         fence: None,
@@ -140,6 +147,90 @@ async fn feed_latency(path: &std::path::Path, n: u64) -> (Vec<f64>, Vec<f64>) {
     (after_return, after_start)
 }
 
+/// How many missions the claims choose among, and how many of them are ready.
+const CLAIM_MISSIONS: usize = 1_000;
+const CLAIM_READY: usize = 100;
+/// Claims in a row that keep their leases (so the later ones of a batch find the earlier
+/// ones' missions held, as other workers' would be) before the clock moves past them all.
+const CLAIM_BATCH: u64 = 50;
+
+/// `CLAIM_MISSIONS` new missions, one event each, created in the order claims look at them
+/// (the longest waiting first); one in ten is ready (queued), the others finished. Returns
+/// the ready ones.
+async fn claimable_missions(store: &SqliteStore) -> std::collections::HashSet<String> {
+    let mut ready = std::collections::HashSet::new();
+    for i in 0..CLAIM_MISSIONS {
+        let mission = format!("m-claim-{i:04}");
+        let mut append = request(&mission, 0, 1);
+        append.events[0].at_ms = 1_795_000_000_000 + i as i64;
+        let is_ready = i % (CLAIM_MISSIONS / CLAIM_READY) == 0;
+        append.projection.status = if is_ready { "queued" } else { "succeeded" }.into();
+        append.projection.columns.ready = is_ready;
+        store.append(append).await.unwrap();
+        if is_ready {
+            ready.insert(mission);
+        }
+    }
+    ready
+}
+
+/// `claims` claims of one mission each (`limit` 1) by two owners in turn, each lease of
+/// 100 s, in batches of [`CLAIM_BATCH`] claims 1 ms apart on the lease clock; the clock
+/// moves 1,000 s between batches, so a batch's first claim finds every earlier lease run
+/// out. Returns each claim's ms.
+async fn claim_latency(
+    store: &SqliteStore,
+    ready: &std::collections::HashSet<String>,
+    claims: std::ops::Range<u64>,
+) -> Vec<f64> {
+    let mut samples = Vec::new();
+    let mut epochs = std::collections::HashMap::new();
+    for i in claims {
+        let batch = i / CLAIM_BATCH;
+        let owner = format!("worker-{}", i % 2);
+        let now_ms = 1_800_000_000_000 + batch as i64 * 1_000_000 + (i % CLAIM_BATCH) as i64;
+        let start = Instant::now();
+        let claimed = store
+            .claim_runnable(ClaimRequest {
+                owner: owner.clone(),
+                now_ms,
+                ttl_ms: 100_000,
+                limit: 1,
+                steal_from: Vec::new(),
+                skip: Vec::new(),
+            })
+            .await
+            .unwrap();
+        samples.push(start.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(claimed.len(), 1, "one of the ready missions is free");
+        let claim = &claimed[0];
+        assert!(
+            ready.contains(&claim.mission),
+            "{} is not ready",
+            claim.mission
+        );
+        assert_eq!(claim.lease.owner, owner);
+        let last = epochs.insert(claim.mission.clone(), claim.lease.epoch);
+        assert!(
+            last.is_none_or(|last| claim.lease.epoch > last),
+            "each claim is a new holding"
+        );
+    }
+    samples
+}
+
+/// Median, p99 and max of latencies in ms.
+fn report_latency(name: &str, mut samples: Vec<f64>) {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let n = samples.len();
+    let p99 = samples[((n * 99).div_ceil(100)).max(1) - 1];
+    println!(
+        "{name:<58} median {:>8.2} ms  p99 {p99:.2} ms  max {:.2} ms  ({n} samples)",
+        samples[n / 2],
+        samples[n - 1],
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -217,5 +308,16 @@ async fn main() {
         max(&after_return),
         stats(after_start.clone()).0,
         max(&after_start),
+    );
+
+    let claims = SqliteStore::open(&dir.path().join("claims.db"))
+        .await
+        .unwrap();
+    let ready = claimable_missions(&claims).await;
+    let claims_n = if quick { 20 } else { 1_000 };
+    let claim_ms = claim_latency(&claims, &ready, 0..claims_n).await;
+    report_latency(
+        &format!("6. claim 1 of {CLAIM_READY} ready among {CLAIM_MISSIONS} (claim_runnable)"),
+        claim_ms,
     );
 }

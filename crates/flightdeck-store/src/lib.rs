@@ -18,6 +18,7 @@ pub mod anchors;
 mod artifacts;
 mod feed;
 mod postgres;
+mod quota;
 mod read;
 mod sqlite;
 mod sqlite_artifacts;
@@ -32,6 +33,7 @@ pub use artifacts::{ArtifactError, ArtifactStore, FsArtifactStore};
 pub use feed::ChangeFeed;
 pub use flightdeck_core::StoredEvent;
 pub use postgres::{masked_url, PgArtifactStore, PgStore};
+pub use quota::{QuotaGrant, QuotaHold, QuotaReservation, QuotaSettlement, QuotaUsage};
 pub use sqlite::SqliteStore;
 pub use sqlite_artifacts::{SqliteArtifactStore, INLINE_MAX};
 pub use verify::{verify_mission, verify_mission_events, VerifyFailure};
@@ -55,6 +57,66 @@ pub struct Projection {
     /// Items of lists that grow with the mission, changed by this append (the others are
     /// kept). When the mission is read, each list replaces the summary's field of its name.
     pub items: Vec<ProjectionItem>,
+    /// What schedulers and listings filter on, as typed columns of the mission's row.
+    pub columns: ProjectionColumns,
+}
+
+/// The typed columns of a mission's row, beside its summary: what claiming work and
+/// listings filter on without parsing a summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProjectionColumns {
+    /// Who asked for the mission (a person's handle).
+    pub requested_by: Option<String>,
+    /// The requester's team (the first of their `[teams]` by name) when the append was
+    /// made.
+    pub team: Option<String>,
+    /// A worker can drive the mission on without anyone's input (it is queued, its driver
+    /// died or handed it back, its approvals are granted, its budget was raised).
+    pub ready: bool,
+    /// What it waits for when it is not ready (`approval`, `budget_raise`, `resume`).
+    pub waiting_for: Option<String>,
+    /// When something fires by itself (an approval's expiry), in ms since the epoch.
+    pub next_deadline_ms: Option<i64>,
+    /// What it has cost so far, in USD.
+    pub cost_usd: f64,
+}
+
+/// One append as the global change feed has it ([`EventStore::feed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    /// Its place among every append to every mission, in commit order.
+    pub position: u64,
+    pub mission: String,
+    /// The mission's last seq after the append.
+    pub last_seq: u64,
+    /// The mission's status after the append.
+    pub status: String,
+    /// When its last event happened (the event's `at`).
+    pub at_ms: i64,
+}
+
+/// What a worker asks for when it looks for work ([`EventStore::claim_runnable`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// Who claims: the lease owner the claimed missions get.
+    pub owner: String,
+    /// The database's clock ([`EventStore::clock_ms`]).
+    pub now_ms: i64,
+    pub ttl_ms: i64,
+    /// At most this many missions.
+    pub limit: u32,
+    /// Lease holders known to be gone (processes of this host that died): their leases are
+    /// taken as if they had run out.
+    pub steal_from: Vec<String>,
+    /// Missions not to claim (ones this worker failed to drive a moment ago).
+    pub skip: Vec<String>,
+}
+
+/// A mission a claim handed out, leased to the claimer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub mission: String,
+    pub lease: Lease,
 }
 
 /// One item of a list of a mission's projection (one step of its summary's `steps`).
@@ -395,6 +457,37 @@ pub trait EventStore: Send + Sync {
     /// Gives the lease back if `owner` holds it.
     async fn release_lease(&self, mission: &str, owner: &str) -> Result<(), StoreError>;
 
+    /// Gives the lease back if `owner` still holds it at `epoch` (the holding a claim
+    /// made): never a later holding of the same owner, such as another driver of the same
+    /// process that took the mission since.
+    async fn release_claim(&self, mission: &str, owner: &str, epoch: u64)
+        -> Result<(), StoreError>;
+
+    /// The clock leases run on, in ms since the epoch: the database server's on
+    /// PostgreSQL, so that workers on machines whose clocks disagree agree on who holds a
+    /// lease; this machine's for an embedded store.
+    async fn clock_ms(&self) -> Result<i64, StoreError> {
+        Ok(system_clock_ms())
+    }
+
+    /// Hands out, in one transaction, up to `limit` missions a worker can make progress on
+    /// (ready by their projection, with a pending input, or with a deadline due at
+    /// `now_ms`) whose lease is free, ran out, or is held by one of `steal_from`, each
+    /// leased to `owner` until `now_ms + ttl_ms` at a new epoch: the ones that waited
+    /// longest first. Missions another transaction holds locked are skipped, never waited
+    /// for, so concurrent claimers get different missions.
+    async fn claim_runnable(&self, request: ClaimRequest) -> Result<Vec<Claimed>, StoreError>;
+
+    /// The owners of leases that have not run out at `now_ms`: what a worker checks for
+    /// holders that died on its host.
+    async fn lease_holders(&self, now_ms: i64) -> Result<Vec<String>, StoreError>;
+
+    /// The earliest moment, in ms, something becomes claimable by time alone: an
+    /// approval's expiry, or the lease on a mission that could go on running out (its
+    /// holder died elsewhere, say). When a worker that found nothing to do looks again at
+    /// the latest.
+    async fn next_deadline_ms(&self) -> Result<Option<i64>, StoreError>;
+
     /// Posts `input` to its mission's inbox; durable on return. Returns the input's id.
     /// [`StoreError::UnknownMission`] if the mission does not exist.
     async fn post_input(&self, input: NewInput) -> Result<i64, StoreError>;
@@ -413,6 +506,45 @@ pub trait EventStore: Send + Sync {
     /// `limit`): what a scheduler drives.
     async fn missions_with_pending_inputs(&self, limit: u32) -> Result<Vec<String>, StoreError>;
 
+    /// Appends to any mission after global position `after` (0: from the start), oldest
+    /// first, at most `limit`: what tails every mission from a cursor without polling each.
+    /// A position once read is never preceded by one that appears later.
+    async fn feed(&self, after: u64, limit: u32) -> Result<Vec<FeedEntry>, StoreError>;
+
+    /// The feed's last position now (0 when empty): where a tail that starts now starts.
+    async fn feed_head(&self) -> Result<u64, StoreError>;
+
+    /// [`EventStore::feed`] after `after`, waiting until it has something: woken by the
+    /// store's change feed (in this process or another), with a slow poll as the fallback
+    /// should a wake-up be lost. Returns empty after `patience` with nothing new.
+    async fn wait_for_change(
+        &self,
+        after: u64,
+        limit: u32,
+        patience: std::time::Duration,
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        /// The fallback poll: the change feed wakes on every change; this only bounds what
+        /// a lost wake-up could cost.
+        const SLOW_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+        let until = tokio::time::Instant::now() + patience;
+        // Subscribed before reading: a change after the read wakes this.
+        let mut changes = self.subscribe().await.ok();
+        loop {
+            let entries = self.feed(after, limit).await?;
+            let now = tokio::time::Instant::now();
+            if !entries.is_empty() || now >= until {
+                return Ok(entries);
+            }
+            let wait = (until - now).min(SLOW_POLL);
+            match changes.as_mut() {
+                Some(feed) => {
+                    let _ = tokio::time::timeout(wait, feed.changed()).await;
+                }
+                None => tokio::time::sleep(wait).await,
+            }
+        }
+    }
+
     /// A feed that wakes when something may have changed (an append, an input posted or
     /// decided) through this store or any other process using the same database. Nothing
     /// that happens after `subscribe` returns is missed.
@@ -424,6 +556,24 @@ pub trait EventStore: Send + Sync {
     async fn subscribe_inputs(&self) -> Result<ChangeFeed, StoreError> {
         self.subscribe().await
     }
+
+    /// Reserves every hold of `reservation` against its team's sums for its period, all or
+    /// none, atomically across every process using the database: each hold must fit
+    /// (`reserved + spent + amount <= limit`), else nothing is reserved and the answer names
+    /// the first hold (in team, dimension order) that does not. A reservation whose id
+    /// exists already is granted again without reserving anything (a retry after a crash).
+    /// Durable on return.
+    async fn reserve_quota(&self, reservation: QuotaReservation) -> Result<QuotaGrant, StoreError>;
+
+    /// Replaces the holds of a reservation by what its call cost (`spent`, per dimension):
+    /// their amounts leave `reserved`, the cost joins `spent`, in the period they were
+    /// reserved in. Once: holds already settled are left as they are. Whether anything was
+    /// settled. A reservation never settled (its call cut off by a crash) keeps holding its
+    /// whole amount.
+    async fn settle_quota(&self, settlement: QuotaSettlement) -> Result<bool, StoreError>;
+
+    /// Every team's sums in `period` (`2026-03`), by team and dimension.
+    async fn quota_usage(&self, period: &str) -> Result<Vec<QuotaUsage>, StoreError>;
 
     /// Stores a new API token (its hash). Stores that keep no tokens refuse.
     async fn create_token(&self, token: TokenRow) -> Result<(), StoreError> {
@@ -453,6 +603,13 @@ pub trait EventStore: Send + Sync {
         let _ = (id, at_ms);
         Ok(())
     }
+}
+
+/// This machine's clock, in ms since the epoch.
+pub fn system_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A database URL, parsed: `sqlite://PATH` or `sqlite:PATH`, optionally `?mode=ro`

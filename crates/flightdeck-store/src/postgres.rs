@@ -28,14 +28,17 @@ use tokio::sync::{watch, OnceCell};
 use crate::artifacts::{ArtifactError, ArtifactStore};
 use crate::feed::ChangeFeed;
 use crate::{
-    AppendRequest, EventStore, InputRow, InputState, Lease, MissionIndexRow, MissionRow, NewInput,
-    RawEvent, StoreError, TokenRow,
+    AppendRequest, ClaimRequest, Claimed, EventStore, InputRow, InputState, Lease, MissionIndexRow,
+    MissionRow, NewInput, RawEvent, StoreError, TokenRow,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The channel appends and inbox changes are announced on.
 const CHANNEL: &str = "flightdeck_changes";
+
+/// The advisory lock feed positions are drawn under ("flightfd" in ASCII).
+const FEED_LOCK: i64 = 0x666c_6967_6874_6664;
 
 /// `url` with its password replaced (in the user part and as a `password` parameter), for
 /// messages.
@@ -93,6 +96,15 @@ impl PgStore {
     /// brings its schema up to date.
     pub async fn open(url: &str) -> Result<PgStore, StoreError> {
         let options: PgConnectOptions = url.parse().map_err(|e| unreachable(url, e))?;
+        // A process stalled inside a transaction (paused, cut off) would hold the feed's
+        // lock, and so every append of the fleet: the server ends such a session, which
+        // rolls its transaction back, after a few seconds.
+        // And no JIT: every statement here is a short lookup, which JIT compilation (on by
+        // default in Debian's build) makes tens of milliseconds slower once a table is big.
+        let options = options.options([
+            ("idle_in_transaction_session_timeout", "10s"),
+            ("jit", "off"),
+        ]);
         // One connection first: a refused or unknown server says why at once (a pool would
         // only time out).
         let probe = sqlx::PgConnection::connect_with(&options)
@@ -457,12 +469,18 @@ impl EventStore for PgStore {
         }
         let summary = serde_json::to_string(&request.projection.summary)
             .map_err(|e| StoreError::Encode(e.to_string()))?;
+        let columns = &request.projection.columns;
         let upserted = sqlx::query(
-            "INSERT INTO missions (id, status, template, created_at_ms, updated_at_ms, last_seq, head_hash, summary)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            "INSERT INTO missions (id, status, template, created_at_ms, updated_at_ms, last_seq,
+                                   head_hash, summary, requested_by, ready, waiting_for,
+                                   next_deadline_ms, cost_usd, team)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
              ON CONFLICT (id) DO UPDATE SET status = excluded.status, template = excluded.template,
                updated_at_ms = excluded.updated_at_ms, last_seq = excluded.last_seq,
-               head_hash = excluded.head_hash, summary = excluded.summary",
+               head_hash = excluded.head_hash, summary = excluded.summary,
+               requested_by = excluded.requested_by, ready = excluded.ready,
+               waiting_for = excluded.waiting_for, next_deadline_ms = excluded.next_deadline_ms,
+               cost_usd = excluded.cost_usd, team = excluded.team",
         )
         .bind(&request.mission)
         .bind(&request.projection.status)
@@ -472,6 +490,12 @@ impl EventStore for PgStore {
         .bind(seq_i64(last.0.seq))
         .bind(&last.0.hash)
         .bind(summary)
+        .bind(&columns.requested_by)
+        .bind(columns.ready)
+        .bind(&columns.waiting_for)
+        .bind(columns.next_deadline_ms)
+        .bind(columns.cost_usd)
+        .bind(&columns.team)
         .execute(&mut *tx)
         .await;
         if let Err(e) = upserted {
@@ -480,6 +504,19 @@ impl EventStore for PgStore {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(&request.mission)
+            .execute(&mut *tx)
+            .await?;
+        // The global position, last: drawn under a lock held until commit, so positions
+        // are in commit order (a reader past N never sees a smaller one appear later).
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FEED_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO feed (mission, last_seq, status, at_ms) VALUES ($1, $2, $3, $4)")
+            .bind(&request.mission)
+            .bind(seq_i64(last.0.seq))
+            .bind(&request.projection.status)
+            .bind(last.2)
             .execute(&mut *tx)
             .await?;
         match tx.commit().await {
@@ -604,7 +641,7 @@ impl EventStore for PgStore {
     ) -> Result<Vec<MissionIndexRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, status, template, created_at_ms FROM missions
-             WHERE summary::json ->> 'requested_by' = $2
+             WHERE requested_by = $2
              ORDER BY created_at_ms DESC, id DESC LIMIT $1",
         )
         .bind(i64::from(limit))
@@ -681,6 +718,149 @@ impl EventStore for PgStore {
         )
         .bind(mission)
         .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn clock_ms(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn claim_runnable(&self, request: ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
+        let expires_ms = request.now_ms.saturating_add(request.ttl_ms);
+        // Rows another transaction holds (an append, another claim) are skipped, not
+        // waited for: concurrent claimers get different missions.
+        let rows = sqlx::query(
+            // Three small sets, each read through its own partial index (never a scan of
+            // every mission), then the leases and the order on those alone.
+            "WITH chosen AS (
+               SELECT id FROM missions
+               WHERE id IN (SELECT id FROM missions WHERE ready
+                            UNION SELECT id FROM missions WHERE next_deadline_ms <= $1
+                            UNION SELECT mission FROM inputs WHERE state = 'pending')
+                 AND (lease_owner IS NULL OR lease_expires_ms <= $1 OR lease_owner = ANY($2))
+                 AND NOT (id = ANY($3))
+               ORDER BY updated_at_ms, id
+               LIMIT $4
+               FOR UPDATE SKIP LOCKED)
+             UPDATE missions SET lease_epoch = missions.lease_epoch + 1, lease_owner = $5,
+                                 lease_expires_ms = $6
+             FROM chosen WHERE missions.id = chosen.id
+             RETURNING missions.id, missions.lease_epoch, missions.updated_at_ms",
+        )
+        .bind(request.now_ms)
+        .bind(&request.steal_from)
+        .bind(&request.skip)
+        .bind(i64::from(request.limit))
+        .bind(&request.owner)
+        .bind(expires_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let epoch: i64 = row.try_get("lease_epoch")?;
+            let updated: i64 = row.try_get("updated_at_ms")?;
+            claimed.push((
+                updated,
+                Claimed {
+                    mission: row.try_get("id")?,
+                    lease: Lease {
+                        owner: request.owner.clone(),
+                        expires_ms,
+                        epoch: epoch as u64,
+                    },
+                },
+            ));
+        }
+        // RETURNING keeps no order: the longest waiting first, as chosen.
+        claimed.sort_by(|a, b| (a.0, &a.1.mission).cmp(&(b.0, &b.1.mission)));
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn lease_holders(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT lease_owner FROM missions
+             WHERE lease_owner IS NOT NULL AND lease_expires_ms > $1",
+        )
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn feed(&self, after: u64, limit: u32) -> Result<Vec<crate::FeedEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT position, mission, last_seq, status, at_ms FROM feed
+             WHERE position > $1 ORDER BY position LIMIT $2",
+        )
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::FeedEntry {
+                    position: row.try_get::<i64, _>("position")? as u64,
+                    mission: row.try_get("mission")?,
+                    last_seq: row.try_get::<i64, _>("last_seq")? as u64,
+                    status: row.try_get("status")?,
+                    at_ms: row.try_get("at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn feed_head(&self) -> Result<u64, StoreError> {
+        let head: Option<i64> = sqlx::query_scalar("SELECT max(position) FROM feed")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(head.map_or(0, |h| h as u64))
+    }
+
+    async fn next_deadline_ms(&self) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT min(at) FROM (
+                   SELECT min(next_deadline_ms) AS at FROM missions WHERE next_deadline_ms IS NOT NULL
+                   UNION ALL
+                   SELECT min(lease_expires_ms) FROM missions
+                   WHERE ready AND lease_owner IS NOT NULL) AS soonest",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    async fn reserve_quota(
+        &self,
+        reservation: crate::QuotaReservation,
+    ) -> Result<crate::QuotaGrant, StoreError> {
+        crate::quota::pg_reserve(&self.pool, &reservation).await
+    }
+
+    async fn settle_quota(&self, settlement: crate::QuotaSettlement) -> Result<bool, StoreError> {
+        crate::quota::pg_settle(&self.pool, &settlement).await
+    }
+
+    async fn quota_usage(&self, period: &str) -> Result<Vec<crate::QuotaUsage>, StoreError> {
+        crate::quota::pg_usage(&self.pool, period).await
+    }
+
+    async fn release_claim(
+        &self,
+        mission: &str,
+        owner: &str,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE missions SET lease_owner = NULL, lease_expires_ms = NULL
+             WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3",
+        )
+        .bind(mission)
+        .bind(owner)
+        .bind(epoch as i64)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -495,13 +495,27 @@ pub(crate) fn mission_index(
             let rows = stmt.query_map(params![i64::from(limit)], row)?;
             rows.collect::<Result<_, _>>()?
         }
-        // Only when asked: reading every projection's JSON costs what the plain index does not.
+        // The typed column (indexed); a read-only open of a database older than it reads
+        // each projection's JSON instead.
         Some(who) => {
-            let mut stmt = conn.prepare_cached(
+            let by_column = conn.prepare_cached(
                 "SELECT id, status, template, created_at_ms FROM missions
-                 WHERE json_valid(summary) AND json_extract(summary, '$.requested_by') = ?2
+                 WHERE requested_by = ?2
                  ORDER BY created_at_ms DESC, id DESC LIMIT ?1",
-            )?;
+            );
+            let mut stmt = match by_column {
+                Ok(stmt) => stmt,
+                Err(rusqlite::Error::SqliteFailure(_, Some(ref m)))
+                    if m.contains("no such column") =>
+                {
+                    conn.prepare_cached(
+                        "SELECT id, status, template, created_at_ms FROM missions
+                         WHERE json_valid(summary) AND json_extract(summary, '$.requested_by') = ?2
+                         ORDER BY created_at_ms DESC, id DESC LIMIT ?1",
+                    )?
+                }
+                Err(e) => return Err(e.into()),
+            };
             let rows = stmt.query_map(params![i64::from(limit), who], row)?;
             rows.collect::<Result<_, _>>()?
         }
@@ -656,6 +670,76 @@ pub(crate) fn missions_with_pending_inputs(
     )?;
     let ids = stmt.query_map(params![i64::from(limit)], |row| row.get(0))?;
     Ok(ids.collect::<Result<_, _>>()?)
+}
+
+/// The owners of leases that have not run out at `now_ms`.
+pub(crate) fn lease_holders(conn: &Connection, now_ms: i64) -> Result<Vec<String>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT lease_owner FROM missions
+         WHERE lease_owner IS NOT NULL AND lease_expires_ms > ?1",
+    )?;
+    let owners = stmt.query_map(params![now_ms], |row| row.get(0))?;
+    Ok(owners.collect::<Result<_, _>>()?)
+}
+
+/// Appends after global position `after` (none from a database older than the feed).
+pub(crate) fn feed(
+    conn: &Connection,
+    after: u64,
+    limit: u32,
+) -> Result<Vec<crate::FeedEntry>, StoreError> {
+    let has_feed: bool = conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'feed')",
+        )?
+        .query_row([], |row| row.get(0))?;
+    if !has_feed {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT position, mission, last_seq, status, at_ms FROM feed
+         WHERE position > ?1 ORDER BY position LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(
+        params![i64::try_from(after).unwrap_or(i64::MAX), i64::from(limit)],
+        |row| {
+            Ok(crate::FeedEntry {
+                position: row.get::<_, i64>(0)? as u64,
+                mission: row.get(1)?,
+                last_seq: row.get::<_, i64>(2)? as u64,
+                status: row.get(3)?,
+                at_ms: row.get(4)?,
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The feed's last position (0 when empty, or from a database older than the feed).
+pub(crate) fn feed_head(conn: &Connection) -> Result<u64, StoreError> {
+    let head: Option<i64> = conn
+        .prepare_cached("SELECT max(position) FROM feed")?
+        .query_row([], |row| row.get(0))
+        .or_else(|e| match e {
+            rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table") => {
+                Ok(None)
+            }
+            e => Err(e),
+        })?;
+    Ok(head.map_or(0, |h| h as u64))
+}
+
+/// See [`crate::EventStore::next_deadline_ms`].
+pub(crate) fn next_deadline_ms(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT min(at) FROM (
+               SELECT min(next_deadline_ms) AS at FROM missions WHERE next_deadline_ms IS NOT NULL
+               UNION ALL
+               SELECT min(lease_expires_ms) FROM missions
+               WHERE ready = 1 AND lease_owner IS NOT NULL)",
+        )?
+        .query_row([], |row| row.get(0))?)
 }
 
 /// The bytes of artifact `digest` in the database.

@@ -23,8 +23,8 @@ use crate::read::{self, Readers};
 use crate::sqlite_artifacts::{SqliteArtifactStore, Staged};
 use crate::writer::{self, Job, TokenWrite, Writer};
 use crate::{
-    AppendRequest, EventStore, InputRow, Lease, MissionIndexRow, MissionRow, NewInput, RawEvent,
-    StoreError, TokenRow,
+    AppendRequest, ClaimRequest, Claimed, EventStore, InputRow, Lease, MissionIndexRow, MissionRow,
+    NewInput, RawEvent, StoreError, TokenRow,
 };
 
 /// Written into the database header (`PRAGMA application_id`) so that a flightdeck database
@@ -501,6 +501,22 @@ impl EventStore for SqliteStore {
         self.write(|reply| Job::ReleaseLease {
             mission: mission.to_string(),
             owner: owner.to_string(),
+            epoch: None,
+            reply,
+        })
+        .await
+    }
+
+    async fn release_claim(
+        &self,
+        mission: &str,
+        owner: &str,
+        epoch: u64,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| Job::ReleaseLease {
+            mission: mission.to_string(),
+            owner: owner.to_string(),
+            epoch: Some(epoch),
             reply,
         })
         .await
@@ -555,6 +571,36 @@ impl EventStore for SqliteStore {
         self.write(|reply| Job::PostInput { input, reply }).await
     }
 
+    async fn reserve_quota(
+        &self,
+        reservation: crate::QuotaReservation,
+    ) -> Result<crate::QuotaGrant, StoreError> {
+        let write = crate::quota::QuotaWrite::Reserve(reservation);
+        match self.write(|reply| Job::Quota { write, reply }).await? {
+            crate::quota::QuotaAnswer::Reserved(grant) => Ok(grant),
+            crate::quota::QuotaAnswer::Settled(_) => Err(writer::database_error(
+                "a reservation was answered as a settlement",
+            )),
+        }
+    }
+
+    async fn settle_quota(&self, settlement: crate::QuotaSettlement) -> Result<bool, StoreError> {
+        let write = crate::quota::QuotaWrite::Settle(settlement);
+        match self.write(|reply| Job::Quota { write, reply }).await? {
+            crate::quota::QuotaAnswer::Settled(settled) => Ok(settled),
+            crate::quota::QuotaAnswer::Reserved(_) => Err(writer::database_error(
+                "a settlement was answered as a reservation",
+            )),
+        }
+    }
+
+    async fn quota_usage(&self, period: &str) -> Result<Vec<crate::QuotaUsage>, StoreError> {
+        let period = period.to_string();
+        self.readers
+            .run(move |conn| crate::quota::sqlite_usage(conn, &period))
+            .await
+    }
+
     async fn pending_inputs(&self, mission: &str) -> Result<Vec<InputRow>, StoreError> {
         if !self.has_inputs {
             return Ok(Vec::new());
@@ -581,6 +627,30 @@ impl EventStore for SqliteStore {
             reply,
         })
         .await
+    }
+
+    async fn claim_runnable(&self, request: ClaimRequest) -> Result<Vec<Claimed>, StoreError> {
+        self.write(|reply| Job::Claim { request, reply }).await
+    }
+
+    async fn lease_holders(&self, now_ms: i64) -> Result<Vec<String>, StoreError> {
+        self.readers
+            .run(move |conn| read::lease_holders(conn, now_ms))
+            .await
+    }
+
+    async fn feed(&self, after: u64, limit: u32) -> Result<Vec<crate::FeedEntry>, StoreError> {
+        self.readers
+            .run(move |conn| read::feed(conn, after, limit))
+            .await
+    }
+
+    async fn feed_head(&self) -> Result<u64, StoreError> {
+        self.readers.run(read::feed_head).await
+    }
+
+    async fn next_deadline_ms(&self) -> Result<Option<i64>, StoreError> {
+        self.readers.run(read::next_deadline_ms).await
     }
 
     async fn missions_with_pending_inputs(&self, limit: u32) -> Result<Vec<String>, StoreError> {

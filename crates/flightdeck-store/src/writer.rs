@@ -32,7 +32,9 @@ use tokio::sync::{oneshot, watch};
 
 use crate::feed;
 use crate::sqlite_artifacts::Staged;
-use crate::{AppendRequest, Lease, NewInput, Projection, StoreError, TokenRow};
+use crate::{
+    AppendRequest, ClaimRequest, Claimed, Lease, NewInput, Projection, StoreError, TokenRow,
+};
 
 /// Jobs committed together at most.
 const MAX_BATCH: usize = 256;
@@ -66,12 +68,24 @@ pub(crate) enum Job {
     ReleaseLease {
         mission: String,
         owner: String,
+        /// Only this holding of `owner`'s (`None`: any).
+        epoch: Option<u64>,
         reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Lease missions a worker can make progress on ([`crate::EventStore::claim_runnable`]).
+    Claim {
+        request: ClaimRequest,
+        reply: oneshot::Sender<Result<Vec<Claimed>, StoreError>>,
     },
     /// Make, revoke or use an API token.
     Token {
         write: TokenWrite,
         reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Reserve or settle team quotas ([`crate::EventStore::reserve_quota`]).
+    Quota {
+        write: crate::quota::QuotaWrite,
+        reply: oneshot::Sender<Result<crate::quota::QuotaAnswer, StoreError>>,
     },
     /// Commit the staged artifacts now.
     Flush {
@@ -93,9 +107,11 @@ enum Outcome {
     Refused(Result<(), StoreError>),
     Leased(Option<Lease>),
     Released,
+    Claimed(Vec<Claimed>),
     /// Whether the token write changed a row, or why it was refused.
     Token(Result<bool, StoreError>),
     Flushed,
+    Quota(Result<crate::quota::QuotaAnswer, StoreError>),
 }
 
 impl Outcome {
@@ -105,7 +121,12 @@ impl Outcome {
             Outcome::Append(r) => r.is_ok(),
             Outcome::Posted(r) => r.is_ok(),
             Outcome::Refused(r) => r.is_ok(),
-            Outcome::Leased(_) | Outcome::Released | Outcome::Flushed | Outcome::Token(_) => false,
+            Outcome::Leased(_)
+            | Outcome::Released
+            | Outcome::Claimed(_)
+            | Outcome::Flushed
+            | Outcome::Quota(_)
+            | Outcome::Token(_) => false,
         }
     }
 
@@ -247,6 +268,12 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
         (Job::Token { reply, .. }, Ok(Outcome::Token(changed))) => {
             let _ = reply.send(changed);
         }
+        (Job::Quota { reply, .. }, Ok(Outcome::Quota(answer))) => {
+            let _ = reply.send(answer);
+        }
+        (Job::Claim { reply, .. }, Ok(Outcome::Claimed(claimed))) => {
+            let _ = reply.send(Ok(claimed));
+        }
         (Job::ReleaseLease { reply, .. }, Ok(Outcome::Released))
         | (Job::Flush { reply }, Ok(Outcome::Flushed)) => {
             let _ = reply.send(Ok(()));
@@ -273,6 +300,12 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
                     let _ = reply.send(Err(error()));
                 }
                 Job::Token { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                Job::Claim { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                Job::Quota { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
             }
@@ -387,31 +420,59 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &[Job]) -> Result<Vec<Outc
                 *ttl_ms,
                 steal_from.as_deref(),
             )?),
-            Job::ReleaseLease { mission, owner, .. } => {
+            Job::ReleaseLease {
+                mission,
+                owner,
+                epoch,
+                ..
+            } => {
                 tx.prepare_cached(
                     "UPDATE missions SET lease_owner = NULL, lease_expires_ms = NULL
-                     WHERE id = ?1 AND lease_owner = ?2",
+                     WHERE id = ?1 AND lease_owner = ?2 AND (?3 IS NULL OR lease_epoch = ?3)",
                 )?
-                .execute(params![mission, owner])?;
+                .execute(params![mission, owner, epoch.map(|e| e as i64)])?;
                 Outcome::Released
             }
             Job::Flush { .. } => Outcome::Flushed,
             Job::Token { write, .. } => Outcome::Token(write_token(tx, write)?),
+            Job::Quota { write, .. } => Outcome::Quota(crate::quota::sqlite_write(tx, write)?),
+            Job::Claim { request, .. } => {
+                // A claim judges missions by their rows: the appends before it in this
+                // batch are written first.
+                write_mission_rows(tx, &mut heads)?;
+                Outcome::Claimed(claim_runnable(tx, request)?)
+            }
         });
     }
+    write_mission_rows(tx, &mut heads)?;
+    Ok(outcomes)
+}
+
+/// Writes the mission rows the batch's appends changed so far (each once: a later append
+/// of the same mission in the batch writes it again).
+fn write_mission_rows(
+    tx: &rusqlite::Transaction<'_>,
+    heads: &mut Heads<'_>,
+) -> Result<(), StoreError> {
     let mut upsert = tx.prepare_cached(
-        "INSERT INTO missions (id, status, template, created_at_ms, updated_at_ms, last_seq, head_hash, summary)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO missions (id, status, template, created_at_ms, updated_at_ms, last_seq,
+                               head_hash, summary, requested_by, ready, waiting_for,
+                               next_deadline_ms, cost_usd, team)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT (id) DO UPDATE SET status = excluded.status, template = excluded.template,
            updated_at_ms = excluded.updated_at_ms, last_seq = excluded.last_seq,
-           head_hash = excluded.head_hash, summary = excluded.summary",
+           head_hash = excluded.head_hash, summary = excluded.summary,
+           requested_by = excluded.requested_by, ready = excluded.ready,
+           waiting_for = excluded.waiting_for, next_deadline_ms = excluded.next_deadline_ms,
+           cost_usd = excluded.cost_usd, team = excluded.team",
     )?;
-    for (id, m) in &heads.missions {
-        let Some(projection) = m.projection else {
+    for (id, m) in &mut heads.missions {
+        let Some(projection) = m.projection.take() else {
             continue;
         };
         let summary = serde_json::to_string(&projection.summary)
             .map_err(|e| StoreError::Encode(e.to_string()))?;
+        let columns = &projection.columns;
         upsert.execute(params![
             id,
             projection.status,
@@ -421,9 +482,68 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &[Job]) -> Result<Vec<Outc
             m.last_seq as i64,
             m.head_hash,
             summary,
+            columns.requested_by,
+            columns.ready,
+            columns.waiting_for,
+            columns.next_deadline_ms,
+            columns.cost_usd,
+            columns.team,
         ])?;
     }
-    Ok(outcomes)
+    Ok(())
+}
+
+/// What a claim hands out: see [`crate::EventStore::claim_runnable`]. The writer is the
+/// only writer, so the missions chosen are leased before anyone else can look.
+fn claim_runnable(
+    tx: &rusqlite::Transaction<'_>,
+    request: &ClaimRequest,
+) -> Result<Vec<Claimed>, StoreError> {
+    let steal = serde_json::to_string(&request.steal_from)
+        .map_err(|e| StoreError::Encode(e.to_string()))?;
+    let skip =
+        serde_json::to_string(&request.skip).map_err(|e| StoreError::Encode(e.to_string()))?;
+    let chosen: Vec<String> = tx
+        .prepare_cached(
+            // Three small sets, each read through its own partial index (never a scan of
+            // every mission), then the leases and the order on those alone.
+            "SELECT id FROM missions
+             WHERE id IN (SELECT id FROM missions WHERE ready = 1
+                          UNION SELECT id FROM missions WHERE next_deadline_ms <= ?1
+                          UNION SELECT mission FROM inputs INDEXED BY inputs_pending
+                                WHERE state = 'pending')
+               AND (lease_owner IS NULL OR lease_expires_ms <= ?1
+                    OR lease_owner IN (SELECT value FROM json_each(?2)))
+               AND id NOT IN (SELECT value FROM json_each(?3))
+             ORDER BY updated_at_ms, id
+             LIMIT ?4",
+        )?
+        .query_map(
+            params![request.now_ms, steal, skip, i64::from(request.limit)],
+            |row| row.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    let expires_ms = request.now_ms.saturating_add(request.ttl_ms);
+    let mut lease = tx.prepare_cached(
+        "UPDATE missions SET lease_epoch = lease_epoch + 1, lease_owner = ?2,
+                             lease_expires_ms = ?3
+         WHERE id = ?1 RETURNING lease_epoch",
+    )?;
+    let mut claimed = Vec::with_capacity(chosen.len());
+    for mission in chosen {
+        let epoch: i64 = lease.query_row(params![mission, request.owner, expires_ms], |row| {
+            row.get(0)
+        })?;
+        claimed.push(Claimed {
+            mission,
+            lease: Lease {
+                owner: request.owner.clone(),
+                expires_ms,
+                epoch: epoch as u64,
+            },
+        });
+    }
+    Ok(claimed)
 }
 
 /// One token write of the batch; whether it changed a row. A write the schema refuses (a
@@ -539,6 +659,16 @@ fn append<'a>(
             item.execute(params![request.mission, it.list, position, value])?;
         }
     }
+    // The global position of this append (one writer: positions are in commit order).
+    tx.prepare_cached(
+        "INSERT INTO feed (mission, last_seq, status, at_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        request.mission,
+        last.0.seq as i64,
+        request.projection.status,
+        last.2
+    ])?;
     if pending.last_seq == 0 {
         pending.created_at_ms = first.2;
     }
@@ -735,6 +865,7 @@ mod tests {
                     template: "t".into(),
                     summary: json!({}),
                     items: Vec::new(),
+                    columns: crate::ProjectionColumns::default(),
                 },
                 consumes: consumes.to_vec(),
                 fence: None,

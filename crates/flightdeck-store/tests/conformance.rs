@@ -20,8 +20,8 @@ use flightdeck_core::chain::verify_chain;
 use flightdeck_core::jcs::canonicalize;
 use flightdeck_core::Digest;
 use flightdeck_store::{
-    verify_mission, AppendRequest, ArtifactError, InputState, Lease, MissionIndexRow, NewEvent,
-    ProjectionItem, StoreError, TokenRow, INLINE_MAX,
+    verify_mission, AppendRequest, ArtifactError, ClaimRequest, Claimed, InputState, Lease,
+    MissionIndexRow, NewEvent, ProjectionColumns, ProjectionItem, StoreError, TokenRow, INLINE_MAX,
 };
 use serde_json::{json, Value};
 
@@ -606,17 +606,23 @@ async fn the_index_of_a_requesters_missions_follows_their_projections(backend: B
         ("m-7", 7_000, json!({"requested_by": "@Alice"})),
         ("m-8", 8_000, json!({"requested_by": "@alice "})),
     ];
+    // The typed column says who, as the engine's projections always say it in both.
+    let with_requester = |mission, seq, at_ms, summary: Value| {
+        let mut request = request_at(mission, seq, 1, at_ms, summary.clone());
+        request.projection.columns.requested_by =
+            summary["requested_by"].as_str().map(str::to_string);
+        request
+    };
     for (mission, at_ms, summary) in missions {
         store
-            .append(request_at(mission, 0, 1, at_ms, summary))
+            .append(with_requester(mission, 0, at_ms, summary))
             .await
             .unwrap();
     }
     // m-2 changes hands: its projection now names @alice.
     store
-        .append(request_at(
+        .append(with_requester(
             "m-2",
-            1,
             1,
             9_000,
             json!({"requested_by": "@alice"}),
@@ -1601,7 +1607,745 @@ async fn concurrent_opens_of_a_new_database_all_succeed(backend: Backend) {
     }
 }
 
+// --- Claiming work --------------------------------------------------------------------------
+
+/// An append of one event to `mission` (after `expected_seq`) at `at_ms`, with these typed
+/// columns.
+fn with_columns(
+    mission: &str,
+    expected_seq: u64,
+    at_ms: i64,
+    columns: ProjectionColumns,
+) -> AppendRequest {
+    let mut request = request_at(mission, expected_seq, 1, at_ms, json!({"id": mission}));
+    request.projection.columns = columns;
+    request
+}
+
+fn ready() -> ProjectionColumns {
+    ProjectionColumns {
+        ready: true,
+        ..ProjectionColumns::default()
+    }
+}
+
+fn waiting(deadline: Option<i64>) -> ProjectionColumns {
+    ProjectionColumns {
+        waiting_for: Some("approval".into()),
+        next_deadline_ms: deadline,
+        ..ProjectionColumns::default()
+    }
+}
+
+fn claim(owner: &str, now_ms: i64, limit: u32) -> ClaimRequest {
+    ClaimRequest {
+        owner: owner.into(),
+        now_ms,
+        ttl_ms: 500,
+        limit,
+        steal_from: Vec::new(),
+        skip: Vec::new(),
+    }
+}
+
+fn claimed_ids(claimed: &[Claimed]) -> Vec<&str> {
+    claimed.iter().map(|c| c.mission.as_str()).collect()
+}
+
+/// What a claim hands out: missions ready by their columns, with a pending input, or with a
+/// deadline due, the longest waiting first; never one leased to a live holder, one waiting
+/// with nothing due, one asked to be skipped; each leased to the claimer at a new epoch.
+async fn a_claim_hands_out_what_can_make_progress_longest_waiting_first(backend: Backend) {
+    let store = backend.open().await;
+    let t = 1_795_000_000_000;
+    // Appended in this order: their rows' `updated_at_ms` are t+1.. in this order.
+    store
+        .append(with_columns("m-ready-old", 0, t + 1, ready()))
+        .await
+        .unwrap();
+    store
+        .append(with_columns("m-parked", 0, t + 2, waiting(None)))
+        .await
+        .unwrap();
+    store
+        .append(with_columns("m-due", 0, t + 3, waiting(Some(t + 100))))
+        .await
+        .unwrap();
+    store
+        .append(with_columns("m-later", 0, t + 4, waiting(Some(t + 10_000))))
+        .await
+        .unwrap();
+    store
+        .append(with_columns("m-inbox", 0, t + 5, waiting(None)))
+        .await
+        .unwrap();
+    store
+        .append(with_columns("m-held", 0, t + 6, ready()))
+        .await
+        .unwrap();
+    store
+        .append(with_columns("m-skipped", 0, t + 7, ready()))
+        .await
+        .unwrap();
+    store
+        .append(with_columns("m-ready-new", 0, t + 8, ready()))
+        .await
+        .unwrap();
+    store.post_input(input("m-inbox", "vote")).await.unwrap();
+    let live = store
+        .acquire_lease("m-held", "w-live", t + 500, 60_000, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.next_deadline_ms().await.unwrap(),
+        Some(t + 100),
+        "{backend}"
+    );
+    let mut request = claim("w1", t + 1_000, 10);
+    request.skip = vec!["m-skipped".into()];
+    let got = store.claim_runnable(request).await.unwrap();
+    assert_eq!(
+        claimed_ids(&got),
+        ["m-ready-old", "m-due", "m-inbox", "m-ready-new"],
+        "{backend}"
+    );
+    for c in &got {
+        assert_eq!(c.lease.owner, "w1", "{backend}");
+        assert_eq!(c.lease.expires_ms, t + 1_500, "{backend}");
+        let row = store.mission(&c.mission).await.unwrap().unwrap();
+        assert_eq!(
+            row.lease.as_ref(),
+            Some(&c.lease),
+            "{backend}: {}",
+            c.mission
+        );
+    }
+    assert_eq!(
+        store.mission("m-held").await.unwrap().unwrap().lease,
+        Some(live),
+        "{backend}: a live lease is not taken"
+    );
+    // Leased now: a second claimer gets only what is left (the skipped one, for it).
+    let got = store
+        .claim_runnable(claim("w2", t + 1_100, 10))
+        .await
+        .unwrap();
+    assert_eq!(claimed_ids(&got), ["m-skipped"], "{backend}");
+    // When the claims run out, the same missions are there to claim again, at a new epoch:
+    // the late claimer's appends are fenced.
+    let first = store
+        .mission("m-ready-old")
+        .await
+        .unwrap()
+        .unwrap()
+        .lease
+        .unwrap();
+    let again = store
+        .claim_runnable(claim("w3", t + 1_600, 1))
+        .await
+        .unwrap();
+    assert_eq!(claimed_ids(&again), ["m-ready-old"], "{backend}");
+    assert!(again[0].lease.epoch > first.epoch, "{backend}");
+    let mut late = with_columns("m-ready-old", 1, t + 1_700, ready());
+    late.fence = Some(first.epoch);
+    assert!(
+        matches!(store.append(late).await, Err(StoreError::Fenced { .. })),
+        "{backend}"
+    );
+    // A dead holder's missions are taken at once when named.
+    let mut steal = claim("w4", t + 1_200, 10);
+    steal.steal_from = vec!["w-live".into()];
+    let got = store.claim_runnable(steal).await.unwrap();
+    assert_eq!(claimed_ids(&got), ["m-held"], "{backend}");
+    assert_eq!(
+        store.lease_holders(t + 1_650).await.unwrap().len(),
+        2,
+        "{backend}: w3 and w4 hold leases then ({:?})",
+        store.lease_holders(t + 1_650).await.unwrap()
+    );
+    // Parked with nothing due, or a deadline to come: never claimed.
+    let rest = store
+        .claim_runnable(claim("w5", t + 9_000, 10))
+        .await
+        .unwrap();
+    assert!(
+        !claimed_ids(&rest)
+            .iter()
+            .any(|m| *m == "m-parked" || *m == "m-later"),
+        "{backend}: {rest:?}"
+    );
+    // Once an append says it waits with nothing due, it is no longer handed out.
+    let lease = store
+        .mission("m-due")
+        .await
+        .unwrap()
+        .unwrap()
+        .lease
+        .unwrap();
+    let mut settled = with_columns("m-due", 1, t + 9_100, waiting(None));
+    settled.fence = Some(lease.epoch);
+    store.append(settled).await.unwrap();
+    let rest = store
+        .claim_runnable(claim("w6", t + 20_000, 10))
+        .await
+        .unwrap();
+    assert!(
+        !claimed_ids(&rest).contains(&"m-due"),
+        "{backend}: {rest:?}"
+    );
+    assert!(
+        claimed_ids(&rest).contains(&"m-later"),
+        "{backend}: its deadline came"
+    );
+}
+
+/// Many claimers at once, through two stores, over more missions than they ask for: no
+/// mission is handed to two of them, and all of them are handed out.
+async fn concurrent_claimers_never_get_the_same_mission(backend: Backend) {
+    let store = backend.open().await;
+    let other = backend.open().await;
+    let t = 1_795_000_000_000;
+    for i in 0..40 {
+        store
+            .append(with_columns(&format!("m-{i:02}"), 0, t + i, ready()))
+            .await
+            .unwrap();
+    }
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = if i % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let got = store
+                        .claim_runnable(ClaimRequest {
+                            ttl_ms: 60_000,
+                            ..claim(&format!("w{i}"), t + 1_000, 3)
+                        })
+                        .await
+                        .unwrap();
+                    if got.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(got.into_iter().map(|c| c.mission));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let distinct: std::collections::BTreeSet<_> = all.iter().cloned().collect();
+    assert_eq!(
+        all.len(),
+        distinct.len(),
+        "{backend}: handed out twice: {all:?}"
+    );
+    assert_eq!(distinct.len(), 40, "{backend}");
+}
+
+// --- The global feed ------------------------------------------------------------------------
+
+/// Every append of every mission is on the feed once, in commit order, from any position.
+async fn the_feed_lists_every_append_once_in_commit_order(backend: Backend) {
+    let store = backend.open().await;
+    store.append(request("m-a", 0, 1)).await.unwrap();
+    store.append(request("m-b", 0, 2)).await.unwrap();
+    let mut parked = request("m-a", 1, 1);
+    parked.projection.status = "awaiting_approval".into();
+    store.append(parked).await.unwrap();
+    let all = store.feed(0, 100).await.unwrap();
+    let seen: Vec<(&str, u64, &str)> = all
+        .iter()
+        .map(|e| (e.mission.as_str(), e.last_seq, e.status.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("m-a", 1, "running"),
+            ("m-b", 2, "running"),
+            ("m-a", 2, "awaiting_approval")
+        ],
+        "{backend}"
+    );
+    assert!(
+        all.windows(2).all(|w| w[0].position < w[1].position),
+        "{backend}"
+    );
+    assert_eq!(
+        store.feed(all[0].position, 100).await.unwrap(),
+        all[1..],
+        "{backend}"
+    );
+    assert_eq!(store.feed(0, 1).await.unwrap(), all[..1], "{backend}");
+    assert!(
+        store.feed(all[2].position, 100).await.unwrap().is_empty(),
+        "{backend}"
+    );
+    // Nothing new: waiting gives up after its patience.
+    let nothing = store
+        .wait_for_change(all[2].position, 10, std::time::Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(nothing.is_empty(), "{backend}");
+}
+
+/// A reader tails the feed through another store while appenders on two stores write: it
+/// sees each append exactly once, positions only ever growing, woken without polling.
+async fn a_tail_of_the_feed_misses_nothing_under_concurrent_appends(backend: Backend) {
+    let store = backend.open().await;
+    let other = backend.open().await;
+    let reader = backend.open().await;
+    let writers: Vec<_> = (0..6)
+        .map(|w| {
+            let store = if w % 2 == 0 {
+                store.clone()
+            } else {
+                other.clone()
+            };
+            tokio::spawn(async move {
+                let mission = format!("m-{w}");
+                for seq in 0..15 {
+                    store.append(request(&mission, seq, 1)).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    // The tail, as a reader sees it: every entry once, positions only growing.
+    let mut cursor = 0;
+    let mut tail = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while tail.len() < 90 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{backend}: saw {}",
+            tail.len()
+        );
+        let entries = reader
+            .wait_for_change(cursor, 7, std::time::Duration::from_secs(10))
+            .await
+            .unwrap();
+        if let Some(last) = entries.last() {
+            cursor = last.position;
+        }
+        tail.extend(entries);
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    // What the feed holds once every append is in is exactly what the tail saw, in the
+    // same order: no position appeared behind the reader's cursor after it moved on.
+    let whole = store.feed(0, 1_000).await.unwrap();
+    assert_eq!(whole.len(), 90, "{backend}");
+    assert_eq!(
+        tail, whole,
+        "{backend}: the tail missed or reordered appends"
+    );
+}
+
 // --- The tests -----------------------------------------------------------------------------
+
+// --- Team quotas -----------------------------------------------------------------------------
+
+fn hold(team: &str, dimension: &str, limit: f64, amount: f64) -> flightdeck_store::QuotaHold {
+    flightdeck_store::QuotaHold {
+        team: team.into(),
+        dimension: dimension.into(),
+        limit,
+        amount,
+    }
+}
+
+fn reservation(
+    id: &str,
+    period: &str,
+    holds: Vec<flightdeck_store::QuotaHold>,
+) -> flightdeck_store::QuotaReservation {
+    flightdeck_store::QuotaReservation {
+        id: id.into(),
+        mission: "m-quota".into(),
+        period: period.into(),
+        at_ms: 1_795_000_000_000,
+        holds,
+    }
+}
+
+fn settlement(id: &str, usd: f64, tokens: f64) -> flightdeck_store::QuotaSettlement {
+    flightdeck_store::QuotaSettlement {
+        id: id.into(),
+        at_ms: 1_795_000_100_000,
+        spent: vec![("usd".into(), usd), ("tokens".into(), tokens)],
+    }
+}
+
+/// `(reserved, spent)` of each team's dimension in `period`, as `team dimension`.
+async fn usage(
+    store: &dyn flightdeck_store::EventStore,
+    period: &str,
+) -> std::collections::BTreeMap<String, (f64, f64)> {
+    store
+        .quota_usage(period)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| {
+            assert_eq!(u.period, period);
+            (format!("{} {}", u.team, u.dimension), (u.reserved, u.spent))
+        })
+        .collect()
+}
+
+fn granted(again: bool) -> flightdeck_store::QuotaGrant {
+    flightdeck_store::QuotaGrant::Granted { again }
+}
+
+async fn quota_reservations_hold_all_or_nothing_until_settled_to_the_cost(backend: Backend) {
+    use flightdeck_store::QuotaGrant;
+    let store = backend.open().await;
+    let p = "2026-11";
+    let both = |usd: f64, tokens: f64| {
+        vec![
+            hold("@acme/platform", "usd", 10.0, usd),
+            hold("@acme/platform", "tokens", 1_000.0, tokens),
+        ]
+    };
+    let reserve = |id: &str, holds| store.reserve_quota(reservation(id, p, holds));
+    assert_eq!(
+        reserve("r1", both(3.0, 400.0)).await.unwrap(),
+        granted(false)
+    );
+    assert_eq!(
+        reserve("r2", both(6.0, 500.0)).await.unwrap(),
+        granted(false)
+    );
+    let held = |usd: (f64, f64), tokens: (f64, f64)| {
+        std::collections::BTreeMap::from([
+            ("@acme/platform tokens".to_string(), tokens),
+            ("@acme/platform usd".to_string(), usd),
+        ])
+    };
+    assert_eq!(
+        usage(store.as_ref(), p).await,
+        held((9.0, 0.0), (900.0, 0.0))
+    );
+
+    // What does not fit is refused, naming the first hold (team, dimension order) that
+    // does not, and nothing is reserved, not even the holds that would fit.
+    let refused = reserve("r3", both(2.0, 50.0)).await.unwrap();
+    assert_eq!(
+        refused,
+        QuotaGrant::Refused {
+            team: "@acme/platform".into(),
+            dimension: "usd".into(),
+            used: 9.0,
+            limit: 10.0,
+            needed: 2.0,
+        },
+        "{backend}"
+    );
+    let refused = reserve("r4", both(0.5, 200.0)).await.unwrap();
+    assert!(
+        matches!(&refused, QuotaGrant::Refused { dimension, used, .. } if dimension == "tokens" && *used == 900.0),
+        "{backend}: {refused:?}"
+    );
+    assert_eq!(
+        usage(store.as_ref(), p).await,
+        held((9.0, 0.0), (900.0, 0.0)),
+        "{backend}: refusals reserve nothing"
+    );
+
+    // Settled: the reservation leaves `reserved`, the cost joins `spent`; once.
+    assert!(store
+        .settle_quota(settlement("r1", 1.25, 300.0))
+        .await
+        .unwrap());
+    assert_eq!(
+        usage(store.as_ref(), p).await,
+        held((6.0, 1.25), (500.0, 300.0))
+    );
+    assert!(!store
+        .settle_quota(settlement("r1", 5.0, 5.0))
+        .await
+        .unwrap());
+    assert!(!store
+        .settle_quota(settlement("nope", 5.0, 5.0))
+        .await
+        .unwrap());
+    assert_eq!(
+        usage(store.as_ref(), p).await,
+        held((6.0, 1.25), (500.0, 300.0)),
+        "{backend}: settled once"
+    );
+
+    // Room made by a settlement is used again; a sum may reach its limit exactly.
+    assert_eq!(
+        reserve("r3", both(2.0, 50.0)).await.unwrap(),
+        granted(false)
+    );
+    assert_eq!(
+        reserve("r5", both(0.75, 150.0)).await.unwrap(),
+        granted(false)
+    );
+    assert_eq!(
+        usage(store.as_ref(), p).await,
+        held((8.75, 1.25), (700.0, 300.0))
+    );
+    let full = reserve("r6", both(0.000_001, 0.0)).await.unwrap();
+    assert!(
+        matches!(full, QuotaGrant::Refused { .. }),
+        "{backend}: {full:?}"
+    );
+    // A cost not given for a dimension is nothing; a call cut off (r2) keeps holding.
+    let usd_only = flightdeck_store::QuotaSettlement {
+        spent: vec![("usd".into(), 0.5)],
+        ..settlement("r5", 0.0, 0.0)
+    };
+    assert!(store.settle_quota(usd_only).await.unwrap());
+    assert_eq!(
+        usage(store.as_ref(), p).await,
+        held((8.0, 1.75), (550.0, 300.0))
+    );
+
+    // Teams are summed apart; another store (another process) reads the same sums.
+    assert_eq!(
+        store
+            .reserve_quota(reservation(
+                "o1",
+                p,
+                vec![hold("@acme/sre", "usd", 1.0, 1.0)]
+            ))
+            .await
+            .unwrap(),
+        granted(false)
+    );
+    let other = backend.open().await;
+    let mut expected = held((8.0, 1.75), (550.0, 300.0));
+    expected.insert("@acme/sre usd".into(), (1.0, 0.0));
+    assert_eq!(usage(other.as_ref(), p).await, expected, "{backend}");
+    assert!(
+        usage(other.as_ref(), "2026-10").await.is_empty(),
+        "{backend}"
+    );
+
+    // What no quota can hold is refused as an error, and writes nothing.
+    for bad in [
+        vec![],
+        vec![hold("@acme/sre", "usd", 1.0, -1.0)],
+        vec![hold("@acme/sre", "usd", f64::NAN, 0.0)],
+        vec![
+            hold("@acme/sre", "usd", 9.0, 1.0),
+            hold("@acme/sre", "usd", 9.0, 1.0),
+        ],
+    ] {
+        let result = store
+            .reserve_quota(reservation("bad", p, bad.clone()))
+            .await;
+        assert!(result.is_err(), "{backend}: {bad:?} gave {result:?}");
+    }
+    assert_eq!(usage(other.as_ref(), p).await, expected, "{backend}");
+}
+
+async fn a_reservation_asked_again_is_granted_without_reserving_twice(backend: Backend) {
+    let store = backend.open().await;
+    let other = backend.open().await;
+    let p = "2026-11";
+    let one = |amount: f64| vec![hold("@t/a", "usd", 5.0, amount)];
+    assert_eq!(
+        store
+            .reserve_quota(reservation("m-1/step-1.m1/1", p, one(2.0)))
+            .await
+            .unwrap(),
+        granted(false)
+    );
+    // Again, through another store (a driver retrying after a crash), even with another
+    // amount: the reservation stands as it was.
+    for amount in [2.0, 3.0] {
+        assert_eq!(
+            other
+                .reserve_quota(reservation("m-1/step-1.m1/1", p, one(amount)))
+                .await
+                .unwrap(),
+            granted(true),
+            "{backend}"
+        );
+    }
+    assert_eq!(
+        usage(store.as_ref(), p).await["@t/a usd"],
+        (2.0, 0.0),
+        "{backend}"
+    );
+    // Settled, it is still never reserved again.
+    assert!(store
+        .settle_quota(settlement("m-1/step-1.m1/1", 1.0, 0.0))
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .reserve_quota(reservation("m-1/step-1.m1/1", p, one(2.0)))
+            .await
+            .unwrap(),
+        granted(true)
+    );
+    assert_eq!(
+        usage(store.as_ref(), p).await["@t/a usd"],
+        (0.0, 1.0),
+        "{backend}"
+    );
+    // A refused reservation leaves no trace: asked again once it fits, it is made.
+    let big = store
+        .reserve_quota(reservation("m-1/step-1.m2/1", p, one(4.5)))
+        .await
+        .unwrap();
+    assert!(
+        matches!(big, flightdeck_store::QuotaGrant::Refused { .. }),
+        "{backend}"
+    );
+    assert!(store
+        .settle_quota(settlement("m-1/step-1.m2/1", 1.0, 0.0))
+        .await
+        .is_ok());
+    assert_eq!(
+        store
+            .reserve_quota(reservation("m-1/step-1.m2/1", p, one(4.0)))
+            .await
+            .unwrap(),
+        granted(false),
+        "{backend}"
+    );
+    assert_eq!(
+        usage(store.as_ref(), p).await["@t/a usd"],
+        (4.0, 1.0),
+        "{backend}"
+    );
+}
+
+async fn quotas_count_per_calendar_month(backend: Backend) {
+    use flightdeck_core::quota::period_of;
+    let store = backend.open().await;
+    // The last millisecond of January 2026 and the first of February, UTC.
+    let (january, february) = (1_769_903_999_999, 1_769_904_000_000);
+    let (jan, feb) = (period_of(january), period_of(february));
+    assert_eq!((jan.as_str(), feb.as_str()), ("2026-01", "2026-02"));
+    let at = |id: &str, period: &str, at_ms: i64, amount: f64| flightdeck_store::QuotaReservation {
+        at_ms,
+        ..reservation(id, period, vec![hold("@t/a", "tokens", 100.0, amount)])
+    };
+    assert_eq!(
+        store
+            .reserve_quota(at("j1", &jan, january, 100.0))
+            .await
+            .unwrap(),
+        granted(false)
+    );
+    let full = store
+        .reserve_quota(at("j2", &jan, january, 1.0))
+        .await
+        .unwrap();
+    assert!(
+        matches!(full, flightdeck_store::QuotaGrant::Refused { .. }),
+        "{backend}"
+    );
+    // A new month starts empty.
+    assert_eq!(
+        store
+            .reserve_quota(at("f1", &feb, february, 100.0))
+            .await
+            .unwrap(),
+        granted(false)
+    );
+    // A January call settled in February counts in January, where it was reserved.
+    let late = flightdeck_store::QuotaSettlement {
+        at_ms: february + 1_000,
+        ..settlement("j1", 0.0, 60.0)
+    };
+    assert!(store.settle_quota(late).await.unwrap());
+    assert_eq!(
+        usage(store.as_ref(), &jan).await["@t/a tokens"],
+        (0.0, 60.0),
+        "{backend}"
+    );
+    assert_eq!(
+        usage(store.as_ref(), &feb).await["@t/a tokens"],
+        (100.0, 0.0),
+        "{backend}"
+    );
+    assert_eq!(
+        store
+            .reserve_quota(at("j2", &jan, january, 40.0))
+            .await
+            .unwrap(),
+        granted(false)
+    );
+}
+
+async fn concurrent_reservations_from_many_stores_never_pass_the_limit(backend: Backend) {
+    let stores = [
+        backend.open().await,
+        backend.open().await,
+        backend.open().await,
+    ];
+    let p = "2026-11";
+    // 48 reservations of 1 (tokens 10) against limits of 10 usd and 1,000 tokens, from three
+    // stores at once; 8 ids are asked twice at the same moment. Each granted call settles to
+    // its whole reservation, so the sums only grow and exactly ten fit.
+    let tasks: Vec<_> = (0..48)
+        .map(|i| {
+            let store = stores[i % 3].clone();
+            let id = format!("r{}", i % 40);
+            tokio::spawn(async move {
+                let grant = store
+                    .reserve_quota(reservation(
+                        &id,
+                        p,
+                        vec![
+                            hold("@acme/platform", "usd", 10.0, 1.0),
+                            hold("@acme/platform", "tokens", 1_000.0, 10.0),
+                        ],
+                    ))
+                    .await
+                    .unwrap();
+                if grant == granted(false) && i % 2 == 0 {
+                    store
+                        .settle_quota(settlement(&id, 1.0, 10.0))
+                        .await
+                        .unwrap();
+                }
+                (id, grant)
+            })
+        })
+        .collect();
+    let mut made = Vec::new();
+    for task in tasks {
+        let (id, grant) = task.await.unwrap();
+        if grant == granted(false) {
+            made.push(id);
+        }
+    }
+    made.sort();
+    let reserved_once = {
+        let mut ids = made.clone();
+        ids.dedup();
+        ids.len() == made.len()
+    };
+    assert!(
+        reserved_once,
+        "{backend}: an id was reserved twice: {made:?}"
+    );
+    assert_eq!(made.len(), 10, "{backend}: made {made:?}");
+    let sums = usage(stores[1].as_ref(), p).await;
+    let (usd, tokens) = (sums["@acme/platform usd"], sums["@acme/platform tokens"]);
+    assert!((usd.0 + usd.1 - 10.0).abs() < 1e-9, "{backend}: {sums:?}");
+    assert!(
+        (tokens.0 + tokens.1 - 100.0).abs() < 1e-9,
+        "{backend}: {sums:?}"
+    );
+}
 
 /// Makes each check a test that runs it against every backend (`common::backends`).
 macro_rules! on_every_backend {
@@ -1651,6 +2395,14 @@ on_every_backend!(
     artifacts_are_content_addressed_and_read_back,
     an_artifact_an_append_references_is_found_by_another_store,
     concurrent_opens_of_a_new_database_all_succeed,
+    a_claim_hands_out_what_can_make_progress_longest_waiting_first,
+    concurrent_claimers_never_get_the_same_mission,
+    the_feed_lists_every_append_once_in_commit_order,
+    a_tail_of_the_feed_misses_nothing_under_concurrent_appends,
+    quota_reservations_hold_all_or_nothing_until_settled_to_the_cost,
+    a_reservation_asked_again_is_granted_without_reserving_twice,
+    quotas_count_per_calendar_month,
+    concurrent_reservations_from_many_stores_never_pass_the_limit,
 );
 
 /// The PostgreSQL backend's URL: the test server's, with the backend's database in it.

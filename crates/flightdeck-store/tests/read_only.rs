@@ -229,7 +229,13 @@ async fn older_schemas_are_read_and_newer_ones_refused() {
     let conn = rusqlite::Connection::open(db(dir.path())).unwrap();
     conn.execute_batch(
         "DROP TABLE inputs; DROP TABLE projection_items; DROP TABLE tokens;
+         DROP TABLE quota_usage; DROP TABLE quota_holds;
          ALTER TABLE missions DROP COLUMN lease_epoch;
+         DROP INDEX missions_ready; DROP INDEX missions_deadline; DROP INDEX missions_leased; DROP INDEX missions_by_requester;
+         ALTER TABLE missions DROP COLUMN requested_by; ALTER TABLE missions DROP COLUMN team; ALTER TABLE missions DROP COLUMN ready;
+         ALTER TABLE missions DROP COLUMN waiting_for;
+         ALTER TABLE missions DROP COLUMN next_deadline_ms;
+         ALTER TABLE missions DROP COLUMN cost_usd; DROP TABLE feed;
          DELETE FROM _sqlx_migrations WHERE version >= 3;",
     )
     .unwrap();
@@ -242,6 +248,7 @@ async fn older_schemas_are_read_and_newer_ones_refused() {
     assert!(old.input(1).await.unwrap().is_none());
     assert!(old.tokens().await.unwrap().is_empty());
     assert!(old.token_by_hash("00").await.unwrap().is_none());
+    assert!(old.quota_usage("2026-11").await.unwrap().is_empty());
     assert!(old
         .missions_with_pending_inputs(5)
         .await

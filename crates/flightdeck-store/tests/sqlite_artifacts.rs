@@ -27,6 +27,7 @@ fn request(mission: &str, expected_seq: u64, artifact: &Digest) -> AppendRequest
             template: "t".into(),
             summary: json!({"id": mission}),
             items: Vec::new(),
+            columns: flightdeck_store::ProjectionColumns::default(),
         },
         consumes: Vec::new(),
         fence: None,

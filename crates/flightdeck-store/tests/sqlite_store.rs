@@ -35,6 +35,7 @@ fn request(mission: &str, expected_seq: u64, events: Vec<NewEvent>) -> AppendReq
             template: "t".into(),
             summary: json!({"id": mission}),
             items: Vec::new(),
+            columns: flightdeck_store::ProjectionColumns::default(),
         },
         consumes: Vec::new(),
         fence: None,
@@ -201,4 +202,98 @@ async fn a_long_timeline_reads_whole_and_in_order_through_a_read_only_store() {
         );
         assert!(events[..] == all[after.min(n) as usize..], "after {after}");
     }
+}
+
+/// A database of the release before the typed columns: opening it read-write fills them
+/// from each mission's summary, so its missions are claimed (and its expiries fired) like
+/// new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_before_the_typed_columns_gets_them_from_its_summaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flightdeck.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let mut running = request("m-running", 0, vec![event(0)]);
+    running.projection.summary =
+        json!({"id": "m-running", "requested_by": "alice", "cost": {"total_usd": 0.25}});
+    store.append(running).await.unwrap();
+    let mut parked = request("m-parked", 0, vec![event(0)]);
+    parked.projection.status = "awaiting_approval".into();
+    parked.projection.summary = json!({"id": "m-parked", "pending_approvals": [
+        {"approval_id": "a1", "expires_at": "2026-12-07T10:00:00.500Z"},
+        {"approval_id": "a2", "expires_at": null}]});
+    store.append(parked).await.unwrap();
+    // Stopped by ctrl-c (its last event is the interruption): waits for `resume`.
+    let mut interrupted = event(1);
+    interrupted.event_type = "mission.interrupted".into();
+    store
+        .append(request("m-halted", 0, vec![event(0), interrupted]))
+        .await
+        .unwrap();
+    // Parked, and every approval granted since: ready to go on.
+    let mut granted = request("m-granted", 0, vec![event(0)]);
+    granted.projection.status = "awaiting_approval".into();
+    granted.projection.summary = json!({"id": "m-granted", "pending_approvals": []});
+    store.append(granted).await.unwrap();
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "DROP INDEX missions_ready; DROP INDEX missions_deadline; DROP INDEX missions_leased; DROP INDEX missions_by_requester;
+         ALTER TABLE missions DROP COLUMN requested_by; ALTER TABLE missions DROP COLUMN team; ALTER TABLE missions DROP COLUMN ready;
+         ALTER TABLE missions DROP COLUMN waiting_for;
+         ALTER TABLE missions DROP COLUMN next_deadline_ms;
+         ALTER TABLE missions DROP COLUMN cost_usd; DROP TABLE feed;
+         DELETE FROM _sqlx_migrations WHERE version >= 7;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path).await.unwrap();
+    // The global feed starts with each mission once, at its last event.
+    let feed = store.feed(0, 10).await.unwrap();
+    let fed: Vec<_> = feed
+        .iter()
+        .map(|e| (e.mission.as_str(), e.last_seq))
+        .collect();
+    // (By the time of their last events, then by id.)
+    assert_eq!(
+        fed,
+        [
+            ("m-granted", 1),
+            ("m-parked", 1),
+            ("m-running", 1),
+            ("m-halted", 2)
+        ]
+    );
+    assert_eq!(store.feed_head().await.unwrap(), feed[3].position);
+    let expiry = 1_796_637_600_500; // 2026-12-07T10:00:00.500Z
+    assert_eq!(store.next_deadline_ms().await.unwrap(), Some(expiry));
+    let claimed = store
+        .claim_runnable(flightdeck_store::ClaimRequest {
+            owner: "w".into(),
+            now_ms: expiry - 1,
+            ttl_ms: 1_000,
+            limit: 10,
+            steal_from: Vec::new(),
+            skip: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = claimed.iter().map(|c| c.mission.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["m-granted", "m-running"],
+        "running or granted: ready; parked: not yet due; halted: waits for resume"
+    );
+    drop(store);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (who, cost, waiting): (Option<String>, f64, Option<String>) = conn
+        .query_row(
+            "SELECT requested_by, cost_usd, (SELECT waiting_for FROM missions WHERE id = 'm-parked')
+             FROM missions WHERE id = 'm-running'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(who.as_deref(), Some("alice"));
+    assert!((cost - 0.25).abs() < 1e-9);
+    assert_eq!(waiting.as_deref(), Some("approval"));
 }

@@ -222,12 +222,37 @@ impl IndexStamp {
 
 /// The repository's object directory (`<common git dir>/objects`).
 fn objects_dir(repo: &Path) -> Result<PathBuf, GitError> {
+    Ok(common_dir(repo)?.join("objects"))
+}
+
+/// The repository's common git directory (`.git`, or the bare repository itself).
+fn common_dir(repo: &Path) -> Result<PathBuf, GitError> {
     let common = git_ok(
         repo,
         &["rev-parse", "--path-format=absolute", "--git-common-dir"],
         &[],
     )?;
-    Ok(Path::new(&common).join("objects"))
+    Ok(PathBuf::from(common))
+}
+
+/// Holds `<common dir>/flightdeck-worktrees.lock` exclusively: `git worktree prune` run while
+/// another process's `git worktree add` is half done deletes the new worktree's
+/// administrative files (the add then fails reading them), so the processes of one machine
+/// add, prune and remove a repository's worktrees one at a time.
+fn lock_worktrees(repo: &Path) -> Result<nix::fcntl::Flock<std::fs::File>, GitError> {
+    let path = common_dir(repo)?.join("flightdeck-worktrees.lock");
+    let io = |e: String| GitError::Io {
+        path: path.display().to_string(),
+        error: e,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io(e.to_string()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| io(errno.to_string()))
 }
 
 /// Makes the mission's object directory, reading through to `alternates`.
@@ -320,13 +345,16 @@ impl Worktree {
             std::fs::remove_dir_all(path).map_err(|e| GitError::Spawn(e.to_string()))?;
         }
         let _ = std::fs::remove_file(store.index());
-        let _ = git_ok(repo, &["worktree", "prune"], &[]);
         let path_str = path.to_string_lossy();
-        git_ok(
-            repo,
-            &["worktree", "add", "--detach", "--quiet", &path_str, base],
-            &[],
-        )?;
+        {
+            let _one_at_a_time = lock_worktrees(repo)?;
+            let _ = git_ok(repo, &["worktree", "prune"], &[]);
+            git_ok(
+                repo,
+                &["worktree", "add", "--detach", "--quiet", &path_str, base],
+                &[],
+            )?;
+        }
         let git_dir = admin_dir(repo, path)?.ok_or_else(|| GitError::Failed {
             args: format!("worktree add {path_str}"),
             dir: repo.display().to_string(),
@@ -737,6 +765,8 @@ impl Worktree {
     /// Removes the worktree at `path` of `repo` and its administrative files.
     pub fn remove(repo: &Path, path: &Path) -> Result<(), GitError> {
         let path_str = path.to_string_lossy();
+        // Best effort: a repository that is gone has no worktrees to race on.
+        let _one_at_a_time = lock_worktrees(repo).ok();
         let removed = git_ok(
             repo,
             &["worktree", "remove", "--force", "--force", &path_str],

@@ -157,6 +157,7 @@ async fn main() {
                     template: "park".into(),
                     summary: summary.clone(),
                     items: Vec::new(),
+                    columns: flightdeck_store::ProjectionColumns::default(),
                 },
                 consumes: Vec::new(),
                 fence: None,

@@ -101,6 +101,7 @@ fn append(mission: &str, expected_seq: u64, count: usize, summary: &Value) -> Ap
             template: "park".into(),
             summary: summary.clone(),
             items: Vec::new(),
+            columns: flightdeck_store::ProjectionColumns::default(),
         },
         consumes: Vec::new(),
         fence: None,

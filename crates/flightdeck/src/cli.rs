@@ -66,9 +66,14 @@ pub enum Command {
         /// A template param
         #[arg(short = 'p', long = "param", value_name = "KEY=VALUE")]
         params: Vec<String>,
-        /// Create the mission and run it in the background
+        /// Create the mission and run it in the background (on PostgreSQL: queue it for
+        /// the workers)
         #[arg(long)]
         detach: bool,
+        /// Create the mission and leave it queued for a worker (`flightdeck worker`,
+        /// `flightdeck serve`) on any store; implies --detach
+        #[arg(long)]
+        queue: bool,
         /// A repository by URL (fetched into <data-dir>/repos); --base names its commit
         #[arg(long, value_name = "URL", conflicts_with = "repo")]
         remote: Option<String>,

@@ -33,6 +33,12 @@ impl Context {
             database_url: global.database_url.clone(),
             identity: global.identity.clone(),
         })?;
+        // An export that fails is said once, on stderr; the missions go on.
+        #[allow(clippy::print_stderr)]
+        app.telemetry
+            .on_warning(std::sync::Arc::new(|message: &str| {
+                eprintln!("warning: {message}")
+            }));
         Ok(Context {
             global,
             app,

@@ -13,6 +13,9 @@ use crate::cli::Cli;
 use crate::context::Context;
 use crate::error::{exit, CliError};
 
+/// How long a process that exported traces waits at its end for the last ones to be sent.
+const TELEMETRY_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 fn main() {
     // Inside a workspace's sandbox this binary is its server, and never gets further.
     flightdeck_workspace::serve_if_asked();
@@ -24,9 +27,15 @@ fn main() {
     {
         Ok(runtime) => runtime.block_on(async {
             match Context::new(cli.global) {
-                Ok(ctx) => commands::dispatch(ctx, cli.command)
-                    .await
-                    .unwrap_or_else(report),
+                Ok(ctx) => {
+                    let telemetry = ctx.app.telemetry.clone();
+                    let code = commands::dispatch(ctx, cli.command)
+                        .await
+                        .unwrap_or_else(report);
+                    // Traces still queued go out now, or not at all: the process is ending.
+                    telemetry.shutdown(TELEMETRY_FLUSH).await;
+                    code
+                }
                 Err(e) => report(e),
             }
         }),

@@ -1788,6 +1788,54 @@ async fn web_sessions_sign_in_with_tokens_need_csrf_and_show_what_missions_wrote
         );
     }
 
+    // The changes stream tails the store's global feed: from position 0 it tells of every
+    // mission so far, with the position as the event's id (what a reconnect resumes from).
+    let mut changes = http
+        .get(format!("{}/api/v1/changes?after=0", server.url))
+        .header("cookie", format!("fd_session={viewer_cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changes.status(), StatusCode::OK);
+    let mut text = String::new();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            let chunk = changes.chunk().await.unwrap().unwrap();
+            text.push_str(&String::from_utf8_lossy(&chunk));
+            if let Some(block) = text.split("\n\n").find(|b| b.contains("event: changed")) {
+                return block.to_string();
+            }
+        }
+    })
+    .await
+    .expect("a changed event from position 0");
+    let field = |name: &str| {
+        first
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {first}"))
+    };
+    let data: Value = serde_json::from_str(&field("data")).unwrap();
+    assert_eq!(data["position"].to_string(), field("id"), "{first}");
+    assert!(data["position"].as_u64().unwrap() >= 1, "{first}");
+    assert!(
+        data["missions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m == &json!(id)),
+        "{first}"
+    );
+    drop(changes);
+    let refused = http
+        .get(format!("{}/api/v1/changes?after=soon", server.url))
+        .header("cookie", format!("fd_session={viewer_cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+
     // A stream a session opened ends once the session's token is revoked (checked every 5 s).
     let stream = http
         .get(format!("{}/api/v1/changes", server.url))

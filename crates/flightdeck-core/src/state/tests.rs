@@ -28,6 +28,7 @@ fn created() -> EventKind {
         model_scripts: Default::default(),
         requested_as: None,
         codeowners_warnings: Vec::new(),
+        remote: None,
     })
 }
 
@@ -80,6 +81,7 @@ fn timeline(fates: &[StepFate], finish: bool) -> Vec<EventKind> {
             events.push(EventKind::MissionInterrupted(MissionInterrupted {
                 reason: "killed".into(),
                 calls: vec![],
+                handed_back: false,
             }));
             events.push(EventKind::MissionResumed(MissionResumed {
                 by: "@carol".into(),

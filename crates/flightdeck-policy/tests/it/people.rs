@@ -558,3 +558,20 @@ fn unknown_approvers_are_told_what_to_do() {
         "`U999` is not one of the people configured for this installation, and the policy does not let unknown identities approve (allow_unknown_approvers = false); add them under [people] in the installation config, with this name as their handle, email, github or slack"
     );
 }
+
+/// A mission's requester (as recorded: a handle) is in the teams that list any of their
+/// names; with no people configured, names compare as canonical identities.
+#[test]
+fn the_teams_of_a_requester_are_found_by_any_of_their_names() {
+    let teams = teams();
+    let people = directory();
+    assert_eq!(people.teams_of(&teams, "@alice"), ["@acme/platform"]);
+    assert_eq!(people.teams_of(&teams, "@dave"), ["@acme/platform"]);
+    assert_eq!(people.teams_of(&teams, "robert@acme.com"), ["@acme/sre"]);
+    assert!(people.teams_of(&teams, "@carol").is_empty());
+    assert!(people.teams_of(&teams, "@nobody").is_empty());
+    let nobody = People::default();
+    assert_eq!(nobody.teams_of(&teams, "Alice"), ["@acme/platform"]);
+    assert_eq!(nobody.teams_of(&teams, "DAVE@acme.com"), ["@acme/platform"]);
+    assert!(nobody.teams_of(&teams, "@dave").is_empty());
+}

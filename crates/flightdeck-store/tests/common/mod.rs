@@ -32,6 +32,7 @@ pub fn request(mission: &str, expected_seq: u64, count: u64) -> AppendRequest {
             template: "t".into(),
             summary: json!({"id": mission}),
             items: Vec::new(),
+            columns: flightdeck_store::ProjectionColumns::default(),
         },
         consumes: Vec::new(),
         fence: None,

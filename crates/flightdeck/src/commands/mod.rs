@@ -39,8 +39,18 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
             base,
             params,
             detach,
+            queue,
             remote,
-        } => run::run(&ctx, &template, repo, remote, &base, &params, detach).await,
+        } => {
+            let start = if queue {
+                run::Start::Queue
+            } else if detach {
+                run::Start::Detach
+            } else {
+                run::Start::Here
+            };
+            run::run(&ctx, &template, repo, remote, &base, &params, start).await
+        }
         Command::Missions { limit } => missions(&ctx, limit).await,
         Command::Show { mission } => show(&ctx, &mission).await,
         Command::Timeline { mission, follow } => timeline(&ctx, &mission, follow).await,

@@ -84,7 +84,7 @@ pub async fn worker(ctx: &Context, once: bool, concurrency: u32) -> Result<i32, 
         ));
     }
     ctx.stop_missions_on_signals();
-    let engine = ctx.engine(progress(ctx)).await?;
+    let engine = ctx.engine(progress(ctx)).await?.handing_back_on_shutdown();
     let scheduler = Scheduler::with_workers(engine, concurrency as usize);
     let json = ctx.json();
     let report = |actions: &[flightdeck_app::scheduler::Action]| {
@@ -92,17 +92,23 @@ pub async fn worker(ctx: &Context, once: bool, concurrency: u32) -> Result<i32, 
             let what = match action.what {
                 ActionKind::Settled => "took in what waited for",
                 ActionKind::Continued => "continued",
+                ActionKind::Failed => "could not drive",
             };
             if json {
-                println!(
-                    "{}",
-                    json!({"mission": action.mission, "action": match action.what {
-                        ActionKind::Settled => "settled",
-                        ActionKind::Continued => "continued",
-                    }, "status": action.status})
-                );
+                let mut line = json!({"mission": action.mission, "action": match action.what {
+                    ActionKind::Settled => "settled",
+                    ActionKind::Continued => "continued",
+                    ActionKind::Failed => "failed",
+                }, "status": action.status});
+                if let Some(error) = &action.error {
+                    line["error"] = json!(error);
+                }
+                println!("{line}");
             } else {
-                eprintln!("worker: {what} {} ({})", action.mission, action.status);
+                match &action.error {
+                    Some(error) => eprintln!("worker: {what} {}: {error}", action.mission),
+                    None => eprintln!("worker: {what} {} ({})", action.mission, action.status),
+                }
             }
         }
     };
@@ -115,7 +121,14 @@ pub async fn worker(ctx: &Context, once: bool, concurrency: u32) -> Result<i32, 
     if !json {
         eprintln!("worker: continuing missions by themselves; stop with Ctrl-C");
     }
-    scheduler.run(ctx.shutdown.clone(), report).await?;
+    scheduler
+        .run(ctx.shutdown.clone(), report, |e| {
+            eprintln!(
+                "worker: a pass failed: {}; trying again in a few seconds",
+                e.message
+            );
+        })
+        .await?;
     Ok(exit::OK)
 }
 

@@ -189,6 +189,7 @@ pub async fn replay(
         policy_source,
         codeowners,
         base_commit: Some(created.base_commit.clone()),
+        remote: created.remote.clone(),
     };
     let mode = if reexecute {
         ReplayMode::Reexecute

@@ -107,6 +107,18 @@ fn parse_params(raw: &[String]) -> Result<BTreeMap<String, String>, CliError> {
     Ok(params)
 }
 
+/// Where a new mission is driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// In this process, until it ends or parks.
+    Here,
+    /// In a background process of this machine (`--detach` on SQLite), or by a worker of
+    /// the fleet (`--detach` on PostgreSQL).
+    Detach,
+    /// By a worker (`--queue`).
+    Queue,
+}
+
 pub async fn run(
     ctx: &Context,
     template: &str,
@@ -114,7 +126,7 @@ pub async fn run(
     remote: Option<String>,
     base: &str,
     params: &[String],
-    detach: bool,
+    start: Start,
 ) -> Result<i32, CliError> {
     let source = match remote {
         Some(url) => intake::repo_source(&ctx.app.config, &url, true)?,
@@ -152,11 +164,18 @@ pub async fn run(
     )?;
     ctx.stop_missions_on_signals();
     let engine = ctx.engine(progress(ctx)).await?;
-    if detach {
+    if start != Start::Here {
         let state = engine.create(intake.request).await?;
-        spawn_detached(ctx, &state.id)?;
-        if !ctx.json() {
-            eprintln!("mission {} runs in the background; follow it with `flightdeck timeline {} --follow`", state.id, state.id);
+        if start == Start::Queue || flightdeck_store::is_postgres(&ctx.database_url()) {
+            // A shared store: the mission is queued, and some worker of the fleet claims it.
+            if !ctx.json() {
+                eprintln!("mission {} is queued for the workers on this database (`flightdeck worker`, `flightdeck serve`); follow it with `flightdeck timeline {} --follow`", state.id, state.id);
+            }
+        } else {
+            spawn_detached(ctx, &state.id)?;
+            if !ctx.json() {
+                eprintln!("mission {} runs in the background; follow it with `flightdeck timeline {} --follow`", state.id, state.id);
+            }
         }
         print_summary(ctx, &state).await?;
         return Ok(exit::OK);

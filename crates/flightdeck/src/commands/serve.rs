@@ -23,7 +23,11 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
     let auth = ctx.app.config.server.auth;
     check_listen(&addr, auth)?;
     ctx.stop_missions_on_signals();
-    let engine = ctx.engine(Arc::new(Silent)).await?;
+    // Missions it drives when it stops are handed back to the fleet's other workers.
+    let engine = ctx
+        .engine(Arc::new(Silent))
+        .await?
+        .handing_back_on_shutdown();
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         CliError::bad_input(
             format!("--listen {addr}: cannot listen: {e}"),
@@ -48,7 +52,20 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
         let scheduler = Scheduler::with_workers(engine.clone(), workers as usize);
         let shutdown = ctx.shutdown.clone();
         Some(tokio::spawn(async move {
-            if let Err(e) = scheduler.run(shutdown, |_| {}).await {
+            let report = |actions: &[flightdeck_app::scheduler::Action]| {
+                for action in actions {
+                    if let Some(error) = &action.error {
+                        eprintln!("serve: could not drive {}: {error}", action.mission);
+                    }
+                }
+            };
+            let failed = |e: &flightdeck_app::AppError| {
+                eprintln!(
+                    "serve: a scheduler pass failed: {}; trying again in a few seconds",
+                    e.message
+                );
+            };
+            if let Err(e) = scheduler.run(shutdown, report, failed).await {
                 eprintln!("serve: the scheduler stopped: {}", e.message);
             }
         }))
