@@ -12,6 +12,7 @@ use std::process::{Command, Output};
 pub mod fake_anthropic;
 pub mod fake_http;
 pub mod fake_openai;
+pub mod fake_slack;
 pub mod openapi;
 
 pub use fake_anthropic::FakeAnthropic;

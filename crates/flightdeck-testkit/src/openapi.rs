@@ -87,6 +87,38 @@ impl OpenApi {
         }
     }
 
+    /// A description already parsed into JSON (e.g. a Swagger 2.0 document read with
+    /// `serde_json`, whose schemas live under `definitions` and are validated with
+    /// [`OpenApi::validate_schema`]).
+    pub fn from_value(root: Value) -> OpenApi {
+        OpenApi { root }
+    }
+
+    /// The whole document.
+    pub fn root(&self) -> &Value {
+        &self.root
+    }
+
+    /// Validates `instance` against an inline `schema` (one taken from the document, e.g. a
+    /// Swagger response schema); `$ref`s resolve against the whole document.
+    pub fn validate_schema(&self, schema: &Value, instance: &Value) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        self.check(schema, instance, "", &mut errors, 0);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// [`OpenApi::unknown_keywords`] for an inline schema.
+    pub fn unknown_keywords_in(&self, schema: &Value) -> BTreeSet<String> {
+        let mut unknown = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        self.walk(schema, &mut seen, &mut unknown);
+        unknown
+    }
+
     /// The OpenAI description (`specs/openai-openapi.yaml`), loaded once per process.
     pub fn openai() -> &'static OpenApi {
         static SPEC: OnceLock<OpenApi> = OnceLock::new();
