@@ -45,6 +45,31 @@ pub struct Config {
     pub quotas: BTreeMap<String, QuotaConfig>,
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    /// `[slack]`: approvals in Slack (`flightdeck serve`).
+    #[serde(default)]
+    pub slack: Option<SlackSection>,
+}
+
+/// `[slack]`: where approval requests go and how Slack's clicks are checked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackSection {
+    /// The environment variable holding the bot token (`xoxb-…`).
+    pub bot_token_env: String,
+    /// The environment variable holding the app-level token (`xapp-…`) for Socket Mode.
+    pub app_token_env: Option<String>,
+    /// The environment variable holding the signing secret HTTP mode checks clicks with.
+    pub signing_secret_env: Option<String>,
+    /// The Web API's base URL (a test server in tests).
+    #[serde(default = "default_slack_api_url")]
+    pub api_url: String,
+    /// Where approval requests go: `default`, and per team of approvers.
+    #[serde(default)]
+    pub channels: BTreeMap<String, String>,
+}
+
+fn default_slack_api_url() -> String {
+    "https://slack.com/api".to_string()
 }
 
 /// `[telemetry]`: OpenTelemetry traces over OTLP/HTTP.

@@ -591,6 +591,24 @@ pub struct MissionInterrupted {
     pub handed_back: bool,
 }
 
+/// A message flightdeck sent about the mission on a channel people read (Slack), recorded
+/// so it is sent once and updated in place later.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationSent {
+    /// `slack`.
+    pub channel: String,
+    /// Where it went: a Slack channel id.
+    pub target: String,
+    /// How to find it again: the Slack message's `ts`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// What it is: `approval_request`.
+    pub kind: String,
+    /// The approval it is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MissionResumed {
     pub by: String,
@@ -661,6 +679,8 @@ pub enum EventKind {
     MissionInterrupted(MissionInterrupted),
     #[serde(rename = "mission.resumed")]
     MissionResumed(MissionResumed),
+    #[serde(rename = "notification.sent")]
+    NotificationSent(NotificationSent),
     #[serde(rename = "mission.finished")]
     MissionFinished(MissionFinished),
 }
@@ -704,6 +724,7 @@ impl EventKind {
             EventKind::ChangePublished(_) => "change.published",
             EventKind::MissionInterrupted(_) => "mission.interrupted",
             EventKind::MissionResumed(_) => "mission.resumed",
+            EventKind::NotificationSent(_) => "notification.sent",
             EventKind::MissionFinished(_) => "mission.finished",
         }
     }

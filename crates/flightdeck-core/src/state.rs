@@ -294,6 +294,9 @@ pub struct MissionState {
     /// The last interruption handed the mission back to the fleet ([`MissionInterrupted::handed_back`]).
     #[serde(default)]
     pub handed_back: bool,
+    /// Messages sent about the mission (Slack), in order.
+    #[serde(default)]
+    pub notifications: Vec<NotificationSent>,
 }
 
 /// One logical model call of an agent: its attempts (retries, fallbacks) and its answer.
@@ -376,6 +379,7 @@ impl MissionState {
             max_tier: None,
             halted: false,
             handed_back: false,
+            notifications: Vec::new(),
             committing: None,
             budget_raised_since_block: false,
         }
@@ -763,6 +767,7 @@ impl MissionState {
                     }
                 }
             }
+            EventKind::NotificationSent(sent) => self.notifications.push(sent.clone()),
             EventKind::MissionResumed(_) => {
                 if let Some(pending) = self.pending_approvals().next() {
                     return Err(inconsistent(format!(

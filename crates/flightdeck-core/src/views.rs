@@ -711,6 +711,10 @@ fn describe(event: &StoredEvent) -> String {
         EventKind::BreakerTripped(b) => format!("{}: {}", b.kind, one_line(&b.detail, 100)),
         EventKind::MissionInterrupted(i) => i.reason,
         EventKind::MissionResumed(r) => format!("by {}", r.by),
+        EventKind::NotificationSent(n) => match &n.approval_id {
+            Some(approval) => format!("{} {} for {approval} to {}", n.channel, n.kind, n.target),
+            None => format!("{} {} to {}", n.channel, n.kind, n.target),
+        },
         EventKind::MissionFinished(f) => match (f.error, f.summary) {
             (Some(e), _) => format!("{}: {}", f.status, one_line(&e.message, 100)),
             (None, Some(s)) => format!("{}: {s}", f.status),

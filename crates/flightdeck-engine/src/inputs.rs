@@ -44,6 +44,12 @@ pub enum Foreign {
     Cancel {
         by: String,
     },
+    /// A message sent about the mission (`notification.sent`), recorded by its driver like
+    /// any input so the one writer stays the one writer. (A field, not the variant's
+    /// content: the event has a `kind` of its own, which the tag would collide with.)
+    Notification {
+        sent: flightdeck_core::event::NotificationSent,
+    },
 }
 
 impl Foreign {
@@ -53,6 +59,7 @@ impl Foreign {
             Foreign::Vote(_) => "vote",
             Foreign::BudgetRaise { .. } => "budget_raise",
             Foreign::Cancel { .. } => "cancel",
+            Foreign::Notification { .. } => "notification",
         }
     }
 
@@ -127,6 +134,15 @@ pub fn apply(
     match foreign {
         Foreign::Vote(vote) => vote_events(state, gates, people, vote, now_ms),
         Foreign::BudgetRaise { by, adds } => raise_events(state, by, adds),
+        Foreign::Notification { sent } => {
+            if state.status.is_terminal() {
+                return Err(Refusal::AlreadyFinished {
+                    id: state.id.clone(),
+                    status: state.status,
+                });
+            }
+            Ok(vec![EventKind::NotificationSent(sent.clone())])
+        }
         Foreign::Cancel { by } => {
             if state.status.is_terminal() {
                 return Err(Refusal::AlreadyFinished {
@@ -348,4 +364,52 @@ pub fn expiries(state: &MissionState, now_ms: i64) -> Option<Vec<EventKind>> {
         summary: None,
     }));
     Some(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every input reads back from the inbox as it was posted (a variant whose content had
+    /// a field named like the tag once could not).
+    #[test]
+    fn inputs_read_back_from_the_inbox_as_posted() {
+        let inputs = [
+            Foreign::Vote(Vote {
+                approval_id: "a-1".into(),
+                by: "UBOB".into(),
+                approve: true,
+                comment: None,
+                channel: Channel::Slack,
+            }),
+            Foreign::BudgetRaise {
+                by: "@carol".into(),
+                adds: vec![("usd".into(), 1.5)],
+            },
+            Foreign::Cancel {
+                by: "@carol".into(),
+            },
+            Foreign::Notification {
+                sent: flightdeck_core::event::NotificationSent {
+                    channel: "slack".into(),
+                    target: "C1".into(),
+                    reference: "1700000000.000100".into(),
+                    kind: "approval_request".into(),
+                    approval_id: Some("a-1".into()),
+                },
+            },
+        ];
+        for input in inputs {
+            let row = InputRow {
+                id: 1,
+                mission: "m".into(),
+                kind: input.kind().into(),
+                payload: input.payload(),
+                posted_at_ms: 0,
+                state: flightdeck_store::InputState::Pending,
+            };
+            let back = Foreign::from_row(&row).unwrap_or_else(|e| panic!("{}: {e}", input.kind()));
+            assert_eq!(back, input);
+        }
+    }
 }

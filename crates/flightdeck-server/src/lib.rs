@@ -15,6 +15,7 @@ pub mod oidc;
 mod peer;
 mod routes;
 pub mod sessions;
+pub mod slack;
 pub mod tails;
 mod web;
 
@@ -52,6 +53,8 @@ pub struct ServerState {
     pub sessions: sessions::Sessions,
     /// Single sign-on, when `[server.oidc]` is configured.
     pub oidc: Option<oidc::Oidc>,
+    /// Approvals in Slack, when `[slack]` is configured.
+    pub slack: Option<Arc<slack::SlackChannel>>,
 }
 
 impl ServerState {
@@ -117,6 +120,8 @@ pub async fn serve(state: ServerState, listener: tokio::net::TcpListener) -> Res
             tails.close();
         })
     };
+    // Approval requests in Slack, kept up to date from the store's feed.
+    let notifier = tokio::spawn(slack::notify(state.clone()));
     let router = routes::router(state);
     let mut stopping = shutdown.clone();
     let serving = axum::serve(
@@ -141,5 +146,7 @@ pub async fn serve(state: ServerState, listener: tokio::net::TcpListener) -> Res
     };
     while drivers.join_next().await.is_some() {}
     let _ = tails.await;
+    // It stops on the same signal, between two messages.
+    let _ = notifier.await;
     Ok(())
 }

@@ -51,6 +51,13 @@ pub fn router(state: Shared) -> Router {
         .route("/api/v1/changes", get(changes))
         .route("/api/v1/approvals/{id}/approve", post(approve))
         .route("/api/v1/approvals/{id}/deny", post(deny))
+        // Slack's clicks: authenticated by their signature, not a token.
+        .route(
+            "/slack/actions",
+            post(crate::slack::actions).layer(axum::extract::DefaultBodyLimit::max(
+                flightdeck_slack::interactivity::MAX_BODY_BYTES,
+            )),
+        )
         .merge(crate::web::router())
         .fallback(|uri: axum::http::Uri| async move {
             let e = AppError::not_found(

@@ -152,6 +152,8 @@ pub enum CloseReason {
     Expired,
     /// A new diff replaced the one this request was about.
     VoidedByNewDiff,
+    /// The mission ended (cancelled, failed) before it was decided.
+    Withdrawn,
 }
 
 /// A message ready for `chat.postMessage` / `chat.update`.
@@ -634,6 +636,9 @@ fn close_sentence(view: &ApprovalRequestView, why: &CloseReason) -> String {
         CloseReason::VoidedByNewDiff => {
             "*Voided* by a new diff; the new change gets its own request.".to_string()
         }
+        CloseReason::Withdrawn => {
+            "*Withdrawn*: the mission ended before this was decided.".to_string()
+        }
     }
 }
 
@@ -993,6 +998,7 @@ mod tests {
             ),
             (CloseReason::Expired, "*Expired* before enough approvals."),
             (CloseReason::VoidedByNewDiff, "*Voided* by a new diff"),
+            (CloseReason::Withdrawn, "*Withdrawn*: the mission ended"),
         ];
         for (why, expected) in cases {
             let mut view = normal();

@@ -529,11 +529,17 @@ fn struct_fields(source: &str, name: &str) -> Vec<String> {
         .nth(1)
         .and_then(|rest| rest.split("\n}").next())
         .unwrap_or_else(|| panic!("event.rs has no `pub struct {name}`"));
-    body.lines()
-        .filter_map(|l| l.trim().strip_prefix("pub "))
-        .filter_map(|l| l.split(':').next())
-        .map(str::to_string)
-        .collect()
+    // A field's wire name: its own, or the `#[serde(rename = "…")]` just above it.
+    let mut fields = Vec::new();
+    let mut renamed: Option<String> = None;
+    for line in body.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("#[serde(rename = \"") {
+            renamed = rest.split('"').next().map(str::to_string);
+        } else if let Some(field) = line.strip_prefix("pub ").and_then(|l| l.split(':').next()) {
+            fields.push(renamed.take().unwrap_or_else(|| field.to_string()));
+        }
+    }
+    fields
 }
 
 #[test]

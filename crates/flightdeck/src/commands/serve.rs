@@ -37,6 +37,26 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
     let local_addr = listener
         .local_addr()
         .map_err(|e| CliError::failed(format!("cannot read the address listened on: {e}")))?;
+    // Links in Slack messages: the public address, else where this server listens.
+    let slack = match &ctx.app.config.slack {
+        Some(config) => {
+            let public = ctx
+                .app
+                .config
+                .server
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{local_addr}"));
+            Some(Arc::new(
+                flightdeck_server::slack::SlackChannel::from_config(
+                    config,
+                    &public,
+                    Box::new(|message| eprintln!("serve: slack: {message}")),
+                )?,
+            ))
+        }
+        None => None,
+    };
     let oidc = match &ctx.app.config.server.oidc {
         Some(config) => Some(flightdeck_server::oidc::Oidc::from_config(
             config,
@@ -100,6 +120,7 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
             shutdown: ctx.shutdown.clone(),
             drivers: std::sync::Mutex::new(tokio::task::JoinSet::new()),
             tails,
+            slack,
         },
         listener,
     )
