@@ -153,7 +153,19 @@ pub async fn notify(state: Shared) {
         let Some(last) = entries.last().map(|e| e.position) else {
             continue;
         };
-        let mut missions: Vec<&str> = entries.iter().map(|e| e.mission.as_str()).collect();
+        // Only a mission that waits for approval, or did within these appends (its request
+        // may have just closed), or just failed or was cancelled (a deny, an expiry, a
+        // cancel close its requests) can have a message to post or redraw.
+        let mut missions: Vec<&str> = entries
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.status.as_str(),
+                    "awaiting_approval" | "failed" | "cancelled"
+                )
+            })
+            .map(|e| e.mission.as_str())
+            .collect();
         missions.sort_unstable();
         missions.dedup();
         for mission in missions {

@@ -288,6 +288,39 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
         "only Bob's and Dana's approvals"
     );
 
+    // A deny in Slack fails the mission at once and closes its request.
+    let parked = cli.run(&[
+        "--json",
+        "run",
+        "t",
+        "--repo",
+        repo.path().to_str().unwrap(),
+    ]);
+    assert_eq!(parked.code(), 3, "{}", parked.stderr());
+    let denied_id = parked.json()["id"].as_str().unwrap().to_string();
+    wait_until("the second request is posted", || {
+        slack.messages(CHANNEL).len() == 2
+    })
+    .await;
+    let second_ts = slack.messages(CHANNEL)[1]["ts"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (body, headers) = slack
+        .click(CHANNEL, &second_ts, "UDANA", "flightdeck_deny")
+        .signed(SECRET, now());
+    assert_eq!(post(&server, &body, &headers).await, 200);
+    assert_eq!(
+        cli.run(&["--json", "show", &denied_id]).json()["status"],
+        "failed"
+    );
+    wait_until("the denied request closes", || {
+        slack.message(CHANNEL, &second_ts).is_some_and(|m| {
+            !has_buttons(&m) && m.to_string().contains("Denied") && m.to_string().contains("@dana")
+        })
+    })
+    .await;
+
     // A restarted server posts nothing again.
     drop(server);
     let again = Server::start(&cli);
@@ -295,7 +328,7 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
     drop(again);
     assert_eq!(
         slack.calls("chat.postMessage"),
-        1,
+        2,
         "posted twice after a restart"
     );
     slack.assert_clean();
