@@ -287,10 +287,6 @@ impl From<EngineError> for AppError {
                 e.to_string(),
                 hint("a finished mission never changes; start a new one with `flightdeck run`"),
             ),
-            EngineError::WorkspaceInUse { ref id } => {
-                let h = format!("a flightdeck process of this machine that lost mission {id} (it was paused past its lease, say) still works in its workspace; it stops at its next lease check: try again in a few seconds");
-                AppError::new(ErrorKind::Conflict, e.to_string(), Some(h))
-            }
             EngineError::Busy { ref id, .. } => {
                 let h = format!("wait for that process to finish, or stop the mission with `flightdeck cancel {id}`");
                 AppError::new(ErrorKind::Conflict, e.to_string(), Some(h))

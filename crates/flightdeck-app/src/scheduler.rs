@@ -376,13 +376,7 @@ async fn drive_claimed(
             status,
             error: None,
         })),
-        // Driven elsewhere, or its workspace still in use by a process of this machine that
-        // is about to notice it lost the mission (left for a while, not reported).
-        Err(
-            EngineError::Busy { .. }
-            | EngineError::Raced { .. }
-            | EngineError::WorkspaceInUse { .. },
-        ) => Ok(None),
+        Err(EngineError::Busy { .. } | EngineError::Raced { .. }) => Ok(None),
         Err(e @ EngineError::Interrupted { .. }) => {
             let mut stopped = AppError::from(e);
             if engine.config().hand_back_on_shutdown {

@@ -160,8 +160,6 @@ pub(crate) struct Driver {
     /// The team quota reservation of the model attempt in flight, settled when it is
     /// answered or fails (see `quota.rs`).
     pub(crate) quota_hold: Option<String>,
-    /// This machine's lock on the mission's workspace, while it drives (none in a replay).
-    _in_use: Option<flightdeck_workspace::WorkspaceInUse>,
 }
 
 impl Driver {
@@ -169,24 +167,6 @@ impl Driver {
     /// watcher and the shutdown forwarder.
     pub(crate) async fn open(shared: &Shared, id: &str) -> Result<Driver, EngineError> {
         let epoch = shared.take_lease(id).await?;
-        // The lease says who may write the timeline; this, who may touch the worktree (a
-        // process paused past its lease may still run a command in it when it wakes).
-        let in_use =
-            match flightdeck_workspace::WorkspaceInUse::try_take(&shared.cfg.workspaces_dir, id) {
-                Ok(Some(lock)) => lock,
-                Ok(None) => {
-                    shared.release_lease(id).await;
-                    return Err(EngineError::WorkspaceInUse { id: id.to_string() });
-                }
-                Err(source) => {
-                    shared.release_lease(id).await;
-                    return Err(flightdeck_workspace::WorkspaceError::Io {
-                        path: shared.cfg.workspaces_dir.join(".in-use"),
-                        source,
-                    }
-                    .into());
-                }
-            };
         let log = match MissionLog::open(shared.sink(), id).await {
             Ok(log) => log.fenced(epoch),
             Err(e) => {
@@ -209,7 +189,6 @@ impl Driver {
             lost: false,
             model_error: None,
             quota_hold: None,
-            _in_use: Some(in_use),
         };
         driver.start_background();
         shared.cfg.observer.segment_opened(driver.log.state());

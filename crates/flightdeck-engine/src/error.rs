@@ -23,12 +23,6 @@ pub enum EngineError {
     Busy { id: String, owner: String },
     #[error("mission {id} was changed by someone else while this process drove it")]
     Raced { id: String },
-    /// Another process of this machine still works in the mission's workspace (one that
-    /// was paused past its lease, say): it stops at its next lease check.
-    #[error(
-        "mission {id}'s workspace is still in use by another flightdeck process on this machine"
-    )]
-    WorkspaceInUse { id: String },
     #[error("mission {id} was stopped: {reason}")]
     Interrupted { id: String, reason: String },
     #[error("{0}")]

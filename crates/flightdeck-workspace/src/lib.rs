@@ -11,7 +11,6 @@ pub mod docker;
 mod exec;
 mod files;
 mod git;
-mod in_use;
 mod limits;
 mod local;
 mod network;
@@ -34,7 +33,6 @@ pub use git::{
     diff_in_objects, list_at_commit, origin_url, read_at_commit, repo_root, resolve_commit,
     DiffFile, GitError, SnapshotStore, Worktree,
 };
-pub use in_use::WorkspaceInUse;
 pub use limits::{Cgroups, Limits, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MB};
 pub use local::{
     hand_over, sandbox_owner, LocalWorkspace, Owner, Sandbox, SandboxLayout, HOME_TOOLCHAIN_DIRS,

@@ -415,21 +415,9 @@ fn a_worker_paused_past_its_lease_cannot_write_after_another_took_over() {
     };
     let pid = nix::unistd::Pid::from_raw(first.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
-    // Its lease runs out. On this machine nothing else may take the mission over yet: the
-    // paused process still holds the workspace, where its command may still be running.
+    // Its lease runs out; another worker takes the mission over and finishes it.
     std::thread::sleep(Duration::from_secs(4));
-    let here = cli
-        .command(&["--database-url", &url, "--as", "@carol", "resume", &id])
-        .envs(lease)
-        .output()
-        .unwrap();
-    let refused = String::from_utf8_lossy(&here.stderr);
-    assert_eq!(here.status.code(), Some(2), "{refused}");
-    assert!(refused.contains("still in use"), "{refused}");
-    // A worker of another machine (its own data directory and worktrees) takes the mission
-    // over and finishes it.
-    let elsewhere = Cli::new(BIN);
-    let second = elsewhere
+    let second = cli
         .command(&["--database-url", &url, "--as", "@carol", "resume", &id])
         .envs(lease)
         .output()
