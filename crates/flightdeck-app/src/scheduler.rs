@@ -348,9 +348,14 @@ async fn drive_claimed(
             .release_claim(id, &claim.lease.owner, claim.lease.epoch)
             .await;
     }
-    let after = engine.load(id).await.ok();
-    let moved = match (&before, &after) {
-        (Some(b), Some(a)) => a.events > b.events,
+    // The mission as the drive left it; read again only when the drive failed.
+    let after = match &driven {
+        Ok((_, state)) => Some((state.events, state.status)),
+        Err(_) => engine.load(id).await.ok().map(|s| (s.events, s.status)),
+    };
+    let status = after.map_or(MissionStatus::Running, |(_, status)| status);
+    let moved = match (&before, after) {
+        (Some(b), Some((events, _))) => events > b.events,
         _ => false,
     };
     let now = store.clock_ms().await.unwrap_or(0);
@@ -368,9 +373,8 @@ async fn drive_claimed(
         ) => {}
         _ => locked(backoff).failed(id, now),
     }
-    let status = after.map_or(MissionStatus::Running, |s| s.status);
     match driven {
-        Ok(what) => Ok(Some(Action {
+        Ok((what, _)) => Ok(Some(Action {
             mission: id.to_string(),
             what,
             status,
@@ -402,31 +406,28 @@ async fn drive_claimed(
     }
 }
 
+/// What was done, and the mission as it was left.
 async fn drive_claimed_mission(
     engine: &Engine,
     id: &str,
     before: Option<&MissionState>,
-) -> Result<ActionKind, EngineError> {
+) -> Result<(ActionKind, MissionState), EngineError> {
     let Some(state) = before else {
         return Err(EngineError::UnknownMission(id.to_string()));
     };
     if state.status.is_terminal() {
         // Inputs posted as it finished: its driver refuses them.
-        engine.settle(id).await?;
-        return Ok(ActionKind::Settled);
+        return Ok((ActionKind::Settled, engine.settle(id).await?));
     }
     if state.status == MissionStatus::Queued {
-        engine.start(id).await?;
-        return Ok(ActionKind::Continued);
+        return Ok((ActionKind::Continued, engine.start(id).await?));
     }
     if can_go_on_by_itself(state) {
-        engine.resume(id, SCHEDULER).await?;
-        return Ok(ActionKind::Continued);
+        return Ok((ActionKind::Continued, engine.resume(id, SCHEDULER).await?));
     }
     let settled = engine.settle(id).await?;
     if can_go_on_by_itself(&settled) {
-        engine.resume(id, SCHEDULER).await?;
-        return Ok(ActionKind::Continued);
+        return Ok((ActionKind::Continued, engine.resume(id, SCHEDULER).await?));
     }
-    Ok(ActionKind::Settled)
+    Ok((ActionKind::Settled, settled))
 }
