@@ -66,6 +66,19 @@ pub struct SlackSection {
     /// Where approval requests go: `default`, and per team of approvers.
     #[serde(default)]
     pub channels: BTreeMap<String, String>,
+    /// A Slack user `[people] slack` does not list may be known by the email address
+    /// Slack's `users.info` gives (needs the `users:read.email` scope); recorded as
+    /// `resolved_by = "slack.email"` with the address. Off unless set.
+    #[serde(default)]
+    pub resolve_by_email: bool,
+    /// How long before an approval expires a reminder goes to the request's thread
+    /// (never before half its time has passed).
+    #[serde(default = "default_remind_before_seconds")]
+    pub remind_before_seconds: u64,
+}
+
+fn default_remind_before_seconds() -> u64 {
+    3600
 }
 
 fn default_slack_api_url() -> String {

@@ -10,7 +10,9 @@
 //!
 //! Also copied: every artifact the events reference (and those JSON artifacts reference in
 //! turn), the pending inputs, and the API tokens (as their hashes). Leases are not: a copy
-//! is made while no driver runs.
+//! is made while no driver runs. Nor are feed cursors (`EventStore::feed_cursor`): they are
+//! positions in the source's feed, which mean nothing in the target's (its appends get
+//! positions of their own), so a reader of the target starts afresh there.
 
 use std::collections::{BTreeSet, HashSet};
 

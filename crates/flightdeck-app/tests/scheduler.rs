@@ -91,6 +91,7 @@ async fn an_approval_completed_while_parked_continues_the_mission_without_resume
             approve: true,
             comment: None,
             channel: Channel::Cli,
+            vouched_email: None,
         })
         .await
         .unwrap();

@@ -409,8 +409,13 @@ pub struct DecisionActor {
     /// The channel's own id: `--as` of the CLI, a Slack user id, a GitHub login.
     pub channel_user: String,
     /// `people.handle`, `people.email`, `people.github`, `people.slack`, `identity` (no
-    /// directory configured: each identity is its own person) or `unknown`.
+    /// directory configured: each identity is its own person), `slack.email` (a Slack
+    /// user `[people] slack` does not list, known by the email Slack gave for them) or
+    /// `unknown`.
     pub resolved_by: String,
+    /// The email address Slack's `users.info` gave, when that is how they were resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -602,11 +607,21 @@ pub struct NotificationSent {
     /// How to find it again: the Slack message's `ts`.
     #[serde(rename = "ref")]
     pub reference: String,
-    /// What it is: `approval_request`.
+    /// What it is: `approval_request` (posted, or redrawn in place: the same `ref` again),
+    /// `reminder`, or a status in the request's thread: `blocked`, `failed`, `cancelled`,
+    /// `published`.
     pub kind: String,
     /// The approval it is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval_id: Option<String>,
+    /// A digest of what the message shows now (an approval request's), so that a
+    /// restarted notifier redraws only a message whose content changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// The timeline position of the event the message reports (a `blocked` status: the
+    /// `budget.exceeded` or `breaker.tripped`), so each is reported once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub about: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

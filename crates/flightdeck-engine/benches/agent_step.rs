@@ -373,6 +373,14 @@ impl EventStore for CountingStore {
         self.inner.feed_head().await
     }
 
+    async fn feed_cursor(&self, reader: &str) -> Result<Option<u64>, StoreError> {
+        self.inner.feed_cursor(reader).await
+    }
+
+    async fn save_feed_cursor(&self, reader: &str, position: u64) -> Result<(), StoreError> {
+        self.inner.save_feed_cursor(reader, position).await
+    }
+
     async fn post_input(&self, input: NewInput) -> Result<i64, StoreError> {
         self.inner.post_input(input).await
     }

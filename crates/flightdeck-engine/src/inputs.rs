@@ -8,11 +8,11 @@
 
 use flightdeck_core::budget::Dimension;
 use flightdeck_core::event::{
-    ApprovalDecided, ApprovalExpired, BudgetRaised, MissionError, MissionFinished,
+    ApprovalDecided, ApprovalExpired, BudgetRaised, DecisionActor, MissionError, MissionFinished,
 };
 use flightdeck_core::state::{ApprovalProgress, ApprovalStatus};
 use flightdeck_core::{EventKind, MissionState, MissionStatus};
-use flightdeck_policy::{ApprovalContext, ApprovalRequirement, Teams};
+use flightdeck_policy::{ApprovalContext, ApprovalRequirement, IdentityChannel, Teams};
 use flightdeck_store::InputRow;
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,11 @@ pub struct Vote {
     pub approve: bool,
     pub comment: Option<String>,
     pub channel: Channel,
+    /// An email address the channel vouches for, for a Slack user `[people] slack` does
+    /// not list: Slack's `users.info`, asked only when `[slack] resolve_by_email` allows
+    /// it. The person it names decides, recorded as resolved by `slack.email`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vouched_email: Option<String>,
 }
 
 /// An input from outside a mission's driver.
@@ -208,11 +213,27 @@ fn vote_events(
         teams: &teams,
         already_approved_by: &already,
     };
-    let resolved: Resolved = people
+    // A Slack user no person lists by id may be known by the email Slack vouched for.
+    let (identity, channel) = match (&vote.vouched_email, vote.channel) {
+        (Some(email), Channel::Slack)
+            if people
+                .0
+                .resolve(&vote.by, IdentityChannel::Slack)
+                .person
+                .is_none() =>
+        {
+            (email.as_str(), IdentityChannel::SlackEmail)
+        }
+        _ => (
+            vote.by.as_str(),
+            crate::people::identity_channel(vote.channel),
+        ),
+    };
+    let mut resolved: Resolved = people
         .0
         .check_approver(
-            &vote.by,
-            crate::people::identity_channel(vote.channel),
+            identity,
+            channel,
             &requirement,
             &ctx,
             gates.policy.allow_unknown_approvers(),
@@ -235,8 +256,8 @@ fn vote_events(
         people
             .0
             .check_approver(
-                &vote.by,
-                crate::people::identity_channel(vote.channel),
+                identity,
+                channel,
                 &requirement,
                 &as_forker,
                 gates.policy.allow_unknown_approvers(),
@@ -246,6 +267,10 @@ fn vote_events(
                 by: vote.by.clone(),
                 reason: format!("{refusal} (they forked this mission)"),
             })?;
+    }
+    if channel == IdentityChannel::SlackEmail {
+        // Recorded as who clicked, with the address that named them.
+        resolved.channel_user = vote.by.trim().to_string();
     }
     let decision = if vote.approve { "approve" } else { "deny" };
     let by = resolved.handle.clone();
@@ -257,7 +282,10 @@ fn vote_events(
         comment: vote.comment.clone(),
         policy_hash: created.policy_hash.clone(),
         diff_hash: approval.request.diff_hash.clone(),
-        actor: Some(crate::people::actor(&resolved)),
+        actor: Some(DecisionActor {
+            email: (channel == IdentityChannel::SlackEmail).then(|| identity.trim().to_string()),
+            ..crate::people::actor(&resolved)
+        }),
     })];
     if !vote.approve {
         let comment = vote
@@ -381,6 +409,7 @@ mod tests {
                 approve: true,
                 comment: None,
                 channel: Channel::Slack,
+                vouched_email: None,
             }),
             Foreign::BudgetRaise {
                 by: "@carol".into(),
@@ -396,6 +425,8 @@ mod tests {
                     reference: "1700000000.000100".into(),
                     kind: "approval_request".into(),
                     approval_id: Some("a-1".into()),
+                    digest: None,
+                    about: None,
                 },
             },
         ];

@@ -74,6 +74,7 @@ pub fn actor(resolved: &Resolved) -> DecisionActor {
     DecisionActor {
         channel_user: resolved.channel_user.clone(),
         resolved_by: resolved.resolved_by.to_string(),
+        email: None,
     }
 }
 

@@ -214,10 +214,15 @@ fn input_of(event: &StoredEvent) -> Option<Foreign> {
             Some(Foreign::Vote(Vote {
                 approval_id: decided.approval_id,
                 // The identity as the channel gave it, when it was recorded.
-                by: decided.actor.map_or(decided.by, |actor| actor.channel_user),
+                by: decided
+                    .actor
+                    .as_ref()
+                    .map_or(decided.by, |actor| actor.channel_user.clone()),
                 approve: decided.decision == "approve",
                 comment: decided.comment,
                 channel,
+                // The address Slack vouched for, when that is how they were known.
+                vouched_email: decided.actor.and_then(|actor| actor.email),
             }))
         }
         EventKind::BudgetRaised(raised) => Some(Foreign::BudgetRaise {
@@ -1080,6 +1085,16 @@ impl EventStore for ReplayStore {
 
     async fn feed_head(&self) -> Result<u64, StoreError> {
         Ok(0)
+    }
+
+    /// A replay's feed is empty, so no reader of it got anywhere.
+    async fn feed_cursor(&self, _reader: &str) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
+    /// A cursor is another process's state, like a posted input: a replay writes none.
+    async fn save_feed_cursor(&self, _reader: &str, _position: u64) -> Result<(), StoreError> {
+        Err(replay_error("a replay saves no feed cursors"))
     }
 
     // The replay's inbox is the recording: what other processes asked of the mission (a

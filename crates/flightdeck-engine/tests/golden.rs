@@ -366,6 +366,7 @@ fn vote(state: &MissionState, by: &str) -> Vote {
         approve: true,
         comment: Some("looks right".into()),
         channel: Channel::Cli,
+        vouched_email: None,
     }
 }
 

@@ -24,6 +24,9 @@ const BY_EMAIL: &str = "people.email";
 const BY_GITHUB: &str = "people.github";
 /// ... a person's Slack user id.
 const BY_SLACK: &str = "people.slack";
+/// ... an email address Slack vouched for (`users.info`), for a Slack user id no person
+/// lists.
+const BY_SLACK_EMAIL: &str = "slack.email";
 /// ... the identity itself, because no person is configured.
 const BY_IDENTITY: &str = "identity";
 /// ... nobody: people are configured and this identity is none of them.
@@ -70,6 +73,10 @@ pub enum IdentityChannel {
     Slack,
     /// A GitHub login (`alice-gh` or `@alice-gh`), compared case-insensitively.
     Github,
+    /// The email address Slack's `users.info` gives for a Slack user `[people] slack`
+    /// does not list (only when the installation allows the lookup): one of a person's
+    /// `emails`, case-insensitively.
+    SlackEmail,
     /// An API token's identity; read as [`IdentityChannel::Cli`].
     Token,
 }
@@ -338,6 +345,10 @@ impl People {
         match channel {
             IdentityChannel::Slack => slack(identity),
             IdentityChannel::Github => github(identity),
+            IdentityChannel::SlackEmail => self
+                .by_email
+                .get(&identity.to_lowercase())
+                .map(|&i| (i, BY_SLACK_EMAIL)),
             IdentityChannel::Cli | IdentityChannel::Web | IdentityChannel::Token => {
                 if let Some(login) = strip_prefix_ignore_case(identity, "github:") {
                     return github(login);

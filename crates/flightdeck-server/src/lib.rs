@@ -121,7 +121,7 @@ pub async fn serve(state: ServerState, listener: tokio::net::TcpListener) -> Res
         })
     };
     // Approval requests in Slack, kept up to date from the store's feed.
-    let notifier = tokio::spawn(slack::notify(state.clone()));
+    let notifier = tokio::spawn(slack::run(state.clone()));
     let router = routes::router(state);
     let mut stopping = shutdown.clone();
     let serving = axum::serve(

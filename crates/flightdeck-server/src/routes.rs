@@ -889,6 +889,7 @@ async fn decide(
             approve,
             comment: body.comment,
             channel: Channel::Web,
+            vouched_email: None,
         })
         .await?;
     let summary = after.summary_view();

@@ -7,6 +7,10 @@
 //! `max_retry_wait` is not waited for but returned ([`SlackError::RateLimited`]) so the caller
 //! can schedule it. Other failures are not retried: a `chat.postMessage` that may have
 //! reached Slack must not be sent twice.
+//!
+//! One call is made with the app-level token instead ([`AppToken`], `xapp-…`):
+//! [`SlackClient::apps_connections_open`], the start of a Socket Mode connection
+//! ([`crate::socket_mode`]). It gets the same header-only, scrubbed, 429-retrying treatment.
 
 use std::fmt;
 use std::future::Future;
@@ -45,6 +49,30 @@ impl fmt::Debug for BotToken {
     }
 }
 
+/// An app-level token (`xapp-…`, scope `connections:write`), the credential of Socket Mode.
+/// Neither `Debug` nor `Display` shows it; it only goes into a sensitive header of
+/// `apps.connections.open`, never into a URL, a body or a message.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppToken(String);
+
+impl AppToken {
+    pub fn new(token: impl Into<String>) -> AppToken {
+        AppToken(token.into())
+    }
+}
+
+impl fmt::Debug for AppToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AppToken(<redacted>)")
+    }
+}
+
+impl fmt::Display for AppToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted app token>")
+    }
+}
+
 /// Waits between retries; injected so tests need not wait.
 pub trait Sleeper: Send + Sync {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
@@ -69,6 +97,10 @@ pub enum SlackError {
         "the bot token cannot be sent in an HTTP header (it has characters a header cannot hold)"
     )]
     InvalidToken,
+    #[error(
+        "the app token cannot be sent in an HTTP header (it has characters a header cannot hold)"
+    )]
+    InvalidAppToken,
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
     #[error("Slack refused {method}: {error}")]
@@ -105,7 +137,14 @@ pub struct PostedMessage {
     pub ts: String,
 }
 
-/// The Slack Web API, as the bot.
+/// The credential of one request: the `Authorization` header and the secret in it (to scrub
+/// from whatever comes back).
+struct Auth<'a> {
+    header: &'a HeaderValue,
+    secret: &'a str,
+}
+
+/// The Slack Web API, as the bot (and, for `apps.connections.open`, as the app).
 #[derive(Clone)]
 pub struct SlackClient {
     http: reqwest::Client,
@@ -230,7 +269,9 @@ impl SlackClient {
         let mut url = url::Url::parse(&format!("{}/{METHOD}", self.api_url))
             .map_err(|_| SlackError::InvalidApiUrl)?;
         url.query_pairs_mut().append_pair("user", user);
-        let answer = self.send(METHOD, || self.http.get(url.as_str())).await?;
+        let answer = self
+            .send(METHOD, &self.bot_auth(), || self.http.get(url.as_str()))
+            .await?;
         Ok(answer
             .pointer("/user/profile/email")
             .and_then(Value::as_str)
@@ -246,7 +287,7 @@ impl SlackClient {
             method: method.to_string(),
             message: format!("cannot encode the request: {e}"),
         })?;
-        self.send(method, || {
+        self.send(method, &self.bot_auth(), || {
             self.http
                 .post(&url)
                 .header(CONTENT_TYPE, "application/json; charset=utf-8")
@@ -255,9 +296,35 @@ impl SlackClient {
         .await
     }
 
+    /// `apps.connections.open`: a one-time WebSocket URL (`wss://…?ticket=…`) for a Socket
+    /// Mode connection. Authenticated with the app-level token, not the bot token (Slack
+    /// refuses a bot token here with `not_allowed_token_type`); takes no arguments, so the
+    /// request has no body. The answer's `url` must be a `ws://` or `wss://` URL.
+    pub async fn apps_connections_open(&self, app_token: &AppToken) -> Result<String, SlackError> {
+        const METHOD: &str = "apps.connections.open";
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", app_token.0))
+            .map_err(|_| SlackError::InvalidAppToken)?;
+        header.set_sensitive(true);
+        let auth = Auth {
+            header: &header,
+            secret: &app_token.0,
+        };
+        let url = format!("{}/{METHOD}", self.api_url);
+        let answer = self.send(METHOD, &auth, || self.http.post(&url)).await?;
+        socket_url(&answer)
+    }
+
+    fn bot_auth(&self) -> Auth<'_> {
+        Auth {
+            header: &self.authorization,
+            secret: &self.token.0,
+        }
+    }
+
     async fn send(
         &self,
         method: &str,
+        auth: &Auth<'_>,
         request: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<Value, SlackError> {
         let mut attempts = 0;
@@ -265,7 +332,7 @@ impl SlackClient {
             attempts += 1;
             let result = async {
                 let response = request()
-                    .header(AUTHORIZATION, self.authorization.clone())
+                    .header(AUTHORIZATION, auth.header.clone())
                     .timeout(self.timeout)
                     .send()
                     .await?;
@@ -280,7 +347,8 @@ impl SlackClient {
                 Ok::<_, reqwest::Error>((status, retry_after, body))
             }
             .await;
-            let (status, retry_after, body) = result.map_err(|e| self.classify(method, &e))?;
+            let (status, retry_after, body) =
+                result.map_err(|e| self.classify(method, auth.secret, &e))?;
             if status == 429 {
                 let wait = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
                 if attempts > MAX_RETRIES || wait > self.max_retry_wait {
@@ -299,35 +367,11 @@ impl SlackClient {
                     status,
                 });
             }
-            return self.answer(method, &body);
+            return answer(method, auth.secret, &body);
         }
     }
 
-    fn answer(&self, method: &str, body: &[u8]) -> Result<Value, SlackError> {
-        let answer: Value = serde_json::from_slice(body).map_err(|e| SlackError::BadResponse {
-            method: method.to_string(),
-            message: format!("not JSON: {e}"),
-        })?;
-        match answer.get("ok").and_then(Value::as_bool) {
-            Some(true) => Ok(answer),
-            Some(false) => {
-                let error = answer
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no error code given");
-                Err(SlackError::Api {
-                    method: method.to_string(),
-                    error: self.scrub(&error.chars().take(200).collect::<String>()),
-                })
-            }
-            None => Err(SlackError::BadResponse {
-                method: method.to_string(),
-                message: "no boolean `ok`".to_string(),
-            }),
-        }
-    }
-
-    fn classify(&self, method: &str, error: &reqwest::Error) -> SlackError {
+    fn classify(&self, method: &str, secret: &str, error: &reqwest::Error) -> SlackError {
         if error.is_timeout() {
             return SlackError::Timeout {
                 method: method.to_string(),
@@ -343,17 +387,57 @@ impl SlackClient {
         }
         SlackError::Connection {
             method: method.to_string(),
-            message: self.scrub(&message),
+            message: scrub(secret, &message),
         }
     }
+}
 
-    /// `text` with every occurrence of the token replaced by [`REDACTED`].
-    fn scrub(&self, text: &str) -> String {
-        if self.token.0.is_empty() {
-            return text.to_string();
+fn answer(method: &str, secret: &str, body: &[u8]) -> Result<Value, SlackError> {
+    let answer: Value = serde_json::from_slice(body).map_err(|e| SlackError::BadResponse {
+        method: method.to_string(),
+        message: format!("not JSON: {e}"),
+    })?;
+    match answer.get("ok").and_then(Value::as_bool) {
+        Some(true) => Ok(answer),
+        Some(false) => {
+            let error = answer
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("no error code given");
+            Err(SlackError::Api {
+                method: method.to_string(),
+                error: scrub(secret, &error.chars().take(200).collect::<String>()),
+            })
         }
-        text.replace(&self.token.0, REDACTED)
+        None => Err(SlackError::BadResponse {
+            method: method.to_string(),
+            message: "no boolean `ok`".to_string(),
+        }),
     }
+}
+
+/// `text` with every occurrence of the token `secret` replaced by [`REDACTED`].
+fn scrub(secret: &str, text: &str) -> String {
+    if secret.is_empty() {
+        return text.to_string();
+    }
+    text.replace(secret, REDACTED)
+}
+
+/// The `url` of an `apps.connections.open` answer, if it is a `ws://` or `wss://` URL with a
+/// host (the URL itself is not put in the error: its ticket is a credential).
+fn socket_url(answer: &Value) -> Result<String, SlackError> {
+    const METHOD: &str = "apps.connections.open";
+    let ws_url = string_field(METHOD, answer, "url")?;
+    let usable = url::Url::parse(&ws_url)
+        .is_ok_and(|u| matches!(u.scheme(), "ws" | "wss") && u.host_str().is_some());
+    if !usable {
+        return Err(SlackError::BadResponse {
+            method: METHOD.to_string(),
+            message: "`url` is not a ws:// or wss:// URL".to_string(),
+        });
+    }
+    Ok(ws_url)
 }
 
 fn string_field(method: &str, answer: &Value, field: &str) -> Result<String, SlackError> {
@@ -365,4 +449,46 @@ fn string_field(method: &str, answer: &Value, field: &str) -> Result<String, Sla
             method: method.to_string(),
             message: format!("no `{field}` in the answer"),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_socket_url_must_be_a_websocket_url() {
+        let wss = "wss://wss-primary.slack.com/link/?ticket=abc&app_id=A1";
+        assert_eq!(
+            socket_url(&json!({"ok": true, "url": wss})),
+            Ok(wss.to_string())
+        );
+        assert_eq!(
+            socket_url(&json!({"ok": true, "url": "ws://127.0.0.1:9/link/?ticket=t"})),
+            Ok("ws://127.0.0.1:9/link/?ticket=t".to_string())
+        );
+        for bad in [
+            json!({"ok": true}),
+            json!({"ok": true, "url": 7}),
+            json!({"ok": true, "url": "https://slack.com/link/?ticket=secret"}),
+            json!({"ok": true, "url": "not a url ticket=secret"}),
+        ] {
+            let err = socket_url(&bad).err();
+            assert!(
+                matches!(&err, Some(SlackError::BadResponse { method, .. }) if method == "apps.connections.open"),
+                "{bad}: {err:?}"
+            );
+            assert!(!format!("{err:?}").contains("secret"));
+        }
+    }
+
+    #[test]
+    fn the_app_token_is_redacted_and_scrubbed() {
+        let token = AppToken::new("xapp-1-A1-SECRET");
+        assert_eq!(format!("{token:?}"), "AppToken(<redacted>)");
+        assert!(!token.to_string().contains("SECRET"));
+        assert_eq!(
+            scrub("xapp-1-A1-SECRET", "echo xapp-1-A1-SECRET!"),
+            "echo [REDACTED]!"
+        );
+    }
 }

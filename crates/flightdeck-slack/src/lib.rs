@@ -16,17 +16,23 @@
 //! - [`client`]: [`client::SlackClient`], the Web API calls flightdeck makes
 //!   (`chat.postMessage`, `chat.update`, `chat.postEphemeral`, `users.info`) with the bot
 //!   token only in an `Authorization: Bearer` header, `ok: false` as a typed error, and
-//!   HTTP 429 retried after `Retry-After` through an injectable [`client::Sleeper`].
+//!   HTTP 429 retried after `Retry-After` through an injectable [`client::Sleeper`]; and
+//!   `apps.connections.open` with the app-level token ([`client::AppToken`]).
+//! - [`socket_mode`]: [`socket_mode::SocketMode`], a Socket Mode client: it keeps a WebSocket
+//!   to Slack up (rotations, reconnects with backoff), acknowledges every envelope as it
+//!   arrives and hands each to a handler once (redeliveries deduplicated).
 //!
-//! Not here yet: Socket Mode, deciding who may approve (that is `flightdeck-policy`'s
+//! Not here yet: deciding who may approve (that is `flightdeck-policy`'s
 //! eligibility over `[people]`), and delivery (the feed cursor, `notification.sent`).
 
 pub mod blocks;
 pub mod client;
 pub mod interactivity;
 pub mod signature;
+pub mod socket_mode;
 
 pub use blocks::{approval_message, ApprovalMessage, ApprovalRequestView};
-pub use client::{BotToken, SlackClient, SlackError};
+pub use client::{AppToken, BotToken, SlackClient, SlackError};
 pub use interactivity::{parse_approval_click, ApprovalClick, InteractivityError};
 pub use signature::{verify, SignatureError};
+pub use socket_mode::{Envelope, SocketMode};

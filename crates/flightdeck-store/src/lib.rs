@@ -514,6 +514,15 @@ pub trait EventStore: Send + Sync {
     /// The feed's last position now (0 when empty): where a tail that starts now starts.
     async fn feed_head(&self) -> Result<u64, StoreError>;
 
+    /// Where the named reader of the feed (`slack-notifier`) got to: the last position it
+    /// was done with, as it saved it; `None` when it never saved one.
+    async fn feed_cursor(&self, reader: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Saves `position` as where `reader` got to; durable on return. A cursor never moves
+    /// back: a position lower than the saved one is ignored (two readers of one name, or a
+    /// late save, cannot rewind it).
+    async fn save_feed_cursor(&self, reader: &str, position: u64) -> Result<(), StoreError>;
+
     /// [`EventStore::feed`] after `after`, waiting until it has something: woken by the
     /// store's change feed (in this process or another), with a slow poll as the fallback
     /// should a wake-up be lost. Returns empty after `patience` with nothing new.

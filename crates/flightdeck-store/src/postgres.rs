@@ -712,12 +712,17 @@ impl EventStore for PgStore {
     }
 
     async fn release_lease(&self, mission: &str, owner: &str) -> Result<(), StoreError> {
+        // A lease given back is news to whoever waits to take the mission's inbox in (a
+        // vote posted while its driver was closing): they are woken, not left to poll.
         sqlx::query(
-            "UPDATE missions SET lease_owner = NULL, lease_expires_ms = NULL
-             WHERE id = $1 AND lease_owner = $2",
+            "WITH released AS (
+               UPDATE missions SET lease_owner = NULL, lease_expires_ms = NULL
+               WHERE id = $1 AND lease_owner = $2 RETURNING id)
+             SELECT pg_notify($3, id) FROM released",
         )
         .bind(mission)
         .bind(owner)
+        .bind(CHANNEL)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -821,6 +826,33 @@ impl EventStore for PgStore {
         Ok(head.map_or(0, |h| h as u64))
     }
 
+    async fn feed_cursor(&self, reader: &str) -> Result<Option<u64>, StoreError> {
+        let position: Option<i64> =
+            sqlx::query_scalar("SELECT position FROM feed_cursors WHERE reader = $1")
+                .bind(reader)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(position.map(|p| p as u64))
+    }
+
+    /// One statement, so concurrent saves of one reader serialize on its row: the highest
+    /// position wins whatever order they commit in. `saved_at_ms` is the server's clock.
+    async fn save_feed_cursor(&self, reader: &str, position: u64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO feed_cursors (reader, position, saved_at_ms)
+             VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::bigint)
+             ON CONFLICT (reader) DO UPDATE SET
+               saved_at_ms = CASE WHEN excluded.position >= feed_cursors.position
+                                  THEN excluded.saved_at_ms ELSE feed_cursors.saved_at_ms END,
+               position = GREATEST(feed_cursors.position, excluded.position)",
+        )
+        .bind(reader)
+        .bind(i64::try_from(position).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn next_deadline_ms(&self) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT min(at) FROM (
@@ -855,12 +887,15 @@ impl EventStore for PgStore {
         epoch: u64,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE missions SET lease_owner = NULL, lease_expires_ms = NULL
-             WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3",
+            "WITH released AS (
+               UPDATE missions SET lease_owner = NULL, lease_expires_ms = NULL
+               WHERE id = $1 AND lease_owner = $2 AND lease_epoch = $3 RETURNING id)
+             SELECT pg_notify($4, id) FROM released",
         )
         .bind(mission)
         .bind(owner)
         .bind(epoch as i64)
+        .bind(CHANNEL)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -729,6 +729,21 @@ pub(crate) fn feed_head(conn: &Connection) -> Result<u64, StoreError> {
     Ok(head.map_or(0, |h| h as u64))
 }
 
+/// Where `reader` got to in the feed (`None` when it never saved a cursor, or from a database
+/// older than the cursors).
+pub(crate) fn feed_cursor(conn: &Connection, reader: &str) -> Result<Option<u64>, StoreError> {
+    let position: Option<i64> = conn
+        .prepare_cached("SELECT position FROM feed_cursors WHERE reader = ?1")
+        .and_then(|mut stmt| stmt.query_row(params![reader], |row| row.get(0)).optional())
+        .or_else(|e| match e {
+            rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table") => {
+                Ok(None)
+            }
+            e => Err(e),
+        })?;
+    Ok(position.map(|p| p as u64))
+}
+
 /// See [`crate::EventStore::next_deadline_ms`].
 pub(crate) fn next_deadline_ms(conn: &Connection) -> Result<Option<i64>, StoreError> {
     Ok(conn

@@ -649,6 +649,23 @@ impl EventStore for SqliteStore {
         self.readers.run(read::feed_head).await
     }
 
+    async fn feed_cursor(&self, reader: &str) -> Result<Option<u64>, StoreError> {
+        let reader = reader.to_string();
+        self.readers
+            .run(move |conn| read::feed_cursor(conn, &reader))
+            .await
+    }
+
+    async fn save_feed_cursor(&self, reader: &str, position: u64) -> Result<(), StoreError> {
+        self.write(|reply| Job::SaveFeedCursor {
+            reader: reader.to_string(),
+            position,
+            at_ms: crate::system_clock_ms(),
+            reply,
+        })
+        .await
+    }
+
     async fn next_deadline_ms(&self) -> Result<Option<i64>, StoreError> {
         self.readers.run(read::next_deadline_ms).await
     }

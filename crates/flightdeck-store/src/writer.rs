@@ -11,12 +11,12 @@
 //! [`crate::SqliteArtifactStore`], so an event and the artifacts put before it become durable
 //! in one commit.
 //!
-//! Leases are taken and given back through it too: it is the store's only writing
-//! connection. Inputs are posted and refused through the same thread, in the same batches, so that a
-//! mission's inbox and its timeline change in one order; an append that consumes inputs
-//! marks them applied in the transaction of its events. After each commit that changed a
-//! timeline or an inbox, the thread wakes this process's change feeds and opens and closes
-//! the `-wal` for other processes' (see `feed.rs`).
+//! Leases are taken and given back (and feed cursors saved) through it too: it is the
+//! store's only writing connection. Inputs are posted and refused through the same thread,
+//! in the same batches, so that a mission's inbox and its timeline change in one order; an
+//! append that consumes inputs marks them applied in the transaction of its events. After
+//! each commit that changed a timeline or an inbox, the thread wakes this process's change
+//! feeds and opens and closes the `-wal` for other processes' (see `feed.rs`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -87,6 +87,13 @@ pub(crate) enum Job {
         write: crate::quota::QuotaWrite,
         reply: oneshot::Sender<Result<crate::quota::QuotaAnswer, StoreError>>,
     },
+    /// Save where a reader of the feed got to ([`crate::EventStore::save_feed_cursor`]).
+    SaveFeedCursor {
+        reader: String,
+        position: u64,
+        at_ms: i64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Commit the staged artifacts now.
     Flush {
         reply: oneshot::Sender<Result<(), StoreError>>,
@@ -112,21 +119,24 @@ enum Outcome {
     Token(Result<bool, StoreError>),
     Flushed,
     Quota(Result<crate::quota::QuotaAnswer, StoreError>),
+    CursorSaved,
 }
 
 impl Outcome {
-    /// Whether a timeline or an inbox changed: what change feeds hear about.
+    /// Whether a timeline or an inbox changed, or a lease was given back (whoever waits to
+    /// take a mission's inbox in may now): what change feeds hear about.
     fn changed(&self) -> bool {
         match self {
             Outcome::Append(r) => r.is_ok(),
             Outcome::Posted(r) => r.is_ok(),
             Outcome::Refused(r) => r.is_ok(),
+            Outcome::Released => true,
             Outcome::Leased(_)
-            | Outcome::Released
             | Outcome::Claimed(_)
             | Outcome::Flushed
             | Outcome::Quota(_)
-            | Outcome::Token(_) => false,
+            | Outcome::Token(_)
+            | Outcome::CursorSaved => false,
         }
     }
 
@@ -275,6 +285,7 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
             let _ = reply.send(Ok(claimed));
         }
         (Job::ReleaseLease { reply, .. }, Ok(Outcome::Released))
+        | (Job::SaveFeedCursor { reply, .. }, Ok(Outcome::CursorSaved))
         | (Job::Flush { reply }, Ok(Outcome::Flushed)) => {
             let _ = reply.send(Ok(()));
         }
@@ -296,7 +307,9 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
                 Job::AcquireLease { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
-                Job::ReleaseLease { reply, .. } | Job::Flush { reply } => {
+                Job::ReleaseLease { reply, .. }
+                | Job::SaveFeedCursor { reply, .. }
+                | Job::Flush { reply } => {
                     let _ = reply.send(Err(error()));
                 }
                 Job::Token { reply, .. } => {
@@ -434,6 +447,15 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &[Job]) -> Result<Vec<Outc
                 Outcome::Released
             }
             Job::Flush { .. } => Outcome::Flushed,
+            Job::SaveFeedCursor {
+                reader,
+                position,
+                at_ms,
+                ..
+            } => {
+                save_feed_cursor(tx, reader, *position, *at_ms)?;
+                Outcome::CursorSaved
+            }
             Job::Token { write, .. } => Outcome::Token(write_token(tx, write)?),
             Job::Quota { write, .. } => Outcome::Quota(crate::quota::sqlite_write(tx, write)?),
             Job::Claim { request, .. } => {
@@ -544,6 +566,29 @@ fn claim_runnable(
         });
     }
     Ok(claimed)
+}
+
+/// Saves where `reader` got to in the feed, never moving its cursor back: a lower
+/// position keeps the saved one (and when it was saved).
+fn save_feed_cursor(
+    tx: &rusqlite::Transaction<'_>,
+    reader: &str,
+    position: u64,
+    at_ms: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO feed_cursors (reader, position, saved_at_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (reader) DO UPDATE SET
+           saved_at_ms = CASE WHEN excluded.position >= position
+                              THEN excluded.saved_at_ms ELSE saved_at_ms END,
+           position = max(position, excluded.position)",
+    )?
+    .execute(params![
+        reader,
+        i64::try_from(position).unwrap_or(i64::MAX),
+        at_ms
+    ])?;
+    Ok(())
 }
 
 /// One token write of the batch; whether it changed a row. A write the schema refuses (a

@@ -1949,6 +1949,63 @@ async fn a_tail_of_the_feed_misses_nothing_under_concurrent_appends(backend: Bac
     );
 }
 
+/// A reader's cursor is saved durably and only ever moves forward; each reader name has its
+/// own, and a store opened afresh (a restarted process) finds it.
+async fn feed_cursors_only_move_forward_and_survive_a_reopen(backend: Backend) {
+    let store = backend.open().await;
+    assert_eq!(
+        store.feed_cursor("slack-notifier").await.unwrap(),
+        None,
+        "{backend}: a fresh store has no cursor"
+    );
+    store.save_feed_cursor("slack-notifier", 5).await.unwrap();
+    assert_eq!(
+        store.feed_cursor("slack-notifier").await.unwrap(),
+        Some(5),
+        "{backend}"
+    );
+    store.save_feed_cursor("slack-notifier", 3).await.unwrap();
+    assert_eq!(
+        store.feed_cursor("slack-notifier").await.unwrap(),
+        Some(5),
+        "{backend}: a lower save does not move the cursor back"
+    );
+    assert_eq!(
+        store.feed_cursor("other").await.unwrap(),
+        None,
+        "{backend}: readers are independent"
+    );
+    store.save_feed_cursor("other", 2).await.unwrap();
+    store.save_feed_cursor("slack-notifier", 9).await.unwrap();
+    assert_eq!(
+        store.feed_cursor("other").await.unwrap(),
+        Some(2),
+        "{backend}"
+    );
+    drop(store);
+    // Reopened (SQLite: the file again; PostgreSQL: a new pool), as a restarted server is.
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened.feed_cursor("slack-notifier").await.unwrap(),
+        Some(9),
+        "{backend}: the cursor survives a reopen"
+    );
+    assert_eq!(
+        reopened.feed_cursor("other").await.unwrap(),
+        Some(2),
+        "{backend}"
+    );
+    reopened
+        .save_feed_cursor("slack-notifier", 4)
+        .await
+        .unwrap();
+    assert_eq!(
+        reopened.feed_cursor("slack-notifier").await.unwrap(),
+        Some(9),
+        "{backend}: nor back after a reopen"
+    );
+}
+
 // --- The tests -----------------------------------------------------------------------------
 
 // --- Team quotas -----------------------------------------------------------------------------
@@ -2399,6 +2456,7 @@ on_every_backend!(
     concurrent_claimers_never_get_the_same_mission,
     the_feed_lists_every_append_once_in_commit_order,
     a_tail_of_the_feed_misses_nothing_under_concurrent_appends,
+    feed_cursors_only_move_forward_and_survive_a_reopen,
     quota_reservations_hold_all_or_nothing_until_settled_to_the_cost,
     a_reservation_asked_again_is_granted_without_reserving_twice,
     quotas_count_per_calendar_month,

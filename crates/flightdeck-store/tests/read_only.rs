@@ -229,7 +229,7 @@ async fn older_schemas_are_read_and_newer_ones_refused() {
     let conn = rusqlite::Connection::open(db(dir.path())).unwrap();
     conn.execute_batch(
         "DROP TABLE inputs; DROP TABLE projection_items; DROP TABLE tokens;
-         DROP TABLE quota_usage; DROP TABLE quota_holds;
+         DROP TABLE quota_usage; DROP TABLE quota_holds; DROP TABLE feed_cursors;
          ALTER TABLE missions DROP COLUMN lease_epoch;
          DROP INDEX missions_ready; DROP INDEX missions_deadline; DROP INDEX missions_leased; DROP INDEX missions_by_requester;
          ALTER TABLE missions DROP COLUMN requested_by; ALTER TABLE missions DROP COLUMN team; ALTER TABLE missions DROP COLUMN ready;
@@ -249,6 +249,11 @@ async fn older_schemas_are_read_and_newer_ones_refused() {
     assert!(old.tokens().await.unwrap().is_empty());
     assert!(old.token_by_hash("00").await.unwrap().is_none());
     assert!(old.quota_usage("2026-11").await.unwrap().is_empty());
+    assert_eq!(old.feed_cursor("slack-notifier").await.unwrap(), None);
+    assert!(matches!(
+        old.save_feed_cursor("slack-notifier", 1).await,
+        Err(StoreError::ReadOnly)
+    ));
     assert!(old
         .missions_with_pending_inputs(5)
         .await

@@ -24,16 +24,42 @@
 //! - **Interactivity**: [`BlockActions`] builds a `block_actions` payload as Slack sends it,
 //!   form-encoded and signed ([`sign`]).
 //!
+//! - **Socket Mode** ([`FakeSlack::enable_socket_mode`]): `POST /api/apps.connections.open`
+//!   and the WebSocket endpoint `/link/` on the same listener (see below).
+//!
 //! The description is read as it is, with one normalization: Slack writes "one of these" as
 //! a tuple-form `items: [A, B]` on a schema without `type: array` (`objs_user`, `bot_id`,
 //! `tz`); JSON Schema would ignore that, so it is read as `anyOf: [A, B]`.
+//!
+//! ## Socket Mode
+//!
+//! `apps.connections.open` is not in the published description (it predates Socket Mode), so
+//! it is held to its documented rules instead: `POST`, no arguments (any argument, a `token`
+//! one above all, is a violation), the app-level token only as `Authorization: Bearer xapp-…`.
+//! A missing header is a violation answered `not_authed`; a bot (or any non-`xapp-`) token is
+//! a violation answered `not_allowed_token_type`; an app token other than the enabled one is
+//! answered `invalid_auth`. Success is `{"ok": true, "url": "ws://127.0.0.1:<port>/link/?ticket=…
+//! &app_id=A0FAKEAPP1"}`; a ticket is good for one connection (an unknown or used one is
+//! refused with HTTP 401 and is a violation).
+//!
+//! On `/link/` the fake greets with `hello` as Slack does, records every text frame the
+//! client sends ([`FakeSlack::socket_frames`]) and holds them to the acknowledgement rules: a
+//! frame is `{"envelope_id": "<id>"}` (a `payload` key allowed); anything else (not JSON, other
+//! keys, an unknown envelope, a second ack of one delivery, a binary frame) is a violation, and
+//! so is an ack later than [`ACK_DEADLINE`] or, when [`FakeSlack::violations`] is called, a
+//! delivery still unacknowledged after it. The test sends envelopes
+//! ([`FakeSlack::socket_click`], [`FakeSlack::redeliver`]) and rotations
+//! ([`FakeSlack::request_refresh`], [`FakeSlack::disconnect_sockets`]).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
@@ -43,11 +69,21 @@ use crate::openapi::OpenApi;
 
 /// The methods the fake serves.
 pub const METHODS: &[&str] = &[
+    "auth.test",
     "chat.postMessage",
     "chat.update",
     "chat.postEphemeral",
     "users.info",
 ];
+
+/// The Socket Mode method (not in the published description; checked by its documented rules).
+pub const CONNECTIONS_OPEN: &str = "apps.connections.open";
+
+/// How long Slack waits for a Socket Mode acknowledgement.
+pub const ACK_DEADLINE: Duration = Duration::from_secs(3);
+
+/// How long after a `disconnect` the fake closes the connection.
+pub const DISCONNECT_GRACE: Duration = Duration::from_millis(500);
 
 /// The workspace the fake pretends to be.
 pub const TEAM_ID: &str = "T0FAKETEAM";
@@ -374,6 +410,54 @@ struct Inner {
     requests: Vec<SlackRequest>,
     violations: Vec<String>,
     next_micros: u64,
+    addr: SocketAddr,
+    socket: SocketState,
+}
+
+/// Socket Mode's side of the fake.
+#[derive(Default)]
+struct SocketState {
+    /// The app-level token `apps.connections.open` wants; `None` until enabled.
+    app_token: Option<String>,
+    /// Every ticket handed out, and whether it was used.
+    tickets: HashMap<String, bool>,
+    next_ticket: u64,
+    next_connection: u64,
+    next_envelope: u64,
+    connections: Vec<SocketConnection>,
+    /// How many connections were greeted.
+    greeted: usize,
+    envelopes: Vec<SentEnvelope>,
+    acks: Vec<(String, Duration)>,
+    frames: Vec<String>,
+}
+
+struct SocketConnection {
+    id: u64,
+    to_client: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    open: bool,
+    /// Told to disconnect: gets no new envelopes.
+    draining: bool,
+}
+
+/// What the test asks a connection's task to do.
+enum Outgoing {
+    Text(String),
+    /// Send this `disconnect`, then close after [`DISCONNECT_GRACE`].
+    Disconnect(String),
+    Close,
+}
+
+/// An envelope the fake sent, with each delivery of it.
+struct SentEnvelope {
+    id: String,
+    payload: Value,
+    deliveries: Vec<Delivery>,
+}
+
+struct Delivery {
+    sent_at: Instant,
+    acked: Option<Duration>,
 }
 
 /// The running fake; stops when dropped.
@@ -386,6 +470,11 @@ pub struct FakeSlack {
 impl Drop for FakeSlack {
     fn drop(&mut self) {
         self.task.abort();
+        if let Ok(inner) = self.inner.lock() {
+            for connection in &inner.socket.connections {
+                let _ = connection.to_client.send(Outgoing::Close);
+            }
+        }
     }
 }
 
@@ -399,6 +488,10 @@ impl FakeSlack {
         );
         // Load (and fail) here rather than inside a request.
         let _ = SlackSpec::get();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1");
+        let addr = listener.local_addr().expect("local addr");
         let inner = Arc::new(Mutex::new(Inner {
             token: token.to_string(),
             messages: BTreeMap::new(),
@@ -409,12 +502,11 @@ impl FakeSlack {
             requests: Vec::new(),
             violations: Vec::new(),
             next_micros: 1_700_000_000_000_100,
+            addr,
+            socket: SocketState::default(),
         }));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1");
-        let addr = listener.local_addr().expect("local addr");
         let app = axum::Router::new()
+            .route("/link/", axum::routing::get(link))
             .fallback(handle)
             .with_state(inner.clone());
         let task = tokio::spawn(async move {
@@ -463,9 +555,14 @@ impl FakeSlack {
         self.script(method, Scripted::Error(error.to_string()));
     }
 
+    /// Forgets what was scripted for `method` and not answered yet.
+    pub fn clear_scripted(&self, method: &str) {
+        self.lock().scripted.remove(method);
+    }
+
     fn script(&self, method: &str, scripted: Scripted) {
         assert!(
-            METHODS.contains(&method),
+            METHODS.contains(&method) || method == CONNECTIONS_OPEN,
             "the fake does not serve {method}"
         );
         self.lock()
@@ -510,9 +607,23 @@ impl FakeSlack {
             .count()
     }
 
-    /// Every contract violation seen, in either direction.
+    /// Every contract violation seen, in either direction, and every Socket Mode delivery
+    /// still unacknowledged after [`ACK_DEADLINE`] now.
     pub fn violations(&self) -> Vec<String> {
-        self.lock().violations.clone()
+        let inner = self.lock();
+        let mut violations = inner.violations.clone();
+        for envelope in &inner.socket.envelopes {
+            for (attempt, delivery) in envelope.deliveries.iter().enumerate() {
+                let waited = delivery.sent_at.elapsed();
+                if delivery.acked.is_none() && waited > ACK_DEADLINE {
+                    violations.push(format!(
+                        "Socket Mode: envelope {} (attempt {attempt}) is still unacknowledged after {waited:?}",
+                        envelope.id
+                    ));
+                }
+            }
+        }
+        violations
     }
 
     /// Panics with the violations, if any.
@@ -557,6 +668,177 @@ impl FakeSlack {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap()
     }
+
+    // -----------------------------------------------------------------------------------------
+    // Socket Mode
+
+    /// Turns Socket Mode on: `apps.connections.open` wants `Authorization: Bearer <app_token>`
+    /// (an app-level token, `xapp-…`).
+    pub fn enable_socket_mode(&self, app_token: &str) {
+        assert!(
+            app_token.starts_with("xapp-"),
+            "Socket Mode wants an app-level token (xapp-…)"
+        );
+        self.lock().socket.app_token = Some(app_token.to_string());
+    }
+
+    /// How many Socket Mode connections were greeted with `hello` so far.
+    pub fn socket_connections(&self) -> usize {
+        self.lock().socket.greeted
+    }
+
+    /// How many Socket Mode connections are open now.
+    pub fn open_socket_connections(&self) -> usize {
+        self.lock()
+            .socket
+            .connections
+            .iter()
+            .filter(|c| c.open)
+            .count()
+    }
+
+    /// Waits until `n` connections have been greeted; panics after `timeout`.
+    pub async fn wait_for_socket(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.socket_connections() < n {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {n} Socket Mode connection(s): {} greeted, {} call(s) of {CONNECTIONS_OPEN}, violations: {:?}",
+                self.socket_connections(),
+                self.calls(CONNECTIONS_OPEN),
+                self.violations()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Sends an `interactive` envelope carrying `click.payload()` to the newest open
+    /// connection (not one told to disconnect); returns its `envelope_id`. Panics when there
+    /// is no such connection.
+    pub fn socket_click(&self, click: &BlockActions) -> String {
+        let mut inner = self.lock();
+        let socket = &mut inner.socket;
+        socket.next_envelope += 1;
+        let n = socket.next_envelope;
+        let id = format!("{n:08x}-fa4e-4c1a-9e5d-{n:012x}");
+        let payload = click.payload();
+        let frame = envelope_frame(&id, &payload, 0);
+        let connection = newest_connection(socket);
+        let _ = connection.to_client.send(Outgoing::Text(frame));
+        socket.envelopes.push(SentEnvelope {
+            id: id.clone(),
+            payload,
+            deliveries: vec![Delivery {
+                sent_at: Instant::now(),
+                acked: None,
+            }],
+        });
+        id
+    }
+
+    /// Sends the envelope `envelope_id` again (`retry_attempt` one more, `retry_reason`
+    /// `timeout`), as Slack does when it missed the acknowledgement, to the newest open
+    /// connection.
+    pub fn redeliver(&self, envelope_id: &str) {
+        let mut inner = self.lock();
+        let socket = &mut inner.socket;
+        let Some(index) = socket.envelopes.iter().position(|e| e.id == envelope_id) else {
+            panic!("the fake sent no envelope {envelope_id}");
+        };
+        let attempt = u32::try_from(socket.envelopes[index].deliveries.len()).unwrap_or(u32::MAX);
+        let frame = envelope_frame(envelope_id, &socket.envelopes[index].payload, attempt);
+        let connection = newest_connection(socket);
+        let _ = connection.to_client.send(Outgoing::Text(frame));
+        socket.envelopes[index].deliveries.push(Delivery {
+            sent_at: Instant::now(),
+            acked: None,
+        });
+    }
+
+    /// Sends `disconnect` `refresh_requested` to every open connection and closes each
+    /// [`DISCONNECT_GRACE`] later.
+    pub fn request_refresh(&self) {
+        self.disconnect_sockets("refresh_requested");
+    }
+
+    /// Sends `disconnect` with `reason` (`warning`, `refresh_requested`, `link_disabled`) to
+    /// every open connection and closes each [`DISCONNECT_GRACE`] later.
+    pub fn disconnect_sockets(&self, reason: &str) {
+        let frame = json!({
+            "type": "disconnect",
+            "reason": reason,
+            "debug_info": {"host": "applink-fake-1"},
+        })
+        .to_string();
+        let mut inner = self.lock();
+        for connection in inner.socket.connections.iter_mut().filter(|c| c.open) {
+            connection.draining = true;
+            let _ = connection
+                .to_client
+                .send(Outgoing::Disconnect(frame.clone()));
+        }
+    }
+
+    /// Every acknowledgement, in order: the envelope id and how long after its delivery it came.
+    pub fn acks(&self) -> Vec<(String, Duration)> {
+        self.lock().socket.acks.clone()
+    }
+
+    /// Waits until the latest delivery of `envelope_id` is acknowledged and returns how long
+    /// that took; panics after `timeout`.
+    pub async fn wait_for_ack(&self, envelope_id: &str, timeout: Duration) -> Duration {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let acked = {
+                let inner = self.lock();
+                inner
+                    .socket
+                    .envelopes
+                    .iter()
+                    .find(|e| e.id == envelope_id)
+                    .and_then(|e| e.deliveries.last())
+                    .and_then(|d| d.acked)
+            };
+            if let Some(took) = acked {
+                return took;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for the ack of {envelope_id}; acks: {:?}, violations: {:?}",
+                self.acks(),
+                self.violations()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Every text frame clients sent on Socket Mode connections, in order.
+    pub fn socket_frames(&self) -> Vec<String> {
+        self.lock().socket.frames.clone()
+    }
+}
+
+/// An `interactive` envelope as Slack sends it.
+fn envelope_frame(id: &str, payload: &Value, attempt: u32) -> String {
+    json!({
+        "envelope_id": id,
+        "payload": payload,
+        "type": "interactive",
+        "accepts_response_payload": false,
+        "retry_attempt": attempt,
+        "retry_reason": if attempt == 0 { "" } else { "timeout" },
+    })
+    .to_string()
+}
+
+/// The newest open connection not told to disconnect; panics when there is none.
+fn newest_connection(socket: &SocketState) -> &SocketConnection {
+    socket
+        .connections
+        .iter()
+        .rev()
+        .find(|c| c.open && !c.draining)
+        .unwrap_or_else(|| panic!("no open Socket Mode connection to send to"))
 }
 
 /// What the handler answers.
@@ -629,6 +911,9 @@ async fn handle(
 }
 
 fn serve(inner: &mut Inner, request: &mut SlackRequest) -> Reply {
+    if request.path == format!("/api/{CONNECTIONS_OPEN}") {
+        return connections_open(inner, request);
+    }
     let spec = SlackSpec::get();
     let Some(method) = request
         .path
@@ -778,9 +1063,319 @@ fn serve(inner: &mut Inner, request: &mut SlackRequest) -> Reply {
         "chat.update" => update(inner, &args),
         "chat.postEphemeral" => post_ephemeral(inner, &args),
         "users.info" => users_info(inner, &args),
+        "auth.test" => Reply::ok(json!({
+            "ok": true,
+            "url": format!("https://{TEAM_DOMAIN}.slack.com/"),
+            "team": "Fake Team",
+            "user": "flightdeck",
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": false,
+        })),
         _ => Reply::error("unknown_method"),
     };
     checked(inner, spec, &method, reply)
+}
+
+/// `apps.connections.open`, held to its documented rules (see the module docs).
+fn connections_open(inner: &mut Inner, request: &mut SlackRequest) -> Reply {
+    const METHOD: &str = CONNECTIONS_OPEN;
+    request.method = Some(METHOD.to_string());
+    let mut problems = Vec::new();
+    if request.http_method != "POST" {
+        problems.push(format!(
+            "{METHOD}: {} is not allowed (POST)",
+            request.http_method
+        ));
+    }
+    let mut args = Map::new();
+    for (name, value) in url::form_urlencoded::parse(request.query.as_bytes()) {
+        args.insert(name.into_owned(), Value::String(value.into_owned()));
+    }
+    if !request.body.is_empty() {
+        let content_type = request
+            .header("content-type")
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match content_type.as_str() {
+            "application/json" => match serde_json::from_slice::<Value>(&request.body) {
+                Ok(Value::Object(object)) => args.extend(object),
+                _ => problems.push(format!("{METHOD}: the JSON body is not an object")),
+            },
+            "application/x-www-form-urlencoded" => {
+                for (name, value) in url::form_urlencoded::parse(&request.body) {
+                    args.insert(name.into_owned(), Value::String(value.into_owned()));
+                }
+            }
+            other => problems.push(format!(
+                "{METHOD}: a body of type {other:?} is not accepted (application/x-www-form-urlencoded, application/json)"
+            )),
+        }
+    }
+    for name in args.keys() {
+        if name == "token" {
+            problems.push(format!(
+                "{METHOD}: the token was sent as an argument; it must come only as `Authorization: Bearer`"
+            ));
+        } else {
+            problems.push(format!(
+                "{METHOD}: unknown argument `{name}` (the method takes none)"
+            ));
+        }
+    }
+    request.args = args;
+    let auth = request.header("authorization").map(str::to_string);
+    let auth_error = match auth.as_deref().map(|a| a.strip_prefix("Bearer ")) {
+        None => {
+            problems.push(format!(
+                "{METHOD}: no Authorization header; the app-level token must come as `Authorization: Bearer xapp-…`"
+            ));
+            Some("not_authed")
+        }
+        Some(None) => {
+            problems.push(format!(
+                "{METHOD}: the Authorization header is not `Bearer <token>`"
+            ));
+            Some("invalid_auth")
+        }
+        Some(Some(token)) if !token.starts_with("xapp-") => {
+            let kind: String = token.chars().take_while(|c| *c != '-').take(8).collect();
+            problems.push(format!(
+                "{METHOD}: the bearer token is a `{kind}-` token, not an app-level token (xapp-…)"
+            ));
+            Some("not_allowed_token_type")
+        }
+        Some(Some(token)) if inner.socket.app_token.as_deref() != Some(token) => {
+            Some("invalid_auth")
+        }
+        Some(Some(_)) => None,
+    };
+    let contract_broken = !problems.is_empty();
+    inner.violations.extend(problems.iter().cloned());
+    if let Some(error) = auth_error {
+        return Reply::error(error);
+    }
+    if contract_broken {
+        return Reply::error("invalid_arguments");
+    }
+    let scripted = inner.scripted.get_mut(METHOD).and_then(VecDeque::pop_front);
+    match scripted {
+        Some(Scripted::RateLimited(seconds)) => {
+            return Reply {
+                status: 429,
+                headers: vec![("retry-after".to_string(), seconds.to_string())],
+                body: json!({"ok": false, "error": "ratelimited"}),
+            };
+        }
+        Some(Scripted::Error(error)) => return Reply::error(&error),
+        None => {}
+    }
+    let socket = &mut inner.socket;
+    socket.next_ticket += 1;
+    let mut random = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    let ticket = format!("{:04}{}", socket.next_ticket, hex::encode(random));
+    socket.tickets.insert(ticket.clone(), false);
+    Reply::ok(json!({
+        "ok": true,
+        "url": format!("ws://{}/link/?ticket={ticket}&app_id={API_APP_ID}", inner.addr),
+    }))
+}
+
+/// `GET /link/?ticket=…`: the Socket Mode WebSocket.
+async fn link(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    uri: Uri,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ticket = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(name, _)| name == "ticket")
+        .map(|(_, value)| value.into_owned());
+    let refusal = {
+        let mut inner = inner.lock().unwrap();
+        let refusal = match &upgrade {
+            Err(e) => Some((
+                StatusCode::BAD_REQUEST,
+                format!("Socket Mode: GET /link/ is not a WebSocket upgrade: {e}"),
+            )),
+            Ok(_) => match ticket
+                .as_ref()
+                .and_then(|t| inner.socket.tickets.get_mut(t))
+            {
+                None => Some((
+                    StatusCode::UNAUTHORIZED,
+                    "Socket Mode: a connection with a ticket apps.connections.open did not hand out".to_string(),
+                )),
+                Some(used) if *used => Some((
+                    StatusCode::UNAUTHORIZED,
+                    "Socket Mode: a ticket used a second time (a ticket is good for one connection; call apps.connections.open again)".to_string(),
+                )),
+                Some(used) => {
+                    *used = true;
+                    None
+                }
+            },
+        };
+        if let Some((_, message)) = &refusal {
+            inner.violations.push(message.clone());
+        }
+        refusal
+    };
+    match (refusal, upgrade) {
+        (None, Ok(upgrade)) => upgrade.on_upgrade(move |socket| socket_session(inner, socket)),
+        (Some((status, message)), _) => {
+            let mut response = Response::new(Body::from(message));
+            *response.status_mut() = status;
+            response
+        }
+        (None, Err(_)) => {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::BAD_REQUEST;
+            response
+        }
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One Socket Mode connection: `hello`, then the test's envelopes out and the client's frames
+/// in, until either side closes.
+async fn socket_session(inner: Arc<Mutex<Inner>>, mut socket: WebSocket) {
+    let (to_client, mut outgoing) = tokio::sync::mpsc::unbounded_channel();
+    let (id, hello) = {
+        let mut inner = inner.lock().unwrap();
+        let state = &mut inner.socket;
+        state.next_connection += 1;
+        let id = state.next_connection;
+        state.connections.push(SocketConnection {
+            id,
+            to_client,
+            open: true,
+            draining: false,
+        });
+        let open = state.connections.iter().filter(|c| c.open).count();
+        let hello = json!({
+            "type": "hello",
+            "num_connections": open,
+            "debug_info": {
+                "host": format!("applink-fake-{id}"),
+                "build_number": 1,
+                "approximate_connection_time": 18060,
+            },
+            "connection_info": {"app_id": API_APP_ID},
+        });
+        (id, hello.to_string())
+    };
+    if socket.send(WsMessage::Text(hello.into())).await.is_ok() {
+        inner.lock().unwrap().socket.greeted += 1;
+        let mut close_at = None;
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                incoming = socket.recv() => match incoming {
+                    Some(Ok(WsMessage::Text(text))) => {
+                        client_frame(&mut inner.lock().unwrap(), text.as_str());
+                    }
+                    Some(Ok(WsMessage::Binary(bytes))) => inner.lock().unwrap().violations.push(format!(
+                        "Socket Mode: the client sent a binary frame of {} bytes (acks are JSON text)",
+                        bytes.len()
+                    )),
+                    Some(Ok(WsMessage::Ping(_) | WsMessage::Pong(_))) => {}
+                    Some(Ok(WsMessage::Close(_))) | Some(Err(_)) | None => break,
+                },
+                out = outgoing.recv(), if !closing => match out {
+                    Some(Outgoing::Text(text)) => {
+                        if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                    }
+                    Some(Outgoing::Disconnect(text)) => {
+                        if socket.send(WsMessage::Text(text.into())).await.is_err() {
+                            break;
+                        }
+                        close_at = Some(tokio::time::Instant::now() + DISCONNECT_GRACE);
+                    }
+                    Some(Outgoing::Close) | None => {
+                        close_at = Some(tokio::time::Instant::now());
+                    }
+                },
+                () = until(close_at) => {
+                    if closing {
+                        // The client did not answer the close: drop the connection.
+                        break;
+                    }
+                    closing = true;
+                    if socket.send(WsMessage::Close(None)).await.is_err() {
+                        break;
+                    }
+                    close_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                }
+            }
+        }
+    }
+    let mut inner = inner.lock().unwrap();
+    if let Some(connection) = inner.socket.connections.iter_mut().find(|c| c.id == id) {
+        connection.open = false;
+    }
+}
+
+/// A text frame from the client: must be an acknowledgement of a delivery.
+fn client_frame(inner: &mut Inner, text: &str) {
+    inner.socket.frames.push(text.to_string());
+    let shown: String = text.chars().take(200).collect();
+    let object = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(object)) => object,
+        _ => {
+            inner.violations.push(format!(
+                "Socket Mode: a frame that is not a JSON object: {shown}"
+            ));
+            return;
+        }
+    };
+    let Some(id) = object.get("envelope_id").and_then(Value::as_str) else {
+        inner.violations.push(format!(
+            "Socket Mode: a frame without a string `envelope_id` (an ack is {{\"envelope_id\": …}}): {shown}"
+        ));
+        return;
+    };
+    for key in object.keys() {
+        if key != "envelope_id" && key != "payload" {
+            inner.violations.push(format!(
+                "Socket Mode: the ack of {id} has an unknown key `{key}`"
+            ));
+        }
+    }
+    let Some(envelope) = inner.socket.envelopes.iter_mut().find(|e| e.id == id) else {
+        inner
+            .violations
+            .push(format!("Socket Mode: an ack for an unknown envelope {id}"));
+        return;
+    };
+    let Some(delivery) = envelope.deliveries.iter_mut().find(|d| d.acked.is_none()) else {
+        inner.violations.push(format!(
+            "Socket Mode: envelope {id} acknowledged more times than it was delivered"
+        ));
+        return;
+    };
+    let took = delivery.sent_at.elapsed();
+    delivery.acked = Some(took);
+    if took > ACK_DEADLINE {
+        inner.violations.push(format!(
+            "Socket Mode: envelope {id} was acknowledged after {took:?} (more than {ACK_DEADLINE:?})"
+        ));
+    }
+    inner.socket.acks.push((id.to_string(), took));
 }
 
 /// Holds an answer to the description; a mismatch becomes a violation and a 500.

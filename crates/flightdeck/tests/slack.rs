@@ -1,10 +1,12 @@
-//! Approvals in Slack with the real binary and a fake Slack (HTTP mode): a mission parks →
-//! one message with the approval's context → a click by someone not eligible, and one by
-//! the requester under their Slack id, are refused with an ephemeral message and record
-//! nothing → a forged or stale click is refused before it is read → the first approver
-//! approves in Slack, the second on the command line (2 of 2 across channels) → the message
-//! shows both and loses its buttons → the mission publishes by itself → a restarted server
-//! posts nothing twice.
+//! Approvals in Slack with the real binary and a fake Slack (Socket Mode and HTTP mode at
+//! once): a mission parks → one message with the approval's context → a click by someone
+//! not eligible, and one by the requester under their Slack id, are refused with an
+//! ephemeral message and record nothing → a forged, stale, oversize or other-workspace
+//! click is refused → the first approver approves in Slack over Socket Mode, the second on
+//! the command line (2 of 2 across channels) → the message shows both and loses its
+//! buttons → the mission publishes by itself and the thread says so → a deny by a Slack
+//! user known by email → a server killed between a decision and the message's update
+//! updates it once on restart → a reminder, a budget block and a cancel in the thread.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
@@ -18,6 +20,7 @@ use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
 const TOKEN: &str = "xoxb-test-token-1234";
+const APP_TOKEN: &str = "xapp-1-A0FAKEAPP1-test-app-token";
 const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const CHANNEL: &str = "CAPPROVALS";
 
@@ -27,9 +30,11 @@ fn config(api_url: &str) -> String {
     format!(
         "[people.carol]\nhandle = \"@carol\"\nslack = \"UCAROL\"\n\
          [people.bob]\nhandle = \"@bob\"\nslack = \"UBOB\"\n\
-         [people.dana]\nhandle = \"@dana\"\nslack = \"UDANA\"\n\
+         [people.dana]\nhandle = \"@dana\"\nemails = [\"dana@acme.test\"]\n\
          [people.eve]\nhandle = \"@eve\"\nslack = \"UEVE\"\n\
-         [slack]\nbot_token_env = \"FD_TEST_SLACK_TOKEN\"\nsigning_secret_env = \"FD_TEST_SLACK_SECRET\"\napi_url = \"{api_url}\"\n\
+         [slack]\nbot_token_env = \"FD_TEST_SLACK_TOKEN\"\napp_token_env = \"FD_TEST_SLACK_APP_TOKEN\"\n\
+         signing_secret_env = \"FD_TEST_SLACK_SECRET\"\napi_url = \"{api_url}\"\n\
+         resolve_by_email = true\nremind_before_seconds = 8\n\
          [slack.channels]\ndefault = \"{CHANNEL}\"\n"
     )
 }
@@ -46,6 +51,7 @@ impl Server {
             .command(&["--json", "serve", "--listen", "127.0.0.1:0"])
             .env("FD_TEST_SLACK_TOKEN", TOKEN)
             .env("FD_TEST_SLACK_SECRET", SECRET)
+            .env("FD_TEST_SLACK_APP_TOKEN", APP_TOKEN)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -60,6 +66,14 @@ impl Server {
             child,
             url: started["listening"].as_str().unwrap().to_string(),
         }
+    }
+}
+
+impl Server {
+    /// Kills it as a crash would: no chance to finish anything.
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -118,10 +132,58 @@ fn has_buttons(message: &Value) -> bool {
         .is_some_and(|blocks| blocks.iter().any(|b| b["type"] == "actions"))
 }
 
+/// The thread replies under the message `ts` of `CHANNEL`.
+fn thread(slack: &FakeSlack, ts: &str) -> Vec<String> {
+    slack
+        .messages(CHANNEL)
+        .into_iter()
+        .filter(|m| m["thread_ts"].as_str() == Some(ts) && m["ts"].as_str() != Some(ts))
+        .map(|m| m["text"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The top-level messages of `CHANNEL` (approval requests), oldest first.
+fn requests(slack: &FakeSlack) -> Vec<Value> {
+    slack
+        .messages(CHANNEL)
+        .into_iter()
+        .filter(|m| m.get("thread_ts").is_none() || m["thread_ts"] == m["ts"])
+        .collect()
+}
+
+/// Parks a mission of template `t` in `repo`; its id and its first pending approval's.
+fn park(cli: &Cli, repo: &TestRepo) -> (String, String) {
+    let parked = cli.run(&[
+        "--json",
+        "run",
+        "t",
+        "--repo",
+        repo.path().to_str().unwrap(),
+    ]);
+    assert_eq!(parked.code(), 3, "{}", parked.stderr());
+    let summary = parked.json();
+    (
+        summary["id"].as_str().unwrap().to_string(),
+        summary["pending_approvals"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+    )
+}
+
+fn status(cli: &Cli, id: &str) -> String {
+    cli.run(&["--json", "show", id]).json()["status"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who_they_are() {
     let slack = FakeSlack::start(TOKEN).await;
+    slack.enable_socket_mode(APP_TOKEN);
     slack.add_channel(CHANNEL, "approvals");
+    slack.add_user("UDANA", "dana", Some("Dana@acme.test"));
     let cli = Cli::new(BIN);
     cli.write_config(&config(&slack.api_url()));
     let repo = TestRepo::with_files(&[
@@ -135,27 +197,12 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
     ]);
     repo.commit_all("sample");
     let server = Server::start(&cli);
-    let parked = cli.run(&[
-        "--json",
-        "run",
-        "t",
-        "--repo",
-        repo.path().to_str().unwrap(),
-    ]);
-    assert_eq!(parked.code(), 3, "{}", parked.stderr());
-    let summary = parked.json();
-    let id = summary["id"].as_str().unwrap().to_string();
-    let approval = summary["pending_approvals"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    slack.wait_for_socket(1, Duration::from_secs(30)).await;
+    let (id, approval) = park(&cli, &repo);
 
     // One message, with the approval's context and its buttons.
-    wait_until("the request is posted", || {
-        slack.messages(CHANNEL).len() == 1
-    })
-    .await;
-    let message = slack.messages(CHANNEL)[0].clone();
+    wait_until("the request is posted", || requests(&slack).len() == 1).await;
+    let message = requests(&slack)[0].clone();
     let ts = message["ts"].as_str().unwrap().to_string();
     let shown = message.to_string();
     for expected in [
@@ -178,7 +225,7 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
     })
     .await;
 
-    // Forged and stale clicks are refused before they are read.
+    // Forged, stale and oversize clicks are refused before they are read.
     let click = slack.click(CHANNEL, &ts, "UBOB", "flightdeck_approve");
     let (body, mut headers) = click.signed(SECRET, now());
     for header in headers.iter_mut() {
@@ -191,6 +238,13 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
         post(&server, &body, &headers).await,
         401,
         "a forged signature"
+    );
+    // The signature covers the user: Bob's click claimed by Eve's id is forged.
+    let forged_user = body.replace("UBOB", "UEVE");
+    assert_eq!(
+        post(&server, &forged_user, &headers).await,
+        401,
+        "a forged user.id"
     );
     let (body, headers) = click.signed(SECRET, now() - 600);
     assert_eq!(
@@ -206,15 +260,22 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
         413,
         "an oversize body"
     );
+    // A click from another workspace the app is installed in decides nothing here.
+    let mut elsewhere = slack.click(CHANNEL, &ts, "UBOB", "flightdeck_approve");
+    elsewhere.team_id = "T0ELSEWHERE".to_string();
+    let (body, headers) = elsewhere.signed(SECRET, now());
+    assert_eq!(post(&server, &body, &headers).await, 200);
     assert!(decided(&cli, &id).is_empty());
 
     // Someone the policy does not name, and the requester under their Slack id: refused
-    // in a message only they see; nothing recorded.
+    // in a message only they see; nothing recorded. One by HTTP, one by Socket Mode.
+    let (body, headers) = slack
+        .click(CHANNEL, &ts, "UEVE", "flightdeck_approve")
+        .signed(SECRET, now());
+    assert_eq!(post(&server, &body, &headers).await, 200);
+    let envelope = slack.socket_click(&slack.click(CHANNEL, &ts, "UCAROL", "flightdeck_approve"));
+    slack.wait_for_ack(&envelope, Duration::from_secs(10)).await;
     for who in ["UEVE", "UCAROL"] {
-        let (body, headers) = slack
-            .click(CHANNEL, &ts, who, "flightdeck_approve")
-            .signed(SECRET, now());
-        assert_eq!(post(&server, &body, &headers).await, 200, "{who}");
         wait_until("the refusal is told", || {
             slack.ephemerals().iter().any(|e| e["user"] == who)
         })
@@ -237,14 +298,16 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
         "refused clicks record nothing"
     );
 
-    // Bob approves in Slack: recorded as Bob, with his Slack id and how it was resolved.
-    let (body, headers) = slack
-        .click(CHANNEL, &ts, "UBOB", "flightdeck_approve")
-        .signed(SECRET, now());
-    assert_eq!(post(&server, &body, &headers).await, 200);
-    let votes = decided(&cli, &id);
-    assert_eq!(votes.len(), 1, "{votes:?}");
-    let vote = &votes[0]["data"];
+    // Bob approves in Slack over Socket Mode: recorded as Bob, with his Slack id and how
+    // it was resolved; a redelivery of the same envelope is acknowledged and not counted.
+    let envelope = slack.socket_click(&slack.click(CHANNEL, &ts, "UBOB", "flightdeck_approve"));
+    slack.wait_for_ack(&envelope, Duration::from_secs(10)).await;
+    wait_until("Bob's approval is recorded", || {
+        decided(&cli, &id).len() == 1
+    })
+    .await;
+    slack.redeliver(&envelope);
+    let vote = decided(&cli, &id)[0]["data"].clone();
     assert_eq!(vote["by"], "@bob", "{vote}");
     assert_eq!(vote["channel"], "slack", "{vote}");
     assert_eq!(vote["actor"]["channel_user"], "UBOB", "{vote}");
@@ -257,7 +320,7 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
     .await;
 
     // Dana approves on the command line: the gate closes, the message loses its buttons,
-    // and the mission goes on by itself.
+    // the mission goes on by itself and the thread says it published.
     cli.run(&["--as", "@dana", "approve", &approval])
         .expect_code(0);
     wait_until("the message closes", || {
@@ -266,11 +329,15 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
             .is_some_and(|m| !has_buttons(&m) && m.to_string().contains("Approved"))
     })
     .await;
-    wait_until("the mission publishes", || {
-        cli.run(&["--json", "show", &id]).json()["status"] == "succeeded"
+    wait_until("the mission publishes", || status(&cli, &id) == "succeeded").await;
+    wait_until("the thread says it published", || {
+        thread(&slack, &ts)
+            .iter()
+            .any(|t| t.contains("Published") && t.contains("flightdeck/"))
     })
     .await;
-    assert_eq!(slack.calls("chat.postMessage"), 1);
+    assert_eq!(requests(&slack).len(), 1);
+    assert_eq!(decided(&cli, &id).len(), 2, "Bob's once, and Dana's");
     // Bob's click replayed once the request closed (freshly signed): nothing recorded, and
     // he is told why.
     let (body, headers) = click.signed(SECRET, now());
@@ -288,32 +355,33 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
         "only Bob's and Dana's approvals"
     );
 
-    // A deny in Slack fails the mission at once and closes its request.
-    let parked = cli.run(&[
-        "--json",
-        "run",
-        "t",
-        "--repo",
-        repo.path().to_str().unwrap(),
-    ]);
-    assert_eq!(parked.code(), 3, "{}", parked.stderr());
-    let denied_id = parked.json()["id"].as_str().unwrap().to_string();
+    // Slack rotates the connection: clicks still arrive on the new one.
+    slack.request_refresh();
+    slack.wait_for_socket(2, Duration::from_secs(30)).await;
+
+    // Dana, whom [people] knows by email only, denies in Slack: she is found through
+    // users.info, and that is recorded. The mission fails at once and its request closes.
+    let (denied_id, _) = park(&cli, &repo);
     wait_until("the second request is posted", || {
-        slack.messages(CHANNEL).len() == 2
+        requests(&slack).len() == 2
     })
     .await;
-    let second_ts = slack.messages(CHANNEL)[1]["ts"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let (body, headers) = slack
-        .click(CHANNEL, &second_ts, "UDANA", "flightdeck_deny")
-        .signed(SECRET, now());
-    assert_eq!(post(&server, &body, &headers).await, 200);
-    assert_eq!(
-        cli.run(&["--json", "show", &denied_id]).json()["status"],
-        "failed"
-    );
+    let second_ts = requests(&slack)[1]["ts"].as_str().unwrap().to_string();
+    let envelope =
+        slack.socket_click(&slack.click(CHANNEL, &second_ts, "UDANA", "flightdeck_deny"));
+    slack.wait_for_ack(&envelope, Duration::from_secs(10)).await;
+    wait_until("the deny fails the mission", || {
+        status(&cli, &denied_id) == "failed"
+    })
+    .await;
+    let deny = decided(&cli, &denied_id)[0]["data"].clone();
+    assert_eq!(deny["by"], "@dana", "{deny}");
+    assert_eq!(deny["decision"], "deny", "{deny}");
+    assert_eq!(deny["actor"]["channel_user"], "UDANA", "{deny}");
+    assert_eq!(deny["actor"]["resolved_by"], "slack.email", "{deny}");
+    assert_eq!(deny["actor"]["email"], "Dana@acme.test", "{deny}");
+    // Replay judges the recorded deny again, by the address Slack vouched for.
+    cli.run(&["replay", &denied_id]).expect_code(0);
     wait_until("the denied request closes", || {
         slack.message(CHANNEL, &second_ts).is_some_and(|m| {
             !has_buttons(&m) && m.to_string().contains("Denied") && m.to_string().contains("@dana")
@@ -321,16 +389,130 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
     })
     .await;
 
-    // A restarted server posts nothing again.
-    drop(server);
-    let again = Server::start(&cli);
+    // The server dies between a decision and the message's update (Slack fails every
+    // update until then); once restarted it updates the message once.
+    let (third_id, _) = park(&cli, &repo);
+    wait_until("the third request is posted", || {
+        requests(&slack).len() == 3
+    })
+    .await;
+    let third_ts = requests(&slack)[2]["ts"].as_str().unwrap().to_string();
+    wait_until("the third request is recorded", || {
+        cli.timeline(&third_id)
+            .iter()
+            .any(|e| e["type"] == "notification.sent")
+    })
+    .await;
+    for _ in 0..50 {
+        slack.fail_next("chat.update", "fatal_error");
+    }
+    let updates_before = slack.calls("chat.update");
+    let envelope =
+        slack.socket_click(&slack.click(CHANNEL, &third_ts, "UBOB", "flightdeck_approve"));
+    slack.wait_for_ack(&envelope, Duration::from_secs(10)).await;
+    wait_until("the update was tried", || {
+        slack.calls("chat.update") > updates_before
+    })
+    .await;
+    server.kill();
+    slack.clear_scripted("chat.update");
+    assert!(slack
+        .message(CHANNEL, &third_ts)
+        .is_some_and(|m| !m.to_string().contains("1 of 2")));
+    let failed_updates = slack.calls("chat.update");
+    let server = Server::start(&cli);
+    wait_until("the message is updated after the restart", || {
+        slack
+            .message(CHANNEL, &third_ts)
+            .is_some_and(|m| m.to_string().contains("1 of 2"))
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    drop(again);
     assert_eq!(
-        slack.calls("chat.postMessage"),
-        2,
-        "posted twice after a restart"
+        slack.calls("chat.update"),
+        failed_updates + 1,
+        "updated once after the restart"
     );
+    assert_eq!(requests(&slack).len(), 3, "nothing posted twice");
+    assert_eq!(
+        thread(&slack, &ts)
+            .iter()
+            .filter(|t| t.contains("Published"))
+            .count(),
+        1,
+        "the first mission's news told once"
+    );
+    cli.run(&["--as", "@dana", "cancel", &third_id])
+        .expect_code(0);
+    wait_until("the cancel is in the thread", || {
+        thread(&slack, &third_ts)
+            .iter()
+            .any(|t| t.contains("cancelled"))
+    })
+    .await;
+    drop(server);
+    slack.assert_clean();
+}
+
+/// A reminder before an approval expires, mentioning who is awaited; a budget block with
+/// the command that raises it; both in the request's thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_thread_tells_reminders_and_blocks() {
+    let slack = FakeSlack::start(TOKEN).await;
+    slack.enable_socket_mode(APP_TOKEN);
+    slack.add_channel(CHANNEL, "approvals");
+    let cli = Cli::new(BIN);
+    cli.write_config(&config(&slack.api_url()));
+    let policy = "[[rule]]\nid = \"echo-needs-bob\"\naction = \"command\"\ncommand_matches = [\"echo *\"]\ndecision = \"approve\"\napprovers = [\"@bob\"]\nexpires_after = \"14s\"\n";
+    let repo = TestRepo::with_files(&[
+        ("README.md", "# sample\n"),
+        (".flightdeck/policy.toml", policy),
+        (
+            ".flightdeck/missions/t.toml",
+            "[budget]\ntool_calls = 1\n[[steps]]\nrun = \"echo one >> notes.txt\"\n[[steps]]\nrun = \"printf two >> notes.txt\"\n",
+        ),
+    ]);
+    repo.commit_all("sample");
+    let server = Server::start(&cli);
+    slack.wait_for_socket(1, Duration::from_secs(30)).await;
+    let (id, _) = park(&cli, &repo);
+    wait_until("the request is posted", || requests(&slack).len() == 1).await;
+    let ts = requests(&slack)[0]["ts"].as_str().unwrap().to_string();
+    // 14 s to decide, reminded 8 s before it ends (never before half its time).
+    wait_until("the reminder", || {
+        thread(&slack, &ts)
+            .iter()
+            .any(|t| t.contains("expires in") && t.contains("<@UBOB>"))
+    })
+    .await;
+    let envelope = slack.socket_click(&slack.click(CHANNEL, &ts, "UBOB", "flightdeck_approve"));
+    slack.wait_for_ack(&envelope, Duration::from_secs(10)).await;
+    wait_until("the budget blocks it", || status(&cli, &id) == "blocked").await;
+    wait_until("the thread says how to raise the budget", || {
+        thread(&slack, &ts).iter().any(|t| {
+            t.contains("Blocked")
+                && t.contains(&format!("flightdeck budget {id} --add tool_calls="))
+        })
+    })
+    .await;
+    assert_eq!(
+        thread(&slack, &ts)
+            .iter()
+            .filter(|t| t.contains("expires in"))
+            .count(),
+        1,
+        "one reminder"
+    );
+    let sent: Vec<String> = cli
+        .timeline(&id)
+        .into_iter()
+        .filter(|e| e["type"] == "notification.sent")
+        .map(|e| e["data"]["kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    for kind in ["approval_request", "reminder", "blocked"] {
+        assert!(sent.iter().any(|k| k == kind), "{kind} in {sent:?}");
+    }
+    drop(server);
     slack.assert_clean();
 }
 
@@ -342,14 +524,34 @@ fn a_slack_section_that_cannot_work_is_refused_at_start() {
         (config("http://127.0.0.1:9/api"), vec![], "bot_token_env"),
         (
             config("http://127.0.0.1:9/api"),
-            vec![("FD_TEST_SLACK_TOKEN", TOKEN)],
+            vec![
+                ("FD_TEST_SLACK_TOKEN", TOKEN),
+                ("FD_TEST_SLACK_APP_TOKEN", APP_TOKEN),
+            ],
             "signing_secret_env",
+        ),
+        (
+            config("http://127.0.0.1:9/api"),
+            vec![
+                ("FD_TEST_SLACK_TOKEN", TOKEN),
+                ("FD_TEST_SLACK_SECRET", SECRET),
+                ("FD_TEST_SLACK_APP_TOKEN", TOKEN),
+            ],
+            "app_token_env",
+        ),
+        (
+            config("http://127.0.0.1:9/api")
+                .replace("app_token_env = \"FD_TEST_SLACK_APP_TOKEN\"\n", "")
+                .replace("signing_secret_env = \"FD_TEST_SLACK_SECRET\"\n", ""),
+            vec![("FD_TEST_SLACK_TOKEN", TOKEN)],
+            "neither app_token_env nor signing_secret_env",
         ),
         (
             config("http://127.0.0.1:9/api").replace(&format!("default = \"{CHANNEL}\""), ""),
             vec![
                 ("FD_TEST_SLACK_TOKEN", TOKEN),
                 ("FD_TEST_SLACK_SECRET", SECRET),
+                ("FD_TEST_SLACK_APP_TOKEN", APP_TOKEN),
             ],
             "channels.default",
         ),

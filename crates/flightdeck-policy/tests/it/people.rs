@@ -8,7 +8,7 @@ use flightdeck_policy::{
     PeopleError, Person, Teams,
 };
 
-use IdentityChannel::{Cli, Github, Slack, Token, Web};
+use IdentityChannel::{Cli, Github, Slack, SlackEmail, Token, Web};
 
 const CODEOWNERS: &str = "\
 * @alice
@@ -156,6 +156,20 @@ fn approvals_between_people() {
             SRC,
             Ok(("@alice", "people.slack")),
         ),
+        // An address Slack vouched for names a person by their emails, case-insensitively;
+        // never a handle, a login or a Slack id.
+        row(
+            "Alice@ACME.com",
+            SlackEmail,
+            SRC,
+            Ok(("@alice", "slack.email")),
+        ),
+        row("@alice", SlackEmail, SRC, unknown("@alice")),
+        row("U0123ABCD", SlackEmail, SRC, unknown("U0123ABCD")),
+        Row {
+            requester: "@carol",
+            ..row("carol@acme.com", SlackEmail, BILLING, SELF)
+        },
         // Slack ids compare exactly; a GitHub login is not a handle.
         row("u0123abcd", Slack, SRC, unknown("u0123abcd")),
         row("alice-gh", Cli, SRC, unknown("alice-gh")),

@@ -75,6 +75,7 @@ pub async fn decide(
             approve,
             comment: comment.map(str::to_string),
             channel: Channel::Cli,
+            vouched_email: None,
         })
         .await?;
     let summary = state.summary_view();

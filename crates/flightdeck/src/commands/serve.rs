@@ -47,13 +47,14 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
                 .public_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{local_addr}"));
-            Some(Arc::new(
-                flightdeck_server::slack::SlackChannel::from_config(
-                    config,
-                    &public,
-                    Box::new(|message| eprintln!("serve: slack: {message}")),
-                )?,
-            ))
+            let slack = flightdeck_server::slack::SlackChannel::from_config(
+                config,
+                &public,
+                Box::new(|message| eprintln!("serve: slack: {message}")),
+            )?;
+            // A token Slack refuses stops the server here, not at the first approval.
+            slack.check_token().await?;
+            Some(Arc::new(slack))
         }
         None => None,
     };
