@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub mod fake_anthropic;
+pub mod fake_github;
 pub mod fake_http;
 pub mod fake_openai;
 pub mod fake_slack;
