@@ -381,6 +381,23 @@ impl EventStore for CountingStore {
         self.inner.save_feed_cursor(reader, position).await
     }
 
+    async fn hold_feed_reader(
+        &self,
+        reader: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+        steal_from: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        self.inner
+            .hold_feed_reader(reader, owner, now_ms, ttl_ms, steal_from)
+            .await
+    }
+
+    async fn release_feed_reader(&self, reader: &str, owner: &str) -> Result<(), StoreError> {
+        self.inner.release_feed_reader(reader, owner).await
+    }
+
     async fn post_input(&self, input: NewInput) -> Result<i64, StoreError> {
         self.inner.post_input(input).await
     }

@@ -186,7 +186,7 @@ pub struct Replay {
 /// the driver's own deadlines, fired again from the recorded clock.
 fn foreign(event: &StoredEvent) -> bool {
     match event.event_type.as_str() {
-        "budget.raised" | "approval.decided" => true,
+        "budget.raised" | "approval.decided" | "notification.sent" => true,
         "mission.finished" => {
             event.data.pointer("/error/kind").and_then(Value::as_str) == Some("cancelled")
         }
@@ -225,6 +225,8 @@ fn input_of(event: &StoredEvent) -> Option<Foreign> {
                 vouched_email: decided.actor.and_then(|actor| actor.email),
             }))
         }
+        // What a notifier sent is an input like a vote: given back where it was recorded.
+        EventKind::NotificationSent(sent) => Some(Foreign::Notification { sent }),
         EventKind::BudgetRaised(raised) => Some(Foreign::BudgetRaise {
             by: raised.by,
             adds: vec![(raised.dimension, raised.amount)],
@@ -1095,6 +1097,22 @@ impl EventStore for ReplayStore {
     /// A cursor is another process's state, like a posted input: a replay writes none.
     async fn save_feed_cursor(&self, _reader: &str, _position: u64) -> Result<(), StoreError> {
         Err(replay_error("a replay saves no feed cursors"))
+    }
+
+    /// A feed reader's lease is another process's state too: a replay takes none.
+    async fn hold_feed_reader(
+        &self,
+        _reader: &str,
+        _owner: &str,
+        _now_ms: i64,
+        _ttl_ms: i64,
+        _steal_from: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        Err(replay_error("a replay holds no feed readers"))
+    }
+
+    async fn release_feed_reader(&self, _reader: &str, _owner: &str) -> Result<(), StoreError> {
+        Err(replay_error("a replay holds no feed readers"))
     }
 
     // The replay's inbox is the recording: what other processes asked of the mission (a

@@ -523,6 +523,25 @@ pub trait EventStore: Send + Sync {
     /// late save, cannot rewind it).
     async fn save_feed_cursor(&self, reader: &str, position: u64) -> Result<(), StoreError>;
 
+    /// Takes or renews the lease on the named feed reader for `owner` until
+    /// `now_ms + ttl_ms`, if it is free, ran out, is already `owner`'s, or is held by
+    /// `steal_from` (a holder known to be dead). Returns who holds it after the attempt
+    /// (`owner` on success; `None` if no one's lease runs). A process reads the feed under
+    /// that name only while it holds the lease, so that processes sharing one store do not
+    /// each read it. `now_ms` is [`EventStore::clock_ms`], as for mission leases. The cursor
+    /// is left as it is.
+    async fn hold_feed_reader(
+        &self,
+        reader: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+        steal_from: Option<&str>,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Gives the lease on the named feed reader back if `owner` holds it.
+    async fn release_feed_reader(&self, reader: &str, owner: &str) -> Result<(), StoreError>;
+
     /// [`EventStore::feed`] after `after`, waiting until it has something: woken by the
     /// store's change feed (in this process or another), with a slow poll as the fallback
     /// should a wake-up be lost. Returns empty after `patience` with nothing new.

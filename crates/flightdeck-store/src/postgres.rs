@@ -827,11 +827,12 @@ impl EventStore for PgStore {
     }
 
     async fn feed_cursor(&self, reader: &str) -> Result<Option<u64>, StoreError> {
-        let position: Option<i64> =
-            sqlx::query_scalar("SELECT position FROM feed_cursors WHERE reader = $1")
-                .bind(reader)
-                .fetch_optional(&self.pool)
-                .await?;
+        let position: Option<i64> = sqlx::query_scalar(
+            "SELECT position FROM feed_cursors WHERE reader = $1 AND saved_at_ms IS NOT NULL",
+        )
+        .bind(reader)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(position.map(|p| p as u64))
     }
 
@@ -848,6 +849,53 @@ impl EventStore for PgStore {
         )
         .bind(reader)
         .bind(i64::try_from(position).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// One statement: concurrent holders serialize on the reader's row, and the update's
+    /// condition is judged on the row as the one before left it.
+    async fn hold_feed_reader(
+        &self,
+        reader: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+        steal_from: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO feed_cursors (reader, holder, held_until_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (reader) DO UPDATE SET holder = $2, held_until_ms = $3
+             WHERE feed_cursors.holder IS NULL OR feed_cursors.holder = $2
+                OR feed_cursors.held_until_ms <= $4 OR feed_cursors.holder = $5",
+        )
+        .bind(reader)
+        .bind(owner)
+        .bind(now_ms.saturating_add(ttl_ms))
+        .bind(now_ms)
+        .bind(steal_from)
+        .execute(&mut *tx)
+        .await?;
+        let holder: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT holder FROM feed_cursors WHERE reader = $1 AND held_until_ms > $2",
+        )
+        .bind(reader)
+        .bind(now_ms)
+        .fetch_optional(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(holder.flatten())
+    }
+
+    async fn release_feed_reader(&self, reader: &str, owner: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE feed_cursors SET holder = NULL, held_until_ms = NULL
+             WHERE reader = $1 AND holder = $2",
+        )
+        .bind(reader)
+        .bind(owner)
         .execute(&self.pool)
         .await?;
         Ok(())

@@ -729,11 +729,13 @@ pub(crate) fn feed_head(conn: &Connection) -> Result<u64, StoreError> {
     Ok(head.map_or(0, |h| h as u64))
 }
 
-/// Where `reader` got to in the feed (`None` when it never saved a cursor, or from a database
-/// older than the cursors).
+/// Where `reader` got to in the feed (`None` when it never saved a cursor, its row held only
+/// for its lease, or from a database older than the cursors).
 pub(crate) fn feed_cursor(conn: &Connection, reader: &str) -> Result<Option<u64>, StoreError> {
     let position: Option<i64> = conn
-        .prepare_cached("SELECT position FROM feed_cursors WHERE reader = ?1")
+        .prepare_cached(
+            "SELECT position FROM feed_cursors WHERE reader = ?1 AND saved_at_ms IS NOT NULL",
+        )
         .and_then(|mut stmt| stmt.query_row(params![reader], |row| row.get(0)).optional())
         .or_else(|e| match e {
             rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table") => {

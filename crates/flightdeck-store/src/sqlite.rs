@@ -666,6 +666,34 @@ impl EventStore for SqliteStore {
         .await
     }
 
+    async fn hold_feed_reader(
+        &self,
+        reader: &str,
+        owner: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+        steal_from: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        self.write(|reply| Job::HoldFeedReader {
+            reader: reader.to_string(),
+            owner: owner.to_string(),
+            now_ms,
+            ttl_ms,
+            steal_from: steal_from.map(str::to_string),
+            reply,
+        })
+        .await
+    }
+
+    async fn release_feed_reader(&self, reader: &str, owner: &str) -> Result<(), StoreError> {
+        self.write(|reply| Job::ReleaseFeedReader {
+            reader: reader.to_string(),
+            owner: owner.to_string(),
+            reply,
+        })
+        .await
+    }
+
     async fn next_deadline_ms(&self) -> Result<Option<i64>, StoreError> {
         self.readers.run(read::next_deadline_ms).await
     }

@@ -94,6 +94,23 @@ pub(crate) enum Job {
         at_ms: i64,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Take or renew the lease on a named feed reader
+    /// ([`crate::EventStore::hold_feed_reader`]).
+    HoldFeedReader {
+        reader: String,
+        owner: String,
+        now_ms: i64,
+        ttl_ms: i64,
+        steal_from: Option<String>,
+        reply: oneshot::Sender<Result<Option<String>, StoreError>>,
+    },
+    /// Give the lease on a named feed reader back
+    /// ([`crate::EventStore::release_feed_reader`]).
+    ReleaseFeedReader {
+        reader: String,
+        owner: String,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Commit the staged artifacts now.
     Flush {
         reply: oneshot::Sender<Result<(), StoreError>>,
@@ -120,6 +137,9 @@ enum Outcome {
     Flushed,
     Quota(Result<crate::quota::QuotaAnswer, StoreError>),
     CursorSaved,
+    /// Whether the owner holds the feed reader's lease after the attempt.
+    FeedReaderHeld(Option<String>),
+    FeedReaderReleased,
 }
 
 impl Outcome {
@@ -136,7 +156,9 @@ impl Outcome {
             | Outcome::Flushed
             | Outcome::Quota(_)
             | Outcome::Token(_)
-            | Outcome::CursorSaved => false,
+            | Outcome::CursorSaved
+            | Outcome::FeedReaderHeld(_)
+            | Outcome::FeedReaderReleased => false,
         }
     }
 
@@ -284,8 +306,12 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
         (Job::Claim { reply, .. }, Ok(Outcome::Claimed(claimed))) => {
             let _ = reply.send(Ok(claimed));
         }
+        (Job::HoldFeedReader { reply, .. }, Ok(Outcome::FeedReaderHeld(held))) => {
+            let _ = reply.send(Ok(held));
+        }
         (Job::ReleaseLease { reply, .. }, Ok(Outcome::Released))
         | (Job::SaveFeedCursor { reply, .. }, Ok(Outcome::CursorSaved))
+        | (Job::ReleaseFeedReader { reply, .. }, Ok(Outcome::FeedReaderReleased))
         | (Job::Flush { reply }, Ok(Outcome::Flushed)) => {
             let _ = reply.send(Ok(()));
         }
@@ -309,6 +335,7 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
                 }
                 Job::ReleaseLease { reply, .. }
                 | Job::SaveFeedCursor { reply, .. }
+                | Job::ReleaseFeedReader { reply, .. }
                 | Job::Flush { reply } => {
                     let _ = reply.send(Err(error()));
                 }
@@ -319,6 +346,9 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
                     let _ = reply.send(Err(error()));
                 }
                 Job::Quota { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                Job::HoldFeedReader { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
             }
@@ -456,6 +486,28 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &[Job]) -> Result<Vec<Outc
                 save_feed_cursor(tx, reader, *position, *at_ms)?;
                 Outcome::CursorSaved
             }
+            Job::HoldFeedReader {
+                reader,
+                owner,
+                now_ms,
+                ttl_ms,
+                steal_from,
+                ..
+            } => Outcome::FeedReaderHeld(hold_feed_reader(
+                tx,
+                reader,
+                owner,
+                (*now_ms, *ttl_ms),
+                steal_from.as_deref(),
+            )?),
+            Job::ReleaseFeedReader { reader, owner, .. } => {
+                tx.prepare_cached(
+                    "UPDATE feed_cursors SET holder = NULL, held_until_ms = NULL
+                     WHERE reader = ?1 AND holder = ?2",
+                )?
+                .execute(params![reader, owner])?;
+                Outcome::FeedReaderReleased
+            }
             Job::Token { write, .. } => Outcome::Token(write_token(tx, write)?),
             Job::Quota { write, .. } => Outcome::Quota(crate::quota::sqlite_write(tx, write)?),
             Job::Claim { request, .. } => {
@@ -589,6 +641,35 @@ fn save_feed_cursor(
         at_ms
     ])?;
     Ok(())
+}
+
+/// Takes or renews the lease on `reader` for `owner` if it is free, ran out, is already
+/// `owner`'s or `steal_from`'s (a row made for it has no saved position); who holds it
+/// after, at `now_ms`.
+fn hold_feed_reader(
+    tx: &rusqlite::Transaction<'_>,
+    reader: &str,
+    owner: &str,
+    (now_ms, ttl_ms): (i64, i64),
+    steal_from: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO feed_cursors (reader, holder, held_until_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (reader) DO UPDATE SET holder = ?2, held_until_ms = ?3
+         WHERE holder IS NULL OR holder = ?2 OR held_until_ms <= ?4 OR holder = ?5",
+    )?
+    .execute(params![
+        reader,
+        owner,
+        now_ms.saturating_add(ttl_ms),
+        now_ms,
+        steal_from
+    ])?;
+    let holder: Option<Option<String>> = tx
+        .prepare_cached("SELECT holder FROM feed_cursors WHERE reader = ?1 AND held_until_ms > ?2")?
+        .query_row(params![reader, now_ms], |row| row.get(0))
+        .optional()?;
+    Ok(holder.flatten())
 }
 
 /// One token write of the batch; whether it changed a row. A write the schema refuses (a

@@ -2006,6 +2006,171 @@ async fn feed_cursors_only_move_forward_and_survive_a_reopen(backend: Backend) {
     );
 }
 
+/// One holder at a time reads under a name: a lease held until it runs out or is given
+/// back, each name's apart, and the cursor left as it is.
+async fn a_feed_reader_is_held_by_one_owner_until_it_runs_out_or_is_released(backend: Backend) {
+    let store = backend.open().await;
+    let hold = |reader: &'static str, owner: &'static str, now_ms: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .hold_feed_reader(reader, owner, now_ms, 500, None)
+                .await
+                .unwrap()
+                .as_deref()
+                == Some(owner)
+        }
+    };
+    assert!(hold("slack-notifier", "a", 1_000).await, "{backend}: free");
+    assert_eq!(
+        store.feed_cursor("slack-notifier").await.unwrap(),
+        None,
+        "{backend}: holding saves no position"
+    );
+    assert!(
+        !hold("slack-notifier", "b", 1_200).await,
+        "{backend}: refused while a's lease runs"
+    );
+    assert!(
+        hold("slack-notifier", "a", 1_400).await,
+        "{backend}: a renews (until 1_900)"
+    );
+    assert!(
+        !hold("slack-notifier", "b", 1_800).await,
+        "{backend}: the renewal counts from when it was made"
+    );
+    assert!(
+        hold("slack-notifier", "b", 1_900).await,
+        "{backend}: b takes it once a's ran out"
+    );
+    assert!(
+        !hold("slack-notifier", "a", 2_000).await,
+        "{backend}: a is then refused"
+    );
+
+    // Two readers' leases are apart.
+    assert!(hold("other", "a", 2_000).await, "{backend}");
+    assert!(!hold("other", "b", 2_000).await, "{backend}");
+
+    // Given back by a non-holder: nothing; by the holder: free.
+    store
+        .release_feed_reader("slack-notifier", "a")
+        .await
+        .unwrap();
+    assert!(
+        !hold("slack-notifier", "c", 2_000).await,
+        "{backend}: only the holder gives it back"
+    );
+    store.save_feed_cursor("slack-notifier", 7).await.unwrap();
+    store
+        .release_feed_reader("slack-notifier", "b")
+        .await
+        .unwrap();
+    assert!(
+        hold("slack-notifier", "c", 2_000).await,
+        "{backend}: free once given back"
+    );
+    assert!(
+        !hold("other", "c", 2_000).await,
+        "{backend}: the other reader is still a's"
+    );
+    store.release_feed_reader("nobody", "a").await.unwrap();
+
+    // The cursors are as saved, holding and releasing aside.
+    assert_eq!(
+        store.feed_cursor("slack-notifier").await.unwrap(),
+        Some(7),
+        "{backend}"
+    );
+    assert_eq!(
+        store.feed_cursor("other").await.unwrap(),
+        None,
+        "{backend}: a reader only held has no cursor"
+    );
+    store.save_feed_cursor("other", 3).await.unwrap();
+    assert_eq!(
+        store.feed_cursor("other").await.unwrap(),
+        Some(3),
+        "{backend}"
+    );
+    assert!(
+        !hold("other", "c", 2_100).await,
+        "{backend}: saving a cursor leaves the lease as it is"
+    );
+    store.release_feed_reader("other", "a").await.unwrap();
+    assert_eq!(
+        store.feed_cursor("other").await.unwrap(),
+        Some(3),
+        "{backend}: nor does giving it back move the cursor"
+    );
+
+    // Another store on the database (another process) sees the same lease, and who holds it.
+    let other = backend.open().await;
+    assert_eq!(
+        other
+            .hold_feed_reader("slack-notifier", "d", 2_100, 500, None)
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c"),
+        "{backend}: c's lease is seen through another store"
+    );
+    // A holder known to be dead is taken over at once, no one else's lease.
+    assert_eq!(
+        other
+            .hold_feed_reader("slack-notifier", "d", 2_100, 500, Some("b"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("c"),
+        "{backend}: stealing from b takes nothing from c"
+    );
+    assert_eq!(
+        other
+            .hold_feed_reader("slack-notifier", "d", 2_100, 500, Some("c"))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("d"),
+        "{backend}: c's lease taken over"
+    );
+}
+
+async fn one_of_many_processes_reaching_for_a_feed_reader_at_once_holds_it(backend: Backend) {
+    let stores = [backend.open().await, backend.open().await];
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = stores[i % 2].clone();
+            tokio::spawn(async move {
+                let owner = format!("p{i}");
+                let held = store
+                    .hold_feed_reader("slack-notifier", &owner, 1_000, 60_000, None)
+                    .await
+                    .unwrap()
+                    .as_deref()
+                    == Some(owner.as_str());
+                (owner, held)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (owner, held) = task.await.unwrap();
+        if held {
+            winners.push(owner);
+        }
+    }
+    assert_eq!(winners.len(), 1, "{backend}: holders {winners:?}");
+    assert_eq!(
+        stores[1]
+            .hold_feed_reader("slack-notifier", &winners[0], 1_000, 60_000, None)
+            .await
+            .unwrap(),
+        Some(winners[0].clone()),
+        "{backend}: the winner holds it"
+    );
+}
+
 // --- The tests -----------------------------------------------------------------------------
 
 // --- Team quotas -----------------------------------------------------------------------------
@@ -2457,6 +2622,8 @@ on_every_backend!(
     the_feed_lists_every_append_once_in_commit_order,
     a_tail_of_the_feed_misses_nothing_under_concurrent_appends,
     feed_cursors_only_move_forward_and_survive_a_reopen,
+    a_feed_reader_is_held_by_one_owner_until_it_runs_out_or_is_released,
+    one_of_many_processes_reaching_for_a_feed_reader_at_once_holds_it,
     quota_reservations_hold_all_or_nothing_until_settled_to_the_cost,
     a_reservation_asked_again_is_granted_without_reserving_twice,
     quotas_count_per_calendar_month,

@@ -254,6 +254,11 @@ async fn older_schemas_are_read_and_newer_ones_refused() {
         old.save_feed_cursor("slack-notifier", 1).await,
         Err(StoreError::ReadOnly)
     ));
+    assert!(matches!(
+        old.hold_feed_reader("slack-notifier", "p", 0, 1_000, None)
+            .await,
+        Err(StoreError::ReadOnly)
+    ));
     assert!(old
         .missions_with_pending_inputs(5)
         .await

@@ -455,7 +455,8 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
 }
 
 /// A reminder before an approval expires, mentioning who is awaited; a budget block with
-/// the command that raises it; both in the request's thread.
+/// the command that raises it; both in the request's thread. Two servers share the store:
+/// one notifies, the other stands by (and takes clicks all the same).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_thread_tells_reminders_and_blocks() {
     let slack = FakeSlack::start(TOKEN).await;
@@ -474,7 +475,8 @@ async fn the_thread_tells_reminders_and_blocks() {
     ]);
     repo.commit_all("sample");
     let server = Server::start(&cli);
-    slack.wait_for_socket(1, Duration::from_secs(30)).await;
+    let standby = Server::start(&cli);
+    slack.wait_for_socket(2, Duration::from_secs(30)).await;
     let (id, _) = park(&cli, &repo);
     wait_until("the request is posted", || requests(&slack).len() == 1).await;
     let ts = requests(&slack)[0]["ts"].as_str().unwrap().to_string();
@@ -503,15 +505,27 @@ async fn the_thread_tells_reminders_and_blocks() {
         1,
         "one reminder"
     );
-    let sent: Vec<String> = cli
+    // Each message once (a redraw records the request's `ref` again).
+    let sent: std::collections::BTreeSet<(String, String)> = cli
         .timeline(&id)
         .into_iter()
         .filter(|e| e["type"] == "notification.sent")
-        .map(|e| e["data"]["kind"].as_str().unwrap_or("").to_string())
+        .map(|e| {
+            (
+                e["data"]["kind"].as_str().unwrap_or("").to_string(),
+                e["data"]["ref"].as_str().unwrap_or("").to_string(),
+            )
+        })
         .collect();
     for kind in ["approval_request", "reminder", "blocked"] {
-        assert!(sent.iter().any(|k| k == kind), "{kind} in {sent:?}");
+        assert_eq!(
+            sent.iter().filter(|(k, _)| k == kind).count(),
+            1,
+            "{kind} once in {sent:?}"
+        );
     }
+    assert_eq!(requests(&slack).len(), 1, "one request, not one per server");
+    drop(standby);
     drop(server);
     slack.assert_clean();
 }

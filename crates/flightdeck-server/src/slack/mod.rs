@@ -54,6 +54,9 @@ pub struct SlackChannel {
     /// Each approval message's digest as last drawn by this process (approval id →
     /// digest), for messages whose mission can no longer record one.
     drawn: Mutex<HashMap<String, String>>,
+    /// Each request this process posted (approval id → channel and `ts`): its message is
+    /// found even when its mission finished before the record was taken in.
+    posted: Mutex<HashMap<String, (String, String)>>,
     /// How many of those there were: when it moves, the notifier saves its cursor at once.
     untracked_sends: AtomicU64,
     report: Report,
@@ -134,6 +137,7 @@ impl SlackChannel {
             team_id: OnceLock::new(),
             sent_untracked: Mutex::new(HashSet::new()),
             drawn: Mutex::new(HashMap::new()),
+            posted: Mutex::new(HashMap::new()),
             untracked_sends: AtomicU64::new(0),
             report,
         })
@@ -190,6 +194,24 @@ impl SlackChannel {
         self.sent_untracked
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Drops what this process kept in memory about a finished mission it is done with.
+    fn forget(&self, mission: &flightdeck_core::MissionState) {
+        let mut posted = self.posted();
+        let mut drawn = self.drawn();
+        for approval in &mission.approval_order {
+            posted.remove(approval);
+            drawn.remove(approval);
+        }
+        drop((posted, drawn));
+        let prefix = format!("{}/", mission.id);
+        self.sent_untracked()
+            .retain(|key| !key.starts_with(&prefix));
+    }
+
+    fn posted(&self) -> MutexGuard<'_, HashMap<String, (String, String)>> {
+        self.posted.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn drawn(&self) -> MutexGuard<'_, HashMap<String, String>> {

@@ -19,7 +19,7 @@ use std::time::Duration;
 use flightdeck_app::AppError;
 use flightdeck_core::event::NotificationSent;
 use flightdeck_core::{MissionState, MissionStatus};
-use flightdeck_engine::{Applied, Clock, Foreign, SystemClock};
+use flightdeck_engine::{Applied, Clock, Foreign, SystemClock, WorkerId};
 
 use super::view::{self, Status};
 use super::SlackChannel;
@@ -35,13 +35,125 @@ const FEED_PAGE: u32 = 1_000;
 /// How many of the newest missions a starting notifier looks through for those that wait
 /// for approval.
 const WAITING_SCAN: u32 = 10_000;
-/// How long one wait for the feed lasts when no reminder is due sooner.
-const PATIENCE: Duration = Duration::from_secs(30);
+/// How long one wait for the feed lasts when no reminder is due sooner (the lease is
+/// renewed between waits).
+const PATIENCE: Duration = Duration::from_secs(10);
+/// How long the notifier's lease lasts unless renewed, and how often it is.
+const LEASE_TTL: Duration = Duration::from_secs(45);
+const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How often a standing-by notifier asks for the lease.
+const STANDBY_POLL: Duration = Duration::from_secs(10);
 
-/// Runs the notifier until the server stops.
+/// Runs the notifier until the server stops, while this process holds the store's lease
+/// on the `slack-notifier` reader: of several `serve`s sharing a store, one notifies and
+/// the others stand by, taking over when its lease runs out.
 pub(super) async fn notify(state: Shared, slack: Arc<SlackChannel>) {
+    // This process, as mission leases name it: a holder that died on this host is known.
+    let owner = state.engine.config().worker.0.clone();
+    let mut shutdown = state.shutdown.clone();
+    let mut standing_by = false;
+    loop {
+        if shutdown.borrow().is_some() {
+            return;
+        }
+        match hold(&state, &owner).await {
+            Ok(true) => {
+                if standing_by {
+                    (slack.report)("taking over the Slack notifications for this store");
+                }
+                let ended = notify_while_held(&state, &slack, &owner).await;
+                if ended == Held::Stopped {
+                    let store = &state.engine.config().store;
+                    if let Err(e) = store.release_feed_reader(READER, &owner).await {
+                        (slack.report)(&format!("giving the notifier's lease back failed: {e}"));
+                    }
+                    return;
+                }
+                (slack.report)("lost the Slack notifier's lease to another serve; standing by");
+                standing_by = true;
+            }
+            Ok(false) => {
+                if !standing_by {
+                    (slack.report)(
+                        "another serve notifies Slack for this store; this one stands by",
+                    );
+                    standing_by = true;
+                }
+            }
+            Err(e) => (slack.report)(&format!("taking the notifier's lease failed: {e}")),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(STANDBY_POLL) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Takes or renews the notifier's lease, on the database's clock; a holder that died on
+/// this host (a killed `serve`) is taken over at once rather than after its lease runs out.
+async fn hold(state: &Shared, owner: &str) -> Result<bool, flightdeck_store::StoreError> {
+    let store = &state.engine.config().store;
+    let now = store.clock_ms().await?;
+    let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
+    let holder = store
+        .hold_feed_reader(READER, owner, now, ttl, None)
+        .await?;
+    match holder {
+        Some(holder) if holder != owner && WorkerId::is_dead_on_this_host(&holder) => {
+            let taken = store
+                .hold_feed_reader(READER, owner, now, ttl, Some(&holder))
+                .await?;
+            Ok(taken.as_deref() == Some(owner))
+        }
+        holder => Ok(holder.as_deref() == Some(owner)),
+    }
+}
+
+/// How [`notify_while_held`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Held {
+    Stopped,
+    Lost,
+}
+
+/// The lease, renewed when it is due.
+struct Lease<'a> {
+    state: &'a Shared,
+    owner: &'a str,
+    renewed: std::time::Instant,
+}
+
+impl Lease<'_> {
+    /// Whether it is still held (renewed when due; a failed renewal counts as lost once the
+    /// lease may have run out).
+    async fn still_held(&mut self, slack: &SlackChannel) -> bool {
+        if self.renewed.elapsed() < RENEW_EVERY {
+            return true;
+        }
+        match hold(self.state, self.owner).await {
+            Ok(held) => {
+                if held {
+                    self.renewed = std::time::Instant::now();
+                }
+                held
+            }
+            Err(e) => {
+                (slack.report)(&format!("renewing the notifier's lease failed: {e}"));
+                self.renewed.elapsed() < LEASE_TTL
+            }
+        }
+    }
+}
+
+async fn notify_while_held(state: &Shared, slack: &SlackChannel, owner: &str) -> Held {
     let store = state.engine.config().store.clone();
     let mut shutdown = state.shutdown.clone();
+    let mut lease = Lease {
+        state,
+        owner,
+        renewed: std::time::Instant::now(),
+    };
+    // Where the last holder got to.
     let mut cursor = loop {
         match store.feed_cursor(READER).await {
             Ok(saved) => break saved.unwrap_or(0),
@@ -49,7 +161,10 @@ pub(super) async fn notify(state: Shared, slack: Arc<SlackChannel>) {
                 (slack.report)(&format!("reading the notifier's cursor failed: {e}"));
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(5)) => {}
-                    _ = shutdown.changed() => return,
+                    _ = shutdown.changed() => return Held::Stopped,
+                }
+                if !lease.still_held(slack).await {
+                    return Held::Lost;
                 }
             }
         }
@@ -64,14 +179,20 @@ pub(super) async fn notify(state: Shared, slack: Arc<SlackChannel>) {
     match store.mission_index(WAITING_SCAN).await {
         Ok(missions) => {
             for row in missions.iter().filter(|m| m.status == "awaiting_approval") {
-                sync(&state, &slack, &row.id, cursor, &mut revisits, &mut failing).await;
+                if !lease.still_held(slack).await {
+                    return Held::Lost;
+                }
+                sync(state, slack, &row.id, cursor, &mut revisits, &mut failing).await;
             }
         }
         Err(e) => (slack.report)(&format!("listing the missions that wait failed: {e}")),
     }
     loop {
         if shutdown.borrow().is_some() {
-            return;
+            return Held::Stopped;
+        }
+        if !lease.still_held(slack).await {
+            return Held::Lost;
         }
         let now = SystemClock.now_ms();
         let patience = revisits
@@ -81,7 +202,7 @@ pub(super) async fn notify(state: Shared, slack: Arc<SlackChannel>) {
             .map_or(PATIENCE, |until| until.min(PATIENCE));
         let waited = tokio::select! {
             entries = store.wait_for_change(cursor, FEED_PAGE, patience) => entries,
-            _ = shutdown.changed() => return,
+            _ = shutdown.changed() => return Held::Stopped,
         };
         let entries = match waited {
             Ok(entries) => entries,
@@ -101,11 +222,14 @@ pub(super) async fn notify(state: Shared, slack: Arc<SlackChannel>) {
             .map(|(mission, _)| mission.clone())
             .collect();
         for mission in due {
+            if !lease.still_held(slack).await {
+                return Held::Lost;
+            }
             revisits.remove(&mission);
             let position = failing.get(&mission).map_or(cursor, |f| f.0);
             sync(
-                &state,
-                &slack,
+                state,
+                slack,
                 &mission,
                 position,
                 &mut revisits,
@@ -124,25 +248,20 @@ pub(super) async fn notify(state: Shared, slack: Arc<SlackChannel>) {
         let mut order: Vec<(u64, &str)> = last_at.into_iter().map(|(m, p)| (p, m)).collect();
         order.sort_unstable();
         for (position, mission) in order {
+            if !lease.still_held(slack).await {
+                return Held::Lost;
+            }
             let untracked = slack.untracked_sends.load(Ordering::Relaxed);
-            sync(
-                &state,
-                &slack,
-                mission,
-                position,
-                &mut revisits,
-                &mut failing,
-            )
-            .await;
+            sync(state, slack, mission, position, &mut revisits, &mut failing).await;
             // What only memory knows was sent is kept from a restart at once.
             if slack.untracked_sends.load(Ordering::Relaxed) != untracked {
-                save_cursor(&state, &slack, position, &failing).await;
+                save_cursor(state, slack, position, &failing).await;
             }
         }
         if let Some(last) = entries.last().map(|e| e.position) {
             cursor = cursor.max(last);
         }
-        save_cursor(&state, &slack, cursor, &failing).await;
+        save_cursor(state, slack, cursor, &failing).await;
     }
 }
 
@@ -229,7 +348,13 @@ async fn sync_mission(
                 .unwrap_or_default()
                 .as_bytes(),
         );
-        let Some(first) = records.first() else {
+        // Where the request's message is: as recorded, or as posted by this process when the
+        // mission finished before the record was taken in (a deny right after the post).
+        let first = records
+            .first()
+            .map(|n| (n.target.clone(), n.reference.clone()))
+            .or_else(|| slack.posted().get(approval_id).cloned());
+        let Some((target, ts)) = first else {
             if view::is_open(approval) && !mission.status.is_terminal() {
                 let channel = slack.channel_for(approval).to_string();
                 let posted = slack
@@ -240,6 +365,10 @@ async fn sync_mission(
                 slack
                     .drawn()
                     .insert(approval_id.to_string(), digest.clone());
+                slack.posted().insert(
+                    approval_id.to_string(),
+                    (posted.channel.clone(), posted.ts.clone()),
+                );
                 let sent = notification(
                     &posted.channel,
                     &posted.ts,
@@ -261,20 +390,15 @@ async fn sync_mission(
         if last_drawn.as_deref() != Some(digest.as_str()) {
             slack
                 .client
-                .chat_update(
-                    &first.target,
-                    &first.reference,
-                    &message.text,
-                    &message.blocks,
-                )
+                .chat_update(&target, &ts, &message.text, &message.blocks)
                 .await
                 .map_err(|e| AppError::failed(format!("updating {approval_id}: {e}")))?;
             slack
                 .drawn()
                 .insert(approval_id.to_string(), digest.clone());
             let sent = notification(
-                &first.target,
-                &first.reference,
+                &target,
+                &ts,
                 APPROVAL_REQUEST,
                 Some(approval_id),
                 Some(digest),
@@ -311,7 +435,7 @@ async fn sync_mission(
         );
         let posted = slack
             .client
-            .chat_post_message(&first.target, &text, &[], Some(&first.reference))
+            .chat_post_message(&target, &text, &[], Some(&ts))
             .await
             .map_err(|e| AppError::failed(format!("reminding of {approval_id}: {e}")))?;
         let sent = notification(
@@ -324,6 +448,11 @@ async fn sync_mission(
         record(state, slack, &mission, sent).await?;
     }
     report_status(state, slack, &mission).await?;
+    if mission.status.is_terminal() {
+        // Done with for good: a finished mission has no more appends to bring it back, and
+        // the saved cursor keeps a restart from it. What memory kept of it can go.
+        slack.forget(&mission);
+    }
     Ok(next_reminder)
 }
 
@@ -334,11 +463,18 @@ async fn report_status(
     slack: &SlackChannel,
     mission: &MissionState,
 ) -> Result<(), AppError> {
-    let Some(root) = mission
+    let recorded = mission
         .notifications
         .iter()
         .find(|n| n.kind == APPROVAL_REQUEST)
-    else {
+        .map(|n| (n.target.clone(), n.reference.clone()));
+    let Some((root_channel, root_ts)) = recorded.or_else(|| {
+        let posted = slack.posted();
+        mission
+            .approval_order
+            .iter()
+            .find_map(|approval| posted.get(approval).cloned())
+    }) else {
         return Ok(());
     };
     let mut blocking = None;
@@ -398,7 +534,7 @@ async fn report_status(
     let text = view::status_text(slack, mission, &status);
     let posted = slack
         .client
-        .chat_post_message(&root.target, &text, &[], Some(&root.reference))
+        .chat_post_message(&root_channel, &text, &[], Some(&root_ts))
         .await
         .map_err(|e| AppError::failed(format!("telling the thread {kind}: {e}")))?;
     slack.sent_untracked().insert(key);
