@@ -34,7 +34,7 @@ fn config(api_url: &str) -> String {
          [people.eve]\nhandle = \"@eve\"\nslack = \"UEVE\"\n\
          [slack]\nbot_token_env = \"FD_TEST_SLACK_TOKEN\"\napp_token_env = \"FD_TEST_SLACK_APP_TOKEN\"\n\
          signing_secret_env = \"FD_TEST_SLACK_SECRET\"\napi_url = \"{api_url}\"\n\
-         resolve_by_email = true\nremind_before_seconds = 8\n\
+         resolve_by_email = true\nremind_before_seconds = 18\n\
          [slack.channels]\ndefault = \"{CHANNEL}\"\n"
     )
 }
@@ -464,7 +464,7 @@ async fn the_thread_tells_reminders_and_blocks() {
     slack.add_channel(CHANNEL, "approvals");
     let cli = Cli::new(BIN);
     cli.write_config(&config(&slack.api_url()));
-    let policy = "[[rule]]\nid = \"echo-needs-bob\"\naction = \"command\"\ncommand_matches = [\"echo *\"]\ndecision = \"approve\"\napprovers = [\"@bob\"]\nexpires_after = \"14s\"\n";
+    let policy = "[[rule]]\nid = \"echo-needs-bob\"\naction = \"command\"\ncommand_matches = [\"echo *\"]\ndecision = \"approve\"\napprovers = [\"@bob\"]\nexpires_after = \"24s\"\n";
     let repo = TestRepo::with_files(&[
         ("README.md", "# sample\n"),
         (".flightdeck/policy.toml", policy),
@@ -480,7 +480,7 @@ async fn the_thread_tells_reminders_and_blocks() {
     let (id, _) = park(&cli, &repo);
     wait_until("the request is posted", || requests(&slack).len() == 1).await;
     let ts = requests(&slack)[0]["ts"].as_str().unwrap().to_string();
-    // 14 s to decide, reminded 8 s before it ends (never before half its time).
+    // 24 s to decide, reminded 18 s before it ends but never before half its time: at 12 s.
     wait_until("the reminder", || {
         thread(&slack, &ts)
             .iter()

@@ -15,8 +15,8 @@ mod clicks;
 mod notifier;
 mod view;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::AtomicU64;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ use flightdeck_slack::{AppToken, BotToken, SlackClient};
 pub use clicks::actions;
 
 use crate::routes::Shared;
+
+/// How many finished missions a notifier remembers being done with.
+const DONE_KEPT: usize = 10_000;
 
 /// What reports a problem (the binary prints it; the server's library may not).
 pub type Report = Box<dyn Fn(&str) + Send + Sync>;
@@ -59,6 +62,11 @@ pub struct SlackChannel {
     posted: Mutex<HashMap<String, (String, String)>>,
     /// How many of those there were: when it moves, the notifier saves its cursor at once.
     untracked_sends: AtomicU64,
+    /// Finished missions this process is done with, and the order they came in.
+    done: Mutex<(HashSet<String>, VecDeque<String>)>,
+    /// Whether this process notifies now (holds the store's lease on the notifier); every
+    /// send checks it first.
+    notifying: AtomicBool,
     report: Report,
 }
 
@@ -119,12 +127,16 @@ impl SlackChannel {
                 "name the channel approval requests go to: [slack.channels] default = \"C0123ABCD\"",
             ));
         }
-        let client = SlackClient::new(&config.api_url, BotToken::new(token)).map_err(|e| {
-            bad(
-                format!("api_url = \"{}\": {e}", config.api_url),
-                "Slack's Web API is https://slack.com/api",
-            )
-        })?;
+        // A rate limit longer than this is a failure to retry later, not a wait: the
+        // notifier's lease must not run out during one call.
+        let client = SlackClient::new(&config.api_url, BotToken::new(token))
+            .map_err(|e| {
+                bad(
+                    format!("api_url = \"{}\": {e}", config.api_url),
+                    "Slack's Web API is https://slack.com/api",
+                )
+            })?
+            .with_max_retry_wait(Duration::from_secs(10));
         Ok(SlackChannel {
             client,
             signing_secret,
@@ -139,6 +151,8 @@ impl SlackChannel {
             drawn: Mutex::new(HashMap::new()),
             posted: Mutex::new(HashMap::new()),
             untracked_sends: AtomicU64::new(0),
+            done: Mutex::new((HashSet::new(), VecDeque::new())),
+            notifying: AtomicBool::new(false),
             report,
         })
     }
@@ -196,8 +210,21 @@ impl SlackChannel {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Drops what this process kept in memory about a finished mission it is done with.
-    fn forget(&self, mission: &flightdeck_core::MissionState) {
+    /// Marks a finished mission as done with (not looked at again by this process) and
+    /// drops what memory kept of it. The marks are the last [`DONE_KEPT`] missions: a
+    /// finished mission comes back through the feed only right after it finished.
+    fn done_with(&self, mission: &flightdeck_core::MissionState) {
+        {
+            let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
+            if done.0.insert(mission.id.clone()) {
+                done.1.push_back(mission.id.clone());
+                while done.1.len() > DONE_KEPT {
+                    if let Some(oldest) = done.1.pop_front() {
+                        done.0.remove(&oldest);
+                    }
+                }
+            }
+        }
         let mut posted = self.posted();
         let mut drawn = self.drawn();
         for approval in &mission.approval_order {
@@ -208,6 +235,15 @@ impl SlackChannel {
         let prefix = format!("{}/", mission.id);
         self.sent_untracked()
             .retain(|key| !key.starts_with(&prefix));
+    }
+
+    /// Whether this process is done with the (finished) mission.
+    fn is_done(&self, mission: &str) -> bool {
+        self.done
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+            .contains(mission)
     }
 
     fn posted(&self) -> MutexGuard<'_, HashMap<String, (String, String)>> {

@@ -10,6 +10,8 @@
 //!   redraw) is kept in memory, and the feed cursor, saved in the store after each mission
 //!   is done with, keeps a restarted notifier from going over it again. Only a crash
 //!   between a send and the cursor's save can repeat that one mission's last message.
+//! - Of several `serve`s sharing a store, only the one holding the store's lease on the
+//!   `slack-notifier` reader notifies; the others stand by.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -41,6 +43,8 @@ const PATIENCE: Duration = Duration::from_secs(10);
 /// How long the notifier's lease lasts unless renewed, and how often it is.
 const LEASE_TTL: Duration = Duration::from_secs(45);
 const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// How many times a mission Slack failed for is tried (over about half an hour).
+const MAX_ATTEMPTS: u32 = 12;
 /// How often a standing-by notifier asks for the lease.
 const STANDBY_POLL: Duration = Duration::from_secs(10);
 
@@ -116,43 +120,41 @@ enum Held {
     Lost,
 }
 
-/// The lease, renewed when it is due.
-struct Lease<'a> {
-    state: &'a Shared,
-    owner: &'a str,
-    renewed: std::time::Instant,
-}
-
-impl Lease<'_> {
-    /// Whether it is still held (renewed when due; a failed renewal counts as lost once the
-    /// lease may have run out).
-    async fn still_held(&mut self, slack: &SlackChannel) -> bool {
-        if self.renewed.elapsed() < RENEW_EVERY {
-            return true;
-        }
-        match hold(self.state, self.owner).await {
-            Ok(held) => {
-                if held {
-                    self.renewed = std::time::Instant::now();
-                }
-                held
-            }
+/// Renews the notifier's lease every [`RENEW_EVERY`] on a task of its own, so that no
+/// slow Slack call or inbox wait lets it run out unnoticed; clears `slack.notifying` (which
+/// every send checks first) once it is lost, or once renewals failed for so long that it
+/// may soon run out.
+async fn keep_lease(state: Shared, slack: Arc<SlackChannel>, owner: String) {
+    let mut renewed = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(RENEW_EVERY).await;
+        match hold(&state, &owner).await {
+            Ok(true) => renewed = std::time::Instant::now(),
+            Ok(false) => break,
             Err(e) => {
                 (slack.report)(&format!("renewing the notifier's lease failed: {e}"));
-                self.renewed.elapsed() < LEASE_TTL
+                if renewed.elapsed() + 2 * RENEW_EVERY >= LEASE_TTL {
+                    break;
+                }
             }
         }
     }
+    slack.notifying.store(false, Ordering::SeqCst);
 }
 
-async fn notify_while_held(state: &Shared, slack: &SlackChannel, owner: &str) -> Held {
+async fn notify_while_held(state: &Shared, slack: &Arc<SlackChannel>, owner: &str) -> Held {
+    slack.notifying.store(true, Ordering::SeqCst);
+    let renewal = tokio::spawn(keep_lease(state.clone(), slack.clone(), owner.to_string()));
+    let ended = notify_with_lease(state, slack).await;
+    renewal.abort();
+    slack.notifying.store(false, Ordering::SeqCst);
+    ended
+}
+
+async fn notify_with_lease(state: &Shared, slack: &SlackChannel) -> Held {
     let store = state.engine.config().store.clone();
     let mut shutdown = state.shutdown.clone();
-    let mut lease = Lease {
-        state,
-        owner,
-        renewed: std::time::Instant::now(),
-    };
+    let held = || slack.notifying.load(Ordering::SeqCst);
     // Where the last holder got to.
     let mut cursor = loop {
         match store.feed_cursor(READER).await {
@@ -163,7 +165,7 @@ async fn notify_while_held(state: &Shared, slack: &SlackChannel, owner: &str) ->
                     () = tokio::time::sleep(Duration::from_secs(5)) => {}
                     _ = shutdown.changed() => return Held::Stopped,
                 }
-                if !lease.still_held(slack).await {
+                if !held() {
                     return Held::Lost;
                 }
             }
@@ -179,7 +181,7 @@ async fn notify_while_held(state: &Shared, slack: &SlackChannel, owner: &str) ->
     match store.mission_index(WAITING_SCAN).await {
         Ok(missions) => {
             for row in missions.iter().filter(|m| m.status == "awaiting_approval") {
-                if !lease.still_held(slack).await {
+                if !held() {
                     return Held::Lost;
                 }
                 sync(state, slack, &row.id, cursor, &mut revisits, &mut failing).await;
@@ -191,7 +193,7 @@ async fn notify_while_held(state: &Shared, slack: &SlackChannel, owner: &str) ->
         if shutdown.borrow().is_some() {
             return Held::Stopped;
         }
-        if !lease.still_held(slack).await {
+        if !held() {
             return Held::Lost;
         }
         let now = SystemClock.now_ms();
@@ -222,7 +224,7 @@ async fn notify_while_held(state: &Shared, slack: &SlackChannel, owner: &str) ->
             .map(|(mission, _)| mission.clone())
             .collect();
         for mission in due {
-            if !lease.still_held(slack).await {
+            if !held() {
                 return Held::Lost;
             }
             revisits.remove(&mission);
@@ -248,7 +250,7 @@ async fn notify_while_held(state: &Shared, slack: &SlackChannel, owner: &str) ->
         let mut order: Vec<(u64, &str)> = last_at.into_iter().map(|(m, p)| (p, m)).collect();
         order.sort_unstable();
         for (position, mission) in order {
-            if !lease.still_held(slack).await {
+            if !held() {
                 return Held::Lost;
             }
             let untracked = slack.untracked_sends.load(Ordering::Relaxed);
@@ -290,7 +292,9 @@ async fn save_cursor(
 }
 
 /// [`sync_mission`], reporting what went wrong: a mission Slack failed for is tried again
-/// later (2 s, doubling up to 5 minutes), one with a reminder coming is looked at then.
+/// later (2 s, doubling up to 5 minutes, [`MAX_ATTEMPTS`] times at most), unless Slack's
+/// answer will not change (a deleted message, an archived channel); one with a reminder
+/// coming is looked at then. A finished mission already done with is not looked at again.
 async fn sync(
     state: &Shared,
     slack: &SlackChannel,
@@ -299,6 +303,9 @@ async fn sync(
     revisits: &mut BTreeMap<String, i64>,
     failing: &mut BTreeMap<String, (u64, u32)>,
 ) {
+    if slack.is_done(mission) {
+        return;
+    }
     match sync_mission(state, slack, mission).await {
         Ok(next_reminder) => {
             failing.remove(mission);
@@ -307,20 +314,101 @@ async fn sync(
                 None => revisits.remove(mission),
             };
         }
-        Err(e) => {
+        Err(SyncError::Final(message)) => {
+            failing.remove(mission);
+            revisits.remove(mission);
+            (slack.report)(&format!(
+                "mission {mission}: {message}; Slack will answer the same again, so it is not retried"
+            ));
+        }
+        Err(SyncError::Again(message)) => {
             let (at, attempts) = failing.entry(mission.to_string()).or_insert((position, 0));
             *at = (*at).min(position);
             *attempts = attempts.saturating_add(1);
+            if *attempts > MAX_ATTEMPTS {
+                failing.remove(mission);
+                revisits.remove(mission);
+                (slack.report)(&format!(
+                    "mission {mission}: {message}; given up after {MAX_ATTEMPTS} attempts"
+                ));
+                return;
+            }
             let wait = 2_000_i64
                 .saturating_mul(1 << (*attempts - 1).min(8))
                 .min(300_000);
             (slack.report)(&format!(
-                "mission {mission}: {}; trying again in {} s",
-                e.message,
+                "mission {mission}: {message}; trying again in {} s",
                 wait / 1000
             ));
             revisits.insert(mission.to_string(), SystemClock.now_ms() + wait);
         }
+    }
+}
+
+/// Why a mission could not be brought up to date.
+#[derive(Debug)]
+enum SyncError {
+    /// Slack's answer will not change (the message was deleted, the channel archived, the
+    /// bot removed from it): trying again would only fail again.
+    Final(String),
+    /// Worth another try: Slack or the store may answer otherwise later.
+    Again(String),
+}
+
+impl From<AppError> for SyncError {
+    fn from(e: AppError) -> SyncError {
+        SyncError::Again(e.message)
+    }
+}
+
+impl From<flightdeck_engine::EngineError> for SyncError {
+    fn from(e: flightdeck_engine::EngineError) -> SyncError {
+        SyncError::Again(AppError::from(e).message)
+    }
+}
+
+impl From<flightdeck_store::StoreError> for SyncError {
+    fn from(e: flightdeck_store::StoreError) -> SyncError {
+        SyncError::Again(AppError::from(e).message)
+    }
+}
+
+/// A failed Slack call, final or worth another try.
+fn slack_failed(what: String, e: flightdeck_slack::SlackError) -> SyncError {
+    use flightdeck_slack::SlackError as E;
+    let again = match &e {
+        E::Api { error, .. } => matches!(
+            error.as_str(),
+            "ratelimited"
+                | "rate_limited"
+                | "internal_error"
+                | "fatal_error"
+                | "service_unavailable"
+                | "request_timeout"
+        ),
+        E::Http { status, .. } => *status >= 500 || *status == 429,
+        E::RateLimited { .. }
+        | E::Timeout { .. }
+        | E::Connection { .. }
+        | E::BadResponse { .. } => true,
+        _ => false,
+    };
+    let message = format!("{what}: {e}");
+    if again {
+        SyncError::Again(message)
+    } else {
+        SyncError::Final(message)
+    }
+}
+
+/// Before each Slack send: this process still notifies.
+fn still_notifying(slack: &SlackChannel) -> Result<(), SyncError> {
+    if slack.notifying.load(Ordering::SeqCst) {
+        Ok(())
+    } else {
+        Err(SyncError::Again(
+            "the notifier's lease was lost".to_string(),
+        ))
     }
 }
 
@@ -330,7 +418,7 @@ async fn sync_mission(
     state: &Shared,
     slack: &SlackChannel,
     id: &str,
-) -> Result<Option<i64>, AppError> {
+) -> Result<Option<i64>, SyncError> {
     let mission = state.engine.load(id).await?;
     let now = SystemClock.now_ms();
     let mut next_reminder: Option<i64> = None;
@@ -357,11 +445,12 @@ async fn sync_mission(
         let Some((target, ts)) = first else {
             if view::is_open(approval) && !mission.status.is_terminal() {
                 let channel = slack.channel_for(approval).to_string();
+                still_notifying(slack)?;
                 let posted = slack
                     .client
                     .chat_post_message(&channel, &message.text, &message.blocks, None)
                     .await
-                    .map_err(|e| AppError::failed(format!("posting {approval_id}: {e}")))?;
+                    .map_err(|e| slack_failed(format!("posting {approval_id}"), e))?;
                 slack
                     .drawn()
                     .insert(approval_id.to_string(), digest.clone());
@@ -388,14 +477,26 @@ async fn sync_mission(
             .cloned()
             .or_else(|| records.iter().rev().find_map(|n| n.digest.clone()));
         if last_drawn.as_deref() != Some(digest.as_str()) {
+            still_notifying(slack)?;
             slack
                 .client
                 .chat_update(&target, &ts, &message.text, &message.blocks)
                 .await
-                .map_err(|e| AppError::failed(format!("updating {approval_id}: {e}")))?;
+                .map_err(|e| slack_failed(format!("updating {approval_id}"), e))?;
             slack
                 .drawn()
                 .insert(approval_id.to_string(), digest.clone());
+            let sent = notification(
+                &target,
+                &ts,
+                APPROVAL_REQUEST,
+                Some(approval_id),
+                Some(digest),
+            );
+            record(state, slack, &mission, sent).await?;
+        } else if records.is_empty() && !mission.status.is_terminal() {
+            // Posted by this process, but recording it failed: record it now, so that a
+            // restart or another server does not post it again.
             let sent = notification(
                 &target,
                 &ts,
@@ -417,10 +518,12 @@ async fn sync_mission(
         let remind_at = expires_at
             .saturating_sub(slack.remind_before_ms)
             .max(approval.requested_at_ms.saturating_add(lifetime / 2));
+        let reminder_key = format!("{}/{REMINDER}/{approval_id}", mission.id);
         let reminded = mission
             .notifications
             .iter()
-            .any(|n| n.kind == REMINDER && n.approval_id.as_deref() == Some(approval_id));
+            .any(|n| n.kind == REMINDER && n.approval_id.as_deref() == Some(approval_id))
+            || slack.sent_untracked().contains(&reminder_key);
         if reminded || now >= expires_at {
             continue;
         }
@@ -433,11 +536,14 @@ async fn sync_mission(
             &view::waiting_for(state, approval),
             expires_at - now,
         );
+        still_notifying(slack)?;
         let posted = slack
             .client
             .chat_post_message(&target, &text, &[], Some(&ts))
             .await
-            .map_err(|e| AppError::failed(format!("reminding of {approval_id}: {e}")))?;
+            .map_err(|e| slack_failed(format!("reminding of {approval_id}"), e))?;
+        // Not sent again should recording it fail.
+        slack.sent_untracked().insert(reminder_key);
         let sent = notification(
             &posted.channel,
             &posted.ts,
@@ -449,9 +555,10 @@ async fn sync_mission(
     }
     report_status(state, slack, &mission).await?;
     if mission.status.is_terminal() {
-        // Done with for good: a finished mission has no more appends to bring it back, and
-        // the saved cursor keeps a restart from it. What memory kept of it can go.
-        slack.forget(&mission);
+        // Done with for good: the saved cursor keeps a restart from it, and this process
+        // does not look at it again (the notifier's own records may still bring it back
+        // through the feed). What memory kept of it can go.
+        slack.done_with(&mission);
     }
     Ok(next_reminder)
 }
@@ -462,7 +569,7 @@ async fn report_status(
     state: &Shared,
     slack: &SlackChannel,
     mission: &MissionState,
-) -> Result<(), AppError> {
+) -> Result<(), SyncError> {
     let recorded = mission
         .notifications
         .iter()
@@ -532,15 +639,17 @@ async fn report_status(
         return Ok(());
     }
     let text = view::status_text(slack, mission, &status);
+    still_notifying(slack)?;
     let posted = slack
         .client
         .chat_post_message(&root_channel, &text, &[], Some(&root_ts))
         .await
-        .map_err(|e| AppError::failed(format!("telling the thread {kind}: {e}")))?;
+        .map_err(|e| slack_failed(format!("telling the thread {kind}"), e))?;
     slack.sent_untracked().insert(key);
     let mut sent = notification(&posted.channel, &posted.ts, kind, None, None);
     sent.about = about;
-    record(state, slack, mission, sent).await
+    record(state, slack, mission, sent).await?;
+    Ok(())
 }
 
 /// Records a message sent as `notification.sent`, through the mission's inbox. A finished
@@ -568,6 +677,11 @@ async fn record(
             Ok(())
         }
         Applied::Refused(refusal) => {
+            // Finished after the input was posted: the same as above.
+            if state.engine.load(&mission.id).await?.status.is_terminal() {
+                slack.untracked_sends.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
             (slack.report)(&format!(
                 "mission {}: recording {what} was refused: {refusal}",
                 mission.id
