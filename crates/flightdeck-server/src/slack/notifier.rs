@@ -710,3 +710,87 @@ fn notification(
         about: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use flightdeck_slack::SlackError;
+
+    use super::{slack_failed, SyncError};
+
+    fn api(error: &str) -> SlackError {
+        SlackError::Api {
+            method: "chat.update".to_string(),
+            error: error.to_string(),
+        }
+    }
+
+    /// Which failures are tried again: what may pass (Slack's own trouble, the network, a
+    /// rate limit) is; what Slack will answer again (a deleted message, an archived channel,
+    /// a bad token) is not.
+    #[test]
+    fn a_failure_is_tried_again_only_when_the_answer_may_change() {
+        let cases = [
+            (api("fatal_error"), true),
+            (api("internal_error"), true),
+            (api("ratelimited"), true),
+            (api("service_unavailable"), true),
+            (api("message_not_found"), false),
+            (api("channel_not_found"), false),
+            (api("not_in_channel"), false),
+            (api("is_archived"), false),
+            (api("invalid_auth"), false),
+            (api("msg_too_long"), false),
+            (
+                SlackError::Http {
+                    method: "chat.update".to_string(),
+                    status: 503,
+                },
+                true,
+            ),
+            (
+                SlackError::Http {
+                    method: "chat.update".to_string(),
+                    status: 404,
+                },
+                false,
+            ),
+            (
+                SlackError::RateLimited {
+                    method: "chat.update".to_string(),
+                    attempts: 3,
+                    retry_after: Some(Duration::from_secs(60)),
+                },
+                true,
+            ),
+            (
+                SlackError::Timeout {
+                    method: "chat.update".to_string(),
+                    after: Duration::from_secs(10),
+                },
+                true,
+            ),
+            (
+                SlackError::Connection {
+                    method: "chat.update".to_string(),
+                    message: "refused".to_string(),
+                },
+                true,
+            ),
+        ];
+        for (error, again) in cases {
+            let shown = error.to_string();
+            match slack_failed("updating a-1".to_string(), error) {
+                SyncError::Again(message) => {
+                    assert!(again, "{shown}: tried again");
+                    assert!(message.starts_with("updating a-1: "), "{message}");
+                }
+                SyncError::Final(message) => {
+                    assert!(!again, "{shown}: not tried again");
+                    assert!(message.contains(&shown), "{message}");
+                }
+            }
+        }
+    }
+}
