@@ -6,8 +6,10 @@
 //! Test support code: it panics on failure, as tests should.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub mod fake_anthropic;
 pub mod fake_github;
@@ -141,6 +143,32 @@ impl Cli {
         command
     }
 
+    /// `flightdeck --json serve --listen 127.0.0.1:0` with `args` after it and `env` in its
+    /// environment, once it says where it listens; stopped when dropped. Its stderr is the
+    /// test's.
+    pub fn serve(&self, args: &[&str], env: &[(&str, &str)]) -> Served {
+        let mut all = vec!["--json", "serve", "--listen", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut child = self
+            .command(&all)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn flightdeck serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("serve's stdout"))
+            .read_line(&mut line)
+            .expect("read serve's first line");
+        let started: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve said {line:?}: {e}"));
+        let url = started["listening"]
+            .as_str()
+            .unwrap_or_else(|| panic!("serve said {line:?}, without `listening`"))
+            .to_string();
+        Served { child, url }
+    }
+
     /// Runs to completion.
     pub fn run(&self, args: &[&str]) -> CliOutput {
         let output = self.command(args).output().expect("run flightdeck");
@@ -231,6 +259,42 @@ pub fn event_types(events: &[serde_json::Value]) -> Vec<String> {
 
 /// What a run of the binary produced.
 pub struct CliOutput(pub Output);
+
+/// A running `flightdeck serve` ([`Cli::serve`]): stopped by SIGINT when dropped (killed if
+/// it is still running 30 s later).
+pub struct Served {
+    child: Child,
+    /// `http://127.0.0.1:<port>`
+    pub url: String,
+}
+
+impl Served {
+    /// Kills it as a crash would: no chance to finish anything.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        // Already reaped ([`Served::kill`]): its pid may be another process's by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 impl CliOutput {
     pub fn code(&self) -> i32 {

@@ -49,7 +49,6 @@
 )] // a bench: failing loudly is the point
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -59,10 +58,11 @@ use flightdeck_testkit::{Cli, TestRepo};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
-const TOKEN: &str = "xoxb-test-token-1234";
-const APP_TOKEN: &str = "xapp-1-A0FAKEAPP1-test-app-token";
-const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
-const CHANNEL: &str = "CAPPROVALS";
+
+#[path = "../tests/common/slack_setup.rs"]
+mod slack_setup;
+
+use slack_setup::{config, serve, APP_TOKEN, CHANNEL, POLICY, SECRET, TOKEN};
 
 /// Clicks per mode under `cargo bench` unless `FLIGHTDECK_SLACK_CLICKS` says otherwise.
 const CLICKS: usize = 30;
@@ -84,67 +84,6 @@ const METHODS: [&str; 6] = [
     "auth.test",
     "users.info",
 ];
-
-const POLICY: &str = "[[rule]]\nid = \"two-owners\"\naction = \"publish\"\nchanges_any = [\"source\"]\ndecision = \"approve\"\napprovals = 2\napprovers = [\"@bob\", \"@dana\"]\n";
-
-fn config(api_url: &str) -> String {
-    format!(
-        "[people.carol]\nhandle = \"@carol\"\nslack = \"UCAROL\"\n\
-         [people.bob]\nhandle = \"@bob\"\nslack = \"UBOB\"\n\
-         [people.dana]\nhandle = \"@dana\"\nemails = [\"dana@acme.test\"]\n\
-         [people.eve]\nhandle = \"@eve\"\nslack = \"UEVE\"\n\
-         [slack]\nbot_token_env = \"FD_TEST_SLACK_TOKEN\"\napp_token_env = \"FD_TEST_SLACK_APP_TOKEN\"\n\
-         signing_secret_env = \"FD_TEST_SLACK_SECRET\"\napi_url = \"{api_url}\"\n\
-         resolve_by_email = true\nremind_before_seconds = 8\n\
-         [slack.channels]\ndefault = \"{CHANNEL}\"\n"
-    )
-}
-
-/// `flightdeck serve` with the Slack secrets in its environment; stopped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(cli: &Cli) -> Server {
-        let mut child = cli
-            .command(&["--json", "serve", "--listen", "127.0.0.1:0"])
-            .env("FD_TEST_SLACK_TOKEN", TOKEN)
-            .env("FD_TEST_SLACK_SECRET", SECRET)
-            .env("FD_TEST_SLACK_APP_TOKEN", APP_TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let started: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve said {line:?}: {e}"));
-        Server {
-            child,
-            url: started["listening"].as_str().unwrap().to_string(),
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -513,7 +452,7 @@ async fn main() {
         ),
     ]);
     repo.commit_all("sample");
-    let server = Server::start(&cli);
+    let server = serve(&cli);
     slack.wait_for_socket(1, Duration::from_secs(30)).await;
 
     // Untimed: park 2 × N missions and wait for each one's request.

@@ -10,88 +10,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use flightdeck_testkit::fake_slack::FakeSlack;
-use flightdeck_testkit::{Cli, TestRepo};
+use flightdeck_testkit::{Cli, Served, TestRepo};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_flightdeck");
-const TOKEN: &str = "xoxb-test-token-1234";
-const APP_TOKEN: &str = "xapp-1-A0FAKEAPP1-test-app-token";
-const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
-const CHANNEL: &str = "CAPPROVALS";
+#[path = "common/slack_setup.rs"]
+mod slack_setup;
 
-const POLICY: &str = "[[rule]]\nid = \"two-owners\"\naction = \"publish\"\nchanges_any = [\"source\"]\ndecision = \"approve\"\napprovals = 2\napprovers = [\"@bob\", \"@dana\"]\n";
-
-fn config(api_url: &str) -> String {
-    format!(
-        "[people.carol]\nhandle = \"@carol\"\nslack = \"UCAROL\"\n\
-         [people.bob]\nhandle = \"@bob\"\nslack = \"UBOB\"\n\
-         [people.dana]\nhandle = \"@dana\"\nemails = [\"dana@acme.test\"]\n\
-         [people.eve]\nhandle = \"@eve\"\nslack = \"UEVE\"\n\
-         [slack]\nbot_token_env = \"FD_TEST_SLACK_TOKEN\"\napp_token_env = \"FD_TEST_SLACK_APP_TOKEN\"\n\
-         signing_secret_env = \"FD_TEST_SLACK_SECRET\"\napi_url = \"{api_url}\"\n\
-         resolve_by_email = true\nremind_before_seconds = 18\n\
-         [slack.channels]\ndefault = \"{CHANNEL}\"\n"
-    )
-}
-
-/// `flightdeck serve` with the Slack secrets in its environment; stopped when dropped.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(cli: &Cli) -> Server {
-        let mut child = cli
-            .command(&["--json", "serve", "--listen", "127.0.0.1:0"])
-            .env("FD_TEST_SLACK_TOKEN", TOKEN)
-            .env("FD_TEST_SLACK_SECRET", SECRET)
-            .env("FD_TEST_SLACK_APP_TOKEN", APP_TOKEN)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let started: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("serve said {line:?}: {e}"));
-        Server {
-            child,
-            url: started["listening"].as_str().unwrap().to_string(),
-        }
-    }
-}
-
-impl Server {
-    /// Kills it as a crash would: no chance to finish anything.
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use slack_setup::{config, serve, APP_TOKEN, CHANNEL, POLICY, SECRET, TOKEN};
 
 async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -102,7 +31,7 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 /// POSTs a click to the server as Slack would (or with the given headers).
-async fn post(server: &Server, body: &str, headers: &[(String, String)]) -> u16 {
+async fn post(server: &Served, body: &str, headers: &[(String, String)]) -> u16 {
     let mut request = reqwest::Client::new()
         .post(format!("{}/slack/actions", server.url))
         .body(body.to_string());
@@ -196,7 +125,7 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
         ),
     ]);
     repo.commit_all("sample");
-    let server = Server::start(&cli);
+    let server = serve(&cli);
     slack.wait_for_socket(1, Duration::from_secs(30)).await;
     let (id, approval) = park(&cli, &repo);
 
@@ -420,7 +349,7 @@ async fn an_approval_is_decided_in_slack_by_the_right_people_and_recorded_as_who
         .message(CHANNEL, &third_ts)
         .is_some_and(|m| !m.to_string().contains("1 of 2")));
     let failed_updates = slack.calls("chat.update");
-    let server = Server::start(&cli);
+    let server = serve(&cli);
     wait_until("the message is updated after the restart", || {
         slack
             .message(CHANNEL, &third_ts)
@@ -474,8 +403,8 @@ async fn the_thread_tells_reminders_and_blocks() {
         ),
     ]);
     repo.commit_all("sample");
-    let server = Server::start(&cli);
-    let standby = Server::start(&cli);
+    let server = serve(&cli);
+    let standby = serve(&cli);
     slack.wait_for_socket(2, Duration::from_secs(30)).await;
     let (id, _) = park(&cli, &repo);
     wait_until("the request is posted", || requests(&slack).len() == 1).await;

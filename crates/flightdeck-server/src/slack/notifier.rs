@@ -171,6 +171,8 @@ async fn notify_with_lease(state: &Shared, slack: &SlackChannel) -> Held {
             }
         }
     };
+    // What the store holds as the cursor (saved only when it moves on).
+    let mut saved = cursor;
     // Missions to look at again, and when: a reminder comes due, or Slack failed.
     let mut revisits: BTreeMap<String, i64> = BTreeMap::new();
     // Missions Slack failed for, at the feed position they were met: the saved cursor
@@ -257,13 +259,13 @@ async fn notify_with_lease(state: &Shared, slack: &SlackChannel) -> Held {
             sync(state, slack, mission, position, &mut revisits, &mut failing).await;
             // What only memory knows was sent is kept from a restart at once.
             if slack.untracked_sends.load(Ordering::Relaxed) != untracked {
-                save_cursor(state, slack, position, &failing).await;
+                save_cursor(state, slack, position, &failing, &mut saved).await;
             }
         }
         if let Some(last) = entries.last().map(|e| e.position) {
             cursor = cursor.max(last);
         }
-        save_cursor(state, slack, cursor, &failing).await;
+        save_cursor(state, slack, cursor, &failing, &mut saved).await;
     }
 }
 
@@ -276,18 +278,24 @@ fn shows_in_slack(status: &str) -> bool {
     )
 }
 
-/// Saves `position` as done with, or less: never past a mission Slack failed for.
+/// Saves `position` as done with, or less: never past a mission Slack failed for; only
+/// when that moves the cursor on from `saved` (an idle notifier writes nothing).
 async fn save_cursor(
     state: &Shared,
     slack: &SlackChannel,
     position: u64,
     failing: &BTreeMap<String, (u64, u32)>,
+    saved: &mut u64,
 ) {
     let earliest_failure = failing.values().map(|(at, _)| at.saturating_sub(1)).min();
     let position = earliest_failure.map_or(position, |before| before.min(position));
+    if position <= *saved {
+        return;
+    }
     let store = &state.engine.config().store;
-    if let Err(e) = store.save_feed_cursor(READER, position).await {
-        (slack.report)(&format!("saving the notifier's cursor failed: {e}"));
+    match store.save_feed_cursor(READER, position).await {
+        Ok(()) => *saved = position,
+        Err(e) => (slack.report)(&format!("saving the notifier's cursor failed: {e}")),
     }
 }
 
