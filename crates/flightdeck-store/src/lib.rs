@@ -190,6 +190,20 @@ pub struct TokenRow {
     pub last_used_ms: Option<i64>,
 }
 
+/// A GitHub webhook delivery as stored: kept until handled, deduplicated by GitHub's
+/// `X-GitHub-Delivery` id (a redelivery keeps the id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitHubDelivery {
+    pub id: String,
+    /// `X-GitHub-Event`.
+    pub event: String,
+    /// The raw body, exactly as received (its signature was checked over these bytes).
+    pub body: Vec<u8>,
+    pub received_ms: i64,
+    /// How many times handling was tried and asked to be tried again.
+    pub attempts: u32,
+}
+
 /// Where an input is: waiting for the mission's driver, or decided (once, for good).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputState {
@@ -541,6 +555,48 @@ pub trait EventStore: Send + Sync {
 
     /// Gives the lease on the named feed reader back if `owner` holds it.
     async fn release_feed_reader(&self, reader: &str, owner: &str) -> Result<(), StoreError>;
+
+    /// Stores a delivery unless one with its id is known (handled or not); `true` when it
+    /// is new. Durable when it returns: the webhook is answered only then, so that GitHub
+    /// redelivers what a crash before it lost. The new delivery is due at once (`now_ms`).
+    async fn record_delivery(
+        &self,
+        id: &str,
+        event: &str,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Deliveries not handled yet whose next try is due (at or before `now_ms`), oldest
+    /// received first, at most `limit`: what a handler works through after a restart or a
+    /// failure, as well as just after receipt. Nothing is leased: two processes asking at
+    /// once get the same ones.
+    async fn pending_deliveries(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<GitHubDelivery>, StoreError>;
+
+    /// Marks a delivery handled with a one-line outcome (what was done or why nothing was);
+    /// its body is dropped (set empty) to save space, its id kept for deduplication. Once:
+    /// a delivery already handled keeps its first outcome, and an unknown id changes
+    /// nothing. Durable on return.
+    async fn finish_delivery(&self, id: &str, outcome: &str, now_ms: i64)
+        -> Result<(), StoreError>;
+
+    /// Handling failed for a reason that may pass: counts the attempt, keeps the error, and
+    /// makes it due again at `retry_at_ms`. A delivery already handled (or unknown) is left
+    /// as it is. Durable on return.
+    async fn retry_delivery(
+        &self,
+        id: &str,
+        error: &str,
+        retry_at_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The outcome of a handled delivery (None while pending or unknown), for tests and
+    /// diagnostics.
+    async fn delivery_outcome(&self, id: &str) -> Result<Option<String>, StoreError>;
 
     /// [`EventStore::feed`] after `after`, waiting until it has something: woken by the
     /// store's change feed (in this process or another), with a slow poll as the fallback

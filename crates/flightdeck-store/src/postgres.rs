@@ -901,6 +901,105 @@ impl EventStore for PgStore {
         Ok(())
     }
 
+    /// One statement: of concurrent records of one id (GitHub redelivering while the first
+    /// is being stored, or two servers behind one load balancer), exactly one inserts.
+    async fn record_delivery(
+        &self,
+        id: &str,
+        event: &str,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let stored = sqlx::query(
+            "INSERT INTO github_deliveries (id, event, body, received_ms, due_ms)
+             VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(event)
+        .bind(body)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(stored.rows_affected() > 0)
+    }
+
+    async fn pending_deliveries(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::GitHubDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, event, body, received_ms, attempts FROM github_deliveries
+             WHERE handled_ms IS NULL AND due_ms <= $1
+             ORDER BY received_ms, id LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(crate::GitHubDelivery {
+                    id: row.try_get("id")?,
+                    event: row.try_get("event")?,
+                    body: row.try_get("body")?,
+                    received_ms: row.try_get("received_ms")?,
+                    attempts: u32::try_from(row.try_get::<i64, _>("attempts")?).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    /// Only a pending delivery is finished: of two handlers finishing one delivery, the
+    /// first outcome stays.
+    async fn finish_delivery(
+        &self,
+        id: &str,
+        outcome: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE github_deliveries SET handled_ms = $3, outcome = $2, body = ''::bytea
+             WHERE id = $1 AND handled_ms IS NULL",
+        )
+        .bind(id)
+        .bind(outcome)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn retry_delivery(
+        &self,
+        id: &str,
+        error: &str,
+        retry_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE github_deliveries
+             SET attempts = attempts + 1, last_error = $2, due_ms = $3
+             WHERE id = $1 AND handled_ms IS NULL",
+        )
+        .bind(id)
+        .bind(error)
+        .bind(retry_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delivery_outcome(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let outcome: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT outcome FROM github_deliveries WHERE id = $1 AND handled_ms IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(outcome.flatten())
+    }
+
     async fn next_deadline_ms(&self) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT min(at) FROM (

@@ -746,6 +746,57 @@ pub(crate) fn feed_cursor(conn: &Connection, reader: &str) -> Result<Option<u64>
     Ok(position.map(|p| p as u64))
 }
 
+/// GitHub deliveries not handled yet and due at `now_ms`, oldest received first (none from
+/// a database older than the deliveries).
+pub(crate) fn pending_deliveries(
+    conn: &Connection,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<crate::GitHubDelivery>, StoreError> {
+    let stmt = conn.prepare_cached(
+        "SELECT id, event, body, received_ms, attempts FROM github_deliveries
+         WHERE handled_ms IS NULL AND due_ms <= ?1
+         ORDER BY received_ms, id LIMIT ?2",
+    );
+    let mut stmt = match stmt {
+        Ok(stmt) => stmt,
+        Err(rusqlite::Error::SqliteFailure(_, Some(ref m))) if m.contains("no such table") => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let rows = stmt.query_map(
+        params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+        |row| {
+            Ok(crate::GitHubDelivery {
+                id: row.get(0)?,
+                event: row.get(1)?,
+                body: row.get(2)?,
+                received_ms: row.get(3)?,
+                attempts: u32::try_from(row.get::<_, i64>(4)?).unwrap_or(u32::MAX),
+            })
+        },
+    )?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The outcome of GitHub delivery `id` once handled (`None` while pending, unknown, or
+/// from a database older than the deliveries).
+pub(crate) fn delivery_outcome(conn: &Connection, id: &str) -> Result<Option<String>, StoreError> {
+    let outcome: Option<Option<String>> = conn
+        .prepare_cached(
+            "SELECT outcome FROM github_deliveries WHERE id = ?1 AND handled_ms IS NOT NULL",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![id], |row| row.get(0)).optional())
+        .or_else(|e| match e {
+            rusqlite::Error::SqliteFailure(_, Some(ref m)) if m.contains("no such table") => {
+                Ok(None)
+            }
+            e => Err(e),
+        })?;
+    Ok(outcome.flatten())
+}
+
 /// See [`crate::EventStore::next_deadline_ms`].
 pub(crate) fn next_deadline_ms(conn: &Connection) -> Result<Option<i64>, StoreError> {
     Ok(conn

@@ -698,6 +698,70 @@ impl EventStore for SqliteStore {
         self.readers.run(read::next_deadline_ms).await
     }
 
+    async fn record_delivery(
+        &self,
+        id: &str,
+        event: &str,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(|reply| Job::RecordDelivery {
+            id: id.to_string(),
+            event: event.to_string(),
+            body: body.to_vec(),
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    async fn pending_deliveries(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<crate::GitHubDelivery>, StoreError> {
+        self.readers
+            .run(move |conn| read::pending_deliveries(conn, now_ms, limit))
+            .await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: &str,
+        outcome: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| Job::FinishDelivery {
+            id: id.to_string(),
+            outcome: outcome.to_string(),
+            now_ms,
+            reply,
+        })
+        .await
+    }
+
+    async fn retry_delivery(
+        &self,
+        id: &str,
+        error: &str,
+        retry_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| Job::RetryDelivery {
+            id: id.to_string(),
+            error: error.to_string(),
+            retry_at_ms,
+            reply,
+        })
+        .await
+    }
+
+    async fn delivery_outcome(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let id = id.to_string();
+        self.readers
+            .run(move |conn| read::delivery_outcome(conn, &id))
+            .await
+    }
+
     async fn missions_with_pending_inputs(&self, limit: u32) -> Result<Vec<String>, StoreError> {
         if !self.has_inputs {
             return Ok(Vec::new());
@@ -775,5 +839,66 @@ impl RawEvent {
             prev_hash: self.prev_hash,
             hash: self.hash,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    /// A read-only store reads the GitHub deliveries and refuses to change them, like every
+    /// other write; on a database from before the deliveries it finds none.
+    #[tokio::test]
+    async fn a_read_only_store_reads_deliveries_and_refuses_to_record_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flightdeck.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert!(store
+            .record_delivery("d-1", "push", b"{}", 1_000)
+            .await
+            .unwrap());
+        assert!(store
+            .record_delivery("d-2", "push", b"{}", 1_000)
+            .await
+            .unwrap());
+        store.finish_delivery("d-2", "done", 1_500).await.unwrap();
+        drop(store);
+
+        let read_only = SqliteStore::open_read_only(&path).await.unwrap();
+        let pending = read_only.pending_deliveries(2_000, 10).await.unwrap();
+        assert_eq!(
+            pending.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["d-1"]
+        );
+        assert_eq!(
+            read_only.delivery_outcome("d-2").await.unwrap().as_deref(),
+            Some("done")
+        );
+        assert!(matches!(
+            read_only.record_delivery("d-3", "push", b"{}", 2_000).await,
+            Err(StoreError::ReadOnly)
+        ));
+        assert!(matches!(
+            read_only.finish_delivery("d-1", "done", 2_000).await,
+            Err(StoreError::ReadOnly)
+        ));
+        assert!(matches!(
+            read_only.retry_delivery("d-1", "again", 3_000).await,
+            Err(StoreError::ReadOnly)
+        ));
+        drop(read_only);
+
+        // A database from before the deliveries (what an older flightdeck left).
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP TABLE github_deliveries; DELETE FROM _sqlx_migrations WHERE version >= 10;",
+        )
+        .unwrap();
+        drop(conn);
+        let old = SqliteStore::open_read_only(&path).await.unwrap();
+        assert!(old.pending_deliveries(2_000, 10).await.unwrap().is_empty());
+        assert_eq!(old.delivery_outcome("d-2").await.unwrap(), None);
     }
 }

@@ -17,6 +17,9 @@
 //! append that consumes inputs marks them applied in the transaction of its events. After
 //! each commit that changed a timeline or an inbox, the thread wakes this process's change
 //! feeds and opens and closes the `-wal` for other processes' (see `feed.rs`).
+//!
+//! GitHub webhook deliveries are recorded, finished and retried through it as well (durable
+//! on return, like everything it commits); they wake no change feed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -111,6 +114,30 @@ pub(crate) enum Job {
         owner: String,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Store a GitHub webhook delivery unless its id is known
+    /// ([`crate::EventStore::record_delivery`]).
+    RecordDelivery {
+        id: String,
+        event: String,
+        body: Vec<u8>,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<bool, StoreError>>,
+    },
+    /// Mark a delivery handled ([`crate::EventStore::finish_delivery`]).
+    FinishDelivery {
+        id: String,
+        outcome: String,
+        now_ms: i64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Count a failed try of a delivery and make it due again
+    /// ([`crate::EventStore::retry_delivery`]).
+    RetryDelivery {
+        id: String,
+        error: String,
+        retry_at_ms: i64,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Commit the staged artifacts now.
     Flush {
         reply: oneshot::Sender<Result<(), StoreError>>,
@@ -140,6 +167,10 @@ enum Outcome {
     /// Whether the owner holds the feed reader's lease after the attempt.
     FeedReaderHeld(Option<String>),
     FeedReaderReleased,
+    /// Whether the delivery was new (stored) rather than known already.
+    DeliveryRecorded(bool),
+    DeliveryFinished,
+    DeliveryRetried,
 }
 
 impl Outcome {
@@ -158,7 +189,10 @@ impl Outcome {
             | Outcome::Token(_)
             | Outcome::CursorSaved
             | Outcome::FeedReaderHeld(_)
-            | Outcome::FeedReaderReleased => false,
+            | Outcome::FeedReaderReleased
+            | Outcome::DeliveryRecorded(_)
+            | Outcome::DeliveryFinished
+            | Outcome::DeliveryRetried => false,
         }
     }
 
@@ -309,9 +343,14 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
         (Job::HoldFeedReader { reply, .. }, Ok(Outcome::FeedReaderHeld(held))) => {
             let _ = reply.send(Ok(held));
         }
+        (Job::RecordDelivery { reply, .. }, Ok(Outcome::DeliveryRecorded(new))) => {
+            let _ = reply.send(Ok(new));
+        }
         (Job::ReleaseLease { reply, .. }, Ok(Outcome::Released))
         | (Job::SaveFeedCursor { reply, .. }, Ok(Outcome::CursorSaved))
         | (Job::ReleaseFeedReader { reply, .. }, Ok(Outcome::FeedReaderReleased))
+        | (Job::FinishDelivery { reply, .. }, Ok(Outcome::DeliveryFinished))
+        | (Job::RetryDelivery { reply, .. }, Ok(Outcome::DeliveryRetried))
         | (Job::Flush { reply }, Ok(Outcome::Flushed)) => {
             let _ = reply.send(Ok(()));
         }
@@ -336,6 +375,8 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
                 Job::ReleaseLease { reply, .. }
                 | Job::SaveFeedCursor { reply, .. }
                 | Job::ReleaseFeedReader { reply, .. }
+                | Job::FinishDelivery { reply, .. }
+                | Job::RetryDelivery { reply, .. }
                 | Job::Flush { reply } => {
                     let _ = reply.send(Err(error()));
                 }
@@ -349,6 +390,9 @@ fn reply(job: Job, outcome: Result<Outcome, String>) {
                     let _ = reply.send(Err(error()));
                 }
                 Job::HoldFeedReader { reply, .. } => {
+                    let _ = reply.send(Err(error()));
+                }
+                Job::RecordDelivery { reply, .. } => {
                     let _ = reply.send(Err(error()));
                 }
             }
@@ -507,6 +551,40 @@ fn write_batch(tx: &rusqlite::Transaction<'_>, batch: &[Job]) -> Result<Vec<Outc
                 )?
                 .execute(params![reader, owner])?;
                 Outcome::FeedReaderReleased
+            }
+            Job::RecordDelivery {
+                id,
+                event,
+                body,
+                now_ms,
+                ..
+            } => Outcome::DeliveryRecorded(record_delivery(tx, id, event, body, *now_ms)?),
+            Job::FinishDelivery {
+                id,
+                outcome,
+                now_ms,
+                ..
+            } => {
+                tx.prepare_cached(
+                    "UPDATE github_deliveries SET handled_ms = ?3, outcome = ?2, body = X''
+                     WHERE id = ?1 AND handled_ms IS NULL",
+                )?
+                .execute(params![id, outcome, now_ms])?;
+                Outcome::DeliveryFinished
+            }
+            Job::RetryDelivery {
+                id,
+                error,
+                retry_at_ms,
+                ..
+            } => {
+                tx.prepare_cached(
+                    "UPDATE github_deliveries
+                     SET attempts = attempts + 1, last_error = ?2, due_ms = ?3
+                     WHERE id = ?1 AND handled_ms IS NULL",
+                )?
+                .execute(params![id, error, retry_at_ms])?;
+                Outcome::DeliveryRetried
             }
             Job::Token { write, .. } => Outcome::Token(write_token(tx, write)?),
             Job::Quota { write, .. } => Outcome::Quota(crate::quota::sqlite_write(tx, write)?),
@@ -670,6 +748,25 @@ fn hold_feed_reader(
         .query_row(params![reader, now_ms], |row| row.get(0))
         .optional()?;
     Ok(holder.flatten())
+}
+
+/// Stores a GitHub webhook delivery, due at once, unless its id is known (pending or
+/// handled: the row outlives the handling for this); whether it was new.
+fn record_delivery(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+    event: &str,
+    body: &[u8],
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let stored = tx
+        .prepare_cached(
+            "INSERT INTO github_deliveries (id, event, body, received_ms, due_ms)
+             VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![id, event, body, now_ms])?;
+    Ok(stored > 0)
 }
 
 /// One token write of the batch; whether it changed a row. A write the schema refuses (a

@@ -20,8 +20,9 @@ use flightdeck_core::chain::verify_chain;
 use flightdeck_core::jcs::canonicalize;
 use flightdeck_core::Digest;
 use flightdeck_store::{
-    verify_mission, AppendRequest, ArtifactError, ClaimRequest, Claimed, InputState, Lease,
-    MissionIndexRow, NewEvent, ProjectionColumns, ProjectionItem, StoreError, TokenRow, INLINE_MAX,
+    verify_mission, AppendRequest, ArtifactError, ClaimRequest, Claimed, GitHubDelivery,
+    InputState, Lease, MissionIndexRow, NewEvent, ProjectionColumns, ProjectionItem, StoreError,
+    TokenRow, INLINE_MAX,
 };
 use serde_json::{json, Value};
 
@@ -2171,6 +2172,266 @@ async fn one_of_many_processes_reaching_for_a_feed_reader_at_once_holds_it(backe
     );
 }
 
+// --- GitHub deliveries ------------------------------------------------------------------------
+
+/// The ids of deliveries, in the order given.
+fn delivery_ids(deliveries: &[GitHubDelivery]) -> Vec<&str> {
+    deliveries.iter().map(|d| d.id.as_str()).collect()
+}
+
+/// A delivery is stored once per id (a redelivery, pending or handled, is not stored again),
+/// listed while pending and due (oldest received first, at most the limit asked), put off by
+/// a retry until its time with the attempt counted, and once finished keeps only its id and
+/// outcome; a store opened afresh finds all of it.
+async fn github_deliveries_are_kept_once_until_handled(backend: Backend) {
+    let store = backend.open().await;
+    // Not UTF-8, with a NUL: the body is bytes, kept exactly.
+    let raw: Vec<u8> = vec![b'{', 0, 0x9f, 0x92, 0x96, 0xff, b'}'];
+    assert!(
+        store
+            .record_delivery("d-1", "pull_request", &raw, 1_000)
+            .await
+            .unwrap(),
+        "{backend}: a new delivery is new"
+    );
+    assert!(
+        !store
+            .record_delivery("d-1", "push", b"other", 1_010)
+            .await
+            .unwrap(),
+        "{backend}: the same id again is known"
+    );
+    assert!(store
+        .record_delivery("d-2", "push", b"{\"ref\":\"main\"}", 1_100)
+        .await
+        .unwrap());
+    assert!(store
+        .record_delivery("d-3", "check_suite", b"{}", 1_050)
+        .await
+        .unwrap());
+    let delivery =
+        |id: &str, event: &str, body: &[u8], received_ms: i64, attempts: u32| GitHubDelivery {
+            id: id.into(),
+            event: event.into(),
+            body: body.to_vec(),
+            received_ms,
+            attempts,
+        };
+    assert_eq!(
+        store.pending_deliveries(2_000, 10).await.unwrap(),
+        [
+            delivery("d-1", "pull_request", &raw, 1_000, 0),
+            delivery("d-3", "check_suite", b"{}", 1_050, 0),
+            delivery("d-2", "push", b"{\"ref\":\"main\"}", 1_100, 0),
+        ],
+        "{backend}: every pending one, oldest received first, as first recorded"
+    );
+    assert_eq!(
+        delivery_ids(&store.pending_deliveries(2_000, 2).await.unwrap()),
+        ["d-1", "d-3"],
+        "{backend}: at most the limit, the oldest"
+    );
+    assert!(
+        store.pending_deliveries(2_000, 0).await.unwrap().is_empty(),
+        "{backend}: a limit of 0"
+    );
+    assert!(
+        store.pending_deliveries(999, 10).await.unwrap().is_empty(),
+        "{backend}: none is due before it was received"
+    );
+    assert_eq!(
+        delivery_ids(&store.pending_deliveries(1_050, 10).await.unwrap()),
+        ["d-1", "d-3"],
+        "{backend}: due at or before now"
+    );
+    assert_eq!(
+        store.delivery_outcome("d-1").await.unwrap(),
+        None,
+        "{backend}: pending"
+    );
+    assert_eq!(
+        store.delivery_outcome("d-9").await.unwrap(),
+        None,
+        "{backend}: unknown"
+    );
+
+    // A retry puts it off until its time and counts the attempt.
+    store
+        .retry_delivery("d-1", "GitHub answered 502", 5_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        delivery_ids(&store.pending_deliveries(4_999, 10).await.unwrap()),
+        ["d-3", "d-2"],
+        "{backend}: a retried delivery is not due before its time"
+    );
+    let due = store.pending_deliveries(5_000, 10).await.unwrap();
+    assert_eq!(
+        due.first(),
+        Some(&delivery("d-1", "pull_request", &raw, 1_000, 1)),
+        "{backend}: due again at its time, still first (by receipt), the attempt counted"
+    );
+    store
+        .retry_delivery("d-1", "GitHub answered 503", 6_000)
+        .await
+        .unwrap();
+    assert!(
+        !delivery_ids(&store.pending_deliveries(5_999, 10).await.unwrap()).contains(&"d-1"),
+        "{backend}: the second retry put it off again"
+    );
+    assert_eq!(
+        store.pending_deliveries(6_000, 1).await.unwrap(),
+        [delivery("d-1", "pull_request", &raw, 1_000, 2)],
+        "{backend}: both attempts counted"
+    );
+
+    // Finished: gone from the pending ones, its outcome kept, its body dropped, its id
+    // still known.
+    store
+        .finish_delivery("d-3", "ignored: no mission watches this repository", 2_500)
+        .await
+        .unwrap();
+    assert_eq!(
+        delivery_ids(&store.pending_deliveries(10_000, 10).await.unwrap()),
+        ["d-1", "d-2"],
+        "{backend}: a handled delivery is no longer pending"
+    );
+    assert_eq!(
+        store.delivery_outcome("d-3").await.unwrap().as_deref(),
+        Some("ignored: no mission watches this repository"),
+        "{backend}"
+    );
+    assert_eq!(
+        backend.stored_delivery_body("d-3").await,
+        Some(Vec::new()),
+        "{backend}: a handled delivery's body is dropped"
+    );
+    assert_eq!(
+        backend.stored_delivery_body("d-2").await,
+        Some(b"{\"ref\":\"main\"}".to_vec()),
+        "{backend}: a pending one's is kept"
+    );
+    assert!(
+        !store
+            .record_delivery("d-3", "check_suite", b"{}", 3_000)
+            .await
+            .unwrap(),
+        "{backend}: a redelivery of a handled delivery is known"
+    );
+    assert!(
+        !delivery_ids(&store.pending_deliveries(10_000, 10).await.unwrap()).contains(&"d-3"),
+        "{backend}: and is not pending again"
+    );
+
+    // Handled once: a second finish or a late retry changes nothing.
+    store
+        .finish_delivery("d-3", "started mission m-x", 2_600)
+        .await
+        .unwrap();
+    store.retry_delivery("d-3", "late", 2_700).await.unwrap();
+    assert_eq!(
+        store.delivery_outcome("d-3").await.unwrap().as_deref(),
+        Some("ignored: no mission watches this repository"),
+        "{backend}: the first outcome stays"
+    );
+    assert!(
+        !delivery_ids(&store.pending_deliveries(10_000, 10).await.unwrap()).contains(&"d-3"),
+        "{backend}: a retry does not bring a handled delivery back"
+    );
+    // Unknown ids: nothing to finish or retry, and nothing made.
+    store
+        .finish_delivery("d-9", "nothing", 2_800)
+        .await
+        .unwrap();
+    store.retry_delivery("d-9", "nothing", 2_800).await.unwrap();
+    assert_eq!(
+        store.delivery_outcome("d-9").await.unwrap(),
+        None,
+        "{backend}"
+    );
+    assert_eq!(backend.stored_delivery_body("d-9").await, None, "{backend}");
+    drop(store);
+
+    // Reopened (SQLite: the file again; PostgreSQL: a new pool), as a restarted server is.
+    let reopened = backend.open().await;
+    assert_eq!(
+        reopened.pending_deliveries(10_000, 10).await.unwrap(),
+        [
+            delivery("d-1", "pull_request", &raw, 1_000, 2),
+            delivery("d-2", "push", b"{\"ref\":\"main\"}", 1_100, 0),
+        ],
+        "{backend}: the pending deliveries survive a reopen"
+    );
+    assert_eq!(
+        reopened.delivery_outcome("d-3").await.unwrap().as_deref(),
+        Some("ignored: no mission watches this repository"),
+        "{backend}"
+    );
+    for id in ["d-1", "d-2", "d-3"] {
+        assert!(
+            !reopened
+                .record_delivery(id, "push", b"{}", 20_000)
+                .await
+                .unwrap(),
+            "{backend}: {id} is still known after a reopen"
+        );
+    }
+    reopened
+        .finish_delivery("d-1", "commented on the pull request", 20_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        delivery_ids(&reopened.pending_deliveries(30_000, 10).await.unwrap()),
+        ["d-2"],
+        "{backend}"
+    );
+}
+
+/// Many processes recording one delivery at once (GitHub redelivering while the first is
+/// stored, servers behind one load balancer): exactly one stores it.
+async fn one_of_many_stores_recording_a_delivery_at_once_stores_it(backend: Backend) {
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(backend.open().await);
+    }
+    let mut tasks = Vec::new();
+    for round in 0..8 {
+        let id = format!("d-{round}");
+        for (i, store) in stores.iter().enumerate() {
+            for attempt in 0..2 {
+                let (store, id) = (store.clone(), id.clone());
+                tasks.push(tokio::spawn(async move {
+                    let body = format!("{i}/{attempt}");
+                    let new = store
+                        .record_delivery(&id, "push", body.as_bytes(), 1_000)
+                        .await
+                        .unwrap();
+                    (id, new)
+                }));
+            }
+        }
+    }
+    let mut stored = std::collections::BTreeMap::<String, usize>::new();
+    for task in tasks {
+        let (id, new) = task.await.unwrap();
+        *stored.entry(id).or_default() += usize::from(new);
+    }
+    assert_eq!(stored.len(), 8, "{backend}: {stored:?}");
+    assert!(
+        stored.values().all(|&n| n == 1),
+        "{backend}: each delivery stored exactly once: {stored:?}"
+    );
+    assert_eq!(
+        stores[0]
+            .pending_deliveries(1_000, 100)
+            .await
+            .unwrap()
+            .len(),
+        8,
+        "{backend}: one row each"
+    );
+}
+
 // --- The tests -----------------------------------------------------------------------------
 
 // --- Team quotas -----------------------------------------------------------------------------
@@ -2628,6 +2889,8 @@ on_every_backend!(
     a_reservation_asked_again_is_granted_without_reserving_twice,
     quotas_count_per_calendar_month,
     concurrent_reservations_from_many_stores_never_pass_the_limit,
+    github_deliveries_are_kept_once_until_handled,
+    one_of_many_stores_recording_a_delivery_at_once_stores_it,
 );
 
 /// The PostgreSQL backend's URL: the test server's, with the backend's database in it.

@@ -101,6 +101,45 @@ impl Backend {
     }
 }
 
+impl Backend {
+    /// The body of GitHub delivery `id` as stored (`None`: no such row), read from the
+    /// database itself: what the store's API no longer shows once a delivery is handled (its
+    /// body dropped to save space).
+    pub async fn stored_delivery_body(&self, id: &str) -> Option<Vec<u8>> {
+        match self.kind {
+            Kind::Sqlite => {
+                let path = self._dir.path().join("flightdeck.db");
+                let conn = rusqlite::Connection::open_with_flags(
+                    &path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+                )
+                .unwrap_or_else(|e| panic!("{self}: cannot open {}: {e}", path.display()));
+                let mut stmt = conn
+                    .prepare("SELECT body FROM github_deliveries WHERE id = ?1")
+                    .unwrap_or_else(|e| panic!("{self}: {e}"));
+                let mut rows = stmt.query([id]).unwrap_or_else(|e| panic!("{self}: {e}"));
+                rows.next()
+                    .unwrap_or_else(|e| panic!("{self}: {e}"))
+                    .map(|row| row.get(0).unwrap_or_else(|e| panic!("{self}: {e}")))
+            }
+            Kind::Postgres => {
+                use sqlx::Connection;
+                let mut conn = sqlx::postgres::PgConnection::connect(&self.url)
+                    .await
+                    .unwrap_or_else(|e| panic!("{self}: cannot connect to {}: {e}", self.url));
+                let body: Option<Vec<u8>> =
+                    sqlx::query_scalar("SELECT body FROM github_deliveries WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(&mut conn)
+                        .await
+                        .unwrap_or_else(|e| panic!("{self}: {e}"));
+                let _ = conn.close().await;
+                body
+            }
+        }
+    }
+}
+
 /// The PostgreSQL server to make databases on. Not set is a failure, never a skip: a suite
 /// that passes without PostgreSQL would say nothing about it.
 fn server_url() -> String {
