@@ -69,6 +69,55 @@ pub struct MissionCreated {
     /// from there into its own cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
+    /// Replaces the template's `goal` (a GitHub issue's title and body, or a review's
+    /// comments): what the mission is asked to do, in the words of who asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<String>,
+    /// Where the request came from: `cli`, `api` or `github` (absent: the command line of
+    /// a version that did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<MissionSource>,
+    /// The mission this one follows up (review comments on its pull request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub follows: Option<String>,
+    /// The GitHub issue or pull request the mission came from: publishing proposes the
+    /// change there (`change.proposed`) before the publish gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub github: Option<Box<GitHubOrigin>>,
+}
+
+/// Where a mission request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MissionSource {
+    /// `flightdeck run`.
+    Cli,
+    /// `POST /api/v1/missions`.
+    Api,
+    /// A label, a comment or a review on GitHub.
+    Github,
+}
+
+/// Where on GitHub a mission came from and proposes its change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitHubOrigin {
+    /// The App installation that reaches the repository.
+    pub installation_id: u64,
+    /// `owner/name`.
+    pub repository: String,
+    /// The issue whose label or comment asked for the mission (a pull request's number for
+    /// a follow-up).
+    pub issue: u64,
+    /// The GitHub login that asked (label, comment or review).
+    pub requested_by_login: String,
+    /// The branch the pull request is to merge into (the repository's default branch).
+    pub base_branch: String,
+    /// A follow-up's pull request and branch: the change is pushed there, on top of what it
+    /// had, instead of on a new `flightdeck/<mission>` branch and pull request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -572,6 +621,21 @@ pub struct ChangeCommitting {
     pub date_s: i64,
 }
 
+/// A mission from GitHub proposed its change before the publish gate: the commit pushed to
+/// the repository and a draft pull request opened (or found, when a resume proposes again).
+/// Approvals on GitHub bind to `head_sha` and `tree`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeProposed {
+    /// The branch on GitHub (`flightdeck/<mission>`, or a follow-up's pull request branch).
+    pub branch: String,
+    /// The commit pushed: the pull request's head when it was proposed.
+    pub head_sha: String,
+    /// Its git tree: a later push whose tree differs changed the diff.
+    pub tree: String,
+    pub pr_number: u64,
+    pub pr_url: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangePublished {
     pub branch: String,
@@ -688,6 +752,8 @@ pub enum EventKind {
     AcceptanceChecked(AcceptanceChecked),
     #[serde(rename = "change.committing")]
     ChangeCommitting(ChangeCommitting),
+    #[serde(rename = "change.proposed")]
+    ChangeProposed(ChangeProposed),
     #[serde(rename = "change.published")]
     ChangePublished(ChangePublished),
     #[serde(rename = "mission.interrupted")]
@@ -736,6 +802,7 @@ impl EventKind {
             EventKind::BreakerTripped(_) => "breaker.tripped",
             EventKind::AcceptanceChecked(_) => "acceptance.checked",
             EventKind::ChangeCommitting(_) => "change.committing",
+            EventKind::ChangeProposed(_) => "change.proposed",
             EventKind::ChangePublished(_) => "change.published",
             EventKind::MissionInterrupted(_) => "mission.interrupted",
             EventKind::MissionResumed(_) => "mission.resumed",

@@ -287,6 +287,9 @@ pub struct MissionState {
     /// What publishing decided to commit (recorded before the branch is written).
     #[serde(default)]
     pub committing: Option<ChangeCommitting>,
+    /// The change as last proposed on GitHub (`change.proposed`).
+    #[serde(default)]
+    pub proposed: Option<ChangeProposed>,
     /// The last `mission.interrupted` is not followed by a `mission.resumed` yet: no process
     /// drives the mission, and the time until it is resumed does not count as running.
     #[serde(default)]
@@ -381,6 +384,7 @@ impl MissionState {
             handed_back: false,
             notifications: Vec::new(),
             committing: None,
+            proposed: None,
             budget_raised_since_block: false,
         }
     }
@@ -743,6 +747,7 @@ impl MissionState {
                     .or_default() += raised.amount;
             }
             EventKind::ChangeCommitting(committing) => self.committing = Some(committing.clone()),
+            EventKind::ChangeProposed(proposed) => self.proposed = Some(proposed.clone()),
             EventKind::ChangePublished(published) => self.published = Some(published.clone()),
             EventKind::MissionInterrupted(interrupted) => {
                 self.interruptions += 1;

@@ -611,6 +611,13 @@ fn describe(event: &StoredEvent) -> String {
             }
             text
         }
+        EventKind::ChangeProposed(p) => format!(
+            "commit {} pushed to {}, draft pull request #{} {}",
+            short(&p.head_sha, 12),
+            p.branch,
+            p.pr_number,
+            p.pr_url
+        ),
         EventKind::ChangePublished(c) => format!(
             "branch {} commit {} ({} file(s)), patch {}",
             c.branch,

@@ -34,6 +34,10 @@ fn created(budget: BudgetSpec) -> EventKind {
         requested_as: None,
         codeowners_warnings: Vec::new(),
         remote: None,
+        goal: None,
+        source: None,
+        follows: None,
+        github: None,
     })
 }
 

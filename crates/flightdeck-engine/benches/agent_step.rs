@@ -398,6 +398,46 @@ impl EventStore for CountingStore {
         self.inner.release_feed_reader(reader, owner).await
     }
 
+    async fn record_delivery(
+        &self,
+        id: &str,
+        event: &str,
+        body: &[u8],
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_delivery(id, event, body, now_ms).await
+    }
+
+    async fn pending_deliveries(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<flightdeck_store::GitHubDelivery>, StoreError> {
+        self.inner.pending_deliveries(now_ms, limit).await
+    }
+
+    async fn finish_delivery(
+        &self,
+        id: &str,
+        outcome: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.finish_delivery(id, outcome, now_ms).await
+    }
+
+    async fn retry_delivery(
+        &self,
+        id: &str,
+        error: &str,
+        retry_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.inner.retry_delivery(id, error, retry_at_ms).await
+    }
+
+    async fn delivery_outcome(&self, id: &str) -> Result<Option<String>, StoreError> {
+        self.inner.delivery_outcome(id).await
+    }
+
     async fn post_input(&self, input: NewInput) -> Result<i64, StoreError> {
         self.inner.post_input(input).await
     }
@@ -589,6 +629,7 @@ fn request(repo: &Path, name: &str) -> CreateMission {
         codeowners: None,
         base_commit: None,
         remote: None,
+        origin: Default::default(),
     }
 }
 

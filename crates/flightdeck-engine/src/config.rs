@@ -180,6 +180,9 @@ pub struct Ports {
     pub workspaces: Arc<dyn WorkspaceProvider>,
     /// Where a mission's repository is on this machine.
     pub repos: Arc<dyn crate::ports::RepoPort>,
+    /// Where missions from GitHub propose their change ([`crate::ports::NoForge`] unless the
+    /// installation configures `[github]`).
+    pub forge: Arc<dyn crate::ports::Forge>,
 }
 
 impl Ports {
@@ -194,6 +197,7 @@ impl Ports {
             models: Arc::new(LiveModels),
             workspaces,
             repos: Arc::new(crate::ports::RecordedRepo),
+            forge: Arc::new(crate::ports::NoForge),
         }
     }
 }

@@ -48,6 +48,40 @@ pub struct CreateMission {
     /// The URL the repository was fetched from, without credentials (recorded so that a
     /// worker elsewhere can fetch it too).
     pub remote: Option<String>,
+    /// Who asked, where, and for what, beyond the template (GitHub's issues and reviews).
+    pub origin: MissionOrigin,
+}
+
+/// Where a mission request came from, when it says more than the template: recorded in
+/// `mission.created` as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MissionOrigin {
+    /// Replaces the template's goal.
+    pub goal: Option<String>,
+    pub source: Option<flightdeck_core::event::MissionSource>,
+    /// The mission this one follows up.
+    pub follows: Option<String>,
+    pub github: Option<flightdeck_core::event::GitHubOrigin>,
+}
+
+impl MissionOrigin {
+    /// The origin a recorded mission was created with (a replay asks for the same).
+    pub fn of(created: &MissionCreated) -> MissionOrigin {
+        MissionOrigin {
+            goal: created.goal.clone(),
+            source: created.source,
+            follows: created.follows.clone(),
+            github: created.github.as_deref().cloned(),
+        }
+    }
+
+    /// Only where the request came from (the command line, the API).
+    pub fn from_source(source: flightdeck_core::event::MissionSource) -> MissionOrigin {
+        MissionOrigin {
+            source: Some(source),
+            ..MissionOrigin::default()
+        }
+    }
 }
 
 /// What `flightdeck fork` asks for.
@@ -202,6 +236,10 @@ impl Engine {
             requested_as,
             codeowners_warnings,
             remote: request.remote.clone(),
+            goal: request.origin.goal.clone(),
+            source: request.origin.source,
+            follows: request.origin.follows.clone(),
+            github: request.origin.github.clone().map(Box::new),
         };
         let mut log = MissionLog::new(self.shared.sink(), request.id.as_str());
         if held {

@@ -50,6 +50,10 @@ pub enum EngineError {
         name: String,
         why: String,
     },
+    /// Proposing a change on GitHub failed (the push, the pull request), or cannot be done
+    /// here.
+    #[error("{0}")]
+    Forge(String),
     #[error("cannot fork: {0}")]
     BadFork(String),
     /// A replay stopped the engine (where the recording was interrupted, or diverged).

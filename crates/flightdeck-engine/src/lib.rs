@@ -41,7 +41,7 @@ pub use config::{
 };
 pub use container::{container_name, INSTALLATION_LABEL, MISSION_LABEL};
 pub use driver::Applied;
-pub use engine::{CreateMission, Engine, ForkMission, RepoFile};
+pub use engine::{CreateMission, Engine, ForkMission, MissionOrigin, RepoFile};
 pub use error::EngineError;
 pub use inputs::{Foreign, Refusal, Vote};
 pub use log::{load, projection_columns};

@@ -131,6 +131,57 @@ pub trait Publisher: Send + Sync {
     async fn commit(&self, worktree: &Worktree, commit: &Commit) -> Result<Committed, EngineError>;
 }
 
+/// What a mission from GitHub proposes before its publish gate: the commit on the mission's
+/// local branch, pushed to the repository, and a draft pull request for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal {
+    pub origin: flightdeck_core::event::GitHubOrigin,
+    /// The mission's id (`flightdeck/<mission>` is the branch pushed, unless the origin names
+    /// a follow-up's branch).
+    pub mission: String,
+    /// The URL the mission's repository was fetched from (`mission.created.remote`).
+    pub remote: Option<String>,
+    /// The commit to push (on the mission's local branch).
+    pub commit: String,
+    pub tree: String,
+    /// The head this mission proposed before (a resume proposing a new tree): the only
+    /// head a follow-up may replace on the branch people review.
+    pub previous_head: Option<String>,
+    /// The pull request's title and body (the PR description so far).
+    pub title: String,
+    pub body: String,
+}
+
+/// Where a mission's change is proposed for review before it is published (GitHub).
+#[async_trait]
+pub trait Forge: Send + Sync {
+    /// Pushes the commit and opens a draft pull request, or finds the one already open for
+    /// the branch (a resume proposes again): idempotent.
+    async fn propose(
+        &self,
+        worktree: &Worktree,
+        proposal: &Proposal,
+    ) -> Result<flightdeck_core::event::ChangeProposed, EngineError>;
+}
+
+/// No forge configured: a mission from GitHub cannot publish on this process.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoForge;
+
+#[async_trait]
+impl Forge for NoForge {
+    async fn propose(
+        &self,
+        _worktree: &Worktree,
+        proposal: &Proposal,
+    ) -> Result<flightdeck_core::event::ChangeProposed, EngineError> {
+        Err(EngineError::Forge(format!(
+            "mission {} came from GitHub ({}), but this process has no [github] in its config, so it cannot push the change or open its pull request",
+            proposal.mission, proposal.origin.repository
+        )))
+    }
+}
+
 /// The installation's secrets, for the commands allowed to have them.
 pub trait SecretPort: Send + Sync {
     /// `NAME=value` of the named secrets. A secret that became unreadable since the mission

@@ -92,7 +92,14 @@ pub fn render_pr_description(ctx: &PrContext<'_>) -> String {
         .as_deref()
         .filter(|g| !g.trim().is_empty())
     {
-        let _ = writeln!(out, "{}\n", goal.trim());
+        // A goal from GitHub (an issue, review comments) is anyone's text: escaped, so it
+        // cannot forge the description's own sections; a template's is its author's.
+        let from_outside = state.created.as_ref().is_some_and(|c| c.goal.is_some());
+        if from_outside {
+            let _ = writeln!(out, "{}\n", escaped(goal, ""));
+        } else {
+            let _ = writeln!(out, "{}\n", goal.trim());
+        }
     }
     let _ = writeln!(out, "| | |\n|---|---|");
     let _ = writeln!(out, "| Mission | `{}` |", state.id);

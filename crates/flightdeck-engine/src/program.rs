@@ -507,6 +507,27 @@ impl Driver {
                 approved_writes: &approved_writes,
             },
         );
+        // A mission from GitHub proposes its change first (the commit pushed, a draft pull
+        // request opened), so that its publish gate is a check run on that pull request's
+        // head, and approvals bind to that commit.
+        let needs_proposal = place.created.github.is_some()
+            && !matches!(
+                next,
+                Next::Wait
+                    | Next::Done { .. }
+                    | Next::NeedDiff
+                    | Next::Reject { .. }
+                    | Next::Stop { .. }
+            )
+            && self
+                .log
+                .state()
+                .proposed
+                .as_ref()
+                .is_none_or(|p| p.tree != current.tree);
+        if needs_proposal {
+            self.propose(place, &current).await?;
+        }
         let mut events = match next {
             Next::Run { events, .. } => events,
             Next::Wait | Next::Done { .. } | Next::NeedDiff | Next::Reject { .. } => return Ok(()),
@@ -533,41 +554,90 @@ impl Driver {
             }
         };
         let tree = current.tree.clone();
-        let files: Vec<FileChange> = current
-            .files
-            .iter()
-            .map(|f| FileChange {
-                path: f.path.clone(),
-                status: f.status.clone(),
-                added: f.added,
-                removed: f.removed,
-            })
-            .collect();
+        let files = file_changes(&current);
         let id = MissionId::parse(self.log.id()).unwrap_or_else(|| MissionId::from_parts(0, 0));
         let branch = id.branch();
         let title = place.template.title();
+        let committed = self.commit_tree(place, &tree, &mut events).await?;
+        let patch = match committed.patch {
+            crate::ports::PatchBytes::Bytes(bytes) => self.log.put_artifact(&bytes).await?,
+            crate::ports::PatchBytes::Recorded(digest) => digest,
+        };
+        // The description reports the publish decision too, which is appended with it.
+        let mut preview = self.log.state().clone();
+        for kind in &events {
+            let _ = preview.apply(preview.events + 1, preview.last_at_ms, kind);
+        }
+        let plan = self.plan_of().await?;
+        let classes = self.classes_of(place, &files);
+        let description = render_pr_description(&PrContext {
+            state: &preview,
+            template: &place.template,
+            title: &title,
+            branch: &branch,
+            commit: &committed.commit,
+            files: &files,
+            plan: plan.as_deref(),
+            classes: &classes,
+        });
+        let pr_description = self.log.put_artifact(description.as_bytes()).await?;
+        let summary = format!("published {} file(s) on branch {branch}", files.len());
+        events.extend([
+            EventKind::ChangePublished(ChangePublished {
+                branch,
+                commit: committed.commit,
+                patch,
+                pr_description,
+                pr_url: self.log.state().proposed.as_ref().map(|p| p.pr_url.clone()),
+                files,
+            }),
+            EventKind::MissionFinished(MissionFinished {
+                status: MissionStatus::Succeeded,
+                error: None,
+                summary: Some(summary),
+            }),
+        ]);
+        self.log.append(events).await?;
+        self.remove_workspace().await;
+        Ok(())
+    }
+
+    /// Records what is committed (once per tree: a resume makes the very same commit) and
+    /// has the publisher write it on the mission's branch. `events` (the publish decision,
+    /// when there is one) are appended with the record.
+    async fn commit_tree(
+        &mut self,
+        place: &Place,
+        tree: &str,
+        events: &mut Vec<EventKind>,
+    ) -> Result<crate::ports::Committed, Halt> {
+        let id = MissionId::parse(self.log.id()).unwrap_or_else(|| MissionId::from_parts(0, 0));
         // What is committed is decided and recorded first: the commit's date is the time
         // of this record, so the same timeline makes the same commit, and a resume after a
         // crash between the record and the branch finds the branch already right.
         let (committing, recorded_at) = match self.log.state().committing.clone() {
             Some(committing) if committing.tree == tree => {
+                if !events.is_empty() {
+                    self.log.append(std::mem::take(events)).await?;
+                }
                 let recorded_at = self.log.last_stored_of_type("change.committing").await?;
                 (committing, recorded_at)
             }
             _ => {
                 let committing = ChangeCommitting {
-                    branch: branch.clone(),
-                    tree: tree.clone(),
+                    branch: id.branch(),
+                    tree: tree.to_string(),
                     message: commit_message(
-                        &title,
+                        &place.template.title(),
                         place.template.goal.as_deref(),
                         self.log.id(),
                         &place.created.requested_by,
+                        self.co_author(&place.created).as_deref(),
                     ),
                     date_s: self.log.now_ms().div_euclid(1000),
                 };
                 events.push(EventKind::ChangeCommitting(committing.clone()));
-                let stored = self.log.append(std::mem::take(&mut events)).await?;
+                let stored = self.log.append(std::mem::take(events)).await?;
                 (committing, stored.last().cloned())
             }
         };
@@ -587,17 +657,75 @@ impl Driver {
                 publisher.commit(&place.worktree, &commit),
             )
             .await??;
-        let patch = match committed.patch {
-            crate::ports::PatchBytes::Bytes(bytes) => self.log.put_artifact(&bytes).await?,
-            crate::ports::PatchBytes::Recorded(digest) => digest,
+        Ok(committed)
+    }
+
+    /// The requester of a mission from GitHub, as the commit's co-author: by GitHub's
+    /// no-reply address for the login (GitHub credits the account by it, and no address of
+    /// the installation's people reaches a possibly public repository).
+    fn co_author(&self, created: &MissionCreated) -> Option<String> {
+        let github = created.github.as_ref()?;
+        let login = github.requested_by_login.trim_start_matches('@');
+        Some(format!("{login} <{login}@users.noreply.github.com>"))
+    }
+
+    /// Commits the change and proposes it on GitHub (push, draft pull request), recording
+    /// `change.proposed`.
+    async fn propose(&mut self, place: &Place, current: &CurrentDiff) -> Result<(), Halt> {
+        let Some(origin) = place.created.github.as_deref().cloned() else {
+            return Ok(());
         };
-        // The description reports the publish decision too, which is appended with it.
-        let mut preview = self.log.state().clone();
-        for kind in &events {
-            let _ = preview.apply(preview.events + 1, preview.last_at_ms, kind);
-        }
+        let mut none = Vec::new();
+        let committed = self.commit_tree(place, &current.tree, &mut none).await?;
+        let title = place.template.title();
+        let id = MissionId::parse(self.log.id()).unwrap_or_else(|| MissionId::from_parts(0, 0));
+        let files = file_changes(current);
         let plan = self.plan_of().await?;
-        let classes: BTreeMap<String, Vec<String>> = files
+        let classes = self.classes_of(place, &files);
+        let body = render_pr_description(&PrContext {
+            state: self.log.state(),
+            template: &place.template,
+            title: &title,
+            branch: &id.branch(),
+            commit: &committed.commit,
+            files: &files,
+            plan: plan.as_deref(),
+            classes: &classes,
+        });
+        let proposal = crate::ports::Proposal {
+            origin,
+            mission: self.log.id().to_string(),
+            remote: place.created.remote.clone(),
+            commit: committed.commit.clone(),
+            tree: current.tree.clone(),
+            previous_head: self
+                .log
+                .state()
+                .proposed
+                .as_ref()
+                .map(|p| p.head_sha.clone()),
+            title,
+            body,
+        };
+        let forge = self.shared.cfg.ports.forge.clone();
+        let proposed = self
+            .perform(
+                Running {
+                    call_id: PUBLISH_GATE,
+                    label: "proposing the change on GitHub",
+                },
+                forge.propose(&place.worktree, &proposal),
+            )
+            .await??;
+        self.log
+            .append(vec![EventKind::ChangeProposed(proposed)])
+            .await?;
+        Ok(())
+    }
+
+    /// The policy's classes of each changed file, as the PR description lists them.
+    fn classes_of(&self, place: &Place, files: &[FileChange]) -> BTreeMap<String, Vec<String>> {
+        files
             .iter()
             .map(|f| {
                 let classes = place.gates.policy.classes_of(&f.path);
@@ -606,37 +734,7 @@ impl Driver {
                     classes.into_iter().map(str::to_string).collect(),
                 )
             })
-            .collect();
-        let description = render_pr_description(&PrContext {
-            state: &preview,
-            template: &place.template,
-            title: &title,
-            branch: &branch,
-            commit: &committed.commit,
-            files: &files,
-            plan: plan.as_deref(),
-            classes: &classes,
-        });
-        let pr_description = self.log.put_artifact(description.as_bytes()).await?;
-        let summary = format!("published {} file(s) on branch {branch}", files.len());
-        events.extend([
-            EventKind::ChangePublished(ChangePublished {
-                branch,
-                commit: committed.commit,
-                patch,
-                pr_description,
-                pr_url: None,
-                files,
-            }),
-            EventKind::MissionFinished(MissionFinished {
-                status: MissionStatus::Succeeded,
-                error: None,
-                summary: Some(summary),
-            }),
-        ]);
-        self.log.append(events).await?;
-        self.remove_workspace().await;
-        Ok(())
+            .collect()
     }
 
     /// Removes the mission's workspace (worktree, HOME, container). Called when a mission
@@ -727,7 +825,13 @@ fn with_timeline_trailers(message: &str, committing: Option<&StoredEvent>) -> St
     }
 }
 
-fn commit_message(title: &str, goal: Option<&str>, mission: &str, requested_by: &str) -> String {
+fn commit_message(
+    title: &str,
+    goal: Option<&str>,
+    mission: &str,
+    requested_by: &str,
+    co_author: Option<&str>,
+) -> String {
     let mut message = format!("{title}\n\n");
     if let Some(goal) = goal.filter(|g| !g.trim().is_empty()) {
         message.push_str(goal.trim());
@@ -736,7 +840,26 @@ fn commit_message(title: &str, goal: Option<&str>, mission: &str, requested_by: 
     message.push_str(&format!(
         "Flightdeck-Mission: {mission}\nRequested-by: {requested_by}\n"
     ));
+    if let Some(co_author) = co_author {
+        // One line, whatever the login or the email hold: a trailer cannot be split.
+        let co_author: String = co_author.chars().filter(|c| !c.is_control()).collect();
+        message.push_str(&format!("Co-authored-by: {co_author}\n"));
+    }
     message
+}
+
+/// The files a diff changes, as `change.published` lists them.
+fn file_changes(current: &CurrentDiff) -> Vec<FileChange> {
+    current
+        .files
+        .iter()
+        .map(|f| FileChange {
+            path: f.path.clone(),
+            status: f.status.clone(),
+            added: f.added,
+            removed: f.removed,
+        })
+        .collect()
 }
 
 /// Whether the worktree holds only what the repository and the template's own steps made: no

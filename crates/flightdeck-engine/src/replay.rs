@@ -471,6 +471,14 @@ impl Replay {
     }
 
     /// The commit and patch the recording published (the replay commits nothing).
+    /// The recorded proposal of `tree` (a mission proposes again when its tree changed).
+    pub(crate) fn proposed(&self, tree: &str) -> Option<flightdeck_core::event::ChangeProposed> {
+        self.recorded.iter().find_map(|e| match e.kind() {
+            Ok(EventKind::ChangeProposed(p)) if p.tree == tree => Some(p),
+            _ => None,
+        })
+    }
+
     pub(crate) fn published(&self) -> (String, Digest) {
         self.recorded
             .iter()
@@ -1115,6 +1123,48 @@ impl EventStore for ReplayStore {
         Err(replay_error("a replay holds no feed readers"))
     }
 
+    /// GitHub deliveries are the server's state, not a mission's: a replay records none.
+    async fn record_delivery(
+        &self,
+        _id: &str,
+        _event: &str,
+        _body: &[u8],
+        _now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        Err(replay_error("a replay records no GitHub deliveries"))
+    }
+
+    /// A replay has recorded none, so none is pending.
+    async fn pending_deliveries(
+        &self,
+        _now_ms: i64,
+        _limit: usize,
+    ) -> Result<Vec<flightdeck_store::GitHubDelivery>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    async fn finish_delivery(
+        &self,
+        _id: &str,
+        _outcome: &str,
+        _now_ms: i64,
+    ) -> Result<(), StoreError> {
+        Err(replay_error("a replay handles no GitHub deliveries"))
+    }
+
+    async fn retry_delivery(
+        &self,
+        _id: &str,
+        _error: &str,
+        _retry_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        Err(replay_error("a replay handles no GitHub deliveries"))
+    }
+
+    async fn delivery_outcome(&self, _id: &str) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
+
     // The replay's inbox is the recording: what other processes asked of the mission (a
     // vote, a budget raise, a cancel) is given to the replayed driver as an input where the
     // recording has it, and the driver records it again (compared like every event).
@@ -1563,6 +1613,9 @@ fn replay_ports(
             recorded: replay.recorded_provisioned(),
         }),
         repos: Arc::new(crate::ports::RecordedRepo),
+        forge: Arc::new(ReplayForge {
+            replay: replay.clone(),
+        }),
     }
 }
 
@@ -1630,6 +1683,26 @@ impl crate::ports::Publisher for ReplayPublisher {
         Ok(crate::ports::Committed {
             commit,
             patch: crate::ports::PatchBytes::Recorded(patch),
+        })
+    }
+}
+
+/// A replay pushes nothing: the proposal is the recorded one.
+struct ReplayForge {
+    replay: Arc<Replay>,
+}
+
+#[async_trait]
+impl crate::ports::Forge for ReplayForge {
+    async fn propose(
+        &self,
+        _worktree: &Worktree,
+        proposal: &crate::ports::Proposal,
+    ) -> Result<flightdeck_core::event::ChangeProposed, EngineError> {
+        self.replay.proposed(&proposal.tree).ok_or_else(|| {
+            EngineError::Forge(
+                "the replayed mission proposes a change on GitHub, but the recorded timeline has no change.proposed of that tree".to_string(),
+            )
         })
     }
 }

@@ -184,6 +184,11 @@ impl Shared {
         let template = Template::parse(&created.template, &created.template, &source)?;
         let id = MissionId::parse(&state.id).unwrap_or_else(|| MissionId::from_parts(0, 0));
         let mut rendered = template.render(&created.params, &id)?;
+        // A request from GitHub says what it wants in the issue (or the review): that is
+        // the goal, not the template's.
+        if let Some(goal) = created.goal.as_ref().filter(|g| !g.trim().is_empty()) {
+            rendered.template.goal = Some(goal.clone());
+        }
         // A fork may run on another model: it replaces the pin, and its fallbacks go.
         if let Some(pin) = state.forked.as_ref().and_then(|f| f.model.clone()) {
             let spec = rendered.template.model.get_or_insert_with(|| {

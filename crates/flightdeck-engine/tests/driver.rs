@@ -157,6 +157,7 @@ fn request(repo: &TestRepo, template: &str, policy: &str) -> CreateMission {
         codeowners: None,
         base_commit: None,
         remote: None,
+        origin: Default::default(),
     }
 }
 

@@ -325,6 +325,7 @@ fn request(repo: &Path, id: Option<MissionId>) -> CreateMission {
         codeowners: None,
         base_commit: None,
         remote: None,
+        origin: Default::default(),
     }
 }
 

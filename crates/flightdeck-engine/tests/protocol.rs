@@ -115,6 +115,10 @@ impl Given {
             requested_as: None,
             codeowners_warnings: Vec::new(),
             remote: None,
+            goal: None,
+            source: None,
+            follows: None,
+            github: None,
         }));
         given.push(EventKind::WorkspaceProvisioned(WorkspaceProvisioned {
             runtime: "local".into(),

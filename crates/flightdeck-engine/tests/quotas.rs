@@ -91,6 +91,7 @@ fn request(repo: &TestRepo, n: u128) -> CreateMission {
         codeowners: None,
         base_commit: None,
         remote: None,
+        origin: Default::default(),
     }
 }
 

@@ -29,6 +29,10 @@ fn created() -> EventKind {
         requested_as: None,
         codeowners_warnings: Vec::new(),
         remote: None,
+        goal: None,
+        source: None,
+        follows: None,
+        github: None,
     })
 }
 

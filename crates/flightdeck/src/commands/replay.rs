@@ -172,7 +172,17 @@ pub async fn replay(
             }
         },
     };
-    let (policy_path, policy_source, codeowners) = policy_today(&repo_root)?;
+    // A repository fetched by URL lives in a bare cache with no files to read today: its
+    // policy and CODEOWNERS are read at the mission's base commit there.
+    let (policy_path, policy_source, codeowners) = if created.remote.is_some()
+        && !repo_root.join(".flightdeck").exists()
+        && repo_root.join("HEAD").is_file()
+    {
+        let at = flightdeck_app::intake::policy_at(&repo_root, &created.base_commit)?;
+        (at.origin, at.source, at.codeowners)
+    } else {
+        policy_today(&repo_root)?
+    };
     let mission_id = MissionId::parse(&id).ok_or_else(|| {
         CliError::bad_input(format!("`{id}` is not a mission id flightdeck made"), None)
     })?;
@@ -190,6 +200,7 @@ pub async fn replay(
         codeowners,
         base_commit: Some(created.base_commit.clone()),
         remote: created.remote.clone(),
+        origin: flightdeck_engine::MissionOrigin::of(&created),
     };
     let mode = if reexecute {
         ReplayMode::Reexecute
