@@ -21,7 +21,10 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::client::{decode, GitHubClient, GitHubError, Request};
-use crate::types::{CheckRun, Comment, Installation, Issue, PullRequest, Repository, Review};
+use crate::types::{
+    AsSent, CheckRun, Comment, GitCommit, Installation, Issue, IssueEvent, PullRequest, Repository,
+    Review, ReviewComment,
+};
 
 /// The longest comment or pull request body GitHub takes (characters).
 pub const MAX_BODY_CHARS: usize = 65_536;
@@ -126,6 +129,25 @@ pub struct PullRequestUpdate {
 pub enum PullRequestState {
     Open,
     Closed,
+}
+
+/// Which pull requests a list shows, by state (`state=` of `GET /repos/{owner}/{repo}/pulls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullRequestStateFilter {
+    Open,
+    Closed,
+    /// Open and closed (merged included).
+    All,
+}
+
+impl PullRequestStateFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullRequestStateFilter::Open => "open",
+            PullRequestStateFilter::Closed => "closed",
+            PullRequestStateFilter::All => "all",
+        }
+    }
 }
 
 /// A check run's `status`.
@@ -284,7 +306,7 @@ struct RawPermission {
 
 #[derive(Deserialize)]
 struct RawRepositories {
-    repositories: Vec<Repository>,
+    repositories: Vec<AsSent<Repository>>,
 }
 
 impl GitHubClient {
@@ -422,6 +444,49 @@ impl GitHubClient {
         self.installation_json(installation_id, &request).await
     }
 
+    /// `GET /repos/{owner}/{repo}/pulls/{number}`.
+    pub async fn get_pull_request(
+        &self,
+        installation_id: u64,
+        owner: &str,
+        repo: &str,
+        number: u64,
+    ) -> Result<PullRequest, GitHubError> {
+        let number = number.to_string();
+        let url = self.endpoint(&["repos", owner, repo, "pulls", &number], &[])?;
+        self.installation_json(installation_id, &get(url)).await
+    }
+
+    /// `GET /repos/{owner}/{repo}/pulls?head={head}&state={state}`, newest first (all
+    /// pages): the pull requests from one branch, to find the one already opened for it
+    /// before opening another. `head` is `owner:branch` (the owner of the head's
+    /// repository); GitHub silently ignores a `head` without the owner and lists every pull
+    /// request, so one without `:` is [`GitHubError::InvalidArgument`].
+    pub async fn list_pulls_by_head(
+        &self,
+        installation_id: u64,
+        owner: &str,
+        repo: &str,
+        head: &str,
+        state: PullRequestStateFilter,
+    ) -> Result<Vec<PullRequest>, GitHubError> {
+        match head.split_once(':') {
+            Some((head_owner, branch)) if !head_owner.is_empty() && !branch.is_empty() => {}
+            _ => {
+                return Err(GitHubError::InvalidArgument {
+                    what: format!("a pull request head {head:?} that is not `owner:branch`"),
+                })
+            }
+        }
+        self.pages(
+            Some(installation_id),
+            &["repos", owner, repo, "pulls"],
+            &[("head", head), ("state", state.as_str())],
+            |page: Vec<PullRequest>| page,
+        )
+        .await
+    }
+
     /// Marks a draft pull request ready for review. REST has no endpoint for it: this is
     /// GraphQL's `markPullRequestReadyForReview(input: {pullRequestId})`, posted to
     /// [`GitHubClient::graphql_url`]; `node_id` is the pull request's
@@ -498,14 +563,73 @@ impl GitHubClient {
         repo: &str,
         number: u64,
     ) -> Result<Vec<Review>, GitHubError> {
+        let reviews = self
+            .list_reviews_as_sent(installation_id, owner, repo, number)
+            .await?;
+        Ok(reviews.into_iter().map(|r| r.value).collect())
+    }
+
+    /// [`GitHubClient::list_reviews`], each review also as GitHub sent it (poll mode makes
+    /// `pull_request_review` payloads of them). The REST API spells states in upper case
+    /// (`APPROVED`), webhooks in lower case.
+    pub async fn list_reviews_as_sent(
+        &self,
+        installation_id: u64,
+        owner: &str,
+        repo: &str,
+        number: u64,
+    ) -> Result<Vec<AsSent<Review>>, GitHubError> {
         let number = number.to_string();
         self.pages(
             Some(installation_id),
             &["repos", owner, repo, "pulls", &number, "reviews"],
             &[],
-            |page: Vec<Review>| page,
+            |page: Vec<AsSent<Review>>| page,
         )
         .await
+    }
+
+    /// `GET /repos/{owner}/{repo}/pulls/{number}/reviews/{review_id}/comments`, oldest first
+    /// (all pages): a review's inline comments (file, line, text, author), what a follow-up
+    /// is made of. [`ReviewComment::line`] may be `None` (a comment on a whole file, an
+    /// outdated one); fall back to [`ReviewComment::original_line`] or the file.
+    pub async fn list_review_comments(
+        &self,
+        installation_id: u64,
+        owner: &str,
+        repo: &str,
+        number: u64,
+        review_id: u64,
+    ) -> Result<Vec<ReviewComment>, GitHubError> {
+        let number = number.to_string();
+        let review_id = review_id.to_string();
+        self.pages(
+            Some(installation_id),
+            &[
+                "repos", owner, repo, "pulls", &number, "reviews", &review_id, "comments",
+            ],
+            &[],
+            |page: Vec<ReviewComment>| page,
+        )
+        .await
+    }
+
+    /// `GET /repos/{owner}/{repo}/git/commits/{sha}`: the commit (its tree, parents,
+    /// message), or `None` when the repository has no such commit (404; e.g. not pushed
+    /// yet). `sha` is the full 40-hex-digit id.
+    pub async fn get_commit(
+        &self,
+        installation_id: u64,
+        owner: &str,
+        repo: &str,
+        sha: &str,
+    ) -> Result<Option<GitCommit>, GitHubError> {
+        let url = self.endpoint(&["repos", owner, repo, "git", "commits", sha], &[])?;
+        match self.installation_json(installation_id, &get(url)).await {
+            Ok(commit) => Ok(Some(commit)),
+            Err(GitHubError::Api { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `GET /repos/{owner}/{repo}/contents/{path}?ref={git_ref}`: the file's bytes (base64
@@ -575,6 +699,18 @@ impl GitHubClient {
         &self,
         installation_id: u64,
     ) -> Result<Vec<Repository>, GitHubError> {
+        let repositories = self
+            .list_installation_repositories_as_sent(installation_id)
+            .await?;
+        Ok(repositories.into_iter().map(|r| r.value).collect())
+    }
+
+    /// [`GitHubClient::list_installation_repositories`], each repository also as GitHub
+    /// sent it: the `repository` of the payloads poll mode makes.
+    pub async fn list_installation_repositories_as_sent(
+        &self,
+        installation_id: u64,
+    ) -> Result<Vec<AsSent<Repository>>, GitHubError> {
         self.pages(
             Some(installation_id),
             &["installation", "repositories"],
@@ -612,6 +748,112 @@ impl GitHubClient {
             &["repos", owner, repo, "issues"],
             &query,
             |page: Vec<Issue>| page,
+        )
+        .await
+    }
+
+    /// Poll mode's question for labels: `GET /repos/{owner}/{repo}/issues?state=open
+    /// &sort=updated&direction=asc&since={since}`, the open issues (pull requests among
+    /// them, [`Issue::is_pull_request`]) updated at or after `since` (RFC 3339), least
+    /// recently updated first, so that a list cut at [`MAX_PAGES`] ends at the latest
+    /// update it read and the next question can start there. Not filtered by label: the
+    /// API matches label names exactly, and a trigger label is any `PREFIX:TEMPLATE`.
+    pub async fn list_issues_updated_since(
+        &self,
+        installation_id: u64,
+        owner: &str,
+        repo: &str,
+        since: &str,
+    ) -> Result<Vec<AsSent<Issue>>, GitHubError> {
+        self.pages(
+            Some(installation_id),
+            &["repos", owner, repo, "issues"],
+            &[
+                ("state", "open"),
+                ("sort", "updated"),
+                ("direction", "asc"),
+                ("since", since),
+            ],
+            |page: Vec<AsSent<Issue>>| page,
+        )
+        .await
+    }
+
+    /// `GET /repos/{owner}/{repo}/issues/{number}`: an issue (or a pull request seen as
+    /// one), as GitHub sent it.
+    pub async fn get_issue(
+        &self,
+        installation_id: u64,
+        owner: &str,
+        repo: &str,
+        number: u64,
+    ) -> Result<AsSent<Issue>, GitHubError> {
+        let number = number.to_string();
+        let url = self.endpoint(&["repos", owner, repo, "issues", &number], &[])?;
+        self.installation_json(installation_id, &get(url)).await
+    }
+
+    /// `GET /repos/{owner}/{repo}/issues/{number}/events`, oldest first (at most
+    /// [`MAX_PAGES`] pages): who labelled the issue, which the issue does not say. A
+    /// `labeled` event carries the label's name and colour only; the whole label is in the
+    /// issue's `labels`.
+    pub async fn list_issue_events(
+        &self,
+        installation_id: u64,
+        owner: &str,
+        repo: &str,
+        number: u64,
+    ) -> Result<Vec<AsSent<IssueEvent>>, GitHubError> {
+        let number = number.to_string();
+        self.pages(
+            Some(installation_id),
+            &["repos", owner, repo, "issues", &number, "events"],
+            &[],
+            |page: Vec<AsSent<IssueEvent>>| page,
+        )
+        .await
+    }
+
+    /// Poll mode's question for commands: `GET /repos/{owner}/{repo}/issues/comments
+    /// ?sort=updated&direction=asc&since={since}`, the comments on every issue and pull
+    /// request of the repository updated at or after `since` (RFC 3339), least recently
+    /// updated first. An edited comment is listed again: tell new ones by
+    /// [`Comment::created_at`]; [`Comment::issue_number`] says where each is.
+    pub async fn list_issue_comments_since(
+        &self,
+        installation_id: u64,
+        owner: &str,
+        repo: &str,
+        since: &str,
+    ) -> Result<Vec<AsSent<Comment>>, GitHubError> {
+        self.pages(
+            Some(installation_id),
+            &["repos", owner, repo, "issues", "comments"],
+            &[("sort", "updated"), ("direction", "asc"), ("since", since)],
+            |page: Vec<AsSent<Comment>>| page,
+        )
+        .await
+    }
+
+    /// `GET /repos/{owner}/{repo}/pulls?state={state}&sort=updated&direction=desc`, the
+    /// most recently updated first (so a list cut at [`MAX_PAGES`] drops the stalest), each
+    /// as GitHub sent it (the "simple" pull request that webhooks about reviews carry).
+    pub async fn list_pulls(
+        &self,
+        installation_id: u64,
+        owner: &str,
+        repo: &str,
+        state: PullRequestStateFilter,
+    ) -> Result<Vec<AsSent<PullRequest>>, GitHubError> {
+        self.pages(
+            Some(installation_id),
+            &["repos", owner, repo, "pulls"],
+            &[
+                ("state", state.as_str()),
+                ("sort", "updated"),
+                ("direction", "desc"),
+            ],
+            |page: Vec<AsSent<PullRequest>>| page,
         )
         .await
     }

@@ -2,8 +2,37 @@
 //! JSON GitHub sends, whether in a webhook payload or a REST answer (the shapes are the
 //! same), and ignores every other field.
 
-use serde::de::IgnoredAny;
-use serde::Deserialize;
+use std::ops::Deref;
+
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// An object read as `T` and also kept whole, as GitHub sent it. Poll mode builds the
+/// webhook payloads GitHub would have sent from REST answers, and a webhook carries the
+/// whole objects, not the few fields `T` reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsSent<T> {
+    pub value: T,
+    /// The object exactly as GitHub sent it.
+    pub json: Value,
+}
+
+impl<T> Deref for AsSent<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for AsSent<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let json = Value::deserialize(deserializer)?;
+        let value = T::deserialize(&json).map_err(serde::de::Error::custom)?;
+        Ok(AsSent { value, json })
+    }
+}
 
 /// A user, bot or organisation (`login`, `id`, `type`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -22,6 +51,19 @@ struct RawUser {
     id: u64,
     #[serde(rename = "type", default)]
     kind: Option<String>,
+}
+
+impl User {
+    /// Who GitHub shows in place of a deleted account (`@ghost`): the REST API sends
+    /// `"user": null` for it on issues, comments and pull requests, and one such object
+    /// must not make a whole list unreadable.
+    pub fn ghost() -> User {
+        User {
+            login: "ghost".to_string(),
+            id: 0,
+            is_bot: false,
+        }
+    }
 }
 
 impl From<RawUser> for User {
@@ -46,6 +88,9 @@ pub struct Repository {
     pub full_name: String,
     pub private: bool,
     pub default_branch: Option<String>,
+    /// Where git fetches and pushes it over HTTPS (absent from the short repository
+    /// objects of `installation` events).
+    pub clone_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +102,7 @@ struct RawRepository {
     private: bool,
     owner: Option<User>,
     default_branch: Option<String>,
+    clone_url: Option<String>,
 }
 
 impl From<RawRepository> for Repository {
@@ -76,6 +122,7 @@ impl From<RawRepository> for Repository {
             full_name: raw.full_name,
             private: raw.private,
             default_branch: raw.default_branch,
+            clone_url: raw.clone_url,
         }
     }
 }
@@ -98,6 +145,7 @@ pub struct Issue {
     pub state: String,
     /// Label names, as they are now.
     pub labels: Vec<String>,
+    /// [`User::ghost`] when the account was deleted.
     pub author: User,
     pub is_pull_request: bool,
     pub html_url: Option<String>,
@@ -113,7 +161,7 @@ struct RawIssue {
     state: String,
     #[serde(default)]
     labels: Vec<RawLabel>,
-    user: User,
+    user: Option<User>,
     pull_request: Option<IgnoredAny>,
     html_url: Option<String>,
     updated_at: Option<String>,
@@ -127,7 +175,7 @@ impl From<RawIssue> for Issue {
             body: raw.body.unwrap_or_default(),
             state: raw.state,
             labels: raw.labels.into_iter().map(|l| l.name).collect(),
-            author: raw.user,
+            author: raw.user.unwrap_or_else(User::ghost),
             is_pull_request: raw.pull_request.is_some(),
             html_url: raw.html_url,
             updated_at: raw.updated_at,
@@ -141,20 +189,43 @@ impl From<RawIssue> for Issue {
 pub struct Comment {
     pub id: u64,
     pub body: String,
+    /// [`User::ghost`] when the account was deleted.
     pub author: User,
     /// `OWNER`, `MEMBER`, `COLLABORATOR`, `CONTRIBUTOR`, `NONE`…: a hint only; permission is
     /// checked through the API.
     pub author_association: Option<String>,
     pub html_url: Option<String>,
+    /// The API URL of the issue (or pull request) it is on; see [`Comment::issue_number`].
+    pub issue_url: Option<String>,
+    pub created_at: Option<String>,
+    /// Later than `created_at` once edited.
+    pub updated_at: Option<String>,
+}
+
+impl Comment {
+    /// The number of the issue or pull request the comment is on, read from the last
+    /// segment of `issue_url` (a comment carries no other reference to it).
+    pub fn issue_number(&self) -> Option<u64> {
+        self.issue_url
+            .as_deref()?
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()?
+            .parse()
+            .ok()
+    }
 }
 
 #[derive(Deserialize)]
 struct RawComment {
     id: u64,
     body: Option<String>,
-    user: User,
+    user: Option<User>,
     author_association: Option<String>,
     html_url: Option<String>,
+    issue_url: Option<String>,
+    created_at: Option<String>,
+    updated_at: Option<String>,
 }
 
 impl From<RawComment> for Comment {
@@ -162,9 +233,49 @@ impl From<RawComment> for Comment {
         Comment {
             id: raw.id,
             body: raw.body.unwrap_or_default(),
-            author: raw.user,
+            author: raw.user.unwrap_or_else(User::ghost),
             author_association: raw.author_association,
             html_url: raw.html_url,
+            issue_url: raw.issue_url,
+            created_at: raw.created_at,
+            updated_at: raw.updated_at,
+        }
+    }
+}
+
+/// An event of an issue's timeline (`GET /repos/{owner}/{repo}/issues/{n}/events`): who
+/// did what when. Poll mode reads `labeled` events for who added a label, which the issue
+/// itself does not say.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "RawIssueEvent")]
+pub struct IssueEvent {
+    pub id: u64,
+    /// `labeled`, `unlabeled`, `closed`, `renamed`…
+    pub event: String,
+    /// Who did it; `None` when the account was deleted.
+    pub actor: Option<User>,
+    /// The label's name, for `labeled` and `unlabeled`.
+    pub label: Option<String>,
+    pub created_at: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawIssueEvent {
+    id: u64,
+    event: String,
+    actor: Option<User>,
+    label: Option<RawLabel>,
+    created_at: Option<String>,
+}
+
+impl From<RawIssueEvent> for IssueEvent {
+    fn from(raw: RawIssueEvent) -> IssueEvent {
+        IssueEvent {
+            id: raw.id,
+            event: raw.event,
+            actor: raw.actor,
+            label: raw.label.map(|l| l.name),
+            created_at: raw.created_at,
         }
     }
 }
@@ -191,6 +302,7 @@ pub struct PullRequest {
     pub base_ref: String,
     pub base_sha: String,
     pub labels: Vec<String>,
+    /// [`User::ghost`] when the account was deleted.
     pub author: User,
     pub html_url: Option<String>,
 }
@@ -210,7 +322,7 @@ struct RawPullRequest {
     base: RawBranch,
     #[serde(default)]
     labels: Vec<RawLabel>,
-    user: User,
+    user: Option<User>,
     html_url: Option<String>,
 }
 
@@ -243,7 +355,7 @@ impl From<RawPullRequest> for PullRequest {
             base_ref: raw.base.name,
             base_sha: raw.base.sha,
             labels: raw.labels.into_iter().map(|l| l.name).collect(),
-            author: raw.user,
+            author: raw.user.unwrap_or_else(User::ghost),
             html_url: raw.html_url,
         }
     }
@@ -397,5 +509,152 @@ impl From<RawInstallation> for Installation {
             app_id: raw.app_id,
             suspended: raw.suspended_at.is_some(),
         }
+    }
+}
+
+/// A commit as the Git database API shows it (`GET /repos/{owner}/{repo}/git/commits/{sha}`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "RawGitCommit")]
+pub struct GitCommit {
+    pub sha: String,
+    /// The sha of its tree (the files it holds).
+    pub tree_sha: String,
+    /// The shas of its parents, in order.
+    pub parents: Vec<String>,
+    pub message: String,
+    pub author: Option<GitIdentity>,
+    pub committer: Option<GitIdentity>,
+}
+
+/// A commit's author or committer.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct GitIdentity {
+    pub name: String,
+    pub email: String,
+    /// ISO 8601, as GitHub sends it.
+    pub date: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawGitCommit {
+    sha: String,
+    tree: RawSha,
+    #[serde(default)]
+    parents: Vec<RawSha>,
+    #[serde(default)]
+    message: String,
+    author: Option<GitIdentity>,
+    committer: Option<GitIdentity>,
+}
+
+#[derive(Deserialize)]
+struct RawSha {
+    sha: String,
+}
+
+impl From<RawGitCommit> for GitCommit {
+    fn from(raw: RawGitCommit) -> GitCommit {
+        GitCommit {
+            sha: raw.sha,
+            tree_sha: raw.tree.sha,
+            parents: raw.parents.into_iter().map(|p| p.sha).collect(),
+            message: raw.message,
+            author: raw.author,
+            committer: raw.committer,
+        }
+    }
+}
+
+/// An inline comment of a pull request review (on a line of a file in the diff).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(from = "RawReviewComment")]
+pub struct ReviewComment {
+    pub id: u64,
+    /// The review it belongs to.
+    pub review_id: Option<u64>,
+    /// The file, relative to the repository's root.
+    pub path: String,
+    /// The line of the file it is on (the last line of a range), as of `commit_id`. `None`
+    /// for a comment on the whole file, one whose line the diff no longer has (outdated: see
+    /// `original_line`), or where GitHub leaves the field out.
+    pub line: Option<u64>,
+    /// The line as of the commit the comment was made on (`original_commit_id`).
+    pub original_line: Option<u64>,
+    /// The first line of a multi-line comment.
+    pub start_line: Option<u64>,
+    /// `RIGHT` (the new file) or `LEFT` (the old one).
+    pub side: Option<String>,
+    pub body: String,
+    /// `None` when the account was deleted.
+    pub author: Option<User>,
+    pub commit_id: Option<String>,
+    /// Set on a reply in a thread.
+    pub in_reply_to_id: Option<u64>,
+    pub html_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawReviewComment {
+    id: u64,
+    pull_request_review_id: Option<u64>,
+    path: String,
+    line: Option<u64>,
+    original_line: Option<u64>,
+    start_line: Option<u64>,
+    side: Option<String>,
+    body: Option<String>,
+    user: Option<User>,
+    commit_id: Option<String>,
+    in_reply_to_id: Option<u64>,
+    html_url: Option<String>,
+}
+
+impl From<RawReviewComment> for ReviewComment {
+    fn from(raw: RawReviewComment) -> ReviewComment {
+        ReviewComment {
+            id: raw.id,
+            review_id: raw.pull_request_review_id,
+            path: raw.path,
+            line: raw.line,
+            original_line: raw.original_line,
+            start_line: raw.start_line,
+            side: raw.side,
+            body: raw.body.unwrap_or_default(),
+            author: raw.user,
+            commit_id: raw.commit_id,
+            in_reply_to_id: raw.in_reply_to_id,
+            html_url: raw.html_url,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_are_kept_whole_as_sent_and_read_typed() {
+        let json = serde_json::json!({
+            "id": 7, "body": "/flightdeck run fix", "user": null,
+            "issue_url": "https://api.github.com/repos/acme/widgets/issues/12",
+            "created_at": "2026-01-01T00:00:00Z", "reactions": {"total_count": 0},
+        });
+        let comment: AsSent<Comment> = match serde_json::from_value(json.clone()) {
+            Ok(comment) => comment,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(comment.json, json);
+        assert_eq!(comment.id, 7);
+        assert_eq!(comment.issue_number(), Some(12));
+        // A deleted account reads as GitHub shows it, rather than failing the list.
+        assert_eq!(comment.author, User::ghost());
+        let event: Result<IssueEvent, _> = serde_json::from_value(serde_json::json!({
+            "id": 1, "event": "labeled", "actor": {"login": "carol", "id": 3},
+            "label": {"name": "flightdeck:fix", "color": "ededed"},
+            "created_at": "2026-01-01T00:00:00Z",
+        }));
+        let event = event.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(event.label.as_deref(), Some("flightdeck:fix"));
+        assert_eq!(event.actor.map(|a| a.login).as_deref(), Some("carol"));
     }
 }

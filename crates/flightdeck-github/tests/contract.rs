@@ -18,10 +18,13 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
 use flightdeck_github::{
     parse_event, verify_signature, AppKey, CheckAction, CheckConclusion, CheckOutput,
     CheckRunFields, Clock, Context, GitHubClient, GitHubError, KeyFormat, NewPullRequest,
-    Permission, PullRequestUpdate, ReviewState, SignatureError, Sleeper, WebhookEvent,
+    Permission, PullRequestState, PullRequestStateFilter, PullRequestUpdate, ReviewState,
+    SignatureError, Sleeper, WebhookEvent,
 };
 use flightdeck_testkit::fake_github::{
     sign, timestamp, FakeGitHub, GitHubSpecs, HOOK_ID, WEBHOOK_EVENTS,
@@ -1147,4 +1150,915 @@ async fn every_webhook_payload_of_the_fake_verifies_and_parses_into_its_event() 
         .collect();
     assert_eq!(described, every, "every payload builder of the fake");
     fake.assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Git over HTTP, and the calls around a pushed branch
+
+/// Runs `git args…` in `dir` with no system or global configuration, no prompt and a fixed
+/// identity; `config` is given as flightdeck gives the token, through `GIT_CONFIG_COUNT`,
+/// `GIT_CONFIG_KEY_<n>` and `GIT_CONFIG_VALUE_<n>` (never in argv or a URL). Async: the
+/// fake answers on this test's one thread.
+async fn git(dir: &Path, args: &[&str], config: &[(&str, &str)]) -> std::process::Output {
+    git_with_env(dir, args, config, &[]).await
+}
+
+/// [`git`] with more environment.
+async fn git_with_env(
+    dir: &Path,
+    args: &[&str],
+    config: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut command = tokio::process::Command::new("git");
+    command
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_ASKPASS")
+        .env_remove("SSH_ASKPASS")
+        .env("GIT_AUTHOR_NAME", "Flightdeck")
+        .env("GIT_AUTHOR_EMAIL", "flightdeck@example.com")
+        .env("GIT_COMMITTER_NAME", "Flightdeck")
+        .env("GIT_COMMITTER_EMAIL", "flightdeck@example.com")
+        .env("GIT_CONFIG_COUNT", config.len().to_string());
+    for (i, (key, value)) in config.iter().enumerate() {
+        command
+            .env(format!("GIT_CONFIG_KEY_{i}"), key)
+            .env(format!("GIT_CONFIG_VALUE_{i}"), value);
+    }
+    command.envs(env.iter().copied());
+    command.output().await.expect("run git")
+}
+
+/// `git args…` that must succeed; its stdout, trimmed.
+async fn git_ok(dir: &Path, args: &[&str], config: &[(&str, &str)]) -> String {
+    let output = git(dir, args, config).await;
+    assert!(
+        output.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The header git sends with an installation token: HTTP Basic `x-access-token:<token>`.
+fn basic_auth(token: &str) -> String {
+    format!(
+        "Authorization: Basic {}",
+        STANDARD.encode(format!("x-access-token:{token}"))
+    )
+}
+
+/// A bare `widgets.git` under `dir` whose `main` has one commit, pushed to the path as a
+/// person would; returns its path and main's sha.
+async fn bare_repo(dir: &Path) -> (std::path::PathBuf, String) {
+    let bare = dir.join("widgets.git");
+    git_ok(
+        dir,
+        &[
+            "init",
+            "--quiet",
+            "--bare",
+            "--initial-branch=main",
+            "widgets.git",
+        ],
+        &[],
+    )
+    .await;
+    let seed = dir.join("seed");
+    git_ok(
+        dir,
+        &["init", "--quiet", "--initial-branch=main", "seed"],
+        &[],
+    )
+    .await;
+    std::fs::write(seed.join("README.md"), "# widgets\n").unwrap();
+    git_ok(&seed, &["add", "README.md"], &[]).await;
+    git_ok(&seed, &["commit", "--quiet", "-m", "first"], &[]).await;
+    git_ok(
+        &seed,
+        &["push", "--quiet", bare.to_str().unwrap(), "main"],
+        &[],
+    )
+    .await;
+    let main = git_ok(&seed, &["rev-parse", "HEAD"], &[]).await;
+    (bare, main)
+}
+
+/// GET `{fake}/git/{repo}.git/info/refs?service=…` with `authorization`: the status and
+/// `WWW-Authenticate`.
+async fn info_refs(
+    fake: &FakeGitHub,
+    repo: &str,
+    service: &str,
+    authorization: Option<String>,
+) -> (u16, Option<String>) {
+    let url = format!("{}/git/{repo}.git/info/refs?service={service}", fake.url());
+    let mut request = reqwest::Client::new()
+        .get(url)
+        .header("user-agent", "git/2.47.3");
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = request.send().await.unwrap();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_string());
+    (response.status().as_u16(), challenge)
+}
+
+#[tokio::test]
+async fn a_branch_pushed_over_http_with_the_token_becomes_a_draft_pull_request_at_that_commit() {
+    let w = world(AppKey::from_pem(&keys().pkcs1).unwrap()).await;
+    let (fake, gh) = (&w.fake, &w.client);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (bare, main) = bare_repo(dir).await;
+    fake.host_git(REPO, &bare);
+    let clone_url = fake.clone_url(REPO);
+    assert_eq!(clone_url, format!("{}/git/acme/widgets.git", fake.url()));
+    assert_eq!(
+        fake.branch_sha(REPO, "main"),
+        main,
+        "main is the bare repository's"
+    );
+
+    // The token as flightdeck passes it: a header given through git's environment.
+    let token = gh.installation_token(INSTALLATION).await.unwrap();
+    let header = basic_auth(token.secret());
+    let with_token = [("http.extraHeader", header.as_str())];
+    git_ok(dir, &["clone", "--quiet", &clone_url, "work"], &with_token).await;
+    let work = dir.join("work");
+    assert_eq!(git_ok(&work, &["rev-parse", "HEAD"], &[]).await, main);
+    std::fs::write(work.join("deploy.txt"), "v2\n").unwrap();
+    git_ok(&work, &["add", "deploy.txt"], &[]).await;
+    git_ok(
+        &work,
+        &["commit", "--quiet", "-m", "Mission m1: deploy v2"],
+        &[],
+    )
+    .await;
+    let pushed = git_ok(&work, &["rev-parse", "HEAD"], &[]).await;
+    let tree = git_ok(&work, &["rev-parse", "HEAD^{tree}"], &[]).await;
+    git_ok(
+        &work,
+        &["push", "--quiet", "origin", "HEAD:refs/heads/flightdeck/m1"],
+        &with_token,
+    )
+    .await;
+    assert_eq!(
+        fake.pushes(),
+        [(
+            REPO.to_string(),
+            "refs/heads/flightdeck/m1".to_string(),
+            pushed.clone()
+        )]
+    );
+    assert_eq!(fake.branch_sha(REPO, "flightdeck/m1"), pushed);
+
+    // The draft pull request's head is the pushed commit.
+    let draft = gh
+        .create_pull_request(
+            INSTALLATION,
+            OWNER,
+            NAME,
+            &NewPullRequest::draft(
+                "Mission m1: deploy v2",
+                "flightdeck/m1",
+                "main",
+                "Closes #1",
+            ),
+        )
+        .await
+        .unwrap();
+    assert!(draft.draft);
+    assert_eq!(draft.head_sha, pushed);
+    assert_eq!(draft.base_sha, main);
+    let pull = &fake.pulls(REPO)[0];
+    assert_eq!(pull["head"]["repo"]["clone_url"], clone_url.as_str());
+    let issue = fake.open_issue(REPO, "Deploy v2", "", "alice");
+    let labeled = fake.issues_labeled(REPO, issue, "flightdeck", "alice");
+    assert_eq!(labeled["repository"]["clone_url"], clone_url.as_str());
+    let listed = gh
+        .call(
+            INSTALLATION,
+            reqwest::Method::GET,
+            &["installation", "repositories"],
+            &[],
+            None,
+        )
+        .await
+        .unwrap();
+    let widgets = listed["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["full_name"] == REPO)
+        .unwrap();
+    assert_eq!(widgets["clone_url"], clone_url.as_str());
+
+    // Opening it again finds it first (idempotent creation).
+    let found = gh
+        .list_pulls_by_head(
+            INSTALLATION,
+            OWNER,
+            NAME,
+            "acme:flightdeck/m1",
+            PullRequestStateFilter::Open,
+        )
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(
+        (found[0].number, found[0].head_sha.as_str()),
+        (draft.number, pushed.as_str())
+    );
+    assert_eq!(found[0].node_id, draft.node_id);
+
+    // The pushed commit, from the Git database.
+    let commit = gh
+        .get_commit(INSTALLATION, OWNER, NAME, &pushed)
+        .await
+        .unwrap()
+        .expect("the pushed commit");
+    assert_eq!(commit.sha, pushed);
+    assert_eq!(commit.tree_sha, tree);
+    assert_eq!(commit.parents, std::slice::from_ref(&main));
+    assert_eq!(commit.message, "Mission m1: deploy v2");
+    let author = commit.author.unwrap();
+    assert_eq!(
+        (author.name.as_str(), author.email.as_str()),
+        ("Flightdeck", "flightdeck@example.com")
+    );
+    let unknown = gh
+        .get_commit(INSTALLATION, OWNER, NAME, &"e".repeat(40))
+        .await
+        .unwrap();
+    assert_eq!(unknown, None);
+
+    // Another push moves the pull request's head, as on GitHub; the synchronize payload
+    // says from where to where.
+    std::fs::write(work.join("deploy.txt"), "v2.1\n").unwrap();
+    git_ok(&work, &["commit", "--quiet", "-am", "Mission m1: fix"], &[]).await;
+    let second = git_ok(&work, &["rev-parse", "HEAD"], &[]).await;
+    git_ok(
+        &work,
+        &["push", "--quiet", "origin", "HEAD:refs/heads/flightdeck/m1"],
+        &with_token,
+    )
+    .await;
+    let now = gh
+        .get_pull_request(INSTALLATION, OWNER, NAME, draft.number)
+        .await
+        .unwrap();
+    assert_eq!(now.head_sha, second);
+    let after = fake.branch_sha(REPO, "flightdeck/m1");
+    let payload = fake.pull_request_synchronize(REPO, draft.number, &after, &fake.bot_login());
+    assert_eq!(
+        (payload["before"].as_str(), payload["after"].as_str()),
+        (Some(pushed.as_str()), Some(second.as_str()))
+    );
+    assert_eq!(payload["repository"]["clone_url"], clone_url.as_str());
+    GitHubSpecs::get()
+        .check_webhook("pull_request", &payload)
+        .unwrap();
+    let run = gh
+        .create_check_run(INSTALLATION, OWNER, NAME, &second, &approval_gate())
+        .await
+        .unwrap();
+    assert_eq!(run.pull_requests, [draft.number]);
+
+    // GitHub refuses a pull request from a branch that was never pushed, one with nothing
+    // over its base, and a check run on a commit it does not have.
+    for head in ["flightdeck/m2", "main"] {
+        let refused = gh
+            .create_pull_request(
+                INSTALLATION,
+                OWNER,
+                NAME,
+                &NewPullRequest::draft("Mission m2", head, "main", ""),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(refused.status(), Some(422), "{head}: {refused}");
+    }
+    git_ok(
+        &work,
+        &[
+            "push",
+            "--quiet",
+            "origin",
+            &format!("{main}:refs/heads/flightdeck/empty"),
+        ],
+        &with_token,
+    )
+    .await;
+    let refused = gh
+        .create_pull_request(
+            INSTALLATION,
+            OWNER,
+            NAME,
+            &NewPullRequest::draft("Nothing", "flightdeck/empty", "main", ""),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(422), "{refused}");
+    let refused = gh
+        .create_check_run(INSTALLATION, OWNER, NAME, &"e".repeat(40), &approval_gate())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(422), "{refused}");
+
+    // The same push with a wrong token fails, and changes nothing.
+    std::fs::write(work.join("deploy.txt"), "v3\n").unwrap();
+    git_ok(
+        &work,
+        &["commit", "--quiet", "-am", "Mission m1: more"],
+        &[],
+    )
+    .await;
+    let wrong = basic_auth("ghs_0123456789abcdefghijklmnopqrstuvwxyz");
+    let refused = git(
+        &work,
+        &["push", "--quiet", "origin", "HEAD:refs/heads/flightdeck/m1"],
+        &[("http.extraHeader", wrong.as_str())],
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert_eq!(fake.branch_sha(REPO, "flightdeck/m1"), second);
+    assert_eq!(fake.pushes().len(), 3);
+    assert_eq!(fake.git_requests().last().unwrap().status, 401);
+
+    // The token went only in the Authorization header: never in a path or a query.
+    for request in fake.git_requests() {
+        assert!(!request.path.contains(token.secret()), "{}", request.path);
+        assert!(!request.query.contains(token.secret()), "{}", request.query);
+    }
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn git_over_http_is_authenticated_as_github_does() {
+    let w = world(AppKey::from_pem(&keys().pkcs8).unwrap()).await;
+    let (fake, gh) = (&w.fake, &w.client);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (bare, _) = bare_repo(dir).await;
+    fake.host_git(REPO, &bare);
+    let other = dir.join("tools.git");
+    git_ok(
+        dir,
+        &[
+            "clone",
+            "--quiet",
+            "--bare",
+            bare.to_str().unwrap(),
+            "tools.git",
+        ],
+        &[],
+    )
+    .await;
+    fake.host_git("globex/tools", &other);
+    let clone_url = fake.clone_url(REPO);
+
+    // No credentials: GitHub's challenge, for reads too (the repositories are private).
+    let (status, challenge) = info_refs(fake, REPO, "git-upload-pack", None).await;
+    assert_eq!(status, 401);
+    assert_eq!(challenge.as_deref(), Some("Basic realm=\"GitHub\""));
+    let refused = git(dir, &["clone", "--quiet", &clone_url, "anonymous"], &[]).await;
+    assert!(!refused.status.success());
+    assert!(!dir.join("anonymous").join(".git").exists());
+
+    let token = gh.installation_token(INSTALLATION).await.unwrap();
+    let basic = |user: &str, password: &str| {
+        Some(format!(
+            "Basic {}",
+            STANDARD.encode(format!("{user}:{password}"))
+        ))
+    };
+    for (what, repo, service, authorization, expected) in [
+        (
+            "the token",
+            REPO,
+            "git-upload-pack",
+            basic("x-access-token", token.secret()),
+            200,
+        ),
+        (
+            "push",
+            REPO,
+            "git-receive-pack",
+            basic("x-access-token", token.secret()),
+            200,
+        ),
+        (
+            "a wrong token",
+            REPO,
+            "git-upload-pack",
+            basic("x-access-token", "ghs_nope"),
+            401,
+        ),
+        (
+            "a bearer header",
+            REPO,
+            "git-upload-pack",
+            Some(format!("Bearer {}", token.secret())),
+            401,
+        ),
+        (
+            "another installation's repository",
+            "globex/tools",
+            "git-upload-pack",
+            basic("x-access-token", token.secret()),
+            404,
+        ),
+        (
+            "a repository the fake does not have",
+            "acme/nothing",
+            "git-upload-pack",
+            basic("x-access-token", token.secret()),
+            404,
+        ),
+        (
+            "the dumb protocol",
+            REPO,
+            "",
+            basic("x-access-token", token.secret()),
+            403,
+        ),
+    ] {
+        let (status, challenge) = info_refs(fake, repo, service, authorization).await;
+        assert_eq!(status, expected, "{what}");
+        assert_eq!(challenge.is_some(), status == 401, "{what}");
+    }
+
+    // A token that may only read contents clones but does not push: 403.
+    fake.set_installation_permissions(
+        OTHER_INSTALLATION,
+        &[("metadata", "read"), ("contents", "read")],
+    );
+    let reader = gh.installation_token(OTHER_INSTALLATION).await.unwrap();
+    let header = basic_auth(reader.secret());
+    let read_only = [("http.extraHeader", header.as_str())];
+    git_ok(
+        dir,
+        &["clone", "--quiet", &fake.clone_url("globex/tools"), "tools"],
+        &read_only,
+    )
+    .await;
+    let tools = dir.join("tools");
+    git_ok(
+        &tools,
+        &["commit", "--quiet", "--allow-empty", "-m", "x"],
+        &[],
+    )
+    .await;
+    let refused = git(
+        &tools,
+        &["push", "--quiet", "origin", "HEAD:refs/heads/x"],
+        &read_only,
+    )
+    .await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("403"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(fake.pushes().is_empty());
+
+    // An expired token is a 401.
+    fake.advance(Duration::from_secs(2 * 3600));
+    let (status, _) = info_refs(
+        fake,
+        REPO,
+        "git-upload-pack",
+        basic("x-access-token", token.secret()),
+    )
+    .await;
+    assert_eq!(status, 401);
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn a_large_fetch_negotiation_comes_gzipped_and_is_served() {
+    let w = world(AppKey::from_pem(&keys().pkcs1).unwrap()).await;
+    let (fake, gh) = (&w.fake, &w.client);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (bare, _) = bare_repo(dir).await;
+    fake.host_git(REPO, &bare);
+    let token = gh.installation_token(INSTALLATION).await.unwrap();
+    let header = basic_auth(token.secret());
+    let with_token = [("http.extraHeader", header.as_str())];
+    git_ok(
+        dir,
+        &["clone", "--quiet", &fake.clone_url(REPO), "work"],
+        &with_token,
+    )
+    .await;
+    let work = dir.join("work");
+    // Local commits the server lacks: each is a `have` line of the next fetch's
+    // negotiation, which git gzips once it is over 1 kB. Dated after the commit in common
+    // (a walk by date reaches it last), so the negotiation takes several rounds.
+    git_ok(&work, &["checkout", "--quiet", "-b", "local"], &[]).await;
+    for i in 0..80 {
+        let date = format!("@{} +0000", 4_000_000_000u64 + i);
+        let output = git_with_env(
+            &work,
+            &[
+                "commit",
+                "--quiet",
+                "--allow-empty",
+                "-m",
+                &format!("local {i}"),
+            ],
+            &[],
+            &[("GIT_AUTHOR_DATE", &date), ("GIT_COMMITTER_DATE", &date)],
+        )
+        .await;
+        assert!(output.status.success(), "{output:?}");
+    }
+    // Meanwhile main moves on the server.
+    let seed = dir.join("seed");
+    git_ok(
+        &seed,
+        &["commit", "--quiet", "--allow-empty", "-m", "upstream"],
+        &[],
+    )
+    .await;
+    git_ok(
+        &seed,
+        &["push", "--quiet", bare.to_str().unwrap(), "main"],
+        &[],
+    )
+    .await;
+    let upstream = git_ok(&seed, &["rev-parse", "HEAD"], &[]).await;
+    git_ok(&work, &["fetch", "--quiet", "origin"], &with_token).await;
+    assert_eq!(
+        git_ok(&work, &["rev-parse", "origin/main"], &[]).await,
+        upstream
+    );
+    let gzipped: Vec<u16> = fake
+        .git_requests()
+        .iter()
+        .filter(|r| r.header("content-encoding") == Some("gzip"))
+        .map(|r| r.status)
+        .collect();
+    assert!(!gzipped.is_empty(), "no gzip request body was sent");
+    assert!(gzipped.iter().all(|s| *s == 200), "{gzipped:?}");
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn pull_requests_are_found_by_head_and_read_with_their_reviews_inline_comments() {
+    let w = world(AppKey::from_pem(&keys().pkcs8).unwrap()).await;
+    let (fake, gh) = (&w.fake, &w.client);
+    let first = gh
+        .create_pull_request(
+            INSTALLATION,
+            OWNER,
+            NAME,
+            &NewPullRequest::draft("Mission m1", "flightdeck/m1", "main", ""),
+        )
+        .await
+        .unwrap();
+    let other = gh
+        .create_pull_request(
+            INSTALLATION,
+            OWNER,
+            NAME,
+            &NewPullRequest::draft("Mission m2", "flightdeck/m2", "main", ""),
+        )
+        .await
+        .unwrap();
+    let got = gh
+        .get_pull_request(INSTALLATION, OWNER, NAME, first.number)
+        .await
+        .unwrap();
+    assert_eq!(got, first);
+
+    // By head and state: closed ones only with `closed` or `all`.
+    gh.update_pull_request(
+        INSTALLATION,
+        OWNER,
+        NAME,
+        first.number,
+        &PullRequestUpdate {
+            state: Some(PullRequestState::Closed),
+            ..PullRequestUpdate::default()
+        },
+    )
+    .await
+    .unwrap();
+    let numbers = |pulls: Vec<flightdeck_github::PullRequest>| -> Vec<u64> {
+        pulls.into_iter().map(|p| p.number).collect()
+    };
+    for (head, state, expected) in [
+        ("acme:flightdeck/m1", PullRequestStateFilter::Open, vec![]),
+        (
+            "acme:flightdeck/m1",
+            PullRequestStateFilter::Closed,
+            vec![first.number],
+        ),
+        (
+            "acme:flightdeck/m1",
+            PullRequestStateFilter::All,
+            vec![first.number],
+        ),
+        (
+            "acme:flightdeck/m2",
+            PullRequestStateFilter::Open,
+            vec![other.number],
+        ),
+        ("globex:flightdeck/m2", PullRequestStateFilter::All, vec![]),
+        ("acme:flightdeck/m3", PullRequestStateFilter::All, vec![]),
+    ] {
+        let got = gh
+            .list_pulls_by_head(INSTALLATION, OWNER, NAME, head, state)
+            .await
+            .unwrap();
+        assert_eq!(numbers(got), expected, "{head} {state:?}");
+    }
+    // A head without its owner would be ignored by GitHub: refused before sending.
+    let before = fake.requests().len();
+    for head in ["flightdeck/m1", ":flightdeck/m1", "acme:"] {
+        let refused = gh
+            .list_pulls_by_head(INSTALLATION, OWNER, NAME, head, PullRequestStateFilter::All)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, GitHubError::InvalidArgument { .. }),
+            "{head}: {refused}"
+        );
+    }
+    assert_eq!(fake.requests().len(), before);
+
+    // A review's inline comments, and only its own.
+    let head = other.head_sha.clone();
+    fake.set_permission(REPO, "alice", "write");
+    let review = fake.submit_review(REPO, other.number, "alice", "CHANGES_REQUESTED", &head);
+    fake.set_review_body(REPO, review, "Two things.");
+    fake.add_review_comment(
+        REPO,
+        review,
+        "src/deploy.rs",
+        12,
+        "Handle the timeout here.",
+    );
+    fake.add_review_comment(REPO, review, "README.md", 3, "Say how to roll back.");
+    let another = fake.submit_review(REPO, other.number, "bob", "COMMENTED", &head);
+    fake.add_review_comment(REPO, another, "src/deploy.rs", 1, "Nit.");
+    let comments: Vec<String> = gh
+        .list_review_comments(INSTALLATION, OWNER, NAME, other.number, review)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            assert_eq!(c.commit_id.as_deref(), Some(head.as_str()));
+            assert_eq!(c.review_id, Some(review));
+            let line = c.line.map_or("-".to_string(), |l| l.to_string());
+            format!("{}:{line} {}: {}", c.path, c.author.unwrap().login, c.body)
+        })
+        .collect();
+    assert_eq!(
+        comments,
+        [
+            "src/deploy.rs:12 alice: Handle the timeout here.",
+            "README.md:3 alice: Say how to roll back.",
+        ]
+    );
+    let reviews = gh
+        .list_reviews(INSTALLATION, OWNER, NAME, other.number)
+        .await
+        .unwrap();
+    assert_eq!(reviews[0].body, "Two things.");
+    // Another pull request's review is not found there.
+    let missing = gh
+        .list_review_comments(INSTALLATION, OWNER, NAME, first.number, review)
+        .await
+        .unwrap_err();
+    assert_eq!(missing.status(), Some(404), "{missing}");
+    // Unhosted, the fake has no commits to show.
+    let none = gh
+        .get_commit(INSTALLATION, OWNER, NAME, &head)
+        .await
+        .unwrap();
+    assert_eq!(none, None);
+    fake.assert_clean();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Poll mode's questions
+
+#[tokio::test]
+async fn poll_modes_questions_read_what_changed_since_a_time_as_github_sent_it() {
+    let w = world(AppKey::from_pem(&keys().pkcs8).unwrap()).await;
+    let (fake, gh) = (&w.fake, &w.client);
+    fake.set_permission(REPO, "alice", "write");
+    fake.set_permission(REPO, "bob", "write");
+    let since = timestamp(T0);
+
+    // Repositories, whole: what a payload's `repository` is.
+    let repositories = gh
+        .list_installation_repositories_as_sent(INSTALLATION)
+        .await
+        .unwrap();
+    let widgets = repositories.iter().find(|r| r.full_name == REPO).unwrap();
+    assert_eq!(widgets.json["full_name"], REPO);
+    assert!(widgets.json["clone_url"].is_string());
+    assert_eq!(widgets.json["default_branch"], "main");
+    assert_eq!(
+        repositories
+            .iter()
+            .map(|r| r.value.clone())
+            .collect::<Vec<_>>(),
+        gh.list_installation_repositories(INSTALLATION)
+            .await
+            .unwrap()
+    );
+
+    // Issues updated since, least recently updated first, pull requests among them; who
+    // labelled one is in its events.
+    let first = fake.open_issue(REPO, "First", "", "alice");
+    fake.advance(Duration::from_secs(10));
+    let second = fake.open_issue(REPO, "Second", "Body", "bob");
+    fake.advance(Duration::from_secs(10));
+    fake.label_issue(REPO, first, "flightdeck:fix", "bob");
+    fake.advance(Duration::from_secs(10));
+    fake.label_issue(REPO, first, "bug", "alice");
+    let pull = gh
+        .create_pull_request(
+            INSTALLATION,
+            OWNER,
+            NAME,
+            &NewPullRequest::draft("Mission m1", "flightdeck/m1", "main", ""),
+        )
+        .await
+        .unwrap();
+    let updated: Vec<(u64, bool)> = gh
+        .list_issues_updated_since(INSTALLATION, OWNER, NAME, &since)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| (i.number, i.is_pull_request))
+        .collect();
+    assert_eq!(
+        updated,
+        [(second, false), (first, false), (pull.number, true)]
+    );
+    let later = timestamp(T0 + 25);
+    let recent = gh
+        .list_issues_updated_since(INSTALLATION, OWNER, NAME, &later)
+        .await
+        .unwrap();
+    assert_eq!(
+        recent.iter().map(|i| i.number).collect::<Vec<_>>(),
+        [first, pull.number]
+    );
+    assert_eq!(recent[0].labels, ["flightdeck:fix", "bug"]);
+    assert_eq!(recent[0].json["labels"][0]["name"], "flightdeck:fix");
+    assert!(recent[0].json["labels"][0]["id"].is_u64());
+
+    let events: Vec<String> = gh
+        .list_issue_events(INSTALLATION, OWNER, NAME, first)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            assert!(e.json["actor"]["avatar_url"].is_string());
+            format!(
+                "{} {} by {} at {}",
+                e.event,
+                e.label.as_deref().unwrap_or("-"),
+                e.actor.as_ref().map_or("-", |a| a.login.as_str()),
+                e.created_at.as_deref().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            format!("labeled flightdeck:fix by bob at {}", timestamp(T0 + 20)),
+            format!("labeled bug by alice at {}", timestamp(T0 + 30)),
+        ]
+    );
+    assert!(gh
+        .list_issue_events(INSTALLATION, OWNER, NAME, second)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // One issue, whole; a pull request read as an issue; a missing one is GitHub's 404.
+    let got = gh
+        .get_issue(INSTALLATION, OWNER, NAME, second)
+        .await
+        .unwrap();
+    assert_eq!((got.number, got.body.as_str()), (second, "Body"));
+    assert_eq!(got.json["user"]["login"], "bob");
+    assert!(
+        gh.get_issue(INSTALLATION, OWNER, NAME, pull.number)
+            .await
+            .unwrap()
+            .is_pull_request
+    );
+    let missing = gh
+        .get_issue(INSTALLATION, OWNER, NAME, 999)
+        .await
+        .unwrap_err();
+    assert_eq!(missing.status(), Some(404), "{missing}");
+
+    // Comments of the whole repository updated since, least recently updated first, each
+    // knowing its issue.
+    fake.advance(Duration::from_secs(10));
+    fake.issue_comment_created(REPO, second, "alice", "/flightdeck run fix");
+    fake.advance(Duration::from_secs(10));
+    fake.issue_comment_created(REPO, pull.number, "bob", "Nice.");
+    let comments: Vec<(Option<u64>, String, String, Option<String>)> = gh
+        .list_issue_comments_since(INSTALLATION, OWNER, NAME, &since)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| {
+            assert!(c.json["reactions"].is_object());
+            (
+                c.issue_number(),
+                c.author.login.clone(),
+                c.body.clone(),
+                c.created_at.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        comments,
+        [
+            (
+                Some(second),
+                "alice".into(),
+                "/flightdeck run fix".into(),
+                Some(timestamp(T0 + 40))
+            ),
+            (
+                Some(pull.number),
+                "bob".into(),
+                "Nice.".into(),
+                Some(timestamp(T0 + 50))
+            ),
+        ]
+    );
+    let late = gh
+        .list_issue_comments_since(INSTALLATION, OWNER, NAME, &timestamp(T0 + 45))
+        .await
+        .unwrap();
+    assert_eq!(late.len(), 1);
+    assert_eq!(late[0].author.login, "bob");
+
+    // Open pull requests, whole, and their reviews as GitHub sent them.
+    let open = gh
+        .list_pulls(INSTALLATION, OWNER, NAME, PullRequestStateFilter::Open)
+        .await
+        .unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].head_ref, "flightdeck/m1");
+    assert_eq!(open[0].json["head"]["ref"], "flightdeck/m1");
+    assert!(gh
+        .list_pulls(INSTALLATION, OWNER, NAME, PullRequestStateFilter::Closed)
+        .await
+        .unwrap()
+        .is_empty());
+    let review = fake.submit_review(REPO, pull.number, "bob", "APPROVED", &pull.head_sha);
+    let reviews = gh
+        .list_reviews_as_sent(INSTALLATION, OWNER, NAME, pull.number)
+        .await
+        .unwrap();
+    assert_eq!(reviews.len(), 1);
+    assert_eq!(reviews[0].id, review);
+    assert_eq!(reviews[0].state, ReviewState::Approved);
+    assert_eq!(reviews[0].json["state"], "APPROVED");
+    assert_eq!(reviews[0].json["user"]["login"], "bob");
+    fake.assert_clean();
+
+    let counts = call_counts(fake);
+    for (call, n) in [
+        ("GET /installation/repositories -> 200", 2),
+        ("GET /repos/{owner}/{repo}/issues -> 200", 2),
+        (
+            "GET /repos/{owner}/{repo}/issues/{issue_number}/events -> 200",
+            2,
+        ),
+        ("GET /repos/{owner}/{repo}/issues/{issue_number} -> 200", 2),
+        ("GET /repos/{owner}/{repo}/issues/{issue_number} -> 404", 1),
+        ("GET /repos/{owner}/{repo}/issues/comments -> 200", 2),
+        ("GET /repos/{owner}/{repo}/pulls -> 200", 2),
+        (
+            "GET /repos/{owner}/{repo}/pulls/{pull_number}/reviews -> 200",
+            1,
+        ),
+    ] {
+        assert_eq!(counts.get(call), Some(&n), "{call}: {counts:#?}");
+    }
 }

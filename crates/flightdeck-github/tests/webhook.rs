@@ -26,6 +26,7 @@ fn widgets() -> Repository {
         full_name: "acme/widgets".into(),
         private: true,
         default_branch: Some("main".into()),
+        clone_url: None,
     }
 }
 

@@ -38,8 +38,25 @@
 //!   integration").
 //! - **State**: installations, repositories, branches, files per ref, issues and pull requests
 //!   (one number space, and `GET …/issues` lists pull requests too, as GitHub does), comments,
-//!   reviews, check runs, collaborators' permissions. A pull request's head branch the test
-//!   did not declare ([`FakeGitHub::set_branch`]) gets a sha derived from its name.
+//!   who labelled an issue (its `labeled` events, `GET …/issues/{n}/events`), reviews and
+//!   their inline comments, check runs, collaborators' permissions. A pull
+//!   request's head branch the test did not declare ([`FakeGitHub::set_branch`]) gets a sha
+//!   derived from its name, unless the repository is hosted (below).
+//! - **Git** ([`FakeGitHub::host_git`]): a repository can be backed by a bare git repository,
+//!   served over smart HTTP at `{url}/git/{owner}/{name}.git` (its `clone_url` in every answer
+//!   and payload) by the real `git http-backend`, one run per request, off the async threads
+//!   ([`crate::git_http`]). Authentication is GitHub's: HTTP Basic with an installation token
+//!   the fake issued as the password (`x-access-token:<token>`), live, of the repository's
+//!   installation (and among the repositories it was narrowed to); no credentials is 401 with
+//!   `WWW-Authenticate: Basic realm="GitHub"`, a bad or expired token 401, another
+//!   installation's repository 404, and a token without `contents: read` (fetch) or
+//!   `contents: write` (push) 403. Reads are authenticated too (the repositories are
+//!   private). Pushes are recorded ([`FakeGitHub::pushes`]). A hosted repository's branches
+//!   *are* the bare repository's (`refs/heads/*`, read again whenever the fake is asked): the
+//!   head and base shas of its open pull requests, [`FakeGitHub::branch_sha`], a new pull
+//!   request's head and base (a head the bare repository lacks is 422, as is one with no
+//!   commits over the base), check runs (a `head_sha` that is no commit there is 422) and
+//!   `GET …/git/commits/{sha}` (from `git cat-file`) all follow it.
 //! - **Scripting**: the next call under a path prefix answers a secondary rate limit (403,
 //!   `retry-after`), an exhausted primary limit (403, `x-ratelimit-remaining: 0`,
 //!   `x-ratelimit-reset`) or an error status; a retry under that prefix before the wait is
@@ -71,7 +88,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -82,6 +99,7 @@ use axum::response::Response;
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
+use crate::git_http;
 use crate::openapi::OpenApi;
 
 /// The environment variable naming the directory `scripts/github-specs` installs into.
@@ -133,6 +151,15 @@ pub const SERVED: &[(&str, &str)] = &[
     ("POST", "/repos/{owner}/{repo}/check-runs"),
     ("PATCH", "/repos/{owner}/{repo}/check-runs/{check_run_id}"),
     ("GET", "/repos/{owner}/{repo}/contents/{path}"),
+    ("GET", "/repos/{owner}/{repo}/pulls"),
+    ("GET", "/repos/{owner}/{repo}/git/commits/{commit_sha}"),
+    (
+        "GET",
+        "/repos/{owner}/{repo}/pulls/{pull_number}/reviews/{review_id}/comments",
+    ),
+    ("GET", "/repos/{owner}/{repo}/issues/{issue_number}"),
+    ("GET", "/repos/{owner}/{repo}/issues/{issue_number}/events"),
+    ("GET", "/repos/{owner}/{repo}/issues/comments"),
 ];
 
 /// The webhook events the payload builders make, as `event.action`.
@@ -1108,8 +1135,13 @@ struct Repo {
     labels: BTreeMap<String, u64>,
     issues: Vec<Issue>,
     comments: Vec<Comment>,
+    /// The issues' `labeled` events, oldest first.
+    issue_events: Vec<LabelEvent>,
     reviews: Vec<Review>,
+    review_comments: Vec<ReviewComment>,
     check_runs: Vec<CheckRun>,
+    /// The bare repository behind it ([`FakeGitHub::host_git`]).
+    hosted: Option<PathBuf>,
 }
 
 impl Repo {
@@ -1125,12 +1157,42 @@ impl Repo {
         self.issues.iter_mut().find(|i| i.number == number)
     }
 
+    /// The sha of `branch`: a hosted repository's (panics when it has no such branch: the
+    /// REST paths check first), else the one set, else one derived from the name.
     fn branch_sha(&mut self, branch: &str) -> String {
         let full = self.full_name();
+        if let Some(dir) = &self.hosted {
+            return self.branches.get(branch).cloned().unwrap_or_else(|| {
+                panic!(
+                    "{full} is hosted at {} and has no branch {branch:?}: push it first",
+                    dir.display()
+                )
+            });
+        }
         self.branches
             .entry(branch.to_string())
             .or_insert_with(|| derived_sha(&format!("{full}:{branch}")))
             .clone()
+    }
+
+    /// A hosted repository's branches read again from the bare repository, and the heads
+    /// and bases of its open pull requests moved with them.
+    fn refresh(&mut self) {
+        let Some(dir) = &self.hosted else {
+            return;
+        };
+        self.branches = git_http::branches(dir);
+        let branches = &self.branches;
+        for issue in self.issues.iter_mut().filter(|i| i.state == "open") {
+            if let Some(pull) = issue.pull.as_mut() {
+                if let Some(sha) = branches.get(&pull.head_ref) {
+                    pull.head_sha = sha.clone();
+                }
+                if let Some(sha) = branches.get(&pull.base_ref) {
+                    pull.base_sha = sha.clone();
+                }
+            }
+        }
     }
 }
 
@@ -1153,6 +1215,9 @@ struct Pull {
     id: u64,
     head_ref: String,
     head_sha: String,
+    /// The head the last `pull_request.synchronize` (or the opening) announced: the next
+    /// one's `before`.
+    announced_sha: String,
     base_ref: String,
     base_sha: String,
     draft: bool,
@@ -1173,6 +1238,15 @@ struct Comment {
     updated_at: i64,
 }
 
+/// A label added to an issue, and by whom (what `GET …/issues/{n}/events` shows).
+struct LabelEvent {
+    id: u64,
+    issue: u64,
+    label: String,
+    actor: String,
+    created_at: i64,
+}
+
 struct Review {
     id: u64,
     pull: u64,
@@ -1181,6 +1255,19 @@ struct Review {
     body: String,
     commit_id: String,
     submitted_at: i64,
+}
+
+/// An inline comment of a review.
+struct ReviewComment {
+    id: u64,
+    review: u64,
+    pull: u64,
+    login: String,
+    path: String,
+    line: u64,
+    body: String,
+    commit_id: String,
+    created_at: i64,
 }
 
 struct CheckRun {
@@ -1215,6 +1302,12 @@ struct Inner {
     violations: Vec<String>,
     deliveries: Vec<SentDelivery>,
     rate_used: u64,
+    /// `(owner/name, ref, new sha)` of each ref a push over HTTP changed.
+    pushes: Vec<(String, String, String)>,
+    /// The git smart HTTP requests.
+    git_requests: Vec<GitHubRequest>,
+    /// Held through a push, so that the refs it changed are told apart from another's.
+    push_lock: Arc<Mutex<()>>,
 }
 
 impl Inner {
@@ -1229,6 +1322,18 @@ impl Inner {
     fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// Every hosted repository's branches read again ([`Repo::refresh`]).
+    fn refresh_hosted(&mut self) {
+        for repo in self.repos.values_mut() {
+            repo.refresh();
+        }
+    }
+
+    /// Where a repository's git is served (hosted or not).
+    fn git_url(&self, repo: &Repo) -> String {
+        format!("{}/git/{}/{}.git", self.base(), repo.owner, repo.name)
     }
 
     fn know(&mut self, login: &str) {
@@ -1407,7 +1512,7 @@ impl Inner {
             "pushed_at": timestamp(pushed),
             "git_url": format!("git://github.com/{full}.git"),
             "ssh_url": format!("git@github.com:{full}.git"),
-            "clone_url": format!("{WEB_URL}/{full}.git"),
+            "clone_url": if repo.hosted.is_some() { self.git_url(repo) } else { format!("{WEB_URL}/{full}.git") },
             "svn_url": format!("{WEB_URL}/{full}"),
             "homepage": null,
             "size": 0,
@@ -1587,6 +1692,7 @@ impl Inner {
         let issue_url = format!("{base}/repos/{full}/issues/{n}");
         let html = format!("{WEB_URL}/{full}/pull/{n}");
         let comments = repo.comments.iter().filter(|c| c.issue == n).count();
+        let review_comments = repo.review_comments.iter().filter(|c| c.pull == n).count();
         let link = |href: String| json!({"href": href});
         let links = json!({
                 "self": link(url.clone()),
@@ -1643,7 +1749,7 @@ impl Inner {
             "mergeable_state": if pull.draft { "draft" } else if issue.state == "open" { "clean" } else { "unknown" },
             "merged_by": pull.merged_by.as_deref().map(|l| self.user(l)),
             "comments": comments,
-            "review_comments": 0,
+            "review_comments": review_comments,
             "maintainer_can_modify": pull.maintainer_can_modify,
             "commits": 1,
             "additions": 0,
@@ -1708,6 +1814,77 @@ impl Inner {
             "_links": {"html": {"href": html}, "pull_request": {"href": pull_url}},
             "submitted_at": timestamp(review.submitted_at),
             "commit_id": review.commit_id,
+        })
+    }
+
+    fn review_comment_json(&self, repo: &Repo, comment: &ReviewComment) -> Value {
+        let base = self.base();
+        let full = repo.full_name();
+        let url = format!("{base}/repos/{full}/pulls/comments/{}", comment.id);
+        let html = format!(
+            "{WEB_URL}/{full}/pull/{}#discussion_r{}",
+            comment.pull, comment.id
+        );
+        let pull_url = format!("{base}/repos/{full}/pulls/{}", comment.pull);
+        let line = comment.line;
+        json!({
+            "url": url,
+            "pull_request_review_id": comment.review,
+            "id": comment.id,
+            "node_id": node_id("PRRC", comment.id),
+            // A one-line hunk ending at the line, so `position` 1 is that line.
+            "diff_hunk": format!("@@ -{line},1 +{line},1 @@"),
+            "path": comment.path,
+            "position": 1,
+            "original_position": 1,
+            "commit_id": comment.commit_id,
+            "original_commit_id": comment.commit_id,
+            "user": self.user(&comment.login),
+            "body": comment.body,
+            "created_at": timestamp(comment.created_at),
+            "updated_at": timestamp(comment.created_at),
+            "html_url": html,
+            "pull_request_url": pull_url,
+            "author_association": self.author_association(repo, &comment.login),
+            "_links": {"self": {"href": url}, "html": {"href": html}, "pull_request": {"href": pull_url}},
+            "reactions": Inner::reactions(&url),
+            "start_line": null,
+            "original_start_line": null,
+            "start_side": null,
+            "line": line,
+            "original_line": line,
+            "side": "RIGHT",
+            "subject_type": "line",
+        })
+    }
+
+    fn git_commit_json(&self, repo: &Repo, commit: &git_http::Commit) -> Value {
+        let base = self.base();
+        let full = repo.full_name();
+        let person = |ident: &git_http::Ident| json!({"name": ident.name, "email": ident.email, "date": timestamp(ident.time)});
+        let commit_url = |sha: &str| format!("{base}/repos/{full}/git/commits/{sha}");
+        let html_url = |sha: &str| format!("{WEB_URL}/{full}/commit/{sha}");
+        let node = base64::engine::general_purpose::STANDARD
+            .encode(format!("06:Commit{}:{}", repo.id, commit.sha));
+        json!({
+            "sha": commit.sha,
+            "node_id": node,
+            "url": commit_url(&commit.sha),
+            "html_url": html_url(&commit.sha),
+            "author": person(&commit.author),
+            "committer": person(&commit.committer),
+            "message": commit.message,
+            "tree": {"sha": commit.tree, "url": format!("{base}/repos/{full}/git/trees/{}", commit.tree)},
+            "parents": commit.parents.iter().map(|p| json!({
+                "sha": p, "url": commit_url(p), "html_url": html_url(p),
+            })).collect::<Vec<_>>(),
+            "verification": {
+                "verified": false,
+                "reason": if commit.signed { "unknown_key" } else { "unsigned" },
+                "signature": null,
+                "payload": null,
+                "verified_at": null,
+            },
         })
     }
 
@@ -1842,7 +2019,8 @@ fn merge(mut a: Value, b: Value) -> Value {
 fn default_permissions() -> BTreeMap<String, String> {
     [
         ("checks", "write"),
-        ("contents", "read"),
+        // flightdeck pushes its branches.
+        ("contents", "write"),
         ("issues", "write"),
         ("metadata", "read"),
         ("pull_requests", "write"),
@@ -1909,9 +2087,14 @@ impl FakeGitHub {
             violations: Vec::new(),
             deliveries: Vec::new(),
             rate_used: 0,
+            pushes: Vec::new(),
+            git_requests: Vec::new(),
+            push_lock: Arc::new(Mutex::new(())),
         }));
         let app = axum::Router::new()
             .fallback(handle)
+            // Git pushes packs.
+            .layer(axum::extract::DefaultBodyLimit::max(512 * 1024 * 1024))
             .with_state(inner.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -1943,8 +2126,11 @@ impl FakeGitHub {
         Inner::bot_login()
     }
 
+    /// The state, hosted repositories' branches read again first.
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap()
+        let mut inner = self.inner.lock().unwrap();
+        inner.refresh_hosted();
+        inner
     }
 
     // --- the clock -----------------------------------------------------------------------------
@@ -2021,24 +2207,70 @@ impl FakeGitHub {
             labels: BTreeMap::new(),
             issues: Vec::new(),
             comments: Vec::new(),
+            issue_events: Vec::new(),
             reviews: Vec::new(),
+            review_comments: Vec::new(),
             check_runs: Vec::new(),
+            hosted: None,
         };
         repo.branch_sha(default_branch);
         inner.repos.insert(full_name.to_ascii_lowercase(), repo);
     }
 
-    /// Points `branch` at `sha`.
+    /// Points `branch` at `sha`; in a hosted repository with `git update-ref` (panics when
+    /// `sha` is no commit there).
     pub fn set_branch(&self, repo: &str, branch: &str, sha: &str) {
-        self.lock()
-            .repo_mut(repo)
-            .branches
-            .insert(branch.to_string(), sha.to_string());
+        let mut inner = self.lock();
+        let entry = inner.repo_mut(repo);
+        match entry.hosted.clone() {
+            Some(dir) => {
+                git_http::set_branch(&dir, branch, sha);
+                entry.refresh();
+            }
+            None => {
+                entry.branches.insert(branch.to_string(), sha.to_string());
+            }
+        }
     }
 
-    /// The sha `branch` points at (one derived from its name when never set).
+    /// The sha `branch` points at: in a hosted repository `refs/heads/{branch}` of the bare
+    /// repository (panics when there is none); else the one set, or one derived from its name
+    /// when never set.
     pub fn branch_sha(&self, repo: &str, branch: &str) -> String {
         self.lock().repo_mut(repo).branch_sha(branch)
+    }
+
+    /// Backs `repo` (added with [`FakeGitHub::add_repo`]) with the bare git repository
+    /// `bare_repo`, served over smart HTTP at [`FakeGitHub::clone_url`] by `git http-backend`
+    /// (pushes enabled: `http.receivepack`). From now on the repository's branches are the
+    /// bare repository's: push to it (over HTTP with an installation token, or straight to
+    /// the path as a person would) to make one. Panics when `bare_repo` is not a git
+    /// directory.
+    ///
+    /// Git run against the fake must not block the thread its server runs on: in a
+    /// `#[tokio::test]` (one thread) run it with `tokio::process::Command`, not
+    /// `std::process::Command`.
+    pub fn host_git(&self, full_name: &str, bare_repo: &Path) {
+        git_http::prepare_bare(bare_repo);
+        let dir = bare_repo
+            .canonicalize()
+            .unwrap_or_else(|e| panic!("{}: {e}", bare_repo.display()));
+        let mut inner = self.lock();
+        let repo = inner.repo_mut(full_name);
+        repo.hosted = Some(dir);
+        repo.refresh();
+    }
+
+    /// The repository's `clone_url` when hosted: `{url}/git/{owner}/{name}.git`.
+    pub fn clone_url(&self, repo: &str) -> String {
+        let inner = self.lock();
+        let repo = inner.repo(repo);
+        assert!(
+            repo.hosted.is_some(),
+            "{} is not hosted: host_git first",
+            repo.full_name()
+        );
+        inner.git_url(repo)
     }
 
     /// Registers a user (any login the fake sees is registered; an unknown one is 404 to the
@@ -2125,6 +2357,7 @@ impl FakeGitHub {
             pull: Some(Pull {
                 id: pull_id,
                 head_ref: head.to_string(),
+                announced_sha: head_sha.clone(),
                 head_sha,
                 base_ref: base.to_string(),
                 base_sha,
@@ -2174,6 +2407,53 @@ impl FakeGitHub {
         id
     }
 
+    /// The body of a review made with [`FakeGitHub::submit_review`].
+    pub fn set_review_body(&self, repo: &str, review_id: u64, body: &str) {
+        let mut inner = self.lock();
+        let review = inner
+            .repo_mut(repo)
+            .reviews
+            .iter_mut()
+            .find(|r| r.id == review_id)
+            .unwrap_or_else(|| panic!("no review {review_id} in {repo}"));
+        review.body = body.to_string();
+    }
+
+    /// An inline comment of a review made with [`FakeGitHub::submit_review`], by its author
+    /// on its commit: `body` on `line` of `path` (the new side of the diff); returns the
+    /// comment's id. `GET …/pulls/{n}/reviews/{review_id}/comments` lists them.
+    pub fn add_review_comment(
+        &self,
+        repo: &str,
+        review_id: u64,
+        path: &str,
+        line: u64,
+        body: &str,
+    ) -> u64 {
+        assert!(line >= 1, "lines count from 1");
+        let mut inner = self.lock();
+        let id = inner.next_id();
+        let now = inner.now();
+        let r = inner.repo_mut(repo);
+        let review = r
+            .reviews
+            .iter()
+            .find(|x| x.id == review_id)
+            .unwrap_or_else(|| panic!("no review {review_id} in {repo}"));
+        let comment = ReviewComment {
+            id,
+            review: review_id,
+            pull: review.pull,
+            login: review.login.clone(),
+            path: path.trim_start_matches('/').to_string(),
+            line,
+            body: body.to_string(),
+            commit_id: review.commit_id.clone(),
+            created_at: now,
+        };
+        r.review_comments.push(comment);
+        id
+    }
     // --- reading -------------------------------------------------------------------------------
 
     /// The comments on an issue or pull request, oldest first, as the REST API shows them.
@@ -2225,6 +2505,18 @@ impl FakeGitHub {
 
     pub fn requests(&self) -> Vec<GitHubRequest> {
         self.lock().requests.clone()
+    }
+
+    /// The git smart HTTP requests (`/git/…`), oldest first, with the status answered (they
+    /// are not in [`FakeGitHub::requests`]).
+    pub fn git_requests(&self) -> Vec<GitHubRequest> {
+        self.lock().git_requests.clone()
+    }
+
+    /// The refs pushes over HTTP changed, oldest first: `(owner/name, ref, new sha)`, the ref
+    /// in full (`refs/heads/flightdeck/m1`), the new sha all zeros for a deleted ref.
+    pub fn pushes(&self) -> Vec<(String, String, String)> {
+        self.lock().pushes.clone()
     }
 
     /// How many requests with `method` had a path starting with `path_prefix`.
@@ -2399,23 +2691,42 @@ impl FakeGitHub {
         map
     }
 
-    /// `issues.labeled`: `sender` adds `label` to the issue (kept in the fake's state).
-    pub fn issues_labeled(&self, repo: &str, issue: u64, label: &str, sender: &str) -> Value {
+    /// `sender` adds `label` to the issue, as on GitHub's page: the issue carries it (and is
+    /// updated), and its events gain a `labeled` one by `sender`. Nothing is delivered
+    /// (poll mode finds it); [`FakeGitHub::issues_labeled`] also makes the webhook payload.
+    pub fn label_issue(&self, repo: &str, issue: u64, label: &str, sender: &str) {
         let mut inner = self.lock();
+        FakeGitHub::add_label(&mut inner, repo, issue, label, sender);
+    }
+
+    fn add_label(inner: &mut Inner, repo: &str, issue: u64, label: &str, sender: &str) {
         inner.know(sender);
         let label_id = inner.next_id();
+        let event_id = inner.next_id();
         let now = inner.now();
-        {
-            let r = inner.repo_mut(repo);
-            r.labels.entry(label.to_string()).or_insert(label_id);
-            let entry = r
-                .issue_mut(issue)
-                .unwrap_or_else(|| panic!("no issue {issue} in {repo}"));
-            if !entry.labels.iter().any(|l| l == label) {
-                entry.labels.push(label.to_string());
-            }
-            entry.updated_at = now;
+        let r = inner.repo_mut(repo);
+        r.labels.entry(label.to_string()).or_insert(label_id);
+        let entry = r
+            .issue_mut(issue)
+            .unwrap_or_else(|| panic!("no issue {issue} in {repo}"));
+        if !entry.labels.iter().any(|l| l == label) {
+            entry.labels.push(label.to_string());
         }
+        entry.updated_at = now;
+        r.issue_events.push(LabelEvent {
+            id: event_id,
+            issue,
+            label: label.to_string(),
+            actor: sender.to_string(),
+            created_at: now,
+        });
+    }
+
+    /// `issues.labeled`: `sender` adds `label` to the issue (kept in the fake's state, as
+    /// [`FakeGitHub::label_issue`] does).
+    pub fn issues_labeled(&self, repo: &str, issue: u64, label: &str, sender: &str) -> Value {
+        let mut inner = self.lock();
+        FakeGitHub::add_label(&mut inner, repo, issue, label, sender);
         let r = inner.repo(repo);
         let mut payload = Map::new();
         payload.insert("action".into(), json!("labeled"));
@@ -2426,7 +2737,7 @@ impl FakeGitHub {
     }
 
     /// `issue_comment.created`: `author` comments `body` on an issue or pull request (kept in
-    /// the fake's state).
+    /// the fake's state, and listed by `GET …/issues/comments` whether delivered or not).
     pub fn issue_comment_created(&self, repo: &str, issue: u64, author: &str, body: &str) -> Value {
         let mut inner = self.lock();
         inner.know(author);
@@ -2460,7 +2771,10 @@ impl FakeGitHub {
         Value::Object(payload)
     }
 
-    /// `pull_request.synchronize`: the head branch of `pull` moved to `after` (kept).
+    /// `pull_request.synchronize`: the head branch of `pull` moved to `after` (kept), from
+    /// the head the previous synchronize (or the opening) announced. In a hosted repository
+    /// the branch must already be at `after` there (pushed; else this panics): take it from
+    /// [`FakeGitHub::branch_sha`].
     pub fn pull_request_synchronize(
         &self,
         repo: &str,
@@ -2473,15 +2787,26 @@ impl FakeGitHub {
         let now = inner.now();
         let before = {
             let r = inner.repo_mut(repo);
+            let hosted = r.hosted.is_some();
             let entry = r
                 .issue_mut(pull)
                 .filter(|i| i.pull.is_some())
                 .unwrap_or_else(|| panic!("no pull request {pull} in {repo}"));
             entry.updated_at = now;
             let p = entry.pull.as_mut().unwrap();
-            let before = std::mem::replace(&mut p.head_sha, after.to_string());
+            if hosted {
+                assert_eq!(
+                    p.head_sha, after,
+                    "{repo}'s hosted branch {} is at {}, not at {after}: push first",
+                    p.head_ref, p.head_sha
+                );
+            }
+            p.head_sha = after.to_string();
+            let before = std::mem::replace(&mut p.announced_sha, after.to_string());
             let head = p.head_ref.clone();
-            r.branches.insert(head, after.to_string());
+            if !hosted {
+                r.branches.insert(head, after.to_string());
+            }
             before
         };
         let r = inner.repo(repo);
@@ -2741,6 +3066,9 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if uri.path().starts_with("/git/") {
+        return serve_git(inner, method, uri, headers, body).await;
+    }
     let mut request = GitHubRequest {
         method: method.to_string(),
         path: uri.path().to_string(),
@@ -2758,9 +3086,11 @@ async fn handle(
         operation: None,
         status: 0,
     };
-    let spec = GitHubSpecs::get();
-    let reply = {
+    // Off the async threads: a hosted repository is read with git.
+    let reply = tokio::task::spawn_blocking(move || {
+        let spec = GitHubSpecs::get();
         let mut inner = inner.lock().unwrap();
+        inner.refresh_hosted();
         let mut reply = serve(&mut inner, spec, &mut request);
         inner.rate_used += 1;
         let reset = (inner.now() / 3600 + 1) * 3600;
@@ -2780,7 +3110,9 @@ async fn handle(
         request.status = reply.status;
         inner.requests.push(request);
         reply
-    };
+    })
+    .await
+    .unwrap_or_else(|e| Reply::error(500, &format!("fake: the handler failed: {e}"), DOCS));
     let (bytes, content_type) = match reply.body {
         ReplyBody::Json(value) => (
             value.to_string().into_bytes(),
@@ -2817,6 +3149,278 @@ async fn handle(
         }
     }
     response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Git over smart HTTP
+
+/// A git request allowed through, for the CGI.
+struct GitAccess {
+    full_name: String,
+    dir: PathBuf,
+    /// `POST …/git-receive-pack`: refs may change.
+    receive: bool,
+    push_lock: Arc<Mutex<()>>,
+    cgi: git_http::CgiRequest,
+}
+
+/// What a git request is answered.
+struct GitAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// `(ref, new sha)` a push changed.
+    pushed: Vec<(String, String)>,
+    /// A violation to record.
+    problem: Option<String>,
+}
+
+impl GitAnswer {
+    fn text(status: u16, text: &str) -> GitAnswer {
+        GitAnswer {
+            status,
+            headers: vec![(
+                "Content-Type".to_string(),
+                "text/plain; charset=utf-8".to_string(),
+            )],
+            body: text.as_bytes().to_vec(),
+            pushed: Vec::new(),
+            problem: None,
+        }
+    }
+
+    /// 401 with GitHub's challenge, so that git asks for credentials.
+    fn challenge(text: &str) -> GitAnswer {
+        let mut answer = GitAnswer::text(401, text);
+        answer.headers.push((
+            "WWW-Authenticate".to_string(),
+            "Basic realm=\"GitHub\"".to_string(),
+        ));
+        answer
+    }
+}
+
+/// `/git/{owner}/{name}.git/{info/refs|git-upload-pack|git-receive-pack}`: authenticated as
+/// GitHub does, then `git http-backend` on a blocking thread.
+async fn serve_git(
+    inner: Arc<Mutex<Inner>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut request = GitHubRequest {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+        query: uri.query().unwrap_or("").to_string(),
+        headers: headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).to_string(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+        operation: None,
+        status: 0,
+    };
+    let access = git_access(&inner.lock().unwrap(), &request);
+    let answer = match access {
+        Err(answer) => answer,
+        Ok(access) => tokio::task::spawn_blocking(move || run_git(access))
+            .await
+            .unwrap_or_else(|e| {
+                let mut answer = GitAnswer::text(500, "the fake's git failed");
+                answer.problem = Some(format!("git http-backend: {e}"));
+                answer
+            }),
+    };
+    {
+        let mut inner = inner.lock().unwrap();
+        if let Some(problem) = &answer.problem {
+            inner
+                .violations
+                .push(format!("{} {}: {problem}", request.method, request.path));
+        }
+        if !answer.pushed.is_empty() {
+            let full_name = git_repo_name(&inner, &request.path);
+            for (name, sha) in &answer.pushed {
+                inner
+                    .pushes
+                    .push((full_name.clone(), name.clone(), sha.clone()));
+            }
+            inner.refresh_hosted();
+        }
+        request.status = answer.status;
+        inner.git_requests.push(request);
+    }
+    let mut response = Response::new(Body::from(answer.body));
+    *response.status_mut() =
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in answer.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+/// `owner`, `name` and the CGI's `PATH_INFO` of a git path.
+fn parse_git_path(path: &str) -> Option<(String, String, String)> {
+    let rest = path.strip_prefix("/git/")?;
+    let (owner, rest) = rest.split_once('/')?;
+    let (name, tail) = rest.split_once(".git/")?;
+    let path_info = format!("/{tail}");
+    (!owner.is_empty()
+        && !name.is_empty()
+        && !name.contains('/')
+        && git_http::SMART_PATHS.contains(&path_info.as_str()))
+    .then(|| (owner.to_string(), name.to_string(), path_info))
+}
+
+/// The repository's `owner/name` as the fake spells it.
+fn git_repo_name(inner: &Inner, path: &str) -> String {
+    parse_git_path(path)
+        .and_then(|(owner, name, _)| {
+            inner
+                .repos
+                .get(&format!("{owner}/{name}").to_ascii_lowercase())
+                .map(Repo::full_name)
+        })
+        .unwrap_or_default()
+}
+
+/// GitHub's checks of a git request: a smart HTTP path, Basic credentials whose password is a
+/// live installation token (else 401 with the challenge), a hosted repository that token
+/// reaches (else 404) and `contents` permission for the service (else 403).
+fn git_access(inner: &Inner, request: &GitHubRequest) -> Result<GitAccess, GitAnswer> {
+    let Some((owner, name, path_info)) = parse_git_path(&request.path) else {
+        return Err(GitAnswer::text(404, "Not Found\n"));
+    };
+    let service = if path_info == "/info/refs" {
+        url::form_urlencoded::parse(request.query.as_bytes())
+            .find(|(k, _)| k == "service")
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    } else {
+        path_info.trim_start_matches('/').to_string()
+    };
+    let push = match service.as_str() {
+        "git-upload-pack" => false,
+        "git-receive-pack" => true,
+        _ => {
+            return Err(GitAnswer::text(
+                403,
+                "Please upgrade your git client.\nGitHub.com no longer supports git over dumb-http: https://github.com/blog/809-git-dumb-http-transport-to-be-turned-off-in-90-days\n",
+            ))
+        }
+    };
+    let authorization = request.header("authorization").unwrap_or("");
+    let (scheme, encoded) = authorization.split_once(' ').unwrap_or(("", ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(GitAnswer::challenge(""));
+    }
+    let credentials = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .unwrap_or_default();
+    let password = credentials.split_once(':').map(|(_, p)| p).unwrap_or("");
+    let now = inner.now();
+    let Some(token) = inner
+        .tokens
+        .get(password)
+        .filter(|t| t.expires_at > now && !password.is_empty())
+    else {
+        return Err(GitAnswer::challenge(
+            "Invalid username or token. Password authentication is not supported for Git operations.\n",
+        ));
+    };
+    let key = format!("{owner}/{name}").to_ascii_lowercase();
+    let Some(repo) = inner.repos.get(&key).filter(|r| {
+        r.hosted.is_some()
+            && r.installation == token.installation
+            && token
+                .repositories
+                .as_ref()
+                .is_none_or(|names| names.contains(&key))
+    }) else {
+        return Err(GitAnswer::text(404, "Repository not found.\n"));
+    };
+    let wanted = if push { "write" } else { "read" };
+    if token
+        .permissions
+        .get("contents")
+        .is_none_or(|have| level(have) < level(wanted))
+    {
+        return Err(GitAnswer::text(
+            403,
+            &format!(
+                "Permission to {}.git denied to {}.\n",
+                repo.full_name(),
+                Inner::bot_login()
+            ),
+        ));
+    }
+    let header = |name: &str| request.header(name).map(str::to_string);
+    Ok(GitAccess {
+        full_name: repo.full_name(),
+        dir: repo.hosted.clone().unwrap_or_default(),
+        receive: push && request.method.eq_ignore_ascii_case("POST"),
+        push_lock: inner.push_lock.clone(),
+        cgi: git_http::CgiRequest {
+            method: request.method.clone(),
+            path_info,
+            query: request.query.clone(),
+            content_type: header("content-type"),
+            content_encoding: header("content-encoding"),
+            git_protocol: header("git-protocol"),
+            remote_user: Inner::bot_login(),
+            body: request.body.clone(),
+        },
+    })
+}
+
+/// Runs the CGI (blocking); for a push, the refs before and after tell what it changed.
+fn run_git(access: GitAccess) -> GitAnswer {
+    let _pushing = access
+        .receive
+        .then(|| access.push_lock.lock().unwrap_or_else(|e| e.into_inner()));
+    let before = access.receive.then(|| git_http::refs(&access.dir));
+    let result = git_http::http_backend(&access.dir, &access.cgi);
+    let pushed = before
+        .map(|before| git_http::changed_refs(&before, &git_http::refs(&access.dir)))
+        .unwrap_or_default();
+    match result {
+        Ok(cgi) => {
+            let problem = (!cgi.success || cgi.status >= 400).then(|| {
+                format!(
+                    "git http-backend answered {} for {}: {}",
+                    cgi.status,
+                    access.full_name,
+                    cgi.stderr.trim()
+                )
+            });
+            GitAnswer {
+                status: cgi.status,
+                headers: cgi.headers,
+                body: cgi.body,
+                pushed,
+                problem,
+            }
+        }
+        Err(e) => {
+            let mut answer = GitAnswer::text(500, "the fake's git failed\n");
+            answer.problem = Some(format!("cannot run git http-backend: {e}"));
+            answer.pushed = pushed;
+            answer
+        }
+    }
 }
 
 /// The media types GitHub answers with JSON, and the raw ones the contents API serves.
@@ -3563,6 +4167,82 @@ fn repo_call(
                 None => reply,
             }
         }
+        ("GET", "/repos/{owner}/{repo}/issues/{issue_number}") => {
+            let repo = &inner.repos[key];
+            let Some(issue) = number("issue_number").and_then(|n| repo.issue(n)) else {
+                return Reply::not_found(docs);
+            };
+            if !(may("issues", "read") || (issue.pull.is_some() && may("pull_requests", "read"))) {
+                return forbidden();
+            }
+            Reply::json(200, inner.issue_json(repo, issue))
+        }
+        ("GET", "/repos/{owner}/{repo}/issues/{issue_number}/events") => {
+            let repo = &inner.repos[key];
+            let Some(issue) = number("issue_number").and_then(|n| repo.issue(n)) else {
+                return Reply::not_found(docs);
+            };
+            if !(may("issues", "read") || (issue.pull.is_some() && may("pull_requests", "read"))) {
+                return forbidden();
+            }
+            let base = inner.base();
+            let full = repo.full_name();
+            let items: Vec<Value> = repo
+                .issue_events
+                .iter()
+                .filter(|e| e.issue == issue.number)
+                .map(|e| {
+                    json!({
+                        "id": e.id,
+                        "node_id": node_id("LE", e.id),
+                        "url": format!("{base}/repos/{full}/issues/events/{}", e.id),
+                        "actor": inner.user(&e.actor),
+                        "event": "labeled",
+                        "commit_id": null,
+                        "commit_url": null,
+                        "created_at": timestamp(e.created_at),
+                        "performed_via_github_app": null,
+                        "label": {"name": e.label, "color": "ededed"},
+                    })
+                })
+                .collect();
+            let (shown, link) = paginate(items, &base, &request.path, query);
+            let reply = Reply::json(200, json!(shown));
+            match link {
+                Some(link) => reply.header("link", link),
+                None => reply,
+            }
+        }
+        ("GET", "/repos/{owner}/{repo}/issues/comments") => {
+            if !(may("issues", "read") || may("pull_requests", "read")) {
+                return forbidden();
+            }
+            let repo = &inner.repos[key];
+            let since = query.get("since").and_then(|s| parse_timestamp(s));
+            let mut chosen: Vec<&Comment> = repo
+                .comments
+                .iter()
+                .filter(|c| since.is_none_or(|s| c.updated_at >= s))
+                .collect();
+            // GitHub: `created` by default; `direction` only with `sort`, `desc` unless told.
+            let sort = query.get("sort").map(String::as_str);
+            chosen.sort_by_key(|c| match sort {
+                Some("updated") => (c.updated_at, c.id),
+                _ => (c.created_at, c.id),
+            });
+            let descending =
+                sort.is_some() && query.get("direction").map(String::as_str) != Some("asc");
+            if descending {
+                chosen.reverse();
+            }
+            let items: Vec<Value> = chosen.iter().map(|c| inner.comment_json(repo, c)).collect();
+            let (shown, link) = paginate(items, &inner.base(), &request.path, query);
+            let reply = Reply::json(200, json!(shown));
+            match link {
+                Some(link) => reply.header("link", link),
+                None => reply,
+            }
+        }
         ("POST", "/repos/{owner}/{repo}/pulls") => {
             if !may("pull_requests", "write") {
                 return forbidden();
@@ -3686,6 +4366,55 @@ fn repo_call(
             }
             get_content(inner, key, op, query, docs, accept)
         }
+        ("GET", "/repos/{owner}/{repo}/pulls") => {
+            if !may("pull_requests", "read") {
+                return forbidden();
+            }
+            list_pulls(inner, key, query, request)
+        }
+        ("GET", "/repos/{owner}/{repo}/git/commits/{commit_sha}") => {
+            if !may("contents", "read") {
+                return forbidden();
+            }
+            let repo = &inner.repos[key];
+            let sha = op.params.get("commit_sha").cloned().unwrap_or_default();
+            match repo
+                .hosted
+                .as_deref()
+                .and_then(|dir| git_http::commit(dir, &sha.to_ascii_lowercase()))
+            {
+                Some(commit) => Reply::json(200, inner.git_commit_json(repo, &commit)),
+                None => Reply::not_found(docs),
+            }
+        }
+        ("GET", "/repos/{owner}/{repo}/pulls/{pull_number}/reviews/{review_id}/comments") => {
+            if !may("pull_requests", "read") {
+                return forbidden();
+            }
+            let repo = &inner.repos[key];
+            let (Some(n), Some(review_id)) = (number("pull_number"), number("review_id")) else {
+                return Reply::not_found(docs);
+            };
+            if !repo
+                .reviews
+                .iter()
+                .any(|r| r.id == review_id && r.pull == n)
+            {
+                return Reply::not_found(docs);
+            }
+            let items: Vec<Value> = repo
+                .review_comments
+                .iter()
+                .filter(|c| c.review == review_id)
+                .map(|c| inner.review_comment_json(repo, c))
+                .collect();
+            let (shown, link) = paginate(items, &inner.base(), &request.path, query);
+            let reply = Reply::json(200, json!(shown));
+            match link {
+                Some(link) => reply.header("link", link),
+                None => reply,
+            }
+        }
         _ => Reply::not_found(docs),
     }
 }
@@ -3698,6 +4427,67 @@ fn level_of_role(role: &str) -> u8 {
         "triage" => 2,
         "read" => 1,
         _ => 0,
+    }
+}
+
+/// `GET /repos/{owner}/{repo}/pulls`: `state` (open), `head` (`owner:branch`; without the
+/// owner GitHub ignores it, which is a violation here), `base`, `sort`, `direction`, paged.
+fn list_pulls(
+    inner: &mut Inner,
+    key: &str,
+    query: &BTreeMap<String, String>,
+    request: &GitHubRequest,
+) -> Reply {
+    let head = match query.get("head") {
+        Some(head) => match head.split_once(':') {
+            Some((owner, branch)) => Some((owner.to_ascii_lowercase(), branch.to_string())),
+            None => {
+                inner.violations.push(format!(
+                    "GET /repos/{{owner}}/{{repo}}/pulls: `head={head}` names no owner; GitHub \
+                     wants `user:ref-name` or `organization:ref-name` and ignores the filter"
+                ));
+                None
+            }
+        },
+        None => None,
+    };
+    let repo = &inner.repos[key];
+    let state = query.get("state").map(String::as_str).unwrap_or("open");
+    let base = query.get("base");
+    let mut chosen: Vec<&Issue> = repo
+        .issues
+        .iter()
+        .filter(|i| i.pull.is_some())
+        .filter(|i| state == "all" || i.state == state)
+        .filter(|i| {
+            let pull = i.pull.as_ref().unwrap();
+            head.as_ref().is_none_or(|(owner, branch)| {
+                *owner == repo.owner.to_ascii_lowercase() && pull.head_ref == *branch
+            }) && base.is_none_or(|b| pull.base_ref == *b)
+        })
+        .collect();
+    let sort = query.get("sort").map(String::as_str).unwrap_or("created");
+    chosen.sort_by_key(|i| match sort {
+        "updated" => (i.updated_at, i.number),
+        _ => (i.created_at, i.number),
+    });
+    // Newest first for `created` (the default), else oldest first, unless told.
+    let descending = match query.get("direction").map(String::as_str) {
+        Some(direction) => direction == "desc",
+        None => sort == "created",
+    };
+    if descending {
+        chosen.reverse();
+    }
+    let items: Vec<Value> = chosen
+        .iter()
+        .map(|i| inner.simple_pull_json(repo, i))
+        .collect();
+    let (shown, link) = paginate(items, &inner.base(), &request.path, query);
+    let reply = Reply::json(200, json!(shown));
+    match link {
+        Some(link) => reply.header("link", link),
+        None => reply,
     }
 }
 
@@ -3736,13 +4526,28 @@ fn create_pull(inner: &mut Inner, key: &str, body: &Value, docs: &str) -> Reply 
             json!([{"resource": "PullRequest", "field": "base", "code": "invalid"}]),
         );
     }
-    if head_branch == base {
-        return Reply::validation(
+    let no_commits = || {
+        Reply::validation(
             docs,
             "Validation Failed",
             json!([{"resource": "PullRequest", "code": "custom",
                     "message": format!("No commits between {base} and {head_branch}")}]),
-        );
+        )
+    };
+    if head_branch == base {
+        return no_commits();
+    }
+    if let Some(dir) = &repo.hosted {
+        let Some(head_sha) = repo.branches.get(&head_branch) else {
+            return Reply::validation(
+                docs,
+                "Validation Failed",
+                json!([{"resource": "PullRequest", "field": "head", "code": "invalid"}]),
+            );
+        };
+        if git_http::is_ancestor(dir, head_sha, &repo.branches[base]) {
+            return no_commits();
+        }
     }
     let exists = repo.issues.iter().any(|i| {
         i.state == "open"
@@ -3763,6 +4568,7 @@ fn create_pull(inner: &mut Inner, key: &str, body: &Value, docs: &str) -> Reply 
     let pull = Pull {
         id: pull_id,
         head_ref: head_branch,
+        announced_sha: head_sha.clone(),
         head_sha,
         base_ref: base.to_string(),
         base_sha,
@@ -3870,7 +4676,11 @@ fn create_check_run(inner: &mut Inner, key: &str, body: &Value, docs: &str) -> R
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    if head_sha.len() != 40 || !head_sha.chars().all(|c| c.is_ascii_hexdigit()) {
+    let unknown_in_git = inner.repos[key]
+        .hosted
+        .as_deref()
+        .is_some_and(|dir| !git_http::has_commit(dir, &head_sha));
+    if head_sha.len() != 40 || !head_sha.chars().all(|c| c.is_ascii_hexdigit()) || unknown_in_git {
         return Reply::validation(
             docs,
             &format!("No commit found for SHA: {head_sha}"),

@@ -1,7 +1,8 @@
 //! Test helpers: temporary git repositories made with the real `git`, a driver for the
 //! real `flightdeck` binary with its own data directory, and fake model provider servers
 //! ([`FakeOpenAi`], [`FakeAnthropic`]) that hold every request and response to the providers'
-//! published contracts ([`openapi`]).
+//! published contracts ([`openapi`]); a fake GitHub ([`fake_github`]) that also serves git
+//! over smart HTTP through the real `git http-backend` ([`git_http`]).
 //!
 //! Test support code: it panics on failure, as tests should.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -16,6 +17,7 @@ pub mod fake_github;
 pub mod fake_http;
 pub mod fake_openai;
 pub mod fake_slack;
+pub mod git_http;
 pub mod openapi;
 
 pub use fake_anthropic::FakeAnthropic;
