@@ -48,6 +48,219 @@ pub struct Config {
     /// `[slack]`: approvals in Slack (`flightdeck serve`).
     #[serde(default)]
     pub slack: Option<SlackSection>,
+    /// `[github]`: missions from GitHub issues, proposed as pull requests (issue 19).
+    #[serde(default)]
+    pub github: Option<GitHubSection>,
+}
+
+/// `[github]`: the GitHub App missions come from and propose their changes through. Checked
+/// when the config is read ([`Config::parse`]): the key file is read and must be an RSA key
+/// GitHub would accept, so a wrong path or key stops every command at once rather than a
+/// mission at its publish gate. The webhook secret is an environment variable `serve` reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitHubSection {
+    /// The App's id (its settings page, "App ID").
+    #[serde(deserialize_with = "app_id")]
+    pub app_id: u64,
+    /// The App's private key (PEM, PKCS#1 or PKCS#8); relative to the config file's
+    /// directory ([`GitHubSection::key_path`]).
+    pub private_key_file: PathBuf,
+    /// The environment variable holding the webhook secret (required in `webhook` mode).
+    pub webhook_secret_env: Option<String>,
+    /// The REST API's base URL: GitHub.com's, GitHub Enterprise Server's `…/api/v3`, or a
+    /// test server.
+    #[serde(default = "default_github_api_url")]
+    pub api_url: String,
+    #[serde(default)]
+    pub mode: GitHubMode,
+    /// `<trigger_label>:TEMPLATE` labels start missions.
+    #[serde(default = "default_trigger_label")]
+    pub trigger_label: String,
+    /// Poll mode's interval between looks at the installations' labelled issues.
+    #[serde(default = "default_poll_seconds")]
+    pub poll_seconds: u64,
+}
+
+/// How GitHub's events reach flightdeck.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GitHubMode {
+    /// GitHub POSTs them to `serve`'s `/webhooks/github` (needs a public URL).
+    #[default]
+    Webhook,
+    /// `serve` asks GitHub every `poll_seconds` (no public URL needed).
+    Poll,
+}
+
+impl GitHubMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GitHubMode::Webhook => "webhook",
+            GitHubMode::Poll => "poll",
+        }
+    }
+}
+
+/// Poll mode never asks more often than this: GitHub's rate limits are per hour and shared
+/// by every call the App makes.
+pub const MIN_POLL_SECONDS: u64 = 10;
+
+/// A positive App id, read signed so that `-3` is told as "not an App id" with the key
+/// rather than as a type mismatch.
+fn app_id<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let id = i64::deserialize(deserializer)?;
+    u64::try_from(id).ok().filter(|id| *id > 0).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "[github] app_id = {id}: not an App id (the number on the GitHub App's settings page, \"App ID\")"
+        ))
+    })
+}
+
+fn default_github_api_url() -> String {
+    flightdeck_github::client::PUBLIC_API_URL.to_string()
+}
+
+fn default_trigger_label() -> String {
+    "flightdeck".to_string()
+}
+
+fn default_poll_seconds() -> u64 {
+    60
+}
+
+impl GitHubSection {
+    /// The private key's path: a relative `private_key_file` is relative to `config_dir`
+    /// (the config file's directory), so the config means the same from any directory.
+    pub fn key_path(&self, config_dir: &Path) -> PathBuf {
+        absolute(&config_dir.join(&self.private_key_file))
+    }
+
+    /// Poll mode's interval.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs(self.poll_seconds)
+    }
+}
+
+/// The directory of the config file `path` (relative paths in it are relative to it).
+pub fn config_dir(path: &Path) -> PathBuf {
+    absolute(path)
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+}
+
+/// The lines keys of `[github]` are written on, for messages: toml keeps no places once
+/// parsed, so the text is read again, leniently, with spans.
+#[derive(Deserialize)]
+struct GitHubPlaces {
+    github: Option<toml::Spanned<BTreeMap<String, toml::Spanned<toml::Value>>>>,
+}
+
+/// `file:line: [github] key` (the section's line when the key is not written; the file alone
+/// when neither can be found).
+fn github_place(text: &str, path: &Path, key: &str) -> String {
+    let places: Option<GitHubPlaces> = toml::from_str(text).ok();
+    let section = places.and_then(|p| p.github);
+    let offset = section.as_ref().map(|s| {
+        s.get_ref()
+            .get(key)
+            .map_or(s.span().start, |value| value.span().start)
+    });
+    let at = offset
+        .map(|o| format!(":{}", flightdeck_core::template::line_column(text, o).0))
+        .unwrap_or_default();
+    format!("{}{at}: [github] {key}", path.display())
+}
+
+/// The `[github]` section checked: every value, and the private key read and parsed (the
+/// secret named by `webhook_secret_env` is read by `serve`, not here). Errors name the file,
+/// the line and the key, with a hint.
+fn check_github(section: &GitHubSection, text: &str, path: &Path) -> Result<(), AppError> {
+    let bad = |key: &str, what: String, hint: &str| {
+        AppError::bad_input(
+            format!("{} {what}", github_place(text, path, key)),
+            Some(hint.to_string()),
+        )
+    };
+    let api_url = section.api_url.trim();
+    if !(api_url.starts_with("https://") || api_url.starts_with("http://"))
+        || api_url.contains(['?', '#'])
+    {
+        return Err(bad(
+            "api_url",
+            format!("= {api_url:?}: not an http(s) URL without query or fragment"),
+            "api_url is GitHub's REST API: \"https://api.github.com\" (the default), or \"https://HOST/api/v3\" for GitHub Enterprise Server",
+        ));
+    }
+    match (section.mode, section.webhook_secret_env.as_deref().map(str::trim)) {
+        (GitHubMode::Webhook, None) => {
+            return Err(bad(
+                "webhook_secret_env",
+                "is missing: mode = \"webhook\" (the default) needs it".to_string(),
+                "name the environment variable of `serve` that holds the App's webhook secret, e.g. webhook_secret_env = \"GITHUB_WEBHOOK_SECRET\"; or set mode = \"poll\" (no public URL, no webhooks)",
+            ))
+        }
+        (_, Some(var)) if var.is_empty() || var.contains(['=', '\0']) => {
+            return Err(bad(
+                "webhook_secret_env",
+                format!("= {var:?}: not the name of an environment variable"),
+                "the secret itself never goes in the file: name the variable that holds it, e.g. webhook_secret_env = \"GITHUB_WEBHOOK_SECRET\"",
+            ))
+        }
+        _ => {}
+    }
+    let label = section.trigger_label.as_str();
+    if label.trim().is_empty() || label.trim() != label || label.contains([',', ':']) {
+        return Err(bad(
+            "trigger_label",
+            format!("= {label:?}: not a label prefix"),
+            "`<trigger_label>:TEMPLATE` labels start missions, so the prefix has no `:` or `,` and no spaces around it, e.g. trigger_label = \"flightdeck\"",
+        ));
+    }
+    if section.poll_seconds < MIN_POLL_SECONDS {
+        return Err(bad(
+            "poll_seconds",
+            format!(
+                "= {}: polls more often than every {MIN_POLL_SECONDS} seconds",
+                section.poll_seconds
+            ),
+            "poll_seconds is at least 10 (60 by default): every look at GitHub spends the App's hourly rate limit",
+        ));
+    }
+    let key_path = section.key_path(&config_dir(path));
+    read_app_key(&key_path).map_err(|(what, hint)| {
+        bad(
+            "private_key_file",
+            format!(
+                "= {:?} ({}): {what}",
+                section.private_key_file.display().to_string(),
+                key_path.display()
+            ),
+            &hint,
+        )
+    })?;
+    Ok(())
+}
+
+/// The App's private key at `path`, or what is wrong with it and what to do (never any of
+/// the file's content).
+pub(crate) fn read_app_key(path: &Path) -> Result<flightdeck_github::AppKey, (String, String)> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::NotFound {
+            "private_key_file names the `.pem` GitHub generated for the App (its settings page, \"Private keys\"); a relative path is relative to the config file's directory"
+        } else {
+            "the file must be readable by every flightdeck process of this installation (and by no one else)"
+        };
+        (format!("cannot read it: {e}"), hint.to_string())
+    })?;
+    flightdeck_github::AppKey::from_pem(&text).map_err(|e| {
+        let hint = match e {
+            flightdeck_github::KeyError::NotRsa { .. } => "GitHub App keys are RSA: generate a new private key on the App's settings page and point private_key_file at the `.pem` it downloads",
+            flightdeck_github::KeyError::Encrypted { .. } => "decrypt it first (`openssl pkey -in KEY -out KEY.pem`), and keep the decrypted file readable only by flightdeck",
+            _ => "private_key_file is the `.pem` GitHub generated for the App (`-----BEGIN RSA PRIVATE KEY-----`), or the same key as PKCS#8 (`-----BEGIN PRIVATE KEY-----`)",
+        };
+        (e.to_string(), hint.to_string())
+    })
 }
 
 /// `[slack]`: where approval requests go and how Slack's clicks are checked.
@@ -373,7 +586,7 @@ impl Config {
 
     /// Parses a config's text (`path` for messages).
     pub fn parse(text: &str, path: &Path) -> Result<Config, AppError> {
-        toml::from_str(text).map_err(|e| {
+        let config: Config = toml::from_str(text).map_err(|e| {
             let at = e
                 .span()
                 .map(|s| {
@@ -392,7 +605,11 @@ impl Config {
                         .to_string(),
                 ),
             )
-        })
+        })?;
+        if let Some(github) = &config.github {
+            check_github(github, text, path)?;
+        }
+        Ok(config)
     }
 
     /// The `[people]` directory, checked (no two people share a name on any channel).

@@ -258,6 +258,23 @@ impl From<flightdeck_policy::PolicyError> for AppError {
     }
 }
 
+impl From<flightdeck_github::GitHubError> for AppError {
+    /// GitHub refusing or failing a call: the call (never a credential) and what to check.
+    fn from(e: flightdeck_github::GitHubError) -> AppError {
+        use flightdeck_github::GitHubError;
+        let h = match &e {
+            GitHubError::Key(_) => hint("[github] private_key_file is the `.pem` GitHub generated for the App"),
+            GitHubError::InvalidApiUrl => hint("[github] api_url is \"https://api.github.com\", or \"https://HOST/api/v3\" for GitHub Enterprise Server"),
+            GitHubError::Api { status: 401, .. } => hint("GitHub refused the App's credentials: check [github] app_id and that private_key_file is a current key of that App"),
+            GitHubError::Api { status: 403 | 404, .. } => hint("the App may not be installed on the repository, or lacks a permission (contents, pull requests, issues, checks: read and write)"),
+            GitHubError::RateLimited { .. } => hint("GitHub rate-limits the App per hour; it is tried again later"),
+            GitHubError::Timeout { .. } | GitHubError::Connection { .. } => hint("check that this machine reaches [github] api_url"),
+            _ => None,
+        };
+        AppError::new(ErrorKind::Failed, e.to_string(), h)
+    }
+}
+
 impl From<std::io::Error> for AppError {
     fn from(e: std::io::Error) -> AppError {
         AppError::failed(e.to_string())
@@ -305,6 +322,11 @@ impl From<EngineError> for AppError {
                 let h = format!("nothing ran; give it a value in the installation config: [secrets.{name}] with `env = \"VAR\"` (a variable of the flightdeck process) or `file = \"/path\"`, at least 8 characters");
                 AppError::bad_input(e.to_string(), Some(h))
             }
+            EngineError::Forge(_) => AppError::new(
+                ErrorKind::Failed,
+                e.to_string(),
+                hint("every worker and server that drives missions from GitHub needs [github] in its config and a way to reach GitHub; `flightdeck resume MISSION` tries again"),
+            ),
             EngineError::BadFork(_) => AppError::bad_input(
                 e.to_string(),
                 hint("`flightdeck timeline MISSION` lists the seqs to fork at"),

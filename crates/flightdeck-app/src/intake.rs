@@ -35,8 +35,8 @@ pub enum RepoSource {
     Remote(String),
 }
 
-/// What `flightdeck run` (or, next, the API) asks for.
-#[derive(Debug, Clone)]
+/// What `flightdeck run`, the API or GitHub asks for.
+#[derive(Clone)]
 pub struct RunRequest {
     /// A name under `.flightdeck/missions/NAME.toml`, or a path to a `.toml`.
     pub template: String,
@@ -45,6 +45,27 @@ pub struct RunRequest {
     pub base: String,
     pub params: BTreeMap<String, String>,
     pub requested_by: String,
+    /// Where the request came from (`MissionOrigin::from_source(MissionSource::Cli)`, `Api`, or a
+    /// GitHub issue or review): recorded in `mission.created`.
+    pub origin: flightdeck_engine::MissionOrigin,
+    /// An `http.extraHeader` value (`Authorization: …`) git fetches a remote with: a GitHub
+    /// App installation's token ([`crate::github::GitHubApp::git_auth_header`]). A secret:
+    /// given to git through its environment only, never recorded, never shown by `Debug`.
+    pub git_auth: Option<String>,
+}
+
+impl std::fmt::Debug for RunRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunRequest")
+            .field("template", &self.template)
+            .field("repo", &self.repo)
+            .field("base", &self.base)
+            .field("params", &self.params)
+            .field("requested_by", &self.requested_by)
+            .field("origin", &self.origin)
+            .field("git_auth", &self.git_auth.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// A request ready for the engine, and what the intake noticed.
@@ -128,7 +149,8 @@ pub fn intake(data_dir: &Path, request: &RunRequest) -> Result<Intake, AppError>
             (repo, commit, origin)
         }
         RepoSource::Remote(url) => {
-            let (repo, commit) = fetch_remote(data_dir, url, &request.base)?;
+            let (repo, commit) =
+                fetch_remote(data_dir, url, &request.base, request.git_auth.as_deref())?;
             (repo, commit, Some(without_credentials(url)))
         }
     };
@@ -158,6 +180,7 @@ pub fn intake(data_dir: &Path, request: &RunRequest) -> Result<Intake, AppError>
         } else {
             remote_url.clone()
         },
+        origin: request.origin.clone(),
     };
     Ok(Intake {
         request,
@@ -514,13 +537,27 @@ fn read_text(repo: &Path, commit: &str, path: &str) -> Result<Option<String>, Ap
 
 /// Fetches `base` of the repository at `url` into the installation's cache of repositories:
 /// the cache's path and the base commit. A commit already fetched is not fetched again.
-fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, String), AppError> {
+/// `auth` is an `http.extraHeader` value (a GitHub App installation's token), given to git
+/// like the URL: in its environment.
+fn fetch_remote(
+    data_dir: &Path,
+    url: &str,
+    base: &str,
+    auth: Option<&str>,
+) -> Result<(PathBuf, String), AppError> {
     let key = flightdeck_core::Digest::of(url.trim().as_bytes());
     let name = key.as_str().trim_start_matches("sha256:");
     let cache = data_dir.join("repos").join(name.get(..16).unwrap_or(name));
     let git = |dir: &Path, args: &[&str]| -> Result<std::process::Output, AppError> {
-        std::process::Command::new("git")
-            .arg("-C")
+        let mut git = std::process::Command::new("git");
+        if let Some(header) = auth {
+            git.env("GIT_CONFIG_COUNT", "2")
+                .env("GIT_CONFIG_KEY_1", "http.extraHeader")
+                .env("GIT_CONFIG_VALUE_1", header);
+        } else {
+            git.env("GIT_CONFIG_COUNT", "1");
+        }
+        git.arg("-C")
             .arg(dir)
             .args([
                 "-c",
@@ -529,9 +566,8 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
                 "protocol.ext.allow=never",
             ])
             .args(args)
-            // The URL (which may carry credentials) as the remote `flightdeck-source`, in
-            // the environment: never on a command line every user can read.
-            .env("GIT_CONFIG_COUNT", "1")
+            // The URL (which may carry credentials) as the remote `flightdeck-source`, and
+            // `auth`, in the environment: never on a command line every user can read.
             .env("GIT_CONFIG_KEY_0", "remote.flightdeck-source.url")
             .env("GIT_CONFIG_VALUE_0", url.trim())
             // Never wait for a person: no credential prompt, and a transfer that stalls
@@ -545,6 +581,22 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
     };
     // What messages show of the URL: never a user or password it carries.
     let shown = without_credentials(url);
+    // What messages show of git's output: never the URL's credentials or `auth`.
+    let scrub = |said: &[u8]| {
+        let said = String::from_utf8_lossy(said)
+            .trim()
+            .replace(url.trim(), &shown);
+        match auth.filter(|a| !a.is_empty()) {
+            Some(header) => {
+                let said = said.replace(header, "[REDACTED]");
+                match header.rsplit(' ').next().filter(|e| !e.is_empty()) {
+                    Some(encoded) => said.replace(encoded, "[REDACTED]"),
+                    None => said,
+                }
+            }
+            None => said,
+        }
+    };
     if !cache.join("HEAD").is_file() {
         std::fs::create_dir_all(&cache)?;
         let out = git(&cache, &["init", "--bare", "--quiet"])?;
@@ -598,12 +650,7 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
         return match commit {
             Some(commit) => Ok((cache, commit)),
             None => Err(AppError::bad_input(
-                format!(
-                    "cannot fetch {base} from {shown}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                        .trim()
-                        .replace(url.trim(), &shown)
-                ),
+                format!("cannot fetch {base} from {shown}: {}", scrub(&out.stderr)),
                 Some(
                     "--remote takes a URL git can fetch, and --base a branch, tag or commit it has"
                         .to_string(),
@@ -621,10 +668,14 @@ fn fetch_remote(data_dir: &Path, url: &str, base: &str) -> Result<(PathBuf, Stri
 /// (`<data-dir>/repos`), fetched there at the mission's base commit unless the cache has it
 /// already (a cache made earlier may lack a newer base), with the credentials of this
 /// installation's `[repos.NAME]` of the same URL when it has one (the timeline records URLs
-/// without them); a checkout is its recorded path, which must be here.
+/// without them), or, for a mission from GitHub, its installation's token; a checkout is its
+/// recorded path, which must be here.
 pub struct FetchingRepos {
     pub data_dir: PathBuf,
     pub repos: BTreeMap<String, crate::config::RepoConfig>,
+    /// `[github]`'s App, whose installation tokens fetch the repositories of missions from
+    /// GitHub (private ones need them).
+    pub github: Option<std::sync::Arc<crate::github::GitHubApp>>,
 }
 
 #[async_trait::async_trait]
@@ -641,15 +692,41 @@ impl flightdeck_engine::RepoPort for FetchingRepos {
             .values()
             .find(|r| without_credentials(&r.url) == remote)
             .map_or(remote.clone(), |r| r.url.trim().to_string());
+        let auth = match (&created.github, &self.github) {
+            (Some(origin), Some(app)) => Some(
+                app.git_auth_header(origin.installation_id)
+                    .await
+                    .map_err(|e| flightdeck_engine::EngineError::RepoNotHere {
+                        repo: created.repo.clone(),
+                        why: format!(
+                            "fetching it from {remote} needs a token of the GitHub App's installation {}, which GitHub did not give: {e}",
+                            origin.installation_id
+                        ),
+                    })?,
+            ),
+            // Without `[github]` a public repository can still be fetched; a private one
+            // fails below, saying so.
+            _ => None,
+        };
         let data_dir = self.data_dir.clone();
         let base = created.base_commit.clone();
-        let fetched =
-            tokio::task::spawn_blocking(move || fetch_remote(&data_dir, &url, &base)).await;
+        let fetched = tokio::task::spawn_blocking(move || {
+            fetch_remote(&data_dir, &url, &base, auth.as_deref())
+        })
+        .await;
         match fetched {
             Ok(Ok((cache, _))) => Ok(cache),
             Ok(Err(e)) => Err(flightdeck_engine::EngineError::RepoNotHere {
                 repo: created.repo.clone(),
-                why: format!("fetching it from {remote} failed: {}", e.message),
+                why: format!(
+                    "fetching it from {remote} failed: {}{}",
+                    e.message,
+                    if created.github.is_some() && self.github.is_none() {
+                        " (the mission came from GitHub, and this process has no [github] in its config to fetch with the App's token)"
+                    } else {
+                        ""
+                    }
+                ),
             }),
             Err(e) => Err(flightdeck_engine::EngineError::RepoNotHere {
                 repo: created.repo.clone(),

@@ -9,6 +9,8 @@
 //!   budget is raised, takes in inputs no driver is there to take, fires approval expiries.
 //! - [`telemetry`]: OpenTelemetry traces of driven segments over OTLP/HTTP, fed by an engine
 //!   observer (`[telemetry] otlp_endpoint`).
+//! - [`github`]: `[github]`'s App (one client and token cache per process) and the forge
+//!   missions from GitHub push and open their pull requests through.
 //! - [`error`]: one error kind, mapped once to exit codes and HTTP statuses.
 //!
 //! Invariant: nothing here renders (no text for people, no terminal): the callers do.
@@ -16,6 +18,7 @@
 pub mod config;
 pub mod copy;
 pub mod error;
+pub mod github;
 pub mod intake;
 pub mod queries;
 pub mod scheduler;
@@ -64,6 +67,9 @@ pub struct App {
     pub lease_ttl: std::time::Duration,
     /// `[telemetry]`: the trace exporter every live engine of this process feeds.
     pub telemetry: telemetry::Telemetry,
+    /// `[github]`'s App, made once: every engine of this process and the server share its
+    /// installation tokens.
+    pub github: Option<Arc<github::GitHubApp>>,
     options: AppOptions,
 }
 
@@ -113,9 +119,20 @@ impl App {
         let quotas = config::quotas(&config, &config_path)?;
         let telemetry =
             telemetry::Telemetry::new(config::telemetry_endpoint(&config, &config_path)?);
+        let github = match &config.github {
+            Some(section) => Some(Arc::new(github::GitHubApp::from_config(
+                section,
+                &config::config_dir(&config_path),
+            )?)),
+            None => None,
+        };
         // What no command may read wherever it lives: the signing key, the store's files.
         if let Some(key) = &config.audit.signing_key {
             workspace.hidden_files.push(data_dir.join(key));
+        }
+        // The GitHub App's key, which can act on every repository the App is installed on.
+        if let Some(app) = &github {
+            workspace.hidden_files.push(app.key_path().to_path_buf());
         }
         if let Ok(url) = flightdeck_store::DatabaseUrl::parse(&database_url(&options, &data_dir)) {
             let db = config::absolute(&url.path);
@@ -135,6 +152,7 @@ impl App {
             people,
             quotas,
             telemetry,
+            github,
             options,
         })
     }
@@ -337,7 +355,15 @@ impl App {
         config.ports.repos = Arc::new(intake::FetchingRepos {
             data_dir: self.data_dir.clone(),
             repos: self.config.repos.clone(),
+            github: self.github.clone(),
         });
+        // Missions from GitHub propose their change there (else `NoForge` says why not).
+        if let Some(app) = &self.github {
+            config.ports.forge = Arc::new(
+                github::GitHubForge::new(app.clone())
+                    .with_pages(self.config.server.public_url.as_deref()),
+            );
+        }
         config.quotas = self.quotas.clone();
         Engine::new(config)
     }

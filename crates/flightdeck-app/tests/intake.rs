@@ -28,6 +28,10 @@ fn ask(repo: RepoSource, template: &str, base: &str) -> RunRequest {
         base: base.to_string(),
         params: BTreeMap::new(),
         requested_by: "@carol".into(),
+        origin: flightdeck_engine::MissionOrigin::from_source(
+            flightdeck_core::event::MissionSource::Cli,
+        ),
+        git_auth: None,
     }
 }
 

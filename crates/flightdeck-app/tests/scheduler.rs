@@ -58,6 +58,10 @@ async fn start(app: &App, engine: &Engine, repo: &TestRepo) -> flightdeck_core::
             base: "HEAD".into(),
             params: BTreeMap::new(),
             requested_by: "@carol".into(),
+            origin: flightdeck_engine::MissionOrigin::from_source(
+                flightdeck_core::event::MissionSource::Cli,
+            ),
+            git_auth: None,
         },
     )
     .unwrap();

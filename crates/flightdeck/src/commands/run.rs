@@ -147,6 +147,10 @@ pub async fn run(
             base: base.to_string(),
             params,
             requested_by,
+            origin: flightdeck_engine::MissionOrigin::from_source(
+                flightdeck_core::event::MissionSource::Cli,
+            ),
+            git_auth: None,
         },
     )?;
     if !ctx.json() {
