@@ -434,7 +434,14 @@ async fn the_thread_tells_reminders_and_blocks() {
         1,
         "one reminder"
     );
-    // Each message once (a redraw records the request's `ref` again).
+    // Each message once (a redraw records the request's `ref` again). The thread's status
+    // is recorded after Slack took it: wait for the record before counting.
+    wait_until("the block's message is recorded", || {
+        cli.timeline(&id)
+            .iter()
+            .any(|e| e["type"] == "notification.sent" && e["data"]["kind"] == "blocked")
+    })
+    .await;
     let sent: std::collections::BTreeSet<(String, String)> = cli
         .timeline(&id)
         .into_iter()

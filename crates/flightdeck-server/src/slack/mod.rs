@@ -3,9 +3,9 @@
 //! Approve / Deny clicks come over Socket Mode (an app-level token: no public URL needed)
 //! or to `POST /slack/actions` (HTTP mode, checked with the signing secret), or both.
 //!
-//! - [`notifier`] tails the store's global feed from a durable cursor and posts, redraws,
-//!   reminds and reports in threads; what it sends is recorded as `notification.sent`
-//!   while the mission can still take events.
+//! - [`notifier`] posts, redraws, reminds and reports in threads, run by
+//!   [`crate::feed_notifier`] (the store's global feed tailed from a durable cursor); what
+//!   it sends is recorded as `notification.sent` while the mission can still take events.
 //! - [`clicks`] turns a click into a vote judged like every channel's
 //!   (`Engine::decide_approval` with `Channel::Slack`); who may not decide is told why in
 //!   an ephemeral message, and nothing is recorded.
@@ -15,9 +15,8 @@ mod clicks;
 mod notifier;
 mod view;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use flightdeck_app::config::SlackSection;
@@ -27,10 +26,8 @@ use flightdeck_slack::{AppToken, BotToken, SlackClient};
 
 pub use clicks::actions;
 
+use crate::feed_notifier::{self, Memory};
 use crate::routes::Shared;
-
-/// How many finished missions a notifier remembers being done with.
-const DONE_KEPT: usize = 10_000;
 
 /// What reports a problem (the binary prints it; the server's library may not).
 pub type Report = Box<dyn Fn(&str) + Send + Sync>;
@@ -50,23 +47,11 @@ pub struct SlackChannel {
     /// The workspace the bot token belongs to (`auth.test`), once known: a click from any
     /// other is refused.
     team_id: OnceLock<String>,
-    /// What this process sent that the mission's timeline could not record (it had
-    /// finished): `mission/kind/approval/about` keys. The durable cursor keeps a restart
-    /// from sending them again.
-    sent_untracked: Mutex<HashSet<String>>,
-    /// Each approval message's digest as last drawn by this process (approval id →
-    /// digest), for messages whose mission can no longer record one.
-    drawn: Mutex<HashMap<String, String>>,
-    /// Each request this process posted (approval id → channel and `ts`): its message is
-    /// found even when its mission finished before the record was taken in.
-    posted: Mutex<HashMap<String, (String, String)>>,
-    /// How many of those there were: when it moves, the notifier saves its cursor at once.
-    untracked_sends: AtomicU64,
-    /// Finished missions this process is done with, and the order they came in.
-    done: Mutex<(HashSet<String>, VecDeque<String>)>,
-    /// Whether this process notifies now (holds the store's lease on the notifier); every
-    /// send checks it first.
-    notifying: AtomicBool,
+    /// What the notifier keeps in memory between syncs: whether it notifies now (holds the
+    /// store's lease on the notifier), what it sent that a finished mission's timeline could
+    /// not record (statuses, reminders, each request's channel and `ts` as posted, each
+    /// message's digest as drawn), the finished missions it is done with.
+    memory: Memory,
     report: Report,
 }
 
@@ -147,12 +132,7 @@ impl SlackChannel {
             remind_before_ms: i64::try_from(config.remind_before_seconds.saturating_mul(1000))
                 .unwrap_or(i64::MAX),
             team_id: OnceLock::new(),
-            sent_untracked: Mutex::new(HashSet::new()),
-            drawn: Mutex::new(HashMap::new()),
-            posted: Mutex::new(HashMap::new()),
-            untracked_sends: AtomicU64::new(0),
-            done: Mutex::new((HashSet::new(), VecDeque::new())),
-            notifying: AtomicBool::new(false),
+            memory: Memory::new(),
             report,
         })
     }
@@ -203,56 +183,6 @@ impl SlackChannel {
         let _ = self.team_id.set(team.to_string());
         Ok(())
     }
-
-    fn sent_untracked(&self) -> MutexGuard<'_, HashSet<String>> {
-        self.sent_untracked
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Marks a finished mission as done with (not looked at again by this process) and
-    /// drops what memory kept of it. The marks are the last [`DONE_KEPT`] missions: a
-    /// finished mission comes back through the feed only right after it finished.
-    fn done_with(&self, mission: &flightdeck_core::MissionState) {
-        {
-            let mut done = self.done.lock().unwrap_or_else(PoisonError::into_inner);
-            if done.0.insert(mission.id.clone()) {
-                done.1.push_back(mission.id.clone());
-                while done.1.len() > DONE_KEPT {
-                    if let Some(oldest) = done.1.pop_front() {
-                        done.0.remove(&oldest);
-                    }
-                }
-            }
-        }
-        let mut posted = self.posted();
-        let mut drawn = self.drawn();
-        for approval in &mission.approval_order {
-            posted.remove(approval);
-            drawn.remove(approval);
-        }
-        drop((posted, drawn));
-        let prefix = format!("{}/", mission.id);
-        self.sent_untracked()
-            .retain(|key| !key.starts_with(&prefix));
-    }
-
-    /// Whether this process is done with the (finished) mission.
-    fn is_done(&self, mission: &str) -> bool {
-        self.done
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .0
-            .contains(mission)
-    }
-
-    fn posted(&self) -> MutexGuard<'_, HashMap<String, (String, String)>> {
-        self.posted.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn drawn(&self) -> MutexGuard<'_, HashMap<String, String>> {
-        self.drawn.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 /// Runs Slack for the server until it stops: learns the workspace, then the notifier and,
@@ -277,5 +207,5 @@ pub async fn run(state: Shared) {
         wait = (wait * 2).min(Duration::from_secs(60));
     }
     let socket = clicks::socket_mode(state.clone(), slack.clone());
-    tokio::join!(notifier::notify(state.clone(), slack.clone()), socket);
+    tokio::join!(feed_notifier::notify(state.clone(), slack.clone()), socket);
 }
