@@ -11,6 +11,8 @@
 //! through the engine (a vote, a cancel, a budget raise), exactly as the CLI posts it.
 
 pub mod auth;
+mod feed_notifier;
+pub mod github;
 pub mod oidc;
 mod peer;
 mod routes;
@@ -55,6 +57,8 @@ pub struct ServerState {
     pub oidc: Option<oidc::Oidc>,
     /// Approvals in Slack, when `[slack]` is configured.
     pub slack: Option<Arc<slack::SlackChannel>>,
+    /// GitHub as a channel, when `[github]` is configured.
+    pub github: Option<Arc<github::GitHubChannel>>,
 }
 
 impl ServerState {
@@ -122,6 +126,8 @@ pub async fn serve(state: ServerState, listener: tokio::net::TcpListener) -> Res
     };
     // Approval requests in Slack, kept up to date from the store's feed.
     let notifier = tokio::spawn(slack::run(state.clone()));
+    // GitHub's deliveries handled after their answer, and what GitHub shows kept up to date.
+    let github = tokio::spawn(github::run(state.clone()));
     let router = routes::router(state);
     let mut stopping = shutdown.clone();
     let serving = axum::serve(
@@ -148,5 +154,6 @@ pub async fn serve(state: ServerState, listener: tokio::net::TcpListener) -> Res
     let _ = tails.await;
     // It stops on the same signal, between two messages.
     let _ = notifier.await;
+    let _ = github.await;
     Ok(())
 }

@@ -58,6 +58,14 @@ pub fn router(state: Shared) -> Router {
                 flightdeck_slack::interactivity::MAX_BODY_BYTES,
             )),
         )
+        // GitHub's deliveries: authenticated by their signature, checked before the body
+        // is parsed; more than GitHub ever sends is refused unread (413).
+        .route(
+            "/webhooks/github",
+            post(crate::github::webhook).layer(axum::extract::DefaultBodyLimit::max(
+                flightdeck_github::webhook::MAX_BODY_BYTES,
+            )),
+        )
         .merge(crate::web::router())
         .fallback(|uri: axum::http::Uri| async move {
             let e = AppError::not_found(
@@ -293,6 +301,10 @@ async fn start_mission(
                 base: body.base.unwrap_or_else(|| "HEAD".to_string()),
                 params: body.params,
                 requested_by,
+                origin: flightdeck_engine::MissionOrigin::from_source(
+                    flightdeck_core::event::MissionSource::Api,
+                ),
+                git_auth: None,
             },
         )?;
         flightdeck_engine::Engine::validate(&intake.request, &app.models, &app.workspace)

@@ -28,7 +28,7 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
         .engine(Arc::new(Silent))
         .await?
         .handing_back_on_shutdown();
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+    let listener = listen_on(addr).map_err(|e| {
         CliError::bad_input(
             format!("--listen {addr}: cannot listen: {e}"),
             Some("pick another port, or stop what listens there".to_string()),
@@ -55,6 +55,24 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
             // A token Slack refuses stops the server here, not at the first approval.
             slack.check_token().await?;
             Some(Arc::new(slack))
+        }
+        None => None,
+    };
+    // GitHub: deliveries at POST /webhooks/github, links to the mission pages.
+    let github = match &ctx.app.github {
+        Some(app) => {
+            let public = ctx
+                .app
+                .config
+                .server
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{local_addr}"));
+            Some(Arc::new(flightdeck_server::github::GitHubChannel::new(
+                app.clone(),
+                &public,
+                Box::new(|message| eprintln!("serve: github: {message}")),
+            )?))
         }
         None => None,
     };
@@ -122,6 +140,7 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
             drivers: std::sync::Mutex::new(tokio::task::JoinSet::new()),
             tails,
             slack,
+            github,
         },
         listener,
     )
@@ -131,4 +150,18 @@ pub async fn serve(ctx: &Context, listen: &str, workers: u32) -> Result<i32, Cli
         let _ = task.await;
     }
     Ok(exit::OK)
+}
+
+/// Listens on `addr` with a backlog of 1024: a burst of webhook deliveries (GitHub sends
+/// hundreds at once) would overflow the default 128, and a dropped connection is retried
+/// by its client only a second later.
+fn listen_on(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
 }
