@@ -484,8 +484,8 @@ struct Ask {
     how: String,
 }
 
-/// The repository a delivery is about, as the App can reach it; `Ok(None)` with the
-/// outcome when it cannot.
+/// The installation a delivery names, or the outcome when it names none (a repository
+/// webhook that is not the App's).
 fn installation_of(context: &Context) -> Result<u64, String> {
     context.installation_id.ok_or_else(|| {
         format!(
