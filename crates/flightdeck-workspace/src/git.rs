@@ -682,6 +682,13 @@ impl Worktree {
                 }
             }
             _ => {
+                // Only the mission's driver (it holds the mission's lease) writes its branch:
+                // a lock file on a branch that does not exist yet was left by a driver killed
+                // in the middle of this very write, and would refuse every later one.
+                let lock = common_dir(&self.repo)?.join(format!("{reference}.lock"));
+                if lock.is_file() {
+                    let _ = std::fs::remove_file(&lock);
+                }
                 git_ok(
                     &self.repo,
                     &[
