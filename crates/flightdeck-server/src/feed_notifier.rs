@@ -254,16 +254,27 @@ pub(crate) async fn notify<C: FeedChannel>(state: Shared, channel: Arc<C>) {
     }
 }
 
-/// Takes or renews the lease on `reader`, on the database's clock; a holder that died on
-/// this host (a killed `serve`) is taken over at once rather than after its lease runs out.
+/// Takes or renews the notifier's lease on `reader` ([`hold_reader`] for [`LEASE_TTL`]).
 async fn hold(
     state: &Shared,
     reader: &str,
     owner: &str,
 ) -> Result<bool, flightdeck_store::StoreError> {
+    hold_reader(state, reader, owner, LEASE_TTL).await
+}
+
+/// Takes or renews the store's lease on `reader` for `ttl`, on the database's clock; a
+/// holder that died on this host (a killed `serve`) is taken over at once rather than after
+/// its lease runs out. Whether this process holds it now.
+pub(crate) async fn hold_reader(
+    state: &Shared,
+    reader: &str,
+    owner: &str,
+    ttl: Duration,
+) -> Result<bool, flightdeck_store::StoreError> {
     let store = &state.engine.config().store;
     let now = store.clock_ms().await?;
-    let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
+    let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let holder = store
         .hold_feed_reader(reader, owner, now, ttl, None)
         .await?;

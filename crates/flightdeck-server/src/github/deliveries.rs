@@ -26,7 +26,7 @@ use flightdeck_app::AppError;
 use flightdeck_core::event::GitHubOrigin;
 use flightdeck_core::state::ApprovalStatus;
 use flightdeck_core::{MissionId, MissionState};
-use flightdeck_engine::{Channel, Clock, MissionOrigin, SystemClock, Vote, WorkerId};
+use flightdeck_engine::{Channel, Clock, MissionOrigin, SystemClock, Vote};
 use flightdeck_github::types::{Issue, PullRequest, Repository, ReviewState};
 use flightdeck_github::webhook::{parse_event, Context, WebhookEvent};
 use flightdeck_github::GitHubError;
@@ -143,21 +143,7 @@ pub(super) async fn run(state: Shared, github: Arc<GitHubChannel>) {
 }
 
 async fn hold(state: &Shared, owner: &str) -> Result<bool, flightdeck_store::StoreError> {
-    let store = &state.engine.config().store;
-    let now = store.clock_ms().await?;
-    let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
-    let holder = store
-        .hold_feed_reader(READER, owner, now, ttl, None)
-        .await?;
-    match holder {
-        Some(holder) if holder != owner && WorkerId::is_dead_on_this_host(&holder) => {
-            let taken = store
-                .hold_feed_reader(READER, owner, now, ttl, Some(&holder))
-                .await?;
-            Ok(taken.as_deref() == Some(owner))
-        }
-        holder => Ok(holder.as_deref() == Some(owner)),
-    }
+    crate::feed_notifier::hold_reader(state, READER, owner, LEASE_TTL).await
 }
 
 /// Handles one delivery and records how it ended (or when to try again).

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use flightdeck_engine::{Clock, SystemClock, WorkerId};
+use flightdeck_engine::{Clock, SystemClock};
 use flightdeck_github::types::{AsSent, Comment, Issue, Repository, ReviewState};
 use flightdeck_github::{GitHubClient, GitHubError, PullRequestStateFilter};
 use serde_json::{json, Map, Value};
@@ -109,21 +109,7 @@ async fn hold(
     owner: &str,
     interval: Duration,
 ) -> Result<bool, flightdeck_store::StoreError> {
-    let store = &state.engine.config().store;
-    let now = store.clock_ms().await?;
-    let ttl = i64::try_from(lease_ttl(interval).as_millis()).unwrap_or(i64::MAX);
-    let holder = store
-        .hold_feed_reader(READER, owner, now, ttl, None)
-        .await?;
-    match holder {
-        Some(holder) if holder != owner && WorkerId::is_dead_on_this_host(&holder) => {
-            let taken = store
-                .hold_feed_reader(READER, owner, now, ttl, Some(&holder))
-                .await?;
-            Ok(taken.as_deref() == Some(owner))
-        }
-        holder => Ok(holder.as_deref() == Some(owner)),
-    }
+    crate::feed_notifier::hold_reader(state, READER, owner, lease_ttl(interval)).await
 }
 
 /// One look at every repository of every installation; failures are reported, and what
