@@ -65,6 +65,8 @@ pub const NETWORK_NAME: &str = "flightdeck";
 /// exec settings of a resumed mission.
 pub const REMOTE_USER_LABEL: &str = "flightdeck.remote-user";
 pub const REMOTE_ENV_LABEL: &str = "flightdeck.remote-env";
+/// The label Docker Compose puts on a project's containers, networks and volumes.
+pub const COMPOSE_PROJECT_LABEL: &str = "com.docker.compose.project";
 /// Marks the network flightdeck created.
 const MANAGED_LABEL: &str = "flightdeck.managed";
 
@@ -97,6 +99,18 @@ const CAP_ADD: &[&str] = &[
 /// The container's main process: sleeps forever with any `sh` and `sleep`, and stops at once
 /// on SIGTERM (a shell as PID 1 otherwise ignores it and `docker stop` waits 10 s).
 const INIT_SCRIPT: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
+
+/// The container's first process: features' entrypoints (each a command line, as the
+/// reference writes them into its start script), then the wait.
+fn init_script(entrypoints: &[String]) -> String {
+    let mut script = String::new();
+    for entrypoint in entrypoints {
+        script.push_str(entrypoint);
+        script.push('\n');
+    }
+    script.push_str(INIT_SCRIPT);
+    script
+}
 
 /// Runs the command (`$1`) as `sh -c COMMAND` with stderr joined to stdout, then kills what
 /// it left in its process group (background jobs), as the local runtime does: the engine
@@ -243,6 +257,9 @@ pub struct ContainerSpec {
     pub network: bool,
     /// Memory and process limits of the whole container (cgroups, by the engine).
     pub limits: crate::Limits,
+    /// Dev container features' `entrypoint`s: run in order by the container's first process,
+    /// before it settles into its wait (as the reference runs them).
+    pub entrypoints: Vec<String>,
 }
 
 /// The image a container was created from.
@@ -254,6 +271,8 @@ pub struct ImageInfo {
     pub digest: String,
     /// The first RepoDigest (`name@sha256:…`), when the image came from a registry.
     pub repo_digest: Option<String>,
+    /// The image's `USER` (empty: root).
+    pub user: String,
 }
 
 /// A container found by [`DockerEngine::list_labelled`].
@@ -364,6 +383,12 @@ impl DockerEngine {
     /// The Engine API version spoken, e.g. `1.41`.
     pub fn api_version(&self) -> &str {
         &self.api_version
+    }
+
+    /// The Engine API client, for what this module does not wrap (compose projects'
+    /// networks and volumes).
+    pub fn api(&self) -> &Docker {
+        &self.docker
     }
 
     /// Whether the engine is Podman's compatible service.
@@ -608,6 +633,32 @@ impl DockerEngine {
         }
     }
 
+    /// Gives container `id` the name `name`.
+    pub async fn rename_container(&self, id: &str, name: &str) -> Result<(), DockerError> {
+        let options = bollard::query_parameters::RenameContainerOptions {
+            name: name.to_string(),
+        };
+        self.docker
+            .rename_container(id, options)
+            .await
+            .map_err(api(format!("rename container {id} to {name}")))
+    }
+
+    /// Container `id_or_name`'s labels and the id of its image.
+    pub async fn container_labels_and_image(
+        &self,
+        id_or_name: &str,
+    ) -> Result<(BTreeMap<String, String>, String), DockerError> {
+        let inspect = self.inspect(id_or_name).await?;
+        let labels = inspect
+            .config
+            .and_then(|c| c.labels)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        Ok((labels, inspect.image.unwrap_or_default()))
+    }
+
     /// Builds or finds the image, creates the container and starts it.
     pub async fn provision(
         &self,
@@ -683,7 +734,11 @@ impl DockerEngine {
         }));
         let body = ContainerCreateBody {
             image: Some(image.digest.clone()),
-            cmd: Some(vec!["sh".into(), "-c".into(), INIT_SCRIPT.into()]),
+            cmd: Some(vec![
+                "sh".into(),
+                "-c".into(),
+                init_script(&spec.entrypoints),
+            ]),
             entrypoint: Some(vec![]),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             user: spec.user.clone(),
@@ -934,6 +989,10 @@ fn image_info(reference: &str, inspect: ImageInspect) -> Result<ImageInfo, Docke
         repo_digest: inspect
             .repo_digests
             .and_then(|digests| digests.into_iter().next()),
+        user: inspect
+            .config
+            .and_then(|config| config.user)
+            .unwrap_or_default(),
     })
 }
 
@@ -1038,6 +1097,26 @@ impl DockerWorkspace {
                     self.name
                 )))?;
         } else {
+            // A compose service keeps its project's networks (closed to the outside when
+            // the project was brought up without the network, see `compose.rs`): only the
+            // bridge given here is taken away.
+            let compose_project = inspect
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.as_ref())
+                .is_some_and(|l| l.contains_key(COMPOSE_PROJECT_LABEL));
+            if compose_project {
+                if attached.iter().any(|n| n == NETWORK_NAME) {
+                    docker
+                        .disconnect_network(NETWORK_NAME, self.disconnect_request())
+                        .await
+                        .map_err(network_error(format!(
+                            "disconnect container {} from network `{NETWORK_NAME}`",
+                            self.name
+                        )))?;
+                }
+                return Ok(());
+            }
             for network in attached.iter().filter(|n| n.as_str() != "none") {
                 docker
                     .disconnect_network(network, self.disconnect_request())

@@ -6,9 +6,11 @@
 //! built-in file tools go through [`ConfinedFs`], which keeps them inside the worktree.
 
 pub mod caches;
+pub mod compose;
 pub mod devcontainer;
 pub mod docker;
 mod exec;
+pub mod features;
 mod files;
 mod git;
 mod limits;

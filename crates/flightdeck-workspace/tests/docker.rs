@@ -108,6 +108,7 @@ fn spec(name: &str, worktree: &Path, image: ImageSource) -> ContainerSpec {
         }],
         network: false,
         limits: flightdeck_workspace::Limits::default(),
+        entrypoints: Vec::new(),
     }
 }
 
