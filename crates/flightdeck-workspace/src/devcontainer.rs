@@ -7,9 +7,13 @@
 //! paths relative to the file's folder. Where it differs, it is on purpose:
 //!
 //! - A syntax error is an error (the reference's parser is lenient and keeps what it could read).
-//! - What flightdeck cannot do is refused, not dropped: `features` (they come from an OCI
-//!   registry, which flightdeck does not reach), `dockerComposeFile`, and everything that would
-//!   weaken the container's isolation: `privileged`, `capAdd`, `securityOpt`, `runArgs` other
+//! - `features` are read as written (ids and options, in the file's order) with
+//!   `overrideFeatureInstallOrder`; fetching, ordering and installing them is
+//!   [`crate::features`]'s. `dockerComposeFile` (paths resolved against the file's folder, kept
+//!   inside the repository), `service` and `runServices` become [`ImageSource::Compose`], which
+//!   [`crate::compose`] checks and brings up.
+//! - What flightdeck cannot do is refused, not dropped: everything that would weaken the
+//!   container's isolation: `privileged`, `capAdd`, `securityOpt`, `runArgs` other
 //!   than `--network`/`--net`, `--env`/`-e`, `--user`/`-u`, `--label`/`-l`, mount options other
 //!   than the plain ones, and host paths outside the repository (bind mounts, build context,
 //!   Dockerfile). A workspace must not see the host.
@@ -78,6 +82,14 @@ pub struct DevContainer {
     pub forward_ports: Vec<ForwardPort>,
     /// `docker run --init`.
     pub init: bool,
+    /// `features`: id as written → its options (an object, a string for `version`, or
+    /// `true`), in the file's order.
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub features: Map<String, Value>,
+    /// `overrideFeatureInstallOrder`: feature ids (without version) installed first, in this
+    /// order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub override_feature_install_order: Vec<String>,
     /// Keys present in the file that flightdeck does not apply, with why; in the file's order.
     /// `override_command`, `shutdown_action`, `forward_ports` and `init` above are read (and
     /// checked) but not applied by the container runtime, so they are listed here too.
@@ -100,6 +112,20 @@ pub struct IgnoredKey {
 pub enum ImageSource {
     Image(String),
     Build(Build),
+    /// `dockerComposeFile`: the container is a service of a Compose project.
+    Compose(Compose),
+}
+
+/// `dockerComposeFile`, `service` and `runServices`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Compose {
+    /// Absolute, normalized, inside the repository; in the file's order (later files override
+    /// earlier ones, as with `docker compose -f … -f …`).
+    pub files: Vec<PathBuf>,
+    /// The service the mission's commands run in.
+    pub service: String,
+    /// The services brought up (besides `service`); `None` is all of the project's.
+    pub run_services: Option<Vec<String>>,
 }
 
 /// `build` (or the legacy top-level `dockerFile`/`context`), paths resolved.
@@ -344,7 +370,9 @@ pub fn parse(
         config.insert(key, value);
     }
     let mut config = read_config(&cx, &config, ctx, default_folder)?;
+    let compose_only = std::mem::take(&mut config.ignored);
     config.ignored = ignored;
+    config.ignored.extend(compose_only);
     Ok(config)
 }
 
@@ -710,27 +738,8 @@ fn parse_jsonc(text: &str, file: &Path) -> Result<Value, DevcontainerError> {
 }
 
 fn refuse_unsupported(cx: &Cx<'_>, raw: &Map<String, Value>) -> Result<(), DevcontainerError> {
-    if raw.contains_key("dockerComposeFile") {
-        return Err(cx.unsupported(
-            "dockerComposeFile",
-            "Docker Compose configurations are not supported",
-            "describe one container with `image` or `build` (a Dockerfile) instead",
-        ));
-    }
     match raw.get("features") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(features)) if features.is_empty() => {}
-        Some(Value::Object(features)) => {
-            let names: Vec<&str> = features.keys().map(String::as_str).collect();
-            return Err(cx.unsupported(
-                "features",
-                &format!(
-                    "features ({}) are fetched from an OCI registry, which flightdeck does not reach",
-                    names.join(", ")
-                ),
-                "install these tools in the image, or in a Dockerfile used through `build`, and remove `features`",
-            ));
-        }
+        None | Some(Value::Null) | Some(Value::Object(_)) => {}
         Some(other) => return Err(cx.wrong_type("features", "an object", other)),
     }
     if let Some(value) = raw.get("privileged") {
@@ -804,9 +813,13 @@ const TOP_LEVEL: &[(&str, Treatment)] = &[
     ("postCreateCommand", Treatment::Read),
     ("postStartCommand", Treatment::Read),
     ("postAttachCommand", Treatment::Read),
-    // Refused when not empty (see `refuse_unsupported`).
     ("features", Treatment::Read),
+    ("overrideFeatureInstallOrder", Treatment::Read),
     ("dockerComposeFile", Treatment::Read),
+    // Read with `dockerComposeFile`; reported as ignored without it (see `read_config`).
+    ("service", Treatment::Read),
+    ("runServices", Treatment::Read),
+    // Refused when they ask for anything (see `refuse_unsupported`).
     ("privileged", Treatment::Read),
     ("capAdd", Treatment::Read),
     ("securityOpt", Treatment::Read),
@@ -847,20 +860,6 @@ const TOP_LEVEL: &[(&str, Treatment)] = &[
     ("updateRemoteUserUID", Treatment::ByValue(update_remote_user_uid)),
     // Minimums for the host, except a required GPU (refused: the work cannot be right without).
     ("hostRequirements", Treatment::Nested(HOST_REQUIREMENTS)),
-    // Only meaningful with features, which are refused when there are any.
-    (
-        "overrideFeatureInstallOrder",
-        Treatment::Ignored("there are no features to order (flightdeck refuses non-empty `features`)"),
-    ),
-    // Compose keys without `dockerComposeFile` (which is refused) have no effect.
-    (
-        "service",
-        Treatment::Ignored("only meaningful with `dockerComposeFile`, which this file does not use"),
-    ),
-    (
-        "runServices",
-        Treatment::Ignored("only meaningful with `dockerComposeFile`, which this file does not use"),
-    ),
     // Recommendations shown by an editor; secrets come from the template.
     (
         "secrets",
@@ -1310,10 +1309,74 @@ fn read_config(
         Some(other) => return Err(cx.wrong_type("runArgs", "an array of strings", other)),
     };
     let lifecycle = |key: &str| read_lifecycle(cx, key, config.get(key));
+    let compose = read_compose(cx, config, root)?;
+    // Keys that one kind of configuration reads and the other has no use for.
+    let mut ignored = Vec::new();
+    let unused = |key: &str| config.get(key).is_some_and(|value| !asks_nothing(value));
+    let (source, workspace_mount, run_args) = match compose {
+        Some(compose) => {
+            for key in [
+                "image",
+                "build",
+                "dockerFile",
+                "context",
+                "workspaceMount",
+                "runArgs",
+            ] {
+                if unused(key) {
+                    ignored.push(IgnoredKey {
+                        key: key.into(),
+                        why: "a Compose configuration's container is the compose file's `service`: its image, mounts and run options come from there (flightdeck mounts the worktree at `workspaceFolder` itself)".into(),
+                    });
+                }
+            }
+            (ImageSource::Compose(compose), None, RunArgs::default())
+        }
+        None => {
+            for key in ["service", "runServices"] {
+                if unused(key) {
+                    ignored.push(IgnoredKey {
+                        key: key.into(),
+                        why:
+                            "only meaningful with `dockerComposeFile`, which this file does not use"
+                                .into(),
+                    });
+                }
+            }
+            (read_source(cx, config, root)?, workspace_mount, run_args)
+        }
+    };
+    let features = match config.get("features") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(features)) => {
+            for (id, options) in features {
+                if !matches!(
+                    options,
+                    Value::Object(_) | Value::String(_) | Value::Bool(_)
+                ) {
+                    return Err(cx.wrong_type(
+                        &format!("features.{id}"),
+                        "an object of options, a version string or true",
+                        options,
+                    ));
+                }
+            }
+            features.clone()
+        }
+        Some(other) => return Err(cx.wrong_type("features", "an object", other)),
+    };
+    let override_feature_install_order =
+        string_list(cx, config, "overrideFeatureInstallOrder")?.unwrap_or_default();
+    if features.is_empty() && !override_feature_install_order.is_empty() {
+        ignored.push(IgnoredKey {
+            key: "overrideFeatureInstallOrder".into(),
+            why: "there are no features to order".into(),
+        });
+    }
     Ok(DevContainer {
         config_file: cx.file.to_path_buf(),
         name: opt_string(cx, config, "name")?,
-        source: read_source(cx, config, root)?,
+        source,
         container_env: string_map(cx, config, "containerEnv")?,
         remote_env: match config.get("remoteEnv") {
             None | Some(Value::Null) => BTreeMap::new(),
@@ -1357,8 +1420,95 @@ fn read_config(
         },
         forward_ports: read_forward_ports(cx, config.get("forwardPorts"))?,
         init: opt_bool(cx, config, "init")?.unwrap_or(false),
-        ignored: Vec::new(),
+        features,
+        override_feature_install_order,
+        // Handed back to `parse`, which puts the key table's findings first.
+        ignored,
     })
+}
+
+/// An array of strings, or `None` when absent or null.
+fn string_list(
+    cx: &Cx<'_>,
+    config: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<Vec<String>>, DevcontainerError> {
+    match config.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(cx.wrong_type(&format!("{key}[{i}]"), "a string", other)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(other) => Err(cx.wrong_type(key, "an array of strings", other)),
+    }
+}
+
+/// `dockerComposeFile` (a path or an array of paths, relative to the file's folder),
+/// `service` and `runServices`; `None` without `dockerComposeFile`.
+fn read_compose(
+    cx: &Cx<'_>,
+    config: &Map<String, Value>,
+    root: &Path,
+) -> Result<Option<Compose>, DevcontainerError> {
+    let files = match config.get("dockerComposeFile") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(file)) => vec![file.clone()],
+        Some(Value::Array(_)) => string_list(cx, config, "dockerComposeFile")?.unwrap_or_default(),
+        Some(other) => {
+            return Err(cx.wrong_type("dockerComposeFile", "a path or an array of paths", other))
+        }
+    };
+    if files.is_empty() || files.iter().any(String::is_empty) {
+        return Err(cx.invalid(
+            "dockerComposeFile",
+            "names no compose file",
+            "write \"dockerComposeFile\": \"docker-compose.yml\" (relative to this file's folder)",
+        ));
+    }
+    let folder = cx.file.parent().unwrap_or(Path::new("/"));
+    let mut paths = Vec::new();
+    for (i, file) in files.iter().enumerate() {
+        let path = normalize(&folder.join(file));
+        if !path.starts_with(root) {
+            return Err(cx.refused(
+                format!("dockerComposeFile[{i}]"),
+                format!(
+                    "{} is outside the repository: a workspace is defined by the repository alone",
+                    path.display()
+                ),
+                "keep the compose files inside the repository",
+            ));
+        }
+        paths.push(path);
+    }
+    let service = match config.get("service") {
+        Some(Value::String(service)) if !service.is_empty() => service.clone(),
+        None | Some(Value::Null) | Some(Value::String(_)) => {
+            return Err(cx.invalid(
+                "service",
+                "a Compose configuration must name the service the commands run in",
+                "add \"service\": \"<the compose service of the workspace>\"",
+            ))
+        }
+        Some(other) => return Err(cx.wrong_type("service", "a string", other)),
+    };
+    if !matches!(config.get("workspaceFolder"), Some(Value::String(s)) if !s.is_empty()) {
+        return Err(cx.invalid(
+            "workspaceFolder",
+            "a Compose configuration must say where the repository is in the service's container",
+            "add \"workspaceFolder\": \"/workspaces/${localWorkspaceFolderBasename}\"",
+        ));
+    }
+    Ok(Some(Compose {
+        files: paths,
+        service,
+        run_services: string_list(cx, config, "runServices")?,
+    }))
 }
 
 fn read_source(
@@ -1788,6 +1938,11 @@ fn check_resolved_paths(config: &DevContainer, root: &Path) -> Result<(), Devcon
     if let ImageSource::Build(build) = &config.source {
         paths.push(("build.dockerfile".into(), build.dockerfile.as_path()));
         paths.push(("build.context".into(), build.context.as_path()));
+    }
+    if let ImageSource::Compose(compose) = &config.source {
+        for (i, file) in compose.files.iter().enumerate() {
+            paths.push((format!("dockerComposeFile[{i}]"), file.as_path()));
+        }
     }
     if let Some(Mount::Bind { source, .. }) = &config.workspace_mount {
         paths.push(("workspaceMount".into(), source.as_path()));

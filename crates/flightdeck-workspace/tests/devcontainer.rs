@@ -239,6 +239,22 @@ fn our_view(config: &DevContainer) -> Map<String, Value> {
             }
             put("build", b);
         }
+        ImageSource::Compose(compose) => {
+            put("dockerComposeFile", json!(compose.files));
+            put("service", json!(compose.service));
+            if let Some(services) = &compose.run_services {
+                put("runServices", json!(services));
+            }
+        }
+    }
+    if !config.features.is_empty() {
+        put("features", Value::Object(config.features.clone()));
+    }
+    if !config.override_feature_install_order.is_empty() {
+        put(
+            "overrideFeatureInstallOrder",
+            json!(config.override_feature_install_order),
+        );
     }
     if !config.container_env.is_empty() {
         put("containerEnv", json!(config.container_env));
@@ -370,9 +386,23 @@ fn reference_view(output: &Value, dir: &Path, config_file: &Path) -> Map<String,
     for key in ["customizations", "$schema", "extensions", "settings"] {
         config.remove(key);
     }
-    // An empty `features` is accepted and means nothing; a non-empty one is an error fixture.
+    // An empty `features` is accepted and means nothing.
     if config.get("features") == Some(&json!({})) {
         config.remove("features");
+    }
+    // Compose files: the reference keeps them as written (a string or an array); we resolve
+    // them against the file's folder, as it does when it runs compose.
+    if let Some(files) = config.remove("dockerComposeFile") {
+        let folder = config_file.parent().unwrap();
+        let files: Vec<Value> = match files {
+            Value::String(file) => vec![json!(lexical(&folder.join(file)))],
+            Value::Array(files) => files
+                .iter()
+                .map(|f| json!(lexical(&folder.join(f.as_str().unwrap()))))
+                .collect(),
+            other => panic!("dockerComposeFile: {other}"),
+        };
+        config.insert("dockerComposeFile".into(), Value::Array(files));
     }
     // `${devcontainerId}`: read-configuration leaves it while no container exists; we put in
     // the id, which `devcontainer_id_matches_the_reference` checks against a reference run that
