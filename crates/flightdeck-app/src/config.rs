@@ -503,6 +503,10 @@ pub struct SecretConfig {
     pub repos: Vec<String>,
     /// The templates (by name) that may use it in those repositories; absent: any.
     pub templates: Option<Vec<String>>,
+    /// A container registry (`ghcr.io`, `registry.acme.dev:5000`) this secret logs in to, as
+    /// `username`: devcontainer features are fetched from it with this login.
+    pub registry: Option<String>,
+    pub username: Option<String>,
 }
 
 /// What a `repos` entry of a secret's scope names.
@@ -779,6 +783,33 @@ pub(crate) fn workspace_settings(
                     "e.g. [secrets.{name}]\nrepos = [\"acme/textstats\", \"/srv/checkouts/textstats\"]"
                 )),
             ));
+        }
+        match (&secret.registry, &secret.username) {
+            (None, None) => {}
+            (Some(registry), Some(username))
+                if flightdeck_core::template::valid_egress(registry)
+                    && !registry.starts_with("*.")
+                    && !username.is_empty() =>
+            {
+                settings.registry_logins.insert(
+                    name.clone(),
+                    flightdeck_engine::RegistryLogin {
+                        registry: registry.to_ascii_lowercase(),
+                        username: username.clone(),
+                    },
+                );
+            }
+            _ => {
+                return Err(AppError::bad_input(
+                    format!(
+                        "{}: [secrets.{name}] a registry login needs both `registry` (a host, or host:port) and `username`",
+                        config_path.display()
+                    ),
+                    Some(format!(
+                        "e.g. [secrets.{name}]\nenv = \"{name}\"\nregistry = \"ghcr.io\"\nusername = \"acme-bot\"\nrepos = [\"acme/textstats\"]"
+                    )),
+                ))
+            }
         }
         let value = match (&secret.env, &secret.file) {
             (Some(var), None) => std::env::var(var)

@@ -197,6 +197,40 @@ pub struct WorkspaceProvisioned {
     /// `build.cacheFrom`) → why.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ignored: BTreeMap<String, String>,
+    /// Dev container features installed into the image, in install order, pinned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<FeaturePin>,
+    /// The Compose project the workspace's container belongs to (`dockerComposeFile`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compose: Option<ComposeProject>,
+}
+
+/// A dev container feature as it was installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeaturePin {
+    /// As devcontainer.json (or a feature's `dependsOn`) names it.
+    pub id: String,
+    /// Its `version` in `devcontainer-feature.json`.
+    #[serde(default)]
+    pub version: String,
+    /// `registry/repository@sha256:…` (OCI), the URL (tarball) or the folder (local).
+    pub resolved: String,
+    /// `sha256:…` of the bytes installed.
+    pub integrity: String,
+}
+
+/// A Compose project brought up for a workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComposeProject {
+    /// `docker-compose 1.29.2` or `docker compose v2.…`: which CLI brought it up.
+    pub cli: String,
+    /// The project name (`-p`), labelled with the mission.
+    pub project: String,
+    /// The service the commands run in.
+    pub service: String,
+    /// The services brought up besides it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

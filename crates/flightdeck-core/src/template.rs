@@ -154,6 +154,59 @@ pub struct WorkspaceSpec {
     /// Processes (and threads) per command; a fork bomb stops here.
     #[serde(default = "default_max_processes")]
     pub max_processes: Option<u64>,
+    /// Hosts the workspace may reach beyond flightdeck (`crates.io`, `registry:5000`,
+    /// `*.pypi.org`). In this build they govern the registries devcontainer features are
+    /// fetched from; nothing else is reached without being listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress: Vec<String>,
+}
+
+/// Whether `pattern` is an egress entry: a host name (letters, digits, `-`, `.`), or `*.`
+/// and one, optionally with `:port`; an IPv4 address is a host name here.
+pub fn valid_egress(pattern: &str) -> bool {
+    let (host, port) = match pattern.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (pattern, None),
+    };
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    port_ok
+        && !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+        })
+}
+
+/// Whether `host` (`host` or `host:port`, as a registry is named) is allowed by `egress`: an
+/// entry without a port allows every port of its host; `*.example.com` allows the
+/// subdomains of example.com, not example.com itself. Compared without letter case.
+pub fn egress_allows(egress: &[String], host: &str) -> bool {
+    let host = host.to_ascii_lowercase();
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() => (name, Some(port)),
+        _ => (host.as_str(), None),
+    };
+    egress.iter().any(|entry| {
+        let entry = entry.to_ascii_lowercase();
+        let (pattern, entry_port) = match entry.rsplit_once(':') {
+            Some((pattern, port)) => (pattern.to_string(), Some(port.to_string())),
+            None => (entry.clone(), None),
+        };
+        let port_ok = match (&entry_port, port) {
+            (None, _) => true,
+            (Some(want), Some(port)) => want == port,
+            (Some(_), None) => false,
+        };
+        let name_ok = match pattern.strip_prefix("*.") {
+            Some(domain) => name.len() > domain.len() + 1 && name.ends_with(&format!(".{domain}")),
+            None => name == pattern,
+        };
+        port_ok && name_ok
+    })
 }
 
 /// Enough for parallel builds and test runners on a large machine; far below what takes a
@@ -430,6 +483,14 @@ impl Template {
                 return Err(invalid(
                     format!("workspace.secrets[{i}]"),
                     "a secret is given to commands as an environment variable: letters, digits and `_`, not starting with a digit",
+                ));
+            }
+        }
+        for (i, entry) in raw.workspace.egress.iter().enumerate() {
+            if !valid_egress(entry) {
+                return Err(invalid(
+                    format!("workspace.egress[{i}]"),
+                    "an egress entry is a host name, optionally `*.` before it and `:port` after it (e.g. \"ghcr.io\", \"*.pypi.org\", \"registry.local:5000\")",
                 ));
             }
         }

@@ -2,16 +2,23 @@
 //! for, turned into a container that flightdeck controls (labelled, never pulled, network as
 //! the template says) and the setup commands it runs once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use flightdeck_core::event::FeaturePin;
 use flightdeck_core::template::{Network, WorkspaceSpec};
 use flightdeck_workspace::caches::Cache;
 use flightdeck_workspace::devcontainer::{self, CommandForm, LifecycleCommand};
-use flightdeck_workspace::docker::{ContainerSpec, ImageSource, Mount, MountKind};
+use flightdeck_workspace::docker::{ContainerSpec, DockerEngine, ImageSource, Mount, MountKind};
+use flightdeck_workspace::features::fetch::{FetchSettings, RegistryCredential, RegistryFetcher};
+use flightdeck_workspace::features::image::{self, FeatureBuild, FeatureImage, FeatureImageError};
+use flightdeck_workspace::features::resolve::ResolvedFeature;
+use flightdeck_workspace::features::FeatureError;
+use flightdeck_workspace::WorkspaceError;
 use flightdeck_workspace::{
     shell_words, Limits, Workspace, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MB,
 };
 
+use crate::workspaces::SetupRun;
 use crate::EngineError;
 
 /// Label naming the mission (or debugging workspace) a container belongs to.
@@ -30,6 +37,7 @@ pub fn container_name(id: &str) -> String {
 
 /// A setup command: its lifecycle name (`postCreateCommand`, `postCreateCommand.deps` for
 /// one of an object's commands) and the shell line.
+#[derive(Debug, Clone)]
 pub struct SetupCommand {
     pub name: String,
     pub line: String,
@@ -48,6 +56,39 @@ pub struct ContainerPlan {
     /// The definition's keys flightdeck does not apply, and why (recorded in
     /// `workspace.provisioned.ignored`).
     pub ignored: std::collections::BTreeMap<String, String>,
+    /// Dev container features to install on top of the image; `None` without any.
+    pub features: Option<FeaturesPlan>,
+    /// The Compose project the container is a service of (`dockerComposeFile`).
+    pub compose: Option<ComposePlan>,
+}
+
+/// `features` of a definition, to be fetched and built when the container is made.
+pub struct FeaturesPlan {
+    /// Id as written → options, in the file's order.
+    pub features: serde_json::Map<String, serde_json::Value>,
+    pub override_order: Vec<String>,
+    /// The devcontainer.json in the worktree: local features (`./name`) are read from its
+    /// folder, and the lock file beside it pins what is fetched.
+    pub config_file: PathBuf,
+    /// The template's `[workspace] egress`: the only registries features come from.
+    pub egress: Vec<String>,
+    pub container_user: Option<String>,
+    pub remote_user: Option<String>,
+}
+
+/// `dockerComposeFile`: the project to bring up, in the worktree.
+pub struct ComposePlan {
+    /// The compose files, as paths in the worktree (relative paths in them resolve there).
+    pub files: Vec<PathBuf>,
+    pub service: String,
+    pub run_services: Option<Vec<String>>,
+    /// `flightdeck-<id>`: labelled, and what `down` and `workspace gc` name.
+    pub project: String,
+}
+
+/// The Compose project of workspace `id`.
+pub fn compose_project(id: &str) -> String {
+    format!("flightdeck-{}", id.to_ascii_lowercase())
 }
 
 /// `value` as the inside of a double-quoted shell word: `${containerEnv:X}` becomes `${X}`
@@ -148,7 +189,35 @@ pub(crate) fn plan(
             dc.config_file.display()
         )));
     }
+    // The worktree holds the same files as `root` when a workspace is made afresh; paths the
+    // container runtime reads later (local features, compose files) are taken from there,
+    // since `root` may be a throwaway checkout.
+    let in_worktree = |path: &Path| match path.strip_prefix(root) {
+        Ok(inside) => worktree.join(inside),
+        Err(_) => path.to_path_buf(),
+    };
+    let compose = match &dc.source {
+        devcontainer::ImageSource::Compose(compose) => Some(ComposePlan {
+            files: compose.files.iter().map(|f| in_worktree(f)).collect(),
+            service: compose.service.clone(),
+            run_services: compose.run_services.clone(),
+            project: compose_project(id),
+        }),
+        _ => None,
+    };
+    let features = (!dc.features.is_empty()).then(|| FeaturesPlan {
+        features: dc.features.clone(),
+        override_order: dc.override_feature_install_order.clone(),
+        config_file: in_worktree(&dc.config_file),
+        egress: workspace.egress.clone(),
+        container_user: dc.container_user.clone(),
+        remote_user: dc.remote_user.clone(),
+    });
     let image = match &dc.source {
+        // The service's image is the compose file's; the runtime brings the project up.
+        devcontainer::ImageSource::Compose(compose) => {
+            ImageSource::Existing(format!("compose:{}", compose.service))
+        }
         devcontainer::ImageSource::Image(image) => ImageSource::Existing(image.clone()),
         devcontainer::ImageSource::Build(build) => ImageSource::Build {
             context: build.context.clone(),
@@ -227,30 +296,8 @@ pub(crate) fn plan(
         ("postStartCommand", &dc.post_start_command),
         ("postAttachCommand", &dc.post_attach_command),
     ] {
-        match command {
-            None => {}
-            Some(LifecycleCommand::Shell(line)) => setup.push(SetupCommand {
-                name: name.into(),
-                line: line.clone(),
-            }),
-            Some(LifecycleCommand::Exec(argv)) => setup.push(SetupCommand {
-                name: name.into(),
-                line: shell_words(argv),
-            }),
-            // The reference runs these in parallel; one after another (in name order) gives
-            // the same result for independent commands, and a reproducible log.
-            Some(LifecycleCommand::Parallel(commands)) => {
-                for (key, form) in commands {
-                    let line = match form {
-                        CommandForm::Shell(line) => line.clone(),
-                        CommandForm::Exec(argv) => shell_words(argv),
-                    };
-                    setup.push(SetupCommand {
-                        name: format!("{name}.{key}"),
-                        line,
-                    });
-                }
-            }
+        if let Some(command) = command {
+            setup.extend(lifecycle_commands(name, command));
         }
     }
     let mut labels = std::collections::BTreeMap::new();
@@ -273,6 +320,8 @@ pub(crate) fn plan(
             memory_mb: workspace.memory_mb.or(Some(DEFAULT_MEMORY_MB)),
             max_processes: workspace.max_processes.or(Some(DEFAULT_MAX_PROCESSES)),
         },
+        // Features' entrypoints are added once the features are resolved.
+        entrypoints: Vec::new(),
     };
     Ok(ContainerPlan {
         spec,
@@ -284,7 +333,193 @@ pub(crate) fn plan(
             .iter()
             .map(|k| (k.key.clone(), k.why.clone()))
             .collect(),
+        features,
+        compose,
     })
+}
+
+/// Fetches and builds `features` onto the spec's image (building that first when the
+/// definition has a Dockerfile).
+pub(crate) async fn install_features(
+    engine: &DockerEngine,
+    spec: &ContainerSpec,
+    features: &FeaturesPlan,
+    setup: &SetupRun<'_>,
+) -> Result<FeatureImage, EngineError> {
+    let base = match &spec.image {
+        ImageSource::Existing(name) => name.clone(),
+        ImageSource::Build {
+            context,
+            dockerfile,
+            args,
+            target,
+            tag,
+        } => {
+            engine
+                .build_image(
+                    context,
+                    dockerfile,
+                    args,
+                    target.as_deref(),
+                    tag,
+                    &spec.labels,
+                )
+                .await
+                .map_err(WorkspaceError::from)?;
+            tag.clone()
+        }
+    };
+    let settings = FetchSettings {
+        allowed_hosts: features.egress.clone(),
+        credentials: setup
+            .registry_logins
+            .iter()
+            .map(|(registry, (username, password))| {
+                let credential = RegistryCredential {
+                    username: username.clone(),
+                    password: password.clone(),
+                };
+                (registry.clone(), credential)
+            })
+            .collect(),
+        // As the reference: a registry on this machine is spoken to without TLS.
+        plain_http: LOOPBACK_REGISTRIES.iter().map(|h| h.to_string()).collect(),
+        ..FetchSettings::default()
+    };
+    let fetcher = RegistryFetcher::new(settings).map_err(feature_error)?;
+    let scratch = tempfile::tempdir().map_err(|source| WorkspaceError::Io {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let request = FeatureBuild {
+        features: &features.features,
+        override_order: &features.override_order,
+        config_file: &features.config_file,
+        container_user: features.container_user.as_deref(),
+        remote_user: features.remote_user.as_deref(),
+        labels: &spec.labels,
+    };
+    image::build(engine, &base, &request, &fetcher, scratch.path())
+        .await
+        .map_err(|e| match e {
+            FeatureImageError::Feature(e) => feature_error(e),
+            FeatureImageError::Docker(e) => WorkspaceError::from(e).into(),
+        })
+}
+
+/// Hosts a registry of this machine is named by.
+const LOOPBACK_REGISTRIES: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
+
+fn feature_error(e: FeatureError) -> EngineError {
+    let message = e.to_string();
+    // Most errors carry their own hint; the rest get the one that fits their kind.
+    let hint = match &e {
+        _ if message.contains("hint:") => "",
+        FeatureError::Integrity { .. } => "\nhint: what the registry served is not what was pinned; check devcontainer-lock.json (regenerate it with `flightdeck workspace lock`) and the registry",
+        FeatureError::Fetch { .. } => "\nhint: the registry must be in the template's [workspace] egress, and a private one needs a login in [secrets] (`registry`, `username`) that the template names",
+        _ => "\nhint: fix the `features` of devcontainer.json",
+    };
+    EngineError::WorkspaceDefinition(format!("devcontainer.json features: {message}{hint}"))
+}
+
+/// What the installed features ask of the container: their mounts (volumes and tmpfs; a
+/// named volume becomes the container's own, since it would be shared beyond the mission),
+/// their entrypoints, and their lifecycle commands, which run before the definition's own of
+/// the same stage, in install order (as in the reference).
+pub(crate) fn apply_features(
+    spec: &mut ContainerSpec,
+    features: &[ResolvedFeature],
+    definition_setup: &[SetupCommand],
+    commands: &mut Vec<SetupCommand>,
+) -> Result<(), EngineError> {
+    for feature in features {
+        let metadata = &feature.metadata;
+        for m in &metadata.mounts {
+            let mut m = mount(m);
+            match m.kind {
+                MountKind::Bind => {
+                    return Err(EngineError::WorkspaceDefinition(format!(
+                        "devcontainer.json features: feature `{}` binds {} from the host into the container: a workspace must not see the host\nhint: remove the feature, or install what it provides in a Dockerfile (`build`)",
+                        feature.written, m.source
+                    )))
+                }
+                MountKind::Volume => m.source = String::new(),
+                MountKind::Tmpfs => {}
+            }
+            spec.mounts.push(m);
+        }
+        if let Some(entrypoint) = &metadata.entrypoint {
+            spec.entrypoints.push(entrypoint.clone());
+        }
+    }
+    for stage in LIFECYCLE_STAGES {
+        for feature in features {
+            let metadata = &feature.metadata;
+            let command = match stage {
+                "onCreateCommand" => &metadata.on_create_command,
+                "updateContentCommand" => &metadata.update_content_command,
+                "postCreateCommand" => &metadata.post_create_command,
+                "postStartCommand" => &metadata.post_start_command,
+                _ => &metadata.post_attach_command,
+            };
+            if let Some(command) = command {
+                let name = format!("{stage} ({})", feature.written);
+                commands.extend(lifecycle_commands(&name, command));
+            }
+        }
+        commands.extend(
+            definition_setup
+                .iter()
+                .filter(|c| c.name == stage || c.name.starts_with(&format!("{stage}.")))
+                .cloned(),
+        );
+    }
+    Ok(())
+}
+
+/// What is recorded of an installed feature.
+pub(crate) fn pin_of(feature: &ResolvedFeature) -> FeaturePin {
+    FeaturePin {
+        id: feature.written.clone(),
+        version: feature.metadata.version.clone().unwrap_or_default(),
+        resolved: feature.fetched.resolved.clone(),
+        integrity: feature.fetched.integrity.clone(),
+    }
+}
+
+/// The lifecycle stages, in the order they run.
+const LIFECYCLE_STAGES: [&str; 5] = [
+    "onCreateCommand",
+    "updateContentCommand",
+    "postCreateCommand",
+    "postStartCommand",
+    "postAttachCommand",
+];
+
+/// One lifecycle command as setup commands: one, or one per entry of the object form (in
+/// name order: the reference runs them in parallel; one after another gives the same result
+/// for independent commands, and a reproducible log).
+fn lifecycle_commands(name: &str, command: &LifecycleCommand) -> Vec<SetupCommand> {
+    match command {
+        LifecycleCommand::Shell(line) => vec![SetupCommand {
+            name: name.into(),
+            line: line.clone(),
+        }],
+        LifecycleCommand::Exec(argv) => vec![SetupCommand {
+            name: name.into(),
+            line: shell_words(argv),
+        }],
+        LifecycleCommand::Parallel(commands) => commands
+            .iter()
+            .map(|(key, form)| SetupCommand {
+                name: format!("{name}.{key}"),
+                line: match form {
+                    CommandForm::Shell(line) => line.clone(),
+                    CommandForm::Exec(argv) => shell_words(argv),
+                },
+            })
+            .collect(),
+    }
 }
 
 fn mount(m: &devcontainer::Mount) -> Mount {

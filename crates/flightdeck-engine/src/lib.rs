@@ -47,7 +47,9 @@ pub use inputs::{Foreign, Refusal, Vote};
 pub use log::{load, projection_columns};
 pub use models::{resolve_script, ModelSettings, ProviderKind, ProviderSettings, SCRIPT_PATH_HINT};
 pub use people::{Channel, Directory, Resolved};
-pub use ports::{Clock, Observer, RecordedRepo, RepoPort, Silent, SystemClock, WorkspaceSettings};
+pub use ports::{
+    Clock, Observer, RecordedRepo, RegistryLogin, RepoPort, Silent, SystemClock, WorkspaceSettings,
+};
 pub use pr::{render_pr_description, PrContext};
 pub use redact::{Secrets, MIN_SECRET_LEN};
 pub use replay::{normalize_output, ReplayMode, ReplayReport};

@@ -187,6 +187,13 @@ pub trait SecretPort: Send + Sync {
     /// `NAME=value` of the named secrets. A secret that became unreadable since the mission
     /// was created stops the mission.
     fn env(&self, names: &[String]) -> Result<Vec<(String, String)>, EngineError>;
+
+    /// Logins to container registries among the named secrets (`[secrets.NAME] registry`):
+    /// registry (`host` or `host:port`) → (username, password). Used to fetch devcontainer
+    /// features; an unreadable one is left out (the fetch then says the registry wants one).
+    fn registry_logins(&self, _names: &[String]) -> BTreeMap<String, (String, String)> {
+        BTreeMap::new()
+    }
 }
 
 /// Turns the providers the configuration describes into what a mission calls.
@@ -279,6 +286,20 @@ impl SecretPort for ConfiguredSecrets {
             })
             .collect()
     }
+
+    fn registry_logins(&self, names: &[String]) -> BTreeMap<String, (String, String)> {
+        names
+            .iter()
+            .filter_map(|name| {
+                let login = self.0.registry_logins.get(name)?;
+                let password = self.0.secret(name).ok()?;
+                Some((
+                    login.registry.clone(),
+                    (login.username.clone(), password.to_string()),
+                ))
+            })
+            .collect()
+    }
 }
 
 /// Providers as configured.
@@ -345,6 +366,17 @@ pub struct WorkspaceSettings {
     /// "local-unsandboxed"`): the installation's decision (`[workspace] allow_unsandboxed`
     /// in config.toml), never the repository's.
     pub allow_unsandboxed: bool,
+    /// Secrets that are logins to a container registry (`[secrets.NAME] registry`,
+    /// `username`), by secret name.
+    pub registry_logins: BTreeMap<String, RegistryLogin>,
+}
+
+/// `[secrets.NAME] registry = "ghcr.io"`, `username = "…"`: the secret's value is the password
+/// or token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryLogin {
+    pub registry: String,
+    pub username: String,
 }
 
 impl WorkspaceSettings {

@@ -1798,19 +1798,23 @@ impl crate::workspaces::ContainerRuntime for StandInContainers {
         &self,
         plan: &crate::container::ContainerPlan,
         _setup: &crate::workspaces::SetupRun<'_>,
-    ) -> Result<(Arc<dyn flightdeck_workspace::Workspace>, Option<String>), EngineError> {
+    ) -> Result<crate::workspaces::Created, EngineError> {
         let root = plan.spec.worktree.clone();
-        let digest = self
-            .replay
-            .recorded_provisioned()
-            .and_then(|p| p.image_digest);
-        Ok((
-            Arc::new(flightdeck_workspace::LocalWorkspace::new(
+        // What the recorded provisioning made: nothing is fetched, built or brought up.
+        let recorded = self.replay.recorded_provisioned().unwrap_or_default();
+        Ok(crate::workspaces::Created {
+            workspace: Arc::new(flightdeck_workspace::LocalWorkspace::new(
                 root,
                 flightdeck_workspace::Sandbox::None,
             )),
-            digest,
-        ))
+            image_digest: recorded.image_digest,
+            image: recorded.image,
+            features: recorded.features,
+            compose: recorded.compose,
+            setup: recorded.setup,
+            // Already in the recorded event's `ignored`.
+            ignored: std::collections::BTreeMap::new(),
+        })
     }
 
     async fn attach(

@@ -7,16 +7,21 @@
 //! It probes the toolchain against the repository's pins, unless it was given what a
 //! recording found. Missions and `flightdeck workspace up` both come here.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flightdeck_core::event::{
-    CacheKey, ToolchainEntry, WorkspaceDrift, WorkspaceLimits, WorkspaceProvisioned,
+    CacheKey, ComposeProject, FeaturePin, ToolchainEntry, WorkspaceDrift, WorkspaceLimits,
+    WorkspaceProvisioned,
 };
 use flightdeck_core::template::{Network, Runtime, WorkspaceSpec};
-use flightdeck_workspace::docker::{DockerEngine, DockerError, DockerWorkspace};
+use flightdeck_workspace::compose;
+use flightdeck_workspace::docker::{
+    DockerEngine, DockerError, DockerWorkspace, ImageSource, COMPOSE_PROJECT_LABEL,
+};
 use flightdeck_workspace::{
     Cgroups, CommandSpec, Limits, LocalWorkspace, Sandbox, SandboxLayout, SnapshotStore, Workspace,
     WorkspaceError, Worktree, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MB,
@@ -81,12 +86,13 @@ pub trait WorkspaceProvider: Send + Sync {
 /// Where containers come from.
 #[async_trait]
 pub trait ContainerRuntime: Send + Sync {
-    /// A container for `plan`, with its setup commands run; the image's digest.
+    /// A container for `plan` (its features installed, its Compose project up), with its
+    /// setup commands run.
     async fn create(
         &self,
         plan: &ContainerPlan,
         setup: &SetupRun<'_>,
-    ) -> Result<(Arc<dyn Workspace>, Option<String>), EngineError>;
+    ) -> Result<Created, EngineError>;
 
     /// The running container `name`, if there is one.
     async fn attach(&self, name: &str) -> Result<Option<Arc<dyn Workspace>>, EngineError>;
@@ -108,6 +114,30 @@ pub struct SetupRun<'a> {
     pub network: Network,
     pub timeout: Duration,
     pub redact: &'a Secrets,
+    /// Registry → (username, password), from the template's secrets, for fetching features.
+    pub registry_logins: BTreeMap<String, (String, String)>,
+}
+
+/// A container made by [`ContainerRuntime::create`], and what is recorded about it.
+pub struct Created {
+    pub workspace: Arc<dyn Workspace>,
+    pub image_digest: Option<String>,
+    /// The image the container runs, when it is not the plan's (the features' image).
+    pub image: Option<String>,
+    /// The features installed, in install order.
+    pub features: Vec<FeaturePin>,
+    pub compose: Option<ComposeProject>,
+    /// The setup commands run, in order (features' lifecycle commands among them).
+    pub setup: Vec<String>,
+    /// What of the compose files was not applied, and why.
+    pub ignored: BTreeMap<String, String>,
+}
+
+fn compose_error(e: compose::ComposeError) -> EngineError {
+    match e {
+        compose::ComposeError::Docker(e) => WorkspaceError::from(e).into(),
+        e => EngineError::WorkspaceDefinition(e.to_string()),
+    }
 }
 
 /// Where a provider keeps things.
@@ -302,10 +332,18 @@ impl LiveWorkspaces {
                             network: spec.network,
                             timeout: self.config.setup_timeout,
                             redact: &self.redact,
+                            registry_logins: self.secrets.registry_logins(&spec.secrets),
                         };
-                        let (workspace, digest) = self.containers.create(&plan, &setup).await?;
-                        event.image_digest = digest;
-                        workspace
+                        let created = self.containers.create(&plan, &setup).await?;
+                        event.image_digest = created.image_digest;
+                        if let Some(image) = created.image {
+                            event.image = Some(image);
+                        }
+                        event.features = created.features;
+                        event.compose = created.compose;
+                        event.setup = created.setup;
+                        event.ignored.extend(created.ignored);
+                        created.workspace
                     }
                 };
                 if let Some(recorded) = request.recorded {
@@ -430,20 +468,174 @@ impl ContainerRuntime for DockerContainers {
         &self,
         plan: &ContainerPlan,
         setup: &SetupRun<'_>,
-    ) -> Result<(Arc<dyn Workspace>, Option<String>), EngineError> {
+    ) -> Result<Created, EngineError> {
         let engine = DockerEngine::connect()
             .await
             .map_err(WorkspaceError::from)?;
-        let (docker, image) = engine
-            .provision(plan.spec.clone())
-            .await
-            .map_err(WorkspaceError::from)?;
-        if let Err(e) = run_setup(&docker, setup, &plan.setup, &plan.prelude).await {
-            // Nothing is recorded of a container whose setup failed: remove it.
+        let mut spec = plan.spec.clone();
+        let mut commands: Vec<SetupCommand> = Vec::new();
+        let mut pins = Vec::new();
+        let mut image = None;
+        // A Compose project's service: its image is the compose file's, checked first.
+        let compose = match &plan.compose {
+            Some(compose) => {
+                let model =
+                    compose::check(&compose.files, &spec.worktree).map_err(compose_error)?;
+                let service = model.services.get(&compose.service).ok_or_else(|| {
+                    EngineError::WorkspaceDefinition(format!(
+                        "devcontainer.json `service`: `{}` is not a service of {}\nhint: name one of: {}",
+                        compose.service,
+                        compose.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+                        model.services.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                if plan.features.is_some() {
+                    spec.image = match (&service.image, &service.build) {
+                        (_, Some(build)) => ImageSource::Build {
+                            context: build.context.clone(),
+                            dockerfile: build.dockerfile.clone(),
+                            args: build.args.clone(),
+                            target: build.target.clone(),
+                            tag: format!("{}-{}:latest", compose.project, compose.service),
+                        },
+                        (Some(image), None) => ImageSource::Existing(image.clone()),
+                        (None, None) => {
+                            return Err(EngineError::WorkspaceDefinition(format!(
+                                "compose service `{}` has neither `image` nor `build`, so there is nothing to install the features on\nhint: give the service an image",
+                                compose.service
+                            )))
+                        }
+                    };
+                }
+                Some((compose, model))
+            }
+            None => None,
+        };
+        match &plan.features {
+            None => commands.extend(plan.setup.iter().cloned()),
+            Some(features) => {
+                let built = container::install_features(&engine, &spec, features, setup).await?;
+                spec.image = ImageSource::Existing(built.image.image.clone());
+                image = Some(built.image.image.clone());
+                container::apply_features(&mut spec, &built.features, &plan.setup, &mut commands)?;
+                pins = built.features.iter().map(container::pin_of).collect();
+            }
+        }
+        let mut recorded_compose = None;
+        let mut ignored = BTreeMap::new();
+        let (docker, image_digest) = match compose {
+            None => {
+                let (docker, info) = engine.provision(spec).await.map_err(WorkspaceError::from)?;
+                (docker, Some(info.digest))
+            }
+            Some((compose, model)) => {
+                let cli = compose::detect().await.map_err(compose_error)?;
+                let scratch = tempfile::tempdir().map_err(|source| WorkspaceError::Io {
+                    path: std::env::temp_dir(),
+                    source,
+                })?;
+                let project_dir = compose
+                    .files
+                    .first()
+                    .and_then(|f| f.parent())
+                    .unwrap_or(&spec.worktree)
+                    .to_path_buf();
+                let features_image = match &spec.image {
+                    ImageSource::Existing(name) if image.is_some() => Some(name.clone()),
+                    _ => None,
+                };
+                let up = compose::ComposeUp {
+                    project: compose.project.clone(),
+                    files: compose.files.clone(),
+                    project_dir,
+                    service: compose.service.clone(),
+                    run_services: compose.run_services.clone(),
+                    worktree: spec.worktree.clone(),
+                    workspace_folder: spec.workspace_folder.clone(),
+                    labels: spec.labels.clone(),
+                    env: spec.env.clone(),
+                    user: spec.user.clone(),
+                    remote_user: spec.remote_user.clone(),
+                    remote_env: spec.remote_env.clone(),
+                    image: features_image,
+                    // Only `network = "on"` opens the project's networks; setup's network is
+                    // the flightdeck bridge, joined below and left when setup is done.
+                    network_open: setup.network == Network::On,
+                    limits: spec.limits,
+                    extra_mounts: spec.mounts.clone(),
+                };
+                let started = match compose::up_detailed(&cli, &up, scratch.path()).await {
+                    Ok(started) => started,
+                    Err(e) => {
+                        // Half a project is of no use: take down what came up.
+                        let _ = compose::sweep(&engine, &compose.project).await;
+                        return Err(compose_error(e));
+                    }
+                };
+                // Named like every workspace container, so attach and remove find it.
+                let docker = match engine
+                    .rename_container(&started.container, &spec.name)
+                    .await
+                {
+                    Ok(()) => engine.attach(&spec.name).await,
+                    Err(e) => Err(e),
+                };
+                let docker = match docker {
+                    Ok(docker) => docker,
+                    Err(e) => {
+                        let _ = compose::sweep(&engine, &compose.project).await;
+                        return Err(WorkspaceError::from(e).into());
+                    }
+                };
+                if spec.network && setup.network != Network::On {
+                    if let Err(e) = docker.set_network(true).await {
+                        let _ = compose::sweep(&engine, &compose.project).await;
+                        return Err(WorkspaceError::from(e).into());
+                    }
+                }
+                let digest = engine
+                    .container_labels_and_image(docker.id())
+                    .await
+                    .ok()
+                    .map(|(_, image)| image);
+                ignored.extend(
+                    model
+                        .ignored
+                        .into_iter()
+                        .chain(started.ignored)
+                        .map(|(key, why)| (format!("dockerComposeFile: {key}"), why)),
+                );
+                recorded_compose = Some(ComposeProject {
+                    cli: cli.describe(),
+                    project: compose.project.clone(),
+                    service: compose.service.clone(),
+                    services: started
+                        .services
+                        .into_iter()
+                        .filter(|s| *s != compose.service)
+                        .collect(),
+                });
+                (docker, digest)
+            }
+        };
+        if let Err(e) = run_setup(&docker, setup, &commands, &plan.prelude).await {
+            // Nothing is recorded of a container whose setup failed: remove it (and its
+            // project).
             let _ = docker.remove().await;
+            if let Some(compose) = &recorded_compose {
+                let _ = compose::sweep(&engine, &compose.project).await;
+            }
             return Err(e);
         }
-        Ok((Arc::new(docker), Some(image.digest)))
+        Ok(Created {
+            workspace: Arc::new(docker),
+            image_digest,
+            image,
+            features: pins,
+            compose: recorded_compose,
+            setup: commands.into_iter().map(|c| c.name).collect(),
+            ignored,
+        })
     }
 
     async fn attach(&self, name: &str) -> Result<Option<Arc<dyn Workspace>>, EngineError> {
@@ -468,7 +660,16 @@ impl ContainerRuntime for DockerContainers {
 
     async fn remove(&self, name: &str) {
         if let Ok(engine) = DockerEngine::connect().await {
+            // A Compose service takes its project (sidecars, networks, volumes) with it.
+            let project = engine
+                .container_labels_and_image(name)
+                .await
+                .ok()
+                .and_then(|(labels, _)| labels.get(COMPOSE_PROJECT_LABEL).cloned());
             let _ = engine.remove_container(name).await;
+            if let Some(project) = project {
+                let _ = compose::sweep(&engine, &project).await;
+            }
         }
     }
 }

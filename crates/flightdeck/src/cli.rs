@@ -257,6 +257,17 @@ pub enum WorkspaceCommand {
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
+    /// Resolve the devcontainer.json's features (fetched and checked, with what they depend
+    /// on) and write the lock file beside it (devcontainer-lock.json), which pins every later
+    /// workspace to these digests
+    Lock {
+        #[arg(long, value_name = "DIR")]
+        repo: Option<PathBuf>,
+        /// A template whose [workspace] egress and secrets apply (registries beyond the ones
+        /// devcontainer.json names, and their logins)
+        #[arg(long, value_name = "NAME")]
+        template: Option<String>,
+    },
     /// Remove the workspace `up` made
     Down {
         #[arg(long, value_name = "DIR")]

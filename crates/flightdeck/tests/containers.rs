@@ -211,9 +211,10 @@ fn definitions_flightdeck_cannot_honour_fail_the_mission_saying_why() {
     let template = "goal = \"g\"\n[workspace]\nruntime = \"docker\"\n[[steps]]\nrun = \"echo ran > ran.txt\"\n";
     for (devcontainer, kind, says) in [
         (
+            // A registry the template's egress does not name is never asked.
             r#"{ "image": "flightdeck-test/busybox:1", "features": { "ghcr.io/devcontainers/features/node:1": {} } }"#,
             "workspace_invalid",
-            "registry",
+            "add `ghcr.io` to the template's [workspace] egress",
         ),
         (
             r#"{ "image": "flightdeck-test/no-such-image:9" }"#,
@@ -258,4 +259,254 @@ fn definitions_flightdeck_cannot_honour_fail_the_mission_saying_why() {
             assert_ne!(out.code(), 0, "{text}");
         }
     }
+}
+
+/// The local registry holding the test features (`scripts/registry start` publishes them
+/// under `flightdeck-test/`; the test command exports this).
+fn registry() -> String {
+    std::env::var("FLIGHTDECK_TEST_REGISTRY").unwrap_or_else(|_| {
+        panic!("FLIGHTDECK_TEST_REGISTRY is not set: run `scripts/registry start` and export what it prints (scripts/test does)")
+    })
+}
+
+/// `file` as mission `summary` published it.
+fn published(repo: &TestRepo, summary: &Value, file: &str) -> String {
+    let branch = summary["branch"].as_str().unwrap();
+    repo.git(&["show", &format!("{branch}:{file}")])
+}
+
+#[test]
+fn features_from_a_registry_are_installed_pinned_cached_and_locked() {
+    require_engine();
+    let registry = registry();
+    let devcontainer = format!(
+        r#"{{
+  "image": "flightdeck-test/busybox:1",
+  "features": {{
+    "{registry}/flightdeck-test/opts-string:1": {{ "flavor": "mint" }},
+    "{registry}/flightdeck-test/depends-a:1": {{}},
+    "{registry}/flightdeck-test/env-path:1": {{}},
+    "{registry}/flightdeck-test/lifecycle:1": {{}},
+    "{registry}/flightdeck-test/entrypoint:1": {{}}
+  }},
+  "postCreateCommand": "echo definition-postCreate >> /tmp/lifecycle.log"
+}}"#
+    );
+    // What the features did, and in which order, copied into the worktree to be read back.
+    let template = r#"goal = "g"
+[workspace]
+runtime = "docker"
+egress = ["localhost"]
+[[steps]]
+run = '''cp /usr/local/share/flightdeck-features.log features.log && cp /tmp/lifecycle.log lifecycle.log && echo "$PATH" > path.txt && test -f /tmp/entrypoint-ran && echo ok > result.txt'''
+"#;
+    let repo = repo_with(&devcontainer, template, &[]);
+    let cli = Cli::new(BIN);
+    let (code, summary) = run(&cli, &repo);
+    assert_eq!(code, 0, "{summary}");
+    let id = summary["id"].as_str().unwrap().to_string();
+    // The recording replays without fetching or building anything.
+    let dir = repo.path().to_str().unwrap();
+    let out = cli.run(&["replay", &id, "--repo", dir]);
+    assert_eq!(out.code(), 0, "{}{}", out.stdout(), out.stderr());
+    let log = published(&repo, &summary, "features.log");
+    let lines: Vec<&str> = log.lines().collect();
+    // depends-b comes in through depends-a's dependsOn (with its options), before it.
+    let position = |prefix: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("{prefix} not installed: {log}"))
+    };
+    assert!(
+        position("depends-b level=deep") < position("depends-a"),
+        "{log}"
+    );
+    assert!(
+        lines.contains(&"opts-string flavor=mint size=medium color=red"),
+        "{log}"
+    );
+    assert_eq!(
+        published(&repo, &summary, "lifecycle.log"),
+        "lifecycle-onCreate\nlifecycle-postCreate\ndefinition-postCreate",
+        "the features' lifecycle commands run before the definition's, stage by stage"
+    );
+    assert!(
+        published(&repo, &summary, "path.txt").starts_with("/opt/env-path/bin:"),
+        "containerEnv of a feature"
+    );
+    let data = provisioned(&cli, &id);
+    let features = data["features"].as_array().unwrap();
+    let ids: Vec<&str> = features.iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert_eq!(features.len(), 6, "{data}");
+    assert!(ids.iter().any(|i| i.contains("depends-b")), "{ids:?}");
+    for feature in features {
+        let resolved = feature["resolved"].as_str().unwrap();
+        assert!(
+            resolved.starts_with(&format!("{registry}/flightdeck-test/"))
+                && resolved.contains("@sha256:"),
+            "{feature}"
+        );
+        assert!(feature["integrity"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:"));
+        assert_eq!(feature["version"], "1.0.0");
+    }
+    let setup: Vec<&str> = data["setup"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(setup.len(), 3, "{setup:?}");
+    assert!(setup[0].starts_with("onCreateCommand ("), "{setup:?}");
+    assert_eq!(setup[2], "postCreateCommand");
+    let image = data["image"].as_str().unwrap().to_string();
+    assert!(image.starts_with("flightdeck-features:"), "{image}");
+
+    // The second mission starts from the cached image.
+    let (code, again) = run(&cli, &repo);
+    assert_eq!(code, 0, "{again}");
+    let again = provisioned(&cli, again["id"].as_str().unwrap());
+    assert_eq!(again["image"], image.as_str());
+    assert_eq!(again["image_digest"], data["image_digest"]);
+    assert_eq!(again["features"], data["features"]);
+
+    // `workspace lock` pins what was resolved, as the reference's lock file does.
+    let out = cli
+        .run(&[
+            "--json",
+            "workspace",
+            "lock",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ])
+        .expect_code(0)
+        .json();
+    let lock_path = repo.path().join(".devcontainer/devcontainer-lock.json");
+    assert_eq!(out["lock_file"], lock_path.display().to_string());
+    let lock: Value = serde_json::from_str(&std::fs::read_to_string(&lock_path).unwrap()).unwrap();
+    for feature in features {
+        let written = feature["id"].as_str().unwrap();
+        let locked = &lock["features"][written];
+        assert_eq!(locked["resolved"], feature["resolved"], "{lock}");
+        let manifest = feature["resolved"]
+            .as_str()
+            .unwrap()
+            .split('@')
+            .nth(1)
+            .unwrap();
+        assert_eq!(locked["integrity"], manifest, "{lock}");
+    }
+    // A lock file that pins a digest the registry does not serve stops the mission.
+    let mut bad = lock.clone();
+    for locked in bad["features"].as_object_mut().unwrap().values_mut() {
+        let resolved = locked["resolved"].as_str().unwrap();
+        let name = resolved.split('@').next().unwrap();
+        locked["resolved"] = Value::String(format!("{name}@sha256:{}", "0".repeat(64)));
+        locked["integrity"] = Value::String(format!("sha256:{}", "0".repeat(64)));
+    }
+    std::fs::write(&lock_path, serde_json::to_string_pretty(&bad).unwrap()).unwrap();
+    repo.commit_all("a lock file pinning what the registry never served");
+    let (code, failed) = run(&cli, &repo);
+    assert_eq!(code, 1, "{failed}");
+    assert_eq!(failed["error"]["kind"], "workspace_invalid", "{failed}");
+
+    // Without the registry in egress, nothing is fetched and the mission says why.
+    let closed = repo_with(
+        &devcontainer,
+        &template.replace("egress = [\"localhost\"]\n", ""),
+        &[],
+    );
+    let (code, refused) = run(&cli, &closed);
+    assert_eq!(code, 1, "{refused}");
+    assert_eq!(refused["error"]["kind"], "workspace_invalid", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("egress"), "{message}");
+    cli.run(&["workspace", "gc"]).expect_code(0);
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .output();
+}
+
+#[test]
+fn a_compose_workspace_reaches_its_sidecar_and_goes_with_the_mission() {
+    require_engine();
+    let devcontainer = r#"{
+  "dockerComposeFile": "docker-compose.yml",
+  "service": "app",
+  "runServices": ["app", "db"],
+  "workspaceFolder": "/workspaces/app",
+  "postCreateCommand": "echo set-up > setup.txt"
+}"#;
+    let compose = r#"services:
+  app:
+    image: flightdeck-test/busybox:1
+    depends_on: [db]
+  db:
+    image: flightdeck-test/busybox:1
+    command: ["sh", "-c", "while true; do echo db-answers | nc -l -p 5432; done"]
+    ports: ["5432:5432"]
+  unused:
+    image: flightdeck-test/busybox:1
+    command: ["sleep", "600"]
+"#;
+    let template = r#"goal = "g"
+[workspace]
+runtime = "docker"
+[[steps]]
+run = '''test "$(pwd)" = /workspaces/app && cat setup.txt && nc db 5432 < /dev/null > db.txt && echo ok > result.txt'''
+"#;
+    let repo = repo_with(
+        devcontainer,
+        template,
+        &[(".devcontainer/docker-compose.yml", compose)],
+    );
+    let cli = Cli::new(BIN);
+    let (code, summary) = run(&cli, &repo);
+    assert_eq!(code, 0, "{summary}");
+    let id = summary["id"].as_str().unwrap();
+    assert_eq!(published(&repo, &summary, "db.txt"), "db-answers");
+    let data = provisioned(&cli, id);
+    assert_eq!(data["container"], format!("flightdeck-{id}"));
+    let compose = &data["compose"];
+    assert_eq!(compose["service"], "app", "{data}");
+    assert_eq!(
+        compose["project"],
+        format!("flightdeck-{}", id.to_lowercase())
+    );
+    assert!(
+        compose["cli"].as_str().unwrap().contains("compose"),
+        "{compose}"
+    );
+    assert_eq!(compose["services"], serde_json::json!(["db"]), "{compose}");
+    assert!(
+        data["ignored"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.contains("ports")),
+        "published ports are reported, not applied: {data}"
+    );
+    // The project went with the mission: no container, no network.
+    assert!(containers_of(id).is_empty(), "{:?}", containers_of(id));
+    let networks = std::process::Command::new("docker")
+        .args([
+            "network",
+            "ls",
+            "--filter",
+            &format!(
+                "label=com.docker.compose.project={}",
+                compose["project"].as_str().unwrap()
+            ),
+            "--format",
+            "{{.Name}}",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&networks.stdout).trim().is_empty(),
+        "{networks:?}"
+    );
 }

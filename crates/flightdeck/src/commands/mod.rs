@@ -79,6 +79,9 @@ pub async fn dispatch(ctx: Context, command: Command) -> Result<i32, CliError> {
                 command,
             } => workspace::exec(&ctx, repo, timeout, &command).await,
             WorkspaceCommand::Down { repo } => workspace::down(&ctx, repo).await,
+            WorkspaceCommand::Lock { repo, template } => {
+                workspace::lock(&ctx, repo, template).await
+            }
             WorkspaceCommand::Gc { dry_run } => workspace::gc(&ctx, dry_run).await,
         },
         Command::Resume { mission } => resume(&ctx, &mission).await,

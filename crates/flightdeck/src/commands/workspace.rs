@@ -289,6 +289,13 @@ pub async fn gc(ctx: &Context, dry_run: bool) -> Result<i32, CliError> {
             };
             if !dry_run {
                 let _ = docker.remove_container(&container.id).await;
+                // A Compose service's project goes too: sidecars, networks, volumes.
+                if let Some(project) = container
+                    .labels
+                    .get(flightdeck_workspace::docker::COMPOSE_PROJECT_LABEL)
+                {
+                    let _ = flightdeck_workspace::compose::sweep(&docker, project).await;
+                }
             }
             removed.push(json!({ "id": id, "container": container.name, "reason": reason }));
         }
@@ -351,5 +358,183 @@ fn shell_join(args: &[String]) -> String {
     match args {
         [only] => only.clone(),
         _ => flightdeck_workspace::shell_words(args),
+    }
+}
+
+/// `flightdeck workspace lock`: the features resolved afresh (what they depend on too), and
+/// their pins written to the lock file beside devcontainer.json.
+pub async fn lock(
+    ctx: &Context,
+    repo: Option<PathBuf>,
+    template: Option<String>,
+) -> Result<i32, CliError> {
+    use flightdeck_workspace::devcontainer;
+    use flightdeck_workspace::features::fetch::{
+        FetchSettings, RegistryCredential, RegistryFetcher,
+    };
+    use flightdeck_workspace::features::{lock, reference, resolve, FeatureSource};
+
+    let repo = repo_of(repo)?;
+    let config = devcontainer::find(&repo).ok_or_else(|| {
+        CliError::bad_input(
+            format!(
+                "{} has no .devcontainer/devcontainer.json (nor .devcontainer.json)",
+                repo.display()
+            ),
+            Some("the lock file pins the `features` of a devcontainer.json".into()),
+        )
+    })?;
+    let definition = devcontainer::load(&repo, &config, &|_| None)
+        .map_err(|e| CliError::bad_input(e.to_string(), None))?;
+    if definition.features.is_empty() {
+        return Err(CliError::bad_input(
+            format!("{} has no `features` to lock", config.display()),
+            Some("add features, e.g. \"features\": { \"ghcr.io/devcontainers/features/node:1\": {} }".into()),
+        ));
+    }
+    let spec = match &template {
+        Some(name) => {
+            let path = super::replay::template_path(&repo, name)?;
+            let source = std::fs::read_to_string(&path).map_err(|e| {
+                CliError::bad_input(format!("cannot read {}: {e}", path.display()), None)
+            })?;
+            Template::parse(name, &path.display().to_string(), &source)?.workspace
+        }
+        None => WorkspaceSpec::default(),
+    };
+    let config_dir = definition
+        .config_file
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    // The registries devcontainer.json names are the ones asked for; a feature that depends
+    // on one elsewhere needs it in the template's egress.
+    let mut allowed = spec.egress.clone();
+    for id in definition.features.keys() {
+        match reference::parse(id, &config_dir) {
+            Ok(FeatureSource::Oci(oci)) => allowed.push(oci.registry),
+            Ok(FeatureSource::Tarball(url)) => {
+                // `https://[user@]host[:port]/…`: the authority without the user.
+                let authority = url
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.split('/').next());
+                if let Some(authority) = authority {
+                    let host = authority
+                        .rsplit_once('@')
+                        .map_or(authority, |(_, host)| host);
+                    allowed.push(host.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    let settings = &ctx.app.workspace;
+    let credentials = spec
+        .secrets
+        .iter()
+        .filter_map(|name| {
+            let login = settings.registry_logins.get(name)?;
+            let password = settings.secret(name).ok()?;
+            let credential = RegistryCredential {
+                username: login.username.clone(),
+                password: password.to_string(),
+            };
+            Some((login.registry.clone(), credential))
+        })
+        .collect();
+    let fetcher = RegistryFetcher::new(FetchSettings {
+        allowed_hosts: allowed,
+        credentials,
+        plain_http: ["localhost", "127.0.0.1", "[::1]"]
+            .iter()
+            .map(|h| h.to_string())
+            .collect(),
+        ..FetchSettings::default()
+    })
+    .map_err(|e| CliError::failed(e.to_string()))?;
+    let scratch = ScratchDir::new(
+        ctx.data_dir()
+            .join("workspaces")
+            .join(format!(".lock-{}", std::process::id())),
+    )?;
+    let features: Vec<(String, serde_json::Value)> = definition
+        .features
+        .iter()
+        .map(|(id, options)| (id.clone(), options.clone()))
+        .collect();
+    let resolved = resolve::resolve(
+        &features,
+        &config_dir,
+        None,
+        &definition.override_feature_install_order,
+        &fetcher,
+        scratch.path(),
+    )
+    .await
+    .map_err(|e| {
+        CliError::bad_input(
+            format!("{}: {e}", config.display()),
+            Some("a registry beyond the ones devcontainer.json names must be in the template's [workspace] egress (pass --template); a private one needs a login in [secrets] (`registry`, `username`) that the template names".into()),
+        )
+    })?;
+    let lockfile = resolve::lockfile_of(&resolved);
+    let path = lock::path_for(&definition.config_file);
+    let text = lock::to_json_string(&lockfile);
+    let temporary = path.with_extension("json.tmp");
+    std::fs::write(&temporary, &text)
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
+    if ctx.json() {
+        let features: Vec<_> = resolved
+            .iter()
+            .map(|f| {
+                json!({
+                    "id": f.written,
+                    "version": f.metadata.version,
+                    "resolved": f.fetched.resolved,
+                    "integrity": f.fetched.integrity,
+                    "depends_on_only": f.auto_added,
+                })
+            })
+            .collect();
+        let out = json!({ "lock_file": path.display().to_string(), "features": features });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        println!(
+            "locked {} feature(s) in {}",
+            lockfile.features.len(),
+            path.display()
+        );
+        for feature in &resolved {
+            println!(
+                "  {}  {}  {}",
+                feature.written,
+                feature.metadata.version.as_deref().unwrap_or("?"),
+                feature.fetched.resolved
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// A directory removed when dropped.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(path: PathBuf) -> Result<ScratchDir, CliError> {
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path)
+            .map_err(|e| CliError::failed(format!("cannot make {}: {e}", path.display())))?;
+        Ok(ScratchDir(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
