@@ -181,33 +181,6 @@ pub fn valid_egress(pattern: &str) -> bool {
         })
 }
 
-/// Whether `host` (`host` or `host:port`, as a registry is named) is allowed by `egress`: an
-/// entry without a port allows every port of its host; `*.example.com` allows the
-/// subdomains of example.com, not example.com itself. Compared without letter case.
-pub fn egress_allows(egress: &[String], host: &str) -> bool {
-    let host = host.to_ascii_lowercase();
-    let (name, port) = match host.rsplit_once(':') {
-        Some((name, port)) if port.parse::<u16>().is_ok() => (name, Some(port)),
-        _ => (host.as_str(), None),
-    };
-    egress.iter().any(|entry| {
-        let entry = entry.to_ascii_lowercase();
-        let (pattern, entry_port) = match entry.rsplit_once(':') {
-            Some((pattern, port)) => (pattern.to_string(), Some(port.to_string())),
-            None => (entry.clone(), None),
-        };
-        let port_ok = match (&entry_port, port) {
-            (None, _) => true,
-            (Some(want), Some(port)) => want == port,
-            (Some(_), None) => false,
-        };
-        let name_ok = match pattern.strip_prefix("*.") {
-            Some(domain) => name.len() > domain.len() + 1 && name.ends_with(&format!(".{domain}")),
-            None => name == pattern,
-        };
-        port_ok && name_ok
-    })
-}
 
 /// Enough for parallel builds and test runners on a large machine; far below what takes a
 /// host down.
@@ -991,6 +964,27 @@ title = "Upgrade {{crate}} to {{version}}"
     }
 
     #[test]
+    fn egress_entries() {
+        for (entry, valid) in [
+            ("ghcr.io", true),
+            ("localhost", true),
+            ("localhost:5000", true),
+            ("*.pypi.org", true),
+            ("127.0.0.1:8080", true),
+            ("", false),
+            ("*", false),
+            ("host:0", false),
+            ("host:", false),
+            ("-bad.io", false),
+            ("a..b", false),
+            ("https://ghcr.io", false),
+            ("ghcr.io/path", false),
+        ] {
+            assert_eq!(valid_egress(entry), valid, "{entry:?}");
+        }
+    }
+
+    #[test]
     fn renders_params_defaults_and_mission() {
         let t = Template::parse("upgrade", "upgrade.toml", UPGRADE).unwrap();
         let id = MissionId::from_parts(0, 1);
@@ -1050,6 +1044,14 @@ title = "Upgrade {{crate}} to {{version}}"
             (
                 "[[steps]]\nrun = \"x\"\n[publish]\ntitle = \"{{ver}}\"\n[params.version]\n",
                 "t.toml: `{{ver}}` in publish.title names no param (declared: version)",
+            ),
+            (
+                "[[steps]]\nrun = \"x\"\n[workspace]\negress = [\"ghcr.io\", \"https://x.io\"]\n",
+                "t.toml: workspace.egress[1]: an egress entry is a host name",
+            ),
+            (
+                "[[steps]]\nrun = \"x\"\n[workspace]\negress = [\"registry:99999\"]\n",
+                "workspace.egress[0]",
             ),
             ("this is = not toml [", "t.toml:1:6"),
             (
