@@ -74,6 +74,8 @@ pub struct FeaturesPlan {
     pub egress: Vec<String>,
     pub container_user: Option<String>,
     pub remote_user: Option<String>,
+    /// Whether the features' install scripts get the network (`network` is `setup` or `on`).
+    pub network: bool,
 }
 
 /// `dockerComposeFile`: the project to bring up, in the worktree.
@@ -212,6 +214,7 @@ pub(crate) fn plan(
         egress: workspace.egress.clone(),
         container_user: dc.container_user.clone(),
         remote_user: dc.remote_user.clone(),
+        network: workspace.network != Network::None,
     });
     let image = match &dc.source {
         // The service's image is the compose file's; the runtime brings the project up.
@@ -398,6 +401,7 @@ pub(crate) async fn install_features(
         container_user: features.container_user.as_deref(),
         remote_user: features.remote_user.as_deref(),
         labels: &spec.labels,
+        network: features.network,
     };
     image::build(engine, &base, &request, &fetcher, scratch.path())
         .await

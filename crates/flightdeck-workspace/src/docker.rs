@@ -434,6 +434,29 @@ impl DockerEngine {
         tag: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<ImageInfo, DockerError> {
+        self.build_image_on(context, dockerfile, args, target, tag, labels, false)
+            .await
+    }
+
+    /// [`Self::build_image`], with `RUN` lines on the [`NETWORK_NAME`] bridge when `network`
+    /// (dev container features' install scripts, under a template's `network = "setup"` or
+    /// `"on"`).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn build_image_on(
+        &self,
+        context: &Path,
+        dockerfile: &Path,
+        args: &BTreeMap<String, String>,
+        target: Option<&str>,
+        tag: &str,
+        labels: &BTreeMap<String, String>,
+        network: bool,
+    ) -> Result<ImageInfo, DockerError> {
+        let network_mode = if network {
+            self.ensure_network().await?
+        } else {
+            "none".to_string()
+        };
         let context_error = |path: &Path| {
             let path = path.to_path_buf();
             move |source| DockerError::Context { path, source }
@@ -499,8 +522,8 @@ impl DockerEngine {
             buildargs: Some(args.clone().into_iter().collect()),
             labels: Some(labels.clone().into_iter().collect()),
             target: target.unwrap_or_default().to_string(),
-            // RUN lines get no network: the image is built from what is local, like the rest.
-            networkmode: Some("none".into()),
+            // RUN lines get no network unless asked: the image is built from what is local.
+            networkmode: Some(network_mode),
             ..Default::default()
         };
         let mut log = LogTail::default();

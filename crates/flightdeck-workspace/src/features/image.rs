@@ -28,6 +28,9 @@ pub struct FeatureBuild<'a> {
     pub remote_user: Option<&'a str>,
     /// Put on the built image (the mission's labels), so `workspace gc` can find it.
     pub labels: &'a BTreeMap<String, String>,
+    /// Whether the install scripts may use the network (the template's `network` is `setup`
+    /// or `on`); without it they run with none.
+    pub network: bool,
 }
 
 /// The image built (or found in the cache), and the features in it, in install order.
@@ -98,13 +101,14 @@ pub async fn build(
         });
     }
     let image = engine
-        .build_image(
+        .build_image_on(
             &context.context,
             &context.dockerfile,
             &BTreeMap::new(),
             None,
             &tag,
             request.labels,
+            request.network,
         )
         .await?;
     Ok(FeatureImage {
