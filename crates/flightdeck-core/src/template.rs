@@ -181,7 +181,6 @@ pub fn valid_egress(pattern: &str) -> bool {
         })
 }
 
-
 /// Enough for parallel builds and test runners on a large machine; far below what takes a
 /// host down.
 pub const DEFAULT_MAX_PROCESSES: u64 = 4096;

@@ -496,7 +496,10 @@ impl ContainerRuntime for DockerContainers {
                             dockerfile: build.dockerfile.clone(),
                             args: build.args.clone(),
                             target: build.target.clone(),
-                            tag: format!("{}-{}:latest", compose.project, compose.service),
+                            tag: format!(
+                                "flightdeck-build/{}-{}:latest",
+                                compose.project, compose.service
+                            ),
                         },
                         (Some(image), None) => ImageSource::Existing(image.clone()),
                         (None, None) => {
@@ -563,6 +566,7 @@ impl ContainerRuntime for DockerContainers {
                     network_open: setup.network == Network::On,
                     limits: spec.limits,
                     extra_mounts: spec.mounts.clone(),
+                    entrypoints: spec.entrypoints.clone(),
                 };
                 let started = match compose::up_detailed(&cli, &up, scratch.path()).await {
                     Ok(started) => started,

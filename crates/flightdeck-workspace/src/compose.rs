@@ -57,6 +57,10 @@ const CAP_ADD: &[&str] = &[
 /// How much of the CLI's output an error keeps (the end of it).
 const MAX_CLI_OUTPUT: usize = 8 * 1024;
 
+/// The engine the CLI talks to when flightdeck's environment names none (what
+/// [`DockerEngine::connect`] tries first).
+const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+
 /// How long one CLI call may take (`up` of a project with many services included).
 const CLI_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -294,6 +298,49 @@ fn interpolation_vars(project_dir: &Path) -> HashMap<String, String> {
 }
 
 /// The environment the compose CLI runs with.
+/// Compose v2's `config` names every network and volume `<project>_<key>` (the name it would
+/// get anyway); only a name of the file's own is refused by [`refuse_global_name`].
+fn drop_default_names(doc: &mut Value, project: &str) {
+    let Some(top) = doc.as_mapping_mut() else {
+        return;
+    };
+    for section in ["networks", "volumes"] {
+        let Some(Value::Mapping(items)) = top.get_mut(section) else {
+            continue;
+        };
+        for (key, item) in items.iter_mut() {
+            let (Some(key), Some(item)) = (str_of(key), item.as_mapping_mut()) else {
+                continue;
+            };
+            let default = format!("{project}_{key}");
+            if item.get("name").and_then(str_of).as_deref() == Some(default.as_str()) {
+                item.remove("name");
+            }
+        }
+    }
+}
+
+/// A top-level network or volume with a `name` of its own (or labels) is the engine's, not
+/// the project's: compose uses an existing one of that name, another mission's included.
+fn refuse_global_name(
+    item: &serde_yaml::Mapping,
+    key: &str,
+    file: &str,
+) -> Result<(), ComposeError> {
+    for k in ["name", "labels"] {
+        if get(item, k).is_some_and(non_empty) {
+            return Err(refused(
+                file,
+                None,
+                &format!("{key}.{k}"),
+                "names it on the engine, where compose takes an existing one of that name (another project's data or network)",
+                "remove it: the project's own networks and volumes are named after the project",
+            ));
+        }
+    }
+    Ok(())
+}
+
 pub fn cli_env() -> Vec<(String, String)> {
     CLI_ENV
         .iter()
@@ -548,6 +595,7 @@ fn check_document(
                 continue;
             };
             let key = format!("networks.{name}");
+            refuse_global_name(net, &key, file)?;
             if get(net, "external").is_some_and(|e| truthy(e) || e.is_mapping()) {
                 return Err(refused(
                     file,
@@ -580,6 +628,7 @@ fn check_document(
             let name = str_of(name).unwrap_or_default();
             let key = format!("volumes.{name}");
             if let Some(vol) = vol.as_mapping() {
+                refuse_global_name(vol, &key, file)?;
                 if get(vol, "external").is_some_and(|e| truthy(e) || e.is_mapping()) {
                     return Err(refused(
                         file,
@@ -686,6 +735,29 @@ fn check_document(
                             _ => "changes how the container is run and confined".into(),
                         },
                         "remove it; flightdeck sets the container's confinement itself",
+                    );
+                }
+                "logging" => {
+                    let driver = value
+                        .as_mapping()
+                        .and_then(|l| get(l, "driver"))
+                        .and_then(str_of)
+                        .unwrap_or_else(|| "json-file".into());
+                    if !["json-file", "local", "none"].contains(&driver.as_str()) {
+                        return refuse(
+                            format!("uses the `{driver}` log driver: dockerd would send the container's output over the host's network, whatever the workspace's network"),
+                            "remove `logging` (or use the `json-file` or `local` driver)",
+                        );
+                    }
+                }
+                "deploy"
+                    if value
+                        .as_mapping()
+                        .is_some_and(|d| get(d, "resources").is_some()) =>
+                {
+                    return refuse(
+                        "sets resources (limits, devices) flightdeck decides: the template's [workspace] memory_mb and max_processes".into(),
+                        "remove `deploy.resources`",
                     );
                 }
                 "network_mode" => {
@@ -1033,6 +1105,12 @@ impl ComposeCli {
             .args(&self.program[1..])
             .args(args)
             .env_clear()
+            // Set, so that a repository's `.env` (which the CLI reads for its own settings
+            // too) cannot point it at another engine; what flightdeck's environment says wins.
+            .env("DOCKER_HOST", DEFAULT_DOCKER_HOST)
+            .env("DOCKER_CONTEXT", "default")
+            .env("DOCKER_TLS_VERIFY", "")
+            .env("DOCKER_CERT_PATH", "")
             .envs(cli_env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -1154,6 +1232,9 @@ pub struct ComposeUp {
     pub limits: crate::Limits,
     /// More mounts of `service`.
     pub extra_mounts: Vec<crate::docker::Mount>,
+    /// Dev container features' `entrypoint`s, run in order by `service`'s first process before
+    /// its wait.
+    pub entrypoints: Vec<String>,
 }
 
 /// A compose project name from a mission id: lowercase, `[a-z0-9_-]` only.
@@ -1226,6 +1307,7 @@ pub async fn up_detailed(
         cli.describe()
     );
     let mut doc = parse_yaml(resolved.as_bytes(), Path::new(&resolved_label))?;
+    drop_default_names(&mut doc, &up.project);
     let mut ignored = model.ignored.clone();
     check_document(
         &doc,
@@ -1265,11 +1347,19 @@ pub async fn up_detailed(
         source,
     })?;
 
+    // The file is resolved: `up` reads no `.env` of the repository's (an empty one instead).
+    let no_env = scratch.join(format!("{}.env", up.project));
+    std::fs::write(&no_env, "").map_err(|source| ComposeError::Write {
+        path: no_env.clone(),
+        source,
+    })?;
     let mut up_args = vec![
         "-p".to_string(),
         up.project.clone(),
         "--project-directory".into(),
         up.project_dir.display().to_string(),
+        "--env-file".into(),
+        no_env.display().to_string(),
         "-f".into(),
         file.display().to_string(),
         "up".into(),
@@ -1432,14 +1522,16 @@ async fn rewrite(
                     literal(&serde_json::to_string(&env).unwrap_or_default()),
                 );
             }
+            // Compose interpolates the file: `$` of an entrypoint is doubled to stay literal.
+            let mut script = String::new();
+            for entrypoint in &up.entrypoints {
+                script.push_str(&entrypoint.replace('$', "$$"));
+                script.push('\n');
+            }
+            script.push_str(INIT_SCRIPT);
             service.insert(
                 "entrypoint".into(),
-                vec![
-                    Value::from("sh"),
-                    Value::from("-c"),
-                    Value::from(INIT_SCRIPT),
-                ]
-                .into(),
+                vec![Value::from("sh"), Value::from("-c"), Value::from(script)].into(),
             );
             service.insert("command".into(), Value::Sequence(Vec::new()));
             service.insert("working_dir".into(), literal(&up.workspace_folder));
@@ -1487,10 +1579,9 @@ async fn rewrite(
             let Some(build) = build_of(&build, &base) else {
                 continue;
             };
-            let tag = service
-                .get("image")
-                .and_then(str_of)
-                .unwrap_or_else(|| format!("flightdeck-build/{}-{name}:latest", up.project));
+            // Never the service's `image`: a repository's build must not take the name of an
+            // image other missions run (nothing is pulled, so a tag is trusted as found).
+            let tag = format!("flightdeck-build/{}-{name}:latest", up.project);
             engine
                 .build_image(
                     &build.context,

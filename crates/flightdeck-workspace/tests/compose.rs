@@ -64,6 +64,14 @@ fn hostile_compose_files_are_refused_naming_the_key() {
             "volumes.data.driver_opts",
             "host directory",
         ),
+        ("named-volume", "volumes.data.name", "another project's"),
+        (
+            "named-network",
+            "networks.default.name",
+            "another project's",
+        ),
+        ("logging-syslog", "logging", "log driver"),
+        ("deploy-resources", "deploy", "resources"),
     ];
     for (name, key, why) in table {
         let file = root.join(format!("hostile/{name}.yml"));
@@ -79,7 +87,10 @@ fn hostile_compose_files_are_refused_naming_the_key() {
         assert!(text.contains(why), "{name}: {text}");
         assert!(text.contains(&file.display().to_string()), "{name}: {text}");
         assert!(text.contains("\nhint: "), "{name}: {text}");
-        if !name.starts_with("external") && !name.starts_with("volume-bind") {
+        if !name.starts_with("external")
+            && !name.starts_with("volume-bind")
+            && !name.starts_with("named-")
+        {
             assert!(text.contains("service `app`"), "{name}: {text}");
         }
     }
@@ -251,6 +262,7 @@ fn request(project: &str, repo: &Path, file: &str) -> ComposeUp {
             max_processes: Some(200),
         },
         extra_mounts: Vec::new(),
+        entrypoints: Vec::new(),
     }
 }
 

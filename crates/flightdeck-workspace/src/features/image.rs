@@ -93,6 +93,9 @@ pub async fn build(
     let users = users_of(&base_info, request.container_user, request.remote_user);
     let context = build::write_context(base, &base_info.digest, &users, &features, &context_dir)?;
     let tag = tag_of(&context.cache_key);
+    // Two workspaces of one definition at once build it once: the second waits and finds it.
+    let key_lock = building(&tag);
+    let _building = key_lock.lock().await;
     if let Ok(image) = engine.local_image(&tag).await {
         return Ok(FeatureImage {
             image,
@@ -116,6 +119,22 @@ pub async fn build(
         cached: false,
         features,
     })
+}
+
+/// The lock held while the image tagged `tag` is looked for and built, in this process.
+fn building(tag: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    static BUILDS: std::sync::OnceLock<
+        std::sync::Mutex<BTreeMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::OnceLock::new();
+    let builds = BUILDS.get_or_init(Default::default);
+    let mut builds = match builds.lock() {
+        Ok(guard) => guard,
+        // A panic elsewhere while holding it leaves the map as it was: still usable.
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    // Entries nobody holds are dropped, so the map stays as small as what is being built.
+    builds.retain(|_, lock| std::sync::Arc::strong_count(lock) > 1);
+    builds.entry(tag.to_string()).or_default().clone()
 }
 
 /// Who the features install for, as the reference decides it: the container user is

@@ -102,7 +102,18 @@ pub async fn resolve(
             (Some(p), true) => format!("{} (dependsOn of `{}`)", item.written, nodes[*p].written),
             _ => item.written.clone(),
         };
+        if nodes.len() + fetched.len() >= 2 * MAX_FEATURES {
+            return Err(FeatureError::Refused {
+                feature: shown,
+                message: format!(
+                    "more than {MAX_FEATURES} features (with what they depend on)\nhint: a definition needs far fewer; look for a `dependsOn` chain that never ends"
+                ),
+            });
+        }
         let parsed = reference::parse(&item.written, config_dir).map_err(|e| rename(e, &shown))?;
+        if let FeatureSource::Local(path) = &parsed {
+            confine_local(path, config_dir, &shown)?;
+        }
         let pinned = lock.and_then(|l| lookup(l, &item.written, &parsed));
         let source = pin(&parsed, pinned, &shown)?;
         let existing = fetched.iter().position(|(s, _, _)| *s == source);
@@ -114,7 +125,22 @@ pub async fn resolve(
                     context: format!("feature `{shown}`: creating {}", into.display()),
                     source,
                 })?;
-                let got = fetcher.fetch(&shown, &source, &into).await?;
+                let got = match fetcher.fetch(&shown, &source, &into).await {
+                    // A digest the lock file pins and the registry does not have: the lock
+                    // file is what to look at.
+                    Err(FeatureError::Fetch { feature, message })
+                        if pinned.is_some() && message.contains("HTTP 404") =>
+                    {
+                        return Err(FeatureError::Integrity {
+                            feature,
+                            message: format!(
+                                "devcontainer-lock.json pins {}, which the registry does not have ({message})\nhint: if the change is expected, delete the feature's entry from the lock file (or run `flightdeck workspace lock`)",
+                                pinned.map_or("", |p| p.integrity.as_str())
+                            ),
+                        });
+                    }
+                    other => other?,
+                };
                 let meta = metadata::read(&got.dir, &shown)?;
                 refuse_unsafe(&meta, &shown)?;
                 fetched.push((source.clone(), got.clone(), meta.clone()));
@@ -314,6 +340,33 @@ fn rename(error: FeatureError, shown: &str) -> FeatureError {
         },
         other => other,
     }
+}
+
+/// The most features one definition installs, with everything they depend on.
+pub const MAX_FEATURES: usize = 100;
+
+/// A local feature's folder, symlinks resolved, must be inside the `.devcontainer` folder
+/// (the id is checked lexically when parsed; a symlinked folder on its path could lead out).
+fn confine_local(path: &Path, config_dir: &Path, shown: &str) -> Result<(), FeatureError> {
+    let real = |p: &Path| {
+        std::fs::canonicalize(p).map_err(|source| FeatureError::Io {
+            context: format!("feature `{shown}`: resolving {}", p.display()),
+            source,
+        })
+    };
+    let (folder, dir) = (real(path)?, real(config_dir)?);
+    if !folder.starts_with(&dir) {
+        return Err(FeatureError::Refused {
+            feature: shown.to_string(),
+            message: format!(
+                "{} resolves to {}, outside {}\nhint: keep a local feature's folder inside the .devcontainer folder, without symbolic links leading out",
+                path.display(),
+                folder.display(),
+                dir.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The lock file for `resolved` (`generateLockfile`): OCI and tarball features, keyed by the id

@@ -100,7 +100,14 @@ pub async fn up(
             .await;
     }
     let started = std::time::Instant::now();
-    let provisioned = engine.provision(&id, &repo, &base_commit, &spec).await?;
+    let provisioned = match engine.provision(&id, &repo, &base_commit, &spec).await {
+        Ok(provisioned) => provisioned,
+        Err(e) => {
+            // Nothing half-made is kept: the next `up` starts from the repository again.
+            engine.remove_workspace(&id, Some(&repo)).await;
+            return Err(e.into());
+        }
+    };
     let took = started.elapsed();
     let record = DebugWorkspace {
         id: id.clone(),
@@ -480,9 +487,7 @@ pub async fn lock(
     let lockfile = resolve::lockfile_of(&resolved);
     let path = lock::path_for(&definition.config_file);
     let text = lock::to_json_string(&lockfile);
-    let temporary = path.with_extension("json.tmp");
-    std::fs::write(&temporary, &text)
-        .and_then(|()| std::fs::rename(&temporary, &path))
+    write_new_then_rename(&path, &text)
         .map_err(|e| CliError::failed(format!("cannot write {}: {e}", path.display())))?;
     if ctx.json() {
         let features: Vec<_> = resolved
@@ -515,6 +520,27 @@ pub async fn lock(
         }
     }
     Ok(exit::OK)
+}
+
+/// Writes `text` to `path` through a new file beside it, never through a link the repository
+/// placed there (a committed `devcontainer-lock.json.tmp -> ~/.bashrc`).
+fn write_new_then_rename(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(std::io::Error::other(
+            "it is a symbolic link; flightdeck writes lock files only as plain files",
+        ));
+    }
+    let temporary = path.with_extension(format!("json.{}.tmp", std::process::id()));
+    // Removing a link removes the link, not what it points to.
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&temporary)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
 }
 
 /// A directory removed when dropped.
