@@ -923,3 +923,58 @@ mod quota_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod registry_login_tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
+
+    use super::*;
+
+    fn settings_of(text: &str) -> Result<WorkspaceSettings, AppError> {
+        let path = Path::new("/etc/fd/config.toml");
+        workspace_settings(&Config::parse(text, path)?, path)
+    }
+
+    #[test]
+    fn a_secret_with_registry_and_username_is_a_registry_login() {
+        let settings = settings_of(
+            "[secrets.GHCR]\nenv = \"FD_NO_SUCH_VARIABLE_FOR_THIS_TEST\"\nregistry = \"GHCR.io\"\nusername = \"acme-bot\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            settings.registry_logins.get("GHCR"),
+            Some(&flightdeck_engine::RegistryLogin {
+                registry: "ghcr.io".into(),
+                username: "acme-bot".into(),
+            })
+        );
+        let plain = settings_of("[secrets.KEY]\nenv = \"X\"\n").unwrap();
+        assert!(plain.registry_logins.is_empty());
+    }
+
+    #[test]
+    fn half_a_registry_login_or_a_bad_registry_is_refused() {
+        for text in [
+            "[secrets.GHCR]\nenv = \"X\"\nregistry = \"ghcr.io\"\n",
+            "[secrets.GHCR]\nenv = \"X\"\nusername = \"bot\"\n",
+            "[secrets.GHCR]\nenv = \"X\"\nregistry = \"https://ghcr.io\"\nusername = \"bot\"\n",
+            "[secrets.GHCR]\nenv = \"X\"\nregistry = \"*.ghcr.io\"\nusername = \"bot\"\n",
+            "[secrets.GHCR]\nenv = \"X\"\nregistry = \"ghcr.io\"\nusername = \"\"\n",
+        ] {
+            let Err(e) = settings_of(text) else {
+                panic!("accepted:\n{text}");
+            };
+            assert_eq!(e.kind, crate::ErrorKind::BadInput, "{text}");
+            assert!(
+                e.message.starts_with("/etc/fd/config.toml"),
+                "{}",
+                e.message
+            );
+            assert!(e.message.contains("[secrets.GHCR]"), "{}", e.message);
+            assert!(
+                e.hint.as_deref().unwrap_or("").contains("registry = "),
+                "{text}"
+            );
+        }
+    }
+}

@@ -433,13 +433,18 @@ run = '''cp /usr/local/share/flightdeck-features.log features.log && cp /tmp/lif
 #[test]
 fn a_compose_workspace_reaches_its_sidecar_and_goes_with_the_mission() {
     require_engine();
-    let devcontainer = r#"{
+    let registry = registry();
+    // A feature is installed on the service's image, its entrypoint run when it starts.
+    let devcontainer = format!(
+        r#"{{
   "dockerComposeFile": "docker-compose.yml",
   "service": "app",
   "runServices": ["app", "db"],
   "workspaceFolder": "/workspaces/app",
+  "features": {{ "{registry}/flightdeck-test/entrypoint:1": {{}} }},
   "postCreateCommand": "echo set-up > setup.txt"
-}"#;
+}}"#
+    );
     let compose = r#"services:
   app:
     image: flightdeck-test/busybox:1
@@ -455,11 +460,12 @@ fn a_compose_workspace_reaches_its_sidecar_and_goes_with_the_mission() {
     let template = r#"goal = "g"
 [workspace]
 runtime = "docker"
+egress = ["localhost"]
 [[steps]]
-run = '''test "$(pwd)" = /workspaces/app && cat setup.txt && nc db 5432 < /dev/null > db.txt && echo ok > result.txt'''
+run = '''test "$(pwd)" = /workspaces/app && cat setup.txt && test -f /tmp/entrypoint-ran && nc db 5432 < /dev/null > db.txt && echo ok > result.txt'''
 "#;
     let repo = repo_with(
-        devcontainer,
+        &devcontainer,
         template,
         &[(".devcontainer/docker-compose.yml", compose)],
     );
@@ -481,6 +487,14 @@ run = '''test "$(pwd)" = /workspaces/app && cat setup.txt && nc db 5432 < /dev/n
         "{compose}"
     );
     assert_eq!(compose["services"], serde_json::json!(["db"]), "{compose}");
+    assert_eq!(data["features"].as_array().map(Vec::len), Some(1), "{data}");
+    assert!(
+        data["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("flightdeck-features:"),
+        "{data}"
+    );
     assert!(
         data["ignored"]
             .as_object()
@@ -509,4 +523,65 @@ run = '''test "$(pwd)" = /workspaces/app && cat setup.txt && nc db 5432 < /dev/n
         String::from_utf8_lossy(&networks.stdout).trim().is_empty(),
         "{networks:?}"
     );
+}
+
+#[test]
+fn a_private_registry_is_reached_with_the_login_of_a_secret_and_never_records_it() {
+    require_engine();
+    let registry = std::env::var("FLIGHTDECK_TEST_REGISTRY_TOKEN")
+        .expect("FLIGHTDECK_TEST_REGISTRY_TOKEN: run `scripts/registry start` (scripts/test does)");
+    let user = std::env::var("FLIGHTDECK_TEST_REGISTRY_USER").unwrap();
+    let password = std::env::var("FLIGHTDECK_TEST_REGISTRY_PASSWORD").unwrap();
+    let devcontainer = format!(
+        r#"{{ "image": "flightdeck-test/busybox:1",
+  "features": {{ "{registry}/flightdeck-test/opts-bool:1": {{ "verbose": true }} }} }}"#
+    );
+    let template = |secrets: &str| {
+        format!(
+            "goal = \"g\"\n[workspace]\nruntime = \"docker\"\negress = [\"localhost\"]\nsecrets = [{secrets}]\n[[steps]]\nsecrets = []\nrun = \"cp /usr/local/share/flightdeck-features.log features.log\"\n"
+        )
+    };
+    let repo = repo_with(&devcontainer, &template("\"REGISTRY_TOKEN\""), &[]);
+    let cli = Cli::new(BIN);
+    cli.write_config(&format!(
+        "[secrets.REGISTRY_TOKEN]\nenv = \"FD_TEST_REGISTRY_PASSWORD\"\nregistry = \"{registry}\"\nusername = \"{user}\"\nrepos = [\"{}\"]\n",
+        repo.path().display()
+    ));
+    let run_with_login = |repo: &TestRepo| {
+        let mut command = cli.command(&[
+            "--json",
+            "run",
+            "t",
+            "--repo",
+            repo.path().to_str().unwrap(),
+        ]);
+        command.env("FD_TEST_REGISTRY_PASSWORD", &password);
+        let out = command.output().unwrap();
+        let summary: Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"));
+        (out.status.code().unwrap_or(-1), summary)
+    };
+    let (code, summary) = run_with_login(&repo);
+    assert_eq!(code, 0, "{summary}");
+    assert_eq!(
+        published(&repo, &summary, "features.log"),
+        "opts-bool enabled=true verbose=true"
+    );
+    // The login is stored nowhere flightdeck writes.
+    for (path, bytes) in cli.data_files() {
+        assert!(
+            memchr::memmem::find(&bytes, password.as_bytes()).is_none(),
+            "the registry password is in {}",
+            path.display()
+        );
+    }
+    // A template that does not name the login fetches anonymously, and the registry refuses.
+    let anonymous = repo_with(&devcontainer, &template(""), &[]);
+    let (code, refused) = run_with_login(&anonymous);
+    assert_eq!(code, 1, "{refused}");
+    assert_eq!(refused["error"]["kind"], "workspace_invalid", "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("credentials"), "{message}");
+    assert!(!message.contains(&password), "{message}");
+    cli.run(&["workspace", "gc"]).expect_code(0);
 }
