@@ -9,7 +9,9 @@ use flightdeck_core::template::{Network, WorkspaceSpec};
 use flightdeck_workspace::caches::Cache;
 use flightdeck_workspace::devcontainer::{self, CommandForm, LifecycleCommand};
 use flightdeck_workspace::docker::{ContainerSpec, DockerEngine, ImageSource, Mount, MountKind};
-use flightdeck_workspace::features::fetch::{FetchSettings, RegistryCredential, RegistryFetcher};
+use flightdeck_workspace::features::fetch::{
+    FetchSettings, RegistryCredential, RegistryFetcher, LOCAL_REGISTRY_HOSTS,
+};
 use flightdeck_workspace::features::image::{self, FeatureBuild, FeatureImage, FeatureImageError};
 use flightdeck_workspace::features::resolve::ResolvedFeature;
 use flightdeck_workspace::features::FeatureError;
@@ -84,13 +86,9 @@ pub struct ComposePlan {
     pub files: Vec<PathBuf>,
     pub service: String,
     pub run_services: Option<Vec<String>>,
-    /// `flightdeck-<id>`: labelled, and what `down` and `workspace gc` name.
+    /// Named after the container (`flightdeck-<id>`): labelled, and what `remove` and
+    /// `workspace gc` sweep.
     pub project: String,
-}
-
-/// The Compose project of workspace `id`.
-pub fn compose_project(id: &str) -> String {
-    format!("flightdeck-{}", id.to_ascii_lowercase())
 }
 
 /// `value` as the inside of a double-quoted shell word: `${containerEnv:X}` becomes `${X}`
@@ -203,7 +201,7 @@ pub(crate) fn plan(
             files: compose.files.iter().map(|f| in_worktree(f)).collect(),
             service: compose.service.clone(),
             run_services: compose.run_services.clone(),
-            project: compose_project(id),
+            project: flightdeck_workspace::compose::project_name(name),
         }),
         _ => None,
     };
@@ -385,8 +383,7 @@ pub(crate) async fn install_features(
                 (registry.clone(), credential)
             })
             .collect(),
-        // As the reference: a registry on this machine is spoken to without TLS.
-        plain_http: LOOPBACK_REGISTRIES.iter().map(|h| h.to_string()).collect(),
+        plain_http: LOCAL_REGISTRY_HOSTS.iter().map(|h| h.to_string()).collect(),
         ..FetchSettings::default()
     };
     let fetcher = RegistryFetcher::new(settings).map_err(feature_error)?;
@@ -410,9 +407,6 @@ pub(crate) async fn install_features(
             FeatureImageError::Docker(e) => WorkspaceError::from(e).into(),
         })
 }
-
-/// Hosts a registry of this machine is named by.
-const LOOPBACK_REGISTRIES: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
 
 fn feature_error(e: FeatureError) -> EngineError {
     let message = e.to_string();

@@ -524,6 +524,10 @@ impl ContainerRuntime for DockerContainers {
                 pins = built.features.iter().map(container::pin_of).collect();
             }
         }
+        // Under `network = "setup"` the features' lifecycle commands count as setup too.
+        if setup.network == Network::Setup && !commands.is_empty() {
+            spec.network = true;
+        }
         let mut recorded_compose = None;
         let mut ignored = BTreeMap::new();
         let (docker, image_digest) = match compose {

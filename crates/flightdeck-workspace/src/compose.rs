@@ -1237,14 +1237,15 @@ pub struct ComposeUp {
     pub entrypoints: Vec<String>,
 }
 
-/// A compose project name from a mission id: lowercase, `[a-z0-9_-]` only.
-pub fn project_name(id: &str) -> String {
-    let id: String = id
+/// The Compose project of a workspace, named after its container (`flightdeck-<mission id>`,
+/// a replay's own prefix included, so a replay never touches the mission's project):
+/// lowercase, `[a-z0-9_-]` only.
+pub fn project_name(container: &str) -> String {
+    container
         .to_ascii_lowercase()
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-        .collect();
-    format!("flightdeck-{id}")
+        .collect()
 }
 
 /// What [`up`] brought up.
@@ -1829,7 +1830,7 @@ mod tests {
 
     #[test]
     fn project_names_are_lowercase_and_plain() {
-        assert_eq!(project_name("M-01.AbC"), "flightdeck-m-01abc");
+        assert_eq!(project_name("flightdeck-M-01.AbC"), "flightdeck-m-01abc");
     }
 
     #[test]

@@ -199,7 +199,7 @@ fn unique(test: &str) -> String {
         .unwrap()
         .subsec_nanos();
     compose::project_name(&format!(
-        "t-{test}-{}-{nanos}-{}",
+        "flightdeck-t-{test}-{}-{nanos}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     ))

@@ -71,6 +71,10 @@ impl fmt::Debug for RegistryCredential {
     }
 }
 
+/// Hosts a registry of this machine is named by: spoken to over plain HTTP, as the reference
+/// does for `localhost` (put them in [`FetchSettings::plain_http`]).
+pub const LOCAL_REGISTRY_HOSTS: &[&str] = &["localhost", "127.0.0.1", "[::1]"];
+
 /// What a [`RegistryFetcher`] may reach and with what.
 #[derive(Clone, Debug)]
 pub struct FetchSettings {

@@ -377,7 +377,7 @@ pub async fn lock(
 ) -> Result<i32, CliError> {
     use flightdeck_workspace::devcontainer;
     use flightdeck_workspace::features::fetch::{
-        FetchSettings, RegistryCredential, RegistryFetcher,
+        FetchSettings, RegistryCredential, RegistryFetcher, LOCAL_REGISTRY_HOSTS,
     };
     use flightdeck_workspace::features::{lock, reference, resolve, FeatureSource};
 
@@ -452,10 +452,7 @@ pub async fn lock(
     let fetcher = RegistryFetcher::new(FetchSettings {
         allowed_hosts: allowed,
         credentials,
-        plain_http: ["localhost", "127.0.0.1", "[::1]"]
-            .iter()
-            .map(|h| h.to_string())
-            .collect(),
+        plain_http: LOCAL_REGISTRY_HOSTS.iter().map(|h| h.to_string()).collect(),
         ..FetchSettings::default()
     })
     .map_err(|e| CliError::failed(e.to_string()))?;
