@@ -20,7 +20,6 @@ use flightdeck_workspace::{
     shell_words, Limits, Workspace, DEFAULT_MAX_PROCESSES, DEFAULT_MEMORY_MB,
 };
 
-use crate::workspaces::SetupRun;
 use crate::EngineError;
 
 /// Label naming the mission (or debugging workspace) a container belongs to.
@@ -340,12 +339,13 @@ pub(crate) fn plan(
 }
 
 /// Fetches and builds `features` onto the spec's image (building that first when the
-/// definition has a Dockerfile).
+/// definition has a Dockerfile), logging in to registries with `logins` (registry →
+/// (username, password)).
 pub(crate) async fn install_features(
     engine: &DockerEngine,
     spec: &ContainerSpec,
     features: &FeaturesPlan,
-    setup: &SetupRun<'_>,
+    logins: &std::collections::BTreeMap<String, (String, String)>,
 ) -> Result<FeatureImage, EngineError> {
     let base = match &spec.image {
         ImageSource::Existing(name) => name.clone(),
@@ -372,8 +372,7 @@ pub(crate) async fn install_features(
     };
     let settings = FetchSettings {
         allowed_hosts: features.egress.clone(),
-        credentials: setup
-            .registry_logins
+        credentials: logins
             .iter()
             .map(|(registry, (username, password))| {
                 let credential = RegistryCredential {

@@ -517,7 +517,9 @@ impl ContainerRuntime for DockerContainers {
         match &plan.features {
             None => commands.extend(plan.setup.iter().cloned()),
             Some(features) => {
-                let built = container::install_features(&engine, &spec, features, setup).await?;
+                let built =
+                    container::install_features(&engine, &spec, features, &setup.registry_logins)
+                        .await?;
                 spec.image = ImageSource::Existing(built.image.image.clone());
                 image = Some(built.image.image.clone());
                 container::apply_features(&mut spec, &built.features, &plan.setup, &mut commands)?;
