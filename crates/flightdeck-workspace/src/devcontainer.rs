@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 pub const CONFIG_LOCATIONS: [&str; 2] = [".devcontainer/devcontainer.json", ".devcontainer.json"];
 
 /// What flightdeck reads from `runArgs`; everything else is refused.
-const ACCEPTED_RUN_ARGS: &str = "--network/--net, --env/-e, --user/-u, --label/-l";
+const ACCEPTED_RUN_ARGS: &str = "--network/--net, --env/-e, --user/-u, --label/-l, --platform";
 
 /// A `devcontainer.json`, read and with its variables substituted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -201,6 +201,9 @@ pub struct RunArgs {
     pub user: Option<String>,
     /// `--label`/`-l KEY[=VALUE]`.
     pub labels: BTreeMap<String, String>,
+    /// `--platform`: harmless (it chooses what to pull, and nothing is pulled), so accepted
+    /// and reported as not applied.
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -1346,6 +1349,12 @@ fn read_config(
             (read_source(cx, config, root)?, workspace_mount, run_args)
         }
     };
+    if run_args.platform.is_some() {
+        ignored.push(IgnoredKey {
+            key: "runArgs --platform".into(),
+            why: "the image is used as the engine has it: a platform chooses what to pull, and flightdeck never pulls".into(),
+        });
+    }
     let features = match config.get("features") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(features)) => {
@@ -1753,6 +1762,7 @@ fn read_run_args(cx: &Cx<'_>, raw: Vec<String>) -> Result<RunArgs, DevcontainerE
                 run.env.insert(name.to_string(), val.to_string());
             }
             Flag::User => run.user = Some(value),
+            Flag::Platform => run.platform = Some(value),
             Flag::Label => {
                 let (key, val) = value.split_once('=').unwrap_or((value.as_str(), ""));
                 run.labels.insert(key.to_string(), val.to_string());
@@ -1770,6 +1780,7 @@ enum Flag {
     Env,
     User,
     Label,
+    Platform,
 }
 
 /// Recognizes the accepted flags in docker's spellings: `--flag value`, `--flag=value`,
@@ -1785,6 +1796,7 @@ fn split_flag(arg: &str) -> Option<(Flag, Option<&str>)> {
             "env" => Flag::Env,
             "user" => Flag::User,
             "label" => Flag::Label,
+            "platform" => Flag::Platform,
             _ => return None,
         };
         return Some((flag, value));
