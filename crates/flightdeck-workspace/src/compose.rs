@@ -40,10 +40,6 @@ use crate::docker::{DockerEngine, DockerError, MountKind, COMPOSE_PROJECT_LABEL}
 /// The label naming a container's compose service.
 pub const COMPOSE_SERVICE_LABEL: &str = "com.docker.compose.service";
 
-/// The sleep loop the service runs instead of its command (as `docker.rs`'s), `$` doubled
-/// for compose's interpolation.
-const INIT_SCRIPT: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $$!; done";
-
 /// The capabilities given back after dropping all (the list of `docker.rs`).
 const CAP_ADD: &[&str] = &[
     "CHOWN",
@@ -1523,13 +1519,9 @@ async fn rewrite(
                     literal(&serde_json::to_string(&env).unwrap_or_default()),
                 );
             }
-            // Compose interpolates the file: `$` of an entrypoint is doubled to stay literal.
-            let mut script = String::new();
-            for entrypoint in &up.entrypoints {
-                script.push_str(&entrypoint.replace('$', "$$"));
-                script.push('\n');
-            }
-            script.push_str(INIT_SCRIPT);
+            // docker.rs's first process; compose interpolates the file, so every `$` is
+            // doubled to stay literal.
+            let script = crate::docker::init_script(&up.entrypoints).replace('$', "$$");
             service.insert(
                 "entrypoint".into(),
                 vec![Value::from("sh"), Value::from("-c"), Value::from(script)].into(),

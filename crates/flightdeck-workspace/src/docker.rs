@@ -102,7 +102,7 @@ const INIT_SCRIPT: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait
 
 /// The container's first process: features' entrypoints (each a command line, as the
 /// reference writes them into its start script), then the wait.
-fn init_script(entrypoints: &[String]) -> String {
+pub(crate) fn init_script(entrypoints: &[String]) -> String {
     let mut script = String::new();
     for entrypoint in entrypoints {
         script.push_str(entrypoint);
